@@ -1,0 +1,50 @@
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { InvalidObjectUriError, parseObjectUri, sha256OfObject, type ObjectStore } from '../../common/objectstore';
+import type { RegistryStore } from '../../common/store/registry';
+import type { ArtifactInfo, RegisterModelVersionInput } from '../../common/types';
+
+/** Failure types that retrying cannot fix; the workflow's retry policy lists them as non-retryable. */
+export const RegistryErrors = {
+  artifactNotFound: 'ArtifactNotFound',
+  invalidArtifactUri: 'InvalidArtifactUri',
+} as const;
+
+export interface RegistryActivityDeps {
+  registry: RegistryStore;
+  objects: ObjectStore;
+}
+
+export const createRegistryActivities = ({ registry, objects }: RegistryActivityDeps) => ({
+  /** HEADs the artifact and records its size and SHA-256 (from S3's stored checksum, else by streaming it). */
+  async inspectArtifact(artifactUri: string): Promise<ArtifactInfo> {
+    let ref;
+    try {
+      ref = parseObjectUri(artifactUri);
+    } catch (err) {
+      if (err instanceof InvalidObjectUriError) throw ApplicationFailure.nonRetryable(err.message, RegistryErrors.invalidArtifactUri);
+      throw err;
+    }
+    const head = await objects.head(ref);
+    if (!head) {
+      throw ApplicationFailure.nonRetryable(`artifact ${artifactUri} does not exist in object storage`, RegistryErrors.artifactNotFound, {
+        artifactUri,
+      });
+    }
+    const ctx = Context.current();
+    const checksum = head.sha256
+      ? Buffer.from(head.sha256, 'base64').toString('hex')
+      : await sha256OfObject(objects, ref, (bytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes: head.sizeBytes }));
+    return { sizeBytes: head.sizeBytes, checksum: `sha256:${checksum}`, etag: head.etag };
+  },
+
+  async markVersionReady(input: RegisterModelVersionInput, info: ArtifactInfo): Promise<void> {
+    await registry.markVersionReady(input.tenantId, input.modelId, input.version, info);
+  },
+
+  async markVersionFailed(input: RegisterModelVersionInput, reason: string): Promise<void> {
+    await registry.markVersionFailed(input.tenantId, input.modelId, input.version, reason);
+  },
+});
+
+export type RegistryActivities = ReturnType<typeof createRegistryActivities>;

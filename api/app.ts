@@ -1,0 +1,93 @@
+import { randomUUID } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Client } from '@temporalio/client';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Pool } from 'pg';
+import type { Logger } from '../common/logger';
+import type { ObjectStore } from '../common/objectstore';
+import { AuditStore } from '../common/store/audit';
+import { RegistryStore } from '../common/store/registry';
+import { TenantStore } from '../common/store/tenants';
+import { auditPlugin } from './plugins/audit';
+import { authPlugin, type JwtSettings } from './plugins/auth';
+import { errorsPlugin } from './plugins/errors';
+import { healthRoutes } from './routes/health';
+import { modelRoutes } from './routes/models';
+import { ErrorResponse } from './schemas';
+
+export interface AppDeps {
+  db: Pool;
+  temporal: Client;
+  objects: ObjectStore;
+  taskQueue: string;
+  logger: Logger;
+  jwt?: JwtSettings;
+  bodyLimitBytes?: number;
+}
+
+export interface Platform {
+  db: Pool;
+  temporal: Client;
+  objects: ObjectStore;
+  taskQueue: string;
+  registry: RegistryStore;
+  tenants: TenantStore;
+  audit: AuditStore;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    platform: Platform;
+  }
+}
+
+/** Builds the API without listening (api/server.ts listens; tests use `inject`). */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
+    // A caller's trace id becomes the request id, so one id follows a call through logs, audit and upstreams.
+    genReqId: (req) => {
+      const given = req.headers['x-trace-id'] ?? req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+    },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const platform: Platform = {
+    db: deps.db,
+    temporal: deps.temporal,
+    objects: deps.objects,
+    taskQueue: deps.taskQueue,
+    registry: new RegistryStore(deps.db),
+    tenants: new TenantStore(deps.db),
+    audit: new AuditStore(deps.db),
+  };
+  app.decorate('platform', platform);
+  app.addSchema(ErrorResponse);
+  app.addHook('onSend', async (request, reply, payload) => {
+    reply.header('x-trace-id', request.id);
+    return payload;
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'LLMHub API', version: '1.0.0', description: 'Control API of the LLMHub platform; every operation is a Temporal workflow.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'LLMHub API key (llmhub_...) or a JWT' } } },
+      security: [{ bearer: [] }],
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(errorsPlugin);
+  await app.register(authPlugin, { tenants: platform.tenants, jwt: deps.jwt ?? {} });
+  await app.register(auditPlugin, { audit: platform.audit });
+  await app.register(healthRoutes);
+  await app.register(modelRoutes, { prefix: '/v1/models' });
+  return app;
+}

@@ -1,0 +1,82 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowStartOptions } from '@temporalio/client';
+import type { Workflow } from '@temporalio/common';
+import type { PoolClient, Pool } from 'pg';
+import { BadRequestError, UnavailableError } from '../common/errors';
+import { isValidKey, workflowId, type OperationKind } from '../common/ids';
+import { OperationKindKey, TenantIdKey } from '../common/search-attributes';
+import { inTransaction } from '../common/store/pool';
+import { claimIdempotencyKey, releaseIdempotencyKey } from '../common/store/idempotency';
+
+/** sha256 of a JSON value with sorted keys, so the same body in another key order is the same request. */
+export function canonicalHash(value: unknown): string {
+  const canon = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(canon)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon((v as Record<string, unknown>)[k])]))
+        : v;
+  return createHash('sha256').update(JSON.stringify(canon(value))).digest('hex');
+}
+
+export function idempotencyKeyOf(header: string | string[] | undefined): string {
+  if (header === undefined) return randomUUID();
+  const key = Array.isArray(header) ? header[0]! : header;
+  if (!isValidKey(key)) throw new BadRequestError('Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -', 'Idempotency-Key');
+  return key;
+}
+
+export interface StartOperation<W extends Workflow> {
+  kind: OperationKind;
+  tenantId: string;
+  key: string;
+  /** Everything that makes two requests "the same request". */
+  request: unknown;
+  workflow: W | string;
+  options: Omit<WorkflowStartOptions<W>, 'workflowId' | 'taskQueue'>;
+  /** Platform-state writes that belong to the operation; they commit with the idempotency claim or not at all. */
+  prepare?: (c: PoolClient, workflowId: string) => Promise<void>;
+  /** Undoes `prepare` when Temporal refuses the start, so nothing is left half-applied. */
+  undo?: (c: PoolClient) => Promise<void>;
+}
+
+/**
+ * Starts an operation's workflow exactly once per (tenant, kind, Idempotency-Key):
+ * the claim and the operation's own rows commit together; the start uses USE_EXISTING (running) and
+ * REJECT_DUPLICATE (closed) so a repeat, concurrent or late, lands on the same workflow.
+ */
+export async function startOperation<W extends Workflow>(
+  deps: { db: Pool; temporal: Client; taskQueue: string },
+  op: StartOperation<W>,
+): Promise<{ workflowId: string; fresh: boolean }> {
+  const id = workflowId(op.kind, op.tenantId, op.key);
+  const claim = await inTransaction(deps.db, async (c) => {
+    const claimed = await claimIdempotencyKey(c, { tenantId: op.tenantId, kind: op.kind, key: op.key, bodyHash: canonicalHash(op.request), workflowId: id });
+    if (claimed.fresh) await op.prepare?.(c, id);
+    return claimed;
+  });
+  try {
+    await deps.temporal.workflow.start(op.workflow, {
+      ...op.options,
+      workflowId: claim.workflowId,
+      taskQueue: deps.taskQueue,
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowIdReusePolicy: 'REJECT_DUPLICATE',
+      typedSearchAttributes: [
+        { key: TenantIdKey, value: op.tenantId },
+        { key: OperationKindKey, value: op.kind },
+        ...((op.options.typedSearchAttributes as unknown[] | undefined) ?? []),
+      ],
+    } as WorkflowStartOptions<W>);
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return { workflowId: claim.workflowId, fresh: false };
+    if (claim.fresh) {
+      await inTransaction(deps.db, async (c) => {
+        await op.undo?.(c);
+        await releaseIdempotencyKey(c, { tenantId: op.tenantId, kind: op.kind, key: op.key });
+      });
+    }
+    throw new UnavailableError(`could not start the ${op.kind} workflow; nothing was recorded, retry later: ${(err as Error).message}`);
+  }
+  return { workflowId: claim.workflowId, fresh: claim.fresh };
+}

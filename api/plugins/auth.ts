@@ -1,0 +1,100 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { ForbiddenError, UnauthorizedError } from '../../common/errors';
+import type { TenantStore } from '../../common/store/tenants';
+import { Roles, type Principal, type Role } from '../../common/types';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+  interface FastifyContextConfig {
+    /** Routes that answer without credentials (health, docs, metrics). */
+    public?: boolean;
+  }
+}
+
+export interface JwtSettings {
+  jwksUrl?: string;
+  /** For tests and air-gapped installs: a key set object instead of a URL. */
+  jwks?: JWTVerifyGetKey;
+  issuer?: string;
+  audience?: string;
+}
+
+/** Roles that carry another's rights: an admin can do what an operator can, and so on down. */
+const IMPLIES: Record<Role, Role[]> = {
+  viewer: [],
+  developer: ['viewer'],
+  operator: ['developer', 'viewer'],
+  approver: ['viewer'],
+  admin: ['operator', 'developer', 'approver', 'viewer'],
+};
+
+/** Health, metrics, the OpenAPI document and Swagger UI (whose routes its plugin owns) need no credentials. */
+export const isPublic = (request: FastifyRequest): boolean =>
+  request.routeOptions.config?.public === true || request.url === '/docs' || request.url.startsWith('/docs/');
+
+export const hasRole = (p: Principal, role: Role): boolean => p.roles.some((r) => r === role || IMPLIES[r].includes(role));
+
+export function requireRole(role: Role) {
+  return async (request: FastifyRequest) => {
+    const p = request.principal;
+    if (!p) throw new UnauthorizedError();
+    if (!hasRole(p, role)) throw new ForbiddenError(`this action needs the '${role}' role; the caller has ${p.roles.join(', ')}`);
+  };
+}
+
+/**
+ * Resolves `Authorization: Bearer` to a tenant-scoped principal: platform API keys (`llmhub_...`) from the store,
+ * anything else as a JWT verified against the configured JWKS (claims `tenant_id` and `roles`).
+ * A request that names another tenant in `X-Tenant-ID` is refused.
+ */
+export const authPlugin = fp(
+  async (app: FastifyInstance, opts: { tenants: TenantStore; jwt: JwtSettings }) => {
+    const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
+
+    async function fromJwt(token: string): Promise<Principal> {
+      if (!jwks) throw new UnauthorizedError('bearer token is not a valid API key and JWT auth is not configured');
+      let payload;
+      try {
+        ({ payload } = await jwtVerify(token, jwks, {
+          ...(opts.jwt.issuer ? { issuer: opts.jwt.issuer } : {}),
+          ...(opts.jwt.audience ? { audience: opts.jwt.audience } : {}),
+        }));
+      } catch (err) {
+        throw new UnauthorizedError(`invalid token: ${(err as Error).message}`);
+      }
+      const tenantId = payload.tenant_id;
+      const roles = Array.isArray(payload.roles) ? payload.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r)) : [];
+      if (typeof tenantId !== 'string' || !tenantId) throw new UnauthorizedError('token has no tenant_id claim');
+      if (roles.length === 0) throw new ForbiddenError('token carries no platform role');
+      return { tenantId, subject: String(payload.sub ?? 'jwt'), roles, via: 'jwt' };
+    }
+
+    app.decorateRequest('principal', undefined);
+    app.addHook('onRequest', async (request) => {
+      if (isPublic(request)) return;
+      const header = request.headers.authorization;
+      const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+      if (!m) throw new UnauthorizedError('missing Authorization: Bearer <api key or token>');
+      const token = m[1]!;
+      let principal: Principal;
+      if (token.startsWith('llmhub_')) {
+        const key = await opts.tenants.verifyApiKey(token);
+        if (!key) throw new UnauthorizedError('invalid API key');
+        if (key.revoked) throw new UnauthorizedError('API key has been revoked');
+        principal = { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' };
+      } else {
+        principal = await fromJwt(token);
+      }
+      request.principal = principal;
+      const asTenant = request.headers['x-tenant-id'];
+      if (asTenant !== undefined && asTenant !== principal.tenantId) {
+        throw new ForbiddenError(`credentials of tenant '${principal.tenantId}' cannot act for tenant '${String(asTenant)}'`);
+      }
+    });
+  },
+  { name: 'auth' },
+);

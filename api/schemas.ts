@@ -1,0 +1,23 @@
+import { Type, type TSchema } from '@sinclair/typebox';
+
+/** Schemas shared by several route folders. */
+export const ErrorResponse = Type.Object(
+  {
+    error: Type.Object({
+      type: Type.String(),
+      message: Type.String(),
+      details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    }),
+  },
+  { $id: 'Error', description: 'The one error shape of the platform' },
+);
+
+export const ResourceId = Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$', description: 'lower-case letters, digits, . _ -' });
+
+/** The 4xx answers every authenticated route can give, merged into each route's response schemas. */
+export const errorResponses = (...codes: number[]): Record<number, TSchema> =>
+  Object.fromEntries([401, 403, ...codes].map((c) => [c, Type.Ref('Error')]));
+
+export const IdempotencyHeaders = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({ description: 'Repeating a request with the same key returns the same operation' })),
+});

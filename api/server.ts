@@ -1,0 +1,48 @@
+import { Client, Connection } from '@temporalio/client';
+import { loadConfig } from '../common/config';
+import { createLogger } from '../common/logger';
+import { s3StoreFromConfig } from '../common/objectstore';
+import { migrate } from '../common/store/migrate';
+import { createPool } from '../common/store/pool';
+import { buildApp } from './app';
+
+/** Entry point of the API process: migrate, connect, listen; close everything on SIGTERM/SIGINT. */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger('llmhub-api', config.LOG_LEVEL);
+  const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
+  const migrated = await migrate(db);
+  if (migrated.applied.length) logger.info({ applied: migrated.applied }, 'database migrated');
+  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS }).catch((err: Error) => {
+    throw new Error(`cannot reach the Temporal server at ${config.TEMPORAL_ADDRESS} (set TEMPORAL_ADDRESS): ${err.message}`);
+  });
+  const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+  const app = await buildApp({
+    db,
+    temporal,
+    objects: s3StoreFromConfig(config),
+    taskQueue: config.TEMPORAL_TASK_QUEUE,
+    logger,
+    bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
+    jwt: { jwksUrl: config.JWT_JWKS_URL, issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE },
+  });
+  app.addHook('onClose', async () => {
+    await connection.close();
+    await db.end();
+  });
+  const close = () => {
+    logger.info('shutting down');
+    app.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', close);
+  process.once('SIGINT', close);
+  await app.listen({ host: config.API_HOST, port: config.API_PORT });
+}
+
+main().catch((err) => {
+  console.error(err instanceof Error ? err.message : err);
+  process.exit(1);
+});

@@ -1,0 +1,66 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Pool } from 'pg';
+import type { Role } from '../types';
+
+const KEY_PREFIX = 'llmhub';
+
+export interface ApiKeyRecord {
+  id: string;
+  tenantId: string;
+  name: string;
+  role: Role;
+  revoked: boolean;
+}
+
+const hashSecret = (secret: string): Buffer => createHash('sha256').update(secret).digest();
+
+/**
+ * Keys look like `llmhub_<id>_<secret>`: the id finds the row, only a hash of the secret is stored,
+ * and the full key is returned once at creation.
+ */
+export function splitApiKey(token: string): { id: string; secret: string } | undefined {
+  const m = /^llmhub_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
+  return m ? { id: m[1]!, secret: m[2]! } : undefined;
+}
+
+export class TenantStore {
+  constructor(private readonly db: Pool) {}
+
+  async createTenant(id: string, name: string): Promise<void> {
+    await this.db.query('INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [id, name]);
+  }
+
+  async tenantExists(id: string): Promise<boolean> {
+    return (await this.db.query('SELECT 1 FROM tenants WHERE id = $1', [id])).rowCount === 1;
+  }
+
+  async createApiKey(tenantId: string, name: string, role: Role): Promise<{ id: string; key: string }> {
+    const id = randomBytes(8).toString('hex');
+    const secret = randomBytes(32).toString('base64url');
+    await this.db.query('INSERT INTO api_keys (id, tenant_id, name, role, secret_hash) VALUES ($1, $2, $3, $4, $5)', [
+      id,
+      tenantId,
+      name,
+      role,
+      hashSecret(secret),
+    ]);
+    return { id, key: `${KEY_PREFIX}_${id}_${secret}` };
+  }
+
+  async revokeApiKey(id: string): Promise<void> {
+    await this.db.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
+  }
+
+  /** Returns the key's record when the token's secret matches; undefined for unknown ids and wrong secrets alike. */
+  async verifyApiKey(token: string): Promise<ApiKeyRecord | undefined> {
+    const parts = splitApiKey(token);
+    if (!parts) return undefined;
+    const { rows } = await this.db.query<{ id: string; tenant_id: string; name: string; role: Role; secret_hash: Buffer; revoked_at: Date | null }>(
+      'SELECT id, tenant_id, name, role, secret_hash, revoked_at FROM api_keys WHERE id = $1',
+      [parts.id],
+    );
+    const row = rows[0];
+    if (!row || !timingSafeEqual(row.secret_hash, hashSecret(parts.secret))) return undefined;
+    return { id: row.id, tenantId: row.tenant_id, name: row.name, role: row.role, revoked: row.revoked_at !== null };
+  }
+}

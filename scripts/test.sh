@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one test command (README): installs what is missing, type-checks, runs every jest project
+# against real servers started by jest's global set-up, and ends with "N passed, N failed".
+set -euo pipefail
+source "$(dirname "$0")/setup.sh"
+mkdir -p .data
+llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
+results=.data/jest-results.json
+rm -f "$results"
+start=$(date +%s)
+set +e
+NODE_OPTIONS="${NODE_OPTIONS:-} --experimental-vm-modules --disable-warning=ExperimentalWarning" npx jest --ci --json --outputFile="$results" "$@"
+rc=$?
+set -e
+echo "[setup] tests: $(( $(date +%s) - start )) s" >&2
+if [ -f "$results" ]; then
+  node -e 'const r=require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`)' "$results"
+else
+  echo "0 passed, 1 failed"
+fi
+exit $rc

@@ -1,0 +1,134 @@
+/**
+ * Records workflow histories for the replay gate (test/replay/histories/<name>.json).
+ *
+ *   npm run replay:record -- --workflow-id <id> --name <name>   # from a running server (TEMPORAL_ADDRESS, default dev)
+ *   npm run replay:record -- --scenarios                          # runs every scenario below on a throw-away stack
+ *
+ * Histories are recorded once, committed and never re-recorded by CI: a replay failure means the code changed
+ * in a way running workflows would not survive, so guard the change with patched() instead of re-recording.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { bundleWorkflowCode, NativeConnection } from '@temporalio/worker';
+import { createPlatformActivities } from '../../activities';
+import { createLogger } from '../../common/logger';
+import { S3ObjectStore } from '../../common/objectstore';
+import { migrate } from '../../common/store/migrate';
+import { createPool } from '../../common/store/pool';
+import { RegistryStore } from '../../common/store/registry';
+import { TenantStore } from '../../common/store/tenants';
+import { randomPorts, startLocalStack } from '../../deploy/dev/stack';
+import { startWorker } from '../../workers/bootstrap';
+
+const HISTORIES = path.join(__dirname, 'histories');
+
+async function save(client: Client, workflowId: string, name: string): Promise<void> {
+  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  const file = path.join(HISTORIES, `${name}.json`);
+  // The canonical proto3 JSON (what `temporal workflow show --output json` writes), which replay parses back.
+  await writeFile(file, `${JSON.stringify(JSON.parse(historyToJSON(history)), null, 2)}\n`);
+  console.log(`recorded ${workflowId} -> ${path.relative(process.cwd(), file)} (${history.events?.length} events)`);
+}
+
+interface ScenarioContext {
+  client: Client;
+  taskQueue: string;
+  objects: S3ObjectStore;
+  registry: RegistryStore;
+  db: ReturnType<typeof createPool>;
+}
+
+/** Each scenario runs real workflows to completion and returns {name: workflowId} to record. */
+const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, string>>> = {
+  async 'model-version'({ client, taskQueue, objects, registry, db }) {
+    const tenants = new TenantStore(db);
+    await tenants.createTenant('replay', 'replay');
+    await registry.createModel('replay', { id: 'tiny', name: 'tiny', description: '' });
+    await objects.ensureBucket('models');
+    await objects.put({ bucket: 'models', key: 'tiny/1/model.bin' }, 'tiny weights');
+    const run = async (version: string, artifactUri: string) => {
+      const workflowId = `model-version/replay/${version}`;
+      await db.query(
+        `INSERT INTO model_versions (tenant_id, model_id, version, artifact_uri, state, workflow_id) VALUES ('replay', 'tiny', $1, $2, 'registering', $3)`,
+        [version, artifactUri, workflowId],
+      );
+      const handle = await client.workflow.start('registerModelVersion', {
+        taskQueue,
+        workflowId,
+        args: [{ tenantId: 'replay', modelId: 'tiny', version, artifactUri }],
+      });
+      await handle.result().catch((err) => {
+        if (!(err instanceof WorkflowFailedError)) throw err;
+      });
+      return workflowId;
+    };
+    return {
+      'model-version-ready': await run('1', 's3://models/tiny/1/model.bin'),
+      'model-version-artifact-missing': await run('2', 's3://models/tiny/2/missing.bin'),
+    };
+  },
+};
+
+async function recordScenarios(): Promise<void> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-'));
+  const stack = await startLocalStack({ dataDir, ports: await randomPorts() });
+  const logger = createLogger('record', 'warn');
+  const db = createPool(stack.env.DATABASE_URL!, 5);
+  const connection = await Connection.connect({ address: stack.temporal.address });
+  const native = await NativeConnection.connect({ address: stack.temporal.address });
+  try {
+    await migrate(db);
+    const objects = new S3ObjectStore({ endpoint: stack.s3.endpoint, region: stack.s3.region, accessKeyId: stack.s3.accessKeyId, secretAccessKey: stack.s3.secretAccessKey, forcePathStyle: true });
+    const registry = new RegistryStore(db);
+    const taskQueue = 'record';
+    const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') });
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities({ registry, objects }),
+      workflows: { workflowBundle: bundle },
+      logger,
+      handleSignals: false,
+    });
+    const client = new Client({ connection });
+    try {
+      for (const [scenario, runScenario] of Object.entries(scenarios)) {
+        console.log(`scenario ${scenario}`);
+        for (const [name, id] of Object.entries(await runScenario({ client, taskQueue, objects, registry, db }))) await save(client, id, name);
+      }
+    } finally {
+      await worker.shutdown();
+    }
+  } finally {
+    await native.close();
+    await connection.close();
+    await db.end();
+    await stack.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { 'workflow-id': { type: 'string' }, name: { type: 'string' }, scenarios: { type: 'boolean' } } });
+  if (values.scenarios) return recordScenarios();
+  if (!values['workflow-id'] || !values.name) throw new Error('usage: --workflow-id <id> --name <name> | --scenarios');
+  const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' });
+  try {
+    await save(new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' }), values['workflow-id'], values.name);
+  } finally {
+    await connection.close();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
+import type { FastifyInstance } from 'fastify';
+import type { Pool } from 'pg';
+import { createPlatformActivities } from '../../activities';
+import { buildApp } from '../../api/app';
+import type { JwtSettings } from '../../api/plugins/auth';
+import { loadConfig } from '../../common/config';
+import { createLogger } from '../../common/logger';
+import { S3ObjectStore, s3StoreFromConfig, type ObjectStore } from '../../common/objectstore';
+import { createPool } from '../../common/store/pool';
+import { RegistryStore } from '../../common/store/registry';
+import { TenantStore } from '../../common/store/tenants';
+import type { Role } from '../../common/types';
+import { startWorker, type RunningWorker } from '../../workers/bootstrap';
+import { pollFor } from '../../deploy/dev/process';
+
+export const uniqueId = (prefix: string): string => `${prefix}-${randomBytes(4).toString('hex')}`;
+
+export interface TestTenant {
+  id: string;
+  keys: Record<Role, string>;
+}
+
+/** Everything a test needs on the shared stack: the API app, a worker on the file's own task queue, clients. */
+export interface TestPlatform {
+  app: FastifyInstance;
+  db: Pool;
+  temporal: Client;
+  objects: S3ObjectStore;
+  taskQueue: string;
+  worker: RunningWorker;
+  tenants: TenantStore;
+  registry: RegistryStore;
+  createTenant(prefix?: string): Promise<TestTenant>;
+  /** Starts another worker on the same task queue with different deps (e.g. another S3 server). */
+  startWorker(objects?: ObjectStore): Promise<RunningWorker>;
+  close(): Promise<void>;
+}
+
+/** `objects` overrides the object store the worker's activities use (the API keeps the shared one). */
+export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: ObjectStore } = {}): Promise<TestPlatform> {
+  const config = loadConfig();
+  const logger = createLogger('test', process.env.LOG_LEVEL ?? 'warn');
+  const taskQueue = uniqueId('tq');
+  const db = createPool(config.DATABASE_URL, 20);
+  const objects = s3StoreFromConfig(config);
+  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+  const nativeConnection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  const tenants = new TenantStore(db);
+  const registry = new RegistryStore(db);
+  const workers: RunningWorker[] = [];
+  const launch = async (o: ObjectStore = opts.objects ?? objects) => {
+    const w = await startWorker({
+      connection: nativeConnection,
+      namespace: config.TEMPORAL_NAMESPACE,
+      taskQueue,
+      activities: createPlatformActivities({ registry, objects: o }),
+      workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
+      logger,
+      handleSignals: false,
+      shutdownGraceMs: 2_000,
+    });
+    workers.push(w);
+    return w;
+  };
+  const closeClients = async () => {
+    await Promise.all(workers.map((w) => w.shutdown()));
+    await nativeConnection.close();
+    await connection.close();
+    await db.end();
+  };
+  let worker: RunningWorker;
+  let app: FastifyInstance;
+  try {
+    worker = await launch();
+    app = await buildApp({ db, temporal, objects, taskQueue, logger, jwt: opts.jwt });
+    await app.ready();
+  } catch (err) {
+    // A half-built platform must not leave a polling worker behind: it would keep jest alive forever.
+    await closeClients();
+    throw err;
+  }
+  return {
+    app,
+    db,
+    temporal,
+    objects,
+    taskQueue,
+    worker,
+    tenants,
+    registry,
+    startWorker: launch,
+    async createTenant(prefix = 'tenant') {
+      const id = uniqueId(prefix);
+      await tenants.createTenant(id, id);
+      const keys = {} as Record<Role, string>;
+      for (const role of ['viewer', 'developer', 'operator', 'approver', 'admin'] as const) {
+        keys[role] = (await tenants.createApiKey(id, `${role}-key`, role)).key;
+      }
+      return { id, keys };
+    },
+    async close() {
+      await app.close();
+      await closeClients();
+    },
+  };
+}
+
+/** Waits on a condition (never on time): resolves with the first value `fn` gives that is not undefined/false. */
+export const eventually = <T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> =>
+  pollFor(what, fn, timeoutMs, 100);
+
+export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });

@@ -1,0 +1,68 @@
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  defineQuery,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
+import type { RegistryActivities } from '../activities/registry';
+import { PhaseKey } from '../common/search-attributes';
+import type { ArtifactInfo, RegisterModelVersionInput } from '../common/types';
+
+export type RegistrationPhase = 'inspecting' | 'recording' | 'ready' | 'failed';
+export interface RegistrationStatus {
+  phase: RegistrationPhase;
+  artifact?: ArtifactInfo;
+  failureReason?: string;
+}
+export const registrationStatusQuery = defineQuery<RegistrationStatus>('status');
+
+const { inspectArtifact } = proxyActivities<RegistryActivities>({
+  startToCloseTimeout: '30 minutes',
+  // Hashing a large artifact heartbeats; a silent worker is retried elsewhere within a minute.
+  heartbeatTimeout: '1 minute',
+  retry: {
+    initialInterval: '1 second',
+    backoffCoefficient: 2,
+    maximumInterval: '15 seconds',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: ['ArtifactNotFound', 'InvalidArtifactUri'],
+  },
+});
+const { markVersionReady, markVersionFailed } = proxyActivities<RegistryActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 50 },
+});
+
+function reasonOf(err: unknown): string {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  return cause instanceof Error ? cause.message : String(cause);
+}
+
+/** Registers one model version: verify the artifact in object storage, then record its facts in the registry. */
+export async function registerModelVersion(input: RegisterModelVersionInput): Promise<ArtifactInfo> {
+  const status: RegistrationStatus = { phase: 'inspecting' };
+  setHandler(registrationStatusQuery, () => status);
+  const enter = (phase: RegistrationPhase) => {
+    status.phase = phase;
+    upsertSearchAttributes([{ key: PhaseKey, value: phase }]);
+  };
+  enter('inspecting');
+  try {
+    const artifact = await inspectArtifact(input.artifactUri);
+    status.artifact = artifact;
+    enter('recording');
+    await markVersionReady(input, artifact);
+    enter('ready');
+    return artifact;
+  } catch (err) {
+    const reason = reasonOf(err);
+    status.failureReason = reason;
+    // Even a cancelled run must leave the registry row saying what happened to it.
+    await CancellationScope.nonCancellable(() => markVersionFailed(input, reason));
+    enter('failed');
+    throw ApplicationFailure.nonRetryable(`model version ${input.modelId}@${input.version} was not registered: ${reason}`, 'RegistrationFailed');
+  }
+}
