@@ -14,7 +14,7 @@ rc=$?
 set -e
 echo "[setup] tests: $(( $(date +%s) - start )) s" >&2
 if [ -f "$results" ]; then
-  node -e 'const r=require(process.argv[1]); console.log(`${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`)' "$results"
+  node -e 'const r=require(require("node:path").resolve(process.argv[1])); console.log(`${r.numPassedTests} passed, ${r.numFailedTests + r.numRuntimeErrorTestSuites} failed`)' "$results"
 else
   echo "0 passed, 1 failed"
 fi

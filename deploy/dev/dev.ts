@@ -1,0 +1,98 @@
+/**
+ * `npm run dev`: the whole platform on embedded defaults — Temporal dev server with its Web UI, PostgreSQL,
+ * an S3 server, the platform worker and the API — each a real process, data kept under .data/dev.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { migrate } from '../../common/store/migrate';
+import { createPool } from '../../common/store/pool';
+import { TenantStore } from '../../common/store/tenants';
+import { S3ObjectStore } from '../../common/objectstore';
+import { waitFor } from './process';
+import { DEV_PORTS, startLocalStack } from './stack';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const API_PORT = Number(process.env.API_PORT ?? 8080);
+const DEMO_TENANT = 'demo';
+
+/** The demo tenant's admin key is created once and kept in the data dir, so it survives restarts. */
+async function demoAdminKey(db: ReturnType<typeof createPool>, dataDir: string): Promise<string> {
+  const file = path.join(dataDir, 'demo-admin-key');
+  const saved = await readFile(file, 'utf8').catch(() => '');
+  const tenants = new TenantStore(db);
+  if (saved && (await tenants.verifyApiKey(saved.trim()))) return saved.trim();
+  await tenants.createTenant(DEMO_TENANT, 'Demo tenant');
+  const { key } = await tenants.createApiKey(DEMO_TENANT, 'dev-admin', 'admin');
+  await writeFile(file, key, { mode: 0o600 });
+  return key;
+}
+
+function launch(name: string, entry: string, env: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
+  child.on('exit', (code, signal) => {
+    if (!shuttingDown) {
+      console.error(`[dev] ${name} exited (${signal ?? code}); stopping the stack`);
+      void shutdown(1);
+    }
+  });
+  return child;
+}
+
+let shuttingDown = false;
+let shutdown: (code: number) => Promise<void> = async (code) => process.exit(code);
+
+async function main(): Promise<void> {
+  const dataDir = path.join(ROOT, '.data', 'dev');
+  await mkdir(dataDir, { recursive: true });
+  console.log('[dev] starting Temporal, PostgreSQL and S3 ...');
+  const stack = await startLocalStack({ dataDir, ports: DEV_PORTS });
+  const db = createPool(stack.env.DATABASE_URL!, 2);
+  await migrate(db);
+  const apiKey = await demoAdminKey(db, dataDir);
+  await db.end();
+  const objects = new S3ObjectStore({ endpoint: stack.s3.endpoint, region: stack.s3.region, accessKeyId: stack.s3.accessKeyId, secretAccessKey: stack.s3.secretAccessKey, forcePathStyle: true });
+  await objects.ensureBucket('models');
+  await objects.put({ bucket: 'models', key: 'demo/model.safetensors' }, 'demo weights\n');
+
+  const env = { ...stack.env, API_PORT: String(API_PORT), WORKER_METRICS_PORT: process.env.WORKER_METRICS_PORT ?? '9464' };
+  const children = [launch('worker', 'workers/platform.ts', env), launch('api', 'api/server.ts', env)];
+  shutdown = async (code) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    console.log('[dev] stopping ...');
+    await Promise.all(
+      children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve() : (c.once('exit', () => resolve()), c.kill('SIGTERM'))))),
+    );
+    await stack.stop();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void shutdown(0));
+  process.on('SIGTERM', () => void shutdown(0));
+
+  const api = `http://127.0.0.1:${API_PORT}`;
+  await waitFor('the API to be ready', async () => (await fetch(`${api}/readyz`)).ok, 120_000, 500);
+  console.log(`
+[dev] LLMHub is up.
+  API              ${api}          (OpenAPI ${api}/openapi.json, Swagger UI ${api}/docs)
+  Temporal UI      ${stack.temporal.uiUrl}
+  Temporal gRPC    ${stack.temporal.address}
+  PostgreSQL       ${stack.env.DATABASE_URL}
+  S3               ${stack.s3.endpoint}  (access key ${stack.s3.accessKeyId})
+  Worker metrics   http://127.0.0.1:${env.WORKER_METRICS_PORT}/metrics
+  Tenant '${DEMO_TENANT}' admin API key (also in .data/dev/demo-admin-key):
+    ${apiKey}
+
+  Try:
+    export KEY=$(cat .data/dev/demo-admin-key)
+    curl -s -XPOST ${api}/v1/models -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d '{"id":"demo","name":"Demo"}'
+    curl -s -XPOST ${api}/v1/models/demo/versions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
+         -d '{"version":"1","artifactUri":"s3://models/demo/model.safetensors"}'
+  then filter by TenantId="${DEMO_TENANT}" in the Temporal UI. Ctrl-C stops everything.
+`);
+}
+
+main().catch(async (err) => {
+  console.error(`[dev] ${err instanceof Error ? err.message : String(err)}`);
+  await shutdown(1);
+});
