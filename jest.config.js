@@ -3,10 +3,12 @@
 // which needs Node >= 24.9 and --experimental-vm-modules (set by scripts/test.sh), the same way Node 24 loads
 // them in production, so there is no list of packages to transform.
 const transform = { '^.+\\.(t|j)sx?$': ['@swc/jest', { jsc: { target: 'es2023', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] };
-const common = { testEnvironment: 'node', transform, moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json'] };
+const common = { testEnvironment: '<rootDir>/test/setup/node-environment.js', transform, moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json'] };
 
 /** @type {import('jest').Config} */
 module.exports = {
+  // Integration tests drive real servers on a loaded 2-core machine; per-test budgets live in the tests' waits.
+  testTimeout: 300_000,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     {
@@ -15,8 +17,7 @@ module.exports = {
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
       globalSetup: '<rootDir>/test/setup/global-setup.ts',
       globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
-      testTimeout: 300_000,
     },
-    { ...common, displayName: 'replay', testMatch: ['<rootDir>/test/replay/**/*.test.ts'], testTimeout: 300_000 },
+    { ...common, displayName: 'replay', testMatch: ['<rootDir>/test/replay/**/*.test.ts'] },
   ],
 };

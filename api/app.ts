@@ -9,11 +9,17 @@ import type { Logger } from '../common/logger';
 import type { ObjectStore } from '../common/objectstore';
 import { AuditStore } from '../common/store/audit';
 import { RegistryStore } from '../common/store/registry';
+import { KnowledgeStore } from '../common/store/knowledge';
 import { TenantStore } from '../common/store/tenants';
+import type { EmbedderRegistry } from '../common/knowledge';
+import type { VectorStore } from '../common/vectors';
+import { gatewayPlugin } from './gateway/plugin';
+import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { authPlugin, type JwtSettings } from './plugins/auth';
 import { errorsPlugin } from './plugins/errors';
 import { healthRoutes } from './routes/health';
+import { knowledgeRoutes } from './routes/knowledge';
 import { modelRoutes } from './routes/models';
 import { ErrorResponse } from './schemas';
 
@@ -23,8 +29,13 @@ export interface AppDeps {
   objects: ObjectStore;
   taskQueue: string;
   logger: Logger;
+  vectors: VectorStore;
+  embedders: EmbedderRegistry;
+  platformBucket: string;
   jwt?: JwtSettings;
   bodyLimitBytes?: number;
+  /** Inference gateway settings; what is left out takes its default. */
+  gateway?: Partial<GatewaySettings>;
 }
 
 export interface Platform {
@@ -35,6 +46,10 @@ export interface Platform {
   registry: RegistryStore;
   tenants: TenantStore;
   audit: AuditStore;
+  knowledge: KnowledgeStore;
+  vectors: VectorStore;
+  embedders: EmbedderRegistry;
+  platformBucket: string;
 }
 
 declare module 'fastify' {
@@ -45,6 +60,7 @@ declare module 'fastify' {
 
 /** Builds the API without listening (api/server.ts listens; tests use `inject`). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const gateway = loadGatewaySettings({}, deps.gateway);
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
@@ -64,6 +80,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     registry: new RegistryStore(deps.db),
     tenants: new TenantStore(deps.db),
     audit: new AuditStore(deps.db),
+    knowledge: new KnowledgeStore(deps.db),
+    vectors: deps.vectors,
+    embedders: deps.embedders,
+    platformBucket: deps.platformBucket,
   };
   app.decorate('platform', platform);
   app.addSchema(ErrorResponse);
@@ -85,9 +105,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
 
   await app.register(errorsPlugin);
-  await app.register(authPlugin, { tenants: platform.tenants, jwt: deps.jwt ?? {} });
+  await app.register(authPlugin, { tenants: platform.tenants, jwt: deps.jwt ?? {}, keyCacheTtlMs: gateway.keyCacheTtlMs });
   await app.register(auditPlugin, { audit: platform.audit });
   await app.register(healthRoutes);
   await app.register(modelRoutes, { prefix: '/v1/models' });
+  await app.register(gatewayPlugin, { settings: gateway });
+  await app.register(knowledgeRoutes, { prefix: '/v1/knowledge' });
   return app;
 }

@@ -1,6 +1,8 @@
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig } from '../common/config';
+import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
+import { loadGatewaySettings } from './gateway/settings';
 import { s3StoreFromConfig } from '../common/objectstore';
 import { migrate } from '../common/store/migrate';
 import { createPool } from '../common/store/pool';
@@ -24,6 +26,10 @@ async function main(): Promise<void> {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     logger,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
+    gateway: loadGatewaySettings(),
+    vectors: await vectorStoreFromConfig(config),
+    embedders: new EmbedderRegistry(config),
+    platformBucket: config.PLATFORM_BUCKET,
     jwt: { jwksUrl: config.JWT_JWKS_URL, issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE },
   });
   app.addHook('onClose', async () => {

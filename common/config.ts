@@ -22,6 +22,19 @@ const Env = Type.Object({
   JWT_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   JWT_ISSUER: Type.Optional(Type.String()),
   JWT_AUDIENCE: Type.Optional(Type.String()),
+  /** Bucket for the platform's own objects (uploads, ingestion manifests). */
+  PLATFORM_BUCKET: Type.String({ default: 'llmhub', minLength: 3 }),
+  VECTOR_STORE: Type.Union([Type.Literal('lancedb'), Type.Literal('qdrant')], { default: 'lancedb' }),
+  LANCEDB_DIR: Type.String({ default: '.data/lancedb' }),
+  QDRANT_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  QDRANT_API_KEY: Type.Optional(Type.String()),
+  /** Folder with model.onnx + tokenizer.json of the default in-process embedder (deploy/dev/models/install.sh). */
+  EMBEDDING_MODEL_DIR: Type.Optional(Type.String()),
+  /** An OpenAI-compatible /v1/embeddings endpoint, offered as embedder `openai:<model>`. */
+  EMBEDDINGS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  EMBEDDINGS_API_KEY: Type.Optional(Type.String()),
+  UNSTRUCTURED_API_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  UNSTRUCTURED_API_KEY: Type.Optional(Type.String()),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {

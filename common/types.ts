@@ -47,3 +47,43 @@ export interface ArtifactInfo {
   checksum: string;
   etag: string | null;
 }
+
+export type IngestionSource =
+  | { type: 's3'; bucket: string; prefix: string }
+  /** Files uploaded through POST /v1/knowledge/{namespace}/files. */
+  | { type: 'uploads' };
+
+export interface ChunkingSpec {
+  strategy: 'heading' | 'paragraph' | 'fixed';
+  size: number;
+  overlap: number;
+}
+
+/** Input of the ingestion workflow: references and options only; documents travel by object-store URI. */
+export interface IngestionInput {
+  tenantId: string;
+  namespace: string;
+  ingestionId: string;
+  source: IngestionSource;
+  parser: 'builtin' | 'unstructured';
+  chunking: ChunkingSpec;
+  embedder: string;
+  /** Documents per activity; each activity heartbeats after every document and resumes from there. */
+  batchSize: number;
+  /** Batch activities in flight at once. */
+  parallelism: number;
+}
+
+export interface DocumentFailure {
+  documentId: string;
+  reason: string;
+}
+
+export interface IngestionStats {
+  total: number;
+  done: number;
+  skippedUnchanged: number;
+  failed: number;
+  chunksWritten: number;
+  removed: number;
+}

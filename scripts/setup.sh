@@ -29,8 +29,11 @@ llmhub_npm_install() {
 llmhub_servers() {
   bash temporal/install.sh >/dev/null
   bash deploy/dev/s3/install.sh >/dev/null
+  bash deploy/dev/models/install.sh >/dev/null
 }
 
 llmhub_phase "toolchain (Node $LLMHUB_NODE_VERSION)" llmhub_ensure_node
 llmhub_phase "npm install" llmhub_npm_install
-llmhub_phase "servers (temporal, versitygw)" llmhub_servers
+llmhub_phase "servers and models (temporal, versitygw, embedding model)" llmhub_servers
+# Cold: ~13 min on 2 cores (etcd, kube-apiserver/controller-manager/scheduler/kubectl, kwok from the Go proxy).
+llmhub_phase "kubernetes control plane (build or cache)" bash deploy/dev/kube/build.sh

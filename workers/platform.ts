@@ -1,10 +1,9 @@
 import { createPlatformActivities } from '../activities';
 import { loadConfig } from '../common/config';
 import { createLogger } from '../common/logger';
-import { s3StoreFromConfig } from '../common/objectstore';
 import { createPool } from '../common/store/pool';
-import { RegistryStore } from '../common/store/registry';
 import { connectTemporal, installRuntimeLogger, startWorker } from './bootstrap';
+import { platformActivityDeps } from './platform-deps';
 
 /** Entry point of the platform task queue's worker process. */
 async function main(): Promise<void> {
@@ -12,13 +11,12 @@ async function main(): Promise<void> {
   const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
   installRuntimeLogger(logger);
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
-  const objects = s3StoreFromConfig(config);
   const connection = await connectTemporal(config.TEMPORAL_ADDRESS, logger);
   const running = await startWorker({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
-    activities: createPlatformActivities({ registry: new RegistryStore(db), objects }),
+    activities: createPlatformActivities(await platformActivityDeps(config, db)),
     workflows: process.env.LLMHUB_WORKFLOW_BUNDLE
       ? { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE } }
       : { workflowsPath: require.resolve('../workflows') },

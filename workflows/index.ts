@@ -1,1 +1,2 @@
+export * from './ingestion';
 export * from './model-registry';

@@ -3,9 +3,14 @@ import fp from 'fastify-plugin';
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ForbiddenError, UnauthorizedError } from '../../common/errors';
 import type { TenantStore } from '../../common/store/tenants';
+import { ApiKeyCache } from './key-cache';
 import { Roles, type Principal, type Role } from '../../common/types';
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** Verified API keys, cached; the gateway evicts a key when its revocation is announced. */
+    apiKeys: ApiKeyCache;
+  }
   interface FastifyRequest {
     principal?: Principal;
   }
@@ -52,7 +57,9 @@ export function requireRole(role: Role) {
  * A request that names another tenant in `X-Tenant-ID` is refused.
  */
 export const authPlugin = fp(
-  async (app: FastifyInstance, opts: { tenants: TenantStore; jwt: JwtSettings }) => {
+  async (app: FastifyInstance, opts: { tenants: TenantStore; jwt: JwtSettings; keyCacheTtlMs?: number }) => {
+    const keys = new ApiKeyCache(opts.tenants, opts.keyCacheTtlMs ?? 0);
+    app.decorate('apiKeys', keys);
     const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
 
     async function fromJwt(token: string): Promise<Principal> {
@@ -82,7 +89,7 @@ export const authPlugin = fp(
       const token = m[1]!;
       let principal: Principal;
       if (token.startsWith('llmhub_')) {
-        const key = await opts.tenants.verifyApiKey(token);
+        const key = await keys.verifyApiKey(token);
         if (!key) throw new UnauthorizedError('invalid API key');
         if (key.revoked) throw new UnauthorizedError('API key has been revoked');
         principal = { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' };

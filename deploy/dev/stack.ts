@@ -1,4 +1,7 @@
 import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { S3ObjectStore } from '../../common/objectstore';
+import { embeddingModelDir } from './models';
 import { startTemporalDevServer, type TemporalDevServer } from '../../temporal/server';
 import { startLocalPostgres, type LocalPostgres } from './postgres';
 import { freePort } from './process';
@@ -26,14 +29,20 @@ export interface LocalStack {
   stop(): Promise<void>;
 }
 
+const PLATFORM_BUCKET = 'llmhub';
+
 /** Starts the real servers the platform needs (Temporal, PostgreSQL, S3), in parallel, under one data dir. */
 export async function startLocalStack(opts: { dataDir: string; ports: StackPorts }): Promise<LocalStack> {
   await mkdir(opts.dataDir, { recursive: true });
-  const [temporal, postgres, s3] = await Promise.all([
+  const [temporal, postgres, s3, modelDir] = await Promise.all([
     startTemporalDevServer({ dataDir: opts.dataDir, port: opts.ports.temporal, uiPort: opts.ports.temporalUi }),
     startLocalPostgres({ dataDir: opts.dataDir, port: opts.ports.postgres }),
     startLocalS3({ dataDir: opts.dataDir, port: opts.ports.s3 }),
+    embeddingModelDir(),
   ]);
+  await new S3ObjectStore({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true }).ensureBucket(
+    PLATFORM_BUCKET,
+  );
   return {
     temporal,
     postgres,
@@ -45,6 +54,9 @@ export async function startLocalStack(opts: { dataDir: string; ports: StackPorts
       S3_REGION: s3.region,
       S3_ACCESS_KEY_ID: s3.accessKeyId,
       S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      PLATFORM_BUCKET,
+      EMBEDDING_MODEL_DIR: modelDir,
+      LANCEDB_DIR: path.join(opts.dataDir, 'lancedb'),
     },
     async stop() {
       await Promise.allSettled([temporal.stop(), postgres.stop(), s3.stop()]);

@@ -2,7 +2,7 @@
  * Records workflow histories for the replay gate (test/replay/histories/<name>.json).
  *
  *   npm run replay:record -- --workflow-id <id> --name <name>   # from a running server (TEMPORAL_ADDRESS, default dev)
- *   npm run replay:record -- --scenarios                          # runs every scenario below on a throw-away stack
+ *   npm run replay:record -- --scenarios [--only <scenario>]      # runs the scenarios below on a throw-away stack
  *
  * Histories are recorded once, committed and never re-recorded by CI: a replay failure means the code changed
  * in a way running workflows would not survive, so guard the change with patched() instead of re-recording.
@@ -23,6 +23,8 @@ import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
 import { randomPorts, startLocalStack } from '../../deploy/dev/stack';
 import { startWorker } from '../../workers/bootstrap';
+import { platformActivityDeps } from '../../workers/platform-deps';
+import { loadConfig } from '../../common/config';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
@@ -71,6 +73,36 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       'model-version-artifact-missing': await run('2', 's3://models/tiny/2/missing.bin'),
     };
   },
+  async ingestion({ client, taskQueue, objects, db }) {
+    await new TenantStore(db).createTenant('replay', 'replay');
+    await objects.ensureBucket('corpus');
+    const docs: Record<string, string> = {
+      'a.md': '# Alpha\n\nThe first document talks about volcanoes and lava.\n',
+      'b.txt': 'The second document is about baking bread with sourdough.\n',
+      'c.html': '<h1>Gamma</h1><p>The third document covers quarterly revenue.</p>',
+      'broken.pdf': '%PDF-1.7 not really a pdf',
+    };
+    for (const [name, body] of Object.entries(docs)) await objects.put({ bucket: 'corpus', key: `docs/${name}` }, body);
+    const run = async (key: string) => {
+      const workflowId = `ingestion/replay/${key}`;
+      const input = {
+        tenantId: 'replay',
+        namespace: 'handbook',
+        ingestionId: key,
+        source: { type: 's3' as const, bucket: 'corpus', prefix: 'docs/' },
+        parser: 'builtin' as const,
+        chunking: { strategy: 'heading' as const, size: 500, overlap: 50 },
+        embedder: 'default',
+        batchSize: 2,
+        parallelism: 2,
+      };
+      await client.workflow.execute('ingestDocuments', { taskQueue, workflowId, args: [input] });
+      return workflowId;
+    };
+    const first = await run('first');
+    await objects.delete({ bucket: 'corpus', key: 'docs/b.txt' });
+    return { 'ingestion-first-run': first, 'ingestion-rerun-with-deletion': await run('rerun') };
+  },
 };
 
 async function recordScenarios(): Promise<void> {
@@ -90,14 +122,15 @@ async function recordScenarios(): Promise<void> {
       connection: native,
       namespace: 'default',
       taskQueue,
-      activities: createPlatformActivities({ registry, objects }),
+      activities: createPlatformActivities(await platformActivityDeps(loadConfig({ ...process.env, ...stack.env, LANCEDB_DIR: path.join(dataDir, 'lancedb') }), db, { objects })),
       workflows: { workflowBundle: bundle },
       logger,
       handleSignals: false,
     });
     const client = new Client({ connection });
     try {
-      for (const [scenario, runScenario] of Object.entries(scenarios)) {
+      const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
+      for (const [scenario, runScenario] of Object.entries(scenarios).filter(([name]) => !only || name === only)) {
         console.log(`scenario ${scenario}`);
         for (const [name, id] of Object.entries(await runScenario({ client, taskQueue, objects, registry, db }))) await save(client, id, name);
       }
@@ -114,7 +147,7 @@ async function recordScenarios(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'workflow-id': { type: 'string' }, name: { type: 'string' }, scenarios: { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { 'workflow-id': { type: 'string' }, name: { type: 'string' }, scenarios: { type: 'boolean' }, only: { type: 'string' } } });
   if (values.scenarios) return recordScenarios();
   if (!values['workflow-id'] || !values.name) throw new Error('usage: --workflow-id <id> --name <name> | --scenarios');
   const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' });

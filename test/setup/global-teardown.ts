@@ -1,3 +1,3 @@
 export default async function globalTeardown(): Promise<void> {
-  await globalThis.__llmhubStack?.stop();
+  await Promise.allSettled([globalThis.__llmhubStack?.stop(), globalThis.__llmhubKube?.stop()]);
 }

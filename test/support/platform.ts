@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
 import { createPlatformActivities } from '../../activities';
 import { buildApp } from '../../api/app';
+import type { GatewaySettings } from '../../api/gateway/settings';
 import type { JwtSettings } from '../../api/plugins/auth';
 import { loadConfig } from '../../common/config';
 import { createLogger } from '../../common/logger';
@@ -14,6 +15,9 @@ import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
 import type { Role } from '../../common/types';
 import { startWorker, type RunningWorker } from '../../workers/bootstrap';
+import { platformActivityDeps } from '../../workers/platform-deps';
+import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
+import type { VectorStore } from '../../common/vectors';
 import { pollFor } from '../../deploy/dev/process';
 
 export const uniqueId = (prefix: string): string => `${prefix}-${randomBytes(4).toString('hex')}`;
@@ -33,6 +37,7 @@ export interface TestPlatform {
   worker: RunningWorker;
   tenants: TenantStore;
   registry: RegistryStore;
+  vectors: VectorStore;
   createTenant(prefix?: string): Promise<TestTenant>;
   /** Starts another worker on the same task queue with different deps (e.g. another S3 server). */
   startWorker(objects?: ObjectStore): Promise<RunningWorker>;
@@ -40,7 +45,7 @@ export interface TestPlatform {
 }
 
 /** `objects` overrides the object store the worker's activities use (the API keeps the shared one). */
-export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: ObjectStore } = {}): Promise<TestPlatform> {
+export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: ObjectStore; worker?: boolean; gateway?: Partial<GatewaySettings> } = {}): Promise<TestPlatform> {
   const config = loadConfig();
   const logger = createLogger('test', process.env.LOG_LEVEL ?? 'warn');
   const taskQueue = uniqueId('tq');
@@ -51,13 +56,15 @@ export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: Obj
   const nativeConnection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
   const tenants = new TenantStore(db);
   const registry = new RegistryStore(db);
+  const vectors = await vectorStoreFromConfig(config);
+  const embedders = new EmbedderRegistry(config);
   const workers: RunningWorker[] = [];
   const launch = async (o: ObjectStore = opts.objects ?? objects) => {
     const w = await startWorker({
       connection: nativeConnection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue,
-      activities: createPlatformActivities({ registry, objects: o }),
+      activities: createPlatformActivities(await platformActivityDeps(config, db, { objects: o, vectors })),
       workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
       logger,
       handleSignals: false,
@@ -75,8 +82,9 @@ export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: Obj
   let worker: RunningWorker;
   let app: FastifyInstance;
   try {
-    worker = await launch();
-    app = await buildApp({ db, temporal, objects, taskQueue, logger, jwt: opts.jwt });
+    // worker: false when the test runs the worker as a separate process it can kill.
+    worker = opts.worker === false ? (undefined as unknown as RunningWorker) : await launch();
+    app = await buildApp({ db, temporal, objects, taskQueue, logger, jwt: opts.jwt, gateway: opts.gateway, vectors, embedders, platformBucket: config.PLATFORM_BUCKET });
     await app.ready();
   } catch (err) {
     // A half-built platform must not leave a polling worker behind: it would keep jest alive forever.
@@ -92,6 +100,7 @@ export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: Obj
     worker,
     tenants,
     registry,
+    vectors,
     startWorker: launch,
     async createTenant(prefix = 'tenant') {
       const id = uniqueId(prefix);

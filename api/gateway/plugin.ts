@@ -1,0 +1,294 @@
+import { performance } from 'node:perf_hooks';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Dispatcher } from 'undici';
+import { ForbiddenError } from '../../common/errors';
+import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
+import { LimitStore } from '../../common/store/limits';
+import { RoutingStore } from '../../common/store/routing';
+import { UsageStore } from '../../common/store/usage';
+import { requireRole } from '../plugins/auth';
+import { ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
+import { SliceLimiter, type Reservation } from './limiter';
+import { GatewayMeter, type Outcome } from './meter';
+import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
+import type { GatewaySettings } from './settings';
+import { classify, UpstreamError, UpstreamPool, type FailureClass } from './upstream';
+import { StreamUsage, usageOfBody, type TokenUsage } from './usage-scan';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The request body's bytes as received: the gateway forwards these, never a re-serialisation. */
+    rawBody?: Buffer;
+  }
+}
+
+const GenerationBody = Type.Object(
+  {
+    model: Type.String({ minLength: 1 }),
+    stream: Type.Optional(Type.Boolean()),
+    max_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+    max_completion_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 0 }), Type.Null()])),
+    user: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true },
+);
+const ChatBody = Type.Composite([GenerationBody, Type.Object({ messages: Type.Array(Type.Object({ role: Type.String() }, { additionalProperties: true }), { minItems: 1 }) })], {
+  additionalProperties: true,
+});
+const CompletionBody = Type.Composite([GenerationBody, Type.Object({ prompt: Type.Unknown() })], { additionalProperties: true });
+const EmbeddingBody = Type.Object({ model: Type.String({ minLength: 1 }), input: Type.Unknown(), user: Type.Optional(Type.String()) }, { additionalProperties: true });
+const GatewayHeaders = Type.Object({
+  'x-routing-strategy': Type.Optional(Type.Union(ROUTING_STRATEGIES.map((s) => Type.Literal(s)), { description: 'Pin stable or canary, or split sticky per user (ab_test)' })),
+  'x-project-id': Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' })),
+  'x-tenant-id': Type.Optional(Type.String()),
+  'x-trace-id': Type.Optional(Type.String()),
+});
+const OpenAiErrorSchema = Type.Object({
+  error: Type.Object({ message: Type.String(), type: Type.String(), param: Type.Union([Type.String(), Type.Null()]), code: Type.Union([Type.String(), Type.Null()]) }),
+});
+const Passthrough = Type.Object({}, { additionalProperties: true, description: "The model server's answer, passed through (SSE when stream is true)" });
+
+type InferenceBody = { model: string; stream?: boolean; max_tokens?: number | null; max_completion_tokens?: number | null; user?: string };
+const DEFAULT_PROJECT = 'default';
+
+/** The status a caller gets for an upstream failure before any byte of the answer was sent. */
+const STATUS_OF: Record<FailureClass, number> = {
+  timeout_connect: 504,
+  timeout_first_byte: 504,
+  timeout_idle: 504,
+  connect: 503,
+  circuit_open: 503,
+  upstream_5xx: 502,
+  stream_broken: 502,
+};
+
+/**
+ * The OpenAI-compatible inference gateway: POST /v1/chat/completions, /v1/completions and /v1/embeddings
+ * (GET /v1/models is the registry's route) plus Prometheus /metrics. Bodies pass through byte for byte; streams
+ * are forwarded chunk by chunk. Nothing on the request path touches the database: keys, routes and limits are
+ * in memory, limit slices are leased in the background of a request only when a replica's slice runs out, and
+ * usage and metrics are flushed in batches.
+ */
+export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySettings }> = async (app, { settings: s }) => {
+  const { db } = app.platform;
+  const table = new RouteTable({ db, store: new RoutingStore(db), logger: app.log, refreshMs: s.refreshMs, onKeyChanged: (id) => app.apiKeys.evict(id) });
+  const upstreams = new UpstreamPool({
+    connections: s.upstreamConnections,
+    connectTimeoutMs: s.connectTimeoutMs,
+    firstByteTimeoutMs: s.firstByteTimeoutMs,
+    idleTimeoutMs: s.idleTimeoutMs,
+    breakerFailures: s.breakerFailures,
+    breakerCooldownMs: s.breakerCooldownMs,
+  });
+  const limiter = new SliceLimiter(new LimitStore(db), { requestSlice: s.requestSlice, tokenSlice: s.tokenSlice, leaseIdleMs: s.leaseIdleMs, logger: app.log });
+  const meter = new GatewayMeter({ metrics: new GatewayMetricsStore(db), usage: new UsageStore(db), flushMs: s.metricsFlushMs, logger: app.log });
+  await table.start();
+  app.addHook('onClose', async () => {
+    await table.close();
+    await Promise.all([limiter.close(), meter.close()]);
+    await upstreams.close();
+  });
+
+  app.decorateRequest('rawBody', undefined);
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: s.bodyLimitBytes }, (request, body, done) => {
+    request.rawBody = body as Buffer;
+    try {
+      done(null, JSON.parse((body as Buffer).toString('utf8')));
+    } catch (err) {
+      done(Object.assign(new Error(`request body is not valid JSON: ${(err as Error).message}`), { statusCode: 400 }), undefined);
+    }
+  });
+  app.setErrorHandler((err, request, reply) => {
+    const { status, body } = toOpenAiError(err as Error);
+    if (status >= 500) request.log.error({ err }, 'inference request failed');
+    if (err instanceof RateLimitedError) reply.header('retry-after', String(err.retryAfterSeconds));
+    return reply.status(status).send(body);
+  });
+
+  app.get('/metrics', { config: { public: true }, schema: { hide: true } }, async (_request, reply) =>
+    reply.type(meter.registry.contentType).send(await meter.registry.metrics()),
+  );
+
+  const routeOptions = (summary: string, body: typeof ChatBody | typeof CompletionBody | typeof EmbeddingBody) => ({
+    bodyLimit: s.bodyLimitBytes,
+    preHandler: requireRole('developer'),
+    schema: {
+      tags: ['inference'],
+      summary,
+      headers: GatewayHeaders,
+      body,
+      response: Object.fromEntries([[200, Passthrough], ...[400, 401, 403, 404, 413, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema])]),
+    },
+  });
+  app.post('/v1/chat/completions', routeOptions('Chat completion (OpenAI-compatible; stream: true for SSE)', ChatBody), (req, reply) => proxy(req, reply, '/chat/completions'));
+  app.post('/v1/completions', routeOptions('Text completion (OpenAI-compatible)', CompletionBody), (req, reply) => proxy(req, reply, '/completions'));
+  app.post('/v1/embeddings', routeOptions('Embeddings (OpenAI-compatible)', EmbeddingBody), (req, reply) => proxy(req, reply, '/embeddings'));
+
+  async function proxy(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
+    const started = performance.now();
+    const principal = request.principal!;
+    const tenantId = principal.tenantId;
+    const body = request.body as InferenceBody;
+    const raw = request.rawBody!;
+    const projectId = (request.headers['x-project-id'] as string | undefined) ?? DEFAULT_PROJECT;
+    if (projectId !== DEFAULT_PROJECT && !table.hasProject(tenantId, projectId)) {
+      throw new ForbiddenError(`project '${projectId}' does not belong to tenant '${tenantId}'`);
+    }
+    const route = table.route(tenantId, body.model);
+    if (!route) throw new ModelNotFoundError(body.model);
+    const strategy = (request.headers['x-routing-strategy'] as RoutingStrategy | undefined) ?? 'weighted';
+    const chosen = pickUpstream(route, strategy, body.user ?? principal.subject);
+
+    // Reserve before the call: the prompt (estimated at 4 bytes a token, an over-estimate for JSON) plus the most it may generate.
+    const promptEstimate = Math.ceil(raw.length / 4);
+    const reserve = promptEstimate + (path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens));
+    const rules = table.limitsFor(tenantId, principal.subject);
+    let reservation: Reservation | undefined;
+    if (rules.length) {
+      const admission = await limiter.admit(rules, reserve);
+      if (!admission.ok) throw new RateLimitedError(admission.reason, admission.retryAfterSeconds);
+      reservation = admission.reservation;
+    }
+
+    const ac = new AbortController();
+    const out = reply.raw;
+    out.on('close', () => {
+      if (!out.writableFinished) ac.abort();
+    });
+    const base = { tenantId, projectId, subject: principal.subject, modelId: body.model };
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'x-trace-id': request.id,
+      'x-tenant-id': tenantId,
+      'x-project-id': projectId,
+    };
+    const stream = body.stream === true;
+    const finish = (o: Omit<Outcome, keyof typeof base | keyof TokenUsage | 'latencyMs'>, usage: TokenUsage) => {
+      reservation?.settle(usage.promptTokens + usage.completionTokens);
+      meter.record({ ...base, ...o, ...usage, latencyMs: performance.now() - started });
+    };
+
+    let target = chosen;
+    let answer: Attempt;
+    for (;;) {
+      try {
+        answer = await attempt(target, path, headers, raw, stream, ac.signal);
+        break;
+      } catch (err) {
+        if (ac.signal.aborted || !(err instanceof UpstreamError)) {
+          finish({ version: target.version, status: ac.signal.aborted ? 499 : 500 }, NO_USAGE);
+          if (!ac.signal.aborted) throw err;
+          // The caller has gone: there is no one to answer.
+          reply.hijack();
+          return reply;
+        }
+        const failure = err;
+        const status = STATUS_OF[failure.failure];
+        // Counted against the version that failed, so the rollout analysis sees a failing canary even when the caller did not.
+        meter.observe({ ...base, version: target.version, status, errorClass: failure.failure, latencyMs: performance.now() - started, ...NO_USAGE });
+        if (target !== route.stable) {
+          request.log.warn({ version: target.version, failure: failure.failure }, 'upstream failed before the first byte; falling back to stable');
+          target = route.stable;
+          continue;
+        }
+        reservation?.settle(0);
+        reply.header('x-llmhub-model-version', target.version);
+        return reply.status(status).send(openAiError(status, `model '${body.model}' version '${target.version}': ${failure.message}`, failure.failure));
+      }
+    }
+
+    const served = target;
+    reply.hijack();
+    const responseHeaders: Record<string, string | number> = { 'x-trace-id': request.id, 'x-llmhub-model-version': served.version };
+    if (answer.kind === 'whole') {
+      const ok = answer.status < 400;
+      const payload = ok ? answer.body : asOpenAiError(answer.status, answer.body);
+      out.writeHead(answer.status, { ...responseHeaders, 'content-type': ok ? (answer.contentType ?? 'application/json') : 'application/json', 'content-length': payload.length });
+      out.end(payload);
+      finish({ version: served.version, status: answer.status }, ok ? (usageOfBody(answer.body) ?? { promptTokens: promptEstimate, completionTokens: 0 }) : NO_USAGE);
+      return reply;
+    }
+
+    out.writeHead(200, { ...responseHeaders, 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    const ttftMs = performance.now() - started;
+    const usage = new StreamUsage();
+    let errorClass: string | undefined;
+    try {
+      for (let next = answer.first; !next.done; next = await answer.rest.next()) {
+        usage.push(next.value);
+        if (!out.write(next.value)) await drained(out);
+        if (ac.signal.aborted) break;
+      }
+      out.end();
+    } catch (err) {
+      if (!ac.signal.aborted) {
+        const failure = classify(err, 'body');
+        errorClass = failure.failure;
+        upstreams.breaker(served).failure();
+        request.log.warn({ err, version: served.version }, 'upstream stream failed mid-way');
+        const event = openAiError(502, `the model server's stream broke off: ${failure.message}`, 'upstream_stream_error');
+        out.end(`data: ${JSON.stringify(event)}\n\n`);
+      }
+    }
+    const status = ac.signal.aborted ? 499 : errorClass ? 502 : 200;
+    finish({ version: served.version, status, errorClass, ttftMs }, usage.result(promptEstimate));
+    return reply;
+  }
+
+  type Attempt =
+    | { kind: 'whole'; status: number; contentType: string | undefined; body: Buffer }
+    | { kind: 'stream'; first: IteratorResult<Buffer>; rest: AsyncIterator<Buffer> };
+
+  /**
+   * One upstream call up to its first byte of body: a whole answer for non-streaming calls and errors, the first
+   * chunk for a stream. A failure anywhere before that can still fall back, since the caller has seen nothing.
+   */
+  async function attempt(u: Upstream, path: string, headers: Record<string, string>, raw: Buffer, stream: boolean, signal: AbortSignal): Promise<Attempt> {
+    const res = await upstreams.send(u, path, headers, raw, signal);
+    try {
+      const contentType = headerOf(res, 'content-type');
+      if (!stream || res.statusCode !== 200 || !contentType?.startsWith('text/event-stream')) {
+        return { kind: 'whole', status: res.statusCode, contentType, body: Buffer.from(await res.body.arrayBuffer()) };
+      }
+      const rest = res.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+      return { kind: 'stream', first: await rest.next(), rest };
+    } catch (err) {
+      if (signal.aborted) throw err;
+      upstreams.breaker(u).failure();
+      throw classify(err, 'body');
+    }
+  }
+};
+
+const NO_USAGE: TokenUsage = { promptTokens: 0, completionTokens: 0 };
+
+/** A model server's 4xx passes through when it is OpenAI-shaped; anything else is wrapped so clients can read it. */
+function asOpenAiError(status: number, body: Buffer): Buffer {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { error?: { message?: unknown } };
+    if (typeof parsed.error?.message === 'string') return body;
+  } catch {
+    // not JSON: wrapped below
+  }
+  return Buffer.from(JSON.stringify(openAiError(status, `the model server refused the request: ${body.toString('utf8').slice(0, 500)}`, 'upstream_error')));
+}
+
+const headerOf = (res: Dispatcher.ResponseData, name: string): string | undefined => {
+  const v = res.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+};
+
+/** Waits until the client can take more, or has gone (then the abort signal ends the loop). */
+const drained = (out: NodeJS.WritableStream) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('close', done);
+      resolve();
+    };
+    out.once('drain', done);
+    out.once('close', done);
+  });

@@ -1,0 +1,166 @@
+import { createHash } from 'node:crypto';
+import { Client, type Pool } from 'pg';
+import type { Logger } from '../../common/logger';
+import type { LimitRule } from '../../common/store/limits';
+import type { RoutingStore } from '../../common/store/routing';
+
+export const ROUTING_STRATEGIES = ['stable', 'canary', 'ab_test'] as const;
+export type RoutingStrategy = (typeof ROUTING_STRATEGIES)[number] | 'weighted';
+
+export interface Upstream {
+  version: string;
+  /** Base URL as registered (…/v1); null while the version has no endpoint. */
+  url: string | null;
+  origin: string;
+  basePath: string;
+}
+
+export interface CompiledRoute {
+  modelId: string;
+  stable: Upstream;
+  canary: Upstream | null;
+  canaryWeight: number;
+}
+
+const CHANNEL = 'llmhub_gateway';
+const RECONNECT_MS = 1_000;
+
+function upstreamOf(version: string, url: string | null | undefined): Upstream {
+  if (!url) return { version, url: null, origin: '', basePath: '' };
+  const u = new URL(url);
+  return { version, url, origin: u.origin, basePath: u.pathname.replace(/\/$/, '') };
+}
+
+/** 0-99 from a caller's identity: the same user always lands in the same A/B bucket, on every replica. */
+export const abBucket = (identity: string): number => createHash('sha256').update(identity).digest().readUInt32BE(0) % 100;
+
+/**
+ * Which upstream serves a request. Weighted traffic splits at random by the canary weight; `ab_test` splits by
+ * a hash of the caller (sticky); `stable`/`canary` pin a version (canary falls back to stable when there is none).
+ */
+export function pickUpstream(route: CompiledRoute, strategy: RoutingStrategy, identity: string, random = Math.random): Upstream {
+  if (!route.canary || strategy === 'stable') return route.stable;
+  if (strategy === 'canary') return route.canary;
+  const roll = strategy === 'ab_test' ? abBucket(identity) : random() * 100;
+  return roll < route.canaryWeight ? route.canary : route.stable;
+}
+
+/**
+ * A replica's in-memory copy of routes, weights, projects and limits. It is refreshed when PostgreSQL
+ * announces a change (LISTEN llmhub_gateway) and, in case a notification is lost (connection drop, restart),
+ * every `refreshMs` regardless: a change is visible on every replica within refreshMs plus one read.
+ */
+export class RouteTable {
+  private routes = new Map<string, CompiledRoute>();
+  private projects = new Map<string, Set<string>>();
+  private limits = new Map<string, LimitRule>();
+  private refreshing: Promise<void> | undefined;
+  private again = false;
+  private listener: Client | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private closed = false;
+  /** Bumped by every applied snapshot; tests and logs can tell one refresh from the next. */
+  generation = 0;
+
+  constructor(
+    private readonly deps: { db: Pool; store: RoutingStore; logger: Pick<Logger, 'warn' | 'error'>; refreshMs: number; onKeyChanged: (keyId: string) => void },
+  ) {}
+
+  async start(): Promise<void> {
+    await this.refresh();
+    await this.listen();
+    const poll = setInterval(() => void this.refresh().catch((err) => this.deps.logger.warn({ err }, 'gateway route refresh failed')), this.deps.refreshMs);
+    poll.unref();
+    this.timers.push(poll);
+  }
+
+  route(tenantId: string, modelId: string): CompiledRoute | undefined {
+    return this.routes.get(`${tenantId}\0${modelId}`);
+  }
+
+  hasProject(tenantId: string, projectId: string): boolean {
+    return this.projects.get(tenantId)?.has(projectId) ?? false;
+  }
+
+  /** The limits that apply to a caller: the tenant's and the caller's own. */
+  limitsFor(tenantId: string, subject: string): LimitRule[] {
+    const out: LimitRule[] = [];
+    const tenant = this.limits.get(`${tenantId}\0`);
+    const own = this.limits.get(`${tenantId}\0${subject}`);
+    if (tenant) out.push(tenant);
+    if (own) out.push(own);
+    return out;
+  }
+
+  /** Re-reads the snapshot; calls during a read coalesce into one more read after it. */
+  refresh(): Promise<void> {
+    if (this.refreshing) {
+      this.again = true;
+      return this.refreshing;
+    }
+    this.refreshing = (async () => {
+      try {
+        do {
+          this.again = false;
+          const snap = await this.deps.store.snapshot();
+          const routes = new Map<string, CompiledRoute>();
+          for (const r of snap.routes) {
+            routes.set(`${r.tenantId}\0${r.modelId}`, {
+              modelId: r.modelId,
+              stable: upstreamOf(r.stable, r.endpoints[r.stable]),
+              canary: r.canary ? upstreamOf(r.canary, r.endpoints[r.canary]) : null,
+              canaryWeight: r.canaryWeight,
+            });
+          }
+          const projects = new Map<string, Set<string>>();
+          for (const p of snap.projects) projects.set(p.tenantId, (projects.get(p.tenantId) ?? new Set()).add(p.id));
+          this.routes = routes;
+          this.projects = projects;
+          this.limits = new Map(snap.limits.map((l) => [`${l.tenantId}\0${l.subject}`, l]));
+          this.generation++;
+        } while (this.again && !this.closed);
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  private async listen(): Promise<void> {
+    if (this.closed) return;
+    const client = new Client(this.deps.db.options);
+    const retry = (err?: Error) => {
+      if (this.listener !== client) return;
+      this.listener = undefined;
+      client.end().catch(() => undefined);
+      if (this.closed) return;
+      this.deps.logger.warn({ err }, 'gateway change feed lost; reconnecting (polling covers the gap)');
+      // Whatever changed while the feed was down is read right after it is back.
+      const t = setTimeout(() => void this.listen().then(() => this.refresh()).catch((e) => this.deps.logger.warn({ err: e }, 'gateway route refresh failed')), RECONNECT_MS);
+      t.unref();
+      this.timers.push(t);
+    };
+    this.listener = client;
+    client.on('error', retry);
+    client.on('end', () => retry());
+    client.on('notification', (n) => {
+      if (n.payload?.startsWith('key:')) this.deps.onKeyChanged(n.payload.slice(4));
+      else void this.refresh().catch((err) => this.deps.logger.warn({ err }, 'gateway route refresh failed'));
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (err) {
+      retry(err as Error);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.timers.forEach(clearTimeout);
+    const l = this.listener;
+    this.listener = undefined;
+    await l?.end().catch(() => undefined);
+    await this.refreshing?.catch(() => undefined);
+  }
+}

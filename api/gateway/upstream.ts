@@ -1,0 +1,135 @@
+import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Upstream } from './route-table';
+
+export type FailureClass = 'connect' | 'timeout_connect' | 'timeout_first_byte' | 'timeout_idle' | 'upstream_5xx' | 'circuit_open' | 'stream_broken';
+
+/** A failure of the upstream (not of the caller), classified for metrics, fallback and the error answer. */
+export class UpstreamError extends Error {
+  constructor(
+    readonly failure: FailureClass,
+    message: string,
+    readonly status?: number,
+    readonly body?: Buffer,
+  ) {
+    super(message);
+  }
+}
+
+/** `body`: the failure came after the response headers, so a dropped socket is a broken stream, not an unreachable server. */
+export function classify(err: unknown, phase: 'request' | 'body' = 'request'): UpstreamError {
+  if (err instanceof UpstreamError) return err;
+  if (err instanceof undiciErrors.ConnectTimeoutError) return new UpstreamError('timeout_connect', 'connecting to the model server timed out');
+  if (err instanceof undiciErrors.HeadersTimeoutError) return new UpstreamError('timeout_first_byte', 'the model server did not answer in time (first byte)');
+  if (err instanceof undiciErrors.BodyTimeoutError) return new UpstreamError('timeout_idle', 'the model server went silent mid-response (idle timeout)');
+  const code = (err as { code?: string }).code ?? 'error';
+  if (phase === 'body') return new UpstreamError('stream_broken', `the model server closed the connection mid-response (${code})`);
+  if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET', 'UND_ERR_SOCKET'].includes(code)) {
+    return new UpstreamError('connect', `the model server is unreachable (${code})`);
+  }
+  return new UpstreamError('stream_broken', `the model server connection failed: ${(err as Error).message}`);
+}
+
+/**
+ * Per-upstream circuit breaker: after `failures` consecutive failures it opens and the gateway stops sending
+ * there; after `cooldownMs` one request is let through as a probe: success closes it, failure re-opens it.
+ */
+export class CircuitBreaker {
+  private consecutive = 0;
+  private openedAt: number | null = null;
+  private probing = false;
+
+  constructor(private readonly opts: { failures: number; cooldownMs: number }) {}
+
+  get state(): 'closed' | 'open' | 'half_open' {
+    if (this.openedAt === null) return 'closed';
+    return this.probing ? 'half_open' : 'open';
+  }
+
+  allow(now = Date.now()): boolean {
+    if (this.openedAt === null) return true;
+    if (this.probing || now - this.openedAt < this.opts.cooldownMs) return false;
+    this.probing = true;
+    return true;
+  }
+
+  success(): void {
+    this.consecutive = 0;
+    this.openedAt = null;
+    this.probing = false;
+  }
+
+  failure(now = Date.now()): void {
+    this.consecutive++;
+    if (this.probing || this.consecutive >= this.opts.failures) {
+      this.openedAt = now;
+      this.probing = false;
+    }
+  }
+}
+
+export interface UpstreamSettings {
+  connections: number;
+  connectTimeoutMs: number;
+  firstByteTimeoutMs: number;
+  idleTimeoutMs: number;
+  breakerFailures: number;
+  breakerCooldownMs: number;
+}
+
+/** Pooled keep-alive connections to every model server (undici's dispatcher, about twice node:http's throughput). */
+export class UpstreamPool {
+  private readonly agent: Agent;
+  private readonly breakers = new Map<string, CircuitBreaker>();
+
+  constructor(private readonly s: UpstreamSettings) {
+    this.agent = new Agent({
+      connections: s.connections,
+      keepAliveTimeout: 30_000,
+      connect: { timeout: s.connectTimeoutMs },
+    });
+  }
+
+  breaker(u: Upstream): CircuitBreaker {
+    let b = this.breakers.get(u.origin);
+    if (!b) this.breakers.set(u.origin, (b = new CircuitBreaker({ failures: this.s.breakerFailures, cooldownMs: this.s.breakerCooldownMs })));
+    return b;
+  }
+
+  /**
+   * Sends the request; resolves at the response headers. 5xx answers and transport failures reject with an
+   * UpstreamError and count against the upstream's breaker; 2xx-4xx resolve (a 4xx is the caller's fault).
+   */
+  async send(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    if (!u.url) throw new UpstreamError('connect', `version '${u.version}' has no endpoint`);
+    const breaker = this.breaker(u);
+    if (!breaker.allow()) throw new UpstreamError('circuit_open', `the model server of version '${u.version}' is failing; requests are paused (circuit open)`);
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.agent.request({
+        origin: u.origin,
+        path: `${u.basePath}${path}`,
+        method: 'POST',
+        headers,
+        body,
+        signal,
+        headersTimeout: this.s.firstByteTimeoutMs,
+        bodyTimeout: this.s.idleTimeoutMs,
+      });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      breaker.failure();
+      throw classify(err);
+    }
+    if (res.statusCode >= 500) {
+      const text = Buffer.from(await res.body.arrayBuffer().catch(() => new ArrayBuffer(0)));
+      breaker.failure();
+      throw new UpstreamError('upstream_5xx', `the model server answered ${res.statusCode}`, res.statusCode, text);
+    }
+    breaker.success();
+    return res;
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}

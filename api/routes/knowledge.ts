@@ -1,0 +1,229 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { BadRequestError, NotFoundError } from '../../common/errors';
+import { workflowId } from '../../common/ids';
+import { UnknownEmbedderError } from '../../common/knowledge';
+import type { IngestionInput } from '../../common/types';
+import { uploadsPrefix } from '../../activities/knowledge';
+import { formatOf } from '../../activities/parsing/parsers';
+import type { ingestDocuments, IngestionProgress } from '../../workflows';
+import { requireRole } from '../plugins/auth';
+import { idempotencyKeyOf, startOperation } from '../operations';
+import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+
+const NamespaceParams = Type.Object({ namespace: ResourceId });
+const UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024;
+
+const Source = Type.Union([
+  Type.Object({ type: Type.Literal('s3'), bucket: Type.String({ minLength: 3, maxLength: 63 }), prefix: Type.String({ maxLength: 1024 }) }, { additionalProperties: false }),
+  Type.Object({ type: Type.Literal('uploads') }, { additionalProperties: false }),
+]);
+const CreateIngestion = Type.Object(
+  {
+    source: Source,
+    parser: Type.Union([Type.Literal('builtin'), Type.Literal('unstructured')], { default: 'builtin' }),
+    chunking: Type.Object(
+      {
+        strategy: Type.Union([Type.Literal('heading'), Type.Literal('paragraph'), Type.Literal('fixed')], { default: 'heading' }),
+        size: Type.Integer({ minimum: 100, maximum: 8000, default: 1000 }),
+        overlap: Type.Integer({ minimum: 0, maximum: 2000, default: 150 }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    embedder: Type.String({ default: 'default', minLength: 1 }),
+    batchSize: Type.Integer({ minimum: 1, maximum: 500, default: 25 }),
+    parallelism: Type.Integer({ minimum: 1, maximum: 8, default: 2 }),
+  },
+  { additionalProperties: false },
+);
+const Hit = Type.Object({
+  score: Type.Number(),
+  documentId: Type.String(),
+  chunkIndex: Type.Integer(),
+  text: Type.String(),
+  source: Type.Object({
+    uri: Type.String(),
+    page: Type.Union([Type.Integer(), Type.Null()]),
+    heading: Type.Union([Type.String(), Type.Null()]),
+    start: Type.Integer(),
+    end: Type.Integer(),
+  }),
+});
+const Search = Type.Object(
+  {
+    query: Type.String({ minLength: 1, maxLength: 4000 }),
+    topK: Type.Integer({ minimum: 1, maximum: 100, default: 5 }),
+    filter: Type.Optional(Type.Object({ documentIds: Type.Array(Type.String(), { maxItems: 1000 }) }, { additionalProperties: false })),
+  },
+  { additionalProperties: false },
+);
+
+export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { knowledge, vectors, embedders, objects, db, temporal, taskQueue, platformBucket } = app.platform;
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: UPLOAD_LIMIT_BYTES }, (_req, body, done) => done(null, body));
+
+  const namespaceOf = async (tenantId: string, name: string) => {
+    const ns = await knowledge.getNamespace(tenantId, name);
+    if (!ns) throw new NotFoundError('namespace', name);
+    return ns;
+  };
+
+  app.get(
+    '/',
+    { preHandler: requireRole('viewer'), schema: { tags: ['knowledge'], summary: "The tenant's knowledge namespaces", response: errorResponses() } },
+    async (request) => ({ namespaces: await knowledge.listNamespaces(request.principal!.tenantId) }),
+  );
+
+  app.delete(
+    '/:namespace',
+    {
+      preHandler: requireRole('operator'),
+      schema: { tags: ['knowledge'], summary: 'Delete a namespace, its points and its uploads', params: NamespaceParams, response: errorResponses(400, 404) },
+    },
+    async (request, reply) => {
+      const tenantId = request.principal!.tenantId;
+      const ns = await namespaceOf(tenantId, request.params.namespace);
+      await vectors.deleteNamespace(ns.collection, { tenantId, namespace: ns.name });
+      for (const o of await objects.list(platformBucket, uploadsPrefix(tenantId, ns.name))) await objects.delete({ bucket: platformBucket, key: o.key });
+      await knowledge.deleteNamespace(tenantId, ns.name);
+      return reply.status(204).send();
+    },
+  );
+
+  app.post(
+    '/:namespace/files',
+    {
+      preHandler: requireRole('developer'),
+      bodyLimit: UPLOAD_LIMIT_BYTES,
+      schema: {
+        tags: ['knowledge'],
+        summary: 'Upload a document (raw body) to be ingested with source {"type":"uploads"}',
+        params: NamespaceParams,
+        querystring: Type.Object({ name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$' }) }),
+        response: { 201: Type.Object({ documentId: Type.String(), uri: Type.String(), sizeBytes: Type.Integer() }), ...errorResponses(400, 413) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      if (!Buffer.isBuffer(body) || body.length === 0) throw new BadRequestError('the request body must be the file content', 'body');
+      if (!formatOf(request.query.name)) throw new BadRequestError(`unsupported file type '${request.query.name}' (pdf, docx, html, md, txt)`, 'query.name');
+      const key = `${uploadsPrefix(request.principal!.tenantId, request.params.namespace)}${request.query.name}`;
+      await objects.ensureBucket(platformBucket);
+      await objects.put({ bucket: platformBucket, key }, body);
+      return reply.status(201).send({ documentId: request.query.name, uri: `s3://${platformBucket}/${key}`, sizeBytes: body.length });
+    },
+  );
+
+  app.get(
+    '/:namespace/documents',
+    { preHandler: requireRole('viewer'), schema: { tags: ['knowledge'], summary: 'Documents of a namespace and their index state', params: NamespaceParams, response: errorResponses(400, 404) } },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const ns = await namespaceOf(tenantId, request.params.namespace);
+      const ids = await knowledge.listDocumentIds(tenantId, ns.name);
+      return { documents: await Promise.all(ids.map((id) => knowledge.getDocument(tenantId, ns.name, id))) };
+    },
+  );
+
+  app.post(
+    '/:namespace/ingestions',
+    {
+      preHandler: requireRole('developer'),
+      schema: {
+        tags: ['knowledge'],
+        summary: 'Ingest a source into the namespace (a Temporal workflow)',
+        params: NamespaceParams,
+        headers: IdempotencyHeaders,
+        body: CreateIngestion,
+        response: { 202: Type.Object({ workflowId: Type.String(), ingestionId: Type.String(), statusUrl: Type.String() }), ...errorResponses(400, 409, 422, 503) },
+      },
+    },
+    async (request, reply) => {
+      const tenantId = request.principal!.tenantId;
+      const { namespace } = request.params;
+      const body = request.body;
+      if (body.source.type === 's3' && body.source.bucket === platformBucket) {
+        // The platform bucket holds every tenant's uploads; reading it directly would cross tenants.
+        throw new BadRequestError(`bucket '${platformBucket}' is the platform's own; use source {"type":"uploads"} for uploaded files`, 'body.source.bucket');
+      }
+      if (body.chunking.overlap >= body.chunking.size) throw new BadRequestError('chunking.overlap must be smaller than chunking.size', 'body.chunking.overlap');
+      try {
+        embedders.check(body.embedder);
+      } catch (err) {
+        if (err instanceof UnknownEmbedderError) throw new BadRequestError(err.message, 'body.embedder');
+        throw err;
+      }
+      const existing = await knowledge.getNamespace(tenantId, namespace);
+      if (existing && existing.embedderId !== body.embedder) {
+        throw new BadRequestError(`namespace '${namespace}' is indexed with embedder '${existing.embedderId}'`, 'body.embedder');
+      }
+      const key = idempotencyKeyOf(request.headers['idempotency-key']);
+      const input: IngestionInput = { tenantId, namespace, ingestionId: key, ...body, chunking: body.chunking as IngestionInput['chunking'] };
+      const { workflowId: id } = await startOperation<typeof ingestDocuments>(
+        { db, temporal, taskQueue },
+        {
+          kind: 'ingestion',
+          tenantId,
+          key,
+          request: { namespace, ...body },
+          workflow: 'ingestDocuments',
+          options: {
+            args: [input],
+            staticSummary: `Ingest ${body.source.type === 's3' ? `s3://${body.source.bucket}/${body.source.prefix}` : 'uploads'} into knowledge namespace ${namespace}`,
+            workflowExecutionTimeout: '24 hours',
+          },
+        },
+      );
+      request.auditWorkflowId = id;
+      return reply.status(202).send({ workflowId: id, ingestionId: key, statusUrl: `/v1/knowledge/${namespace}/ingestions/${key}` });
+    },
+  );
+
+  app.get(
+    '/:namespace/ingestions/:key',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['knowledge'], summary: 'Progress of an ingestion', params: Type.Object({ namespace: ResourceId, key: Type.String() }), response: errorResponses(400, 404) },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const id = workflowId('ingestion', tenantId, request.params.key);
+      const handle = temporal.workflow.getHandle(id);
+      try {
+        const desc = await handle.describe();
+        if (desc.type !== 'ingestDocuments') throw new NotFoundError('ingestion', request.params.key);
+        const progress = await handle.query<IngestionProgress>('progress').catch(() => undefined);
+        if (progress && progress.phase === undefined) throw new NotFoundError('ingestion', request.params.key);
+        return { workflowId: id, status: desc.status.name, ...(progress ?? {}) };
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw new NotFoundError('ingestion', request.params.key);
+        throw err;
+      }
+    },
+  );
+
+  app.post(
+    '/:namespace/search',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['knowledge'],
+        summary: 'Semantic search within the namespace (always scoped to the caller’s tenant)',
+        params: NamespaceParams,
+        body: Search,
+        response: { 200: Type.Object({ hits: Type.Array(Hit) }), ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const ns = await namespaceOf(tenantId, request.params.namespace);
+      const embedder = await embedders.get(ns.embedderId);
+      const [vector] = await embedder.embed([request.body.query]);
+      const hits = await vectors.search(ns.collection, { tenantId, namespace: ns.name }, vector!, request.body.topK ?? 5, request.body.filter?.documentIds);
+      return {
+        hits: hits.map((h) => ({ score: h.score, documentId: h.payload.documentId, chunkIndex: h.payload.chunkIndex, text: h.payload.text, source: h.payload.source })),
+      };
+    },
+  );
+};

@@ -1,0 +1,74 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import * as ort from 'onnxruntime-node';
+import { l2Normalize, type Embedder } from './index';
+
+/**
+ * A sentence-embedding model run in process with onnxruntime-node: a BERT-style encoder (`model.onnx`
+ * taking input_ids/attention_mask/token_type_ids, giving last_hidden_state) and its `tokenizer.json`,
+ * mean-pooled over real tokens and L2-normalised, as sentence-transformers does for all-MiniLM-L6-v2.
+ */
+export class OnnxEmbedder implements Embedder {
+  private constructor(
+    readonly id: string,
+    readonly dimensions: number,
+    private readonly session: ort.InferenceSession,
+    private readonly tokenizer: Tokenizer,
+    private readonly maxTokens: number,
+  ) {}
+
+  static async load(modelDir: string, opts: { id?: string; maxTokens?: number; threads?: number } = {}): Promise<OnnxEmbedder> {
+    const [tokenizerJson, tokenizerConfig] = await Promise.all(
+      ['tokenizer.json', 'tokenizer_config.json'].map(async (f) => JSON.parse(await readFile(path.join(modelDir, f), 'utf8'))),
+    );
+    const session = await ort.InferenceSession.create(path.join(modelDir, 'model.onnx'), {
+      intraOpNumThreads: opts.threads ?? 0,
+      graphOptimizationLevel: 'all',
+    });
+    const tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+    const probe = new OnnxEmbedder(opts.id ?? path.basename(modelDir), 0, session, tokenizer, opts.maxTokens ?? 256);
+    const [v] = await probe.run(['dimension probe']);
+    return new OnnxEmbedder(probe.id, v!.length, session, tokenizer, probe.maxTokens);
+  }
+
+  embed(texts: string[]): Promise<Float32Array[]> {
+    return this.run(texts);
+  }
+
+  private async run(texts: string[]): Promise<Float32Array[]> {
+    if (texts.length === 0) return [];
+    const encoded = texts.map((t) => {
+      const ids: number[] = this.tokenizer.encode(t).ids;
+      // Keep [CLS] ... [SEP] framing when truncating: the model was trained with both.
+      return ids.length > this.maxTokens ? [...ids.slice(0, this.maxTokens - 1), ids[ids.length - 1]!] : ids;
+    });
+    const seq = Math.max(...encoded.map((e) => e.length));
+    const n = texts.length;
+    const ids = new BigInt64Array(n * seq);
+    const mask = new BigInt64Array(n * seq);
+    encoded.forEach((e, i) => {
+      e.forEach((id: number, j: number) => {
+        ids[i * seq + j] = BigInt(id);
+        mask[i * seq + j] = 1n;
+      });
+    });
+    const out = await this.session.run({
+      input_ids: new ort.Tensor('int64', ids, [n, seq]),
+      attention_mask: new ort.Tensor('int64', mask, [n, seq]),
+      token_type_ids: new ort.Tensor('int64', new BigInt64Array(n * seq), [n, seq]),
+    });
+    const hidden = out.last_hidden_state!;
+    const dim = hidden.dims[2]!;
+    const data = hidden.data as Float32Array;
+    return encoded.map((e, i) => {
+      const v = new Float32Array(dim);
+      for (let j = 0; j < e.length; j++) {
+        const off = (i * seq + j) * dim;
+        for (let d = 0; d < dim; d++) v[d]! += data[off + d]!;
+      }
+      for (let d = 0; d < dim; d++) v[d]! /= e.length;
+      return l2Normalize(v);
+    });
+  }
+}

@@ -1,0 +1,53 @@
+import path from 'node:path';
+import type { Config } from './config';
+import type { Embedder } from './embeddings';
+import { OnnxEmbedder } from './embeddings/onnx';
+import { OpenAiEmbedder } from './embeddings/openai';
+import type { VectorStore } from './vectors';
+import { LanceDbVectorStore } from './vectors/lancedb';
+import { QdrantVectorStore } from './vectors/qdrant';
+
+export async function vectorStoreFromConfig(c: Pick<Config, 'VECTOR_STORE' | 'LANCEDB_DIR' | 'QDRANT_URL' | 'QDRANT_API_KEY'>): Promise<VectorStore> {
+  if (c.VECTOR_STORE === 'qdrant') {
+    if (!c.QDRANT_URL) throw new Error('VECTOR_STORE=qdrant needs QDRANT_URL');
+    return new QdrantVectorStore(c.QDRANT_URL, c.QDRANT_API_KEY);
+  }
+  return LanceDbVectorStore.open(path.resolve(c.LANCEDB_DIR));
+}
+
+export class UnknownEmbedderError extends Error {}
+
+/**
+ * Embedders by name, each loaded once on first use: `default` is the in-process ONNX model,
+ * `openai:<model>` an OpenAI-compatible endpoint. Secrets (EMBEDDINGS_API_KEY) stay in the process env.
+ */
+export class EmbedderRegistry {
+  private loaded = new Map<string, Promise<Embedder>>();
+
+  constructor(private readonly c: Pick<Config, 'EMBEDDING_MODEL_DIR' | 'EMBEDDINGS_URL' | 'EMBEDDINGS_API_KEY'>) {}
+
+  names(): string[] {
+    return [...(this.c.EMBEDDING_MODEL_DIR ? ['default'] : []), ...(this.c.EMBEDDINGS_URL ? ['openai:<model>'] : [])];
+  }
+
+  /** Throws UnknownEmbedderError for a name this deployment cannot serve (bad input, not a crash). */
+  check(name: string): void {
+    if (name === 'default' && this.c.EMBEDDING_MODEL_DIR) return;
+    if (name.startsWith('openai:') && name.length > 7 && this.c.EMBEDDINGS_URL) return;
+    throw new UnknownEmbedderError(`unknown embedder '${name}'; available: ${this.names().join(', ') || 'none configured'}`);
+  }
+
+  get(name: string): Promise<Embedder> {
+    this.check(name);
+    let e = this.loaded.get(name);
+    if (!e) {
+      e =
+        name === 'default'
+          ? OnnxEmbedder.load(this.c.EMBEDDING_MODEL_DIR!, { id: 'minilm-l6-v2-int8' })
+          : OpenAiEmbedder.connect(this.c.EMBEDDINGS_URL!, name.slice('openai:'.length), this.c.EMBEDDINGS_API_KEY);
+      this.loaded.set(name, e);
+      e.catch(() => this.loaded.delete(name));
+    }
+    return e;
+  }
+}

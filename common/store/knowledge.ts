@@ -1,0 +1,104 @@
+import type { Pool } from 'pg';
+
+export interface KnowledgeNamespace {
+  name: string;
+  embedderId: string;
+  collection: string;
+  createdAt: string;
+}
+
+export interface DocumentRecord {
+  documentId: string;
+  sourceUri: string;
+  contentHash: string | null;
+  chunkCount: number;
+  state: 'indexed' | 'failed';
+  error: string | null;
+}
+
+/** Namespaces and per-document index state; every query is scoped by tenant. */
+export class KnowledgeStore {
+  constructor(private readonly db: Pool) {}
+
+  /** Creates the namespace on first use; a namespace keeps the embedder it was created with. */
+  async ensureNamespace(tenantId: string, name: string, embedderId: string, collection: string): Promise<KnowledgeNamespace> {
+    await this.db.query(
+      `INSERT INTO knowledge_namespaces (tenant_id, name, embedder_id, collection) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+      [tenantId, name, embedderId, collection],
+    );
+    const ns = await this.getNamespace(tenantId, name);
+    if (!ns) throw new Error(`namespace ${name} vanished`);
+    return ns;
+  }
+
+  async getNamespace(tenantId: string, name: string): Promise<KnowledgeNamespace | undefined> {
+    const { rows } = await this.db.query('SELECT name, embedder_id, collection, created_at FROM knowledge_namespaces WHERE tenant_id = $1 AND name = $2', [
+      tenantId,
+      name,
+    ]);
+    const r = rows[0];
+    return r ? { name: r.name, embedderId: r.embedder_id, collection: r.collection, createdAt: r.created_at.toISOString() } : undefined;
+  }
+
+  async listNamespaces(tenantId: string): Promise<(KnowledgeNamespace & { documents: number })[]> {
+    const { rows } = await this.db.query(
+      `SELECT n.name, n.embedder_id, n.collection, n.created_at, count(d.document_id)::int AS documents
+       FROM knowledge_namespaces n LEFT JOIN knowledge_documents d ON d.tenant_id = n.tenant_id AND d.namespace = n.name
+       WHERE n.tenant_id = $1 GROUP BY n.tenant_id, n.name ORDER BY n.name`,
+      [tenantId],
+    );
+    return rows.map((r) => ({ name: r.name, embedderId: r.embedder_id, collection: r.collection, createdAt: r.created_at.toISOString(), documents: r.documents }));
+  }
+
+  async deleteNamespace(tenantId: string, name: string): Promise<boolean> {
+    return (await this.db.query('DELETE FROM knowledge_namespaces WHERE tenant_id = $1 AND name = $2', [tenantId, name])).rowCount === 1;
+  }
+
+  async getDocument(tenantId: string, namespace: string, documentId: string): Promise<DocumentRecord | undefined> {
+    const { rows } = await this.db.query(
+      'SELECT document_id, source_uri, content_hash, chunk_count, state, error FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 AND document_id = $3',
+      [tenantId, namespace, documentId],
+    );
+    const r = rows[0];
+    return r ? { documentId: r.document_id, sourceUri: r.source_uri, contentHash: r.content_hash, chunkCount: r.chunk_count, state: r.state, error: r.error } : undefined;
+  }
+
+  /** Content hashes of the documents already indexed, for the unchanged-document check of a whole batch at once. */
+  async indexedHashes(tenantId: string, namespace: string, documentIds: string[]): Promise<Map<string, string>> {
+    const { rows } = await this.db.query(
+      `SELECT document_id, content_hash FROM knowledge_documents
+       WHERE tenant_id = $1 AND namespace = $2 AND document_id = ANY($3) AND state = 'indexed'`,
+      [tenantId, namespace, documentIds],
+    );
+    return new Map(rows.map((r) => [r.document_id, r.content_hash]));
+  }
+
+  async listDocumentIds(tenantId: string, namespace: string): Promise<string[]> {
+    const { rows } = await this.db.query('SELECT document_id FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 ORDER BY document_id', [tenantId, namespace]);
+    return rows.map((r) => r.document_id);
+  }
+
+  async recordIndexed(tenantId: string, namespace: string, d: { documentId: string; sourceUri: string; contentHash: string; chunkCount: number; ingestionId: string }): Promise<void> {
+    await this.db.query(
+      `INSERT INTO knowledge_documents (tenant_id, namespace, document_id, source_uri, content_hash, chunk_count, state, error, ingestion_id)
+       VALUES ($1, $2, $3, $4, $5, $6, 'indexed', NULL, $7)
+       ON CONFLICT (tenant_id, namespace, document_id) DO UPDATE SET source_uri = $4, content_hash = $5, chunk_count = $6,
+         state = 'indexed', error = NULL, ingestion_id = $7, updated_at = now()`,
+      [tenantId, namespace, d.documentId, d.sourceUri, d.contentHash, d.chunkCount, d.ingestionId],
+    );
+  }
+
+  /** A failed document keeps the points of its last good version (if any) and says why it failed. */
+  async recordFailed(tenantId: string, namespace: string, d: { documentId: string; sourceUri: string; error: string; ingestionId: string }): Promise<void> {
+    await this.db.query(
+      `INSERT INTO knowledge_documents (tenant_id, namespace, document_id, source_uri, state, error, ingestion_id)
+       VALUES ($1, $2, $3, $4, 'failed', $5, $6)
+       ON CONFLICT (tenant_id, namespace, document_id) DO UPDATE SET state = 'failed', error = $5, ingestion_id = $6, updated_at = now()`,
+      [tenantId, namespace, d.documentId, d.sourceUri, d.error, d.ingestionId],
+    );
+  }
+
+  async deleteDocument(tenantId: string, namespace: string, documentId: string): Promise<void> {
+    await this.db.query('DELETE FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 AND document_id = $3', [tenantId, namespace, documentId]);
+  }
+}

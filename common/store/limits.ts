@@ -1,0 +1,101 @@
+import type { Pool, PoolClient } from 'pg';
+import { inTransaction } from './pool';
+
+export interface LimitRule {
+  tenantId: string;
+  /** '' for the whole tenant, otherwise one caller (the principal's subject, e.g. `key:<id>`). */
+  subject: string;
+  windowSeconds: number;
+  /** null: this dimension is not limited. */
+  maxRequests: number | null;
+  maxTokens: number | null;
+}
+
+export interface WindowRef {
+  tenantId: string;
+  subject: string;
+  /** Epoch ms, aligned to the rule's window so every replica names the same window. */
+  windowStart: number;
+}
+
+export async function readLimits(q: Pick<PoolClient, 'query'>): Promise<LimitRule[]> {
+  const { rows } = await q.query<{ tenant_id: string; subject: string; window_seconds: number; max_requests: string | null; max_tokens: string | null }>(
+    'SELECT tenant_id, subject, window_seconds, max_requests, max_tokens FROM gateway_limits',
+  );
+  return rows.map((l) => ({
+    tenantId: l.tenant_id,
+    subject: l.subject,
+    windowSeconds: l.window_seconds,
+    maxRequests: l.max_requests === null ? null : Number(l.max_requests),
+    maxTokens: l.max_tokens === null ? null : Number(l.max_tokens),
+  }));
+}
+
+/**
+ * Request and token limits shared by all gateway replicas. A window's allowance lives in one row; replicas take
+ * slices of it with an atomic UPDATE (so the sum of all slices never exceeds the limit, however many replicas
+ * ask at once) and hand back what they did not use.
+ */
+export class LimitStore {
+  constructor(private readonly db: Pool) {}
+
+  async setLimit(rule: LimitRule): Promise<void> {
+    await this.db.query(
+      `INSERT INTO gateway_limits (tenant_id, subject, window_seconds, max_requests, max_tokens) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (tenant_id, subject) DO UPDATE SET window_seconds = EXCLUDED.window_seconds, max_requests = EXCLUDED.max_requests,
+         max_tokens = EXCLUDED.max_tokens`,
+      [rule.tenantId, rule.subject, rule.windowSeconds, rule.maxRequests, rule.maxTokens],
+    );
+  }
+
+  async removeLimit(tenantId: string, subject: string): Promise<void> {
+    await this.db.query('DELETE FROM gateway_limits WHERE tenant_id = $1 AND subject = $2', [tenantId, subject]);
+  }
+
+  /** Takes up to `requests`/`tokens` from the window (opening it at the rule's full allowance); returns what was granted. */
+  async lease(rule: LimitRule, w: WindowRef, want: { requests: number; tokens: number }): Promise<{ requests: number; tokens: number }> {
+    const start = new Date(w.windowStart);
+    await this.db.query(
+      `INSERT INTO gateway_limit_windows (tenant_id, subject, window_start, requests_left, tokens_left) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT DO NOTHING`,
+      [w.tenantId, w.subject, start, rule.maxRequests ?? 0, rule.maxTokens ?? 0],
+    );
+    // The row lock serialises concurrent leases from every replica: each reads what is left after the previous grant.
+    return inTransaction(this.db, async (c) => {
+      const { rows } = await c.query<{ requests_left: string; tokens_left: string }>(
+        'SELECT requests_left, tokens_left FROM gateway_limit_windows WHERE tenant_id = $1 AND subject = $2 AND window_start = $3 FOR UPDATE',
+        [w.tenantId, w.subject, start],
+      );
+      const left = rows[0];
+      const granted = {
+        requests: Math.min(Math.max(Number(left?.requests_left ?? 0), 0), want.requests),
+        tokens: Math.min(Math.max(Number(left?.tokens_left ?? 0), 0), want.tokens),
+      };
+      if (granted.requests > 0 || granted.tokens > 0) {
+        await c.query(
+          `UPDATE gateway_limit_windows SET requests_left = requests_left - $4, tokens_left = tokens_left - $5
+           WHERE tenant_id = $1 AND subject = $2 AND window_start = $3`,
+          [w.tenantId, w.subject, start, granted.requests, granted.tokens],
+        );
+      }
+      return granted;
+    });
+  }
+
+  /** Gives back unused allowance (positive) or charges usage beyond what was leased (negative tokens). */
+  async adjust(w: WindowRef, delta: { requests: number; tokens: number }): Promise<void> {
+    await this.db.query(
+      `UPDATE gateway_limit_windows SET requests_left = requests_left + $4, tokens_left = tokens_left + $5
+       WHERE tenant_id = $1 AND subject = $2 AND window_start = $3`,
+      [w.tenantId, w.subject, new Date(w.windowStart), delta.requests, delta.tokens],
+    );
+  }
+
+  async remaining(w: WindowRef): Promise<{ requests: number; tokens: number } | undefined> {
+    const { rows } = await this.db.query<{ requests_left: string; tokens_left: string }>(
+      'SELECT requests_left, tokens_left FROM gateway_limit_windows WHERE tenant_id = $1 AND subject = $2 AND window_start = $3',
+      [w.tenantId, w.subject, new Date(w.windowStart)],
+    );
+    return rows[0] ? { requests: Number(rows[0].requests_left), tokens: Number(rows[0].tokens_left) } : undefined;
+  }
+}

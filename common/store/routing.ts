@@ -1,0 +1,110 @@
+import type { Pool } from 'pg';
+import { readLimits, type LimitRule } from './limits';
+
+/** Canary share of weighted traffic when a canary is set without a weight (the seed's 90/10 split). */
+export const DEFAULT_CANARY_WEIGHT = 10;
+
+export interface RouteSpec {
+  stable: string;
+  canary?: string | null;
+  /** Percent (0-100) of weighted traffic for the canary. */
+  canaryWeight?: number;
+}
+
+export interface ModelRoute {
+  tenantId: string;
+  modelId: string;
+  stable: string;
+  canary: string | null;
+  canaryWeight: number;
+  /** Base URL (…/v1) of each routed version's server; a version without one cannot take traffic. */
+  endpoints: Record<string, string | null>;
+}
+
+/** Everything a gateway replica keeps in memory, read in one consistent snapshot. */
+export interface GatewaySnapshot {
+  routes: ModelRoute[];
+  projects: { tenantId: string; id: string }[];
+  limits: LimitRule[];
+}
+
+/**
+ * Which version of a model serves traffic, and where each version is served. The rollout workflow writes it;
+ * every write notifies the gateway replicas (trigger in 0002_gateway.sql), which re-read `snapshot()`.
+ */
+export class RoutingStore {
+  constructor(private readonly db: Pool) {}
+
+  async setVersionEndpoint(tenantId: string, modelId: string, version: string, endpointUrl: string | null): Promise<void> {
+    const res = await this.db.query('UPDATE model_versions SET endpoint_url = $4, updated_at = now() WHERE tenant_id = $1 AND model_id = $2 AND version = $3', [
+      tenantId,
+      modelId,
+      version,
+      endpointUrl,
+    ]);
+    if (res.rowCount !== 1) throw new Error(`model version ${modelId}@${version} of tenant ${tenantId} does not exist`);
+  }
+
+  /** Sets stable, canary and weight together, so a replica never sees a canary with another route's weight. */
+  async setRoute(tenantId: string, modelId: string, r: RouteSpec): Promise<void> {
+    const canary = r.canary ?? null;
+    const weight = canary === null ? 0 : (r.canaryWeight ?? DEFAULT_CANARY_WEIGHT);
+    if (!Number.isInteger(weight) || weight < 0 || weight > 100) throw new RangeError(`canaryWeight must be an integer 0-100, got ${weight}`);
+    await this.db.query(
+      `INSERT INTO model_routes (tenant_id, model_id, stable_version, canary_version, canary_weight) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (tenant_id, model_id) DO UPDATE SET stable_version = EXCLUDED.stable_version, canary_version = EXCLUDED.canary_version,
+         canary_weight = EXCLUDED.canary_weight, updated_at = now()`,
+      [tenantId, modelId, r.stable, canary, weight],
+    );
+  }
+
+  async getRoute(tenantId: string, modelId: string): Promise<ModelRoute | undefined> {
+    return (await this.routes('WHERE r.tenant_id = $1 AND r.model_id = $2', [tenantId, modelId]))[0];
+  }
+
+  async createProject(tenantId: string, id: string, name = id): Promise<void> {
+    await this.db.query('INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, id, name]);
+  }
+
+  async snapshot(): Promise<GatewaySnapshot> {
+    const c = await this.db.connect();
+    try {
+      // One repeatable-read transaction, so routes, projects and limits come from the same moment.
+      await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const routes = await this.routes('', [], c);
+      const projects = (await c.query<{ tenant_id: string; id: string }>('SELECT tenant_id, id FROM projects')).rows.map((p) => ({ tenantId: p.tenant_id, id: p.id }));
+      const limits = await readLimits(c);
+      await c.query('COMMIT');
+      return { routes, projects, limits };
+    } finally {
+      c.release();
+    }
+  }
+
+  private async routes(where: string, params: unknown[], q: Pick<Pool, 'query'> = this.db): Promise<ModelRoute[]> {
+    const { rows } = await q.query<{
+      tenant_id: string;
+      model_id: string;
+      stable_version: string;
+      canary_version: string | null;
+      canary_weight: number;
+      stable_url: string | null;
+      canary_url: string | null;
+    }>(
+      `SELECT r.tenant_id, r.model_id, r.stable_version, r.canary_version, r.canary_weight, s.endpoint_url AS stable_url, c.endpoint_url AS canary_url
+       FROM model_routes r
+       JOIN model_versions s ON s.tenant_id = r.tenant_id AND s.model_id = r.model_id AND s.version = r.stable_version
+       LEFT JOIN model_versions c ON c.tenant_id = r.tenant_id AND c.model_id = r.model_id AND c.version = r.canary_version
+       ${where}`,
+      params,
+    );
+    return rows.map((r) => ({
+      tenantId: r.tenant_id,
+      modelId: r.model_id,
+      stable: r.stable_version,
+      canary: r.canary_version,
+      canaryWeight: r.canary_weight,
+      endpoints: { [r.stable_version]: r.stable_url, ...(r.canary_version ? { [r.canary_version]: r.canary_url } : {}) },
+    }));
+  }
+}

@@ -1,0 +1,39 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { bucketIndex, GatewayMetricsStore, LATENCY_BUCKETS_MS, type VersionMetricsRow } from '../../common/store/gateway-metrics';
+import { createPool } from '../../common/store/pool';
+import { uniqueId } from '../support/platform';
+
+let db: ReturnType<typeof createPool>;
+beforeAll(() => {
+  db = createPool(process.env.DATABASE_URL!, 2);
+});
+afterAll(async () => {
+  await db?.end();
+});
+
+function row(tenantId: string, version: string, latencies: number[], errors: Record<string, number> = {}): VersionMetricsRow {
+  const latencyBuckets = new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0);
+  for (const ms of latencies) latencyBuckets[bucketIndex(ms)]!++;
+  const errorCount = Object.values(errors).reduce((a, b) => a + b, 0);
+  return { tenantId, modelId: 'm', version, requests: latencies.length, errors: errorCount, errorClasses: errors, latencyBuckets, ttftBuckets: latencyBuckets, promptTokens: 0, completionTokens: 0 };
+}
+
+describe('versionStats (the rollout analysis input)', () => {
+  it('sums every replica flush of one version since a time: success rate and p95', async () => {
+    const store = new GatewayMetricsStore(db);
+    const tenant = uniqueId('t');
+    const now = Date.now();
+    await store.insert('replica-1', now - 120_000, [row(tenant, 'v2', Array(50).fill(3_000), { upstream_5xx: 50 })]);
+    await store.insert('replica-1', now - 1_000, [row(tenant, 'v2', Array(45).fill(8), { timeout_first_byte: 1 }), row(tenant, 'v1', Array(10).fill(8))]);
+    await store.insert('replica-2', now, [row(tenant, 'v2', [...Array(45).fill(8), ...Array(10).fill(200)], { upstream_5xx: 3 })]);
+
+    const stats = await store.versionStats(tenant, 'm', 'v2', now - 60_000);
+    expect(stats.requests).toBe(100);
+    expect(stats.errors).toBe(4);
+    expect(stats.successRate).toBeCloseTo(0.96);
+    expect(stats.errorClasses).toEqual({ timeout_first_byte: 1, upstream_5xx: 3 });
+    // Rank 95 of 100 is the 5th of the 10 requests in the (100, 250] ms bucket.
+    expect(stats.p95LatencyMs).toBeCloseTo(175);
+    expect(await store.versionStats(tenant, 'm', 'v3', now - 60_000)).toEqual({ requests: 0, errors: 0, successRate: 1, p95LatencyMs: null, errorClasses: {} });
+  });
+});

@@ -1,0 +1,181 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { IngestionProgress } from '../../workflows';
+import { docxFile, htmlFile, pdfFile, textFile } from '../support/corpus';
+import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+
+let p: TestPlatform;
+let acme: TestTenant;
+let rival: TestTenant;
+const bucket = uniqueId('corpus');
+const prefix = 'docs/';
+const NS = 'handbook';
+
+/** Six topics; each query below shares no content word with its document, so only meaning can match them. */
+const questions: [string, string][] = [
+  ['molten rock bursting out of a mountain', 'volcanoes.pdf'],
+  ['how can I make leavened loaves at home', 'baking.docx'],
+  ['did the company earn more money lately', 'finance.html'],
+  ['forgot my wifi box login, how do I wipe it', 'router.md'],
+  ['caring for a young canine', 'dogs.txt'],
+  ['crew circling our planet in a spacecraft', 'space.md'],
+];
+
+async function corpus(): Promise<Record<string, Buffer>> {
+  return {
+    'volcanoes.pdf': await pdfFile([
+      ['Volcanoes', 'Magma rises through the crust and erupts as lava from a volcano.', 'Ash clouds can disrupt aviation for days.'],
+      ['Monitoring', 'Seismometers record tremors that often precede an eruption.'],
+    ]),
+    'baking.docx': await docxFile([
+      { heading: 'Sourdough', paragraphs: ['Bread dough is left to ferment overnight with a starter culture of wild yeast before baking in a hot oven.'] },
+    ]),
+    'finance.html': htmlFile('Results', 'Quarterly results', ['Revenue increased twelve percent compared with the previous period, driven by strong subscription sales.']),
+    'router.md': textFile('# Resetting the router\n\nHold the reset button for ten seconds to restore factory settings and clear the admin password.\n'),
+    'dogs.txt': textFile('Puppies need vaccinations, regular walks and plenty of chew toys while their teeth grow.\n'),
+    'space.md': textFile('# Station life\n\nAstronauts aboard the station orbit the Earth sixteen times a day and exercise two hours daily.\n'),
+    'broken.pdf': Buffer.from('%PDF-1.7\nthis is not really a pdf at all\n%%EOF'),
+  };
+}
+
+async function ingest(tenant: TestTenant, body: object, namespace = NS): Promise<IngestionProgress & { workflowId: string; status: string }> {
+  const res = await p.app.inject({
+    method: 'POST',
+    url: `/v1/knowledge/${namespace}/ingestions`,
+    headers: { ...bearer(tenant.keys.developer), 'idempotency-key': uniqueId('ing') },
+    payload: body,
+  });
+  expect(res.statusCode).toBe(202);
+  await p.temporal.workflow.getHandle(res.json().workflowId).result();
+  const progress = await p.app.inject({ method: 'GET', url: res.json().statusUrl, headers: bearer(tenant.keys.viewer) });
+  expect(progress.statusCode).toBe(200);
+  return progress.json();
+}
+
+const search = (tenant: TestTenant, query: string, namespace = NS) =>
+  p.app.inject({ method: 'POST', url: `/v1/knowledge/${namespace}/search`, headers: bearer(tenant.keys.viewer), payload: { query, topK: 3 } });
+
+async function pointIds(tenant: TestTenant, namespace = NS): Promise<string[]> {
+  const ns = await p.app.inject({ method: 'GET', url: '/v1/knowledge', headers: bearer(tenant.keys.viewer) });
+  const collection = ns.json().namespaces.find((n: { name: string }) => n.name === namespace).collection;
+  return p.vectors.pointIds(collection, { tenantId: tenant.id, namespace });
+}
+
+beforeAll(async () => {
+  p = await startTestPlatform();
+  acme = await p.createTenant('acme');
+  rival = await p.createTenant('rival');
+  await p.objects.ensureBucket(bucket);
+  for (const [name, bytes] of Object.entries(await corpus())) await p.objects.put({ bucket, key: `${prefix}${name}` }, bytes);
+});
+afterAll(async () => {
+  await p?.close();
+});
+
+describe('document ingestion and search', () => {
+  const source = { type: 's3', bucket, prefix };
+  let firstPoints: string[];
+
+  it('ingests PDF, DOCX, HTML, Markdown and text; a corrupt PDF fails alone with its reason', async () => {
+    const progress = await ingest(acme, { source, chunking: { strategy: 'heading', size: 400, overlap: 50 } });
+    expect(progress).toMatchObject({ status: 'COMPLETED', phase: 'completed', total: 7, done: 6, skippedUnchanged: 0, failed: 1 });
+    expect(progress.failures).toEqual([{ documentId: 'broken.pdf', reason: expect.stringContaining('could not parse PDF broken.pdf') }]);
+    expect(progress.chunksWritten).toBeGreaterThanOrEqual(6);
+    firstPoints = await pointIds(acme);
+    expect(firstPoints).toHaveLength(progress.chunksWritten);
+  });
+
+  it.each(questions)('finds the right document for a paraphrase: %s', async (query, expected) => {
+    const res = await search(acme, query);
+    expect(res.statusCode).toBe(200);
+    expect(res.json().hits[0].documentId).toBe(expected);
+  });
+
+  it('returns citations that point at the source: page for PDFs, heading for structured documents', async () => {
+    const pdf = (await search(acme, 'instruments detecting ground shaking before a blast')).json().hits[0];
+    expect(pdf).toMatchObject({ documentId: 'volcanoes.pdf', source: { uri: `s3://${bucket}/${prefix}volcanoes.pdf`, page: 2 } });
+    const docx = (await search(acme, 'how can I make leavened loaves at home')).json().hits[0];
+    expect(docx.source.heading).toBe('Sourdough');
+    expect(docx.text).toContain('ferment overnight');
+    expect(docx.source.end).toBeGreaterThan(docx.source.start);
+  });
+
+  it('embeds nothing on a second identical run and leaves the same points', async () => {
+    const progress = await ingest(acme, { source, chunking: { strategy: 'heading', size: 400, overlap: 50 } });
+    expect(progress).toMatchObject({ done: 0, skippedUnchanged: 6, failed: 1, chunksWritten: 0, removed: 0 });
+    expect(await pointIds(acme)).toEqual(firstPoints);
+  });
+
+  it('re-embeds only a changed document and drops the points of a deleted one', async () => {
+    const before = await pointIds(acme);
+    await p.objects.put({ bucket, key: `${prefix}dogs.txt` }, 'Kittens sleep most of the day and chase string when awake.\n');
+    await p.objects.delete({ bucket, key: `${prefix}space.md` });
+    const progress = await ingest(acme, { source, chunking: { strategy: 'heading', size: 400, overlap: 50 } });
+    expect(progress).toMatchObject({ total: 6, done: 1, skippedUnchanged: 4, failed: 1, removed: 1 });
+    const after = await pointIds(acme);
+    const hits = (await search(acme, 'crew circling our planet in a spacecraft')).json().hits;
+    expect(hits.map((h: { documentId: string }) => h.documentId)).not.toContain('space.md');
+    const dogs = (await search(acme, 'young cats napping')).json().hits[0];
+    expect(dogs).toMatchObject({ documentId: 'dogs.txt', text: expect.stringContaining('Kittens') });
+    // The changed document's old point is gone, the new one is there, the rest are untouched.
+    expect(after.length).toBe(before.length - 1);
+    expect(after.filter((id) => !before.includes(id))).toHaveLength(1);
+  });
+
+  it('ingests uploaded files', async () => {
+    const up = await p.app.inject({
+      method: 'POST',
+      url: '/v1/knowledge/uploads-ns/files?name=notes.md',
+      headers: { ...bearer(acme.keys.developer), 'content-type': 'application/octet-stream' },
+      payload: Buffer.from('# Gardening\n\nTomatoes want full sun and deep watering twice a week.\n'),
+    });
+    expect(up.statusCode).toBe(201);
+    const progress = await ingest(acme, { source: { type: 'uploads' } }, 'uploads-ns');
+    expect(progress).toMatchObject({ total: 1, done: 1 });
+    expect((await search(acme, 'growing red fruit in the backyard', 'uploads-ns')).json().hits[0].documentId).toBe('notes.md');
+  });
+
+  it('rejects bad ingestion input with the field named', async () => {
+    const post = (payload: object) =>
+      p.app.inject({ method: 'POST', url: `/v1/knowledge/${NS}/ingestions`, headers: bearer(acme.keys.developer), payload });
+    const overlap = await post({ source, chunking: { size: 200, overlap: 300 } });
+    expect(overlap.statusCode).toBe(400);
+    expect(overlap.json().error.details.field).toBe('body.chunking.overlap');
+    const embedder = await post({ source, embedder: 'nope' });
+    expect(embedder.json().error.details.field).toBe('body.embedder');
+    const platformBucket = await post({ source: { type: 's3', bucket: 'llmhub', prefix: `tenants/${rival.id}/` } });
+    expect(platformBucket.statusCode).toBe(400);
+    expect(platformBucket.json().error.details.field).toBe('body.source.bucket');
+    const noSource = await post({});
+    expect(noSource.json().error.details.field).toBe('body.source');
+  });
+});
+
+describe('tenant isolation', () => {
+  it("keeps another tenant out of a namespace: search, list, delete and progress by guessed id are 404", async () => {
+    const ingestion = await p.app.inject({
+      method: 'POST',
+      url: `/v1/knowledge/${NS}/ingestions`,
+      headers: { ...bearer(acme.keys.developer), 'idempotency-key': 'guessable' },
+      payload: { source: { type: 's3', bucket, prefix } },
+    });
+    await p.temporal.workflow.getHandle(ingestion.json().workflowId).result();
+    for (const res of [
+      await search(rival, 'molten rock bursting out of a mountain'),
+      await p.app.inject({ method: 'GET', url: `/v1/knowledge/${NS}/documents`, headers: bearer(rival.keys.viewer) }),
+      await p.app.inject({ method: 'DELETE', url: `/v1/knowledge/${NS}`, headers: bearer(rival.keys.admin) }),
+      await p.app.inject({ method: 'GET', url: `/v1/knowledge/${NS}/ingestions/guessable`, headers: bearer(rival.keys.viewer) }),
+    ]) {
+      expect(res.statusCode).toBe(404);
+    }
+    expect((await search(acme, 'molten rock bursting out of a mountain')).statusCode).toBe(200);
+  });
+
+  it("never returns another tenant's points, even in a namespace of the same name", async () => {
+    const rivalBucket = uniqueId('rival');
+    await p.objects.ensureBucket(rivalBucket);
+    await p.objects.put({ bucket: rivalBucket, key: 'r/lava.txt' }, 'Lava lamps contain wax that melts and floats.\n');
+    await ingest(rival, { source: { type: 's3', bucket: rivalBucket, prefix: 'r/' } });
+    const hits = (await search(rival, 'molten rock bursting out of a mountain')).json().hits;
+    expect(hits.map((h: { documentId: string }) => h.documentId)).toEqual(['lava.txt']);
+  });
+});

@@ -1,0 +1,71 @@
+import { describe, expect, it } from '@jest/globals';
+import { abBucket, pickUpstream, type CompiledRoute } from '../../api/gateway/route-table';
+import { CircuitBreaker } from '../../api/gateway/upstream';
+import { StreamUsage, usageOfBody } from '../../api/gateway/usage-scan';
+import { bucketIndex, LATENCY_BUCKETS_MS, quantileMs } from '../../common/store/gateway-metrics';
+
+const histogram = (latencies: number[]) => {
+  const b = new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0);
+  for (const ms of latencies) b[bucketIndex(ms)]!++;
+  return b;
+};
+
+describe('gateway pieces', () => {
+  it('quantileMs interpolates inside the bucket holding the rank, like histogram_quantile', () => {
+    // 100 requests: 90 in (5, 10], 10 in (100, 250]; rank 95 is the 5th of the 10 in (100, 250].
+    const b = histogram([...Array(90).fill(8), ...Array(10).fill(200)]);
+    expect(quantileMs(b, 0.95)).toBeCloseTo(100 + (150 * 5) / 10);
+    expect(quantileMs(b, 0.5)).toBeCloseTo(5 + (5 * 50) / 90);
+    expect(quantileMs(histogram([]), 0.95)).toBeNull();
+    expect(quantileMs(histogram([120_000]), 0.95)).toBe(60_000);
+  });
+
+  it('reads usage from the tail of an answer or counts streamed chunks without it', () => {
+    const body = Buffer.from(JSON.stringify({ data: [{ embedding: Array(2000).fill(0.5) }], usage: { prompt_tokens: 7, total_tokens: 7 } }));
+    expect(usageOfBody(body)).toEqual({ promptTokens: 7, completionTokens: 0 });
+    const counted = new StreamUsage();
+    const sse = 'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\ndata: [DONE]\n\n';
+    // Split mid-line, as TCP may deliver it.
+    counted.push(Buffer.from(sse.slice(0, 30)));
+    counted.push(Buffer.from(sse.slice(30)));
+    expect(counted.result(11)).toEqual({ promptTokens: 11, completionTokens: 2 });
+    const reported = new StreamUsage();
+    reported.push(Buffer.from(`${sse.replace('data: [DONE]', 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\ndata: [DONE]')}`));
+    expect(reported.result(11)).toEqual({ promptTokens: 3, completionTokens: 2 });
+  });
+
+  it('picks versions by weight, by pin, and sticky by caller for ab_test', () => {
+    const up = (version: string) => ({ version, url: `http://127.0.0.1/${version}`, origin: 'http://127.0.0.1', basePath: `/${version}` });
+    const route: CompiledRoute = { modelId: 'm', stable: up('s'), canary: up('c'), canaryWeight: 10 };
+    expect(pickUpstream(route, 'weighted', 'u', () => 0.05).version).toBe('c');
+    expect(pickUpstream(route, 'weighted', 'u', () => 0.1).version).toBe('s');
+    expect(pickUpstream(route, 'canary', 'u', () => 0.99).version).toBe('c');
+    expect(pickUpstream(route, 'stable', 'u', () => 0).version).toBe('s');
+    expect(pickUpstream({ ...route, canary: null }, 'canary', 'u').version).toBe('s');
+    for (const user of ['alice', 'bob', 'carol']) {
+      const expected = abBucket(user) < 10 ? 'c' : 's';
+      expect(new Set(Array.from({ length: 5 }, () => pickUpstream(route, 'ab_test', user).version))).toEqual(new Set([expected]));
+    }
+  });
+
+  it('opens a circuit after consecutive failures and lets one probe through after the cool-down', () => {
+    const b = new CircuitBreaker({ failures: 3, cooldownMs: 1_000 });
+    b.failure(0);
+    b.failure(0);
+    b.success();
+    b.failure(0);
+    b.failure(0);
+    expect(b.allow(10)).toBe(true);
+    b.failure(10);
+    expect(b.state).toBe('open');
+    expect(b.allow(500)).toBe(false);
+    expect(b.allow(1_010)).toBe(true);
+    expect(b.allow(1_011)).toBe(false);
+    b.failure(1_020);
+    expect(b.allow(1_500)).toBe(false);
+    expect(b.allow(2_020)).toBe(true);
+    b.success();
+    expect(b.state).toBe('closed');
+    expect(b.allow(2_021)).toBe(true);
+  });
+});
