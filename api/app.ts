@@ -20,6 +20,7 @@ import { authPlugin, type JwtSettings } from './plugins/auth';
 import { errorsPlugin } from './plugins/errors';
 import { healthRoutes } from './routes/health';
 import { knowledgeRoutes } from './routes/knowledge';
+import { knowledgeChatRoutes } from './routes/knowledge-chat';
 import { modelRoutes } from './routes/models';
 import { ErrorResponse } from './schemas';
 
@@ -111,5 +112,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(modelRoutes, { prefix: '/v1/models' });
   await app.register(gatewayPlugin, { settings: gateway });
   await app.register(knowledgeRoutes, { prefix: '/v1/knowledge' });
+  await app.register(knowledgeChatRoutes, { prefix: '/v1/knowledge' });
   return app;
 }

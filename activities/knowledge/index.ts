@@ -34,9 +34,15 @@ export interface KnowledgeActivityDeps {
   knowledge: KnowledgeStore;
   platformBucket: string;
   unstructured?: (name: string, bytes: Uint8Array) => Promise<Block[]>;
+  /** Receives the seconds spent per pipeline stage (metrics, benchmarks). */
+  observeStage?: (stage: IngestStage, seconds: number) => void;
 }
 
+export type IngestStage = 'download' | 'parse' | 'embed' | 'upsert' | 'record';
+
 const EMBED_BATCH = 32;
+// Downloads kept in flight ahead of the document being parsed, so object-store latency overlaps the embedding.
+const PREFETCH = 8;
 // Points written per upsert: each upsert and stale-delete is one commit in the vector store.
 const FLUSH_CHUNKS = 256;
 
@@ -50,7 +56,17 @@ async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => ({
+export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
+  const timed = async <T>(stage: IngestStage, fn: () => Promise<T>): Promise<T> => {
+    if (!d.observeStage) return fn();
+    const t0 = performance.now();
+    try {
+      return await fn();
+    } finally {
+      d.observeStage(stage, (performance.now() - t0) / 1000);
+    }
+  };
+  return {
   /** Creates the namespace (bound to its embedder) and its collection; returns the collection name. */
   async prepareNamespace(input: Pick<IngestionInput, 'tenantId' | 'namespace' | 'embedder'>): Promise<{ collection: string }> {
     const embedder = await d.embedders.get(input.embedder);
@@ -104,10 +120,15 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => ({
 
     type Pending = { entry: ManifestEntry; contentHash: string; chunks: Chunk[] };
     let pending: Pending[] = [];
+    // What a retry may resume from: the state as of the last flush, never counts of unflushed documents.
+    let committed = structuredClone(p);
     const flush = async (next: number) => {
       const texts = pending.flatMap((doc) => doc.chunks.map((c) => (c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text)));
       const vectors: Float32Array[] = [];
-      for (let i = 0; i < texts.length; i += EMBED_BATCH) vectors.push(...(await embedder.embed(texts.slice(i, i + EMBED_BATCH))));
+      for (let i = 0; i < texts.length; i += EMBED_BATCH) {
+        vectors.push(...(await timed('embed', () => embedder.embed(texts.slice(i, i + EMBED_BATCH)))));
+        ctx.heartbeat(committed);
+      }
       let v = 0;
       const points: VectorPoint[] = pending.flatMap((doc) =>
         doc.chunks.map((c, chunkIndex) => {
@@ -122,33 +143,49 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => ({
           return { id: pointId(payload), vector: vectors[v++]!, payload };
         }),
       );
-      await d.vectors.upsert(input.collection, points);
-      await d.vectors.deleteStale(input.collection, scope, pending.map((doc) => ({ documentId: doc.entry.documentId, contentHash: doc.contentHash })));
-      for (const doc of pending) {
-        await d.knowledge.recordIndexed(input.tenantId, input.namespace, {
-          documentId: doc.entry.documentId,
-          sourceUri: doc.entry.uri,
-          contentHash: doc.contentHash,
-          chunkCount: doc.chunks.length,
-          ingestionId: input.ingestionId,
-        });
-      }
+      await timed('upsert', async () => {
+        await d.vectors.upsert(input.collection, points);
+        await d.vectors.deleteStale(input.collection, scope, pending.map((doc) => ({ documentId: doc.entry.documentId, contentHash: doc.contentHash })));
+      });
+      await timed('record', async () => {
+        for (const doc of pending) {
+          await d.knowledge.recordIndexed(input.tenantId, input.namespace, {
+            documentId: doc.entry.documentId,
+            sourceUri: doc.entry.uri,
+            contentHash: doc.contentHash,
+            chunkCount: doc.chunks.length,
+            ingestionId: input.ingestionId,
+          });
+        }
+      });
       p.done += pending.length;
       p.chunksWritten += points.length;
       p.next = next;
       pending = [];
-      ctx.heartbeat(p);
+      committed = structuredClone(p);
+      ctx.heartbeat(committed);
     };
 
+    const downloads = new Map<number, Promise<Buffer>>();
+    const download = (i: number) => {
+      if (i < end && !downloads.has(i)) {
+        const pr = timed('download', async () => readAll(await d.objects.getStream(parseObjectUri(manifest[i]!.uri))));
+        pr.catch(() => undefined); // awaited (and so reported) when its turn comes
+        downloads.set(i, pr);
+      }
+    };
     for (let i = p.next; i < end; i++) {
       const entry = manifest[i]!;
-      const bytes = await readAll(await d.objects.getStream(parseObjectUri(entry.uri)));
+      for (let k = i; k < i + PREFETCH; k++) download(k);
+      const bytes = await downloads.get(i)!;
+      downloads.delete(i);
       const contentHash = createHash('sha256').update(bytes).digest('hex');
       if (known.get(entry.documentId) === contentHash) {
         p.skippedUnchanged++;
       } else {
         try {
-          pending.push({ entry, contentHash, chunks: chunkBlocks(await parse(entry.documentId, bytes), input.chunking) });
+          const blocks = await timed('parse', () => parse(entry.documentId, bytes));
+          pending.push({ entry, contentHash, chunks: chunkBlocks(blocks, input.chunking) });
         } catch (err) {
           if (!(err instanceof UnparseableDocumentError)) throw err;
           await d.knowledge.recordFailed(input.tenantId, input.namespace, { documentId: entry.documentId, sourceUri: entry.uri, error: err.message, ingestionId: input.ingestionId });
@@ -156,6 +193,8 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => ({
         }
       }
       if (pending.reduce((n, doc) => n + doc.chunks.length, 0) >= FLUSH_CHUNKS || i === end - 1) await flush(i + 1);
+      // Liveness after every document (the SDK throttles the calls), so a slow batch is not taken for a dead worker.
+      else ctx.heartbeat(committed);
     }
     return { done: p.done, skippedUnchanged: p.skippedUnchanged, failures: p.failures, chunksWritten: p.chunksWritten };
   },
@@ -175,6 +214,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => ({
     }
     return removed;
   },
-});
+  };
+};
 
 export type KnowledgeActivities = ReturnType<typeof createKnowledgeActivities>;

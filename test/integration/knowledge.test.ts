@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { IngestionProgress } from '../../workflows';
 import { docxFile, htmlFile, pdfFile, textFile } from '../support/corpus';
+import { countTokens, startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
 let p: TestPlatform;
@@ -147,6 +149,59 @@ describe('document ingestion and search', () => {
     expect(platformBucket.json().error.details.field).toBe('body.source.bucket');
     const noSource = await post({});
     expect(noSource.json().error.details.field).toBe('body.source');
+  });
+});
+
+describe('RAG chat', () => {
+  let model: ReferenceModelServer;
+  beforeAll(async () => {
+    model = await startReferenceModelServer({ name: 'rag' });
+    await serveModel(p.db, acme.id, 'rag-model', { v1: model.url }, { stable: 'v1', canary: null, canaryWeight: 0 });
+    await untilRouted(p.app, acme.keys.developer, 'rag-model');
+  });
+  afterAll(async () => {
+    await model?.close();
+  });
+
+  it('answers through the gateway with citations pointing at the retrieved chunks', async () => {
+    const question = 'molten rock bursting out of a mountain';
+    const res = await p.app.inject({
+      method: 'POST',
+      url: `/v1/knowledge/${NS}/chat`,
+      headers: bearer(acme.keys.developer),
+      payload: { model: 'rag-model', question, topK: 2 },
+    });
+    expect(res.statusCode).toBe(200);
+    const body = res.json();
+    expect(body.answer).toContain(question);
+    expect(body.citations).toHaveLength(2);
+    expect(body.citations[0]).toMatchObject({ index: 1, documentId: 'volcanoes.pdf', source: { uri: `s3://${bucket}/${prefix}volcanoes.pdf` } });
+    // The retrieved chunks went to the model: its prompt is far longer than the question alone.
+    expect(body.usage.prompt_tokens).toBeGreaterThan(countTokens(question) + countTokens(body.citations[0].text));
+    expect(model.requests.at(-1)).toMatchObject({ path: '/v1/chat/completions', model: 'rag-model' });
+  });
+
+  it('streams: a citations event first, then the model stream to [DONE]', async () => {
+    const res = await p.app.inject({
+      method: 'POST',
+      url: `/v1/knowledge/${NS}/chat`,
+      headers: bearer(acme.keys.developer),
+      payload: { model: 'rag-model', question: 'how can I make leavened loaves at home', stream: true },
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toContain('text/event-stream');
+    const events = res.body.split('\n\n').filter(Boolean).map((e) => e.replace(/^data: /, ''));
+    const first = JSON.parse(events[0]!);
+    expect(first.object).toBe('llmhub.citations');
+    expect(first.citations[0]).toMatchObject({ index: 1, documentId: 'baking.docx' });
+    expect(events.at(-1)).toBe('[DONE]');
+    const text = events.slice(1, -1).map((e) => JSON.parse(e).choices[0]?.delta?.content ?? '').join('');
+    expect(text).toContain('leavened loaves');
+  });
+
+  it('is 404 for a namespace of another tenant', async () => {
+    const res = await p.app.inject({ method: 'POST', url: `/v1/knowledge/${NS}/chat`, headers: bearer(rival.keys.developer), payload: { model: 'rag-model', question: 'x' } });
+    expect(res.statusCode).toBe(404);
   });
 });
 

@@ -1,0 +1,132 @@
+/**
+ * Ingestion benchmark (not a test): documents/s and chunks/s end to end through the real workflow
+ * (Temporal, S3, PostgreSQL, LanceDB, the in-process embedding model) on a generated corpus, the share of
+ * activity time spent per stage, and the embedder's own ceiling (chunks/s embedding the same chunks alone)
+ * measured in the same run. Prints the ratio pipeline / ceiling (target ≥ 0.8).
+ *
+ *   npm run bench:ingest [-- --docs 1000]
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { bundleWorkflowCode, NativeConnection } from '@temporalio/worker';
+import { createPlatformActivities } from '../../../activities';
+import type { IngestStage } from '../../../activities/knowledge';
+import { chunkBlocks } from '../../../activities/parsing/chunker';
+import { parseBuiltin } from '../../../activities/parsing/parsers';
+import { loadConfig } from '../../../common/config';
+import { createLogger } from '../../../common/logger';
+import { s3StoreFromConfig } from '../../../common/objectstore';
+import { migrate } from '../../../common/store/migrate';
+import { createPool } from '../../../common/store/pool';
+import { TenantStore } from '../../../common/store/tenants';
+import type { IngestionInput, IngestionStats } from '../../../common/types';
+import { randomPorts, startLocalStack } from '../../../deploy/dev/stack';
+import { startWorker } from '../../../workers/bootstrap';
+import { platformActivityDeps } from '../../../workers/platform-deps';
+
+const TOPICS = ['volcanoes', 'sourdough baking', 'quarterly revenue', 'router settings', 'puppy care', 'orbital stations', 'tax filing', 'bird migration'];
+
+/** A realistic small document: a heading and three paragraphs (about 700 characters, 1-2 chunks). */
+function document(i: number): { name: string; body: string } {
+  const topic = TOPICS[i % TOPICS.length]!;
+  const paragraphs = [0, 1, 2].map(
+    (p) => `Paragraph ${p + 1} of document ${i} explains an aspect of ${topic}: it covers background, common questions, ` +
+      `practical steps and a few caveats that readers reported in survey ${i * 3 + p}, with figures from year ${1990 + (i % 30)}.`,
+  );
+  return i % 2 === 0
+    ? { name: `doc-${i}.md`, body: `# ${topic} ${i}\n\n${paragraphs.join('\n\n')}\n` }
+    : { name: `doc-${i}.txt`, body: `${paragraphs.join('\n\n')}\n` };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { docs: { type: 'string', default: '1000' } } });
+  const docs = Number(values.docs);
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-bench-ingest-'));
+  const stack = await startLocalStack({ dataDir, ports: await randomPorts() });
+  const config = loadConfig({ ...process.env, ...stack.env, LOG_LEVEL: 'warn' });
+  const db = createPool(config.DATABASE_URL, 8);
+  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
+  const native = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
+  try {
+    await migrate(db);
+    await new TenantStore(db).createTenant('bench', 'bench');
+    const objects = s3StoreFromConfig(config);
+    await objects.ensureBucket('corpus');
+    const corpus = Array.from({ length: docs }, (_, i) => document(i));
+    for (let i = 0; i < docs; i += 50) await Promise.all(corpus.slice(i, i + 50).map((d) => objects.put({ bucket: 'corpus', key: `docs/${d.name}` }, d.body)));
+
+    const stageSeconds: Record<IngestStage, number> = { download: 0, parse: 0, embed: 0, upsert: 0, record: 0 };
+    const deps = await platformActivityDeps(config, db, { observeStage: (stage, s) => (stageSeconds[stage] += s) });
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue: 'bench',
+      activities: createPlatformActivities(deps),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../../workflows'), logger: quiet }) },
+      logger: createLogger('bench', 'warn'),
+      handleSignals: false,
+    });
+    const chunking = { strategy: 'heading' as const, size: 1000, overlap: 150 };
+    const input: IngestionInput = {
+      tenantId: 'bench',
+      namespace: 'bench',
+      ingestionId: 'bench',
+      source: { type: 's3', bucket: 'corpus', prefix: 'docs/' },
+      parser: 'builtin',
+      chunking,
+      embedder: 'default',
+      batchSize: 50,
+      parallelism: 2,
+    };
+    // Load the model before timing, as a long-running worker has it loaded.
+    const embedder = await deps.embedders.get('default');
+    await embedder.embed(['warm up']);
+
+    const t0 = performance.now();
+    const stats = (await new Client({ connection }).workflow.execute('ingestDocuments', { taskQueue: 'bench', workflowId: 'ingestion/bench/bench', args: [input] })) as IngestionStats;
+    const wall = (performance.now() - t0) / 1000;
+    await worker.shutdown();
+
+    // The ceiling: the same chunk texts, embedded alone in the activity's batch size.
+    const texts: string[] = [];
+    for (const d of corpus) {
+      for (const c of chunkBlocks(await parseBuiltin(d.name, Buffer.from(d.body)), chunking)) texts.push(c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text);
+    }
+    const t1 = performance.now();
+    for (let i = 0; i < texts.length; i += 32) await embedder.embed(texts.slice(i, i + 32));
+    const ceiling = texts.length / ((performance.now() - t1) / 1000);
+
+    const activitySeconds = Object.values(stageSeconds).reduce((a, b) => a + b, 0);
+    const pipelineChunksPerS = stats.chunksWritten / wall;
+    console.log(`corpus: ${docs} documents, ${stats.chunksWritten} chunks (${texts.length} expected); load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    console.log(`end to end: ${wall.toFixed(1)} s = ${(stats.done / wall).toFixed(1)} documents/s, ${pipelineChunksPerS.toFixed(1)} chunks/s`);
+    console.log(
+      `stage share of activity time (${activitySeconds.toFixed(1)} s over 2 parallel batches): ` +
+        Object.entries(stageSeconds)
+          .map(([k, v]) => `${k} ${((100 * v) / activitySeconds).toFixed(1)}%`)
+          .join(', '),
+    );
+    console.log(`embedder ceiling (same chunks, batch 32, alone): ${ceiling.toFixed(1)} chunks/s`);
+    console.log(`ratio pipeline / embedder ceiling: ${(pipelineChunksPerS / ceiling).toFixed(2)} (target >= 0.8)`);
+  } finally {
+    await native.close();
+    await connection.close();
+    await db.end();
+    await stack.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+const noop = () => undefined;
+const quiet = { trace: noop, debug: noop, info: noop, warn: noop, error: console.error, log: noop };
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
