@@ -4,7 +4,7 @@ import { S3ObjectStore } from '../../common/objectstore';
 import { embeddingModelDir } from './models';
 import { startTemporalDevServer, type TemporalDevServer } from '../../temporal/server';
 import { startLocalPostgres, type LocalPostgres } from './postgres';
-import { freePort } from './process';
+import { freePorts } from './process';
 import { startLocalS3, type LocalS3 } from './s3';
 
 /** Ports of the local stack: fixed for `dev` (so URLs are stable), free ones for tests. */
@@ -17,7 +17,8 @@ export interface StackPorts {
 export const DEV_PORTS: StackPorts = { temporal: 7233, temporalUi: 8233, postgres: 5433, s3: 7070 };
 
 export async function randomPorts(): Promise<StackPorts> {
-  return { temporal: await freePort(), temporalUi: null, postgres: await freePort(), s3: await freePort() };
+  const [temporal, postgres, s3] = await freePorts(3);
+  return { temporal: temporal!, temporalUi: null, postgres: postgres!, s3: s3! };
 }
 
 export interface LocalStack {

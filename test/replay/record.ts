@@ -7,24 +7,21 @@
  * Histories are recorded once, committed and never re-recorded by CI: a replay failure means the code changed
  * in a way running workflows would not survive, so guard the change with patched() instead of re-recording.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
-import { bundleWorkflowCode, NativeConnection } from '@temporalio/worker';
+import { bundleWorkflowCode } from '@temporalio/worker';
 import { createPlatformActivities } from '../../activities';
 import { createLogger } from '../../common/logger';
-import { S3ObjectStore } from '../../common/objectstore';
-import { migrate } from '../../common/store/migrate';
+import { s3StoreFromConfig, type S3ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
 import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
-import { randomPorts, startLocalStack } from '../../deploy/dev/stack';
 import { startWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
-import { loadConfig } from '../../common/config';
+import { withScratchStack } from '../support/scratch-stack';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
@@ -106,28 +103,19 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
 };
 
 async function recordScenarios(): Promise<void> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-'));
-  const stack = await startLocalStack({ dataDir, ports: await randomPorts() });
-  const logger = createLogger('record', 'warn');
-  const db = createPool(stack.env.DATABASE_URL!, 5);
-  const connection = await Connection.connect({ address: stack.temporal.address });
-  const native = await NativeConnection.connect({ address: stack.temporal.address });
-  try {
-    await migrate(db);
-    const objects = new S3ObjectStore({ endpoint: stack.s3.endpoint, region: stack.s3.region, accessKeyId: stack.s3.accessKeyId, secretAccessKey: stack.s3.secretAccessKey, forcePathStyle: true });
+  await withScratchStack('record', async ({ config, db, client, native }) => {
+    const objects = s3StoreFromConfig(config);
     const registry = new RegistryStore(db);
     const taskQueue = 'record';
-    const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') });
     const worker = await startWorker({
       connection: native,
       namespace: 'default',
       taskQueue,
-      activities: createPlatformActivities(await platformActivityDeps(loadConfig({ ...process.env, ...stack.env, LANCEDB_DIR: path.join(dataDir, 'lancedb') }), db, { objects })),
-      workflows: { workflowBundle: bundle },
-      logger,
+      activities: createPlatformActivities(await platformActivityDeps(config, db, { objects })),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
       handleSignals: false,
     });
-    const client = new Client({ connection });
     try {
       const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
       for (const [scenario, runScenario] of Object.entries(scenarios).filter(([name]) => !only || name === only)) {
@@ -137,13 +125,7 @@ async function recordScenarios(): Promise<void> {
     } finally {
       await worker.shutdown();
     }
-  } finally {
-    await native.close();
-    await connection.close();
-    await db.end();
-    await stack.stop();
-    await rm(dataDir, { recursive: true, force: true });
-  }
+  });
 }
 
 async function main(): Promise<void> {

@@ -3,7 +3,7 @@
 // owns process management so that `dev`, CI and jest's global setup share one implementation.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePorts } from '../process';
 import * as path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 
@@ -95,31 +95,9 @@ function run(script: string, args: string[], opts: KubeClusterOptions): Promise<
   });
 }
 
-/** Ports the OS reports free on 127.0.0.1 right now (held together, so they are distinct). */
-export async function freeLoopbackPorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-          const srv = createServer();
-          srv.once('error', reject);
-          srv.listen(0, '127.0.0.1', () => resolve(srv));
-        }),
-    ),
-  );
-  const ports = servers.map((srv) => {
-    const addr = srv.address();
-    if (addr === null || typeof addr === 'string') throw new Error('unexpected server address');
-    return addr.port;
-  });
-  await Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.close(() => resolve()))));
-  return ports;
-}
-
 async function withRandomPorts(opts: KubeClusterOptions): Promise<KubeClusterOptions> {
   if (!opts.randomPorts) return opts;
-  const [apiserver, etcd, etcdPeer, controllerManager, scheduler] = await freeLoopbackPorts(5);
+  const [apiserver, etcd, etcdPeer, controllerManager, scheduler] = await freePorts(5);
   return { ...opts, ports: { apiserver, etcd, etcdPeer, controllerManager, scheduler, ...opts.ports } };
 }
 

@@ -6,26 +6,20 @@
  *
  *   npm run bench:ingest [-- --docs 1000]
  */
-import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, NativeConnection } from '@temporalio/worker';
+import { bundleWorkflowCode } from '@temporalio/worker';
 import { createPlatformActivities } from '../../../activities';
 import type { IngestStage } from '../../../activities/knowledge';
 import { chunkBlocks } from '../../../activities/parsing/chunker';
 import { parseBuiltin } from '../../../activities/parsing/parsers';
-import { loadConfig } from '../../../common/config';
 import { createLogger } from '../../../common/logger';
 import { s3StoreFromConfig } from '../../../common/objectstore';
-import { migrate } from '../../../common/store/migrate';
-import { createPool } from '../../../common/store/pool';
 import { TenantStore } from '../../../common/store/tenants';
 import type { IngestionInput, IngestionStats } from '../../../common/types';
-import { randomPorts, startLocalStack } from '../../../deploy/dev/stack';
 import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
+import { withScratchStack } from '../../support/scratch-stack';
 
 const TOPICS = ['volcanoes', 'sourdough baking', 'quarterly revenue', 'router settings', 'puppy care', 'orbital stations', 'tax filing', 'bird migration'];
 
@@ -44,14 +38,7 @@ function document(i: number): { name: string; body: string } {
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { docs: { type: 'string', default: '1000' } } });
   const docs = Number(values.docs);
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-bench-ingest-'));
-  const stack = await startLocalStack({ dataDir, ports: await randomPorts() });
-  const config = loadConfig({ ...process.env, ...stack.env, LOG_LEVEL: 'warn' });
-  const db = createPool(config.DATABASE_URL, 8);
-  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
-  const native = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
-  try {
-    await migrate(db);
+  await withScratchStack('bench-ingest', async ({ config, db, client, native }) => {
     await new TenantStore(db).createTenant('bench', 'bench');
     const objects = s3StoreFromConfig(config);
     await objects.ensureBucket('corpus');
@@ -86,7 +73,7 @@ async function main(): Promise<void> {
     await embedder.embed(['warm up']);
 
     const t0 = performance.now();
-    const stats = (await new Client({ connection }).workflow.execute('ingestDocuments', { taskQueue: 'bench', workflowId: 'ingestion/bench/bench', args: [input] })) as IngestionStats;
+    const stats = (await client.workflow.execute('ingestDocuments', { taskQueue: 'bench', workflowId: 'ingestion/bench/bench', args: [input] })) as IngestionStats;
     const wall = (performance.now() - t0) / 1000;
     await worker.shutdown();
 
@@ -111,13 +98,7 @@ async function main(): Promise<void> {
     );
     console.log(`embedder ceiling (same chunks, batch 32, alone): ${ceiling.toFixed(1)} chunks/s`);
     console.log(`ratio pipeline / embedder ceiling: ${(pipelineChunksPerS / ceiling).toFixed(2)} (target >= 0.8)`);
-  } finally {
-    await native.close();
-    await connection.close();
-    await db.end();
-    await stack.stop();
-    await rm(dataDir, { recursive: true, force: true });
-  }
+  });
 }
 
 const noop = () => undefined;

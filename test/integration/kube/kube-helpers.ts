@@ -1,5 +1,6 @@
 // Shared helpers for the tests against the local (kwok) cluster. Every wait is a bounded poll
 // on a condition read through the API: the machine may be loaded, so nothing asserts on timing.
+import { pollFor } from '../../../deploy/dev/process';
 import { randomBytes } from 'node:crypto';
 import {
   ApiException,
@@ -53,33 +54,9 @@ export interface WaitOptions {
   intervalMs?: number;
 }
 
-/**
- * Polls `probe` until it returns a value other than undefined/false and returns that value.
- * Errors thrown by the probe count as "not yet" (an API blip under load must not fail a test);
- * the last one is reported on timeout.
- */
-export async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false>,
-  { timeoutMs = 120_000, intervalMs = 500 }: WaitOptions = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-      last = v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() >= deadline) {
-      const detail = last instanceof Error ? last.message : JSON.stringify(last);
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${detail})`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
+/** Waits on a condition (see pollFor); errors from the probe count as "not yet", an API blip under load is no failure. */
+export const waitFor = <T>(what: string, probe: () => Promise<T | undefined | false>, { timeoutMs = 120_000, intervalMs = 500 }: WaitOptions = {}): Promise<T> =>
+  pollFor(what, probe, timeoutMs, intervalMs);
 
 export function podCondition(pod: V1Pod, type: string): string | undefined {
   return pod.status?.conditions?.find((c) => c.type === type)?.status;
