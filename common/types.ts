@@ -72,6 +72,8 @@ export interface IngestionInput {
   batchSize: number;
   /** Batch activities in flight at once. */
   parallelism: number;
+  /** Continue as new after this many batches even if the history is still small (unset: by history size only). */
+  batchesPerRun?: number;
 }
 
 export interface DocumentFailure {

@@ -94,12 +94,14 @@ export async function ingestDocuments(input: IngestionInput, carry?: IngestionCa
   const runBatch = async (b: number) =>
     add(progress, await ingestBatch({ ...input, manifestUri, collection, from: b * input.batchSize, to: (b + 1) * input.batchSize }));
 
+  const firstBatchOfRun = next;
   while (next < progress.batchesTotal) {
     const wave = Array.from({ length: Math.min(input.parallelism, progress.batchesTotal - next) }, (_, i) => next + i);
     await Promise.all(wave.map(runBatch));
     next += wave.length;
     const info = workflowInfo();
-    if (next < progress.batchesTotal && (info.continueAsNewSuggested || info.historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
+    const runFull = input.batchesPerRun !== undefined && next - firstBatchOfRun >= input.batchesPerRun;
+    if (next < progress.batchesTotal && (runFull || info.continueAsNewSuggested || info.historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof ingestDocuments>(input, { manifestUri, collection, nextBatch: next, progress });
     }

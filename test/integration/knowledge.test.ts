@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { IngestionProgress } from '../../workflows';
+import type { IngestionInput, IngestionStats } from '../../common/types';
+import { OpenAiEmbedder } from '../../common/embeddings/openai';
 import { docxFile, htmlFile, pdfFile, textFile } from '../support/corpus';
 import { countTokens, startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
@@ -232,5 +234,48 @@ describe('tenant isolation', () => {
     await ingest(rival, { source: { type: 's3', bucket: rivalBucket, prefix: 'r/' } });
     const hits = (await search(rival, 'molten rock bursting out of a mountain')).json().hits;
     expect(hits.map((h: { documentId: string }) => h.documentId)).toEqual(['lava.txt']);
+  });
+});
+
+describe('long ingestions', () => {
+  it('continue as new between batches and carry their progress across runs', async () => {
+    const input: IngestionInput = {
+      tenantId: acme.id,
+      namespace: 'continued',
+      ingestionId: uniqueId('can'),
+      source: { type: 's3', bucket, prefix },
+      parser: 'builtin',
+      chunking: { strategy: 'heading', size: 400, overlap: 50 },
+      embedder: 'default',
+      batchSize: 2,
+      parallelism: 1,
+      batchesPerRun: 1,
+    };
+    const handle = await p.temporal.workflow.start('ingestDocuments', { taskQueue: p.taskQueue, workflowId: `ingestion/${acme.id}/${input.ingestionId}`, args: [input] });
+    const stats = (await handle.result()) as IngestionStats;
+    expect(stats).toMatchObject({ total: 6, done: 5, failed: 1 });
+    const firstRun = await p.temporal.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId).fetchHistory();
+    expect(firstRun.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes).toBeTruthy();
+    const latest = await p.temporal.workflow.getHandle(handle.workflowId).describe();
+    expect(latest.runId).not.toBe(handle.firstExecutionRunId);
+    const progress = await p.temporal.workflow.getHandle(handle.workflowId).query<IngestionProgress>('progress');
+    expect(progress).toMatchObject({ phase: 'completed', batchesDone: 3, batchesTotal: 3, done: 5 });
+  });
+});
+
+describe('OpenAI-compatible embedder', () => {
+  it('embeds through an OpenAI /v1/embeddings endpoint (the reference model server) into unit vectors', async () => {
+    const server = await startReferenceModelServer({ name: 'embeddings' });
+    try {
+      const embedder = await OpenAiEmbedder.connect(server.url.replace(/\/v1$/, ''), 'reference-model');
+      const [a, b, c] = await embedder.embed(['same text', 'same text', 'different text']);
+      expect(embedder.id).toBe('openai:reference-model');
+      expect(a!.length).toBe(embedder.dimensions);
+      expect(Math.hypot(...a!)).toBeCloseTo(1, 5);
+      expect(Array.from(a!)).toEqual(Array.from(b!));
+      expect(Array.from(a!)).not.toEqual(Array.from(c!));
+    } finally {
+      await server.close();
+    }
   });
 });
