@@ -1,10 +1,14 @@
 import { createKnowledgeActivities, type KnowledgeActivityDeps } from './knowledge';
+import { createKubernetesActivities, type KubernetesActivityDeps } from './kubernetes';
 import { createRegistryActivities, type RegistryActivityDeps } from './registry';
+import { createRolloutActivities, type RolloutActivityDeps } from './rollout';
 
 /** Everything the platform task queue's activities need, handed in so tests can pass clients of test servers. */
-export interface PlatformActivityDeps extends RegistryActivityDeps, KnowledgeActivityDeps {}
+export interface PlatformActivityDeps extends RegistryActivityDeps, KnowledgeActivityDeps, RolloutActivityDeps, KubernetesActivityDeps {}
 
 export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),
   ...createKnowledgeActivities(deps),
+  ...createRolloutActivities(deps),
+  ...createKubernetesActivities(deps),
 });

@@ -18,6 +18,7 @@ import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { authPlugin, type JwtSettings } from './plugins/auth';
 import { errorsPlugin } from './plugins/errors';
+import { deploymentRoutes } from './routes/deployments';
 import { healthRoutes } from './routes/health';
 import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
@@ -113,5 +114,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(gatewayPlugin, { settings: gateway });
   await app.register(knowledgeRoutes, { prefix: '/v1/knowledge' });
   await app.register(knowledgeChatRoutes, { prefix: '/v1/knowledge' });
+  await app.register(deploymentRoutes, { prefix: '/v1' });
   return app;
 }

@@ -5,6 +5,8 @@ import { Value } from '@sinclair/typebox/value';
  * Configuration comes from the environment only, validated once at start so a typo fails fast with
  * the variable's name rather than as a confusing error deep inside a request.
  */
+const DEFAULT_CLUSTERS = '{"local":{}}';
+
 const Env = Type.Object({
   TEMPORAL_ADDRESS: Type.String({ default: '127.0.0.1:7233', minLength: 1 }),
   TEMPORAL_NAMESPACE: Type.String({ default: 'default', minLength: 1 }),
@@ -35,6 +37,17 @@ const Env = Type.Object({
   EMBEDDINGS_API_KEY: Type.Optional(Type.String()),
   UNSTRUCTURED_API_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   UNSTRUCTURED_API_KEY: Type.Optional(Type.String()),
+  /** Kubeconfig of the cluster(s) model versions are served on; unset: the usual defaults (~/.kube/config, in-cluster). */
+  KUBECONFIG: Type.Optional(Type.String()),
+  /** JSON {"<name>": {"kubeconfig"?: path}}: the clusters POST /v1/deploy may name; one without a kubeconfig uses KUBECONFIG. */
+  LLMHUB_CLUSTERS: Type.String({ default: DEFAULT_CLUSTERS }),
+  /** JSON {"<tenant>": "<namespace>"}; unmapped tenants get `llmhub-<tenant>`. */
+  LLMHUB_TENANT_NAMESPACES: Type.String({ default: '{}' }),
+  /** JSON {"<tenant>/<model>/<version>": "http://…/v1"}: dev only, when the cluster runs no containers (activities/kubernetes/endpoints.ts). */
+  LLMHUB_LOCAL_ENDPOINTS: Type.Optional(Type.String()),
+  LLMHUB_MODEL_SERVER_IMAGE: Type.String({ default: 'vllm/vllm-openai:v0.6.3', minLength: 1 }),
+  LLMHUB_GPU_PRODUCT: Type.Optional(Type.String()),
+  ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
@@ -55,3 +68,21 @@ export function parseEnv<T extends TSchema>(schema: T, env: NodeJS.ProcessEnv): 
 }
 
 export const loadConfig = (env: NodeJS.ProcessEnv = process.env): Config => parseEnv(Env, env);
+
+/** A JSON-valued variable, parsed with the variable's name in the error. */
+export function jsonEnv<T extends TSchema>(name: string, raw: string, schema: T): Static<T> {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration:\n  ${name}: not JSON (${(err as Error).message})`);
+  }
+  const problems = [...Value.Errors(schema, value)].map((e) => `${e.path || '(root)'}: ${e.message}`);
+  if (problems.length) throw new ConfigError(`invalid configuration:\n  ${name}: ${problems.join('; ')}`);
+  return value as Static<T>;
+}
+
+const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Type.Object({ kubeconfig: Type.Optional(Type.String({ minLength: 1 })) }));
+export type ClusterSettings = Static<typeof Clusters>;
+/** Takes the raw variable, so the API can know the cluster names without the rest of the configuration. */
+export const clustersOf = (raw: string | undefined): ClusterSettings => jsonEnv('LLMHUB_CLUSTERS', raw || DEFAULT_CLUSTERS, Clusters);

@@ -2,10 +2,12 @@ import http from 'node:http';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
 import { Context } from '@temporalio/activity';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { rolloutAlertsTotal } from '../activities/rollout/alerts';
 
 export function createWorkerMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  registry.registerMetric(rolloutAlertsTotal);
   const activityDuration = new Histogram({
     name: 'llmhub_activity_duration_seconds',
     help: 'Activity attempt duration by activity type and outcome',

@@ -1,15 +1,29 @@
+import { KubeConfig } from '@kubernetes/client-node';
+import { Type } from '@sinclair/typebox';
 import type { Pool } from 'pg';
 import type { PlatformActivityDeps } from '../activities';
+import { localEndpoints, serviceDnsEndpoints } from '../activities/kubernetes/endpoints';
+import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
-import type { Config } from '../common/config';
+import { createAlertSink } from '../activities/rollout/alerts';
+import { clustersOf, jsonEnv, type Config } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
+import { createLogger } from '../common/logger';
 import { s3StoreFromConfig } from '../common/objectstore';
+import { GatewayMetricsStore } from '../common/store/gateway-metrics';
 import { KnowledgeStore } from '../common/store/knowledge';
 import { RegistryStore } from '../common/store/registry';
+import { RoutingStore } from '../common/store/routing';
+
+const StringMap = Type.Record(Type.String(), Type.String());
 
 /** The real clients behind the platform activities, from configuration; tests override single parts. */
 export async function platformActivityDeps(config: Config, db: Pool, overrides: Partial<PlatformActivityDeps> = {}): Promise<PlatformActivityDeps> {
+  const clusters = clustersOf(config.LLMHUB_CLUSTERS);
+  const namespaces = jsonEnv('LLMHUB_TENANT_NAMESPACES', config.LLMHUB_TENANT_NAMESPACES, StringMap);
+  const local = config.LLMHUB_LOCAL_ENDPOINTS ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap) : undefined;
   return {
+    db,
     registry: new RegistryStore(db),
     objects: s3StoreFromConfig(config),
     knowledge: new KnowledgeStore(db),
@@ -17,6 +31,21 @@ export async function platformActivityDeps(config: Config, db: Pool, overrides: 
     embedders: new EmbedderRegistry(config),
     platformBucket: config.PLATFORM_BUCKET,
     ...(config.UNSTRUCTURED_API_URL ? { unstructured: createUnstructuredParser(config.UNSTRUCTURED_API_URL, config.UNSTRUCTURED_API_KEY) } : {}),
+    routing: new RoutingStore(db),
+    gatewayMetrics: new GatewayMetricsStore(db),
+    alerts: createAlertSink(createLogger('llmhub-rollout', config.LOG_LEVEL), config.ROLLOUT_ALERT_WEBHOOK),
+    kubeConfigOf: (cluster) => {
+      const c = clusters[cluster];
+      if (!c) return undefined;
+      const kc = new KubeConfig();
+      const file = c.kubeconfig ?? config.KUBECONFIG;
+      if (file) kc.loadFromFile(file);
+      else kc.loadFromDefault();
+      return kc;
+    },
+    namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
+    modelServer: { image: config.LLMHUB_MODEL_SERVER_IMAGE, ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}) },
+    endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,
     ...overrides,
   };
 }

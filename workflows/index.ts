@@ -1,2 +1,3 @@
 export * from './ingestion';
 export * from './model-registry';
+export * from './rollout';

@@ -16,6 +16,10 @@ interface WindowState {
   lastUsed: number;
   /** The store had nothing left; do not ask again before this time. */
   dryUntil: number;
+  /** Slice sizes for the next lease: the configured ones, grown while the window is hot. */
+  reqSlice: number;
+  tokSlice: number;
+  lastLeaseAt: number;
   leasing?: Promise<void>;
 }
 
@@ -28,54 +32,61 @@ export type Admission = { ok: true; reservation: Reservation } | { ok: false; re
 
 /** A dry limit is asked again after this long, in case another replica gave back its unused slice. */
 const DRY_RECHECK_MS = 1_000;
+/** A window that needs another lease this soon after the last one is hot: its slices grow. */
+const HOT_MS = 1_000;
+/** A grown slice stays at most this share of the limit, which bounds what an idle replica can sit on. */
+const MAX_SLICE_SHARE = 1 / 16;
 
 /**
  * Request and token limits that hold across replicas. Each replica leases slices of a window's allowance from
  * PostgreSQL (atomic UPDATE … RETURNING), admits requests from its slices in memory, reserves a request's
  * prompt tokens + max_tokens before the upstream call and settles the real usage after. So all replicas
  * together never admit more than the limit, except usage beyond a reservation (charged as debt), and a
- * replica's unused slice is handed back after `leaseIdleMs` or at shutdown.
+ * replica's unused slice is handed back after `leaseIdleMs` or at shutdown. A busy window would otherwise go to
+ * the store every `requestSlice` requests and make them wait on it: its slices double while it keeps leasing within
+ * a second (up to a sixteenth of the limit) and the next one is leased before the current one runs out.
  */
 export class SliceLimiter {
   private readonly windows = new Map<string, WindowState>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(
-    private readonly store: LimitStore,
+    private readonly store: Pick<LimitStore, 'lease' | 'adjust'>,
     private readonly opts: { requestSlice: number; tokenSlice: number; leaseIdleMs: number; logger: Pick<Logger, 'warn' | 'error'> },
   ) {
     this.sweeper = setInterval(() => void this.returnIdle(false), Math.max(10, opts.leaseIdleMs / 2));
     this.sweeper.unref();
   }
 
-  async admit(rules: LimitRule[], tokens: number): Promise<Admission> {
+  /**
+   * Synchronous while this replica's slices cover the request, which is the common case: only a request that
+   * has to wait for a lease gets a promise.
+   */
+  admit(rules: LimitRule[], tokens: number): Admission | Promise<Admission> {
     const taken: WindowState[] = [];
-    const undo = () => taken.forEach((w) => ((w.reqUsed -= 1), (w.tokReserved -= tokens)));
-    for (const rule of rules) {
+    for (let i = 0; i < rules.length; i++) {
+      const w = this.window(rules[i]!);
+      if (!this.tryTake(w, tokens)) return this.admitLeasing(rules, i, tokens, taken);
+      taken.push(w);
+    }
+    return { ok: true, reservation: new SliceReservation(taken, tokens) };
+  }
+
+  private async admitLeasing(rules: LimitRule[], from: number, tokens: number, taken: WindowState[]): Promise<Admission> {
+    for (let i = from; i < rules.length; i++) {
+      const rule = rules[i]!;
       const w = this.window(rule);
-      const ok = await this.take(w, tokens);
-      if (!ok) {
-        undo();
+      if (!(await this.take(w, tokens))) {
+        for (const t of taken) {
+          t.reqUsed -= 1;
+          t.tokReserved -= tokens;
+        }
         const what = rule.subject ? `API key ${rule.subject}` : `tenant '${rule.tenantId}'`;
         return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((w.endsAt - Date.now()) / 1000)), reason: `${what} is over its limit of ${limitText(rule)}` };
       }
       taken.push(w);
     }
-    let settled = false;
-    return {
-      ok: true,
-      reservation: {
-        settle: (actual) => {
-          if (settled) return;
-          settled = true;
-          for (const w of taken) {
-            w.tokReserved -= tokens;
-            w.tokSpent += actual;
-            w.lastUsed = Date.now();
-          }
-        },
-      },
-    };
+    return { ok: true, reservation: new SliceReservation(taken, tokens) };
   }
 
   private window(rule: LimitRule): WindowState {
@@ -101,36 +112,66 @@ export class SliceLimiter {
       tokSpent: 0,
       lastUsed: now,
       dryUntil: 0,
+      reqSlice: this.opts.requestSlice,
+      tokSlice: this.opts.tokenSlice,
+      lastLeaseAt: 0,
     };
     this.windows.set(key, w);
     return w;
   }
 
   /**
-   * Takes one request and `tokens` from what the replica holds of the window, leasing more when that is short.
-   * The check and the take happen in one synchronous step, so concurrent requests can never both take the last unit.
+   * Takes one request and `tokens` from what the replica holds of the window, if that suffices. The check and the
+   * take happen in one synchronous step, so concurrent requests can never both take the last unit.
    */
+  private tryTake(w: WindowState, tokens: number): boolean {
+    // Both dimensions are counted; only a limited one is checked and leased.
+    const reqFree = w.rule.maxRequests === null ? Infinity : w.reqLeased - w.reqUsed - 1;
+    const tokFree = w.rule.maxTokens === null ? Infinity : w.tokLeased - w.tokReserved - w.tokSpent - tokens;
+    if (reqFree < 0 || tokFree < 0) return false;
+    w.reqUsed += 1;
+    w.tokReserved += tokens;
+    const now = Date.now();
+    w.lastUsed = now;
+    // A hot window leases its next slice before this one runs out, so its requests do not wait on the store.
+    const reqLow = w.reqSlice > this.opts.requestSlice && reqFree < w.reqSlice / 2;
+    const tokLow = w.tokSlice > this.opts.tokenSlice && tokFree < w.tokSlice / 2;
+    if ((reqLow || tokLow) && !w.leasing && now >= w.dryUntil) {
+      void this.lease(w, { requests: reqLow ? w.reqSlice : 0, tokens: tokLow ? w.tokSlice : 0 });
+    }
+    return true;
+  }
+
+  /** tryTake, leasing more (and waiting for it) while the replica's slice is short. */
   private async take(w: WindowState, tokens: number): Promise<boolean> {
     for (;;) {
-      // Both dimensions are counted; only a limited one is checked and leased.
-      const needReq = w.rule.maxRequests === null ? 0 : w.reqUsed + 1 - w.reqLeased;
-      const needTok = w.rule.maxTokens === null ? 0 : w.tokReserved + w.tokSpent + tokens - w.tokLeased;
-      if (needReq <= 0 && needTok <= 0) {
-        w.reqUsed += 1;
-        w.tokReserved += tokens;
-        w.lastUsed = Date.now();
-        return true;
-      }
+      if (this.tryTake(w, tokens)) return true;
       if (w.leasing) {
         await w.leasing;
         continue;
       }
       if (Date.now() < w.dryUntil) return false;
-      const want = {
-        requests: needReq > 0 ? Math.max(needReq, this.opts.requestSlice) : 0,
-        tokens: needTok > 0 ? Math.max(needTok, this.opts.tokenSlice) : 0,
-      };
-      w.leasing = this.store.lease(w.rule, w.ref, want).then(
+      const needReq = w.rule.maxRequests === null ? 0 : w.reqUsed + 1 - w.reqLeased;
+      const needTok = w.rule.maxTokens === null ? 0 : w.tokReserved + w.tokSpent + tokens - w.tokLeased;
+      await this.lease(w, { requests: needReq > 0 ? needReq : 0, tokens: needTok > 0 ? needTok : 0 });
+    }
+  }
+
+  /** Leases at least `need` of each dimension, rounded up to the window's slice (a dimension with no need is left alone). */
+  private lease(w: WindowState, need: { requests: number; tokens: number }): Promise<void> {
+    const now = Date.now();
+    if (now - w.lastLeaseAt < HOT_MS) {
+      if (w.rule.maxRequests !== null) w.reqSlice = Math.max(w.reqSlice, Math.min(w.reqSlice * 2, Math.floor(w.rule.maxRequests * MAX_SLICE_SHARE)));
+      if (w.rule.maxTokens !== null) w.tokSlice = Math.max(w.tokSlice, Math.min(w.tokSlice * 2, Math.floor(w.rule.maxTokens * MAX_SLICE_SHARE)));
+    }
+    w.lastLeaseAt = now;
+    const want = {
+      requests: need.requests > 0 ? Math.max(need.requests, w.reqSlice) : 0,
+      tokens: need.tokens > 0 ? Math.max(need.tokens, w.tokSlice) : 0,
+    };
+    const leasing = this.store
+      .lease(w.rule, w.ref, want)
+      .then(
         (got) => {
           w.reqLeased += got.requests;
           w.tokLeased += got.tokens;
@@ -141,13 +182,12 @@ export class SliceLimiter {
           this.opts.logger.error({ err }, 'leasing a limit slice failed');
           w.dryUntil = Date.now() + DRY_RECHECK_MS;
         },
-      );
-      try {
-        await w.leasing;
-      } finally {
+      )
+      .finally(() => {
         w.leasing = undefined;
-      }
-    }
+      });
+    w.leasing = leasing;
+    return leasing;
   }
 
   /** Hands back unused allowance (and charges debt) of idle windows, or of all windows at shutdown. */
@@ -160,6 +200,9 @@ export class SliceLimiter {
         continue;
       }
       if (!all && (now - w.lastUsed < this.opts.leaseIdleMs || w.leasing)) continue;
+      // Idle is the opposite of hot: the next burst starts again from the configured slices.
+      w.reqSlice = this.opts.requestSlice;
+      w.tokSlice = this.opts.tokenSlice;
       const requests = w.rule.maxRequests === null ? 0 : Math.max(0, w.reqLeased - w.reqUsed);
       const tokens = w.rule.maxTokens === null ? 0 : w.tokLeased - w.tokReserved - w.tokSpent;
       if (requests === 0 && tokens === 0) continue;
@@ -179,6 +222,27 @@ export class SliceLimiter {
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     await this.returnIdle(true);
+  }
+}
+
+/** A class rather than a closure per request: the hot path allocates one small object. */
+class SliceReservation implements Reservation {
+  private settled = false;
+
+  constructor(
+    private readonly taken: WindowState[],
+    private readonly tokens: number,
+  ) {}
+
+  settle(actualTokens: number): void {
+    if (this.settled) return;
+    this.settled = true;
+    const now = Date.now();
+    for (const w of this.taken) {
+      w.tokReserved -= this.tokens;
+      w.tokSpent += actualTokens;
+      w.lastUsed = now;
+    }
   }
 }
 

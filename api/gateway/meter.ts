@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Logger } from '../../common/logger';
 import { bucketIndex, LATENCY_BUCKETS_MS, type GatewayMetricsStore, type VersionMetricsRow } from '../../common/store/gateway-metrics';
 import type { UsageRow, UsageStore } from '../../common/store/usage';
@@ -19,12 +19,34 @@ export interface Outcome {
   completionTokens: number;
 }
 
-const seconds = LATENCY_BUCKETS_MS.map((ms) => ms / 1000);
+const LE = [...LATENCY_BUCKETS_MS.map((ms) => String(ms / 1000)), '+Inf'];
+
+interface Histo {
+  /** Per bucket of LATENCY_BUCKETS_MS (+Inf last), not cumulative. */
+  buckets: number[];
+  sumSeconds: number;
+}
+
+/** Cumulative Prometheus figures of one (tenant, model, version), with its label set rendered once. */
+interface Series {
+  labels: string;
+  requests: Map<number, number>;
+  errors: Map<string, number>;
+  latency: Histo;
+  ttft?: Histo;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+const newHisto = (): Histo => ({ buckets: new Array<number>(LE.length).fill(0), sumSeconds: 0 });
+const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 
 /**
- * Per (tenant, model, version) metrics, twice: on this replica's Prometheus registry (`/metrics`), and as
- * counts + fixed histogram buckets flushed to PostgreSQL every `flushMs`, where the rollout analysis reads all
- * replicas together. Usage per tenant/project/model/version/caller is batched into the same flush.
+ * Per (tenant, model, version) metrics, twice: on this replica's `/metrics` (Prometheus text), and as counts +
+ * fixed histogram buckets flushed to PostgreSQL every `flushMs`, where the rollout analysis reads all replicas
+ * together. Usage per tenant/project/model/version/caller is batched into the same flush. The per-request series
+ * are plain counters rendered at scrape time: prom-client hashes and validates the label set on every observation,
+ * which was a measurable share of a request's CPU; its registry still serves the process metrics.
  */
 export class GatewayMeter {
   readonly registry = new Registry();
@@ -33,29 +55,47 @@ export class GatewayMeter {
   private usage = new Map<string, UsageRow>();
   private readonly timer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
-  private readonly requests: Counter;
-  private readonly errors: Counter;
-  private readonly latency: Histogram;
-  private readonly ttft: Histogram;
-  private readonly tokens: Counter;
+  private readonly series = new Map<string, Series>();
 
   constructor(private readonly deps: { metrics: GatewayMetricsStore; usage: UsageStore; flushMs: number; logger: Pick<Logger, 'warn' | 'error'> }) {
     collectDefaultMetrics({ register: this.registry });
-    const labelNames = ['tenant', 'model', 'version'] as const;
-    const registers = [this.registry];
-    this.requests = new Counter({ name: 'llmhub_gateway_requests_total', help: 'Inference requests by model version and HTTP status', labelNames: [...labelNames, 'status'], registers });
-    this.errors = new Counter({ name: 'llmhub_gateway_errors_total', help: 'Requests the model version failed, by error class', labelNames: [...labelNames, 'class'], registers });
-    this.latency = new Histogram({ name: 'llmhub_gateway_request_duration_seconds', help: 'Time to the last byte of the answer', labelNames, buckets: seconds, registers });
-    this.ttft = new Histogram({ name: 'llmhub_gateway_time_to_first_token_seconds', help: 'Time to the first streamed chunk', labelNames, buckets: seconds, registers });
-    this.tokens = new Counter({ name: 'llmhub_gateway_tokens_total', help: 'Tokens metered, by kind', labelNames: [...labelNames, 'kind'], registers });
     this.timer = setInterval(() => void this.flush(), deps.flushMs);
     this.timer.unref();
+  }
+
+  /** The Prometheus exposition: process metrics, then the gateway's series. */
+  async metrics(): Promise<string> {
+    const out = [await this.registry.metrics()];
+    const all = [...this.series.values()];
+    const head = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    head('llmhub_gateway_requests_total', 'counter', 'Inference requests by model version and HTTP status');
+    for (const s of all) for (const [status, n] of s.requests) out.push(`llmhub_gateway_requests_total{${s.labels},status="${status}"} ${n}`);
+    head('llmhub_gateway_errors_total', 'counter', 'Requests the model version failed, by error class');
+    for (const s of all) for (const [cls, n] of s.errors) out.push(`llmhub_gateway_errors_total{${s.labels},class="${escapeLabel(cls)}"} ${n}`);
+    const histogram = (name: string, help: string, of: (s: Series) => Histo | undefined) => {
+      head(name, 'histogram', help);
+      for (const s of all) {
+        const h = of(s);
+        if (!h) continue;
+        let cumulative = 0;
+        h.buckets.forEach((n, i) => out.push(`${name}_bucket{${s.labels},le="${LE[i]}"} ${(cumulative += n)}`));
+        out.push(`${name}_sum{${s.labels}} ${h.sumSeconds}`, `${name}_count{${s.labels}} ${cumulative}`);
+      }
+    };
+    histogram('llmhub_gateway_request_duration_seconds', 'Time to the last byte of the answer', (s) => s.latency);
+    histogram('llmhub_gateway_time_to_first_token_seconds', 'Time to the first streamed chunk', (s) => s.ttft);
+    head('llmhub_gateway_tokens_total', 'counter', 'Tokens metered, by kind');
+    for (const s of all) {
+      if (s.promptTokens) out.push(`llmhub_gateway_tokens_total{${s.labels},kind="prompt"} ${s.promptTokens}`);
+      if (s.completionTokens) out.push(`llmhub_gateway_tokens_total{${s.labels},kind="completion"} ${s.completionTokens}`);
+    }
+    return `${out.join('\n')}\n`;
   }
 
   /** Metrics and usage of a finished request. */
   record(o: Outcome): void {
     this.observe(o);
-    const u = this.usageOf({ ...o, minute: Math.floor(Date.now() / 60_000) * 60_000 });
+    const u = this.usageOf(o, Math.floor(Date.now() / 60_000) * 60_000);
     u.requests++;
     u.promptTokens += o.promptTokens;
     u.completionTokens += o.completionTokens;
@@ -63,13 +103,20 @@ export class GatewayMeter {
 
   /** Metrics only: for an attempt that failed over to another version, whose usage is the other's. */
   observe(o: Outcome): void {
-    const labels = { tenant: o.tenantId, model: o.modelId, version: o.version };
-    this.requests.inc({ ...labels, status: String(o.status) });
-    if (o.errorClass) this.errors.inc({ ...labels, class: o.errorClass });
-    this.latency.observe(labels, o.latencyMs / 1000);
-    if (o.ttftMs !== undefined) this.ttft.observe(labels, o.ttftMs / 1000);
-    if (o.promptTokens) this.tokens.inc({ ...labels, kind: 'prompt' }, o.promptTokens);
-    if (o.completionTokens) this.tokens.inc({ ...labels, kind: 'completion' }, o.completionTokens);
+    const latencyBucket = bucketIndex(o.latencyMs);
+    const ttftBucket = o.ttftMs === undefined ? -1 : bucketIndex(o.ttftMs);
+    const series = this.seriesOf(o);
+    series.requests.set(o.status, (series.requests.get(o.status) ?? 0) + 1);
+    if (o.errorClass) series.errors.set(o.errorClass, (series.errors.get(o.errorClass) ?? 0) + 1);
+    series.latency.buckets[latencyBucket]!++;
+    series.latency.sumSeconds += o.latencyMs / 1000;
+    if (o.ttftMs !== undefined) {
+      series.ttft ??= newHisto();
+      series.ttft.buckets[ttftBucket]!++;
+      series.ttft.sumSeconds += o.ttftMs / 1000;
+    }
+    series.promptTokens += o.promptTokens;
+    series.completionTokens += o.completionTokens;
 
     const row = this.rowOf(o);
     row.requests++;
@@ -77,10 +124,27 @@ export class GatewayMeter {
       row.errors++;
       row.errorClasses[o.errorClass] = (row.errorClasses[o.errorClass] ?? 0) + 1;
     }
-    row.latencyBuckets[bucketIndex(o.latencyMs)]!++;
-    if (o.ttftMs !== undefined) row.ttftBuckets[bucketIndex(o.ttftMs)]!++;
+    row.latencyBuckets[latencyBucket]!++;
+    if (o.ttftMs !== undefined) row.ttftBuckets[ttftBucket]!++;
     row.promptTokens += o.promptTokens;
     row.completionTokens += o.completionTokens;
+  }
+
+  private seriesOf(o: Outcome): Series {
+    const key = `${o.tenantId}\0${o.modelId}\0${o.version}`;
+    let series = this.series.get(key);
+    if (!series) {
+      series = {
+        labels: `tenant="${escapeLabel(o.tenantId)}",model="${escapeLabel(o.modelId)}",version="${escapeLabel(o.version)}"`,
+        requests: new Map(),
+        errors: new Map(),
+        latency: newHisto(),
+        promptTokens: 0,
+        completionTokens: 0,
+      };
+      this.series.set(key, series);
+    }
+    return series;
   }
 
   private rowOf(k: { tenantId: string; modelId: string; version: string }): VersionMetricsRow {
@@ -94,11 +158,11 @@ export class GatewayMeter {
     return row;
   }
 
-  private usageOf(k: Omit<UsageRow, 'requests' | 'promptTokens' | 'completionTokens'>): UsageRow {
-    const key = `${k.tenantId}\0${k.projectId}\0${k.modelId}\0${k.version}\0${k.subject}\0${k.minute}`;
+  private usageOf(k: Pick<UsageRow, 'tenantId' | 'projectId' | 'modelId' | 'version' | 'subject'>, minute: number): UsageRow {
+    const key = `${k.tenantId}\0${k.projectId}\0${k.modelId}\0${k.version}\0${k.subject}\0${minute}`;
     let u = this.usage.get(key);
     if (!u) {
-      u = { tenantId: k.tenantId, projectId: k.projectId, modelId: k.modelId, version: k.version, subject: k.subject, minute: k.minute, requests: 0, promptTokens: 0, completionTokens: 0 };
+      u = { tenantId: k.tenantId, projectId: k.projectId, modelId: k.modelId, version: k.version, subject: k.subject, minute, requests: 0, promptTokens: 0, completionTokens: 0 };
       this.usage.set(key, u);
     }
     return u;
@@ -134,7 +198,7 @@ export class GatewayMeter {
       cur.completionTokens += r.completionTokens;
     }
     for (const u of usage) {
-      const cur = this.usageOf(u);
+      const cur = this.usageOf(u, u.minute);
       cur.requests += u.requests;
       cur.promptTokens += u.promptTokens;
       cur.completionTokens += u.completionTokens;

@@ -1,8 +1,8 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Dispatcher } from 'undici';
 import { ForbiddenError } from '../../common/errors';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import { LimitStore } from '../../common/store/limits';
@@ -109,7 +109,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
   });
 
   app.get('/metrics', { config: { public: true }, schema: { hide: true } }, async (_request, reply) =>
-    reply.type(meter.registry.contentType).send(await meter.registry.metrics()),
+    reply.type(meter.registry.contentType).send(await meter.metrics()),
   );
 
   const routeOptions = (summary: string, body: typeof ChatBody | typeof CompletionBody | typeof EmbeddingBody) => ({
@@ -148,7 +148,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     const rules = table.limitsFor(tenantId, principal.subject);
     let reservation: Reservation | undefined;
     if (rules.length) {
-      const admission = await limiter.admit(rules, reserve);
+      const admitted = limiter.admit(rules, reserve);
+      const admission = admitted instanceof Promise ? await admitted : admitted;
       if (!admission.ok) throw new RateLimitedError(admission.reason, admission.retryAfterSeconds);
       reservation = admission.reservation;
     }
@@ -247,10 +248,14 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
    * chunk for a stream. A failure anywhere before that can still fall back, since the caller has seen nothing.
    */
   async function attempt(u: Upstream, path: string, headers: Record<string, string>, raw: Buffer, stream: boolean, signal: AbortSignal): Promise<Attempt> {
+    if (!stream) {
+      const whole = await upstreams.sendWhole(u, path, headers, raw, signal);
+      return { kind: 'whole', status: whole.statusCode, contentType: headerOf(whole.headers, 'content-type'), body: whole.body };
+    }
     const res = await upstreams.send(u, path, headers, raw, signal);
     try {
-      const contentType = headerOf(res, 'content-type');
-      if (!stream || res.statusCode !== 200 || !contentType?.startsWith('text/event-stream')) {
+      const contentType = headerOf(res.headers, 'content-type');
+      if (res.statusCode !== 200 || !contentType?.startsWith('text/event-stream')) {
         return { kind: 'whole', status: res.statusCode, contentType, body: Buffer.from(await res.body.arrayBuffer()) };
       }
       const rest = res.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
@@ -276,8 +281,8 @@ function asOpenAiError(status: number, body: Buffer): Buffer {
   return Buffer.from(JSON.stringify(openAiError(status, `the model server refused the request: ${body.toString('utf8').slice(0, 500)}`, 'upstream_error')));
 }
 
-const headerOf = (res: Dispatcher.ResponseData, name: string): string | undefined => {
-  const v = res.headers[name];
+const headerOf = (headers: IncomingHttpHeaders, name: string): string | undefined => {
+  const v = headers[name];
   return Array.isArray(v) ? v[0] : v;
 };
 

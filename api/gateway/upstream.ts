@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Upstream } from './route-table';
 
@@ -76,6 +77,64 @@ export interface UpstreamSettings {
   breakerCooldownMs: number;
 }
 
+/** A whole (not streamed) answer. */
+export interface WholeResponse {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/**
+ * Collects a whole answer straight from undici's dispatcher: `request` would build a body stream and an abort
+ * listener per call for what is read in one piece anyway, a measurable share of a request's CPU.
+ */
+class WholeAnswer implements Dispatcher.DispatchHandler {
+  private controller?: Dispatcher.DispatchController;
+  private statusCode = 0;
+  private headers: IncomingHttpHeaders = {};
+  private readonly chunks: Buffer[] = [];
+
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly resolve: (res: WholeResponse) => void,
+    /** `body`: the headers had arrived. */
+    private readonly reject: (err: Error, phase: 'request' | 'body') => void,
+  ) {
+    signal.addEventListener('abort', this);
+  }
+
+  /** The caller went away: the upstream call is cancelled. */
+  handleEvent(): void {
+    this.controller?.abort(this.signal.reason as Error);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.signal.aborted) controller.abort(this.signal.reason as Error);
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    this.statusCode = statusCode;
+    this.headers = headers;
+  }
+
+  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.chunks.push(chunk);
+  }
+
+  onResponseEnd(): void {
+    this.signal.removeEventListener('abort', this);
+    this.resolve({ statusCode: this.statusCode, headers: this.headers, body: Buffer.concat(this.chunks) });
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    this.signal.removeEventListener('abort', this);
+    // A server error whose body broke off is still a server error.
+    if (this.statusCode >= 500 && !this.signal.aborted) this.onResponseEnd();
+    else this.reject(err, this.statusCode ? 'body' : 'request');
+  }
+}
+
 /** Pooled keep-alive connections to every model server (undici's dispatcher, about twice node:http's throughput). */
 export class UpstreamPool {
   private readonly agent: Agent;
@@ -95,14 +154,47 @@ export class UpstreamPool {
     return b;
   }
 
-  /**
-   * Sends the request; resolves at the response headers. 5xx answers and transport failures reject with an
-   * UpstreamError and count against the upstream's breaker; 2xx-4xx resolve (a 4xx is the caller's fault).
-   */
-  async send(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private usable(u: Upstream): CircuitBreaker {
     if (!u.url) throw new UpstreamError('connect', `version '${u.version}' has no endpoint`);
     const breaker = this.breaker(u);
     if (!breaker.allow()) throw new UpstreamError('circuit_open', `the model server of version '${u.version}' is failing; requests are paused (circuit open)`);
+    return breaker;
+  }
+
+  /**
+   * Sends the request and reads the whole answer. 5xx answers and transport failures (before or after the
+   * headers) reject with an UpstreamError and count against the upstream's breaker; 2xx-4xx resolve.
+   */
+  async sendWhole(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, signal: AbortSignal): Promise<WholeResponse> {
+    const breaker = this.usable(u);
+    let res: WholeResponse;
+    try {
+      res = await new Promise<WholeResponse>((resolve, reject) => {
+        const answer = new WholeAnswer(signal, resolve, (err, phase) => reject(signal.aborted ? err : classify(err, phase)));
+        this.agent.dispatch(
+          { origin: u.origin, path: `${u.basePath}${path}`, method: 'POST', headers, body, headersTimeout: this.s.firstByteTimeoutMs, bodyTimeout: this.s.idleTimeoutMs },
+          answer,
+        );
+      });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      breaker.failure();
+      throw classify(err);
+    }
+    if (res.statusCode >= 500) {
+      breaker.failure();
+      throw new UpstreamError('upstream_5xx', `the model server answered ${res.statusCode}`, res.statusCode, res.body);
+    }
+    breaker.success();
+    return res;
+  }
+
+  /**
+   * Sends the request; resolves at the response headers, for answers read as a stream. 5xx answers and transport
+   * failures reject with an UpstreamError and count against the upstream's breaker; 2xx-4xx resolve (a 4xx is the caller's fault).
+   */
+  async send(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const breaker = this.usable(u);
     let res: Dispatcher.ResponseData;
     try {
       res = await this.agent.request({

@@ -107,6 +107,26 @@ describe('upstream failures', () => {
     await eventually('the model server to see the cancel', async () => m.stable.requests.find((r) => r.headers['x-trace-id'] === 'first-byte-timeout' && r.aborted));
   });
 
+  it('a client that gives up on a non-streamed call cancels the upstream request', async () => {
+    const m = await model({ latencyMs: 600_000 });
+    const traceId = uniqueId('gave-up');
+    const ac = new AbortController();
+    const sentAt = Date.now();
+    const call = fetch(`${baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { ...bearer(acme.keys.developer), 'content-type': 'application/json', 'x-trace-id': traceId },
+      body: JSON.stringify({ model: m.id, messages: [{ role: 'user', content: 'hi' }] }),
+      signal: ac.signal,
+    });
+    await eventually('the model server to get the call', async () => m.stable.requests.find((r) => r.headers['x-trace-id'] === traceId));
+    ac.abort();
+    await expect(call).rejects.toThrow();
+    const upstream = await eventually('the model server to see the cancel', async () => m.stable.requests.find((r) => r.headers['x-trace-id'] === traceId && r.aborted));
+    expect(upstream.completed).toBe(false);
+    // The caller's cancel, not the first-byte timeout that would end it later anyway.
+    expect(Date.now() - sentAt).toBeLessThan(SETTINGS.firstByteTimeoutMs);
+  });
+
   it('ends a stream with an error event when the upstream goes silent or breaks mid-stream', async () => {
     const silent = await model({ tokenIntervalMs: 600_000 });
     // Paced, so the chunks reach the gateway before the break (a socket dropped with unread data loses that data).

@@ -7,13 +7,21 @@
  * Histories are recorded once, committed and never re-recorded by CI: a replay failure means the code changed
  * in a way running workflows would not survive, so guard the change with patched() instead of re-recording.
  */
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
-import { bundleWorkflowCode } from '@temporalio/worker';
+import { bundleWorkflowCode, type NativeConnection } from '@temporalio/worker';
 import { createPlatformActivities } from '../../activities';
+import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
+import type { Config } from '../../common/config';
+import { DEFAULT_ANALYSIS, type RolloutInput } from '../../common/rollout';
+import { GatewayMetricsStore, type VersionMetricsRow } from '../../common/store/gateway-metrics';
+import { startKubeCluster } from '../../deploy/dev/kube/cluster';
+import { startReferenceModelServer } from '../../deploy/dev/model-server/server';
+import { serveModel } from '../support/gateway';
 import { createLogger } from '../../common/logger';
 import { s3StoreFromConfig, type S3ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
@@ -39,6 +47,8 @@ interface ScenarioContext {
   objects: S3ObjectStore;
   registry: RegistryStore;
   db: ReturnType<typeof createPool>;
+  config: Config;
+  native: NativeConnection;
 }
 
 /** Each scenario runs real workflows to completion and returns {name: workflowId} to record. */
@@ -69,6 +79,66 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       'model-version-ready': await run('1', 's3://models/tiny/1/model.bin'),
       'model-version-artifact-missing': await run('2', 's3://models/tiny/2/missing.bin'),
     };
+  },
+  /**
+   * Promote and rollback on a real local Kubernetes cluster started for the scenario. The scratch stack runs no
+   * gateway, so a loop writes SYNTHETIC gateway metrics rows (healthy for v2, half failing for v3) for the analyses.
+   */
+  async rollout({ client, config, native, db, registry }) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-kube-'));
+    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+    const server = await startReferenceModelServer({ name: 'replay-chat' });
+    const tenants = new TenantStore(db);
+    await tenants.createTenant('replay', 'replay');
+    const endpoints = new Map<string, string>();
+    for (const version of ['v1', 'v2', 'v3']) endpoints.set(localEndpointKey({ tenantId: 'replay', modelId: 'chat', version }), server.url);
+    await serveModel(db, 'replay', 'chat', { v1: server.url }, { stable: 'v1' });
+    for (const version of ['v2', 'v3']) {
+      await registry.insertVersion(db, 'replay', { modelId: 'chat', version, artifactUri: `s3://models/chat/${version}`, workflowId: `record/${version}` });
+      await registry.markVersionReady('replay', 'chat', version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
+    }
+    const metrics = new GatewayMetricsStore(db);
+    const row = (version: string, errors: number): VersionMetricsRow => ({
+      tenantId: 'replay', modelId: 'chat', version, requests: 10, errors, errorClasses: errors ? { upstream_5xx: errors } : {},
+      latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)], ttftBuckets: new Array<number>(16).fill(0), promptTokens: 0, completionTokens: 0,
+    });
+    const synthetic = setInterval(() => void metrics.insert('record', Date.now(), [row('v2', 0), row('v3', 5)]).catch(() => undefined), 300);
+    const taskQueue = 'record-rollout';
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, { kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined), endpointOf: localEndpoints(endpoints) }),
+      ),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
+      handleSignals: false,
+    });
+    const analysis = { ...DEFAULT_ANALYSIS, interval: '1s', minRequests: 5, failureLimit: 2 };
+    const run = async (version: string) => {
+      const workflowId = `rollout/replay/${version}`;
+      await db.query(`INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ('replay', 'chat', $1, $2)`, [version, workflowId]);
+      const input: RolloutInput = {
+        tenantId: 'replay', modelId: 'chat', version, deploymentId: version, cluster: 'local',
+        resources: { cpu: '1', gpu: 1, memory: '8Gi' }, env: { HF_TOKEN: { secretRef: { name: 'hf', key: 'token' } }, LOG_LEVEL: 'info' },
+        strategy: { steps: [{ setWeight: 20 }, { pause: { duration: '1s' } }, { analysis: {} }, { setWeight: 100 }, { pause: { duration: '1s' } }, { analysis: {} }], analysis, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } },
+        specHash: 'record',
+      };
+      await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch((err) => {
+        if (!(err instanceof WorkflowFailedError)) throw err;
+      });
+      return workflowId;
+    };
+    try {
+      return { 'rollout-promoted': await run('v2'), 'rollout-analysis-rolled-back': await run('v3') };
+    } finally {
+      clearInterval(synthetic);
+      await worker.shutdown();
+      await server.close();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   },
   async ingestion({ client, taskQueue, objects, db }) {
     await new TenantStore(db).createTenant('replay', 'replay');
@@ -120,7 +190,7 @@ async function recordScenarios(): Promise<void> {
       const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
       for (const [scenario, runScenario] of Object.entries(scenarios).filter(([name]) => !only || name === only)) {
         console.log(`scenario ${scenario}`);
-        for (const [name, id] of Object.entries(await runScenario({ client, taskQueue, objects, registry, db }))) await save(client, id, name);
+        for (const [name, id] of Object.entries(await runScenario({ client, taskQueue, objects, registry, db, config, native }))) await save(client, id, name);
       }
     } finally {
       await worker.shutdown();

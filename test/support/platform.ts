@@ -3,7 +3,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
-import { createPlatformActivities } from '../../activities';
+import { createPlatformActivities, type PlatformActivityDeps } from '../../activities';
 import { buildApp } from '../../api/app';
 import type { GatewaySettings } from '../../api/gateway/settings';
 import type { JwtSettings } from '../../api/plugins/auth';
@@ -44,8 +44,10 @@ export interface TestPlatform {
   close(): Promise<void>;
 }
 
-/** `objects` overrides the object store the worker's activities use (the API keeps the shared one). */
-export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: ObjectStore; worker?: boolean; gateway?: Partial<GatewaySettings> } = {}): Promise<TestPlatform> {
+/** `objects` and `activityDeps` override what the worker's activities use (the API keeps the shared object store). */
+export async function startTestPlatform(
+  opts: { jwt?: JwtSettings; objects?: ObjectStore; worker?: boolean; gateway?: Partial<GatewaySettings>; activityDeps?: Partial<PlatformActivityDeps> } = {},
+): Promise<TestPlatform> {
   const config = loadConfig();
   const logger = createLogger('test', process.env.LOG_LEVEL ?? 'warn');
   const taskQueue = uniqueId('tq');
@@ -64,7 +66,7 @@ export async function startTestPlatform(opts: { jwt?: JwtSettings; objects?: Obj
       connection: nativeConnection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue,
-      activities: createPlatformActivities(await platformActivityDeps(config, db, { objects: o, vectors })),
+      activities: createPlatformActivities(await platformActivityDeps(config, db, { ...opts.activityDeps, objects: o, vectors })),
       workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
       logger,
       handleSignals: false,

@@ -1,8 +1,10 @@
 import { describe, expect, it } from '@jest/globals';
+import { SliceLimiter, type Admission } from '../../api/gateway/limiter';
 import { abBucket, pickUpstream, type CompiledRoute } from '../../api/gateway/route-table';
 import { CircuitBreaker } from '../../api/gateway/upstream';
 import { StreamUsage, usageOfBody } from '../../api/gateway/usage-scan';
 import { bucketIndex, LATENCY_BUCKETS_MS, quantileMs } from '../../common/store/gateway-metrics';
+import type { LimitRule } from '../../common/store/limits';
 
 const histogram = (latencies: number[]) => {
   const b = new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0);
@@ -67,5 +69,42 @@ describe('gateway pieces', () => {
     b.success();
     expect(b.state).toBe('closed');
     expect(b.allow(2_021)).toBe(true);
+  });
+
+  it('admits from the leased slice without waiting, grows the slices of a hot window within a share of the limit, never past the limit', async () => {
+    const LIMIT = 3_200;
+    let left = LIMIT;
+    const asked: number[] = [];
+    const store = {
+      lease: async (_rule: LimitRule, _w: unknown, want: { requests: number; tokens: number }) => {
+        asked.push(want.requests);
+        const requests = Math.min(left, want.requests);
+        left -= requests;
+        return { requests, tokens: 0 };
+      },
+      adjust: async () => undefined,
+    };
+    const limiter = new SliceLimiter(store, { requestSlice: 10, tokenSlice: 1_000, leaseIdleMs: 60_000, logger: { warn: () => undefined, error: () => undefined } });
+    const rules: LimitRule[] = [{ tenantId: 't', subject: '', windowSeconds: 2_000_000_000, maxRequests: LIMIT, maxTokens: null }];
+    let ok = 0;
+    let waited = 0;
+    for (let i = 0; i < LIMIT + 50; i++) {
+      const a = limiter.admit(rules, 5);
+      const admission: Admission = a instanceof Promise ? await a : a;
+      if (admission.ok) {
+        ok++;
+        if (a instanceof Promise) waited++;
+        admission.reservation.settle(5);
+      }
+      // Requests arrive between turns of the event loop, where a lease leased ahead lands.
+      await new Promise(setImmediate);
+    }
+    await limiter.close();
+    expect(ok).toBe(LIMIT);
+    expect(Math.max(...asked)).toBe(LIMIT / 16);
+    // 320 leases at the configured slice; growing to a sixteenth of the limit takes 5, then 15 more use it up.
+    expect(asked.length).toBeLessThanOrEqual(25);
+    // Once the slices have grown, the next one is leased ahead: only the first requests waited for the store.
+    expect(waited).toBeLessThanOrEqual(2);
   });
 });

@@ -28,6 +28,8 @@ const tsx = (script: string, args: string[] = []) => ({ command: process.execPat
 interface Target {
   name: string;
   url: string;
+  /** The process that serves the target's requests. */
+  pid: number;
   headers: Record<string, string>;
 }
 
@@ -41,14 +43,24 @@ async function call(pool: HttpPool, t: Target, body: string): Promise<number> {
   return performance.now() - started;
 }
 
-/** Closed loop: CONCURRENCY callers back to back for DURATION_MS. */
-async function throughput(t: Target, body: string): Promise<number> {
+/** CPU seconds (user + system) a process has used; /proc counts in clock ticks, 100 a second on Linux. */
+const cpuSecondsOf = async (pid: number) => {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+};
+
+/**
+ * Closed loop: CONCURRENCY callers back to back for DURATION_MS. Also the CPU the serving process spent per request,
+ * which, unlike requests/s, hardly depends on what else the (shared) machine is running.
+ */
+async function throughput(t: Target, body: string): Promise<{ rps: number; cpuUsPerRequest: number }> {
   const pool = new HttpPool(t.url, { connections: CONCURRENCY });
   const warmEnd = performance.now() + 1_000;
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
     while (performance.now() < warmEnd) await call(pool, t, body);
   }));
   let done = 0;
+  const cpuBefore = await cpuSecondsOf(t.pid);
   const end = performance.now() + DURATION_MS;
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
     while (performance.now() < end) {
@@ -56,8 +68,9 @@ async function throughput(t: Target, body: string): Promise<number> {
       done++;
     }
   }));
+  const cpu = (await cpuSecondsOf(t.pid)) - cpuBefore;
   await pool.close();
-  return done / (DURATION_MS / 1000);
+  return { rps: done / (DURATION_MS / 1000), cpuUsPerRequest: (cpu * 1e6) / done };
 }
 
 /** Open loop at RATE requests/s: latency is measured from each request's scheduled start. */
@@ -118,8 +131,10 @@ async function main(): Promise<void> {
     const db = createPool(stack.env.DATABASE_URL!, 4);
     await migrate(db);
     const [upPort, rawPort, apiPort] = [await freePort(), await freePort(), await freePort()];
-    procs.push(await startProcess({ name: 'reference-model', ...tsx('deploy/dev/model-server/main.ts', ['--port', String(upPort), '--name', 'bench']), dataDir }));
-    procs.push(await startProcess({ name: 'raw-proxy', ...tsx('test/bench/gateway/raw-proxy.ts'), dataDir, env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` } }));
+    const model = await startProcess({ name: 'reference-model', ...tsx('deploy/dev/model-server/main.ts', ['--port', String(upPort), '--name', 'bench']), dataDir });
+    procs.push(model);
+    const raw = await startProcess({ name: 'raw-proxy', ...tsx('test/bench/gateway/raw-proxy.ts'), dataDir, env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` } });
+    procs.push(raw);
     const api = await startProcess({ name: 'gateway', ...tsx('api/server.ts'), dataDir, env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' } });
     procs.push(api);
     const tenants = new TenantStore(db);
@@ -132,22 +147,27 @@ async function main(): Promise<void> {
 
     const json = { 'content-type': 'application/json' };
     const targets: Target[] = [
-      { name: 'direct', url: `http://127.0.0.1:${upPort}`, headers: json },
-      { name: 'raw proxy', url: `http://127.0.0.1:${rawPort}`, headers: json },
-      { name: 'gateway', url: `http://127.0.0.1:${apiPort}`, headers: { ...json, authorization: `Bearer ${key}` } },
+      { name: 'direct', url: `http://127.0.0.1:${upPort}`, pid: model.pid, headers: json },
+      { name: 'raw proxy', url: `http://127.0.0.1:${rawPort}`, pid: raw.pid, headers: json },
+      { name: 'gateway', url: `http://127.0.0.1:${apiPort}`, pid: api.pid, headers: { ...json, authorization: `Bearer ${key}` } },
     ];
     const body = JSON.stringify({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'hello benchmark' }] });
     await waitFor('the gateway to route the model', async () => (await call(new HttpPool(targets[2]!.url), targets[2]!, body).then(() => true, () => false)));
 
     const rps: Record<string, number> = {};
+    const cpu: Record<string, number> = {};
     const lat: Record<string, { p50: number; p99: number }> = {};
     for (const t of targets) {
-      rps[t.name] = await throughput(t, body);
+      ({ rps: rps[t.name], cpuUsPerRequest: cpu[t.name] } = await throughput(t, body));
       lat[t.name] = await latencyAtRate(t, body);
-      console.log(`${t.name.padEnd(10)} ${rps[t.name]!.toFixed(0).padStart(7)} req/s   at ${RATE}/s: p50 ${lat[t.name]!.p50.toFixed(2)} ms  p99 ${lat[t.name]!.p99.toFixed(2)} ms`);
+      console.log(
+        `${t.name.padEnd(10)} ${rps[t.name]!.toFixed(0).padStart(7)} req/s  ${cpu[t.name]!.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${lat[t.name]!.p50.toFixed(2)} ms  p99 ${lat[t.name]!.p99.toFixed(2)} ms`,
+      );
     }
     const d = lat.direct!;
     console.log(`\nthroughput ratio  gateway/raw proxy ${(rps.gateway! / rps['raw proxy']!).toFixed(2)}  (target >= 0.85);  raw proxy/direct ${(rps['raw proxy']! / rps.direct!).toFixed(2)}`);
+    // Where the proxy's own CPU is the bottleneck, its requests/s is the inverse of its CPU per request.
+    console.log(`CPU per request  raw proxy/gateway ${(cpu['raw proxy']! / cpu.gateway!).toFixed(2)}  (the throughput ratio on an otherwise idle core)`);
     console.log(`added latency at ${RATE}/s  gateway p50 ${(lat.gateway!.p50 - d.p50).toFixed(2)} ms (target < 1)  p99 ${(lat.gateway!.p99 - d.p99).toFixed(2)} ms (target < 5);  raw proxy p50 ${(lat['raw proxy']!.p50 - d.p50).toFixed(2)} ms  p99 ${(lat['raw proxy']!.p99 - d.p99).toFixed(2)} ms`);
 
     await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify({ ttftMs: 200, tokenIntervalMs: 50, replyTokens: 60 }) });

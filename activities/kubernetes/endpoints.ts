@@ -1,0 +1,31 @@
+import { ApplicationFailure } from '@temporalio/common';
+
+/** Where one served version's Service is, as the rollout knows it after applying it. */
+export interface ServedVersion {
+  tenantId: string;
+  modelId: string;
+  version: string;
+  namespace: string;
+  service: string;
+  port: number;
+}
+
+/**
+ * THE one place that turns a served version into the gateway's upstream URL (…/v1).
+ * A real cluster answers with the Service's DNS name. The local control plane runs no containers (kwok) and its
+ * API server refuses Endpoints on loopback, so dev and tests map each version to a local reference model server.
+ */
+export type EndpointResolver = (v: ServedVersion) => string;
+
+export const serviceDnsEndpoints: EndpointResolver = (v) => `http://${v.service}.${v.namespace}.svc:${v.port}/v1`;
+
+export const localEndpointKey = (v: Pick<ServedVersion, 'tenantId' | 'modelId' | 'version'>): string => `${v.tenantId}/${v.modelId}/${v.version}`;
+
+/** `map` is read at each call, so a test can add the servers it starts after the worker is up. */
+export const localEndpoints =
+  (map: ReadonlyMap<string, string>): EndpointResolver =>
+  (v) => {
+    const url = map.get(localEndpointKey(v));
+    if (!url) throw ApplicationFailure.nonRetryable(`no local endpoint is configured for ${localEndpointKey(v)} (LLMHUB_LOCAL_ENDPOINTS)`, 'NoEndpoint');
+    return url;
+  };

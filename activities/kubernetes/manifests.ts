@@ -1,0 +1,105 @@
+import { createHash } from 'node:crypto';
+import type { V1Deployment, V1EnvVar, V1Service } from '@kubernetes/client-node';
+import type { EnvValue, ServingResources } from '../../common/rollout';
+
+export const FIELD_MANAGER = 'llmhub';
+export const SERVING_PORT = 8000;
+export const Labels = {
+  tenant: 'llmhub.dev/tenant',
+  model: 'llmhub.dev/model',
+  version: 'llmhub.dev/version',
+  workflowId: 'llmhub.dev/workflow-id',
+} as const;
+
+/** What a model version's server needs; references only (artifact URI, secret refs). */
+export interface ModelServerSpec {
+  cluster: string;
+  tenantId: string;
+  modelId: string;
+  version: string;
+  workflowId: string;
+  artifactUri: string;
+  resources: ServingResources;
+  env: Record<string, EnvValue>;
+  podAnnotations: Record<string, string>;
+  podLabels: Record<string, string>;
+}
+
+export interface ModelServerImage {
+  image: string;
+  /** GPU product for the `nvidia.com/gpu.product` node selector; none: any GPU node. */
+  gpuProduct?: string;
+}
+
+const dnsLabel = (s: string, max = 63): string => {
+  const clean = s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '');
+  // A changed or shortened name gets a hash of the original, so two versions never collide on one name.
+  if (clean === s && clean.length <= max && /^[a-z]/.test(clean)) return clean;
+  const hash = createHash('sha256').update(s).digest('hex').slice(0, 8);
+  return `m-${clean.slice(0, max - 11).replace(/-+$/, '')}-${hash}`;
+};
+
+/** Label values allow [A-Za-z0-9._-], 63 characters; the exact value goes into an annotation of the same key. */
+const labelValue = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 63).replace(/[^A-Za-z0-9]+$/, '');
+
+/** Deployment and Service name of a model version (a DNS-1035 label, as Services need). */
+export const servingName = (modelId: string, version: string): string => dnsLabel(`${modelId}-${version}`);
+
+/** Tenant ids become namespace names `llmhub-<tenant>` unless configuration maps them. */
+export const defaultNamespaceOf = (tenantId: string): string => dnsLabel(`llmhub-${tenantId}`);
+
+function envVars(env: Record<string, EnvValue>, spec: ModelServerSpec): V1EnvVar[] {
+  const fromRequest = Object.entries(env).map(([name, v]): V1EnvVar =>
+    typeof v === 'string' ? { name, value: v } : { name, valueFrom: { secretKeyRef: { name: v.secretRef.name, key: v.secretRef.key } } },
+  );
+  return [{ name: 'LLMHUB_MODEL_URI', value: spec.artifactUri }, ...fromRequest];
+}
+
+export function renderModelServer(spec: ModelServerSpec, namespace: string, img: ModelServerImage): { deployment: V1Deployment; service: V1Service } {
+  const name = servingName(spec.modelId, spec.version);
+  const selector = { [Labels.tenant]: labelValue(spec.tenantId), [Labels.model]: labelValue(spec.modelId), [Labels.version]: labelValue(spec.version) };
+  const labels = { ...selector, [Labels.workflowId]: labelValue(spec.workflowId), 'app.kubernetes.io/managed-by': FIELD_MANAGER };
+  const annotations = { [Labels.workflowId]: spec.workflowId, [Labels.version]: spec.version };
+  const gpu = spec.resources.gpu;
+  const limits: Record<string, string> = { cpu: spec.resources.cpu, memory: spec.resources.memory, ...(gpu > 0 ? { 'nvidia.com/gpu': String(gpu) } : {}) };
+  const deployment: V1Deployment = {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace, labels, annotations },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: selector },
+      template: {
+        metadata: { labels: { ...spec.podLabels, ...labels }, annotations: { ...spec.podAnnotations, ...annotations } },
+        spec: {
+          containers: [
+            {
+              name: 'model-server',
+              image: img.image,
+              args: ['--served-model-name', spec.modelId, '--port', String(SERVING_PORT)],
+              ports: [{ name: 'http', containerPort: SERVING_PORT }],
+              env: envVars(spec.env, spec),
+              resources: { requests: { cpu: spec.resources.cpu, memory: spec.resources.memory }, limits },
+              // The OpenAI server answers /v1/models only once the weights are loaded; /health as soon as it runs.
+              readinessProbe: { httpGet: { path: '/v1/models', port: 'http' }, periodSeconds: 5, failureThreshold: 3 },
+              livenessProbe: { httpGet: { path: '/health', port: 'http' }, initialDelaySeconds: 30, periodSeconds: 10, failureThreshold: 6 },
+            },
+          ],
+          ...(gpu > 0
+            ? {
+                tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }],
+                ...(img.gpuProduct ? { nodeSelector: { 'nvidia.com/gpu.product': img.gpuProduct } } : {}),
+              }
+            : {}),
+        },
+      },
+    },
+  };
+  const service: V1Service = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace, labels, annotations },
+    spec: { selector, ports: [{ name: 'http', port: SERVING_PORT, targetPort: 'http' }] },
+  };
+  return { deployment, service };
+}

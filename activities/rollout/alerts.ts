@@ -1,0 +1,36 @@
+import { Counter } from 'prom-client';
+import type { Logger } from '../../common/logger';
+
+/** Registered into each worker's /metrics registry (workers/metrics.ts). */
+export const rolloutAlertsTotal = new Counter({
+  name: 'llmhub_rollout_alerts_total',
+  help: 'Rollout alerts (automatic rollbacks and aborts) by outcome',
+  labelNames: ['tenant', 'model', 'reason'],
+  registers: [],
+});
+
+export interface RolloutAlert {
+  tenantId: string;
+  modelId: string;
+  version: string;
+  workflowId: string;
+  reason: 'analysis_failed' | 'readiness_timeout' | 'probe_failed' | 'aborted' | 'error';
+  message: string;
+}
+
+export interface AlertSink {
+  emit(alert: RolloutAlert): Promise<void>;
+}
+
+/** Log line and counter always; a POST to ROLLOUT_ALERT_WEBHOOK when one is configured (failures are retried by the activity). */
+export const createAlertSink = (logger: Logger, webhookUrl?: string): AlertSink => ({
+  async emit(alert) {
+    logger.warn({ alert }, `rollout of ${alert.modelId}@${alert.version} rolled back: ${alert.message}`);
+    if (webhookUrl) {
+      const res = await fetch(webhookUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'rollout_rolled_back', ...alert }) });
+      if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
+    }
+    // Counted once the alert is out, so a retried webhook does not count twice.
+    rolloutAlertsTotal.inc({ tenant: alert.tenantId, model: alert.modelId, reason: alert.reason });
+  },
+});

@@ -1,0 +1,103 @@
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool } from 'pg';
+import type { AnalysisMeasurement, AnalysisSpec } from '../../common/rollout';
+import type { GatewayMetricsStore } from '../../common/store/gateway-metrics';
+import type { RegistryStore } from '../../common/store/registry';
+import { RolloutLockStore } from '../../common/store/rollouts';
+import type { RouteSpec, RoutingStore } from '../../common/store/routing';
+import type { AlertSink, RolloutAlert } from './alerts';
+
+/** Failure types retrying cannot fix; the rollout workflow lists them as non-retryable. */
+export const RolloutErrors = {
+  versionNotReady: 'VersionNotReady',
+  alreadyStable: 'AlreadyStable',
+  probeFailed: 'ProbeFailed',
+} as const;
+
+export interface RolloutActivityDeps {
+  db: Pool;
+  registry: RegistryStore;
+  routing: RoutingStore;
+  gatewayMetrics: GatewayMetricsStore;
+  alerts: AlertSink;
+}
+
+export interface VersionRef {
+  tenantId: string;
+  modelId: string;
+  version: string;
+}
+
+export interface AnalysisWindow extends VersionRef {
+  stepIndex: number;
+  sinceMs: number;
+}
+
+export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics, alerts }: RolloutActivityDeps) => {
+  const locks = new RolloutLockStore(db);
+  return {
+    /** Checks the version can be rolled out and answers the current stable version (null: first deployment of the model). */
+    async resolveRollout(v: VersionRef): Promise<{ artifactUri: string; stable: string | null }> {
+      const found = await registry.getVersion(v.tenantId, v.modelId, v.version);
+      if (!found || found.state !== 'ready') {
+        throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is ${found ? `in state '${found.state}'` : 'not registered'}; only a ready version rolls out`, RolloutErrors.versionNotReady);
+      }
+      const route = await routing.getRoute(v.tenantId, v.modelId);
+      if (route?.stable === v.version) throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is already the stable version`, RolloutErrors.alreadyStable);
+      return { artifactUri: found.artifactUri, stable: route?.stable ?? null };
+    },
+
+    async setVersionEndpoint(v: VersionRef, endpoint: string | null): Promise<void> {
+      await routing.setVersionEndpoint(v.tenantId, v.modelId, v.version, endpoint);
+    },
+
+    async setRoute(tenantId: string, modelId: string, route: RouteSpec): Promise<void> {
+      await routing.setRoute(tenantId, modelId, route);
+    },
+
+    /** One chat completion straight to the version's server, before it gets any user traffic. */
+    async probeEndpoint(endpoint: string, modelId: string): Promise<{ latencyMs: number }> {
+      const started = Date.now();
+      const res = await fetch(`${endpoint}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: 'llmhub rollout probe' }], max_tokens: 8 }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      const body = (await res.json().catch(() => undefined)) as { choices?: unknown[] } | undefined;
+      if (!res.ok || !Array.isArray(body?.choices) || body.choices.length === 0) {
+        throw ApplicationFailure.retryable(`probe of ${endpoint} answered ${res.status} without choices`, RolloutErrors.probeFailed);
+      }
+      return { latencyMs: Date.now() - started };
+    },
+
+    /** One measurement of the canary's gateway metrics since `sinceMs` against the spec's thresholds. */
+    async analyseCanary(w: AnalysisWindow, spec: AnalysisSpec): Promise<AnalysisMeasurement> {
+      const finishedAt = Date.now();
+      const s = await gatewayMetrics.versionStats(w.tenantId, w.modelId, w.version, w.sinceMs);
+      const base = { stepIndex: w.stepIndex, version: w.version, startedAt: w.sinceMs, finishedAt, requests: s.requests, errors: s.errors, successRate: s.successRate, p95LatencyMs: s.p95LatencyMs };
+      if (s.requests < spec.minRequests) return { ...base, phase: 'Inconclusive', message: `${s.requests} requests, fewer than the ${spec.minRequests} needed` };
+      const problems = [
+        ...(s.successRate < spec.minSuccessRate ? [`success rate ${s.successRate.toFixed(3)} < ${spec.minSuccessRate}`] : []),
+        ...(s.p95LatencyMs !== null && s.p95LatencyMs > spec.maxP95LatencyMs ? [`p95 ${Math.round(s.p95LatencyMs)} ms > ${spec.maxP95LatencyMs} ms`] : []),
+      ];
+      return problems.length
+        ? { ...base, phase: 'Failed', message: problems.join('; ') }
+        : { ...base, phase: 'Successful', message: `success rate ${s.successRate.toFixed(3)} over ${s.requests} requests` };
+    },
+
+    async markVersionRolledBack(v: VersionRef, reason: string): Promise<void> {
+      await registry.markVersionFailed(v.tenantId, v.modelId, v.version, `rolled back: ${reason}`);
+    },
+
+    async emitRolloutAlert(alert: RolloutAlert): Promise<void> {
+      await alerts.emit(alert);
+    },
+
+    async releaseRolloutLock(tenantId: string, modelId: string, workflowId: string): Promise<void> {
+      await locks.release(db, tenantId, modelId, workflowId);
+    },
+  };
+};
+
+export type RolloutActivities = ReturnType<typeof createRolloutActivities>;

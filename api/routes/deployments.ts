@@ -1,0 +1,209 @@
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { clustersOf } from '../../common/config';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { workflowId } from '../../common/ids';
+import { DEFAULT_ANALYSIS, defaultSteps, DURATION_PATTERN, type EnvValue, type RolloutInput, type RolloutStatus } from '../../common/rollout';
+import { ModelIdKey } from '../../common/search-attributes';
+import { RolloutLockStore } from '../../common/store/rollouts';
+import type { rolloutModel, SteeringRequest } from '../../workflows';
+import { requireRole } from '../plugins/auth';
+import { canonicalHash, idempotencyKeyOf, startOperation } from '../operations';
+import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+
+const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
+// Kubernetes quantities, kept to the forms people write for CPU and memory.
+const Cpu = Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 512 }), Type.String({ pattern: '^(?:[1-9][0-9]{0,5}m|[0-9]{1,3}(?:\\.[0-9]{1,3})?)$' })], {
+  description: 'cores (2, 0.5) or millicores ("500m")',
+});
+const Memory = Type.String({ pattern: '^[1-9][0-9]{0,5}(Mi|Gi|Ti)$', default: '16Gi' });
+const Step = Type.Union([
+  Type.Object({ setWeight: Type.Integer({ minimum: 0, maximum: 100 }) }, { additionalProperties: false }),
+  Type.Object({ pause: Type.Object({ duration: Type.Optional(Duration) }, { additionalProperties: false }) }, { additionalProperties: false }),
+  Type.Object({ analysis: Type.Object({}, { additionalProperties: false }) }, { additionalProperties: false }),
+]);
+const SecretRef = Type.Object({ secretRef: Type.Object({ name: ResourceId, key: Type.String({ pattern: '^[-._a-zA-Z0-9]{1,253}$' }) }, { additionalProperties: false }) }, { additionalProperties: false });
+const Deploy = Type.Object(
+  {
+    modelId: ResourceId,
+    cluster: Type.String({ minLength: 1, maxLength: 63 }),
+    resources: Type.Object({ cpu: Cpu, gpu: Type.Integer({ minimum: 0, maximum: 16 }), memory: Type.Optional(Memory) }, { additionalProperties: false }),
+    env: Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }), Type.Union([Type.String({ maxLength: 4096 }), SecretRef]), { default: {} }),
+    version: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' })),
+    strategy: Type.Optional(
+      Type.Object(
+        {
+          steps: Type.Optional(Type.Array(Step, { minItems: 1, maxItems: 100 })),
+          /** How long each weight of the default steps is held before its analysis. */
+          hold: Type.Optional(Duration),
+          analysis: Type.Optional(
+            Type.Object(
+              {
+                interval: Type.Optional(Duration),
+                minSuccessRate: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+                maxP95LatencyMs: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+                minRequests: Type.Optional(Type.Integer({ minimum: 1 })),
+                failureLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+                inconclusiveLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+          readinessTimeout: Type.Optional(Duration),
+          canaryMetadata: Type.Optional(
+            Type.Object(
+              { annotations: Type.Optional(Type.Record(Type.String(), Type.String())), labels: Type.Optional(Type.Record(Type.String(), Type.String())) },
+              { additionalProperties: false },
+            ),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+type DeployBody = Static<typeof Deploy>;
+const Accepted = Type.Object({ deploymentId: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
+const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
+const Steering = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
+// A secret value typed into a request would land in the workflow history; such names must use {secretRef}.
+const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)/i;
+
+const toCores = (cpu: number | string): number => (typeof cpu === 'number' ? cpu : cpu.endsWith('m') ? Number(cpu.slice(0, -1)) / 1000 : Number(cpu));
+
+export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { registry, db, temporal, taskQueue } = app.platform;
+  const clusters = new Set(Object.keys(clustersOf(process.env.LLMHUB_CLUSTERS)));
+  const locks = new RolloutLockStore(db);
+
+  function rolloutInput(tenantId: string, key: string, version: string, body: DeployBody): RolloutInput {
+    const s = body.strategy ?? {};
+    return {
+      tenantId,
+      modelId: body.modelId,
+      version,
+      deploymentId: key,
+      cluster: body.cluster,
+      resources: { cpu: String(body.resources.cpu), gpu: body.resources.gpu, memory: body.resources.memory ?? '16Gi' },
+      env: body.env as Record<string, EnvValue>,
+      strategy: {
+        steps: s.steps ?? defaultSteps(s.hold ?? '1m'),
+        analysis: { ...DEFAULT_ANALYSIS, ...s.analysis },
+        readinessTimeout: s.readinessTimeout ?? '15m',
+        canaryMetadata: { annotations: s.canaryMetadata?.annotations ?? {}, labels: s.canaryMetadata?.labels ?? {} },
+      },
+      specHash: canonicalHash(s).slice(0, 12),
+    };
+  }
+
+  app.post(
+    '/deploy',
+    {
+      preHandler: requireRole('developer'),
+      schema: {
+        tags: ['deployments'],
+        summary: 'Roll a model version out as a canary (a Temporal workflow); one rollout per model at a time',
+        headers: IdempotencyHeaders,
+        body: Deploy,
+        response: { 202: Accepted, ...errorResponses(400, 404, 409, 422, 503) },
+      },
+    },
+    async (request, reply) => {
+      const tenantId = request.principal!.tenantId;
+      const body = request.body;
+      if (!clusters.has(body.cluster)) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`, 'body.cluster');
+      if (!(toCores(body.resources.cpu) > 0)) throw new BadRequestError('resources.cpu must be more than 0', 'body.resources.cpu');
+      for (const [name, value] of Object.entries(body.env ?? {})) {
+        if (typeof value === 'string' && SECRET_NAME.test(name)) throw new BadRequestError(`env ${name} looks like a secret: pass {"secretRef":{"name","key"}} instead of its value`, `body.env.${name}`);
+      }
+      if (!(await registry.getModel(tenantId, body.modelId))) throw new NotFoundError('model', body.modelId);
+      const versions = await registry.listVersions(tenantId, body.modelId);
+      const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
+      if (version === undefined) throw new ConflictError(`model '${body.modelId}' has no ready version to roll out`, { field: 'body.version' });
+      const found = versions.find((v) => v.version === version);
+      if (!found) throw new NotFoundError('version', `${body.modelId}@${version}`);
+      if (found.state !== 'ready') throw new ConflictError(`version '${version}' is ${found.state}; only a ready version rolls out`, { field: 'body.version' });
+
+      const key = idempotencyKeyOf(request.headers['idempotency-key']);
+      const id = workflowId('rollout', tenantId, key);
+      await startOperation<typeof rolloutModel>(
+        { db, temporal, taskQueue },
+        {
+          kind: 'rollout',
+          tenantId,
+          key,
+          request: body,
+          workflow: 'rolloutModel',
+          options: {
+            args: [rolloutInput(tenantId, key, version, body)],
+            typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
+            staticSummary: `Roll out ${body.modelId}@${version} on cluster ${body.cluster}`,
+            // Pauses without a duration wait for a person; a week bounds a forgotten one.
+            workflowExecutionTimeout: '7 days',
+          },
+          prepare: async (c) => {
+            const { heldBy } = await locks.acquire(c, { tenantId, modelId: body.modelId, deploymentId: key, workflowId: id });
+            if (heldBy) throw new ConflictError(`model '${body.modelId}' has a rollout in progress: '${heldBy}'`, { field: 'body.modelId', deploymentId: heldBy });
+          },
+          undo: (c) => locks.release(c, tenantId, body.modelId, id),
+        },
+      );
+      request.auditWorkflowId = id;
+      const desc = await temporal.workflow.getHandle(id).describe();
+      return reply.status(202).send({ deploymentId: key, workflowId: id, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl: `/v1/deployments/${key}` });
+    },
+  );
+
+  /** The tenant's rollout run, or 404: the id is rebuilt from the caller's tenant and must be a rollout. */
+  const rolloutOf = async (tenantId: string, key: string) => {
+    const handle = temporal.workflow.getHandle<typeof rolloutModel>(workflowId('rollout', tenantId, key));
+    try {
+      const desc = await handle.describe();
+      if (desc.type !== 'rolloutModel') throw new NotFoundError('deployment', key);
+      return { handle, desc };
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new NotFoundError('deployment', key);
+      throw err;
+    }
+  };
+
+  app.get(
+    '/deployments/:id',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['deployments'], summary: 'Where a rollout stands: phase, step, weights, every analysis', params: IdParams, response: errorResponses(400, 404) },
+    },
+    async (request) => {
+      const { handle, desc } = await rolloutOf(request.principal!.tenantId, request.params.id);
+      const status = await handle.query<RolloutStatus>('status');
+      return { workflowId: handle.workflowId, workflowStatus: desc.status.name, ...status };
+    },
+  );
+
+  // URL action → the workflow's Update (workflows/rollout.ts); by name, so the API never loads workflow code.
+  const updates = { pause: 'pause', resume: 'resume', promote: 'promoteNow', abort: 'abort' } as const;
+  for (const [action, update] of Object.entries(updates)) {
+    app.post(
+      `/deployments/:id/${action}`,
+      {
+        preHandler: requireRole('operator'),
+        schema: { tags: ['deployments'], summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`, params: IdParams, body: Type.Optional(Steering), response: errorResponses(400, 404, 409) },
+      },
+      async (request) => {
+        const { handle } = await rolloutOf(request.principal!.tenantId, request.params.id);
+        request.auditWorkflowId = handle.workflowId;
+        try {
+          return await handle.executeUpdate<RolloutStatus, [SteeringRequest]>(update, { args: [{ by: request.principal!.subject, reason: request.body?.reason }] });
+        } catch (err) {
+          // The workflow's validator refused (wrong phase), or the run has already ended.
+          if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {
+            throw new ConflictError(`cannot ${action} deployment '${request.params.id}': ${(err.cause as Error | undefined)?.message ?? err.message}`);
+          }
+          throw err;
+        }
+      },
+    );
+  }
+};

@@ -1,0 +1,24 @@
+import type { Pool, PoolClient } from 'pg';
+
+type Queryable = Pool | PoolClient;
+
+/** The per-model rollout lock (0004_rollouts.sql). */
+export class RolloutLockStore {
+  constructor(private readonly db: Pool) {}
+
+  /** Takes the model's lock for `workflowId`; answers the holder's deployment id when another rollout holds it. */
+  async acquire(q: Queryable, l: { tenantId: string; modelId: string; deploymentId: string; workflowId: string }): Promise<{ heldBy?: string }> {
+    const { rows } = await q.query<{ deployment_id: string; workflow_id: string }>(
+      `INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ($1, $2, $3, $4)
+       ON CONFLICT (tenant_id, model_id) DO UPDATE SET tenant_id = rollout_locks.tenant_id
+       RETURNING deployment_id, workflow_id`,
+      [l.tenantId, l.modelId, l.deploymentId, l.workflowId],
+    );
+    return rows[0]!.workflow_id === l.workflowId ? {} : { heldBy: rows[0]!.deployment_id };
+  }
+
+  /** Idempotent, and only the holder's release counts, so a late retry never frees a newer rollout's lock. */
+  async release(q: Queryable, tenantId: string, modelId: string, workflowId: string): Promise<void> {
+    await q.query('DELETE FROM rollout_locks WHERE tenant_id = $1 AND model_id = $2 AND workflow_id = $3', [tenantId, modelId, workflowId]);
+  }
+}
