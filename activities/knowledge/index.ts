@@ -116,7 +116,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     const parse = input.parser === 'unstructured' ? d.unstructured : parseBuiltin;
     if (!parse) throw ApplicationFailure.nonRetryable('parser "unstructured" needs UNSTRUCTURED_API_URL on the worker', 'ParserUnavailable');
     const end = Math.min(input.to, manifest.length);
-    const known = await d.knowledge.indexedHashes(input.tenantId, input.namespace, manifest.slice(p.next, end).map((e) => e.documentId));
+    const known = await d.knowledge.knownHashes(input.tenantId, input.namespace, manifest.slice(p.next, end).map((e) => e.documentId));
 
     type Pending = { entry: ManifestEntry; contentHash: string; chunks: Chunk[] };
     let pending: Pending[] = [];
@@ -145,6 +145,8 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
       );
       await timed('upsert', async () => {
         await d.vectors.upsert(input.collection, points);
+        // Every document, also ones the store has no record of: an ingestion cancelled between its upsert and
+        // its record leaves points that only this delete would clean up.
         await d.vectors.deleteStale(input.collection, scope, pending.map((doc) => ({ documentId: doc.entry.documentId, contentHash: doc.contentHash })));
       });
       await timed('record', async () => {
@@ -169,7 +171,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     const downloads = new Map<number, Promise<Buffer>>();
     const download = (i: number) => {
       if (i < end && !downloads.has(i)) {
-        const pr = timed('download', async () => readAll(await d.objects.getStream(parseObjectUri(manifest[i]!.uri))));
+        const pr = (async () => readAll(await d.objects.getStream(parseObjectUri(manifest[i]!.uri))))();
         pr.catch(() => undefined); // awaited (and so reported) when its turn comes
         downloads.set(i, pr);
       }
@@ -177,7 +179,8 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     for (let i = p.next; i < end; i++) {
       const entry = manifest[i]!;
       for (let k = i; k < i + PREFETCH; k++) download(k);
-      const bytes = await downloads.get(i)!;
+      // Timed as the wait for the download, the part that stalls the pipeline (prefetches overlap).
+      const bytes = await timed('download', () => downloads.get(i)!);
       downloads.delete(i);
       const contentHash = createHash('sha256').update(bytes).digest('hex');
       if (known.get(entry.documentId) === contentHash) {

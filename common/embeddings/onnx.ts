@@ -32,8 +32,16 @@ export class OnnxEmbedder implements Embedder {
     return new OnnxEmbedder(probe.id, v!.length, session, tokenizer, probe.maxTokens);
   }
 
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /**
+   * Runs one inference at a time: the session already uses every core, so concurrent batches (parallel
+   * activities) would only contend; queued, they keep the model busy while their other stages overlap.
+   */
   embed(texts: string[]): Promise<Float32Array[]> {
-    return this.run(texts);
+    const next = this.queue.then(() => this.run(texts));
+    this.queue = next.catch(() => undefined);
+    return next;
   }
 
   private async run(texts: string[]): Promise<Float32Array[]> {

@@ -63,11 +63,14 @@ export class KnowledgeStore {
     return r ? { documentId: r.document_id, sourceUri: r.source_uri, contentHash: r.content_hash, chunkCount: r.chunk_count, state: r.state, error: r.error } : undefined;
   }
 
-  /** Content hashes of the documents already indexed, for the unchanged-document check of a whole batch at once. */
-  async indexedHashes(tenantId: string, namespace: string, documentIds: string[]): Promise<Map<string, string>> {
+  /**
+   * Hashes of the indexed versions of these documents (null for one that failed), for the unchanged-document
+   * check of a whole batch at once.
+   */
+  async knownHashes(tenantId: string, namespace: string, documentIds: string[]): Promise<Map<string, string | null>> {
     const { rows } = await this.db.query(
-      `SELECT document_id, content_hash FROM knowledge_documents
-       WHERE tenant_id = $1 AND namespace = $2 AND document_id = ANY($3) AND state = 'indexed'`,
+      `SELECT document_id, CASE WHEN state = 'indexed' THEN content_hash END AS content_hash FROM knowledge_documents
+       WHERE tenant_id = $1 AND namespace = $2 AND document_id = ANY($3)`,
       [tenantId, namespace, documentIds],
     );
     return new Map(rows.map((r) => [r.document_id, r.content_hash]));
