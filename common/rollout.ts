@@ -13,7 +13,9 @@ export type RolloutStep =
   /** Without a duration the rollout waits for a person (resume or promote). */
   | { pause: { duration?: Duration } }
   /** Measures the canary until one measurement is Successful, or a limit is reached. */
-  | { analysis: Record<string, never> };
+  | { analysis: Record<string, never> }
+  /** A manual gate only an approver opens (POST /v1/deployments/{id}/approve); an operator's resume or promote does not. */
+  | { approval: Record<string, never> };
 
 export interface AnalysisSpec {
   /** Time between two measurements of one analysis step. */
@@ -85,6 +87,7 @@ export type RolloutPhase =
   | 'probing'
   | 'progressing'
   | 'paused'
+  | 'awaiting_approval'
   | 'promoting'
   | 'promoted'
   | 'rolling_back'
@@ -106,7 +109,9 @@ export interface RolloutStatus {
   stepCount: number;
   weights: RolloutWeights;
   /** Why the rollout waits, when it does (argo's pause conditions). */
-  pauseReason: 'step' | 'operator' | 'inconclusive' | null;
+  pauseReason: 'step' | 'operator' | 'inconclusive' | 'approval' | null;
+  /** Who opened each approval gate, in order. */
+  approvals: { stepIndex: number; by: string; reason: string | null; at: number }[];
   analyses: AnalysisMeasurement[];
   startedAt: number;
   endpoint: string | null;

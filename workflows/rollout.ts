@@ -21,6 +21,8 @@ import { PhaseKey } from '../common/search-attributes';
 export interface SteeringRequest {
   /** Who asked (the API puts the caller's subject here), for the status and the audit trail. */
   by: string;
+  /** The caller's tenant: a run only takes steering from its own tenant, whatever workflow id reached it. */
+  tenantId: string;
   reason?: string;
 }
 export const rolloutStatusQuery = defineQuery<RolloutStatus>('status');
@@ -28,6 +30,7 @@ export const pauseUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('pause
 export const resumeUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('resume');
 export const promoteNowUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('promoteNow');
 export const abortUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('abort');
+export const approveUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('approve');
 
 const NON_RETRYABLE = ['VersionNotReady', 'AlreadyStable', 'ReadinessTimeout', 'InvalidManifest', 'UnknownCluster', 'NoEndpoint'];
 const steps = proxyActivities<RolloutActivities & KubernetesActivities>({
@@ -72,6 +75,7 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     stepCount: strategy.steps.length,
     weights: { stable: null, canary: null, canaryWeight: 0 },
     pauseReason: null,
+    approvals: [],
     analyses: [],
     startedAt: Date.now(),
     endpoint: null,
@@ -91,6 +95,8 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   };
   const validateCaller = (r: SteeringRequest) => {
     if (!r || typeof r.by !== 'string' || r.by.length === 0) reject('a steering request names who asks (by)');
+    // Validators do not run on replay, so histories recorded before tenantId was sent still replay.
+    if (r.tenantId !== tenantId) reject('the deployment belongs to another tenant');
     if (terminal()) reject(`the rollout is ${requested ? `being ${requested.action}d` : status.phase}`);
   };
   setHandler(rolloutStatusQuery, () => status);
@@ -117,6 +123,21 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
       validator: (r) => {
         validateCaller(r);
         if (status.pauseReason === null) reject('the rollout is not paused');
+        if (status.pauseReason === 'approval') reject('the rollout waits for an approver (approve)');
+      },
+    },
+  );
+  setHandler(
+    approveUpdate,
+    (r) => {
+      status.approvals.push({ stepIndex: status.currentStepIndex, by: r.by, reason: r.reason ?? null, at: Date.now() });
+      status.pauseReason = null;
+      return status;
+    },
+    {
+      validator: (r) => {
+        validateCaller(r);
+        if (status.pauseReason !== 'approval') reject(`only a rollout at an approval gate can be approved; the rollout is ${status.phase}`);
       },
     },
   );
@@ -159,10 +180,11 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   status.weights.stable = stable;
   let canary: ServedRef | undefined;
 
-  /** Waits while paused (by a step, an operator or inconclusive analyses); true when a promote/abort request cut it short. */
+  /** Waits while paused (by a step, an operator, inconclusive analyses or an approval gate); true when a promote/abort request cut it short. */
   const holdWhilePaused = async (): Promise<boolean> => {
     if (status.pauseReason === null) return false;
-    enter('paused');
+    // A gate shows in the Phase search attribute, so approvers can list what waits for them.
+    enter(status.pauseReason === 'approval' ? 'awaiting_approval' : 'paused');
     await condition(() => status.pauseReason === null || requested !== undefined);
     enter('progressing');
     return requested !== undefined;
@@ -234,6 +256,10 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
           status.pauseReason = 'step';
           if (await holdWhilePaused()) break;
         } else if (await condition(() => requested !== undefined, step.pause.duration)) break;
+      } else if ('approval' in step) {
+        // Only inputs with an approval step reach this branch, so recorded histories replay without a patch.
+        status.pauseReason = 'approval';
+        if (await holdWhilePaused()) break;
       } else {
         const outcome = await analyse(strategy.analysis, i, windowStart);
         if (outcome === 'interrupted') break;

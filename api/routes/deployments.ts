@@ -22,6 +22,7 @@ const Step = Type.Union([
   Type.Object({ setWeight: Type.Integer({ minimum: 0, maximum: 100 }) }, { additionalProperties: false }),
   Type.Object({ pause: Type.Object({ duration: Type.Optional(Duration) }, { additionalProperties: false }) }, { additionalProperties: false }),
   Type.Object({ analysis: Type.Object({}, { additionalProperties: false }) }, { additionalProperties: false }),
+  Type.Object({ approval: Type.Object({}, { additionalProperties: false }) }, { additionalProperties: false }),
 ]);
 const SecretRef = Type.Object({ secretRef: Type.Object({ name: ResourceId, key: Type.String({ pattern: '^[-._a-zA-Z0-9]{1,253}$' }) }, { additionalProperties: false }) }, { additionalProperties: false });
 const Deploy = Type.Object(
@@ -182,20 +183,29 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  // URL action → the workflow's Update (workflows/rollout.ts); by name, so the API never loads workflow code.
-  const updates = { pause: 'pause', resume: 'resume', promote: 'promoteNow', abort: 'abort' } as const;
-  for (const [action, update] of Object.entries(updates)) {
+  // URL action → the workflow's Update (workflows/rollout.ts) and the role it needs; by name, so the API never loads workflow code.
+  const updates = {
+    pause: { update: 'pause', role: 'operator' },
+    resume: { update: 'resume', role: 'operator' },
+    promote: { update: 'promoteNow', role: 'operator' },
+    abort: { update: 'abort', role: 'operator' },
+    // Approval gates are a separate duty: an operator (who can pause, resume and abort) cannot open one.
+    approve: { update: 'approve', role: 'approver' },
+  } as const;
+  for (const [action, { update, role }] of Object.entries(updates)) {
     app.post(
       `/deployments/:id/${action}`,
       {
-        preHandler: requireRole('operator'),
+        preHandler: requireRole(role),
         schema: { tags: ['deployments'], summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`, params: IdParams, body: Type.Optional(Steering), response: errorResponses(400, 404, 409) },
       },
       async (request) => {
         const { handle } = await rolloutOf(request.principal!.tenantId, request.params.id);
         request.auditWorkflowId = handle.workflowId;
         try {
-          return await handle.executeUpdate<RolloutStatus, [SteeringRequest]>(update, { args: [{ by: request.principal!.subject, reason: request.body?.reason }] });
+          return await handle.executeUpdate<RolloutStatus, [SteeringRequest]>(update, {
+            args: [{ by: request.principal!.subject, tenantId: request.principal!.tenantId, reason: request.body?.reason }],
+          });
         } catch (err) {
           // The workflow's validator refused (wrong phase), or the run has already ended.
           if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {

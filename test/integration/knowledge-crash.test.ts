@@ -1,30 +1,18 @@
 import { createHash } from 'node:crypto';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { chunkBlocks } from '../../activities/parsing/chunker';
 import { parseBuiltin } from '../../activities/parsing/parsers';
 import { pointId } from '../../common/vectors';
-import { startProcess, type ManagedProcess } from '../../deploy/dev/process';
+import type { ManagedProcess } from '../../deploy/dev/process';
 import type { IngestionStats } from '../../common/types';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import { bearer, eventually, startTestPlatform, startWorkerProcess, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const DOCS = 1000;
 const CHUNKING = { strategy: 'paragraph' as const, size: 400, overlap: 50 };
 let p: TestPlatform;
 let tenant: TestTenant;
 let worker: ManagedProcess | undefined;
 const bucket = uniqueId('crash');
-
-/** The platform worker as a real process on this file's task queue, so the test can SIGKILL it. */
-const startWorkerProcess = () =>
-  startProcess({
-    name: uniqueId('crash-worker'),
-    command: process.execPath,
-    args: ['--import', 'tsx', path.join(ROOT, 'workers', 'platform.ts')],
-    dataDir: process.env.LLMHUB_TEST_DATA!,
-    env: { TEMPORAL_TASK_QUEUE: p.taskQueue, WORKER_METRICS_PORT: '0', LOG_LEVEL: 'warn', NODE_OPTIONS: '' },
-  });
 
 const docText = (i: number) => `Record ${i} of the archive.\n\nItem ${i} belongs to shelf ${i % 37} and was catalogued in year ${1900 + (i % 120)}.\n`;
 
@@ -35,7 +23,7 @@ beforeAll(async () => {
   for (let i = 0; i < DOCS; i += 50) {
     await Promise.all(Array.from({ length: 50 }, (_, j) => p.objects.put({ bucket, key: `docs/doc-${String(i + j).padStart(4, '0')}.txt` }, docText(i + j))));
   }
-  worker = await startWorkerProcess();
+  worker = await startWorkerProcess(p);
 });
 afterAll(async () => {
   await worker?.stop();
@@ -62,7 +50,7 @@ describe('ingestion survives worker crashes', () => {
       expect(await indexed()).toBeLessThan(DOCS);
       process.kill(worker!.pid, 'SIGKILL');
       await worker!.stop();
-      worker = await startWorkerProcess();
+      worker = await startWorkerProcess(p);
     }
     const stats = (await handle.result()) as IngestionStats;
     expect(stats.total).toBe(DOCS);

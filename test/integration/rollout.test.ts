@@ -1,20 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
-import { defaultNamespaceOf, Labels, servingName } from '../../activities/kubernetes/manifests';
-import type { RolloutStatus } from '../../common/rollout';
+import { localEndpoints } from '../../activities/kubernetes/endpoints';
+import { Labels } from '../../activities/kubernetes/manifests';
+import { PhaseKey } from '../../common/search-attributes';
 import { RoutingStore } from '../../common/store/routing';
 import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
-import { BEHAVIOUR, isNotFound, kube, type Kube } from './kube/kube-helpers';
+import { rolloutClient, rolloutRequest as request } from '../support/rollout';
+import { BEHAVIOUR } from './kube/kube-helpers';
 
 /** Version → local reference server: the kwok cluster runs no containers (activities/kubernetes/endpoints.ts). */
 const endpoints = new Map<string, string>();
 let p: TestPlatform;
 let acme: TestTenant;
 let baseURL: string;
-let k: Kube;
+let api: ReturnType<typeof rolloutClient>;
 let routing: RoutingStore;
 const servers: ReferenceModelServer[] = [];
 const loads: (() => Promise<void>)[] = [];
@@ -26,7 +27,7 @@ beforeAll(async () => {
   });
   baseURL = `${await p.app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
   acme = await p.createTenant('acme');
-  k = kube();
+  api = rolloutClient(p, acme);
   routing = new RoutingStore(p.db);
 });
 afterAll(async () => {
@@ -34,6 +35,8 @@ afterAll(async () => {
   await p?.close();
   await Promise.all(servers.map((s) => s.close()));
 });
+
+const addVersion = (modelId: string, version: string, url: string) => api.addVersion(endpoints, modelId, version, url);
 
 /** A model served by a stable reference server (v1) with a ready version v2 whose server is the canary's. */
 async function model() {
@@ -45,12 +48,6 @@ async function model() {
   await addVersion(id, 'v2', canary.url);
   await untilRouted(p.app, acme.keys.developer, id);
   return { id, stable, canary };
-}
-
-async function addVersion(modelId: string, version: string, url: string) {
-  await p.registry.insertVersion(p.db, acme.id, { modelId, version, artifactUri: `s3://models/${modelId}/${version}`, workflowId: `test/${modelId}/${version}` });
-  await p.registry.markVersionReady(acme.id, modelId, version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
-  endpoints.set(localEndpointKey({ tenantId: acme.id, modelId, version }), url);
 }
 
 /** Steady traffic through the listening gateway from its own loop, as applications would send it. */
@@ -77,46 +74,21 @@ function load(modelId: string, concurrency = 3) {
   return { statuses, stop };
 }
 
-const deploy = (body: object, key = uniqueId('dep'), apiKey = acme.keys.developer) =>
-  p.app.inject({ method: 'POST', url: '/v1/deploy', headers: { ...bearer(apiKey), 'idempotency-key': key }, payload: body });
-const status = async (id: string): Promise<RolloutStatus> => {
-  const res = await p.app.inject({ method: 'GET', url: `/v1/deployments/${id}`, headers: bearer(acme.keys.viewer) });
-  expect(res.statusCode).toBe(200);
-  return res.json();
-};
-const steer = (id: string, action: string, apiKey = acme.keys.operator) =>
-  p.app.inject({ method: 'POST', url: `/v1/deployments/${id}/${action}`, headers: bearer(apiKey), payload: { reason: 'test' } });
-const untilPhase = (id: string, ...phases: RolloutStatus['phase'][]) =>
-  eventually(`deployment ${id} to reach ${phases.join('/')}`, async () => {
-    const s = await status(id);
-    return phases.includes(s.phase) && s;
-  });
-
-const readDeployment = async (modelId: string, version: string) => {
-  try {
-    return await k.apps.readNamespacedDeployment({ name: servingName(modelId, version), namespace: defaultNamespaceOf(acme.id) });
-  } catch (err) {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  }
-};
-
 const FAST = { interval: '2s', minRequests: 3, minSuccessRate: 0.9, failureLimit: 2, inconclusiveLimit: 20 };
 const steps = (...weights: number[]) => weights.flatMap((w) => [{ setWeight: w }, { pause: { duration: '2s' } }, { analysis: {} }]);
-const request = (modelId: string, strategy: object) => ({ modelId, cluster: 'local', resources: { cpu: '500m', gpu: 0 }, env: { LOG_LEVEL: 'info' }, version: 'v2', strategy });
 
 describe('model rollout', () => {
   it('promotes a healthy canary through 10/50/100 under traffic; a later promote-now scales the old stable to 0', async () => {
     const m = await model();
     const traffic = load(m.id);
-    const res = await deploy(request(m.id, { steps: steps(10, 50, 100), analysis: FAST }));
+    const res = await api.deploy(request(m.id, { steps: steps(10, 50, 100), analysis: FAST }));
     expect(res.statusCode).toBe(202);
     const { deploymentId } = res.json();
-    const done = await untilPhase(deploymentId, 'promoted', 'rolled_back');
+    const done = await api.untilPhase(deploymentId, 'promoted', 'rolled_back');
     expect({ phase: done.phase, reason: done.failureReason }).toEqual({ phase: 'promoted', reason: null });
     expect(done.analyses.filter((a) => a.phase === 'Successful').map((a) => a.stepIndex)).toEqual([2, 5, 8]);
     expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v2', canary: null, canaryWeight: 0, endpoints: { v2: m.canary.url } });
-    const v2 = await readDeployment(m.id, 'v2');
+    const v2 = await api.readDeployment(m.id, 'v2');
     expect(v2?.spec?.replicas).toBe(1);
     expect(v2?.metadata?.labels).toMatchObject({ [Labels.tenant]: acme.id, [Labels.model]: m.id, [Labels.version]: 'v2' });
     expect(v2?.metadata?.annotations?.[Labels.workflowId]).toBe(`rollout/${acme.id}/${deploymentId}`);
@@ -127,16 +99,16 @@ describe('model rollout', () => {
     const v3 = await startReferenceModelServer({ name: `${m.id}-v3` });
     servers.push(v3);
     await addVersion(m.id, 'v3', v3.url);
-    const next = await deploy({ ...request(m.id, { steps: [{ setWeight: 30 }, { pause: {} }, { setWeight: 60 }] }), version: 'v3' });
+    const next = await api.deploy({ ...request(m.id, { steps: [{ setWeight: 30 }, { pause: {} }, { setWeight: 60 }] }), version: 'v3' });
     expect(next.statusCode).toBe(202);
     const nextId: string = next.json().deploymentId;
-    const paused = await untilPhase(nextId, 'paused');
+    const paused = await api.untilPhase(nextId, 'paused');
     expect(paused).toMatchObject({ pauseReason: 'step', currentStepIndex: 1, weights: { stable: 'v2', canary: 'v3', canaryWeight: 30 } });
-    expect((await steer(nextId, 'promote', acme.keys.viewer)).statusCode).toBe(403);
-    expect((await steer(nextId, 'promote')).statusCode).toBe(200);
-    await untilPhase(nextId, 'promoted');
+    expect((await api.steer(nextId, 'promote', acme.keys.viewer)).statusCode).toBe(403);
+    expect((await api.steer(nextId, 'promote')).statusCode).toBe(200);
+    await api.untilPhase(nextId, 'promoted');
     expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v3', canary: null });
-    expect((await readDeployment(m.id, 'v2'))?.spec?.replicas).toBe(0);
+    expect((await api.readDeployment(m.id, 'v2'))?.spec?.replicas).toBe(0);
     await traffic.stop();
     // The gateway fell back to stable on every canary failure, so callers never saw an error.
     expect(traffic.statuses.filter((s) => s !== 200)).toEqual([]);
@@ -145,14 +117,14 @@ describe('model rollout', () => {
   it('rolls a canary answering 30% 5xx back right after the failureLimit-th Failed analysis', async () => {
     const m = await model();
     const traffic = load(m.id);
-    const res = await deploy(request(m.id, { steps: steps(20, 50, 100), analysis: FAST }));
+    const res = await api.deploy(request(m.id, { steps: steps(20, 50, 100), analysis: FAST }));
     const { deploymentId } = res.json();
-    await eventually('canary traffic', async () => (await status(deploymentId)).weights.canaryWeight > 0);
+    await eventually('canary traffic', async () => (await api.status(deploymentId)).weights.canaryWeight > 0);
     m.canary.faults.errorRate = 0.3;
     const wentBad = Date.now();
     await eventually('stable 100% in the routing state', async () => (await routing.getRoute(acme.id, m.id))?.canary === null);
     const toStableMs = Date.now() - wentBad;
-    const done = await untilPhase(deploymentId, 'rolled_back');
+    const done = await api.untilPhase(deploymentId, 'rolled_back');
     const failed = done.analyses.filter((a) => a.phase === 'Failed');
     expect(failed).toHaveLength(FAST.failureLimit);
     // The last measurements are the Failed ones, consecutive, and the rollback started right after the last of them.
@@ -162,7 +134,7 @@ describe('model rollout', () => {
     expect(done.failureReason).toMatch(/analysis failed 2 times in a row/);
     expect(done.weights).toEqual({ stable: 'v1', canary: null, canaryWeight: 0 });
     expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v1', canary: null });
-    await eventually('the canary Deployment to be gone', async () => (await readDeployment(m.id, 'v2')) === undefined);
+    await eventually('the canary Deployment to be gone', async () => (await api.readDeployment(m.id, 'v2')) === undefined);
     expect((await p.registry.getVersion(acme.id, m.id, 'v2'))?.state).toBe('failed');
     await traffic.stop();
     console.log(`canary went bad -> 100% stable in ${toStableMs} ms (analysis interval ${FAST.interval}, failureLimit ${FAST.failureLimit})`);
@@ -170,44 +142,74 @@ describe('model rollout', () => {
 
   it('rolls back a canary whose pods never become ready', async () => {
     const m = await model();
-    const res = await deploy(request(m.id, { readinessTimeout: '4s', canaryMetadata: { annotations: { [BEHAVIOUR]: 'never-ready' } } }));
+    const res = await api.deploy(request(m.id, { readinessTimeout: '4s', canaryMetadata: { annotations: { [BEHAVIOUR]: 'never-ready' } } }));
     const { deploymentId } = res.json();
-    const done = await untilPhase(deploymentId, 'rolled_back');
+    const done = await api.untilPhase(deploymentId, 'rolled_back');
     expect(done.failureReason).toMatch(/was not ready within 4 s/);
     expect(done.analyses).toEqual([]);
     expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v1', canary: null });
-    await eventually('the canary Deployment to be gone', async () => (await readDeployment(m.id, 'v2')) === undefined);
+    await eventually('the canary Deployment to be gone', async () => (await api.readDeployment(m.id, 'v2')) === undefined);
     expect((await p.registry.getVersion(acme.id, m.id, 'v2'))?.state).toBe('failed');
+  });
+
+  it('waits at an approval gate that only an approver of the tenant opens', async () => {
+    const m = await model();
+    const res = await api.deploy(request(m.id, { steps: [{ setWeight: 20 }, { pause: {} }, { approval: {} }, { setWeight: 60 }] }));
+    const { deploymentId, workflowId } = res.json();
+    await api.untilPhase(deploymentId, 'paused');
+    // A step pause is not a gate: approving it is refused, an operator's resume moves on to the gate.
+    expect((await api.steer(deploymentId, 'approve', acme.keys.approver)).statusCode).toBe(409);
+    expect((await api.steer(deploymentId, 'resume')).statusCode).toBe(200);
+    const gated = await api.untilPhase(deploymentId, 'awaiting_approval');
+    expect(gated).toMatchObject({ pauseReason: 'approval', currentStepIndex: 2, weights: { canaryWeight: 20 }, approvals: [] });
+    const desc = await p.temporal.workflow.getHandle(workflowId).describe();
+    expect(desc.typedSearchAttributes.get(PhaseKey)).toBe('awaiting_approval');
+
+    for (const role of ['viewer', 'developer', 'operator'] as const) expect({ role, code: (await api.steer(deploymentId, 'approve', acme.keys[role])).statusCode }).toEqual({ role, code: 403 });
+    expect((await api.steer(deploymentId, 'resume')).statusCode).toBe(409);
+    expect((await api.steer(deploymentId, 'promote')).statusCode).toBe(409);
+    const other = await p.createTenant('other');
+    expect((await api.steer(deploymentId, 'approve', other.keys.approver)).statusCode).toBe(404);
+    // The API already scopes ids to the caller's tenant; the workflow's validator refuses another tenant on its own too.
+    await expect(p.temporal.workflow.getHandle(workflowId).executeUpdate('approve', { args: [{ by: 'intruder', tenantId: other.id }] })).rejects.toMatchObject({ cause: { message: expect.stringMatching(/another tenant/) } });
+
+    const approved = await api.steer(deploymentId, 'approve', acme.keys.approver);
+    expect(approved.statusCode).toBe(200);
+    expect(approved.json().approvals).toEqual([expect.objectContaining({ stepIndex: 2, reason: 'test' })]);
+    const done = await api.untilPhase(deploymentId, 'promoted', 'rolled_back');
+    expect(done.phase).toBe('promoted');
+    expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v2', canary: null });
+    expect((await api.steer(deploymentId, 'approve', acme.keys.approver)).statusCode).toBe(409);
   });
 
   it('steers through the API: lock, idempotent start, pause/resume/abort, roles and bad input', async () => {
     const m = await model();
     const body = request(m.id, { steps: [{ setWeight: 10 }, { pause: { duration: '10m' } }] });
     const key = uniqueId('dep');
-    const first = await deploy(body, key);
+    const first = await api.deploy(body, key);
     expect(first.statusCode).toBe(202);
-    const again = await deploy(body, key);
+    const again = await api.deploy(body, key);
     expect(again.statusCode).toBe(202);
     expect(again.json()).toMatchObject({ deploymentId: key, startedAt: first.json().startedAt });
-    const other = await deploy(body);
+    const other = await api.deploy(body);
     expect(other.statusCode).toBe(409);
     expect(other.json().error.details).toMatchObject({ deploymentId: key });
 
-    await eventually('the canary at 10%', async () => (await status(key)).weights.canaryWeight === 10);
-    expect((await steer(key, 'pause', acme.keys.viewer)).statusCode).toBe(403);
-    const paused = await steer(key, 'pause');
+    await eventually('the canary at 10%', async () => (await api.status(key)).weights.canaryWeight === 10);
+    expect((await api.steer(key, 'pause', acme.keys.viewer)).statusCode).toBe(403);
+    const paused = await api.steer(key, 'pause');
     expect(paused.statusCode).toBe(200);
     expect(paused.json().pauseReason).toBe('operator');
-    expect((await steer(key, 'pause')).statusCode).toBe(409);
-    expect((await steer(key, 'resume')).json().pauseReason).toBe(null);
-    expect((await steer(key, 'abort')).statusCode).toBe(200);
-    const done = await untilPhase(key, 'rolled_back');
+    expect((await api.steer(key, 'pause')).statusCode).toBe(409);
+    expect((await api.steer(key, 'resume')).json().pauseReason).toBe(null);
+    expect((await api.steer(key, 'abort')).statusCode).toBe(200);
+    const done = await api.untilPhase(key, 'rolled_back');
     expect(done.failureReason).toMatch(/^aborted by key:/);
     expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v1', canary: null });
-    expect((await steer(key, 'promote')).statusCode).toBe(409);
+    expect((await api.steer(key, 'promote')).statusCode).toBe(409);
 
     const bad = async (b: object, code: number, field?: string) => {
-      const r = await deploy(b);
+      const r = await api.deploy(b);
       expect({ code: r.statusCode, field: r.json().error?.details?.field }).toEqual({ code, field });
     };
     await bad({ ...body, modelId: 'no-such-model' }, 404);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
@@ -18,7 +19,7 @@ import { startWorker, type RunningWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
 import type { VectorStore } from '../../common/vectors';
-import { pollFor } from '../../deploy/dev/process';
+import { pollFor, startProcess, type ManagedProcess } from '../../deploy/dev/process';
 
 export const uniqueId = (prefix: string): string => `${prefix}-${randomBytes(4).toString('hex')}`;
 
@@ -125,3 +126,13 @@ export const eventually = <T>(what: string, fn: () => Promise<T | undefined | fa
   pollFor(what, fn, timeoutMs, 100);
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
+
+/** The platform worker as a real process on the platform's task queue, so a test can SIGKILL it; `env` adds to its configuration. */
+export const startWorkerProcess = (p: TestPlatform, env: NodeJS.ProcessEnv = {}): Promise<ManagedProcess> =>
+  startProcess({
+    name: uniqueId('crash-worker'),
+    command: process.execPath,
+    args: ['--import', 'tsx', path.resolve(__dirname, '..', '..', 'workers', 'platform.ts')],
+    dataDir: process.env.LLMHUB_TEST_DATA!,
+    env: { TEMPORAL_TASK_QUEUE: p.taskQueue, WORKER_METRICS_PORT: '0', LOG_LEVEL: 'warn', NODE_OPTIONS: '', ...env },
+  });

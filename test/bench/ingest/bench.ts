@@ -20,6 +20,7 @@ import type { IngestionInput, IngestionStats } from '../../../common/types';
 import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
 import { withScratchStack } from '../../support/scratch-stack';
+import { quietLogger, runBench } from '../run';
 
 const TOPICS = ['volcanoes', 'sourdough baking', 'quarterly revenue', 'router settings', 'puppy care', 'orbital stations', 'tax filing', 'bird migration'];
 
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
       namespace: 'default',
       taskQueue: 'bench',
       activities: createPlatformActivities(deps),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../../workflows'), logger: quiet }) },
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../../workflows'), logger: quietLogger }) },
       logger: createLogger('bench', 'warn'),
       handleSignals: false,
     });
@@ -101,13 +102,4 @@ async function main(): Promise<void> {
   });
 }
 
-const noop = () => undefined;
-const quiet = { trace: noop, debug: noop, info: noop, warn: noop, error: console.error, log: noop };
-
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runBench(main);
