@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { localEndpoints } from '../../activities/kubernetes/endpoints';
 import { Labels } from '../../activities/kubernetes/manifests';
@@ -50,28 +52,25 @@ async function model() {
   return { id, stable, canary };
 }
 
-/** Steady traffic through the listening gateway from its own loop, as applications would send it. */
+/** Steady traffic through the listening gateway from a separate process, as applications would send it. */
 function load(modelId: string, concurrency = 3) {
-  let running = true;
-  const statuses: number[] = [];
-  const worker = async () => {
-    while (running) {
-      const res = await fetch(`${baseURL}/chat/completions`, {
-        method: 'POST',
-        headers: { ...bearer(acme.keys.developer), 'content-type': 'application/json' },
-        body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: 'hello' }] }),
-      }).catch(() => undefined);
-      statuses.push(res?.status ?? 0);
-      await res?.arrayBuffer();
-    }
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'support', 'load-generator.ts'), baseURL, acme.keys.developer, modelId, String(concurrency)], {
+    env: { ...process.env, NODE_OPTIONS: '' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const traffic = {
+    statuses: [] as number[],
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      traffic.statuses = JSON.parse(out.slice(out.indexOf('{'))).statuses;
+    },
   };
-  const done = Promise.all(Array.from({ length: concurrency }, worker));
-  const stop = async () => {
-    running = false;
-    await done;
-  };
-  loads.push(stop);
-  return { statuses, stop };
+  loads.push(() => traffic.stop());
+  return traffic;
 }
 
 const FAST = { interval: '2s', minRequests: 3, minSuccessRate: 0.9, failureLimit: 2, inconclusiveLimit: 20 };
