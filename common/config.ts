@@ -39,7 +39,10 @@ const Env = Type.Object({
   UNSTRUCTURED_API_KEY: Type.Optional(Type.String()),
   /** Kubeconfig of the cluster(s) model versions are served on; unset: the usual defaults (~/.kube/config, in-cluster). */
   KUBECONFIG: Type.Optional(Type.String()),
-  /** JSON {"<name>": {"kubeconfig"?: path}}: the clusters POST /v1/deploy may name; one without a kubeconfig uses KUBECONFIG. */
+  /**
+   * JSON {"<name>": {"kubeconfig"?: path} | {"runtime": "process", "command"?: [...], "stateDir"?: path}}: the clusters
+   * POST /v1/deploy may name; a Kubernetes one without a kubeconfig uses KUBECONFIG.
+   */
   LLMHUB_CLUSTERS: Type.String({ default: DEFAULT_CLUSTERS }),
   /** JSON {"<tenant>": "<namespace>"}; unmapped tenants get `llmhub-<tenant>`. */
   LLMHUB_TENANT_NAMESPACES: Type.String({ default: '{}' }),
@@ -82,7 +85,16 @@ export function jsonEnv<T extends TSchema>(name: string, raw: string, schema: T)
   return value as Static<T>;
 }
 
-const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Type.Object({ kubeconfig: Type.Optional(Type.String({ minLength: 1 })) }));
+const Cluster = Type.Object({
+  /** "kubernetes" (default): Deployments on the cluster of `kubeconfig`; "process": local processes, for dev on a laptop. */
+  runtime: Type.Optional(Type.Union([Type.Literal('kubernetes'), Type.Literal('process')])),
+  kubeconfig: Type.Optional(Type.String({ minLength: 1 })),
+  /** process runtime: argv of a version's server, with {port}, {model}, {version}, {artifactUri} filled in (activities/local-runtime). */
+  command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
+  /** process runtime: where it keeps each version's pid, port and log; default .data/local-runtime/<cluster>. */
+  stateDir: Type.Optional(Type.String({ minLength: 1 })),
+});
+const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Cluster);
 export type ClusterSettings = Static<typeof Clusters>;
 /** Takes the raw variable, so the API can know the cluster names without the rest of the configuration. */
 export const clustersOf = (raw: string | undefined): ClusterSettings => jsonEnv('LLMHUB_CLUSTERS', raw || DEFAULT_CLUSTERS, Clusters);

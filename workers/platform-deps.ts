@@ -1,9 +1,11 @@
+import path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { Type } from '@sinclair/typebox';
 import type { Pool } from 'pg';
 import type { PlatformActivityDeps } from '../activities';
 import { localEndpoints, serviceDnsEndpoints } from '../activities/kubernetes/endpoints';
 import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
+import { DEFAULT_PROCESS_COMMAND } from '../activities/local-runtime';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
 import { createAlertSink } from '../activities/rollout/alerts';
 import { clustersOf, jsonEnv, type Config } from '../common/config';
@@ -42,6 +44,11 @@ export async function platformActivityDeps(config: Config, db: Pool, overrides: 
       if (file) kc.loadFromFile(file);
       else kc.loadFromDefault();
       return kc;
+    },
+    processRuntimeOf: (cluster) => {
+      const c = clusters[cluster];
+      if (c?.runtime !== 'process') return undefined;
+      return { command: c.command ?? DEFAULT_PROCESS_COMMAND, stateDir: path.resolve(c.stateDir ?? path.join('.data', 'local-runtime', cluster)) };
     },
     namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
     modelServer: { image: config.LLMHUB_MODEL_SERVER_IMAGE, ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}) },

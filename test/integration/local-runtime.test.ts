@@ -1,0 +1,113 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { stopAllProcesses } from '../../activities/local-runtime';
+import { RoutingStore } from '../../common/store/routing';
+import { eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import { rolloutClient, rolloutRequest } from '../support/rollout';
+
+/** Rollouts on a cluster whose runtime is "process": each version is a local reference model server the worker spawns. */
+let p: TestPlatform;
+let acme: TestTenant;
+let api: ReturnType<typeof rolloutClient>;
+let baseURL: string;
+let tmp: string;
+let stateDir: string;
+const savedClusters = process.env.LLMHUB_CLUSTERS;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'llmhub-local-runtime-'));
+  // Not created beforehand: the runtime makes its state dir on the first apply.
+  stateDir = path.join(tmp, 'state');
+  // Configuration, not a test override: the API validates cluster names and the worker picks the runtime from it.
+  process.env.LLMHUB_CLUSTERS = JSON.stringify({ local: {}, laptop: { runtime: 'process', stateDir } });
+  p = await startTestPlatform({ gateway: { metricsFlushMs: 200, refreshMs: 500 } });
+  baseURL = `${await p.app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
+  acme = await p.createTenant('acme');
+  api = rolloutClient(p, acme);
+});
+afterAll(async () => {
+  await p?.close();
+  if (tmp) {
+    await stopAllProcesses(stateDir);
+    await rm(tmp, { recursive: true, force: true });
+  }
+  process.env.LLMHUB_CLUSTERS = savedClusters;
+});
+
+const request = (modelId: string, version: string, strategy: object) => ({ ...rolloutRequest(modelId, strategy), cluster: 'laptop', version });
+
+async function addVersion(modelId: string, version: string) {
+  await p.registry.insertVersion(p.db, acme.id, { modelId, version, artifactUri: `s3://models/${modelId}/${version}`, workflowId: `test/${modelId}/${version}` });
+  await p.registry.markVersionReady(acme.id, modelId, version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
+}
+
+/** The models a version's own process lists, or undefined when nothing answers at its endpoint. */
+const modelsAt = (endpoint: string): Promise<string[] | undefined> =>
+  fetch(`${endpoint}/models`, { signal: AbortSignal.timeout(5_000) }).then(
+    async (r) => ((await r.json()) as { data: { id: string }[] }).data.map((m) => m.id),
+    () => undefined,
+  );
+
+/** Which version the listening gateway served a chat completion from. */
+async function servedVersion(modelId: string): Promise<string | null> {
+  const res = await fetch(`${baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${acme.keys.developer}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: 'hello' }] }),
+  });
+  expect(res.status).toBe(200);
+  return res.headers.get('x-llmhub-model-version');
+}
+
+async function deploy(modelId: string, version: string, strategy: object): Promise<string> {
+  await addVersion(modelId, version);
+  const res = await api.deploy(request(modelId, version, strategy));
+  expect(res.statusCode).toBe(202);
+  return res.json().deploymentId;
+}
+
+describe('the process model runtime', () => {
+  it('rolls versions out to local processes behind the gateway, and a rollback stops the canary process', async () => {
+    const modelId = uniqueId('m');
+    await p.registry.createModel(acme.id, { id: modelId, name: modelId, description: 'served by local processes' });
+
+    // v1: a first rollout (no stable yet) spawns its process and routes the model to it.
+    const first = await api.untilPhase(await deploy(modelId, 'v1', {}), 'promoted', 'rolled_back');
+    expect({ phase: first.phase, reason: first.failureReason }).toEqual({ phase: 'promoted', reason: null });
+    const v1 = first.endpoint!;
+    expect(v1).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+    expect(await modelsAt(v1)).toEqual([modelId]);
+    await eventually('the gateway to serve v1', async () => (await servedVersion(modelId)) === 'v1');
+
+    // v2: a canary that waits at 50% shares real traffic with v1, then is promoted; v1 is scaled to 0 (stopped).
+    const canaryId = await deploy(modelId, 'v2', { steps: [{ setWeight: 50 }, { pause: {} }, { setWeight: 100 }] });
+    const paused = await api.untilPhase(canaryId, 'paused');
+    const v2 = paused.endpoint!;
+    expect(v2).not.toBe(v1);
+    expect(await modelsAt(v2)).toEqual([modelId]);
+    const seen = new Set<string | null>();
+    await eventually('the gateway to split traffic between v1 and v2', async () => {
+      seen.add(await servedVersion(modelId));
+      return seen.has('v1') && seen.has('v2');
+    });
+    expect((await api.steer(canaryId, 'promote')).statusCode).toBe(200);
+    const promoted = await api.untilPhase(canaryId, 'promoted', 'rolled_back');
+    expect(promoted.phase).toBe('promoted');
+    expect(await new RoutingStore(p.db).getRoute(acme.id, modelId)).toMatchObject({ stable: 'v2', canary: null, endpoints: { v2 } });
+    expect(await modelsAt(v1)).toBeUndefined();
+    await eventually('the gateway to serve v2 only', async () => (await servedVersion(modelId)) === 'v2');
+
+    // v3: aborted at 20%; the rollback deletes the version, which stops its process.
+    const abortedId = await deploy(modelId, 'v3', { steps: [{ setWeight: 20 }, { pause: {} }] });
+    const v3 = (await api.untilPhase(abortedId, 'paused')).endpoint!;
+    expect(await modelsAt(v3)).toEqual([modelId]);
+    expect((await api.steer(abortedId, 'abort')).statusCode).toBe(200);
+    const rolledBack = await api.untilPhase(abortedId, 'rolled_back');
+    expect(rolledBack.weights).toEqual({ stable: 'v2', canary: null, canaryWeight: 0 });
+    expect(await modelsAt(v3)).toBeUndefined();
+    expect(await modelsAt(v2)).toEqual([modelId]);
+    expect(await servedVersion(modelId)).toBe('v2');
+  });
+});
