@@ -35,7 +35,6 @@ export interface TestPlatform {
   temporal: Client;
   objects: S3ObjectStore;
   taskQueue: string;
-  worker: RunningWorker;
   tenants: TenantStore;
   registry: RegistryStore;
   vectors: VectorStore;
@@ -82,11 +81,10 @@ export async function startTestPlatform(
     await connection.close();
     await db.end();
   };
-  let worker: RunningWorker;
   let app: FastifyInstance;
   try {
     // worker: false when the test runs the worker as a separate process it can kill.
-    worker = opts.worker === false ? (undefined as unknown as RunningWorker) : await launch();
+    if (opts.worker !== false) await launch();
     app = await buildApp({ db, temporal, objects, taskQueue, logger, jwt: opts.jwt, gateway: opts.gateway, vectors, embedders, platformBucket: config.PLATFORM_BUCKET });
     await app.ready();
   } catch (err) {
@@ -100,7 +98,6 @@ export async function startTestPlatform(
     temporal,
     objects,
     taskQueue,
-    worker,
     tenants,
     registry,
     vectors,
