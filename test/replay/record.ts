@@ -30,6 +30,7 @@ import { TenantStore } from '../../common/store/tenants';
 import { startWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { withScratchStack } from '../support/scratch-stack';
+import { runScript } from '../support/script';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
@@ -210,10 +211,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

@@ -6,6 +6,7 @@ import { isAlive } from '../../deploy/dev/process';
 import { randomPorts, startLocalStack, type LocalStack } from '../../deploy/dev/stack';
 import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
+import { quietLogger } from '../support/script';
 
 declare global {
   var __llmhubStack: LocalStack | undefined;
@@ -49,6 +50,3 @@ export default async function globalSetup(): Promise<void> {
   Object.assign(process.env, stack.env, { LLMHUB_WORKFLOW_BUNDLE: bundlePath, LLMHUB_TEST_DATA: dataDir, LOG_LEVEL: 'warn' });
   process.stdout.write(`\n[global-setup] Temporal, PostgreSQL, S3, Kubernetes control plane and workflow bundle ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
 }
-
-const noop = () => undefined;
-const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: console.error, log: noop };

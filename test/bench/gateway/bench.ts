@@ -15,6 +15,7 @@ import { TenantStore } from '../../../common/store/tenants';
 import { freePort, startProcess, waitFor, type ManagedProcess } from '../../../deploy/dev/process';
 import { randomPorts, startLocalStack } from '../../../deploy/dev/stack';
 import { serveModel } from '../../support/gateway';
+import { runScript } from '../../support/script';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const DURATION_MS = Number(process.env.BENCH_SECONDS ?? 5) * 1000;
@@ -190,10 +191,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runScript(main);

@@ -20,7 +20,7 @@ import type { IngestionInput, IngestionStats } from '../../../common/types';
 import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
 import { withScratchStack } from '../../support/scratch-stack';
-import { quietLogger, runBench } from '../run';
+import { quietLogger, runScript } from '../../support/script';
 
 const TOPICS = ['volcanoes', 'sourdough baking', 'quarterly revenue', 'router settings', 'puppy care', 'orbital stations', 'tax filing', 'bird migration'];
 
@@ -102,4 +102,4 @@ async function main(): Promise<void> {
   });
 }
 
-runBench(main);
+runScript(main);

@@ -25,7 +25,7 @@ import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
 import { serveModel } from '../../support/gateway';
 import { withScratchStack } from '../../support/scratch-stack';
-import { quietLogger, runBench } from '../run';
+import { quietLogger, runScript } from '../../support/script';
 
 const TENANT = 'bench';
 const TASK_QUEUE = 'bench-rollout';
@@ -125,4 +125,4 @@ async function main(): Promise<void> {
   }
 }
 
-runBench(main);
+runScript(main);
