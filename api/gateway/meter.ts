@@ -41,6 +41,8 @@ interface Series {
 const newHisto = (): Histo => ({ buckets: new Array<number>(LE.length).fill(0), sumSeconds: 0 });
 const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 
+const PRUNE_EVERY_MS = 3_600_000;
+
 /**
  * Per (tenant, model, version) metrics, twice: on this replica's `/metrics` (Prometheus text), and as counts +
  * fixed histogram buckets flushed to PostgreSQL every `flushMs`, where the rollout analysis reads all replicas
@@ -56,8 +58,11 @@ export class GatewayMeter {
   private readonly timer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
   private readonly series = new Map<string, Series>();
+  private prunedAt = 0;
 
-  constructor(private readonly deps: { metrics: GatewayMetricsStore; usage: UsageStore; flushMs: number; logger: Pick<Logger, 'warn' | 'error'> }) {
+  constructor(
+    private readonly deps: { metrics: GatewayMetricsStore; usage: UsageStore; flushMs: number; retentionMs: number; logger: Pick<Logger, 'warn' | 'error'> },
+  ) {
     collectDefaultMetrics({ register: this.registry });
     this.timer = setInterval(() => void this.flush(), deps.flushMs);
     this.timer.unref();
@@ -171,6 +176,7 @@ export class GatewayMeter {
   /** Writes what was recorded since the last flush; a failed write is merged back and retried next time. */
   flush(): Promise<void> {
     this.flushing = this.flushing.then(async () => {
+      await this.pruneWhenDue();
       const rows = [...this.pending.values()];
       const usage = [...this.usage.values()];
       if (rows.length === 0 && usage.length === 0) return;
@@ -184,6 +190,18 @@ export class GatewayMeter {
       }
     });
     return this.flushing;
+  }
+
+  /** Every replica prunes, at most once per PRUNE_EVERY_MS; deletes from several replicas at once are harmless. */
+  private async pruneWhenDue(): Promise<void> {
+    const now = Date.now();
+    if (now - this.prunedAt < PRUNE_EVERY_MS) return;
+    this.prunedAt = now;
+    try {
+      await this.deps.metrics.prune(now - this.deps.retentionMs);
+    } catch (err) {
+      this.deps.logger.warn({ err }, 'gateway metrics retention delete failed; will retry');
+    }
   }
 
   private requeue(rows: VersionMetricsRow[], usage: UsageRow[]): void {

@@ -75,6 +75,12 @@ export class GatewayMetricsStore {
     );
   }
 
+  /** Deletes every replica's flushes from before `beforeMs` (epoch ms); returns how many rows went. */
+  async prune(beforeMs: number): Promise<number> {
+    const { rowCount } = await this.db.query('DELETE FROM gateway_metrics WHERE at < to_timestamp($1 / 1000.0)', [beforeMs]);
+    return rowCount ?? 0;
+  }
+
   /**
    * Success rate and p95 latency of one version over every replica's flushes at or after `sinceMs` (epoch ms).
    * A replica flushes every few seconds (GATEWAY_METRICS_FLUSH_MS), so the newest requests may not be counted yet.
