@@ -93,6 +93,8 @@ const Cluster = Type.Object({
   command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
   /** process runtime: where it keeps each version's pid, port and log; default .data/local-runtime/<cluster>. */
   stateDir: Type.Optional(Type.String({ minLength: 1 })),
+  /** Annotations put on the pod template of every Job the platform runs there (e.g. `sidecar.istio.io/inject: "false"`). */
+  jobPodAnnotations: Type.Optional(Type.Record(Type.String(), Type.String())),
 });
 const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Cluster);
 export type ClusterSettings = Static<typeof Clusters>;
