@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Logger } from '../../common/logger';
 import { bucketIndex, LATENCY_BUCKETS_MS, type GatewayMetricsStore, type VersionMetricsRow } from '../../common/store/gateway-metrics';
+import type { LimitStore } from '../../common/store/limits';
 import type { UsageRow, UsageStore } from '../../common/store/usage';
 
 export interface Outcome {
@@ -42,6 +43,8 @@ const newHisto = (): Histo => ({ buckets: new Array<number>(LE.length).fill(0), 
 const escapeLabel = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 
 const PRUNE_EVERY_MS = 3_600_000;
+/** Ended limit windows are kept this long, so an operator looking into a 429 still finds the window. */
+const ENDED_WINDOW_GRACE_MS = 3_600_000;
 
 /**
  * Per (tenant, model, version) metrics, twice: on this replica's `/metrics` (Prometheus text), and as counts +
@@ -59,9 +62,10 @@ export class GatewayMeter {
   private flushing: Promise<void> = Promise.resolve();
   private readonly series = new Map<string, Series>();
   private prunedAt = 0;
+  private pruning: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly deps: { metrics: GatewayMetricsStore; usage: UsageStore; flushMs: number; retentionMs: number; logger: Pick<Logger, 'warn' | 'error'> },
+    private readonly deps: { metrics: GatewayMetricsStore; usage: UsageStore; limits: Pick<LimitStore, 'pruneEndedWindows'>; flushMs: number; retentionMs: number; logger: Pick<Logger, 'warn' | 'error'> },
   ) {
     collectDefaultMetrics({ register: this.registry });
     this.timer = setInterval(() => void this.flush(), deps.flushMs);
@@ -175,8 +179,8 @@ export class GatewayMeter {
 
   /** Writes what was recorded since the last flush; a failed write is merged back and retried next time. */
   flush(): Promise<void> {
+    this.pruneWhenDue();
     this.flushing = this.flushing.then(async () => {
-      await this.pruneWhenDue();
       const rows = [...this.pending.values()];
       const usage = [...this.usage.values()];
       if (rows.length === 0 && usage.length === 0) return;
@@ -193,15 +197,18 @@ export class GatewayMeter {
   }
 
   /** Every replica prunes, at most once per PRUNE_EVERY_MS; deletes from several replicas at once are harmless. */
-  private async pruneWhenDue(): Promise<void> {
+  private pruneWhenDue(): void {
     const now = Date.now();
     if (now - this.prunedAt < PRUNE_EVERY_MS) return;
     this.prunedAt = now;
-    try {
-      await this.deps.metrics.prune(now - this.deps.retentionMs);
-    } catch (err) {
-      this.deps.logger.warn({ err }, 'gateway metrics retention delete failed; will retry');
-    }
+    // Beside the flush chain, not in it: a slow delete on a big table must not hold back the next flushes.
+    this.pruning = Promise.all([
+      this.deps.metrics.prune(now - this.deps.retentionMs),
+      this.deps.limits.pruneEndedWindows(now - ENDED_WINDOW_GRACE_MS),
+    ]).then(
+      () => undefined,
+      (err: unknown) => this.deps.logger.warn({ err }, 'gateway retention delete failed; will retry within the hour'),
+    );
   }
 
   private requeue(rows: VersionMetricsRow[], usage: UsageRow[]): void {
@@ -226,5 +233,6 @@ export class GatewayMeter {
   async close(): Promise<void> {
     clearInterval(this.timer);
     await this.flush();
+    await this.pruning;
   }
 }

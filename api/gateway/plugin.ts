@@ -82,8 +82,9 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     breakerFailures: s.breakerFailures,
     breakerCooldownMs: s.breakerCooldownMs,
   });
-  const limiter = new SliceLimiter(new LimitStore(db), { requestSlice: s.requestSlice, tokenSlice: s.tokenSlice, leaseIdleMs: s.leaseIdleMs, logger: app.log });
-  const meter = new GatewayMeter({ metrics: new GatewayMetricsStore(db), usage: new UsageStore(db), flushMs: s.metricsFlushMs, retentionMs: s.metricsRetentionMs, logger: app.log });
+  const limits = new LimitStore(db);
+  const limiter = new SliceLimiter(limits, { requestSlice: s.requestSlice, tokenSlice: s.tokenSlice, leaseIdleMs: s.leaseIdleMs, logger: app.log });
+  const meter = new GatewayMeter({ metrics: new GatewayMetricsStore(db), usage: new UsageStore(db), limits, flushMs: s.metricsFlushMs, retentionMs: s.metricsRetentionMs, logger: app.log });
   await table.start();
   app.addHook('onClose', async () => {
     await table.close();

@@ -91,6 +91,23 @@ export class LimitStore {
     );
   }
 
+  /**
+   * Deletes windows that ended before `endedBeforeMs` (epoch ms): a window's length comes from its rule, and a
+   * window whose rule was removed counts as ended at its start. Replicas only lease from current windows, so a
+   * late give-back or charge to a deleted window changes nothing that is still counted.
+   */
+  async pruneEndedWindows(endedBeforeMs: number): Promise<number> {
+    const { rowCount } = await this.db.query(
+      `DELETE FROM gateway_limit_windows w
+       WHERE w.window_start < to_timestamp($1 / 1000.0)
+         AND w.window_start + make_interval(secs => COALESCE(
+               (SELECT l.window_seconds FROM gateway_limits l WHERE l.tenant_id = w.tenant_id AND l.subject = w.subject), 0))
+             < to_timestamp($1 / 1000.0)`,
+      [endedBeforeMs],
+    );
+    return rowCount ?? 0;
+  }
+
   async remaining(w: WindowRef): Promise<{ requests: number; tokens: number } | undefined> {
     const { rows } = await this.db.query<{ requests_left: string; tokens_left: string }>(
       'SELECT requests_left, tokens_left FROM gateway_limit_windows WHERE tenant_id = $1 AND subject = $2 AND window_start = $3',

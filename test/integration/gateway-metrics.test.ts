@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { bucketIndex, GatewayMetricsStore, LATENCY_BUCKETS_MS, type VersionMetricsRow } from '../../common/store/gateway-metrics';
+import { LimitStore } from '../../common/store/limits';
 import { createPool } from '../../common/store/pool';
+import { TenantStore } from '../../common/store/tenants';
 import { uniqueId } from '../support/platform';
 
 let db: ReturnType<typeof createPool>;
@@ -51,5 +53,31 @@ describe('retention', () => {
     await store.prune(now - 7 * day);
     expect((await store.versionStats(tenant, 'm', 'v1', 0)).requests).toBe(3);
     expect(await store.prune(now - 7 * day)).toBe(0);
+  });
+
+  it('pruneEndedWindows deletes limit windows that ended before the cut-off, judged by their rule', async () => {
+    const limits = new LimitStore(db);
+    const tenant = uniqueId('t');
+    await new TenantStore(db).createTenant(tenant, tenant);
+    const now = Date.now();
+    const minute = 60_000;
+    const day = 24 * 3_600_000;
+    const rule = (subject: string, windowSeconds: number) => ({ tenantId: tenant, subject, windowSeconds, maxRequests: 100, maxTokens: null });
+    await limits.setLimit(rule('per-day', day / 1000));
+    await limits.setLimit(rule('per-minute', 60));
+    const open = (subject: string, windowSeconds: number, startMs: number) =>
+      limits.lease(rule(subject, windowSeconds), { tenantId: tenant, subject, windowStart: startMs }, { requests: 1, tokens: 0 });
+    const cutoff = now - 3_600_000;
+    await open('per-day', day / 1000, now - 2 * 3_600_000); // started before the cut-off, still running: kept
+    await open('per-minute', 60, now - 2 * 3_600_000); // ended an hour before the cut-off: deleted
+    await open('per-minute', 60, now - minute); // current: kept
+    await open('removed-rule', 60, now - 2 * 3_600_000); // its rule is gone: ended at its start, deleted
+
+    await limits.pruneEndedWindows(cutoff);
+    const left = async (subject: string, startMs: number) => limits.remaining({ tenantId: tenant, subject, windowStart: startMs });
+    expect(await left('per-day', now - 2 * 3_600_000)).toBeDefined();
+    expect(await left('per-minute', now - minute)).toBeDefined();
+    expect(await left('per-minute', now - 2 * 3_600_000)).toBeUndefined();
+    expect(await left('removed-rule', now - 2 * 3_600_000)).toBeUndefined();
   });
 });

@@ -3,19 +3,46 @@ import { GatewayMeter } from '../../api/gateway/meter';
 import type { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import type { UsageStore } from '../../common/store/usage';
 
+const HOUR = 3_600_000;
+const quiet = { warn: () => {}, error: () => {} };
+const usage = { add: async () => {} } as unknown as UsageStore;
+
 describe('GatewayMeter retention', () => {
-  it('deletes rows older than the retention on its first flush, then not again within the hour', async () => {
-    const cutoffs: number[] = [];
-    const metrics = { insert: async () => {}, prune: async (before: number) => (cutoffs.push(before), 0) } as unknown as GatewayMetricsStore;
-    const usage = { add: async () => {} } as unknown as UsageStore;
-    const retentionMs = 7 * 24 * 3_600_000;
-    const meter = new GatewayMeter({ metrics, usage, flushMs: 3_600_000, retentionMs, logger: { warn: () => {}, error: () => {} } });
+  it('deletes old metrics and ended limit windows on its first flush, then not again within the hour', async () => {
+    const metricCutoffs: number[] = [];
+    const windowCutoffs: number[] = [];
+    const metrics = { insert: async () => {}, prune: async (before: number) => (metricCutoffs.push(before), 0) } as unknown as GatewayMetricsStore;
+    const limits = { pruneEndedWindows: async (before: number) => (windowCutoffs.push(before), 0) };
+    const retentionMs = 7 * 24 * HOUR;
+    const meter = new GatewayMeter({ metrics, usage, limits, flushMs: HOUR, retentionMs, logger: quiet });
     const before = Date.now();
     await meter.flush();
     await meter.flush();
     await meter.close();
-    expect(cutoffs).toHaveLength(1);
-    expect(cutoffs[0]).toBeGreaterThanOrEqual(before - retentionMs);
-    expect(cutoffs[0]).toBeLessThanOrEqual(Date.now() - retentionMs);
+    expect(metricCutoffs).toHaveLength(1);
+    expect(metricCutoffs[0]).toBeGreaterThanOrEqual(before - retentionMs);
+    expect(metricCutoffs[0]).toBeLessThanOrEqual(Date.now() - retentionMs);
+    expect(windowCutoffs).toHaveLength(1);
+    expect(windowCutoffs[0]).toBeGreaterThanOrEqual(before - HOUR);
+    expect(windowCutoffs[0]).toBeLessThanOrEqual(Date.now() - HOUR);
+  });
+
+  it('a slow delete does not hold back flushes, and close waits for it', async () => {
+    let finishPrune!: () => void;
+    const pruned = new Promise<number>((resolve) => (finishPrune = () => resolve(0)));
+    const inserted: number[] = [];
+    const metrics = { insert: async (_replica: string, at: number) => void inserted.push(at), prune: () => pruned } as unknown as GatewayMetricsStore;
+    const meter = new GatewayMeter({ metrics, usage, limits: { pruneEndedWindows: async () => 0 }, flushMs: HOUR, retentionMs: HOUR, logger: quiet });
+    meter.record({ tenantId: 't', projectId: 'p', modelId: 'm', version: 'v1', subject: 'k', status: 200, latencyMs: 5, promptTokens: 1, completionTokens: 1 });
+    await meter.flush();
+    expect(inserted).toHaveLength(1);
+    let closed = false;
+    const closing = meter.close().then(() => (closed = true));
+    // Every pending microtask (the final flush included) has run by the next macrotask.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(closed).toBe(false);
+    finishPrune();
+    await closing;
+    expect(closed).toBe(true);
   });
 });
