@@ -3,6 +3,7 @@ import {
   condition,
   continueAsNew,
   defineQuery,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -95,15 +96,36 @@ export async function ingestDocuments(input: IngestionInput, carry?: IngestionCa
     add(progress, await ingestBatch({ ...input, manifestUri, collection, from: b * input.batchSize, to: (b + 1) * input.batchSize }));
 
   const firstBatchOfRun = next;
-  while (next < progress.batchesTotal) {
-    const wave = Array.from({ length: Math.min(input.parallelism, progress.batchesTotal - next) }, (_, i) => next + i);
-    await Promise.all(wave.map(runBatch));
-    next += wave.length;
+  const timeForNewRun = () => {
     const info = workflowInfo();
     const runFull = input.batchesPerRun !== undefined && next - firstBatchOfRun >= input.batchesPerRun;
-    if (next < progress.batchesTotal && (runFull || info.continueAsNewSuggested || info.historyLength > HISTORY_EVENTS_BEFORE_CONTINUE)) {
-      await condition(allHandlersFinished);
-      await continueAsNew<typeof ingestDocuments>(input, { manifestUri, collection, nextBatch: next, progress });
+    return runFull || info.continueAsNewSuggested || info.historyLength > HISTORY_EVENTS_BEFORE_CONTINUE;
+  };
+  const continueFrom = async (nextBatch: number) => {
+    await condition(allHandlersFinished);
+    await continueAsNew<typeof ingestDocuments>(input, { manifestUri, collection, nextBatch, progress });
+  };
+  if (patched('ingestion-sliding-window')) {
+    // A new batch starts as soon as any running one ends, so the serialised embedder never idles while a
+    // wave's slowest batch finishes. Before continuing as new, running batches drain: the carried
+    // nextBatch must mean "every batch before it is done".
+    const running = new Map<number, Promise<number>>();
+    let draining = false;
+    while (running.size > 0 || (!draining && next < progress.batchesTotal)) {
+      while (!draining && next < progress.batchesTotal && running.size < input.parallelism) {
+        const b = next++;
+        running.set(b, runBatch(b).then(() => b));
+      }
+      running.delete(await Promise.race(running.values()));
+      if (!draining && next < progress.batchesTotal && timeForNewRun()) draining = true;
+    }
+    if (draining) await continueFrom(next);
+  } else {
+    while (next < progress.batchesTotal) {
+      const wave = Array.from({ length: Math.min(input.parallelism, progress.batchesTotal - next) }, (_, i) => next + i);
+      await Promise.all(wave.map(runBatch));
+      next += wave.length;
+      if (next < progress.batchesTotal && timeForNewRun()) await continueFrom(next);
     }
   }
 

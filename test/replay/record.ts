@@ -161,7 +161,8 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         parser: 'builtin' as const,
         chunking: { strategy: 'heading' as const, size: 500, overlap: 50 },
         embedder: 'default',
-        batchSize: 2,
+        // One document per batch, two at a time: four batches through the sliding window.
+        batchSize: 1,
         parallelism: 2,
       };
       await client.workflow.execute('ingestDocuments', { taskQueue, workflowId, args: [input] });
@@ -169,7 +170,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     };
     const first = await run('first');
     await objects.delete({ bucket: 'corpus', key: 'docs/b.txt' });
-    return { 'ingestion-first-run': first, 'ingestion-rerun-with-deletion': await run('rerun') };
+    return { 'ingestion-sliding-first-run': first, 'ingestion-sliding-rerun-with-deletion': await run('rerun') };
   },
 };
 
