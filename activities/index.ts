@@ -1,14 +1,18 @@
+import { createInferenceActivities, type InferenceActivityDeps } from './inference';
+import { createMcpActivities, type McpActivityDeps } from './mcp';
 import { createKnowledgeActivities, type KnowledgeActivityDeps } from './knowledge';
 import { createKubernetesActivities, type KubernetesActivityDeps } from './kubernetes';
 import { createRegistryActivities, type RegistryActivityDeps } from './registry';
 import { createRolloutActivities, type RolloutActivityDeps } from './rollout';
 
 /** Everything the platform task queue's activities need, handed in so tests can pass clients of test servers. */
-export interface PlatformActivityDeps extends RegistryActivityDeps, KnowledgeActivityDeps, RolloutActivityDeps, KubernetesActivityDeps {}
+export interface PlatformActivityDeps extends RegistryActivityDeps, KnowledgeActivityDeps, RolloutActivityDeps, KubernetesActivityDeps, McpActivityDeps, InferenceActivityDeps {}
 
 export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),
   ...createKnowledgeActivities(deps),
   ...createRolloutActivities(deps),
   ...createKubernetesActivities(deps),
+  ...createMcpActivities(deps),
+  ...createInferenceActivities(deps),
 });

@@ -18,10 +18,13 @@ import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { authPlugin, type JwtSettings } from './plugins/auth';
 import { errorsPlugin } from './plugins/errors';
+import { agentRunRoutes } from './routes/agent-runs';
+import { agentRoutes } from './routes/agents';
 import { deploymentRoutes } from './routes/deployments';
 import { healthRoutes } from './routes/health';
 import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
+import { mcpServerRoutes } from './routes/mcp-servers';
 import { modelRoutes } from './routes/models';
 import { ErrorResponse } from './schemas';
 
@@ -115,5 +118,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(knowledgeRoutes, { prefix: '/v1/knowledge' });
   await app.register(knowledgeChatRoutes, { prefix: '/v1/knowledge' });
   await app.register(deploymentRoutes, { prefix: '/v1' });
+  await app.register(mcpServerRoutes, { prefix: '/v1/mcp-servers' });
+  await app.register(agentRoutes, { prefix: '/v1/agents' });
+  await app.register(agentRunRoutes, { prefix: '/v1/agent-runs' });
   return app;
 }

@@ -51,6 +51,8 @@ const Env = Type.Object({
   LLMHUB_MODEL_SERVER_IMAGE: Type.String({ default: 'vllm/vllm-openai:v0.6.3', minLength: 1 }),
   LLMHUB_GPU_PRODUCT: Type.Optional(Type.String()),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** The gateway agent runs call models through; default: this platform's API at API_HOST:API_PORT. */
+  LLMHUB_GATEWAY_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {

@@ -16,6 +16,9 @@ import { GatewayMetricsStore } from '../common/store/gateway-metrics';
 import { KnowledgeStore } from '../common/store/knowledge';
 import { RegistryStore } from '../common/store/registry';
 import { RoutingStore } from '../common/store/routing';
+import { AgentStore } from '../common/store/agents';
+import { AuditStore } from '../common/store/audit';
+import { TenantStore } from '../common/store/tenants';
 
 const StringMap = Type.Record(Type.String(), Type.String());
 
@@ -53,6 +56,10 @@ export async function platformActivityDeps(config: Config, db: Pool, overrides: 
     namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
     modelServer: { image: config.LLMHUB_MODEL_SERVER_IMAGE, ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}) },
     endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,
+    agents: new AgentStore(db),
+    audit: new AuditStore(db),
+    tenants: new TenantStore(db),
+    gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,
     ...overrides,
   };
 }

@@ -51,6 +51,15 @@ export class TenantStore {
     await this.db.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
   }
 
+  /** Revokes a tenant's keys of one name made before `createdBeforeMs` (epoch ms): how machine-minted keys expire. */
+  async revokeApiKeysNamed(tenantId: string, name: string, createdBeforeMs: number): Promise<number> {
+    const { rowCount } = await this.db.query(
+      'UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND name = $2 AND created_at < to_timestamp($3 / 1000.0) AND revoked_at IS NULL',
+      [tenantId, name, createdBeforeMs],
+    );
+    return rowCount ?? 0;
+  }
+
   /** Returns the key's record when the token's secret matches; undefined for unknown ids and wrong secrets alike. */
   async verifyApiKey(token: string): Promise<ApiKeyRecord | undefined> {
     const parts = splitApiKey(token);

@@ -31,6 +31,10 @@ import { startWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { withScratchStack } from '../support/scratch-stack';
 import { runScript } from '../support/script';
+import { buildApp } from '../../api/app';
+import type { AgentRunStatus } from '../../common/agents';
+import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
+import { freePort, pollFor } from '../../deploy/dev/process';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
@@ -171,6 +175,67 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const first = await run('first');
     await objects.delete({ bucket: 'corpus', key: 'docs/b.txt' });
     return { 'ingestion-sliding-first-run': first, 'ingestion-sliding-rerun-with-deletion': await run('rerun') };
+  },
+  /**
+   * Agent runs against the real filesystem MCP server over stdio, the reference model server scripting the tool
+   * calls through the platform's own gateway (the API, listening for the scenario): an approved write after a read,
+   * a denied write, and a write nobody answered before its 2 s deadline.
+   */
+  async 'agent-run'({ client, config, native, db, objects }) {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-agent-'));
+    await writeFile(path.join(root, 'notes.txt'), 'The launch code word is HERON.');
+    const tenants = new TenantStore(db);
+    await tenants.createTenant('replay', 'replay');
+    const admin = (await tenants.createApiKey('replay', 'record-admin', 'admin')).key;
+    const server = await startReferenceModelServer({ name: 'replay-agent' });
+    await serveModel(db, 'replay', 'agent-model', { v1: server.url }, { stable: 'v1' });
+    const taskQueue = 'record-agent-run';
+    const port = await freePort();
+    const logger = createLogger('record', 'warn');
+    const app = await buildApp({ db, temporal: client, objects, taskQueue, logger, vectors: await vectorStoreFromConfig(config), embedders: new EmbedderRegistry(config), platformBucket: config.PLATFORM_BUCKET });
+    await app.listen({ host: '127.0.0.1', port });
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(await platformActivityDeps(config, db, { objects, gatewayUrl: `http://127.0.0.1:${port}` })),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger,
+      handleSignals: false,
+    });
+    const api = async (method: 'GET' | 'POST' | 'PUT', url: string, payload?: object, key?: string) => {
+      const res = await app.inject({ method, url, headers: { authorization: `Bearer ${admin}`, ...(key ? { 'idempotency-key': key } : {}) }, ...(payload ? { payload } : {}) });
+      if (res.statusCode >= 400) throw new Error(`${method} ${url}: ${res.statusCode} ${res.body}`);
+      return res.json();
+    };
+    const status = (key: string): Promise<AgentRunStatus> => api('GET', `/v1/agent-runs/${key}`);
+    const tool = (name: string, args: object) => `/tool ${name} ${JSON.stringify(args)}`;
+    const write = (file: string) => tool('fs__write_file', { path: path.join(root, file), content: file });
+    const run = async (key: string, agentId: string, input: string, decision?: 'approve' | 'deny') => {
+      const { workflowId } = await api('POST', '/v1/agent-runs', { agentId, input }, key);
+      if (decision) {
+        const waiting = await pollFor(`${key} to wait for approval`, async () => (await status(key)).pending ?? undefined, 120_000, 200);
+        await api('POST', `/v1/agent-runs/${key}/approvals`, { actionHash: waiting.actionHash, decision });
+      }
+      await client.workflow.getHandle(workflowId).result();
+      return workflowId as string;
+    };
+    try {
+      await api('POST', '/v1/mcp-servers', { id: 'fs', transport: 'stdio', command: process.execPath, args: [require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js'), root] });
+      const agent = { model: 'agent-model', systemPrompt: 'You are a careful assistant.', tools: ['fs__read_text_file', 'fs__write_file'] };
+      await api('PUT', '/v1/agents/writer', agent);
+      await api('PUT', '/v1/agents/impatient', { ...agent, approvalTimeoutSeconds: 2 });
+      return {
+        'agent-run-approved': await run('approved', 'writer', `${tool('fs__read_text_file', { path: path.join(root, 'notes.txt') })}\n${write('approved.txt')}`, 'approve'),
+        'agent-run-denied': await run('denied', 'writer', write('denied.txt'), 'deny'),
+        'agent-run-timed-out': await run('timed-out', 'impatient', write('timed-out.txt')),
+      };
+    } finally {
+      await worker.shutdown();
+      await app.close();
+      await server.close();
+      await rm(root, { recursive: true, force: true });
+    }
   },
 };
 

@@ -83,14 +83,34 @@ export const countTokens = (text: string): number => Math.ceil(text.length / 4);
 /**
  * What the model "says". Scripts, chosen by the last message: `/tool <name> <json args>` makes the model call that
  * tool; a `tool` message makes it answer with the tool's result; anything else is echoed back.
+ * Multi-step scripts (agent runs): a user message of several `/tool` lines makes the model call them one per turn,
+ * in order, each after the previous one's tool message; and a tool result holding a `/tool` line is obeyed, as a
+ * gullible model would obey an instruction injected into a document.
  */
 type Script = { kind: 'text'; words: string[] } | { kind: 'tool'; name: string; args: string };
+
+const scriptLines = (text: string): Script[] =>
+  text.split('\n').flatMap((line) => {
+    const m = /^\/tool\s+([\w-]+)\s*(.*)$/.exec(line.trim());
+    return m ? [{ kind: 'tool' as const, name: m[1]!, args: m[2]!.trim() || '{}' }] : [];
+  });
 
 function scriptFor(messages: ChatMessage[], faults: Faults, maxTokens: number | undefined): Script {
   const last = messages[messages.length - 1];
   const text = textOf(last?.content);
   const tool = /^\/tool\s+([\w-]+)\s*(.*)$/s.exec(text.trim());
-  if (last?.role === 'user' && tool) return { kind: 'tool', name: tool[1]!, args: tool[2]!.trim() || '{}' };
+  if (last?.role === 'user' && tool) {
+    const steps = scriptLines(text);
+    return steps.length > 1 ? steps[0]! : { kind: 'tool', name: tool[1]!, args: tool[2]!.trim() || '{}' };
+  }
+  if (last?.role === 'tool') {
+    const u = messages.map((m) => m.role).lastIndexOf('user');
+    const steps = u >= 0 ? scriptLines(textOf(messages[u]!.content)) : [];
+    const done = messages.slice(u + 1).filter((m) => m.role === 'assistant' && Array.isArray((m as { tool_calls?: unknown }).tool_calls)).length;
+    if (steps.length > 1 && done < steps.length) return steps[done]!;
+    const injected = scriptLines(text)[0];
+    if (injected) return injected;
+  }
   const base = last?.role === 'tool' ? `The tool returned: ${text}` : `Reference reply to: ${text}`;
   return { kind: 'text', words: replyWords(base, faults, maxTokens) };
 }

@@ -1,0 +1,142 @@
+import type { Pool, PoolClient } from 'pg';
+import type { AgentDefinition, RiskLevel, ToolAnnotations } from '../agents';
+import type { DiscoveredTool, McpEndpoint } from '../mcp';
+import { inTransaction } from './pool';
+
+export interface McpServerRecord {
+  id: string;
+  endpoint: McpEndpoint;
+  createdAt: string;
+}
+
+export interface McpToolRecord {
+  serverId: string;
+  name: string;
+  description: string;
+  inputSchema: Record<string, unknown>;
+  annotations: ToolAnnotations;
+  adminRisk: RiskLevel | null;
+  definitionHash: string;
+  /** The definition the server reported instead of the pinned one; while set, the tool is blocked. */
+  changed: { hash: string; definition: Omit<DiscoveredTool, 'definitionHash'> } | null;
+}
+
+const serverOf = (r: { id: string; transport: 'stdio' | 'http'; command: string | null; args: string[]; url: string | null; created_at: Date }): McpServerRecord => ({
+  id: r.id,
+  endpoint: r.transport === 'stdio' ? { transport: 'stdio', command: r.command!, args: r.args } : { transport: 'http', url: r.url! },
+  createdAt: r.created_at.toISOString(),
+});
+
+const TOOL_COLUMNS = 'server_id, name, description, input_schema, annotations, admin_risk, definition_hash, changed_hash, changed_definition';
+const toolOf = (r: Record<string, unknown>): McpToolRecord => ({
+  serverId: r.server_id as string,
+  name: r.name as string,
+  description: r.description as string,
+  inputSchema: r.input_schema as Record<string, unknown>,
+  annotations: r.annotations as ToolAnnotations,
+  adminRisk: (r.admin_risk as RiskLevel | null) ?? null,
+  definitionHash: r.definition_hash as string,
+  changed: r.changed_hash ? { hash: r.changed_hash as string, definition: r.changed_definition as Omit<DiscoveredTool, 'definitionHash'> } : null,
+});
+
+const agentOf = (r: Record<string, unknown>): AgentDefinition => ({
+  id: r.id as string,
+  model: r.model as string,
+  systemPrompt: r.system_prompt as string,
+  tools: r.tools as string[],
+  stepLimit: r.step_limit as number,
+  approvalTimeoutSeconds: r.approval_timeout_s as number,
+});
+
+/** MCP servers, their tools and agent definitions per tenant (0005_agents.sql). */
+export class AgentStore {
+  constructor(private readonly db: Pool) {}
+
+  /** Registers a server with the tools discovered on it, in one transaction; false when the id is taken. */
+  async registerServer(tenantId: string, id: string, endpoint: McpEndpoint, tools: DiscoveredTool[]): Promise<boolean> {
+    return inTransaction(this.db, async (c) => {
+      const { rowCount } = await c.query(
+        `INSERT INTO mcp_servers (tenant_id, id, transport, command, args, url) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+        [tenantId, id, endpoint.transport, endpoint.transport === 'stdio' ? endpoint.command : null, endpoint.transport === 'stdio' ? endpoint.args : [], endpoint.transport === 'http' ? endpoint.url : null],
+      );
+      if (rowCount === 0) return false;
+      for (const t of tools) await this.insertTool(c, tenantId, id, t);
+      return true;
+    });
+  }
+
+  private async insertTool(c: PoolClient, tenantId: string, serverId: string, t: DiscoveredTool): Promise<void> {
+    await c.query(
+      `INSERT INTO mcp_tools (tenant_id, server_id, name, description, input_schema, annotations, definition_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+      [tenantId, serverId, t.name, t.description, JSON.stringify(t.inputSchema), JSON.stringify(t.annotations), t.definitionHash],
+    );
+  }
+
+  async getServer(tenantId: string, id: string): Promise<McpServerRecord | undefined> {
+    const { rows } = await this.db.query('SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
+    return rows[0] ? serverOf(rows[0]) : undefined;
+  }
+
+  async listServers(tenantId: string): Promise<McpServerRecord[]> {
+    const { rows } = await this.db.query('SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 ORDER BY id', [tenantId]);
+    return rows.map(serverOf);
+  }
+
+  async listTools(tenantId: string, serverId?: string): Promise<McpToolRecord[]> {
+    const { rows } = await this.db.query(
+      `SELECT ${TOOL_COLUMNS} FROM mcp_tools WHERE tenant_id = $1 AND ($2::text IS NULL OR server_id = $2) ORDER BY server_id, name`,
+      [tenantId, serverId ?? null],
+    );
+    return rows.map(toolOf);
+  }
+
+  async getTool(tenantId: string, serverId: string, name: string): Promise<McpToolRecord | undefined> {
+    const { rows } = await this.db.query(`SELECT ${TOOL_COLUMNS} FROM mcp_tools WHERE tenant_id = $1 AND server_id = $2 AND name = $3`, [tenantId, serverId, name]);
+    return rows[0] ? toolOf(rows[0]) : undefined;
+  }
+
+  /** Blocks the tool: the server reported `reported` where `pinnedHash` was approved. Idempotent. */
+  async markChanged(tenantId: string, serverId: string, pinnedHash: string, reported: DiscoveredTool): Promise<void> {
+    const { definitionHash, ...definition } = reported;
+    await this.db.query(
+      `UPDATE mcp_tools SET changed_hash = $5, changed_definition = $6 WHERE tenant_id = $1 AND server_id = $2 AND name = $3 AND definition_hash = $4`,
+      [tenantId, serverId, reported.name, pinnedHash, definitionHash, JSON.stringify(definition)],
+    );
+  }
+
+  /**
+   * An admin's word on a tool: its risk level, and/or re-approval of the changed definition (which then becomes the
+   * pinned one). Answers the tool as it now stands, undefined when there is no such tool.
+   */
+  async setToolPolicy(tenantId: string, serverId: string, name: string, p: { risk?: RiskLevel; approveChange?: string }): Promise<McpToolRecord | undefined> {
+    const { rows } = await this.db.query(
+      `UPDATE mcp_tools SET
+         admin_risk = COALESCE($4, admin_risk),
+         description = CASE WHEN $5::text IS NOT NULL AND changed_hash = $5 THEN changed_definition->>'description' ELSE description END,
+         input_schema = CASE WHEN $5::text IS NOT NULL AND changed_hash = $5 THEN changed_definition->'inputSchema' ELSE input_schema END,
+         annotations = CASE WHEN $5::text IS NOT NULL AND changed_hash = $5 THEN changed_definition->'annotations' ELSE annotations END,
+         definition_hash = CASE WHEN $5::text IS NOT NULL AND changed_hash = $5 THEN changed_hash ELSE definition_hash END,
+         changed_definition = CASE WHEN $5::text IS NOT NULL AND changed_hash = $5 THEN NULL ELSE changed_definition END,
+         changed_hash = CASE WHEN $5::text IS NOT NULL AND changed_hash = $5 THEN NULL ELSE changed_hash END
+       WHERE tenant_id = $1 AND server_id = $2 AND name = $3
+       RETURNING ${TOOL_COLUMNS}`,
+      [tenantId, serverId, name, p.risk ?? null, p.approveChange ?? null],
+    );
+    return rows[0] ? toolOf(rows[0]) : undefined;
+  }
+
+  async putAgent(tenantId: string, a: AgentDefinition): Promise<AgentDefinition> {
+    const { rows } = await this.db.query(
+      `INSERT INTO agents (tenant_id, id, model, system_prompt, tools, step_limit, approval_timeout_s) VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (tenant_id, id) DO UPDATE SET model = $3, system_prompt = $4, tools = $5, step_limit = $6, approval_timeout_s = $7, updated_at = now()
+       RETURNING *`,
+      [tenantId, a.id, a.model, a.systemPrompt, a.tools, a.stepLimit, a.approvalTimeoutSeconds],
+    );
+    return agentOf(rows[0]);
+  }
+
+  async getAgent(tenantId: string, id: string): Promise<AgentDefinition | undefined> {
+    const { rows } = await this.db.query('SELECT * FROM agents WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
+    return rows[0] ? agentOf(rows[0]) : undefined;
+  }
+}
