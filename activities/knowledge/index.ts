@@ -149,17 +149,13 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
         // its record leaves points that only this delete would clean up.
         await d.vectors.deleteStale(input.collection, scope, pending.map((doc) => ({ documentId: doc.entry.documentId, contentHash: doc.contentHash })));
       });
-      await timed('record', async () => {
-        for (const doc of pending) {
-          await d.knowledge.recordIndexed(input.tenantId, input.namespace, {
-            documentId: doc.entry.documentId,
-            sourceUri: doc.entry.uri,
-            contentHash: doc.contentHash,
-            chunkCount: doc.chunks.length,
-            ingestionId: input.ingestionId,
-          });
-        }
-      });
+      await timed('record', () =>
+        d.knowledge.recordIndexed(
+          input.tenantId,
+          input.namespace,
+          pending.map((doc) => ({ documentId: doc.entry.documentId, sourceUri: doc.entry.uri, contentHash: doc.contentHash, chunkCount: doc.chunks.length, ingestionId: input.ingestionId })),
+        ),
+      );
       p.done += pending.length;
       p.chunksWritten += points.length;
       p.next = next;

@@ -81,13 +81,28 @@ export class KnowledgeStore {
     return rows.map((r) => r.document_id);
   }
 
-  async recordIndexed(tenantId: string, namespace: string, d: { documentId: string; sourceUri: string; contentHash: string; chunkCount: number; ingestionId: string }): Promise<void> {
+  /** Records a flush's documents as indexed in one statement (one round trip however many documents). */
+  async recordIndexed(
+    tenantId: string,
+    namespace: string,
+    docs: { documentId: string; sourceUri: string; contentHash: string; chunkCount: number; ingestionId: string }[],
+  ): Promise<void> {
+    if (docs.length === 0) return;
     await this.db.query(
       `INSERT INTO knowledge_documents (tenant_id, namespace, document_id, source_uri, content_hash, chunk_count, state, error, ingestion_id)
-       VALUES ($1, $2, $3, $4, $5, $6, 'indexed', NULL, $7)
-       ON CONFLICT (tenant_id, namespace, document_id) DO UPDATE SET source_uri = $4, content_hash = $5, chunk_count = $6,
-         state = 'indexed', error = NULL, ingestion_id = $7, updated_at = now()`,
-      [tenantId, namespace, d.documentId, d.sourceUri, d.contentHash, d.chunkCount, d.ingestionId],
+       SELECT $1, $2, d.document_id, d.source_uri, d.content_hash, d.chunk_count, 'indexed', NULL, d.ingestion_id
+       FROM unnest($3::text[], $4::text[], $5::text[], $6::int[], $7::text[]) AS d(document_id, source_uri, content_hash, chunk_count, ingestion_id)
+       ON CONFLICT (tenant_id, namespace, document_id) DO UPDATE SET source_uri = EXCLUDED.source_uri, content_hash = EXCLUDED.content_hash,
+         chunk_count = EXCLUDED.chunk_count, state = 'indexed', error = NULL, ingestion_id = EXCLUDED.ingestion_id, updated_at = now()`,
+      [
+        tenantId,
+        namespace,
+        docs.map((d) => d.documentId),
+        docs.map((d) => d.sourceUri),
+        docs.map((d) => d.contentHash),
+        docs.map((d) => d.chunkCount),
+        docs.map((d) => d.ingestionId),
+      ],
     );
   }
 
