@@ -1,18 +1,24 @@
 import { createInferenceActivities, type InferenceActivityDeps } from './inference';
 import { createMcpActivities, type McpActivityDeps } from './mcp';
+import { createConversionActivities, type ConversionActivityDeps } from './conversion';
+import { createFineTuneActivities, type FineTuneActivityDeps } from './fine-tune';
 import { createKnowledgeActivities, type KnowledgeActivityDeps } from './knowledge';
 import { createKubernetesActivities, type KubernetesActivityDeps } from './kubernetes';
+import { createTrainingJobActivities, type TrainingJobDeps } from './kubernetes/jobs';
 import { createRegistryActivities, type RegistryActivityDeps } from './registry';
 import { createRolloutActivities, type RolloutActivityDeps } from './rollout';
 
 /** Everything the platform task queue's activities need, handed in so tests can pass clients of test servers. */
-export interface PlatformActivityDeps extends RegistryActivityDeps, KnowledgeActivityDeps, RolloutActivityDeps, KubernetesActivityDeps, McpActivityDeps, InferenceActivityDeps {}
+export interface PlatformActivityDeps extends RegistryActivityDeps, KnowledgeActivityDeps, RolloutActivityDeps, KubernetesActivityDeps, ConversionActivityDeps, McpActivityDeps, InferenceActivityDeps, FineTuneActivityDeps, TrainingJobDeps {}
 
 export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),
   ...createKnowledgeActivities(deps),
   ...createRolloutActivities(deps),
   ...createKubernetesActivities(deps),
+  ...createConversionActivities(deps),
+  ...createFineTuneActivities(deps),
+  ...createTrainingJobActivities(deps),
   ...createMcpActivities(deps),
   ...createInferenceActivities(deps),
 });

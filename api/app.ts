@@ -18,9 +18,12 @@ import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { authPlugin, type JwtSettings } from './plugins/auth';
 import { errorsPlugin } from './plugins/errors';
+import { conversionRoutes } from './routes/conversions';
 import { agentRunRoutes } from './routes/agent-runs';
 import { agentRoutes } from './routes/agents';
 import { deploymentRoutes } from './routes/deployments';
+import { fineTuneRoutes } from './routes/fine-tunes';
+import { pipelineRoutes } from './routes/pipelines';
 import { healthRoutes } from './routes/health';
 import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
@@ -121,5 +124,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(mcpServerRoutes, { prefix: '/v1/mcp-servers' });
   await app.register(agentRoutes, { prefix: '/v1/agents' });
   await app.register(agentRunRoutes, { prefix: '/v1/agent-runs' });
+  await app.register(conversionRoutes, { prefix: '/v1' });
+  await app.register(fineTuneRoutes, { prefix: '/v1' });
+  await app.register(pipelineRoutes, { prefix: '/v1' });
   return app;
 }

@@ -1,23 +1,16 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowStartOptions } from '@temporalio/client';
 import type { Workflow } from '@temporalio/common';
 import type { PoolClient, Pool } from 'pg';
+import { canonicalHash } from '../common/canonical';
 import { BadRequestError, UnavailableError } from '../common/errors';
 import { isValidKey, workflowId, type OperationKind } from '../common/ids';
 import { OperationKindKey, TenantIdKey } from '../common/search-attributes';
 import { inTransaction } from '../common/store/pool';
 import { claimIdempotencyKey, releaseIdempotencyKey } from '../common/store/idempotency';
 
-/** sha256 of a JSON value with sorted keys, so the same body in another key order is the same request. */
-export function canonicalHash(value: unknown): string {
-  const canon = (v: unknown): unknown =>
-    Array.isArray(v)
-      ? v.map(canon)
-      : v && typeof v === 'object'
-        ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon((v as Record<string, unknown>)[k])]))
-        : v;
-  return createHash('sha256').update(JSON.stringify(canon(value))).digest('hex');
-}
+// Lives in common/ since activities key memoised work (conversions) the same way the API does.
+export { canonicalHash };
 
 export function idempotencyKeyOf(header: string | string[] | undefined): string {
   if (header === undefined) return randomUUID();

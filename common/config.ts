@@ -51,8 +51,16 @@ const Env = Type.Object({
   LLMHUB_MODEL_SERVER_IMAGE: Type.String({ default: 'vllm/vllm-openai:v0.6.3', minLength: 1 }),
   LLMHUB_GPU_PRODUCT: Type.Optional(Type.String()),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */
+  LLMHUB_CONVERT_IMAGE: Type.String({ default: 'llmhub/convert', minLength: 1 }),
+  LLMHUB_CONVERT_TENSORRT_IMAGE: Type.String({ default: 'llmhub/convert-tensorrt', minLength: 1 }),
+  /** Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) the conversion Jobs read S3 credentials from; unset (dev, tests): the worker's S3_* credentials as literal env of the Job. */
+  LLMHUB_CONVERT_S3_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   /** The gateway agent runs call models through; default: this platform's API at API_HOST:API_PORT. */
   LLMHUB_GATEWAY_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** Image of the fine-tune trainer Jobs (deploy/trainers/hf) and the Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) they read S3 credentials from; unset: as for conversions. */
+  LLMHUB_TRAINER_IMAGE: Type.String({ default: 'llmhub/trainer-hf:0.1.0', minLength: 1 }),
+  LLMHUB_TRAINER_S3_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {

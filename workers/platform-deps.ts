@@ -8,6 +8,7 @@ import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
 import { DEFAULT_PROCESS_COMMAND } from '../activities/local-runtime';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
 import { createAlertSink } from '../activities/rollout/alerts';
+import { conversionS3Env } from '../activities/conversion';
 import { clustersOf, jsonEnv, type Config } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
@@ -19,6 +20,7 @@ import { RoutingStore } from '../common/store/routing';
 import { AgentStore } from '../common/store/agents';
 import { AuditStore } from '../common/store/audit';
 import { TenantStore } from '../common/store/tenants';
+import { ConversionStore } from '../common/store/conversions';
 
 const StringMap = Type.Record(Type.String(), Type.String());
 
@@ -56,10 +58,19 @@ export async function platformActivityDeps(config: Config, db: Pool, overrides: 
     namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
     modelServer: { image: config.LLMHUB_MODEL_SERVER_IMAGE, ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}) },
     endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,
+    conversions: new ConversionStore(db),
+    conversionJobs: {
+      image: config.LLMHUB_CONVERT_IMAGE,
+      tensorrtImage: config.LLMHUB_CONVERT_TENSORRT_IMAGE,
+      s3Env: conversionS3Env(config, config.LLMHUB_CONVERT_S3_SECRET),
+      ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
+    },
     agents: new AgentStore(db),
     audit: new AuditStore(db),
     tenants: new TenantStore(db),
     gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,
+    trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: conversionS3Env(config, config.LLMHUB_TRAINER_S3_SECRET) },
+    jobPodAnnotationsOf: (cluster) => clusters[cluster]?.jobPodAnnotations ?? {},
     ...overrides,
   };
 }

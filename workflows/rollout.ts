@@ -6,6 +6,7 @@ import {
   defineQuery,
   defineUpdate,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -294,6 +295,10 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     await undo.setRoute(tenantId, modelId, { stable: version, canary: null });
     status.weights = { stable: version, canary: null, canaryWeight: 0 };
     if (stable !== null) await undo.scaleModelVersion(await undo.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
+    // Histories recorded before rollouts wrote lineage have no such activity at this point.
+    if (patched('rollout-lineage')) {
+      await undo.recordRolloutLineage(ref, wfId, { deploymentId: input.deploymentId, cluster: input.cluster, endpoint: status.endpoint, previousStable: stable });
+    }
     await undo.releaseRolloutLock(tenantId, modelId, wfId);
   });
   status.finishedAt = Date.now();

@@ -1,16 +1,13 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { ApiException, AppsV1Api, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject, type V1Deployment } from '@kubernetes/client-node';
+import { AppsV1Api, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject, type V1Deployment } from '@kubernetes/client-node';
 import { processRuntime, type ProcessRuntimeSettings } from '../local-runtime';
 import type { EndpointResolver } from './endpoints';
 import { FIELD_MANAGER, renderModelServer, SERVING_PORT, servingName, type ModelServerImage, type ModelServerSpec } from './manifests';
 
-/** Failure types retrying cannot fix; the rollout workflow lists them as non-retryable. */
-export const KubernetesErrors = {
-  readinessTimeout: 'ReadinessTimeout',
-  invalidManifest: 'InvalidManifest',
-  unknownCluster: 'UnknownCluster',
-} as const;
+import { deleteIfPresent, isStatus, KubernetesErrors, serverSideApply, tenantNamespace } from './client';
+
+export { KubernetesErrors };
 
 export interface KubernetesActivityDeps {
   /** The clusters named in configuration (LLMHUB_CLUSTERS); loaded lazily so a worker starts without a reachable cluster. */
@@ -48,7 +45,6 @@ export interface ModelRuntime {
   delete(ref: ServedRef): Promise<void>;
 }
 
-const isStatus = (err: unknown, ...codes: number[]) => err instanceof ApiException && codes.includes(err.code);
 
 /** Settled: the controller has seen this generation and every desired replica is updated and available. */
 const isReady = (d: V1Deployment): boolean => {
@@ -60,27 +56,12 @@ const isReady = (d: V1Deployment): boolean => {
 function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelRuntime {
   const objects = KubernetesObjectApi.makeApiClient(kc);
   const apps = kc.makeApiClient(AppsV1Api);
-  const apply = async <T extends KubernetesObject>(obj: T): Promise<T> => {
-    try {
-      return await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
-    } catch (err) {
-      // 400/422 is a manifest the API server will never accept (bad annotation, quantity, name): no retry helps.
-      if (isStatus(err, 400, 422)) throw ApplicationFailure.nonRetryable(`${obj.kind} ${obj.metadata?.name} rejected: ${(err as ApiException<string>).body}`, KubernetesErrors.invalidManifest);
-      throw err;
-    }
-  };
-  const deleteIfPresent = async (obj: KubernetesObject): Promise<void> => {
-    try {
-      await objects.delete(obj, undefined, undefined, undefined, undefined, 'Background');
-    } catch (err) {
-      if (!isStatus(err, 404)) throw err;
-    }
-  };
+  const apply = <T extends KubernetesObject>(obj: T): Promise<T> => serverSideApply(objects, obj);
   return {
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
     async apply(spec, ref) {
       const { deployment, service } = renderModelServer(spec, ref.namespace, deps.modelServer);
-      await apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ref.namespace, labels: { 'llmhub.dev/tenant-namespace': 'true' } } });
+      await apply(tenantNamespace(ref.namespace));
       await apply(deployment);
       await apply(service);
       return deps.endpointOf({ tenantId: spec.tenantId, modelId: spec.modelId, version: spec.version, namespace: ref.namespace, service: ref.name, port: SERVING_PORT });
@@ -105,8 +86,8 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
       }
     },
     async delete(ref) {
-      await deleteIfPresent({ apiVersion: 'v1', kind: 'Service', metadata: { name: ref.name, namespace: ref.namespace } });
-      await deleteIfPresent({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: ref.name, namespace: ref.namespace } });
+      await deleteIfPresent(objects, { apiVersion: 'v1', kind: 'Service', metadata: { name: ref.name, namespace: ref.namespace } });
+      await deleteIfPresent(objects, { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: ref.name, namespace: ref.namespace } });
     },
   };
 }

@@ -31,7 +31,7 @@ export interface ModelServerImage {
   gpuProduct?: string;
 }
 
-const dnsLabel = (s: string, max = 63): string => {
+export const dnsLabel = (s: string, max = 63): string => {
   const clean = s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '');
   // A changed or shortened name gets a hash of the original, so two versions never collide on one name.
   if (clean === s && clean.length <= max && /^[a-z]/.test(clean)) return clean;
@@ -40,7 +40,7 @@ const dnsLabel = (s: string, max = 63): string => {
 };
 
 /** Label values allow [A-Za-z0-9._-], 63 characters; the exact value goes into an annotation of the same key. */
-const labelValue = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 63).replace(/[^A-Za-z0-9]+$/, '');
+export const labelValue = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 63).replace(/[^A-Za-z0-9]+$/, '');
 
 /** Deployment and Service name of a model version (a DNS-1035 label, as Services need). */
 export const servingName = (modelId: string, version: string): string => dnsLabel(`${modelId}-${version}`);

@@ -3,6 +3,7 @@ import type { Pool } from 'pg';
 import type { AnalysisMeasurement, AnalysisSpec } from '../../common/rollout';
 import type { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import type { RegistryStore } from '../../common/store/registry';
+import { LineageStore } from '../../common/store/lineage';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import type { RouteSpec, RoutingStore } from '../../common/store/routing';
 import type { AlertSink, RolloutAlert } from './alerts';
@@ -12,6 +13,7 @@ export const RolloutErrors = {
   versionNotReady: 'VersionNotReady',
   alreadyStable: 'AlreadyStable',
   probeFailed: 'ProbeFailed',
+  rolloutInProgress: 'RolloutInProgress',
 } as const;
 
 export interface RolloutActivityDeps {
@@ -35,6 +37,7 @@ export interface AnalysisWindow extends VersionRef {
 
 export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics, alerts }: RolloutActivityDeps) => {
   const locks = new RolloutLockStore(db);
+  const lineage = new LineageStore(db);
   return {
     /** Checks the version can be rolled out and answers the current stable version (null: first deployment of the model). */
     async resolveRollout(v: VersionRef): Promise<{ artifactUri: string; stable: string | null }> {
@@ -96,6 +99,17 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
 
     async releaseRolloutLock(tenantId: string, modelId: string, workflowId: string): Promise<void> {
       await locks.release(db, tenantId, modelId, workflowId);
+    },
+
+    /** The lock POST /v1/deploy takes before its start, for a rollout a pipeline starts once its version exists. */
+    async acquireRolloutLock(l: { tenantId: string; modelId: string; deploymentId: string; workflowId: string }): Promise<void> {
+      const { heldBy } = await locks.acquire(db, l);
+      if (heldBy) throw ApplicationFailure.nonRetryable(`model '${l.modelId}' has a rollout in progress: '${heldBy}'`, RolloutErrors.rolloutInProgress);
+    },
+
+    /** The promoted version's lineage: which rollout made it the stable one, where. */
+    async recordRolloutLineage(v: VersionRef, workflowId: string, details: { deploymentId: string; cluster: string; endpoint: string | null; previousStable: string | null }): Promise<void> {
+      await lineage.record({ ...v, kind: 'rollout', parent: null, workflowId, details });
     },
   };
 };

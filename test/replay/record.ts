@@ -30,11 +30,21 @@ import { TenantStore } from '../../common/store/tenants';
 import { startWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { withScratchStack } from '../support/scratch-stack';
+import { localConversionDeps, seededMlp, startConversionJobRunner } from '../support/conversion';
+import type { ConversionInput } from '../../common/conversion';
+import { conversionToolchainVersion } from '../../common/conversion-toolchain';
+import { ConversionStore } from '../../common/store/conversions';
 import { runScript } from '../support/script';
+import { LOCAL_PROCESS_ANNOTATIONS } from '../../deploy/dev/kube/local-jobs';
+import { DEFAULT_HYPERPARAMETERS, type FineTuneInput, type FineTuneStatus } from '../../common/fine-tune';
+import { gpuNodes, HYPERPARAMETERS, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
 import { buildApp } from '../../api/app';
 import type { AgentRunStatus } from '../../common/agents';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
 import { freePort, pollFor } from '../../deploy/dev/process';
+import { conversionOptionsOf } from '../../common/conversion-plan';
+import { pipelineChildKey, type ApprovalRequest, type PipelineInput, type PipelineStatus } from '../../common/pipeline';
+import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../common/search-attributes';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
@@ -177,6 +187,56 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     return { 'ingestion-sliding-first-run': first, 'ingestion-sliding-rerun-with-deletion': await run('rerun') };
   },
   /**
+   * Conversions on a local Kubernetes cluster started for the scenario, the Jobs' programs run by the local job runner
+   * with the conversion toolchain: onnx + int8 published; then int8 against a tolerance it fails, with TensorRT not_run.
+   */
+  async conversion({ client, config, native, db, registry, objects }) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-convert-'));
+    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+    const runner = await startConversionJobRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs'), config);
+    await new TenantStore(db).createTenant('replay', 'replay');
+    await registry.createModel('replay', { id: 'mlp', name: 'mlp', description: '' });
+    await objects.ensureBucket('models');
+    await objects.put({ bucket: 'models', key: 'mlp/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
+    await registry.insertVersion(db, 'replay', { modelId: 'mlp', version: '1', artifactUri: 's3://models/mlp/1/model.safetensors', workflowId: 'record/mlp-1' });
+    await registry.markVersionReady('replay', 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });
+    const taskQueue = 'record-conversion';
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, { kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined), ...localConversionDeps(config) }),
+      ),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
+      handleSignals: false,
+    });
+    const conversions = new ConversionStore(db);
+    const run = async (key: string, targets: ConversionInput['options']['targets'], tolerance: ConversionInput['options']['validation']['tolerance']) => {
+      const input: ConversionInput = {
+        tenantId: 'replay', conversionId: key, workflowId: `conversion/replay/${key}`, modelId: 'mlp', version: '1',
+        artifactUri: 's3://models/mlp/1/model.safetensors', artifactChecksum: 'sha256:record', memoKey: `record-${key}`,
+        toolchainVersion: conversionToolchainVersion(), cluster: 'local',
+        options: { targets, precision: 'fp16', validation: { sampleCount: 32, seed: 0, tolerance }, profile: { runs: 10, batch: 1 } },
+      };
+      await conversions.claim(db, 'replay', input);
+      await client.workflow.execute('convertModel', { taskQueue, workflowId: input.workflowId, args: [input] });
+      return input.workflowId;
+    };
+    try {
+      return {
+        'conversion-succeeded': await run('succeeded', ['onnx', 'onnx-int8'], { onnx: 1e-4, 'onnx-int8': 5e-2 }),
+        'conversion-check-failed-tensorrt-not-run': await run('check-failed', ['onnx-int8', 'tensorrt'], { 'onnx-int8': 1e-4, tensorrt: 1e-2 }),
+      };
+    } finally {
+      await worker.shutdown();
+      await runner.stop();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+  /**
    * Agent runs against the real filesystem MCP server over stdio, the reference model server scripting the tool
    * calls through the platform's own gateway (the API, listening for the scenario): an approved write after a read,
    * a denied write, and a write nobody answered before its 2 s deadline.
@@ -235,6 +295,134 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       await app.close();
       await server.close();
       await rm(root, { recursive: true, force: true });
+    }
+  },
+  /**
+   * Fine-tunes on a local Kubernetes cluster started for the scenario, the trainer Jobs' pods run as reference-trainer
+   * processes on a kwok GPU node: one straight through (20 steps), one whose first attempt stalls at step 25 (the
+   * reference trainer's hold) until its node is deleted, so it resumes from the checkpoint of step 20 on a spare node.
+   */
+  async 'fine-tune'({ client, config, native, db, registry, objects }) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-fine-tune-'));
+    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+    const runner = await startReferenceTrainerRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs'));
+    const nodes = gpuNodes(cluster.kubeConfig());
+    await new TenantStore(db).createTenant('replay-ft', 'replay-ft');
+    const t = task(31);
+    const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: 'replay-ft' }, t, 'mlp-ft');
+    const taskQueue = 'record-fine-tune';
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, {
+          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+          trainer: referenceTrainer(config, 20, 25),
+          jobPodAnnotationsOf: () => ({ ...LOCAL_PROCESS_ANNOTATIONS }),
+        }),
+      ),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
+      handleSignals: false,
+    });
+    const input = (key: string, method: FineTuneInput['method'], totalSteps: number): FineTuneInput => ({
+      tenantId: 'replay-ft', fineTuneId: key, cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version: key }, datasetUri, method,
+      hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps },
+      resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 2, jobDeadlineSeconds: 3600,
+    });
+    try {
+      const doomed = await nodes.add(1);
+      const succeeded = 'fine-tune/replay-ft/succeeded';
+      await client.workflow.execute('fineTune', { taskQueue, workflowId: succeeded, args: [input('succeeded', 'lora', 20)] });
+      const resumed = 'fine-tune/replay-ft/resumed';
+      const handle = await client.workflow.start('fineTune', { taskQueue, workflowId: resumed, args: [input('resumed', 'full', 40)] });
+      await pollFor('the first attempt held at step 25', async () => (await handle.query<FineTuneStatus>('status')).progress?.step === 25, 120_000, 200);
+      await nodes.add(1);
+      await nodes.k.core.deleteNode({ name: doomed });
+      const status = (await handle.result()) as FineTuneStatus;
+      if (status.resumptions.length !== 1 || status.resumptions[0]!.fromStep !== 20) throw new Error(`the resumed scenario did not resume once: ${JSON.stringify(status.resumptions)}`);
+      return { 'fine-tune-succeeded': succeeded, 'fine-tune-resumed': resumed };
+    } finally {
+      await worker.shutdown();
+      await runner.stop();
+      await nodes.removeAll();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+  /**
+   * A pipeline on a local Kubernetes cluster started for the scenario: fine-tune (reference trainer) → onnx
+   * conversion (the toolchain's programs) → an approver's answer → rollout served by a reference server.
+   */
+  async pipeline({ client, config, native, db, registry, objects }) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-pipeline-'));
+    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+    const runners = [
+      await startReferenceTrainerRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs')),
+      await startConversionJobRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs'), config),
+    ];
+    const nodes = gpuNodes(cluster.kubeConfig());
+    const server = await startReferenceModelServer({ name: 'replay-pipeline' });
+    const tenantId = 'replay-pl';
+    await new TenantStore(db).createTenant(tenantId, tenantId);
+    const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: tenantId }, task(61), 'mlp-pl');
+    const endpoints = new Map([[localEndpointKey({ tenantId, modelId, version: 'ft' }), server.url]]);
+    const taskQueue = 'record-pipeline';
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, {
+          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+          trainer: referenceTrainer(config, 0),
+          ...localConversionDeps(config),
+          endpointOf: localEndpoints(endpoints),
+        }),
+      ),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
+      handleSignals: false,
+    });
+    try {
+      await nodes.add(1);
+      const input: PipelineInput = {
+        tenantId,
+        pipelineId: 'succeeded',
+        fineTune: {
+          tenantId, fineTuneId: pipelineChildKey('succeeded'), cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version: 'ft' }, datasetUri, method: 'lora',
+          hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps: 20 },
+          resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 1, jobDeadlineSeconds: 3600,
+        },
+        conversion: { cluster: 'local', options: conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } }) },
+        rollout: {
+          tenantId, deploymentId: pipelineChildKey('succeeded'), cluster: 'local', resources: { cpu: '500m', gpu: 0, memory: '1Gi' }, env: { LOG_LEVEL: 'info' },
+          strategy: { steps: [{ setWeight: 100 }], analysis: DEFAULT_ANALYSIS, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } }, specHash: 'record',
+        },
+        approvalBeforeRollout: true,
+        approvalTimeoutSeconds: 3600,
+      };
+      const workflowId = `pipeline/${tenantId}/succeeded`;
+      const handle = await client.workflow.start('runPipeline', {
+        taskQueue,
+        workflowId,
+        args: [input],
+        typedSearchAttributes: [{ key: TenantIdKey, value: tenantId }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
+      });
+      await pollFor('the pipeline at its approval gate', async () => (await handle.query<PipelineStatus>('status')).awaitingApproval, 180_000, 200);
+      const approval: ApprovalRequest = { by: 'replay-approver', roles: ['approver'], tenantId, decision: 'approve', reason: 'recorded' };
+      await handle.executeUpdate('approval', { args: [approval] });
+      const status = (await handle.result()) as PipelineStatus;
+      if (status.stage !== 'succeeded') throw new Error(`the pipeline scenario did not succeed: ${JSON.stringify(status)}`);
+      return { 'pipeline-succeeded': workflowId };
+    } finally {
+      await worker.shutdown();
+      await Promise.all(runners.map((r) => r.stop()));
+      await server.close();
+      await nodes.removeAll();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
     }
   },
 };

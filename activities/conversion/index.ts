@@ -1,0 +1,272 @@
+import { createHash } from 'node:crypto';
+import { json } from 'node:stream/consumers';
+import { KubernetesObjectApi, type KubeConfig, type V1EnvVar } from '@kubernetes/client-node';
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool } from 'pg';
+import { stateOf, type ConversionInput, type ConversionResult, type ConversionStep, type StepReport, type TargetResult } from '../../common/conversion';
+import { objectUri, type ObjectRef, type ObjectStore } from '../../common/objectstore';
+import { conversionClaimOf, conversionInputOf, type ConversionPlanRequest } from '../../common/conversion-plan';
+import { PlatformError } from '../../common/errors';
+import type { ConversionRecord, ConversionStore } from '../../common/store/conversions';
+import { LineageStore } from '../../common/store/lineage';
+import type { RegistryStore } from '../../common/store/registry';
+import { deleteIfPresent, KubernetesErrors, serverSideApply, tenantNamespace } from '../kubernetes/client';
+import { jobState, renderConversionJob } from './jobs';
+
+/** Failure types retrying cannot fix; the conversion workflow lists them as non-retryable. */
+export const ConversionErrors = {
+  stepFailed: 'ConversionStepFailed',
+  refused: 'ConversionRefused',
+} as const;
+
+export interface ConversionJobSettings {
+  /** Image repositories (no tag) of the CPU steps and of the TensorRT build; the tag is the toolchain version. */
+  image: string;
+  tensorrtImage: string;
+  /** S3 settings for the programs; credentials as Secret references in production, never in a workflow history. */
+  s3Env: V1EnvVar[];
+  /** GPU product for the TensorRT build's node selector; none: any GPU node. */
+  gpuProduct?: string;
+}
+
+export interface ConversionActivityDeps {
+  objects: ObjectStore;
+  conversions: ConversionStore;
+  platformBucket: string;
+  kubeConfigOf(cluster: string): KubeConfig | undefined;
+  namespaceOf(tenantId: string): string;
+  /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
+  jobPodAnnotationsOf(cluster: string): Record<string, string>;
+  conversionJobs: ConversionJobSettings;
+  db: Pool;
+  registry: RegistryStore;
+}
+
+/**
+ * The conversion programs' S3 settings as Job env. Credentials come from a Secret reference when one is configured
+ * (production); without one (dev, tests) the worker's own credentials are written into the Job's env. Either way
+ * they live only in the Job object, never in a workflow history.
+ */
+export function conversionS3Env(
+  c: { S3_ENDPOINT?: string; S3_REGION: string; S3_FORCE_PATH_STYLE: boolean; S3_ACCESS_KEY_ID?: string; S3_SECRET_ACCESS_KEY?: string },
+  secretName?: string,
+): V1EnvVar[] {
+  const plain: V1EnvVar[] = [
+    ...(c.S3_ENDPOINT ? [{ name: 'S3_ENDPOINT', value: c.S3_ENDPOINT }] : []),
+    { name: 'S3_REGION', value: c.S3_REGION },
+    { name: 'S3_FORCE_PATH_STYLE', value: String(c.S3_FORCE_PATH_STYLE) },
+  ];
+  const keys = { AWS_ACCESS_KEY_ID: c.S3_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: c.S3_SECRET_ACCESS_KEY };
+  if (secretName) return [...plain, ...Object.keys(keys).map((key) => ({ name: key, valueFrom: { secretKeyRef: { name: secretName, key } } }))];
+  if (keys.AWS_ACCESS_KEY_ID && keys.AWS_SECRET_ACCESS_KEY) return [...plain, ...Object.entries(keys).map(([name, value]) => ({ name, value }))];
+  // Neither: the pod's own cloud identity (e.g. IRSA / workload identity) gives boto3 its credentials.
+  return plain;
+}
+
+const stepName = (s: ConversionStep): string => (s.kind === 'export' || s.kind === 'tensorrt' ? s.kind : `${s.kind}-${s.target}`);
+
+/** Triton model directories need numeric versions: a numeric registry version is kept, any other becomes 1. */
+export const tritonVersionOf = (version: string): string => (/^[1-9][0-9]{0,8}$/.test(version) ? version : '1');
+export const tritonModelOf = (modelId: string, target: string): string => `${modelId}-${target}`;
+
+/**
+ * Where a conversion's objects live, under one prefix per (tenant, memo key): `work/` (intermediate models and
+ * samples, removed at the end), `results/` (each Job's result object) and `triton/` (the published model repository).
+ */
+export function conversionLayout(bucket: string, input: ConversionInput) {
+  const base = `conversions/${input.tenantId}/${input.memoKey}`;
+  const ref = (key: string): ObjectRef => ({ bucket, key: `${base}/${key}` });
+  const tv = tritonVersionOf(input.version);
+  return {
+    workPrefix: `${base}/work/`,
+    exported: ref('work/exported.onnx'),
+    optimized: (target: string) => ref(`work/${target}.onnx`),
+    samples: ref('work/samples.json'),
+    result: (job: string) => ref(`results/${job}.json`),
+    repository: ref('triton'),
+    modelFile: (target: string) => ref(`triton/${tritonModelOf(input.modelId, target)}/${tv}/${target === 'tensorrt' ? 'model.plan' : 'model.onnx'}`),
+    config: (target: string) => ref(`triton/${tritonModelOf(input.modelId, target)}/config.pbtxt`),
+    tritonVersion: tv,
+  };
+}
+
+/** A Triton model configuration for one published target; the batch dimension is dynamic in every exported model. */
+export function tritonConfig(name: string, target: string, dims: { inputDim: number; outputDim: number }, version: string): string {
+  return [
+    `name: "${name}"`,
+    `platform: "${target === 'tensorrt' ? 'tensorrt_plan' : 'onnxruntime_onnx'}"`,
+    'max_batch_size: 64',
+    `input [ { name: "input" data_type: TYPE_FP32 dims: [ ${dims.inputDim} ] } ]`,
+    `output [ { name: "output" data_type: TYPE_FP32 dims: [ ${dims.outputDim} ] } ]`,
+    `version_policy: { specific: { versions: [ ${version} ] } }`,
+    `instance_group [ { kind: ${target === 'tensorrt' ? 'KIND_GPU' : 'KIND_CPU'} } ]`,
+    '',
+  ].join('\n');
+}
+
+export const createConversionActivities = (deps: ConversionActivityDeps) => {
+  const { objects, conversions, platformBucket, conversionJobs: jobs } = deps;
+  const lineage = new LineageStore(deps.db);
+
+  /** Intermediate models and samples; the results/ objects stay, as the record of what each Job reported. */
+  const removeWork = async (input: ConversionInput): Promise<void> => {
+    for (const o of await objects.list(platformBucket, conversionLayout(platformBucket, input).workPrefix)) await objects.delete({ bucket: platformBucket, key: o.key });
+  };
+
+  const readReport = async (ref: ObjectRef): Promise<StepReport | undefined> =>
+    (await objects.head(ref)) ? ((await json(await objects.getStream(ref))) as StepReport) : undefined;
+
+  /** The program's flags: every input and output an S3 URI under the conversion's prefix. */
+  function programArgs(input: ConversionInput, step: ConversionStep, resultRef: ObjectRef): string[] {
+    const l = conversionLayout(platformBucket, input);
+    const v = input.options.validation;
+    const result = ['--result', objectUri(resultRef)];
+    const samples = [...(v.samples ? ['--samples', objectUri(l.samples)] : []), '--sample-count', String(v.sampleCount), '--seed', String(v.seed)];
+    switch (step.kind) {
+      case 'export':
+        return ['export_onnx.py', '--weights', input.artifactUri, '--out', objectUri(l.exported), ...result];
+      case 'optimize':
+        return ['optimize.py', '--target', step.target, '--model', objectUri(l.exported), '--out', objectUri(l.optimized(step.target)), ...result];
+      case 'validate':
+        return [
+          'validate.py', '--target', step.target, '--model', objectUri(l.optimized(step.target)), '--weights', input.artifactUri,
+          '--tolerance', String(v.tolerance[step.target]), ...samples, '--publish-to', objectUri(l.modelFile(step.target)), ...result,
+        ];
+      case 'profile':
+        return ['profile.py', '--target', step.target, '--model', objectUri(l.modelFile(step.target)), '--runs', String(input.options.profile.runs), '--batch', String(input.options.profile.batch), ...result];
+      case 'tensorrt':
+        return [
+          'build_engine.py', '--model', objectUri(l.exported), '--weights', input.artifactUri, '--precision', input.options.precision,
+          '--tolerance', String(v.tolerance.tensorrt), ...samples, '--runs', String(input.options.profile.runs), '--publish-to', objectUri(l.modelFile('tensorrt')), ...result,
+        ];
+    }
+  }
+
+  return {
+    /**
+     * Runs one conversion step as a Kubernetes Job and returns what its program reported. Re-running after a worker
+     * crash finds the same Job (named after the workflow id and step) and keeps waiting for it, heartbeating.
+     * A program that reported a result and then exited non-zero (a correctness check out of tolerance) is an outcome,
+     * returned; one that left no result, or reported an error, fails the step with the reason.
+     */
+    async runConversionStep(input: ConversionInput, step: ConversionStep): Promise<StepReport> {
+      const ctx = Context.current();
+      const kc = deps.kubeConfigOf(input.cluster);
+      if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${input.cluster}' is not configured`, KubernetesErrors.unknownCluster);
+      const { workflowId } = input;
+      const name = `conv-${createHash('sha256').update(workflowId).digest('hex').slice(0, 10)}-${stepName(step)}`;
+      const namespace = deps.namespaceOf(input.tenantId);
+      const l = conversionLayout(platformBucket, input);
+      const resultRef = l.result(name);
+      const samples = input.options.validation.samples;
+      if (samples && (step.kind === 'validate' || step.kind === 'tensorrt')) await objects.put(l.samples, JSON.stringify(samples), 'application/json');
+      const gpu = step.kind === 'tensorrt';
+      const cluster = KubernetesObjectApi.makeApiClient(kc);
+      await serverSideApply(cluster, tenantNamespace(namespace));
+      // Re-applying the same Job on a retried attempt changes nothing: the attempt finds its own Job again.
+      await serverSideApply(
+        cluster,
+        renderConversionJob({
+          name,
+          namespace,
+          tenantId: input.tenantId,
+          modelId: input.modelId,
+          version: input.version,
+          workflowId,
+          memoKey: input.memoKey,
+          step: stepName(step),
+          image: `${gpu ? jobs.tensorrtImage : jobs.image}:${input.toolchainVersion}`,
+          args: programArgs(input, step, resultRef),
+          env: [...jobs.s3Env, { name: 'PYTHONDONTWRITEBYTECODE', value: '1' }],
+          podAnnotations: deps.jobPodAnnotationsOf(input.cluster),
+          ...(gpu ? { gpu: jobs.gpuProduct ? { product: jobs.gpuProduct } : {} } : {}),
+          // Counted from the Job's start, so it also bounds a GPU build that waits for a free node.
+          activeDeadlineSeconds: gpu ? 3 * 3600 : 3600,
+        }),
+      );
+      for (;;) {
+        const state = await jobState(kc, namespace, name);
+        if (state.done) {
+          const report = await readReport(resultRef);
+          if (report?.ok) return report;
+          const why = report?.error ?? `Job ${namespace}/${name} ${state.succeeded ? 'completed' : `failed (${state.detail})`} without a result`;
+          throw ApplicationFailure.nonRetryable(`conversion step ${stepName(step)}: ${why}`, ConversionErrors.stepFailed, { job: name, namespace });
+        }
+        ctx.heartbeat({ job: name, state: state.detail });
+        try {
+          // ctx.sleep ends early when the workflow cancels the activity (seen through the heartbeat).
+          await ctx.sleep(1_000);
+        } catch (err) {
+          // A cancelled conversion leaves no Job working (or holding a GPU) behind.
+          if (ctx.cancellationSignal.aborted) await deleteIfPresent(cluster, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } });
+          throw err;
+        }
+      }
+    },
+
+    /**
+     * Writes config.pbtxt for each published target, records the outcome and registers the artifacts on the model
+     * version (one transaction), then removes the work files. Idempotent: a retry writes the same.
+     */
+    async completeConversion(input: ConversionInput, targets: TargetResult[], dims: { inputDim: number; outputDim: number }): Promise<ConversionResult> {
+      const l = conversionLayout(platformBucket, input);
+      const done: TargetResult[] = [];
+      for (const t of targets) {
+        if (t.status !== 'published') {
+          done.push(t);
+          continue;
+        }
+        const name = tritonModelOf(input.modelId, t.target);
+        await objects.put(l.config(t.target), tritonConfig(name, t.target, dims, l.tritonVersion), 'text/plain');
+        done.push({ ...t, tritonModel: name, configUri: objectUri(l.config(t.target)) });
+      }
+      const result: ConversionResult = { state: stateOf(done), targets: done, tritonRepositoryUri: objectUri(l.repository) };
+      await conversions.complete(input.tenantId, input.workflowId, result);
+      const published = done.filter((t) => t.status === 'published' && t.artifact);
+      if (published.length > 0) {
+        await lineage.record({
+          tenantId: input.tenantId,
+          modelId: input.modelId,
+          version: input.version,
+          kind: 'conversion',
+          parent: null,
+          workflowId: input.workflowId,
+          details: {
+            tritonRepositoryUri: result.tritonRepositoryUri,
+            artifacts: published.map((t) => ({ kind: t.target, uri: t.artifact!.uri, sha256: t.artifact!.sha256, tritonModel: t.tritonModel })),
+            toolchainVersion: input.toolchainVersion,
+            memoKey: input.memoKey,
+          },
+        });
+      }
+      await removeWork(input);
+      return result;
+    },
+
+    /**
+     * What POST /v1/conversions does before its start, for a version that exists only now (a pipeline's fine-tune
+     * output): resolve it, compute the memo key and claim the conversion row. A memo hit answers the conversion that
+     * holds the key, so no second build starts; a retry finds its own claim and goes on.
+     */
+    async prepareConversion(r: ConversionPlanRequest): Promise<{ input: ConversionInput; memo: ConversionRecord | null }> {
+      let input: ConversionInput;
+      try {
+        input = await conversionInputOf(deps.registry, r);
+      } catch (err) {
+        if (err instanceof PlatformError) throw ApplicationFailure.nonRetryable(err.message, ConversionErrors.refused);
+        throw err;
+      }
+      const { existing } = await conversions.claim(deps.db, r.tenantId, conversionClaimOf(input));
+      return { input, memo: existing && existing.workflowId !== input.workflowId ? existing : null };
+    },
+
+    /** The run broke: says why, gives the memo key up so a new request builds again, and removes the work files. */
+    async failConversion(input: ConversionInput, reason: string): Promise<void> {
+      await conversions.markError(input.tenantId, input.workflowId, reason);
+      await removeWork(input);
+    },
+  };
+};
+
+export type ConversionActivities = ReturnType<typeof createConversionActivities>;

@@ -1,0 +1,92 @@
+import { BatchV1Api, type KubeConfig, type V1EnvVar, type V1Job } from '@kubernetes/client-node';
+import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
+
+/**
+ * The conversion steps' Kubernetes Jobs: one pod, no retries inside Kubernetes (the workflow owns retries and
+ * reports each failure), deleted by the TTL controller an hour after they finish.
+ */
+export const ConversionJobLabels = {
+  /** The conversion's memo key (shortened): counts a conversion's Jobs, and proves a memoised request made none. */
+  memoKey: 'llmhub.dev/conversion',
+  step: 'llmhub.dev/conversion-step',
+} as const;
+
+export interface ConversionJobSpec {
+  name: string;
+  namespace: string;
+  tenantId: string;
+  modelId: string;
+  version: string;
+  workflowId: string;
+  memoKey: string;
+  step: string;
+  image: string;
+  /** The program and its flags (the images' entrypoint is python3). */
+  args: string[];
+  env: V1EnvVar[];
+  podAnnotations: Record<string, string>;
+  /** One whole GPU on a GPU node (the TensorRT engine build), optionally of one product. */
+  gpu?: { product?: string };
+  activeDeadlineSeconds: number;
+}
+
+export const memoLabelOf = (memoKey: string): string => memoKey.slice(0, 40);
+
+export function renderConversionJob(s: ConversionJobSpec): V1Job {
+  const labels = {
+    [Labels.tenant]: labelValue(s.tenantId),
+    [Labels.model]: labelValue(s.modelId),
+    [Labels.version]: labelValue(s.version),
+    [Labels.workflowId]: labelValue(s.workflowId),
+    [ConversionJobLabels.memoKey]: memoLabelOf(s.memoKey),
+    [ConversionJobLabels.step]: labelValue(s.step),
+    'app.kubernetes.io/managed-by': FIELD_MANAGER,
+  };
+  // Label values are shortened and sanitised; the exact ids are kept in annotations.
+  const annotations = { [Labels.workflowId]: s.workflowId, [Labels.model]: s.modelId, [Labels.version]: s.version };
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: { name: s.name, namespace: s.namespace, labels, annotations },
+    spec: {
+      backoffLimit: 0,
+      activeDeadlineSeconds: s.activeDeadlineSeconds,
+      ttlSecondsAfterFinished: 3600,
+      template: {
+        metadata: { labels, annotations: { ...s.podAnnotations, ...annotations } },
+        spec: {
+          restartPolicy: 'Never',
+          containers: [
+            {
+              name: 'convert',
+              image: s.image,
+              args: s.args,
+              env: s.env,
+              resources: s.gpu
+                ? { requests: { cpu: '4', memory: '16Gi' }, limits: { 'nvidia.com/gpu': '1', memory: '16Gi' } }
+                : { requests: { cpu: '1', memory: '2Gi' }, limits: { memory: '4Gi' } },
+            },
+          ],
+          ...(s.gpu
+            ? {
+                tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }],
+                ...(s.gpu.product ? { nodeSelector: { 'nvidia.com/gpu.product': s.gpu.product } } : {}),
+              }
+            : {}),
+        },
+      },
+    },
+  };
+}
+
+export type JobState = { done: false; detail: string } | { done: true; succeeded: boolean; detail: string };
+
+/** One look at the Job's terminal conditions (set by the Job controller from its pod's end). */
+export async function jobState(kc: KubeConfig, namespace: string, name: string): Promise<JobState> {
+  const job = await kc.makeApiClient(BatchV1Api).readNamespacedJob({ name, namespace });
+  const cond = (type: string) => job.status?.conditions?.find((c) => c.type === type && c.status === 'True');
+  const failed = cond('Failed');
+  if (failed) return { done: true, succeeded: false, detail: `${failed.reason ?? 'Failed'}: ${failed.message ?? ''}`.trim() };
+  if (cond('Complete')) return { done: true, succeeded: true, detail: 'Complete' };
+  return { done: false, detail: `active ${job.status?.active ?? 0}, ready ${job.status?.ready ?? 0}` };
+}

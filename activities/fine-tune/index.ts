@@ -1,0 +1,141 @@
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool } from 'pg';
+import { RunObjects, type FineTuneInput } from '../../common/fine-tune';
+import { objectUri, parseObjectUri, sha256OfObject, type ObjectStore } from '../../common/objectstore';
+import { GpuQuotaStore } from '../../common/store/gpu-quota';
+import { LineageStore } from '../../common/store/lineage';
+import { inTransaction } from '../../common/store/pool';
+import type { RegistryStore } from '../../common/store/registry';
+
+/** Failure types retrying cannot fix; the fine-tune workflow lists them as non-retryable. */
+export const FineTuneErrors = {
+  baseVersionNotReady: 'BaseVersionNotReady',
+  datasetNotFound: 'DatasetNotFound',
+  outputVersionExists: 'OutputVersionExists',
+  outputMissing: 'OutputMissing',
+  claimReleased: 'ClaimReleased',
+} as const;
+
+export interface FineTuneActivityDeps {
+  db: Pool;
+  registry: RegistryStore;
+  objects: ObjectStore;
+  platformBucket: string;
+}
+
+export interface ResolvedFineTune {
+  baseArtifactUri: string;
+  baseChecksum: string | null;
+  datasetSha256: string;
+  /** s3://<platform bucket>/fine-tunes/<tenant>/<id>/: where the trainer writes progress, checkpoints and the output. */
+  runPrefix: string;
+}
+
+const hashOf = async (objects: ObjectStore, uri: string, onProgress: (bytes: number) => void): Promise<string> => {
+  const ref = parseObjectUri(uri);
+  const head = await objects.head(ref);
+  if (!head) throw ApplicationFailure.nonRetryable(`${uri} does not exist in object storage`, FineTuneErrors.outputMissing);
+  return `sha256:${head.sha256 ? Buffer.from(head.sha256, 'base64').toString('hex') : await sha256OfObject(objects, ref, onProgress)}`;
+};
+
+export const createFineTuneActivities = ({ db, registry, objects, platformBucket }: FineTuneActivityDeps) => {
+  const quotas = new GpuQuotaStore(db);
+  const lineage = new LineageStore(db);
+  return {
+    /** Checks again what the API checked (the base may have changed since) and hashes the dataset for the lineage. */
+    async resolveFineTune(input: FineTuneInput, workflowId: string): Promise<ResolvedFineTune> {
+      const base = await registry.getVersion(input.tenantId, input.base.modelId, input.base.version);
+      if (!base || base.state !== 'ready') {
+        throw ApplicationFailure.nonRetryable(`base version ${input.base.modelId}@${input.base.version} is ${base?.state ?? 'not registered'}`, FineTuneErrors.baseVersionNotReady);
+      }
+      const existing = await registry.getVersion(input.tenantId, input.output.modelId, input.output.version);
+      if (existing && existing.workflowId !== workflowId) {
+        throw ApplicationFailure.nonRetryable(`version ${input.output.modelId}@${input.output.version} already exists`, FineTuneErrors.outputVersionExists);
+      }
+      const ref = parseObjectUri(input.datasetUri);
+      const head = await objects.head(ref);
+      if (!head) throw ApplicationFailure.nonRetryable(`dataset ${input.datasetUri} does not exist in object storage`, FineTuneErrors.datasetNotFound);
+      const ctx = Context.current();
+      const datasetSha256 = head.sha256
+        ? Buffer.from(head.sha256, 'base64').toString('hex')
+        : await sha256OfObject(objects, ref, (bytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes: head.sizeBytes }));
+      await objects.ensureBucket(platformBucket);
+      return {
+        baseArtifactUri: base.artifactUri,
+        baseChecksum: base.checksum,
+        datasetSha256: `sha256:${datasetSha256}`,
+        runPrefix: `s3://${platformBucket}/fine-tunes/${input.tenantId}/${input.fineTuneId}/`,
+      };
+    },
+
+    /**
+     * Waits in the tenant's GPU queue until the run's claim is granted, heartbeating its position (visible in the
+     * Temporal UI as the pending activity's details). The claim is keyed by workflow id, so a retry keeps its place.
+     */
+    async waitForGpus(c: { tenantId: string; workflowId: string; gpus: number; priority: number }): Promise<{ quota: number; inUse: number }> {
+      const ctx = Context.current();
+      for (;;) {
+        const s = await quotas.tryClaim(c);
+        if (s.released) throw ApplicationFailure.nonRetryable(`the GPU claim of ${c.workflowId} was released: the run has ended`, FineTuneErrors.claimReleased);
+        if (s.granted) return { quota: s.quota, inUse: s.inUse };
+        ctx.heartbeat({ position: s.position, quota: s.quota, inUse: s.inUse });
+        // Ends early (with a cancellation) when the workflow is cancelled; the workflow then releases the claim.
+        await ctx.sleep(1_000);
+      }
+    },
+
+    async releaseGpus(tenantId: string, workflowId: string): Promise<void> {
+      await quotas.release(tenantId, workflowId);
+    },
+
+    /**
+     * Registers the merged weights as a ready version with its lineage, in one transaction (idempotent: a retry
+     * finds the version and the lineage entry in place).
+     */
+    async registerFineTunedVersion(
+      input: FineTuneInput,
+      workflowId: string,
+      run: ResolvedFineTune & { checkpointUri: string | null; resumptions: number },
+    ): Promise<{ artifactUri: string; checksum: string }> {
+      const ctx = Context.current();
+      const prefix = parseObjectUri(run.runPrefix);
+      const artifactUri = objectUri({ bucket: prefix.bucket, key: `${prefix.key}${RunObjects.output}` });
+      const head = await objects.head(parseObjectUri(artifactUri));
+      if (!head) throw ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${artifactUri}`, FineTuneErrors.outputMissing);
+      const beat = (bytes: number) => ctx.heartbeat({ hashedBytes: bytes });
+      const checksum = await hashOf(objects, artifactUri, beat);
+      const checkpointChecksum = run.checkpointUri ? await hashOf(objects, run.checkpointUri, beat) : null;
+      const { tenantId, output } = input;
+      await inTransaction(db, async (tx) => {
+        await registry.insertVersion(tx, tenantId, { modelId: output.modelId, version: output.version, artifactUri, workflowId });
+        await lineage.record(
+          {
+            tenantId,
+            modelId: output.modelId,
+            version: output.version,
+            kind: 'fine_tune',
+            parent: { ...input.base },
+            workflowId,
+            details: {
+              base: { ...input.base, artifactUri: run.baseArtifactUri, checksum: run.baseChecksum },
+              dataset: { uri: input.datasetUri, sha256: run.datasetSha256 },
+              method: input.method,
+              hyperparameters: input.hyperparameters,
+              resources: input.resources,
+              artifact: { uri: artifactUri, sha256: checksum },
+              checkpoint: run.checkpointUri ? { uri: run.checkpointUri, sha256: checkpointChecksum } : null,
+              runPrefix: run.runPrefix,
+              resumptions: run.resumptions,
+            },
+          },
+          tx,
+        );
+      });
+      await registry.markVersionReady(tenantId, output.modelId, output.version, { sizeBytes: head.sizeBytes, checksum, etag: head.etag });
+      return { artifactUri, checksum };
+    },
+  };
+};
+
+export type FineTuneActivities = ReturnType<typeof createFineTuneActivities>;

@@ -1,0 +1,35 @@
+import { ApplicationFailure } from '@temporalio/common';
+import { ApiException, PatchStrategy, type KubernetesObject, type KubernetesObjectApi } from '@kubernetes/client-node';
+import { FIELD_MANAGER } from './manifests';
+
+/** Failure types retrying cannot fix; the workflows list them as non-retryable. */
+export const KubernetesErrors = {
+  readinessTimeout: 'ReadinessTimeout',
+  invalidManifest: 'InvalidManifest',
+  unknownCluster: 'UnknownCluster',
+} as const;
+
+export const isStatus = (err: unknown, ...codes: number[]): boolean => err instanceof ApiException && codes.includes(err.code);
+
+/** Server-side apply with the platform's field manager: re-applying an unchanged object writes nothing. */
+export async function serverSideApply<T extends KubernetesObject>(objects: KubernetesObjectApi, obj: T): Promise<T> {
+  try {
+    return await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  } catch (err) {
+    // 400/422 is a manifest the API server will never accept (bad annotation, quantity, name): no retry helps.
+    if (isStatus(err, 400, 422)) throw ApplicationFailure.nonRetryable(`${obj.kind} ${obj.metadata?.name} rejected: ${(err as ApiException<string>).body}`, KubernetesErrors.invalidManifest);
+    throw err;
+  }
+}
+
+/** Idempotent: deleting what is already gone succeeds. Dependents (a Job's pods) go in the background. */
+export async function deleteIfPresent(objects: KubernetesObjectApi, obj: KubernetesObject): Promise<void> {
+  try {
+    await objects.delete(obj, undefined, undefined, undefined, undefined, 'Background');
+  } catch (err) {
+    if (!isStatus(err, 404)) throw err;
+  }
+}
+
+/** The namespace a tenant's objects live in, labelled so operators can list them. */
+export const tenantNamespace = (name: string): KubernetesObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'llmhub.dev/tenant-namespace': 'true' } } });

@@ -1,0 +1,170 @@
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { clustersOf } from '../../common/config';
+import { ConversionTargets, type ConversionStatus } from '../../common/conversion';
+import { conversionClaimOf, conversionInputOf, conversionOptionsOf } from '../../common/conversion-plan';
+import { BadRequestError, NotFoundError } from '../../common/errors';
+import { workflowId } from '../../common/ids';
+import { ModelIdKey } from '../../common/search-attributes';
+import { ConversionStore, type ConversionRecord } from '../../common/store/conversions';
+import type { convertModel } from '../../workflows';
+import { requireRole } from '../plugins/auth';
+import { idempotencyKeyOf, startOperation } from '../operations';
+import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+
+const VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
+const Tolerance = Type.Number({ exclusiveMinimum: 0, maximum: 1000, description: 'maximum relative error: max |y - y_ref| / max |y_ref|' });
+// Inline samples travel in the workflow input, so they are bounded well below Temporal's payload limits.
+const MAX_SAMPLE_VALUES = 16_384;
+export const Convert = Type.Object(
+  {
+    modelId: ResourceId,
+    version: Type.Optional(Type.String({ pattern: VERSION_PATTERN, description: 'default: the newest ready version' })),
+    cluster: Type.String({ minLength: 1, maxLength: 63, description: 'the cluster (LLMHUB_CLUSTERS) whose nodes run the conversion Jobs' }),
+    targets: Type.Array(Type.Union(ConversionTargets.map((t) => Type.Literal(t))), { minItems: 1, maxItems: ConversionTargets.length, uniqueItems: true }),
+    precision: Type.Optional(Type.Union([Type.Literal('fp32'), Type.Literal('fp16')], { description: 'TensorRT engine precision (default fp16)' })),
+    validation: Type.Optional(
+      Type.Object(
+        {
+          samples: Type.Optional(Type.Array(Type.Array(Type.Number(), { minItems: 1, maxItems: 4096 }), { minItems: 1, maxItems: 256 })),
+          sampleCount: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: 'generated standard-normal rows when no samples are given (default 32)' })),
+          seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 })),
+          tolerance: Type.Optional(
+            Type.Object({ onnx: Type.Optional(Tolerance), 'onnx-int8': Type.Optional(Tolerance), tensorrt: Type.Optional(Tolerance) }, { additionalProperties: false }),
+          ),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+    profile: Type.Optional(
+      Type.Object({ runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })), batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })) }, { additionalProperties: false }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type ConvertBody = Static<typeof Convert>;
+
+/** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the conversion). */
+export function checkConversionBody(body: Pick<ConvertBody, 'cluster' | 'validation'>, clusters: ReturnType<typeof clustersOf>, at = 'body'): void {
+  const cluster = clusters[body.cluster];
+  if (!cluster) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${Object.keys(clusters).join(', ')})`, `${at}.cluster`);
+  if (cluster.runtime === 'process') throw new BadRequestError(`cluster '${body.cluster}' serves models as local processes; conversion Jobs need a Kubernetes cluster`, `${at}.cluster`);
+  const samples = body.validation?.samples;
+  if (samples) {
+    if (samples.some((row) => row.length !== samples[0]!.length)) throw new BadRequestError('every validation sample must have the same length', `${at}.validation.samples`);
+    if (samples.length * samples[0]!.length > MAX_SAMPLE_VALUES) throw new BadRequestError(`at most ${MAX_SAMPLE_VALUES} sample values in all`, `${at}.validation.samples`);
+  }
+}
+const Started = Type.Object({
+  conversionId: Type.String(),
+  workflowId: Type.String(),
+  memoized: Type.Boolean(),
+  state: Type.String(),
+  statusUrl: Type.String(),
+  result: Type.Optional(Type.Unknown({ description: 'the stored outcome, when the conversion has finished' })),
+});
+const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
+const VersionParams = Type.Object({ modelId: ResourceId, version: Type.String({ pattern: VERSION_PATTERN }) });
+
+/** Thrown inside the start's transaction when another live conversion holds the memo key: nothing is written. */
+class MemoHit extends Error {
+  constructor(readonly record: ConversionRecord) {
+    super('memoised');
+  }
+}
+
+export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { registry, db, temporal, taskQueue } = app.platform;
+  const clusters = clustersOf(process.env.LLMHUB_CLUSTERS);
+  const store = new ConversionStore(db);
+  const statusUrl = (id: string) => `/v1/conversions/${id}`;
+  const resultOf = (r: ConversionRecord) => (r.state === 'running' ? undefined : { targets: r.targets, tritonRepositoryUri: r.tritonRepositoryUri, error: r.error });
+
+  app.post(
+    '/conversions',
+    {
+      preHandler: requireRole('developer'),
+      schema: {
+        tags: ['conversions'],
+        summary: 'Convert a model version to ONNX / int8 ONNX / TensorRT, checked and published as a Triton repository; memoised',
+        headers: IdempotencyHeaders,
+        body: Convert,
+        response: { 200: Started, 202: Started, ...errorResponses(400, 404, 409, 422, 503) },
+      },
+    },
+    async (request, reply) => {
+      const tenantId = request.principal!.tenantId;
+      const body = request.body;
+      checkConversionBody(body, clusters);
+      const key = idempotencyKeyOf(request.headers['idempotency-key']);
+      const id = workflowId('conversion', tenantId, key);
+      const input = await conversionInputOf(registry, { tenantId, conversionId: key, workflowId: id, modelId: body.modelId, version: body.version, cluster: body.cluster, options: conversionOptionsOf(body) });
+      const { version, options } = input;
+      try {
+        await startOperation<typeof convertModel>(
+          { db, temporal, taskQueue },
+          {
+            kind: 'conversion',
+            tenantId,
+            key,
+            request: body,
+            workflow: 'convertModel',
+            options: {
+              args: [input],
+              typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
+              staticSummary: `Convert ${body.modelId}@${version} to ${options.targets.join(', ')}`,
+              workflowExecutionTimeout: '1 day',
+            },
+            prepare: async (c) => {
+              const { existing } = await store.claim(c, tenantId, conversionClaimOf(input));
+              if (existing) throw new MemoHit(existing);
+            },
+            undo: (c) => store.remove(c, tenantId, id),
+          },
+        );
+      } catch (err) {
+        if (!(err instanceof MemoHit)) throw err;
+        const r = err.record;
+        request.auditWorkflowId = r.workflowId;
+        // Finished: the stored result at once. Still building: the running conversion, which will serve this request too.
+        return reply.status(r.state === 'running' ? 202 : 200).send({
+          conversionId: r.conversionId, workflowId: r.workflowId, memoized: true, state: r.state, statusUrl: statusUrl(r.conversionId), result: resultOf(r),
+        });
+      }
+      request.auditWorkflowId = id;
+      const row = await store.get(tenantId, key);
+      return reply.status(row && row.state !== 'running' ? 200 : 202).send({ conversionId: key, workflowId: id, memoized: false, state: row?.state ?? 'running', statusUrl: statusUrl(key), ...(row && resultOf(row) ? { result: resultOf(row) } : {}) });
+    },
+  );
+
+  app.get(
+    '/conversions/:id',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['conversions'], summary: 'A conversion: state, per-target results (errors, latency), published Triton layout, registered artifacts', params: IdParams, response: errorResponses(400, 404) },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const r = await store.get(tenantId, request.params.id);
+      if (!r) throw new NotFoundError('conversion', request.params.id);
+      const artifacts = (await store.artifactsOf(tenantId, r.modelId, r.version)).filter((a) => a.conversionWorkflowId === r.workflowId);
+      // While it runs, the workflow knows the finer phase and the targets settled so far.
+      const progress = r.state === 'running' ? await temporal.workflow.getHandle(r.workflowId).query<ConversionStatus>('status').catch(() => undefined) : undefined;
+      return { ...r, artifacts, ...(progress ? { progress } : {}) };
+    },
+  );
+
+  app.get(
+    '/models/:modelId/versions/:version/artifacts',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['conversions'], summary: "A model version's converted artifacts (onnx, onnx-int8, tensorrt) and their Triton repositories", params: VersionParams, response: errorResponses(400, 404) },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { modelId, version } = request.params;
+      if (!(await registry.getVersion(tenantId, modelId, version))) throw new NotFoundError('version', `${modelId}@${version}`);
+      return { modelId, version, artifacts: await store.artifactsOf(tenantId, modelId, version) };
+    },
+  );
+};

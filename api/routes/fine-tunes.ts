@@ -1,0 +1,238 @@
+import { createHash } from 'node:crypto';
+import { Type, type Static } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { clustersOf } from '../../common/config';
+import { BadRequestError, ConflictError, NotFoundError, PlatformError } from '../../common/errors';
+import {
+  DEFAULT_HYPERPARAMETERS,
+  FINE_TUNE_METHODS,
+  HYPERPARAMETER_BOUNDS,
+  TERMINAL_FINE_TUNE_PHASES,
+  type FineTuneInput,
+  type FineTuneStatus,
+  type Hyperparameters,
+} from '../../common/fine-tune';
+import { workflowId } from '../../common/ids';
+import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
+import { ModelIdKey } from '../../common/search-attributes';
+import { GpuQuotaStore } from '../../common/store/gpu-quota';
+import type { RegistryStore } from '../../common/store/registry';
+import type { fineTune } from '../../workflows';
+import { requireRole } from '../plugins/auth';
+import { idempotencyKeyOf, startOperation } from '../operations';
+import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { Cpu, Memory } from './deployments';
+
+const Version = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' });
+/** One hyperparameter with its bounds and documented default (common/fine-tune.ts). */
+const hp = (name: keyof Hyperparameters) => {
+  const { integer, ...bounds } = HYPERPARAMETER_BOUNDS[name];
+  return Type.Optional((integer ? Type.Integer : Type.Number)({ ...bounds, default: DEFAULT_HYPERPARAMETERS[name] }));
+};
+const HyperparameterSchema = Type.Object(
+  {
+    totalSteps: hp('totalSteps'),
+    batchSize: hp('batchSize'),
+    learningRate: hp('learningRate'),
+    loraRank: hp('loraRank'),
+    loraAlpha: hp('loraAlpha'),
+    checkpointEverySteps: hp('checkpointEverySteps'),
+    evalFraction: hp('evalFraction'),
+    seed: hp('seed'),
+  },
+  { additionalProperties: false, default: {} },
+);
+export const FineTuneBody = Type.Object(
+  {
+    baseModel: Type.Object({ modelId: ResourceId, version: Version }, { additionalProperties: false }),
+    datasetUri: Type.String({ pattern: '^s3://', maxLength: 1024, description: 'JSONL in object storage' }),
+    method: Type.Union(FINE_TUNE_METHODS.map((m) => Type.Literal(m))),
+    hyperparameters: Type.Optional(HyperparameterSchema),
+    resources: Type.Object(
+      {
+        gpuCount: Type.Integer({ minimum: 1, maximum: 64 }),
+        gpuProduct: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', description: 'nvidia.com/gpu.product node label' })),
+        migProfile: Type.Optional(Type.String({ pattern: '^[1-7]g\\.[0-9]{1,3}gb$', description: 'e.g. 1g.10gb: asks for nvidia.com/mig-<profile>' })),
+        cpu: Type.Optional(Cpu),
+        memory: Type.Optional(Memory),
+      },
+      { additionalProperties: false },
+    ),
+    cluster: Type.String({ minLength: 1, maxLength: 63 }),
+    priority: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
+    /** Where the result is registered; default: a new version of the base model. */
+    output: Type.Optional(Type.Object({ modelId: Type.Optional(ResourceId), version: Type.Optional(Version) }, { additionalProperties: false })),
+    maxResumptions: Type.Integer({ minimum: 0, maximum: 20, default: 3 }),
+    deadlineSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86_400, default: 86_400 }),
+  },
+  { additionalProperties: false },
+);
+export type FineTuneRequest = Static<typeof FineTuneBody>;
+const Accepted = Type.Object({ fineTuneId: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
+const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
+const Quota = Type.Object({ gpus: Type.Integer({ minimum: 0, maximum: 100_000 }) }, { additionalProperties: false });
+const QuotaUsage = Type.Object({ gpus: Type.Integer(), inUse: Type.Integer(), waiting: Type.Integer() });
+
+const notFound = (message: string, field: string) => new PlatformError(404, 'not_found', message, { field });
+
+/** Everything checked before anything is started: a refused request leaves no workflow, claim or Job behind. */
+export async function validateFineTune(
+  deps: { registry: RegistryStore; objects: ObjectStore; quotas: GpuQuotaStore; clusters: Set<string> },
+  tenantId: string,
+  body: FineTuneRequest,
+  id: string,
+  /** Names the body's part in errors (a pipeline nests the fine-tune). */
+  at = 'body',
+): Promise<Omit<FineTuneInput, 'fineTuneId'>> {
+  const { registry, objects, quotas, clusters } = deps;
+  if (!clusters.has(body.cluster)) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`, `${at}.cluster`);
+  const quota = await quotas.quotaOf(tenantId);
+  if (body.resources.gpuCount > quota) {
+    throw new BadRequestError(`resources.gpuCount ${body.resources.gpuCount} exceeds the tenant's GPU quota of ${quota}; it could never start`, `${at}.resources.gpuCount`, { quota });
+  }
+  const { modelId, version } = body.baseModel;
+  if (!(await registry.getModel(tenantId, modelId))) throw notFound(`model '${modelId}' not found`, `${at}.baseModel.modelId`);
+  const base = await registry.getVersion(tenantId, modelId, version);
+  if (!base) throw notFound(`version '${modelId}@${version}' not found`, `${at}.baseModel.version`);
+  if (base.state !== 'ready') throw new ConflictError(`version '${modelId}@${version}' is ${base.state}; only a ready version can be fine-tuned`, { field: `${at}.baseModel.version` });
+  const outModel = body.output?.modelId ?? modelId;
+  if (!(await registry.getModel(tenantId, outModel))) throw notFound(`model '${outModel}' not found`, `${at}.output.modelId`);
+  const outVersion = body.output?.version ?? `${version.slice(0, 50)}-ft-${createHash('sha256').update(id).digest('hex').slice(0, 8)}`;
+  const taken = await registry.getVersion(tenantId, outModel, outVersion);
+  if (taken && taken.workflowId !== id) throw new ConflictError(`version '${outModel}@${outVersion}' already exists`, { field: `${at}.output.version` });
+  let dataset;
+  try {
+    dataset = parseObjectUri(body.datasetUri);
+  } catch (err) {
+    throw new BadRequestError((err as Error).message, `${at}.datasetUri`);
+  }
+  if (!(await objects.head(dataset))) throw notFound(`dataset ${body.datasetUri} does not exist in object storage`, `${at}.datasetUri`);
+  return {
+    tenantId,
+    cluster: body.cluster,
+    base: { modelId, version },
+    output: { modelId: outModel, version: outVersion },
+    datasetUri: body.datasetUri,
+    method: body.method,
+    hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...body.hyperparameters },
+    resources: {
+      gpuCount: body.resources.gpuCount,
+      ...(body.resources.gpuProduct ? { gpuProduct: body.resources.gpuProduct } : {}),
+      ...(body.resources.migProfile ? { migProfile: body.resources.migProfile } : {}),
+      cpu: String(body.resources.cpu ?? '4'),
+      memory: body.resources.memory ?? '16Gi',
+    },
+    priority: body.priority,
+    maxResumptions: body.maxResumptions,
+    jobDeadlineSeconds: body.deadlineSeconds,
+  };
+}
+
+export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { registry, db, temporal, taskQueue, objects } = app.platform;
+  const clusters = new Set(Object.keys(clustersOf(process.env.LLMHUB_CLUSTERS)));
+  const quotas = new GpuQuotaStore(db);
+
+  app.post(
+    '/fine-tunes',
+    {
+      preHandler: requireRole('developer'),
+      schema: {
+        tags: ['fine-tunes'],
+        summary: 'Fine-tune a model version on GPUs (LoRA, QLoRA or full) as a Temporal workflow; queued while the tenant GPU quota is used up',
+        headers: IdempotencyHeaders,
+        body: FineTuneBody,
+        response: { 202: Accepted, ...errorResponses(400, 404, 409, 422, 503) },
+      },
+    },
+    async (request, reply) => {
+      const tenantId = request.principal!.tenantId;
+      const key = idempotencyKeyOf(request.headers['idempotency-key']);
+      const id = workflowId('fine-tune', tenantId, key);
+      const input: FineTuneInput = { ...(await validateFineTune({ registry, objects, quotas, clusters }, tenantId, request.body, id)), fineTuneId: key };
+      await startOperation<typeof fineTune>(
+        { db, temporal, taskQueue },
+        {
+          kind: 'fine-tune',
+          tenantId,
+          key,
+          request: request.body,
+          workflow: 'fineTune',
+          options: {
+            args: [input],
+            typedSearchAttributes: [{ key: ModelIdKey, value: input.output.modelId }],
+            staticSummary: `Fine-tune ${input.base.modelId}@${input.base.version} (${input.method}, ${input.resources.gpuCount} GPU) into ${input.output.modelId}@${input.output.version}`,
+            // Queue time plus every attempt's deadline bounds the whole run.
+            workflowExecutionTimeout: `${Math.min(input.jobDeadlineSeconds * (input.maxResumptions + 1) + 7 * 86_400, 60 * 86_400)}s`,
+          },
+        },
+      );
+      request.auditWorkflowId = id;
+      const desc = await temporal.workflow.getHandle(id).describe();
+      return reply.status(202).send({ fineTuneId: key, workflowId: id, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl: `/v1/fine-tunes/${key}` });
+    },
+  );
+
+  const fineTuneOf = async (tenantId: string, key: string) => {
+    const handle = temporal.workflow.getHandle<typeof fineTune>(workflowId('fine-tune', tenantId, key));
+    try {
+      const desc = await handle.describe();
+      if (desc.type !== 'fineTune') throw new NotFoundError('fine-tune', key);
+      return { handle, desc };
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new NotFoundError('fine-tune', key);
+      throw err;
+    }
+  };
+
+  app.get(
+    '/fine-tunes/:id',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['fine-tunes'], summary: 'Where a fine-tune stands: phase, queue position, Job, loss curve, result', params: IdParams, response: errorResponses(400, 404) },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { handle, desc } = await fineTuneOf(tenantId, request.params.id);
+      const status = await handle.query<FineTuneStatus>('status');
+      const position = status.phase === 'queued' ? await quotas.positionOf(tenantId, handle.workflowId) : undefined;
+      return { workflowId: handle.workflowId, workflowStatus: desc.status.name, ...status, queue: position ? { position } : null };
+    },
+  );
+
+  app.post(
+    '/fine-tunes/:id/cancel',
+    {
+      preHandler: requireRole('operator'),
+      schema: { tags: ['fine-tunes'], summary: 'Cancel a fine-tune: its Job is deleted and its GPU claim (held or queued) released', params: IdParams, response: errorResponses(400, 404, 409) },
+    },
+    async (request, reply) => {
+      const { handle } = await fineTuneOf(request.principal!.tenantId, request.params.id);
+      request.auditWorkflowId = handle.workflowId;
+      const status = await handle.query<FineTuneStatus>('status');
+      if (TERMINAL_FINE_TUNE_PHASES.includes(status.phase)) throw new ConflictError(`fine-tune '${request.params.id}' has already ended (${status.phase})`);
+      await handle.cancel();
+      return reply.status(202).send({ fineTuneId: request.params.id, workflowId: handle.workflowId, status: 'cancelling' });
+    },
+  );
+
+  app.get(
+    '/quotas/gpu',
+    { preHandler: requireRole('viewer'), schema: { tags: ['fine-tunes'], summary: "The tenant's GPU quota and what its fine-tunes hold and wait for", response: { 200: QuotaUsage, ...errorResponses() } } },
+    async (request) => quotas.usage(request.principal!.tenantId),
+  );
+
+  app.put(
+    '/quotas/gpu',
+    {
+      preHandler: requireRole('admin'),
+      schema: { tags: ['fine-tunes'], summary: "Set the tenant's GPU quota; queued fine-tunes are served against the new value", body: Quota, response: { 200: QuotaUsage, ...errorResponses(400) } },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      await quotas.setQuota(tenantId, request.body.gpus);
+      return quotas.usage(tenantId);
+    },
+  );
+};

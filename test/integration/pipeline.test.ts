@@ -1,0 +1,223 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { WorkflowFailedError } from '@temporalio/client';
+import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
+import { loadConfig } from '../../common/config';
+import type { PipelineStatus } from '../../common/pipeline';
+import { RoutingStore } from '../../common/store/routing';
+import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
+import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';
+import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import { localConversionDeps, startConversionJobRunner } from '../support/conversion';
+import { BUCKET, HYPERPARAMETERS, gpuNodes, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
+import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+
+/**
+ * The pipeline on the real stack: the fine-tune's trainer Job and the conversion's Jobs run as local processes on the
+ * local Kubernetes control plane (kwok nodes), the rollout's Deployment on kwok, its server a local reference server.
+ */
+const config = loadConfig();
+const endpoints = new Map<string, string>();
+const nodes = gpuNodes();
+let p: TestPlatform;
+let runners: LocalJobRunner[] = [];
+let server: ReferenceModelServer;
+
+beforeAll(async () => {
+  p = await startTestPlatform({
+    activityDeps: {
+      kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined),
+      trainer: referenceTrainer(config, 0),
+      ...localConversionDeps(config),
+      endpointOf: localEndpoints(endpoints),
+    },
+  });
+  const logDir = path.join(process.env.LLMHUB_TEST_DATA!, 'pipeline-jobs');
+  runners = [await startReferenceTrainerRunner(process.env[KUBECONFIG_ENV]!, logDir), await startConversionJobRunner(process.env[KUBECONFIG_ENV]!, logDir, config)];
+  await p.objects.ensureBucket(BUCKET);
+  await nodes.add(4);
+  server = await startReferenceModelServer({ name: 'pipeline' });
+}, 300_000);
+afterAll(async () => {
+  await p?.close();
+  await Promise.all(runners.map((r) => r.stop()));
+  await server?.close();
+  await nodes.removeAll();
+});
+
+function client(tenant: TestTenant) {
+  const status = async (id: string): Promise<PipelineStatus & { workflowStatus: string }> => {
+    const res = await p.app.inject({ method: 'GET', url: `/v1/pipelines/${id}`, headers: bearer(tenant.keys.viewer) });
+    if (res.statusCode !== 200) throw new Error(`GET /v1/pipelines/${id}: ${res.statusCode} ${res.body}`);
+    return res.json();
+  };
+  return {
+    post: (body: object, key = uniqueId('pl')) => p.app.inject({ method: 'POST', url: '/v1/pipelines', headers: { ...bearer(tenant.keys.developer), 'idempotency-key': key }, payload: body }),
+    status,
+    answer: (id: string, decision: 'approve' | 'deny', key = tenant.keys.approver) =>
+      p.app.inject({ method: 'POST', url: `/v1/pipelines/${id}/approvals`, headers: bearer(key), payload: { decision, reason: 'checked by test' } }),
+    /** The first status at one of `stages`, or the run's failure for the assertion to show. */
+    until: (id: string, ...stages: PipelineStatus['stage'][]) =>
+      eventually(`pipeline ${id} at ${stages.join('/')}`, async () => {
+        const s = await status(id);
+        return (stages.includes(s.stage) || s.stage === 'failed' || s.stage === 'cancelled') && s;
+      }, 240_000),
+  };
+}
+
+const request = (modelId: string, datasetUri: string, version: string, extra: object = {}) => ({
+  fineTune: {
+    baseModel: { modelId, version: 'base' },
+    datasetUri,
+    method: 'lora',
+    hyperparameters: { ...HYPERPARAMETERS, totalSteps: 20 },
+    resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' },
+    cluster: 'local',
+    output: { version },
+  },
+  conversion: { cluster: 'local', targets: ['onnx'], profile: { runs: 5 } },
+  rollout: { cluster: 'local', resources: { cpu: '500m', gpu: 0 }, env: { LOG_LEVEL: 'info' }, strategy: { readinessTimeout: '2m' } },
+  approvalBeforeRollout: true,
+  ...extra,
+});
+
+describe('pipeline', () => {
+  it('fine-tunes, converts, waits for an approver, rolls the version out; the lineage shows the whole chain', async () => {
+    const tenant = await p.createTenant('pl');
+    const api = client(tenant);
+    const { modelId, datasetUri } = await prepare(p, tenant, task(41));
+    endpoints.set(localEndpointKey({ tenantId: tenant.id, modelId, version: 'ft1' }), server.url);
+    const res = await api.post(request(modelId, datasetUri, 'ft1'));
+    expect(res.statusCode).toBe(202);
+    const { pipelineId, workflowId } = res.json();
+    expect(workflowId).toBe(`pipeline/${tenant.id}/${pipelineId}`);
+    const child = (kind: string) => `${kind}/${tenant.id}/pipeline-${pipelineId}`;
+
+    const waiting = await api.until(pipelineId, 'awaiting_approval');
+    expect(waiting).toMatchObject({
+      stage: 'awaiting_approval',
+      awaitingApproval: true,
+      model: { modelId, version: 'ft1' },
+      steps: {
+        fineTune: { workflowId: child('fine-tune'), outcome: 'succeeded' },
+        conversion: { workflowId: child('conversion'), outcome: 'succeeded' },
+        rollout: { workflowId: child('rollout'), outcome: 'pending' },
+      },
+      conversion: { state: 'succeeded', published: ['onnx'] },
+    });
+    // Approvers find it by its Phase search attribute.
+    await eventually('the pipeline listed as awaiting approval', async () => {
+      for await (const w of p.temporal.workflow.list({ query: `TenantId = '${tenant.id}' AND Phase = 'awaiting_approval'` })) if (w.workflowId === workflowId) return true;
+      return false;
+    });
+    expect((await api.answer(pipelineId, 'approve', tenant.keys.developer)).statusCode).toBe(403);
+    const approved = await api.answer(pipelineId, 'approve');
+    expect(approved.statusCode).toBe(200);
+    expect((await api.answer(pipelineId, 'approve')).statusCode).toBe(409);
+
+    const done = await api.until(pipelineId, 'succeeded');
+    expect({ stage: done.stage, reason: done.failureReason }).toEqual({ stage: 'succeeded', reason: null });
+    expect(done.steps.rollout).toEqual({ workflowId: child('rollout'), outcome: 'succeeded', reason: null });
+    expect(done.approval).toMatchObject({ decision: 'approve', reason: 'checked by test' });
+    const rollout = await p.app.inject({ method: 'GET', url: `/v1/deployments/pipeline-${pipelineId}`, headers: bearer(tenant.keys.viewer) });
+    expect(rollout.json()).toMatchObject({ phase: 'promoted', modelId, version: 'ft1' });
+    expect(await new RoutingStore(p.db).getRoute(tenant.id, modelId)).toMatchObject({ stable: 'ft1', canary: null });
+
+    const lineage = await p.app.inject({ method: 'GET', url: `/v1/models/${modelId}/versions/ft1/lineage`, headers: bearer(tenant.keys.viewer) });
+    expect(lineage.statusCode).toBe(200);
+    const chain = lineage.json().lineage as Record<string, unknown>[];
+    expect(chain.map((s) => s.stage)).toEqual(['dataset', 'base', 'fine_tuned', 'converted', 'deployed']);
+    expect(chain).toMatchObject([
+      { stage: 'dataset', uri: datasetUri, sha256: task(41).datasetSha256 },
+      { stage: 'base', modelId, version: 'base' },
+      { stage: 'fine_tuned', modelId, version: 'ft1', workflowId: child('fine-tune'), method: 'lora' },
+      { stage: 'converted', kind: 'onnx', workflowId: child('conversion') },
+      { stage: 'deployed', workflowId: child('rollout'), deploymentId: `pipeline-${pipelineId}`, cluster: 'local' },
+    ]);
+
+    // Every step is findable in the Temporal UI by ModelId.
+    const ids = await eventually('all four runs listed by ModelId', async () => {
+      const found: string[] = [];
+      for await (const w of p.temporal.workflow.list({ query: `ModelId = '${modelId}'` })) found.push(w.workflowId);
+      return found.length >= 4 && found.sort();
+    });
+    expect(ids).toEqual([child('conversion'), child('fine-tune'), workflowId, child('rollout')].sort());
+  });
+
+  it('stops before the rollout when the approver denies it, with the reason; a repeat reuses the memoised conversion', async () => {
+    const tenant = await p.createTenant('pl');
+    const api = client(tenant);
+    const { modelId, datasetUri } = await prepare(p, tenant, task(43));
+    const { pipelineId } = (await api.post(request(modelId, datasetUri, 'ft2'))).json();
+    await api.until(pipelineId, 'awaiting_approval');
+    expect((await api.answer(pipelineId, 'deny', tenant.keys.admin)).statusCode).toBe(200);
+    const done = await api.until(pipelineId, 'failed');
+    expect(done.stage).toBe('failed');
+    expect(done.failureReason).toMatch(/the rollout was denied by .*: checked by test/);
+    expect(done.approval).toMatchObject({ decision: 'deny' });
+    expect(done.steps.rollout.outcome).toBe('skipped');
+    expect((await p.app.inject({ method: 'GET', url: `/v1/deployments/pipeline-${pipelineId}`, headers: bearer(tenant.keys.viewer) })).statusCode).toBe(404);
+
+    // The same fine-tune again (the reference trainer is deterministic): the same weights, so the conversion is a memo hit.
+    const again = (await api.post(request(modelId, datasetUri, 'ft2b'))).json().pipelineId as string;
+    const waiting = await api.until(again, 'awaiting_approval');
+    expect(waiting.steps.conversion).toEqual({ workflowId: done.steps.conversion.workflowId, outcome: 'memoized', reason: null });
+    expect(waiting.conversion).toMatchObject({ state: 'succeeded', published: ['onnx'] });
+    expect((await api.answer(again, 'deny')).statusCode).toBe(200);
+  });
+
+  it('stops at the fine-tune when the trainer fails on a bad dataset, with the reason, and starts nothing after it', async () => {
+    const tenant = await p.createTenant('pl');
+    const api = client(tenant);
+    const { modelId } = await prepare(p, tenant, task(47));
+    const bad = `${tenant.id}/${modelId}/broken.jsonl`;
+    await p.objects.put({ bucket: BUCKET, key: bad }, 'this is not {json');
+    const { pipelineId, workflowId } = (await api.post(request(modelId, `s3://${BUCKET}/${bad}`, 'ft3'))).json();
+    const done = await api.until(pipelineId, 'failed');
+    expect(done.stage).toBe('failed');
+    expect(done.steps.fineTune.outcome).toBe('failed');
+    expect(done.failureReason).toMatch(/training failed/);
+    expect(done.steps.conversion.outcome).toBe('pending');
+    expect(done.steps.rollout.outcome).toBe('pending');
+    const failed = await p.temporal.workflow.getHandle(workflowId).result().then(() => undefined, (err: WorkflowFailedError) => err);
+    expect(failed?.cause?.message).toMatch(/stopped at fine_tune: .*training failed/);
+  });
+
+  it('cancels the running child with the pipeline', async () => {
+    const tenant = await p.createTenant('pl');
+    const api = client(tenant);
+    const { modelId, datasetUri } = await prepare(p, tenant, task(59));
+    const body = request(modelId, datasetUri, 'ft5');
+    // No node has this GPU product: the trainer's pod stays Pending, so the fine-tune child is still running.
+    const { pipelineId } = (await api.post({ ...body, fineTune: { ...body.fineTune, resources: { ...body.fineTune.resources, gpuProduct: 'NO-SUCH-GPU' } } })).json();
+    const fineTune = async () => (await p.app.inject({ method: 'GET', url: `/v1/fine-tunes/pipeline-${pipelineId}`, headers: bearer(tenant.keys.viewer) })).json();
+    await eventually('the fine-tune child pending', async () => (await fineTune()).phase === 'pending');
+    const cancel = await p.app.inject({ method: 'POST', url: `/v1/pipelines/${pipelineId}/cancel`, headers: bearer(tenant.keys.operator) });
+    expect(cancel.statusCode).toBe(202);
+    const done = await api.until(pipelineId, 'cancelled');
+    expect(done).toMatchObject({ stage: 'cancelled', failureReason: 'the pipeline was cancelled', steps: { fineTune: { outcome: 'cancelled' }, conversion: { outcome: 'pending' } } });
+    expect((await fineTune()).phase).toBe('cancelled');
+  });
+
+  it('refuses bad input up front, naming the field, and starts nothing', async () => {
+    const tenant = await p.createTenant('pl');
+    const api = client(tenant);
+    const { modelId, datasetUri } = await prepare(p, tenant, task(53));
+    const base = request(modelId, datasetUri, 'ft4');
+    const cases: [object, number, string][] = [
+      [{ ...base, rollout: { ...base.rollout, cluster: 'nowhere' } }, 400, 'body.rollout.cluster'],
+      [{ ...base, conversion: { ...base.conversion, cluster: 'nowhere' } }, 400, 'body.conversion.cluster'],
+      [{ ...base, fineTune: { ...base.fineTune, datasetUri: `s3://${BUCKET}/${tenant.id}/missing.jsonl` } }, 404, 'body.fineTune.datasetUri'],
+      [{ ...base, rollout: { ...base.rollout, env: { API_KEY: 'plain' } } }, 400, 'body.rollout.env.API_KEY'],
+    ];
+    for (const [body, code, field] of cases) {
+      const key = uniqueId('bad');
+      const res = await api.post(body, key);
+      expect({ code: res.statusCode, field: res.json().error.details?.field }).toEqual({ code, field });
+      expect((await p.app.inject({ method: 'GET', url: `/v1/pipelines/${key}`, headers: bearer(tenant.keys.viewer) })).statusCode).toBe(404);
+    }
+    const schema = await api.post({ ...base, conversion: { ...base.conversion, targets: ['onnx', 'bogus'] } });
+    expect(schema.statusCode).toBe(400);
+    expect(schema.body).toMatch(/conversion/);
+  });
+});
