@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import OpenAI from 'openai';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
@@ -8,6 +9,19 @@ import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, typ
 
 /** Tight upstream timeouts and a quick breaker, so failures show within a test; normal answers take milliseconds. */
 const SETTINGS = { firstByteTimeoutMs: 1_500, idleTimeoutMs: 1_500, breakerFailures: 3, breakerCooldownMs: 2_000, metricsFlushMs: 200, refreshMs: 500 };
+/**
+ * Listens with a backlog of 0 and never accepts; its own non-blocking connects fill the accept queue (Linux keeps
+ * backlog + 1), then it prints its port. Python, because Node accepts every connection it is offered.
+ */
+const FULL_ACCEPT_QUEUE = `
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(0)
+fill = []
+for _ in range(4):
+    c = socket.socket(); c.setblocking(False); c.connect_ex(s.getsockname()); fill.append(c)
+print(s.getsockname()[1], flush=True)
+time.sleep(600)
+`;
 let p: TestPlatform;
 let acme: TestTenant;
 let baseURL: string;
@@ -97,6 +111,26 @@ describe('upstream failures', () => {
     const bad = await chat(failing.id);
     expect(bad.statusCode).toBe(502);
     expect(bad.json().error).toMatchObject({ type: 'api_error', code: 'upstream_5xx', message: expect.stringContaining('answered 500') });
+  });
+
+  it('times out connecting (504) to a model server that never takes the connection', async () => {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a connect hangs as it would to a
+    // host that vanished. The first-byte timeout is shorter, so an accepted connection could not pass as this.
+    const blackhole = spawn('python3', ['-c', FULL_ACCEPT_QUEUE], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        blackhole.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+        blackhole.once('exit', (code) => reject(new Error(`the blackhole listener exited (${code})`)));
+      });
+      const id = uniqueId('blackhole');
+      await serveModel(p.db, acme.id, id, { s: `http://127.0.0.1:${port}/v1` }, { stable: 's' });
+      await untilRouted(p.app, acme.keys.developer, id);
+      const res = await chat(id);
+      expect(res.statusCode).toBe(504);
+      expect(res.json().error).toMatchObject({ type: 'api_error', code: 'timeout_connect', message: expect.stringContaining('connecting') });
+    } finally {
+      blackhole.kill('SIGKILL');
+    }
   });
 
   it('times out waiting for the first byte (504) and cancels the upstream request', async () => {
