@@ -39,7 +39,6 @@ export interface ApprovalRequest {
   decision: 'approve' | 'deny';
   reason?: string;
 }
-export const APPROVER_ROLES = ['approver', 'admin'];
 
 export interface PipelineStatus {
   pipelineId: string;

@@ -2,6 +2,8 @@
 
 export const Roles = ['viewer', 'developer', 'operator', 'approver', 'admin'] as const;
 export type Role = (typeof Roles)[number];
+/** Who may answer an approval (a rollout gate, a pipeline gate, an agent's risky tool call). */
+export const APPROVER_ROLES: readonly string[] = ['approver', 'admin'];
 
 /** Who is calling: resolved from an API key or a JWT, always scoped to one tenant. */
 export interface Principal {

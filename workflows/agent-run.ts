@@ -17,12 +17,12 @@ import type { InferenceActivities } from '../activities/inference';
 import type { McpActivities, ToolAuditEntry } from '../activities/mcp';
 import type { AgentRunInput, AgentRunPhase, AgentRunStatus, Approval, ApprovalRequest, ModelToolCall, ToolCallRecord } from '../common/agents';
 import { PhaseKey } from '../common/search-attributes';
+import { APPROVER_ROLES } from '../common/types';
 
 export const transcriptQuery = defineQuery<AgentRunStatus>('transcript');
 /** An approver's answer to the pending tool call; the validator refuses wrong callers before anything reaches history. */
 export const approvalUpdate = defineUpdate<AgentRunStatus, [ApprovalRequest]>('approval');
 
-const APPROVER_ROLES = ['approver', 'admin'];
 /** Validator refusals carry a type the API maps to 403 (who asks) or 409 (what is asked). */
 const reject = (type: 'ApprovalForbidden' | 'ApprovalRejected', message: string): never => {
   throw ApplicationFailure.nonRetryable(message, type);
