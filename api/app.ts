@@ -24,6 +24,7 @@ import { agentRoutes } from './routes/agents';
 import { deploymentRoutes } from './routes/deployments';
 import { fineTuneRoutes } from './routes/fine-tunes';
 import { pipelineRoutes } from './routes/pipelines';
+import { adminRoutes } from './routes/admin';
 import { healthRoutes } from './routes/health';
 import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
@@ -127,5 +128,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(conversionRoutes, { prefix: '/v1' });
   await app.register(fineTuneRoutes, { prefix: '/v1' });
   await app.register(pipelineRoutes, { prefix: '/v1' });
+  await app.register(adminRoutes, { prefix: '/v1' });
   return app;
 }

@@ -18,9 +18,11 @@ export interface WindowRef {
   windowStart: number;
 }
 
-export async function readLimits(q: Pick<PoolClient, 'query'>): Promise<LimitRule[]> {
+/** Every tenant's limits, or one tenant's when `tenantId` is given. */
+export async function readLimits(q: Pick<PoolClient, 'query'>, tenantId?: string): Promise<LimitRule[]> {
   const { rows } = await q.query<{ tenant_id: string; subject: string; window_seconds: number; max_requests: string | null; max_tokens: string | null }>(
-    'SELECT tenant_id, subject, window_seconds, max_requests, max_tokens FROM gateway_limits',
+    `SELECT tenant_id, subject, window_seconds, max_requests, max_tokens FROM gateway_limits${tenantId === undefined ? '' : ' WHERE tenant_id = $1 ORDER BY subject'}`,
+    tenantId === undefined ? [] : [tenantId],
   );
   return rows.map((l) => ({
     tenantId: l.tenant_id,
@@ -48,8 +50,14 @@ export class LimitStore {
     );
   }
 
-  async removeLimit(tenantId: string, subject: string): Promise<void> {
-    await this.db.query('DELETE FROM gateway_limits WHERE tenant_id = $1 AND subject = $2', [tenantId, subject]);
+  /** False when the tenant had no limit for that subject. */
+  async removeLimit(tenantId: string, subject: string): Promise<boolean> {
+    const { rowCount } = await this.db.query('DELETE FROM gateway_limits WHERE tenant_id = $1 AND subject = $2', [tenantId, subject]);
+    return rowCount === 1;
+  }
+
+  async listLimits(tenantId: string): Promise<LimitRule[]> {
+    return readLimits(this.db, tenantId);
   }
 
   /** Takes up to `requests`/`tokens` from the window (opening it at the rule's full allowance); returns what was granted. */

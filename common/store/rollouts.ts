@@ -17,6 +17,17 @@ export class RolloutLockStore {
     return rows[0]!.workflow_id === l.workflowId ? {} : { heldBy: rows[0]!.deployment_id };
   }
 
+  /**
+   * The deployment id of the rollout holding the model's lock, if any. Inside a transaction it also locks the model's
+   * row, which a rollout's `acquire` needs (its foreign key): no rollout can take the lock until `q` commits, so
+   * what the caller does under this answer cannot interleave with a rollout starting.
+   */
+  async holder(q: Queryable, tenantId: string, modelId: string): Promise<string | undefined> {
+    await q.query('SELECT 1 FROM models WHERE tenant_id = $1 AND id = $2 FOR UPDATE', [tenantId, modelId]);
+    const { rows } = await q.query<{ deployment_id: string }>('SELECT deployment_id FROM rollout_locks WHERE tenant_id = $1 AND model_id = $2', [tenantId, modelId]);
+    return rows[0]?.deployment_id;
+  }
+
   /** Idempotent, and only the holder's release counts, so a late retry never frees a newer rollout's lock. */
   async release(q: Queryable, tenantId: string, modelId: string, workflowId: string): Promise<void> {
     await q.query('DELETE FROM rollout_locks WHERE tenant_id = $1 AND model_id = $2 AND workflow_id = $3', [tenantId, modelId, workflowId]);

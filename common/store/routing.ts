@@ -46,11 +46,11 @@ export class RoutingStore {
   }
 
   /** Sets stable, canary and weight together, so a replica never sees a canary with another route's weight. */
-  async setRoute(tenantId: string, modelId: string, r: RouteSpec): Promise<void> {
+  async setRoute(tenantId: string, modelId: string, r: RouteSpec, q: Pick<Pool, 'query'> = this.db): Promise<void> {
     const canary = r.canary ?? null;
     const weight = canary === null ? 0 : (r.canaryWeight ?? DEFAULT_CANARY_WEIGHT);
     if (!Number.isInteger(weight) || weight < 0 || weight > 100) throw new RangeError(`canaryWeight must be an integer 0-100, got ${weight}`);
-    await this.db.query(
+    await q.query(
       `INSERT INTO model_routes (tenant_id, model_id, stable_version, canary_version, canary_weight) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (tenant_id, model_id) DO UPDATE SET stable_version = EXCLUDED.stable_version, canary_version = EXCLUDED.canary_version,
          canary_weight = EXCLUDED.canary_weight, updated_at = now()`,
@@ -62,8 +62,18 @@ export class RoutingStore {
     return (await this.routes('WHERE r.tenant_id = $1 AND r.model_id = $2', [tenantId, modelId]))[0];
   }
 
-  async createProject(tenantId: string, id: string, name = id): Promise<void> {
-    await this.db.query('INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, id, name]);
+  /** False when the tenant already has a project of that id (it is left as it was). */
+  async createProject(tenantId: string, id: string, name = id): Promise<boolean> {
+    const { rowCount } = await this.db.query('INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, id, name]);
+    return rowCount === 1;
+  }
+
+  async listProjects(tenantId: string): Promise<{ id: string; name: string; createdAt: string }[]> {
+    const { rows } = await this.db.query<{ id: string; name: string; created_at: Date }>(
+      'SELECT id, name, created_at FROM projects WHERE tenant_id = $1 ORDER BY id',
+      [tenantId],
+    );
+    return rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at.toISOString() }));
   }
 
   async snapshot(): Promise<GatewaySnapshot> {

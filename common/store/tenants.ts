@@ -12,6 +12,15 @@ export interface ApiKeyRecord {
   revoked: boolean;
 }
 
+/** What a tenant's admin may see of a key: never the secret or its hash. */
+export interface ApiKeyInfo {
+  id: string;
+  name: string;
+  role: Role;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
 const hashSecret = (secret: string): Buffer => createHash('sha256').update(secret).digest();
 
 /**
@@ -51,6 +60,23 @@ export class TenantStore {
     await this.db.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL', [id]);
   }
 
+  /**
+   * Revokes one key of the tenant (again revoking a revoked key keeps its first revocation time); false when the
+   * tenant has no such key. The update fires the revocation notification (0002_gateway.sql) that evicts cached verdicts.
+   */
+  async revokeTenantApiKey(tenantId: string, id: string): Promise<boolean> {
+    const { rowCount } = await this.db.query('UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND tenant_id = $2', [id, tenantId]);
+    return rowCount === 1;
+  }
+
+  async listApiKeys(tenantId: string): Promise<ApiKeyInfo[]> {
+    return this.apiKeyInfos('WHERE tenant_id = $1 ORDER BY created_at, id', [tenantId]);
+  }
+
+  async getApiKey(tenantId: string, id: string): Promise<ApiKeyInfo | undefined> {
+    return (await this.apiKeyInfos('WHERE tenant_id = $1 AND id = $2', [tenantId, id]))[0];
+  }
+
   /** Revokes a tenant's keys of one name made before `createdBeforeMs` (epoch ms): how machine-minted keys expire. */
   async revokeApiKeysNamed(tenantId: string, name: string, createdBeforeMs: number): Promise<number> {
     const { rowCount } = await this.db.query(
@@ -71,5 +97,13 @@ export class TenantStore {
     const row = rows[0];
     if (!row || !timingSafeEqual(row.secret_hash, hashSecret(parts.secret))) return undefined;
     return { id: row.id, tenantId: row.tenant_id, name: row.name, role: row.role, revoked: row.revoked_at !== null };
+  }
+
+  private async apiKeyInfos(where: string, params: unknown[]): Promise<ApiKeyInfo[]> {
+    const { rows } = await this.db.query<{ id: string; name: string; role: Role; created_at: Date; revoked_at: Date | null }>(
+      `SELECT id, name, role, created_at, revoked_at FROM api_keys ${where}`,
+      params,
+    );
+    return rows.map((r) => ({ id: r.id, name: r.name, role: r.role, createdAt: r.created_at.toISOString(), revokedAt: r.revoked_at?.toISOString() ?? null }));
   }
 }

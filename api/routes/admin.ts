@@ -1,0 +1,234 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { LimitStore, type LimitRule } from '../../common/store/limits';
+import { inTransaction } from '../../common/store/pool';
+import { RolloutLockStore } from '../../common/store/rollouts';
+import { RoutingStore } from '../../common/store/routing';
+import { requireRole } from '../plugins/auth';
+import { errorResponses, ResourceId } from '../schemas';
+
+// The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
+const KeyRole = Type.Union([Type.Literal('viewer'), Type.Literal('developer'), Type.Literal('operator'), Type.Literal('approver'), Type.Literal('admin')]);
+const ApiKey = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  role: KeyRole,
+  createdAt: Type.String(),
+  revokedAt: Type.Union([Type.String(), Type.Null()]),
+});
+const CreatedApiKey = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  role: KeyRole,
+  key: Type.String({ description: 'The whole key; shown only in this answer' }),
+});
+const CreateApiKey = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: KeyRole }, { additionalProperties: false });
+
+const Project = Type.Object({ id: Type.String(), name: Type.String(), createdAt: Type.String() });
+const CreateProject = Type.Object({ id: ResourceId, name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }, { additionalProperties: false });
+
+// The caller subjects a limit can name; the gateway's principals are `key:<id>` (api/plugins/auth.ts).
+const Subject = Type.String({ pattern: '^(?:|key:[a-z0-9]{16})$', description: "'' for the whole tenant, or 'key:<id>' for one of its API keys" });
+// Column bounds (integer, bigint as exact JS numbers), so an out-of-range value is a 400 and never a database error.
+const Limit = Type.Object({
+  subject: Type.String(),
+  windowSeconds: Type.Integer(),
+  maxRequests: Type.Union([Type.Integer(), Type.Null()]),
+  maxTokens: Type.Union([Type.Integer(), Type.Null()]),
+});
+const PutLimit = Type.Object(
+  {
+    subject: Subject,
+    windowSeconds: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }),
+    maxRequests: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    maxTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  },
+  { additionalProperties: false },
+);
+
+const Version = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' });
+const Route = Type.Object({ modelId: Type.String(), stable: Type.String(), canary: Type.Union([Type.String(), Type.Null()]), canaryWeight: Type.Integer() });
+const PutRoute = Type.Object(
+  {
+    stable: Version,
+    canary: Type.Optional(Type.Union([Version, Type.Null()])),
+    canaryWeight: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'percent of weighted traffic for the canary; default 10' })),
+  },
+  { additionalProperties: false },
+);
+const ModelParams = Type.Object({ modelId: ResourceId });
+
+const limitOut = (l: LimitRule) => ({ subject: l.subject, windowSeconds: l.windowSeconds, maxRequests: l.maxRequests, maxTokens: l.maxTokens });
+
+/**
+ * Tenant administration: API keys, projects, gateway limits and manual routing. Every object is read and written
+ * under the caller's tenant, so another tenant's ids answer 404 like unknown ones. The gateway replicas learn each
+ * change from the store's NOTIFY triggers (0002_gateway.sql), as they do for changes made by workflows.
+ */
+export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { db, tenants, registry } = app.platform;
+  const routing = new RoutingStore(db);
+  const limits = new LimitStore(db);
+  const locks = new RolloutLockStore(db);
+
+  app.post(
+    '/api-keys',
+    {
+      preHandler: requireRole('admin'),
+      schema: { tags: ['admin'], summary: 'Create an API key of the tenant; the key is shown only in this answer', body: CreateApiKey, response: { 201: CreatedApiKey, ...errorResponses(400) } },
+    },
+    async (request, reply) => {
+      const { name, role } = request.body;
+      const { id, key } = await tenants.createApiKey(request.principal!.tenantId, name, role);
+      return reply.status(201).send({ id, name, role, key });
+    },
+  );
+
+  app.get(
+    '/api-keys',
+    {
+      preHandler: requireRole('admin'),
+      schema: { tags: ['admin'], summary: "List the tenant's API keys (never their secrets)", response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey) }), ...errorResponses() } },
+    },
+    async (request) => ({ apiKeys: await tenants.listApiKeys(request.principal!.tenantId) }),
+  );
+
+  app.delete(
+    '/api-keys/:id',
+    {
+      preHandler: requireRole('admin'),
+      schema: {
+        tags: ['admin'],
+        summary: 'Revoke an API key; gateway replicas refuse it at once (within GATEWAY_KEY_CACHE_TTL_MS if a notification is lost)',
+        params: Type.Object({ id: Type.String({ maxLength: 128 }) }),
+        response: errorResponses(404),
+      },
+    },
+    async (request, reply) => {
+      if (!(await tenants.revokeTenantApiKey(request.principal!.tenantId, request.params.id))) throw new NotFoundError('apiKey', request.params.id);
+      return reply.status(204).send();
+    },
+  );
+
+  app.post(
+    '/projects',
+    {
+      preHandler: requireRole('admin'),
+      schema: { tags: ['admin'], summary: 'Create a project (a valid X-Project-ID on the gateway)', body: CreateProject, response: { 201: Project, ...errorResponses(400, 409) } },
+    },
+    async (request, reply) => {
+      const tenantId = request.principal!.tenantId;
+      const { id, name = id } = request.body;
+      if (!(await routing.createProject(tenantId, id, name))) throw new ConflictError(`project '${id}' already exists`, { field: 'body.id' });
+      return reply.status(201).send((await routing.listProjects(tenantId)).find((p) => p.id === id)!);
+    },
+  );
+
+  app.get(
+    '/projects',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['admin'], summary: "List the tenant's projects", response: { 200: Type.Object({ projects: Type.Array(Project) }), ...errorResponses() } },
+    },
+    async (request) => ({ projects: await routing.listProjects(request.principal!.tenantId) }),
+  );
+
+  app.put(
+    '/limits',
+    {
+      preHandler: requireRole('admin'),
+      schema: {
+        tags: ['admin'],
+        summary: 'Set the request and/or token limit per window of the tenant or of one of its keys',
+        body: PutLimit,
+        response: { 200: Limit, ...errorResponses(400) },
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { subject, windowSeconds, maxRequests = null, maxTokens = null } = request.body;
+      if (maxRequests === null && maxTokens === null) throw new BadRequestError('give maxRequests and/or maxTokens: a limit without either limits nothing', 'body.maxRequests');
+      if (subject !== '' && !(await tenants.getApiKey(tenantId, subject.slice('key:'.length)))) {
+        throw new BadRequestError(`subject '${subject}' is not an API key of this tenant`, 'body.subject');
+      }
+      const rule = { tenantId, subject, windowSeconds, maxRequests, maxTokens };
+      await limits.setLimit(rule);
+      return limitOut(rule);
+    },
+  );
+
+  app.get(
+    '/limits',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['admin'], summary: "List the tenant's gateway limits", response: { 200: Type.Object({ limits: Type.Array(Limit) }), ...errorResponses() } },
+    },
+    async (request) => ({ limits: (await limits.listLimits(request.principal!.tenantId)).map(limitOut) }),
+  );
+
+  app.delete(
+    '/limits',
+    {
+      preHandler: requireRole('admin'),
+      schema: { tags: ['admin'], summary: 'Remove a limit', querystring: Type.Object({ subject: Subject }), response: errorResponses(400, 404) },
+    },
+    async (request, reply) => {
+      const { subject } = request.query;
+      if (!(await limits.removeLimit(request.principal!.tenantId, subject))) throw new NotFoundError('limit', subject);
+      return reply.status(204).send();
+    },
+  );
+
+  app.get(
+    '/models/:modelId/route',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['admin'], summary: "Which versions serve a model's traffic, and the canary's share", params: ModelParams, response: { 200: Route, ...errorResponses(400, 404) } },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { modelId } = request.params;
+      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
+      const route = await routing.getRoute(tenantId, modelId);
+      if (!route) throw new NotFoundError('route', modelId);
+      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
+    },
+  );
+
+  app.put(
+    '/models/:modelId/route',
+    {
+      preHandler: requireRole('operator'),
+      schema: {
+        tags: ['admin'],
+        summary: "Set a model's stable and canary versions by hand (manual A/B); refused while a rollout runs on the model",
+        params: ModelParams,
+        body: PutRoute,
+        response: { 200: Route, ...errorResponses(400, 404, 409) },
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { modelId } = request.params;
+      const { stable, canary = null, canaryWeight } = request.body;
+      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
+      if (canary === null && canaryWeight !== undefined) throw new BadRequestError('canaryWeight needs a canary version', 'body.canaryWeight');
+      if (canary === stable) throw new BadRequestError('canary must be another version than stable', 'body.canary');
+      await inTransaction(db, async (c) => {
+        for (const [field, version] of [['stable', stable], ['canary', canary]] as const) {
+          if (version === null) continue;
+          const v = await registry.getVersion(tenantId, modelId, version, c);
+          if (!v) throw new BadRequestError(`model '${modelId}' has no version '${version}'`, `body.${field}`);
+          if (v.state !== 'ready') throw new BadRequestError(`version '${version}' is ${v.state}; only a ready version takes traffic`, `body.${field}`);
+        }
+        // Checked under the model's row lock, so a rollout starting now waits for this route and then owns routing.
+        const heldBy = await locks.holder(c, tenantId, modelId);
+        if (heldBy) throw new ConflictError(`model '${modelId}' has a rollout in progress: '${heldBy}'; steer it through /v1/deployments/${heldBy}`, { deploymentId: heldBy });
+        await routing.setRoute(tenantId, modelId, { stable, canary, ...(canaryWeight === undefined ? {} : { canaryWeight }) }, c);
+      });
+      const route = (await routing.getRoute(tenantId, modelId))!;
+      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
+    },
+  );
+};
