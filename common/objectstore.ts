@@ -128,6 +128,14 @@ export async function sha256OfObject(store: ObjectStore, ref: ObjectRef, onProgr
   return hash.digest('hex');
 }
 
+/**
+ * An object's SHA-256 (hex): the checksum the store kept from the upload when it has one (S3 additional checksums,
+ * base64 in the head), else computed by streaming the object.
+ */
+export async function sha256Of(store: ObjectStore, ref: ObjectRef, head: ObjectHead, onProgress?: (bytes: number) => void): Promise<string> {
+  return head.sha256 ? Buffer.from(head.sha256, 'base64').toString('hex') : sha256OfObject(store, ref, onProgress);
+}
+
 /** The S3 settings of the platform's own configuration (API and workers share one object store). */
 export const s3StoreFromConfig = (c: {
   S3_ENDPOINT?: string;

@@ -2,7 +2,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
 import { RunObjects, type FineTuneInput } from '../../common/fine-tune';
-import { objectUri, parseObjectUri, sha256OfObject, type ObjectStore } from '../../common/objectstore';
+import { objectUri, parseObjectUri, sha256Of, type ObjectStore } from '../../common/objectstore';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';
 import { inTransaction } from '../../common/store/pool';
@@ -32,12 +32,15 @@ export interface ResolvedFineTune {
   runPrefix: string;
 }
 
-const hashOf = async (objects: ObjectStore, uri: string, onProgress: (bytes: number) => void): Promise<string> => {
+/** Heads an object that must exist (else `missing`, non-retryable) and gives its head and SHA-256. */
+async function describeObject(objects: ObjectStore, uri: string, missing: (uri: string) => ApplicationFailure, onProgress: (bytes: number, totalBytes: number) => void) {
   const ref = parseObjectUri(uri);
   const head = await objects.head(ref);
-  if (!head) throw ApplicationFailure.nonRetryable(`${uri} does not exist in object storage`, FineTuneErrors.outputMissing);
-  return `sha256:${head.sha256 ? Buffer.from(head.sha256, 'base64').toString('hex') : await sha256OfObject(objects, ref, onProgress)}`;
-};
+  if (!head) throw missing(uri);
+  return { head, sha256: `sha256:${await sha256Of(objects, ref, head, (bytes) => onProgress(bytes, head.sizeBytes))}` };
+}
+
+const outputMissing = (uri: string) => ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${uri}`, FineTuneErrors.outputMissing);
 
 export const createFineTuneActivities = ({ db, registry, objects, platformBucket }: FineTuneActivityDeps) => {
   const quotas = new GpuQuotaStore(db);
@@ -53,18 +56,18 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
       if (existing && existing.workflowId !== workflowId) {
         throw ApplicationFailure.nonRetryable(`version ${input.output.modelId}@${input.output.version} already exists`, FineTuneErrors.outputVersionExists);
       }
-      const ref = parseObjectUri(input.datasetUri);
-      const head = await objects.head(ref);
-      if (!head) throw ApplicationFailure.nonRetryable(`dataset ${input.datasetUri} does not exist in object storage`, FineTuneErrors.datasetNotFound);
       const ctx = Context.current();
-      const datasetSha256 = head.sha256
-        ? Buffer.from(head.sha256, 'base64').toString('hex')
-        : await sha256OfObject(objects, ref, (bytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes: head.sizeBytes }));
+      const dataset = await describeObject(
+        objects,
+        input.datasetUri,
+        (uri) => ApplicationFailure.nonRetryable(`dataset ${uri} does not exist in object storage`, FineTuneErrors.datasetNotFound),
+        (bytes, totalBytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes }),
+      );
       await objects.ensureBucket(platformBucket);
       return {
         baseArtifactUri: base.artifactUri,
         baseChecksum: base.checksum,
-        datasetSha256: `sha256:${datasetSha256}`,
+        datasetSha256: dataset.sha256,
         runPrefix: `s3://${platformBucket}/fine-tunes/${input.tenantId}/${input.fineTuneId}/`,
       };
     },
@@ -101,11 +104,9 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
       const ctx = Context.current();
       const prefix = parseObjectUri(run.runPrefix);
       const artifactUri = objectUri({ bucket: prefix.bucket, key: `${prefix.key}${RunObjects.output}` });
-      const head = await objects.head(parseObjectUri(artifactUri));
-      if (!head) throw ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${artifactUri}`, FineTuneErrors.outputMissing);
       const beat = (bytes: number) => ctx.heartbeat({ hashedBytes: bytes });
-      const checksum = await hashOf(objects, artifactUri, beat);
-      const checkpointChecksum = run.checkpointUri ? await hashOf(objects, run.checkpointUri, beat) : null;
+      const { head, sha256: checksum } = await describeObject(objects, artifactUri, outputMissing, beat);
+      const checkpointChecksum = run.checkpointUri ? (await describeObject(objects, run.checkpointUri, outputMissing, beat)).sha256 : null;
       const { tenantId, output } = input;
       await inTransaction(db, async (tx) => {
         await registry.insertVersion(tx, tenantId, { modelId: output.modelId, version: output.version, artifactUri, workflowId });

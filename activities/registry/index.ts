@@ -1,6 +1,6 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { InvalidObjectUriError, parseObjectUri, sha256OfObject, type ObjectStore } from '../../common/objectstore';
+import { InvalidObjectUriError, parseObjectUri, sha256Of, type ObjectStore } from '../../common/objectstore';
 import type { RegistryStore } from '../../common/store/registry';
 import type { ArtifactInfo, RegisterModelVersionInput } from '../../common/types';
 
@@ -32,9 +32,7 @@ export const createRegistryActivities = ({ registry, objects }: RegistryActivity
       });
     }
     const ctx = Context.current();
-    const checksum = head.sha256
-      ? Buffer.from(head.sha256, 'base64').toString('hex')
-      : await sha256OfObject(objects, ref, (bytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes: head.sizeBytes }));
+    const checksum = await sha256Of(objects, ref, head, (bytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes: head.sizeBytes }));
     return { sizeBytes: head.sizeBytes, checksum: `sha256:${checksum}`, etag: head.etag };
   },
 
