@@ -9,9 +9,6 @@ import { OperationKindKey, TenantIdKey } from '../common/search-attributes';
 import { inTransaction } from '../common/store/pool';
 import { claimIdempotencyKey, releaseIdempotencyKey } from '../common/store/idempotency';
 
-// Lives in common/ since activities key memoised work (conversions) the same way the API does.
-export { canonicalHash };
-
 export function idempotencyKeyOf(header: string | string[] | undefined): string {
   if (header === undefined) return randomUUID();
   const key = Array.isArray(header) ? header[0]! : header;

@@ -9,7 +9,8 @@ import { ModelIdKey } from '../../common/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import type { rolloutModel, SteeringRequest } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { canonicalHash, idempotencyKeyOf, startOperation } from '../operations';
+import { canonicalHash } from '../../common/canonical';
+import { idempotencyKeyOf, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
