@@ -1,5 +1,4 @@
 import {
-  ActivityFailure,
   allHandlersFinished,
   ApplicationFailure,
   condition,
@@ -13,6 +12,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { messageOf } from './failures';
 import type { InferenceActivities } from '../activities/inference';
 import type { McpActivities, ToolAuditEntry } from '../activities/mcp';
 import type { AgentRunInput, AgentRunPhase, AgentRunStatus, Approval, ApprovalRequest, ModelToolCall, ToolCallRecord } from '../common/agents';
@@ -43,11 +43,6 @@ const readOnlyTool = proxyActivities<McpActivities>({
 });
 /** A tool with side effects runs at most once per approval: a retry could repeat an effect the approver allowed once. */
 const sideEffectTool = proxyActivities<McpActivities>({ startToCloseTimeout: '1 minute', retry: { maximumAttempts: 1 } });
-
-const failureMessage = (err: unknown): string => {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof Error ? cause.message : String(cause);
-};
 
 /**
  * An agent run: model call through the gateway (OpenAI tools format) → each tool call checked (allowlist, schema,
@@ -157,7 +152,7 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
     } catch (err) {
       if (isCancellation(err)) throw err;
       // A tool failure is news for the model, not the end of the run.
-      Object.assign(record, { status: 'failed', reason: failureMessage(err) });
+      Object.assign(record, { status: 'failed', reason: messageOf(err) });
       return `The tool failed: ${record.reason}`;
     }
   };
@@ -187,7 +182,7 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
       enter('cancelled');
       throw err;
     }
-    status.failureReason = failureMessage(err);
+    status.failureReason = messageOf(err);
     enter('failed');
     throw ApplicationFailure.nonRetryable(`agent run failed: ${status.failureReason}`, 'AgentRunFailed');
   }

@@ -1,5 +1,4 @@
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   defineQuery,
@@ -7,6 +6,7 @@ import {
   setHandler,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
+import { messageOf, rootCause } from './failures';
 import type { ConversionActivities } from '../activities/conversion';
 import type { ConversionInput, ConversionPhase, ConversionResult, ConversionStatus, ConversionStep, OnnxTarget, StepReport, TargetResult } from '../common/conversion';
 import { PhaseKey } from '../common/search-attributes';
@@ -27,8 +27,8 @@ const { completeConversion, failConversion } = proxyActivities<ConversionActivit
 });
 
 function failureOf(err: unknown): { message: string; stepFailed: boolean } {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return { message: cause instanceof Error ? cause.message : String(cause), stepFailed: cause instanceof ApplicationFailure && cause.type === STEP_FAILED };
+  const cause = rootCause(err);
+  return { message: messageOf(err), stepFailed: cause instanceof ApplicationFailure && cause.type === STEP_FAILED };
 }
 
 const validationOf = (r: StepReport) => ({ passed: r.passed ?? false, maxAbsError: r.maxAbsError ?? NaN, maxRelError: r.maxRelError ?? NaN, tolerance: r.tolerance ?? NaN, samples: r.samples ?? 0 });

@@ -1,5 +1,4 @@
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   defineQuery,
@@ -9,6 +8,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { messageOf } from './failures';
 import type { FineTuneActivities, ResolvedFineTune } from '../activities/fine-tune';
 import type { TrainingJobActivities, TrainingJobObservation, TrainingJobRef } from '../activities/kubernetes/jobs';
 import { TrainerEnv, type FineTuneInput, type FineTunePhase, type FineTuneStatus } from '../common/fine-tune';
@@ -36,11 +36,6 @@ const undo = proxyActivities<FineTuneActivities & TrainingJobActivities>({
 
 /** How often at most the watch reports progress into history: one report per interval keeps long runs' histories small. */
 const REPORT_EVERY_MS = 2_000;
-
-const messageOf = (err: unknown): string => {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof Error ? cause.message : String(cause);
-};
 
 /**
  * One fine-tune: validate → wait for the tenant's GPU quota (queued, by priority) → a Kubernetes Job per attempt,

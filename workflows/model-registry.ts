@@ -1,5 +1,4 @@
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   defineQuery,
@@ -7,6 +6,7 @@ import {
   setHandler,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
+import { messageOf } from './failures';
 import type { RegistryActivities } from '../activities/registry';
 import { PhaseKey } from '../common/search-attributes';
 import type { ArtifactInfo, RegisterModelVersionInput } from '../common/types';
@@ -36,11 +36,6 @@ const { markVersionReady, markVersionFailed } = proxyActivities<RegistryActiviti
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 50 },
 });
 
-function reasonOf(err: unknown): string {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof Error ? cause.message : String(cause);
-}
-
 /** Registers one model version: verify the artifact in object storage, then record its facts in the registry. */
 export async function registerModelVersion(input: RegisterModelVersionInput): Promise<ArtifactInfo> {
   const status: RegistrationStatus = { phase: 'inspecting' };
@@ -58,7 +53,7 @@ export async function registerModelVersion(input: RegisterModelVersionInput): Pr
     enter('ready');
     return artifact;
   } catch (err) {
-    const reason = reasonOf(err);
+    const reason = messageOf(err);
     status.failureReason = reason;
     // Even a cancelled run must leave the registry row saying what happened to it.
     await CancellationScope.nonCancellable(() => markVersionFailed(input, reason));

@@ -1,8 +1,6 @@
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
-  ChildWorkflowFailure,
   condition,
   defineQuery,
   defineUpdate,
@@ -13,6 +11,7 @@ import {
   startChild,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
+import { messageOf } from './failures';
 import type { ConversionActivities } from '../activities/conversion';
 import type { RolloutActivities } from '../activities/rollout';
 import type { ConversionInput, ConversionResult } from '../common/conversion';
@@ -37,13 +36,6 @@ const undo = proxyActivities<ConversionActivities & RolloutActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
-
-/** The innermost message of a failed child or activity: the reason a person can act on. */
-function reasonOf(err: unknown): string {
-  let e: unknown = err;
-  while ((e instanceof ChildWorkflowFailure || e instanceof ActivityFailure) && e.cause) e = e.cause;
-  return e instanceof Error ? e.message : String(e);
-}
 
 class StepFailed extends Error {}
 
@@ -104,7 +96,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
       return out;
     } catch (err) {
       s.outcome = isCancellation(err) ? 'cancelled' : 'failed';
-      s.reason = reasonOf(err);
+      s.reason = messageOf(err);
       throw err;
     }
   };
@@ -202,7 +194,7 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
     const stoppedAt = status.stage;
     const release = unclaimed;
     if (release) await CancellationScope.nonCancellable(release);
-    status.failureReason = cancelled ? 'the pipeline was cancelled' : reasonOf(err);
+    status.failureReason = cancelled ? 'the pipeline was cancelled' : messageOf(err);
     status.awaitingApproval = false;
     enter(cancelled ? 'cancelled' : 'failed');
     if (cancelled) throw err;

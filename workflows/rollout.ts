@@ -1,5 +1,4 @@
 import {
-  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -12,6 +11,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { messageOf, rootCause } from './failures';
 import type { KubernetesActivities, ServedRef } from '../activities/kubernetes';
 import type { RolloutActivities } from '../activities/rollout';
 import type { RolloutAlert } from '../activities/rollout/alerts';
@@ -49,9 +49,9 @@ const undo = proxyActivities<RolloutActivities & KubernetesActivities>({
 });
 
 function reasonOf(err: unknown): { message: string; kind: RolloutAlert['reason'] } {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
+  const cause = rootCause(err);
   const type = cause instanceof ApplicationFailure ? cause.type : undefined;
-  const message = cause instanceof Error ? cause.message : String(cause);
+  const message = messageOf(err);
   if (type === 'ReadinessTimeout') return { message, kind: 'readiness_timeout' };
   if (type === 'ProbeFailed') return { message, kind: 'probe_failed' };
   return { message, kind: 'error' };
