@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowStartOptions } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client, type WorkflowHandle, type WorkflowStartOptions } from '@temporalio/client';
 import type { Workflow } from '@temporalio/common';
 import type { PoolClient, Pool } from 'pg';
 import { canonicalHash } from '../common/canonical';
-import { BadRequestError, UnavailableError } from '../common/errors';
+import { BadRequestError, NotFoundError, UnavailableError } from '../common/errors';
 import { isValidKey, workflowId, type OperationKind } from '../common/ids';
 import { OperationKindKey, TenantIdKey } from '../common/search-attributes';
 import { inTransaction } from '../common/store/pool';
@@ -69,4 +69,20 @@ export async function startOperation<W extends Workflow>(
     throw new UnavailableError(`could not start the ${op.kind} workflow; nothing was recorded, retry later: ${(err as Error).message}`);
   }
   return { workflowId: claim.workflowId, fresh: claim.fresh };
+}
+
+/**
+ * The caller's run of one operation, or 404: the id is rebuilt from the caller's tenant and the run must be of the
+ * expected workflow type, so no key reaches another tenant's run or another kind of operation.
+ */
+export async function operationRun<W extends Workflow>(temporal: Client, kind: OperationKind, workflowType: string, tenantId: string, key: string, resource: string) {
+  const handle: WorkflowHandle<W> = temporal.workflow.getHandle<W>(workflowId(kind, tenantId, key));
+  try {
+    const desc = await handle.describe();
+    if (desc.type !== workflowType) throw new NotFoundError(resource, key);
+    return { handle, desc };
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw new NotFoundError(resource, key);
+    throw err;
+  }
 }

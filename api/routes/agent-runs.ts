@@ -9,7 +9,7 @@ import { PhaseKey } from '../../common/search-attributes';
 import { AgentStore } from '../../common/store/agents';
 import type { agentRun } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { idempotencyKeyOf, startOperation } from '../operations';
+import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 
 const StartRun = Type.Object({ agentId: ResourceId, input: Type.String({ minLength: 1, maxLength: 32_000 }) }, { additionalProperties: false });
@@ -67,18 +67,7 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  /** The tenant's run, or 404: the id is rebuilt from the caller's tenant and must be an agent run. */
-  const runOf = async (tenantId: string, key: string) => {
-    const handle = temporal.workflow.getHandle<typeof agentRun>(workflowId('agent-run', tenantId, key));
-    try {
-      const desc = await handle.describe();
-      if (desc.type !== 'agentRun') throw new NotFoundError('agent-run', key);
-      return { handle, desc };
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new NotFoundError('agent-run', key);
-      throw err;
-    }
-  };
+  const runOf = (tenantId: string, key: string) => operationRun<typeof agentRun>(temporal, 'agent-run', 'agentRun', tenantId, key, 'agent-run');
 
   app.get(
     '/:id',

@@ -10,7 +10,7 @@ import { RolloutLockStore } from '../../common/store/rollouts';
 import type { rolloutModel, SteeringRequest } from '../../workflows';
 import { requireRole } from '../plugins/auth';
 import { canonicalHash } from '../../common/canonical';
-import { idempotencyKeyOf, startOperation } from '../operations';
+import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
@@ -164,18 +164,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  /** The tenant's rollout run, or 404: the id is rebuilt from the caller's tenant and must be a rollout. */
-  const rolloutOf = async (tenantId: string, key: string) => {
-    const handle = temporal.workflow.getHandle<typeof rolloutModel>(workflowId('rollout', tenantId, key));
-    try {
-      const desc = await handle.describe();
-      if (desc.type !== 'rolloutModel') throw new NotFoundError('deployment', key);
-      return { handle, desc };
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new NotFoundError('deployment', key);
-      throw err;
-    }
-  };
+  const rolloutOf = (tenantId: string, key: string) => operationRun<typeof rolloutModel>(temporal, 'rollout', 'rolloutModel', tenantId, key, 'deployment');
 
   app.get(
     '/deployments/:id',

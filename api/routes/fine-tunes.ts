@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import { clustersOf } from '../../common/config';
-import { BadRequestError, ConflictError, NotFoundError, PlatformError } from '../../common/errors';
+import { BadRequestError, ConflictError, PlatformError } from '../../common/errors';
 import {
   DEFAULT_HYPERPARAMETERS,
   FINE_TUNE_METHODS,
@@ -20,7 +19,7 @@ import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import type { RegistryStore } from '../../common/store/registry';
 import type { fineTune } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { idempotencyKeyOf, startOperation } from '../operations';
+import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 import { Cpu, Memory } from './deployments';
 
@@ -174,17 +173,7 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  const fineTuneOf = async (tenantId: string, key: string) => {
-    const handle = temporal.workflow.getHandle<typeof fineTune>(workflowId('fine-tune', tenantId, key));
-    try {
-      const desc = await handle.describe();
-      if (desc.type !== 'fineTune') throw new NotFoundError('fine-tune', key);
-      return { handle, desc };
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new NotFoundError('fine-tune', key);
-      throw err;
-    }
-  };
+  const fineTuneOf = (tenantId: string, key: string) => operationRun<typeof fineTune>(temporal, 'fine-tune', 'fineTune', tenantId, key, 'fine-tune');
 
   app.get(
     '/fine-tunes/:id',

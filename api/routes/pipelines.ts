@@ -12,7 +12,7 @@ import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore, type LineageEntry } from '../../common/store/lineage';
 import type { runPipeline } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { idempotencyKeyOf, startOperation } from '../operations';
+import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 import { checkConversionBody, Convert } from './conversions';
 import { checkDeployBody, Deploy, rolloutInputOf } from './deployments';
@@ -110,18 +110,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  /** The tenant's pipeline run, or 404: the id is rebuilt from the caller's tenant and must be a pipeline. */
-  const pipelineOf = async (tenantId: string, key: string) => {
-    const handle = temporal.workflow.getHandle<typeof runPipeline>(workflowId('pipeline', tenantId, key));
-    try {
-      const desc = await handle.describe();
-      if (desc.type !== 'runPipeline') throw new NotFoundError('pipeline', key);
-      return { handle, desc };
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new NotFoundError('pipeline', key);
-      throw err;
-    }
-  };
+  const pipelineOf = (tenantId: string, key: string) => operationRun<typeof runPipeline>(temporal, 'pipeline', 'runPipeline', tenantId, key, 'pipeline');
 
   app.get(
     '/pipelines/:id',
