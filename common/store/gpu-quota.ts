@@ -19,6 +19,26 @@ export interface QuotaUsage {
   waiting: number;
 }
 
+interface QueuedClaim {
+  workflow_id: string;
+  gpus: number;
+  granted: boolean;
+}
+
+/** A tenant's live claims in the order they are served: priority, then enqueue time. */
+async function queueOf(q: Pick<Pool, 'query'>, tenantId: string): Promise<QueuedClaim[]> {
+  const { rows } = await q.query<QueuedClaim>(
+    `SELECT workflow_id, gpus, granted_at IS NOT NULL AS granted FROM gpu_claims WHERE tenant_id = $1 AND released_at IS NULL
+     ORDER BY priority DESC, enqueued_at, workflow_id`,
+    [tenantId],
+  );
+  return rows;
+}
+
+/** 0 for a granted claim, else its place among the waiting ones (1: served next). */
+const positionIn = (queue: QueuedClaim[], claim: QueuedClaim): number =>
+  claim.granted ? 0 : queue.filter((r) => !r.granted).findIndex((r) => r.workflow_id === claim.workflow_id) + 1;
+
 /**
  * Per-tenant GPU quota and the fine-tune runs' claims on it. A claim is granted only when it is first in the
  * tenant's queue (priority, then enqueue time) and fits beside the granted ones, so a big run is not starved by
@@ -61,17 +81,12 @@ export class GpuQuotaStore {
         [c.workflowId, c.tenantId, c.gpus, c.priority],
       );
       const quota = await this.quotaOf(c.tenantId, tx);
-      const { rows } = await tx.query<{ workflow_id: string; gpus: number; granted: boolean }>(
-        `SELECT workflow_id, gpus, granted_at IS NOT NULL AS granted FROM gpu_claims WHERE tenant_id = $1 AND released_at IS NULL
-         ORDER BY priority DESC, enqueued_at, workflow_id`,
-        [c.tenantId],
-      );
+      const rows = await queueOf(tx, c.tenantId);
       const inUse = rows.filter((r) => r.granted).reduce((n, r) => n + r.gpus, 0);
       const mine = rows.find((r) => r.workflow_id === c.workflowId);
       if (!mine) return { granted: false, released: true, position: 0, quota, inUse };
-      if (mine.granted) return { granted: true, released: false, position: 0, quota, inUse };
-      const waiting = rows.filter((r) => !r.granted);
-      const position = waiting.findIndex((r) => r.workflow_id === c.workflowId) + 1;
+      const position = positionIn(rows, mine);
+      if (position === 0) return { granted: true, released: false, position: 0, quota, inUse };
       if (position === 1 && inUse + mine.gpus <= quota) {
         await tx.query('UPDATE gpu_claims SET granted_at = clock_timestamp() WHERE workflow_id = $1', [c.workflowId]);
         return { granted: true, released: false, position: 0, quota, inUse: inUse + mine.gpus };
@@ -82,14 +97,9 @@ export class GpuQuotaStore {
 
   /** Where a waiting run stands (undefined: it holds or waits for nothing). */
   async positionOf(tenantId: string, workflowId: string): Promise<number | undefined> {
-    const { rows } = await this.db.query<{ workflow_id: string; granted: boolean }>(
-      `SELECT workflow_id, granted_at IS NOT NULL AS granted FROM gpu_claims WHERE tenant_id = $1 AND released_at IS NULL
-       ORDER BY priority DESC, enqueued_at, workflow_id`,
-      [tenantId],
-    );
+    const rows = await queueOf(this.db, tenantId);
     const mine = rows.find((r) => r.workflow_id === workflowId);
-    if (!mine) return undefined;
-    return mine.granted ? 0 : rows.filter((r) => !r.granted).findIndex((r) => r.workflow_id === workflowId) + 1;
+    return mine && positionIn(rows, mine);
   }
 
   /**
