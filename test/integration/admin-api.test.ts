@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { AuditStore } from '../../common/store/audit';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
-import { serveModel } from '../support/gateway';
+import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
 let p: TestPlatform;
@@ -23,6 +23,8 @@ beforeAll(async () => {
   other = await p.createTenant('other');
   await serveModel(p.db, acme.id, MODEL, { '1.0': one.url, '2.0': two.url, '3.0': two.url }, { stable: '1.0' });
   for (const v of ['1.0', '2.0']) await p.registry.markVersionReady(acme.id, MODEL, v, { sizeBytes: 1, checksum: 'x', etag: null });
+  // The gateway learns of the route by NOTIFY or its next refresh; the first test chats at once.
+  await untilRouted(p.app, acme.keys.developer, MODEL);
 });
 afterAll(async () => {
   await p?.close();
