@@ -14,7 +14,7 @@ import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
 import type { GatewaySettings } from './settings';
-import { classify, UpstreamError, UpstreamPool, type FailureClass } from './upstream';
+import { Cancellation, classify, UpstreamError, UpstreamPool, type FailureClass } from './upstream';
 import { StreamUsage, usageOfBody, type TokenUsage } from './usage-scan';
 
 declare module 'fastify' {
@@ -155,10 +155,10 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
       reservation = admission.reservation;
     }
 
-    const ac = new AbortController();
+    const caller = new Cancellation();
     const out = reply.raw;
     out.on('close', () => {
-      if (!out.writableFinished) ac.abort();
+      if (!out.writableFinished) caller.cancel();
     });
     const base = { tenantId, projectId, subject: principal.subject, modelId: body.model };
     const headers: Record<string, string> = {
@@ -177,12 +177,12 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     let answer: Attempt;
     for (;;) {
       try {
-        answer = await attempt(target, path, headers, raw, stream, ac.signal);
+        answer = await attempt(target, path, headers, raw, stream, caller);
         break;
       } catch (err) {
-        if (ac.signal.aborted || !(err instanceof UpstreamError)) {
-          finish({ version: target.version, status: ac.signal.aborted ? 499 : 500 }, NO_USAGE);
-          if (!ac.signal.aborted) throw err;
+        if (caller.cancelled || !(err instanceof UpstreamError)) {
+          finish({ version: target.version, status: caller.cancelled ? 499 : 500 }, NO_USAGE);
+          if (!caller.cancelled) throw err;
           // The caller has gone: there is no one to answer.
           reply.hijack();
           return reply;
@@ -222,11 +222,11 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
       for (let next = answer.first; !next.done; next = await answer.rest.next()) {
         usage.push(next.value);
         if (!out.write(next.value)) await drained(out);
-        if (ac.signal.aborted) break;
+        if (caller.cancelled) break;
       }
       out.end();
     } catch (err) {
-      if (!ac.signal.aborted) {
+      if (!caller.cancelled) {
         const failure = classify(err, 'body');
         errorClass = failure.failure;
         upstreams.breaker(served).failure();
@@ -235,7 +235,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
         out.end(`data: ${JSON.stringify(event)}\n\n`);
       }
     }
-    const status = ac.signal.aborted ? 499 : errorClass ? 502 : 200;
+    const status = caller.cancelled ? 499 : errorClass ? 502 : 200;
     finish({ version: served.version, status, errorClass, ttftMs }, usage.result(promptEstimate));
     return reply;
   }
@@ -248,12 +248,12 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
    * One upstream call up to its first byte of body: a whole answer for non-streaming calls and errors, the first
    * chunk for a stream. A failure anywhere before that can still fall back, since the caller has seen nothing.
    */
-  async function attempt(u: Upstream, path: string, headers: Record<string, string>, raw: Buffer, stream: boolean, signal: AbortSignal): Promise<Attempt> {
+  async function attempt(u: Upstream, path: string, headers: Record<string, string>, raw: Buffer, stream: boolean, caller: Cancellation): Promise<Attempt> {
     if (!stream) {
-      const whole = await upstreams.sendWhole(u, path, headers, raw, signal);
+      const whole = await upstreams.sendWhole(u, path, headers, raw, caller);
       return { kind: 'whole', status: whole.statusCode, contentType: headerOf(whole.headers, 'content-type'), body: whole.body };
     }
-    const res = await upstreams.send(u, path, headers, raw, signal);
+    const res = await upstreams.send(u, path, headers, raw, caller.signal);
     try {
       const contentType = headerOf(res.headers, 'content-type');
       if (res.statusCode !== 200 || !contentType?.startsWith('text/event-stream')) {
@@ -262,7 +262,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
       const rest = res.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
       return { kind: 'stream', first: await rest.next(), rest };
     } catch (err) {
-      if (signal.aborted) throw err;
+      if (caller.cancelled) throw err;
       upstreams.breaker(u).failure();
       throw classify(err, 'body');
     }
@@ -287,7 +287,7 @@ const headerOf = (headers: IncomingHttpHeaders, name: string): string | undefine
   return Array.isArray(v) ? v[0] : v;
 };
 
-/** Waits until the client can take more, or has gone (then the abort signal ends the loop). */
+/** Waits until the client can take more, or has gone (then the cancellation ends the loop). */
 const drained = (out: NodeJS.WritableStream) =>
   new Promise<void>((resolve) => {
     const done = () => {

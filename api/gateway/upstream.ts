@@ -85,6 +85,45 @@ export interface WholeResponse {
 }
 
 /**
+ * Stops an upstream call when its caller has gone. Not an AbortSignal listener per call: with one on every
+ * request's signal, about 9 % of what a request allocated (some 4 MB per young-generation collection at
+ * 2,000-5,000 requests/s) survived two scavenges and was promoted, each scavenge then paused the process for
+ * 7-25 ms, and those pauses were the gateway's p99 (measured with --trace-gc-nvp; without the listener,
+ * ~0.1 MB survived and pauses were ~1 ms). So a whole answer registers a plain callback, and an AbortSignal is
+ * made only for the streaming path, whose undici API takes one.
+ */
+export class Cancellation {
+  private reason: Error | undefined;
+  private hook: ((reason: Error) => void) | undefined;
+  private controller: AbortController | undefined;
+
+  get cancelled(): boolean {
+    return this.reason !== undefined;
+  }
+
+  cancel(reason: Error = new Error('the caller closed the connection')): void {
+    if (this.reason) return;
+    this.reason = reason;
+    this.hook?.(reason);
+    this.controller?.abort(reason);
+  }
+
+  /** The one call in progress to stop on cancel (undefined when it has ended); runs at once if already cancelled. */
+  onCancel(hook: ((reason: Error) => void) | undefined): void {
+    this.hook = hook;
+    if (hook && this.reason) hook(this.reason);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.reason) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+}
+
+/**
  * Collects a whole answer straight from undici's dispatcher: `request` would build a body stream and an abort
  * listener per call for what is read in one piece anyway, a measurable share of a request's CPU.
  */
@@ -95,22 +134,15 @@ class WholeAnswer implements Dispatcher.DispatchHandler {
   private readonly chunks: Buffer[] = [];
 
   constructor(
-    private readonly signal: AbortSignal,
+    private readonly cancellation: Cancellation,
     private readonly resolve: (res: WholeResponse) => void,
     /** `body`: the headers had arrived. */
     private readonly reject: (err: Error, phase: 'request' | 'body') => void,
-  ) {
-    signal.addEventListener('abort', this);
-  }
-
-  /** The caller went away: the upstream call is cancelled. */
-  handleEvent(): void {
-    this.controller?.abort(this.signal.reason as Error);
-  }
+  ) {}
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.signal.aborted) controller.abort(this.signal.reason as Error);
+    this.cancellation.onCancel((reason) => controller.abort(reason));
   }
 
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
@@ -123,14 +155,14 @@ class WholeAnswer implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
-    this.signal.removeEventListener('abort', this);
+    this.cancellation.onCancel(undefined);
     this.resolve({ statusCode: this.statusCode, headers: this.headers, body: Buffer.concat(this.chunks) });
   }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
-    this.signal.removeEventListener('abort', this);
+    this.cancellation.onCancel(undefined);
     // A server error whose body broke off is still a server error.
-    if (this.statusCode >= 500 && !this.signal.aborted) this.onResponseEnd();
+    if (this.statusCode >= 500 && !this.cancellation.cancelled) this.onResponseEnd();
     else this.reject(err, this.statusCode ? 'body' : 'request');
   }
 }
@@ -165,19 +197,19 @@ export class UpstreamPool {
    * Sends the request and reads the whole answer. 5xx answers and transport failures (before or after the
    * headers) reject with an UpstreamError and count against the upstream's breaker; 2xx-4xx resolve.
    */
-  async sendWhole(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, signal: AbortSignal): Promise<WholeResponse> {
+  async sendWhole(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, cancellation: Cancellation): Promise<WholeResponse> {
     const breaker = this.usable(u);
     let res: WholeResponse;
     try {
       res = await new Promise<WholeResponse>((resolve, reject) => {
-        const answer = new WholeAnswer(signal, resolve, (err, phase) => reject(signal.aborted ? err : classify(err, phase)));
+        const answer = new WholeAnswer(cancellation, resolve, (err, phase) => reject(cancellation.cancelled ? err : classify(err, phase)));
         this.agent.dispatch(
           { origin: u.origin, path: `${u.basePath}${path}`, method: 'POST', headers, body, headersTimeout: this.s.firstByteTimeoutMs, bodyTimeout: this.s.idleTimeoutMs },
           answer,
         );
       });
     } catch (err) {
-      if (signal.aborted) throw err;
+      if (cancellation.cancelled) throw err;
       breaker.failure();
       throw classify(err);
     }

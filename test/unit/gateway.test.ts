@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { SliceLimiter, type Admission } from '../../api/gateway/limiter';
 import { abBucket, pickUpstream, type CompiledRoute } from '../../api/gateway/route-table';
-import { CircuitBreaker } from '../../api/gateway/upstream';
+import { Cancellation, CircuitBreaker } from '../../api/gateway/upstream';
 import { StreamUsage, usageOfBody } from '../../api/gateway/usage-scan';
 import { bucketIndex, LATENCY_BUCKETS_MS, quantileMs } from '../../common/store/gateway-metrics';
 import type { LimitRule } from '../../common/store/limits';
@@ -48,6 +48,27 @@ describe('gateway pieces', () => {
       const expected = abBucket(user) < 10 ? 'c' : 's';
       expect(new Set(Array.from({ length: 5 }, () => pickUpstream(route, 'ab_test', user).version))).toEqual(new Set([expected]));
     }
+  });
+
+  it('a cancellation stops the call in progress, or a call that registers after it, and aborts its signal', () => {
+    const c = new Cancellation();
+    const stopped: string[] = [];
+    c.onCancel((reason) => stopped.push(`first: ${reason.message}`));
+    c.onCancel(undefined); // that call ended
+    c.onCancel((reason) => stopped.push(`second: ${reason.message}`));
+    const signal = c.signal;
+    expect([c.cancelled, signal.aborted]).toEqual([false, false]);
+    c.cancel(new Error('gone'));
+    c.cancel(new Error('twice'));
+    expect(stopped).toEqual(['second: gone']);
+    expect([c.cancelled, signal.aborted, (signal.reason as Error).message]).toEqual([true, true, 'gone']);
+    // Registered after the cancel: stopped at once; a signal asked for now is already aborted.
+    c.onCancel((reason) => stopped.push(`late: ${reason.message}`));
+    expect(stopped).toEqual(['second: gone', 'late: gone']);
+    expect(new Cancellation().signal.aborted).toBe(false);
+    const late = new Cancellation();
+    late.cancel();
+    expect(late.signal.aborted).toBe(true);
   });
 
   it('opens a circuit after consecutive failures and lets one probe through after the cool-down', () => {

@@ -1,8 +1,11 @@
 /**
  * Gateway benchmark (`npm run bench:gateway`), not a test: on this machine, against the reference model server,
- * compares (a) direct calls, (b) a minimal raw node:http proxy and (c) the gateway (a real API process with auth,
- * routing, limits and metering) for requests/s, latency added at a fixed 2,000 requests/s, time to first token
- * of 1,000 concurrent streams, and the gateway's RSS while they run. Prints the figures and the ratios.
+ * compares (a) direct calls, (b) a minimal raw node:http proxy and (c) the gateway (the compiled API process, as
+ * production runs it, with auth, routing, limits and metering) for requests/s, CPU per request and latency added
+ * at a fixed 2,000 requests/s; then time to first token of 1,000 concurrent streams and the gateway's RSS while
+ * they run. The three targets are measured in BENCH_ROUNDS interleaved rounds, each ratio is taken within a
+ * round, and the median and range over the rounds are printed: on a shared 2-core machine one round's figures
+ * swing with whatever else runs.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -20,11 +23,18 @@ import { runScript } from '../../support/script';
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const DURATION_MS = Number(process.env.BENCH_SECONDS ?? 5) * 1000;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const STREAM_ROUNDS = Number(process.env.BENCH_STREAM_ROUNDS ?? 4);
 const RATE = 2_000;
 const STREAMS = 1_000;
+/** Each stream: first token after 200 ms, then 160 tokens 50 ms apart (8 s), long enough for a steady state to watch. */
+const STREAM_FAULTS = { ttftMs: 200, tokenIntervalMs: 50, replyTokens: 160 };
 const MODEL = 'bench-model';
 
-const tsx = (script: string, args: string[] = []) => ({ command: process.execPath, args: ['--import', 'tsx', path.join(ROOT, script), ...args] });
+const node = (script: string, args: string[] = [], nodeFlags: string[] = []) => ({ command: process.execPath, args: [...nodeFlags, path.join(ROOT, script), ...args] });
+const tsx = (script: string, args: string[] = []) => node(script, args, ['--import', 'tsx']);
+/** Node flags for both proxies (raw and gateway), to look inside them: e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` or `--trace-gc`. */
+const proxyFlags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
 
 interface Target {
   name: string;
@@ -95,24 +105,41 @@ async function latencyAtRate(t: Target, body: string): Promise<{ p50: number; p9
 
 const rssOf = async (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
-/** STREAMS concurrent streams; TTFT of each, and the gateway's RSS sampled while they run. */
-async function streams(t: Target, pid?: number): Promise<{ ttftP50: number; ttftP99: number; rss: number[] }> {
+interface StreamRound {
+  ttftP50: number;
+  ttftP99: number;
+  /** RSS (MiB) of `pid` every 250 ms while every stream was open and had had its first token: the steady state. */
+  steadyRss: number[];
+  rssAfter: number;
+}
+
+/** STREAMS concurrent streams: TTFT of each, and the RSS of `pid` (the proxy) sampled while they all run. */
+async function streams(t: Target, pid: number): Promise<StreamRound> {
   const pool = new HttpPool(t.url, { connections: STREAMS });
   const body = JSON.stringify({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'stream please' }] });
-  const rss: number[] = [];
+  const steadyRss: number[] = [];
+  let started = 0;
+  let ended = 0;
   let running = true;
   const sampler = (async () => {
-    while (running && pid) {
-      rss.push(await rssOf(pid));
+    while (running) {
+      const rss = await rssOf(pid);
+      if (started === STREAMS && ended === 0) steadyRss.push(rss);
       await new Promise((r) => setTimeout(r, 250));
     }
   })();
   const ttfts = await Promise.all(
     Array.from({ length: STREAMS }, async () => {
-      const started = performance.now();
+      const begun = performance.now();
       const res = await pool.request({ path: '/v1/chat/completions', method: 'POST', headers: t.headers, body });
       let ttft = NaN;
-      for await (const _chunk of res.body) if (Number.isNaN(ttft)) ttft = performance.now() - started;
+      for await (const _chunk of res.body) {
+        if (Number.isNaN(ttft)) {
+          ttft = performance.now() - begun;
+          started++;
+        }
+      }
+      ended++;
       if (res.statusCode !== 200) throw new Error(`${t.name} stream answered ${res.statusCode}`);
       return ttft;
     }),
@@ -121,7 +148,21 @@ async function streams(t: Target, pid?: number): Promise<{ ttftP50: number; ttft
   await sampler;
   await pool.close();
   ttfts.sort((a, b) => a - b);
-  return { ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), rss };
+  return { ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), steadyRss, rssAfter: await rssOf(pid) };
+}
+
+/** "median [min – max]" of per-round figures. */
+const spread = (xs: number[], digits: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  return `${m.toFixed(digits)} [${s[0]!.toFixed(digits)} – ${s[s.length - 1]!.toFixed(digits)}]`;
+};
+
+interface RoundFigures {
+  rps: number;
+  cpuUsPerRequest: number;
+  p50: number;
+  p99: number;
 }
 
 async function main(): Promise<void> {
@@ -134,9 +175,10 @@ async function main(): Promise<void> {
     const [upPort, rawPort, apiPort] = [await freePort(), await freePort(), await freePort()];
     const model = await startProcess({ name: 'reference-model', ...tsx('deploy/dev/model-server/main.ts', ['--port', String(upPort), '--name', 'bench']), dataDir });
     procs.push(model);
-    const raw = await startProcess({ name: 'raw-proxy', ...tsx('test/bench/gateway/raw-proxy.ts'), dataDir, env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` } });
+    const raw = await startProcess({ name: 'raw-proxy', ...node('test/bench/gateway/raw-proxy.mts', [], proxyFlags), dataDir, env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` } });
     procs.push(raw);
-    const api = await startProcess({ name: 'gateway', ...tsx('api/server.ts'), dataDir, env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' } });
+    // `npm run bench:gateway` compiles first; the gateway runs from dist/ as in production.
+    const api = await startProcess({ name: 'gateway', ...node('dist/api/server.js', [], proxyFlags), dataDir, env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' } });
     procs.push(api);
     const tenants = new TenantStore(db);
     await tenants.createTenant('bench', 'bench');
@@ -147,43 +189,54 @@ async function main(): Promise<void> {
     for (const port of [upPort, rawPort, apiPort]) await waitFor(`port ${port}`, async () => (await fetch(`http://127.0.0.1:${port}/v1/models`).catch(() => undefined)) !== undefined);
 
     const json = { 'content-type': 'application/json' };
-    const targets: Target[] = [
-      { name: 'direct', url: `http://127.0.0.1:${upPort}`, pid: model.pid, headers: json },
-      { name: 'raw proxy', url: `http://127.0.0.1:${rawPort}`, pid: raw.pid, headers: json },
-      { name: 'gateway', url: `http://127.0.0.1:${apiPort}`, pid: api.pid, headers: { ...json, authorization: `Bearer ${key}` } },
-    ];
+    const direct: Target = { name: 'direct', url: `http://127.0.0.1:${upPort}`, pid: model.pid, headers: json };
+    const rawProxy: Target = { name: 'raw proxy', url: `http://127.0.0.1:${rawPort}`, pid: raw.pid, headers: json };
+    const gateway: Target = { name: 'gateway', url: `http://127.0.0.1:${apiPort}`, pid: api.pid, headers: { ...json, authorization: `Bearer ${key}` } };
+    const targets = [direct, rawProxy, gateway];
     const body = JSON.stringify({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'hello benchmark' }] });
-    await waitFor('the gateway to route the model', async () => (await call(new HttpPool(targets[2]!.url), targets[2]!, body).then(() => true, () => false)));
+    await waitFor('the gateway to route the model', async () => (await call(new HttpPool(gateway.url), gateway, body).then(() => true, () => false)));
 
-    const rps: Record<string, number> = {};
-    const cpu: Record<string, number> = {};
-    const lat: Record<string, { p50: number; p99: number }> = {};
-    for (const t of targets) {
-      ({ rps: rps[t.name], cpuUsPerRequest: cpu[t.name] } = await throughput(t, body));
-      lat[t.name] = await latencyAtRate(t, body);
+    const rounds: Record<string, RoundFigures>[] = [];
+    console.log(`${ROUNDS} rounds; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s`);
+    for (let r = 0; r < ROUNDS; r++) {
+      const round: Record<string, RoundFigures> = {};
+      // The order rotates, so no target always runs first (or last) in a round.
+      for (const t of [...targets.slice(r % 3), ...targets.slice(0, r % 3)]) {
+        round[t.name] = { ...(await throughput(t, body)), ...(await latencyAtRate(t, body)) };
+      }
+      rounds.push(round);
+      console.log(`round ${r + 1}`);
+      for (const t of targets) {
+        const f = round[t.name]!;
+        console.log(`  ${t.name.padEnd(10)} ${f.rps.toFixed(0).padStart(6)} req/s  ${f.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${f.p50.toFixed(2)} ms  p99 ${f.p99.toFixed(2)} ms`);
+      }
+    }
+    const per = (f: (r: Record<string, RoundFigures>) => number) => rounds.map(f);
+    console.log(`\nover ${ROUNDS} rounds: median [min – max]`);
+    console.log(`throughput gateway/raw proxy      ${spread(per((r) => r.gateway!.rps / r['raw proxy']!.rps), 2)}  (target >= 0.85);  raw proxy/direct ${spread(per((r) => r['raw proxy']!.rps / r.direct!.rps), 2)}`);
+    // Where the proxy's own CPU is the bottleneck, its requests/s is the inverse of its CPU per request.
+    console.log(`CPU per request raw proxy/gateway ${spread(per((r) => r['raw proxy']!.cpuUsPerRequest / r.gateway!.cpuUsPerRequest), 2)}  (the throughput ratio on an otherwise idle core)`);
+    console.log(`added at ${RATE}/s, gateway     p50 ${spread(per((r) => r.gateway!.p50 - r.direct!.p50), 2)} ms (target < 1)  p99 ${spread(per((r) => r.gateway!.p99 - r.direct!.p99), 2)} ms (target < 5)`);
+    console.log(`added at ${RATE}/s, raw proxy   p50 ${spread(per((r) => r['raw proxy']!.p50 - r.direct!.p50), 2)} ms  p99 ${spread(per((r) => r['raw proxy']!.p99 - r.direct!.p99), 2)} ms`);
+
+    await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
+    console.log(`\n${STREAMS} concurrent streams (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream)`);
+    const base = await streams(direct, model.pid);
+    const viaRaw = await streams(rawProxy, raw.pid);
+    console.log(`TTFT direct p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms;  raw proxy p50 ${viaRaw.ttftP50.toFixed(1)} ms p99 ${viaRaw.ttftP99.toFixed(1)} ms`);
+    const mib = (x: number) => x.toFixed(0);
+    const rssStart = await rssOf(api.pid);
+    const afters: number[] = [];
+    for (let r = 0; r < STREAM_ROUNDS; r++) {
+      const g = await streams(gateway, api.pid);
+      afters.push(g.rssAfter);
+      const s = g.steadyRss;
       console.log(
-        `${t.name.padEnd(10)} ${rps[t.name]!.toFixed(0).padStart(7)} req/s  ${cpu[t.name]!.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${lat[t.name]!.p50.toFixed(2)} ms  p99 ${lat[t.name]!.p99.toFixed(2)} ms`,
+        `gateway round ${r + 1}: TTFT p50 ${g.ttftP50.toFixed(1)} ms p99 ${g.ttftP99.toFixed(1)} ms (overhead p50 ${(g.ttftP50 - base.ttftP50).toFixed(1)} ms);  ` +
+          `RSS MiB while all ${STREAMS} streams ran: first ${mib(s[0] ?? NaN)}, last ${mib(s.at(-1) ?? NaN)}, min ${mib(Math.min(...s))}, max ${mib(Math.max(...s))} (${s.length} samples); after ${mib(g.rssAfter)}`,
       );
     }
-    const d = lat.direct!;
-    console.log(`\nthroughput ratio  gateway/raw proxy ${(rps.gateway! / rps['raw proxy']!).toFixed(2)}  (target >= 0.85);  raw proxy/direct ${(rps['raw proxy']! / rps.direct!).toFixed(2)}`);
-    // Where the proxy's own CPU is the bottleneck, its requests/s is the inverse of its CPU per request.
-    console.log(`CPU per request  raw proxy/gateway ${(cpu['raw proxy']! / cpu.gateway!).toFixed(2)}  (the throughput ratio on an otherwise idle core)`);
-    console.log(`added latency at ${RATE}/s  gateway p50 ${(lat.gateway!.p50 - d.p50).toFixed(2)} ms (target < 1)  p99 ${(lat.gateway!.p99 - d.p99).toFixed(2)} ms (target < 5);  raw proxy p50 ${(lat['raw proxy']!.p50 - d.p50).toFixed(2)} ms  p99 ${(lat['raw proxy']!.p99 - d.p99).toFixed(2)} ms`);
-
-    await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify({ ttftMs: 200, tokenIntervalMs: 50, replyTokens: 60 }) });
-    const direct = await streams(targets[0]!);
-    const rssBefore = await rssOf(api.pid);
-    const viaGateway = await streams(targets[2]!, api.pid);
-    const rssAfter = await rssOf(api.pid);
-    console.log(`\n${STREAMS} concurrent streams (TTFT 200 ms, 60 tokens 50 ms apart at the upstream)`);
-    console.log(`TTFT direct p50 ${direct.ttftP50.toFixed(1)} ms p99 ${direct.ttftP99.toFixed(1)} ms;  gateway p50 ${viaGateway.ttftP50.toFixed(1)} ms p99 ${viaGateway.ttftP99.toFixed(1)} ms;  overhead p50 ${(viaGateway.ttftP50 - direct.ttftP50).toFixed(1)} ms`);
-    const during = viaGateway.rss;
-    const half = Math.floor(during.length / 2);
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
-    console.log(
-      `gateway RSS MiB: before ${rssBefore.toFixed(0)}, during min ${Math.min(...during).toFixed(0)} max ${Math.max(...during).toFixed(0)} (first half mean ${mean(during.slice(0, half)).toFixed(0)}, second half ${mean(during.slice(half)).toFixed(0)}), after ${rssAfter.toFixed(0)}`,
-    );
+    console.log(`gateway RSS MiB before the stream rounds ${mib(rssStart)}, after each: ${afters.map(mib).join(', ')}`);
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
