@@ -26,6 +26,7 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const STREAM_ROUNDS = Number(process.env.BENCH_STREAM_ROUNDS ?? 4);
 const RATE = 2_000;
+const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 30);
 const STREAMS = 1_000;
 /** Each stream: first token after 200 ms, then 160 tokens 50 ms apart (8 s), long enough for a steady state to watch. */
 const STREAM_FAULTS = { ttftMs: 200, tokenIntervalMs: 50, replyTokens: 160 };
@@ -151,6 +152,13 @@ async function streams(t: Target, pid: number): Promise<StreamRound> {
   return { ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), steadyRss, rssAfter: await rssOf(pid) };
 }
 
+/** The event-loop delay prom-client measured since the last scrape (its histogram is reset at every scrape), in ms. */
+async function eventLoopLag(url: string): Promise<{ p99: number; max: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+  return { p99: read('nodejs_eventloop_lag_p99_seconds'), max: read('nodejs_eventloop_lag_max_seconds') };
+}
+
 /** "median [min – max]" of per-round figures. */
 const spread = (xs: number[], digits: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -197,12 +205,18 @@ async function main(): Promise<void> {
     await waitFor('the gateway to route the model', async () => (await call(new HttpPool(gateway.url), gateway, body).then(() => true, () => false)));
 
     const rounds: Record<string, RoundFigures>[] = [];
+    const lags: { p99: number; max: number }[] = [];
     console.log(`${ROUNDS} rounds; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s`);
     for (let r = 0; r < ROUNDS; r++) {
       const round: Record<string, RoundFigures> = {};
       // The order rotates, so no target always runs first (or last) in a round.
       for (const t of [...targets.slice(r % 3), ...targets.slice(0, r % 3)]) {
-        round[t.name] = { ...(await throughput(t, body)), ...(await latencyAtRate(t, body)) };
+        const tp = await throughput(t, body);
+        // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
+        // stall inside the gateway shows here, a machine that is busy elsewhere does not.
+        if (t === gateway) await eventLoopLag(gateway.url);
+        round[t.name] = { ...tp, ...(await latencyAtRate(t, body)) };
+        if (t === gateway) lags.push(await eventLoopLag(gateway.url));
       }
       rounds.push(round);
       console.log(`round ${r + 1}`);
@@ -210,6 +224,7 @@ async function main(): Promise<void> {
         const f = round[t.name]!;
         console.log(`  ${t.name.padEnd(10)} ${f.rps.toFixed(0).padStart(6)} req/s  ${f.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${f.p50.toFixed(2)} ms  p99 ${f.p99.toFixed(2)} ms`);
       }
+      console.log(`  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms`);
     }
     const per = (f: (r: Record<string, RoundFigures>) => number) => rounds.map(f);
     console.log(`\nover ${ROUNDS} rounds: median [min – max]`);
@@ -223,20 +238,29 @@ async function main(): Promise<void> {
     console.log(`\n${STREAMS} concurrent streams (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream)`);
     const base = await streams(direct, model.pid);
     const viaRaw = await streams(rawProxy, raw.pid);
-    console.log(`TTFT direct p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms;  raw proxy p50 ${viaRaw.ttftP50.toFixed(1)} ms p99 ${viaRaw.ttftP99.toFixed(1)} ms`);
     const mib = (x: number) => x.toFixed(0);
+    const steady = (s: number[]) => `first ${mib(s[0] ?? NaN)}, last ${mib(s.at(-1) ?? NaN)}, min ${mib(Math.min(...s))}, max ${mib(Math.max(...s))} (${s.length} samples)`;
+    console.log(`TTFT direct p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms;  raw proxy p50 ${viaRaw.ttftP50.toFixed(1)} ms p99 ${viaRaw.ttftP99.toFixed(1)} ms`);
+    console.log(`raw proxy RSS MiB while all ${STREAMS} streams ran: ${steady(viaRaw.steadyRss)}; after ${mib(viaRaw.rssAfter)}`);
     const rssStart = await rssOf(api.pid);
     const afters: number[] = [];
     for (let r = 0; r < STREAM_ROUNDS; r++) {
       const g = await streams(gateway, api.pid);
       afters.push(g.rssAfter);
-      const s = g.steadyRss;
       console.log(
         `gateway round ${r + 1}: TTFT p50 ${g.ttftP50.toFixed(1)} ms p99 ${g.ttftP99.toFixed(1)} ms (overhead p50 ${(g.ttftP50 - base.ttftP50).toFixed(1)} ms);  ` +
-          `RSS MiB while all ${STREAMS} streams ran: first ${mib(s[0] ?? NaN)}, last ${mib(s.at(-1) ?? NaN)}, min ${mib(Math.min(...s))}, max ${mib(Math.max(...s))} (${s.length} samples); after ${mib(g.rssAfter)}`,
+          `RSS MiB while all ${STREAMS} streams ran: ${steady(g.steadyRss)}; after ${mib(g.rssAfter)}`,
       );
     }
     console.log(`gateway RSS MiB before the stream rounds ${mib(rssStart)}, after each: ${afters.map(mib).join(', ')}`);
+    // Ended streams leave promoted garbage that V8 collects when it next marks the old generation, or when the
+    // process goes idle: if the RSS falls back after an idle spell, the rise was garbage, not a leak.
+    const idle: number[] = [];
+    for (let s = 0; s < IDLE_SECONDS; s++) {
+      await new Promise((r) => setTimeout(r, 1_000));
+      idle.push(await rssOf(api.pid));
+    }
+    console.log(`gateway RSS MiB over ${IDLE_SECONDS} s idle after the streams: ${idle.filter((_, i) => i % 5 === 4).map(mib).join(', ')}`);
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
