@@ -114,7 +114,7 @@ export interface ConversionResult {
   tritonRepositoryUri: string;
 }
 
-export type ConversionPhase = 'exporting' | 'converting' | 'publishing' | ConversionResult['state'] | 'error';
+export type ConversionPhase = 'exporting' | 'converting' | 'publishing' | ConversionResult['state'] | 'error' | 'cancelled';
 export interface ConversionStatus {
   phase: ConversionPhase;
   targets: TargetResult[];

@@ -2,6 +2,8 @@ import {
   ApplicationFailure,
   CancellationScope,
   defineQuery,
+  isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -14,6 +16,8 @@ import { PhaseKey } from '../common/search-attributes';
 export const conversionStatusQuery = defineQuery<ConversionStatus>('status');
 
 const STEP_FAILED = 'ConversionStepFailed';
+/** Histories from before it ended a cancelled run failed (phase `error`) and could be cancelled mid-publish. */
+const CANCELLED_PATCH = 'conversion-ends-cancelled';
 /** A step is a Kubernetes Job the activity creates and waits for; a GPU build may wait long for a node, hence the hours. */
 const { runConversionStep } = proxyActivities<ConversionActivities>({
   startToCloseTimeout: '4 hours',
@@ -107,16 +111,20 @@ export async function convertModel(input: ConversionInput): Promise<ConversionRe
       targets = input.options.targets.map((target) => settle({ target, status: 'failed', reason: f.message }));
     }
     enter('publishing');
-    const result = await completeConversion(input, targets, dims);
+    // Once publishing has begun it ends: a cancel then must not leave a registered result whose files are removed.
+    const publish = () => completeConversion(input, targets, dims);
+    const result = await (patched(CANCELLED_PATCH) ? CancellationScope.nonCancellable(publish) : publish());
     status.targets = result.targets;
     enter(result.state);
     return result;
   } catch (err) {
-    const { message } = failureOf(err);
+    const cancelled = isCancellation(err) && patched(CANCELLED_PATCH);
+    const message = cancelled ? 'the conversion was cancelled' : failureOf(err).message;
     status.error = message;
-    // Even a cancelled run must leave its row saying so and give the memo key up.
+    // Even a cancelled run must stop its Jobs, leave its row saying why and give the memo key up.
     await CancellationScope.nonCancellable(() => failConversion(input, message));
-    enter('error');
+    enter(cancelled ? 'cancelled' : 'error');
+    if (cancelled) throw err;
     throw ApplicationFailure.nonRetryable(`conversion of ${input.modelId}@${input.version} broke: ${message}`, 'ConversionFailed');
   }
 }

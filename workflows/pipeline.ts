@@ -6,6 +6,7 @@ import {
   defineUpdate,
   executeChild,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   startChild,
@@ -35,6 +36,18 @@ const acts = proxyActivities<ConversionActivities & RolloutActivities>({
 const undo = proxyActivities<ConversionActivities & RolloutActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+/**
+ * Waiting for an identical conversion that is still running: one heartbeating activity, so the history stays a few
+ * events however long the build takes. Bounded in all by the conversion's own execution timeout (a day) and a
+ * margin; a row still running after that belongs to a run that died without saying so.
+ */
+const memo = proxyActivities<ConversionActivities>({
+  startToCloseTimeout: '25 hours',
+  scheduleToCloseTimeout: '25 hours',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: ['ConversionRefused'] },
 });
 
 class StepFailed extends Error {}
@@ -131,11 +144,21 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
         options: input.conversion.options,
       });
       if (planned.memo) {
-        // The same artifact, options and toolchain were converted before: that outcome is this one.
+        // The same artifact, options and toolchain were (or are being) converted: that outcome is this one.
         status.steps.conversion.workflowId = planned.memo.workflowId;
+        let found = planned.memo;
+        if (found.state === 'running') {
+          if (!patched('pipeline-wait-running-conversion')) {
+            status.steps.conversion.outcome = 'memoized';
+            fail(status.steps.conversion, `an identical conversion is still running: ${found.workflowId}`);
+          }
+          // 'waiting' with the other run's workflow id tells an operator why the pipeline does not move.
+          status.steps.conversion.outcome = 'waiting';
+          found = await memo.awaitConversion(tenantId, found.conversionId);
+        }
         status.steps.conversion.outcome = 'memoized';
-        if (planned.memo.state === 'running') fail(status.steps.conversion, `an identical conversion is still running: ${planned.memo.workflowId}`);
-        return { state: planned.memo.state as ConversionResult['state'], targets: planned.memo.targets, tritonRepositoryUri: planned.memo.tritonRepositoryUri ?? '' };
+        if (found.state === 'error') fail(status.steps.conversion, `the identical conversion ${found.workflowId} broke: ${found.error ?? 'no reason recorded'}`);
+        return { state: found.state as ConversionResult['state'], targets: found.targets, tritonRepositoryUri: found.tritonRepositoryUri ?? '' };
       }
       const conversionInput: ConversionInput = planned.input;
       unclaimed = () => undo.failConversion(conversionInput, 'the pipeline stopped before the conversion started');

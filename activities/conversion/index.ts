@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { json } from 'node:stream/consumers';
 import { KubernetesObjectApi, type KubeConfig, type V1EnvVar } from '@kubernetes/client-node';
 import { Context } from '@temporalio/activity';
@@ -11,8 +10,8 @@ import { PlatformError } from '../../common/errors';
 import type { ConversionRecord, ConversionStore } from '../../common/store/conversions';
 import { LineageStore } from '../../common/store/lineage';
 import type { RegistryStore } from '../../common/store/registry';
-import { deleteIfPresent, KubernetesErrors, serverSideApply, tenantNamespace } from '../kubernetes/client';
-import { jobState, renderConversionJob } from './jobs';
+import { deleteIfPresent, isStatus, KubernetesErrors, serverSideApply, tenantNamespace } from '../kubernetes/client';
+import { conversionJobName, jobState, renderConversionJob, stopUnfinishedJobs } from './jobs';
 
 /** Failure types retrying cannot fix; the conversion workflow lists them as non-retryable. */
 export const ConversionErrors = {
@@ -64,6 +63,9 @@ export function conversionS3Env(
   return plain;
 }
 
+/** How often a wait for a running memoised conversion reads its row: one indexed lookup, cheap next to a build. */
+const MEMO_POLL_MS = 5_000;
+
 const stepName = (s: ConversionStep): string => (s.kind === 'export' || s.kind === 'tensorrt' ? s.kind : `${s.kind}-${s.target}`);
 
 /** Triton model directories need numeric versions: a numeric registry version is kept, any other becomes 1. */
@@ -109,10 +111,11 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
   const { objects, conversions, platformBucket, conversionJobs: jobs } = deps;
   const lineage = new LineageStore(deps.db);
 
-  /** Intermediate models and samples; the results/ objects stay, as the record of what each Job reported. */
-  const removeWork = async (input: ConversionInput): Promise<void> => {
-    for (const o of await objects.list(platformBucket, conversionLayout(platformBucket, input).workPrefix)) await objects.delete({ bucket: platformBucket, key: o.key });
+  const removeObjects = async (prefix: string): Promise<void> => {
+    for (const o of await objects.list(platformBucket, prefix)) await objects.delete({ bucket: platformBucket, key: o.key });
   };
+  /** Intermediate models and samples; the results/ objects stay, as the record of what each Job reported. */
+  const removeWork = (input: ConversionInput): Promise<void> => removeObjects(conversionLayout(platformBucket, input).workPrefix);
 
   const readReport = async (ref: ObjectRef): Promise<StepReport | undefined> =>
     (await objects.head(ref)) ? ((await json(await objects.getStream(ref))) as StepReport) : undefined;
@@ -155,7 +158,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       const kc = deps.kubeConfigOf(input.cluster);
       if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${input.cluster}' is not configured`, KubernetesErrors.unknownCluster);
       const { workflowId } = input;
-      const name = `conv-${createHash('sha256').update(workflowId).digest('hex').slice(0, 10)}-${stepName(step)}`;
+      const name = conversionJobName(workflowId, stepName(step));
       const namespace = deps.namespaceOf(input.tenantId);
       const l = conversionLayout(platformBucket, input);
       const resultRef = l.result(name);
@@ -186,7 +189,11 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
         }),
       );
       for (;;) {
-        const state = await jobState(kc, namespace, name);
+        const state = await jobState(kc, namespace, name).catch((err: unknown) => {
+          // Deleted under a waiting attempt: by a cancel (the run is over) or by hand (a retry submits it again).
+          if (isStatus(err, 404)) throw ApplicationFailure.retryable(`Job ${namespace}/${name} was deleted before it finished`, 'ConversionJobDeleted');
+          throw err;
+        });
         if (state.done) {
           const report = await readReport(resultRef);
           if (report?.ok) return report;
@@ -261,10 +268,39 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       return { input, memo: existing && existing.workflowId !== input.workflowId ? existing : null };
     },
 
-    /** The run broke: says why, gives the memo key up so a new request builds again, and removes the work files. */
+    /**
+     * Waits for a conversion that holds the memo key (a memo hit still running) to end, and answers its row: the row
+     * is the memo, and a run that breaks marks it `error` on its way out. Heartbeats every poll, so a lost worker's
+     * wait resumes on another one; the heartbeat also delivers the caller's cancellation.
+     */
+    async awaitConversion(tenantId: string, conversionId: string): Promise<ConversionRecord> {
+      const ctx = Context.current();
+      for (;;) {
+        const row = await conversions.get(tenantId, conversionId);
+        // Only a conversion whose start failed loses its row: there is no outcome to wait for.
+        if (!row) throw ApplicationFailure.nonRetryable(`conversion '${conversionId}' no longer exists`, ConversionErrors.refused);
+        if (row.state !== 'running') return row;
+        ctx.heartbeat({ workflowId: row.workflowId, state: row.state });
+        await ctx.sleep(MEMO_POLL_MS);
+      }
+    },
+
+    /**
+     * The run broke or was cancelled: its unfinished Jobs are deleted (their pods' programs end with them), its work
+     * files and whatever a check had already published into the Triton layout are removed, and only then is the memo
+     * key given up with the reason, so a new request never builds into a prefix still being cleaned. A retry that
+     * finds the key already given up leaves the prefix alone: by then it may be the next build's.
+     */
     async failConversion(input: ConversionInput, reason: string): Promise<void> {
+      const row = await conversions.get(input.tenantId, input.conversionId);
+      if (row?.workflowId === input.workflowId && row.state === 'running') {
+        const kc = deps.kubeConfigOf(input.cluster);
+        if (kc) await stopUnfinishedJobs(kc, deps.namespaceOf(input.tenantId), input.memoKey, input.workflowId, 60_000);
+        const l = conversionLayout(platformBucket, input);
+        await removeObjects(l.workPrefix);
+        await removeObjects(`${l.repository.key}/`);
+      }
       await conversions.markError(input.tenantId, input.workflowId, reason);
-      await removeWork(input);
     },
   };
 };

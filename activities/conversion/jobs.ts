@@ -1,4 +1,6 @@
-import { BatchV1Api, type KubeConfig, type V1EnvVar, type V1Job } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
+import { BatchV1Api, CoreV1Api, KubernetesObjectApi, type KubeConfig, type V1EnvVar, type V1Job } from '@kubernetes/client-node';
+import { deleteIfPresent } from '../kubernetes/client';
 import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
 
 /**
@@ -31,6 +33,9 @@ export interface ConversionJobSpec {
 }
 
 export const memoLabelOf = (memoKey: string): string => memoKey.slice(0, 40);
+
+/** A step's Job is named after the run and the step, so a retried attempt (a new worker after a crash) finds it again. */
+export const conversionJobName = (workflowId: string, step: string): string => `conv-${createHash('sha256').update(workflowId).digest('hex').slice(0, 10)}-${step}`;
 
 export function renderConversionJob(s: ConversionJobSpec): V1Job {
   const labels = {
@@ -89,4 +94,26 @@ export async function jobState(kc: KubeConfig, namespace: string, name: string):
   if (failed) return { done: true, succeeded: false, detail: `${failed.reason ?? 'Failed'}: ${failed.message ?? ''}`.trim() };
   if (cond('Complete')) return { done: true, succeeded: true, detail: 'Complete' };
   return { done: false, detail: `active ${job.status?.active ?? 0}, ready ${job.status?.ready ?? 0}` };
+}
+
+const finished = (job: V1Job): boolean => Boolean(job.status?.conditions?.some((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True'));
+
+/**
+ * Deletes the run's Jobs that have not finished and waits, up to `waitMs`, until their pods are gone, so no program
+ * of a cancelled or broken run still writes into the conversion's S3 prefix afterwards. Finished Jobs stay, as for
+ * any run, until their TTL.
+ */
+export async function stopUnfinishedJobs(kc: KubeConfig, namespace: string, memoKey: string, workflowId: string, waitMs: number): Promise<void> {
+  const jobs = await kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace, labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` });
+  // The label holds a shortened workflow id; the annotation the exact one.
+  const names = jobs.items.filter((j) => j.metadata?.annotations?.[Labels.workflowId] === workflowId && !finished(j)).map((j) => j.metadata!.name!);
+  const objects = KubernetesObjectApi.makeApiClient(kc);
+  for (const name of names) await deleteIfPresent(objects, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } });
+  const core = kc.makeApiClient(CoreV1Api);
+  const until = Date.now() + waitMs;
+  for (const name of names) {
+    while ((await core.listNamespacedPod({ namespace, labelSelector: `batch.kubernetes.io/job-name=${name}` })).items.length > 0 && Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
 }

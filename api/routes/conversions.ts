@@ -3,13 +3,13 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { clustersOf } from '../../common/config';
 import { ConversionTargets, type ConversionStatus } from '../../common/conversion';
 import { conversionClaimOf, conversionInputOf, conversionOptionsOf } from '../../common/conversion-plan';
-import { BadRequestError, NotFoundError } from '../../common/errors';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { workflowId } from '../../common/ids';
 import { ModelIdKey } from '../../common/search-attributes';
 import { ConversionStore, type ConversionRecord } from '../../common/store/conversions';
 import type { convertModel } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { idempotencyKeyOf, startOperation } from '../operations';
+import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 
 const VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
@@ -151,6 +151,26 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // While it runs, the workflow knows the finer phase and the targets settled so far.
       const progress = r.state === 'running' ? await temporal.workflow.getHandle(r.workflowId).query<ConversionStatus>('status').catch(() => undefined) : undefined;
       return { ...r, artifacts, ...(progress ? { progress } : {}) };
+    },
+  );
+
+  app.post(
+    '/conversions/:id/cancel',
+    {
+      preHandler: requireRole('developer'),
+      schema: {
+        tags: ['conversions'],
+        summary: "Cancel a running conversion: its running steps' Jobs are deleted, nothing is published, and the memo key is given up",
+        params: IdParams,
+        response: errorResponses(400, 404, 409),
+      },
+    },
+    async (request, reply) => {
+      const { handle, desc } = await operationRun<typeof convertModel>(temporal, 'conversion', 'convertModel', request.principal!.tenantId, request.params.id, 'conversion');
+      request.auditWorkflowId = handle.workflowId;
+      if (desc.status.name !== 'RUNNING') throw new ConflictError(`conversion '${request.params.id}' is ${desc.status.name.toLowerCase()}`);
+      await handle.cancel();
+      return reply.status(202).send({ conversionId: request.params.id, workflowId: handle.workflowId, status: 'cancelling' });
     },
   );
 

@@ -1,15 +1,22 @@
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { WorkflowFailedError } from '@temporalio/client';
+import { BatchV1Api } from '@kubernetes/client-node';
+import { WorkflowNotFoundError, type WorkflowFailedError } from '@temporalio/client';
+import { ConversionJobLabels, memoLabelOf } from '../../activities/conversion/jobs';
 import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
+import { Labels } from '../../activities/kubernetes/manifests';
 import { loadConfig } from '../../common/config';
-import type { PipelineStatus } from '../../common/pipeline';
+import { conversionOptionsOf } from '../../common/conversion-plan';
+import { DEFAULT_HYPERPARAMETERS } from '../../common/fine-tune';
+import { pipelineChildKey, type PipelineInput, type PipelineStatus } from '../../common/pipeline';
+import { DEFAULT_ANALYSIS } from '../../common/rollout';
+import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../common/search-attributes';
 import { RoutingStore } from '../../common/store/routing';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { localConversionDeps, startConversionJobRunner } from '../support/conversion';
-import { BUCKET, HYPERPARAMETERS, gpuNodes, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
+import { BUCKET, HYPERPARAMETERS, fineTuneClient, gpuNodes, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
 /**
@@ -19,16 +26,21 @@ import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, typ
 const config = loadConfig();
 const endpoints = new Map<string, string>();
 const nodes = gpuNodes();
+/** The TensorRT builds' GPU product: no node has it until a test adds one, so such a conversion stays running till then. */
+const tensorrtGpus = gpuNodes();
+const batch = testKubeConfig().makeApiClient(BatchV1Api);
 let p: TestPlatform;
 let runners: LocalJobRunner[] = [];
 let server: ReferenceModelServer;
 
 beforeAll(async () => {
+  const conversionDeps = localConversionDeps(config);
   p = await startTestPlatform({
     activityDeps: {
       kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined),
       trainer: referenceTrainer(config, 0),
-      ...localConversionDeps(config),
+      ...conversionDeps,
+      conversionJobs: { ...conversionDeps.conversionJobs, gpuProduct: tensorrtGpus.product },
       endpointOf: localEndpoints(endpoints),
     },
   });
@@ -43,6 +55,7 @@ afterAll(async () => {
   await Promise.all(runners.map((r) => r.stop()));
   await server?.close();
   await nodes.removeAll();
+  await tensorrtGpus.removeAll();
 });
 
 function client(tenant: TestTenant) {
@@ -164,6 +177,119 @@ describe('pipeline', () => {
     expect(waiting.steps.conversion).toEqual({ workflowId: done.steps.conversion.workflowId, outcome: 'memoized', reason: null });
     expect(waiting.conversion).toMatchObject({ state: 'succeeded', published: ['onnx'] });
     expect((await api.answer(again, 'deny')).statusCode).toBe(200);
+  });
+
+  /**
+   * A pipeline waiting on a memo hit: the same fine-tune is run outside it first (the reference trainer is
+   * deterministic, so the same weights), then their conversion through the API, which stays running because its
+   * TensorRT build waits for a GPU node of `tensorrtGpus.product` that no node has until the test adds one.
+   */
+  async function waitingOnHeldConversion(seed: number, version: string) {
+    const tenant = await p.createTenant('pl');
+    const api = client(tenant);
+    const { modelId, datasetUri } = await prepare(p, tenant, task(seed));
+    const body = request(modelId, datasetUri, version, { conversion: { cluster: 'local', targets: ['onnx', 'tensorrt'], profile: { runs: 5 } } });
+    const fineTune = await fineTuneClient(p, tenant).post({ ...body.fineTune, output: { version: `${version}-src` } });
+    expect(fineTune.statusCode).toBe(202);
+    await p.temporal.workflow.getHandle(fineTune.json().workflowId).result();
+    const started = await p.app.inject({
+      method: 'POST',
+      url: '/v1/conversions',
+      headers: { ...bearer(tenant.keys.developer), 'idempotency-key': uniqueId('conv') },
+      payload: { modelId, version: `${version}-src`, ...body.conversion },
+    });
+    expect(started.json()).toMatchObject({ memoized: false, state: 'running' });
+    const { conversionId, workflowId: conversionWorkflowId } = started.json() as { conversionId: string; workflowId: string };
+    const conversion = async () => (await p.app.inject({ method: 'GET', url: `/v1/conversions/${conversionId}`, headers: bearer(tenant.keys.viewer) })).json();
+
+    const { pipelineId } = (await api.post(body)).json();
+    const waiting = await eventually('the pipeline waiting for the running conversion', async () => {
+      const s = await api.status(pipelineId);
+      return (s.steps.conversion.outcome === 'waiting' || !['fine_tune', 'conversion'].includes(s.stage)) && s;
+    });
+    expect(waiting).toMatchObject({ stage: 'conversion', steps: { conversion: { workflowId: conversionWorkflowId, outcome: 'waiting', reason: null } }, conversion: null });
+    expect((await conversion()).state).toBe('running');
+    return { tenant, api, pipelineId: pipelineId as string, conversionWorkflowId, conversion };
+  }
+
+  it('waits for an identical conversion that is still running and takes its outcome, building nothing twice', async () => {
+    const { tenant, api, pipelineId, conversionWorkflowId, conversion } = await waitingOnHeldConversion(67, 'ft6');
+    await tensorrtGpus.add(1);
+    try {
+      const converted = await api.until(pipelineId, 'awaiting_approval');
+      expect(converted).toMatchObject({
+        stage: 'awaiting_approval',
+        steps: { conversion: { workflowId: conversionWorkflowId, outcome: 'memoized', reason: null } },
+        conversion: { state: 'partial', published: ['onnx'] },
+      });
+      const { memoKey, state, tritonRepositoryUri } = await conversion();
+      expect({ state, tritonRepositoryUri }).toEqual({ state: 'partial', tritonRepositoryUri: converted.conversion!.tritonRepositoryUri });
+      // Every step's Job exists once, all made by the conversion the pipeline waited for; the pipeline started none.
+      const jobs = (await batch.listNamespacedJob({ namespace: `llmhub-${tenant.id}`, labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` })).items;
+      expect(jobs.map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual(['export', 'optimize-onnx', 'profile-onnx', 'tensorrt', 'validate-onnx']);
+      expect([...new Set(jobs.map((j) => j.metadata!.annotations![Labels.workflowId]))]).toEqual([conversionWorkflowId]);
+      await expect(p.temporal.workflow.getHandle(`conversion/${tenant.id}/pipeline-${pipelineId}`).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
+      expect((await api.answer(pipelineId, 'deny')).statusCode).toBe(200);
+      expect((await api.until(pipelineId, 'failed')).steps.rollout.outcome).toBe('skipped');
+    } finally {
+      // The next held conversion must find no node for its TensorRT build again.
+      await tensorrtGpus.removeAll();
+    }
+  });
+
+  it('stops with the reason when the identical conversion it waits for breaks', async () => {
+    const { api, pipelineId, conversionWorkflowId, conversion } = await waitingOnHeldConversion(79, 'ft8');
+    await p.temporal.workflow.getHandle(conversionWorkflowId).cancel();
+    const done = await api.until(pipelineId, 'failed');
+    expect(done).toMatchObject({ stage: 'failed', conversion: null, steps: { conversion: { workflowId: conversionWorkflowId, outcome: 'failed' }, rollout: { outcome: 'pending' } } });
+    expect(done.steps.conversion.reason).toMatch(new RegExp(`^the identical conversion ${conversionWorkflowId} broke: .+`));
+    expect(done.failureReason).toBe(done.steps.conversion.reason);
+    expect((await conversion()).state).toBe('error');
+  });
+
+  it('stops when no approver answers within the approval timeout: timed out, the rollout skipped and never started', async () => {
+    const tenant = await p.createTenant('pl');
+    const api = client(tenant);
+    const { modelId, datasetUri } = await prepare(p, tenant, task(71));
+    const key = uniqueId('pl');
+    const childKey = pipelineChildKey(key);
+    // Started through Temporal, not the API: the API's floor for the approval timeout is a minute, not worth sitting out.
+    const input: PipelineInput = {
+      tenantId: tenant.id,
+      pipelineId: key,
+      fineTune: {
+        tenantId: tenant.id, fineTuneId: childKey, cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version: 'ft7' }, datasetUri, method: 'lora',
+        hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps: 20 },
+        resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 1, jobDeadlineSeconds: 3600,
+      },
+      conversion: { cluster: 'local', options: conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } }) },
+      rollout: {
+        tenantId: tenant.id, deploymentId: childKey, cluster: 'local', resources: { cpu: '500m', gpu: 0, memory: '1Gi' }, env: {},
+        strategy: { steps: [{ setWeight: 100 }], analysis: DEFAULT_ANALYSIS, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } }, specHash: 'test',
+      },
+      approvalBeforeRollout: true,
+      approvalTimeoutSeconds: 2,
+    };
+    const handle = await p.temporal.workflow.start('runPipeline', {
+      taskQueue: p.taskQueue,
+      workflowId: `pipeline/${tenant.id}/${key}`,
+      args: [input],
+      typedSearchAttributes: [{ key: TenantIdKey, value: tenant.id }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
+    });
+    const done = await api.until(key, 'failed');
+    expect(done).toMatchObject({
+      stage: 'failed',
+      awaitingApproval: false,
+      approval: { decision: 'timed_out', by: null, reason: null },
+      failureReason: 'no approval within 2s',
+      steps: { conversion: { outcome: 'succeeded' }, rollout: { workflowId: `rollout/${tenant.id}/${childKey}`, outcome: 'skipped', reason: null } },
+    });
+    const failed = await handle.result().then(() => undefined, (err: WorkflowFailedError) => err);
+    expect(failed?.cause?.message).toMatch(/stopped at awaiting_approval: no approval within 2s/);
+    await expect(p.temporal.workflow.getHandle(done.steps.rollout.workflowId).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
+    expect((await p.app.inject({ method: 'GET', url: `/v1/deployments/${childKey}`, headers: bearer(tenant.keys.viewer) })).statusCode).toBe(404);
+    // Too late to answer now.
+    expect((await api.answer(key, 'approve')).statusCode).toBe(409);
   });
 
   it('stops at the fine-tune when the trainer fails on a bad dataset, with the reason, and starts nothing after it', async () => {

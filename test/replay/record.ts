@@ -30,7 +30,8 @@ import { TenantStore } from '../../common/store/tenants';
 import { startWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { withScratchStack } from '../support/scratch-stack';
-import { localConversionDeps, seededMlp, startConversionJobRunner } from '../support/conversion';
+import { localConversionDeps, seededMlp, startConversionJobRunner, startHeldConversionJobs } from '../support/conversion';
+import { conversionJobName } from '../../activities/conversion/jobs';
 import type { ConversionInput } from '../../common/conversion';
 import { conversionToolchainVersion } from '../../common/conversion-toolchain';
 import { ConversionStore } from '../../common/store/conversions';
@@ -42,7 +43,7 @@ import { buildApp } from '../../api/app';
 import type { AgentRunStatus } from '../../common/agents';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
 import { freePort, pollFor } from '../../deploy/dev/process';
-import { conversionOptionsOf } from '../../common/conversion-plan';
+import { conversionClaimOf, conversionInputOf, conversionOptionsOf } from '../../common/conversion-plan';
 import { pipelineChildKey, type ApprovalRequest, type PipelineInput, type PipelineStatus } from '../../common/pipeline';
 import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../common/search-attributes';
 
@@ -421,6 +422,139 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       await Promise.all(runners.map((r) => r.stop()));
       await server.close();
       await nodes.removeAll();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+  /**
+   * A pipeline whose conversion is a memo hit on an identical conversion still running: it waits for it, takes its
+   * outcome, then nobody answers its approval gate in time. The identical conversion is of the same fine-tune run
+   * outside the pipeline (the reference trainer is deterministic); its row is claimed first and its workflow started
+   * only once the pipeline is seen waiting.
+   */
+  async 'pipeline-memo-wait'({ client, config, native, db, registry, objects }) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-pipeline-wait-'));
+    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+    const runners = [
+      await startReferenceTrainerRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs')),
+      await startConversionJobRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs'), config),
+    ];
+    const nodes = gpuNodes(cluster.kubeConfig());
+    const tenantId = 'replay-plw';
+    await new TenantStore(db).createTenant(tenantId, tenantId);
+    const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: tenantId }, task(73), 'mlp-plw');
+    const taskQueue = 'record-pipeline-memo-wait';
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, {
+          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+          trainer: referenceTrainer(config, 0),
+          ...localConversionDeps(config),
+        }),
+      ),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
+      handleSignals: false,
+    });
+    const fineTune = (key: string, version: string): FineTuneInput => ({
+      tenantId, fineTuneId: key, cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version }, datasetUri, method: 'lora',
+      hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps: 20 },
+      resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 1, jobDeadlineSeconds: 3600,
+    });
+    const options = conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } });
+    try {
+      await nodes.add(1);
+      await client.workflow.execute('fineTune', { taskQueue, workflowId: `fine-tune/${tenantId}/src`, args: [fineTune('src', 'src')] });
+      const held = await conversionInputOf(registry, { tenantId, conversionId: 'held', workflowId: `conversion/${tenantId}/held`, modelId, version: 'src', cluster: 'local', options });
+      await new ConversionStore(db).claim(db, tenantId, conversionClaimOf(held));
+      const input: PipelineInput = {
+        tenantId,
+        pipelineId: 'waited',
+        fineTune: fineTune(pipelineChildKey('waited'), 'ft'),
+        conversion: { cluster: 'local', options },
+        rollout: {
+          tenantId, deploymentId: pipelineChildKey('waited'), cluster: 'local', resources: { cpu: '500m', gpu: 0, memory: '1Gi' }, env: {},
+          strategy: { steps: [{ setWeight: 100 }], analysis: DEFAULT_ANALYSIS, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } }, specHash: 'record',
+        },
+        approvalBeforeRollout: true,
+        approvalTimeoutSeconds: 2,
+      };
+      const workflowId = `pipeline/${tenantId}/waited`;
+      const handle = await client.workflow.start('runPipeline', {
+        taskQueue,
+        workflowId,
+        args: [input],
+        typedSearchAttributes: [{ key: TenantIdKey, value: tenantId }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
+      });
+      await pollFor('the pipeline waiting for the held conversion', async () => (await handle.query<PipelineStatus>('status')).steps.conversion.outcome === 'waiting', 180_000, 200);
+      await client.workflow.execute('convertModel', { taskQueue, workflowId: held.workflowId, args: [held] });
+      await handle.result().catch((err) => {
+        if (!(err instanceof WorkflowFailedError)) throw err;
+      });
+      const status = await handle.query<PipelineStatus>('status');
+      if (status.steps.conversion.outcome !== 'memoized' || status.steps.conversion.workflowId !== held.workflowId || status.approval?.decision !== 'timed_out') {
+        throw new Error(`the pipeline-memo-wait scenario did not wait and time out: ${JSON.stringify(status)}`);
+      }
+      return { 'pipeline-waited-for-conversion-approval-timed-out': workflowId };
+    } finally {
+      await worker.shutdown();
+      await Promise.all(runners.map((r) => r.stop()));
+      await nodes.removeAll();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+  /**
+   * A conversion cancelled while its profile step's Job runs (held by the job runner until then): it ends cancelled
+   * with its Jobs stopped and nothing published; then one that publishes, both past the 'conversion-ends-cancelled' patch.
+   */
+  async 'conversion-cancel'({ client, config, native, db, registry, objects }) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-convert-cancel-'));
+    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+    const jobs = await startHeldConversionJobs(cluster.kubeconfigPath, dataDir, config);
+    const tenantId = 'replay-cc';
+    await new TenantStore(db).createTenant(tenantId, tenantId);
+    await registry.createModel(tenantId, { id: 'mlp', name: 'mlp', description: '' });
+    await objects.ensureBucket('models');
+    await objects.put({ bucket: 'models', key: 'mlp-cc/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
+    await registry.insertVersion(db, tenantId, { modelId: 'mlp', version: '1', artifactUri: 's3://models/mlp-cc/1/model.safetensors', workflowId: 'record/mlp-cc-1' });
+    await registry.markVersionReady(tenantId, 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });
+    const taskQueue = 'record-conversion-cancel';
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, { kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined), ...localConversionDeps(jobs.config) }),
+      ),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
+      handleSignals: false,
+    });
+    const options = conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } });
+    const start = async (key: string) => {
+      const input = await conversionInputOf(registry, { tenantId, conversionId: key, workflowId: `conversion/${tenantId}/${key}`, modelId: 'mlp', version: '1', cluster: 'local', options });
+      await new ConversionStore(db).claim(db, tenantId, conversionClaimOf(input));
+      return client.workflow.start('convertModel', { taskQueue, workflowId: input.workflowId, args: [input] });
+    };
+    try {
+      const held = conversionJobName(`conversion/${tenantId}/cancelled`, 'profile-onnx');
+      await jobs.hold(held);
+      const cancelled = await start('cancelled');
+      await pollFor('the held profile step to run', async () => jobs.started(`llmhub-${tenantId}`, held) === 1, 180_000, 200);
+      await cancelled.cancel();
+      const outcome = await cancelled.result().then(() => 'completed', (err: unknown) => (err instanceof WorkflowFailedError && err.cause?.name === 'CancelledFailure' ? 'cancelled' : String(err)));
+      if (outcome !== 'cancelled') throw new Error(`the conversion-cancel scenario's run ended ${outcome}`);
+      await jobs.release(held);
+      const published = await start('published');
+      await published.result();
+      return { 'conversion-cancelled-mid-step': cancelled.workflowId, 'conversion-published-patched': published.workflowId };
+    } finally {
+      await worker.shutdown();
+      await jobs.stop();
       await cluster.stop();
       await rm(dataDir, { recursive: true, force: true });
     }

@@ -1,9 +1,12 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { PlatformActivityDeps } from '../../activities';
 import { conversionS3Env } from '../../activities/conversion';
 import type { Config } from '../../common/config';
 import { encodeMlp, type Mlp } from '../../common/mlp';
 import { conversionProgram } from '../../deploy/dev/job-programs';
-import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner, type LocalJobRunner } from '../../deploy/dev/kube/local-jobs';
+import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner, type LocalJobRunner, type LocalProgram } from '../../deploy/dev/kube/local-jobs';
+import { uniqueId } from './platform';
 
 
 /**
@@ -11,9 +14,27 @@ import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner, type LocalJobRunner } f
  * deploy/convert/, as the images' entrypoint runs the same files. The TensorRT image's program then finds no
  * trtexec and no GPU here and reports its target not_run.
  */
-export function startConversionJobRunner(kubeconfigPath: string, logDir: string, config: Pick<Config, 'LLMHUB_CONVERT_IMAGE' | 'LLMHUB_CONVERT_TENSORRT_IMAGE'>): Promise<LocalJobRunner> {
-  const program = conversionProgram();
-  return startLocalJobRunner({ kubeconfigPath, logDir, images: { [config.LLMHUB_CONVERT_IMAGE]: program, [config.LLMHUB_CONVERT_TENSORRT_IMAGE]: program } });
+export function startConversionJobRunner(
+  kubeconfigPath: string,
+  logDir: string,
+  config: Pick<Config, 'LLMHUB_CONVERT_IMAGE' | 'LLMHUB_CONVERT_TENSORRT_IMAGE'>,
+  more: { holdDir?: string; onEvent?: (message: string) => void } = {},
+): Promise<LocalJobRunner> {
+  const program = more.holdDir ? heldProgram(conversionProgram(), more.holdDir) : conversionProgram();
+  return startLocalJobRunner({ kubeconfigPath, logDir, images: { [config.LLMHUB_CONVERT_IMAGE]: program, [config.LLMHUB_CONVERT_TENSORRT_IMAGE]: program }, onEvent: more.onEvent });
+}
+
+/**
+ * The program, held before it starts for as long as `<holdDir>/<Job name>` exists (the Job name is the basename of
+ * the program's `--result` object), so a test can keep one step's Job running as long as it needs, without timing.
+ */
+function heldProgram(program: LocalProgram, holdDir: string): LocalProgram {
+  const script = [
+    'for a in "$@"; do case "$a" in */results/*.json) job=$(basename "$a" .json) ;; esac; done',
+    'while [ -n "$job" ] && [ -e "$0/$job" ]; do sleep 0.1; done',
+    'exec "$@"',
+  ].join('\n');
+  return { command: 'sh', args: ['-c', script, holdDir, program.command, ...(program.args ?? [])], cwd: program.cwd };
 }
 
 /** Activity deps for conversion Jobs on a local cluster whose pods run as local processes (the runner above). */
@@ -40,4 +61,26 @@ export function seededMlp(sizes: number[], seed: number): Buffer {
     };
   });
   return encodeMlp(mlp);
+}
+
+/**
+ * A conversion test file's own Job images, run only by its own runner (so no other file's runner starts their pods),
+ * each step's program held while the test holds that Job: `hold(name)` before the Job starts, `release(name)` to let
+ * it run. `started(namespace, job)` counts how often the runner started a program for that Job's pods.
+ */
+export async function startHeldConversionJobs(kubeconfigPath: string, dataDir: string, config: Config) {
+  const image = `registry.invalid/llmhub/${uniqueId('convert-held')}`;
+  const images = { ...config, LLMHUB_CONVERT_IMAGE: image, LLMHUB_CONVERT_TENSORRT_IMAGE: `${image}-tensorrt` };
+  const holdDir = await mkdtemp(path.join(dataDir, 'conversion-holds-'));
+  const events: string[] = [];
+  const runner = await startConversionJobRunner(kubeconfigPath, path.join(dataDir, 'conversion-jobs'), images, { holdDir, onEvent: (m) => events.push(m) });
+  return {
+    /** The configuration (images) a worker of this file runs conversions with. */
+    config: images,
+    events,
+    hold: (job: string) => writeFile(path.join(holdDir, job), ''),
+    release: (job: string) => rm(path.join(holdDir, job), { force: true }),
+    started: (namespace: string, job: string) => events.filter((e) => e.startsWith(`started ${namespace}/${job}-`)).length,
+    stop: () => runner.stop(),
+  };
 }
