@@ -100,7 +100,10 @@ export class SliceLimiter {
       w.rule = rule;
       return w;
     }
-    // A closed window's leftovers lapse with it.
+    // A closed window's leftovers lapse with it. Its slice sizes carry over while it was in use: a busy key would
+    // otherwise start every window at the configured slice and its first requests would wait on lease after lease
+    // while the slices doubled back up.
+    const busy = w !== undefined && now - w.lastUsed < this.opts.leaseIdleMs;
     w = {
       ref: { tenantId: rule.tenantId, subject: rule.subject, windowStart: start },
       rule,
@@ -112,8 +115,8 @@ export class SliceLimiter {
       tokSpent: 0,
       lastUsed: now,
       dryUntil: 0,
-      reqSlice: this.opts.requestSlice,
-      tokSlice: this.opts.tokenSlice,
+      reqSlice: busy ? grownSlice(w!.reqSlice, this.opts.requestSlice, rule.maxRequests) : this.opts.requestSlice,
+      tokSlice: busy ? grownSlice(w!.tokSlice, this.opts.tokenSlice, rule.maxTokens) : this.opts.tokenSlice,
       lastLeaseAt: 0,
     };
     this.windows.set(key, w);
@@ -161,8 +164,8 @@ export class SliceLimiter {
   private lease(w: WindowState, need: { requests: number; tokens: number }): Promise<void> {
     const now = Date.now();
     if (now - w.lastLeaseAt < HOT_MS) {
-      if (w.rule.maxRequests !== null) w.reqSlice = Math.max(w.reqSlice, Math.min(w.reqSlice * 2, Math.floor(w.rule.maxRequests * MAX_SLICE_SHARE)));
-      if (w.rule.maxTokens !== null) w.tokSlice = Math.max(w.tokSlice, Math.min(w.tokSlice * 2, Math.floor(w.rule.maxTokens * MAX_SLICE_SHARE)));
+      w.reqSlice = grownSlice(w.reqSlice * 2, w.reqSlice, w.rule.maxRequests);
+      w.tokSlice = grownSlice(w.tokSlice * 2, w.tokSlice, w.rule.maxTokens);
     }
     w.lastLeaseAt = now;
     const want = {
@@ -245,6 +248,10 @@ class SliceReservation implements Reservation {
     }
   }
 }
+
+/** `wanted`, kept within a sixteenth of the limit (MAX_SLICE_SHARE) but never below `floor`; an unlimited dimension keeps `floor`. */
+const grownSlice = (wanted: number, floor: number, limit: number | null): number =>
+  limit === null ? floor : Math.max(floor, Math.min(wanted, Math.floor(limit * MAX_SLICE_SHARE)));
 
 const limitText = (r: LimitRule): string =>
   [r.maxRequests !== null ? `${r.maxRequests} requests` : '', r.maxTokens !== null ? `${r.maxTokens} tokens` : ''].filter(Boolean).join(' and ') +

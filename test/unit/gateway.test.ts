@@ -1,4 +1,4 @@
-import { describe, expect, it } from '@jest/globals';
+import { describe, expect, it, jest } from '@jest/globals';
 import { SliceLimiter, type Admission } from '../../api/gateway/limiter';
 import { abBucket, pickUpstream, type CompiledRoute } from '../../api/gateway/route-table';
 import { Cancellation, CircuitBreaker } from '../../api/gateway/upstream';
@@ -127,5 +127,50 @@ describe('gateway pieces', () => {
     expect(asked.length).toBeLessThanOrEqual(25);
     // Once the slices have grown, the next one is leased ahead: only the first requests waited for the store.
     expect(waited).toBeLessThanOrEqual(2);
+  });
+
+  it('starts the next window of a busy key at its grown slices: its first requests wait for one lease, not one per doubling', async () => {
+    const asked: number[] = [];
+    const store = {
+      lease: async (_rule: LimitRule, _w: unknown, want: { requests: number; tokens: number }) => {
+        asked.push(want.requests);
+        return { requests: want.requests, tokens: 0 };
+      },
+      adjust: async () => undefined,
+    };
+    // The clock is set by hand; the event loop (setImmediate) still turns, so leases land between requests.
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'], now: Date.UTC(2026, 0, 1, 0, 0, 30) });
+    try {
+      const limiter = new SliceLimiter(store, { requestSlice: 10, tokenSlice: 1_000, leaseIdleMs: 60_000, logger: { warn: () => undefined, error: () => undefined } });
+      const rules: LimitRule[] = [{ tenantId: 't', subject: '', windowSeconds: 60, maxRequests: 160_000, maxTokens: null }];
+      const burst = async (n: number) => {
+        let waited = 0;
+        for (let i = 0; i < n; i++) {
+          const a = limiter.admit(rules, 1);
+          const admission: Admission = a instanceof Promise ? await a : a;
+          if (!admission.ok) throw new Error(admission.reason);
+          if (a instanceof Promise) waited++;
+          admission.reservation.settle(1);
+          await new Promise(setImmediate);
+        }
+        return waited;
+      };
+      await burst(3_000);
+      const grown = Math.max(...asked);
+      expect(grown).toBeGreaterThan(10);
+      asked.length = 0;
+      jest.setSystemTime(Date.UTC(2026, 0, 1, 0, 1, 0)); // the next window
+      const waited = await burst(3_000);
+      expect(asked[0]).toBeGreaterThanOrEqual(grown);
+      expect(waited).toBe(1);
+      // Idle longer than leaseIdleMs: the window after that starts from the configured slice again.
+      asked.length = 0;
+      jest.setSystemTime(Date.UTC(2026, 0, 1, 0, 3, 0));
+      await burst(1);
+      expect(asked[0]).toBe(10);
+      await limiter.close();
+    } finally {
+      jest.useRealTimers();
+    }
   });
 });
