@@ -26,7 +26,7 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const STREAM_ROUNDS = Number(process.env.BENCH_STREAM_ROUNDS ?? 4);
 const RATE = 2_000;
-const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 30);
+const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 90);
 const STREAMS = 1_000;
 /** Each stream: first token after 200 ms, then 160 tokens 50 ms apart (8 s), long enough for a steady state to watch. */
 const STREAM_FAULTS = { ttftMs: 200, tokenIntervalMs: 50, replyTokens: 160 };
@@ -189,7 +189,7 @@ async function main(): Promise<void> {
     const raw = await startProcess({ name: 'raw-proxy', ...node('test/bench/gateway/raw-proxy.mts', [], proxyFlags), dataDir, env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` } });
     procs.push(raw);
     // `npm run bench:gateway` compiles first; the gateway runs from dist/ as in production.
-    const api = await startProcess({ name: 'gateway', ...node('dist/api/server.js', [], proxyFlags), dataDir, env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' } });
+    const api = await startProcess({ name: 'gateway', ...node('dist/api/server.js', [], ['--trace-gc', ...proxyFlags]), dataDir, env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' } });
     procs.push(api);
     const tenants = new TenantStore(db);
     await tenants.createTenant('bench', 'bench');
@@ -256,14 +256,20 @@ async function main(): Promise<void> {
       );
     }
     console.log(`gateway RSS MiB before the stream rounds ${mib(rssStart)}, after each: ${afters.map(mib).join(', ')}`);
-    // Ended streams leave promoted garbage that V8 collects when it next marks the old generation, or when the
-    // process goes idle: if the RSS falls back after an idle spell, the rise was garbage, not a leak.
+    // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
+    // there until V8 next marks it (or its memory reducer runs, once the process is idle). The gateway runs with
+    // --trace-gc: the heap left after each full collection is what is really held, the figure a leak would grow.
+    const fullGcs = async () =>
+      [...(await readFile(api.logFile, 'utf8')).matchAll(/ (\d+) ms: Mark-Compact(?: \(reduce\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \(/g)].map((m) => ({ at: Number(m[1]), liveMb: Number(m[2]) }));
+    const beforeIdle = (await fullGcs()).length;
     const idle: number[] = [];
-    for (let s = 0; s < IDLE_SECONDS; s++) {
+    for (let s = 0; s < IDLE_SECONDS && (await fullGcs()).length === beforeIdle; s++) {
       await new Promise((r) => setTimeout(r, 1_000));
       idle.push(await rssOf(api.pid));
     }
-    console.log(`gateway RSS MiB over ${IDLE_SECONDS} s idle after the streams: ${idle.filter((_, i) => i % 5 === 4).map(mib).join(', ')}`);
+    const gcs = await fullGcs();
+    console.log(`gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.liveMb.toFixed(1)).join(', ')}`);
+    console.log(`gateway RSS MiB after the idle spell ${mib(await rssOf(api.pid))}`);
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
