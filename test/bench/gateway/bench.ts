@@ -152,6 +152,28 @@ async function streams(t: Target, pid: number): Promise<StreamRound> {
   return { ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), steadyRss, rssAfter: await rssOf(pid) };
 }
 
+interface GcPause {
+  /** ms since the process started, as --trace-gc prints it */
+  at: number;
+  kind: 'scavenge' | 'full';
+  ms: number;
+  /** Heap in use after it, MB. */
+  afterMb: number;
+}
+
+/** The GC pauses a process run with --trace-gc has logged so far. */
+const gcPauses = async (logFile: string): Promise<GcPause[]> =>
+  [...(await readFile(logFile, 'utf8')).matchAll(/ (\d+) ms: (Scavenge|Mark-Compact)(?: \([a-z ]+\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB, pooled: [\d.]+ MB, ([\d.]+) \//g)].map(
+    (m) => ({ at: Number(m[1]), kind: m[2] === 'Scavenge' ? 'scavenge' : 'full', afterMb: Number(m[3]), ms: Number(m[4]) }),
+  );
+
+/** How long a process has run, in ms, on the clock --trace-gc uses (process start), from /proc (10 ms ticks). */
+const uptimeMs = async (pid: number) => {
+  const startTicks = Number((await readFile(`/proc/${pid}/stat`, 'utf8')).replace(/^.*\) /s, '').split(' ')[19]);
+  const sinceBoot = Number((await readFile('/proc/uptime', 'utf8')).split(' ')[0]);
+  return (sinceBoot - startTicks / 100) * 1000;
+};
+
 /** prom-client samples the event loop every 10 ms and records the whole interval between samples. */
 const LAG_SAMPLE_MS = 10;
 
@@ -209,6 +231,7 @@ async function main(): Promise<void> {
 
     const rounds: Record<string, RoundFigures>[] = [];
     const lags: { p99: number; max: number }[] = [];
+    const pauses: GcPause[][] = [];
     console.log(`${ROUNDS} rounds; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s`);
     for (let r = 0; r < ROUNDS; r++) {
       const round: Record<string, RoundFigures> = {};
@@ -218,8 +241,12 @@ async function main(): Promise<void> {
         // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
         // stall inside the gateway shows here, a machine that is busy elsewhere does not.
         if (t === gateway) await eventLoopLag(gateway.url);
+        const from = await uptimeMs(api.pid);
         round[t.name] = { ...tp, ...(await latencyAtRate(t, body)) };
-        if (t === gateway) lags.push(await eventLoopLag(gateway.url));
+        if (t === gateway) {
+          lags.push(await eventLoopLag(gateway.url));
+          pauses.push((await gcPauses(api.logFile)).filter((g) => g.at >= from && g.at <= from + DURATION_MS + 1_000));
+        }
       }
       rounds.push(round);
       console.log(`round ${r + 1}`);
@@ -227,7 +254,12 @@ async function main(): Promise<void> {
         const f = round[t.name]!;
         console.log(`  ${t.name.padEnd(10)} ${f.rps.toFixed(0).padStart(6)} req/s  ${f.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${f.p50.toFixed(2)} ms  p99 ${f.p99.toFixed(2)} ms`);
       }
-      console.log(`  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms (stalls inside the gateway itself)`);
+      const longest = (kind: GcPause['kind']) => Math.max(0, ...pauses[r]!.filter((g) => g.kind === kind).map((g) => g.ms)).toFixed(1);
+      const count = (kind: GcPause['kind']) => pauses[r]!.filter((g) => g.kind === kind).length;
+      console.log(
+        `  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms (stalls inside the gateway itself); ` +
+          `its GC meanwhile: ${count('scavenge')} scavenges (longest ${longest('scavenge')} ms), ${count('full')} full (longest ${longest('full')} ms)`,
+      );
     }
     const per = (f: (r: Record<string, RoundFigures>) => number) => rounds.map(f);
     console.log(`\nover ${ROUNDS} rounds: median [min – max]`);
@@ -259,8 +291,7 @@ async function main(): Promise<void> {
     // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
     // there until V8 next marks it (or its memory reducer runs, once the process is idle). The gateway runs with
     // --trace-gc: the heap left after each full collection is what is really held, the figure a leak would grow.
-    const fullGcs = async () =>
-      [...(await readFile(api.logFile, 'utf8')).matchAll(/ (\d+) ms: Mark-Compact(?: \(reduce\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \(/g)].map((m) => ({ at: Number(m[1]), liveMb: Number(m[2]) }));
+    const fullGcs = async () => (await gcPauses(api.logFile)).filter((g) => g.kind === 'full');
     const beforeIdle = (await fullGcs()).length;
     const idle: number[] = [];
     for (let s = 0; s < IDLE_SECONDS && (await fullGcs()).length === beforeIdle; s++) {
@@ -268,7 +299,7 @@ async function main(): Promise<void> {
       idle.push(await rssOf(api.pid));
     }
     const gcs = await fullGcs();
-    console.log(`gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.liveMb.toFixed(1)).join(', ')}`);
+    console.log(`gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`);
     console.log(`gateway RSS MiB after the idle spell ${mib(await rssOf(api.pid))}`);
     await db.end();
   } finally {
