@@ -22,32 +22,53 @@ export function usageOfBody(body: Buffer): TokenUsage | undefined {
   return usageIn(body.toString('latin1', Math.max(0, body.length - TAIL))) ?? (body.length > TAIL ? usageIn(body.toString('latin1')) : undefined);
 }
 
+const NEWLINE = 0x0a;
+const DATA = Buffer.from('data:');
+const DONE = Buffer.from('data: [DONE]');
+
 /**
- * Watches an SSE stream as it passes (bytes are forwarded untouched): counts data events and keeps the tail,
- * so usage comes from the upstream's `usage` event when it sends one, else one token per streamed chunk.
+ * Watches an SSE stream as it passes (bytes are forwarded untouched): counts data events and keeps the newest
+ * chunks, so usage comes from the upstream's `usage` event when it sends one, else one token per streamed chunk.
+ * It works on the bytes and keeps references to the last chunks instead of text: turning every chunk into a string
+ * and re-slicing a 2 KB tail allocated several KB per streamed token, most of a stream's garbage.
  */
 export class StreamUsage {
   private events = 0;
-  private partial = '';
-  private tail = '';
+  /** The first bytes of the line in progress, as many as it takes to tell a data event from `data: [DONE]`. */
+  private readonly head = Buffer.alloc(DONE.length);
+  private headLength = 0;
+  /** The newest chunks: enough of them to hold the last TAIL bytes. */
+  private readonly tail: Buffer[] = [];
+  private tailBytes = 0;
 
   push(chunk: Buffer): void {
-    // latin1 maps bytes 1:1, so a multi-byte character split across chunks cannot corrupt the ASCII looked for.
-    const text = chunk.toString('latin1');
-    const lines = this.partial + text;
     let start = 0;
-    for (let nl = lines.indexOf('\n'); nl !== -1; nl = lines.indexOf('\n', start)) {
-      if (lines.startsWith('data:', start) && !lines.startsWith('data: [DONE]', start)) this.events++;
+    for (let nl = chunk.indexOf(NEWLINE); nl !== -1; nl = chunk.indexOf(NEWLINE, start)) {
+      this.keepHead(chunk, start, nl);
+      if (this.lineIsEvent()) this.events++;
+      this.headLength = 0;
       start = nl + 1;
     }
-    this.partial = lines.slice(start);
-    this.tail = (this.tail + text).slice(-TAIL);
+    this.keepHead(chunk, start, chunk.length);
+    this.tail.push(chunk);
+    this.tailBytes += chunk.length;
+    while (this.tailBytes - this.tail[0]!.length >= TAIL) this.tailBytes -= this.tail.shift()!.length;
   }
 
   /** Falls back to the caller's prompt estimate when the upstream reported no usage. */
   result(promptEstimate: number): TokenUsage {
-    const reported = usageIn(this.tail);
+    const reported = usageIn(Buffer.concat(this.tail).toString('latin1'));
     if (reported) return reported;
     return { promptTokens: promptEstimate, completionTokens: this.events };
+  }
+
+  private keepHead(chunk: Buffer, from: number, to: number): void {
+    const n = Math.min(to - from, this.head.length - this.headLength);
+    if (n > 0) this.headLength += chunk.copy(this.head, this.headLength, from, from + n);
+  }
+
+  private lineIsEvent(): boolean {
+    const starts = (prefix: Buffer) => this.headLength >= prefix.length && this.head.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+    return starts(DATA) && !starts(DONE);
   }
 }

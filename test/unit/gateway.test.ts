@@ -36,6 +36,28 @@ describe('gateway pieces', () => {
     expect(reported.result(11)).toEqual({ promptTokens: 3, completionTokens: 2 });
   });
 
+  it('counts the same stream events and finds the same usage however the stream is cut into chunks', () => {
+    const events = Array.from({ length: 40 }, (_, i) => `data: {"choices":[{"delta":{"content":"t${i} é"}}]}\n\n`).join('');
+    const withUsage = `${events}data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":40,"total_tokens":49}}\n\ndata: [DONE]\n\n`;
+    const bytes = Buffer.from(withUsage);
+    const plain = Buffer.from(`${events}data: [DONE]\n\n`);
+    // A deterministic walk of cut sizes from 1 byte up, so cuts fall inside "data:", inside "[DONE]" and inside é.
+    const cut = (b: Buffer, seed: number) => {
+      const u = new StreamUsage();
+      for (let at = 0, n = seed; at < b.length; at += n, n = (n * 7 + 3) % 97 || 1) u.push(b.subarray(at, Math.min(b.length, at + n)));
+      return u;
+    };
+    for (let seed = 1; seed < 30; seed++) {
+      expect(cut(plain, seed).result(5)).toEqual({ promptTokens: 5, completionTokens: 40 });
+      expect(cut(bytes, seed).result(5)).toEqual({ promptTokens: 9, completionTokens: 40 });
+    }
+    // A usage event further back than the tail kept (2 KB) is not searched for: the count stands.
+    const early = new StreamUsage();
+    early.push(Buffer.from('data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}\n\n'));
+    early.push(Buffer.from(`data: ${'x'.repeat(3000)}\n\n`));
+    expect(early.result(5)).toEqual({ promptTokens: 5, completionTokens: 2 });
+  });
+
   it('picks versions by weight, by pin, and sticky by caller for ab_test', () => {
     const up = (version: string) => ({ version, url: `http://127.0.0.1/${version}`, origin: 'http://127.0.0.1', basePath: `/${version}` });
     const route: CompiledRoute = { modelId: 'm', stable: up('s'), canary: up('c'), canaryWeight: 10 };
