@@ -7,7 +7,7 @@ import type { ConversionResult } from '../../common/conversion';
 import { parseObjectUri } from '../../common/objectstore';
 import { LineageStore } from '../../common/store/lineage';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
-import { localConversionDeps, seededMlp, startHeldConversionJobs } from '../support/conversion';
+import { localConversionDeps, registerSeededMlp, startHeldConversionJobs } from '../support/conversion';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
 /**
@@ -27,12 +27,7 @@ beforeAll(async () => {
   jobs = await startHeldConversionJobs(process.env[KUBECONFIG_ENV]!, process.env.LLMHUB_TEST_DATA!, loadConfig());
   p = await startTestPlatform({ activityDeps: { kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined), ...localConversionDeps(jobs.config) } });
   acme = await p.createTenant('conv-cancel');
-  await p.objects.ensureBucket('models');
-  const key = `${modelId}/1/model.safetensors`;
-  await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
-  expect((await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(acme.keys.developer), payload: { id: modelId, name: modelId } })).statusCode).toBe(201);
-  const reg = await p.app.inject({ method: 'POST', url: `/v1/models/${modelId}/versions`, headers: bearer(acme.keys.developer), payload: { version: '1', artifactUri: `s3://models/${key}` } });
-  await p.temporal.workflow.getHandle(reg.json().workflowId).result();
+  await registerSeededMlp(p, acme, modelId);
 }, 180_000);
 afterAll(async () => {
   await p?.close();

@@ -6,7 +6,7 @@ import type { ConversionResult, TargetResult } from '../../common/conversion';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { LOCAL_PROCESS_ANNOTATIONS } from '../../deploy/dev/kube/local-jobs';
 import type { ManagedProcess } from '../../deploy/dev/process';
-import { seededMlp, startHeldConversionJobs } from '../support/conversion';
+import { registerSeededMlp, startHeldConversionJobs } from '../support/conversion';
 import { bearer, eventually, startTestPlatform, startWorkerProcess, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
 /**
@@ -33,13 +33,7 @@ const startWorker = () =>
     LLMHUB_CONVERT_TENSORRT_IMAGE: jobs.config.LLMHUB_CONVERT_TENSORRT_IMAGE,
   });
 
-const registerModel = async (tenant: TestTenant) => {
-  const key = `${tenant.id}/${modelId}/1/model.safetensors`;
-  await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
-  expect((await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(tenant.keys.developer), payload: { id: modelId, name: modelId } })).statusCode).toBe(201);
-  const reg = await p.app.inject({ method: 'POST', url: `/v1/models/${modelId}/versions`, headers: bearer(tenant.keys.developer), payload: { version: '1', artifactUri: `s3://models/${key}` } });
-  await p.temporal.workflow.getHandle(reg.json().workflowId).result();
-};
+const registerModel = (tenant: TestTenant) => registerSeededMlp(p, tenant, modelId);
 
 beforeAll(async () => {
   jobs = await startHeldConversionJobs(process.env[KUBECONFIG_ENV]!, process.env.LLMHUB_TEST_DATA!, loadConfig());
@@ -47,7 +41,6 @@ beforeAll(async () => {
   worker = await startWorker();
   acme = await p.createTenant('conv-crash');
   reference = await p.createTenant('conv-ref');
-  await p.objects.ensureBucket('models');
   await registerModel(acme);
   await registerModel(reference);
 }, 180_000);

@@ -9,7 +9,7 @@ import type { ConversionResult, TargetResult } from '../../common/conversion';
 import { parseObjectUri } from '../../common/objectstore';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';
-import { localConversionDeps, seededMlp, startConversionJobRunner } from '../support/conversion';
+import { localConversionDeps, registerSeededMlp, startConversionJobRunner } from '../support/conversion';
 import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
 /**
@@ -31,12 +31,7 @@ beforeAll(async () => {
   p = await startTestPlatform({ activityDeps: { kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined), ...localConversionDeps(config) } });
   acme = await p.createTenant('acme');
   modelId = uniqueId('mlp');
-  await p.objects.ensureBucket('models');
-  const key = `${modelId}/1/model.safetensors`;
-  await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
-  expect((await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(acme.keys.developer), payload: { id: modelId, name: modelId } })).statusCode).toBe(201);
-  const reg = await p.app.inject({ method: 'POST', url: `/v1/models/${modelId}/versions`, headers: bearer(acme.keys.developer), payload: { version: '1', artifactUri: `s3://models/${key}` } });
-  await p.temporal.workflow.getHandle(reg.json().workflowId).result();
+  await registerSeededMlp(p, acme, modelId);
 }, 300_000);
 afterAll(async () => {
   await p?.close();

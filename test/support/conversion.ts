@@ -6,7 +6,7 @@ import type { Config } from '../../common/config';
 import { encodeMlp, type Mlp } from '../../common/mlp';
 import { conversionProgram } from '../../deploy/dev/job-programs';
 import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner, type LocalJobRunner, type LocalProgram } from '../../deploy/dev/kube/local-jobs';
-import { uniqueId } from './platform';
+import { bearer, uniqueId, type TestPlatform, type TestTenant } from './platform';
 
 
 /**
@@ -44,6 +44,17 @@ export const localConversionDeps = (config: Config): Pick<PlatformActivityDeps, 
 });
 
 /** An llmhub-mlp with reproducible weights, uniform in ±1/sqrt(inputs) (a small linear-congruential generator). */
+/** Registers `modelId` version 1 for the tenant with the small seeded MLP the conversion tests convert, and waits for the registration. */
+export async function registerSeededMlp(p: TestPlatform, tenant: TestTenant, modelId: string): Promise<void> {
+  const key = `${tenant.id}/${modelId}/1/model.safetensors`;
+  await p.objects.ensureBucket('models');
+  await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
+  const model = await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(tenant.keys.developer), payload: { id: modelId, name: modelId } });
+  if (model.statusCode !== 201) throw new Error(`registering model ${modelId}: ${model.statusCode} ${model.body}`);
+  const reg = await p.app.inject({ method: 'POST', url: `/v1/models/${modelId}/versions`, headers: bearer(tenant.keys.developer), payload: { version: '1', artifactUri: `s3://models/${key}` } });
+  await p.temporal.workflow.getHandle(reg.json().workflowId).result();
+}
+
 export function seededMlp(sizes: number[], seed: number): Buffer {
   let s = seed >>> 0;
   const next = () => {
