@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { BatchV1Api, CoreV1Api, KubernetesObjectApi, type KubeConfig, type V1EnvVar, type V1Job } from '@kubernetes/client-node';
-import { deleteIfPresent } from '../kubernetes/client';
+import { deleteIfPresent, jobCondition } from '../kubernetes/client';
 import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
 
 /**
@@ -89,14 +89,11 @@ export type JobState = { done: false; detail: string } | { done: true; succeeded
 /** One look at the Job's terminal conditions (set by the Job controller from its pod's end). */
 export async function jobState(kc: KubeConfig, namespace: string, name: string): Promise<JobState> {
   const job = await kc.makeApiClient(BatchV1Api).readNamespacedJob({ name, namespace });
-  const cond = (type: string) => job.status?.conditions?.find((c) => c.type === type && c.status === 'True');
-  const failed = cond('Failed');
+  const failed = jobCondition(job, 'Failed');
   if (failed) return { done: true, succeeded: false, detail: `${failed.reason ?? 'Failed'}: ${failed.message ?? ''}`.trim() };
-  if (cond('Complete')) return { done: true, succeeded: true, detail: 'Complete' };
+  if (jobCondition(job, 'Complete')) return { done: true, succeeded: true, detail: 'Complete' };
   return { done: false, detail: `active ${job.status?.active ?? 0}, ready ${job.status?.ready ?? 0}` };
 }
-
-const finished = (job: V1Job): boolean => Boolean(job.status?.conditions?.some((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True'));
 
 /**
  * Deletes the run's Jobs that have not finished and waits, up to `waitMs`, until their pods are gone, so no program
@@ -106,7 +103,7 @@ const finished = (job: V1Job): boolean => Boolean(job.status?.conditions?.some((
 export async function stopUnfinishedJobs(kc: KubeConfig, namespace: string, memoKey: string, workflowId: string, waitMs: number): Promise<void> {
   const jobs = await kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace, labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` });
   // The label holds a shortened workflow id; the annotation the exact one.
-  const names = jobs.items.filter((j) => j.metadata?.annotations?.[Labels.workflowId] === workflowId && !finished(j)).map((j) => j.metadata!.name!);
+  const names = jobs.items.filter((j) => j.metadata?.annotations?.[Labels.workflowId] === workflowId && !jobCondition(j, 'Complete') && !jobCondition(j, 'Failed')).map((j) => j.metadata!.name!);
   const objects = KubernetesObjectApi.makeApiClient(kc);
   for (const name of names) await deleteIfPresent(objects, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } });
   const core = kc.makeApiClient(CoreV1Api);

@@ -1,5 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
-import { ApiException, PatchStrategy, type KubernetesObject, type KubernetesObjectApi } from '@kubernetes/client-node';
+import { ApiException, PatchStrategy, type KubernetesObject, type KubernetesObjectApi, type V1Job } from '@kubernetes/client-node';
 import { FIELD_MANAGER } from './manifests';
 
 /** Failure types retrying cannot fix; the workflows list them as non-retryable. */
@@ -33,3 +33,6 @@ export async function deleteIfPresent(objects: KubernetesObjectApi, obj: Kuberne
 
 /** The namespace a tenant's objects live in, labelled so operators can list them. */
 export const tenantNamespace = (name: string): KubernetesObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'llmhub.dev/tenant-namespace': 'true' } } });
+
+/** A Job's condition of this type when it holds (status True): `Complete` and `Failed` are set by the Job controller once its pods end. */
+export const jobCondition = (job: V1Job, type: 'Complete' | 'Failed') => job.status?.conditions?.find((c) => c.type === type && c.status === 'True');

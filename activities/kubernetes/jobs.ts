@@ -3,7 +3,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { BatchV1Api, CoreV1Api, KubernetesObjectApi, type KubeConfig, type V1EnvVar, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../common/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
-import { deleteIfPresent, isStatus, KubernetesErrors, serverSideApply, tenantNamespace } from './client';
+import { deleteIfPresent, isStatus, jobCondition, KubernetesErrors, serverSideApply, tenantNamespace } from './client';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 
 /** What the cluster runs the trainer with. */
@@ -113,14 +113,13 @@ const downsample = (points: [number, number][]): [number, number][] => {
   return points.filter((_, i) => i % every === 0 || i === points.length - 1);
 };
 
-const conditionOf = (job: V1Job, type: string) => job.status?.conditions?.find((c) => c.type === type && c.status === 'True');
 
 /**
  * Tells a lost pod (evicted, deleted with its node: the platform's fault, worth a resubmission) from a trainer that
  * failed (an exit code: resubmitting would fail the same way) and from a Job that ran out of time.
  */
 function classifyFailure(job: V1Job, pods: V1Pod[]): { state: 'failed' | 'lost'; reason: string } {
-  const failed = conditionOf(job, 'Failed');
+  const failed = jobCondition(job, 'Failed');
   if (failed?.reason === 'DeadlineExceeded') return { state: 'failed', reason: `the Job ran past its deadline: ${failed.message ?? ''}`.trim() };
   const pod = pods.at(-1);
   const disrupted = pod?.status?.conditions?.find((c) => c.type === 'DisruptionTarget' && c.status === 'True');
@@ -168,8 +167,8 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
     );
     const pod = pods.at(-1);
     const seen = { podPhase: pod?.status?.phase ?? null, node: pod?.spec?.nodeName ?? null, progress };
-    if (conditionOf(job, 'Complete')) return { state: 'succeeded', ...seen, pendingReason: null, reason: null };
-    if (conditionOf(job, 'Failed')) return { ...classifyFailure(job, pods), ...seen, pendingReason: null };
+    if (jobCondition(job, 'Complete')) return { state: 'succeeded', ...seen, pendingReason: null, reason: null };
+    if (jobCondition(job, 'Failed')) return { ...classifyFailure(job, pods), ...seen, pendingReason: null };
     const unscheduled = pod?.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
     const running = pod?.status?.phase === 'Running';
     return { state: running ? 'running' : 'pending', ...seen, pendingReason: running ? null : (unscheduled?.message ?? unscheduled?.reason ?? null), reason: null };

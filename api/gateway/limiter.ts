@@ -103,7 +103,7 @@ export class SliceLimiter {
     // A closed window's leftovers lapse with it. Its slice sizes carry over while it was in use: a busy key would
     // otherwise start every window at the configured slice and its first requests would wait on lease after lease
     // while the slices doubled back up.
-    const busy = w !== undefined && now - w.lastUsed < this.opts.leaseIdleMs;
+    const carried = w !== undefined && now - w.lastUsed < this.opts.leaseIdleMs ? w : undefined;
     w = {
       ref: { tenantId: rule.tenantId, subject: rule.subject, windowStart: start },
       rule,
@@ -115,8 +115,8 @@ export class SliceLimiter {
       tokSpent: 0,
       lastUsed: now,
       dryUntil: 0,
-      reqSlice: busy ? grownSlice(w!.reqSlice, this.opts.requestSlice, rule.maxRequests) : this.opts.requestSlice,
-      tokSlice: busy ? grownSlice(w!.tokSlice, this.opts.tokenSlice, rule.maxTokens) : this.opts.tokenSlice,
+      reqSlice: carried ? grownSlice(carried.reqSlice, this.opts.requestSlice, rule.maxRequests) : this.opts.requestSlice,
+      tokSlice: carried ? grownSlice(carried.tokSlice, this.opts.tokenSlice, rule.maxTokens) : this.opts.tokenSlice,
       lastLeaseAt: 0,
     };
     this.windows.set(key, w);
