@@ -1,4 +1,3 @@
-import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -14,7 +13,7 @@ import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
 import type { GatewaySettings } from './settings';
-import { Cancellation, classify, UpstreamError, UpstreamPool, type FailureClass } from './upstream';
+import { Cancellation, classify, headerOf, UpstreamError, UpstreamPool, type FailureClass, type StreamRelay } from './upstream';
 import { StreamUsage, usageOfBody, type TokenUsage } from './usage-scan';
 
 declare module 'fastify' {
@@ -217,13 +216,15 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     out.writeHead(200, { ...responseHeaders, 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
     const ttftMs = performance.now() - started;
     const usage = new StreamUsage();
+    const { relay } = answer;
+    const resume = () => relay.resume();
+    out.on('drain', resume);
     let errorClass: string | undefined;
     try {
-      for (let next = answer.first; !next.done; next = await answer.rest.next()) {
-        usage.push(next.value);
-        if (!out.write(next.value)) await drained(out);
-        if (caller.cancelled) break;
-      }
+      await relay.forward((chunk) => {
+        usage.push(chunk);
+        return out.write(chunk);
+      });
       out.end();
     } catch (err) {
       if (!caller.cancelled) {
@@ -235,37 +236,22 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
         out.end(`data: ${JSON.stringify(event)}\n\n`);
       }
     }
+    out.off('drain', resume);
     const status = caller.cancelled ? 499 : errorClass ? 502 : 200;
     finish({ version: served.version, status, errorClass, ttftMs }, usage.result(promptEstimate));
     return reply;
   }
 
-  type Attempt =
-    | { kind: 'whole'; status: number; contentType: string | undefined; body: Buffer }
-    | { kind: 'stream'; first: IteratorResult<Buffer>; rest: AsyncIterator<Buffer> };
+  type Attempt = { kind: 'whole'; status: number; contentType: string | undefined; body: Buffer } | { kind: 'stream'; relay: StreamRelay };
 
   /**
    * One upstream call up to its first byte of body: a whole answer for non-streaming calls and errors, the first
    * chunk for a stream. A failure anywhere before that can still fall back, since the caller has seen nothing.
    */
   async function attempt(u: Upstream, path: string, headers: Record<string, string>, raw: Buffer, stream: boolean, caller: Cancellation): Promise<Attempt> {
-    if (!stream) {
-      const whole = await upstreams.sendWhole(u, path, headers, raw, caller);
-      return { kind: 'whole', status: whole.statusCode, contentType: headerOf(whole.headers, 'content-type'), body: whole.body };
-    }
-    const res = await upstreams.send(u, path, headers, raw, caller.signal);
-    try {
-      const contentType = headerOf(res.headers, 'content-type');
-      if (res.statusCode !== 200 || !contentType?.startsWith('text/event-stream')) {
-        return { kind: 'whole', status: res.statusCode, contentType, body: Buffer.from(await res.body.arrayBuffer()) };
-      }
-      const rest = res.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-      return { kind: 'stream', first: await rest.next(), rest };
-    } catch (err) {
-      if (caller.cancelled) throw err;
-      upstreams.breaker(u).failure();
-      throw classify(err, 'body');
-    }
+    const res = await upstreams.call(u, path, headers, raw, caller, stream);
+    if (res.kind === 'stream') return res;
+    return { kind: 'whole', status: res.statusCode, contentType: headerOf(res.headers, 'content-type'), body: res.body };
   }
 };
 
@@ -281,20 +267,3 @@ function asOpenAiError(status: number, body: Buffer): Buffer {
   }
   return Buffer.from(JSON.stringify(openAiError(status, `the model server refused the request: ${body.toString('utf8').slice(0, 500)}`, 'upstream_error')));
 }
-
-const headerOf = (headers: IncomingHttpHeaders, name: string): string | undefined => {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
-};
-
-/** Waits until the client can take more, or has gone (then the cancellation ends the loop). */
-const drained = (out: NodeJS.WritableStream) =>
-  new Promise<void>((resolve) => {
-    const done = () => {
-      out.off('drain', done);
-      out.off('close', done);
-      resolve();
-    };
-    out.once('drain', done);
-    out.once('close', done);
-  });

@@ -79,9 +79,18 @@ export interface UpstreamSettings {
 
 /** A whole (not streamed) answer. */
 export interface WholeResponse {
+  kind: 'whole';
   statusCode: number;
   headers: IncomingHttpHeaders;
   body: Buffer;
+}
+
+/** An SSE answer whose first chunk has arrived: `relay` hands on the rest. */
+export interface StreamResponse {
+  kind: 'stream';
+  statusCode: 200;
+  headers: IncomingHttpHeaders;
+  relay: StreamRelay;
 }
 
 /**
@@ -89,13 +98,11 @@ export interface WholeResponse {
  * request's signal, about 9 % of what a request allocated (some 4 MB per young-generation collection at
  * 2,000-5,000 requests/s) survived two scavenges and was promoted, each scavenge then paused the process for
  * 7-25 ms, and those pauses were the gateway's p99 (measured with --trace-gc-nvp; without the listener,
- * ~0.1 MB survived and pauses were ~1 ms). So a whole answer registers a plain callback, and an AbortSignal is
- * made only for the streaming path, whose undici API takes one.
+ * ~0.1 MB survived and pauses were ~1 ms). So the call in progress registers a plain callback.
  */
 export class Cancellation {
   private reason: Error | undefined;
   private hook: ((reason: Error) => void) | undefined;
-  private controller: AbortController | undefined;
 
   get cancelled(): boolean {
     return this.reason !== undefined;
@@ -105,7 +112,6 @@ export class Cancellation {
     if (this.reason) return;
     this.reason = reason;
     this.hook?.(reason);
-    this.controller?.abort(reason);
   }
 
   /** The one call in progress to stop on cancel (undefined when it has ended); runs at once if already cancelled. */
@@ -113,57 +119,136 @@ export class Cancellation {
     this.hook = hook;
     if (hook && this.reason) hook(this.reason);
   }
+}
 
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.reason) this.controller.abort(this.reason);
-    }
-    return this.controller.signal;
+/**
+ * Hands a streamed answer's chunks on as undici parses them, with no body stream or async iterator in between:
+ * those cost a few allocations per chunk and kept several KB per open stream alive long enough to be promoted,
+ * so 1,000 streams grew the old generation round after round. Backpressure pauses the upstream socket.
+ */
+export class StreamRelay {
+  private pending: Buffer[] = [];
+  private sink: ((chunk: Buffer) => boolean) | undefined;
+  private ended = false;
+  private error: Error | undefined;
+  private settle: { resolve: () => void; reject: (err: Error) => void } | undefined;
+
+  constructor(private readonly controller: Dispatcher.DispatchController) {}
+
+  /**
+   * Sends every chunk, those that came before this call first, to `write` until the upstream ends (resolves) or
+   * fails (rejects). `write` returning false pauses the upstream until `resume()`.
+   */
+  forward(write: (chunk: Buffer) => boolean): Promise<void> {
+    return new Promise((resolve, reject) => {
+      for (const chunk of this.pending) this.push(chunk, write);
+      this.pending = [];
+      if (this.error) reject(this.error);
+      else if (this.ended) resolve();
+      else {
+        this.sink = write;
+        this.settle = { resolve, reject };
+      }
+    });
+  }
+
+  /** The client can take more. */
+  resume(): void {
+    this.controller.resume();
+  }
+
+  /** @internal from the dispatch handler */
+  data(chunk: Buffer): void {
+    if (this.sink) this.push(chunk, this.sink);
+    else this.pending.push(chunk);
+  }
+
+  /** @internal */
+  end(): void {
+    this.ended = true;
+    this.settle?.resolve();
+  }
+
+  /** @internal */
+  fail(err: Error): void {
+    this.error = err;
+    this.settle?.reject(err);
+  }
+
+  private push(chunk: Buffer, write: (chunk: Buffer) => boolean): void {
+    if (!write(chunk)) this.controller.pause();
   }
 }
 
 /**
- * Collects a whole answer straight from undici's dispatcher: `request` would build a body stream and an abort
- * listener per call for what is read in one piece anyway, a measurable share of a request's CPU.
+ * Reads an upstream answer straight from undici's dispatcher: a whole body, or (when a stream was asked for and
+ * the model server answered 200 with SSE) a StreamRelay resolved at the first chunk, so a failure before any byte
+ * reached the caller can still fall back. `request` would build a body stream and an abort listener per call.
  */
-class WholeAnswer implements Dispatcher.DispatchHandler {
-  private controller?: Dispatcher.DispatchController;
+class UpstreamAnswer implements Dispatcher.DispatchHandler {
   private statusCode = 0;
   private headers: IncomingHttpHeaders = {};
   private readonly chunks: Buffer[] = [];
+  private relay: StreamRelay | undefined;
+  private settled = false;
 
   constructor(
     private readonly cancellation: Cancellation,
-    private readonly resolve: (res: WholeResponse) => void,
+    private readonly stream: boolean,
+    private readonly resolve: (res: WholeResponse | StreamResponse) => void,
     /** `body`: the headers had arrived. */
     private readonly reject: (err: Error, phase: 'request' | 'body') => void,
   ) {}
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
-    this.controller = controller;
     this.cancellation.onCancel((reason) => controller.abort(reason));
   }
 
-  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     this.statusCode = statusCode;
     this.headers = headers;
+    if (this.stream && statusCode === 200 && headerOf(headers, 'content-type')?.startsWith('text/event-stream')) {
+      this.relay = new StreamRelay(controller);
+    }
   }
 
   onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
-    this.chunks.push(chunk);
+    if (!this.relay) {
+      this.chunks.push(chunk);
+      return;
+    }
+    this.relay.data(chunk);
+    this.started();
   }
 
   onResponseEnd(): void {
+    if (this.relay) {
+      this.cancellation.onCancel(undefined);
+      this.relay.end();
+      this.started();
+      return;
+    }
     this.cancellation.onCancel(undefined);
-    this.resolve({ statusCode: this.statusCode, headers: this.headers, body: Buffer.concat(this.chunks) });
+    this.settled = true;
+    this.resolve({ kind: 'whole', statusCode: this.statusCode, headers: this.headers, body: Buffer.concat(this.chunks) });
   }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     this.cancellation.onCancel(undefined);
+    if (this.settled) {
+      this.relay?.fail(err);
+      return;
+    }
     // A server error whose body broke off is still a server error.
     if (this.statusCode >= 500 && !this.cancellation.cancelled) this.onResponseEnd();
     else this.reject(err, this.statusCode ? 'body' : 'request');
+  }
+
+  /** The stream has its first chunk (or ended without one): the caller can be answered. */
+  private started(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.resolve({ kind: 'stream', statusCode: 200, headers: this.headers, relay: this.relay! });
   }
 }
 
@@ -194,15 +279,17 @@ export class UpstreamPool {
   }
 
   /**
-   * Sends the request and reads the whole answer. 5xx answers and transport failures (before or after the
-   * headers) reject with an UpstreamError and count against the upstream's breaker; 2xx-4xx resolve.
+   * Sends the request; resolves with the whole answer, or with a relay at the first chunk when `stream` is asked
+   * for and the answer is SSE. 5xx answers and transport failures before that point reject with an UpstreamError
+   * and count against the upstream's breaker; 2xx-4xx resolve (a 4xx is the caller's fault). A stream that breaks
+   * later rejects its relay's `forward`.
    */
-  async sendWhole(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, cancellation: Cancellation): Promise<WholeResponse> {
+  async call(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, cancellation: Cancellation, stream: boolean): Promise<WholeResponse | StreamResponse> {
     const breaker = this.usable(u);
-    let res: WholeResponse;
+    let res: WholeResponse | StreamResponse;
     try {
-      res = await new Promise<WholeResponse>((resolve, reject) => {
-        const answer = new WholeAnswer(cancellation, resolve, (err, phase) => reject(cancellation.cancelled ? err : classify(err, phase)));
+      res = await new Promise<WholeResponse | StreamResponse>((resolve, reject) => {
+        const answer = new UpstreamAnswer(cancellation, stream, resolve, (err, phase) => reject(cancellation.cancelled ? err : classify(err, phase)));
         this.agent.dispatch(
           { origin: u.origin, path: `${u.basePath}${path}`, method: 'POST', headers, body, headersTimeout: this.s.firstByteTimeoutMs, bodyTimeout: this.s.idleTimeoutMs },
           answer,
@@ -215,39 +302,7 @@ export class UpstreamPool {
     }
     if (res.statusCode >= 500) {
       breaker.failure();
-      throw new UpstreamError('upstream_5xx', `the model server answered ${res.statusCode}`, res.statusCode, res.body);
-    }
-    breaker.success();
-    return res;
-  }
-
-  /**
-   * Sends the request; resolves at the response headers, for answers read as a stream. 5xx answers and transport
-   * failures reject with an UpstreamError and count against the upstream's breaker; 2xx-4xx resolve (a 4xx is the caller's fault).
-   */
-  async send(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    const breaker = this.usable(u);
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await this.agent.request({
-        origin: u.origin,
-        path: `${u.basePath}${path}`,
-        method: 'POST',
-        headers,
-        body,
-        signal,
-        headersTimeout: this.s.firstByteTimeoutMs,
-        bodyTimeout: this.s.idleTimeoutMs,
-      });
-    } catch (err) {
-      if (signal.aborted) throw err;
-      breaker.failure();
-      throw classify(err);
-    }
-    if (res.statusCode >= 500) {
-      const text = Buffer.from(await res.body.arrayBuffer().catch(() => new ArrayBuffer(0)));
-      breaker.failure();
-      throw new UpstreamError('upstream_5xx', `the model server answered ${res.statusCode}`, res.statusCode, text);
+      throw new UpstreamError('upstream_5xx', `the model server answered ${res.statusCode}`, res.statusCode, res.kind === 'whole' ? res.body : undefined);
     }
     breaker.success();
     return res;
@@ -257,3 +312,8 @@ export class UpstreamPool {
     return this.agent.close();
   }
 }
+
+export const headerOf = (headers: IncomingHttpHeaders, name: string): string | undefined => {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+};

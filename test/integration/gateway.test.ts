@@ -15,30 +15,36 @@ let other: TestTenant;
 let stable: ReferenceModelServer;
 let canary: ReferenceModelServer;
 let slow: ReferenceModelServer;
+let bulk: ReferenceModelServer;
 let baseURL: string;
 const MODEL = uniqueId('chat');
 const SLOW_MODEL = uniqueId('slow');
+const BULK_MODEL = uniqueId('bulk');
 
 beforeAll(async () => {
   p = await startTestPlatform({ gateway: { bodyLimitBytes: BODY_LIMIT, refreshMs: 500, metricsFlushMs: 200 } });
   const address = await p.app.listen({ host: '127.0.0.1', port: 0 });
   baseURL = `${address}/v1`;
-  [stable, canary, slow] = await Promise.all([
+  [stable, canary, slow, bulk] = await Promise.all([
     startReferenceModelServer({ name: 'stable' }),
     startReferenceModelServer({ name: 'canary' }),
     // Long enough streams that a test can act while the upstream is still sending.
     startReferenceModelServer({ name: 'slow', faults: { replyTokens: 20, tokenIntervalMs: 100 } }),
+    // Megabytes of stream as fast as it can send, more than a client that is not reading takes in.
+    startReferenceModelServer({ name: 'bulk', faults: { replyTokens: 20_000 } }),
   ]);
   acme = await p.createTenant('acme');
   other = await p.createTenant('other');
   await serveModel(p.db, acme.id, MODEL, { '1.0': stable.url, '2.0': canary.url }, { stable: '1.0', canary: '2.0' });
   await serveModel(p.db, acme.id, SLOW_MODEL, { '1.0': slow.url }, { stable: '1.0' });
   await untilRouted(p.app, acme.keys.developer, MODEL);
+  await serveModel(p.db, acme.id, BULK_MODEL, { '1.0': bulk.url }, { stable: '1.0' });
   await untilRouted(p.app, acme.keys.developer, SLOW_MODEL);
+  await untilRouted(p.app, acme.keys.developer, BULK_MODEL);
 });
 afterAll(async () => {
   await p?.close();
-  await Promise.all([stable, canary, slow].map((s) => s?.close()));
+  await Promise.all([stable, canary, slow, bulk].map((s) => s?.close()));
 });
 
 const client = (key: string, headers: Record<string, string> = {}) => new OpenAI({ apiKey: key, baseURL, defaultHeaders: headers, maxRetries: 0 });
@@ -96,6 +102,24 @@ describe('OpenAI-compatible endpoints, with the official openai client', () => {
     let rest = 0;
     while (!(await it.next()).done) rest++;
     expect(rest).toBeGreaterThan(15);
+  });
+
+  it('a client slower than the model server still gets the whole stream, in order', async () => {
+    const traceId = uniqueId('bulk');
+    const payload = JSON.stringify({ model: BULK_MODEL, stream: true, messages: [{ role: 'user', content: 'a long one' }] });
+    const res = await fetch(`${baseURL}/chat/completions`, {
+      method: 'POST',
+      headers: { ...bearer(acme.keys.developer), 'content-type': 'application/json', 'x-trace-id': traceId },
+      body: payload,
+    });
+    expect(res.status).toBe(200);
+    // Not reading yet: the model server keeps sending, so the gateway has to hold it back, then let it go on.
+    await eventually('the model server to be streaming', async () => bulk.requests.some((r) => r.headers['x-trace-id'] === traceId));
+    const viaGateway = contentOf(await res.text());
+    const direct = await fetch(`${bulk.url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
+    const expected = contentOf(await direct.text());
+    expect(expected.events).toBe(20_002);
+    expect(viaGateway).toEqual(expected);
   });
 
   it('answers text completions and embeddings', async () => {
@@ -314,3 +338,11 @@ describe('metering and metrics', () => {
     expect(metrics.body).toMatch(new RegExp(`llmhub_gateway_time_to_first_token_seconds_count\\{tenant="${tenant.id}",model="${model}",version="v1"\\} 1`));
   });
 });
+
+/** The data events of an SSE chat stream: how many, the text of their deltas, and whether it ended with [DONE]. */
+function contentOf(sse: string): { events: number; text: string; done: boolean } {
+  const data = sse.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice('data: '.length));
+  const done = data.at(-1) === '[DONE]';
+  const events = data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d) as { choices: { delta: { content?: string } }[] });
+  return { events: events.length, text: events.map((e) => e.choices[0]?.delta.content ?? '').join(''), done };
+}
