@@ -38,8 +38,9 @@ describe('gateway pieces', () => {
   });
 
   it('counts the same stream events and finds the same usage however the stream is cut into chunks', () => {
-    const events = Array.from({ length: 40 }, (_, i) => `data: {"choices":[{"delta":{"content":"t${i} é"}}]}\n\n`).join('');
-    const withUsage = `${events}data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":40,"total_tokens":49}}\n\ndata: [DONE]\n\n`;
+    // Over 2 KB, so the kept tail wraps around.
+    const events = Array.from({ length: 80 }, (_, i) => `data: {"choices":[{"delta":{"content":"t${i} é"}}]}\n\n`).join('');
+    const withUsage = `${events}data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":80,"total_tokens":89}}\n\ndata: [DONE]\n\n`;
     const bytes = Buffer.from(withUsage);
     const plain = Buffer.from(`${events}data: [DONE]\n\n`);
     // A deterministic walk of cut sizes from 1 byte up, so cuts fall inside "data:", inside "[DONE]" and inside é.
@@ -49,8 +50,12 @@ describe('gateway pieces', () => {
       return u;
     };
     for (let seed = 1; seed < 30; seed++) {
-      expect(cut(plain, seed).result(5)).toEqual({ promptTokens: 5, completionTokens: 40 });
-      expect(cut(bytes, seed).result(5)).toEqual({ promptTokens: 9, completionTokens: 40 });
+      expect(cut(plain, seed).result(5)).toEqual({ promptTokens: 5, completionTokens: 80 });
+      expect(cut(bytes, seed).result(5)).toEqual({ promptTokens: 9, completionTokens: 80 });
+    }
+    // Wherever the kept tail wraps around, the usage event is read whole: a padding event moves the wrap point.
+    for (let pad = 0; pad < 2048; pad += 37) {
+      expect(cut(Buffer.from(`data: {"pad":"${'p'.repeat(pad)}"}\n\n${withUsage}`), 13).result(5)).toEqual({ promptTokens: 9, completionTokens: 80 });
     }
     // A usage event further back than the tail kept (2 KB) is not searched for: the count stands.
     const early = new StreamUsage();

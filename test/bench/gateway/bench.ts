@@ -184,6 +184,18 @@ async function eventLoopLag(url: string): Promise<{ p99: number; max: number }> 
   return { p99: read('nodejs_eventloop_lag_p99_seconds'), max: read('nodejs_eventloop_lag_max_seconds') };
 }
 
+/** Where a process's memory is, from its prom-client default metrics (MiB): V8 heap committed and in use by space, and off-heap (Buffers). */
+async function memoryOf(url: string): Promise<string> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const mb = (v: string | undefined) => (Number(v ?? NaN) / 2 ** 20).toFixed(0);
+  const read = (name: string) => mb(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1]);
+  const used = new Map([...text.matchAll(/^nodejs_heap_space_size_used_bytes\{space="(\w+)"\} (\S+)/gm)].map((m) => [m[1], m[2]]));
+  const spaces = [...text.matchAll(/^nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)/gm)]
+    .filter((m) => Number(m[2]) >= 2 ** 20)
+    .map((m) => `${m[1]} ${mb(used.get(m[1]!))}/${mb(m[2])}`);
+  return `heap ${read('nodejs_heap_size_used_bytes')} used of ${read('nodejs_heap_size_total_bytes')} (${spaces.join(', ')}), external ${read('nodejs_external_memory_bytes')}`;
+}
+
 /** "median [min – max]" of per-round figures. */
 const spread = (xs: number[], digits: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -284,7 +296,7 @@ async function main(): Promise<void> {
       afters.push(g.rssAfter);
       console.log(
         `gateway round ${r + 1}: TTFT p50 ${g.ttftP50.toFixed(1)} ms p99 ${g.ttftP99.toFixed(1)} ms (overhead p50 ${(g.ttftP50 - base.ttftP50).toFixed(1)} ms);  ` +
-          `RSS MiB while all ${STREAMS} streams ran: ${steady(g.steadyRss)}; after ${mib(g.rssAfter)}`,
+          `RSS MiB while all ${STREAMS} streams ran: ${steady(g.steadyRss)}; after ${mib(g.rssAfter)}: ${await memoryOf(gateway.url)}`,
       );
     }
     console.log(`gateway RSS MiB before the stream rounds ${mib(rssStart)}, after each: ${afters.map(mib).join(', ')}`);
@@ -300,7 +312,7 @@ async function main(): Promise<void> {
     }
     const gcs = await fullGcs();
     console.log(`gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`);
-    console.log(`gateway RSS MiB after the idle spell ${mib(await rssOf(api.pid))}`);
+    console.log(`gateway RSS MiB after the idle spell ${mib(await rssOf(api.pid))}: ${await memoryOf(gateway.url)}`);
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
