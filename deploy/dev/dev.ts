@@ -10,6 +10,7 @@ import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
 import { S3ObjectStore } from '../../common/objectstore';
+import { API_NODE_FLAGS } from '../node-flags';
 import { conversionProgram, REFERENCE_TRAINER_IMAGE, referenceTrainerProgram } from './job-programs';
 import { startKubeCluster } from './kube/cluster';
 import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner } from './kube/local-jobs';
@@ -32,8 +33,8 @@ async function demoAdminKey(db: ReturnType<typeof createPool>, dataDir: string):
   return key;
 }
 
-function launch(name: string, entry: string, env: NodeJS.ProcessEnv): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
+function launch(name: string, entry: string, env: NodeJS.ProcessEnv, nodeFlags: string[] = []): ChildProcess {
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
   child.on('exit', (code, signal) => {
     if (!shuttingDown) {
       console.error(`[dev] ${name} exited (${signal ?? code}); stopping the stack`);
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
     LLMHUB_CONVERT_IMAGE: 'llmhub/convert',
     LLMHUB_CONVERT_TENSORRT_IMAGE: 'llmhub/convert-tensorrt',
   };
-  const children = [launch('worker', 'workers/platform.ts', env), launch('api', 'api/server.ts', env)];
+  const children = [launch('worker', 'workers/platform.ts', env), launch('api', 'api/server.ts', env, API_NODE_FLAGS)];
   shutdown = async (code) => {
     if (shuttingDown) return;
     shuttingDown = true;

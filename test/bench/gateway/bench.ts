@@ -2,8 +2,8 @@
  * Gateway benchmark (`npm run bench:gateway`), not a test: on this machine, against the reference model server,
  * compares (a) direct calls, (b) a minimal raw node:http proxy and (c) the gateway (the compiled API process, as
  * production runs it, with auth, routing, limits and metering) for requests/s, CPU per request and latency added
- * at a fixed 2,000 requests/s; then time to first token of 1,000 concurrent streams and the gateway's RSS while
- * they run. The three targets are measured in BENCH_ROUNDS interleaved rounds, each ratio is taken within a
+ * at a fixed 2,000 requests/s; then time to first token and RSS with 1,000 streams open at all times (each caller
+ * starts its next stream when one ends), long enough for the gateway to collect its old generation several times. The three targets are measured in BENCH_ROUNDS interleaved rounds, each ratio is taken within a
  * round, and the median and range over the rounds are printed: on a shared 2-core machine one round's figures
  * swing with whatever else runs.
  */
@@ -15,6 +15,7 @@ import { migrate } from '../../../common/store/migrate';
 import { createPool } from '../../../common/store/pool';
 import { LimitStore } from '../../../common/store/limits';
 import { TenantStore } from '../../../common/store/tenants';
+import { API_NODE_FLAGS } from '../../../deploy/node-flags';
 import { freePort, startProcess, waitFor, type ManagedProcess } from '../../../deploy/dev/process';
 import { randomPorts, startLocalStack } from '../../../deploy/dev/stack';
 import { serveModel } from '../../support/gateway';
@@ -24,7 +25,12 @@ const ROOT = path.resolve(__dirname, '..', '..', '..');
 const DURATION_MS = Number(process.env.BENCH_SECONDS ?? 5) * 1000;
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const STREAM_ROUNDS = Number(process.env.BENCH_STREAM_ROUNDS ?? 4);
+/** How long 1,000 streams are kept open through each proxy; long enough for the gateway to go through full GCs. */
+const STREAM_SECONDS = Number(process.env.BENCH_STREAM_SECONDS ?? 90);
+/** How long they run direct, for the time-to-first-token baseline. */
+const DIRECT_STREAM_SECONDS = Number(process.env.BENCH_DIRECT_STREAM_SECONDS ?? 20);
+/** RSS is reported as its highest value in spans of this many seconds. */
+const SPAN_SECONDS = 15;
 const RATE = 2_000;
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 90);
 const STREAMS = 1_000;
@@ -34,8 +40,11 @@ const MODEL = 'bench-model';
 
 const node = (script: string, args: string[] = [], nodeFlags: string[] = []) => ({ command: process.execPath, args: [...nodeFlags, path.join(ROOT, script), ...args] });
 const tsx = (script: string, args: string[] = []) => node(script, args, ['--import', 'tsx']);
-/** Node flags for both proxies (raw and gateway), to look inside them: e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` or `--trace-gc`. */
-const proxyFlags = (process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean);
+/**
+ * Node flags for both proxies (raw and gateway): the API process's own heap budget, so both run as production runs
+ * the gateway, plus any given to look inside them: e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` or `--trace-gc-nvp`.
+ */
+const proxyFlags = [...API_NODE_FLAGS, ...(process.env.BENCH_PROXY_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean)];
 
 interface Target {
   name: string;
@@ -106,51 +115,57 @@ async function latencyAtRate(t: Target, body: string): Promise<{ p50: number; p9
 
 const rssOf = async (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
-interface StreamRound {
+interface StreamRun {
+  streams: number;
   ttftP50: number;
   ttftP99: number;
-  /** RSS (MiB) of `pid` every 250 ms while every stream was open and had had its first token: the steady state. */
-  steadyRss: number[];
-  rssAfter: number;
+  /** RSS (MiB) of the proxy every 250 ms, with seconds since the run began. */
+  rss: { at: number; mib: number }[];
 }
 
-/** STREAMS concurrent streams: TTFT of each, and the RSS of `pid` (the proxy) sampled while they all run. */
-async function streams(t: Target, pid: number): Promise<StreamRound> {
+/** STREAMS streams open at all times for `seconds` (each caller starts its next stream when one ends): TTFT of each, and the RSS of `pid` meanwhile. */
+async function steadyStreams(t: Target, pid: number, seconds: number): Promise<StreamRun> {
   const pool = new HttpPool(t.url, { connections: STREAMS });
   const body = JSON.stringify({ model: MODEL, stream: true, messages: [{ role: 'user', content: 'stream please' }] });
-  const steadyRss: number[] = [];
-  let started = 0;
-  let ended = 0;
+  const begun = performance.now();
+  const deadline = begun + seconds * 1000;
+  const rss: StreamRun['rss'] = [];
   let running = true;
   const sampler = (async () => {
     while (running) {
-      const rss = await rssOf(pid);
-      if (started === STREAMS && ended === 0) steadyRss.push(rss);
+      rss.push({ at: (performance.now() - begun) / 1000, mib: await rssOf(pid) });
       await new Promise((r) => setTimeout(r, 250));
     }
   })();
-  const ttfts = await Promise.all(
+  const ttfts: number[] = [];
+  await Promise.all(
     Array.from({ length: STREAMS }, async () => {
-      const begun = performance.now();
-      const res = await pool.request({ path: '/v1/chat/completions', method: 'POST', headers: t.headers, body });
-      let ttft = NaN;
-      for await (const _chunk of res.body) {
-        if (Number.isNaN(ttft)) {
-          ttft = performance.now() - begun;
-          started++;
-        }
+      while (performance.now() < deadline) {
+        const started = performance.now();
+        const res = await pool.request({ path: '/v1/chat/completions', method: 'POST', headers: t.headers, body });
+        let ttft = NaN;
+        for await (const _chunk of res.body) if (Number.isNaN(ttft)) ttft = performance.now() - started;
+        if (res.statusCode !== 200) throw new Error(`${t.name} stream answered ${res.statusCode}`);
+        ttfts.push(ttft);
       }
-      ended++;
-      if (res.statusCode !== 200) throw new Error(`${t.name} stream answered ${res.statusCode}`);
-      return ttft;
     }),
   );
   running = false;
   await sampler;
   await pool.close();
   ttfts.sort((a, b) => a - b);
-  return { ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), steadyRss, rssAfter: await rssOf(pid) };
+  return { streams: ttfts.length, ttftP50: percentile(ttfts, 0.5), ttftP99: percentile(ttfts, 0.99), rss };
 }
+
+/** The highest RSS in each SPAN_SECONDS span of a run, in MiB. */
+const rssBySpan = (run: StreamRun) => {
+  const spans: number[] = [];
+  for (const { at, mib } of run.rss) {
+    const i = Math.floor(at / SPAN_SECONDS);
+    spans[i] = Math.max(spans[i] ?? 0, mib);
+  }
+  return spans.map((m) => m.toFixed(0)).join(', ');
+};
 
 interface GcPause {
   /** ms since the process started, as --trace-gc prints it */
@@ -282,27 +297,28 @@ async function main(): Promise<void> {
     console.log(`added at ${RATE}/s, raw proxy   p50 ${spread(per((r) => r['raw proxy']!.p50 - r.direct!.p50), 2)} ms  p99 ${spread(per((r) => r['raw proxy']!.p99 - r.direct!.p99), 2)} ms`);
 
     await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
-    console.log(`\n${STREAMS} concurrent streams (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream)`);
-    const base = await streams(direct, model.pid);
-    const viaRaw = await streams(rawProxy, raw.pid);
-    const mib = (x: number) => x.toFixed(0);
-    const steady = (s: number[]) => `first ${mib(s[0] ?? NaN)}, last ${mib(s.at(-1) ?? NaN)}, min ${mib(Math.min(...s))}, max ${mib(Math.max(...s))} (${s.length} samples)`;
-    console.log(`TTFT direct p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms;  raw proxy p50 ${viaRaw.ttftP50.toFixed(1)} ms p99 ${viaRaw.ttftP99.toFixed(1)} ms`);
-    console.log(`raw proxy RSS MiB while all ${STREAMS} streams ran: ${steady(viaRaw.steadyRss)}; after ${mib(viaRaw.rssAfter)}`);
-    const rssStart = await rssOf(api.pid);
-    const afters: number[] = [];
-    for (let r = 0; r < STREAM_ROUNDS; r++) {
-      const g = await streams(gateway, api.pid);
-      afters.push(g.rssAfter);
+    console.log(
+      `\n${STREAMS} streams open at all times (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream); ` +
+        `${DIRECT_STREAM_SECONDS} s direct, ${STREAM_SECONDS} s through each proxy; RSS as its highest value in each ${SPAN_SECONDS} s`,
+    );
+    const base = await steadyStreams(direct, model.pid, DIRECT_STREAM_SECONDS);
+    console.log(`direct     ${base.streams} streams, TTFT p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms`);
+    for (const [t, pid] of [[rawProxy, raw.pid], [gateway, api.pid]] as const) {
+      const from = await uptimeMs(api.pid);
+      const run = await steadyStreams(t, pid, STREAM_SECONDS);
       console.log(
-        `gateway round ${r + 1}: TTFT p50 ${g.ttftP50.toFixed(1)} ms p99 ${g.ttftP99.toFixed(1)} ms (overhead p50 ${(g.ttftP50 - base.ttftP50).toFixed(1)} ms);  ` +
-          `RSS MiB while all ${STREAMS} streams ran: ${steady(g.steadyRss)}; after ${mib(g.rssAfter)}: ${await memoryOf(gateway.url)}`,
+        `${t.name.padEnd(10)} ${run.streams} streams, TTFT p50 ${run.ttftP50.toFixed(1)} ms p99 ${run.ttftP99.toFixed(1)} ms (added p50 ${(run.ttftP50 - base.ttftP50).toFixed(1)} ms); ` +
+          `RSS MiB ${rssBySpan(run)}`,
       );
+      if (t === gateway) {
+        const full = (await gcPauses(api.logFile)).filter((g) => g.kind === 'full' && g.at >= from);
+        console.log(`  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(gateway.url)}`);
+      }
     }
-    console.log(`gateway RSS MiB before the stream rounds ${mib(rssStart)}, after each: ${afters.map(mib).join(', ')}`);
     // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
-    // there until V8 next marks it (or its memory reducer runs, once the process is idle). The gateway runs with
-    // --trace-gc: the heap left after each full collection is what is really held, the figure a leak would grow.
+    // there until V8 next marks it, and RSS climbs between full GCs: the run is long enough to show whether the
+    // peaks stay level. Once idle, V8's memory reducer gives memory back; the heap left after each full collection
+    // is what is really held, the figure a leak would grow.
     const fullGcs = async () => (await gcPauses(api.logFile)).filter((g) => g.kind === 'full');
     const beforeIdle = (await fullGcs()).length;
     const idle: number[] = [];
@@ -312,7 +328,7 @@ async function main(): Promise<void> {
     }
     const gcs = await fullGcs();
     console.log(`gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`);
-    console.log(`gateway RSS MiB after the idle spell ${mib(await rssOf(api.pid))}: ${await memoryOf(gateway.url)}`);
+    console.log(`gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(gateway.url)}`);
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
