@@ -266,7 +266,7 @@ async function main(): Promise<void> {
       for (const t of [...targets.slice(r % 3), ...targets.slice(0, r % 3)]) {
         const tp = await throughput(t, body);
         // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
-        // stall inside the gateway shows here, a machine that is busy elsewhere does not.
+        // stall inside the gateway shows here, and so does the OS not running the process; a busy load generator does not.
         if (t === gateway) await eventLoopLag(gateway.url);
         const from = await uptimeMs(api.pid);
         round[t.name] = { ...tp, ...(await latencyAtRate(t, body)) };
@@ -284,7 +284,7 @@ async function main(): Promise<void> {
       const longest = (kind: GcPause['kind']) => Math.max(0, ...pauses[r]!.filter((g) => g.kind === kind).map((g) => g.ms)).toFixed(1);
       const count = (kind: GcPause['kind']) => pauses[r]!.filter((g) => g.kind === kind).length;
       console.log(
-        `  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms (stalls inside the gateway itself); ` +
+        `  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms (its own stalls, or the OS not running it); ` +
           `its GC meanwhile: ${count('scavenge')} scavenges (longest ${longest('scavenge')} ms), ${count('full')} full (longest ${longest('full')} ms)`,
       );
     }
