@@ -113,7 +113,6 @@ const downsample = (points: [number, number][]): [number, number][] => {
   return points.filter((_, i) => i % every === 0 || i === points.length - 1);
 };
 
-
 /**
  * Tells a lost pod (evicted, deleted with its node: the platform's fault, worth a resubmission) from a trainer that
  * failed (an exit code: resubmitting would fail the same way) and from a Job that ran out of time.

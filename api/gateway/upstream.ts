@@ -222,13 +222,12 @@ class UpstreamAnswer implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    this.cancellation.onCancel(undefined);
     if (this.relay) {
-      this.cancellation.onCancel(undefined);
       this.relay.end();
       this.started();
       return;
     }
-    this.cancellation.onCancel(undefined);
     this.settled = true;
     this.resolve({ kind: 'whole', statusCode: this.statusCode, headers: this.headers, body: Buffer.concat(this.chunks) });
   }

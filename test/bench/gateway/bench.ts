@@ -189,21 +189,25 @@ const uptimeMs = async (pid: number) => {
   return (sinceBoot - startTicks / 100) * 1000;
 };
 
+const metricsText = async (url: string) => (await fetch(`${url}/metrics`)).text();
+/** The value of an unlabelled series in a Prometheus exposition. */
+const metric = (text: string, name: string) => new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1];
+
 /** prom-client samples the event loop every 10 ms and records the whole interval between samples. */
 const LAG_SAMPLE_MS = 10;
 
 /** The event-loop delay prom-client measured since the last scrape (it resets its histogram at every scrape), in ms beyond the sampling interval. */
 async function eventLoopLag(url: string): Promise<{ p99: number; max: number }> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN) * 1000 - LAG_SAMPLE_MS;
+  const text = await metricsText(url);
+  const read = (name: string) => Number(metric(text, name) ?? NaN) * 1000 - LAG_SAMPLE_MS;
   return { p99: read('nodejs_eventloop_lag_p99_seconds'), max: read('nodejs_eventloop_lag_max_seconds') };
 }
 
 /** Where a process's memory is, from its prom-client default metrics (MiB): V8 heap committed and in use by space, and off-heap (Buffers). */
 async function memoryOf(url: string): Promise<string> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+  const text = await metricsText(url);
   const mb = (v: string | undefined) => (Number(v ?? NaN) / 2 ** 20).toFixed(0);
-  const read = (name: string) => mb(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1]);
+  const read = (name: string) => mb(metric(text, name));
   const used = new Map([...text.matchAll(/^nodejs_heap_space_size_used_bytes\{space="(\w+)"\} (\S+)/gm)].map((m) => [m[1], m[2]]));
   const spaces = [...text.matchAll(/^nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)/gm)]
     .filter((m) => Number(m[2]) >= 2 ** 20)
