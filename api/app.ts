@@ -1,3 +1,4 @@
+import type { ClusterSettings } from '../common/config';
 import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -41,6 +42,8 @@ export interface AppDeps {
   vectors: VectorStore;
   embedders: EmbedderRegistry;
   platformBucket: string;
+  /** The clusters deployments, fine-tunes and conversions may name (LLMHUB_CLUSTERS). */
+  clusters: ClusterSettings;
   jwt?: JwtSettings;
   bodyLimitBytes?: number;
   /** Inference gateway settings; what is left out takes its default. */
@@ -59,6 +62,7 @@ export interface Platform {
   vectors: VectorStore;
   embedders: EmbedderRegistry;
   platformBucket: string;
+  clusters: ClusterSettings;
 }
 
 declare module 'fastify' {
@@ -93,6 +97,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     vectors: deps.vectors,
     embedders: deps.embedders,
     platformBucket: deps.platformBucket,
+    clusters: deps.clusters,
   };
   app.decorate('platform', platform);
   app.addSchema(ErrorResponse);

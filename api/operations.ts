@@ -4,8 +4,8 @@ import type { Workflow } from '@temporalio/common';
 import type { PoolClient, Pool } from 'pg';
 import { canonicalHash } from '../common/canonical';
 import { BadRequestError, NotFoundError, UnavailableError } from '../common/errors';
-import { isValidKey, workflowId, type OperationKind } from '../common/ids';
-import { OperationKindKey, TenantIdKey } from '../common/search-attributes';
+import { isValidKey, workflowId, type OperationContract } from '../contracts/operations';
+import { OperationKindKey, TenantIdKey } from '../contracts/search-attributes';
 import { inTransaction } from '../common/store/pool';
 import { claimIdempotencyKey, releaseIdempotencyKey } from '../common/store/idempotency';
 
@@ -17,12 +17,11 @@ export function idempotencyKeyOf(header: string | string[] | undefined): string 
 }
 
 export interface StartOperation<W extends Workflow> {
-  kind: OperationKind;
+  contract: OperationContract<unknown>;
   tenantId: string;
   key: string;
   /** Everything that makes two requests "the same request". */
   request: unknown;
-  workflow: W | string;
   options: Omit<WorkflowStartOptions<W>, 'workflowId' | 'taskQueue'>;
   /** Platform-state writes that belong to the operation; they commit with the idempotency claim or not at all. */
   prepare?: (c: PoolClient, workflowId: string) => Promise<void>;
@@ -39,14 +38,15 @@ export async function startOperation<W extends Workflow>(
   deps: { db: Pool; temporal: Client; taskQueue: string },
   op: StartOperation<W>,
 ): Promise<{ workflowId: string; fresh: boolean }> {
-  const id = workflowId(op.kind, op.tenantId, op.key);
+  const kind = op.contract.kind;
+  const id = workflowId(kind, op.tenantId, op.key);
   const claim = await inTransaction(deps.db, async (c) => {
-    const claimed = await claimIdempotencyKey(c, { tenantId: op.tenantId, kind: op.kind, key: op.key, bodyHash: canonicalHash(op.request), workflowId: id });
+    const claimed = await claimIdempotencyKey(c, { tenantId: op.tenantId, kind, key: op.key, bodyHash: canonicalHash(op.request), workflowId: id });
     if (claimed.fresh) await op.prepare?.(c, id);
     return claimed;
   });
   try {
-    await deps.temporal.workflow.start(op.workflow, {
+    await deps.temporal.workflow.start<W>(op.contract.workflowType, {
       ...op.options,
       workflowId: claim.workflowId,
       taskQueue: deps.taskQueue,
@@ -54,7 +54,7 @@ export async function startOperation<W extends Workflow>(
       workflowIdReusePolicy: 'REJECT_DUPLICATE',
       typedSearchAttributes: [
         { key: TenantIdKey, value: op.tenantId },
-        { key: OperationKindKey, value: op.kind },
+        { key: OperationKindKey, value: kind },
         ...((op.options.typedSearchAttributes as unknown[] | undefined) ?? []),
       ],
     } as WorkflowStartOptions<W>);
@@ -63,10 +63,10 @@ export async function startOperation<W extends Workflow>(
     if (claim.fresh) {
       await inTransaction(deps.db, async (c) => {
         await op.undo?.(c);
-        await releaseIdempotencyKey(c, { tenantId: op.tenantId, kind: op.kind, key: op.key });
+        await releaseIdempotencyKey(c, { tenantId: op.tenantId, kind, key: op.key });
       });
     }
-    throw new UnavailableError(`could not start the ${op.kind} workflow; nothing was recorded, retry later: ${(err as Error).message}`);
+    throw new UnavailableError(`could not start the ${kind} workflow; nothing was recorded, retry later: ${(err as Error).message}`);
   }
   return { workflowId: claim.workflowId, fresh: claim.fresh };
 }
@@ -75,14 +75,14 @@ export async function startOperation<W extends Workflow>(
  * The caller's run of one operation, or 404: the id is rebuilt from the caller's tenant and the run must be of the
  * expected workflow type, so no key reaches another tenant's run or another kind of operation.
  */
-export async function operationRun<W extends Workflow>(temporal: Client, kind: OperationKind, workflowType: string, tenantId: string, key: string, resource: string) {
-  const handle: WorkflowHandle<W> = temporal.workflow.getHandle<W>(workflowId(kind, tenantId, key));
+export async function operationRun(temporal: Client, contract: OperationContract<unknown>, tenantId: string, key: string) {
+  const handle: WorkflowHandle = temporal.workflow.getHandle(workflowId(contract.kind, tenantId, key));
   try {
     const desc = await handle.describe();
-    if (desc.type !== workflowType) throw new NotFoundError(resource, key);
+    if (desc.type !== contract.workflowType) throw new NotFoundError(contract.resource, key);
     return { handle, desc };
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) throw new NotFoundError(resource, key);
+    if (err instanceof WorkflowNotFoundError) throw new NotFoundError(contract.resource, key);
     throw err;
   }
 }

@@ -14,6 +14,12 @@ export const ErrorResponse = Type.Object(
 
 export const ResourceId = Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$', description: 'lower-case letters, digits, . _ -' });
 
+/** A model version's name, as the registry, deployments, fine-tunes and conversions take it. */
+export const VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
+export const VersionId = Type.String({ pattern: VERSION_PATTERN });
+/** The routes under a model version. */
+export const VersionParams = Type.Object({ modelId: ResourceId, version: VersionId });
+
 /** The 4xx answers every authenticated route can give, merged into each route's response schemas. */
 export const errorResponses = (...codes: number[]): Record<number, TSchema> =>
   Object.fromEntries([401, 403, ...codes].map((c) => [c, Type.Ref('Error')]));

@@ -1,5 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
-import { loadConfig } from '../common/config';
+import { loadConfig, clustersOf } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
 import { loadGatewaySettings } from './gateway/settings';
@@ -30,6 +30,7 @@ async function main(): Promise<void> {
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),
     platformBucket: config.PLATFORM_BUCKET,
+    clusters: clustersOf(config.LLMHUB_CLUSTERS),
     jwt: { jwksUrl: config.JWT_JWKS_URL, issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE },
   });
   app.addHook('onClose', async () => {

@@ -3,7 +3,7 @@
  * pipeline's activity once the fine-tune has produced the version (it does not exist when the pipeline starts).
  */
 import { canonicalHash } from './canonical';
-import { DEFAULT_TOLERANCE, type ConversionInput, type ConversionOptions, type ConversionTarget } from './conversion';
+import { DEFAULT_TOLERANCE, type ConversionInput, type ConversionOptions, type ConversionTarget } from '../contracts/conversion';
 import { conversionToolchainVersion } from './conversion-toolchain';
 import { ConflictError, NotFoundError } from './errors';
 import type { RegistryStore } from './store/registry';

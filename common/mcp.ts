@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import type { ToolAnnotations } from './agents';
+import type { ToolAnnotations } from '../contracts/agent-run';
 
 /** How to reach a registered MCP server: a command speaking stdio, or a streamable HTTP endpoint. */
 export type McpEndpoint = { transport: 'stdio'; command: string; args: string[] } | { transport: 'http'; url: string };

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Connection } from '@temporalio/client';
-import { customSearchAttributes } from '../common/search-attributes';
+import { customSearchAttributes } from '../contracts/search-attributes';
 import { runningPid, startProcess, tail, terminate, waitFor } from '../deploy/dev/process';
 
 const run = promisify(execFile);

@@ -4,39 +4,36 @@ import {
   condition,
   ContinueAsNew,
   continueAsNew,
-  defineQuery,
-  defineUpdate,
   isCancellation,
   proxyActivities,
   setHandler,
-  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { messageOf } from './failures';
+import { messageOf } from './support/failures';
 import type { InferenceActivities } from '../activities/inference';
 import type { McpActivities, ToolAuditEntry } from '../activities/mcp';
-import type { AgentRunInput, AgentRunPhase, AgentRunStatus, Approval, ApprovalRequest, ModelToolCall, ToolCallRecord } from '../common/agents';
-import { PhaseKey } from '../common/search-attributes';
-import { APPROVER_ROLES } from '../common/types';
-
-export const transcriptQuery = defineQuery<AgentRunStatus>('transcript');
-/** An approver's answer to the pending tool call; the validator refuses wrong callers before anything reaches history. */
-export const approvalUpdate = defineUpdate<AgentRunStatus, [ApprovalRequest]>('approval');
-
-/** Validator refusals carry a type the API maps to 403 (who asks) or 409 (what is asked). */
-const reject = (type: 'ApprovalForbidden' | 'ApprovalRejected', message: string): never => {
-  throw ApplicationFailure.nonRetryable(message, type);
-};
+import {
+  agentRunContract,
+  AgentRunFailures,
+  type AgentRunInput,
+  type AgentRunStatus,
+  type Approval,
+  type ModelToolCall,
+  type ToolApprovalRequest,
+  type ToolCallRecord,
+} from '../contracts/agent-run';
+import { checkApprover, rejected } from './support/approvals';
+import { trackStatus } from './support/status';
 
 const model = proxyActivities<InferenceActivities>({
   startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '20 seconds', maximumAttempts: 5, nonRetryableErrorTypes: ['ModelRequestRejected'] },
+  retry: { initialInterval: '1 second', maximumInterval: '20 seconds', maximumAttempts: 5, nonRetryableErrorTypes: [AgentRunFailures.modelRejected] },
 });
 const policy = proxyActivities<McpActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 5 },
 });
-const TOOL_ERRORS = ['ToolDefinitionChanged', 'ToolNotFound'];
+const TOOL_ERRORS = [AgentRunFailures.toolChanged, AgentRunFailures.toolGone];
 const readOnlyTool = proxyActivities<McpActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 3, nonRetryableErrorTypes: TOOL_ERRORS },
@@ -69,31 +66,22 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
     startedAt: Date.now(),
     finishedAt: null,
   };
-  const enter = (phase: AgentRunPhase) => {
-    status.phase = phase;
-    upsertSearchAttributes([{ key: PhaseKey, value: phase }]);
-  };
+  const enter = trackStatus(agentRunContract.statusQuery, status, 'phase');
   let decision: Approval | undefined;
 
-  setHandler(transcriptQuery, () => status);
   setHandler(
-    approvalUpdate,
+    agentRunContract.approvalUpdate,
     (r) => {
       decision = { decision: r.decision === 'approve' ? 'approved' : 'denied', by: r.by, at: Date.now(), reason: r.reason ?? null };
       return status;
     },
     {
-      validator: (r: ApprovalRequest) => {
-        if (!r || typeof r.by !== 'string' || !r.by) reject('ApprovalRejected', 'an approval names who answers (by)');
-        if (r.tenantId !== tenantId) reject('ApprovalForbidden', 'the agent run belongs to another tenant');
-        if (!r.roles?.some((role) => APPROVER_ROLES.includes(role))) {
-          reject('ApprovalForbidden', `answering an approval needs the 'approver' role; the caller has ${(r.roles ?? []).join(', ') || 'none'}`);
-        }
-        if (r.decision !== 'approve' && r.decision !== 'deny') reject('ApprovalRejected', "decision must be 'approve' or 'deny'");
+      validator: (r: ToolApprovalRequest) => {
+        checkApprover(r, tenantId, 'agent run');
         const answered = status.toolCalls.find((c) => c.actionHash === r.actionHash && c.approval !== null);
-        if (answered) reject('ApprovalRejected', `action ${r.actionHash} was already answered: ${answered.approval!.decision} by ${answered.approval!.by}`);
-        if (status.pending === null || decision !== undefined) reject('ApprovalRejected', `no tool call awaits approval; the run is ${status.phase}`);
-        if (r.actionHash !== status.pending!.actionHash) reject('ApprovalRejected', `stale action hash: the pending action is ${status.pending!.actionHash} (${status.pending!.tool})`);
+        if (answered) rejected(`action ${r.actionHash} was already answered: ${answered.approval!.decision} by ${answered.approval!.by}`);
+        if (status.pending === null || decision !== undefined) rejected(`no tool call awaits approval; the run is ${status.phase}`);
+        if (r.actionHash !== status.pending!.actionHash) rejected(`stale action hash: the pending action is ${status.pending!.actionHash} (${status.pending!.tool})`);
       },
     },
   );
@@ -184,7 +172,7 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
     }
     status.failureReason = messageOf(err);
     enter('failed');
-    throw ApplicationFailure.nonRetryable(`agent run failed: ${status.failureReason}`, 'AgentRunFailed');
+    throw ApplicationFailure.nonRetryable(`agent run failed: ${status.failureReason}`, AgentRunFailures.failed);
   }
   status.finishedAt = Date.now();
   enter(status.answer !== null ? 'completed' : 'step_limit');

@@ -1,28 +1,33 @@
 import {
   ApplicationFailure,
   CancellationScope,
-  defineQuery,
   isCancellation,
   patched,
   proxyActivities,
-  setHandler,
-  upsertSearchAttributes,
 } from '@temporalio/workflow';
-import { messageOf, rootCause } from './failures';
+import { messageOf, rootCause } from './support/failures';
 import type { ConversionActivities } from '../activities/conversion';
-import type { ConversionInput, ConversionPhase, ConversionResult, ConversionStatus, ConversionStep, OnnxTarget, StepReport, TargetResult } from '../common/conversion';
-import { PhaseKey } from '../common/search-attributes';
+import { ClusterFailures } from '../contracts/cluster';
+import {
+  conversionContract,
+  ConversionFailures,
+  type ConversionInput,
+  type ConversionResult,
+  type ConversionStatus,
+  type ConversionStep,
+  type OnnxTarget,
+  type StepReport,
+  type TargetResult,
+} from '../contracts/conversion';
+import { trackStatus } from './support/status';
 
-export const conversionStatusQuery = defineQuery<ConversionStatus>('status');
-
-const STEP_FAILED = 'ConversionStepFailed';
 /** Histories from before it ended a cancelled run failed (phase `error`) and could be cancelled mid-publish. */
 const CANCELLED_PATCH = 'conversion-ends-cancelled';
 /** A step is a Kubernetes Job the activity creates and waits for; a GPU build may wait long for a node, hence the hours. */
 const { runConversionStep } = proxyActivities<ConversionActivities>({
   startToCloseTimeout: '4 hours',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5, nonRetryableErrorTypes: [STEP_FAILED, 'UnknownCluster', 'InvalidManifest'] },
+  retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5, nonRetryableErrorTypes: [ConversionFailures.stepFailed, ClusterFailures.unknownCluster, ClusterFailures.invalidManifest] },
 });
 /** Recording the outcome must end done, even for a cancelled run: idempotent, retried at length. */
 const { completeConversion, failConversion } = proxyActivities<ConversionActivities>({
@@ -32,7 +37,7 @@ const { completeConversion, failConversion } = proxyActivities<ConversionActivit
 
 function failureOf(err: unknown): { message: string; stepFailed: boolean } {
   const cause = rootCause(err);
-  return { message: messageOf(err), stepFailed: cause instanceof ApplicationFailure && cause.type === STEP_FAILED };
+  return { message: messageOf(err), stepFailed: cause instanceof ApplicationFailure && cause.type === ConversionFailures.stepFailed };
 }
 
 const validationOf = (r: StepReport) => ({ passed: r.passed ?? false, maxAbsError: r.maxAbsError ?? NaN, maxRelError: r.maxRelError ?? NaN, tolerance: r.tolerance ?? NaN, samples: r.samples ?? 0 });
@@ -47,11 +52,7 @@ const validationOf = (r: StepReport) => ({ passed: r.passed ?? false, maxAbsErro
  */
 export async function convertModel(input: ConversionInput): Promise<ConversionResult> {
   const status: ConversionStatus = { phase: 'exporting', targets: [] };
-  setHandler(conversionStatusQuery, () => status);
-  const enter = (phase: ConversionPhase) => {
-    status.phase = phase;
-    upsertSearchAttributes([{ key: PhaseKey, value: phase }]);
-  };
+  const enter = trackStatus(conversionContract.statusQuery, status, 'phase');
   const step = (s: ConversionStep) => runConversionStep(input, s);
   const settle = (r: TargetResult): TargetResult => {
     status.targets.push(r);
@@ -125,6 +126,6 @@ export async function convertModel(input: ConversionInput): Promise<ConversionRe
     await CancellationScope.nonCancellable(() => failConversion(input, message));
     enter(cancelled ? 'cancelled' : 'error');
     if (cancelled) throw err;
-    throw ApplicationFailure.nonRetryable(`conversion of ${input.modelId}@${input.version} broke: ${message}`, 'ConversionFailed');
+    throw ApplicationFailure.nonRetryable(`conversion of ${input.modelId}@${input.version} broke: ${message}`, ConversionFailures.failed);
   }
 }

@@ -1,22 +1,27 @@
 import {
   ApplicationFailure,
   CancellationScope,
-  defineQuery,
   isCancellation,
   proxyActivities,
-  setHandler,
-  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { messageOf } from './failures';
+import { messageOf } from './support/failures';
 import type { FineTuneActivities, ResolvedFineTune } from '../activities/fine-tune';
 import type { TrainingJobActivities, TrainingJobObservation, TrainingJobRef } from '../activities/kubernetes/jobs';
-import { TrainerEnv, type FineTuneInput, type FineTunePhase, type FineTuneStatus } from '../common/fine-tune';
-import { PhaseKey } from '../common/search-attributes';
+import { ClusterFailures } from '../contracts/cluster';
+import { fineTuneContract, FineTuneFailures, TrainerEnv, type FineTuneInput, type FineTuneStatus } from '../contracts/fine-tune';
+import { trackStatus } from './support/status';
 
-export const fineTuneStatusQuery = defineQuery<FineTuneStatus>('status');
-
-const NON_RETRYABLE = ['BaseVersionNotReady', 'DatasetNotFound', 'OutputVersionExists', 'OutputMissing', 'ClaimReleased', 'InvalidManifest', 'UnknownCluster', 'TrainingFailed'];
+const NON_RETRYABLE = [
+  FineTuneFailures.baseVersionNotReady,
+  FineTuneFailures.datasetNotFound,
+  FineTuneFailures.outputVersionExists,
+  FineTuneFailures.outputMissing,
+  FineTuneFailures.claimReleased,
+  ClusterFailures.invalidManifest,
+  ClusterFailures.unknownCluster,
+  FineTuneFailures.trainingFailed,
+];
 const steps = proxyActivities<FineTuneActivities & TrainingJobActivities>({
   startToCloseTimeout: '2 minutes',
   heartbeatTimeout: '1 minute',
@@ -59,11 +64,7 @@ export async function fineTune(input: FineTuneInput): Promise<FineTuneStatus> {
     failureReason: null,
     timeline: { queuedAt: null, claimedAt: null, finishedAt: null },
   };
-  setHandler(fineTuneStatusQuery, () => status);
-  const enter = (phase: FineTunePhase) => {
-    status.phase = phase;
-    upsertSearchAttributes([{ key: PhaseKey, value: phase }]);
-  };
+  const enter = trackStatus(fineTuneContract.statusQuery, status, 'phase');
   const see = (o: TrainingJobObservation) => {
     if (status.job) Object.assign(status.job, { podPhase: o.podPhase, node: o.node, pendingReason: o.pendingReason });
     if (o.progress) {
@@ -127,10 +128,10 @@ export async function fineTune(input: FineTuneInput): Promise<FineTuneStatus> {
         break;
       }
       if (last.state === 'succeeded') break;
-      if (last.state === 'failed') throw ApplicationFailure.nonRetryable(`training failed: ${last.reason}`, 'TrainingFailed');
+      if (last.state === 'failed') throw ApplicationFailure.nonRetryable(`training failed: ${last.reason}`, FineTuneFailures.trainingFailed);
       // Lost: the pod went away under the trainer. Resume from the checkpoint it left, if there is one.
       if (attempt > input.maxResumptions) {
-        throw ApplicationFailure.nonRetryable(`the trainer's pod was lost ${attempt} times (limit ${input.maxResumptions} resumptions): ${last.reason}`, 'TooManyResumptions');
+        throw ApplicationFailure.nonRetryable(`the trainer's pod was lost ${attempt} times (limit ${input.maxResumptions} resumptions): ${last.reason}`, FineTuneFailures.tooManyResumptions);
       }
       await undo.deleteTrainingJob(job);
       resumeFrom = last.progress?.checkpoint ?? resumeFrom;
@@ -151,7 +152,7 @@ export async function fineTune(input: FineTuneInput): Promise<FineTuneStatus> {
     status.timeline.finishedAt = Date.now();
     enter(cancelled ? 'cancelled' : 'failed');
     if (cancelled) throw err;
-    throw ApplicationFailure.nonRetryable(`fine-tune ${input.fineTuneId} failed: ${status.failureReason}`, 'FineTuneFailed', status);
+    throw ApplicationFailure.nonRetryable(`fine-tune ${input.fineTuneId} failed: ${status.failureReason}`, FineTuneFailures.failed, status);
   }
 
   async function cleanup(): Promise<void> {

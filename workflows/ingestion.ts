@@ -2,27 +2,13 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
-  defineQuery,
   patched,
   proxyActivities,
-  setHandler,
-  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BatchResult, KnowledgeActivities } from '../activities/knowledge';
-import { PhaseKey } from '../common/search-attributes';
-import type { DocumentFailure, IngestionInput, IngestionStats } from '../common/types';
-
-export type IngestionPhase = 'listing' | 'indexing' | 'removing_deleted' | 'completed';
-
-export interface IngestionProgress extends IngestionStats {
-  phase: IngestionPhase;
-  /** The first failures with their reasons (all of them are recorded per document in the platform store). */
-  failures: DocumentFailure[];
-  batchesDone: number;
-  batchesTotal: number;
-}
-export const ingestionProgressQuery = defineQuery<IngestionProgress>('progress');
+import { ingestionContract, IngestionFailures, type IngestionInput, type IngestionProgress, type IngestionStats } from '../contracts/ingestion';
+import { trackStatus } from './support/status';
 
 /** What a continued run carries over: the manifest (by reference), where it stopped, and the tallies so far. */
 export interface IngestionCarry {
@@ -36,16 +22,17 @@ const MAX_FAILURES_SHOWN = 100;
 // Well under Temporal's 10,240-event warning: each batch costs ~6 events, so this leaves a wide margin.
 const HISTORY_EVENTS_BEFORE_CONTINUE = 2_000;
 
+const NON_RETRYABLE = [IngestionFailures.embedderMismatch, IngestionFailures.parserUnavailable];
 const { prepareNamespace, listSource, removeMissing } = proxyActivities<KnowledgeActivities>({
   startToCloseTimeout: '10 minutes',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: ['EmbedderMismatch', 'ParserUnavailable'] },
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
 });
 const { ingestBatch } = proxyActivities<KnowledgeActivities>({
   startToCloseTimeout: '30 minutes',
   // A killed worker is noticed within this and the batch resumes from its last heartbeat on another attempt.
   heartbeatTimeout: '10 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: ['EmbedderMismatch', 'ParserUnavailable'] },
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
 });
 
 function add(p: IngestionProgress, r: BatchResult): void {
@@ -74,11 +61,7 @@ export async function ingestDocuments(input: IngestionInput, carry?: IngestionCa
     batchesDone: 0,
     batchesTotal: 0,
   };
-  setHandler(ingestionProgressQuery, () => progress);
-  const enter = (phase: IngestionPhase) => {
-    progress.phase = phase;
-    upsertSearchAttributes([{ key: PhaseKey, value: phase }]);
-  };
+  const enter = trackStatus(ingestionContract.statusQuery, progress, 'phase');
 
   let state = carry;
   if (!state) {

@@ -1,23 +1,14 @@
-import {
-  ApplicationFailure,
-  CancellationScope,
-  defineQuery,
-  proxyActivities,
-  setHandler,
-  upsertSearchAttributes,
-} from '@temporalio/workflow';
-import { messageOf } from './failures';
+import { ApplicationFailure, CancellationScope, proxyActivities } from '@temporalio/workflow';
+import { messageOf } from './support/failures';
+import { trackStatus } from './support/status';
 import type { RegistryActivities } from '../activities/registry';
-import { PhaseKey } from '../common/search-attributes';
-import type { ArtifactInfo, RegisterModelVersionInput } from '../common/types';
-
-export type RegistrationPhase = 'inspecting' | 'recording' | 'ready' | 'failed';
-export interface RegistrationStatus {
-  phase: RegistrationPhase;
-  artifact?: ArtifactInfo;
-  failureReason?: string;
-}
-export const registrationStatusQuery = defineQuery<RegistrationStatus>('status');
+import {
+  modelRegistryContract,
+  RegistryFailures,
+  type ArtifactInfo,
+  type RegisterModelVersionInput,
+  type RegistrationStatus,
+} from '../contracts/model-registry';
 
 const { inspectArtifact } = proxyActivities<RegistryActivities>({
   startToCloseTimeout: '30 minutes',
@@ -28,7 +19,7 @@ const { inspectArtifact } = proxyActivities<RegistryActivities>({
     backoffCoefficient: 2,
     maximumInterval: '15 seconds',
     maximumAttempts: 20,
-    nonRetryableErrorTypes: ['ArtifactNotFound', 'InvalidArtifactUri'],
+    nonRetryableErrorTypes: [RegistryFailures.artifactNotFound, RegistryFailures.invalidArtifactUri],
   },
 });
 const { markVersionReady, markVersionFailed } = proxyActivities<RegistryActivities>({
@@ -39,11 +30,7 @@ const { markVersionReady, markVersionFailed } = proxyActivities<RegistryActiviti
 /** Registers one model version: verify the artifact in object storage, then record its facts in the registry. */
 export async function registerModelVersion(input: RegisterModelVersionInput): Promise<ArtifactInfo> {
   const status: RegistrationStatus = { phase: 'inspecting' };
-  setHandler(registrationStatusQuery, () => status);
-  const enter = (phase: RegistrationPhase) => {
-    status.phase = phase;
-    upsertSearchAttributes([{ key: PhaseKey, value: phase }]);
-  };
+  const enter = trackStatus(modelRegistryContract.statusQuery, status, 'phase');
   enter('inspecting');
   try {
     const artifact = await inspectArtifact(input.artifactUri);
@@ -58,6 +45,6 @@ export async function registerModelVersion(input: RegisterModelVersionInput): Pr
     // Even a cancelled run must leave the registry row saying what happened to it.
     await CancellationScope.nonCancellable(() => markVersionFailed(input, reason));
     enter('failed');
-    throw ApplicationFailure.nonRetryable(`model version ${input.modelId}@${input.version} was not registered: ${reason}`, 'RegistrationFailed');
+    throw ApplicationFailure.nonRetryable(`model version ${input.modelId}@${input.version} was not registered: ${reason}`, RegistryFailures.registrationFailed);
   }
 }

@@ -2,35 +2,31 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
-  defineQuery,
-  defineUpdate,
   executeChild,
   isCancellation,
   patched,
   proxyActivities,
   setHandler,
   startChild,
-  upsertSearchAttributes,
 } from '@temporalio/workflow';
-import { messageOf } from './failures';
+import { messageOf } from './support/failures';
 import type { ConversionActivities } from '../activities/conversion';
 import type { RolloutActivities } from '../activities/rollout';
-import type { ConversionInput, ConversionResult } from '../common/conversion';
-import type { FineTuneStatus } from '../common/fine-tune';
-import { workflowId as workflowIdOf } from '../common/ids';
-import { pipelineChildKey, type ApprovalRequest, type PipelineInput, type PipelineStage, type PipelineStatus, type PipelineStep } from '../common/pipeline';
-import { ModelIdKey, OperationKindKey, PhaseKey, TenantIdKey } from '../common/search-attributes';
-import { APPROVER_ROLES } from '../common/types';
+import { ConversionFailures, type ConversionInput, type ConversionResult } from '../contracts/conversion';
+import type { FineTuneStatus } from '../contracts/fine-tune';
+import { workflowId as workflowIdOf } from '../contracts/operations';
+import { pipelineChildKey, pipelineContract, PipelineFailures, type PipelineInput, type PipelineStatus, type PipelineStep } from '../contracts/pipeline';
+import { RolloutFailures } from '../contracts/rollout';
+import { ModelIdKey, OperationKindKey, TenantIdKey } from '../contracts/search-attributes';
+import { checkApprover, rejected } from './support/approvals';
+import { trackStatus } from './support/status';
 import { convertModel } from './conversion';
 import { fineTune } from './fine-tune';
 import { rolloutModel } from './rollout';
 
-export const pipelineStatusQuery = defineQuery<PipelineStatus>('status');
-export const pipelineApprovalUpdate = defineUpdate<PipelineStatus, [ApprovalRequest]>('approval');
-
 const acts = proxyActivities<ConversionActivities & RolloutActivities>({
   startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '15 seconds', maximumAttempts: 10, nonRetryableErrorTypes: ['ConversionRefused', 'RolloutInProgress'] },
+  retry: { initialInterval: '1 second', maximumInterval: '15 seconds', maximumAttempts: 10, nonRetryableErrorTypes: [ConversionFailures.refused, RolloutFailures.rolloutInProgress] },
 });
 /** Giving up a claim no child took over: no attempt limit, it must end done; both are idempotent. */
 const undo = proxyActivities<ConversionActivities & RolloutActivities>({
@@ -47,7 +43,7 @@ const memo = proxyActivities<ConversionActivities>({
   startToCloseTimeout: '25 hours',
   scheduleToCloseTimeout: '25 hours',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: ['ConversionRefused'] },
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: [ConversionFailures.refused] },
 });
 
 class StepFailed extends Error {}
@@ -72,26 +68,19 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
     approval: null,
     failureReason: null,
   };
-  const enter = (stage: PipelineStage) => {
-    status.stage = stage;
-    upsertSearchAttributes([{ key: PhaseKey, value: stage }]);
-  };
+  const enter = trackStatus(pipelineContract.statusQuery, status, 'stage');
   let decision: { decision: 'approve' | 'deny'; by: string; reason: string | null } | undefined;
-  setHandler(pipelineStatusQuery, () => status);
   setHandler(
-    pipelineApprovalUpdate,
+    pipelineContract.approvalUpdate,
     (r) => {
       decision = { decision: r.decision, by: r.by, reason: r.reason ?? null };
       return status;
     },
     {
       validator: (r) => {
-        if (!r || typeof r.by !== 'string' || r.by.length === 0) throw new Error('an approval names who answers (by)');
-        if (r.tenantId !== tenantId) throw new Error('the pipeline belongs to another tenant');
-        if (!r.roles?.some((role: string) => APPROVER_ROLES.includes(role))) throw new Error('only an approver or an admin answers an approval');
-        if (r.decision !== 'approve' && r.decision !== 'deny') throw new Error("decision is 'approve' or 'deny'");
-        if (decision !== undefined) throw new Error(`the pipeline was already ${decision.decision === 'approve' ? 'approved' : 'denied'} by ${decision.by}`);
-        if (!status.awaitingApproval) throw new Error(`the pipeline does not wait for an approval; it is at ${status.stage}`);
+        checkApprover(r, tenantId, 'pipeline');
+        if (decision !== undefined) rejected(`the pipeline was already ${decision.decision === 'approve' ? 'approved' : 'denied'} by ${decision.by}`);
+        if (!status.awaitingApproval) rejected(`the pipeline does not wait for an approval; it is at ${status.stage}`);
       },
     },
   );
@@ -221,6 +210,6 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
     status.awaitingApproval = false;
     enter(cancelled ? 'cancelled' : 'failed');
     if (cancelled) throw err;
-    throw ApplicationFailure.nonRetryable(`pipeline ${input.pipelineId} stopped at ${stoppedAt}: ${status.failureReason}`, 'PipelineFailed', status);
+    throw ApplicationFailure.nonRetryable(`pipeline ${input.pipelineId} stopped at ${stoppedAt}: ${status.failureReason}`, PipelineFailures.failed, status);
   }
 }

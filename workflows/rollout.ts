@@ -2,38 +2,38 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
-  defineQuery,
-  defineUpdate,
   isCancellation,
   patched,
   proxyActivities,
   setHandler,
-  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import { messageOf, rootCause } from './failures';
+import { messageOf, rootCause } from './support/failures';
+import { checkSteeringCaller, rejected } from './support/approvals';
+import { trackStatus } from './support/status';
 import type { KubernetesActivities, ServedRef } from '../activities/kubernetes';
 import type { RolloutActivities } from '../activities/rollout';
 import type { RolloutAlert } from '../activities/rollout/alerts';
-import type { AnalysisSpec, RolloutInput, RolloutPhase, RolloutStatus } from '../common/rollout';
-import { TERMINAL_PHASES } from '../common/rollout';
-import { PhaseKey } from '../common/search-attributes';
+import type { SteeringRequest } from '../contracts/approvals';
+import { ClusterFailures } from '../contracts/cluster';
+import {
+  RolloutFailures,
+  rolloutContract,
+  rolloutSteering,
+  TERMINAL_ROLLOUT_PHASES,
+  type AnalysisSpec,
+  type RolloutInput,
+  type RolloutStatus,
+} from '../contracts/rollout';
 
-export interface SteeringRequest {
-  /** Who asked (the API puts the caller's subject here), for the status and the audit trail. */
-  by: string;
-  /** The caller's tenant: a run only takes steering from its own tenant, whatever workflow id reached it. */
-  tenantId: string;
-  reason?: string;
-}
-export const rolloutStatusQuery = defineQuery<RolloutStatus>('status');
-export const pauseUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('pause');
-export const resumeUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('resume');
-export const promoteNowUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('promoteNow');
-export const abortUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('abort');
-export const approveUpdate = defineUpdate<RolloutStatus, [SteeringRequest]>('approve');
-
-const NON_RETRYABLE = ['VersionNotReady', 'AlreadyStable', 'ReadinessTimeout', 'InvalidManifest', 'UnknownCluster', 'NoEndpoint'];
+const NON_RETRYABLE = [
+  RolloutFailures.versionNotReady,
+  RolloutFailures.alreadyStable,
+  ClusterFailures.readinessTimeout,
+  ClusterFailures.invalidManifest,
+  ClusterFailures.unknownCluster,
+  ClusterFailures.noEndpoint,
+];
 const steps = proxyActivities<RolloutActivities & KubernetesActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '15 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
@@ -42,8 +42,11 @@ const probe = proxyActivities<RolloutActivities>({
   startToCloseTimeout: '45 seconds',
   retry: { initialInterval: '2 seconds', maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE },
 });
-/** Rollback and lock release: no attempt limit, they must end done. Every one of them is idempotent. */
-const undo = proxyActivities<RolloutActivities & KubernetesActivities>({
+/**
+ * Steps that must end done whatever happened before them (promotion, rollback, lock release): no attempt limit.
+ * Every one of them is idempotent.
+ */
+const mustFinish = proxyActivities<RolloutActivities & KubernetesActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
@@ -52,8 +55,8 @@ function reasonOf(err: unknown): { message: string; kind: RolloutAlert['reason']
   const cause = rootCause(err);
   const type = cause instanceof ApplicationFailure ? cause.type : undefined;
   const message = messageOf(err);
-  if (type === 'ReadinessTimeout') return { message, kind: 'readiness_timeout' };
-  if (type === 'ProbeFailed') return { message, kind: 'probe_failed' };
+  if (type === ClusterFailures.readinessTimeout) return { message, kind: 'readiness_timeout' };
+  if (type === RolloutFailures.probeFailed) return { message, kind: 'probe_failed' };
   return { message, kind: 'error' };
 }
 
@@ -84,87 +87,14 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     rollbackStartedAt: null,
     finishedAt: null,
   };
-  const enter = (phase: RolloutPhase) => {
-    status.phase = phase;
-    upsertSearchAttributes([{ key: PhaseKey, value: phase }]);
-  };
-  let requested: { action: 'promote' | 'abort'; by: string; reason?: string } | undefined;
+  const enter = trackStatus(rolloutContract.statusQuery, status, 'phase');
+  let requested: SteeringAction | undefined;
   const main = new CancellationScope();
-  const terminal = () => TERMINAL_PHASES.includes(status.phase) || status.phase === 'rolling_back' || status.phase === 'promoting' || requested !== undefined;
-  const reject = (why: string): never => {
-    throw new Error(why);
-  };
-  const validateCaller = (r: SteeringRequest) => {
-    if (!r || typeof r.by !== 'string' || r.by.length === 0) reject('a steering request names who asks (by)');
-    // Validators do not run on replay, so histories recorded before tenantId was sent still replay.
-    if (r.tenantId !== tenantId) reject('the deployment belongs to another tenant');
-    if (terminal()) reject(`the rollout is ${requested ? `being ${requested.action}d` : status.phase}`);
-  };
-  setHandler(rolloutStatusQuery, () => status);
-  setHandler(
-    pauseUpdate,
-    () => {
-      status.pauseReason = 'operator';
-      return status;
-    },
-    {
-      validator: (r) => {
-        validateCaller(r);
-        if (status.pauseReason !== null) reject('the rollout is already paused');
-      },
-    },
-  );
-  setHandler(
-    resumeUpdate,
-    () => {
-      status.pauseReason = null;
-      return status;
-    },
-    {
-      validator: (r) => {
-        validateCaller(r);
-        if (status.pauseReason === null) reject('the rollout is not paused');
-        if (status.pauseReason === 'approval') reject('the rollout waits for an approver (approve)');
-      },
-    },
-  );
-  setHandler(
-    approveUpdate,
-    (r) => {
-      status.approvals.push({ stepIndex: status.currentStepIndex, by: r.by, reason: r.reason ?? null, at: Date.now() });
-      status.pauseReason = null;
-      return status;
-    },
-    {
-      validator: (r) => {
-        validateCaller(r);
-        if (status.pauseReason !== 'approval') reject(`only a rollout at an approval gate can be approved; the rollout is ${status.phase}`);
-      },
-    },
-  );
-  setHandler(
-    promoteNowUpdate,
-    (r) => {
-      requested = { action: 'promote', by: r.by, reason: r.reason };
-      return status;
-    },
-    {
-      validator: (r) => {
-        validateCaller(r);
-        if (status.phase !== 'progressing' && status.phase !== 'paused') reject(`only a canary taking traffic can be promoted; the rollout is ${status.phase}`);
-      },
-    },
-  );
-  setHandler(
-    abortUpdate,
-    (r) => {
-      requested = { action: 'abort', by: r.by, reason: r.reason };
-      // Interrupts whatever the rollout waits on (an activity, a pause); the rollback runs outside this scope.
-      main.cancel();
-      return status;
-    },
-    { validator: validateCaller },
-  );
+  acceptSteering(status, tenantId, () => requested, (r) => {
+    requested = r;
+    // An abort interrupts whatever the rollout waits on (an activity, a pause); the rollback runs outside this scope.
+    if (r.action === 'abort') main.cancel();
+  });
 
   const ref = { tenantId, modelId, version };
   let resolved: { artifactUri: string; stable: string | null };
@@ -172,10 +102,10 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     resolved = await steps.resolveRollout(ref);
   } catch (err) {
     status.failureReason = reasonOf(err).message;
-    await CancellationScope.nonCancellable(() => undo.releaseRolloutLock(tenantId, modelId, wfId));
+    await CancellationScope.nonCancellable(() => mustFinish.releaseRolloutLock(tenantId, modelId, wfId));
     status.finishedAt = Date.now();
     enter('rolled_back');
-    throw ApplicationFailure.nonRetryable(`rollout of ${modelId}@${version} refused: ${status.failureReason}`, 'RolloutRefused');
+    throw ApplicationFailure.nonRetryable(`rollout of ${modelId}@${version} refused: ${status.failureReason}`, RolloutFailures.refused);
   }
   const { artifactUri, stable } = resolved;
   status.weights.stable = stable;
@@ -266,7 +196,7 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
         if (outcome === 'interrupted') break;
         if (outcome === 'failed') {
           const last = status.analyses[status.analyses.length - 1]!;
-          throw ApplicationFailure.nonRetryable(`analysis failed ${strategy.analysis.failureLimit} times in a row at step ${i}: ${last.message}`, 'AnalysisFailed');
+          throw ApplicationFailure.nonRetryable(`analysis failed ${strategy.analysis.failureLimit} times in a row at step ${i}: ${last.message}`, RolloutFailures.analysisFailed);
         }
         windowStart = Date.now();
       }
@@ -283,23 +213,23 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
       ? { message: `aborted by ${requested!.by}${requested!.reason ? `: ${requested!.reason}` : ''}`, kind: 'aborted' as const }
       : isCancellation(err)
         ? { message: 'the rollout workflow was cancelled', kind: 'aborted' as const }
-        : err instanceof ApplicationFailure && err.type === 'AnalysisFailed'
+        : err instanceof ApplicationFailure && err.type === RolloutFailures.analysisFailed
           ? { message: err.message, kind: 'analysis_failed' as const }
           : reasonOf(err);
     await CancellationScope.nonCancellable(() => rollback(why));
-    throw ApplicationFailure.nonRetryable(`rollout of ${modelId}@${version} rolled back: ${why.message}`, 'RolledBack', status);
+    throw ApplicationFailure.nonRetryable(`rollout of ${modelId}@${version} rolled back: ${why.message}`, RolloutFailures.rolledBack, status);
   }
 
   enter('promoting');
   await CancellationScope.nonCancellable(async () => {
-    await undo.setRoute(tenantId, modelId, { stable: version, canary: null });
+    await mustFinish.setRoute(tenantId, modelId, { stable: version, canary: null });
     status.weights = { stable: version, canary: null, canaryWeight: 0 };
-    if (stable !== null) await undo.scaleModelVersion(await undo.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
+    if (stable !== null) await mustFinish.scaleModelVersion(await mustFinish.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
     // Histories recorded before rollouts wrote lineage have no such activity at this point.
     if (patched('rollout-lineage')) {
-      await undo.recordRolloutLineage(ref, wfId, { deploymentId: input.deploymentId, cluster: input.cluster, endpoint: status.endpoint, previousStable: stable });
+      await mustFinish.recordRolloutLineage(ref, wfId, { deploymentId: input.deploymentId, cluster: input.cluster, endpoint: status.endpoint, previousStable: stable });
     }
-    await undo.releaseRolloutLock(tenantId, modelId, wfId);
+    await mustFinish.releaseRolloutLock(tenantId, modelId, wfId);
   });
   status.finishedAt = Date.now();
   enter('promoted');
@@ -311,14 +241,14 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     enter('rolling_back');
     // Traffic first: from here on no user request reaches the canary, whatever the cleanup below takes.
     if (stable !== null) {
-      await undo.setRoute(tenantId, modelId, { stable, canary: null });
+      await mustFinish.setRoute(tenantId, modelId, { stable, canary: null });
       status.weights = { stable, canary: null, canaryWeight: 0 };
     }
-    await undo.deleteModelVersion(canary ?? (await undo.servedRefOf(input.cluster, tenantId, modelId, version)));
-    await undo.setVersionEndpoint(ref, null);
-    await undo.markVersionRolledBack(ref, why.message);
-    await undo.emitRolloutAlert({ tenantId, modelId, version, workflowId: wfId, reason: why.kind, message: why.message });
-    await undo.releaseRolloutLock(tenantId, modelId, wfId);
+    await mustFinish.deleteModelVersion(canary ?? (await mustFinish.servedRefOf(input.cluster, tenantId, modelId, version)));
+    await mustFinish.setVersionEndpoint(ref, null);
+    await mustFinish.markVersionRolledBack(ref, why.message);
+    await mustFinish.emitRolloutAlert({ tenantId, modelId, version, workflowId: wfId, reason: why.kind, message: why.message });
+    await mustFinish.releaseRolloutLock(tenantId, modelId, wfId);
     status.finishedAt = Date.now();
     enter('rolled_back');
   }
@@ -327,6 +257,86 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
 /** `ms`-style durations (validated by the API) to milliseconds, for the readiness deadline the activity checks. */
 function durationMs(d: string): number {
   const m = /^(\d+)(ms|s|m|h)$/.exec(d);
-  if (!m) throw ApplicationFailure.nonRetryable(`invalid duration '${d}'`, 'InvalidDuration');
+  if (!m) throw ApplicationFailure.nonRetryable(`invalid duration '${d}'`, RolloutFailures.invalidDuration);
   return Number(m[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}
+
+type SteeringAction = { action: 'promote' | 'abort'; by: string; reason?: string };
+
+/**
+ * The steering Updates (pause, resume, approve, promote now, abort). Validators refuse before anything reaches history:
+ * a caller of another tenant, a rollout that is ending, an action that does not fit the phase. Promote and abort are
+ * handed to the runbook through `request`; pause, resume and approve only move `pauseReason`, which the runbook waits on.
+ */
+function acceptSteering(status: RolloutStatus, tenantId: string, requested: () => SteeringAction | undefined, request: (r: SteeringAction) => void): void {
+  const ending = () => TERMINAL_ROLLOUT_PHASES.includes(status.phase) || status.phase === 'rolling_back' || status.phase === 'promoting' || requested() !== undefined;
+  const validateCaller = (r: SteeringRequest) => {
+    // Validators do not run on replay, so histories recorded before tenantId was sent still replay.
+    checkSteeringCaller(r, tenantId, 'deployment');
+    const pending = requested();
+    if (ending()) rejected(`the rollout is ${pending ? `being ${pending.action}d` : status.phase}`);
+  };
+  const { pause, resume, approve, promote, abort } = rolloutSteering;
+  setHandler(
+    pause.update,
+    () => {
+      status.pauseReason = 'operator';
+      return status;
+    },
+    {
+      validator: (r) => {
+        validateCaller(r);
+        if (status.pauseReason !== null) rejected('the rollout is already paused');
+      },
+    },
+  );
+  setHandler(
+    resume.update,
+    () => {
+      status.pauseReason = null;
+      return status;
+    },
+    {
+      validator: (r) => {
+        validateCaller(r);
+        if (status.pauseReason === null) rejected('the rollout is not paused');
+        if (status.pauseReason === 'approval') rejected('the rollout waits for an approver (approve)');
+      },
+    },
+  );
+  setHandler(
+    approve.update,
+    (r) => {
+      status.approvals.push({ stepIndex: status.currentStepIndex, by: r.by, reason: r.reason ?? null, at: Date.now() });
+      status.pauseReason = null;
+      return status;
+    },
+    {
+      validator: (r) => {
+        validateCaller(r);
+        if (status.pauseReason !== 'approval') rejected(`only a rollout at an approval gate can be approved; the rollout is ${status.phase}`);
+      },
+    },
+  );
+  setHandler(
+    promote.update,
+    (r) => {
+      request({ action: 'promote', by: r.by, reason: r.reason });
+      return status;
+    },
+    {
+      validator: (r) => {
+        validateCaller(r);
+        if (status.phase !== 'progressing' && status.phase !== 'paused') rejected(`only a canary taking traffic can be promoted; the rollout is ${status.phase}`);
+      },
+    },
+  );
+  setHandler(
+    abort.update,
+    (r) => {
+      request({ action: 'abort', by: r.by, reason: r.reason });
+      return status;
+    },
+    { validator: validateCaller },
+  );
 }

@@ -3,7 +3,7 @@ import { KubernetesObjectApi, type KubeConfig, type V1EnvVar } from '@kubernetes
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
-import { stateOf, type ConversionInput, type ConversionResult, type ConversionStep, type StepReport, type TargetResult } from '../../common/conversion';
+import { stateOf, type ConversionInput, type ConversionResult, type ConversionStep, type StepReport, type TargetResult } from '../../contracts/conversion';
 import { objectUri, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { conversionClaimOf, conversionInputOf, type ConversionPlanRequest } from '../../common/conversion-plan';
 import { PlatformError } from '../../common/errors';

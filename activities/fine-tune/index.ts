@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
-import { RunObjects, type FineTuneInput } from '../../common/fine-tune';
+import { RunObjects, type FineTuneInput } from '../../contracts/fine-tune';
 import { objectUri, parseObjectUri, sha256Of, type ObjectStore } from '../../common/objectstore';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';

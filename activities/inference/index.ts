@@ -1,5 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
-import type { AgentTool, ChatMessage, ModelToolCall } from '../../common/agents';
+import type { AgentTool, ChatMessage, ModelToolCall } from '../../contracts/agent-run';
 import type { TenantStore } from '../../common/store/tenants';
 
 export const InferenceErrors = { modelRejected: 'ModelRequestRejected' } as const;

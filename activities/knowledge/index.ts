@@ -4,7 +4,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { EmbedderRegistry } from '../../common/knowledge';
 import { objectUri, parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import type { KnowledgeStore } from '../../common/store/knowledge';
-import type { DocumentFailure, IngestionInput } from '../../common/types';
+import type { DocumentFailure, IngestionInput } from '../../contracts/ingestion';
 import { collectionName, pointId, type VectorPoint, type VectorStore } from '../../common/vectors';
 import { chunkBlocks, type Chunk } from '../parsing/chunker';
 import { parseBuiltin, UnparseableDocumentError, type Block } from '../parsing/parsers';

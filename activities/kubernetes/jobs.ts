@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { BatchV1Api, CoreV1Api, KubernetesObjectApi, type KubeConfig, type V1EnvVar, type V1Job, type V1Pod } from '@kubernetes/client-node';
-import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../common/fine-tune';
+import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import { deleteIfPresent, isStatus, jobCondition, KubernetesErrors, serverSideApply, tenantNamespace } from './client';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';

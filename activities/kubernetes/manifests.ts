@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1EnvVar, V1Service } from '@kubernetes/client-node';
-import type { EnvValue, ServingResources } from '../../common/rollout';
+import type { EnvValue, ServingResources } from '../../contracts/rollout';
 
 export const FIELD_MANAGER = 'llmhub';
 export const SERVING_PORT = 8000;

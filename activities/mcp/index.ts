@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import Ajv, { type ValidateFunction } from 'ajv';
-import { effectiveRisk, qualifiedToolName, splitToolName, type AgentTool, type ModelToolCall, type RiskLevel, type ToolVerdict } from '../../common/agents';
+import { effectiveRisk, qualifiedToolName, splitToolName, type AgentTool, type ModelToolCall, type RiskLevel, type ToolVerdict } from '../../contracts/agent-run';
 import { listTools, withMcpClient, type DiscoveredTool } from '../../common/mcp';
 import { objectUri, type ObjectStore } from '../../common/objectstore';
 import type { AgentStore, McpToolRecord } from '../../common/store/agents';

@@ -2,7 +2,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { InvalidObjectUriError, parseObjectUri, sha256Of, type ObjectStore } from '../../common/objectstore';
 import type { RegistryStore } from '../../common/store/registry';
-import type { ArtifactInfo, RegisterModelVersionInput } from '../../common/types';
+import type { ArtifactInfo, RegisterModelVersionInput } from '../../contracts/model-registry';
 
 /** Failure types that retrying cannot fix; the workflow's retry policy lists them as non-retryable. */
 export const RegistryErrors = {

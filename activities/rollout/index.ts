@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
-import type { AnalysisMeasurement, AnalysisSpec } from '../../common/rollout';
+import type { AnalysisMeasurement, AnalysisSpec } from '../../contracts/rollout';
 import type { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import type { RegistryStore } from '../../common/store/registry';
 import { LineageStore } from '../../common/store/lineage';

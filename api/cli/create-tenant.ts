@@ -3,7 +3,7 @@ import { loadConfig } from '../../common/config';
 import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
-import { Roles, type Role } from '../../common/types';
+import { Roles, type Role } from '../../contracts/approvals';
 
 /** Creates a tenant (if missing) and an API key for it; prints the key once. */
 async function main(): Promise<void> {

@@ -4,7 +4,8 @@ import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ForbiddenError, UnauthorizedError } from '../../common/errors';
 import type { TenantStore } from '../../common/store/tenants';
 import { ApiKeyCache } from './key-cache';
-import { Roles, type Principal, type Role } from '../../common/types';
+import { Roles, type Role } from '../../contracts/approvals';
+import type { Principal } from '../../common/types';
 
 declare module 'fastify' {
   interface FastifyInstance {

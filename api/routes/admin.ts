@@ -6,7 +6,7 @@ import { inTransaction } from '../../common/store/pool';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { RoutingStore } from '../../common/store/routing';
 import { requireRole } from '../plugins/auth';
-import { errorResponses, ResourceId } from '../schemas';
+import { errorResponses, ResourceId, VersionId } from '../schemas';
 
 // The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
 const KeyRole = Type.Union([Type.Literal('viewer'), Type.Literal('developer'), Type.Literal('operator'), Type.Literal('approver'), Type.Literal('admin')]);
@@ -47,12 +47,11 @@ const PutLimit = Type.Object(
   { additionalProperties: false },
 );
 
-const Version = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' });
 const Route = Type.Object({ modelId: Type.String(), stable: Type.String(), canary: Type.Union([Type.String(), Type.Null()]), canaryWeight: Type.Integer() });
 const PutRoute = Type.Object(
   {
-    stable: Version,
-    canary: Type.Optional(Type.Union([Version, Type.Null()])),
+    stable: VersionId,
+    canary: Type.Optional(Type.Union([VersionId, Type.Null()])),
     canaryWeight: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'percent of weighted traffic for the canary; default 10' })),
   },
   { additionalProperties: false },

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { qualifiedToolName } from '../../common/agents';
+import { qualifiedToolName } from '../../contracts/agent-run';
 import { BadRequestError, NotFoundError } from '../../common/errors';
 import { AgentStore } from '../../common/store/agents';
 import { requireRole } from '../plugins/auth';

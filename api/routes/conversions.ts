@@ -1,18 +1,18 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { clustersOf } from '../../common/config';
-import { ConversionTargets, type ConversionStatus } from '../../common/conversion';
+import { conversionContract, ConversionTargets } from '../../contracts/conversion';
+import type { ClusterSettings } from '../../common/config';
 import { conversionClaimOf, conversionInputOf, conversionOptionsOf } from '../../common/conversion-plan';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { workflowId } from '../../common/ids';
-import { ModelIdKey } from '../../common/search-attributes';
+import { BadRequestError, NotFoundError } from '../../common/errors';
+import { workflowId } from '../../contracts/operations';
+import { ModelIdKey } from '../../contracts/search-attributes';
 import { ConversionStore, type ConversionRecord } from '../../common/store/conversions';
 import type { convertModel } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { operationRoutes } from '../operation-routes';
+import { idempotencyKeyOf, startOperation } from '../operations';
+import { errorResponses, IdempotencyHeaders, ResourceId, VERSION_PATTERN, VersionParams } from '../schemas';
 
-const VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
 const Tolerance = Type.Number({ exclusiveMinimum: 0, maximum: 1000, description: 'maximum relative error: max |y - y_ref| / max |y_ref|' });
 // Inline samples travel in the workflow input, so they are bounded well below Temporal's payload limits.
 const MAX_SAMPLE_VALUES = 16_384;
@@ -45,7 +45,7 @@ export const Convert = Type.Object(
 export type ConvertBody = Static<typeof Convert>;
 
 /** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the conversion). */
-export function checkConversionBody(body: Pick<ConvertBody, 'cluster' | 'validation'>, clusters: ReturnType<typeof clustersOf>, at = 'body'): void {
+export function checkConversionBody(body: Pick<ConvertBody, 'cluster' | 'validation'>, clusters: ClusterSettings, at = 'body'): void {
   const cluster = clusters[body.cluster];
   if (!cluster) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${Object.keys(clusters).join(', ')})`, `${at}.cluster`);
   if (cluster.runtime === 'process') throw new BadRequestError(`cluster '${body.cluster}' serves models as local processes; conversion Jobs need a Kubernetes cluster`, `${at}.cluster`);
@@ -63,8 +63,6 @@ const Started = Type.Object({
   statusUrl: Type.String(),
   result: Type.Optional(Type.Unknown({ description: 'the stored outcome, when the conversion has finished' })),
 });
-const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
-const VersionParams = Type.Object({ modelId: ResourceId, version: Type.String({ pattern: VERSION_PATTERN }) });
 
 /** Thrown inside the start's transaction when another live conversion holds the memo key: nothing is written. */
 class MemoHit extends Error {
@@ -75,7 +73,7 @@ class MemoHit extends Error {
 
 export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue } = app.platform;
-  const clusters = clustersOf(process.env.LLMHUB_CLUSTERS);
+  const clusters = app.platform.clusters;
   const store = new ConversionStore(db);
   const statusUrl = (id: string) => `/v1/conversions/${id}`;
   const resultOf = (r: ConversionRecord) => (r.state === 'running' ? undefined : { targets: r.targets, tritonRepositoryUri: r.tritonRepositoryUri, error: r.error });
@@ -97,19 +95,18 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const body = request.body;
       checkConversionBody(body, clusters);
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const id = workflowId('conversion', tenantId, key);
+      const id = workflowId(conversionContract.kind, tenantId, key);
       const input = await conversionInputOf(registry, { tenantId, conversionId: key, workflowId: id, modelId: body.modelId, version: body.version, cluster: body.cluster, options: conversionOptionsOf(body) });
       const { version, options } = input;
       try {
         await startOperation<typeof convertModel>(
           { db, temporal, taskQueue },
           {
-            kind: 'conversion',
+            contract: conversionContract,
             tenantId,
             key,
             request: body,
-            workflow: 'convertModel',
-            options: {
+              options: {
               args: [input],
               typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
               staticSummary: `Convert ${body.modelId}@${version} to ${options.targets.join(', ')}`,
@@ -137,41 +134,24 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get(
-    '/conversions/:id',
-    {
-      preHandler: requireRole('viewer'),
-      schema: { tags: ['conversions'], summary: 'A conversion: state, per-target results (errors, latency), published Triton layout, registered artifacts', params: IdParams, response: errorResponses(400, 404) },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const r = await store.get(tenantId, request.params.id);
-      if (!r) throw new NotFoundError('conversion', request.params.id);
-      const artifacts = (await store.artifactsOf(tenantId, r.modelId, r.version)).filter((a) => a.conversionWorkflowId === r.workflowId);
-      // While it runs, the workflow knows the finer phase and the targets settled so far.
-      const progress = r.state === 'running' ? await temporal.workflow.getHandle(r.workflowId).query<ConversionStatus>('status').catch(() => undefined) : undefined;
-      return { ...r, artifacts, ...(progress ? { progress } : {}) };
-    },
-  );
-
-  app.post(
-    '/conversions/:id/cancel',
-    {
-      preHandler: requireRole('developer'),
-      schema: {
-        tags: ['conversions'],
-        summary: "Cancel a running conversion: its running steps' Jobs are deleted, nothing is published, and the memo key is given up",
-        params: IdParams,
-        response: errorResponses(400, 404, 409),
+  await app.register(
+    operationRoutes({
+      contract: conversionContract,
+      path: '/conversions/:id',
+      tag: 'conversions',
+      read: {
+        summary: 'A conversion: state, per-target results (errors, latency), published Triton layout, registered artifacts',
+        // The stored row outlives the workflow's retention; while it runs, the workflow adds the finer phase.
+        answer: async (run) => {
+          const r = await store.get(run.tenantId, run.key);
+          if (!r) throw new NotFoundError(conversionContract.resource, run.key);
+          const artifacts = (await store.artifactsOf(run.tenantId, r.modelId, r.version)).filter((a) => a.conversionWorkflowId === r.workflowId);
+          const progress = r.state === 'running' ? await run.status().catch(() => undefined) : undefined;
+          return { ...r, artifacts, ...(progress ? { progress } : {}) };
+        },
       },
-    },
-    async (request, reply) => {
-      const { handle, desc } = await operationRun<typeof convertModel>(temporal, 'conversion', 'convertModel', request.principal!.tenantId, request.params.id, 'conversion');
-      request.auditWorkflowId = handle.workflowId;
-      if (desc.status.name !== 'RUNNING') throw new ConflictError(`conversion '${request.params.id}' is ${desc.status.name.toLowerCase()}`);
-      await handle.cancel();
-      return reply.status(202).send({ conversionId: request.params.id, workflowId: handle.workflowId, status: 'cancelling' });
-    },
+      cancel: { summary: "Cancel a running conversion: its running steps' Jobs are deleted, nothing is published, and the memo key is given up" },
+    }),
   );
 
   app.get(

@@ -1,17 +1,17 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
-import { clustersOf } from '../../common/config';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { workflowId } from '../../common/ids';
-import { DEFAULT_ANALYSIS, defaultSteps, DURATION_PATTERN, type EnvValue, type RolloutInput, type RolloutStatus } from '../../common/rollout';
-import { ModelIdKey } from '../../common/search-attributes';
+import { workflowId } from '../../contracts/operations';
+import { DEFAULT_ANALYSIS, defaultSteps, DURATION_PATTERN, rolloutContract, rolloutSteering, type EnvValue, type RolloutInput } from '../../contracts/rollout';
+import { ModelIdKey } from '../../contracts/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
-import type { rolloutModel, SteeringRequest } from '../../workflows';
+import type { rolloutModel } from '../../workflows';
 import { requireRole } from '../plugins/auth';
 import { canonicalHash } from '../../common/canonical';
+import { acceptedSchema, IdParams, operationRoutes, sendAccepted } from '../operation-routes';
 import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { errorResponses, IdempotencyHeaders, ResourceId, VersionId } from '../schemas';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
 // Kubernetes quantities, kept to the forms people write for CPU and memory.
@@ -32,7 +32,7 @@ export const Deploy = Type.Object(
     cluster: Type.String({ minLength: 1, maxLength: 63 }),
     resources: Type.Object({ cpu: Cpu, gpu: Type.Integer({ minimum: 0, maximum: 16 }), memory: Type.Optional(Memory) }, { additionalProperties: false }),
     env: Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }), Type.Union([Type.String({ maxLength: 4096 }), SecretRef]), { default: {} }),
-    version: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' })),
+    version: Type.Optional(VersionId),
     strategy: Type.Optional(
       Type.Object(
         {
@@ -67,8 +67,6 @@ export const Deploy = Type.Object(
   { additionalProperties: false },
 );
 export type DeployBody = Static<typeof Deploy>;
-const Accepted = Type.Object({ deploymentId: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
-const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
 const Steering = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
 // A secret value typed into a request would land in the workflow history; such names must use {secretRef}.
 const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)/i;
@@ -107,7 +105,7 @@ export function checkDeployBody(body: Pick<DeployBody, 'cluster' | 'resources' |
 
 export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue } = app.platform;
-  const clusters = new Set(Object.keys(clustersOf(process.env.LLMHUB_CLUSTERS)));
+  const clusters = new Set(Object.keys(app.platform.clusters));
   const locks = new RolloutLockStore(db);
 
   app.post(
@@ -119,7 +117,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Roll a model version out as a canary (a Temporal workflow); one rollout per model at a time',
         headers: IdempotencyHeaders,
         body: Deploy,
-        response: { 202: Accepted, ...errorResponses(400, 404, 409, 422, 503) },
+        response: { 202: acceptedSchema(rolloutContract), ...errorResponses(400, 404, 409, 422, 503) },
       },
     },
     async (request, reply) => {
@@ -135,15 +133,14 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (found.state !== 'ready') throw new ConflictError(`version '${version}' is ${found.state}; only a ready version rolls out`, { field: 'body.version' });
 
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const id = workflowId('rollout', tenantId, key);
+      const id = workflowId(rolloutContract.kind, tenantId, key);
       await startOperation<typeof rolloutModel>(
         { db, temporal, taskQueue },
         {
-          kind: 'rollout',
+          contract: rolloutContract,
           tenantId,
           key,
           request: body,
-          workflow: 'rolloutModel',
           options: {
             args: [rolloutInputOf(tenantId, key, version, body)],
             typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
@@ -159,36 +156,20 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       );
       request.auditWorkflowId = id;
-      const desc = await temporal.workflow.getHandle(id).describe();
-      return reply.status(202).send({ deploymentId: key, workflowId: id, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl: `/v1/deployments/${key}` });
+      return sendAccepted(temporal, reply, rolloutContract, key, id, `/v1/deployments/${key}`);
     },
   );
 
-  const rolloutOf = (tenantId: string, key: string) => operationRun<typeof rolloutModel>(temporal, 'rollout', 'rolloutModel', tenantId, key, 'deployment');
-
-  app.get(
-    '/deployments/:id',
-    {
-      preHandler: requireRole('viewer'),
-      schema: { tags: ['deployments'], summary: 'Where a rollout stands: phase, step, weights, every analysis', params: IdParams, response: errorResponses(400, 404) },
-    },
-    async (request) => {
-      const { handle, desc } = await rolloutOf(request.principal!.tenantId, request.params.id);
-      const status = await handle.query<RolloutStatus>('status');
-      return { workflowId: handle.workflowId, workflowStatus: desc.status.name, ...status };
-    },
+  await app.register(
+    operationRoutes({
+      contract: rolloutContract,
+      path: '/deployments/:id',
+      tag: 'deployments',
+      read: { summary: 'Where a rollout stands: phase, step, weights, every analysis' },
+    }),
   );
 
-  // URL action → the workflow's Update (workflows/rollout.ts) and the role it needs; by name, so the API never loads workflow code.
-  const updates = {
-    pause: { update: 'pause', role: 'operator' },
-    resume: { update: 'resume', role: 'operator' },
-    promote: { update: 'promoteNow', role: 'operator' },
-    abort: { update: 'abort', role: 'operator' },
-    // Approval gates are a separate duty: an operator (who can pause, resume and abort) cannot open one.
-    approve: { update: 'approve', role: 'approver' },
-  } as const;
-  for (const [action, { update, role }] of Object.entries(updates)) {
+  for (const [action, { update, role }] of Object.entries(rolloutSteering)) {
     app.post(
       `/deployments/:id/${action}`,
       {
@@ -196,12 +177,10 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         schema: { tags: ['deployments'], summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`, params: IdParams, body: Type.Optional(Steering), response: errorResponses(400, 404, 409) },
       },
       async (request) => {
-        const { handle } = await rolloutOf(request.principal!.tenantId, request.params.id);
+        const { handle } = await operationRun(temporal, rolloutContract, request.principal!.tenantId, request.params.id);
         request.auditWorkflowId = handle.workflowId;
         try {
-          return await handle.executeUpdate<RolloutStatus, [SteeringRequest]>(update, {
-            args: [{ by: request.principal!.subject, tenantId: request.principal!.tenantId, reason: request.body?.reason }],
-          });
+          return await handle.executeUpdate(update, { args: [{ by: request.principal!.subject, tenantId: request.principal!.tenantId, reason: request.body?.reason }] });
         } catch (err) {
           // The workflow's validator refused (wrong phase), or the run has already ended.
           if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {

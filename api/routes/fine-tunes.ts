@@ -1,29 +1,27 @@
 import { createHash } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { clustersOf } from '../../common/config';
 import { BadRequestError, ConflictError, PlatformError } from '../../common/errors';
 import {
   DEFAULT_HYPERPARAMETERS,
   FINE_TUNE_METHODS,
   HYPERPARAMETER_BOUNDS,
-  TERMINAL_FINE_TUNE_PHASES,
+  fineTuneContract,
   type FineTuneInput,
-  type FineTuneStatus,
   type Hyperparameters,
-} from '../../common/fine-tune';
-import { workflowId } from '../../common/ids';
+} from '../../contracts/fine-tune';
+import { workflowId } from '../../contracts/operations';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
-import { ModelIdKey } from '../../common/search-attributes';
+import { ModelIdKey } from '../../contracts/search-attributes';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import type { RegistryStore } from '../../common/store/registry';
 import type { fineTune } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { acceptedSchema, operationRoutes, sendAccepted } from '../operation-routes';
+import { idempotencyKeyOf, startOperation } from '../operations';
+import { errorResponses, IdempotencyHeaders, ResourceId, VersionId } from '../schemas';
 import { Cpu, Memory } from './deployments';
 
-const Version = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' });
 /** One hyperparameter with its bounds and documented default (common/fine-tune.ts). */
 const hp = (name: keyof Hyperparameters) => {
   const { integer, ...bounds } = HYPERPARAMETER_BOUNDS[name];
@@ -44,7 +42,7 @@ const HyperparameterSchema = Type.Object(
 );
 export const FineTuneBody = Type.Object(
   {
-    baseModel: Type.Object({ modelId: ResourceId, version: Version }, { additionalProperties: false }),
+    baseModel: Type.Object({ modelId: ResourceId, version: VersionId }, { additionalProperties: false }),
     datasetUri: Type.String({ pattern: '^s3://', maxLength: 1024, description: 'JSONL in object storage' }),
     method: Type.Union(FINE_TUNE_METHODS.map((m) => Type.Literal(m))),
     hyperparameters: Type.Optional(HyperparameterSchema),
@@ -61,15 +59,13 @@ export const FineTuneBody = Type.Object(
     cluster: Type.String({ minLength: 1, maxLength: 63 }),
     priority: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
     /** Where the result is registered; default: a new version of the base model. */
-    output: Type.Optional(Type.Object({ modelId: Type.Optional(ResourceId), version: Type.Optional(Version) }, { additionalProperties: false })),
+    output: Type.Optional(Type.Object({ modelId: Type.Optional(ResourceId), version: Type.Optional(VersionId) }, { additionalProperties: false })),
     maxResumptions: Type.Integer({ minimum: 0, maximum: 20, default: 3 }),
     deadlineSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86_400, default: 86_400 }),
   },
   { additionalProperties: false },
 );
 export type FineTuneRequest = Static<typeof FineTuneBody>;
-const Accepted = Type.Object({ fineTuneId: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
-const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
 const Quota = Type.Object({ gpus: Type.Integer({ minimum: 0, maximum: 100_000 }) }, { additionalProperties: false });
 const QuotaUsage = Type.Object({ gpus: Type.Integer(), inUse: Type.Integer(), waiting: Type.Integer() });
 
@@ -130,7 +126,7 @@ export async function validateFineTune(
 
 export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue, objects } = app.platform;
-  const clusters = new Set(Object.keys(clustersOf(process.env.LLMHUB_CLUSTERS)));
+  const clusters = new Set(Object.keys(app.platform.clusters));
   const quotas = new GpuQuotaStore(db);
 
   app.post(
@@ -142,22 +138,21 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Fine-tune a model version on GPUs (LoRA, QLoRA or full) as a Temporal workflow; queued while the tenant GPU quota is used up',
         headers: IdempotencyHeaders,
         body: FineTuneBody,
-        response: { 202: Accepted, ...errorResponses(400, 404, 409, 422, 503) },
+        response: { 202: acceptedSchema(fineTuneContract), ...errorResponses(400, 404, 409, 422, 503) },
       },
     },
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const id = workflowId('fine-tune', tenantId, key);
+      const id = workflowId(fineTuneContract.kind, tenantId, key);
       const input: FineTuneInput = { ...(await validateFineTune({ registry, objects, quotas, clusters }, tenantId, request.body, id)), fineTuneId: key };
       await startOperation<typeof fineTune>(
         { db, temporal, taskQueue },
         {
-          kind: 'fine-tune',
+          contract: fineTuneContract,
           tenantId,
           key,
           request: request.body,
-          workflow: 'fineTune',
           options: {
             args: [input],
             typedSearchAttributes: [{ key: ModelIdKey, value: input.output.modelId }],
@@ -168,42 +163,25 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       );
       request.auditWorkflowId = id;
-      const desc = await temporal.workflow.getHandle(id).describe();
-      return reply.status(202).send({ fineTuneId: key, workflowId: id, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl: `/v1/fine-tunes/${key}` });
+      return sendAccepted(temporal, reply, fineTuneContract, key, id, `/v1/fine-tunes/${key}`);
     },
   );
 
-  const fineTuneOf = (tenantId: string, key: string) => operationRun<typeof fineTune>(temporal, 'fine-tune', 'fineTune', tenantId, key, 'fine-tune');
-
-  app.get(
-    '/fine-tunes/:id',
-    {
-      preHandler: requireRole('viewer'),
-      schema: { tags: ['fine-tunes'], summary: 'Where a fine-tune stands: phase, queue position, Job, loss curve, result', params: IdParams, response: errorResponses(400, 404) },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const { handle, desc } = await fineTuneOf(tenantId, request.params.id);
-      const status = await handle.query<FineTuneStatus>('status');
-      const position = status.phase === 'queued' ? await quotas.positionOf(tenantId, handle.workflowId) : undefined;
-      return { workflowId: handle.workflowId, workflowStatus: desc.status.name, ...status, queue: position ? { position } : null };
-    },
-  );
-
-  app.post(
-    '/fine-tunes/:id/cancel',
-    {
-      preHandler: requireRole('operator'),
-      schema: { tags: ['fine-tunes'], summary: 'Cancel a fine-tune: its Job is deleted and its GPU claim (held or queued) released', params: IdParams, response: errorResponses(400, 404, 409) },
-    },
-    async (request, reply) => {
-      const { handle } = await fineTuneOf(request.principal!.tenantId, request.params.id);
-      request.auditWorkflowId = handle.workflowId;
-      const status = await handle.query<FineTuneStatus>('status');
-      if (TERMINAL_FINE_TUNE_PHASES.includes(status.phase)) throw new ConflictError(`fine-tune '${request.params.id}' has already ended (${status.phase})`);
-      await handle.cancel();
-      return reply.status(202).send({ fineTuneId: request.params.id, workflowId: handle.workflowId, status: 'cancelling' });
-    },
+  await app.register(
+    operationRoutes({
+      contract: fineTuneContract,
+      path: '/fine-tunes/:id',
+      tag: 'fine-tunes',
+      read: {
+        summary: 'Where a fine-tune stands: phase, queue position, Job, loss curve, result',
+        answer: async (run) => {
+          const status = await run.status();
+          const position = status.phase === 'queued' ? await quotas.positionOf(run.tenantId, run.handle.workflowId) : undefined;
+          return { workflowId: run.handle.workflowId, workflowStatus: run.workflowStatus, ...status, queue: position ? { position } : null };
+        },
+      },
+      cancel: { summary: 'Cancel a fine-tune: its Job is deleted and its GPU claim (held or queued) released' },
+    }),
   );
 
   app.get(

@@ -1,14 +1,14 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import { BadRequestError, NotFoundError } from '../../common/errors';
-import { workflowId } from '../../common/ids';
+import { workflowId } from '../../contracts/operations';
 import { UnknownEmbedderError } from '../../common/knowledge';
-import type { IngestionInput } from '../../common/types';
 import { uploadsPrefix } from '../../activities/knowledge';
 import { formatOf } from '../../activities/parsing/parsers';
-import type { ingestDocuments, IngestionProgress } from '../../workflows';
+import type { ingestDocuments } from '../../workflows';
+import { ingestionContract, type IngestionInput } from '../../contracts/ingestion';
 import { requireRole } from '../plugins/auth';
+import { operationRoutes } from '../operation-routes';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
 
@@ -163,11 +163,10 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { workflowId: id } = await startOperation<typeof ingestDocuments>(
         { db, temporal, taskQueue },
         {
-          kind: 'ingestion',
+          contract: ingestionContract,
           tenantId,
           key,
           request: { namespace, ...body },
-          workflow: 'ingestDocuments',
           options: {
             args: [input],
             staticSummary: `Ingest ${body.source.type === 's3' ? `s3://${body.source.bucket}/${body.source.prefix}` : 'uploads'} into knowledge namespace ${namespace}`,
@@ -180,27 +179,18 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.get(
-    '/:namespace/ingestions/:key',
-    {
-      preHandler: requireRole('viewer'),
-      schema: { tags: ['knowledge'], summary: 'Progress of an ingestion', params: Type.Object({ namespace: ResourceId, key: Type.String() }), response: errorResponses(400, 404) },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const id = workflowId('ingestion', tenantId, request.params.key);
-      const handle = temporal.workflow.getHandle(id);
-      try {
-        const desc = await handle.describe();
-        if (desc.type !== 'ingestDocuments') throw new NotFoundError('ingestion', request.params.key);
-        const progress = await handle.query<IngestionProgress>('progress').catch(() => undefined);
-        if (progress && progress.phase === undefined) throw new NotFoundError('ingestion', request.params.key);
-        return { workflowId: id, status: desc.status.name, ...(progress ?? {}) };
-      } catch (err) {
-        if (err instanceof WorkflowNotFoundError) throw new NotFoundError('ingestion', request.params.key);
-        throw err;
-      }
-    },
+  await app.register(
+    operationRoutes({
+      contract: ingestionContract,
+      path: '/:namespace/ingestions/:id',
+      params: Type.Object({ namespace: ResourceId, id: Type.String({ maxLength: 128 }) }),
+      tag: 'knowledge',
+      read: {
+        summary: 'Progress of an ingestion',
+        // A run that has not answered its first query yet (or whose worker is away) still shows its Temporal status.
+        answer: async (run) => ({ workflowId: run.handle.workflowId, status: run.workflowStatus, ...((await run.status().catch(() => undefined)) ?? {}) }),
+      },
+    }),
   );
 
   app.post(

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { effectiveRisk, qualifiedToolName, RiskLevels } from '../../common/agents';
+import { effectiveRisk, qualifiedToolName, RiskLevels } from '../../contracts/agent-run';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { discoverTools, type McpEndpoint } from '../../common/mcp';
 import { AgentStore, type McpToolRecord } from '../../common/store/agents';

@@ -2,11 +2,12 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { parseObjectUri, InvalidObjectUriError } from '../../common/objectstore';
-import { ModelIdKey } from '../../common/search-attributes';
+import { modelRegistryContract } from '../../contracts/model-registry';
+import { ModelIdKey } from '../../contracts/search-attributes';
 import type { registerModelVersion } from '../../workflows';
 import { requireRole } from '../plugins/auth';
 import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { errorResponses, IdempotencyHeaders, ResourceId, VersionId } from '../schemas';
 
 const ModelSummary = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String() });
 const OpenAiModel = Type.Object({
@@ -44,7 +45,7 @@ const Version = Type.Object({
 });
 const CreateVersion = Type.Object(
   {
-    version: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' }),
+    version: VersionId,
     artifactUri: Type.String({ minLength: 1, description: 's3://bucket/key of the model artifact' }),
   },
   { additionalProperties: false },
@@ -158,11 +159,10 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { workflowId } = await startOperation<typeof registerModelVersion>(
         { db, temporal, taskQueue },
         {
-          kind: 'model-version',
+          contract: modelRegistryContract,
           tenantId,
           key,
           request: { modelId, version, artifactUri },
-          workflow: 'registerModelVersion',
           options: {
             args: [{ tenantId, modelId, version, artifactUri }],
             typedSearchAttributes: [{ key: ModelIdKey, value: modelId }],

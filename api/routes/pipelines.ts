@@ -1,19 +1,19 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
-import { clustersOf } from '../../common/config';
 import { conversionOptionsOf } from '../../common/conversion-plan';
-import { ConflictError, NotFoundError } from '../../common/errors';
-import { workflowId } from '../../common/ids';
-import { pipelineChildKey, TERMINAL_PIPELINE_STAGES, type ApprovalRequest, type PipelineInput, type PipelineStatus } from '../../common/pipeline';
-import { ModelIdKey } from '../../common/search-attributes';
+import { NotFoundError } from '../../common/errors';
+import { workflowId } from '../../contracts/operations';
+import { pipelineChildKey, pipelineContract, type PipelineInput } from '../../contracts/pipeline';
+import { ModelIdKey } from '../../contracts/search-attributes';
 import { ConversionStore } from '../../common/store/conversions';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore, type LineageEntry } from '../../common/store/lineage';
+import { fineTuneContract } from '../../contracts/fine-tune';
 import type { runPipeline } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { acceptedSchema, operationRoutes, sendAccepted } from '../operation-routes';
+import { idempotencyKeyOf, startOperation } from '../operations';
+import { errorResponses, IdempotencyHeaders, VersionParams } from '../schemas';
 import { checkConversionBody, Convert } from './conversions';
 import { checkDeployBody, Deploy, rolloutInputOf } from './deployments';
 import { FineTuneBody, validateFineTune } from './fine-tunes';
@@ -31,10 +31,7 @@ const PipelineBody = Type.Object(
   },
   { additionalProperties: false },
 );
-const Accepted = Type.Object({ pipelineId: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
-const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
 const Approval = Type.Object({ decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]), reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
-const VersionParams = Type.Object({ modelId: ResourceId, version: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' }) });
 
 interface FineTuneDetails {
   base?: { artifactUri?: string; checksum?: string };
@@ -46,7 +43,7 @@ interface FineTuneDetails {
 
 export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue, objects } = app.platform;
-  const clusters = clustersOf(process.env.LLMHUB_CLUSTERS);
+  const clusters = app.platform.clusters;
   const clusterNames = new Set(Object.keys(clusters));
   const quotas = new GpuQuotaStore(db);
   const lineage = new LineageStore(db);
@@ -61,7 +58,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Fine-tune → conversion → (approval) → rollout as one workflow with a child workflow per step; stops at the first failure',
         headers: IdempotencyHeaders,
         body: PipelineBody,
-        response: { 202: Accepted, ...errorResponses(400, 404, 409, 422, 503) },
+        response: { 202: acceptedSchema(pipelineContract), ...errorResponses(400, 404, 409, 422, 503) },
       },
     },
     async (request, reply) => {
@@ -72,7 +69,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
       // Everything is checked before the start: a refused pipeline leaves no workflow or claim behind.
       checkConversionBody(body.conversion, clusters, 'body.conversion');
       checkDeployBody(body.rollout, clusterNames, 'body.rollout');
-      const fineTune = await validateFineTune({ registry, objects, quotas, clusters: clusterNames }, tenantId, body.fineTune, workflowId('fine-tune', tenantId, childKey), 'body.fineTune');
+      const fineTune = await validateFineTune({ registry, objects, quotas, clusters: clusterNames }, tenantId, body.fineTune, workflowId(fineTuneContract.kind, tenantId, childKey), 'body.fineTune');
       const { modelId, version } = fineTune.output;
       // The workflow fills model and version in: the version exists only once the fine-tune has run.
       const { modelId: _model, version: _version, ...rollout } = rolloutInputOf(tenantId, childKey, version, { ...body.rollout, modelId });
@@ -85,16 +82,15 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
         approvalBeforeRollout: body.approvalBeforeRollout,
         approvalTimeoutSeconds: body.approvalTimeoutSeconds,
       };
-      const id = workflowId('pipeline', tenantId, key);
+      const id = workflowId(pipelineContract.kind, tenantId, key);
       const fineTuneBound = fineTune.jobDeadlineSeconds * (fineTune.maxResumptions + 1) + WEEK_S;
       await startOperation<typeof runPipeline>(
         { db, temporal, taskQueue },
         {
-          kind: 'pipeline',
+          contract: pipelineContract,
           tenantId,
           key,
           request: body,
-          workflow: 'runPipeline',
           options: {
             args: [input],
             typedSearchAttributes: [{ key: ModelIdKey, value: modelId }],
@@ -105,64 +101,23 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       );
       request.auditWorkflowId = id;
-      const desc = await temporal.workflow.getHandle(id).describe();
-      return reply.status(202).send({ pipelineId: key, workflowId: id, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl: `/v1/pipelines/${key}` });
+      return sendAccepted(temporal, reply, pipelineContract, key, id, `/v1/pipelines/${key}`);
     },
   );
 
-  const pipelineOf = (tenantId: string, key: string) => operationRun<typeof runPipeline>(temporal, 'pipeline', 'runPipeline', tenantId, key, 'pipeline');
-
-  app.get(
-    '/pipelines/:id',
-    {
-      preHandler: requireRole('viewer'),
-      schema: { tags: ['pipelines'], summary: "Where a pipeline stands: stage, each child's workflow id and outcome, failure reason, approval", params: IdParams, response: errorResponses(400, 404) },
-    },
-    async (request) => {
-      const { handle, desc } = await pipelineOf(request.principal!.tenantId, request.params.id);
-      const status = await handle.query<PipelineStatus>('status');
-      return { workflowId: handle.workflowId, workflowStatus: desc.status.name, ...status };
-    },
-  );
-
-  app.post(
-    '/pipelines/:id/approvals',
-    {
-      preHandler: requireRole('approver'),
-      schema: { tags: ['pipelines'], summary: 'Approve or deny the rollout of a pipeline waiting at its approval gate', params: IdParams, body: Approval, response: errorResponses(400, 404, 409) },
-    },
-    async (request) => {
-      const p = request.principal!;
-      const { handle } = await pipelineOf(p.tenantId, request.params.id);
-      request.auditWorkflowId = handle.workflowId;
-      try {
-        return await handle.executeUpdate<PipelineStatus, [ApprovalRequest]>('approval', {
-          args: [{ by: p.subject, roles: p.roles, tenantId: p.tenantId, decision: request.body.decision, reason: request.body.reason }],
-        });
-      } catch (err) {
-        // The workflow's validator refused (not waiting, already answered), or the run has ended.
-        if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {
-          throw new ConflictError(`cannot answer the approval of pipeline '${request.params.id}': ${(err.cause as Error | undefined)?.message ?? err.message}`);
-        }
-        throw err;
-      }
-    },
-  );
-
-  app.post(
-    '/pipelines/:id/cancel',
-    {
-      preHandler: requireRole('operator'),
-      schema: { tags: ['pipelines'], summary: 'Cancel a pipeline: the running child workflow is cancelled with it', params: IdParams, response: errorResponses(400, 404, 409) },
-    },
-    async (request, reply) => {
-      const { handle } = await pipelineOf(request.principal!.tenantId, request.params.id);
-      request.auditWorkflowId = handle.workflowId;
-      const status = await handle.query<PipelineStatus>('status');
-      if (TERMINAL_PIPELINE_STAGES.includes(status.stage)) throw new ConflictError(`pipeline '${request.params.id}' has already ended (${status.stage})`);
-      await handle.cancel();
-      return reply.status(202).send({ pipelineId: request.params.id, workflowId: handle.workflowId, status: 'cancelling' });
-    },
+  await app.register(
+    operationRoutes({
+      contract: pipelineContract,
+      path: '/pipelines/:id',
+      tag: 'pipelines',
+      read: { summary: "Where a pipeline stands: stage, each child's workflow id and outcome, failure reason, approval" },
+      cancel: { summary: 'Cancel a pipeline: the running child workflow is cancelled with it' },
+      approvals: {
+        summary: 'Approve or deny the rollout of a pipeline waiting at its approval gate',
+        body: Approval,
+        request: (body, p) => ({ ...body, by: p.subject, tenantId: p.tenantId, roles: p.roles }),
+      },
+    }),
   );
 
   app.get(

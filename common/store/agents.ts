@@ -1,5 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
-import type { AgentDefinition, RiskLevel, ToolAnnotations } from '../agents';
+import type { AgentDefinition, RiskLevel, ToolAnnotations } from '../../contracts/agent-run';
 import type { DiscoveredTool, McpEndpoint } from '../mcp';
 import { inTransaction } from './pool';
 

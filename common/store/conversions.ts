@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import { inTransaction } from './pool';
-import type { ConversionOptions, ConversionResult, ConversionState, ConversionTarget, TargetResult } from '../conversion';
+import type { ConversionOptions, ConversionResult, ConversionState, ConversionTarget, TargetResult } from '../../contracts/conversion';
 
 type Queryable = Pool | PoolClient;
 

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { DEFAULT_GPU_QUOTA } from '../fine-tune';
+import { DEFAULT_GPU_QUOTA } from '../../contracts/fine-tune';
 import { inTransaction } from './pool';
 
 export interface ClaimState {

@@ -1,5 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
-import type { ArtifactInfo, Model, ModelVersion, ModelVersionState } from '../types';
+import type { ArtifactInfo } from '../../contracts/model-registry';
+import type { Model, ModelVersion, ModelVersionState } from '../types';
 
 type Queryable = Pool | PoolClient;
 

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Pool } from 'pg';
-import type { Role } from '../types';
+import type { Role } from '../../contracts/approvals';
 
 const KEY_PREFIX = 'llmhub';
 

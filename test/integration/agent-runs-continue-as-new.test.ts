@@ -4,10 +4,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createPlatformActivities } from '../../activities';
-import type { AgentDefinition, AgentRunStatus, ApprovalRequest } from '../../common/agents';
+import { agentRunContract, type AgentDefinition, type AgentRunStatus, type ToolApprovalRequest } from '../../contracts/agent-run';
 import { loadConfig } from '../../common/config';
 import { createLogger } from '../../common/logger';
-import { customSearchAttributes } from '../../common/search-attributes';
+import { customSearchAttributes } from '../../contracts/search-attributes';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort } from '../../deploy/dev/process';
 import { temporalExecutable } from '../../temporal/server';
@@ -76,12 +76,12 @@ describe('agent run continues as new', () => {
     const first = await env.client.workflow.start('agentRun', { taskQueue, workflowId, args: [{ tenantId: acme.id, runId: 'long', agent, input }] });
     const handle = env.client.workflow.getHandle(workflowId);
     const waiting = await eventually('the write to wait for approval', async () => {
-      const s = await handle.query<AgentRunStatus>('transcript').catch(() => undefined);
+      const s = await handle.query(agentRunContract.statusQuery).catch(() => undefined);
       return s?.pending ? s : undefined;
     });
     expect(waiting.toolCalls.slice(0, 6).map((c) => c.status)).toEqual(Array(6).fill('succeeded'));
-    const approval: ApprovalRequest = { by: 'key:approver', tenantId: acme.id, roles: ['approver'], actionHash: waiting.pending!.actionHash, decision: 'approve' };
-    await handle.executeUpdate('approval', { args: [approval] });
+    const approval: ToolApprovalRequest = { by: 'key:approver', tenantId: acme.id, roles: ['approver'], actionHash: waiting.pending!.actionHash, decision: 'approve' };
+    await handle.executeUpdate(agentRunContract.approvalUpdate, { args: [approval] });
     const done = await handle.result();
     expect(done.phase).toBe('completed');
     expect(done.step).toBe(8);

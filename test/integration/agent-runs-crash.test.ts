@@ -2,7 +2,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { AgentRunStatus } from '../../common/agents';
+import type { AgentRunStatus } from '../../contracts/agent-run';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort, type ManagedProcess } from '../../deploy/dev/process';
 import { serveModel, untilRouted } from '../support/gateway';

@@ -5,8 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import type { AgentRunStatus, ApprovalRequest } from '../../common/agents';
-import { PhaseKey } from '../../common/search-attributes';
+import { agentRunContract, type AgentRunStatus, type ToolApprovalRequest } from '../../contracts/agent-run';
+import { PhaseKey } from '../../contracts/search-attributes';
 import { freePort } from '../../deploy/dev/process';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
@@ -169,8 +169,8 @@ describe('agent runs', () => {
     expect(stale.json().error.message).toMatch(/stale action hash/);
     // Another tenant's caller cannot address the run through the API, nor through the Update itself.
     expect((await answer(run.runId, other.keys.approver, { actionHash: hash, decision: 'approve' })).statusCode).toBe(404);
-    const foreign: ApprovalRequest = { by: 'key:intruder', tenantId: other.id, roles: ['admin'], actionHash: hash, decision: 'approve' };
-    const err = await handle.executeUpdate('approval', { args: [foreign] }).catch((e: unknown) => e);
+    const foreign: ToolApprovalRequest = { by: 'key:intruder', tenantId: other.id, roles: ['admin'], actionHash: hash, decision: 'approve' };
+    const err = await handle.executeUpdate(agentRunContract.approvalUpdate, { args: [foreign] }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
     expect(((err as WorkflowUpdateFailedError).cause as Error).message).toMatch(/belongs to another tenant/);
     expect((await statusOf(run.runId)).pending?.actionHash).toBe(hash);

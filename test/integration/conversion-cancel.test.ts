@@ -3,7 +3,7 @@ import { BatchV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { CancelledFailure, WorkflowFailedError } from '@temporalio/client';
 import { ConversionJobLabels, conversionJobName, memoLabelOf } from '../../activities/conversion/jobs';
 import { loadConfig } from '../../common/config';
-import type { ConversionResult } from '../../common/conversion';
+import { conversionContract, type ConversionResult } from '../../contracts/conversion';
 import { parseObjectUri } from '../../common/objectstore';
 import { LineageStore } from '../../common/store/lineage';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
@@ -82,7 +82,7 @@ describe('conversion cancel', () => {
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect((err as WorkflowFailedError).cause).toBeInstanceOf(CancelledFailure);
     expect((await handle.describe()).status.name).toBe('CANCELLED');
-    expect(await handle.query('status')).toMatchObject({ phase: 'cancelled', error: 'the conversion was cancelled' });
+    expect(await handle.query(conversionContract.statusQuery)).toMatchObject({ phase: 'cancelled', error: 'the conversion was cancelled' });
 
     // The held Job is deleted, its pod and program with it; the finished steps' Jobs stay until their TTL, as for any run.
     expect(await stepsOf(running.memoKey, workflowId)).toEqual(['export', 'optimize-onnx', 'validate-onnx']);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { BatchV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { ConversionJobLabels, conversionJobName, memoLabelOf } from '../../activities/conversion/jobs';
 import { loadConfig } from '../../common/config';
-import type { ConversionResult, TargetResult } from '../../common/conversion';
+import type { ConversionResult, TargetResult } from '../../contracts/conversion';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { LOCAL_PROCESS_ANNOTATIONS } from '../../deploy/dev/kube/local-jobs';
 import type { ManagedProcess } from '../../deploy/dev/process';

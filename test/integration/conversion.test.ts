@@ -5,7 +5,7 @@ import { BatchV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { memoLabelOf, ConversionJobLabels } from '../../activities/conversion/jobs';
 import { loadConfig } from '../../common/config';
-import type { ConversionResult, TargetResult } from '../../common/conversion';
+import type { ConversionResult, TargetResult } from '../../contracts/conversion';
 import { parseObjectUri } from '../../common/objectstore';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { loadConfig } from '../../common/config';
-import { RunObjects, type TrainerProgress } from '../../common/fine-tune';
+import { RunObjects, type TrainerProgress } from '../../contracts/fine-tune';
 import { LineageStore } from '../../common/store/lineage';
 import { train } from '../../deploy/trainers/reference/train';
 import { HYPERPARAMETERS, fineTuneClient, gpuNodes, prepare, readObject, startFineTunePlatform, task } from '../support/fine-tune';

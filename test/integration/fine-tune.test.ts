@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Labels, defaultNamespaceOf } from '../../activities/kubernetes/manifests';
 import { trainingJobName } from '../../activities/kubernetes/jobs';
-import type { FineTuneStatus } from '../../common/fine-tune';
+import { fineTuneContract, type FineTuneStatus } from '../../contracts/fine-tune';
 import { decodeMlp, meanSquaredError } from '../../common/mlp';
 import { LineageStore } from '../../common/store/lineage';
 import { historyText } from '../support/history-text';
@@ -56,7 +56,7 @@ describe('fine-tuning', () => {
     // While it trains: the Job as the workflow applied it, and the loss curve in the Temporal query.
     const running = await api.until(fineTuneId, (s) => s.phase === 'running' && (s.progress?.lossCurve.length ?? 0) > 0, 'running with a loss curve');
     expect(running.phase).toBe('running');
-    const queried = await p.temporal.workflow.getHandle(workflowId).query<FineTuneStatus>('status');
+    const queried = await p.temporal.workflow.getHandle(workflowId).query(fineTuneContract.statusQuery);
     expect(queried.progress!.lossCurve.length).toBeGreaterThan(0);
     expect(queried.job).toMatchObject({ attempt: 1, podPhase: 'Running', pendingReason: null });
     const job = await nodes.k.batch.readNamespacedJob({ name: trainingJobName(fineTuneId, 1), namespace: defaultNamespaceOf(tenant.id) });

@@ -4,7 +4,7 @@ import { chunkBlocks } from '../../activities/parsing/chunker';
 import { parseBuiltin } from '../../activities/parsing/parsers';
 import { pointId } from '../../common/vectors';
 import type { ManagedProcess } from '../../deploy/dev/process';
-import type { IngestionStats } from '../../common/types';
+import type { IngestionStats } from '../../contracts/ingestion';
 import { bearer, eventually, startTestPlatform, startWorkerProcess, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
 const DOCS = 1000;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { IngestionProgress } from '../../workflows';
-import type { IngestionInput, IngestionStats } from '../../common/types';
+import { ingestionContract, type IngestionProgress } from '../../contracts/ingestion';
+import type { IngestionInput, IngestionStats } from '../../contracts/ingestion';
 import { OpenAiEmbedder } from '../../common/embeddings/openai';
 import { docxFile, htmlFile, pdfFile, textFile } from '../support/corpus';
 import { countTokens, startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
@@ -258,7 +258,7 @@ describe('long ingestions', () => {
     expect(firstRun.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes).toBeTruthy();
     const latest = await p.temporal.workflow.getHandle(handle.workflowId).describe();
     expect(latest.runId).not.toBe(handle.firstExecutionRunId);
-    const progress = await p.temporal.workflow.getHandle(handle.workflowId).query<IngestionProgress>('progress');
+    const progress = await p.temporal.workflow.getHandle(handle.workflowId).query(ingestionContract.statusQuery);
     expect(progress).toMatchObject({ phase: 'completed', batchesDone: 3, batchesTotal: 3, done: 5 });
   });
 });

@@ -7,10 +7,10 @@ import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/en
 import { Labels } from '../../activities/kubernetes/manifests';
 import { loadConfig } from '../../common/config';
 import { conversionOptionsOf } from '../../common/conversion-plan';
-import { DEFAULT_HYPERPARAMETERS } from '../../common/fine-tune';
-import { pipelineChildKey, type PipelineInput, type PipelineStatus } from '../../common/pipeline';
-import { DEFAULT_ANALYSIS } from '../../common/rollout';
-import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../common/search-attributes';
+import { DEFAULT_HYPERPARAMETERS } from '../../contracts/fine-tune';
+import { pipelineChildKey, type PipelineInput, type PipelineStatus } from '../../contracts/pipeline';
+import { DEFAULT_ANALYSIS } from '../../contracts/rollout';
+import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 import { RoutingStore } from '../../common/store/routing';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';

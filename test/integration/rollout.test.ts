@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
+import { rolloutSteering } from '../../contracts/rollout';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { localEndpoints } from '../../activities/kubernetes/endpoints';
 import { Labels } from '../../activities/kubernetes/manifests';
-import { PhaseKey } from '../../common/search-attributes';
+import { PhaseKey } from '../../contracts/search-attributes';
 import { RoutingStore } from '../../common/store/routing';
 import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
@@ -170,7 +171,7 @@ describe('model rollout', () => {
     const other = await p.createTenant('other');
     expect((await api.steer(deploymentId, 'approve', other.keys.approver)).statusCode).toBe(404);
     // The API already scopes ids to the caller's tenant; the workflow's validator refuses another tenant on its own too.
-    await expect(p.temporal.workflow.getHandle(workflowId).executeUpdate('approve', { args: [{ by: 'intruder', tenantId: other.id }] })).rejects.toMatchObject({ cause: { message: expect.stringMatching(/another tenant/) } });
+    await expect(p.temporal.workflow.getHandle(workflowId).executeUpdate(rolloutSteering.approve.update, { args: [{ by: 'intruder', tenantId: other.id }] })).rejects.toMatchObject({ cause: { message: expect.stringMatching(/another tenant/) } });
 
     const approved = await api.steer(deploymentId, 'approve', acme.keys.approver);
     expect(approved.statusCode).toBe(200);

@@ -16,8 +16,8 @@ import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { bundleWorkflowCode, type NativeConnection } from '@temporalio/worker';
 import { createPlatformActivities } from '../../activities';
 import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
-import type { Config } from '../../common/config';
-import { DEFAULT_ANALYSIS, type RolloutInput } from '../../common/rollout';
+import { clustersOf, type Config } from '../../common/config';
+import { DEFAULT_ANALYSIS, type RolloutInput } from '../../contracts/rollout';
 import { GatewayMetricsStore, type VersionMetricsRow } from '../../common/store/gateway-metrics';
 import { startKubeCluster } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer } from '../../deploy/dev/model-server/server';
@@ -32,20 +32,21 @@ import { platformActivityDeps } from '../../workers/platform-deps';
 import { withScratchStack } from '../support/scratch-stack';
 import { localConversionDeps, seededMlp, startConversionJobRunner, startHeldConversionJobs } from '../support/conversion';
 import { conversionJobName } from '../../activities/conversion/jobs';
-import type { ConversionInput } from '../../common/conversion';
+import type { ConversionInput } from '../../contracts/conversion';
 import { conversionToolchainVersion } from '../../common/conversion-toolchain';
 import { ConversionStore } from '../../common/store/conversions';
 import { runScript } from '../support/script';
 import { LOCAL_PROCESS_ANNOTATIONS } from '../../deploy/dev/kube/local-jobs';
-import { DEFAULT_HYPERPARAMETERS, type FineTuneInput, type FineTuneStatus } from '../../common/fine-tune';
+import { DEFAULT_HYPERPARAMETERS, fineTuneContract, type FineTuneInput, type FineTuneStatus } from '../../contracts/fine-tune';
 import { gpuNodes, HYPERPARAMETERS, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
 import { buildApp } from '../../api/app';
-import type { AgentRunStatus } from '../../common/agents';
+import type { AgentRunStatus } from '../../contracts/agent-run';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
 import { freePort, pollFor } from '../../deploy/dev/process';
 import { conversionClaimOf, conversionInputOf, conversionOptionsOf } from '../../common/conversion-plan';
-import { pipelineChildKey, type ApprovalRequest, type PipelineInput, type PipelineStatus } from '../../common/pipeline';
-import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../common/search-attributes';
+import type { ApprovalRequest } from '../../contracts/approvals';
+import { pipelineChildKey, pipelineContract, type PipelineInput, type PipelineStatus } from '../../contracts/pipeline';
+import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
@@ -253,7 +254,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const taskQueue = 'record-agent-run';
     const port = await freePort();
     const logger = createLogger('record', 'warn');
-    const app = await buildApp({ db, temporal: client, objects, taskQueue, logger, vectors: await vectorStoreFromConfig(config), embedders: new EmbedderRegistry(config), platformBucket: config.PLATFORM_BUCKET });
+    const app = await buildApp({ db, temporal: client, objects, taskQueue, logger, vectors: await vectorStoreFromConfig(config), embedders: new EmbedderRegistry(config), platformBucket: config.PLATFORM_BUCKET, clusters: clustersOf(config.LLMHUB_CLUSTERS) });
     await app.listen({ host: '127.0.0.1', port });
     const worker = await startWorker({
       connection: native,
@@ -338,7 +339,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       await client.workflow.execute('fineTune', { taskQueue, workflowId: succeeded, args: [input('succeeded', 'lora', 20)] });
       const resumed = 'fine-tune/replay-ft/resumed';
       const handle = await client.workflow.start('fineTune', { taskQueue, workflowId: resumed, args: [input('resumed', 'full', 40)] });
-      await pollFor('the first attempt held at step 25', async () => (await handle.query<FineTuneStatus>('status')).progress?.step === 25, 120_000, 200);
+      await pollFor('the first attempt held at step 25', async () => (await handle.query(fineTuneContract.statusQuery)).progress?.step === 25, 120_000, 200);
       await nodes.add(1);
       await nodes.k.core.deleteNode({ name: doomed });
       const status = (await handle.result()) as FineTuneStatus;
@@ -411,9 +412,9 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         args: [input],
         typedSearchAttributes: [{ key: TenantIdKey, value: tenantId }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
       });
-      await pollFor('the pipeline at its approval gate', async () => (await handle.query<PipelineStatus>('status')).awaitingApproval, 180_000, 200);
+      await pollFor('the pipeline at its approval gate', async () => (await handle.query(pipelineContract.statusQuery)).awaitingApproval, 180_000, 200);
       const approval: ApprovalRequest = { by: 'replay-approver', roles: ['approver'], tenantId, decision: 'approve', reason: 'recorded' };
-      await handle.executeUpdate('approval', { args: [approval] });
+      await handle.executeUpdate(pipelineContract.approvalUpdate, { args: [approval] });
       const status = (await handle.result()) as PipelineStatus;
       if (status.stage !== 'succeeded') throw new Error(`the pipeline scenario did not succeed: ${JSON.stringify(status)}`);
       return { 'pipeline-succeeded': workflowId };
@@ -489,12 +490,12 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         args: [input],
         typedSearchAttributes: [{ key: TenantIdKey, value: tenantId }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
       });
-      await pollFor('the pipeline waiting for the held conversion', async () => (await handle.query<PipelineStatus>('status')).steps.conversion.outcome === 'waiting', 180_000, 200);
+      await pollFor('the pipeline waiting for the held conversion', async () => (await handle.query(pipelineContract.statusQuery)).steps.conversion.outcome === 'waiting', 180_000, 200);
       await client.workflow.execute('convertModel', { taskQueue, workflowId: held.workflowId, args: [held] });
       await handle.result().catch((err) => {
         if (!(err instanceof WorkflowFailedError)) throw err;
       });
-      const status = await handle.query<PipelineStatus>('status');
+      const status = await handle.query(pipelineContract.statusQuery);
       if (status.steps.conversion.outcome !== 'memoized' || status.steps.conversion.workflowId !== held.workflowId || status.approval?.decision !== 'timed_out') {
         throw new Error(`the pipeline-memo-wait scenario did not wait and time out: ${JSON.stringify(status)}`);
       }

@@ -46,13 +46,11 @@ describe('replay gate', () => {
     const mutant = path.join(ROOT, '.data', 'replay-mutant');
     await rm(mutant, { recursive: true, force: true });
     await mkdir(mutant, { recursive: true });
-    for (const dir of ['workflows', 'common', 'activities']) await cp(path.join(ROOT, dir), path.join(mutant, dir), { recursive: true });
+    for (const dir of ['workflows', 'contracts', 'common', 'activities']) await cp(path.join(ROOT, dir), path.join(mutant, dir), { recursive: true });
     const file = path.join(mutant, 'workflows', 'model-registry.ts');
     const source = await readFile(file, 'utf8');
-    const edited = source
-      .replace('  setHandler,\n', '  setHandler,\n  sleep,\n')
-      .replace("  enter('inspecting');\n  try {", "  await sleep('1 second');\n  enter('inspecting');\n  try {");
-    expect(edited).not.toBe(source);
+    const edited = `import { sleep } from '@temporalio/workflow';\n${source.replace("  enter('inspecting');\n  try {", "  await sleep('1 second');\n  enter('inspecting');\n  try {")}`;
+    expect(edited).toContain("await sleep('1 second');");
     await writeFile(file, edited);
     const results = await replayAll(path.join(mutant, 'workflows', 'index.ts'));
     const failed = results.filter((r) => r.error);

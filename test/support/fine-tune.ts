@@ -4,7 +4,7 @@ import { conversionS3Env } from '../../activities/conversion';
 import type { TrainerImage } from '../../activities/kubernetes/jobs';
 import { BatchV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { loadConfig, type Config } from '../../common/config';
-import type { FineTuneStatus } from '../../common/fine-tune';
+import type { FineTuneStatus } from '../../contracts/fine-tune';
 import { decodeMlp, forward, type Example, type Mlp } from '../../common/mlp';
 import { testKubeConfig, KUBECONFIG_ENV } from '../../deploy/dev/kube/cluster';
 import { REFERENCE_TRAINER_IMAGE, referenceTrainerProgram } from '../../deploy/dev/job-programs';

@@ -8,13 +8,13 @@ import { createPlatformActivities, type PlatformActivityDeps } from '../../activ
 import { buildApp } from '../../api/app';
 import type { GatewaySettings } from '../../api/gateway/settings';
 import type { JwtSettings } from '../../api/plugins/auth';
-import { loadConfig } from '../../common/config';
+import { clustersOf, loadConfig } from '../../common/config';
 import { createLogger } from '../../common/logger';
 import { S3ObjectStore, s3StoreFromConfig, type ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
 import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
-import type { Role } from '../../common/types';
+import type { Role } from '../../contracts/approvals';
 import { startWorker, type RunningWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
@@ -85,7 +85,7 @@ export async function startTestPlatform(
   try {
     // worker: false when the test runs the worker as a separate process it can kill.
     if (opts.worker !== false) await launch();
-    app = await buildApp({ db, temporal, objects, taskQueue, logger, jwt: opts.jwt, gateway: opts.gateway, vectors, embedders, platformBucket: config.PLATFORM_BUCKET });
+    app = await buildApp({ db, temporal, objects, taskQueue, logger, jwt: opts.jwt, gateway: opts.gateway, vectors, embedders, platformBucket: config.PLATFORM_BUCKET, clusters: clustersOf(config.LLMHUB_CLUSTERS) });
     await app.ready();
   } catch (err) {
     // A half-built platform must not leave a polling worker behind: it would keep jest alive forever.

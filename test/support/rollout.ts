@@ -1,7 +1,7 @@
 import { expect } from '@jest/globals';
 import { localEndpointKey } from '../../activities/kubernetes/endpoints';
 import { defaultNamespaceOf, servingName } from '../../activities/kubernetes/manifests';
-import type { RolloutStatus } from '../../common/rollout';
+import type { RolloutStatus } from '../../contracts/rollout';
 import { isNotFound, kube } from '../integration/kube/kube-helpers';
 import { bearer, eventually, uniqueId, type TestPlatform, type TestTenant } from './platform';
 

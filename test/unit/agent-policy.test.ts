@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { actionHashOf } from '../../activities/mcp';
-import { effectiveRisk, qualifiedToolName, splitToolName } from '../../common/agents';
+import { effectiveRisk, qualifiedToolName, splitToolName } from '../../contracts/agent-run';
 import { definitionHash } from '../../common/mcp';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 

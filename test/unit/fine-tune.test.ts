@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { renderTrainingJob, trainingJobName, type TrainingJobSpec } from '../../activities/kubernetes/jobs';
-import { DEFAULT_HYPERPARAMETERS, HYPERPARAMETER_BOUNDS } from '../../common/fine-tune';
+import { DEFAULT_HYPERPARAMETERS, HYPERPARAMETER_BOUNDS } from '../../contracts/fine-tune';
 import { decodeMlp, encodeMlp, forward, meanSquaredError, parseDataset, type Mlp } from '../../common/mlp';
 
 const spec = (resources: Partial<TrainingJobSpec['resources']>): TrainingJobSpec => ({

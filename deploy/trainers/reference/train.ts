@@ -11,7 +11,7 @@
  * Exit codes: 0 done, 2 bad input (model, dataset, hyperparameters), 1 anything else.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RunObjects, TrainerEnv, type FineTuneMethod, type Hyperparameters, type TrainerProgress } from '../../../common/fine-tune';
+import { RunObjects, TrainerEnv, type FineTuneMethod, type Hyperparameters, type TrainerProgress } from '../../../contracts/fine-tune';
 import { activations, decodeMlp, encodeMlp, meanSquaredError, MlpFormatError, parseDataset, type Example, type Mlp } from '../../../common/mlp';
 import { objectUri, parseObjectUri, S3ObjectStore, type ObjectStore } from '../../../common/objectstore';
 import { decodeSafetensors, encodeSafetensors, type F32Tensor } from '../../../common/safetensors';

@@ -16,7 +16,7 @@ import { parseBuiltin } from '../../../activities/parsing/parsers';
 import { createLogger } from '../../../common/logger';
 import { s3StoreFromConfig } from '../../../common/objectstore';
 import { TenantStore } from '../../../common/store/tenants';
-import type { IngestionInput, IngestionStats } from '../../../common/types';
+import type { IngestionInput, IngestionStats } from '../../../contracts/ingestion';
 import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
 import { withScratchStack } from '../../support/scratch-stack';

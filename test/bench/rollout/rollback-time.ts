@@ -4,6 +4,7 @@
  * and prints min/median/max of the time from the canary going bad to 100 % stable in the routing state, and how many
  * requests reached the bad version in that window. The analysis settings are the integration test's fast ones.
  */
+import { clustersOf } from '../../../common/config';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
         vectors,
         embedders: new EmbedderRegistry(config),
         platformBucket: config.PLATFORM_BUCKET,
+        clusters: clustersOf(config.LLMHUB_CLUSTERS),
         gateway: { metricsFlushMs: 200, refreshMs: 500 },
       });
       const baseURL = `${await app.listen({ host: '127.0.0.1', port: 0 })}/v1`;

@@ -1,3 +1,7 @@
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { ApprovalRequest } from './approvals';
+import type { OperationContract } from './operations';
+
 /** Agent runtime domain types (DESIGN.md, Operations 5), shared by the API, activities and the agent-run workflow: plain data only. */
 
 export const RiskLevels = ['read-only', 'write', 'destructive'] as const;
@@ -117,12 +121,28 @@ export interface AgentRunStatus extends AgentRunState {
   finishedAt: number | null;
 }
 
-/** An approver's answer, as the API hands it to the `approval` Update. */
-export interface ApprovalRequest {
-  by: string;
-  tenantId: string;
-  roles: string[];
+/** An approver's answer to a pending tool call, as the API hands it to the `approval` Update. */
+export interface ToolApprovalRequest extends ApprovalRequest {
   actionHash: string;
-  decision: 'approve' | 'deny';
-  reason?: string;
 }
+
+export const AgentRunFailures = {
+  failed: 'AgentRunFailed',
+  /** The model server refused the request as malformed: retrying cannot help. */
+  modelRejected: 'ModelRequestRejected',
+  toolChanged: 'ToolDefinitionChanged',
+  toolGone: 'ToolNotFound',
+} as const;
+
+/** A multi-step agent run with MCP tools and human approval of risky calls (POST /v1/agent-runs). */
+export const agentRunContract = {
+  kind: 'agent-run',
+  workflowType: 'agentRun',
+  resource: 'agent-run',
+  idField: 'runId',
+  /** Named `transcript` from the start: it answers the whole conversation, not only the phase. */
+  statusQuery: defineQuery<AgentRunStatus>('transcript'),
+  /** An approver's answer to the pending tool call, naming its action hash. */
+  approvalUpdate: defineUpdate<AgentRunStatus, [ToolApprovalRequest]>('approval'),
+  terminalPhases: TERMINAL_AGENT_PHASES,
+} as const satisfies OperationContract<AgentRunStatus, ToolApprovalRequest>;

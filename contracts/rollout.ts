@@ -1,3 +1,7 @@
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { SteeringRequest } from './approvals';
+import type { OperationContract } from './operations';
+
 /**
  * The rollout spec and status (plain data: the workflow imports these). The spec follows argo-rollouts' data model:
  * steps are one-key objects, analysis has thresholds with failure/inconclusive limits, and every measurement
@@ -121,7 +125,7 @@ export interface RolloutStatus {
   finishedAt: number | null;
 }
 
-export const TERMINAL_PHASES: readonly RolloutPhase[] = ['promoted', 'rolled_back'];
+export const TERMINAL_ROLLOUT_PHASES: readonly RolloutPhase[] = ['promoted', 'rolled_back'];
 
 export const DEFAULT_ANALYSIS: AnalysisSpec = {
   interval: '30s',
@@ -135,3 +139,38 @@ export const DEFAULT_ANALYSIS: AnalysisSpec = {
 /** The seed's 10 → 25 → 50 → 100, each weight held for `hold` and then analysed. */
 export const defaultSteps = (hold: Duration): RolloutStep[] =>
   [10, 25, 50, 100].flatMap((w): RolloutStep[] => [{ setWeight: w }, { pause: { duration: hold } }, { analysis: {} }]);
+
+export const RolloutFailures = {
+  versionNotReady: 'VersionNotReady',
+  alreadyStable: 'AlreadyStable',
+  probeFailed: 'ProbeFailed',
+  rolloutInProgress: 'RolloutInProgress',
+  /** The version could not be resolved; nothing was deployed. */
+  refused: 'RolloutRefused',
+  analysisFailed: 'AnalysisFailed',
+  /** The run ended with the canary rolled back; the failure's details carry the final status. */
+  rolledBack: 'RolledBack',
+  invalidDuration: 'InvalidDuration',
+} as const;
+
+/**
+ * Steering Updates by URL action (POST /v1/deployments/{id}/{action}) and the role each needs. Approval gates are a
+ * separate duty: an operator (who can pause, resume and abort) cannot open one.
+ */
+export const rolloutSteering = {
+  pause: { update: defineUpdate<RolloutStatus, [SteeringRequest]>('pause'), role: 'operator' },
+  resume: { update: defineUpdate<RolloutStatus, [SteeringRequest]>('resume'), role: 'operator' },
+  promote: { update: defineUpdate<RolloutStatus, [SteeringRequest]>('promoteNow'), role: 'operator' },
+  abort: { update: defineUpdate<RolloutStatus, [SteeringRequest]>('abort'), role: 'operator' },
+  approve: { update: defineUpdate<RolloutStatus, [SteeringRequest]>('approve'), role: 'approver' },
+} as const;
+
+/** Canary rollout of a model version (POST /v1/deploy). */
+export const rolloutContract = {
+  kind: 'rollout',
+  workflowType: 'rolloutModel',
+  resource: 'deployment',
+  idField: 'deploymentId',
+  statusQuery: defineQuery<RolloutStatus>('status'),
+  terminalPhases: TERMINAL_ROLLOUT_PHASES,
+} as const satisfies OperationContract<RolloutStatus>;

@@ -1,3 +1,6 @@
+import type { QueryDefinition, UpdateDefinition } from '@temporalio/common';
+import type { ApprovalRequest } from './approvals';
+
 /**
  * Workflow ids are `<kind>/<tenant>/<key>`: readable in the Temporal UI and rebuilt by the API from the
  * caller's own tenant, so a URL carrying only the key can never reach another tenant's run.
@@ -18,4 +21,23 @@ export function parseWorkflowId(id: string): { kind: string; tenantId: string; k
   const [kind, tenantId, ...rest] = id.split('/');
   if (!kind || !tenantId || rest.length === 0) return undefined;
   return { kind, tenantId, key: rest.join('/') };
+}
+
+/**
+ * What the API, the worker and the workflow agree on for one operation; each `contracts/<operation>.ts` exports one.
+ * Names here are wire names recorded in histories and used by clients: never rename them.
+ */
+export interface OperationContract<Status, Approval extends ApprovalRequest = ApprovalRequest> {
+  kind: OperationKind;
+  /** The workflow function's name, which Temporal records as the workflow type. */
+  workflowType: string;
+  /** The noun in messages and 404s, e.g. `deployment`. */
+  resource: string;
+  /** The key that names a run's id in API answers, e.g. `deploymentId`; absent where the id is not an operation key. */
+  idField?: string;
+  statusQuery: QueryDefinition<Status>;
+  /** The Update an approver's answer goes to, where the operation has an approval gate. */
+  approvalUpdate?: UpdateDefinition<Status, [Approval]>;
+  /** Phases (or stages) after which the run does nothing more. */
+  terminalPhases: readonly string[];
 }

@@ -1,3 +1,6 @@
+import { defineQuery } from '@temporalio/workflow';
+import type { OperationContract } from './operations';
+
 /**
  * Model conversion (POST /v1/conversions): the request's options, the workflow's input and the per-target results.
  * Plain data, so the workflow imports it; the programs that do the work are in deploy/convert/.
@@ -125,3 +128,23 @@ export const stateOf = (targets: TargetResult[]): ConversionResult['state'] => {
   const published = targets.filter((t) => t.status === 'published').length;
   return published === targets.length ? 'succeeded' : published > 0 ? 'partial' : 'failed';
 };
+
+export const ConversionFailures = {
+  /** One target's step failed (e.g. out of tolerance): that target's outcome, not the run's. */
+  stepFailed: 'ConversionStepFailed',
+  refused: 'ConversionRefused',
+  /** The run broke (not a target's outcome): phase `error`, and the memo key is given up. */
+  failed: 'ConversionFailed',
+} as const;
+
+export const TERMINAL_CONVERSION_PHASES: readonly ConversionPhase[] = ['succeeded', 'partial', 'failed', 'error', 'cancelled'];
+
+/** Conversion of a model version to ONNX / int8 ONNX / TensorRT (POST /v1/conversions); memoised by content hash. */
+export const conversionContract = {
+  kind: 'conversion',
+  workflowType: 'convertModel',
+  resource: 'conversion',
+  idField: 'conversionId',
+  statusQuery: defineQuery<ConversionStatus>('status'),
+  terminalPhases: TERMINAL_CONVERSION_PHASES,
+} as const satisfies OperationContract<ConversionStatus>;

@@ -1,3 +1,6 @@
+import { defineQuery } from '@temporalio/workflow';
+import type { OperationContract } from './operations';
+
 /**
  * The fine-tune request, the trainer contract and the run's status (plain data: the workflow imports these).
  * The API validates a request against the bounds below and fills in DEFAULT_HYPERPARAMETERS, so the workflow
@@ -135,3 +138,26 @@ export interface FineTuneStatus {
 
 /** A GPU quota for tenants without a row (PUT /v1/quotas/gpu sets one). */
 export const DEFAULT_GPU_QUOTA = 8;
+
+export const FineTuneFailures = {
+  baseVersionNotReady: 'BaseVersionNotReady',
+  datasetNotFound: 'DatasetNotFound',
+  outputVersionExists: 'OutputVersionExists',
+  outputMissing: 'OutputMissing',
+  /** The run's GPU claim was released under it (cancelled elsewhere): it must not start a Job. */
+  claimReleased: 'ClaimReleased',
+  trainingFailed: 'TrainingFailed',
+  tooManyResumptions: 'TooManyResumptions',
+  /** The run ended without a version; the failure's details carry the final status. */
+  failed: 'FineTuneFailed',
+} as const;
+
+/** Fine-tuning on the tenant's GPUs (POST /v1/fine-tunes). */
+export const fineTuneContract = {
+  kind: 'fine-tune',
+  workflowType: 'fineTune',
+  resource: 'fine-tune',
+  idField: 'fineTuneId',
+  statusQuery: defineQuery<FineTuneStatus>('status'),
+  terminalPhases: TERMINAL_FINE_TUNE_PHASES,
+} as const satisfies OperationContract<FineTuneStatus>;

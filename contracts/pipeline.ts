@@ -2,8 +2,11 @@
  * The pipeline (POST /v1/pipelines): fine-tune → conversion → optional approval → rollout, each a child workflow.
  * Plain data: the workflow imports these.
  */
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import type { ApprovalRequest } from './approvals';
 import type { ConversionOptions } from './conversion';
 import type { FineTuneInput } from './fine-tune';
+import type { OperationContract } from './operations';
 import type { RolloutInput } from './rollout';
 
 export interface PipelineInput {
@@ -32,15 +35,6 @@ export interface PipelineStep {
   reason: string | null;
 }
 
-export interface ApprovalRequest {
-  /** The caller's subject, roles and tenant, put there by the API; the workflow's validator checks them. */
-  by: string;
-  roles: string[];
-  tenantId: string;
-  decision: 'approve' | 'deny';
-  reason?: string;
-}
-
 export interface PipelineStatus {
   pipelineId: string;
   stage: PipelineStage;
@@ -55,3 +49,16 @@ export interface PipelineStatus {
 
 /** The children's ids: readable, derived from the pipeline's key, and each addressable through its own API. */
 export const pipelineChildKey = (pipelineId: string): string => `pipeline-${pipelineId}`;
+
+export const PipelineFailures = { failed: 'PipelineFailed' } as const;
+
+/** Fine-tune → conversion → optional approval → rollout (POST /v1/pipelines). */
+export const pipelineContract = {
+  kind: 'pipeline',
+  workflowType: 'runPipeline',
+  resource: 'pipeline',
+  idField: 'pipelineId',
+  statusQuery: defineQuery<PipelineStatus>('status'),
+  approvalUpdate: defineUpdate<PipelineStatus, [ApprovalRequest]>('approval'),
+  terminalPhases: TERMINAL_PIPELINE_STAGES,
+} as const satisfies OperationContract<PipelineStatus>;

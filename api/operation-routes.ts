@@ -1,0 +1,149 @@
+import { Type, type TObject, type TProperties, type TSchema, type TString } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply } from 'fastify';
+import { ApplicationFailure } from '@temporalio/common';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ApprovalFailures, type ApprovalRequest, type Role } from '../contracts/approvals';
+import type { OperationContract } from '../contracts/operations';
+import { ConflictError, ForbiddenError } from '../common/errors';
+import type { Principal } from '../common/types';
+import { requireRole } from './plugins/auth';
+import { operationRun } from './operations';
+import { errorResponses } from './schemas';
+
+/** A run's key in a URL: the Idempotency-Key it was started with. */
+export const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
+
+/** Who may do what to a started run, the same for every operation. */
+export const OPERATION_ROLES = {
+  read: 'viewer',
+  /** The role that starts an operation may stop it. */
+  cancel: 'developer',
+  /** Checked here and again by the workflow's Update validator. */
+  approve: 'approver',
+} as const satisfies Record<string, Role>;
+
+const idOf = (contract: OperationContract<unknown>) => contract.idField ?? 'id';
+
+/** The 202 answer of a start: the same five fields for every operation, the id under the contract's key. */
+export const acceptedSchema = (contract: OperationContract<unknown>) =>
+  Type.Object({ [idOf(contract)]: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
+
+/** Sends the start's 202 from the run itself, so a repeated start answers with the run it landed on. */
+export async function sendAccepted(temporal: Client, reply: FastifyReply, contract: OperationContract<unknown>, key: string, workflowId: string, statusUrl: string) {
+  const desc = await temporal.workflow.getHandle(workflowId).describe();
+  return reply
+    .status(202)
+    .send({ [idOf(contract)]: key, workflowId, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl });
+}
+
+export interface OperationRoutes<S, A extends ApprovalRequest> {
+  contract: OperationContract<S, A>;
+  /** The run's URL under the plugin's prefix, e.g. `/fine-tunes/:id`. */
+  path: string;
+  /** Where the path has more parameters than the run's `id`. */
+  params?: TObject<{ id: TString } & TProperties>;
+  tag: string;
+  read: {
+    summary: string;
+    /** What GET answers; by default the run's status query with the workflow id and Temporal status. */
+    answer?: (r: RunContext<S>) => Promise<unknown>;
+  };
+  cancel?: { summary: string };
+  approvals?: {
+    summary: string;
+    body: TSchema;
+    /** The Update's argument: the request body plus the caller, whom the workflow checks again. */
+    request: (body: Omit<A, 'by' | 'tenantId' | 'roles'>, caller: Principal) => A;
+    /** The body field a refused answer is about (a stale action hash, say). */
+    conflictField?: string;
+  };
+}
+
+export interface RunContext<S> {
+  tenantId: string;
+  key: string;
+  handle: WorkflowHandle;
+  workflowStatus: string;
+  status: () => Promise<S>;
+}
+
+/**
+ * The routes every operation has once started: read its status, cancel it, answer its approval gate. One role policy
+ * (OPERATION_ROLES), one way to find the run (the id rebuilt from the caller's tenant, of the contract's workflow type,
+ * else 404) and one mapping of the workflow's answers to 4xx.
+ */
+export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest>(o: OperationRoutes<S, A>): FastifyPluginAsyncTypebox {
+  const { contract } = o;
+  // Extra path parameters (an ingestion's namespace) are validated by their schema; the handlers need only the id.
+  const params = (o.params ?? IdParams) as typeof IdParams;
+  return async (app) => {
+    const { temporal } = app.platform;
+    const runOf = (request: { principal?: Principal; params: { id: string } }) => operationRun(temporal, contract, request.principal!.tenantId, request.params.id);
+
+    app.get(
+      o.path,
+      { preHandler: requireRole(OPERATION_ROLES.read), schema: { tags: [o.tag], summary: o.read.summary, params, response: errorResponses(400, 404) } },
+      async (request) => {
+        const { handle, desc } = await runOf(request);
+        const context: RunContext<S> = {
+          tenantId: request.principal!.tenantId,
+          key: request.params.id,
+          handle,
+          workflowStatus: desc.status.name,
+          status: () => handle.query(contract.statusQuery),
+        };
+        if (o.read.answer) return o.read.answer(context);
+        return { workflowId: handle.workflowId, workflowStatus: desc.status.name, ...(await context.status()) };
+      },
+    );
+
+    if (o.cancel) {
+      const Cancelling = Type.Object({ [idOf(contract)]: Type.String(), workflowId: Type.String(), status: Type.Literal('cancelling') });
+      app.post(
+        `${o.path}/cancel`,
+        {
+          preHandler: requireRole(OPERATION_ROLES.cancel),
+          schema: { tags: [o.tag], summary: o.cancel.summary, params, response: { 202: Cancelling, ...errorResponses(400, 404, 409) } },
+        },
+        async (request, reply) => {
+          const { handle, desc } = await runOf(request);
+          request.auditWorkflowId = handle.workflowId;
+          // Temporal's own status, not the run's phase: a run whose worker is down still answers, and an ended one is ended.
+          if (desc.status.name !== 'RUNNING') throw new ConflictError(`${contract.resource} '${request.params.id}' has already ended (${desc.status.name.toLowerCase()})`);
+          await handle.cancel();
+          const answer: Record<string, string> = { [idOf(contract)]: request.params.id, workflowId: handle.workflowId, status: 'cancelling' };
+          return reply.status(202).send(answer);
+        },
+      );
+    }
+
+    const approvals = o.approvals;
+    const update = contract.approvalUpdate;
+    if (approvals && update) {
+      app.post(
+        `${o.path}/approvals`,
+        {
+          preHandler: requireRole(OPERATION_ROLES.approve),
+          schema: { tags: [o.tag], summary: approvals.summary, params, body: approvals.body, response: errorResponses(400, 404, 409) },
+        },
+        async (request) => {
+          const { handle } = await runOf(request);
+          request.auditWorkflowId = handle.workflowId;
+          try {
+            return await handle.executeUpdate(update, { args: [approvals.request(request.body as Omit<A, 'by' | 'tenantId' | 'roles'>, request.principal!)] });
+          } catch (err) {
+            if (err instanceof WorkflowUpdateFailedError) {
+              const cause = err.cause;
+              const message = cause instanceof Error ? cause.message : err.message;
+              if (cause instanceof ApplicationFailure && cause.type === ApprovalFailures.forbidden) throw new ForbiddenError(message);
+              throw new ConflictError(`cannot answer the approval of ${contract.resource} '${request.params.id}': ${message}`, approvals.conflictField ? { field: approvals.conflictField } : undefined);
+            }
+            if (err instanceof WorkflowNotFoundError) throw new ConflictError(`${contract.resource} '${request.params.id}' has ended`);
+            throw err;
+          }
+        },
+      );
+    }
+  };
+}
