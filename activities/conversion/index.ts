@@ -1,23 +1,18 @@
 import { json } from 'node:stream/consumers';
+import { ClusterFailures } from '../../contracts/cluster';
+import { ConversionFailures, type ConversionInput, type ConversionResult, type ConversionStep, stateOf, type StepReport, type TargetResult } from '../../contracts/conversion';
 import { KubernetesObjectApi, type KubeConfig, type V1EnvVar } from '@kubernetes/client-node';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
-import { stateOf, type ConversionInput, type ConversionResult, type ConversionStep, type StepReport, type TargetResult } from '../../contracts/conversion';
 import { objectUri, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { conversionClaimOf, conversionInputOf, type ConversionPlanRequest } from '../../common/conversion-plan';
 import { PlatformError } from '../../common/errors';
 import type { ConversionRecord, ConversionStore } from '../../common/store/conversions';
 import { LineageStore } from '../../common/store/lineage';
 import type { RegistryStore } from '../../common/store/registry';
-import { deleteIfPresent, isStatus, KubernetesErrors, serverSideApply, tenantNamespace } from '../kubernetes/client';
+import { deleteIfPresent, isStatus, serverSideApply, tenantNamespace } from '../kubernetes/client';
 import { conversionJobName, jobState, renderConversionJob, stopUnfinishedJobs } from './jobs';
-
-/** Failure types retrying cannot fix; the conversion workflow lists them as non-retryable. */
-export const ConversionErrors = {
-  stepFailed: 'ConversionStepFailed',
-  refused: 'ConversionRefused',
-} as const;
 
 export interface ConversionJobSettings {
   /** Image repositories (no tag) of the CPU steps and of the TensorRT build; the tag is the toolchain version. */
@@ -156,7 +151,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
     async runConversionStep(input: ConversionInput, step: ConversionStep): Promise<StepReport> {
       const ctx = Context.current();
       const kc = deps.kubeConfigOf(input.cluster);
-      if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${input.cluster}' is not configured`, KubernetesErrors.unknownCluster);
+      if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${input.cluster}' is not configured`, ClusterFailures.unknownCluster);
       const { workflowId } = input;
       const name = conversionJobName(workflowId, stepName(step));
       const namespace = deps.namespaceOf(input.tenantId);
@@ -198,7 +193,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
           const report = await readReport(resultRef);
           if (report?.ok) return report;
           const why = report?.error ?? `Job ${namespace}/${name} ${state.succeeded ? 'completed' : `failed (${state.detail})`} without a result`;
-          throw ApplicationFailure.nonRetryable(`conversion step ${stepName(step)}: ${why}`, ConversionErrors.stepFailed, { job: name, namespace });
+          throw ApplicationFailure.nonRetryable(`conversion step ${stepName(step)}: ${why}`, ConversionFailures.stepFailed, { job: name, namespace });
         }
         ctx.heartbeat({ job: name, state: state.detail });
         try {
@@ -261,7 +256,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       try {
         input = await conversionInputOf(deps.registry, r);
       } catch (err) {
-        if (err instanceof PlatformError) throw ApplicationFailure.nonRetryable(err.message, ConversionErrors.refused);
+        if (err instanceof PlatformError) throw ApplicationFailure.nonRetryable(err.message, ConversionFailures.refused);
         throw err;
       }
       const { existing } = await conversions.claim(deps.db, r.tenantId, conversionClaimOf(input));
@@ -278,7 +273,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       for (;;) {
         const row = await conversions.get(tenantId, conversionId);
         // Only a conversion whose start failed loses its row: there is no outcome to wait for.
-        if (!row) throw ApplicationFailure.nonRetryable(`conversion '${conversionId}' no longer exists`, ConversionErrors.refused);
+        if (!row) throw ApplicationFailure.nonRetryable(`conversion '${conversionId}' no longer exists`, ConversionFailures.refused);
         if (row.state !== 'running') return row;
         ctx.heartbeat({ workflowId: row.workflowId, state: row.state });
         await ctx.sleep(MEMO_POLL_MS);

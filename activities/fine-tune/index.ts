@@ -1,21 +1,12 @@
 import { Context } from '@temporalio/activity';
+import { FineTuneFailures, type FineTuneInput, RunObjects } from '../../contracts/fine-tune';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
-import { RunObjects, type FineTuneInput } from '../../contracts/fine-tune';
 import { objectUri, parseObjectUri, sha256Of, type ObjectStore } from '../../common/objectstore';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';
 import { inTransaction } from '../../common/store/pool';
 import type { RegistryStore } from '../../common/store/registry';
-
-/** Failure types retrying cannot fix; the fine-tune workflow lists them as non-retryable. */
-export const FineTuneErrors = {
-  baseVersionNotReady: 'BaseVersionNotReady',
-  datasetNotFound: 'DatasetNotFound',
-  outputVersionExists: 'OutputVersionExists',
-  outputMissing: 'OutputMissing',
-  claimReleased: 'ClaimReleased',
-} as const;
 
 export interface FineTuneActivityDeps {
   db: Pool;
@@ -40,7 +31,7 @@ async function describeObject(objects: ObjectStore, uri: string, missing: (uri: 
   return { head, sha256: `sha256:${await sha256Of(objects, ref, head, (bytes) => onProgress(bytes, head.sizeBytes))}` };
 }
 
-const outputMissing = (uri: string) => ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${uri}`, FineTuneErrors.outputMissing);
+const outputMissing = (uri: string) => ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${uri}`, FineTuneFailures.outputMissing);
 
 export const createFineTuneActivities = ({ db, registry, objects, platformBucket }: FineTuneActivityDeps) => {
   const quotas = new GpuQuotaStore(db);
@@ -50,17 +41,17 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
     async resolveFineTune(input: FineTuneInput, workflowId: string): Promise<ResolvedFineTune> {
       const base = await registry.getVersion(input.tenantId, input.base.modelId, input.base.version);
       if (!base || base.state !== 'ready') {
-        throw ApplicationFailure.nonRetryable(`base version ${input.base.modelId}@${input.base.version} is ${base?.state ?? 'not registered'}`, FineTuneErrors.baseVersionNotReady);
+        throw ApplicationFailure.nonRetryable(`base version ${input.base.modelId}@${input.base.version} is ${base?.state ?? 'not registered'}`, FineTuneFailures.baseVersionNotReady);
       }
       const existing = await registry.getVersion(input.tenantId, input.output.modelId, input.output.version);
       if (existing && existing.workflowId !== workflowId) {
-        throw ApplicationFailure.nonRetryable(`version ${input.output.modelId}@${input.output.version} already exists`, FineTuneErrors.outputVersionExists);
+        throw ApplicationFailure.nonRetryable(`version ${input.output.modelId}@${input.output.version} already exists`, FineTuneFailures.outputVersionExists);
       }
       const ctx = Context.current();
       const dataset = await describeObject(
         objects,
         input.datasetUri,
-        (uri) => ApplicationFailure.nonRetryable(`dataset ${uri} does not exist in object storage`, FineTuneErrors.datasetNotFound),
+        (uri) => ApplicationFailure.nonRetryable(`dataset ${uri} does not exist in object storage`, FineTuneFailures.datasetNotFound),
         (bytes, totalBytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes }),
       );
       await objects.ensureBucket(platformBucket);
@@ -80,7 +71,7 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
       const ctx = Context.current();
       for (;;) {
         const s = await quotas.tryClaim(c);
-        if (s.released) throw ApplicationFailure.nonRetryable(`the GPU claim of ${c.workflowId} was released: the run has ended`, FineTuneErrors.claimReleased);
+        if (s.released) throw ApplicationFailure.nonRetryable(`the GPU claim of ${c.workflowId} was released: the run has ended`, FineTuneFailures.claimReleased);
         if (s.granted) return { quota: s.quota, inUse: s.inUse };
         ctx.heartbeat({ position: s.position, quota: s.quota, inUse: s.inUse });
         // Ends early (with a cancellation) when the workflow is cancelled; the workflow then releases the claim.

@@ -1,8 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
-import type { AgentTool, ChatMessage, ModelToolCall } from '../../contracts/agent-run';
+import { AgentRunFailures, type AgentTool, type ChatMessage, type ModelToolCall } from '../../contracts/agent-run';
 import type { TenantStore } from '../../common/store/tenants';
-
-export const InferenceErrors = { modelRejected: 'ModelRequestRejected' } as const;
 
 export const RUNTIME_KEY_NAME = 'agent-runtime';
 export const RUNTIME_KEY_MAX_AGE_MS = 24 * 3_600_000;
@@ -77,7 +75,7 @@ export const createInferenceActivities = ({ tenants, gatewayUrl, modelTimeoutMs 
       if (!res.ok) {
         const message = `the gateway answered ${res.status}: ${body?.error?.message ?? 'no error message'}`;
         // 4xx other than rate limits will not change on retry (unknown model, bad request).
-        if (res.status >= 400 && res.status < 500 && res.status !== 429) throw ApplicationFailure.nonRetryable(message, InferenceErrors.modelRejected);
+        if (res.status >= 400 && res.status < 500 && res.status !== 429) throw ApplicationFailure.nonRetryable(message, AgentRunFailures.modelRejected);
         throw ApplicationFailure.retryable(message);
       }
       const choice = body?.choices?.[0];

@@ -4,7 +4,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { EmbedderRegistry } from '../../common/knowledge';
 import { objectUri, parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import type { KnowledgeStore } from '../../common/store/knowledge';
-import type { DocumentFailure, IngestionInput } from '../../contracts/ingestion';
+import { IngestionFailures, type DocumentFailure, type IngestionInput } from '../../contracts/ingestion';
 import { collectionName, pointId, type VectorPoint, type VectorStore } from '../../common/vectors';
 import { chunkBlocks, type Chunk } from '../parsing/chunker';
 import { parseBuiltin, UnparseableDocumentError, type Block } from '../parsing/parsers';
@@ -75,7 +75,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     if (ns.embedderId !== input.embedder) {
       throw ApplicationFailure.nonRetryable(
         `namespace '${input.namespace}' is indexed with embedder '${ns.embedderId}', not '${input.embedder}'`,
-        'EmbedderMismatch',
+        IngestionFailures.embedderMismatch,
       );
     }
     await d.vectors.ensureCollection(ns.collection, embedder.dimensions);
@@ -114,7 +114,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     const scope = { tenantId: input.tenantId, namespace: input.namespace };
     const embedder = await d.embedders.get(input.embedder);
     const parse = input.parser === 'unstructured' ? d.unstructured : parseBuiltin;
-    if (!parse) throw ApplicationFailure.nonRetryable('parser "unstructured" needs UNSTRUCTURED_API_URL on the worker', 'ParserUnavailable');
+    if (!parse) throw ApplicationFailure.nonRetryable('parser "unstructured" needs UNSTRUCTURED_API_URL on the worker', IngestionFailures.parserUnavailable);
     const end = Math.min(input.to, manifest.length);
     const known = await d.knowledge.knownHashes(input.tenantId, input.namespace, manifest.slice(p.next, end).map((e) => e.documentId));
 

@@ -1,13 +1,7 @@
 import { ApplicationFailure } from '@temporalio/common';
+import { ClusterFailures } from '../../contracts/cluster';
 import { ApiException, PatchStrategy, type KubernetesObject, type KubernetesObjectApi, type V1Job } from '@kubernetes/client-node';
 import { FIELD_MANAGER } from './manifests';
-
-/** Failure types retrying cannot fix; the workflows list them as non-retryable. */
-export const KubernetesErrors = {
-  readinessTimeout: 'ReadinessTimeout',
-  invalidManifest: 'InvalidManifest',
-  unknownCluster: 'UnknownCluster',
-} as const;
 
 export const isStatus = (err: unknown, ...codes: number[]): boolean => err instanceof ApiException && codes.includes(err.code);
 
@@ -17,7 +11,7 @@ export async function serverSideApply<T extends KubernetesObject>(objects: Kuber
     return await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
   } catch (err) {
     // 400/422 is a manifest the API server will never accept (bad annotation, quantity, name): no retry helps.
-    if (isStatus(err, 400, 422)) throw ApplicationFailure.nonRetryable(`${obj.kind} ${obj.metadata?.name} rejected: ${(err as ApiException<string>).body}`, KubernetesErrors.invalidManifest);
+    if (isStatus(err, 400, 422)) throw ApplicationFailure.nonRetryable(`${obj.kind} ${obj.metadata?.name} rejected: ${(err as ApiException<string>).body}`, ClusterFailures.invalidManifest);
     throw err;
   }
 }

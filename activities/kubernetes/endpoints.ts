@@ -1,4 +1,5 @@
 import { ApplicationFailure } from '@temporalio/common';
+import { ClusterFailures } from '../../contracts/cluster';
 
 /** Where one served version's Service is, as the rollout knows it after applying it. */
 export interface ServedVersion {
@@ -29,6 +30,6 @@ export const localEndpoints =
   (map: ReadonlyMap<string, string>): EndpointResolver =>
   (v) => {
     const url = map.get(localEndpointKey(v));
-    if (!url) throw ApplicationFailure.nonRetryable(`no local endpoint is configured for ${localEndpointKey(v)} (LLMHUB_LOCAL_ENDPOINTS)`, 'NoEndpoint');
+    if (!url) throw ApplicationFailure.nonRetryable(`no local endpoint is configured for ${localEndpointKey(v)} (LLMHUB_LOCAL_ENDPOINTS)`, ClusterFailures.noEndpoint);
     return url;
   };

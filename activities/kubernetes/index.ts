@@ -4,10 +4,8 @@ import { AppsV1Api, KubernetesObjectApi, PatchStrategy, type KubeConfig, type Ku
 import { processRuntime, type ProcessRuntimeSettings } from '../local-runtime';
 import type { EndpointResolver } from './endpoints';
 import { FIELD_MANAGER, renderModelServer, SERVING_PORT, servingName, type ModelServerImage, type ModelServerSpec } from './manifests';
-
-import { deleteIfPresent, isStatus, KubernetesErrors, serverSideApply, tenantNamespace } from './client';
-
-export { KubernetesErrors };
+import { ClusterFailures } from '../../contracts/cluster';
+import { deleteIfPresent, isStatus, serverSideApply, tenantNamespace } from './client';
 
 export interface KubernetesActivityDeps {
   /** The clusters named in configuration (LLMHUB_CLUSTERS); loaded lazily so a worker starts without a reachable cluster. */
@@ -99,7 +97,7 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
     if (!r) {
       const local = deps.processRuntimeOf(cluster);
       const kc = local ? undefined : deps.kubeConfigOf(cluster);
-      if (!local && !kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, KubernetesErrors.unknownCluster);
+      if (!local && !kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, ClusterFailures.unknownCluster);
       r = local ? processRuntime(local) : kubernetesRuntime(kc!, deps);
       runtimes.set(cluster, r);
     }
@@ -127,7 +125,7 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
         if (Date.now() - startedAt >= timeoutMs) {
           throw ApplicationFailure.nonRetryable(
             `${ref.namespace}/${ref.name} was not ready within ${Math.round(timeoutMs / 1000)} s (${readyReplicas}/${desiredReplicas} replicas ready)`,
-            KubernetesErrors.readinessTimeout,
+            ClusterFailures.readinessTimeout,
           );
         }
         // ctx.sleep ends early when the workflow cancels this activity (abort), seen through the heartbeat.

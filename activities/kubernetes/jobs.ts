@@ -1,9 +1,10 @@
 import { Context } from '@temporalio/activity';
+import { ClusterFailures } from '../../contracts/cluster';
 import { ApplicationFailure } from '@temporalio/common';
 import { BatchV1Api, CoreV1Api, KubernetesObjectApi, type KubeConfig, type V1EnvVar, type V1Job, type V1Pod } from '@kubernetes/client-node';
 import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
-import { deleteIfPresent, isStatus, jobCondition, KubernetesErrors, serverSideApply, tenantNamespace } from './client';
+import { deleteIfPresent, isStatus, jobCondition, serverSideApply, tenantNamespace } from './client';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 
 /** What the cluster runs the trainer with. */
@@ -133,7 +134,7 @@ function classifyFailure(job: V1Job, pods: V1Pod[]): { state: 'failed' | 'lost';
 export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
   const clientsOf = (cluster: string) => {
     const kc = deps.kubeConfigOf(cluster);
-    if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, KubernetesErrors.unknownCluster);
+    if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, ClusterFailures.unknownCluster);
     return { objects: KubernetesObjectApi.makeApiClient(kc), batch: kc.makeApiClient(BatchV1Api), core: kc.makeApiClient(CoreV1Api) };
   };
   const readProgress = async (runPrefix: string): Promise<TrainerProgress | null> => {

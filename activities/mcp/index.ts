@@ -1,17 +1,11 @@
 import { createHash } from 'node:crypto';
+import { AgentRunFailures, type AgentTool, effectiveRisk, type ModelToolCall, qualifiedToolName, type RiskLevel, splitToolName, type ToolVerdict } from '../../contracts/agent-run';
 import { ApplicationFailure } from '@temporalio/common';
 import Ajv, { type ValidateFunction } from 'ajv';
-import { effectiveRisk, qualifiedToolName, splitToolName, type AgentTool, type ModelToolCall, type RiskLevel, type ToolVerdict } from '../../contracts/agent-run';
 import { listTools, withMcpClient, type DiscoveredTool } from '../../common/mcp';
 import { objectUri, type ObjectStore } from '../../common/objectstore';
 import type { AgentStore, McpToolRecord } from '../../common/store/agents';
 import type { AuditStore } from '../../common/store/audit';
-
-/** Failure types retrying cannot fix; the agent-run workflow lists them as non-retryable. */
-export const McpErrors = {
-  toolChanged: 'ToolDefinitionChanged',
-  toolGone: 'ToolNotFound',
-} as const;
 
 export interface McpActivityDeps {
   agents: AgentStore;
@@ -153,13 +147,13 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
     async callMcpTool(i: ToolInvocation): Promise<ToolResult> {
       const parts = splitToolName(i.tool)!;
       const server = await agents.getServer(i.tenantId, parts.serverId);
-      if (!server) throw ApplicationFailure.nonRetryable(`MCP server '${parts.serverId}' is not registered`, McpErrors.toolGone);
+      if (!server) throw ApplicationFailure.nonRetryable(`MCP server '${parts.serverId}' is not registered`, AgentRunFailures.toolGone);
       const outcome = await withMcpClient(server.endpoint, mcpTimeoutMs, async (client) => {
         const live = (await listTools(client, mcpTimeoutMs)).find((t) => t.name === parts.tool);
-        if (!live) throw ApplicationFailure.nonRetryable(`tool '${i.tool}' is no longer offered by its server`, McpErrors.toolGone);
+        if (!live) throw ApplicationFailure.nonRetryable(`tool '${i.tool}' is no longer offered by its server`, AgentRunFailures.toolGone);
         if (live.definitionHash !== i.definitionHash) {
           await agents.markChanged(i.tenantId, parts.serverId, i.definitionHash, live);
-          throw ApplicationFailure.nonRetryable(`tool '${i.tool}' changed its definition since it was approved; it is blocked`, McpErrors.toolChanged);
+          throw ApplicationFailure.nonRetryable(`tool '${i.tool}' changed its definition since it was approved; it is blocked`, AgentRunFailures.toolChanged);
         }
         return client.callTool({ name: parts.tool, arguments: i.arguments }, undefined, { timeout: mcpTimeoutMs });
       });

@@ -1,14 +1,8 @@
 import { Context } from '@temporalio/activity';
+import { type ArtifactInfo, type RegisterModelVersionInput, RegistryFailures } from '../../contracts/model-registry';
 import { ApplicationFailure } from '@temporalio/common';
 import { InvalidObjectUriError, parseObjectUri, sha256Of, type ObjectStore } from '../../common/objectstore';
 import type { RegistryStore } from '../../common/store/registry';
-import type { ArtifactInfo, RegisterModelVersionInput } from '../../contracts/model-registry';
-
-/** Failure types that retrying cannot fix; the workflow's retry policy lists them as non-retryable. */
-export const RegistryErrors = {
-  artifactNotFound: 'ArtifactNotFound',
-  invalidArtifactUri: 'InvalidArtifactUri',
-} as const;
 
 export interface RegistryActivityDeps {
   registry: RegistryStore;
@@ -22,12 +16,12 @@ export const createRegistryActivities = ({ registry, objects }: RegistryActivity
     try {
       ref = parseObjectUri(artifactUri);
     } catch (err) {
-      if (err instanceof InvalidObjectUriError) throw ApplicationFailure.nonRetryable(err.message, RegistryErrors.invalidArtifactUri);
+      if (err instanceof InvalidObjectUriError) throw ApplicationFailure.nonRetryable(err.message, RegistryFailures.invalidArtifactUri);
       throw err;
     }
     const head = await objects.head(ref);
     if (!head) {
-      throw ApplicationFailure.nonRetryable(`artifact ${artifactUri} does not exist in object storage`, RegistryErrors.artifactNotFound, {
+      throw ApplicationFailure.nonRetryable(`artifact ${artifactUri} does not exist in object storage`, RegistryFailures.artifactNotFound, {
         artifactUri,
       });
     }

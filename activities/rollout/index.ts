@@ -1,20 +1,12 @@
 import { ApplicationFailure } from '@temporalio/common';
+import { type AnalysisMeasurement, type AnalysisSpec, RolloutFailures } from '../../contracts/rollout';
 import type { Pool } from 'pg';
-import type { AnalysisMeasurement, AnalysisSpec } from '../../contracts/rollout';
 import type { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import type { RegistryStore } from '../../common/store/registry';
 import { LineageStore } from '../../common/store/lineage';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import type { RouteSpec, RoutingStore } from '../../common/store/routing';
 import type { AlertSink, RolloutAlert } from './alerts';
-
-/** Failure types retrying cannot fix; the rollout workflow lists them as non-retryable. */
-export const RolloutErrors = {
-  versionNotReady: 'VersionNotReady',
-  alreadyStable: 'AlreadyStable',
-  probeFailed: 'ProbeFailed',
-  rolloutInProgress: 'RolloutInProgress',
-} as const;
 
 export interface RolloutActivityDeps {
   db: Pool;
@@ -43,10 +35,10 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
     async resolveRollout(v: VersionRef): Promise<{ artifactUri: string; stable: string | null }> {
       const found = await registry.getVersion(v.tenantId, v.modelId, v.version);
       if (!found || found.state !== 'ready') {
-        throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is ${found ? `in state '${found.state}'` : 'not registered'}; only a ready version rolls out`, RolloutErrors.versionNotReady);
+        throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is ${found ? `in state '${found.state}'` : 'not registered'}; only a ready version rolls out`, RolloutFailures.versionNotReady);
       }
       const route = await routing.getRoute(v.tenantId, v.modelId);
-      if (route?.stable === v.version) throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is already the stable version`, RolloutErrors.alreadyStable);
+      if (route?.stable === v.version) throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is already the stable version`, RolloutFailures.alreadyStable);
       return { artifactUri: found.artifactUri, stable: route?.stable ?? null };
     },
 
@@ -69,7 +61,7 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
       });
       const body = (await res.json().catch(() => undefined)) as { choices?: unknown[] } | undefined;
       if (!res.ok || !Array.isArray(body?.choices) || body.choices.length === 0) {
-        throw ApplicationFailure.retryable(`probe of ${endpoint} answered ${res.status} without choices`, RolloutErrors.probeFailed);
+        throw ApplicationFailure.retryable(`probe of ${endpoint} answered ${res.status} without choices`, RolloutFailures.probeFailed);
       }
       return { latencyMs: Date.now() - started };
     },
@@ -104,7 +96,7 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
     /** The lock POST /v1/deploy takes before its start, for a rollout a pipeline starts once its version exists. */
     async acquireRolloutLock(l: { tenantId: string; modelId: string; deploymentId: string; workflowId: string }): Promise<void> {
       const { heldBy } = await locks.acquire(db, l);
-      if (heldBy) throw ApplicationFailure.nonRetryable(`model '${l.modelId}' has a rollout in progress: '${heldBy}'`, RolloutErrors.rolloutInProgress);
+      if (heldBy) throw ApplicationFailure.nonRetryable(`model '${l.modelId}' has a rollout in progress: '${heldBy}'`, RolloutFailures.rolloutInProgress);
     },
 
     /** The promoted version's lineage: which rollout made it the stable one, where. */
