@@ -47,21 +47,10 @@ const PutLimit = Type.Object(
   { additionalProperties: false },
 );
 
-const Route = Type.Object({ modelId: Type.String(), stable: Type.String(), canary: Type.Union([Type.String(), Type.Null()]), canaryWeight: Type.Integer() });
-const PutRoute = Type.Object(
-  {
-    stable: VersionId,
-    canary: Type.Optional(Type.Union([VersionId, Type.Null()])),
-    canaryWeight: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'percent of weighted traffic for the canary; default 10' })),
-  },
-  { additionalProperties: false },
-);
-const ModelParams = Type.Object({ modelId: ResourceId });
-
 const limitOut = (l: LimitRule) => ({ subject: l.subject, windowSeconds: l.windowSeconds, maxRequests: l.maxRequests, maxTokens: l.maxTokens });
 
 /**
- * Tenant administration: API keys, projects, gateway limits and manual routing. Every object is read and written
+ * Tenant administration: API keys, projects and gateway limits. Every object is read and written
  * under the caller's tenant, so another tenant's ids answer 404 like unknown ones. The gateway replicas learn each
  * change from the store's NOTIFY triggers (0002_gateway.sql), as they do for changes made by workflows.
  */
@@ -176,58 +165,6 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { subject } = request.query;
       if (!(await limits.removeLimit(request.principal!.tenantId, subject))) throw new NotFoundError('limit', subject);
       return reply.status(204).send();
-    },
-  );
-
-  app.get(
-    '/models/:modelId/route',
-    {
-      preHandler: requireRole('viewer'),
-      schema: { tags: ['admin'], summary: "Which versions serve a model's traffic, and the canary's share", params: ModelParams, response: { 200: Route, ...errorResponses(400, 404) } },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const { modelId } = request.params;
-      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
-      const route = await routing.getRoute(tenantId, modelId);
-      if (!route) throw new NotFoundError('route', modelId);
-      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
-    },
-  );
-
-  app.put(
-    '/models/:modelId/route',
-    {
-      preHandler: requireRole('operator'),
-      schema: {
-        tags: ['admin'],
-        summary: "Set a model's stable and canary versions by hand (manual A/B); refused while a rollout runs on the model",
-        params: ModelParams,
-        body: PutRoute,
-        response: { 200: Route, ...errorResponses(400, 404, 409) },
-      },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const { modelId } = request.params;
-      const { stable, canary = null, canaryWeight } = request.body;
-      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
-      if (canary === null && canaryWeight !== undefined) throw new BadRequestError('canaryWeight needs a canary version', 'body.canaryWeight');
-      if (canary === stable) throw new BadRequestError('canary must be another version than stable', 'body.canary');
-      await inTransaction(db, async (c) => {
-        for (const [field, version] of [['stable', stable], ['canary', canary]] as const) {
-          if (version === null) continue;
-          const v = await registry.getVersion(tenantId, modelId, version, c);
-          if (!v) throw new BadRequestError(`model '${modelId}' has no version '${version}'`, `body.${field}`);
-          if (v.state !== 'ready') throw new BadRequestError(`version '${version}' is ${v.state}; only a ready version takes traffic`, `body.${field}`);
-        }
-        // Checked under the model's row lock, so a rollout starting now waits for this route and then owns routing.
-        const heldBy = await locks.holder(c, tenantId, modelId);
-        if (heldBy) throw new ConflictError(`model '${modelId}' has a rollout in progress: '${heldBy}'; steer it through /v1/deployments/${heldBy}`, { deploymentId: heldBy });
-        await routing.setRoute(tenantId, modelId, { stable, canary, ...(canaryWeight === undefined ? {} : { canaryWeight }) }, c);
-      });
-      const route = (await routing.getRoute(tenantId, modelId))!;
-      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
     },
   );
 };

@@ -153,18 +153,4 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       cancel: { summary: "Cancel a running conversion: its running steps' Jobs are deleted, nothing is published, and the memo key is given up" },
     }),
   );
-
-  app.get(
-    '/models/:modelId/versions/:version/artifacts',
-    {
-      preHandler: requireRole('viewer'),
-      schema: { tags: ['conversions'], summary: "A model version's converted artifacts (onnx, onnx-int8, tensorrt) and their Triton repositories", params: VersionParams, response: errorResponses(400, 404) },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const { modelId, version } = request.params;
-      if (!(await registry.getVersion(tenantId, modelId, version))) throw new NotFoundError('version', `${modelId}@${version}`);
-      return { modelId, version, artifacts: await store.artifactsOf(tenantId, modelId, version) };
-    },
-  );
 };

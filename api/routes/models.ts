@@ -5,9 +5,14 @@ import { parseObjectUri, InvalidObjectUriError } from '../../common/objectstore'
 import { modelRegistryContract } from '../../contracts/model-registry';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import type { registerModelVersion } from '../../workflows';
+import { ConversionStore } from '../../common/store/conversions';
+import { LineageStore, type LineageEntry } from '../../common/store/lineage';
+import { inTransaction } from '../../common/store/pool';
+import { RolloutLockStore } from '../../common/store/rollouts';
+import { RoutingStore } from '../../common/store/routing';
 import { requireRole } from '../plugins/auth';
 import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId, VersionId } from '../schemas';
+import { errorResponses, IdempotencyHeaders, ResourceId, VersionId, VersionParams } from '../schemas';
 
 const ModelSummary = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String() });
 const OpenAiModel = Type.Object({
@@ -58,10 +63,31 @@ const VersionAccepted = Type.Object({
   statusUrl: Type.String(),
 });
 const ModelParams = Type.Object({ modelId: ResourceId });
-const VersionParams = Type.Object({ modelId: ResourceId, version: Type.String() });
+const Route = Type.Object({ modelId: Type.String(), stable: Type.String(), canary: Type.Union([Type.String(), Type.Null()]), canaryWeight: Type.Integer() });
+const PutRoute = Type.Object(
+  {
+    stable: VersionId,
+    canary: Type.Optional(Type.Union([VersionId, Type.Null()])),
+    canaryWeight: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'percent of weighted traffic for the canary; default 10' })),
+  },
+  { additionalProperties: false },
+);
+
+interface FineTuneDetails {
+  base?: { artifactUri?: string; checksum?: string };
+  dataset?: { uri: string; sha256: string };
+  method?: string;
+  hyperparameters?: Record<string, unknown>;
+  artifact?: { uri: string; sha256: string };
+}
+
 
 export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue } = app.platform;
+  const routing = new RoutingStore(db);
+  const locks = new RolloutLockStore(db);
+  const conversions = new ConversionStore(db);
+  const lineage = new LineageStore(db);
 
   app.get(
     '/',
@@ -204,6 +230,109 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const v = await registry.getVersion(request.principal!.tenantId, request.params.modelId, request.params.version);
       if (!v) throw new NotFoundError('version', `${request.params.modelId}@${request.params.version}`);
       return v;
+    },
+  );
+
+  app.get(
+    '/:modelId/route',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['admin'], summary: "Which versions serve a model's traffic, and the canary's share", params: ModelParams, response: { 200: Route, ...errorResponses(400, 404) } },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { modelId } = request.params;
+      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
+      const route = await routing.getRoute(tenantId, modelId);
+      if (!route) throw new NotFoundError('route', modelId);
+      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
+    },
+  );
+
+  app.put(
+    '/:modelId/route',
+    {
+      preHandler: requireRole('operator'),
+      schema: {
+        tags: ['admin'],
+        summary: "Set a model's stable and canary versions by hand (manual A/B); refused while a rollout runs on the model",
+        params: ModelParams,
+        body: PutRoute,
+        response: { 200: Route, ...errorResponses(400, 404, 409) },
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { modelId } = request.params;
+      const { stable, canary = null, canaryWeight } = request.body;
+      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
+      if (canary === null && canaryWeight !== undefined) throw new BadRequestError('canaryWeight needs a canary version', 'body.canaryWeight');
+      if (canary === stable) throw new BadRequestError('canary must be another version than stable', 'body.canary');
+      await inTransaction(db, async (c) => {
+        for (const [field, version] of [['stable', stable], ['canary', canary]] as const) {
+          if (version === null) continue;
+          const v = await registry.getVersion(tenantId, modelId, version, c);
+          if (!v) throw new BadRequestError(`model '${modelId}' has no version '${version}'`, `body.${field}`);
+          if (v.state !== 'ready') throw new BadRequestError(`version '${version}' is ${v.state}; only a ready version takes traffic`, `body.${field}`);
+        }
+        // Checked under the model's row lock, so a rollout starting now waits for this route and then owns routing.
+        const heldBy = await locks.holder(c, tenantId, modelId);
+        if (heldBy) throw new ConflictError(`model '${modelId}' has a rollout in progress: '${heldBy}'; steer it through /v1/deployments/${heldBy}`, { deploymentId: heldBy });
+        await routing.setRoute(tenantId, modelId, { stable, canary, ...(canaryWeight === undefined ? {} : { canaryWeight }) }, c);
+      });
+      const route = (await routing.getRoute(tenantId, modelId))!;
+      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
+    },
+  );
+
+  app.get(
+    '/:modelId/versions/:version/artifacts',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['conversions'], summary: "A model version's converted artifacts (onnx, onnx-int8, tensorrt) and their Triton repositories", params: VersionParams, response: errorResponses(400, 404) },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { modelId, version } = request.params;
+      if (!(await registry.getVersion(tenantId, modelId, version))) throw new NotFoundError('version', `${modelId}@${version}`);
+      return { modelId, version, artifacts: await conversions.artifactsOf(tenantId, modelId, version) };
+    },
+  );
+
+  app.get(
+    '/:modelId/versions/:version/lineage',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['pipelines'],
+        summary: "A version's lineage: dataset → base → fine-tuned → converted → deployed, each with the workflow that made it",
+        params: VersionParams,
+        response: errorResponses(400, 404),
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { modelId, version } = request.params;
+      if (!(await registry.getVersion(tenantId, modelId, version))) throw new NotFoundError('version', `${modelId}@${version}`);
+      const chain = await lineage.chainOf(tenantId, modelId, version);
+      // chainOf answers nearest first; the lineage reads from the root.
+      const fineTunes = chain.filter((e) => e.kind === 'fine_tune').reverse();
+      const steps: Record<string, unknown>[] = [];
+      if (fineTunes.length === 0) steps.push({ stage: 'base', modelId, version });
+      fineTunes.forEach((e: LineageEntry, i) => {
+        const d = e.details as FineTuneDetails;
+        if (d.dataset) steps.push({ stage: 'dataset', uri: d.dataset.uri, sha256: d.dataset.sha256 });
+        // A fine-tune of a fine-tuned version: its base is the previous fine-tuned step.
+        if (i === 0 && e.parent) steps.push({ stage: 'base', ...e.parent, artifactUri: d.base?.artifactUri ?? null, checksum: d.base?.checksum ?? null });
+        steps.push({ stage: 'fine_tuned', modelId: e.modelId, version: e.version, workflowId: e.workflowId, method: d.method ?? null, hyperparameters: d.hyperparameters ?? null, artifact: d.artifact ?? null, at: e.createdAt });
+      });
+      for (const a of await conversions.artifactsOf(tenantId, modelId, version)) {
+        steps.push({ stage: 'converted', modelId, version, kind: a.kind, uri: a.uri, sha256: a.sha256, tritonRepositoryUri: a.tritonRepositoryUri, workflowId: a.conversionWorkflowId, at: a.createdAt });
+      }
+      for (const e of chain.filter((x) => x.kind === 'rollout' && x.modelId === modelId && x.version === version)) {
+        steps.push({ stage: 'deployed', modelId, version, workflowId: e.workflowId, ...e.details, at: e.createdAt });
+      }
+      return { modelId, version, lineage: steps };
     },
   );
 };

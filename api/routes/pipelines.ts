@@ -33,14 +33,6 @@ const PipelineBody = Type.Object(
 );
 const Approval = Type.Object({ decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]), reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
 
-interface FineTuneDetails {
-  base?: { artifactUri?: string; checksum?: string };
-  dataset?: { uri: string; sha256: string };
-  method?: string;
-  hyperparameters?: Record<string, unknown>;
-  artifact?: { uri: string; sha256: string };
-}
-
 export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue, objects } = app.platform;
   const clusters = app.platform.clusters;
@@ -118,42 +110,5 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
         request: (body, p) => ({ ...body, by: p.subject, tenantId: p.tenantId, roles: p.roles }),
       },
     }),
-  );
-
-  app.get(
-    '/models/:modelId/versions/:version/lineage',
-    {
-      preHandler: requireRole('viewer'),
-      schema: {
-        tags: ['pipelines'],
-        summary: "A version's lineage: dataset → base → fine-tuned → converted → deployed, each with the workflow that made it",
-        params: VersionParams,
-        response: errorResponses(400, 404),
-      },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const { modelId, version } = request.params;
-      if (!(await registry.getVersion(tenantId, modelId, version))) throw new NotFoundError('version', `${modelId}@${version}`);
-      const chain = await lineage.chainOf(tenantId, modelId, version);
-      // chainOf answers nearest first; the lineage reads from the root.
-      const fineTunes = chain.filter((e) => e.kind === 'fine_tune').reverse();
-      const steps: Record<string, unknown>[] = [];
-      if (fineTunes.length === 0) steps.push({ stage: 'base', modelId, version });
-      fineTunes.forEach((e: LineageEntry, i) => {
-        const d = e.details as FineTuneDetails;
-        if (d.dataset) steps.push({ stage: 'dataset', uri: d.dataset.uri, sha256: d.dataset.sha256 });
-        // A fine-tune of a fine-tuned version: its base is the previous fine-tuned step.
-        if (i === 0 && e.parent) steps.push({ stage: 'base', ...e.parent, artifactUri: d.base?.artifactUri ?? null, checksum: d.base?.checksum ?? null });
-        steps.push({ stage: 'fine_tuned', modelId: e.modelId, version: e.version, workflowId: e.workflowId, method: d.method ?? null, hyperparameters: d.hyperparameters ?? null, artifact: d.artifact ?? null, at: e.createdAt });
-      });
-      for (const a of await conversions.artifactsOf(tenantId, modelId, version)) {
-        steps.push({ stage: 'converted', modelId, version, kind: a.kind, uri: a.uri, sha256: a.sha256, tritonRepositoryUri: a.tritonRepositoryUri, workflowId: a.conversionWorkflowId, at: a.createdAt });
-      }
-      for (const e of chain.filter((x) => x.kind === 'rollout' && x.modelId === modelId && x.version === version)) {
-        steps.push({ stage: 'deployed', modelId, version, workflowId: e.workflowId, ...e.details, at: e.createdAt });
-      }
-      return { modelId, version, lineage: steps };
-    },
   );
 };
