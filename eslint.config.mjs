@@ -31,12 +31,14 @@ const importRules = {
     ...notDevOrTest,
     {
       regex: `^(?!\\.|@temporalio/(workflow|common)(/|$))`,
-      message: 'contracts/ is loaded into the workflow sandbox: it may import only @temporalio/workflow, @temporalio/common types and other contracts/ modules.',
+      message:
+        'contracts/ is loaded into the workflow sandbox: it may import only @temporalio/workflow, @temporalio/common types and other contracts/ modules.',
     },
     {
       regex: '^@temporalio/common(/|$)',
       allowTypeImports: true,
-      message: 'contracts/ may import @temporalio/common only with `import type`; take values from @temporalio/workflow.',
+      message:
+        'contracts/ may import @temporalio/common only with `import type`; take values from @temporalio/workflow.',
     },
     {
       regex: '^\\.\\./(?!deploy/dev(/|$)|test(/|$))',
@@ -53,7 +55,8 @@ const importRules = {
     {
       regex: `^(?!\\.|@temporalio/(workflow|common)(/|$)|${nodeBuiltin})`,
       allowTypeImports: true,
-      message: 'workflows/ may import only @temporalio/workflow and @temporalio/common among packages (others only with `import type`).',
+      message:
+        'workflows/ may import only @temporalio/workflow and @temporalio/common among packages (others only with `import type`).',
     },
     {
       regex: up('common'),
@@ -63,14 +66,16 @@ const importRules = {
     {
       regex: '^\\.\\./(?!contracts(/|$)|common(/|$)|deploy/dev(/|$)|test(/|$))',
       allowTypeImports: true,
-      message: 'workflows/ may import activities/, api/, workers/ and the rest only with `import type`; values come from contracts/ or workflows/.',
+      message:
+        'workflows/ may import activities/, api/, workers/ and the rest only with `import type`; values come from contracts/ or workflows/.',
     },
   ],
   common: [
     ...notDevOrTest,
     {
       regex: up('activities|api|workers|workflows'),
-      message: 'common/ is the bottom layer: it must not import activities/, api/, workers/ or workflows/, not even types.',
+      message:
+        'common/ is the bottom layer: it must not import activities/, api/, workers/ or workflows/, not even types.',
     },
   ],
   api: [
@@ -78,7 +83,8 @@ const importRules = {
     {
       regex: up('activities|workflows'),
       allowTypeImports: true,
-      message: 'api/ may import activities/ and workflows/ only with `import type`: take names and shapes from contracts/.',
+      message:
+        'api/ may import activities/ and workflows/ only with `import type`: take names and shapes from contracts/.',
     },
   ],
   production: notDevOrTest,
@@ -112,17 +118,22 @@ const messageNames = [
     message: "The signal is named by a string literal: use the contract's signal constant from contracts/ instead.",
   },
   {
-    selector: 'CallExpression:matches([callee.name=/^define(Query|Update|Signal)$/], [callee.property.name=/^define(Query|Update|Signal)$/])',
+    selector:
+      'CallExpression:matches([callee.name=/^define(Query|Update|Signal)$/], [callee.property.name=/^define(Query|Update|Signal)$/])',
     message: 'defineQuery/defineUpdate/defineSignal belong in contracts/: import the constant from there.',
   },
 ];
 
-const failureMessage = 'The failure type is named by a string literal: use the failure-type constant from contracts/ instead.';
+const failureMessage =
+  'The failure type is named by a string literal: use the failure-type constant from contracts/ instead.';
 const anyString = '/./s';
 const failureTypes = [
   // ApplicationFailure.nonRetryable(message, 'Type'), .retryable(...), new ApplicationFailure(message, 'Type')
   ...literalArg(1, anyString).flatMap((arg) => [
-    { selector: `CallExpression[callee.object.name='ApplicationFailure'][callee.property.name=/^(nonRetryable|retryable)$/]${arg}`, message: failureMessage },
+    {
+      selector: `CallExpression[callee.object.name='ApplicationFailure'][callee.property.name=/^(nonRetryable|retryable)$/]${arg}`,
+      message: failureMessage,
+    },
     { selector: `NewExpression[callee.name='ApplicationFailure']${arg}`, message: failureMessage },
   ]),
   {
@@ -162,14 +173,19 @@ export default defineConfig(
       // an empty catch without even a comment is still reported.
       'no-empty': ['error', { allowEmptyCatch: true }],
       // `_` marks parameters a callback signature forces on us (Fastify hooks, Temporal handlers).
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' },
+      ],
     },
   },
   {
     name: 'llmhub/js-globals',
     files: JS,
     // These scripts run on Node: its real globals, read from the Node that runs ESLint, not a copied list.
-    languageOptions: { globals: Object.fromEntries(Object.getOwnPropertyNames(globalThis).map((g) => [g, 'readonly'])) },
+    languageOptions: {
+      globals: Object.fromEntries(Object.getOwnPropertyNames(globalThis).map((g) => [g, 'readonly'])),
+    },
   },
   {
     name: 'llmhub/commonjs',
