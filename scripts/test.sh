@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The one test command (README): installs what is missing, type-checks, runs every jest project
+# The one test command (README): installs what is missing, type-checks, lints, runs every jest project
 # against real servers started by jest's global set-up, and ends with "N passed, N failed".
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 mkdir -p .data
 llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
+llmhub_phase "lint" npm run --silent lint # eslint . && prettier --check . (package.json)
 results=.data/jest-results.json
 rm -f "$results"
 start=$(date +%s)

@@ -38,7 +38,7 @@ describe('fine-tune resumption', () => {
       cluster: 'local',
     });
     expect(res.statusCode).toBe(202);
-    const { fineTuneId, workflowId } = res.json();
+    const { fineTuneId } = res.json();
     const before = await api.until(fineTuneId, (s) => s.progress?.step === HOLD_AT, `the first attempt at step ${HOLD_AT}`);
     expect(before).toMatchObject({ phase: 'running', job: { attempt: 1, node: doomed }, progress: { checkpointStep: 30 } });
 

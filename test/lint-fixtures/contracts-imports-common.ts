@@ -1,0 +1,4 @@
+// lint-as: contracts/example.ts
+import type { RolloutStatus } from '../common/rollout';
+
+export type Status = RolloutStatus;

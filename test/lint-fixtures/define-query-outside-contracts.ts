@@ -1,0 +1,4 @@
+// lint-as: workflows/example.ts
+import { defineQuery } from '@temporalio/workflow';
+
+export const statusQuery = defineQuery<string>('status');

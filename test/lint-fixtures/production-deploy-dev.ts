@@ -1,0 +1,4 @@
+// lint-as: activities/example/index.ts
+import { startProcess } from '../../deploy/dev/process';
+
+export const start = startProcess;

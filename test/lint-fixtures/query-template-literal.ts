@@ -1,0 +1,4 @@
+// lint-as: test/integration/example.test.ts
+import type { WorkflowHandle } from '@temporalio/client';
+
+export const statusOf = (handle: WorkflowHandle): Promise<string> => handle.query(`status`);

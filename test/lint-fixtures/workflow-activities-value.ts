@@ -1,0 +1,4 @@
+// lint-as: workflows/example.ts
+import { createRolloutActivities } from '../activities/rollout';
+
+export const factory = createRolloutActivities;

@@ -1,0 +1,4 @@
+// lint-as: workflows/example.ts
+import { PhaseKey } from '../common/search-attributes';
+
+export const phaseKey = PhaseKey;

@@ -1,0 +1,4 @@
+// lint-as: workflows/example.ts
+import { randomUUID } from 'crypto';
+
+export const newId = (): string => randomUUID();

@@ -1,0 +1,4 @@
+// lint-as: workflows/example.ts
+import { v4 } from 'uuid';
+
+export const newId = (): string => v4();
