@@ -24,28 +24,10 @@ const notDevOrTest = [
   { regex: up('test'), message: 'production code must not import test/.' },
 ];
 
-// The patterns of one folder never overlap: typescript-eslint lets a type-only import through as soon as any matching
-// pattern has allowTypeImports, which would otherwise open a hole in the patterns that forbid types too.
-const importRules = {
-  contracts: [
-    ...notDevOrTest,
-    {
-      regex: `^(?!\\.|@temporalio/(workflow|common)(/|$))`,
-      message:
-        'contracts/ is loaded into the workflow sandbox: it may import only @temporalio/workflow, @temporalio/common types and other contracts/ modules.',
-    },
-    {
-      regex: '^@temporalio/common(/|$)',
-      allowTypeImports: true,
-      message:
-        'contracts/ may import @temporalio/common only with `import type`; take values from @temporalio/workflow.',
-    },
-    {
-      regex: '^\\.\\./(?!deploy/dev(/|$)|test(/|$))',
-      message: 'contracts/ may import only other contracts/ modules: move what it needs into contracts/.',
-    },
-  ],
-  workflows: [
+// workflows/ at `depth` folders below the root: `(../){depth}` leaves workflows/.
+function workflowImports(depth) {
+  const out = `^(\\.\\./){${depth}}`;
+  return [
     ...notDevOrTest,
     {
       regex: `^(${nodeBuiltin})`,
@@ -59,17 +41,38 @@ const importRules = {
         'workflows/ may import only @temporalio/workflow and @temporalio/common among packages (others only with `import type`).',
     },
     {
-      regex: up('common'),
+      regex: `${out}common(/|$)`,
       allowTypeImports: true,
       message: 'workflows/ may import common/ only with `import type`: take workflow values from contracts/.',
     },
     {
-      regex: '^\\.\\./(?!contracts(/|$)|common(/|$)|deploy/dev(/|$)|test(/|$))',
+      regex: `${out}(?!contracts(/|$)|common(/|$)|deploy/dev(/|$)|test(/|$))`,
       allowTypeImports: true,
       message:
         'workflows/ may import activities/, api/, workers/ and the rest only with `import type`; values come from contracts/ or workflows/.',
     },
+  ];
+}
+
+// The patterns of one folder never overlap: typescript-eslint lets a type-only import through as soon as any matching
+// pattern has allowTypeImports, which would otherwise open a hole in the patterns that forbid types too.
+const importRules = {
+  contracts: [
+    ...notDevOrTest,
+    {
+      // @temporalio/common is what @temporalio/workflow is built on and is safe in the sandbox (search attribute keys).
+      regex: `^(?!\\.|@temporalio/(workflow|common)(/|$))`,
+      message:
+        'contracts/ is loaded into the workflow sandbox: it may import only @temporalio/workflow, @temporalio/common and other contracts/ modules.',
+    },
+    {
+      regex: '^\\.\\./(?!deploy/dev(/|$)|test(/|$))',
+      message: 'contracts/ may import only other contracts/ modules: move what it needs into contracts/.',
+    },
   ],
+  workflows: workflowImports(1),
+  // workflows/support/ is one folder deeper, so leaving workflows/ takes one more `../`.
+  workflowSupport: workflowImports(2),
   common: [
     ...notDevOrTest,
     {
@@ -203,6 +206,7 @@ export default defineConfig(
   // Later objects replace a rule's options instead of merging them, so each folder states its whole import policy.
   folder('contracts', { ...restrictImports(importRules.contracts), 'no-restricted-syntax': 'off' }),
   folder('workflows', restrictImports(importRules.workflows)),
+  folder('workflows/support', restrictImports(importRules.workflowSupport)),
   folder('common', restrictImports(importRules.common)),
   folder('api', restrictImports(importRules.api)),
   folder('activities', restrictImports(importRules.production)),

@@ -133,6 +133,8 @@ export const ConversionFailures = {
   /** One target's step failed (e.g. out of tolerance): that target's outcome, not the run's. */
   stepFailed: 'ConversionStepFailed',
   refused: 'ConversionRefused',
+  /** A step's Job was deleted under the activity (a cancel, or by hand): retried, which submits it again. */
+  jobDeleted: 'ConversionJobDeleted',
   /** The run broke (not a target's outcome): phase `error`, and the memo key is given up. */
   failed: 'ConversionFailed',
 } as const;

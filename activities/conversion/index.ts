@@ -186,7 +186,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       for (;;) {
         const state = await jobState(kc, namespace, name).catch((err: unknown) => {
           // Deleted under a waiting attempt: by a cancel (the run is over) or by hand (a retry submits it again).
-          if (isStatus(err, 404)) throw ApplicationFailure.retryable(`Job ${namespace}/${name} was deleted before it finished`, 'ConversionJobDeleted');
+          if (isStatus(err, 404)) throw ApplicationFailure.retryable(`Job ${namespace}/${name} was deleted before it finished`, ConversionFailures.jobDeleted);
           throw err;
         });
         if (state.done) {

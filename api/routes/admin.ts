@@ -2,11 +2,9 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { LimitStore, type LimitRule } from '../../common/store/limits';
-import { inTransaction } from '../../common/store/pool';
-import { RolloutLockStore } from '../../common/store/rollouts';
 import { RoutingStore } from '../../common/store/routing';
 import { requireRole } from '../plugins/auth';
-import { errorResponses, ResourceId, VersionId } from '../schemas';
+import { errorResponses, ResourceId } from '../schemas';
 
 // The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
 const KeyRole = Type.Union([Type.Literal('viewer'), Type.Literal('developer'), Type.Literal('operator'), Type.Literal('approver'), Type.Literal('admin')]);
@@ -55,10 +53,9 @@ const limitOut = (l: LimitRule) => ({ subject: l.subject, windowSeconds: l.windo
  * change from the store's NOTIFY triggers (0002_gateway.sql), as they do for changes made by workflows.
  */
 export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { db, tenants, registry } = app.platform;
+  const { db, tenants } = app.platform;
   const routing = new RoutingStore(db);
   const limits = new LimitStore(db);
-  const locks = new RolloutLockStore(db);
 
   app.post(
     '/api-keys',

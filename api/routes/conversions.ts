@@ -11,7 +11,7 @@ import type { convertModel } from '../../workflows';
 import { requireRole } from '../plugins/auth';
 import { operationRoutes } from '../operation-routes';
 import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId, VERSION_PATTERN, VersionParams } from '../schemas';
+import { errorResponses, IdempotencyHeaders, ResourceId, VERSION_PATTERN } from '../schemas';
 
 const Tolerance = Type.Number({ exclusiveMinimum: 0, maximum: 1000, description: 'maximum relative error: max |y - y_ref| / max |y_ref|' });
 // Inline samples travel in the workflow input, so they are bounded well below Temporal's payload limits.

@@ -1,7 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BadRequestError, NotFoundError } from '../../common/errors';
-import { workflowId } from '../../contracts/operations';
 import { UnknownEmbedderError } from '../../common/knowledge';
 import { uploadsPrefix } from '../../activities/knowledge';
 import { formatOf } from '../../activities/parsing/parsers';

@@ -1,19 +1,16 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { conversionOptionsOf } from '../../common/conversion-plan';
-import { NotFoundError } from '../../common/errors';
 import { workflowId } from '../../contracts/operations';
 import { pipelineChildKey, pipelineContract, type PipelineInput } from '../../contracts/pipeline';
 import { ModelIdKey } from '../../contracts/search-attributes';
-import { ConversionStore } from '../../common/store/conversions';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
-import { LineageStore, type LineageEntry } from '../../common/store/lineage';
 import { fineTuneContract } from '../../contracts/fine-tune';
 import type { runPipeline } from '../../workflows';
 import { requireRole } from '../plugins/auth';
 import { acceptedSchema, operationRoutes, sendAccepted } from '../operation-routes';
 import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, VersionParams } from '../schemas';
+import { errorResponses, IdempotencyHeaders } from '../schemas';
 import { checkConversionBody, Convert } from './conversions';
 import { checkDeployBody, Deploy, rolloutInputOf } from './deployments';
 import { FineTuneBody, validateFineTune } from './fine-tunes';
@@ -38,8 +35,6 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const clusters = app.platform.clusters;
   const clusterNames = new Set(Object.keys(clusters));
   const quotas = new GpuQuotaStore(db);
-  const lineage = new LineageStore(db);
-  const conversions = new ConversionStore(db);
 
   app.post(
     '/pipelines',

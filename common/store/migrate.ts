@@ -47,7 +47,7 @@ export async function migrate(db: Pool, dir = MIGRATIONS_DIR): Promise<Migration
         await c.query('COMMIT');
       } catch (err) {
         await c.query('ROLLBACK');
-        throw new Error(`migration ${file} failed: ${(err as Error).message}`);
+        throw new Error(`migration ${file} failed: ${(err as Error).message}`, { cause: err });
       }
       result.applied.push(file);
     }

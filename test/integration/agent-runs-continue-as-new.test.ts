@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createPlatformActivities } from '../../activities';
-import { agentRunContract, type AgentDefinition, type AgentRunStatus, type ToolApprovalRequest } from '../../contracts/agent-run';
+import { agentRunContract, type AgentDefinition, type ToolApprovalRequest } from '../../contracts/agent-run';
 import { loadConfig } from '../../common/config';
 import { createLogger } from '../../common/logger';
 import { customSearchAttributes } from '../../contracts/search-attributes';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Labels, defaultNamespaceOf } from '../../activities/kubernetes/manifests';
 import { trainingJobName } from '../../activities/kubernetes/jobs';
-import { fineTuneContract, type FineTuneStatus } from '../../contracts/fine-tune';
+import { fineTuneContract } from '../../contracts/fine-tune';
 import { decodeMlp, meanSquaredError } from '../../common/mlp';
 import { LineageStore } from '../../common/store/lineage';
 import { historyText } from '../support/history-text';
