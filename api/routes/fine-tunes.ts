@@ -22,7 +22,7 @@ import { idempotencyKeyOf, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId, VersionId } from '../schemas';
 import { Cpu, Memory } from './deployments';
 
-/** One hyperparameter with its bounds and documented default (common/fine-tune.ts). */
+/** One hyperparameter with its bounds and documented default (contracts/fine-tune.ts). */
 const hp = (name: keyof Hyperparameters) => {
   const { integer, ...bounds } = HYPERPARAMETER_BOUNDS[name];
   return Type.Optional((integer ? Type.Integer : Type.Number)({ ...bounds, default: DEFAULT_HYPERPARAMETERS[name] }));

@@ -1,5 +1,5 @@
 /**
- * Reference trainer: the trainer contract of common/fine-tune.ts (TrainerEnv, RunObjects, TrainerProgress) on
+ * Reference trainer: the trainer contract of contracts/fine-tune.ts (TrainerEnv, RunObjects, TrainerProgress) on
  * llmhub-mlp models, in plain numerical code so CI trains for real without torch. Plain SGD, so a checkpoint is the
  * trainable tensors alone; every random choice derives from (seed, step), so resuming from the checkpoint of step k
  * gives bit-identical final weights to an uninterrupted run.
