@@ -52,9 +52,8 @@ export interface OperationRoutes<S, A extends ApprovalRequest> {
   cancel?: { summary: string };
   approvals?: {
     summary: string;
+    /** The answer's fields; the Update gets them with the caller (subject, tenant, roles), whom the workflow checks again. */
     body: TSchema;
-    /** The Update's argument: the request body plus the caller, whom the workflow checks again. */
-    request: (body: Omit<A, 'by' | 'tenantId' | 'roles'>, caller: Principal) => A;
     /** The body field a refused answer is about (a stale action hash, say). */
     conflictField?: string;
   };
@@ -131,7 +130,9 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest>(
           const { handle } = await runOf(request);
           request.auditWorkflowId = handle.workflowId;
           try {
-            return await handle.executeUpdate(update, { args: [approvals.request(request.body as Omit<A, 'by' | 'tenantId' | 'roles'>, request.principal!)] });
+            const p = request.principal!;
+            const answer = { ...(request.body as Omit<A, 'by' | 'tenantId' | 'roles'>), by: p.subject, tenantId: p.tenantId, roles: p.roles } as A;
+            return await handle.executeUpdate(update, { args: [answer] });
           } catch (err) {
             if (err instanceof WorkflowUpdateFailedError) {
               const cause = err.cause;

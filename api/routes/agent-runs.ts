@@ -72,7 +72,6 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
       approvals: {
         summary: 'Approve or deny the pending tool call, naming its action hash',
         body: Answer,
-        request: (body, p) => ({ ...body, by: p.subject, tenantId: p.tenantId, roles: p.roles }),
         conflictField: 'body.actionHash',
       },
     }),

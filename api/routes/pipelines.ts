@@ -102,7 +102,6 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
       approvals: {
         summary: 'Approve or deny the rollout of a pipeline waiting at its approval gate',
         body: Approval,
-        request: (body, p) => ({ ...body, by: p.subject, tenantId: p.tenantId, roles: p.roles }),
       },
     }),
   );
