@@ -1,21 +1,22 @@
-import { Type, type TObject, type TProperties, type TSchema, type TString } from '@sinclair/typebox';
+import { Type, type Static, type TObject, type TProperties, type TSchema, type TString } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply } from 'fastify';
 import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { ApprovalFailures, type ApprovalRequest, type Role } from '../contracts/approvals';
-import type { OperationContract } from '../contracts/operations';
+import { workflowId, type OperationContract } from '../contracts/operations';
 import { ConflictError, ForbiddenError } from '../common/errors';
 import type { Principal } from '../common/types';
 import { requireRole } from './plugins/auth';
-import { operationRun } from './operations';
-import { errorResponses } from './schemas';
+import { idempotencyKeyOf, operationRun, startOperation, type StartOperation } from './operations';
+import { errorResponses, IdempotencyHeaders } from './schemas';
 
 /** A run's key in a URL: the Idempotency-Key it was started with. */
 export const IdParams = Type.Object({ id: Type.String({ maxLength: 128 }) });
 
 /** Who may do what to a started run, the same for every operation. */
 export const OPERATION_ROLES = {
+  start: 'developer',
   read: 'viewer',
   /** The role that starts an operation may stop it. */
   cancel: 'developer',
@@ -37,8 +38,25 @@ export async function sendAccepted(temporal: Client, reply: FastifyReply, contra
     .send({ [idOf(contract)]: key, workflowId, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl });
 }
 
-export interface OperationRoutes<S, A extends ApprovalRequest> {
+/** What a start route works out from the request; who starts it and under which key the builder adds. */
+export type PlannedStart = Pick<StartOperation, 'options' | 'prepare' | 'undo'> & {
+  /** What makes two requests the same request (default: the body). */
+  request?: unknown;
+};
+
+export interface OperationRoutes<S, A extends ApprovalRequest, B extends TSchema> {
   contract: OperationContract<S, A>;
+  /** The start route: `202` with the run's id, exactly once per Idempotency-Key. */
+  start?: {
+    path: string;
+    summary: string;
+    body: B;
+    /** The 4xx it may answer beyond 400, 401, 403, 422 and 503. */
+    errors: number[];
+    statusUrl: (key: string) => string;
+    /** Checks the request beyond its schema and plans the run; throws the 4xx that names the field. */
+    plan: (body: Static<B>, run: { tenantId: string; key: string; workflowId: string }) => Promise<PlannedStart>;
+  };
   /** The run's URL under the plugin's prefix, e.g. `/fine-tunes/:id`. */
   path: string;
   /** Where the path has more parameters than the run's `id`. */
@@ -72,12 +90,39 @@ export interface RunContext<S> {
  * (OPERATION_ROLES), one way to find the run (the id rebuilt from the caller's tenant, of the contract's workflow type,
  * else 404) and one mapping of the workflow's answers to 4xx.
  */
-export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest>(o: OperationRoutes<S, A>): FastifyPluginAsyncTypebox {
+export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, B extends TSchema = TSchema>(o: OperationRoutes<S, A, B>): FastifyPluginAsyncTypebox {
   const { contract } = o;
   // Extra path parameters (an ingestion's namespace) are validated by their schema; the handlers need only the id.
   const params = (o.params ?? IdParams) as typeof IdParams;
   return async (app) => {
     const { temporal } = app.platform;
+
+    const start = o.start;
+    if (start) {
+      app.post(
+        start.path,
+        {
+          preHandler: requireRole(OPERATION_ROLES.start),
+          schema: {
+            tags: [o.tag],
+            summary: start.summary,
+            headers: IdempotencyHeaders,
+            body: start.body,
+            response: { 202: acceptedSchema(contract), ...errorResponses(400, 422, 503, ...start.errors) },
+          },
+        },
+        async (request, reply) => {
+          const tenantId = request.principal!.tenantId;
+          const key = idempotencyKeyOf(request.headers['idempotency-key']);
+          const id = workflowId(contract.kind, tenantId, key);
+          const body = request.body as Static<B>;
+          const { request: same = body, ...plan } = await start.plan(body, { tenantId, key, workflowId: id });
+          await startOperation(app.platform, { contract, tenantId, key, request: same, ...plan });
+          request.auditWorkflowId = id;
+          return sendAccepted(temporal, reply, contract, key, id, start.statusUrl(key));
+        },
+      );
+    }
     const runOf = (request: { principal?: Principal; params: { id: string } }) => operationRun(temporal, contract, request.principal!.tenantId, request.params.id);
 
     app.get(

@@ -16,7 +16,7 @@ export function idempotencyKeyOf(header: string | string[] | undefined): string 
   return key;
 }
 
-export interface StartOperation<W extends Workflow> {
+export interface StartOperation<W extends Workflow = Workflow> {
   contract: OperationContract<unknown>;
   tenantId: string;
   key: string;

@@ -1,15 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { agentRunContract, TERMINAL_AGENT_PHASES } from '../../contracts/agent-run';
-import { workflowId } from '../../contracts/operations';
 import { PhaseKey } from '../../contracts/search-attributes';
 import { NotFoundError } from '../../common/errors';
 import { AgentStore } from '../../common/store/agents';
-import type { agentRun } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { acceptedSchema, IdParams, operationRoutes, OPERATION_ROLES, sendAccepted } from '../operation-routes';
-import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { IdParams, operationRoutes, OPERATION_ROLES } from '../operation-routes';
+import { operationRun } from '../operations';
+import { errorResponses, ResourceId } from '../schemas';
 
 const StartRun = Type.Object({ agentId: ResourceId, input: Type.String({ minLength: 1, maxLength: 32_000 }) }, { additionalProperties: false });
 const Answer = Type.Object(
@@ -25,48 +23,35 @@ const EVENTS_POLL_MS = 500;
 
 /** Agent runs (workflows/agent-run.ts): start, read the transcript, answer approvals, cancel, follow as SSE. */
 export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { db, temporal, taskQueue } = app.platform;
+  const { db, temporal } = app.platform;
   const agents = new AgentStore(db);
-
-  app.post(
-    '/',
-    {
-      preHandler: requireRole('developer'),
-      schema: { tags: ['agents'], summary: 'Start an agent run (a Temporal workflow)', headers: IdempotencyHeaders, body: StartRun, response: { 202: acceptedSchema(agentRunContract), ...errorResponses(400, 404, 422, 503) } },
-    },
-    async (request, reply) => {
-      const tenantId = request.principal!.tenantId;
-      const agent = await agents.getAgent(tenantId, request.body.agentId);
-      if (!agent) throw new NotFoundError('agent', request.body.agentId);
-      const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const id = workflowId(agentRunContract.kind, tenantId, key);
-      await startOperation<typeof agentRun>(
-        { db, temporal, taskQueue },
-        {
-          contract: agentRunContract,
-          tenantId,
-          key,
-          request: request.body,
-          options: {
-            args: [{ tenantId, runId: key, agent, input: request.body.input }],
-            // The run moves Phase on from here; starting with it set lists a fresh run as running, not as unset.
-            typedSearchAttributes: [{ key: PhaseKey, value: 'running' }],
-            staticSummary: `Agent ${agent.id} on ${agent.model}`,
-            // Each approval has its own deadline; this bounds a run whatever happens.
-            workflowExecutionTimeout: '30 days',
-          },
-        },
-      );
-      request.auditWorkflowId = id;
-      return sendAccepted(temporal, reply, agentRunContract, key, id, `/v1/agent-runs/${key}`);
-    },
-  );
 
   await app.register(
     operationRoutes({
       contract: agentRunContract,
-      path: '/:id',
       tag: 'agents',
+      start: {
+        path: '/',
+        summary: 'Start an agent run (a Temporal workflow)',
+        body: StartRun,
+        errors: [404],
+        statusUrl: (key) => `/v1/agent-runs/${key}`,
+        plan: async (body, run) => {
+          const agent = await agents.getAgent(run.tenantId, body.agentId);
+          if (!agent) throw new NotFoundError('agent', body.agentId);
+          return {
+            options: {
+              args: [{ tenantId: run.tenantId, runId: run.key, agent, input: body.input }],
+              // The run moves Phase on from here; starting with it set lists a fresh run as running, not as unset.
+              typedSearchAttributes: [{ key: PhaseKey, value: 'running' }],
+              staticSummary: `Agent ${agent.id} on ${agent.model}`,
+              // Each approval has its own deadline; this bounds a run whatever happens.
+              workflowExecutionTimeout: '30 days',
+            },
+          };
+        },
+      },
+      path: '/:id',
       read: { summary: 'The run so far: phase, messages, tool calls, approvals, pending call' },
       cancel: { summary: 'Cancel the run: nothing more is called after it' },
       approvals: {

@@ -2,16 +2,14 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { workflowId } from '../../contracts/operations';
 import { DEFAULT_ANALYSIS, defaultSteps, DURATION_PATTERN, rolloutContract, rolloutSteering, type EnvValue, type RolloutInput } from '../../contracts/rollout';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
-import type { rolloutModel } from '../../workflows';
 import { requireRole } from '../plugins/auth';
 import { canonicalHash } from '../../common/canonical';
-import { acceptedSchema, IdParams, operationRoutes, sendAccepted } from '../operation-routes';
-import { idempotencyKeyOf, operationRun, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId, VersionId } from '../schemas';
+import { IdParams, operationRoutes } from '../operation-routes';
+import { operationRun } from '../operations';
+import { errorResponses, ResourceId, VersionId } from '../schemas';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
 // Kubernetes quantities, kept to the forms people write for CPU and memory.
@@ -104,67 +102,47 @@ export function checkDeployBody(body: Pick<DeployBody, 'cluster' | 'resources' |
 }
 
 export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { registry, db, temporal, taskQueue } = app.platform;
+  const { registry, db, temporal } = app.platform;
   const clusters = new Set(Object.keys(app.platform.clusters));
   const locks = new RolloutLockStore(db);
-
-  app.post(
-    '/deploy',
-    {
-      preHandler: requireRole('developer'),
-      schema: {
-        tags: ['deployments'],
-        summary: 'Roll a model version out as a canary (a Temporal workflow); one rollout per model at a time',
-        headers: IdempotencyHeaders,
-        body: Deploy,
-        response: { 202: acceptedSchema(rolloutContract), ...errorResponses(400, 404, 409, 422, 503) },
-      },
-    },
-    async (request, reply) => {
-      const tenantId = request.principal!.tenantId;
-      const body = request.body;
-      checkDeployBody(body, clusters);
-      if (!(await registry.getModel(tenantId, body.modelId))) throw new NotFoundError('model', body.modelId);
-      const versions = await registry.listVersions(tenantId, body.modelId);
-      const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
-      if (version === undefined) throw new ConflictError(`model '${body.modelId}' has no ready version to roll out`, { field: 'body.version' });
-      const found = versions.find((v) => v.version === version);
-      if (!found) throw new NotFoundError('version', `${body.modelId}@${version}`);
-      if (found.state !== 'ready') throw new ConflictError(`version '${version}' is ${found.state}; only a ready version rolls out`, { field: 'body.version' });
-
-      const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const id = workflowId(rolloutContract.kind, tenantId, key);
-      await startOperation<typeof rolloutModel>(
-        { db, temporal, taskQueue },
-        {
-          contract: rolloutContract,
-          tenantId,
-          key,
-          request: body,
-          options: {
-            args: [rolloutInputOf(tenantId, key, version, body)],
-            typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
-            staticSummary: `Roll out ${body.modelId}@${version} on cluster ${body.cluster}`,
-            // Pauses without a duration wait for a person; a week bounds a forgotten one.
-            workflowExecutionTimeout: '7 days',
-          },
-          prepare: async (c) => {
-            const { heldBy } = await locks.acquire(c, { tenantId, modelId: body.modelId, deploymentId: key, workflowId: id });
-            if (heldBy) throw new ConflictError(`model '${body.modelId}' has a rollout in progress: '${heldBy}'`, { field: 'body.modelId', deploymentId: heldBy });
-          },
-          undo: (c) => locks.release(c, tenantId, body.modelId, id),
-        },
-      );
-      request.auditWorkflowId = id;
-      return sendAccepted(temporal, reply, rolloutContract, key, id, `/v1/deployments/${key}`);
-    },
-  );
 
   await app.register(
     operationRoutes({
       contract: rolloutContract,
-      path: '/deployments/:id',
       tag: 'deployments',
+      start: {
+        path: '/deploy',
+        summary: 'Roll a model version out as a canary (a Temporal workflow); one rollout per model at a time',
+        body: Deploy,
+        errors: [404, 409],
+        statusUrl: (key) => `/v1/deployments/${key}`,
+        plan: async (body, run) => {
+          const { tenantId, key } = run;
+          checkDeployBody(body, clusters);
+          if (!(await registry.getModel(tenantId, body.modelId))) throw new NotFoundError('model', body.modelId);
+          const versions = await registry.listVersions(tenantId, body.modelId);
+          const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
+          if (version === undefined) throw new ConflictError(`model '${body.modelId}' has no ready version to roll out`, { field: 'body.version' });
+          const found = versions.find((v) => v.version === version);
+          if (!found) throw new NotFoundError('version', `${body.modelId}@${version}`);
+          if (found.state !== 'ready') throw new ConflictError(`version '${version}' is ${found.state}; only a ready version rolls out`, { field: 'body.version' });
+          return {
+            options: {
+              args: [rolloutInputOf(tenantId, key, version, body)],
+              typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
+              staticSummary: `Roll out ${body.modelId}@${version} on cluster ${body.cluster}`,
+              // Pauses without a duration wait for a person; a week bounds a forgotten one.
+              workflowExecutionTimeout: '7 days',
+            },
+            prepare: async (c) => {
+              const { heldBy } = await locks.acquire(c, { tenantId, modelId: body.modelId, deploymentId: key, workflowId: run.workflowId });
+              if (heldBy) throw new ConflictError(`model '${body.modelId}' has a rollout in progress: '${heldBy}'`, { field: 'body.modelId', deploymentId: heldBy });
+            },
+            undo: (c) => locks.release(c, tenantId, body.modelId, run.workflowId),
+          };
+        },
+      },
+      path: '/deployments/:id',
       read: { summary: 'Where a rollout stands: phase, step, weights, every analysis' },
     }),
   );

@@ -10,16 +10,13 @@ import {
   type FineTuneInput,
   type Hyperparameters,
 } from '../../contracts/fine-tune';
-import { workflowId } from '../../contracts/operations';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import type { RegistryStore } from '../../common/store/registry';
-import type { fineTune } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { acceptedSchema, operationRoutes, sendAccepted } from '../operation-routes';
-import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId, VersionId } from '../schemas';
+import { operationRoutes } from '../operation-routes';
+import { errorResponses, ResourceId, VersionId } from '../schemas';
 import { Cpu, Memory } from './deployments';
 
 /** One hyperparameter with its bounds and documented default (contracts/fine-tune.ts). */
@@ -125,53 +122,34 @@ export async function validateFineTune(
 }
 
 export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { registry, db, temporal, taskQueue, objects } = app.platform;
+  const { registry, db, objects } = app.platform;
   const clusters = new Set(Object.keys(app.platform.clusters));
   const quotas = new GpuQuotaStore(db);
-
-  app.post(
-    '/fine-tunes',
-    {
-      preHandler: requireRole('developer'),
-      schema: {
-        tags: ['fine-tunes'],
-        summary: 'Fine-tune a model version on GPUs (LoRA, QLoRA or full) as a Temporal workflow; queued while the tenant GPU quota is used up',
-        headers: IdempotencyHeaders,
-        body: FineTuneBody,
-        response: { 202: acceptedSchema(fineTuneContract), ...errorResponses(400, 404, 409, 422, 503) },
-      },
-    },
-    async (request, reply) => {
-      const tenantId = request.principal!.tenantId;
-      const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const id = workflowId(fineTuneContract.kind, tenantId, key);
-      const input: FineTuneInput = { ...(await validateFineTune({ registry, objects, quotas, clusters }, tenantId, request.body, id)), fineTuneId: key };
-      await startOperation<typeof fineTune>(
-        { db, temporal, taskQueue },
-        {
-          contract: fineTuneContract,
-          tenantId,
-          key,
-          request: request.body,
-          options: {
-            args: [input],
-            typedSearchAttributes: [{ key: ModelIdKey, value: input.output.modelId }],
-            staticSummary: `Fine-tune ${input.base.modelId}@${input.base.version} (${input.method}, ${input.resources.gpuCount} GPU) into ${input.output.modelId}@${input.output.version}`,
-            // Queue time plus every attempt's deadline bounds the whole run.
-            workflowExecutionTimeout: `${Math.min(input.jobDeadlineSeconds * (input.maxResumptions + 1) + 7 * 86_400, 60 * 86_400)}s`,
-          },
-        },
-      );
-      request.auditWorkflowId = id;
-      return sendAccepted(temporal, reply, fineTuneContract, key, id, `/v1/fine-tunes/${key}`);
-    },
-  );
 
   await app.register(
     operationRoutes({
       contract: fineTuneContract,
-      path: '/fine-tunes/:id',
       tag: 'fine-tunes',
+      start: {
+        path: '/fine-tunes',
+        summary: 'Fine-tune a model version on GPUs (LoRA, QLoRA or full) as a Temporal workflow; queued while the tenant GPU quota is used up',
+        body: FineTuneBody,
+        errors: [404, 409],
+        statusUrl: (key) => `/v1/fine-tunes/${key}`,
+        plan: async (body, run) => {
+          const input: FineTuneInput = { ...(await validateFineTune({ registry, objects, quotas, clusters }, run.tenantId, body, run.workflowId)), fineTuneId: run.key };
+          return {
+            options: {
+              args: [input],
+              typedSearchAttributes: [{ key: ModelIdKey, value: input.output.modelId }],
+              staticSummary: `Fine-tune ${input.base.modelId}@${input.base.version} (${input.method}, ${input.resources.gpuCount} GPU) into ${input.output.modelId}@${input.output.version}`,
+              // Queue time plus every attempt's deadline bounds the whole run.
+              workflowExecutionTimeout: `${Math.min(input.jobDeadlineSeconds * (input.maxResumptions + 1) + 7 * 86_400, 60 * 86_400)}s`,
+            },
+          };
+        },
+      },
+      path: '/fine-tunes/:id',
       read: {
         summary: 'Where a fine-tune stands: phase, queue position, Job, loss curve, result',
         answer: async (run) => {

@@ -6,11 +6,7 @@ import { pipelineChildKey, pipelineContract, type PipelineInput } from '../../co
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { fineTuneContract } from '../../contracts/fine-tune';
-import type { runPipeline } from '../../workflows';
-import { requireRole } from '../plugins/auth';
-import { acceptedSchema, operationRoutes, sendAccepted } from '../operation-routes';
-import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders } from '../schemas';
+import { operationRoutes } from '../operation-routes';
 import { checkConversionBody, Convert } from './conversions';
 import { checkDeployBody, Deploy, rolloutInputOf } from './deployments';
 import { FineTuneBody, validateFineTune } from './fine-tunes';
@@ -31,72 +27,53 @@ const PipelineBody = Type.Object(
 const Approval = Type.Object({ decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]), reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
 
 export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { registry, db, temporal, taskQueue, objects } = app.platform;
+  const { registry, db, objects } = app.platform;
   const clusters = app.platform.clusters;
   const clusterNames = new Set(Object.keys(clusters));
   const quotas = new GpuQuotaStore(db);
 
-  app.post(
-    '/pipelines',
-    {
-      preHandler: requireRole('developer'),
-      schema: {
-        tags: ['pipelines'],
-        summary: 'Fine-tune → conversion → (approval) → rollout as one workflow with a child workflow per step; stops at the first failure',
-        headers: IdempotencyHeaders,
-        body: PipelineBody,
-        response: { 202: acceptedSchema(pipelineContract), ...errorResponses(400, 404, 409, 422, 503) },
-      },
-    },
-    async (request, reply) => {
-      const tenantId = request.principal!.tenantId;
-      const body = request.body;
-      const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const childKey = pipelineChildKey(key);
-      // Everything is checked before the start: a refused pipeline leaves no workflow or claim behind.
-      checkConversionBody(body.conversion, clusters, 'body.conversion');
-      checkDeployBody(body.rollout, clusterNames, 'body.rollout');
-      const fineTune = await validateFineTune({ registry, objects, quotas, clusters: clusterNames }, tenantId, body.fineTune, workflowId(fineTuneContract.kind, tenantId, childKey), 'body.fineTune');
-      const { modelId, version } = fineTune.output;
-      // The workflow fills model and version in: the version exists only once the fine-tune has run.
-      const { modelId: _model, version: _version, ...rollout } = rolloutInputOf(tenantId, childKey, version, { ...body.rollout, modelId });
-      const input: PipelineInput = {
-        tenantId,
-        pipelineId: key,
-        fineTune: { ...fineTune, fineTuneId: childKey },
-        conversion: { cluster: body.conversion.cluster, options: conversionOptionsOf(body.conversion) },
-        rollout,
-        approvalBeforeRollout: body.approvalBeforeRollout,
-        approvalTimeoutSeconds: body.approvalTimeoutSeconds,
-      };
-      const id = workflowId(pipelineContract.kind, tenantId, key);
-      const fineTuneBound = fineTune.jobDeadlineSeconds * (fineTune.maxResumptions + 1) + WEEK_S;
-      await startOperation<typeof runPipeline>(
-        { db, temporal, taskQueue },
-        {
-          contract: pipelineContract,
-          tenantId,
-          key,
-          request: body,
-          options: {
-            args: [input],
-            typedSearchAttributes: [{ key: ModelIdKey, value: modelId }],
-            staticSummary: `Pipeline: fine-tune ${fineTune.base.modelId}@${fineTune.base.version} into ${modelId}@${version}, convert, ${body.approvalBeforeRollout ? 'approve, ' : ''}roll out`,
-            // Each child's own bound, the approval wait and the rollout's week, added up.
-            workflowExecutionTimeout: `${Math.min(fineTuneBound + 86_400 + body.approvalTimeoutSeconds + WEEK_S, 90 * 86_400)}s`,
-          },
-        },
-      );
-      request.auditWorkflowId = id;
-      return sendAccepted(temporal, reply, pipelineContract, key, id, `/v1/pipelines/${key}`);
-    },
-  );
-
   await app.register(
     operationRoutes({
       contract: pipelineContract,
-      path: '/pipelines/:id',
       tag: 'pipelines',
+      start: {
+        path: '/pipelines',
+        summary: 'Fine-tune → conversion → (approval) → rollout as one workflow with a child workflow per step; stops at the first failure',
+        body: PipelineBody,
+        errors: [404, 409],
+        statusUrl: (key) => `/v1/pipelines/${key}`,
+        plan: async (body, run) => {
+          const { tenantId, key } = run;
+          const childKey = pipelineChildKey(key);
+          // Everything is checked before the start: a refused pipeline leaves no workflow or claim behind.
+          checkConversionBody(body.conversion, clusters, 'body.conversion');
+          checkDeployBody(body.rollout, clusterNames, 'body.rollout');
+          const fineTune = await validateFineTune({ registry, objects, quotas, clusters: clusterNames }, tenantId, body.fineTune, workflowId(fineTuneContract.kind, tenantId, childKey), 'body.fineTune');
+          const { modelId, version } = fineTune.output;
+          // The workflow fills model and version in: the version exists only once the fine-tune has run.
+          const { modelId: _model, version: _version, ...rollout } = rolloutInputOf(tenantId, childKey, version, { ...body.rollout, modelId });
+          const input: PipelineInput = {
+            tenantId,
+            pipelineId: key,
+            fineTune: { ...fineTune, fineTuneId: childKey },
+            conversion: { cluster: body.conversion.cluster, options: conversionOptionsOf(body.conversion) },
+            rollout,
+            approvalBeforeRollout: body.approvalBeforeRollout,
+            approvalTimeoutSeconds: body.approvalTimeoutSeconds,
+          };
+          const fineTuneBound = fineTune.jobDeadlineSeconds * (fineTune.maxResumptions + 1) + WEEK_S;
+          return {
+            options: {
+              args: [input],
+              typedSearchAttributes: [{ key: ModelIdKey, value: modelId }],
+              staticSummary: `Pipeline: fine-tune ${fineTune.base.modelId}@${fineTune.base.version} into ${modelId}@${version}, convert, ${body.approvalBeforeRollout ? 'approve, ' : ''}roll out`,
+              // Each child's own bound, the approval wait and the rollout's week, added up.
+              workflowExecutionTimeout: `${Math.min(fineTuneBound + 86_400 + body.approvalTimeoutSeconds + WEEK_S, 90 * 86_400)}s`,
+            },
+          };
+        },
+      },
+      path: '/pipelines/:id',
       read: { summary: "Where a pipeline stands: stage, each child's workflow id and outcome, failure reason, approval" },
       cancel: { summary: 'Cancel a pipeline: the running child workflow is cancelled with it' },
       approvals: {
