@@ -31,6 +31,7 @@ import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
 import { mcpServerRoutes } from './routes/mcp-servers';
 import { modelRoutes } from './routes/models';
+import { refuseUnstorableText } from './plugins/storable-text';
 import { ErrorResponse } from './schemas';
 
 export interface AppDeps {
@@ -122,17 +123,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(authPlugin, { tenants: platform.tenants, jwt: deps.jwt ?? {}, keyCacheTtlMs: gateway.keyCacheTtlMs });
   await app.register(auditPlugin, { audit: platform.audit });
   await app.register(healthRoutes);
-  await app.register(modelRoutes, { prefix: '/v1/models' });
   await app.register(gatewayPlugin, { settings: gateway });
-  await app.register(knowledgeRoutes, { prefix: '/v1/knowledge' });
-  await app.register(knowledgeChatRoutes, { prefix: '/v1/knowledge' });
-  await app.register(deploymentRoutes, { prefix: '/v1' });
-  await app.register(mcpServerRoutes, { prefix: '/v1/mcp-servers' });
-  await app.register(agentRoutes, { prefix: '/v1/agents' });
-  await app.register(agentRunRoutes, { prefix: '/v1/agent-runs' });
-  await app.register(conversionRoutes, { prefix: '/v1' });
-  await app.register(fineTuneRoutes, { prefix: '/v1' });
-  await app.register(pipelineRoutes, { prefix: '/v1' });
-  await app.register(adminRoutes, { prefix: '/v1' });
+  // The control routes write what they are sent to the platform store; inference bodies only pass through.
+  await app.register(async (control) => {
+    refuseUnstorableText(control);
+    await control.register(modelRoutes, { prefix: '/v1/models' });
+    await control.register(knowledgeRoutes, { prefix: '/v1/knowledge' });
+    await control.register(knowledgeChatRoutes, { prefix: '/v1/knowledge' });
+    await control.register(deploymentRoutes, { prefix: '/v1' });
+    await control.register(mcpServerRoutes, { prefix: '/v1/mcp-servers' });
+    await control.register(agentRoutes, { prefix: '/v1/agents' });
+    await control.register(agentRunRoutes, { prefix: '/v1/agent-runs' });
+    await control.register(conversionRoutes, { prefix: '/v1' });
+    await control.register(fineTuneRoutes, { prefix: '/v1' });
+    await control.register(pipelineRoutes, { prefix: '/v1' });
+    await control.register(adminRoutes, { prefix: '/v1' });
+  });
   return app;
 }

@@ -99,6 +99,20 @@ describe('API keys', () => {
     expect(bad.statusCode).toBe(400);
     expect(fieldOf(bad)).toBe('body.role');
   });
+
+  it('refuses text PostgreSQL cannot store with 400 naming the field, and stores nothing', async () => {
+    const nul = await api('POST', '/v1/api-keys', acme.keys.admin, { name: 'a\u0000b', role: 'viewer' });
+    expect({ status: nul.statusCode, field: fieldOf(nul) }).toEqual({ status: 400, field: 'body.name' });
+    const model = uniqueId('nul');
+    const named = await api('POST', '/v1/models', acme.keys.admin, { id: model, name: 'x\u0000' });
+    expect({ status: named.statusCode, field: fieldOf(named) }).toEqual({ status: 400, field: 'body.name' });
+    // An unpaired surrogate would otherwise be stored as U+FFFD: quietly not what was sent.
+    const lone = await api('POST', '/v1/models', acme.keys.admin, { id: model, name: 'x', description: 'half \ud800 pair' });
+    expect({ status: lone.statusCode, field: fieldOf(lone) }).toEqual({ status: 400, field: 'body.description' });
+    expect((await api('GET', `/v1/models/${model}`, acme.keys.admin)).statusCode).toBe(404);
+    const { apiKeys } = (await api('GET', '/v1/api-keys', acme.keys.admin)).json() as { apiKeys: { name: string }[] };
+    expect(apiKeys.some((k) => k.name.startsWith('a') && k.name.endsWith('b') && k.name.length === 3)).toBe(false);
+  });
 });
 
 describe('projects', () => {
