@@ -1,12 +1,11 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError } from '@temporalio/client';
+import { formatOf, uploadsPrefix } from '../../common/documents';
 import { BadRequestError, NotFoundError } from '../../common/errors';
 import { workflowId } from '../../common/ids';
 import { UnknownEmbedderError } from '../../common/knowledge';
 import type { IngestionInput } from '../../common/types';
-import { uploadsPrefix } from '../../activities/knowledge';
-import { formatOf } from '../../activities/parsing/parsers';
 import type { ingestDocuments, IngestionProgress } from '../../workflows';
 import { requireRole } from '../plugins/auth';
 import { idempotencyKeyOf, startOperation } from '../operations';
