@@ -96,10 +96,10 @@ export function jsonEnv<T extends TSchema>(name: string, raw: string, schema: T)
 }
 
 const Cluster = Type.Object({
-  /** "kubernetes" (default): Deployments on the cluster of `kubeconfig`; "process": local processes, for dev on a laptop. */
+  /** "kubernetes" (default): Deployments on the cluster of `kubeconfig`; "process": local processes, for dev on a laptop (dev worker only). */
   runtime: Type.Optional(Type.Union([Type.Literal('kubernetes'), Type.Literal('process')])),
   kubeconfig: Type.Optional(Type.String({ minLength: 1 })),
-  /** process runtime: argv of a version's server, with {port}, {model}, {version}, {artifactUri} filled in (activities/local-runtime). */
+  /** process runtime: argv of a version's server, with {port}, {model}, {version}, {artifactUri} filled in (deploy/dev/local-runtime.ts). */
   command: Type.Optional(Type.Array(Type.String(), { minItems: 1 })),
   /** process runtime: where it keeps each version's pid, port and log; default .data/local-runtime/<cluster>. */
   stateDir: Type.Optional(Type.String({ minLength: 1 })),

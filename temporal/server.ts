@@ -57,7 +57,7 @@ export async function startTemporalDevServer(opts: { dataDir: string; port?: num
     await waitFor(`Temporal at ${address}`, () => healthy(address), 120_000, 250);
   } catch (err) {
     await proc.stop();
-    throw new Error(`${(err as Error).message}\n--- ${proc.logFile} ---\n${await tail(proc.logFile)}`);
+    throw new Error(`${(err as Error).message}\n--- ${proc.logFile} ---\n${await tail(proc.logFile)}`, { cause: err });
   }
   return { address, uiUrl, executable, stop: () => proc.stop() };
 }

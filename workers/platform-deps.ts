@@ -1,15 +1,13 @@
-import path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { Type } from '@sinclair/typebox';
 import type { Pool } from 'pg';
 import type { PlatformActivityDeps } from '../activities';
 import { localEndpoints, serviceDnsEndpoints } from '../activities/kubernetes/endpoints';
 import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
-import { DEFAULT_PROCESS_COMMAND } from '../activities/local-runtime';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
 import { createAlertSink } from '../activities/rollout/alerts';
 import { conversionS3Env } from '../activities/conversion';
-import { clustersOf, jsonEnv, type Config } from '../common/config';
+import { clustersOf, ConfigError, jsonEnv, type Config } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
 import { s3StoreFromConfig } from '../common/objectstore';
@@ -28,6 +26,12 @@ const StringMap = Type.Record(Type.String(), Type.String());
 export async function platformActivityDeps(config: Config, db: Pool, overrides: Partial<PlatformActivityDeps> = {}): Promise<PlatformActivityDeps> {
   const clusters = clustersOf(config.LLMHUB_CLUSTERS);
   const namespaces = jsonEnv('LLMHUB_TENANT_NAMESPACES', config.LLMHUB_TENANT_NAMESPACES, StringMap);
+  const processClusters = Object.keys(clusters).filter((name) => clusters[name]!.runtime === 'process');
+  // Local processes are a dev runtime that only the dev stack's worker hands in (deploy/dev/worker.ts); without it such a
+  // cluster would be taken for a Kubernetes one, so refuse to start instead.
+  if (processClusters.length && !overrides.modelRuntimeOf) {
+    throw new ConfigError(`invalid configuration:\n  LLMHUB_CLUSTERS: ${processClusters.join(', ')}: runtime "process" is served by the dev stack's worker only`);
+  }
   const local = config.LLMHUB_LOCAL_ENDPOINTS ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap) : undefined;
   return {
     db,
@@ -50,11 +54,7 @@ export async function platformActivityDeps(config: Config, db: Pool, overrides: 
       else kc.loadFromDefault();
       return kc;
     },
-    processRuntimeOf: (cluster) => {
-      const c = clusters[cluster];
-      if (c?.runtime !== 'process') return undefined;
-      return { command: c.command ?? DEFAULT_PROCESS_COMMAND, stateDir: path.resolve(c.stateDir ?? path.join('.data', 'local-runtime', cluster)) };
-    },
+    modelRuntimeOf: () => undefined,
     namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
     modelServer: { image: config.LLMHUB_MODEL_SERVER_IMAGE, ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}) },
     endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,

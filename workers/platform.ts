@@ -1,35 +1,4 @@
-import { createPlatformActivities } from '../activities';
-import { loadConfig } from '../common/config';
-import { createLogger } from '../common/logger';
-import { createPool } from '../common/store/pool';
-import { connectTemporal, installRuntimeLogger, startWorker } from './bootstrap';
-import { platformActivityDeps } from './platform-deps';
+import { runPlatformWorker } from './platform-worker';
 
-/** Entry point of the platform task queue's worker process. */
-async function main(): Promise<void> {
-  const config = loadConfig();
-  const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
-  installRuntimeLogger(logger);
-  const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
-  const connection = await connectTemporal(config.TEMPORAL_ADDRESS, logger);
-  const running = await startWorker({
-    connection,
-    namespace: config.TEMPORAL_NAMESPACE,
-    taskQueue: config.TEMPORAL_TASK_QUEUE,
-    activities: createPlatformActivities(await platformActivityDeps(config, db)),
-    workflows: process.env.LLMHUB_WORKFLOW_BUNDLE
-      ? { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE } }
-      : { workflowsPath: require.resolve('../workflows') },
-    logger,
-    metricsPort: config.WORKER_METRICS_PORT,
-    shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
-  });
-  await running.done;
-  await connection.close();
-  await db.end();
-}
-
-main().catch((err) => {
-  console.error(err instanceof Error ? err.message : err);
-  process.exit(1);
-});
+/** Entry point of the platform task queue's worker process (node dist/workers/platform.js in production). */
+runPlatformWorker();

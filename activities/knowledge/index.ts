@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import { uploadsPrefix } from '../../common/documents';
 import type { EmbedderRegistry } from '../../common/knowledge';
 import { objectUri, parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import type { KnowledgeStore } from '../../common/store/knowledge';
@@ -46,8 +47,6 @@ const PREFETCH = 8;
 // Points written per upsert: each upsert and stale-delete is one commit in the vector store.
 const FLUSH_CHUNKS = 256;
 
-/** Uploaded files of a namespace live under the tenant's own prefix of the platform bucket. */
-export const uploadsPrefix = (tenantId: string, namespace: string) => `tenants/${tenantId}/knowledge/${namespace}/uploads/`;
 const manifestKey = (tenantId: string, ingestionId: string) => `tenants/${tenantId}/ingestions/${encodeURIComponent(ingestionId)}/manifest.json`;
 
 async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {

@@ -20,7 +20,7 @@ export type EndpointResolver = (v: ServedVersion) => string;
 
 export const serviceDnsEndpoints: EndpointResolver = (v) => `http://${v.service}.${v.namespace}.svc:${v.port}/v1`;
 
-/** The process runtime (activities/local-runtime) serves each version from its own process on a loopback port. */
+/** The dev stack's process runtime (deploy/dev/local-runtime.ts) serves each version from its own process on a loopback port. */
 export const loopbackEndpoints: EndpointResolver = (v) => `http://127.0.0.1:${v.port}/v1`;
 
 export const localEndpointKey = (v: Pick<ServedVersion, 'tenantId' | 'modelId' | 'version'>): string => `${v.tenantId}/${v.modelId}/${v.version}`;

@@ -1,7 +1,6 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { AppsV1Api, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject, type V1Deployment } from '@kubernetes/client-node';
-import { processRuntime, type ProcessRuntimeSettings } from '../local-runtime';
 import type { EndpointResolver } from './endpoints';
 import { FIELD_MANAGER, renderModelServer, SERVING_PORT, servingName, type ModelServerImage, type ModelServerSpec } from './manifests';
 import { ClusterFailures } from '../../contracts/cluster';
@@ -10,8 +9,11 @@ import { deleteIfPresent, isStatus, serverSideApply, tenantNamespace } from './c
 export interface KubernetesActivityDeps {
   /** The clusters named in configuration (LLMHUB_CLUSTERS); loaded lazily so a worker starts without a reachable cluster. */
   kubeConfigOf(cluster: string): KubeConfig | undefined;
-  /** Settings of a cluster whose runtime is "process" (local processes, dev only); undefined: a Kubernetes cluster. */
-  processRuntimeOf(cluster: string): ProcessRuntimeSettings | undefined;
+  /**
+   * The runtime of a cluster that does not serve versions as Kubernetes Deployments; undefined: a Kubernetes cluster.
+   * Handed in by the stack that offers one (the dev stack's local processes, deploy/dev/local-runtime.ts).
+   */
+  modelRuntimeOf(cluster: string): ModelRuntime | undefined;
   namespaceOf(tenantId: string): string;
   modelServer: ModelServerImage;
   endpointOf: EndpointResolver;
@@ -95,10 +97,12 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
   const runtimeOf = (cluster: string): ModelRuntime => {
     let r = runtimes.get(cluster);
     if (!r) {
-      const local = deps.processRuntimeOf(cluster);
-      const kc = local ? undefined : deps.kubeConfigOf(cluster);
-      if (!local && !kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, ClusterFailures.unknownCluster);
-      r = local ? processRuntime(local) : kubernetesRuntime(kc!, deps);
+      r = deps.modelRuntimeOf(cluster);
+      if (!r) {
+        const kc = deps.kubeConfigOf(cluster);
+        if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, ClusterFailures.unknownCluster);
+        r = kubernetesRuntime(kc, deps);
+      }
       runtimes.set(cluster, r);
     }
     return r;

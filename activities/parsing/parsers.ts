@@ -2,6 +2,7 @@ import { convert as htmlToText } from 'html-to-text';
 import mammoth from 'mammoth';
 import { marked, type Token } from 'marked';
 import { extractText, getDocumentProxy } from 'unpdf';
+import { FORMAT_BY_EXTENSION, formatOf } from '../../common/documents';
 
 /** A run of text with where it sits in the source: its page (PDF) and the heading it falls under. */
 export interface Block {
@@ -10,26 +11,8 @@ export interface Block {
   heading: string | null;
 }
 
-export type DocumentFormat = 'pdf' | 'docx' | 'html' | 'markdown' | 'text';
-
 /** The document cannot be parsed (corrupt, unsupported); retrying will not help, the rest of the batch goes on. */
 export class UnparseableDocumentError extends Error {}
-
-const BY_EXTENSION: Record<string, DocumentFormat> = {
-  pdf: 'pdf',
-  docx: 'docx',
-  html: 'html',
-  htm: 'html',
-  md: 'markdown',
-  markdown: 'markdown',
-  txt: 'text',
-  text: 'text',
-};
-
-export function formatOf(name: string): DocumentFormat | undefined {
-  const ext = /\.([a-z0-9]+)$/i.exec(name)?.[1]?.toLowerCase();
-  return ext ? BY_EXTENSION[ext] : undefined;
-}
 
 /** Markdown (and HTML rendered to Markdown-style headings) to blocks, each carrying its nearest heading. */
 function markdownBlocks(md: string): Block[] {
@@ -94,7 +77,7 @@ async function pdfBlocks(bytes: Uint8Array): Promise<Block[]> {
 /** Built-in parsers for PDF, DOCX, HTML, Markdown and plain text. */
 export async function parseBuiltin(name: string, bytes: Uint8Array): Promise<Block[]> {
   const format = formatOf(name);
-  if (!format) throw new UnparseableDocumentError(`unsupported file type: ${name} (supported: ${Object.keys(BY_EXTENSION).join(', ')})`);
+  if (!format) throw new UnparseableDocumentError(`unsupported file type: ${name} (supported: ${Object.keys(FORMAT_BY_EXTENSION).join(', ')})`);
   try {
     switch (format) {
       case 'pdf':

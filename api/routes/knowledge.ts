@@ -1,9 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { formatOf, uploadsPrefix } from '../../common/documents';
 import { BadRequestError, NotFoundError } from '../../common/errors';
 import { UnknownEmbedderError } from '../../common/knowledge';
-import { uploadsPrefix } from '../../activities/knowledge';
-import { formatOf } from '../../activities/parsing/parsers';
 import type { ingestDocuments } from '../../workflows';
 import { ingestionContract, type IngestionInput } from '../../contracts/ingestion';
 import { requireRole } from '../plugins/auth';

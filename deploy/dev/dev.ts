@@ -5,7 +5,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { stopAllProcesses } from '../../activities/local-runtime';
 import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
@@ -14,6 +13,7 @@ import { API_NODE_FLAGS } from '../node-flags';
 import { conversionProgram, REFERENCE_TRAINER_IMAGE, referenceTrainerProgram } from './job-programs';
 import { startKubeCluster } from './kube/cluster';
 import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner } from './kube/local-jobs';
+import { stopAllProcesses } from './local-runtime';
 import { waitFor } from './process';
 import { DEV_PORTS, startLocalStack } from './stack';
 
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   await objects.ensureBucket('models');
   await objects.put({ bucket: 'models', key: 'demo/model.safetensors' }, 'demo weights\n');
 
-  // Two clusters: 'local' serves each rolled-out version as a local process (activities/local-runtime), so a chat
+  // Two clusters: 'local' serves each rolled-out version as a local process (local-runtime.ts, via worker.ts), so a chat
   // reaches a real server; 'kube' is the local control plane with fake GPU nodes, where fine-tune and conversion
   // Jobs run, their pods' work done by local programs (the local job runner; kwok runs no containers).
   const runtimeDir = path.join(dataDir, 'local-runtime');
@@ -84,7 +84,7 @@ async function main(): Promise<void> {
     LLMHUB_CONVERT_IMAGE: 'llmhub/convert',
     LLMHUB_CONVERT_TENSORRT_IMAGE: 'llmhub/convert-tensorrt',
   };
-  const children = [launch('worker', 'workers/platform.ts', env), launch('api', 'api/server.ts', env, API_NODE_FLAGS)];
+  const children = [launch('worker', 'deploy/dev/worker.ts', env), launch('api', 'api/server.ts', env, API_NODE_FLAGS)];
   shutdown = async (code) => {
     if (shuttingDown) return;
     shuttingDown = true;

@@ -48,7 +48,7 @@ export async function startLocalS3(opts: { dataDir: string; port?: number }): Pr
     try {
       await waitFor(`S3 on 127.0.0.1:${port}`, () => portOpen(port), 60_000, 100);
     } catch (err) {
-      throw new Error(`${(err as Error).message}\n${await tail(proc.logFile)}`);
+      throw new Error(`${(err as Error).message}\n${await tail(proc.logFile)}`, { cause: err });
     }
   };
   await start();

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Labels, defaultNamespaceOf } from '../../activities/kubernetes/manifests';
 import { trainingJobName } from '../../activities/kubernetes/jobs';
 import { fineTuneContract } from '../../contracts/fine-tune';
-import { decodeMlp, meanSquaredError } from '../../common/mlp';
+import { decodeMlp, meanSquaredError } from '../../deploy/trainers/reference/mlp';
 import { LineageStore } from '../../common/store/lineage';
 import { historyText } from '../support/history-text';
 import { BUCKET, HYPERPARAMETERS, fineTuneClient, gpuNodes, prepare, readObject, startFineTunePlatform, task } from '../support/fine-tune';

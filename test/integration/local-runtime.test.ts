@@ -2,8 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { stopAllProcesses } from '../../activities/local-runtime';
 import { RoutingStore } from '../../common/store/routing';
+import { processRuntimesOf, stopAllProcesses } from '../../deploy/dev/local-runtime';
 import { eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 import { rolloutClient, rolloutRequest } from '../support/rollout';
 
@@ -20,9 +20,10 @@ beforeAll(async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'llmhub-local-runtime-'));
   // Not created beforehand: the runtime makes its state dir on the first apply.
   stateDir = path.join(tmp, 'state');
-  // Configuration, not a test override: the API validates cluster names and the worker picks the runtime from it.
+  // Configuration, not a test override: the API validates cluster names and the dev runtime is built from it, as the
+  // dev stack's worker does (deploy/dev/worker.ts).
   process.env.LLMHUB_CLUSTERS = JSON.stringify({ local: {}, laptop: { runtime: 'process', stateDir } });
-  p = await startTestPlatform({ gateway: { metricsFlushMs: 200, refreshMs: 500 } });
+  p = await startTestPlatform({ gateway: { metricsFlushMs: 200, refreshMs: 500 }, activityDeps: { modelRuntimeOf: processRuntimesOf(process.env.LLMHUB_CLUSTERS) } });
   baseURL = `${await p.app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
   acme = await p.createTenant('acme');
   api = rolloutClient(p, acme);

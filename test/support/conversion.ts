@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { PlatformActivityDeps } from '../../activities';
 import { conversionS3Env } from '../../activities/conversion';
 import type { Config } from '../../common/config';
-import { encodeMlp, type Mlp } from '../../common/mlp';
+import { encodeMlp, type Mlp } from '../../deploy/trainers/reference/mlp';
 import { conversionProgram } from '../../deploy/dev/job-programs';
 import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner, type LocalJobRunner, type LocalProgram } from '../../deploy/dev/kube/local-jobs';
 import { bearer, uniqueId, type TestPlatform, type TestTenant } from './platform';

@@ -5,7 +5,7 @@ import type { TrainerImage } from '../../activities/kubernetes/jobs';
 import { BatchV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { loadConfig, type Config } from '../../common/config';
 import type { FineTuneStatus } from '../../contracts/fine-tune';
-import { decodeMlp, forward, type Example, type Mlp } from '../../common/mlp';
+import { decodeMlp, forward, type Example, type Mlp } from '../../deploy/trainers/reference/mlp';
 import { testKubeConfig, KUBECONFIG_ENV } from '../../deploy/dev/kube/cluster';
 import { REFERENCE_TRAINER_IMAGE, referenceTrainerProgram } from '../../deploy/dev/job-programs';
 import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner, type LocalJobRunner } from '../../deploy/dev/kube/local-jobs';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { renderTrainingJob, trainingJobName, type TrainingJobSpec } from '../../activities/kubernetes/jobs';
 import { DEFAULT_HYPERPARAMETERS, HYPERPARAMETER_BOUNDS } from '../../contracts/fine-tune';
-import { decodeMlp, encodeMlp, forward, meanSquaredError, parseDataset, type Mlp } from '../../common/mlp';
+import { decodeMlp, encodeMlp, forward, meanSquaredError, parseDataset, type Mlp } from '../../deploy/trainers/reference/mlp';
 
 const spec = (resources: Partial<TrainingJobSpec['resources']>): TrainingJobSpec => ({
   cluster: 'local',

@@ -1,5 +1,5 @@
 import { describe, expect, test } from '@jest/globals';
-import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../../common/safetensors';
+import { decodeSafetensors, encodeSafetensors, SafetensorsError } from '../../deploy/trainers/reference/safetensors';
 
 describe('safetensors', () => {
   const tensors = {

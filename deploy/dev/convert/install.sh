@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Prints the folder of the conversion toolchain's virtual environment (Python + deploy/dev/convert/requirements.txt),
+# Prints the folder of the conversion toolchain's virtual environment (Python + deploy/convert/requirements.txt),
 # created once per requirements hash under ${LLMHUB_CACHE:-~/.cache/llmhub}/convert/ and reused after (no-op when cached).
 # dev and tests run the conversion Jobs' programs (deploy/convert/) with its python; production uses the image
 # built from deploy/convert/Dockerfile with the same requirements.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-req="$here/requirements.txt"
+req="$here/../../convert/requirements.txt"
 hash=$(sha256sum "$req" | cut -c1-16)
 dir="${LLMHUB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmhub}/convert/$hash"
 if [ ! -f "$dir/.complete" ]; then

@@ -2,7 +2,6 @@
 // controller-manager, scheduler, kwok) that deploy/dev/kube/cluster.sh runs. The shell script
 // owns process management so that `dev`, CI and jest's global setup share one implementation.
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { freePorts } from '../process';
 import * as path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -10,19 +9,8 @@ import { KubeConfig } from '@kubernetes/client-node';
 /** Env var through which jest's global setup hands the kubeconfig path to test files. */
 export const KUBECONFIG_ENV = 'KUBECONFIG_LLMHUB';
 
-// The scripts stay in the source tree; compiled output (dist/deploy/dev/kube) finds them by
-// walking up to the repository root.
-function findScriptDir(): string {
-  if (existsSync(path.join(__dirname, 'cluster.sh'))) return __dirname;
-  for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'deploy', 'dev', 'kube');
-    if (existsSync(path.join(candidate, 'cluster.sh'))) return candidate;
-    if (path.dirname(dir) === dir) throw new Error(`deploy/dev/kube/cluster.sh not found above ${__dirname}`);
-  }
-}
-const SCRIPT_DIR = findScriptDir();
-const CLUSTER_SH = path.join(SCRIPT_DIR, 'cluster.sh');
-const BUILD_SH = path.join(SCRIPT_DIR, 'build.sh');
+const CLUSTER_SH = path.join(__dirname, 'cluster.sh');
+const BUILD_SH = path.join(__dirname, 'build.sh');
 
 export interface KubeClusterOptions {
   /** State dir (certificates, etcd data, logs, kubeconfig). Default `${LLMHUB_DATA:-<repo>/.data}/kube`. */

@@ -12,9 +12,9 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RunObjects, TrainerEnv, type FineTuneMethod, type Hyperparameters, type TrainerProgress } from '../../../contracts/fine-tune';
-import { activations, decodeMlp, encodeMlp, meanSquaredError, MlpFormatError, parseDataset, type Example, type Mlp } from '../../../common/mlp';
+import { activations, decodeMlp, encodeMlp, meanSquaredError, MlpFormatError, parseDataset, type Example, type Mlp } from './mlp';
 import { objectUri, parseObjectUri, S3ObjectStore, type ObjectStore } from '../../../common/objectstore';
-import { decodeSafetensors, encodeSafetensors, type F32Tensor } from '../../../common/safetensors';
+import { decodeSafetensors, encodeSafetensors, type F32Tensor } from './safetensors';
 
 export interface TrainSettings {
   runPrefix: string;

@@ -1,28 +1,30 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
-import { freePort, runningPid, startProcess, tail, terminate } from '../../deploy/dev/process';
-import { loopbackEndpoints } from '../kubernetes/endpoints';
-import type { ModelRuntime, ServedRef } from '../kubernetes';
-import type { ModelServerSpec } from '../kubernetes/manifests';
+import type { ModelRuntime, ServedRef } from '../../activities/kubernetes';
+import { loopbackEndpoints } from '../../activities/kubernetes/endpoints';
+import type { ModelServerSpec } from '../../activities/kubernetes/manifests';
+import { clustersOf } from '../../common/config';
+import { freePort, runningPid, startProcess, tail, terminate } from './process';
 
 /**
  * The "process" runtime of LLMHUB_CLUSTERS: each version is one local process serving the OpenAI API on its own
  * 127.0.0.1 port, for `dev` on a laptop. Its pid and port live in `stateDir`, so a restarted worker finds and reuses
- * (or stops) what an earlier one started. A dev runtime: one process per version, no resource limits, no restarts.
+ * (or stops) what an earlier one started. A dev runtime: one process per version, no resource limits, no restarts;
+ * so it lives here and the dev stack hands it to the worker (deploy/dev/worker.ts), never the production build.
  */
-export interface ProcessRuntimeSettings {
+interface ProcessRuntimeSettings {
   /** argv of a version's server; {port}, {model}, {version} and {artifactUri} are filled in. */
   command: string[];
   stateDir: string;
 }
 
 /** The repo's reference model server (a fixture that answers like vLLM), run from the repo root as the dev worker is. */
-export const DEFAULT_PROCESS_COMMAND = [
+const DEFAULT_PROCESS_COMMAND = [
   process.execPath,
   '--import',
   'tsx',
-  path.resolve(__dirname, '..', '..', 'deploy', 'dev', 'model-server', 'main.ts'),
+  path.resolve(__dirname, 'model-server', 'main.ts'),
   ...['--port', '{port}', '--name', '{version}', '--model', '{model}'],
 ];
 
@@ -43,7 +45,7 @@ async function stop(dir: string, name: string): Promise<void> {
   await rm(path.join(dir, `${name}.pid`), { force: true });
 }
 
-export function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
+function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
   const dir = settings.stateDir;
   const portFile = (name: string) => path.join(dir, `${name}.port`);
   /** The port of the version's process while it runs. */
@@ -98,4 +100,14 @@ export function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
       await rm(portFile(name), { force: true });
     },
   };
+}
+
+/** The runtimes of the clusters that LLMHUB_CLUSTERS (`raw`) runs as local processes, as the worker's `modelRuntimeOf`. */
+export function processRuntimesOf(raw: string | undefined): (cluster: string) => ModelRuntime | undefined {
+  const runtimes = new Map<string, ModelRuntime>();
+  for (const [cluster, c] of Object.entries(clustersOf(raw))) {
+    if (c.runtime !== 'process') continue;
+    runtimes.set(cluster, processRuntime({ command: c.command ?? DEFAULT_PROCESS_COMMAND, stateDir: path.resolve(c.stateDir ?? path.join('.data', 'local-runtime', cluster)) }));
+  }
+  return (cluster) => runtimes.get(cluster);
 }
