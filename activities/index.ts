@@ -9,7 +9,17 @@ import { createRegistryActivities, type RegistryActivityDeps } from './registry'
 import { createRolloutActivities, type RolloutActivityDeps } from './rollout';
 
 /** Everything the platform task queue's activities need, handed in so tests can pass clients of test servers. */
-export interface PlatformActivityDeps extends RegistryActivityDeps, KnowledgeActivityDeps, RolloutActivityDeps, KubernetesActivityDeps, ConversionActivityDeps, McpActivityDeps, InferenceActivityDeps, FineTuneActivityDeps, TrainingJobDeps {}
+export interface PlatformActivityDeps
+  extends
+    RegistryActivityDeps,
+    KnowledgeActivityDeps,
+    RolloutActivityDeps,
+    KubernetesActivityDeps,
+    ConversionActivityDeps,
+    McpActivityDeps,
+    InferenceActivityDeps,
+    FineTuneActivityDeps,
+    TrainingJobDeps {}
 
 export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),

@@ -110,8 +110,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',
-      info: { title: 'LLMHub API', version: '1.0.0', description: 'Control API of the LLMHub platform; every operation is a Temporal workflow.' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'LLMHub API key (llmhub_...) or a JWT' } } },
+      info: {
+        title: 'LLMHub API',
+        version: '1.0.0',
+        description: 'Control API of the LLMHub platform; every operation is a Temporal workflow.',
+      },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'LLMHub API key (llmhub_...) or a JWT' },
+        },
+      },
       security: [{ bearer: [] }],
     },
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
@@ -120,7 +128,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
 
   await app.register(errorsPlugin);
-  await app.register(authPlugin, { tenants: platform.tenants, jwt: deps.jwt ?? {}, keyCacheTtlMs: gateway.keyCacheTtlMs });
+  await app.register(authPlugin, {
+    tenants: platform.tenants,
+    jwt: deps.jwt ?? {},
+    keyCacheTtlMs: gateway.keyCacheTtlMs,
+  });
   await app.register(auditPlugin, { audit: platform.audit });
   await app.register(healthRoutes);
   await app.register(gatewayPlugin, { settings: gateway });

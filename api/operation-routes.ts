@@ -28,14 +28,31 @@ const idOf = (contract: OperationContract<unknown>) => contract.idField ?? 'id';
 
 /** The 202 answer of a start: the same five fields for every operation, the id under the contract's key. */
 export const acceptedSchema = (contract: OperationContract<unknown>) =>
-  Type.Object({ [idOf(contract)]: Type.String(), workflowId: Type.String(), status: Type.String(), startedAt: Type.String(), statusUrl: Type.String() });
+  Type.Object({
+    [idOf(contract)]: Type.String(),
+    workflowId: Type.String(),
+    status: Type.String(),
+    startedAt: Type.String(),
+    statusUrl: Type.String(),
+  });
 
 /** Sends the start's 202 from the run itself, so a repeated start answers with the run it landed on. */
-export async function sendAccepted(temporal: Client, reply: FastifyReply, contract: OperationContract<unknown>, key: string, workflowId: string, statusUrl: string) {
+export async function sendAccepted(
+  temporal: Client,
+  reply: FastifyReply,
+  contract: OperationContract<unknown>,
+  key: string,
+  workflowId: string,
+  statusUrl: string,
+) {
   const desc = await temporal.workflow.getHandle(workflowId).describe();
-  return reply
-    .status(202)
-    .send({ [idOf(contract)]: key, workflowId, status: desc.status.name.toLowerCase(), startedAt: desc.startTime.toISOString(), statusUrl });
+  return reply.status(202).send({
+    [idOf(contract)]: key,
+    workflowId,
+    status: desc.status.name.toLowerCase(),
+    startedAt: desc.startTime.toISOString(),
+    statusUrl,
+  });
 }
 
 /** What a start route works out from the request; who starts it and under which key the builder adds. */
@@ -90,7 +107,9 @@ export interface RunContext<S> {
  * (OPERATION_ROLES), one way to find the run (the id rebuilt from the caller's tenant, of the contract's workflow type,
  * else 404) and one mapping of the workflow's answers to 4xx.
  */
-export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, B extends TSchema = TSchema>(o: OperationRoutes<S, A, B>): FastifyPluginAsyncTypebox {
+export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, B extends TSchema = TSchema>(
+  o: OperationRoutes<S, A, B>,
+): FastifyPluginAsyncTypebox {
   const { contract } = o;
   // Extra path parameters (an ingestion's namespace) are validated by their schema; the handlers need only the id.
   const params = (o.params ?? IdParams) as typeof IdParams;
@@ -123,11 +142,15 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
         },
       );
     }
-    const runOf = (request: { principal?: Principal; params: { id: string } }) => operationRun(temporal, contract, request.principal!.tenantId, request.params.id);
+    const runOf = (request: { principal?: Principal; params: { id: string } }) =>
+      operationRun(temporal, contract, request.principal!.tenantId, request.params.id);
 
     app.get(
       o.path,
-      { preHandler: requireRole(OPERATION_ROLES.read), schema: { tags: [o.tag], summary: o.read.summary, params, response: errorResponses(400, 404) } },
+      {
+        preHandler: requireRole(OPERATION_ROLES.read),
+        schema: { tags: [o.tag], summary: o.read.summary, params, response: errorResponses(400, 404) },
+      },
       async (request) => {
         const { handle, desc } = await runOf(request);
         const context: RunContext<S> = {
@@ -143,20 +166,36 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
     );
 
     if (o.cancel) {
-      const Cancelling = Type.Object({ [idOf(contract)]: Type.String(), workflowId: Type.String(), status: Type.Literal('cancelling') });
+      const Cancelling = Type.Object({
+        [idOf(contract)]: Type.String(),
+        workflowId: Type.String(),
+        status: Type.Literal('cancelling'),
+      });
       app.post(
         `${o.path}/cancel`,
         {
           preHandler: requireRole(OPERATION_ROLES.cancel),
-          schema: { tags: [o.tag], summary: o.cancel.summary, params, response: { 202: Cancelling, ...errorResponses(400, 404, 409) } },
+          schema: {
+            tags: [o.tag],
+            summary: o.cancel.summary,
+            params,
+            response: { 202: Cancelling, ...errorResponses(400, 404, 409) },
+          },
         },
         async (request, reply) => {
           const { handle, desc } = await runOf(request);
           request.auditWorkflowId = handle.workflowId;
           // Temporal's own status, not the run's phase: a run whose worker is down still answers, and an ended one is ended.
-          if (desc.status.name !== 'RUNNING') throw new ConflictError(`${contract.resource} '${request.params.id}' has already ended (${desc.status.name.toLowerCase()})`);
+          if (desc.status.name !== 'RUNNING')
+            throw new ConflictError(
+              `${contract.resource} '${request.params.id}' has already ended (${desc.status.name.toLowerCase()})`,
+            );
           await handle.cancel();
-          const answer: Record<string, string> = { [idOf(contract)]: request.params.id, workflowId: handle.workflowId, status: 'cancelling' };
+          const answer: Record<string, string> = {
+            [idOf(contract)]: request.params.id,
+            workflowId: handle.workflowId,
+            status: 'cancelling',
+          };
           return reply.status(202).send(answer);
         },
       );
@@ -169,23 +208,39 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
         `${o.path}/approvals`,
         {
           preHandler: requireRole(OPERATION_ROLES.approve),
-          schema: { tags: [o.tag], summary: approvals.summary, params, body: approvals.body, response: errorResponses(400, 404, 409) },
+          schema: {
+            tags: [o.tag],
+            summary: approvals.summary,
+            params,
+            body: approvals.body,
+            response: errorResponses(400, 404, 409),
+          },
         },
         async (request) => {
           const { handle } = await runOf(request);
           request.auditWorkflowId = handle.workflowId;
           try {
             const p = request.principal!;
-            const answer = { ...(request.body as Omit<A, 'by' | 'tenantId' | 'roles'>), by: p.subject, tenantId: p.tenantId, roles: p.roles } as A;
+            const answer = {
+              ...(request.body as Omit<A, 'by' | 'tenantId' | 'roles'>),
+              by: p.subject,
+              tenantId: p.tenantId,
+              roles: p.roles,
+            } as A;
             return await handle.executeUpdate(update, { args: [answer] });
           } catch (err) {
             if (err instanceof WorkflowUpdateFailedError) {
               const cause = err.cause;
               const message = cause instanceof Error ? cause.message : err.message;
-              if (cause instanceof ApplicationFailure && cause.type === ApprovalFailures.forbidden) throw new ForbiddenError(message);
-              throw new ConflictError(`cannot answer the approval of ${contract.resource} '${request.params.id}': ${message}`, approvals.conflictField ? { field: approvals.conflictField } : undefined);
+              if (cause instanceof ApplicationFailure && cause.type === ApprovalFailures.forbidden)
+                throw new ForbiddenError(message);
+              throw new ConflictError(
+                `cannot answer the approval of ${contract.resource} '${request.params.id}': ${message}`,
+                approvals.conflictField ? { field: approvals.conflictField } : undefined,
+              );
             }
-            if (err instanceof WorkflowNotFoundError) throw new ConflictError(`${contract.resource} '${request.params.id}' has ended`);
+            if (err instanceof WorkflowNotFoundError)
+              throw new ConflictError(`${contract.resource} '${request.params.id}' has ended`);
             throw err;
           }
         },

@@ -1,5 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client, type WorkflowHandle, type WorkflowStartOptions } from '@temporalio/client';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  type Client,
+  type WorkflowHandle,
+  type WorkflowStartOptions,
+} from '@temporalio/client';
 import type { Workflow } from '@temporalio/common';
 import type { PoolClient, Pool } from 'pg';
 import { canonicalHash } from '../common/canonical';
@@ -12,7 +18,8 @@ import { claimIdempotencyKey, releaseIdempotencyKey } from '../common/store/idem
 export function idempotencyKeyOf(header: string | string[] | undefined): string {
   if (header === undefined) return randomUUID();
   const key = Array.isArray(header) ? header[0]! : header;
-  if (!isValidKey(key)) throw new BadRequestError('Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -', 'Idempotency-Key');
+  if (!isValidKey(key))
+    throw new BadRequestError('Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -', 'Idempotency-Key');
   return key;
 }
 
@@ -41,7 +48,13 @@ export async function startOperation<W extends Workflow>(
   const kind = op.contract.kind;
   const id = workflowId(kind, op.tenantId, op.key);
   const claim = await inTransaction(deps.db, async (c) => {
-    const claimed = await claimIdempotencyKey(c, { tenantId: op.tenantId, kind, key: op.key, bodyHash: canonicalHash(op.request), workflowId: id });
+    const claimed = await claimIdempotencyKey(c, {
+      tenantId: op.tenantId,
+      kind,
+      key: op.key,
+      bodyHash: canonicalHash(op.request),
+      workflowId: id,
+    });
     if (claimed.fresh) await op.prepare?.(c, id);
     return claimed;
   });
@@ -66,7 +79,9 @@ export async function startOperation<W extends Workflow>(
         await releaseIdempotencyKey(c, { tenantId: op.tenantId, kind, key: op.key });
       });
     }
-    throw new UnavailableError(`could not start the ${kind} workflow; nothing was recorded, retry later: ${(err as Error).message}`);
+    throw new UnavailableError(
+      `could not start the ${kind} workflow; nothing was recorded, retry later: ${(err as Error).message}`,
+    );
   }
   return { workflowId: claim.workflowId, fresh: claim.fresh };
 }
@@ -75,7 +90,12 @@ export async function startOperation<W extends Workflow>(
  * The caller's run of one operation, or 404: the id is rebuilt from the caller's tenant and the run must be of the
  * expected workflow type, so no key reaches another tenant's run or another kind of operation.
  */
-export async function operationRun(temporal: Client, contract: OperationContract<unknown>, tenantId: string, key: string) {
+export async function operationRun(
+  temporal: Client,
+  contract: OperationContract<unknown>,
+  tenantId: string,
+  key: string,
+) {
   const handle: WorkflowHandle = temporal.workflow.getHandle(workflowId(contract.kind, tenantId, key));
   try {
     const desc = await handle.describe();

@@ -12,7 +12,10 @@ export const ErrorResponse = Type.Object(
   { $id: 'Error', description: 'The one error shape of the platform' },
 );
 
-export const ResourceId = Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$', description: 'lower-case letters, digits, . _ -' });
+export const ResourceId = Type.String({
+  pattern: '^[a-z0-9][a-z0-9._-]{0,62}$',
+  description: 'lower-case letters, digits, . _ -',
+});
 
 /** A model version's name, as the registry, deployments, fine-tunes and conversions take it. */
 export const VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
@@ -25,5 +28,7 @@ export const errorResponses = (...codes: number[]): Record<number, TSchema> =>
   Object.fromEntries([401, 403, ...codes].map((c) => [c, Type.Ref('Error')]));
 
 export const IdempotencyHeaders = Type.Object({
-  'idempotency-key': Type.Optional(Type.String({ description: 'Repeating a request with the same key returns the same operation' })),
+  'idempotency-key': Type.Optional(
+    Type.String({ description: 'Repeating a request with the same key returns the same operation' }),
+  ),
 });

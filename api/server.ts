@@ -16,7 +16,9 @@ async function main(): Promise<void> {
   const migrated = await migrate(db);
   if (migrated.applied.length) logger.info({ applied: migrated.applied }, 'database migrated');
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS }).catch((err: Error) => {
-    throw new Error(`cannot reach the Temporal server at ${config.TEMPORAL_ADDRESS} (set TEMPORAL_ADDRESS): ${err.message}`);
+    throw new Error(
+      `cannot reach the Temporal server at ${config.TEMPORAL_ADDRESS} (set TEMPORAL_ADDRESS): ${err.message}`,
+    );
   });
   const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
   const app = await buildApp({

@@ -63,9 +63,12 @@ const Env = Type.Object({
   LLMHUB_TRAINER_S3_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
-  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
-    default: 'info',
-  }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    {
+      default: 'info',
+    },
+  ),
 });
 export type Config = Static<typeof Env>;
 
@@ -109,4 +112,5 @@ const Cluster = Type.Object({
 const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Cluster);
 export type ClusterSettings = Static<typeof Clusters>;
 /** Takes the raw variable, so the API can know the cluster names without the rest of the configuration. */
-export const clustersOf = (raw: string | undefined): ClusterSettings => jsonEnv('LLMHUB_CLUSTERS', raw || DEFAULT_CLUSTERS, Clusters);
+export const clustersOf = (raw: string | undefined): ClusterSettings =>
+  jsonEnv('LLMHUB_CLUSTERS', raw || DEFAULT_CLUSTERS, Clusters);

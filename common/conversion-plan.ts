@@ -3,7 +3,12 @@
  * pipeline's activity once the fine-tune has produced the version (it does not exist when the pipeline starts).
  */
 import { canonicalHash } from './canonical';
-import { DEFAULT_TOLERANCE, type ConversionInput, type ConversionOptions, type ConversionTarget } from '../contracts/conversion';
+import {
+  DEFAULT_TOLERANCE,
+  type ConversionInput,
+  type ConversionOptions,
+  type ConversionTarget,
+} from '../contracts/conversion';
 import { conversionToolchainVersion } from './conversion-toolchain';
 import { ConflictError, NotFoundError } from './errors';
 import type { RegistryStore } from './store/registry';
@@ -12,7 +17,12 @@ import type { RegistryStore } from './store/registry';
 export interface ConversionRequestOptions {
   targets: ConversionTarget[];
   precision?: 'fp32' | 'fp16';
-  validation?: { samples?: number[][]; sampleCount?: number; seed?: number; tolerance?: Partial<Record<ConversionTarget, number>> };
+  validation?: {
+    samples?: number[][];
+    sampleCount?: number;
+    seed?: number;
+    tolerance?: Partial<Record<ConversionTarget, number>>;
+  };
   profile?: { runs?: number; batch?: number };
 }
 
@@ -48,14 +58,22 @@ export interface ConversionPlanRequest {
  * Resolves the version (it must be ready and have a checksum) and computes the memo key of (artifact, options,
  * toolchain, cluster). Throws the platform's 404/409 errors naming `versionField` for a missing or unready version.
  */
-export async function conversionInputOf(registry: RegistryStore, r: ConversionPlanRequest, versionField = 'body.version'): Promise<ConversionInput> {
+export async function conversionInputOf(
+  registry: RegistryStore,
+  r: ConversionPlanRequest,
+  versionField = 'body.version',
+): Promise<ConversionInput> {
   if (!(await registry.getModel(r.tenantId, r.modelId))) throw new NotFoundError('model', r.modelId);
   const versions = await registry.listVersions(r.tenantId, r.modelId);
   const version = r.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
-  if (version === undefined) throw new ConflictError(`model '${r.modelId}' has no ready version to convert`, { field: versionField });
+  if (version === undefined)
+    throw new ConflictError(`model '${r.modelId}' has no ready version to convert`, { field: versionField });
   const found = versions.find((v) => v.version === version);
   if (!found) throw new NotFoundError('version', `${r.modelId}@${version}`);
-  if (found.state !== 'ready' || !found.checksum) throw new ConflictError(`version '${version}' is ${found.state}; only a ready version converts`, { field: versionField });
+  if (found.state !== 'ready' || !found.checksum)
+    throw new ConflictError(`version '${version}' is ${found.state}; only a ready version converts`, {
+      field: versionField,
+    });
   const toolchainVersion = conversionToolchainVersion();
   return {
     tenantId: r.tenantId,

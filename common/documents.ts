@@ -4,7 +4,8 @@
  */
 
 /** Uploaded files of a namespace live under the tenant's own prefix of the platform bucket. */
-export const uploadsPrefix = (tenantId: string, namespace: string) => `tenants/${tenantId}/knowledge/${namespace}/uploads/`;
+export const uploadsPrefix = (tenantId: string, namespace: string) =>
+  `tenants/${tenantId}/knowledge/${namespace}/uploads/`;
 
 export type DocumentFormat = 'pdf' | 'docx' | 'html' | 'markdown' | 'text';
 

@@ -7,7 +7,9 @@ import type { VectorStore } from './vectors';
 import { LanceDbVectorStore } from './vectors/lancedb';
 import { QdrantVectorStore } from './vectors/qdrant';
 
-export async function vectorStoreFromConfig(c: Pick<Config, 'VECTOR_STORE' | 'LANCEDB_DIR' | 'QDRANT_URL' | 'QDRANT_API_KEY'>): Promise<VectorStore> {
+export async function vectorStoreFromConfig(
+  c: Pick<Config, 'VECTOR_STORE' | 'LANCEDB_DIR' | 'QDRANT_URL' | 'QDRANT_API_KEY'>,
+): Promise<VectorStore> {
   if (c.VECTOR_STORE === 'qdrant') {
     if (!c.QDRANT_URL) throw new Error('VECTOR_STORE=qdrant needs QDRANT_URL');
     return new QdrantVectorStore(c.QDRANT_URL, c.QDRANT_API_KEY);
@@ -34,7 +36,9 @@ export class EmbedderRegistry {
   check(name: string): void {
     if (name === 'default' && this.c.EMBEDDING_MODEL_DIR) return;
     if (name.startsWith('openai:') && name.length > 7 && this.c.EMBEDDINGS_URL) return;
-    throw new UnknownEmbedderError(`unknown embedder '${name}'; available: ${this.names().join(', ') || 'none configured'}`);
+    throw new UnknownEmbedderError(
+      `unknown embedder '${name}'; available: ${this.names().join(', ') || 'none configured'}`,
+    );
   }
 
   get(name: string): Promise<Embedder> {

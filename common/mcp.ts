@@ -20,10 +20,16 @@ export interface DiscoveredTool {
  * own key order, so a server that reorders keys reads as changed: the safe direction (blocked until re-approved).
  */
 export const definitionHash = (t: Omit<DiscoveredTool, 'definitionHash'>): string =>
-  createHash('sha256').update(JSON.stringify([t.name, t.description, t.inputSchema, t.annotations])).digest('hex');
+  createHash('sha256')
+    .update(JSON.stringify([t.name, t.description, t.inputSchema, t.annotations]))
+    .digest('hex');
 
 /** Opens a session with the server, runs `fn`, and closes it (a stdio server process ends with it). */
-export async function withMcpClient<T>(endpoint: McpEndpoint, timeoutMs: number, fn: (client: Client) => Promise<T>): Promise<T> {
+export async function withMcpClient<T>(
+  endpoint: McpEndpoint,
+  timeoutMs: number,
+  fn: (client: Client) => Promise<T>,
+): Promise<T> {
   const client = new Client({ name: 'llmhub', version: '1.0.0' });
   const transport =
     endpoint.transport === 'stdio'
@@ -48,7 +54,12 @@ export async function listTools(client: Client, timeoutMs: number): Promise<Disc
         ...(t.annotations?.readOnlyHint !== undefined ? { readOnlyHint: t.annotations.readOnlyHint } : {}),
         ...(t.annotations?.destructiveHint !== undefined ? { destructiveHint: t.annotations.destructiveHint } : {}),
       };
-      const def = { name: t.name, description: t.description ?? '', inputSchema: t.inputSchema as Record<string, unknown>, annotations };
+      const def = {
+        name: t.name,
+        description: t.description ?? '',
+        inputSchema: t.inputSchema as Record<string, unknown>,
+        annotations,
+      };
       tools.push({ ...def, definitionHash: definitionHash(def) });
     }
     cursor = page.nextCursor;

@@ -53,7 +53,8 @@ export interface S3Settings {
 }
 
 const isNotFound = (err: unknown): boolean =>
-  err instanceof S3ServiceException && (err.$metadata.httpStatusCode === 404 || err.name === 'NotFound' || err.name === 'NoSuchKey');
+  err instanceof S3ServiceException &&
+  (err.$metadata.httpStatusCode === 404 || err.name === 'NotFound' || err.name === 'NoSuchKey');
 
 /** ObjectStore over any S3 API (AWS, MinIO, versitygw, ...). */
 export class S3ObjectStore implements ObjectStore {
@@ -64,7 +65,9 @@ export class S3ObjectStore implements ObjectStore {
       region: s.region,
       forcePathStyle: s.forcePathStyle,
       ...(s.endpoint ? { endpoint: s.endpoint } : {}),
-      ...(s.accessKeyId && s.secretAccessKey ? { credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey } } : {}),
+      ...(s.accessKeyId && s.secretAccessKey
+        ? { credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey } }
+        : {}),
       // Retries belong to the Temporal activity retry policy, which is visible and bounded.
       maxAttempts: 1,
     });
@@ -72,8 +75,14 @@ export class S3ObjectStore implements ObjectStore {
 
   async head(ref: ObjectRef): Promise<ObjectHead | undefined> {
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key, ChecksumMode: 'ENABLED' }));
-      return { sizeBytes: out.ContentLength ?? 0, etag: out.ETag?.replaceAll('"', '') ?? null, sha256: out.ChecksumSHA256 ?? null };
+      const out = await this.client.send(
+        new HeadObjectCommand({ Bucket: ref.bucket, Key: ref.key, ChecksumMode: 'ENABLED' }),
+      );
+      return {
+        sizeBytes: out.ContentLength ?? 0,
+        etag: out.ETag?.replaceAll('"', '') ?? null,
+        sha256: out.ChecksumSHA256 ?? null,
+      };
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -82,7 +91,12 @@ export class S3ObjectStore implements ObjectStore {
 
   async put(ref: ObjectRef, body: Buffer | string, contentType?: string): Promise<void> {
     await this.client.send(
-      new PutObjectCommand({ Bucket: ref.bucket, Key: ref.key, Body: body, ...(contentType ? { ContentType: contentType } : {}) }),
+      new PutObjectCommand({
+        Bucket: ref.bucket,
+        Key: ref.key,
+        Body: body,
+        ...(contentType ? { ContentType: contentType } : {}),
+      }),
     );
   }
 
@@ -95,8 +109,11 @@ export class S3ObjectStore implements ObjectStore {
     const items: { key: string; sizeBytes: number; etag: string | null }[] = [];
     let token: string | undefined;
     do {
-      const out = await this.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-      for (const o of out.Contents ?? []) if (o.Key) items.push({ key: o.Key, sizeBytes: o.Size ?? 0, etag: o.ETag?.replaceAll('"', '') ?? null });
+      const out = await this.client.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const o of out.Contents ?? [])
+        if (o.Key) items.push({ key: o.Key, sizeBytes: o.Size ?? 0, etag: o.ETag?.replaceAll('"', '') ?? null });
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
     return items;
@@ -117,7 +134,11 @@ export class S3ObjectStore implements ObjectStore {
 }
 
 /** Streams an object through SHA-256, reporting progress so a long hash can heartbeat. */
-export async function sha256OfObject(store: ObjectStore, ref: ObjectRef, onProgress?: (bytes: number) => void): Promise<string> {
+export async function sha256OfObject(
+  store: ObjectStore,
+  ref: ObjectRef,
+  onProgress?: (bytes: number) => void,
+): Promise<string> {
   const hash = createHash('sha256');
   let bytes = 0;
   for await (const chunk of await store.getStream(ref)) {
@@ -132,7 +153,12 @@ export async function sha256OfObject(store: ObjectStore, ref: ObjectRef, onProgr
  * An object's SHA-256 (hex): the checksum the store kept from the upload when it has one (S3 additional checksums,
  * base64 in the head), else computed by streaming the object.
  */
-export async function sha256Of(store: ObjectStore, ref: ObjectRef, head: ObjectHead, onProgress?: (bytes: number) => void): Promise<string> {
+export async function sha256Of(
+  store: ObjectStore,
+  ref: ObjectRef,
+  head: ObjectHead,
+  onProgress?: (bytes: number) => void,
+): Promise<string> {
   return head.sha256 ? Buffer.from(head.sha256, 'base64').toString('hex') : sha256OfObject(store, ref, onProgress);
 }
 

@@ -27,7 +27,9 @@ export function effectiveRisk(adminRisk: RiskLevel | null, annotations: ToolAnno
 export const qualifiedToolName = (serverId: string, tool: string): string => `${serverId}__${tool}`;
 export function splitToolName(qualified: string): { serverId: string; tool: string } | undefined {
   const i = qualified.indexOf('__');
-  return i > 0 && i + 2 < qualified.length ? { serverId: qualified.slice(0, i), tool: qualified.slice(i + 2) } : undefined;
+  return i > 0 && i + 2 < qualified.length
+    ? { serverId: qualified.slice(0, i), tool: qualified.slice(i + 2) }
+    : undefined;
 }
 
 export interface AgentDefinition {
@@ -98,7 +100,14 @@ export interface ToolCallRecord {
   at: number;
 }
 
-export const AgentRunPhases = ['running', 'awaiting_approval', 'completed', 'step_limit', 'cancelled', 'failed'] as const;
+export const AgentRunPhases = [
+  'running',
+  'awaiting_approval',
+  'completed',
+  'step_limit',
+  'cancelled',
+  'failed',
+] as const;
 export type AgentRunPhase = (typeof AgentRunPhases)[number];
 export const TERMINAL_AGENT_PHASES: readonly AgentRunPhase[] = ['completed', 'step_limit', 'cancelled', 'failed'];
 
@@ -114,7 +123,14 @@ export interface AgentRunStatus extends AgentRunState {
   agentId: string;
   phase: AgentRunPhase;
   /** The call waiting for an approver: the exact tool, arguments and the hash an approval must name. */
-  pending: { toolCallId: string; tool: string; arguments: unknown; risk: RiskLevel; actionHash: string; deadline: number } | null;
+  pending: {
+    toolCallId: string;
+    tool: string;
+    arguments: unknown;
+    risk: RiskLevel;
+    actionHash: string;
+    deadline: number;
+  } | null;
   answer: string | null;
   failureReason: string | null;
   startedAt: number;

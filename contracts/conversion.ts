@@ -47,7 +47,8 @@ export interface ConversionInput {
   options: ConversionOptions;
 }
 
-export type ConversionStep = { kind: 'export' } | { kind: 'optimize' | 'validate' | 'profile'; target: OnnxTarget } | { kind: 'tensorrt' };
+export type ConversionStep =
+  { kind: 'export' } | { kind: 'optimize' | 'validate' | 'profile'; target: OnnxTarget } | { kind: 'tensorrt' };
 
 /** What a step's program wrote as its result object (deploy/convert/llmhub_convert.py run_step); fields by step. */
 export interface StepReport {
@@ -117,7 +118,8 @@ export interface ConversionResult {
   tritonRepositoryUri: string;
 }
 
-export type ConversionPhase = 'exporting' | 'converting' | 'publishing' | ConversionResult['state'] | 'error' | 'cancelled';
+export type ConversionPhase =
+  'exporting' | 'converting' | 'publishing' | ConversionResult['state'] | 'error' | 'cancelled';
 export interface ConversionStatus {
   phase: ConversionPhase;
   targets: TargetResult[];
@@ -139,7 +141,13 @@ export const ConversionFailures = {
   failed: 'ConversionFailed',
 } as const;
 
-export const TERMINAL_CONVERSION_PHASES: readonly ConversionPhase[] = ['succeeded', 'partial', 'failed', 'error', 'cancelled'];
+export const TERMINAL_CONVERSION_PHASES: readonly ConversionPhase[] = [
+  'succeeded',
+  'partial',
+  'failed',
+  'error',
+  'cancelled',
+];
 
 /** Conversion of a model version to ONNX / int8 ONNX / TensorRT (POST /v1/conversions); memoised by content hash. */
 export const conversionContract = {

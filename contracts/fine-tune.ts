@@ -38,7 +38,10 @@ export const DEFAULT_HYPERPARAMETERS: Hyperparameters = {
   seed: 42,
 };
 
-export const HYPERPARAMETER_BOUNDS: Record<keyof Hyperparameters, { minimum?: number; exclusiveMinimum?: number; maximum: number; integer: boolean }> = {
+export const HYPERPARAMETER_BOUNDS: Record<
+  keyof Hyperparameters,
+  { minimum?: number; exclusiveMinimum?: number; maximum: number; integer: boolean }
+> = {
   totalSteps: { minimum: 1, maximum: 10_000_000, integer: true },
   batchSize: { minimum: 1, maximum: 65_536, integer: true },
   learningRate: { exclusiveMinimum: 0, maximum: 10, integer: false },
@@ -115,7 +118,17 @@ export interface TrainerProgress {
   output: { uri: string } | null;
 }
 
-export type FineTunePhase = 'validating' | 'queued' | 'starting' | 'pending' | 'running' | 'resuming' | 'registering' | 'succeeded' | 'failed' | 'cancelled';
+export type FineTunePhase =
+  | 'validating'
+  | 'queued'
+  | 'starting'
+  | 'pending'
+  | 'running'
+  | 'resuming'
+  | 'registering'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled';
 export const TERMINAL_FINE_TUNE_PHASES: readonly FineTunePhase[] = ['succeeded', 'failed', 'cancelled'];
 
 export interface FineTuneStatus {
@@ -126,8 +139,20 @@ export interface FineTuneStatus {
   method: FineTuneMethod;
   gpuCount: number;
   /** The current Job and its pod as the scheduler sees it; pendingReason e.g. "0/6 nodes are available: … Insufficient nvidia.com/gpu". */
-  job: { name: string; attempt: number; podPhase: string | null; node: string | null; pendingReason: string | null } | null;
-  progress: { step: number; totalSteps: number; lossCurve: [number, number][]; evalLoss: [number, number][]; checkpointStep: number | null } | null;
+  job: {
+    name: string;
+    attempt: number;
+    podPhase: string | null;
+    node: string | null;
+    pendingReason: string | null;
+  } | null;
+  progress: {
+    step: number;
+    totalSteps: number;
+    lossCurve: [number, number][];
+    evalLoss: [number, number][];
+    checkpointStep: number | null;
+  } | null;
   /** Every resubmission after a lost pod, with the checkpoint it resumed from. */
   resumptions: { attempt: number; fromStep: number; reason: string }[];
   result: { modelId: string; version: string; artifactUri: string; checksum: string } | null;

@@ -5,7 +5,15 @@ import type { ApprovalRequest } from './approvals';
  * Workflow ids are `<kind>/<tenant>/<key>`: readable in the Temporal UI and rebuilt by the API from the
  * caller's own tenant, so a URL carrying only the key can never reach another tenant's run.
  */
-export const OperationKinds = ['model-version', 'rollout', 'fine-tune', 'conversion', 'ingestion', 'agent-run', 'pipeline'] as const;
+export const OperationKinds = [
+  'model-version',
+  'rollout',
+  'fine-tune',
+  'conversion',
+  'ingestion',
+  'agent-run',
+  'pipeline',
+] as const;
 export type OperationKind = (typeof OperationKinds)[number];
 
 /** Idempotency keys and resource ids share one conservative alphabet so they embed safely in ids and URLs. */

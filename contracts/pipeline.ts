@@ -24,11 +24,13 @@ export interface PipelineInput {
   approvalTimeoutSeconds: number;
 }
 
-export type PipelineStage = 'fine_tune' | 'conversion' | 'awaiting_approval' | 'rollout' | 'succeeded' | 'failed' | 'cancelled';
+export type PipelineStage =
+  'fine_tune' | 'conversion' | 'awaiting_approval' | 'rollout' | 'succeeded' | 'failed' | 'cancelled';
 export const TERMINAL_PIPELINE_STAGES: readonly PipelineStage[] = ['succeeded', 'failed', 'cancelled'];
 
 /** `waiting`: the conversion step waits for an identical conversion still running (the step's workflowId) to end. */
-export type StepOutcome = 'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'skipped' | 'memoized' | 'waiting';
+export type StepOutcome =
+  'pending' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'skipped' | 'memoized' | 'waiting';
 export interface PipelineStep {
   workflowId: string;
   outcome: StepOutcome;

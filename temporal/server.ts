@@ -30,13 +30,26 @@ async function healthy(address: string): Promise<boolean> {
   }
 }
 
-const TYPE_NAMES: Record<string, string> = { KEYWORD: 'Keyword', TEXT: 'Text', INT: 'Int', DOUBLE: 'Double', BOOL: 'Bool', DATETIME: 'Datetime', KEYWORD_LIST: 'KeywordList' };
+const TYPE_NAMES: Record<string, string> = {
+  KEYWORD: 'Keyword',
+  TEXT: 'Text',
+  INT: 'Int',
+  DOUBLE: 'Double',
+  BOOL: 'Bool',
+  DATETIME: 'Datetime',
+  KEYWORD_LIST: 'KeywordList',
+};
 
 /**
  * Starts `temporal server start-dev` with a SQLite file in `dataDir` and the platform's search attributes,
  * or returns the one already running there (idempotent). `uiPort: null` runs it headless.
  */
-export async function startTemporalDevServer(opts: { dataDir: string; port?: number; uiPort?: number | null; ip?: string }): Promise<TemporalDevServer> {
+export async function startTemporalDevServer(opts: {
+  dataDir: string;
+  port?: number;
+  uiPort?: number | null;
+  ip?: string;
+}): Promise<TemporalDevServer> {
   const ip = opts.ip ?? '127.0.0.1';
   const port = opts.port ?? 7233;
   const address = `${ip}:${port}`;
@@ -48,7 +61,18 @@ export async function startTemporalDevServer(opts: { dataDir: string; port?: num
   if (existing && (await healthy(address).catch(() => false))) {
     return { address, uiUrl, executable, stop: () => terminate(existing) };
   }
-  const args = ['server', 'start-dev', '--ip', ip, '--port', String(port), '--db-filename', path.join(opts.dataDir, 'temporal.sqlite'), '--log-level', 'warn'];
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(port),
+    '--db-filename',
+    path.join(opts.dataDir, 'temporal.sqlite'),
+    '--log-level',
+    'warn',
+  ];
   args.push(...(uiPort === null ? ['--headless'] : ['--ui-port', String(uiPort)]));
   for (const key of customSearchAttributes) args.push('--search-attribute', `${key.name}=${TYPE_NAMES[key.type]}`);
 

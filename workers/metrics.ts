@@ -24,7 +24,10 @@ export function createWorkerMetrics() {
 
   /** Counts and times every activity attempt, labelled by type and outcome. */
   class MetricsInterceptor implements ActivityInboundCallsInterceptor {
-    async execute(input: ActivityExecuteInput, next: Next<ActivityInboundCallsInterceptor, 'execute'>): Promise<unknown> {
+    async execute(
+      input: ActivityExecuteInput,
+      next: Next<ActivityInboundCallsInterceptor, 'execute'>,
+    ): Promise<unknown> {
       const info = Context.current().info;
       const labels = { task_queue: info.taskQueue, activity_type: info.activityType };
       const end = activityDuration.startTimer(labels);

@@ -23,16 +23,24 @@ import { ConversionStore } from '../common/store/conversions';
 const StringMap = Type.Record(Type.String(), Type.String());
 
 /** The real clients behind the platform activities, from configuration; tests override single parts. */
-export async function platformActivityDeps(config: Config, db: Pool, overrides: Partial<PlatformActivityDeps> = {}): Promise<PlatformActivityDeps> {
+export async function platformActivityDeps(
+  config: Config,
+  db: Pool,
+  overrides: Partial<PlatformActivityDeps> = {},
+): Promise<PlatformActivityDeps> {
   const clusters = clustersOf(config.LLMHUB_CLUSTERS);
   const namespaces = jsonEnv('LLMHUB_TENANT_NAMESPACES', config.LLMHUB_TENANT_NAMESPACES, StringMap);
   const processClusters = Object.keys(clusters).filter((name) => clusters[name]!.runtime === 'process');
   // Local processes are a dev runtime that only the dev stack's worker hands in (deploy/dev/worker.ts); without it such a
   // cluster would be taken for a Kubernetes one, so refuse to start instead.
   if (processClusters.length && !overrides.modelRuntimeOf) {
-    throw new ConfigError(`invalid configuration:\n  LLMHUB_CLUSTERS: ${processClusters.join(', ')}: runtime "process" is served by the dev stack's worker only`);
+    throw new ConfigError(
+      `invalid configuration:\n  LLMHUB_CLUSTERS: ${processClusters.join(', ')}: runtime "process" is served by the dev stack's worker only`,
+    );
   }
-  const local = config.LLMHUB_LOCAL_ENDPOINTS ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap) : undefined;
+  const local = config.LLMHUB_LOCAL_ENDPOINTS
+    ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap)
+    : undefined;
   return {
     db,
     registry: new RegistryStore(db),
@@ -41,7 +49,9 @@ export async function platformActivityDeps(config: Config, db: Pool, overrides: 
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),
     platformBucket: config.PLATFORM_BUCKET,
-    ...(config.UNSTRUCTURED_API_URL ? { unstructured: createUnstructuredParser(config.UNSTRUCTURED_API_URL, config.UNSTRUCTURED_API_KEY) } : {}),
+    ...(config.UNSTRUCTURED_API_URL
+      ? { unstructured: createUnstructuredParser(config.UNSTRUCTURED_API_URL, config.UNSTRUCTURED_API_KEY) }
+      : {}),
     routing: new RoutingStore(db),
     gatewayMetrics: new GatewayMetricsStore(db),
     alerts: createAlertSink(createLogger('llmhub-rollout', config.LOG_LEVEL), config.ROLLOUT_ALERT_WEBHOOK),
@@ -56,7 +66,10 @@ export async function platformActivityDeps(config: Config, db: Pool, overrides: 
     },
     modelRuntimeOf: () => undefined,
     namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
-    modelServer: { image: config.LLMHUB_MODEL_SERVER_IMAGE, ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}) },
+    modelServer: {
+      image: config.LLMHUB_MODEL_SERVER_IMAGE,
+      ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
+    },
     endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,
     conversions: new ConversionStore(db),
     conversionJobs: {

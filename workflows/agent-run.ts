@@ -27,7 +27,12 @@ import { trackStatus } from './support/status';
 
 const model = proxyActivities<InferenceActivities>({
   startToCloseTimeout: '2 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '20 seconds', maximumAttempts: 5, nonRetryableErrorTypes: [AgentRunFailures.modelRejected] },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '20 seconds',
+    maximumAttempts: 5,
+    nonRetryableErrorTypes: [AgentRunFailures.modelRejected],
+  },
 });
 const policy = proxyActivities<McpActivities>({
   startToCloseTimeout: '1 minute',
@@ -36,10 +41,18 @@ const policy = proxyActivities<McpActivities>({
 const TOOL_ERRORS = [AgentRunFailures.toolChanged, AgentRunFailures.toolGone];
 const readOnlyTool = proxyActivities<McpActivities>({
   startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 3, nonRetryableErrorTypes: TOOL_ERRORS },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '10 seconds',
+    maximumAttempts: 3,
+    nonRetryableErrorTypes: TOOL_ERRORS,
+  },
 });
 /** A tool with side effects runs at most once per approval: a retry could repeat an effect the approver allowed once. */
-const sideEffectTool = proxyActivities<McpActivities>({ startToCloseTimeout: '1 minute', retry: { maximumAttempts: 1 } });
+const sideEffectTool = proxyActivities<McpActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: { maximumAttempts: 1 },
+});
 
 /**
  * An agent run: model call through the gateway (OpenAI tools format) → each tool call checked (allowlist, schema,
@@ -72,22 +85,40 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
   setHandler(
     agentRunContract.approvalUpdate,
     (r) => {
-      decision = { decision: r.decision === 'approve' ? 'approved' : 'denied', by: r.by, at: Date.now(), reason: r.reason ?? null };
+      decision = {
+        decision: r.decision === 'approve' ? 'approved' : 'denied',
+        by: r.by,
+        at: Date.now(),
+        reason: r.reason ?? null,
+      };
       return status;
     },
     {
       validator: (r: ToolApprovalRequest) => {
         checkApprover(r, tenantId, 'agent run');
         const answered = status.toolCalls.find((c) => c.actionHash === r.actionHash && c.approval !== null);
-        if (answered) rejected(`action ${r.actionHash} was already answered: ${answered.approval!.decision} by ${answered.approval!.by}`);
-        if (status.pending === null || decision !== undefined) rejected(`no tool call awaits approval; the run is ${status.phase}`);
-        if (r.actionHash !== status.pending!.actionHash) rejected(`stale action hash: the pending action is ${status.pending!.actionHash} (${status.pending!.tool})`);
+        if (answered)
+          rejected(
+            `action ${r.actionHash} was already answered: ${answered.approval!.decision} by ${answered.approval!.by}`,
+          );
+        if (status.pending === null || decision !== undefined)
+          rejected(`no tool call awaits approval; the run is ${status.phase}`);
+        if (r.actionHash !== status.pending!.actionHash)
+          rejected(`stale action hash: the pending action is ${status.pending!.actionHash} (${status.pending!.tool})`);
       },
     },
   );
 
   const audit = (r: ToolCallRecord, outcome: ToolAuditEntry['outcome'], principal: string) =>
-    policy.auditToolCall({ tenantId, workflowId: wfId, toolCallId: r.id, tool: r.tool, principal, outcome, risk: r.risk });
+    policy.auditToolCall({
+      tenantId,
+      workflowId: wfId,
+      toolCallId: r.id,
+      tool: r.tool,
+      principal,
+      outcome,
+      risk: r.risk,
+    });
 
   /** Handles one requested call to the end (refused, denied, or run) and answers the tool message for the model. */
   const handleToolCall = async (call: ModelToolCall): Promise<string> => {
@@ -106,7 +137,14 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
       at: Date.now(),
     };
     status.toolCalls.push(record);
-    const verdict = await policy.checkToolCall({ tenantId, workflowId: wfId, agentId: agent.id, step: status.step, allowlist: agent.tools, call });
+    const verdict = await policy.checkToolCall({
+      tenantId,
+      workflowId: wfId,
+      agentId: agent.id,
+      step: status.step,
+      allowlist: agent.tools,
+      call,
+    });
     if (verdict.verdict === 'refused') {
       Object.assign(record, { status: 'refused', reason: verdict.reason });
       return `Refused: ${verdict.reason}. The tool was not called.`;
@@ -118,11 +156,25 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
       const timeoutMs = agent.approvalTimeoutSeconds * 1000;
       record.status = 'awaiting_approval';
       record.actionHash = verdict.actionHash;
-      status.pending = { toolCallId: call.id, tool: record.tool, arguments: args, risk: verdict.risk, actionHash: verdict.actionHash, deadline: Date.now() + timeoutMs };
+      status.pending = {
+        toolCallId: call.id,
+        tool: record.tool,
+        arguments: args,
+        risk: verdict.risk,
+        actionHash: verdict.actionHash,
+        deadline: Date.now() + timeoutMs,
+      };
       decision = undefined;
       enter('awaiting_approval');
       const answered = await condition(() => decision !== undefined, timeoutMs);
-      record.approval = answered ? decision! : { decision: 'denied', by: 'deadline', at: Date.now(), reason: `no answer within ${agent.approvalTimeoutSeconds}s` };
+      record.approval = answered
+        ? decision!
+        : {
+            decision: 'denied',
+            by: 'deadline',
+            at: Date.now(),
+            reason: `no answer within ${agent.approvalTimeoutSeconds}s`,
+          };
       status.pending = null;
       decision = undefined;
       enter('running');
@@ -134,8 +186,21 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
     }
     const runner = verdict.risk === 'read-only' ? readOnlyTool : sideEffectTool;
     try {
-      const result = await runner.callMcpTool({ tenantId, workflowId: wfId, agentId: agent.id, toolCallId: call.id, tool: record.tool, arguments: args, definitionHash: verdict.definitionHash, risk: verdict.risk });
-      Object.assign(record, { status: result.isError ? 'failed' : 'succeeded', result: result.text, resultRef: result.ref });
+      const result = await runner.callMcpTool({
+        tenantId,
+        workflowId: wfId,
+        agentId: agent.id,
+        toolCallId: call.id,
+        tool: record.tool,
+        arguments: args,
+        definitionHash: verdict.definitionHash,
+        risk: verdict.risk,
+      });
+      Object.assign(record, {
+        status: result.isError ? 'failed' : 'succeeded',
+        result: result.text,
+        resultRef: result.ref,
+      });
       return result.text;
     } catch (err) {
       if (isCancellation(err)) throw err;
@@ -150,23 +215,39 @@ export async function agentRun(input: AgentRunInput): Promise<AgentRunStatus> {
     while (status.step < agent.stepLimit) {
       if (workflowInfo().continueAsNewSuggested) {
         await condition(allHandlersFinished);
-        return await continueAsNew<typeof agentRun>({ ...input, resume: { messages: status.messages, toolCalls: status.toolCalls, step: status.step } });
+        return await continueAsNew<typeof agentRun>({
+          ...input,
+          resume: { messages: status.messages, toolCalls: status.toolCalls, step: status.step },
+        });
       }
-      const reply = await model.chatCompletion({ tenantId, traceId: wfId.replace(/[^\w.:-]/g, '.'), model: agent.model, messages: status.messages, tools });
+      const reply = await model.chatCompletion({
+        tenantId,
+        traceId: wfId.replace(/[^\w.:-]/g, '.'),
+        model: agent.model,
+        messages: status.messages,
+        tools,
+      });
       status.step++;
-      status.messages.push({ role: 'assistant', content: reply.content, ...(reply.toolCalls.length ? { tool_calls: reply.toolCalls } : {}) });
+      status.messages.push({
+        role: 'assistant',
+        content: reply.content,
+        ...(reply.toolCalls.length ? { tool_calls: reply.toolCalls } : {}),
+      });
       if (reply.toolCalls.length === 0) {
         status.answer = reply.content ?? '';
         break;
       }
-      for (const call of reply.toolCalls) status.messages.push({ role: 'tool', tool_call_id: call.id, content: await handleToolCall(call) });
+      for (const call of reply.toolCalls)
+        status.messages.push({ role: 'tool', tool_call_id: call.id, content: await handleToolCall(call) });
     }
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
     status.finishedAt = Date.now();
     status.pending = null;
     if (isCancellation(err)) {
-      for (const c of status.toolCalls) if (c.status === 'awaiting_approval' || c.status === 'running') Object.assign(c, { status: 'cancelled', reason: 'the run was cancelled' });
+      for (const c of status.toolCalls)
+        if (c.status === 'awaiting_approval' || c.status === 'running')
+          Object.assign(c, { status: 'cancelled', reason: 'the run was cancelled' });
       enter('cancelled');
       throw err;
     }

@@ -1,10 +1,4 @@
-import {
-  ApplicationFailure,
-  CancellationScope,
-  isCancellation,
-  patched,
-  proxyActivities,
-} from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities } from '@temporalio/workflow';
 import { messageOf, rootCause } from './support/failures';
 import type { ConversionActivities } from '../activities/conversion';
 import { ClusterFailures } from '../contracts/cluster';
@@ -27,7 +21,16 @@ const CANCELLED_PATCH = 'conversion-ends-cancelled';
 const { runConversionStep } = proxyActivities<ConversionActivities>({
   startToCloseTimeout: '4 hours',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 5, nonRetryableErrorTypes: [ConversionFailures.stepFailed, ClusterFailures.unknownCluster, ClusterFailures.invalidManifest] },
+  retry: {
+    initialInterval: '2 seconds',
+    maximumInterval: '30 seconds',
+    maximumAttempts: 5,
+    nonRetryableErrorTypes: [
+      ConversionFailures.stepFailed,
+      ClusterFailures.unknownCluster,
+      ClusterFailures.invalidManifest,
+    ],
+  },
 });
 /** Recording the outcome must end done, even for a cancelled run: idempotent, retried at length. */
 const { completeConversion, failConversion } = proxyActivities<ConversionActivities>({
@@ -37,10 +40,19 @@ const { completeConversion, failConversion } = proxyActivities<ConversionActivit
 
 function failureOf(err: unknown): { message: string; stepFailed: boolean } {
   const cause = rootCause(err);
-  return { message: messageOf(err), stepFailed: cause instanceof ApplicationFailure && cause.type === ConversionFailures.stepFailed };
+  return {
+    message: messageOf(err),
+    stepFailed: cause instanceof ApplicationFailure && cause.type === ConversionFailures.stepFailed,
+  };
 }
 
-const validationOf = (r: StepReport) => ({ passed: r.passed ?? false, maxAbsError: r.maxAbsError ?? NaN, maxRelError: r.maxRelError ?? NaN, tolerance: r.tolerance ?? NaN, samples: r.samples ?? 0 });
+const validationOf = (r: StepReport) => ({
+  passed: r.passed ?? false,
+  maxAbsError: r.maxAbsError ?? NaN,
+  maxRelError: r.maxRelError ?? NaN,
+  tolerance: r.tolerance ?? NaN,
+  samples: r.samples ?? 0,
+});
 
 /**
  * Converts a model version: export to ONNX → per target, in parallel: optimise (onnx) or quantise (onnx-int8) →
@@ -72,21 +84,41 @@ export async function convertModel(input: ConversionInput): Promise<ConversionRe
     orFailed(target, async () => {
       await step({ kind: 'optimize', target });
       const checked = await step({ kind: 'validate', target });
-      if (!checked.passed) return { target, status: 'failed', reason: checked.error ?? 'out of tolerance', validation: validationOf(checked) };
+      if (!checked.passed)
+        return {
+          target,
+          status: 'failed',
+          reason: checked.error ?? 'out of tolerance',
+          validation: validationOf(checked),
+        };
       const p = await step({ kind: 'profile', target });
       return {
         target,
         status: 'published',
         validation: validationOf(checked),
-        latency: { runs: p.runs ?? 0, batch: p.batch ?? 0, p50Ms: p.p50Ms ?? NaN, p95Ms: p.p95Ms ?? NaN, meanMs: p.meanMs ?? NaN, device: p.device ?? '' },
+        latency: {
+          runs: p.runs ?? 0,
+          batch: p.batch ?? 0,
+          p50Ms: p.p50Ms ?? NaN,
+          p95Ms: p.p95Ms ?? NaN,
+          meanMs: p.meanMs ?? NaN,
+          device: p.device ?? '',
+        },
         artifact: { uri: checked.publishedUri!, sha256: checked.sha256!, sizeBytes: checked.sizeBytes! },
       };
     });
   const tensorrt = () =>
     orFailed('tensorrt', async () => {
       const built = await step({ kind: 'tensorrt' });
-      if (built.status === 'not_run') return { target: 'tensorrt', status: 'not_run', reason: built.reason ?? 'not run' };
-      if (!built.passed) return { target: 'tensorrt', status: 'failed', reason: built.error ?? 'out of tolerance', validation: validationOf(built) };
+      if (built.status === 'not_run')
+        return { target: 'tensorrt', status: 'not_run', reason: built.reason ?? 'not run' };
+      if (!built.passed)
+        return {
+          target: 'tensorrt',
+          status: 'failed',
+          reason: built.error ?? 'out of tolerance',
+          validation: validationOf(built),
+        };
       return {
         target: 'tensorrt',
         status: 'published',
@@ -126,6 +158,9 @@ export async function convertModel(input: ConversionInput): Promise<ConversionRe
     await CancellationScope.nonCancellable(() => failConversion(input, message));
     enter(cancelled ? 'cancelled' : 'error');
     if (cancelled) throw err;
-    throw ApplicationFailure.nonRetryable(`conversion of ${input.modelId}@${input.version} broke: ${message}`, ConversionFailures.failed);
+    throw ApplicationFailure.nonRetryable(
+      `conversion of ${input.modelId}@${input.version} broke: ${message}`,
+      ConversionFailures.failed,
+    );
   }
 }

@@ -9,7 +9,13 @@ import { messageOf } from './support/failures';
 import type { FineTuneActivities, ResolvedFineTune } from '../activities/fine-tune';
 import type { TrainingJobActivities, TrainingJobObservation, TrainingJobRef } from '../activities/kubernetes/jobs';
 import { ClusterFailures } from '../contracts/cluster';
-import { fineTuneContract, FineTuneFailures, TrainerEnv, type FineTuneInput, type FineTuneStatus } from '../contracts/fine-tune';
+import {
+  fineTuneContract,
+  FineTuneFailures,
+  TrainerEnv,
+  type FineTuneInput,
+  type FineTuneStatus,
+} from '../contracts/fine-tune';
 import { trackStatus } from './support/status';
 
 const NON_RETRYABLE = [
@@ -25,13 +31,23 @@ const NON_RETRYABLE = [
 const steps = proxyActivities<FineTuneActivities & TrainingJobActivities>({
   startToCloseTimeout: '2 minutes',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '15 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '15 seconds',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 });
 /** Queue waits and Job watches last long; they heartbeat, so a lost worker is noticed within the heartbeat timeout. */
 const waits = proxyActivities<FineTuneActivities & TrainingJobActivities>({
   startToCloseTimeout: '30 days',
   heartbeatTimeout: '30 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '15 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '15 seconds',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 });
 /** Cleanup (GPU claim, Job): no attempt limit, it must end done; each is idempotent. */
 const undo = proxyActivities<FineTuneActivities & TrainingJobActivities>({
@@ -69,7 +85,13 @@ export async function fineTune(input: FineTuneInput): Promise<FineTuneStatus> {
     if (status.job) Object.assign(status.job, { podPhase: o.podPhase, node: o.node, pendingReason: o.pendingReason });
     if (o.progress) {
       const p = o.progress;
-      status.progress = { step: p.step, totalSteps: p.totalSteps, lossCurve: p.loss, evalLoss: p.evalLoss, checkpointStep: p.checkpoint?.step ?? null };
+      status.progress = {
+        step: p.step,
+        totalSteps: p.totalSteps,
+        lossCurve: p.loss,
+        evalLoss: p.evalLoss,
+        checkpointStep: p.checkpoint?.step ?? null,
+      };
     }
   };
 
@@ -80,7 +102,12 @@ export async function fineTune(input: FineTuneInput): Promise<FineTuneStatus> {
     enter('queued');
     status.timeline.queuedAt = Date.now();
     claimed = true;
-    await waits.waitForGpus({ tenantId: input.tenantId, workflowId: wfId, gpus: input.resources.gpuCount, priority: input.priority });
+    await waits.waitForGpus({
+      tenantId: input.tenantId,
+      workflowId: wfId,
+      gpus: input.resources.gpuCount,
+      priority: input.priority,
+    });
     status.timeline.claimedAt = Date.now();
 
     let resumeFrom: { step: number; uri: string } | null = null;
@@ -128,18 +155,30 @@ export async function fineTune(input: FineTuneInput): Promise<FineTuneStatus> {
         break;
       }
       if (last.state === 'succeeded') break;
-      if (last.state === 'failed') throw ApplicationFailure.nonRetryable(`training failed: ${last.reason}`, FineTuneFailures.trainingFailed);
+      if (last.state === 'failed')
+        throw ApplicationFailure.nonRetryable(`training failed: ${last.reason}`, FineTuneFailures.trainingFailed);
       // Lost: the pod went away under the trainer. Resume from the checkpoint it left, if there is one.
       if (attempt > input.maxResumptions) {
-        throw ApplicationFailure.nonRetryable(`the trainer's pod was lost ${attempt} times (limit ${input.maxResumptions} resumptions): ${last.reason}`, FineTuneFailures.tooManyResumptions);
+        throw ApplicationFailure.nonRetryable(
+          `the trainer's pod was lost ${attempt} times (limit ${input.maxResumptions} resumptions): ${last.reason}`,
+          FineTuneFailures.tooManyResumptions,
+        );
       }
       await undo.deleteTrainingJob(job);
       resumeFrom = last.progress?.checkpoint ?? resumeFrom;
-      status.resumptions.push({ attempt: attempt + 1, fromStep: resumeFrom?.step ?? 0, reason: last.reason ?? 'pod lost' });
+      status.resumptions.push({
+        attempt: attempt + 1,
+        fromStep: resumeFrom?.step ?? 0,
+        reason: last.reason ?? 'pod lost',
+      });
     }
 
     enter('registering');
-    const result = await steps.registerFineTunedVersion(input, wfId, { ...run, checkpointUri: last.progress?.checkpoint?.uri ?? null, resumptions: status.resumptions.length });
+    const result = await steps.registerFineTunedVersion(input, wfId, {
+      ...run,
+      checkpointUri: last.progress?.checkpoint?.uri ?? null,
+      resumptions: status.resumptions.length,
+    });
     status.result = { ...input.output, ...result };
     await CancellationScope.nonCancellable(() => cleanup());
     status.timeline.finishedAt = Date.now();
@@ -152,7 +191,11 @@ export async function fineTune(input: FineTuneInput): Promise<FineTuneStatus> {
     status.timeline.finishedAt = Date.now();
     enter(cancelled ? 'cancelled' : 'failed');
     if (cancelled) throw err;
-    throw ApplicationFailure.nonRetryable(`fine-tune ${input.fineTuneId} failed: ${status.failureReason}`, FineTuneFailures.failed, status);
+    throw ApplicationFailure.nonRetryable(
+      `fine-tune ${input.fineTuneId} failed: ${status.failureReason}`,
+      FineTuneFailures.failed,
+      status,
+    );
   }
 
   async function cleanup(): Promise<void> {

@@ -7,7 +7,13 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BatchResult, KnowledgeActivities } from '../activities/knowledge';
-import { ingestionContract, IngestionFailures, type IngestionInput, type IngestionProgress, type IngestionStats } from '../contracts/ingestion';
+import {
+  ingestionContract,
+  IngestionFailures,
+  type IngestionInput,
+  type IngestionProgress,
+  type IngestionStats,
+} from '../contracts/ingestion';
 import { trackStatus } from './support/status';
 
 /** What a continued run carries over: the manifest (by reference), where it stopped, and the tallies so far. */
@@ -26,13 +32,23 @@ const NON_RETRYABLE = [IngestionFailures.embedderMismatch, IngestionFailures.par
 const { prepareNamespace, listSource, removeMissing } = proxyActivities<KnowledgeActivities>({
   startToCloseTimeout: '10 minutes',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '30 seconds',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 });
 const { ingestBatch } = proxyActivities<KnowledgeActivities>({
   startToCloseTimeout: '30 minutes',
   // A killed worker is noticed within this and the batch resumes from its last heartbeat on another attempt.
   heartbeatTimeout: '10 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 20, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '30 seconds',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 });
 
 function add(p: IngestionProgress, r: BatchResult): void {
@@ -76,7 +92,16 @@ export async function ingestDocuments(input: IngestionInput, carry?: IngestionCa
   const { manifestUri, collection } = state;
   let next = state.nextBatch;
   const runBatch = async (b: number) =>
-    add(progress, await ingestBatch({ ...input, manifestUri, collection, from: b * input.batchSize, to: (b + 1) * input.batchSize }));
+    add(
+      progress,
+      await ingestBatch({
+        ...input,
+        manifestUri,
+        collection,
+        from: b * input.batchSize,
+        to: (b + 1) * input.batchSize,
+      }),
+    );
 
   const firstBatchOfRun = next;
   const timeForNewRun = () => {
@@ -97,7 +122,10 @@ export async function ingestDocuments(input: IngestionInput, carry?: IngestionCa
     while (running.size > 0 || (!draining && next < progress.batchesTotal)) {
       while (!draining && next < progress.batchesTotal && running.size < input.parallelism) {
         const b = next++;
-        running.set(b, runBatch(b).then(() => b));
+        running.set(
+          b,
+          runBatch(b).then(() => b),
+        );
       }
       running.delete(await Promise.race(running.values()));
       if (!draining && next < progress.batchesTotal && timeForNewRun()) draining = true;
@@ -105,7 +133,10 @@ export async function ingestDocuments(input: IngestionInput, carry?: IngestionCa
     if (draining) await continueFrom(next);
   } else {
     while (next < progress.batchesTotal) {
-      const wave = Array.from({ length: Math.min(input.parallelism, progress.batchesTotal - next) }, (_, i) => next + i);
+      const wave = Array.from(
+        { length: Math.min(input.parallelism, progress.batchesTotal - next) },
+        (_, i) => next + i,
+      );
       await Promise.all(wave.map(runBatch));
       next += wave.length;
       if (next < progress.batchesTotal && timeForNewRun()) await continueFrom(next);
@@ -113,7 +144,12 @@ export async function ingestDocuments(input: IngestionInput, carry?: IngestionCa
   }
 
   enter('removing_deleted');
-  progress.removed = await removeMissing({ tenantId: input.tenantId, namespace: input.namespace, manifestUri, collection });
+  progress.removed = await removeMissing({
+    tenantId: input.tenantId,
+    namespace: input.namespace,
+    manifestUri,
+    collection,
+  });
   enter('completed');
   const { phase: _phase, failures: _failures, batchesDone: _d, batchesTotal: _t, ...stats } = progress;
   return stats;

@@ -45,6 +45,9 @@ export async function registerModelVersion(input: RegisterModelVersionInput): Pr
     // Even a cancelled run must leave the registry row saying what happened to it.
     await CancellationScope.nonCancellable(() => markVersionFailed(input, reason));
     enter('failed');
-    throw ApplicationFailure.nonRetryable(`model version ${input.modelId}@${input.version} was not registered: ${reason}`, RegistryFailures.registrationFailed);
+    throw ApplicationFailure.nonRetryable(
+      `model version ${input.modelId}@${input.version} was not registered: ${reason}`,
+      RegistryFailures.registrationFailed,
+    );
   }
 }

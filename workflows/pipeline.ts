@@ -15,7 +15,14 @@ import type { RolloutActivities } from '../activities/rollout';
 import { ConversionFailures, type ConversionInput, type ConversionResult } from '../contracts/conversion';
 import type { FineTuneStatus } from '../contracts/fine-tune';
 import { workflowId as workflowIdOf } from '../contracts/operations';
-import { pipelineChildKey, pipelineContract, PipelineFailures, type PipelineInput, type PipelineStatus, type PipelineStep } from '../contracts/pipeline';
+import {
+  pipelineChildKey,
+  pipelineContract,
+  PipelineFailures,
+  type PipelineInput,
+  type PipelineStatus,
+  type PipelineStep,
+} from '../contracts/pipeline';
 import { RolloutFailures } from '../contracts/rollout';
 import { ModelIdKey, OperationKindKey, TenantIdKey } from '../contracts/search-attributes';
 import { checkApprover, rejected } from './support/approvals';
@@ -26,7 +33,12 @@ import { rolloutModel } from './rollout';
 
 const acts = proxyActivities<ConversionActivities & RolloutActivities>({
   startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '15 seconds', maximumAttempts: 10, nonRetryableErrorTypes: [ConversionFailures.refused, RolloutFailures.rolloutInProgress] },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '15 seconds',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: [ConversionFailures.refused, RolloutFailures.rolloutInProgress],
+  },
 });
 /** Giving up a claim no child took over: no attempt limit, it must end done; both are idempotent. */
 const undo = proxyActivities<ConversionActivities & RolloutActivities>({
@@ -43,7 +55,12 @@ const memo = proxyActivities<ConversionActivities>({
   startToCloseTimeout: '25 hours',
   scheduleToCloseTimeout: '25 hours',
   heartbeatTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds', maximumAttempts: 10, nonRetryableErrorTypes: [ConversionFailures.refused] },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '30 seconds',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: [ConversionFailures.refused],
+  },
 });
 
 class StepFailed extends Error {}
@@ -57,7 +74,11 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
   const { tenantId } = input;
   const childKey = pipelineChildKey(input.pipelineId);
   const model = { ...input.fineTune.output };
-  const step = (kind: 'fine-tune' | 'conversion' | 'rollout'): PipelineStep => ({ workflowId: workflowIdOf(kind, tenantId, childKey), outcome: 'pending', reason: null });
+  const step = (kind: 'fine-tune' | 'conversion' | 'rollout'): PipelineStep => ({
+    workflowId: workflowIdOf(kind, tenantId, childKey),
+    outcome: 'pending',
+    reason: null,
+  });
   const status: PipelineStatus = {
     pipelineId: input.pipelineId,
     stage: 'fine_tune',
@@ -79,7 +100,10 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
     {
       validator: (r) => {
         checkApprover(r, tenantId, 'pipeline');
-        if (decision !== undefined) rejected(`the pipeline was already ${decision.decision === 'approve' ? 'approved' : 'denied'} by ${decision.by}`);
+        if (decision !== undefined)
+          rejected(
+            `the pipeline was already ${decision.decision === 'approve' ? 'approved' : 'denied'} by ${decision.by}`,
+          );
         if (!status.awaitingApproval) rejected(`the pipeline does not wait for an approval; it is at ${status.stage}`);
       },
     },
@@ -112,13 +136,15 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
 
   try {
     enter('fine_tune');
-    await run(status.steps.fineTune, () =>
-      executeChild(fineTune, {
-        workflowId: status.steps.fineTune.workflowId,
-        args: [{ ...input.fineTune, fineTuneId: childKey }],
-        typedSearchAttributes: childAttributes('fine-tune'),
-        staticSummary: `Pipeline ${input.pipelineId}: fine-tune into ${model.modelId}@${model.version}`,
-      }) as Promise<FineTuneStatus>,
+    await run(
+      status.steps.fineTune,
+      () =>
+        executeChild(fineTune, {
+          workflowId: status.steps.fineTune.workflowId,
+          args: [{ ...input.fineTune, fineTuneId: childKey }],
+          typedSearchAttributes: childAttributes('fine-tune'),
+          staticSummary: `Pipeline ${input.pipelineId}: fine-tune into ${model.modelId}@${model.version}`,
+        }) as Promise<FineTuneStatus>,
     );
 
     enter('conversion');
@@ -146,8 +172,16 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
           found = await memo.awaitConversion(tenantId, found.conversionId);
         }
         status.steps.conversion.outcome = 'memoized';
-        if (found.state === 'error') fail(status.steps.conversion, `the identical conversion ${found.workflowId} broke: ${found.error ?? 'no reason recorded'}`);
-        return { state: found.state as ConversionResult['state'], targets: found.targets, tritonRepositoryUri: found.tritonRepositoryUri ?? '' };
+        if (found.state === 'error')
+          fail(
+            status.steps.conversion,
+            `the identical conversion ${found.workflowId} broke: ${found.error ?? 'no reason recorded'}`,
+          );
+        return {
+          state: found.state as ConversionResult['state'],
+          targets: found.targets,
+          tritonRepositoryUri: found.tritonRepositoryUri ?? '',
+        };
       }
       const conversionInput: ConversionInput = planned.input;
       unclaimed = () => undo.failConversion(conversionInput, 'the pipeline stopped before the conversion started');
@@ -164,7 +198,10 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
     const published = result.targets.filter((t) => t.status === 'published').map((t) => t.target);
     status.conversion = { state: result.state, tritonRepositoryUri: result.tritonRepositoryUri, published };
     if (published.length === 0) {
-      fail(status.steps.conversion, `no conversion target was published: ${result.targets.map((t) => `${t.target} ${t.status}${t.reason ? ` (${t.reason})` : ''}`).join('; ')}`);
+      fail(
+        status.steps.conversion,
+        `no conversion target was published: ${result.targets.map((t) => `${t.target} ${t.status}${t.reason ? ` (${t.reason})` : ''}`).join('; ')}`,
+      );
     }
 
     if (input.approvalBeforeRollout) {
@@ -181,14 +218,21 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
       status.approval = { ...decision!, at };
       if (decision!.decision === 'deny') {
         status.steps.rollout.outcome = 'skipped';
-        throw new StepFailed(`the rollout was denied by ${decision!.by}${decision!.reason ? `: ${decision!.reason}` : ''}`);
+        throw new StepFailed(
+          `the rollout was denied by ${decision!.by}${decision!.reason ? `: ${decision!.reason}` : ''}`,
+        );
       }
     }
 
     enter('rollout');
     await run(status.steps.rollout, async () => {
       unclaimed = () => undo.releaseRolloutLock(tenantId, model.modelId, status.steps.rollout.workflowId);
-      await acts.acquireRolloutLock({ tenantId, modelId: model.modelId, deploymentId: childKey, workflowId: status.steps.rollout.workflowId });
+      await acts.acquireRolloutLock({
+        tenantId,
+        modelId: model.modelId,
+        deploymentId: childKey,
+        workflowId: status.steps.rollout.workflowId,
+      });
       const child = await startChild(rolloutModel, {
         workflowId: status.steps.rollout.workflowId,
         args: [{ ...input.rollout, modelId: model.modelId, version: model.version }],
@@ -210,6 +254,10 @@ export async function runPipeline(input: PipelineInput): Promise<PipelineStatus>
     status.awaitingApproval = false;
     enter(cancelled ? 'cancelled' : 'failed');
     if (cancelled) throw err;
-    throw ApplicationFailure.nonRetryable(`pipeline ${input.pipelineId} stopped at ${stoppedAt}: ${status.failureReason}`, PipelineFailures.failed, status);
+    throw ApplicationFailure.nonRetryable(
+      `pipeline ${input.pipelineId} stopped at ${stoppedAt}: ${status.failureReason}`,
+      PipelineFailures.failed,
+      status,
+    );
   }
 }

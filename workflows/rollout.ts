@@ -36,7 +36,12 @@ const NON_RETRYABLE = [
 ];
 const steps = proxyActivities<RolloutActivities & KubernetesActivities>({
   startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '15 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
+  retry: {
+    initialInterval: '1 second',
+    maximumInterval: '15 seconds',
+    maximumAttempts: 10,
+    nonRetryableErrorTypes: NON_RETRYABLE,
+  },
 });
 const probe = proxyActivities<RolloutActivities>({
   startToCloseTimeout: '45 seconds',
@@ -90,11 +95,16 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   const enter = trackStatus(rolloutContract.statusQuery, status, 'phase');
   let requested: SteeringAction | undefined;
   const main = new CancellationScope();
-  acceptSteering(status, tenantId, () => requested, (r) => {
-    requested = r;
-    // An abort interrupts whatever the rollout waits on (an activity, a pause); the rollback runs outside this scope.
-    if (r.action === 'abort') main.cancel();
-  });
+  acceptSteering(
+    status,
+    tenantId,
+    () => requested,
+    (r) => {
+      requested = r;
+      // An abort interrupts whatever the rollout waits on (an activity, a pause); the rollback runs outside this scope.
+      if (r.action === 'abort') main.cancel();
+    },
+  );
 
   const ref = { tenantId, modelId, version };
   let resolved: { artifactUri: string; stable: string | null };
@@ -105,7 +115,10 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     await CancellationScope.nonCancellable(() => mustFinish.releaseRolloutLock(tenantId, modelId, wfId));
     status.finishedAt = Date.now();
     enter('rolled_back');
-    throw ApplicationFailure.nonRetryable(`rollout of ${modelId}@${version} refused: ${status.failureReason}`, RolloutFailures.refused);
+    throw ApplicationFailure.nonRetryable(
+      `rollout of ${modelId}@${version} refused: ${status.failureReason}`,
+      RolloutFailures.refused,
+    );
   }
   const { artifactUri, stable } = resolved;
   status.weights.stable = stable;
@@ -124,7 +137,11 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     await steps.setRoute(tenantId, modelId, { stable: stable!, canary: version, canaryWeight: weight });
     status.weights = { stable, canary: version, canaryWeight: weight };
   };
-  const analyse = async (spec: AnalysisSpec, stepIndex: number, windowStart: number): Promise<'passed' | 'failed' | 'interrupted'> => {
+  const analyse = async (
+    spec: AnalysisSpec,
+    stepIndex: number,
+    windowStart: number,
+  ): Promise<'passed' | 'failed' | 'interrupted'> => {
     let failed = 0;
     let inconclusive = 0;
     let since = windowStart;
@@ -167,7 +184,12 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     await proxyActivities<KubernetesActivities>({
       startToCloseTimeout: `${Math.ceil(durationMs(strategy.readinessTimeout) / 1000) + 60}s`,
       heartbeatTimeout: '20 seconds',
-      retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE },
+      retry: {
+        initialInterval: '1 second',
+        maximumInterval: '10 seconds',
+        maximumAttempts: 5,
+        nonRetryableErrorTypes: NON_RETRYABLE,
+      },
     }).waitModelVersionReady(canary, durationMs(strategy.readinessTimeout));
     enter('probing');
     await probe.probeEndpoint(applied.endpoint, modelId);
@@ -196,7 +218,10 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
         if (outcome === 'interrupted') break;
         if (outcome === 'failed') {
           const last = status.analyses[status.analyses.length - 1]!;
-          throw ApplicationFailure.nonRetryable(`analysis failed ${strategy.analysis.failureLimit} times in a row at step ${i}: ${last.message}`, RolloutFailures.analysisFailed);
+          throw ApplicationFailure.nonRetryable(
+            `analysis failed ${strategy.analysis.failureLimit} times in a row at step ${i}: ${last.message}`,
+            RolloutFailures.analysisFailed,
+          );
         }
         windowStart = Date.now();
       }
@@ -210,24 +235,37 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   } catch (err) {
     const aborted = requested?.action === 'abort';
     const why = aborted
-      ? { message: `aborted by ${requested!.by}${requested!.reason ? `: ${requested!.reason}` : ''}`, kind: 'aborted' as const }
+      ? {
+          message: `aborted by ${requested!.by}${requested!.reason ? `: ${requested!.reason}` : ''}`,
+          kind: 'aborted' as const,
+        }
       : isCancellation(err)
         ? { message: 'the rollout workflow was cancelled', kind: 'aborted' as const }
         : err instanceof ApplicationFailure && err.type === RolloutFailures.analysisFailed
           ? { message: err.message, kind: 'analysis_failed' as const }
           : reasonOf(err);
     await CancellationScope.nonCancellable(() => rollback(why));
-    throw ApplicationFailure.nonRetryable(`rollout of ${modelId}@${version} rolled back: ${why.message}`, RolloutFailures.rolledBack, status);
+    throw ApplicationFailure.nonRetryable(
+      `rollout of ${modelId}@${version} rolled back: ${why.message}`,
+      RolloutFailures.rolledBack,
+      status,
+    );
   }
 
   enter('promoting');
   await CancellationScope.nonCancellable(async () => {
     await mustFinish.setRoute(tenantId, modelId, { stable: version, canary: null });
     status.weights = { stable: version, canary: null, canaryWeight: 0 };
-    if (stable !== null) await mustFinish.scaleModelVersion(await mustFinish.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
+    if (stable !== null)
+      await mustFinish.scaleModelVersion(await mustFinish.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
     // Histories recorded before rollouts wrote lineage have no such activity at this point.
     if (patched('rollout-lineage')) {
-      await mustFinish.recordRolloutLineage(ref, wfId, { deploymentId: input.deploymentId, cluster: input.cluster, endpoint: status.endpoint, previousStable: stable });
+      await mustFinish.recordRolloutLineage(ref, wfId, {
+        deploymentId: input.deploymentId,
+        cluster: input.cluster,
+        endpoint: status.endpoint,
+        previousStable: stable,
+      });
     }
     await mustFinish.releaseRolloutLock(tenantId, modelId, wfId);
   });
@@ -244,10 +282,19 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
       await mustFinish.setRoute(tenantId, modelId, { stable, canary: null });
       status.weights = { stable, canary: null, canaryWeight: 0 };
     }
-    await mustFinish.deleteModelVersion(canary ?? (await mustFinish.servedRefOf(input.cluster, tenantId, modelId, version)));
+    await mustFinish.deleteModelVersion(
+      canary ?? (await mustFinish.servedRefOf(input.cluster, tenantId, modelId, version)),
+    );
     await mustFinish.setVersionEndpoint(ref, null);
     await mustFinish.markVersionRolledBack(ref, why.message);
-    await mustFinish.emitRolloutAlert({ tenantId, modelId, version, workflowId: wfId, reason: why.kind, message: why.message });
+    await mustFinish.emitRolloutAlert({
+      tenantId,
+      modelId,
+      version,
+      workflowId: wfId,
+      reason: why.kind,
+      message: why.message,
+    });
     await mustFinish.releaseRolloutLock(tenantId, modelId, wfId);
     status.finishedAt = Date.now();
     enter('rolled_back');
@@ -268,8 +315,17 @@ type SteeringAction = { action: 'promote' | 'abort'; by: string; reason?: string
  * a caller of another tenant, a rollout that is ending, an action that does not fit the phase. Promote and abort are
  * handed to the runbook through `request`; pause, resume and approve only move `pauseReason`, which the runbook waits on.
  */
-function acceptSteering(status: RolloutStatus, tenantId: string, requested: () => SteeringAction | undefined, request: (r: SteeringAction) => void): void {
-  const ending = () => TERMINAL_ROLLOUT_PHASES.includes(status.phase) || status.phase === 'rolling_back' || status.phase === 'promoting' || requested() !== undefined;
+function acceptSteering(
+  status: RolloutStatus,
+  tenantId: string,
+  requested: () => SteeringAction | undefined,
+  request: (r: SteeringAction) => void,
+): void {
+  const ending = () =>
+    TERMINAL_ROLLOUT_PHASES.includes(status.phase) ||
+    status.phase === 'rolling_back' ||
+    status.phase === 'promoting' ||
+    requested() !== undefined;
   const validateCaller = (r: SteeringRequest) => {
     // Validators do not run on replay, so histories recorded before tenantId was sent still replay.
     checkSteeringCaller(r, tenantId, 'deployment');
@@ -314,7 +370,8 @@ function acceptSteering(status: RolloutStatus, tenantId: string, requested: () =
     {
       validator: (r) => {
         validateCaller(r);
-        if (status.pauseReason !== 'approval') rejected(`only a rollout at an approval gate can be approved; the rollout is ${status.phase}`);
+        if (status.pauseReason !== 'approval')
+          rejected(`only a rollout at an approval gate can be approved; the rollout is ${status.phase}`);
       },
     },
   );
@@ -327,7 +384,8 @@ function acceptSteering(status: RolloutStatus, tenantId: string, requested: () =
     {
       validator: (r) => {
         validateCaller(r);
-        if (status.phase !== 'progressing' && status.phase !== 'paused') rejected(`only a canary taking traffic can be promoted; the rollout is ${status.phase}`);
+        if (status.phase !== 'progressing' && status.phase !== 'paused')
+          rejected(`only a canary taking traffic can be promoted; the rollout is ${status.phase}`);
       },
     },
   );

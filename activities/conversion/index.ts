@@ -1,6 +1,14 @@
 import { json } from 'node:stream/consumers';
 import { ClusterFailures } from '../../contracts/cluster';
-import { ConversionFailures, type ConversionInput, type ConversionResult, type ConversionStep, stateOf, type StepReport, type TargetResult } from '../../contracts/conversion';
+import {
+  ConversionFailures,
+  type ConversionInput,
+  type ConversionResult,
+  type ConversionStep,
+  stateOf,
+  type StepReport,
+  type TargetResult,
+} from '../../contracts/conversion';
 import { KubernetesObjectApi, type KubeConfig, type V1EnvVar } from '@kubernetes/client-node';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
@@ -43,7 +51,13 @@ export interface ConversionActivityDeps {
  * they live only in the Job object, never in a workflow history.
  */
 export function conversionS3Env(
-  c: { S3_ENDPOINT?: string; S3_REGION: string; S3_FORCE_PATH_STYLE: boolean; S3_ACCESS_KEY_ID?: string; S3_SECRET_ACCESS_KEY?: string },
+  c: {
+    S3_ENDPOINT?: string;
+    S3_REGION: string;
+    S3_FORCE_PATH_STYLE: boolean;
+    S3_ACCESS_KEY_ID?: string;
+    S3_SECRET_ACCESS_KEY?: string;
+  },
   secretName?: string,
 ): V1EnvVar[] {
   const plain: V1EnvVar[] = [
@@ -52,8 +66,13 @@ export function conversionS3Env(
     { name: 'S3_FORCE_PATH_STYLE', value: String(c.S3_FORCE_PATH_STYLE) },
   ];
   const keys = { AWS_ACCESS_KEY_ID: c.S3_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: c.S3_SECRET_ACCESS_KEY };
-  if (secretName) return [...plain, ...Object.keys(keys).map((key) => ({ name: key, valueFrom: { secretKeyRef: { name: secretName, key } } }))];
-  if (keys.AWS_ACCESS_KEY_ID && keys.AWS_SECRET_ACCESS_KEY) return [...plain, ...Object.entries(keys).map(([name, value]) => ({ name, value }))];
+  if (secretName)
+    return [
+      ...plain,
+      ...Object.keys(keys).map((key) => ({ name: key, valueFrom: { secretKeyRef: { name: secretName, key } } })),
+    ];
+  if (keys.AWS_ACCESS_KEY_ID && keys.AWS_SECRET_ACCESS_KEY)
+    return [...plain, ...Object.entries(keys).map(([name, value]) => ({ name, value }))];
   // Neither: the pod's own cloud identity (e.g. IRSA / workload identity) gives boto3 its credentials.
   return plain;
 }
@@ -61,7 +80,8 @@ export function conversionS3Env(
 /** How often a wait for a running memoised conversion reads its row: one indexed lookup, cheap next to a build. */
 const MEMO_POLL_MS = 5_000;
 
-const stepName = (s: ConversionStep): string => (s.kind === 'export' || s.kind === 'tensorrt' ? s.kind : `${s.kind}-${s.target}`);
+const stepName = (s: ConversionStep): string =>
+  s.kind === 'export' || s.kind === 'tensorrt' ? s.kind : `${s.kind}-${s.target}`;
 
 /** Triton model directories need numeric versions: a numeric registry version is kept, any other becomes 1. */
 export const tritonVersionOf = (version: string): string => (/^[1-9][0-9]{0,8}$/.test(version) ? version : '1');
@@ -82,14 +102,22 @@ export function conversionLayout(bucket: string, input: ConversionInput) {
     samples: ref('work/samples.json'),
     result: (job: string) => ref(`results/${job}.json`),
     repository: ref('triton'),
-    modelFile: (target: string) => ref(`triton/${tritonModelOf(input.modelId, target)}/${tv}/${target === 'tensorrt' ? 'model.plan' : 'model.onnx'}`),
+    modelFile: (target: string) =>
+      ref(
+        `triton/${tritonModelOf(input.modelId, target)}/${tv}/${target === 'tensorrt' ? 'model.plan' : 'model.onnx'}`,
+      ),
     config: (target: string) => ref(`triton/${tritonModelOf(input.modelId, target)}/config.pbtxt`),
     tritonVersion: tv,
   };
 }
 
 /** A Triton model configuration for one published target; the batch dimension is dynamic in every exported model. */
-export function tritonConfig(name: string, target: string, dims: { inputDim: number; outputDim: number }, version: string): string {
+export function tritonConfig(
+  name: string,
+  target: string,
+  dims: { inputDim: number; outputDim: number },
+  version: string,
+): string {
   return [
     `name: "${name}"`,
     `platform: "${target === 'tensorrt' ? 'tensorrt_plan' : 'onnxruntime_onnx'}"`,
@@ -107,10 +135,12 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
   const lineage = new LineageStore(deps.db);
 
   const removeObjects = async (prefix: string): Promise<void> => {
-    for (const o of await objects.list(platformBucket, prefix)) await objects.delete({ bucket: platformBucket, key: o.key });
+    for (const o of await objects.list(platformBucket, prefix))
+      await objects.delete({ bucket: platformBucket, key: o.key });
   };
   /** Intermediate models and samples; the results/ objects stay, as the record of what each Job reported. */
-  const removeWork = (input: ConversionInput): Promise<void> => removeObjects(conversionLayout(platformBucket, input).workPrefix);
+  const removeWork = (input: ConversionInput): Promise<void> =>
+    removeObjects(conversionLayout(platformBucket, input).workPrefix);
 
   const readReport = async (ref: ObjectRef): Promise<StepReport | undefined> =>
     (await objects.head(ref)) ? ((await json(await objects.getStream(ref))) as StepReport) : undefined;
@@ -120,23 +150,73 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
     const l = conversionLayout(platformBucket, input);
     const v = input.options.validation;
     const result = ['--result', objectUri(resultRef)];
-    const samples = [...(v.samples ? ['--samples', objectUri(l.samples)] : []), '--sample-count', String(v.sampleCount), '--seed', String(v.seed)];
+    const samples = [
+      ...(v.samples ? ['--samples', objectUri(l.samples)] : []),
+      '--sample-count',
+      String(v.sampleCount),
+      '--seed',
+      String(v.seed),
+    ];
     switch (step.kind) {
       case 'export':
         return ['export_onnx.py', '--weights', input.artifactUri, '--out', objectUri(l.exported), ...result];
       case 'optimize':
-        return ['optimize.py', '--target', step.target, '--model', objectUri(l.exported), '--out', objectUri(l.optimized(step.target)), ...result];
+        return [
+          'optimize.py',
+          '--target',
+          step.target,
+          '--model',
+          objectUri(l.exported),
+          '--out',
+          objectUri(l.optimized(step.target)),
+          ...result,
+        ];
       case 'validate':
         return [
-          'validate.py', '--target', step.target, '--model', objectUri(l.optimized(step.target)), '--weights', input.artifactUri,
-          '--tolerance', String(v.tolerance[step.target]), ...samples, '--publish-to', objectUri(l.modelFile(step.target)), ...result,
+          'validate.py',
+          '--target',
+          step.target,
+          '--model',
+          objectUri(l.optimized(step.target)),
+          '--weights',
+          input.artifactUri,
+          '--tolerance',
+          String(v.tolerance[step.target]),
+          ...samples,
+          '--publish-to',
+          objectUri(l.modelFile(step.target)),
+          ...result,
         ];
       case 'profile':
-        return ['profile.py', '--target', step.target, '--model', objectUri(l.modelFile(step.target)), '--runs', String(input.options.profile.runs), '--batch', String(input.options.profile.batch), ...result];
+        return [
+          'profile.py',
+          '--target',
+          step.target,
+          '--model',
+          objectUri(l.modelFile(step.target)),
+          '--runs',
+          String(input.options.profile.runs),
+          '--batch',
+          String(input.options.profile.batch),
+          ...result,
+        ];
       case 'tensorrt':
         return [
-          'build_engine.py', '--model', objectUri(l.exported), '--weights', input.artifactUri, '--precision', input.options.precision,
-          '--tolerance', String(v.tolerance.tensorrt), ...samples, '--runs', String(input.options.profile.runs), '--publish-to', objectUri(l.modelFile('tensorrt')), ...result,
+          'build_engine.py',
+          '--model',
+          objectUri(l.exported),
+          '--weights',
+          input.artifactUri,
+          '--precision',
+          input.options.precision,
+          '--tolerance',
+          String(v.tolerance.tensorrt),
+          ...samples,
+          '--runs',
+          String(input.options.profile.runs),
+          '--publish-to',
+          objectUri(l.modelFile('tensorrt')),
+          ...result,
         ];
     }
   }
@@ -151,14 +231,19 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
     async runConversionStep(input: ConversionInput, step: ConversionStep): Promise<StepReport> {
       const ctx = Context.current();
       const kc = deps.kubeConfigOf(input.cluster);
-      if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${input.cluster}' is not configured`, ClusterFailures.unknownCluster);
+      if (!kc)
+        throw ApplicationFailure.nonRetryable(
+          `cluster '${input.cluster}' is not configured`,
+          ClusterFailures.unknownCluster,
+        );
       const { workflowId } = input;
       const name = conversionJobName(workflowId, stepName(step));
       const namespace = deps.namespaceOf(input.tenantId);
       const l = conversionLayout(platformBucket, input);
       const resultRef = l.result(name);
       const samples = input.options.validation.samples;
-      if (samples && (step.kind === 'validate' || step.kind === 'tensorrt')) await objects.put(l.samples, JSON.stringify(samples), 'application/json');
+      if (samples && (step.kind === 'validate' || step.kind === 'tensorrt'))
+        await objects.put(l.samples, JSON.stringify(samples), 'application/json');
       const gpu = step.kind === 'tensorrt';
       const cluster = KubernetesObjectApi.makeApiClient(kc);
       await serverSideApply(cluster, tenantNamespace(namespace));
@@ -186,14 +271,24 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       for (;;) {
         const state = await jobState(kc, namespace, name).catch((err: unknown) => {
           // Deleted under a waiting attempt: by a cancel (the run is over) or by hand (a retry submits it again).
-          if (isStatus(err, 404)) throw ApplicationFailure.retryable(`Job ${namespace}/${name} was deleted before it finished`, ConversionFailures.jobDeleted);
+          if (isStatus(err, 404))
+            throw ApplicationFailure.retryable(
+              `Job ${namespace}/${name} was deleted before it finished`,
+              ConversionFailures.jobDeleted,
+            );
           throw err;
         });
         if (state.done) {
           const report = await readReport(resultRef);
           if (report?.ok) return report;
-          const why = report?.error ?? `Job ${namespace}/${name} ${state.succeeded ? 'completed' : `failed (${state.detail})`} without a result`;
-          throw ApplicationFailure.nonRetryable(`conversion step ${stepName(step)}: ${why}`, ConversionFailures.stepFailed, { job: name, namespace });
+          const why =
+            report?.error ??
+            `Job ${namespace}/${name} ${state.succeeded ? 'completed' : `failed (${state.detail})`} without a result`;
+          throw ApplicationFailure.nonRetryable(
+            `conversion step ${stepName(step)}: ${why}`,
+            ConversionFailures.stepFailed,
+            { job: name, namespace },
+          );
         }
         ctx.heartbeat({ job: name, state: state.detail });
         try {
@@ -201,7 +296,8 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
           await ctx.sleep(1_000);
         } catch (err) {
           // A cancelled conversion leaves no Job working (or holding a GPU) behind.
-          if (ctx.cancellationSignal.aborted) await deleteIfPresent(cluster, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } });
+          if (ctx.cancellationSignal.aborted)
+            await deleteIfPresent(cluster, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } });
           throw err;
         }
       }
@@ -211,7 +307,11 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
      * Writes config.pbtxt for each published target, records the outcome and registers the artifacts on the model
      * version (one transaction), then removes the work files. Idempotent: a retry writes the same.
      */
-    async completeConversion(input: ConversionInput, targets: TargetResult[], dims: { inputDim: number; outputDim: number }): Promise<ConversionResult> {
+    async completeConversion(
+      input: ConversionInput,
+      targets: TargetResult[],
+      dims: { inputDim: number; outputDim: number },
+    ): Promise<ConversionResult> {
       const l = conversionLayout(platformBucket, input);
       const done: TargetResult[] = [];
       for (const t of targets) {
@@ -223,7 +323,11 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
         await objects.put(l.config(t.target), tritonConfig(name, t.target, dims, l.tritonVersion), 'text/plain');
         done.push({ ...t, tritonModel: name, configUri: objectUri(l.config(t.target)) });
       }
-      const result: ConversionResult = { state: stateOf(done), targets: done, tritonRepositoryUri: objectUri(l.repository) };
+      const result: ConversionResult = {
+        state: stateOf(done),
+        targets: done,
+        tritonRepositoryUri: objectUri(l.repository),
+      };
       await conversions.complete(input.tenantId, input.workflowId, result);
       const published = done.filter((t) => t.status === 'published' && t.artifact);
       if (published.length > 0) {
@@ -236,7 +340,12 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
           workflowId: input.workflowId,
           details: {
             tritonRepositoryUri: result.tritonRepositoryUri,
-            artifacts: published.map((t) => ({ kind: t.target, uri: t.artifact!.uri, sha256: t.artifact!.sha256, tritonModel: t.tritonModel })),
+            artifacts: published.map((t) => ({
+              kind: t.target,
+              uri: t.artifact!.uri,
+              sha256: t.artifact!.sha256,
+              tritonModel: t.tritonModel,
+            })),
             toolchainVersion: input.toolchainVersion,
             memoKey: input.memoKey,
           },
@@ -251,12 +360,15 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
      * output): resolve it, compute the memo key and claim the conversion row. A memo hit answers the conversion that
      * holds the key, so no second build starts; a retry finds its own claim and goes on.
      */
-    async prepareConversion(r: ConversionPlanRequest): Promise<{ input: ConversionInput; memo: ConversionRecord | null }> {
+    async prepareConversion(
+      r: ConversionPlanRequest,
+    ): Promise<{ input: ConversionInput; memo: ConversionRecord | null }> {
       let input: ConversionInput;
       try {
         input = await conversionInputOf(deps.registry, r);
       } catch (err) {
-        if (err instanceof PlatformError) throw ApplicationFailure.nonRetryable(err.message, ConversionFailures.refused);
+        if (err instanceof PlatformError)
+          throw ApplicationFailure.nonRetryable(err.message, ConversionFailures.refused);
         throw err;
       }
       const { existing } = await conversions.claim(deps.db, r.tenantId, conversionClaimOf(input));
@@ -273,7 +385,11 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       for (;;) {
         const row = await conversions.get(tenantId, conversionId);
         // Only a conversion whose start failed loses its row: there is no outcome to wait for.
-        if (!row) throw ApplicationFailure.nonRetryable(`conversion '${conversionId}' no longer exists`, ConversionFailures.refused);
+        if (!row)
+          throw ApplicationFailure.nonRetryable(
+            `conversion '${conversionId}' no longer exists`,
+            ConversionFailures.refused,
+          );
         if (row.state !== 'running') return row;
         ctx.heartbeat({ workflowId: row.workflowId, state: row.state });
         await ctx.sleep(MEMO_POLL_MS);

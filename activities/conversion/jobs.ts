@@ -1,5 +1,12 @@
 import { createHash } from 'node:crypto';
-import { BatchV1Api, CoreV1Api, KubernetesObjectApi, type KubeConfig, type V1EnvVar, type V1Job } from '@kubernetes/client-node';
+import {
+  BatchV1Api,
+  CoreV1Api,
+  KubernetesObjectApi,
+  type KubeConfig,
+  type V1EnvVar,
+  type V1Job,
+} from '@kubernetes/client-node';
 import { deleteIfPresent, jobCondition } from '../kubernetes/client';
 import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
 
@@ -35,7 +42,8 @@ export interface ConversionJobSpec {
 export const memoLabelOf = (memoKey: string): string => memoKey.slice(0, 40);
 
 /** A step's Job is named after the run and the step, so a retried attempt (a new worker after a crash) finds it again. */
-export const conversionJobName = (workflowId: string, step: string): string => `conv-${createHash('sha256').update(workflowId).digest('hex').slice(0, 10)}-${step}`;
+export const conversionJobName = (workflowId: string, step: string): string =>
+  `conv-${createHash('sha256').update(workflowId).digest('hex').slice(0, 10)}-${step}`;
 
 export function renderConversionJob(s: ConversionJobSpec): V1Job {
   const labels = {
@@ -90,7 +98,8 @@ export type JobState = { done: false; detail: string } | { done: true; succeeded
 export async function jobState(kc: KubeConfig, namespace: string, name: string): Promise<JobState> {
   const job = await kc.makeApiClient(BatchV1Api).readNamespacedJob({ name, namespace });
   const failed = jobCondition(job, 'Failed');
-  if (failed) return { done: true, succeeded: false, detail: `${failed.reason ?? 'Failed'}: ${failed.message ?? ''}`.trim() };
+  if (failed)
+    return { done: true, succeeded: false, detail: `${failed.reason ?? 'Failed'}: ${failed.message ?? ''}`.trim() };
   if (jobCondition(job, 'Complete')) return { done: true, succeeded: true, detail: 'Complete' };
   return { done: false, detail: `active ${job.status?.active ?? 0}, ready ${job.status?.ready ?? 0}` };
 }
@@ -100,16 +109,36 @@ export async function jobState(kc: KubeConfig, namespace: string, name: string):
  * of a cancelled or broken run still writes into the conversion's S3 prefix afterwards. Finished Jobs stay, as for
  * any run, until their TTL.
  */
-export async function stopUnfinishedJobs(kc: KubeConfig, namespace: string, memoKey: string, workflowId: string, waitMs: number): Promise<void> {
-  const jobs = await kc.makeApiClient(BatchV1Api).listNamespacedJob({ namespace, labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` });
+export async function stopUnfinishedJobs(
+  kc: KubeConfig,
+  namespace: string,
+  memoKey: string,
+  workflowId: string,
+  waitMs: number,
+): Promise<void> {
+  const jobs = await kc
+    .makeApiClient(BatchV1Api)
+    .listNamespacedJob({ namespace, labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` });
   // The label holds a shortened workflow id; the annotation the exact one.
-  const names = jobs.items.filter((j) => j.metadata?.annotations?.[Labels.workflowId] === workflowId && !jobCondition(j, 'Complete') && !jobCondition(j, 'Failed')).map((j) => j.metadata!.name!);
+  const names = jobs.items
+    .filter(
+      (j) =>
+        j.metadata?.annotations?.[Labels.workflowId] === workflowId &&
+        !jobCondition(j, 'Complete') &&
+        !jobCondition(j, 'Failed'),
+    )
+    .map((j) => j.metadata!.name!);
   const objects = KubernetesObjectApi.makeApiClient(kc);
-  for (const name of names) await deleteIfPresent(objects, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } });
+  for (const name of names)
+    await deleteIfPresent(objects, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name, namespace } });
   const core = kc.makeApiClient(CoreV1Api);
   const until = Date.now() + waitMs;
   for (const name of names) {
-    while ((await core.listNamespacedPod({ namespace, labelSelector: `batch.kubernetes.io/job-name=${name}` })).items.length > 0 && Date.now() < until) {
+    while (
+      (await core.listNamespacedPod({ namespace, labelSelector: `batch.kubernetes.io/job-name=${name}` })).items
+        .length > 0 &&
+      Date.now() < until
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 500));
     }
   }

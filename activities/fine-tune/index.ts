@@ -24,14 +24,20 @@ export interface ResolvedFineTune {
 }
 
 /** Heads an object that must exist (else `missing`, non-retryable) and gives its head and SHA-256. */
-async function describeObject(objects: ObjectStore, uri: string, missing: (uri: string) => ApplicationFailure, onProgress: (bytes: number, totalBytes: number) => void) {
+async function describeObject(
+  objects: ObjectStore,
+  uri: string,
+  missing: (uri: string) => ApplicationFailure,
+  onProgress: (bytes: number, totalBytes: number) => void,
+) {
   const ref = parseObjectUri(uri);
   const head = await objects.head(ref);
   if (!head) throw missing(uri);
   return { head, sha256: `sha256:${await sha256Of(objects, ref, head, (bytes) => onProgress(bytes, head.sizeBytes))}` };
 }
 
-const outputMissing = (uri: string) => ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${uri}`, FineTuneFailures.outputMissing);
+const outputMissing = (uri: string) =>
+  ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${uri}`, FineTuneFailures.outputMissing);
 
 export const createFineTuneActivities = ({ db, registry, objects, platformBucket }: FineTuneActivityDeps) => {
   const quotas = new GpuQuotaStore(db);
@@ -41,17 +47,27 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
     async resolveFineTune(input: FineTuneInput, workflowId: string): Promise<ResolvedFineTune> {
       const base = await registry.getVersion(input.tenantId, input.base.modelId, input.base.version);
       if (!base || base.state !== 'ready') {
-        throw ApplicationFailure.nonRetryable(`base version ${input.base.modelId}@${input.base.version} is ${base?.state ?? 'not registered'}`, FineTuneFailures.baseVersionNotReady);
+        throw ApplicationFailure.nonRetryable(
+          `base version ${input.base.modelId}@${input.base.version} is ${base?.state ?? 'not registered'}`,
+          FineTuneFailures.baseVersionNotReady,
+        );
       }
       const existing = await registry.getVersion(input.tenantId, input.output.modelId, input.output.version);
       if (existing && existing.workflowId !== workflowId) {
-        throw ApplicationFailure.nonRetryable(`version ${input.output.modelId}@${input.output.version} already exists`, FineTuneFailures.outputVersionExists);
+        throw ApplicationFailure.nonRetryable(
+          `version ${input.output.modelId}@${input.output.version} already exists`,
+          FineTuneFailures.outputVersionExists,
+        );
       }
       const ctx = Context.current();
       const dataset = await describeObject(
         objects,
         input.datasetUri,
-        (uri) => ApplicationFailure.nonRetryable(`dataset ${uri} does not exist in object storage`, FineTuneFailures.datasetNotFound),
+        (uri) =>
+          ApplicationFailure.nonRetryable(
+            `dataset ${uri} does not exist in object storage`,
+            FineTuneFailures.datasetNotFound,
+          ),
         (bytes, totalBytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes }),
       );
       await objects.ensureBucket(platformBucket);
@@ -67,11 +83,20 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
      * Waits in the tenant's GPU queue until the run's claim is granted, heartbeating its position (visible in the
      * Temporal UI as the pending activity's details). The claim is keyed by workflow id, so a retry keeps its place.
      */
-    async waitForGpus(c: { tenantId: string; workflowId: string; gpus: number; priority: number }): Promise<{ quota: number; inUse: number }> {
+    async waitForGpus(c: {
+      tenantId: string;
+      workflowId: string;
+      gpus: number;
+      priority: number;
+    }): Promise<{ quota: number; inUse: number }> {
       const ctx = Context.current();
       for (;;) {
         const s = await quotas.tryClaim(c);
-        if (s.released) throw ApplicationFailure.nonRetryable(`the GPU claim of ${c.workflowId} was released: the run has ended`, FineTuneFailures.claimReleased);
+        if (s.released)
+          throw ApplicationFailure.nonRetryable(
+            `the GPU claim of ${c.workflowId} was released: the run has ended`,
+            FineTuneFailures.claimReleased,
+          );
         if (s.granted) return { quota: s.quota, inUse: s.inUse };
         ctx.heartbeat({ position: s.position, quota: s.quota, inUse: s.inUse });
         // Ends early (with a cancellation) when the workflow is cancelled; the workflow then releases the claim.
@@ -97,10 +122,17 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
       const artifactUri = objectUri({ bucket: prefix.bucket, key: `${prefix.key}${RunObjects.output}` });
       const beat = (bytes: number) => ctx.heartbeat({ hashedBytes: bytes });
       const { head, sha256: checksum } = await describeObject(objects, artifactUri, outputMissing, beat);
-      const checkpointChecksum = run.checkpointUri ? (await describeObject(objects, run.checkpointUri, outputMissing, beat)).sha256 : null;
+      const checkpointChecksum = run.checkpointUri
+        ? (await describeObject(objects, run.checkpointUri, outputMissing, beat)).sha256
+        : null;
       const { tenantId, output } = input;
       await inTransaction(db, async (tx) => {
-        await registry.insertVersion(tx, tenantId, { modelId: output.modelId, version: output.version, artifactUri, workflowId });
+        await registry.insertVersion(tx, tenantId, {
+          modelId: output.modelId,
+          version: output.version,
+          artifactUri,
+          workflowId,
+        });
         await lineage.record(
           {
             tenantId,
@@ -124,7 +156,11 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
           tx,
         );
       });
-      await registry.markVersionReady(tenantId, output.modelId, output.version, { sizeBytes: head.sizeBytes, checksum, etag: head.etag });
+      await registry.markVersionReady(tenantId, output.modelId, output.version, {
+        sizeBytes: head.sizeBytes,
+        checksum,
+        etag: head.etag,
+      });
       return { artifactUri, checksum };
     },
   };

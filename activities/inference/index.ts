@@ -55,11 +55,17 @@ export const createInferenceActivities = ({ tenants, gatewayUrl, modelTimeoutMs 
       const send = async () =>
         fetch(`${gatewayUrl}/v1/chat/completions`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${await keyOf(t.tenantId)}`, 'x-trace-id': t.traceId },
+          headers: {
+            'content-type': 'application/json',
+            authorization: `Bearer ${await keyOf(t.tenantId)}`,
+            'x-trace-id': t.traceId,
+          },
           body: JSON.stringify({
             model: t.model,
             messages: t.messages,
-            ...(t.tools.length ? { tools: t.tools.map((f) => ({ type: 'function', function: f })), tool_choice: 'auto' } : {}),
+            ...(t.tools.length
+              ? { tools: t.tools.map((f) => ({ type: 'function', function: f })), tool_choice: 'auto' }
+              : {}),
           }),
           signal: AbortSignal.timeout(modelTimeoutMs),
         });
@@ -70,17 +76,28 @@ export const createInferenceActivities = ({ tenants, gatewayUrl, modelTimeoutMs 
         res = await send();
       }
       const body = (await res.json().catch(() => undefined)) as
-        | { choices?: { message?: { content?: string | null; tool_calls?: ModelToolCall[] }; finish_reason?: string | null }[]; error?: { message?: string } }
+        | {
+            choices?: {
+              message?: { content?: string | null; tool_calls?: ModelToolCall[] };
+              finish_reason?: string | null;
+            }[];
+            error?: { message?: string };
+          }
         | undefined;
       if (!res.ok) {
         const message = `the gateway answered ${res.status}: ${body?.error?.message ?? 'no error message'}`;
         // 4xx other than rate limits will not change on retry (unknown model, bad request).
-        if (res.status >= 400 && res.status < 500 && res.status !== 429) throw ApplicationFailure.nonRetryable(message, AgentRunFailures.modelRejected);
+        if (res.status >= 400 && res.status < 500 && res.status !== 429)
+          throw ApplicationFailure.nonRetryable(message, AgentRunFailures.modelRejected);
         throw ApplicationFailure.retryable(message);
       }
       const choice = body?.choices?.[0];
       if (!choice?.message) throw ApplicationFailure.retryable('the model answered without a message');
-      return { content: choice.message.content ?? null, toolCalls: choice.message.tool_calls ?? [], finishReason: choice.finish_reason ?? null };
+      return {
+        content: choice.message.content ?? null,
+        toolCalls: choice.message.tool_calls ?? [],
+        finishReason: choice.finish_reason ?? null,
+      };
     },
   };
 };

@@ -47,7 +47,8 @@ const PREFETCH = 8;
 // Points written per upsert: each upsert and stale-delete is one commit in the vector store.
 const FLUSH_CHUNKS = 256;
 
-const manifestKey = (tenantId: string, ingestionId: string) => `tenants/${tenantId}/ingestions/${encodeURIComponent(ingestionId)}/manifest.json`;
+const manifestKey = (tenantId: string, ingestionId: string) =>
+  `tenants/${tenantId}/ingestions/${encodeURIComponent(ingestionId)}/manifest.json`;
 
 async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
   const parts: Buffer[] = [];
@@ -66,152 +67,202 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     }
   };
   return {
-  /** Creates the namespace (bound to its embedder) and its collection; returns the collection name. */
-  async prepareNamespace(input: Pick<IngestionInput, 'tenantId' | 'namespace' | 'embedder'>): Promise<{ collection: string }> {
-    const embedder = await d.embedders.get(input.embedder);
-    const collection = collectionName(embedder.id, embedder.dimensions);
-    const ns = await d.knowledge.ensureNamespace(input.tenantId, input.namespace, input.embedder, collection);
-    if (ns.embedderId !== input.embedder) {
-      throw ApplicationFailure.nonRetryable(
-        `namespace '${input.namespace}' is indexed with embedder '${ns.embedderId}', not '${input.embedder}'`,
-        IngestionFailures.embedderMismatch,
-      );
-    }
-    await d.vectors.ensureCollection(ns.collection, embedder.dimensions);
-    return { collection: ns.collection };
-  },
-
-  /**
-   * Lists the source into a manifest stored in object storage (a large listing never enters the history)
-   * and returns its URI and size.
-   */
-  async listSource(input: Pick<IngestionInput, 'tenantId' | 'namespace' | 'ingestionId' | 'source'>): Promise<{ manifestUri: string; total: number }> {
-    const { bucket, prefix } =
-      input.source.type === 'uploads' ? { bucket: d.platformBucket, prefix: uploadsPrefix(input.tenantId, input.namespace) } : input.source;
-    const objects = (await d.objects.list(bucket, prefix)).filter((o) => !o.key.endsWith('/'));
-    const entries: ManifestEntry[] = objects.map((o) => ({
-      documentId: o.key.slice(prefix.length),
-      uri: objectUri({ bucket, key: o.key }),
-      sizeBytes: o.sizeBytes,
-    }));
-    const ref = { bucket: d.platformBucket, key: manifestKey(input.tenantId, input.ingestionId) };
-    await d.objects.put(ref, JSON.stringify(entries), 'application/json');
-    return { manifestUri: objectUri(ref), total: entries.length };
-  },
-
-  /**
-   * Indexes manifest entries [from, to): per document hash → skip if unchanged → parse → chunk; embeds
-   * chunks of several documents together, then per flush: upsert (deterministic ids) → only then delete
-   * those documents' stale points → record their new hashes → heartbeat. A retry (e.g. after the worker
-   * was killed) resumes after the last flush; documents redone after it are found unchanged and skipped.
-   */
-  async ingestBatch(input: IngestionInput & { manifestUri: string; collection: string; from: number; to: number }): Promise<BatchResult> {
-    const ctx = Context.current();
-    const manifest = JSON.parse((await readAll(await d.objects.getStream(parseObjectUri(input.manifestUri)))).toString('utf8')) as ManifestEntry[];
-    const resumed = ctx.info.heartbeatDetails as BatchProgress | undefined;
-    const p: BatchProgress = resumed ?? { next: input.from, done: 0, skippedUnchanged: 0, failures: [], chunksWritten: 0 };
-    const scope = { tenantId: input.tenantId, namespace: input.namespace };
-    const embedder = await d.embedders.get(input.embedder);
-    const parse = input.parser === 'unstructured' ? d.unstructured : parseBuiltin;
-    if (!parse) throw ApplicationFailure.nonRetryable('parser "unstructured" needs UNSTRUCTURED_API_URL on the worker', IngestionFailures.parserUnavailable);
-    const end = Math.min(input.to, manifest.length);
-    const known = await d.knowledge.knownHashes(input.tenantId, input.namespace, manifest.slice(p.next, end).map((e) => e.documentId));
-
-    type Pending = { entry: ManifestEntry; contentHash: string; chunks: Chunk[] };
-    let pending: Pending[] = [];
-    // What a retry may resume from: the state as of the last flush, never counts of unflushed documents.
-    let committed = structuredClone(p);
-    const flush = async (next: number) => {
-      const texts = pending.flatMap((doc) => doc.chunks.map((c) => (c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text)));
-      const vectors: Float32Array[] = [];
-      for (let i = 0; i < texts.length; i += EMBED_BATCH) {
-        vectors.push(...(await timed('embed', () => embedder.embed(texts.slice(i, i + EMBED_BATCH)))));
-        ctx.heartbeat(committed);
+    /** Creates the namespace (bound to its embedder) and its collection; returns the collection name. */
+    async prepareNamespace(
+      input: Pick<IngestionInput, 'tenantId' | 'namespace' | 'embedder'>,
+    ): Promise<{ collection: string }> {
+      const embedder = await d.embedders.get(input.embedder);
+      const collection = collectionName(embedder.id, embedder.dimensions);
+      const ns = await d.knowledge.ensureNamespace(input.tenantId, input.namespace, input.embedder, collection);
+      if (ns.embedderId !== input.embedder) {
+        throw ApplicationFailure.nonRetryable(
+          `namespace '${input.namespace}' is indexed with embedder '${ns.embedderId}', not '${input.embedder}'`,
+          IngestionFailures.embedderMismatch,
+        );
       }
-      let v = 0;
-      const points: VectorPoint[] = pending.flatMap((doc) =>
-        doc.chunks.map((c, chunkIndex) => {
-          const payload = {
-            ...scope,
-            documentId: doc.entry.documentId,
-            chunkIndex,
-            contentHash: doc.contentHash,
-            text: c.text,
-            source: { uri: doc.entry.uri, page: c.page, heading: c.heading, start: c.start, end: c.end },
-          };
-          return { id: pointId(payload), vector: vectors[v++]!, payload };
-        }),
-      );
-      await timed('upsert', async () => {
-        await d.vectors.upsert(input.collection, points);
-        // Every document, also ones the store has no record of: an ingestion cancelled between its upsert and
-        // its record leaves points that only this delete would clean up.
-        await d.vectors.deleteStale(input.collection, scope, pending.map((doc) => ({ documentId: doc.entry.documentId, contentHash: doc.contentHash })));
-      });
-      await timed('record', () =>
-        d.knowledge.recordIndexed(
-          input.tenantId,
-          input.namespace,
-          pending.map((doc) => ({ documentId: doc.entry.documentId, sourceUri: doc.entry.uri, contentHash: doc.contentHash, chunkCount: doc.chunks.length, ingestionId: input.ingestionId })),
-        ),
-      );
-      p.done += pending.length;
-      p.chunksWritten += points.length;
-      p.next = next;
-      pending = [];
-      committed = structuredClone(p);
-      ctx.heartbeat(committed);
-    };
+      await d.vectors.ensureCollection(ns.collection, embedder.dimensions);
+      return { collection: ns.collection };
+    },
 
-    const downloads = new Map<number, Promise<Buffer>>();
-    const download = (i: number) => {
-      if (i < end && !downloads.has(i)) {
-        const pr = (async () => readAll(await d.objects.getStream(parseObjectUri(manifest[i]!.uri))))();
-        pr.catch(() => undefined); // awaited (and so reported) when its turn comes
-        downloads.set(i, pr);
-      }
-    };
-    for (let i = p.next; i < end; i++) {
-      const entry = manifest[i]!;
-      for (let k = i; k < i + PREFETCH; k++) download(k);
-      // Timed as the wait for the download, the part that stalls the pipeline (prefetches overlap).
-      const bytes = await timed('download', () => downloads.get(i)!);
-      downloads.delete(i);
-      const contentHash = createHash('sha256').update(bytes).digest('hex');
-      if (known.get(entry.documentId) === contentHash) {
-        p.skippedUnchanged++;
-      } else {
-        try {
-          const blocks = await timed('parse', () => parse(entry.documentId, bytes));
-          pending.push({ entry, contentHash, chunks: chunkBlocks(blocks, input.chunking) });
-        } catch (err) {
-          if (!(err instanceof UnparseableDocumentError)) throw err;
-          await d.knowledge.recordFailed(input.tenantId, input.namespace, { documentId: entry.documentId, sourceUri: entry.uri, error: err.message, ingestionId: input.ingestionId });
-          p.failures.push({ documentId: entry.documentId, reason: err.message });
+    /**
+     * Lists the source into a manifest stored in object storage (a large listing never enters the history)
+     * and returns its URI and size.
+     */
+    async listSource(
+      input: Pick<IngestionInput, 'tenantId' | 'namespace' | 'ingestionId' | 'source'>,
+    ): Promise<{ manifestUri: string; total: number }> {
+      const { bucket, prefix } =
+        input.source.type === 'uploads'
+          ? { bucket: d.platformBucket, prefix: uploadsPrefix(input.tenantId, input.namespace) }
+          : input.source;
+      const objects = (await d.objects.list(bucket, prefix)).filter((o) => !o.key.endsWith('/'));
+      const entries: ManifestEntry[] = objects.map((o) => ({
+        documentId: o.key.slice(prefix.length),
+        uri: objectUri({ bucket, key: o.key }),
+        sizeBytes: o.sizeBytes,
+      }));
+      const ref = { bucket: d.platformBucket, key: manifestKey(input.tenantId, input.ingestionId) };
+      await d.objects.put(ref, JSON.stringify(entries), 'application/json');
+      return { manifestUri: objectUri(ref), total: entries.length };
+    },
+
+    /**
+     * Indexes manifest entries [from, to): per document hash → skip if unchanged → parse → chunk; embeds
+     * chunks of several documents together, then per flush: upsert (deterministic ids) → only then delete
+     * those documents' stale points → record their new hashes → heartbeat. A retry (e.g. after the worker
+     * was killed) resumes after the last flush; documents redone after it are found unchanged and skipped.
+     */
+    async ingestBatch(
+      input: IngestionInput & { manifestUri: string; collection: string; from: number; to: number },
+    ): Promise<BatchResult> {
+      const ctx = Context.current();
+      const manifest = JSON.parse(
+        (await readAll(await d.objects.getStream(parseObjectUri(input.manifestUri)))).toString('utf8'),
+      ) as ManifestEntry[];
+      const resumed = ctx.info.heartbeatDetails as BatchProgress | undefined;
+      const p: BatchProgress = resumed ?? {
+        next: input.from,
+        done: 0,
+        skippedUnchanged: 0,
+        failures: [],
+        chunksWritten: 0,
+      };
+      const scope = { tenantId: input.tenantId, namespace: input.namespace };
+      const embedder = await d.embedders.get(input.embedder);
+      const parse = input.parser === 'unstructured' ? d.unstructured : parseBuiltin;
+      if (!parse)
+        throw ApplicationFailure.nonRetryable(
+          'parser "unstructured" needs UNSTRUCTURED_API_URL on the worker',
+          IngestionFailures.parserUnavailable,
+        );
+      const end = Math.min(input.to, manifest.length);
+      const known = await d.knowledge.knownHashes(
+        input.tenantId,
+        input.namespace,
+        manifest.slice(p.next, end).map((e) => e.documentId),
+      );
+
+      type Pending = { entry: ManifestEntry; contentHash: string; chunks: Chunk[] };
+      let pending: Pending[] = [];
+      // What a retry may resume from: the state as of the last flush, never counts of unflushed documents.
+      let committed = structuredClone(p);
+      const flush = async (next: number) => {
+        const texts = pending.flatMap((doc) =>
+          doc.chunks.map((c) => (c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text)),
+        );
+        const vectors: Float32Array[] = [];
+        for (let i = 0; i < texts.length; i += EMBED_BATCH) {
+          vectors.push(...(await timed('embed', () => embedder.embed(texts.slice(i, i + EMBED_BATCH)))));
+          ctx.heartbeat(committed);
         }
-      }
-      if (pending.reduce((n, doc) => n + doc.chunks.length, 0) >= FLUSH_CHUNKS || i === end - 1) await flush(i + 1);
-      // Liveness after every document (the SDK throttles the calls), so a slow batch is not taken for a dead worker.
-      else ctx.heartbeat(committed);
-    }
-    return { done: p.done, skippedUnchanged: p.skippedUnchanged, failures: p.failures, chunksWritten: p.chunksWritten };
-  },
+        let v = 0;
+        const points: VectorPoint[] = pending.flatMap((doc) =>
+          doc.chunks.map((c, chunkIndex) => {
+            const payload = {
+              ...scope,
+              documentId: doc.entry.documentId,
+              chunkIndex,
+              contentHash: doc.contentHash,
+              text: c.text,
+              source: { uri: doc.entry.uri, page: c.page, heading: c.heading, start: c.start, end: c.end },
+            };
+            return { id: pointId(payload), vector: vectors[v++]!, payload };
+          }),
+        );
+        await timed('upsert', async () => {
+          await d.vectors.upsert(input.collection, points);
+          // Every document, also ones the store has no record of: an ingestion cancelled between its upsert and
+          // its record leaves points that only this delete would clean up.
+          await d.vectors.deleteStale(
+            input.collection,
+            scope,
+            pending.map((doc) => ({ documentId: doc.entry.documentId, contentHash: doc.contentHash })),
+          );
+        });
+        await timed('record', () =>
+          d.knowledge.recordIndexed(
+            input.tenantId,
+            input.namespace,
+            pending.map((doc) => ({
+              documentId: doc.entry.documentId,
+              sourceUri: doc.entry.uri,
+              contentHash: doc.contentHash,
+              chunkCount: doc.chunks.length,
+              ingestionId: input.ingestionId,
+            })),
+          ),
+        );
+        p.done += pending.length;
+        p.chunksWritten += points.length;
+        p.next = next;
+        pending = [];
+        committed = structuredClone(p);
+        ctx.heartbeat(committed);
+      };
 
-  /** Documents indexed before but gone from the source lose their points and their record. */
-  async removeMissing(input: Pick<IngestionInput, 'tenantId' | 'namespace'> & { manifestUri: string; collection: string }): Promise<number> {
-    const manifest = JSON.parse((await readAll(await d.objects.getStream(parseObjectUri(input.manifestUri)))).toString('utf8')) as ManifestEntry[];
-    const present = new Set(manifest.map((e) => e.documentId));
-    const scope = { tenantId: input.tenantId, namespace: input.namespace };
-    let removed = 0;
-    for (const documentId of await d.knowledge.listDocumentIds(input.tenantId, input.namespace)) {
-      if (present.has(documentId)) continue;
-      await d.vectors.deleteDocument(input.collection, scope, documentId);
-      await d.knowledge.deleteDocument(input.tenantId, input.namespace, documentId);
-      removed++;
-      Context.current().heartbeat(removed);
-    }
-    return removed;
-  },
+      const downloads = new Map<number, Promise<Buffer>>();
+      const download = (i: number) => {
+        if (i < end && !downloads.has(i)) {
+          const pr = (async () => readAll(await d.objects.getStream(parseObjectUri(manifest[i]!.uri))))();
+          pr.catch(() => undefined); // awaited (and so reported) when its turn comes
+          downloads.set(i, pr);
+        }
+      };
+      for (let i = p.next; i < end; i++) {
+        const entry = manifest[i]!;
+        for (let k = i; k < i + PREFETCH; k++) download(k);
+        // Timed as the wait for the download, the part that stalls the pipeline (prefetches overlap).
+        const bytes = await timed('download', () => downloads.get(i)!);
+        downloads.delete(i);
+        const contentHash = createHash('sha256').update(bytes).digest('hex');
+        if (known.get(entry.documentId) === contentHash) {
+          p.skippedUnchanged++;
+        } else {
+          try {
+            const blocks = await timed('parse', () => parse(entry.documentId, bytes));
+            pending.push({ entry, contentHash, chunks: chunkBlocks(blocks, input.chunking) });
+          } catch (err) {
+            if (!(err instanceof UnparseableDocumentError)) throw err;
+            await d.knowledge.recordFailed(input.tenantId, input.namespace, {
+              documentId: entry.documentId,
+              sourceUri: entry.uri,
+              error: err.message,
+              ingestionId: input.ingestionId,
+            });
+            p.failures.push({ documentId: entry.documentId, reason: err.message });
+          }
+        }
+        if (pending.reduce((n, doc) => n + doc.chunks.length, 0) >= FLUSH_CHUNKS || i === end - 1) await flush(i + 1);
+        // Liveness after every document (the SDK throttles the calls), so a slow batch is not taken for a dead worker.
+        else ctx.heartbeat(committed);
+      }
+      return {
+        done: p.done,
+        skippedUnchanged: p.skippedUnchanged,
+        failures: p.failures,
+        chunksWritten: p.chunksWritten,
+      };
+    },
+
+    /** Documents indexed before but gone from the source lose their points and their record. */
+    async removeMissing(
+      input: Pick<IngestionInput, 'tenantId' | 'namespace'> & { manifestUri: string; collection: string },
+    ): Promise<number> {
+      const manifest = JSON.parse(
+        (await readAll(await d.objects.getStream(parseObjectUri(input.manifestUri)))).toString('utf8'),
+      ) as ManifestEntry[];
+      const present = new Set(manifest.map((e) => e.documentId));
+      const scope = { tenantId: input.tenantId, namespace: input.namespace };
+      let removed = 0;
+      for (const documentId of await d.knowledge.listDocumentIds(input.tenantId, input.namespace)) {
+        if (present.has(documentId)) continue;
+        await d.vectors.deleteDocument(input.collection, scope, documentId);
+        await d.knowledge.deleteDocument(input.tenantId, input.namespace, documentId);
+        removed++;
+        Context.current().heartbeat(removed);
+      }
+      return removed;
+    },
   };
 };
 

@@ -1,9 +1,16 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { ClusterFailures } from '../../contracts/cluster';
-import { ApiException, PatchStrategy, type KubernetesObject, type KubernetesObjectApi, type V1Job } from '@kubernetes/client-node';
+import {
+  ApiException,
+  PatchStrategy,
+  type KubernetesObject,
+  type KubernetesObjectApi,
+  type V1Job,
+} from '@kubernetes/client-node';
 import { FIELD_MANAGER } from './manifests';
 
-export const isStatus = (err: unknown, ...codes: number[]): boolean => err instanceof ApiException && codes.includes(err.code);
+export const isStatus = (err: unknown, ...codes: number[]): boolean =>
+  err instanceof ApiException && codes.includes(err.code);
 
 /** Server-side apply with the platform's field manager: re-applying an unchanged object writes nothing. */
 export async function serverSideApply<T extends KubernetesObject>(objects: KubernetesObjectApi, obj: T): Promise<T> {
@@ -11,7 +18,11 @@ export async function serverSideApply<T extends KubernetesObject>(objects: Kuber
     return await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
   } catch (err) {
     // 400/422 is a manifest the API server will never accept (bad annotation, quantity, name): no retry helps.
-    if (isStatus(err, 400, 422)) throw ApplicationFailure.nonRetryable(`${obj.kind} ${obj.metadata?.name} rejected: ${(err as ApiException<string>).body}`, ClusterFailures.invalidManifest);
+    if (isStatus(err, 400, 422))
+      throw ApplicationFailure.nonRetryable(
+        `${obj.kind} ${obj.metadata?.name} rejected: ${(err as ApiException<string>).body}`,
+        ClusterFailures.invalidManifest,
+      );
     throw err;
   }
 }
@@ -26,7 +37,12 @@ export async function deleteIfPresent(objects: KubernetesObjectApi, obj: Kuberne
 }
 
 /** The namespace a tenant's objects live in, labelled so operators can list them. */
-export const tenantNamespace = (name: string): KubernetesObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'llmhub.dev/tenant-namespace': 'true' } } });
+export const tenantNamespace = (name: string): KubernetesObject => ({
+  apiVersion: 'v1',
+  kind: 'Namespace',
+  metadata: { name, labels: { 'llmhub.dev/tenant-namespace': 'true' } },
+});
 
 /** A Job's condition of this type when it holds (status True): `Complete` and `Failed` are set by the Job controller once its pods end. */
-export const jobCondition = (job: V1Job, type: 'Complete' | 'Failed') => job.status?.conditions?.find((c) => c.type === type && c.status === 'True');
+export const jobCondition = (job: V1Job, type: 'Complete' | 'Failed') =>
+  job.status?.conditions?.find((c) => c.type === type && c.status === 'True');

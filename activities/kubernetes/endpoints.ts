@@ -23,13 +23,18 @@ export const serviceDnsEndpoints: EndpointResolver = (v) => `http://${v.service}
 /** The dev stack's process runtime (deploy/dev/local-runtime.ts) serves each version from its own process on a loopback port. */
 export const loopbackEndpoints: EndpointResolver = (v) => `http://127.0.0.1:${v.port}/v1`;
 
-export const localEndpointKey = (v: Pick<ServedVersion, 'tenantId' | 'modelId' | 'version'>): string => `${v.tenantId}/${v.modelId}/${v.version}`;
+export const localEndpointKey = (v: Pick<ServedVersion, 'tenantId' | 'modelId' | 'version'>): string =>
+  `${v.tenantId}/${v.modelId}/${v.version}`;
 
 /** `map` is read at each call, so a test can add the servers it starts after the worker is up. */
 export const localEndpoints =
   (map: ReadonlyMap<string, string>): EndpointResolver =>
   (v) => {
     const url = map.get(localEndpointKey(v));
-    if (!url) throw ApplicationFailure.nonRetryable(`no local endpoint is configured for ${localEndpointKey(v)} (LLMHUB_LOCAL_ENDPOINTS)`, ClusterFailures.noEndpoint);
+    if (!url)
+      throw ApplicationFailure.nonRetryable(
+        `no local endpoint is configured for ${localEndpointKey(v)} (LLMHUB_LOCAL_ENDPOINTS)`,
+        ClusterFailures.noEndpoint,
+      );
     return url;
   };

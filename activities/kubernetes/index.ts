@@ -1,8 +1,22 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { AppsV1Api, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject, type V1Deployment } from '@kubernetes/client-node';
+import {
+  AppsV1Api,
+  KubernetesObjectApi,
+  PatchStrategy,
+  type KubeConfig,
+  type KubernetesObject,
+  type V1Deployment,
+} from '@kubernetes/client-node';
 import type { EndpointResolver } from './endpoints';
-import { FIELD_MANAGER, renderModelServer, SERVING_PORT, servingName, type ModelServerImage, type ModelServerSpec } from './manifests';
+import {
+  FIELD_MANAGER,
+  renderModelServer,
+  SERVING_PORT,
+  servingName,
+  type ModelServerImage,
+  type ModelServerSpec,
+} from './manifests';
 import { ClusterFailures } from '../../contracts/cluster';
 import { deleteIfPresent, isStatus, serverSideApply, tenantNamespace } from './client';
 
@@ -45,11 +59,14 @@ export interface ModelRuntime {
   delete(ref: ServedRef): Promise<void>;
 }
 
-
 /** Settled: the controller has seen this generation and every desired replica is updated and available. */
 const isReady = (d: V1Deployment): boolean => {
   const want = d.spec?.replicas ?? 1;
-  return d.status?.observedGeneration === d.metadata?.generation && (d.status?.updatedReplicas ?? 0) === want && (d.status?.availableReplicas ?? 0) === want;
+  return (
+    d.status?.observedGeneration === d.metadata?.generation &&
+    (d.status?.updatedReplicas ?? 0) === want &&
+    (d.status?.availableReplicas ?? 0) === want
+  );
 };
 
 /** A Deployment and Service per version on the cluster of `kc`. */
@@ -64,7 +81,14 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
       await apply(tenantNamespace(ref.namespace));
       await apply(deployment);
       await apply(service);
-      return deps.endpointOf({ tenantId: spec.tenantId, modelId: spec.modelId, version: spec.version, namespace: ref.namespace, service: ref.name, port: SERVING_PORT });
+      return deps.endpointOf({
+        tenantId: spec.tenantId,
+        modelId: spec.modelId,
+        version: spec.version,
+        namespace: ref.namespace,
+        service: ref.name,
+        port: SERVING_PORT,
+      });
     },
     async readiness(ref) {
       const d = await apps.readNamespacedDeployment({ name: ref.name, namespace: ref.namespace });
@@ -74,7 +98,12 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
     async scale(ref, replicas) {
       try {
         await objects.patch(
-          { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: ref.name, namespace: ref.namespace }, spec: { replicas } },
+          {
+            apiVersion: 'apps/v1',
+            kind: 'Deployment',
+            metadata: { name: ref.name, namespace: ref.namespace },
+            spec: { replicas },
+          },
           undefined,
           undefined,
           FIELD_MANAGER,
@@ -86,8 +115,16 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
       }
     },
     async delete(ref) {
-      await deleteIfPresent(objects, { apiVersion: 'v1', kind: 'Service', metadata: { name: ref.name, namespace: ref.namespace } });
-      await deleteIfPresent(objects, { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: ref.name, namespace: ref.namespace } });
+      await deleteIfPresent(objects, {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: ref.name, namespace: ref.namespace },
+      });
+      await deleteIfPresent(objects, {
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: { name: ref.name, namespace: ref.namespace },
+      });
     },
   };
 }
@@ -100,7 +137,11 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
       r = deps.modelRuntimeOf(cluster);
       if (!r) {
         const kc = deps.kubeConfigOf(cluster);
-        if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, ClusterFailures.unknownCluster);
+        if (!kc)
+          throw ApplicationFailure.nonRetryable(
+            `cluster '${cluster}' is not configured`,
+            ClusterFailures.unknownCluster,
+          );
         r = kubernetesRuntime(kc, deps);
       }
       runtimes.set(cluster, r);
@@ -110,7 +151,11 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
 
   return {
     async applyModelVersion(spec: ModelServerSpec): Promise<AppliedVersion> {
-      const ref = { cluster: spec.cluster, namespace: deps.namespaceOf(spec.tenantId), name: servingName(spec.modelId, spec.version) };
+      const ref = {
+        cluster: spec.cluster,
+        namespace: deps.namespaceOf(spec.tenantId),
+        name: servingName(spec.modelId, spec.version),
+      };
       return { ...ref, endpoint: await runtimeOf(spec.cluster).apply(spec, ref) };
     },
 

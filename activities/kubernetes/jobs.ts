@@ -1,7 +1,15 @@
 import { Context } from '@temporalio/activity';
 import { ClusterFailures } from '../../contracts/cluster';
 import { ApplicationFailure } from '@temporalio/common';
-import { BatchV1Api, CoreV1Api, KubernetesObjectApi, type KubeConfig, type V1EnvVar, type V1Job, type V1Pod } from '@kubernetes/client-node';
+import {
+  BatchV1Api,
+  CoreV1Api,
+  KubernetesObjectApi,
+  type KubeConfig,
+  type V1EnvVar,
+  type V1Job,
+  type V1Pod,
+} from '@kubernetes/client-node';
 import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import { deleteIfPresent, isStatus, jobCondition, serverSideApply, tenantNamespace } from './client';
@@ -63,7 +71,12 @@ export const trainingJobName = (fineTuneId: string, attempt: number): string => 
  * The Job of one training attempt. backoffLimit 0: the workflow owns retries, because a resubmission must resume from
  * the latest checkpoint, which only the workflow knows. A new attempt is a new Job (name ends in the attempt).
  */
-export function renderTrainingJob(spec: TrainingJobSpec, namespace: string, img: TrainerImage, podAnnotations: Record<string, string>): V1Job {
+export function renderTrainingJob(
+  spec: TrainingJobSpec,
+  namespace: string,
+  img: TrainerImage,
+  podAnnotations: Record<string, string>,
+): V1Job {
   const name = trainingJobName(spec.fineTuneId, spec.attempt);
   const labels = {
     [Labels.tenant]: labelValue(spec.tenantId),
@@ -120,22 +133,35 @@ const downsample = (points: [number, number][]): [number, number][] => {
  */
 function classifyFailure(job: V1Job, pods: V1Pod[]): { state: 'failed' | 'lost'; reason: string } {
   const failed = jobCondition(job, 'Failed');
-  if (failed?.reason === 'DeadlineExceeded') return { state: 'failed', reason: `the Job ran past its deadline: ${failed.message ?? ''}`.trim() };
+  if (failed?.reason === 'DeadlineExceeded')
+    return { state: 'failed', reason: `the Job ran past its deadline: ${failed.message ?? ''}`.trim() };
   const pod = pods.at(-1);
   const disrupted = pod?.status?.conditions?.find((c) => c.type === 'DisruptionTarget' && c.status === 'True');
   const exit = pod?.status?.containerStatuses?.[0]?.state?.terminated;
   if (pod && !disrupted && !pod.metadata?.deletionTimestamp && exit && exit.exitCode !== 0) {
-    return { state: 'failed', reason: `the trainer exited with code ${exit.exitCode}${exit.message ? `: ${exit.message}` : ''}` };
+    return {
+      state: 'failed',
+      reason: `the trainer exited with code ${exit.exitCode}${exit.message ? `: ${exit.message}` : ''}`,
+    };
   }
-  const why = disrupted ? `${disrupted.reason}: ${disrupted.message ?? ''}` : pod ? 'its pod was deleted' : 'its pod is gone (evicted or its node was lost)';
+  const why = disrupted
+    ? `${disrupted.reason}: ${disrupted.message ?? ''}`
+    : pod
+      ? 'its pod was deleted'
+      : 'its pod is gone (evicted or its node was lost)';
   return { state: 'lost', reason: why.trim() };
 }
 
 export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
   const clientsOf = (cluster: string) => {
     const kc = deps.kubeConfigOf(cluster);
-    if (!kc) throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, ClusterFailures.unknownCluster);
-    return { objects: KubernetesObjectApi.makeApiClient(kc), batch: kc.makeApiClient(BatchV1Api), core: kc.makeApiClient(CoreV1Api) };
+    if (!kc)
+      throw ApplicationFailure.nonRetryable(`cluster '${cluster}' is not configured`, ClusterFailures.unknownCluster);
+    return {
+      objects: KubernetesObjectApi.makeApiClient(kc),
+      batch: kc.makeApiClient(BatchV1Api),
+      core: kc.makeApiClient(CoreV1Api),
+    };
   };
   const readProgress = async (runPrefix: string): Promise<TrainerProgress | null> => {
     const prefix = parseObjectUri(runPrefix);
@@ -160,9 +186,21 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
       job = await batch.readNamespacedJob({ name: ref.name, namespace: ref.namespace });
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
-      return { state: 'lost', podPhase: null, node: null, pendingReason: null, reason: 'the Job was deleted', progress };
+      return {
+        state: 'lost',
+        podPhase: null,
+        node: null,
+        pendingReason: null,
+        reason: 'the Job was deleted',
+        progress,
+      };
     }
-    const pods = (await core.listNamespacedPod({ namespace: ref.namespace, labelSelector: `batch.kubernetes.io/job-name=${ref.name}` })).items.sort(
+    const pods = (
+      await core.listNamespacedPod({
+        namespace: ref.namespace,
+        labelSelector: `batch.kubernetes.io/job-name=${ref.name}`,
+      })
+    ).items.sort(
       (a, b) => (a.metadata?.creationTimestamp?.getTime() ?? 0) - (b.metadata?.creationTimestamp?.getTime() ?? 0),
     );
     const pod = pods.at(-1);
@@ -171,7 +209,12 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
     if (jobCondition(job, 'Failed')) return { ...classifyFailure(job, pods), ...seen, pendingReason: null };
     const unscheduled = pod?.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
     const running = pod?.status?.phase === 'Running';
-    return { state: running ? 'running' : 'pending', ...seen, pendingReason: running ? null : (unscheduled?.message ?? unscheduled?.reason ?? null), reason: null };
+    return {
+      state: running ? 'running' : 'pending',
+      ...seen,
+      pendingReason: running ? null : (unscheduled?.message ?? unscheduled?.reason ?? null),
+      reason: null,
+    };
   }
 
   return {
@@ -190,14 +233,30 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
      * it sees differs from `last` (progress, pod phase, pending reason) and `minReportMs` passed, so the workflow's
      * status follows the run without one history event per training step.
      */
-    async watchTrainingJob(ref: TrainingJobRef, runPrefix: string, last: { state: TrainingJobState; step: number; pendingReason: string | null } | null, minReportMs: number): Promise<TrainingJobObservation> {
+    async watchTrainingJob(
+      ref: TrainingJobRef,
+      runPrefix: string,
+      last: { state: TrainingJobState; step: number; pendingReason: string | null } | null,
+      minReportMs: number,
+    ): Promise<TrainingJobObservation> {
       const ctx = Context.current();
       const started = Date.now();
       for (;;) {
         const o = await observe(ref, runPrefix);
-        ctx.heartbeat({ state: o.state, podPhase: o.podPhase, pendingReason: o.pendingReason, step: o.progress?.step ?? 0, totalSteps: o.progress?.totalSteps ?? null, loss: o.progress?.loss.at(-1)?.[1] ?? null });
+        ctx.heartbeat({
+          state: o.state,
+          podPhase: o.podPhase,
+          pendingReason: o.pendingReason,
+          step: o.progress?.step ?? 0,
+          totalSteps: o.progress?.totalSteps ?? null,
+          loss: o.progress?.loss.at(-1)?.[1] ?? null,
+        });
         if (o.state === 'succeeded' || o.state === 'failed' || o.state === 'lost') return o;
-        const changed = !last || last.state !== o.state || last.step !== (o.progress?.step ?? 0) || last.pendingReason !== o.pendingReason;
+        const changed =
+          !last ||
+          last.state !== o.state ||
+          last.step !== (o.progress?.step ?? 0) ||
+          last.pendingReason !== o.pendingReason;
         if ((changed && Date.now() - started >= minReportMs) || Date.now() - started >= 10 * 60_000) return o;
         await ctx.sleep(500);
       }
@@ -206,7 +265,11 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
     /** Idempotent; the pods go with it (foreground would wait for them, which a lost node may never confirm). */
     async deleteTrainingJob(ref: TrainingJobRef): Promise<void> {
       const { objects } = clientsOf(ref.cluster);
-      await deleteIfPresent(objects, { apiVersion: 'batch/v1', kind: 'Job', metadata: { name: ref.name, namespace: ref.namespace } });
+      await deleteIfPresent(objects, {
+        apiVersion: 'batch/v1',
+        kind: 'Job',
+        metadata: { name: ref.name, namespace: ref.namespace },
+      });
     },
   };
 };

@@ -32,7 +32,10 @@ export interface ModelServerImage {
 }
 
 export const dnsLabel = (s: string, max = 63): string => {
-  const clean = s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '');
+  const clean = s
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '');
   // A changed or shortened name gets a hash of the original, so two versions never collide on one name.
   if (clean === s && clean.length <= max && /^[a-z]/.test(clean)) return clean;
   const hash = createHash('sha256').update(s).digest('hex').slice(0, 8);
@@ -40,7 +43,11 @@ export const dnsLabel = (s: string, max = 63): string => {
 };
 
 /** Label values allow [A-Za-z0-9._-], 63 characters; the exact value goes into an annotation of the same key. */
-export const labelValue = (s: string): string => s.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 63).replace(/[^A-Za-z0-9]+$/, '');
+export const labelValue = (s: string): string =>
+  s
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(0, 63)
+    .replace(/[^A-Za-z0-9]+$/, '');
 
 /** Deployment and Service name of a model version (a DNS-1035 label, as Services need). */
 export const servingName = (modelId: string, version: string): string => dnsLabel(`${modelId}-${version}`);
@@ -50,18 +57,36 @@ export const defaultNamespaceOf = (tenantId: string): string => dnsLabel(`llmhub
 
 function envVars(env: Record<string, EnvValue>, spec: ModelServerSpec): V1EnvVar[] {
   const fromRequest = Object.entries(env).map(([name, v]): V1EnvVar =>
-    typeof v === 'string' ? { name, value: v } : { name, valueFrom: { secretKeyRef: { name: v.secretRef.name, key: v.secretRef.key } } },
+    typeof v === 'string'
+      ? { name, value: v }
+      : { name, valueFrom: { secretKeyRef: { name: v.secretRef.name, key: v.secretRef.key } } },
   );
   return [{ name: 'LLMHUB_MODEL_URI', value: spec.artifactUri }, ...fromRequest];
 }
 
-export function renderModelServer(spec: ModelServerSpec, namespace: string, img: ModelServerImage): { deployment: V1Deployment; service: V1Service } {
+export function renderModelServer(
+  spec: ModelServerSpec,
+  namespace: string,
+  img: ModelServerImage,
+): { deployment: V1Deployment; service: V1Service } {
   const name = servingName(spec.modelId, spec.version);
-  const selector = { [Labels.tenant]: labelValue(spec.tenantId), [Labels.model]: labelValue(spec.modelId), [Labels.version]: labelValue(spec.version) };
-  const labels = { ...selector, [Labels.workflowId]: labelValue(spec.workflowId), 'app.kubernetes.io/managed-by': FIELD_MANAGER };
+  const selector = {
+    [Labels.tenant]: labelValue(spec.tenantId),
+    [Labels.model]: labelValue(spec.modelId),
+    [Labels.version]: labelValue(spec.version),
+  };
+  const labels = {
+    ...selector,
+    [Labels.workflowId]: labelValue(spec.workflowId),
+    'app.kubernetes.io/managed-by': FIELD_MANAGER,
+  };
   const annotations = { [Labels.workflowId]: spec.workflowId, [Labels.version]: spec.version };
   const gpu = spec.resources.gpu;
-  const limits: Record<string, string> = { cpu: spec.resources.cpu, memory: spec.resources.memory, ...(gpu > 0 ? { 'nvidia.com/gpu': String(gpu) } : {}) };
+  const limits: Record<string, string> = {
+    cpu: spec.resources.cpu,
+    memory: spec.resources.memory,
+    ...(gpu > 0 ? { 'nvidia.com/gpu': String(gpu) } : {}),
+  };
   const deployment: V1Deployment = {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -82,7 +107,12 @@ export function renderModelServer(spec: ModelServerSpec, namespace: string, img:
               resources: { requests: { cpu: spec.resources.cpu, memory: spec.resources.memory }, limits },
               // The OpenAI server answers /v1/models only once the weights are loaded; /health as soon as it runs.
               readinessProbe: { httpGet: { path: '/v1/models', port: 'http' }, periodSeconds: 5, failureThreshold: 3 },
-              livenessProbe: { httpGet: { path: '/health', port: 'http' }, initialDelaySeconds: 30, periodSeconds: 10, failureThreshold: 6 },
+              livenessProbe: {
+                httpGet: { path: '/health', port: 'http' },
+                initialDelaySeconds: 30,
+                periodSeconds: 10,
+                failureThreshold: 6,
+              },
             },
           ],
           ...(gpu > 0

@@ -1,5 +1,14 @@
 import { createHash } from 'node:crypto';
-import { AgentRunFailures, type AgentTool, effectiveRisk, type ModelToolCall, qualifiedToolName, type RiskLevel, splitToolName, type ToolVerdict } from '../../contracts/agent-run';
+import {
+  AgentRunFailures,
+  type AgentTool,
+  effectiveRisk,
+  type ModelToolCall,
+  qualifiedToolName,
+  type RiskLevel,
+  splitToolName,
+  type ToolVerdict,
+} from '../../contracts/agent-run';
 import { ApplicationFailure } from '@temporalio/common';
 import Ajv, { type ValidateFunction } from 'ajv';
 import { listTools, withMcpClient, type DiscoveredTool } from '../../common/mcp';
@@ -59,8 +68,16 @@ export interface ToolAuditEntry {
 const STATUS_BY_OUTCOME = { succeeded: 200, failed: 502, refused: 403, denied: 403 } as const;
 
 /** The identity of one exact action: an approval names it, so it cannot be spent on other arguments or another definition. */
-export const actionHashOf = (workflowId: string, step: number, call: ModelToolCall, args: unknown, definitionHash: string): string =>
-  createHash('sha256').update(JSON.stringify([workflowId, step, call.id, call.function.name, args, definitionHash])).digest('hex');
+export const actionHashOf = (
+  workflowId: string,
+  step: number,
+  call: ModelToolCall,
+  args: unknown,
+  definitionHash: string,
+): string =>
+  createHash('sha256')
+    .update(JSON.stringify([workflowId, step, call.id, call.function.name, args, definitionHash]))
+    .digest('hex');
 
 const ajv = new Ajv({ strict: false, allErrors: false });
 /** Compiled argument validators by definition hash: Ajv keeps every schema it compiles, so each is compiled once. */
@@ -76,7 +93,13 @@ const validatorOf = (t: McpToolRecord): ValidateFunction => {
   return v;
 };
 
-export const createMcpActivities = ({ agents, audit, objects, platformBucket, mcpTimeoutMs = 30_000 }: McpActivityDeps) => {
+export const createMcpActivities = ({
+  agents,
+  audit,
+  objects,
+  platformBucket,
+  mcpTimeoutMs = 30_000,
+}: McpActivityDeps) => {
   const recordAudit = (e: ToolAuditEntry) =>
     audit.record({
       requestId: `${e.workflowId}#${e.toolCallId}`,
@@ -94,8 +117,11 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
   async function liveDefinition(tenantId: string, pinned: McpToolRecord): Promise<DiscoveredTool | undefined> {
     const server = await agents.getServer(tenantId, pinned.serverId);
     if (!server) return undefined;
-    const live = (await withMcpClient(server.endpoint, mcpTimeoutMs, (c) => listTools(c, mcpTimeoutMs))).find((t) => t.name === pinned.name);
-    if (live && live.definitionHash !== pinned.definitionHash) await agents.markChanged(tenantId, pinned.serverId, pinned.definitionHash, live);
+    const live = (await withMcpClient(server.endpoint, mcpTimeoutMs, (c) => listTools(c, mcpTimeoutMs))).find(
+      (t) => t.name === pinned.name,
+    );
+    if (live && live.definitionHash !== pinned.definitionHash)
+      await agents.markChanged(tenantId, pinned.serverId, pinned.definitionHash, live);
     return live;
   }
 
@@ -105,7 +131,11 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
       const allowed = new Set(allowlist);
       return (await agents.listTools(tenantId))
         .filter((t) => allowed.has(qualifiedToolName(t.serverId, t.name)))
-        .map((t) => ({ name: qualifiedToolName(t.serverId, t.name), description: t.description, parameters: t.inputSchema }));
+        .map((t) => ({
+          name: qualifiedToolName(t.serverId, t.name),
+          description: t.description,
+          parameters: t.inputSchema,
+        }));
     },
 
     /**
@@ -116,7 +146,15 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
     async checkToolCall(r: ToolCallRequest): Promise<ToolVerdict> {
       const name = r.call.function.name;
       const refuse = async (reason: string, risk: RiskLevel | null = null): Promise<ToolVerdict> => {
-        await recordAudit({ tenantId: r.tenantId, workflowId: r.workflowId, toolCallId: r.call.id, tool: name, principal: `agent:${r.agentId}`, outcome: 'refused', risk });
+        await recordAudit({
+          tenantId: r.tenantId,
+          workflowId: r.workflowId,
+          toolCallId: r.call.id,
+          tool: name,
+          principal: `agent:${r.agentId}`,
+          outcome: 'refused',
+          risk,
+        });
         return { verdict: 'refused', reason };
       };
       if (!r.allowlist.includes(name)) return refuse(`tool '${name}' is not on this agent's allowlist`);
@@ -124,7 +162,11 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
       const pinned = parts && (await agents.getTool(r.tenantId, parts.serverId, parts.tool));
       if (!pinned) return refuse(`tool '${name}' is not registered`);
       const risk = effectiveRisk(pinned.adminRisk, pinned.annotations);
-      if (pinned.changed) return refuse(`tool '${name}' is blocked: its definition changed on the server and awaits an admin's re-approval`, risk);
+      if (pinned.changed)
+        return refuse(
+          `tool '${name}' is blocked: its definition changed on the server and awaits an admin's re-approval`,
+          risk,
+        );
       let args: unknown;
       try {
         args = JSON.parse(r.call.function.arguments || '{}');
@@ -132,12 +174,22 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
         return refuse(`the arguments of '${name}' are not valid JSON`, risk);
       }
       const validate = validatorOf(pinned);
-      if (!validate(args)) return refuse(`the arguments of '${name}' do not match its schema: ${ajv.errorsText(validate.errors)}`, risk);
+      if (!validate(args))
+        return refuse(`the arguments of '${name}' do not match its schema: ${ajv.errorsText(validate.errors)}`, risk);
       const live = await liveDefinition(r.tenantId, pinned);
       if (!live) return refuse(`tool '${name}' is no longer offered by its server`, risk);
-      if (live.definitionHash !== pinned.definitionHash) return refuse(`tool '${name}' is blocked: its definition changed on the server and awaits an admin's re-approval`, risk);
+      if (live.definitionHash !== pinned.definitionHash)
+        return refuse(
+          `tool '${name}' is blocked: its definition changed on the server and awaits an admin's re-approval`,
+          risk,
+        );
       if (risk === 'read-only') return { verdict: 'run', risk, definitionHash: pinned.definitionHash };
-      return { verdict: 'approval', risk, definitionHash: pinned.definitionHash, actionHash: actionHashOf(r.workflowId, r.step, r.call, args, pinned.definitionHash) };
+      return {
+        verdict: 'approval',
+        risk,
+        definitionHash: pinned.definitionHash,
+        actionHash: actionHashOf(r.workflowId, r.step, r.call, args, pinned.definitionHash),
+      };
     },
 
     /**
@@ -147,13 +199,24 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
     async callMcpTool(i: ToolInvocation): Promise<ToolResult> {
       const parts = splitToolName(i.tool)!;
       const server = await agents.getServer(i.tenantId, parts.serverId);
-      if (!server) throw ApplicationFailure.nonRetryable(`MCP server '${parts.serverId}' is not registered`, AgentRunFailures.toolGone);
+      if (!server)
+        throw ApplicationFailure.nonRetryable(
+          `MCP server '${parts.serverId}' is not registered`,
+          AgentRunFailures.toolGone,
+        );
       const outcome = await withMcpClient(server.endpoint, mcpTimeoutMs, async (client) => {
         const live = (await listTools(client, mcpTimeoutMs)).find((t) => t.name === parts.tool);
-        if (!live) throw ApplicationFailure.nonRetryable(`tool '${i.tool}' is no longer offered by its server`, AgentRunFailures.toolGone);
+        if (!live)
+          throw ApplicationFailure.nonRetryable(
+            `tool '${i.tool}' is no longer offered by its server`,
+            AgentRunFailures.toolGone,
+          );
         if (live.definitionHash !== i.definitionHash) {
           await agents.markChanged(i.tenantId, parts.serverId, i.definitionHash, live);
-          throw ApplicationFailure.nonRetryable(`tool '${i.tool}' changed its definition since it was approved; it is blocked`, AgentRunFailures.toolChanged);
+          throw ApplicationFailure.nonRetryable(
+            `tool '${i.tool}' changed its definition since it was approved; it is blocked`,
+            AgentRunFailures.toolChanged,
+          );
         }
         return client.callTool({ name: parts.tool, arguments: i.arguments }, undefined, { timeout: mcpTimeoutMs });
       });
@@ -167,8 +230,20 @@ export const createMcpActivities = ({ agents, audit, objects, platformBucket, mc
         await objects.put(obj, JSON.stringify(outcome), 'application/json');
         ref = objectUri(obj);
       }
-      await recordAudit({ tenantId: i.tenantId, workflowId: i.workflowId, toolCallId: i.toolCallId, tool: i.tool, principal: `agent:${i.agentId}`, outcome: isError ? 'failed' : 'succeeded', risk: i.risk });
-      return { isError, text: ref ? `${text.slice(0, INLINE_RESULT_CHARS)}\n[truncated; the whole result is at ${ref}]` : text, ref };
+      await recordAudit({
+        tenantId: i.tenantId,
+        workflowId: i.workflowId,
+        toolCallId: i.toolCallId,
+        tool: i.tool,
+        principal: `agent:${i.agentId}`,
+        outcome: isError ? 'failed' : 'succeeded',
+        risk: i.risk,
+      });
+      return {
+        isError,
+        text: ref ? `${text.slice(0, INLINE_RESULT_CHARS)}\n[truncated; the whole result is at ${ref}]` : text,
+        ref,
+      };
     },
 
     /** Audits a call the workflow decided not to make (denied by an approver or by the deadline). */

@@ -69,15 +69,16 @@ async function pdfBlocks(bytes: Uint8Array): Promise<Block[]> {
   // pdf.js refuses Buffer (a Uint8Array subclass) and wants a plain Uint8Array view of the same bytes.
   const pdf = await getDocumentProxy(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   const { text } = await extractText(pdf, { mergePages: false });
-  return (text as string[]).flatMap((pageText, i) =>
-    textBlocks(pageText).map((b) => ({ ...b, page: i + 1 })),
-  );
+  return (text as string[]).flatMap((pageText, i) => textBlocks(pageText).map((b) => ({ ...b, page: i + 1 })));
 }
 
 /** Built-in parsers for PDF, DOCX, HTML, Markdown and plain text. */
 export async function parseBuiltin(name: string, bytes: Uint8Array): Promise<Block[]> {
   const format = formatOf(name);
-  if (!format) throw new UnparseableDocumentError(`unsupported file type: ${name} (supported: ${Object.keys(FORMAT_BY_EXTENSION).join(', ')})`);
+  if (!format)
+    throw new UnparseableDocumentError(
+      `unsupported file type: ${name} (supported: ${Object.keys(FORMAT_BY_EXTENSION).join(', ')})`,
+    );
   try {
     switch (format) {
       case 'pdf':

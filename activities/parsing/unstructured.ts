@@ -16,8 +16,11 @@ interface Element {
 export function createUnstructuredParser(serverURL: string, apiKey?: string) {
   const client = new UnstructuredClient({ serverURL, ...(apiKey ? { security: { apiKeyAuth: apiKey } } : {}) });
   return async function parseWithUnstructured(name: string, bytes: Uint8Array): Promise<Block[]> {
-    const res = await client.general.partition({ partitionParameters: { files: { content: bytes, fileName: name }, strategy: Strategy.Fast } });
-    if (typeof res === 'string') throw new UnparseableDocumentError(`Unstructured returned text instead of elements for ${name}`);
+    const res = await client.general.partition({
+      partitionParameters: { files: { content: bytes, fileName: name }, strategy: Strategy.Fast },
+    });
+    if (typeof res === 'string')
+      throw new UnparseableDocumentError(`Unstructured returned text instead of elements for ${name}`);
     let heading: string | null = null;
     return (res as Element[]).flatMap((e) => {
       const text = e.text?.trim();

@@ -16,17 +16,24 @@ export const createRegistryActivities = ({ registry, objects }: RegistryActivity
     try {
       ref = parseObjectUri(artifactUri);
     } catch (err) {
-      if (err instanceof InvalidObjectUriError) throw ApplicationFailure.nonRetryable(err.message, RegistryFailures.invalidArtifactUri);
+      if (err instanceof InvalidObjectUriError)
+        throw ApplicationFailure.nonRetryable(err.message, RegistryFailures.invalidArtifactUri);
       throw err;
     }
     const head = await objects.head(ref);
     if (!head) {
-      throw ApplicationFailure.nonRetryable(`artifact ${artifactUri} does not exist in object storage`, RegistryFailures.artifactNotFound, {
-        artifactUri,
-      });
+      throw ApplicationFailure.nonRetryable(
+        `artifact ${artifactUri} does not exist in object storage`,
+        RegistryFailures.artifactNotFound,
+        {
+          artifactUri,
+        },
+      );
     }
     const ctx = Context.current();
-    const checksum = await sha256Of(objects, ref, head, (bytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes: head.sizeBytes }));
+    const checksum = await sha256Of(objects, ref, head, (bytes) =>
+      ctx.heartbeat({ hashedBytes: bytes, totalBytes: head.sizeBytes }),
+    );
     return { sizeBytes: head.sizeBytes, checksum: `sha256:${checksum}`, etag: head.etag };
   },
 

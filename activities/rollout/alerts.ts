@@ -27,7 +27,11 @@ export const createAlertSink = (logger: Logger, webhookUrl?: string): AlertSink 
   async emit(alert) {
     logger.warn({ alert }, `rollout of ${alert.modelId}@${alert.version} rolled back: ${alert.message}`);
     if (webhookUrl) {
-      const res = await fetch(webhookUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'rollout_rolled_back', ...alert }) });
+      const res = await fetch(webhookUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'rollout_rolled_back', ...alert }),
+      });
       if (!res.ok) throw new Error(`alert webhook answered ${res.status}`);
     }
     // Counted once the alert is out, so a retried webhook does not count twice.

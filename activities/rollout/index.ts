@@ -35,10 +35,17 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
     async resolveRollout(v: VersionRef): Promise<{ artifactUri: string; stable: string | null }> {
       const found = await registry.getVersion(v.tenantId, v.modelId, v.version);
       if (!found || found.state !== 'ready') {
-        throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is ${found ? `in state '${found.state}'` : 'not registered'}; only a ready version rolls out`, RolloutFailures.versionNotReady);
+        throw ApplicationFailure.nonRetryable(
+          `${v.modelId}@${v.version} is ${found ? `in state '${found.state}'` : 'not registered'}; only a ready version rolls out`,
+          RolloutFailures.versionNotReady,
+        );
       }
       const route = await routing.getRoute(v.tenantId, v.modelId);
-      if (route?.stable === v.version) throw ApplicationFailure.nonRetryable(`${v.modelId}@${v.version} is already the stable version`, RolloutFailures.alreadyStable);
+      if (route?.stable === v.version)
+        throw ApplicationFailure.nonRetryable(
+          `${v.modelId}@${v.version} is already the stable version`,
+          RolloutFailures.alreadyStable,
+        );
       return { artifactUri: found.artifactUri, stable: route?.stable ?? null };
     },
 
@@ -56,12 +63,19 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
       const res = await fetch(`${endpoint}/chat/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: 'llmhub rollout probe' }], max_tokens: 8 }),
+        body: JSON.stringify({
+          model: modelId,
+          messages: [{ role: 'user', content: 'llmhub rollout probe' }],
+          max_tokens: 8,
+        }),
         signal: AbortSignal.timeout(30_000),
       });
       const body = (await res.json().catch(() => undefined)) as { choices?: unknown[] } | undefined;
       if (!res.ok || !Array.isArray(body?.choices) || body.choices.length === 0) {
-        throw ApplicationFailure.retryable(`probe of ${endpoint} answered ${res.status} without choices`, RolloutFailures.probeFailed);
+        throw ApplicationFailure.retryable(
+          `probe of ${endpoint} answered ${res.status} without choices`,
+          RolloutFailures.probeFailed,
+        );
       }
       return { latencyMs: Date.now() - started };
     },
@@ -70,15 +84,37 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
     async analyseCanary(w: AnalysisWindow, spec: AnalysisSpec): Promise<AnalysisMeasurement> {
       const finishedAt = Date.now();
       const s = await gatewayMetrics.versionStats(w.tenantId, w.modelId, w.version, w.sinceMs);
-      const base = { stepIndex: w.stepIndex, version: w.version, startedAt: w.sinceMs, finishedAt, requests: s.requests, errors: s.errors, successRate: s.successRate, p95LatencyMs: s.p95LatencyMs };
-      if (s.requests < spec.minRequests) return { ...base, phase: 'Inconclusive', message: `${s.requests} requests, fewer than the ${spec.minRequests} needed` };
+      const base = {
+        stepIndex: w.stepIndex,
+        version: w.version,
+        startedAt: w.sinceMs,
+        finishedAt,
+        requests: s.requests,
+        errors: s.errors,
+        successRate: s.successRate,
+        p95LatencyMs: s.p95LatencyMs,
+      };
+      if (s.requests < spec.minRequests)
+        return {
+          ...base,
+          phase: 'Inconclusive',
+          message: `${s.requests} requests, fewer than the ${spec.minRequests} needed`,
+        };
       const problems = [
-        ...(s.successRate < spec.minSuccessRate ? [`success rate ${s.successRate.toFixed(3)} < ${spec.minSuccessRate}`] : []),
-        ...(s.p95LatencyMs !== null && s.p95LatencyMs > spec.maxP95LatencyMs ? [`p95 ${Math.round(s.p95LatencyMs)} ms > ${spec.maxP95LatencyMs} ms`] : []),
+        ...(s.successRate < spec.minSuccessRate
+          ? [`success rate ${s.successRate.toFixed(3)} < ${spec.minSuccessRate}`]
+          : []),
+        ...(s.p95LatencyMs !== null && s.p95LatencyMs > spec.maxP95LatencyMs
+          ? [`p95 ${Math.round(s.p95LatencyMs)} ms > ${spec.maxP95LatencyMs} ms`]
+          : []),
       ];
       return problems.length
         ? { ...base, phase: 'Failed', message: problems.join('; ') }
-        : { ...base, phase: 'Successful', message: `success rate ${s.successRate.toFixed(3)} over ${s.requests} requests` };
+        : {
+            ...base,
+            phase: 'Successful',
+            message: `success rate ${s.successRate.toFixed(3)} over ${s.requests} requests`,
+          };
     },
 
     async markVersionRolledBack(v: VersionRef, reason: string): Promise<void> {
@@ -94,13 +130,26 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
     },
 
     /** The lock POST /v1/deploy takes before its start, for a rollout a pipeline starts once its version exists. */
-    async acquireRolloutLock(l: { tenantId: string; modelId: string; deploymentId: string; workflowId: string }): Promise<void> {
+    async acquireRolloutLock(l: {
+      tenantId: string;
+      modelId: string;
+      deploymentId: string;
+      workflowId: string;
+    }): Promise<void> {
       const { heldBy } = await locks.acquire(db, l);
-      if (heldBy) throw ApplicationFailure.nonRetryable(`model '${l.modelId}' has a rollout in progress: '${heldBy}'`, RolloutFailures.rolloutInProgress);
+      if (heldBy)
+        throw ApplicationFailure.nonRetryable(
+          `model '${l.modelId}' has a rollout in progress: '${heldBy}'`,
+          RolloutFailures.rolloutInProgress,
+        );
     },
 
     /** The promoted version's lineage: which rollout made it the stable one, where. */
-    async recordRolloutLineage(v: VersionRef, workflowId: string, details: { deploymentId: string; cluster: string; endpoint: string | null; previousStable: string | null }): Promise<void> {
+    async recordRolloutLineage(
+      v: VersionRef,
+      workflowId: string,
+      details: { deploymentId: string; cluster: string; endpoint: string | null; previousStable: string | null },
+    ): Promise<void> {
       await lineage.record({ ...v, kind: 'rollout', parent: null, workflowId, details });
     },
   };

@@ -18,7 +18,8 @@ async function main(): Promise<void> {
   if (!values.tenant || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(values.tenant)) {
     throw new Error('--tenant <id> is required (lower-case letters, digits, -)');
   }
-  if (!(Roles as readonly string[]).includes(values.role!)) throw new Error(`--role must be one of ${Roles.join(', ')}`);
+  if (!(Roles as readonly string[]).includes(values.role!))
+    throw new Error(`--role must be one of ${Roles.join(', ')}`);
   const config = loadConfig();
   const db = createPool(config.DATABASE_URL, 1);
   try {
@@ -26,7 +27,9 @@ async function main(): Promise<void> {
     const tenants = new TenantStore(db);
     await tenants.createTenant(values.tenant, values.name ?? values.tenant);
     const key = await tenants.createApiKey(values.tenant, values['key-name']!, values.role as Role);
-    process.stdout.write(`${JSON.stringify({ tenant: values.tenant, role: values.role, keyId: key.id, apiKey: key.key })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ tenant: values.tenant, role: values.role, keyId: key.id, apiKey: key.key })}\n`,
+    );
   } finally {
     await db.end();
   }

@@ -13,7 +13,9 @@ export class RateLimitedError extends PlatformError {
 
 export class ModelNotFoundError extends PlatformError {
   constructor(model: string) {
-    super(404, 'model_not_found', `The model '${model}' does not exist or has no route; see GET /v1/models`, { field: 'body.model' });
+    super(404, 'model_not_found', `The model '${model}' does not exist or has no route; see GET /v1/models`, {
+      field: 'body.model',
+    });
   }
 }
 
@@ -29,7 +31,12 @@ const OPENAI_TYPE: Record<number, string> = {
   429: 'rate_limit_error',
 };
 
-export function openAiError(status: number, message: string, code: string | null, param: string | null = null): OpenAiErrorBody {
+export function openAiError(
+  status: number,
+  message: string,
+  code: string | null,
+  param: string | null = null,
+): OpenAiErrorBody {
   const type = OPENAI_TYPE[status] ?? (status >= 500 ? 'api_error' : 'invalid_request_error');
   return { error: { message, type, param, code } };
 }

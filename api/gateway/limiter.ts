@@ -28,7 +28,8 @@ export interface Reservation {
   settle(actualTokens: number): void;
 }
 
-export type Admission = { ok: true; reservation: Reservation } | { ok: false; retryAfterSeconds: number; reason: string };
+export type Admission =
+  { ok: true; reservation: Reservation } | { ok: false; retryAfterSeconds: number; reason: string };
 
 /** A dry limit is asked again after this long, in case another replica gave back its unused slice. */
 const DRY_RECHECK_MS = 1_000;
@@ -52,7 +53,12 @@ export class SliceLimiter {
 
   constructor(
     private readonly store: Pick<LimitStore, 'lease' | 'adjust'>,
-    private readonly opts: { requestSlice: number; tokenSlice: number; leaseIdleMs: number; logger: Pick<Logger, 'warn' | 'error'> },
+    private readonly opts: {
+      requestSlice: number;
+      tokenSlice: number;
+      leaseIdleMs: number;
+      logger: Pick<Logger, 'warn' | 'error'>;
+    },
   ) {
     this.sweeper = setInterval(() => void this.returnIdle(false), Math.max(10, opts.leaseIdleMs / 2));
     this.sweeper.unref();
@@ -72,7 +78,12 @@ export class SliceLimiter {
     return { ok: true, reservation: new SliceReservation(taken, tokens) };
   }
 
-  private async admitLeasing(rules: LimitRule[], from: number, tokens: number, taken: WindowState[]): Promise<Admission> {
+  private async admitLeasing(
+    rules: LimitRule[],
+    from: number,
+    tokens: number,
+    taken: WindowState[],
+  ): Promise<Admission> {
     for (let i = from; i < rules.length; i++) {
       const rule = rules[i]!;
       const w = this.window(rule);
@@ -82,7 +93,11 @@ export class SliceLimiter {
           t.tokReserved -= tokens;
         }
         const what = rule.subject ? `API key ${rule.subject}` : `tenant '${rule.tenantId}'`;
-        return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((w.endsAt - Date.now()) / 1000)), reason: `${what} is over its limit of ${limitText(rule)}` };
+        return {
+          ok: false,
+          retryAfterSeconds: Math.max(1, Math.ceil((w.endsAt - Date.now()) / 1000)),
+          reason: `${what} is over its limit of ${limitText(rule)}`,
+        };
       }
       taken.push(w);
     }
@@ -115,7 +130,9 @@ export class SliceLimiter {
       tokSpent: 0,
       lastUsed: now,
       dryUntil: 0,
-      reqSlice: carried ? grownSlice(carried.reqSlice, this.opts.requestSlice, rule.maxRequests) : this.opts.requestSlice,
+      reqSlice: carried
+        ? grownSlice(carried.reqSlice, this.opts.requestSlice, rule.maxRequests)
+        : this.opts.requestSlice,
       tokSlice: carried ? grownSlice(carried.tokSlice, this.opts.tokenSlice, rule.maxTokens) : this.opts.tokenSlice,
       lastLeaseAt: 0,
     };
@@ -178,7 +195,8 @@ export class SliceLimiter {
         (got) => {
           w.reqLeased += got.requests;
           w.tokLeased += got.tokens;
-          if (got.requests < want.requests || got.tokens < want.tokens) w.dryUntil = Math.min(w.endsAt, Date.now() + DRY_RECHECK_MS);
+          if (got.requests < want.requests || got.tokens < want.tokens)
+            w.dryUntil = Math.min(w.endsAt, Date.now() + DRY_RECHECK_MS);
         },
         (err) => {
           // Without the store no replica can prove it is within the limit; refuse rather than overspend.
@@ -254,5 +272,6 @@ const grownSlice = (wanted: number, floor: number, limit: number | null): number
   limit === null ? floor : Math.max(floor, Math.min(wanted, Math.floor(limit * MAX_SLICE_SHARE)));
 
 const limitText = (r: LimitRule): string =>
-  [r.maxRequests !== null ? `${r.maxRequests} requests` : '', r.maxTokens !== null ? `${r.maxTokens} tokens` : ''].filter(Boolean).join(' and ') +
-  ` per ${r.windowSeconds} s`;
+  [r.maxRequests !== null ? `${r.maxRequests} requests` : '', r.maxTokens !== null ? `${r.maxTokens} tokens` : '']
+    .filter(Boolean)
+    .join(' and ') + ` per ${r.windowSeconds} s`;

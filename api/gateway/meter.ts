@@ -1,7 +1,12 @@
 import { hostname } from 'node:os';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Logger } from '../../common/logger';
-import { bucketIndex, LATENCY_BUCKETS_MS, type GatewayMetricsStore, type VersionMetricsRow } from '../../common/store/gateway-metrics';
+import {
+  bucketIndex,
+  LATENCY_BUCKETS_MS,
+  type GatewayMetricsStore,
+  type VersionMetricsRow,
+} from '../../common/store/gateway-metrics';
 import type { LimitStore } from '../../common/store/limits';
 import type { UsageRow, UsageStore } from '../../common/store/usage';
 
@@ -65,7 +70,14 @@ export class GatewayMeter {
   private pruning: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly deps: { metrics: GatewayMetricsStore; usage: UsageStore; limits: Pick<LimitStore, 'pruneEndedWindows'>; flushMs: number; retentionMs: number; logger: Pick<Logger, 'warn' | 'error'> },
+    private readonly deps: {
+      metrics: GatewayMetricsStore;
+      usage: UsageStore;
+      limits: Pick<LimitStore, 'pruneEndedWindows'>;
+      flushMs: number;
+      retentionMs: number;
+      logger: Pick<Logger, 'warn' | 'error'>;
+    },
   ) {
     collectDefaultMetrics({ register: this.registry });
     this.timer = setInterval(() => void this.flush(), deps.flushMs);
@@ -76,11 +88,16 @@ export class GatewayMeter {
   async metrics(): Promise<string> {
     const out = [await this.registry.metrics()];
     const all = [...this.series.values()];
-    const head = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    const head = (name: string, type: string, help: string) =>
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     head('llmhub_gateway_requests_total', 'counter', 'Inference requests by model version and HTTP status');
-    for (const s of all) for (const [status, n] of s.requests) out.push(`llmhub_gateway_requests_total{${s.labels},status="${status}"} ${n}`);
+    for (const s of all)
+      for (const [status, n] of s.requests)
+        out.push(`llmhub_gateway_requests_total{${s.labels},status="${status}"} ${n}`);
     head('llmhub_gateway_errors_total', 'counter', 'Requests the model version failed, by error class');
-    for (const s of all) for (const [cls, n] of s.errors) out.push(`llmhub_gateway_errors_total{${s.labels},class="${escapeLabel(cls)}"} ${n}`);
+    for (const s of all)
+      for (const [cls, n] of s.errors)
+        out.push(`llmhub_gateway_errors_total{${s.labels},class="${escapeLabel(cls)}"} ${n}`);
     const histogram = (name: string, help: string, of: (s: Series) => Histo | undefined) => {
       head(name, 'histogram', help);
       for (const s of all) {
@@ -96,7 +113,8 @@ export class GatewayMeter {
     head('llmhub_gateway_tokens_total', 'counter', 'Tokens metered, by kind');
     for (const s of all) {
       if (s.promptTokens) out.push(`llmhub_gateway_tokens_total{${s.labels},kind="prompt"} ${s.promptTokens}`);
-      if (s.completionTokens) out.push(`llmhub_gateway_tokens_total{${s.labels},kind="completion"} ${s.completionTokens}`);
+      if (s.completionTokens)
+        out.push(`llmhub_gateway_tokens_total{${s.labels},kind="completion"} ${s.completionTokens}`);
     }
     return `${out.join('\n')}\n`;
   }
@@ -161,17 +179,41 @@ export class GatewayMeter {
     let row = this.pending.get(key);
     if (!row) {
       const empty = () => new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0);
-      row = { tenantId: k.tenantId, modelId: k.modelId, version: k.version, requests: 0, errors: 0, errorClasses: {}, latencyBuckets: empty(), ttftBuckets: empty(), promptTokens: 0, completionTokens: 0 };
+      row = {
+        tenantId: k.tenantId,
+        modelId: k.modelId,
+        version: k.version,
+        requests: 0,
+        errors: 0,
+        errorClasses: {},
+        latencyBuckets: empty(),
+        ttftBuckets: empty(),
+        promptTokens: 0,
+        completionTokens: 0,
+      };
       this.pending.set(key, row);
     }
     return row;
   }
 
-  private usageOf(k: Pick<UsageRow, 'tenantId' | 'projectId' | 'modelId' | 'version' | 'subject'>, minute: number): UsageRow {
+  private usageOf(
+    k: Pick<UsageRow, 'tenantId' | 'projectId' | 'modelId' | 'version' | 'subject'>,
+    minute: number,
+  ): UsageRow {
     const key = `${k.tenantId}\0${k.projectId}\0${k.modelId}\0${k.version}\0${k.subject}\0${minute}`;
     let u = this.usage.get(key);
     if (!u) {
-      u = { tenantId: k.tenantId, projectId: k.projectId, modelId: k.modelId, version: k.version, subject: k.subject, minute, requests: 0, promptTokens: 0, completionTokens: 0 };
+      u = {
+        tenantId: k.tenantId,
+        projectId: k.projectId,
+        modelId: k.modelId,
+        version: k.version,
+        subject: k.subject,
+        minute,
+        requests: 0,
+        promptTokens: 0,
+        completionTokens: 0,
+      };
       this.usage.set(key, u);
     }
     return u;
@@ -189,7 +231,10 @@ export class GatewayMeter {
       try {
         await Promise.all([this.deps.metrics.insert(this.replica, Date.now(), rows), this.deps.usage.add(usage)]);
       } catch (err) {
-        this.deps.logger.warn({ err, rows: rows.length, usage: usage.length }, 'gateway metrics flush failed; will retry');
+        this.deps.logger.warn(
+          { err, rows: rows.length, usage: usage.length },
+          'gateway metrics flush failed; will retry',
+        );
         this.requeue(rows, usage);
       }
     });

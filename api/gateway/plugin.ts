@@ -13,7 +13,15 @@ import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
 import type { GatewaySettings } from './settings';
-import { Cancellation, classify, headerOf, UpstreamError, UpstreamPool, type FailureClass, type StreamRelay } from './upstream';
+import {
+  Cancellation,
+  classify,
+  headerOf,
+  UpstreamError,
+  UpstreamPool,
+  type FailureClass,
+  type StreamRelay,
+} from './upstream';
 import { StreamUsage, usageOfBody, type TokenUsage } from './usage-scan';
 
 declare module 'fastify' {
@@ -33,23 +41,55 @@ const GenerationBody = Type.Object(
   },
   { additionalProperties: true },
 );
-const ChatBody = Type.Composite([GenerationBody, Type.Object({ messages: Type.Array(Type.Object({ role: Type.String() }, { additionalProperties: true }), { minItems: 1 }) })], {
+const ChatBody = Type.Composite(
+  [
+    GenerationBody,
+    Type.Object({
+      messages: Type.Array(Type.Object({ role: Type.String() }, { additionalProperties: true }), { minItems: 1 }),
+    }),
+  ],
+  {
+    additionalProperties: true,
+  },
+);
+const CompletionBody = Type.Composite([GenerationBody, Type.Object({ prompt: Type.Unknown() })], {
   additionalProperties: true,
 });
-const CompletionBody = Type.Composite([GenerationBody, Type.Object({ prompt: Type.Unknown() })], { additionalProperties: true });
-const EmbeddingBody = Type.Object({ model: Type.String({ minLength: 1 }), input: Type.Unknown(), user: Type.Optional(Type.String()) }, { additionalProperties: true });
+const EmbeddingBody = Type.Object(
+  { model: Type.String({ minLength: 1 }), input: Type.Unknown(), user: Type.Optional(Type.String()) },
+  { additionalProperties: true },
+);
 const GatewayHeaders = Type.Object({
-  'x-routing-strategy': Type.Optional(Type.Union(ROUTING_STRATEGIES.map((s) => Type.Literal(s)), { description: 'Pin stable or canary, or split sticky per user (ab_test)' })),
+  'x-routing-strategy': Type.Optional(
+    Type.Union(
+      ROUTING_STRATEGIES.map((s) => Type.Literal(s)),
+      { description: 'Pin stable or canary, or split sticky per user (ab_test)' },
+    ),
+  ),
   'x-project-id': Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' })),
   'x-tenant-id': Type.Optional(Type.String()),
   'x-trace-id': Type.Optional(Type.String()),
 });
 const OpenAiErrorSchema = Type.Object({
-  error: Type.Object({ message: Type.String(), type: Type.String(), param: Type.Union([Type.String(), Type.Null()]), code: Type.Union([Type.String(), Type.Null()]) }),
+  error: Type.Object({
+    message: Type.String(),
+    type: Type.String(),
+    param: Type.Union([Type.String(), Type.Null()]),
+    code: Type.Union([Type.String(), Type.Null()]),
+  }),
 });
-const Passthrough = Type.Object({}, { additionalProperties: true, description: "The model server's answer, passed through (SSE when stream is true)" });
+const Passthrough = Type.Object(
+  {},
+  { additionalProperties: true, description: "The model server's answer, passed through (SSE when stream is true)" },
+);
 
-type InferenceBody = { model: string; stream?: boolean; max_tokens?: number | null; max_completion_tokens?: number | null; user?: string };
+type InferenceBody = {
+  model: string;
+  stream?: boolean;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  user?: string;
+};
 const DEFAULT_PROJECT = 'default';
 
 /** The status a caller gets for an upstream failure before any byte of the answer was sent. */
@@ -72,7 +112,13 @@ const STATUS_OF: Record<FailureClass, number> = {
  */
 export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySettings }> = async (app, { settings: s }) => {
   const { db } = app.platform;
-  const table = new RouteTable({ db, store: new RoutingStore(db), logger: app.log, refreshMs: s.refreshMs, onKeyChanged: (id) => app.apiKeys.evict(id) });
+  const table = new RouteTable({
+    db,
+    store: new RoutingStore(db),
+    logger: app.log,
+    refreshMs: s.refreshMs,
+    onKeyChanged: (id) => app.apiKeys.evict(id),
+  });
   const upstreams = new UpstreamPool({
     connections: s.upstreamConnections,
     connectTimeoutMs: s.connectTimeoutMs,
@@ -82,8 +128,20 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     breakerCooldownMs: s.breakerCooldownMs,
   });
   const limits = new LimitStore(db);
-  const limiter = new SliceLimiter(limits, { requestSlice: s.requestSlice, tokenSlice: s.tokenSlice, leaseIdleMs: s.leaseIdleMs, logger: app.log });
-  const meter = new GatewayMeter({ metrics: new GatewayMetricsStore(db), usage: new UsageStore(db), limits, flushMs: s.metricsFlushMs, retentionMs: s.metricsRetentionMs, logger: app.log });
+  const limiter = new SliceLimiter(limits, {
+    requestSlice: s.requestSlice,
+    tokenSlice: s.tokenSlice,
+    leaseIdleMs: s.leaseIdleMs,
+    logger: app.log,
+  });
+  const meter = new GatewayMeter({
+    metrics: new GatewayMetricsStore(db),
+    usage: new UsageStore(db),
+    limits,
+    flushMs: s.metricsFlushMs,
+    retentionMs: s.metricsRetentionMs,
+    logger: app.log,
+  });
   await table.start();
   app.addHook('onClose', async () => {
     await table.close();
@@ -93,14 +151,21 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
 
   app.decorateRequest('rawBody', undefined);
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: s.bodyLimitBytes }, (request, body, done) => {
-    request.rawBody = body as Buffer;
-    try {
-      done(null, JSON.parse((body as Buffer).toString('utf8')));
-    } catch (err) {
-      done(Object.assign(new Error(`request body is not valid JSON: ${(err as Error).message}`), { statusCode: 400 }), undefined);
-    }
-  });
+  app.addContentTypeParser(
+    'application/json',
+    { parseAs: 'buffer', bodyLimit: s.bodyLimitBytes },
+    (request, body, done) => {
+      request.rawBody = body as Buffer;
+      try {
+        done(null, JSON.parse((body as Buffer).toString('utf8')));
+      } catch (err) {
+        done(
+          Object.assign(new Error(`request body is not valid JSON: ${(err as Error).message}`), { statusCode: 400 }),
+          undefined,
+        );
+      }
+    },
+  );
   app.setErrorHandler((err, request, reply) => {
     const { status, body } = toOpenAiError(err as Error);
     if (status >= 500) request.log.error({ err }, 'inference request failed');
@@ -120,12 +185,23 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
       summary,
       headers: GatewayHeaders,
       body,
-      response: Object.fromEntries([[200, Passthrough], ...[400, 401, 403, 404, 413, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema])]),
+      response: Object.fromEntries([
+        [200, Passthrough],
+        ...[400, 401, 403, 404, 413, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema]),
+      ]),
     },
   });
-  app.post('/v1/chat/completions', routeOptions('Chat completion (OpenAI-compatible; stream: true for SSE)', ChatBody), (req, reply) => proxy(req, reply, '/chat/completions'));
-  app.post('/v1/completions', routeOptions('Text completion (OpenAI-compatible)', CompletionBody), (req, reply) => proxy(req, reply, '/completions'));
-  app.post('/v1/embeddings', routeOptions('Embeddings (OpenAI-compatible)', EmbeddingBody), (req, reply) => proxy(req, reply, '/embeddings'));
+  app.post(
+    '/v1/chat/completions',
+    routeOptions('Chat completion (OpenAI-compatible; stream: true for SSE)', ChatBody),
+    (req, reply) => proxy(req, reply, '/chat/completions'),
+  );
+  app.post('/v1/completions', routeOptions('Text completion (OpenAI-compatible)', CompletionBody), (req, reply) =>
+    proxy(req, reply, '/completions'),
+  );
+  app.post('/v1/embeddings', routeOptions('Embeddings (OpenAI-compatible)', EmbeddingBody), (req, reply) =>
+    proxy(req, reply, '/embeddings'),
+  );
 
   async function proxy(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
     const started = performance.now();
@@ -144,7 +220,9 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
 
     // Reserve before the call: the prompt (estimated at 4 bytes a token, an over-estimate for JSON) plus the most it may generate.
     const promptEstimate = Math.ceil(raw.length / 4);
-    const reserve = promptEstimate + (path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens));
+    const reserve =
+      promptEstimate +
+      (path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens));
     const rules = table.limitsFor(tenantId, principal.subject);
     let reservation: Reservation | undefined;
     if (rules.length) {
@@ -189,31 +267,64 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
         const failure = err;
         const status = STATUS_OF[failure.failure];
         // Counted against the version that failed, so the rollout analysis sees a failing canary even when the caller did not.
-        meter.observe({ ...base, version: target.version, status, errorClass: failure.failure, latencyMs: performance.now() - started, ...NO_USAGE });
+        meter.observe({
+          ...base,
+          version: target.version,
+          status,
+          errorClass: failure.failure,
+          latencyMs: performance.now() - started,
+          ...NO_USAGE,
+        });
         if (target !== route.stable) {
-          request.log.warn({ version: target.version, failure: failure.failure }, 'upstream failed before the first byte; falling back to stable');
+          request.log.warn(
+            { version: target.version, failure: failure.failure },
+            'upstream failed before the first byte; falling back to stable',
+          );
           target = route.stable;
           continue;
         }
         reservation?.settle(0);
         reply.header('x-llmhub-model-version', target.version);
-        return reply.status(status).send(openAiError(status, `model '${body.model}' version '${target.version}': ${failure.message}`, failure.failure));
+        return reply
+          .status(status)
+          .send(
+            openAiError(
+              status,
+              `model '${body.model}' version '${target.version}': ${failure.message}`,
+              failure.failure,
+            ),
+          );
       }
     }
 
     const served = target;
     reply.hijack();
-    const responseHeaders: Record<string, string | number> = { 'x-trace-id': request.id, 'x-llmhub-model-version': served.version };
+    const responseHeaders: Record<string, string | number> = {
+      'x-trace-id': request.id,
+      'x-llmhub-model-version': served.version,
+    };
     if (answer.kind === 'whole') {
       const ok = answer.status < 400;
       const payload = ok ? answer.body : asOpenAiError(answer.status, answer.body);
-      out.writeHead(answer.status, { ...responseHeaders, 'content-type': ok ? (answer.contentType ?? 'application/json') : 'application/json', 'content-length': payload.length });
+      out.writeHead(answer.status, {
+        ...responseHeaders,
+        'content-type': ok ? (answer.contentType ?? 'application/json') : 'application/json',
+        'content-length': payload.length,
+      });
       out.end(payload);
-      finish({ version: served.version, status: answer.status }, ok ? (usageOfBody(answer.body) ?? { promptTokens: promptEstimate, completionTokens: 0 }) : NO_USAGE);
+      finish(
+        { version: served.version, status: answer.status },
+        ok ? (usageOfBody(answer.body) ?? { promptTokens: promptEstimate, completionTokens: 0 }) : NO_USAGE,
+      );
       return reply;
     }
 
-    out.writeHead(200, { ...responseHeaders, 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    out.writeHead(200, {
+      ...responseHeaders,
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      'x-accel-buffering': 'no',
+    });
     const ttftMs = performance.now() - started;
     const usage = new StreamUsage();
     const { relay } = answer;
@@ -232,7 +343,11 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
         errorClass = failure.failure;
         upstreams.breaker(served).failure();
         request.log.warn({ err, version: served.version }, 'upstream stream failed mid-way');
-        const event = openAiError(502, `the model server's stream broke off: ${failure.message}`, 'upstream_stream_error');
+        const event = openAiError(
+          502,
+          `the model server's stream broke off: ${failure.message}`,
+          'upstream_stream_error',
+        );
         out.end(`data: ${JSON.stringify(event)}\n\n`);
       }
     }
@@ -242,16 +357,30 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     return reply;
   }
 
-  type Attempt = { kind: 'whole'; status: number; contentType: string | undefined; body: Buffer } | { kind: 'stream'; relay: StreamRelay };
+  type Attempt =
+    | { kind: 'whole'; status: number; contentType: string | undefined; body: Buffer }
+    | { kind: 'stream'; relay: StreamRelay };
 
   /**
    * One upstream call up to its first byte of body: a whole answer for non-streaming calls and errors, the first
    * chunk for a stream. A failure anywhere before that can still fall back, since the caller has seen nothing.
    */
-  async function attempt(u: Upstream, path: string, headers: Record<string, string>, raw: Buffer, stream: boolean, caller: Cancellation): Promise<Attempt> {
+  async function attempt(
+    u: Upstream,
+    path: string,
+    headers: Record<string, string>,
+    raw: Buffer,
+    stream: boolean,
+    caller: Cancellation,
+  ): Promise<Attempt> {
     const res = await upstreams.call(u, path, headers, raw, caller, stream);
     if (res.kind === 'stream') return res;
-    return { kind: 'whole', status: res.statusCode, contentType: headerOf(res.headers, 'content-type'), body: res.body };
+    return {
+      kind: 'whole',
+      status: res.statusCode,
+      contentType: headerOf(res.headers, 'content-type'),
+      body: res.body,
+    };
   }
 };
 
@@ -265,5 +394,13 @@ function asOpenAiError(status: number, body: Buffer): Buffer {
   } catch {
     // not JSON: wrapped below
   }
-  return Buffer.from(JSON.stringify(openAiError(status, `the model server refused the request: ${body.toString('utf8').slice(0, 500)}`, 'upstream_error')));
+  return Buffer.from(
+    JSON.stringify(
+      openAiError(
+        status,
+        `the model server refused the request: ${body.toString('utf8').slice(0, 500)}`,
+        'upstream_error',
+      ),
+    ),
+  );
 }

@@ -32,13 +32,19 @@ function upstreamOf(version: string, url: string | null | undefined): Upstream {
 }
 
 /** 0-99 from a caller's identity: the same user always lands in the same A/B bucket, on every replica. */
-export const abBucket = (identity: string): number => createHash('sha256').update(identity).digest().readUInt32BE(0) % 100;
+export const abBucket = (identity: string): number =>
+  createHash('sha256').update(identity).digest().readUInt32BE(0) % 100;
 
 /**
  * Which upstream serves a request. Weighted traffic splits at random by the canary weight; `ab_test` splits by
  * a hash of the caller (sticky); `stable`/`canary` pin a version (canary falls back to stable when there is none).
  */
-export function pickUpstream(route: CompiledRoute, strategy: RoutingStrategy, identity: string, random = Math.random): Upstream {
+export function pickUpstream(
+  route: CompiledRoute,
+  strategy: RoutingStrategy,
+  identity: string,
+  random = Math.random,
+): Upstream {
   if (!route.canary || strategy === 'stable') return route.stable;
   if (strategy === 'canary') return route.canary;
   const roll = strategy === 'ab_test' ? abBucket(identity) : random() * 100;
@@ -63,13 +69,22 @@ export class RouteTable {
   generation = 0;
 
   constructor(
-    private readonly deps: { db: Pool; store: RoutingStore; logger: Pick<Logger, 'warn' | 'error'>; refreshMs: number; onKeyChanged: (keyId: string) => void },
+    private readonly deps: {
+      db: Pool;
+      store: RoutingStore;
+      logger: Pick<Logger, 'warn' | 'error'>;
+      refreshMs: number;
+      onKeyChanged: (keyId: string) => void;
+    },
   ) {}
 
   async start(): Promise<void> {
     await this.refresh();
     await this.listen();
-    const poll = setInterval(() => void this.refresh().catch((err) => this.deps.logger.warn({ err }, 'gateway route refresh failed')), this.deps.refreshMs);
+    const poll = setInterval(
+      () => void this.refresh().catch((err) => this.deps.logger.warn({ err }, 'gateway route refresh failed')),
+      this.deps.refreshMs,
+    );
     poll.unref();
     this.timers.push(poll);
   }
@@ -136,7 +151,13 @@ export class RouteTable {
       if (this.closed) return;
       this.deps.logger.warn({ err }, 'gateway change feed lost; reconnecting (polling covers the gap)');
       // Whatever changed while the feed was down is read right after it is back.
-      const t = setTimeout(() => void this.listen().then(() => this.refresh()).catch((e) => this.deps.logger.warn({ err: e }, 'gateway route refresh failed')), RECONNECT_MS);
+      const t = setTimeout(
+        () =>
+          void this.listen()
+            .then(() => this.refresh())
+            .catch((e) => this.deps.logger.warn({ err: e }, 'gateway route refresh failed')),
+        RECONNECT_MS,
+      );
       t.unref();
       this.timers.push(t);
     };

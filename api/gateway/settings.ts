@@ -31,12 +31,18 @@ export type GatewaySettings = Static<typeof Settings>;
 
 const envName = (key: string) => `GATEWAY_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
 
-export function loadGatewaySettings(env: NodeJS.ProcessEnv = process.env, overrides: Partial<GatewaySettings> = {}): GatewaySettings {
+export function loadGatewaySettings(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<GatewaySettings> = {},
+): GatewaySettings {
   const raw = Object.fromEntries(Object.keys(Settings.properties).map((k) => [k, env[envName(k)]]));
   try {
     return { ...parseEnv(Settings, raw), ...overrides };
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(err.message.replace(/^( +)(\w+):/gm, (_, pad: string, k: string) => `${pad}${envName(k)}:`));
+    if (err instanceof ConfigError)
+      throw new ConfigError(
+        err.message.replace(/^( +)(\w+):/gm, (_, pad: string, k: string) => `${pad}${envName(k)}:`),
+      );
     throw err;
   }
 }

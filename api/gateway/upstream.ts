@@ -2,7 +2,14 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { Upstream } from './route-table';
 
-export type FailureClass = 'connect' | 'timeout_connect' | 'timeout_first_byte' | 'timeout_idle' | 'upstream_5xx' | 'circuit_open' | 'stream_broken';
+export type FailureClass =
+  | 'connect'
+  | 'timeout_connect'
+  | 'timeout_first_byte'
+  | 'timeout_idle'
+  | 'upstream_5xx'
+  | 'circuit_open'
+  | 'stream_broken';
 
 /** A failure of the upstream (not of the caller), classified for metrics, fallback and the error answer. */
 export class UpstreamError extends Error {
@@ -19,11 +26,15 @@ export class UpstreamError extends Error {
 /** `body`: the failure came after the response headers, so a dropped socket is a broken stream, not an unreachable server. */
 export function classify(err: unknown, phase: 'request' | 'body' = 'request'): UpstreamError {
   if (err instanceof UpstreamError) return err;
-  if (err instanceof undiciErrors.ConnectTimeoutError) return new UpstreamError('timeout_connect', 'connecting to the model server timed out');
-  if (err instanceof undiciErrors.HeadersTimeoutError) return new UpstreamError('timeout_first_byte', 'the model server did not answer in time (first byte)');
-  if (err instanceof undiciErrors.BodyTimeoutError) return new UpstreamError('timeout_idle', 'the model server went silent mid-response (idle timeout)');
+  if (err instanceof undiciErrors.ConnectTimeoutError)
+    return new UpstreamError('timeout_connect', 'connecting to the model server timed out');
+  if (err instanceof undiciErrors.HeadersTimeoutError)
+    return new UpstreamError('timeout_first_byte', 'the model server did not answer in time (first byte)');
+  if (err instanceof undiciErrors.BodyTimeoutError)
+    return new UpstreamError('timeout_idle', 'the model server went silent mid-response (idle timeout)');
   const code = (err as { code?: string }).code ?? 'error';
-  if (phase === 'body') return new UpstreamError('stream_broken', `the model server closed the connection mid-response (${code})`);
+  if (phase === 'body')
+    return new UpstreamError('stream_broken', `the model server closed the connection mid-response (${code})`);
   if (['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET', 'UND_ERR_SOCKET'].includes(code)) {
     return new UpstreamError('connect', `the model server is unreachable (${code})`);
   }
@@ -229,7 +240,12 @@ class UpstreamAnswer implements Dispatcher.DispatchHandler {
       return;
     }
     this.settled = true;
-    this.resolve({ kind: 'whole', statusCode: this.statusCode, headers: this.headers, body: Buffer.concat(this.chunks) });
+    this.resolve({
+      kind: 'whole',
+      statusCode: this.statusCode,
+      headers: this.headers,
+      body: Buffer.concat(this.chunks),
+    });
   }
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
@@ -266,14 +282,22 @@ export class UpstreamPool {
 
   breaker(u: Upstream): CircuitBreaker {
     let b = this.breakers.get(u.origin);
-    if (!b) this.breakers.set(u.origin, (b = new CircuitBreaker({ failures: this.s.breakerFailures, cooldownMs: this.s.breakerCooldownMs })));
+    if (!b)
+      this.breakers.set(
+        u.origin,
+        (b = new CircuitBreaker({ failures: this.s.breakerFailures, cooldownMs: this.s.breakerCooldownMs })),
+      );
     return b;
   }
 
   private usable(u: Upstream): CircuitBreaker {
     if (!u.url) throw new UpstreamError('connect', `version '${u.version}' has no endpoint`);
     const breaker = this.breaker(u);
-    if (!breaker.allow()) throw new UpstreamError('circuit_open', `the model server of version '${u.version}' is failing; requests are paused (circuit open)`);
+    if (!breaker.allow())
+      throw new UpstreamError(
+        'circuit_open',
+        `the model server of version '${u.version}' is failing; requests are paused (circuit open)`,
+      );
     return breaker;
   }
 
@@ -283,14 +307,31 @@ export class UpstreamPool {
    * and count against the upstream's breaker; 2xx-4xx resolve (a 4xx is the caller's fault). A stream that breaks
    * later rejects its relay's `forward`.
    */
-  async call(u: Upstream, path: string, headers: Record<string, string>, body: Buffer, cancellation: Cancellation, stream: boolean): Promise<WholeResponse | StreamResponse> {
+  async call(
+    u: Upstream,
+    path: string,
+    headers: Record<string, string>,
+    body: Buffer,
+    cancellation: Cancellation,
+    stream: boolean,
+  ): Promise<WholeResponse | StreamResponse> {
     const breaker = this.usable(u);
     let res: WholeResponse | StreamResponse;
     try {
       res = await new Promise<WholeResponse | StreamResponse>((resolve, reject) => {
-        const answer = new UpstreamAnswer(cancellation, stream, resolve, (err, phase) => reject(cancellation.cancelled ? err : classify(err, phase)));
+        const answer = new UpstreamAnswer(cancellation, stream, resolve, (err, phase) =>
+          reject(cancellation.cancelled ? err : classify(err, phase)),
+        );
         this.agent.dispatch(
-          { origin: u.origin, path: `${u.basePath}${path}`, method: 'POST', headers, body, headersTimeout: this.s.firstByteTimeoutMs, bodyTimeout: this.s.idleTimeoutMs },
+          {
+            origin: u.origin,
+            path: `${u.basePath}${path}`,
+            method: 'POST',
+            headers,
+            body,
+            headersTimeout: this.s.firstByteTimeoutMs,
+            bodyTimeout: this.s.idleTimeoutMs,
+          },
           answer,
         );
       });
@@ -301,7 +342,12 @@ export class UpstreamPool {
     }
     if (res.statusCode >= 500) {
       breaker.failure();
-      throw new UpstreamError('upstream_5xx', `the model server answered ${res.statusCode}`, res.statusCode, res.kind === 'whole' ? res.body : undefined);
+      throw new UpstreamError(
+        'upstream_5xx',
+        `the model server answered ${res.statusCode}`,
+        res.statusCode,
+        res.kind === 'whole' ? res.body : undefined,
+      );
     }
     breaker.success();
     return res;

@@ -19,7 +19,10 @@ export function usageIn(text: string): TokenUsage | undefined {
 }
 
 export function usageOfBody(body: Buffer): TokenUsage | undefined {
-  return usageIn(body.toString('latin1', Math.max(0, body.length - TAIL))) ?? (body.length > TAIL ? usageIn(body.toString('latin1')) : undefined);
+  return (
+    usageIn(body.toString('latin1', Math.max(0, body.length - TAIL))) ??
+    (body.length > TAIL ? usageIn(body.toString('latin1')) : undefined)
+  );
 }
 
 const NEWLINE = 0x0a;
@@ -84,7 +87,8 @@ export class StreamUsage {
   }
 
   private lineIsEvent(): boolean {
-    const starts = (prefix: Buffer) => this.headLength >= prefix.length && this.bytes.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+    const starts = (prefix: Buffer) =>
+      this.headLength >= prefix.length && this.bytes.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
     return starts(DATA) && !starts(DONE);
   }
 }

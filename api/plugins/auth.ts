@@ -42,13 +42,15 @@ const IMPLIES: Record<Role, Role[]> = {
 export const isPublic = (request: FastifyRequest): boolean =>
   request.routeOptions.config?.public === true || request.url === '/docs' || request.url.startsWith('/docs/');
 
-export const hasRole = (p: Principal, role: Role): boolean => p.roles.some((r) => r === role || IMPLIES[r].includes(role));
+export const hasRole = (p: Principal, role: Role): boolean =>
+  p.roles.some((r) => r === role || IMPLIES[r].includes(role));
 
 export function requireRole(role: Role) {
   return async (request: FastifyRequest) => {
     const p = request.principal;
     if (!p) throw new UnauthorizedError();
-    if (!hasRole(p, role)) throw new ForbiddenError(`this action needs the '${role}' role; the caller has ${p.roles.join(', ')}`);
+    if (!hasRole(p, role))
+      throw new ForbiddenError(`this action needs the '${role}' role; the caller has ${p.roles.join(', ')}`);
   };
 }
 
@@ -75,7 +77,9 @@ export const authPlugin = fp(
         throw new UnauthorizedError(`invalid token: ${(err as Error).message}`);
       }
       const tenantId = payload.tenant_id;
-      const roles = Array.isArray(payload.roles) ? payload.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r)) : [];
+      const roles = Array.isArray(payload.roles)
+        ? payload.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r))
+        : [];
       if (typeof tenantId !== 'string' || !tenantId) throw new UnauthorizedError('token has no tenant_id claim');
       if (roles.length === 0) throw new ForbiddenError('token carries no platform role');
       return { tenantId, subject: String(payload.sub ?? 'jwt'), roles, via: 'jwt' };
@@ -100,7 +104,9 @@ export const authPlugin = fp(
       request.principal = principal;
       const asTenant = request.headers['x-tenant-id'];
       if (asTenant !== undefined && asTenant !== principal.tenantId) {
-        throw new ForbiddenError(`credentials of tenant '${principal.tenantId}' cannot act for tenant '${String(asTenant)}'`);
+        throw new ForbiddenError(
+          `credentials of tenant '${principal.tenantId}' cannot act for tenant '${String(asTenant)}'`,
+        );
       }
     });
   },

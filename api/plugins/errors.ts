@@ -33,20 +33,29 @@ function fieldOf(err: FastifyError): string | undefined {
 
 export function toErrorBody(err: FastifyError | PlatformError | Error): { status: number; body: ErrorBody } {
   if (err instanceof PlatformError) {
-    return { status: err.statusCode, body: { error: { type: err.type, message: err.message, ...(err.details ? { details: err.details } : {}) } } };
+    return {
+      status: err.statusCode,
+      body: { error: { type: err.type, message: err.message, ...(err.details ? { details: err.details } : {}) } },
+    };
   }
   const fe = err as FastifyError;
   if (fe.validation) {
     const field = fieldOf(fe);
     const v = fe.validation[0];
     const message = field ? `${field}: ${v?.message ?? 'is invalid'}` : fe.message;
-    return { status: 400, body: { error: { type: 'invalid_request', message, details: { field, issues: fe.validation } } } };
+    return {
+      status: 400,
+      body: { error: { type: 'invalid_request', message, details: { field, issues: fe.validation } } },
+    };
   }
   const status = fe.statusCode ?? 500;
   if (status >= 400 && status < 500) {
     return { status, body: { error: { type: TYPE_BY_STATUS[status] ?? 'invalid_request', message: fe.message } } };
   }
-  return { status: 500, body: { error: { type: 'internal_error', message: 'internal error; see the server log for the request id' } } };
+  return {
+    status: 500,
+    body: { error: { type: 'internal_error', message: 'internal error; see the server log for the request id' } },
+  };
 }
 
 /** One error shape for every route; 5xx internals are logged, never sent. */
@@ -59,7 +68,9 @@ export const errorsPlugin = fp(
       return reply.status(status).send(body);
     });
     app.setNotFoundHandler((request, reply) =>
-      reply.status(404).send({ error: { type: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` } }),
+      reply
+        .status(404)
+        .send({ error: { type: 'not_found', message: `no route for ${request.method} ${request.url.split('?')[0]}` } }),
     );
   },
   { name: 'errors' },

@@ -35,7 +35,11 @@ export function refuseUnstorableText(app: FastifyInstance): void {
       ['body', request.body],
     ] as const) {
       const field = unstorableTextAt(value, part);
-      if (field) throw new BadRequestError(`${field} holds a NUL character or an unpaired UTF-16 surrogate, which cannot be stored`, field);
+      if (field)
+        throw new BadRequestError(
+          `${field} holds a NUL character or an unpaired UTF-16 surrogate, which cannot be stored`,
+          field,
+        );
     }
   });
 }

@@ -7,7 +7,13 @@ import { requireRole } from '../plugins/auth';
 import { errorResponses, ResourceId } from '../schemas';
 
 // The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
-const KeyRole = Type.Union([Type.Literal('viewer'), Type.Literal('developer'), Type.Literal('operator'), Type.Literal('approver'), Type.Literal('admin')]);
+const KeyRole = Type.Union([
+  Type.Literal('viewer'),
+  Type.Literal('developer'),
+  Type.Literal('operator'),
+  Type.Literal('approver'),
+  Type.Literal('admin'),
+]);
 const ApiKey = Type.Object({
   id: Type.String(),
   name: Type.String(),
@@ -21,13 +27,22 @@ const CreatedApiKey = Type.Object({
   role: KeyRole,
   key: Type.String({ description: 'The whole key; shown only in this answer' }),
 });
-const CreateApiKey = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }), role: KeyRole }, { additionalProperties: false });
+const CreateApiKey = Type.Object(
+  { name: Type.String({ minLength: 1, maxLength: 200 }), role: KeyRole },
+  { additionalProperties: false },
+);
 
 const Project = Type.Object({ id: Type.String(), name: Type.String(), createdAt: Type.String() });
-const CreateProject = Type.Object({ id: ResourceId, name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }, { additionalProperties: false });
+const CreateProject = Type.Object(
+  { id: ResourceId, name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) },
+  { additionalProperties: false },
+);
 
 // The caller subjects a limit can name; the gateway's principals are `key:<id>` (api/plugins/auth.ts).
-const Subject = Type.String({ pattern: '^(?:|key:[a-z0-9]{16})$', description: "'' for the whole tenant, or 'key:<id>' for one of its API keys" });
+const Subject = Type.String({
+  pattern: '^(?:|key:[a-z0-9]{16})$',
+  description: "'' for the whole tenant, or 'key:<id>' for one of its API keys",
+});
 // Column bounds (integer, bigint as exact JS numbers), so an out-of-range value is a 400 and never a database error.
 const Limit = Type.Object({
   subject: Type.String(),
@@ -45,7 +60,12 @@ const PutLimit = Type.Object(
   { additionalProperties: false },
 );
 
-const limitOut = (l: LimitRule) => ({ subject: l.subject, windowSeconds: l.windowSeconds, maxRequests: l.maxRequests, maxTokens: l.maxTokens });
+const limitOut = (l: LimitRule) => ({
+  subject: l.subject,
+  windowSeconds: l.windowSeconds,
+  maxRequests: l.maxRequests,
+  maxTokens: l.maxTokens,
+});
 
 /**
  * Tenant administration: API keys, projects and gateway limits. Every object is read and written
@@ -61,7 +81,12 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/api-keys',
     {
       preHandler: requireRole('admin'),
-      schema: { tags: ['admin'], summary: 'Create an API key of the tenant; the key is shown only in this answer', body: CreateApiKey, response: { 201: CreatedApiKey, ...errorResponses(400) } },
+      schema: {
+        tags: ['admin'],
+        summary: 'Create an API key of the tenant; the key is shown only in this answer',
+        body: CreateApiKey,
+        response: { 201: CreatedApiKey, ...errorResponses(400) },
+      },
     },
     async (request, reply) => {
       const { name, role } = request.body;
@@ -74,7 +99,11 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/api-keys',
     {
       preHandler: requireRole('admin'),
-      schema: { tags: ['admin'], summary: "List the tenant's API keys (never their secrets)", response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey) }), ...errorResponses() } },
+      schema: {
+        tags: ['admin'],
+        summary: "List the tenant's API keys (never their secrets)",
+        response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey) }), ...errorResponses() },
+      },
     },
     async (request) => ({ apiKeys: await tenants.listApiKeys(request.principal!.tenantId) }),
   );
@@ -85,13 +114,15 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('admin'),
       schema: {
         tags: ['admin'],
-        summary: 'Revoke an API key; gateway replicas refuse it at once (within GATEWAY_KEY_CACHE_TTL_MS if a notification is lost)',
+        summary:
+          'Revoke an API key; gateway replicas refuse it at once (within GATEWAY_KEY_CACHE_TTL_MS if a notification is lost)',
         params: Type.Object({ id: Type.String({ maxLength: 128 }) }),
         response: errorResponses(404),
       },
     },
     async (request, reply) => {
-      if (!(await tenants.revokeTenantApiKey(request.principal!.tenantId, request.params.id))) throw new NotFoundError('apiKey', request.params.id);
+      if (!(await tenants.revokeTenantApiKey(request.principal!.tenantId, request.params.id)))
+        throw new NotFoundError('apiKey', request.params.id);
       return reply.status(204).send();
     },
   );
@@ -100,12 +131,18 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/projects',
     {
       preHandler: requireRole('admin'),
-      schema: { tags: ['admin'], summary: 'Create a project (a valid X-Project-ID on the gateway)', body: CreateProject, response: { 201: Project, ...errorResponses(400, 409) } },
+      schema: {
+        tags: ['admin'],
+        summary: 'Create a project (a valid X-Project-ID on the gateway)',
+        body: CreateProject,
+        response: { 201: Project, ...errorResponses(400, 409) },
+      },
     },
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const { id, name = id } = request.body;
-      if (!(await routing.createProject(tenantId, id, name))) throw new ConflictError(`project '${id}' already exists`, { field: 'body.id' });
+      if (!(await routing.createProject(tenantId, id, name)))
+        throw new ConflictError(`project '${id}' already exists`, { field: 'body.id' });
       return reply.status(201).send((await routing.listProjects(tenantId)).find((p) => p.id === id)!);
     },
   );
@@ -114,7 +151,11 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/projects',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['admin'], summary: "List the tenant's projects", response: { 200: Type.Object({ projects: Type.Array(Project) }), ...errorResponses() } },
+      schema: {
+        tags: ['admin'],
+        summary: "List the tenant's projects",
+        response: { 200: Type.Object({ projects: Type.Array(Project) }), ...errorResponses() },
+      },
     },
     async (request) => ({ projects: await routing.listProjects(request.principal!.tenantId) }),
   );
@@ -133,7 +174,11 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const { subject, windowSeconds, maxRequests = null, maxTokens = null } = request.body;
-      if (maxRequests === null && maxTokens === null) throw new BadRequestError('give maxRequests and/or maxTokens: a limit without either limits nothing', 'body.maxRequests');
+      if (maxRequests === null && maxTokens === null)
+        throw new BadRequestError(
+          'give maxRequests and/or maxTokens: a limit without either limits nothing',
+          'body.maxRequests',
+        );
       if (subject !== '' && !(await tenants.getApiKey(tenantId, subject.slice('key:'.length)))) {
         throw new BadRequestError(`subject '${subject}' is not an API key of this tenant`, 'body.subject');
       }
@@ -147,7 +192,11 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/limits',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['admin'], summary: "List the tenant's gateway limits", response: { 200: Type.Object({ limits: Type.Array(Limit) }), ...errorResponses() } },
+      schema: {
+        tags: ['admin'],
+        summary: "List the tenant's gateway limits",
+        response: { 200: Type.Object({ limits: Type.Array(Limit) }), ...errorResponses() },
+      },
     },
     async (request) => ({ limits: (await limits.listLimits(request.principal!.tenantId)).map(limitOut) }),
   );
@@ -156,7 +205,12 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/limits',
     {
       preHandler: requireRole('admin'),
-      schema: { tags: ['admin'], summary: 'Remove a limit', querystring: Type.Object({ subject: Subject }), response: errorResponses(400, 404) },
+      schema: {
+        tags: ['admin'],
+        summary: 'Remove a limit',
+        querystring: Type.Object({ subject: Subject }),
+        response: errorResponses(400, 404),
+      },
     },
     async (request, reply) => {
       const { subject } = request.query;

@@ -9,10 +9,16 @@ import { IdParams, operationRoutes, OPERATION_ROLES } from '../operation-routes'
 import { operationRun } from '../operations';
 import { errorResponses, ResourceId } from '../schemas';
 
-const StartRun = Type.Object({ agentId: ResourceId, input: Type.String({ minLength: 1, maxLength: 32_000 }) }, { additionalProperties: false });
+const StartRun = Type.Object(
+  { agentId: ResourceId, input: Type.String({ minLength: 1, maxLength: 32_000 }) },
+  { additionalProperties: false },
+);
 const Answer = Type.Object(
   {
-    actionHash: Type.String({ pattern: '^[0-9a-f]{64}$', description: 'the actionHash of the pending call, as GET shows it' }),
+    actionHash: Type.String({
+      pattern: '^[0-9a-f]{64}$',
+      description: 'the actionHash of the pending call, as GET shows it',
+    }),
     decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]),
     reason: Type.Optional(Type.String({ maxLength: 1000 })),
   },
@@ -66,12 +72,21 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:id/events',
     {
       preHandler: requireRole(OPERATION_ROLES.read),
-      schema: { tags: ['agents'], summary: 'Server-sent events: the run status each time it changes, until it ends', params: IdParams, response: errorResponses(400, 404) },
+      schema: {
+        tags: ['agents'],
+        summary: 'Server-sent events: the run status each time it changes, until it ends',
+        params: IdParams,
+        response: errorResponses(400, 404),
+      },
     },
     async (request, reply) => {
       const { handle } = await operationRun(temporal, agentRunContract, request.principal!.tenantId, request.params.id);
       reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-trace-id': request.id });
+      reply.raw.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-cache',
+        'x-trace-id': request.id,
+      });
       let closed = false;
       request.raw.on('close', () => (closed = true));
       let last = '';

@@ -10,7 +10,11 @@ const AgentBody = Type.Object(
   {
     model: Type.String({ minLength: 1, maxLength: 256, description: 'a model the gateway routes for the tenant' }),
     systemPrompt: Type.String({ maxLength: 32_000 }),
-    tools: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }), { maxItems: 128, uniqueItems: true, description: 'qualified tool names `<server>__<tool>`' }),
+    tools: Type.Array(Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$' }), {
+      maxItems: 128,
+      uniqueItems: true,
+      description: 'qualified tool names `<server>__<tool>`',
+    }),
     stepLimit: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
     approvalTimeoutSeconds: Type.Integer({ minimum: 1, maximum: 2_592_000, default: 3600 }),
   },
@@ -25,20 +29,38 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:id',
     {
       preHandler: requireRole('developer'),
-      schema: { tags: ['agents'], summary: 'Create or replace an agent definition', params: Type.Object({ id: ResourceId }), body: AgentBody, response: errorResponses(400) },
+      schema: {
+        tags: ['agents'],
+        summary: 'Create or replace an agent definition',
+        params: Type.Object({ id: ResourceId }),
+        body: AgentBody,
+        response: errorResponses(400),
+      },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const registered = new Set((await agents.listTools(tenantId)).map((t) => qualifiedToolName(t.serverId, t.name)));
       const unknown = request.body.tools.findIndex((t) => !registered.has(t));
-      if (unknown >= 0) throw new BadRequestError(`tool '${request.body.tools[unknown]}' is not a registered tool of this tenant`, `body.tools.${unknown}`);
+      if (unknown >= 0)
+        throw new BadRequestError(
+          `tool '${request.body.tools[unknown]}' is not a registered tool of this tenant`,
+          `body.tools.${unknown}`,
+        );
       return agents.putAgent(tenantId, { id: request.params.id, ...request.body });
     },
   );
 
   app.get(
     '/:id',
-    { preHandler: requireRole('viewer'), schema: { tags: ['agents'], summary: 'An agent definition', params: Type.Object({ id: ResourceId }), response: errorResponses(400, 404) } },
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['agents'],
+        summary: 'An agent definition',
+        params: Type.Object({ id: ResourceId }),
+        response: errorResponses(400, 404),
+      },
+    },
     async (request) => {
       const agent = await agents.getAgent(request.principal!.tenantId, request.params.id);
       if (!agent) throw new NotFoundError('agent', request.params.id);

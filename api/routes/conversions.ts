@@ -13,31 +13,68 @@ import { operationRoutes } from '../operation-routes';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId, VERSION_PATTERN } from '../schemas';
 
-const Tolerance = Type.Number({ exclusiveMinimum: 0, maximum: 1000, description: 'maximum relative error: max |y - y_ref| / max |y_ref|' });
+const Tolerance = Type.Number({
+  exclusiveMinimum: 0,
+  maximum: 1000,
+  description: 'maximum relative error: max |y - y_ref| / max |y_ref|',
+});
 // Inline samples travel in the workflow input, so they are bounded well below Temporal's payload limits.
 const MAX_SAMPLE_VALUES = 16_384;
 export const Convert = Type.Object(
   {
     modelId: ResourceId,
     version: Type.Optional(Type.String({ pattern: VERSION_PATTERN, description: 'default: the newest ready version' })),
-    cluster: Type.String({ minLength: 1, maxLength: 63, description: 'the cluster (LLMHUB_CLUSTERS) whose nodes run the conversion Jobs' }),
-    targets: Type.Array(Type.Union(ConversionTargets.map((t) => Type.Literal(t))), { minItems: 1, maxItems: ConversionTargets.length, uniqueItems: true }),
-    precision: Type.Optional(Type.Union([Type.Literal('fp32'), Type.Literal('fp16')], { description: 'TensorRT engine precision (default fp16)' })),
+    cluster: Type.String({
+      minLength: 1,
+      maxLength: 63,
+      description: 'the cluster (LLMHUB_CLUSTERS) whose nodes run the conversion Jobs',
+    }),
+    targets: Type.Array(Type.Union(ConversionTargets.map((t) => Type.Literal(t))), {
+      minItems: 1,
+      maxItems: ConversionTargets.length,
+      uniqueItems: true,
+    }),
+    precision: Type.Optional(
+      Type.Union([Type.Literal('fp32'), Type.Literal('fp16')], {
+        description: 'TensorRT engine precision (default fp16)',
+      }),
+    ),
     validation: Type.Optional(
       Type.Object(
         {
-          samples: Type.Optional(Type.Array(Type.Array(Type.Number(), { minItems: 1, maxItems: 4096 }), { minItems: 1, maxItems: 256 })),
-          sampleCount: Type.Optional(Type.Integer({ minimum: 1, maximum: 1024, description: 'generated standard-normal rows when no samples are given (default 32)' })),
+          samples: Type.Optional(
+            Type.Array(Type.Array(Type.Number(), { minItems: 1, maxItems: 4096 }), { minItems: 1, maxItems: 256 }),
+          ),
+          sampleCount: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 1024,
+              description: 'generated standard-normal rows when no samples are given (default 32)',
+            }),
+          ),
           seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 })),
           tolerance: Type.Optional(
-            Type.Object({ onnx: Type.Optional(Tolerance), 'onnx-int8': Type.Optional(Tolerance), tensorrt: Type.Optional(Tolerance) }, { additionalProperties: false }),
+            Type.Object(
+              {
+                onnx: Type.Optional(Tolerance),
+                'onnx-int8': Type.Optional(Tolerance),
+                tensorrt: Type.Optional(Tolerance),
+              },
+              { additionalProperties: false },
+            ),
           ),
         },
         { additionalProperties: false },
       ),
     ),
     profile: Type.Optional(
-      Type.Object({ runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })), batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })) }, { additionalProperties: false }),
+      Type.Object(
+        {
+          runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+          batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+        },
+        { additionalProperties: false },
+      ),
     ),
   },
   { additionalProperties: false },
@@ -45,14 +82,28 @@ export const Convert = Type.Object(
 export type ConvertBody = Static<typeof Convert>;
 
 /** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the conversion). */
-export function checkConversionBody(body: Pick<ConvertBody, 'cluster' | 'validation'>, clusters: ClusterSettings, at = 'body'): void {
+export function checkConversionBody(
+  body: Pick<ConvertBody, 'cluster' | 'validation'>,
+  clusters: ClusterSettings,
+  at = 'body',
+): void {
   const cluster = clusters[body.cluster];
-  if (!cluster) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${Object.keys(clusters).join(', ')})`, `${at}.cluster`);
-  if (cluster.runtime === 'process') throw new BadRequestError(`cluster '${body.cluster}' serves models as local processes; conversion Jobs need a Kubernetes cluster`, `${at}.cluster`);
+  if (!cluster)
+    throw new BadRequestError(
+      `unknown cluster '${body.cluster}' (configured: ${Object.keys(clusters).join(', ')})`,
+      `${at}.cluster`,
+    );
+  if (cluster.runtime === 'process')
+    throw new BadRequestError(
+      `cluster '${body.cluster}' serves models as local processes; conversion Jobs need a Kubernetes cluster`,
+      `${at}.cluster`,
+    );
   const samples = body.validation?.samples;
   if (samples) {
-    if (samples.some((row) => row.length !== samples[0]!.length)) throw new BadRequestError('every validation sample must have the same length', `${at}.validation.samples`);
-    if (samples.length * samples[0]!.length > MAX_SAMPLE_VALUES) throw new BadRequestError(`at most ${MAX_SAMPLE_VALUES} sample values in all`, `${at}.validation.samples`);
+    if (samples.some((row) => row.length !== samples[0]!.length))
+      throw new BadRequestError('every validation sample must have the same length', `${at}.validation.samples`);
+    if (samples.length * samples[0]!.length > MAX_SAMPLE_VALUES)
+      throw new BadRequestError(`at most ${MAX_SAMPLE_VALUES} sample values in all`, `${at}.validation.samples`);
   }
 }
 const Started = Type.Object({
@@ -76,7 +127,10 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const clusters = app.platform.clusters;
   const store = new ConversionStore(db);
   const statusUrl = (id: string) => `/v1/conversions/${id}`;
-  const resultOf = (r: ConversionRecord) => (r.state === 'running' ? undefined : { targets: r.targets, tritonRepositoryUri: r.tritonRepositoryUri, error: r.error });
+  const resultOf = (r: ConversionRecord) =>
+    r.state === 'running'
+      ? undefined
+      : { targets: r.targets, tritonRepositoryUri: r.tritonRepositoryUri, error: r.error };
 
   app.post(
     '/conversions',
@@ -84,7 +138,8 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('developer'),
       schema: {
         tags: ['conversions'],
-        summary: 'Convert a model version to ONNX / int8 ONNX / TensorRT, checked and published as a Triton repository; memoised',
+        summary:
+          'Convert a model version to ONNX / int8 ONNX / TensorRT, checked and published as a Triton repository; memoised',
         headers: IdempotencyHeaders,
         body: Convert,
         response: { 200: Started, 202: Started, ...errorResponses(400, 404, 409, 422, 503) },
@@ -96,7 +151,15 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       checkConversionBody(body, clusters);
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const id = workflowId(conversionContract.kind, tenantId, key);
-      const input = await conversionInputOf(registry, { tenantId, conversionId: key, workflowId: id, modelId: body.modelId, version: body.version, cluster: body.cluster, options: conversionOptionsOf(body) });
+      const input = await conversionInputOf(registry, {
+        tenantId,
+        conversionId: key,
+        workflowId: id,
+        modelId: body.modelId,
+        version: body.version,
+        cluster: body.cluster,
+        options: conversionOptionsOf(body),
+      });
       const { version, options } = input;
       try {
         await startOperation<typeof convertModel>(
@@ -106,7 +169,7 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
             tenantId,
             key,
             request: body,
-              options: {
+            options: {
               args: [input],
               typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
               staticSummary: `Convert ${body.modelId}@${version} to ${options.targets.join(', ')}`,
@@ -125,12 +188,24 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
         request.auditWorkflowId = r.workflowId;
         // Finished: the stored result at once. Still building: the running conversion, which will serve this request too.
         return reply.status(r.state === 'running' ? 202 : 200).send({
-          conversionId: r.conversionId, workflowId: r.workflowId, memoized: true, state: r.state, statusUrl: statusUrl(r.conversionId), result: resultOf(r),
+          conversionId: r.conversionId,
+          workflowId: r.workflowId,
+          memoized: true,
+          state: r.state,
+          statusUrl: statusUrl(r.conversionId),
+          result: resultOf(r),
         });
       }
       request.auditWorkflowId = id;
       const row = await store.get(tenantId, key);
-      return reply.status(row && row.state !== 'running' ? 200 : 202).send({ conversionId: key, workflowId: id, memoized: false, state: row?.state ?? 'running', statusUrl: statusUrl(key), ...(row && resultOf(row) ? { result: resultOf(row) } : {}) });
+      return reply.status(row && row.state !== 'running' ? 200 : 202).send({
+        conversionId: key,
+        workflowId: id,
+        memoized: false,
+        state: row?.state ?? 'running',
+        statusUrl: statusUrl(key),
+        ...(row && resultOf(row) ? { result: resultOf(row) } : {}),
+      });
     },
   );
 
@@ -140,17 +215,23 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       path: '/conversions/:id',
       tag: 'conversions',
       read: {
-        summary: 'A conversion: state, per-target results (errors, latency), published Triton layout, registered artifacts',
+        summary:
+          'A conversion: state, per-target results (errors, latency), published Triton layout, registered artifacts',
         // The stored row outlives the workflow's retention; while it runs, the workflow adds the finer phase.
         answer: async (run) => {
           const r = await store.get(run.tenantId, run.key);
           if (!r) throw new NotFoundError(conversionContract.resource, run.key);
-          const artifacts = (await store.artifactsOf(run.tenantId, r.modelId, r.version)).filter((a) => a.conversionWorkflowId === r.workflowId);
+          const artifacts = (await store.artifactsOf(run.tenantId, r.modelId, r.version)).filter(
+            (a) => a.conversionWorkflowId === r.workflowId,
+          );
           const progress = r.state === 'running' ? await run.status().catch(() => undefined) : undefined;
           return { ...r, artifacts, ...(progress ? { progress } : {}) };
         },
       },
-      cancel: { summary: "Cancel a running conversion: its running steps' Jobs are deleted, nothing is published, and the memo key is given up" },
+      cancel: {
+        summary:
+          "Cancel a running conversion: its running steps' Jobs are deleted, nothing is published, and the memo key is given up",
+      },
     }),
   );
 };

@@ -2,7 +2,15 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { DEFAULT_ANALYSIS, defaultSteps, DURATION_PATTERN, rolloutContract, rolloutSteering, type EnvValue, type RolloutInput } from '../../contracts/rollout';
+import {
+  DEFAULT_ANALYSIS,
+  defaultSteps,
+  DURATION_PATTERN,
+  rolloutContract,
+  rolloutSteering,
+  type EnvValue,
+  type RolloutInput,
+} from '../../contracts/rollout';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { requireRole } from '../plugins/auth';
@@ -13,23 +21,47 @@ import { errorResponses, ResourceId, VersionId } from '../schemas';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
 // Kubernetes quantities, kept to the forms people write for CPU and memory.
-export const Cpu = Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 512 }), Type.String({ pattern: '^(?:[1-9][0-9]{0,5}m|[0-9]{1,3}(?:\\.[0-9]{1,3})?)$' })], {
-  description: 'cores (2, 0.5) or millicores ("500m")',
-});
+export const Cpu = Type.Union(
+  [
+    Type.Number({ exclusiveMinimum: 0, maximum: 512 }),
+    Type.String({ pattern: '^(?:[1-9][0-9]{0,5}m|[0-9]{1,3}(?:\\.[0-9]{1,3})?)$' }),
+  ],
+  {
+    description: 'cores (2, 0.5) or millicores ("500m")',
+  },
+);
 export const Memory = Type.String({ pattern: '^[1-9][0-9]{0,5}(Mi|Gi|Ti)$', default: '16Gi' });
 const Step = Type.Union([
   Type.Object({ setWeight: Type.Integer({ minimum: 0, maximum: 100 }) }, { additionalProperties: false }),
-  Type.Object({ pause: Type.Object({ duration: Type.Optional(Duration) }, { additionalProperties: false }) }, { additionalProperties: false }),
+  Type.Object(
+    { pause: Type.Object({ duration: Type.Optional(Duration) }, { additionalProperties: false }) },
+    { additionalProperties: false },
+  ),
   Type.Object({ analysis: Type.Object({}, { additionalProperties: false }) }, { additionalProperties: false }),
   Type.Object({ approval: Type.Object({}, { additionalProperties: false }) }, { additionalProperties: false }),
 ]);
-const SecretRef = Type.Object({ secretRef: Type.Object({ name: ResourceId, key: Type.String({ pattern: '^[-._a-zA-Z0-9]{1,253}$' }) }, { additionalProperties: false }) }, { additionalProperties: false });
+const SecretRef = Type.Object(
+  {
+    secretRef: Type.Object(
+      { name: ResourceId, key: Type.String({ pattern: '^[-._a-zA-Z0-9]{1,253}$' }) },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
 export const Deploy = Type.Object(
   {
     modelId: ResourceId,
     cluster: Type.String({ minLength: 1, maxLength: 63 }),
-    resources: Type.Object({ cpu: Cpu, gpu: Type.Integer({ minimum: 0, maximum: 16 }), memory: Type.Optional(Memory) }, { additionalProperties: false }),
-    env: Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }), Type.Union([Type.String({ maxLength: 4096 }), SecretRef]), { default: {} }),
+    resources: Type.Object(
+      { cpu: Cpu, gpu: Type.Integer({ minimum: 0, maximum: 16 }), memory: Type.Optional(Memory) },
+      { additionalProperties: false },
+    ),
+    env: Type.Record(
+      Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }),
+      Type.Union([Type.String({ maxLength: 4096 }), SecretRef]),
+      { default: {} },
+    ),
     version: Type.Optional(VersionId),
     strategy: Type.Optional(
       Type.Object(
@@ -53,7 +85,10 @@ export const Deploy = Type.Object(
           readinessTimeout: Type.Optional(Duration),
           canaryMetadata: Type.Optional(
             Type.Object(
-              { annotations: Type.Optional(Type.Record(Type.String(), Type.String())), labels: Type.Optional(Type.Record(Type.String(), Type.String())) },
+              {
+                annotations: Type.Optional(Type.Record(Type.String(), Type.String())),
+                labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+              },
               { additionalProperties: false },
             ),
           ),
@@ -65,14 +100,23 @@ export const Deploy = Type.Object(
   { additionalProperties: false },
 );
 export type DeployBody = Static<typeof Deploy>;
-const Steering = Type.Object({ reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
+const Steering = Type.Object(
+  { reason: Type.Optional(Type.String({ maxLength: 1000 })) },
+  { additionalProperties: false },
+);
 // A secret value typed into a request would land in the workflow history; such names must use {secretRef}.
 const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)/i;
 
-const toCores = (cpu: number | string): number => (typeof cpu === 'number' ? cpu : cpu.endsWith('m') ? Number(cpu.slice(0, -1)) / 1000 : Number(cpu));
+const toCores = (cpu: number | string): number =>
+  typeof cpu === 'number' ? cpu : cpu.endsWith('m') ? Number(cpu.slice(0, -1)) / 1000 : Number(cpu);
 
 /** The rollout workflow's input: every strategy default filled in. */
-export function rolloutInputOf(tenantId: string, key: string, version: string, body: Omit<DeployBody, 'modelId' | 'version'> & { modelId: string }): RolloutInput {
+export function rolloutInputOf(
+  tenantId: string,
+  key: string,
+  version: string,
+  body: Omit<DeployBody, 'modelId' | 'version'> & { modelId: string },
+): RolloutInput {
   const s = body.strategy ?? {};
   return {
     tenantId,
@@ -93,11 +137,24 @@ export function rolloutInputOf(tenantId: string, key: string, version: string, b
 }
 
 /** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the rollout). */
-export function checkDeployBody(body: Pick<DeployBody, 'cluster' | 'resources' | 'env'>, clusters: Set<string>, at = 'body'): void {
-  if (!clusters.has(body.cluster)) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`, `${at}.cluster`);
-  if (!(toCores(body.resources.cpu) > 0)) throw new BadRequestError('resources.cpu must be more than 0', `${at}.resources.cpu`);
+export function checkDeployBody(
+  body: Pick<DeployBody, 'cluster' | 'resources' | 'env'>,
+  clusters: Set<string>,
+  at = 'body',
+): void {
+  if (!clusters.has(body.cluster))
+    throw new BadRequestError(
+      `unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`,
+      `${at}.cluster`,
+    );
+  if (!(toCores(body.resources.cpu) > 0))
+    throw new BadRequestError('resources.cpu must be more than 0', `${at}.resources.cpu`);
   for (const [name, value] of Object.entries(body.env ?? {})) {
-    if (typeof value === 'string' && SECRET_NAME.test(name)) throw new BadRequestError(`env ${name} looks like a secret: pass {"secretRef":{"name","key"}} instead of its value`, `${at}.env.${name}`);
+    if (typeof value === 'string' && SECRET_NAME.test(name))
+      throw new BadRequestError(
+        `env ${name} looks like a secret: pass {"secretRef":{"name","key"}} instead of its value`,
+        `${at}.env.${name}`,
+      );
   }
 }
 
@@ -122,10 +179,16 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
           if (!(await registry.getModel(tenantId, body.modelId))) throw new NotFoundError('model', body.modelId);
           const versions = await registry.listVersions(tenantId, body.modelId);
           const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
-          if (version === undefined) throw new ConflictError(`model '${body.modelId}' has no ready version to roll out`, { field: 'body.version' });
+          if (version === undefined)
+            throw new ConflictError(`model '${body.modelId}' has no ready version to roll out`, {
+              field: 'body.version',
+            });
           const found = versions.find((v) => v.version === version);
           if (!found) throw new NotFoundError('version', `${body.modelId}@${version}`);
-          if (found.state !== 'ready') throw new ConflictError(`version '${version}' is ${found.state}; only a ready version rolls out`, { field: 'body.version' });
+          if (found.state !== 'ready')
+            throw new ConflictError(`version '${version}' is ${found.state}; only a ready version rolls out`, {
+              field: 'body.version',
+            });
           return {
             options: {
               args: [rolloutInputOf(tenantId, key, version, body)],
@@ -135,8 +198,17 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
               workflowExecutionTimeout: '7 days',
             },
             prepare: async (c) => {
-              const { heldBy } = await locks.acquire(c, { tenantId, modelId: body.modelId, deploymentId: key, workflowId: run.workflowId });
-              if (heldBy) throw new ConflictError(`model '${body.modelId}' has a rollout in progress: '${heldBy}'`, { field: 'body.modelId', deploymentId: heldBy });
+              const { heldBy } = await locks.acquire(c, {
+                tenantId,
+                modelId: body.modelId,
+                deploymentId: key,
+                workflowId: run.workflowId,
+              });
+              if (heldBy)
+                throw new ConflictError(`model '${body.modelId}' has a rollout in progress: '${heldBy}'`, {
+                  field: 'body.modelId',
+                  deploymentId: heldBy,
+                });
             },
             undo: (c) => locks.release(c, tenantId, body.modelId, run.workflowId),
           };
@@ -152,17 +224,34 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       `/deployments/:id/${action}`,
       {
         preHandler: requireRole(role),
-        schema: { tags: ['deployments'], summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`, params: IdParams, body: Type.Optional(Steering), response: errorResponses(400, 404, 409) },
+        schema: {
+          tags: ['deployments'],
+          summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`,
+          params: IdParams,
+          body: Type.Optional(Steering),
+          response: errorResponses(400, 404, 409),
+        },
       },
       async (request) => {
-        const { handle } = await operationRun(temporal, rolloutContract, request.principal!.tenantId, request.params.id);
+        const { handle } = await operationRun(
+          temporal,
+          rolloutContract,
+          request.principal!.tenantId,
+          request.params.id,
+        );
         request.auditWorkflowId = handle.workflowId;
         try {
-          return await handle.executeUpdate(update, { args: [{ by: request.principal!.subject, tenantId: request.principal!.tenantId, reason: request.body?.reason }] });
+          return await handle.executeUpdate(update, {
+            args: [
+              { by: request.principal!.subject, tenantId: request.principal!.tenantId, reason: request.body?.reason },
+            ],
+          });
         } catch (err) {
           // The workflow's validator refused (wrong phase), or the run has already ended.
           if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {
-            throw new ConflictError(`cannot ${action} deployment '${request.params.id}': ${(err.cause as Error | undefined)?.message ?? err.message}`);
+            throw new ConflictError(
+              `cannot ${action} deployment '${request.params.id}': ${(err.cause as Error | undefined)?.message ?? err.message}`,
+            );
           }
           throw err;
         }

@@ -46,8 +46,18 @@ export const FineTuneBody = Type.Object(
     resources: Type.Object(
       {
         gpuCount: Type.Integer({ minimum: 1, maximum: 64 }),
-        gpuProduct: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', description: 'nvidia.com/gpu.product node label' })),
-        migProfile: Type.Optional(Type.String({ pattern: '^[1-7]g\\.[0-9]{1,3}gb$', description: 'e.g. 1g.10gb: asks for nvidia.com/mig-<profile>' })),
+        gpuProduct: Type.Optional(
+          Type.String({
+            pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
+            description: 'nvidia.com/gpu.product node label',
+          }),
+        ),
+        migProfile: Type.Optional(
+          Type.String({
+            pattern: '^[1-7]g\\.[0-9]{1,3}gb$',
+            description: 'e.g. 1g.10gb: asks for nvidia.com/mig-<profile>',
+          }),
+        ),
         cpu: Type.Optional(Cpu),
         memory: Type.Optional(Memory),
       },
@@ -56,7 +66,12 @@ export const FineTuneBody = Type.Object(
     cluster: Type.String({ minLength: 1, maxLength: 63 }),
     priority: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
     /** Where the result is registered; default: a new version of the base model. */
-    output: Type.Optional(Type.Object({ modelId: Type.Optional(ResourceId), version: Type.Optional(VersionId) }, { additionalProperties: false })),
+    output: Type.Optional(
+      Type.Object(
+        { modelId: Type.Optional(ResourceId), version: Type.Optional(VersionId) },
+        { additionalProperties: false },
+      ),
+    ),
     maxResumptions: Type.Integer({ minimum: 0, maximum: 20, default: 3 }),
     deadlineSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86_400, default: 86_400 }),
   },
@@ -78,28 +93,45 @@ export async function validateFineTune(
   at = 'body',
 ): Promise<Omit<FineTuneInput, 'fineTuneId'>> {
   const { registry, objects, quotas, clusters } = deps;
-  if (!clusters.has(body.cluster)) throw new BadRequestError(`unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`, `${at}.cluster`);
+  if (!clusters.has(body.cluster))
+    throw new BadRequestError(
+      `unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`,
+      `${at}.cluster`,
+    );
   const quota = await quotas.quotaOf(tenantId);
   if (body.resources.gpuCount > quota) {
-    throw new BadRequestError(`resources.gpuCount ${body.resources.gpuCount} exceeds the tenant's GPU quota of ${quota}; it could never start`, `${at}.resources.gpuCount`, { quota });
+    throw new BadRequestError(
+      `resources.gpuCount ${body.resources.gpuCount} exceeds the tenant's GPU quota of ${quota}; it could never start`,
+      `${at}.resources.gpuCount`,
+      { quota },
+    );
   }
   const { modelId, version } = body.baseModel;
-  if (!(await registry.getModel(tenantId, modelId))) throw notFound(`model '${modelId}' not found`, `${at}.baseModel.modelId`);
+  if (!(await registry.getModel(tenantId, modelId)))
+    throw notFound(`model '${modelId}' not found`, `${at}.baseModel.modelId`);
   const base = await registry.getVersion(tenantId, modelId, version);
   if (!base) throw notFound(`version '${modelId}@${version}' not found`, `${at}.baseModel.version`);
-  if (base.state !== 'ready') throw new ConflictError(`version '${modelId}@${version}' is ${base.state}; only a ready version can be fine-tuned`, { field: `${at}.baseModel.version` });
+  if (base.state !== 'ready')
+    throw new ConflictError(
+      `version '${modelId}@${version}' is ${base.state}; only a ready version can be fine-tuned`,
+      { field: `${at}.baseModel.version` },
+    );
   const outModel = body.output?.modelId ?? modelId;
-  if (!(await registry.getModel(tenantId, outModel))) throw notFound(`model '${outModel}' not found`, `${at}.output.modelId`);
-  const outVersion = body.output?.version ?? `${version.slice(0, 50)}-ft-${createHash('sha256').update(id).digest('hex').slice(0, 8)}`;
+  if (!(await registry.getModel(tenantId, outModel)))
+    throw notFound(`model '${outModel}' not found`, `${at}.output.modelId`);
+  const outVersion =
+    body.output?.version ?? `${version.slice(0, 50)}-ft-${createHash('sha256').update(id).digest('hex').slice(0, 8)}`;
   const taken = await registry.getVersion(tenantId, outModel, outVersion);
-  if (taken && taken.workflowId !== id) throw new ConflictError(`version '${outModel}@${outVersion}' already exists`, { field: `${at}.output.version` });
+  if (taken && taken.workflowId !== id)
+    throw new ConflictError(`version '${outModel}@${outVersion}' already exists`, { field: `${at}.output.version` });
   let dataset;
   try {
     dataset = parseObjectUri(body.datasetUri);
   } catch (err) {
     throw new BadRequestError((err as Error).message, `${at}.datasetUri`);
   }
-  if (!(await objects.head(dataset))) throw notFound(`dataset ${body.datasetUri} does not exist in object storage`, `${at}.datasetUri`);
+  if (!(await objects.head(dataset)))
+    throw notFound(`dataset ${body.datasetUri} does not exist in object storage`, `${at}.datasetUri`);
   return {
     tenantId,
     cluster: body.cluster,
@@ -132,12 +164,16 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tag: 'fine-tunes',
       start: {
         path: '/fine-tunes',
-        summary: 'Fine-tune a model version on GPUs (LoRA, QLoRA or full) as a Temporal workflow; queued while the tenant GPU quota is used up',
+        summary:
+          'Fine-tune a model version on GPUs (LoRA, QLoRA or full) as a Temporal workflow; queued while the tenant GPU quota is used up',
         body: FineTuneBody,
         errors: [404, 409],
         statusUrl: (key) => `/v1/fine-tunes/${key}`,
         plan: async (body, run) => {
-          const input: FineTuneInput = { ...(await validateFineTune({ registry, objects, quotas, clusters }, run.tenantId, body, run.workflowId)), fineTuneId: run.key };
+          const input: FineTuneInput = {
+            ...(await validateFineTune({ registry, objects, quotas, clusters }, run.tenantId, body, run.workflowId)),
+            fineTuneId: run.key,
+          };
           return {
             options: {
               args: [input],
@@ -154,8 +190,14 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Where a fine-tune stands: phase, queue position, Job, loss curve, result',
         answer: async (run) => {
           const status = await run.status();
-          const position = status.phase === 'queued' ? await quotas.positionOf(run.tenantId, run.handle.workflowId) : undefined;
-          return { workflowId: run.handle.workflowId, workflowStatus: run.workflowStatus, ...status, queue: position ? { position } : null };
+          const position =
+            status.phase === 'queued' ? await quotas.positionOf(run.tenantId, run.handle.workflowId) : undefined;
+          return {
+            workflowId: run.handle.workflowId,
+            workflowStatus: run.workflowStatus,
+            ...status,
+            queue: position ? { position } : null,
+          };
         },
       },
       cancel: { summary: 'Cancel a fine-tune: its Job is deleted and its GPU claim (held or queued) released' },
@@ -164,7 +206,14 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/quotas/gpu',
-    { preHandler: requireRole('viewer'), schema: { tags: ['fine-tunes'], summary: "The tenant's GPU quota and what its fine-tunes hold and wait for", response: { 200: QuotaUsage, ...errorResponses() } } },
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['fine-tunes'],
+        summary: "The tenant's GPU quota and what its fine-tunes hold and wait for",
+        response: { 200: QuotaUsage, ...errorResponses() },
+      },
+    },
     async (request) => quotas.usage(request.principal!.tenantId),
   );
 
@@ -172,7 +221,12 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/quotas/gpu',
     {
       preHandler: requireRole('admin'),
-      schema: { tags: ['fine-tunes'], summary: "Set the tenant's GPU quota; queued fine-tunes are served against the new value", body: Quota, response: { 200: QuotaUsage, ...errorResponses(400) } },
+      schema: {
+        tags: ['fine-tunes'],
+        summary: "Set the tenant's GPU quota; queued fine-tunes are served against the new value",
+        body: Quota,
+        response: { 200: QuotaUsage, ...errorResponses(400) },
+      },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;

@@ -18,10 +18,22 @@ const Chat = Type.Object(
 
 /** What an answer cites: `[n]` in the answer refers to citation n, which points at one returned chunk. */
 const citationsOf = (hits: SearchHit[]) =>
-  hits.map((h, i) => ({ index: i + 1, score: h.score, documentId: h.payload.documentId, chunkIndex: h.payload.chunkIndex, text: h.payload.text, source: h.payload.source }));
+  hits.map((h, i) => ({
+    index: i + 1,
+    score: h.score,
+    documentId: h.payload.documentId,
+    chunkIndex: h.payload.chunkIndex,
+    text: h.payload.text,
+    source: h.payload.source,
+  }));
 
 function ragMessages(question: string, hits: SearchHit[]) {
-  const context = hits.map((h, i) => `[${i + 1}] (${h.payload.documentId}${h.payload.source.page ? `, page ${h.payload.source.page}` : ''}) ${h.payload.text}`).join('\n\n');
+  const context = hits
+    .map(
+      (h, i) =>
+        `[${i + 1}] (${h.payload.documentId}${h.payload.source.page ? `, page ${h.payload.source.page}` : ''}) ${h.payload.text}`,
+    )
+    .join('\n\n');
   return [
     {
       role: 'system',
@@ -47,7 +59,13 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       // The same role the gateway asks for a model call: a chat spends the tenant's token budget.
       preHandler: requireRole('developer'),
-      schema: { tags: ['knowledge'], summary: 'Answer a question from the namespace with citations', params: Type.Object({ namespace: ResourceId }), body: Chat, response: errorResponses(400, 404, 429, 502, 503) },
+      schema: {
+        tags: ['knowledge'],
+        summary: 'Answer a question from the namespace with citations',
+        params: Type.Object({ namespace: ResourceId }),
+        body: Chat,
+        response: errorResponses(400, 404, 429, 502, 503),
+      },
     },
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
@@ -56,7 +74,12 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { question, model, stream, max_tokens } = request.body;
       const embedder = await embedders.get(ns.embedderId);
       const [vector] = await embedder.embed([question]);
-      const hits = await vectors.search(ns.collection, { tenantId, namespace: ns.name }, vector!, request.body.topK ?? 4);
+      const hits = await vectors.search(
+        ns.collection,
+        { tenantId, namespace: ns.name },
+        vector!,
+        request.body.topK ?? 4,
+      );
       const citations = citationsOf(hits);
       const upstream = await app.inject({
         method: 'POST',
@@ -84,7 +107,11 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
         return { answer: body.choices?.[0]?.message?.content ?? '', model: body.model, usage: body.usage, citations };
       }
       reply.hijack();
-      reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-trace-id': request.id });
+      reply.raw.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-cache',
+        'x-trace-id': request.id,
+      });
       reply.raw.write(`data: ${JSON.stringify({ object: 'llmhub.citations', citations })}\n\n`);
       for await (const chunk of upstream.stream()) reply.raw.write(chunk);
       reply.raw.end();

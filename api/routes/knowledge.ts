@@ -14,7 +14,14 @@ const NamespaceParams = Type.Object({ namespace: ResourceId });
 const UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024;
 
 const Source = Type.Union([
-  Type.Object({ type: Type.Literal('s3'), bucket: Type.String({ minLength: 3, maxLength: 63 }), prefix: Type.String({ maxLength: 1024 }) }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal('s3'),
+      bucket: Type.String({ minLength: 3, maxLength: 63 }),
+      prefix: Type.String({ maxLength: 1024 }),
+    },
+    { additionalProperties: false },
+  ),
   Type.Object({ type: Type.Literal('uploads') }, { additionalProperties: false }),
 ]);
 const CreateIngestion = Type.Object(
@@ -23,7 +30,9 @@ const CreateIngestion = Type.Object(
     parser: Type.Union([Type.Literal('builtin'), Type.Literal('unstructured')], { default: 'builtin' }),
     chunking: Type.Object(
       {
-        strategy: Type.Union([Type.Literal('heading'), Type.Literal('paragraph'), Type.Literal('fixed')], { default: 'heading' }),
+        strategy: Type.Union([Type.Literal('heading'), Type.Literal('paragraph'), Type.Literal('fixed')], {
+          default: 'heading',
+        }),
         size: Type.Integer({ minimum: 100, maximum: 8000, default: 1000 }),
         overlap: Type.Integer({ minimum: 0, maximum: 2000, default: 150 }),
       },
@@ -52,14 +61,18 @@ const Search = Type.Object(
   {
     query: Type.String({ minLength: 1, maxLength: 4000 }),
     topK: Type.Integer({ minimum: 1, maximum: 100, default: 5 }),
-    filter: Type.Optional(Type.Object({ documentIds: Type.Array(Type.String(), { maxItems: 1000 }) }, { additionalProperties: false })),
+    filter: Type.Optional(
+      Type.Object({ documentIds: Type.Array(Type.String(), { maxItems: 1000 }) }, { additionalProperties: false }),
+    ),
   },
   { additionalProperties: false },
 );
 
 export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { knowledge, vectors, embedders, objects, db, temporal, taskQueue, platformBucket } = app.platform;
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: UPLOAD_LIMIT_BYTES }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: UPLOAD_LIMIT_BYTES }, (_req, body, done) =>
+    done(null, body),
+  );
 
   const namespaceOf = async (tenantId: string, name: string) => {
     const ns = await knowledge.getNamespace(tenantId, name);
@@ -69,7 +82,10 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get(
     '/',
-    { preHandler: requireRole('viewer'), schema: { tags: ['knowledge'], summary: "The tenant's knowledge namespaces", response: errorResponses() } },
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['knowledge'], summary: "The tenant's knowledge namespaces", response: errorResponses() },
+    },
     async (request) => ({ namespaces: await knowledge.listNamespaces(request.principal!.tenantId) }),
   );
 
@@ -77,13 +93,19 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:namespace',
     {
       preHandler: requireRole('operator'),
-      schema: { tags: ['knowledge'], summary: 'Delete a namespace, its points and its uploads', params: NamespaceParams, response: errorResponses(400, 404) },
+      schema: {
+        tags: ['knowledge'],
+        summary: 'Delete a namespace, its points and its uploads',
+        params: NamespaceParams,
+        response: errorResponses(400, 404),
+      },
     },
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const ns = await namespaceOf(tenantId, request.params.namespace);
       await vectors.deleteNamespace(ns.collection, { tenantId, namespace: ns.name });
-      for (const o of await objects.list(platformBucket, uploadsPrefix(tenantId, ns.name))) await objects.delete({ bucket: platformBucket, key: o.key });
+      for (const o of await objects.list(platformBucket, uploadsPrefix(tenantId, ns.name)))
+        await objects.delete({ bucket: platformBucket, key: o.key });
       await knowledge.deleteNamespace(tenantId, ns.name);
       return reply.status(204).send();
     },
@@ -99,23 +121,41 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Upload a document (raw body) to be ingested with source {"type":"uploads"}',
         params: NamespaceParams,
         querystring: Type.Object({ name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$' }) }),
-        response: { 201: Type.Object({ documentId: Type.String(), uri: Type.String(), sizeBytes: Type.Integer() }), ...errorResponses(400, 413) },
+        response: {
+          201: Type.Object({ documentId: Type.String(), uri: Type.String(), sizeBytes: Type.Integer() }),
+          ...errorResponses(400, 413),
+        },
       },
     },
     async (request, reply) => {
       const body = request.body;
-      if (!Buffer.isBuffer(body) || body.length === 0) throw new BadRequestError('the request body must be the file content', 'body');
-      if (!formatOf(request.query.name)) throw new BadRequestError(`unsupported file type '${request.query.name}' (pdf, docx, html, md, txt)`, 'query.name');
+      if (!Buffer.isBuffer(body) || body.length === 0)
+        throw new BadRequestError('the request body must be the file content', 'body');
+      if (!formatOf(request.query.name))
+        throw new BadRequestError(
+          `unsupported file type '${request.query.name}' (pdf, docx, html, md, txt)`,
+          'query.name',
+        );
       const key = `${uploadsPrefix(request.principal!.tenantId, request.params.namespace)}${request.query.name}`;
       await objects.ensureBucket(platformBucket);
       await objects.put({ bucket: platformBucket, key }, body);
-      return reply.status(201).send({ documentId: request.query.name, uri: `s3://${platformBucket}/${key}`, sizeBytes: body.length });
+      return reply
+        .status(201)
+        .send({ documentId: request.query.name, uri: `s3://${platformBucket}/${key}`, sizeBytes: body.length });
     },
   );
 
   app.get(
     '/:namespace/documents',
-    { preHandler: requireRole('viewer'), schema: { tags: ['knowledge'], summary: 'Documents of a namespace and their index state', params: NamespaceParams, response: errorResponses(400, 404) } },
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['knowledge'],
+        summary: 'Documents of a namespace and their index state',
+        params: NamespaceParams,
+        response: errorResponses(400, 404),
+      },
+    },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const ns = await namespaceOf(tenantId, request.params.namespace);
@@ -134,7 +174,10 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         params: NamespaceParams,
         headers: IdempotencyHeaders,
         body: CreateIngestion,
-        response: { 202: Type.Object({ workflowId: Type.String(), ingestionId: Type.String(), statusUrl: Type.String() }), ...errorResponses(400, 409, 422, 503) },
+        response: {
+          202: Type.Object({ workflowId: Type.String(), ingestionId: Type.String(), statusUrl: Type.String() }),
+          ...errorResponses(400, 409, 422, 503),
+        },
       },
     },
     async (request, reply) => {
@@ -143,9 +186,13 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const body = request.body;
       if (body.source.type === 's3' && body.source.bucket === platformBucket) {
         // The platform bucket holds every tenant's uploads; reading it directly would cross tenants.
-        throw new BadRequestError(`bucket '${platformBucket}' is the platform's own; use source {"type":"uploads"} for uploaded files`, 'body.source.bucket');
+        throw new BadRequestError(
+          `bucket '${platformBucket}' is the platform's own; use source {"type":"uploads"} for uploaded files`,
+          'body.source.bucket',
+        );
       }
-      if (body.chunking.overlap >= body.chunking.size) throw new BadRequestError('chunking.overlap must be smaller than chunking.size', 'body.chunking.overlap');
+      if (body.chunking.overlap >= body.chunking.size)
+        throw new BadRequestError('chunking.overlap must be smaller than chunking.size', 'body.chunking.overlap');
       try {
         embedders.check(body.embedder);
       } catch (err) {
@@ -154,10 +201,19 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       const existing = await knowledge.getNamespace(tenantId, namespace);
       if (existing && existing.embedderId !== body.embedder) {
-        throw new BadRequestError(`namespace '${namespace}' is indexed with embedder '${existing.embedderId}'`, 'body.embedder');
+        throw new BadRequestError(
+          `namespace '${namespace}' is indexed with embedder '${existing.embedderId}'`,
+          'body.embedder',
+        );
       }
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const input: IngestionInput = { tenantId, namespace, ingestionId: key, ...body, chunking: body.chunking as IngestionInput['chunking'] };
+      const input: IngestionInput = {
+        tenantId,
+        namespace,
+        ingestionId: key,
+        ...body,
+        chunking: body.chunking as IngestionInput['chunking'],
+      };
       const { workflowId: id } = await startOperation<typeof ingestDocuments>(
         { db, temporal, taskQueue },
         {
@@ -173,7 +229,9 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       );
       request.auditWorkflowId = id;
-      return reply.status(202).send({ workflowId: id, ingestionId: key, statusUrl: `/v1/knowledge/${namespace}/ingestions/${key}` });
+      return reply
+        .status(202)
+        .send({ workflowId: id, ingestionId: key, statusUrl: `/v1/knowledge/${namespace}/ingestions/${key}` });
     },
   );
 
@@ -186,7 +244,11 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       read: {
         summary: 'Progress of an ingestion',
         // A run that has not answered its first query yet (or whose worker is away) still shows its Temporal status.
-        answer: async (run) => ({ workflowId: run.handle.workflowId, status: run.workflowStatus, ...((await run.status().catch(() => undefined)) ?? {}) }),
+        answer: async (run) => ({
+          workflowId: run.handle.workflowId,
+          status: run.workflowStatus,
+          ...((await run.status().catch(() => undefined)) ?? {}),
+        }),
       },
     }),
   );
@@ -208,9 +270,21 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const ns = await namespaceOf(tenantId, request.params.namespace);
       const embedder = await embedders.get(ns.embedderId);
       const [vector] = await embedder.embed([request.body.query]);
-      const hits = await vectors.search(ns.collection, { tenantId, namespace: ns.name }, vector!, request.body.topK ?? 5, request.body.filter?.documentIds);
+      const hits = await vectors.search(
+        ns.collection,
+        { tenantId, namespace: ns.name },
+        vector!,
+        request.body.topK ?? 5,
+        request.body.filter?.documentIds,
+      );
       return {
-        hits: hits.map((h) => ({ score: h.score, documentId: h.payload.documentId, chunkIndex: h.payload.chunkIndex, text: h.payload.text, source: h.payload.source })),
+        hits: hits.map((h) => ({
+          score: h.score,
+          documentId: h.payload.documentId,
+          chunkIndex: h.payload.chunkIndex,
+          text: h.payload.text,
+          source: h.payload.source,
+        })),
       };
     },
   );

@@ -8,15 +8,24 @@ import { requireRole } from '../plugins/auth';
 import { errorResponses } from '../schemas';
 
 /** Server ids become the prefix of qualified tool names (`<server>__<tool>`), so they may not contain `__`. */
-const ServerId = Type.String({ pattern: '^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){0,31}$', description: 'lower-case letters, digits, single dashes' });
+const ServerId = Type.String({
+  pattern: '^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){0,31}$',
+  description: 'lower-case letters, digits, single dashes',
+});
 // One object rather than a union per transport, so a bad field is reported by its own name.
 const Register = Type.Object(
   {
     id: ServerId,
     transport: Type.Union([Type.Literal('stdio'), Type.Literal('http')]),
-    command: Type.Optional(Type.String({ minLength: 1, maxLength: 1024, description: 'stdio: the command the worker runs' })),
-    args: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 64, description: 'stdio: its arguments' })),
-    url: Type.Optional(Type.String({ pattern: '^https?://', maxLength: 2048, description: 'http: the streamable HTTP endpoint' })),
+    command: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 1024, description: 'stdio: the command the worker runs' }),
+    ),
+    args: Type.Optional(
+      Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 64, description: 'stdio: its arguments' }),
+    ),
+    url: Type.Optional(
+      Type.String({ pattern: '^https?://', maxLength: 2048, description: 'http: the streamable HTTP endpoint' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -60,7 +69,10 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
     try {
       return await discoverTools(endpoint, DISCOVERY_TIMEOUT_MS);
     } catch (err) {
-      throw new BadRequestError(`could not list the tools of the MCP server: ${(err as Error).message}`, endpoint.transport === 'stdio' ? 'body.command' : 'body.url');
+      throw new BadRequestError(
+        `could not list the tools of the MCP server: ${(err as Error).message}`,
+        endpoint.transport === 'stdio' ? 'body.command' : 'body.url',
+      );
     }
   };
 
@@ -68,12 +80,18 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       preHandler: requireRole('admin'),
-      schema: { tags: ['agents'], summary: 'Register an MCP server (stdio command or streamable HTTP URL) and discover its tools', body: Register, response: errorResponses(400, 409) },
+      schema: {
+        tags: ['agents'],
+        summary: 'Register an MCP server (stdio command or streamable HTTP URL) and discover its tools',
+        body: Register,
+        response: errorResponses(400, 409),
+      },
     },
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const b = request.body;
-      if (await agents.getServer(tenantId, b.id)) throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
+      if (await agents.getServer(tenantId, b.id))
+        throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
       let endpoint: McpEndpoint;
       if (b.transport === 'stdio') {
         if (b.command === undefined) throw new BadRequestError('a stdio server needs a command', 'body.command');
@@ -81,25 +99,48 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         endpoint = { transport: 'stdio', command: b.command, args: b.args ?? [] };
       } else {
         if (b.url === undefined) throw new BadRequestError('an http server needs a url', 'body.url');
-        if (b.command !== undefined || b.args !== undefined) throw new BadRequestError('an http server takes no command', b.command !== undefined ? 'body.command' : 'body.args');
+        if (b.command !== undefined || b.args !== undefined)
+          throw new BadRequestError(
+            'an http server takes no command',
+            b.command !== undefined ? 'body.command' : 'body.args',
+          );
         endpoint = { transport: 'http', url: b.url };
       }
       const tools = await discover(endpoint);
-      if (!(await agents.registerServer(tenantId, b.id, endpoint, tools))) throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
-      return reply.status(201).send({ id: b.id, transport: b.transport, tools: (await agents.listTools(tenantId, b.id)).map(toolView) });
+      if (!(await agents.registerServer(tenantId, b.id, endpoint, tools)))
+        throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
+      return reply
+        .status(201)
+        .send({ id: b.id, transport: b.transport, tools: (await agents.listTools(tenantId, b.id)).map(toolView) });
     },
   );
 
-  app.get('/', { preHandler: requireRole('viewer'), schema: { tags: ['agents'], summary: "The tenant's MCP servers", response: errorResponses() } }, async (request) => ({
-    servers: await agents.listServers(request.principal!.tenantId),
-  }));
+  app.get(
+    '/',
+    {
+      preHandler: requireRole('viewer'),
+      schema: { tags: ['agents'], summary: "The tenant's MCP servers", response: errorResponses() },
+    },
+    async (request) => ({
+      servers: await agents.listServers(request.principal!.tenantId),
+    }),
+  );
 
   app.get(
     '/:id/tools',
-    { preHandler: requireRole('viewer'), schema: { tags: ['agents'], summary: "A server's tools: schema, risk, pinned hash, blocked", params: ServerParams, response: errorResponses(400, 404) } },
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['agents'],
+        summary: "A server's tools: schema, risk, pinned hash, blocked",
+        params: ServerParams,
+        response: errorResponses(400, 404),
+      },
+    },
     async (request) => {
       const tenantId = request.principal!.tenantId;
-      if (!(await agents.getServer(tenantId, request.params.id))) throw new NotFoundError('mcp-server', request.params.id);
+      if (!(await agents.getServer(tenantId, request.params.id)))
+        throw new NotFoundError('mcp-server', request.params.id);
       return { tools: (await agents.listTools(tenantId, request.params.id)).map(toolView) };
     },
   );
@@ -108,7 +149,12 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:id/refresh',
     {
       preHandler: requireRole('admin'),
-      schema: { tags: ['agents'], summary: 'Ask the server for its tools again; a changed definition blocks its tool until re-approved', params: ServerParams, response: errorResponses(400, 404) },
+      schema: {
+        tags: ['agents'],
+        summary: 'Ask the server for its tools again; a changed definition blocks its tool until re-approved',
+        params: ServerParams,
+        response: errorResponses(400, 404),
+      },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
@@ -117,7 +163,8 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const live = new Map((await discover(server.endpoint)).map((t) => [t.name, t]));
       for (const t of await agents.listTools(tenantId, server.id)) {
         const now = live.get(t.name);
-        if (now && now.definitionHash !== t.definitionHash) await agents.markChanged(tenantId, server.id, t.definitionHash, now);
+        if (now && now.definitionHash !== t.definitionHash)
+          await agents.markChanged(tenantId, server.id, t.definitionHash, now);
       }
       return { tools: (await agents.listTools(tenantId, server.id)).map(toolView) };
     },
@@ -143,11 +190,16 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const approve = request.body.approveDefinitionHash;
       if (approve !== undefined && current.changed?.hash !== approve) {
         throw new ConflictError(
-          current.changed ? `the changed definition awaiting approval is ${current.changed.hash}, not ${approve}` : 'the tool has no changed definition awaiting approval',
+          current.changed
+            ? `the changed definition awaiting approval is ${current.changed.hash}, not ${approve}`
+            : 'the tool has no changed definition awaiting approval',
           { field: 'body.approveDefinitionHash' },
         );
       }
-      const updated = await agents.setToolPolicy(tenantId, id, tool, { risk: request.body.risk, approveChange: approve });
+      const updated = await agents.setToolPolicy(tenantId, id, tool, {
+        risk: request.body.risk,
+        approveChange: approve,
+      });
       return toolView(updated!);
     },
   );

@@ -26,7 +26,12 @@ const ModelList = Type.Object({
   data: Type.Array(OpenAiModel),
   models: Type.Array(ModelSummary),
 });
-const Model = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String(), createdAt: Type.String() });
+const Model = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  description: Type.String(),
+  createdAt: Type.String(),
+});
 const CreateModel = Type.Object(
   {
     id: ResourceId,
@@ -63,12 +68,19 @@ const VersionAccepted = Type.Object({
   statusUrl: Type.String(),
 });
 const ModelParams = Type.Object({ modelId: ResourceId });
-const Route = Type.Object({ modelId: Type.String(), stable: Type.String(), canary: Type.Union([Type.String(), Type.Null()]), canaryWeight: Type.Integer() });
+const Route = Type.Object({
+  modelId: Type.String(),
+  stable: Type.String(),
+  canary: Type.Union([Type.String(), Type.Null()]),
+  canaryWeight: Type.Integer(),
+});
 const PutRoute = Type.Object(
   {
     stable: VersionId,
     canary: Type.Optional(Type.Union([VersionId, Type.Null()])),
-    canaryWeight: Type.Optional(Type.Integer({ minimum: 0, maximum: 100, description: 'percent of weighted traffic for the canary; default 10' })),
+    canaryWeight: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 100, description: 'percent of weighted traffic for the canary; default 10' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -80,7 +92,6 @@ interface FineTuneDetails {
   hyperparameters?: Record<string, unknown>;
   artifact?: { uri: string; sha256: string };
 }
-
 
 export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue } = app.platform;
@@ -104,7 +115,12 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const models = await registry.listModels(tenantId);
       return {
         object: 'list' as const,
-        data: models.map((m) => ({ id: m.id, object: 'model' as const, created: Math.floor(Date.parse(m.createdAt) / 1000), owned_by: tenantId })),
+        data: models.map((m) => ({
+          id: m.id,
+          object: 'model' as const,
+          created: Math.floor(Date.parse(m.createdAt) / 1000),
+          owned_by: tenantId,
+        })),
         models: models.map((m) => ({ id: m.id, name: m.name, description: m.description })),
       };
     },
@@ -114,7 +130,12 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       preHandler: requireRole('developer'),
-      schema: { tags: ['models'], summary: 'Create a model', body: CreateModel, response: { 201: Model, ...errorResponses(400, 409) } },
+      schema: {
+        tags: ['models'],
+        summary: 'Create a model',
+        body: CreateModel,
+        response: { 201: Model, ...errorResponses(400, 409) },
+      },
     },
     async (request, reply) => {
       const created = await registry.createModel(request.principal!.tenantId, {
@@ -131,7 +152,12 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:modelId',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['models'], summary: 'Get a model', params: ModelParams, response: { 200: Model, ...errorResponses(400, 404) } },
+      schema: {
+        tags: ['models'],
+        summary: 'Get a model',
+        params: ModelParams,
+        response: { 200: Model, ...errorResponses(400, 404) },
+      },
     },
     async (request) => {
       const model = await registry.getModel(request.principal!.tenantId, request.params.modelId);
@@ -153,7 +179,8 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
-      if (!(await registry.getModel(tenantId, request.params.modelId))) throw new NotFoundError('model', request.params.modelId);
+      if (!(await registry.getModel(tenantId, request.params.modelId)))
+        throw new NotFoundError('model', request.params.modelId);
       return { versions: await registry.listVersions(tenantId, request.params.modelId) };
     },
   );
@@ -224,7 +251,12 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:modelId/versions/:version',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['models'], summary: 'Get a model version and its registration state', params: VersionParams, response: { 200: Version, ...errorResponses(400, 404) } },
+      schema: {
+        tags: ['models'],
+        summary: 'Get a model version and its registration state',
+        params: VersionParams,
+        response: { 200: Version, ...errorResponses(400, 404) },
+      },
     },
     async (request) => {
       const v = await registry.getVersion(request.principal!.tenantId, request.params.modelId, request.params.version);
@@ -237,7 +269,12 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:modelId/route',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['admin'], summary: "Which versions serve a model's traffic, and the canary's share", params: ModelParams, response: { 200: Route, ...errorResponses(400, 404) } },
+      schema: {
+        tags: ['admin'],
+        summary: "Which versions serve a model's traffic, and the canary's share",
+        params: ModelParams,
+        response: { 200: Route, ...errorResponses(400, 404) },
+      },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
@@ -255,7 +292,8 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('operator'),
       schema: {
         tags: ['admin'],
-        summary: "Set a model's stable and canary versions by hand (manual A/B); refused while a rollout runs on the model",
+        summary:
+          "Set a model's stable and canary versions by hand (manual A/B); refused while a rollout runs on the model",
         params: ModelParams,
         body: PutRoute,
         response: { 200: Route, ...errorResponses(400, 404, 409) },
@@ -266,19 +304,36 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { modelId } = request.params;
       const { stable, canary = null, canaryWeight } = request.body;
       if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
-      if (canary === null && canaryWeight !== undefined) throw new BadRequestError('canaryWeight needs a canary version', 'body.canaryWeight');
+      if (canary === null && canaryWeight !== undefined)
+        throw new BadRequestError('canaryWeight needs a canary version', 'body.canaryWeight');
       if (canary === stable) throw new BadRequestError('canary must be another version than stable', 'body.canary');
       await inTransaction(db, async (c) => {
-        for (const [field, version] of [['stable', stable], ['canary', canary]] as const) {
+        for (const [field, version] of [
+          ['stable', stable],
+          ['canary', canary],
+        ] as const) {
           if (version === null) continue;
           const v = await registry.getVersion(tenantId, modelId, version, c);
           if (!v) throw new BadRequestError(`model '${modelId}' has no version '${version}'`, `body.${field}`);
-          if (v.state !== 'ready') throw new BadRequestError(`version '${version}' is ${v.state}; only a ready version takes traffic`, `body.${field}`);
+          if (v.state !== 'ready')
+            throw new BadRequestError(
+              `version '${version}' is ${v.state}; only a ready version takes traffic`,
+              `body.${field}`,
+            );
         }
         // Checked under the model's row lock, so a rollout starting now waits for this route and then owns routing.
         const heldBy = await locks.holder(c, tenantId, modelId);
-        if (heldBy) throw new ConflictError(`model '${modelId}' has a rollout in progress: '${heldBy}'; steer it through /v1/deployments/${heldBy}`, { deploymentId: heldBy });
-        await routing.setRoute(tenantId, modelId, { stable, canary, ...(canaryWeight === undefined ? {} : { canaryWeight }) }, c);
+        if (heldBy)
+          throw new ConflictError(
+            `model '${modelId}' has a rollout in progress: '${heldBy}'; steer it through /v1/deployments/${heldBy}`,
+            { deploymentId: heldBy },
+          );
+        await routing.setRoute(
+          tenantId,
+          modelId,
+          { stable, canary, ...(canaryWeight === undefined ? {} : { canaryWeight }) },
+          c,
+        );
       });
       const route = (await routing.getRoute(tenantId, modelId))!;
       return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
@@ -289,12 +344,18 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:modelId/versions/:version/artifacts',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['conversions'], summary: "A model version's converted artifacts (onnx, onnx-int8, tensorrt) and their Triton repositories", params: VersionParams, response: errorResponses(400, 404) },
+      schema: {
+        tags: ['conversions'],
+        summary: "A model version's converted artifacts (onnx, onnx-int8, tensorrt) and their Triton repositories",
+        params: VersionParams,
+        response: errorResponses(400, 404),
+      },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const { modelId, version } = request.params;
-      if (!(await registry.getVersion(tenantId, modelId, version))) throw new NotFoundError('version', `${modelId}@${version}`);
+      if (!(await registry.getVersion(tenantId, modelId, version)))
+        throw new NotFoundError('version', `${modelId}@${version}`);
       return { modelId, version, artifacts: await conversions.artifactsOf(tenantId, modelId, version) };
     },
   );
@@ -305,7 +366,8 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['pipelines'],
-        summary: "A version's lineage: dataset → base → fine-tuned → converted → deployed, each with the workflow that made it",
+        summary:
+          "A version's lineage: dataset → base → fine-tuned → converted → deployed, each with the workflow that made it",
         params: VersionParams,
         response: errorResponses(400, 404),
       },
@@ -313,7 +375,8 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const { modelId, version } = request.params;
-      if (!(await registry.getVersion(tenantId, modelId, version))) throw new NotFoundError('version', `${modelId}@${version}`);
+      if (!(await registry.getVersion(tenantId, modelId, version)))
+        throw new NotFoundError('version', `${modelId}@${version}`);
       const chain = await lineage.chainOf(tenantId, modelId, version);
       // chainOf answers nearest first; the lineage reads from the root.
       const fineTunes = chain.filter((e) => e.kind === 'fine_tune').reverse();
@@ -323,11 +386,36 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const d = e.details as FineTuneDetails;
         if (d.dataset) steps.push({ stage: 'dataset', uri: d.dataset.uri, sha256: d.dataset.sha256 });
         // A fine-tune of a fine-tuned version: its base is the previous fine-tuned step.
-        if (i === 0 && e.parent) steps.push({ stage: 'base', ...e.parent, artifactUri: d.base?.artifactUri ?? null, checksum: d.base?.checksum ?? null });
-        steps.push({ stage: 'fine_tuned', modelId: e.modelId, version: e.version, workflowId: e.workflowId, method: d.method ?? null, hyperparameters: d.hyperparameters ?? null, artifact: d.artifact ?? null, at: e.createdAt });
+        if (i === 0 && e.parent)
+          steps.push({
+            stage: 'base',
+            ...e.parent,
+            artifactUri: d.base?.artifactUri ?? null,
+            checksum: d.base?.checksum ?? null,
+          });
+        steps.push({
+          stage: 'fine_tuned',
+          modelId: e.modelId,
+          version: e.version,
+          workflowId: e.workflowId,
+          method: d.method ?? null,
+          hyperparameters: d.hyperparameters ?? null,
+          artifact: d.artifact ?? null,
+          at: e.createdAt,
+        });
       });
       for (const a of await conversions.artifactsOf(tenantId, modelId, version)) {
-        steps.push({ stage: 'converted', modelId, version, kind: a.kind, uri: a.uri, sha256: a.sha256, tritonRepositoryUri: a.tritonRepositoryUri, workflowId: a.conversionWorkflowId, at: a.createdAt });
+        steps.push({
+          stage: 'converted',
+          modelId,
+          version,
+          kind: a.kind,
+          uri: a.uri,
+          sha256: a.sha256,
+          tritonRepositoryUri: a.tritonRepositoryUri,
+          workflowId: a.conversionWorkflowId,
+          at: a.createdAt,
+        });
       }
       for (const e of chain.filter((x) => x.kind === 'rollout' && x.modelId === modelId && x.version === version)) {
         steps.push({ stage: 'deployed', modelId, version, workflowId: e.workflowId, ...e.details, at: e.createdAt });

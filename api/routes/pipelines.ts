@@ -19,12 +19,26 @@ const PipelineBody = Type.Object(
     conversion: Type.Omit(Convert, ['modelId', 'version']),
     /** The rollout of the fine-tuned version: POST /v1/deploy without model and version. */
     rollout: Type.Omit(Deploy, ['modelId', 'version']),
-    approvalBeforeRollout: Type.Boolean({ default: false, description: 'wait for an approver (POST /v1/pipelines/{id}/approvals) before the rollout' }),
-    approvalTimeoutSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86_400, default: WEEK_S, description: 'an unanswered approval is a denial after this long' }),
+    approvalBeforeRollout: Type.Boolean({
+      default: false,
+      description: 'wait for an approver (POST /v1/pipelines/{id}/approvals) before the rollout',
+    }),
+    approvalTimeoutSeconds: Type.Integer({
+      minimum: 60,
+      maximum: 30 * 86_400,
+      default: WEEK_S,
+      description: 'an unanswered approval is a denial after this long',
+    }),
   },
   { additionalProperties: false },
 );
-const Approval = Type.Object({ decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]), reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
+const Approval = Type.Object(
+  {
+    decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]),
+    reason: Type.Optional(Type.String({ maxLength: 1000 })),
+  },
+  { additionalProperties: false },
+);
 
 export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, objects } = app.platform;
@@ -38,7 +52,8 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tag: 'pipelines',
       start: {
         path: '/pipelines',
-        summary: 'Fine-tune → conversion → (approval) → rollout as one workflow with a child workflow per step; stops at the first failure',
+        summary:
+          'Fine-tune → conversion → (approval) → rollout as one workflow with a child workflow per step; stops at the first failure',
         body: PipelineBody,
         errors: [404, 409],
         statusUrl: (key) => `/v1/pipelines/${key}`,
@@ -48,10 +63,20 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
           // Everything is checked before the start: a refused pipeline leaves no workflow or claim behind.
           checkConversionBody(body.conversion, clusters, 'body.conversion');
           checkDeployBody(body.rollout, clusterNames, 'body.rollout');
-          const fineTune = await validateFineTune({ registry, objects, quotas, clusters: clusterNames }, tenantId, body.fineTune, workflowId(fineTuneContract.kind, tenantId, childKey), 'body.fineTune');
+          const fineTune = await validateFineTune(
+            { registry, objects, quotas, clusters: clusterNames },
+            tenantId,
+            body.fineTune,
+            workflowId(fineTuneContract.kind, tenantId, childKey),
+            'body.fineTune',
+          );
           const { modelId, version } = fineTune.output;
           // The workflow fills model and version in: the version exists only once the fine-tune has run.
-          const { modelId: _model, version: _version, ...rollout } = rolloutInputOf(tenantId, childKey, version, { ...body.rollout, modelId });
+          const {
+            modelId: _model,
+            version: _version,
+            ...rollout
+          } = rolloutInputOf(tenantId, childKey, version, { ...body.rollout, modelId });
           const input: PipelineInput = {
             tenantId,
             pipelineId: key,
@@ -74,7 +99,9 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
       path: '/pipelines/:id',
-      read: { summary: "Where a pipeline stands: stage, each child's workflow id and outcome, failure reason, approval" },
+      read: {
+        summary: "Where a pipeline stands: stage, each child's workflow id and outcome, failure reason, approval",
+      },
       cancel: { summary: 'Cancel a pipeline: the running child workflow is cancelled with it' },
       approvals: {
         summary: 'Approve or deny the rollout of a pipeline waiting at its approval gate',

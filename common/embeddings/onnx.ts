@@ -18,9 +18,14 @@ export class OnnxEmbedder implements Embedder {
     private readonly maxTokens: number,
   ) {}
 
-  static async load(modelDir: string, opts: { id?: string; maxTokens?: number; threads?: number } = {}): Promise<OnnxEmbedder> {
+  static async load(
+    modelDir: string,
+    opts: { id?: string; maxTokens?: number; threads?: number } = {},
+  ): Promise<OnnxEmbedder> {
     const [tokenizerJson, tokenizerConfig] = await Promise.all(
-      ['tokenizer.json', 'tokenizer_config.json'].map(async (f) => JSON.parse(await readFile(path.join(modelDir, f), 'utf8'))),
+      ['tokenizer.json', 'tokenizer_config.json'].map(async (f) =>
+        JSON.parse(await readFile(path.join(modelDir, f), 'utf8')),
+      ),
     );
     const session = await ort.InferenceSession.create(path.join(modelDir, 'model.onnx'), {
       intraOpNumThreads: opts.threads ?? 0,

@@ -21,11 +21,18 @@ export class OpenAiEmbedder implements Embedder {
     if (texts.length === 0) return [];
     const res = await request(`${this.baseUrl.replace(/\/$/, '')}/v1/embeddings`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}) },
+      headers: {
+        'content-type': 'application/json',
+        ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}),
+      },
       body: JSON.stringify({ model: this.model, input: texts }),
     });
-    const body = (await res.body.json()) as { data?: { index: number; embedding: number[] }[]; error?: { message?: string } };
-    if (res.statusCode >= 400 || !body.data) throw new Error(`embeddings endpoint answered ${res.statusCode}: ${body.error?.message ?? 'no data'}`);
+    const body = (await res.body.json()) as {
+      data?: { index: number; embedding: number[] }[];
+      error?: { message?: string };
+    };
+    if (res.statusCode >= 400 || !body.data)
+      throw new Error(`embeddings endpoint answered ${res.statusCode}: ${body.error?.message ?? 'no data'}`);
     return body.data.sort((a, b) => a.index - b.index).map((d) => l2Normalize(Float32Array.from(d.embedding)));
   }
 }

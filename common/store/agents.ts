@@ -21,13 +21,24 @@ export interface McpToolRecord {
   changed: { hash: string; definition: Omit<DiscoveredTool, 'definitionHash'> } | null;
 }
 
-const serverOf = (r: { id: string; transport: 'stdio' | 'http'; command: string | null; args: string[]; url: string | null; created_at: Date }): McpServerRecord => ({
+const serverOf = (r: {
+  id: string;
+  transport: 'stdio' | 'http';
+  command: string | null;
+  args: string[];
+  url: string | null;
+  created_at: Date;
+}): McpServerRecord => ({
   id: r.id,
-  endpoint: r.transport === 'stdio' ? { transport: 'stdio', command: r.command!, args: r.args } : { transport: 'http', url: r.url! },
+  endpoint:
+    r.transport === 'stdio'
+      ? { transport: 'stdio', command: r.command!, args: r.args }
+      : { transport: 'http', url: r.url! },
   createdAt: r.created_at.toISOString(),
 });
 
-const TOOL_COLUMNS = 'server_id, name, description, input_schema, annotations, admin_risk, definition_hash, changed_hash, changed_definition';
+const TOOL_COLUMNS =
+  'server_id, name, description, input_schema, annotations, admin_risk, definition_hash, changed_hash, changed_definition';
 const toolOf = (r: Record<string, unknown>): McpToolRecord => ({
   serverId: r.server_id as string,
   name: r.name as string,
@@ -36,7 +47,9 @@ const toolOf = (r: Record<string, unknown>): McpToolRecord => ({
   annotations: r.annotations as ToolAnnotations,
   adminRisk: (r.admin_risk as RiskLevel | null) ?? null,
   definitionHash: r.definition_hash as string,
-  changed: r.changed_hash ? { hash: r.changed_hash as string, definition: r.changed_definition as Omit<DiscoveredTool, 'definitionHash'> } : null,
+  changed: r.changed_hash
+    ? { hash: r.changed_hash as string, definition: r.changed_definition as Omit<DiscoveredTool, 'definitionHash'> }
+    : null,
 });
 
 const agentOf = (r: Record<string, unknown>): AgentDefinition => ({
@@ -57,7 +70,14 @@ export class AgentStore {
     return inTransaction(this.db, async (c) => {
       const { rowCount } = await c.query(
         `INSERT INTO mcp_servers (tenant_id, id, transport, command, args, url) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-        [tenantId, id, endpoint.transport, endpoint.transport === 'stdio' ? endpoint.command : null, endpoint.transport === 'stdio' ? endpoint.args : [], endpoint.transport === 'http' ? endpoint.url : null],
+        [
+          tenantId,
+          id,
+          endpoint.transport,
+          endpoint.transport === 'stdio' ? endpoint.command : null,
+          endpoint.transport === 'stdio' ? endpoint.args : [],
+          endpoint.transport === 'http' ? endpoint.url : null,
+        ],
       );
       if (rowCount === 0) return false;
       for (const t of tools) await this.insertTool(c, tenantId, id, t);
@@ -68,17 +88,31 @@ export class AgentStore {
   private async insertTool(c: PoolClient, tenantId: string, serverId: string, t: DiscoveredTool): Promise<void> {
     await c.query(
       `INSERT INTO mcp_tools (tenant_id, server_id, name, description, input_schema, annotations, definition_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-      [tenantId, serverId, t.name, t.description, JSON.stringify(t.inputSchema), JSON.stringify(t.annotations), t.definitionHash],
+      [
+        tenantId,
+        serverId,
+        t.name,
+        t.description,
+        JSON.stringify(t.inputSchema),
+        JSON.stringify(t.annotations),
+        t.definitionHash,
+      ],
     );
   }
 
   async getServer(tenantId: string, id: string): Promise<McpServerRecord | undefined> {
-    const { rows } = await this.db.query('SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
+    const { rows } = await this.db.query(
+      'SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 AND id = $2',
+      [tenantId, id],
+    );
     return rows[0] ? serverOf(rows[0]) : undefined;
   }
 
   async listServers(tenantId: string): Promise<McpServerRecord[]> {
-    const { rows } = await this.db.query('SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 ORDER BY id', [tenantId]);
+    const { rows } = await this.db.query(
+      'SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 ORDER BY id',
+      [tenantId],
+    );
     return rows.map(serverOf);
   }
 
@@ -91,7 +125,10 @@ export class AgentStore {
   }
 
   async getTool(tenantId: string, serverId: string, name: string): Promise<McpToolRecord | undefined> {
-    const { rows } = await this.db.query(`SELECT ${TOOL_COLUMNS} FROM mcp_tools WHERE tenant_id = $1 AND server_id = $2 AND name = $3`, [tenantId, serverId, name]);
+    const { rows } = await this.db.query(
+      `SELECT ${TOOL_COLUMNS} FROM mcp_tools WHERE tenant_id = $1 AND server_id = $2 AND name = $3`,
+      [tenantId, serverId, name],
+    );
     return rows[0] ? toolOf(rows[0]) : undefined;
   }
 
@@ -108,7 +145,12 @@ export class AgentStore {
    * An admin's word on a tool: its risk level, and/or re-approval of the changed definition (which then becomes the
    * pinned one). Answers the tool as it now stands, undefined when there is no such tool.
    */
-  async setToolPolicy(tenantId: string, serverId: string, name: string, p: { risk?: RiskLevel; approveChange?: string }): Promise<McpToolRecord | undefined> {
+  async setToolPolicy(
+    tenantId: string,
+    serverId: string,
+    name: string,
+    p: { risk?: RiskLevel; approveChange?: string },
+  ): Promise<McpToolRecord | undefined> {
     const { rows } = await this.db.query(
       `UPDATE mcp_tools SET
          admin_risk = COALESCE($4, admin_risk),

@@ -20,7 +20,18 @@ export class AuditStore {
     await this.db.query(
       `INSERT INTO audit_log (request_id, tenant_id, principal, role, method, route, url, status_code, workflow_id, ip)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [e.requestId, e.tenantId ?? null, e.principal ?? null, e.role ?? null, e.method, e.route, e.url, e.statusCode, e.workflowId ?? null, e.ip ?? null],
+      [
+        e.requestId,
+        e.tenantId ?? null,
+        e.principal ?? null,
+        e.role ?? null,
+        e.method,
+        e.route,
+        e.url,
+        e.statusCode,
+        e.workflowId ?? null,
+        e.ip ?? null,
+      ],
     );
   }
 

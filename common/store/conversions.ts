@@ -1,6 +1,12 @@
 import type { Pool, PoolClient } from 'pg';
 import { inTransaction } from './pool';
-import type { ConversionOptions, ConversionResult, ConversionState, ConversionTarget, TargetResult } from '../../contracts/conversion';
+import type {
+  ConversionOptions,
+  ConversionResult,
+  ConversionState,
+  ConversionTarget,
+  TargetResult,
+} from '../../contracts/conversion';
 
 type Queryable = Pool | PoolClient;
 
@@ -72,13 +78,30 @@ export class ConversionStore {
   async claim(
     q: Queryable,
     tenantId: string,
-    c: { conversionId: string; workflowId: string; modelId: string; version: string; memoKey: string; toolchainVersion: string; options: ConversionOptions },
+    c: {
+      conversionId: string;
+      workflowId: string;
+      modelId: string;
+      version: string;
+      memoKey: string;
+      toolchainVersion: string;
+      options: ConversionOptions;
+    },
   ): Promise<{ existing?: ConversionRecord }> {
     const ins = await q.query(
       `INSERT INTO conversions (tenant_id, conversion_id, workflow_id, model_id, version, memo_key, toolchain_version, options, state)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
        ON CONFLICT (tenant_id, memo_key) WHERE state <> 'error' DO NOTHING`,
-      [tenantId, c.conversionId, c.workflowId, c.modelId, c.version, c.memoKey, c.toolchainVersion, JSON.stringify(c.options)],
+      [
+        tenantId,
+        c.conversionId,
+        c.workflowId,
+        c.modelId,
+        c.version,
+        c.memoKey,
+        c.toolchainVersion,
+        JSON.stringify(c.options),
+      ],
     );
     if (ins.rowCount === 1) return {};
     const existing = await this.byMemoKey(tenantId, c.memoKey, q);
@@ -92,12 +115,18 @@ export class ConversionStore {
   }
 
   async byMemoKey(tenantId: string, memoKey: string, q: Queryable = this.db): Promise<ConversionRecord | undefined> {
-    const { rows } = await q.query<Row>(`SELECT * FROM conversions WHERE tenant_id = $1 AND memo_key = $2 AND state <> 'error'`, [tenantId, memoKey]);
+    const { rows } = await q.query<Row>(
+      `SELECT * FROM conversions WHERE tenant_id = $1 AND memo_key = $2 AND state <> 'error'`,
+      [tenantId, memoKey],
+    );
     return rows[0] ? toRecord(rows[0]) : undefined;
   }
 
   async get(tenantId: string, conversionId: string): Promise<ConversionRecord | undefined> {
-    const { rows } = await this.db.query<Row>('SELECT * FROM conversions WHERE tenant_id = $1 AND conversion_id = $2', [tenantId, conversionId]);
+    const { rows } = await this.db.query<Row>('SELECT * FROM conversions WHERE tenant_id = $1 AND conversion_id = $2', [
+      tenantId,
+      conversionId,
+    ]);
     return rows[0] ? toRecord(rows[0]) : undefined;
   }
 
@@ -116,7 +145,17 @@ export class ConversionStore {
         await c.query(
           `INSERT INTO model_artifacts (tenant_id, model_id, version, kind, uri, sha256, size_bytes, triton_repository_uri, conversion_workflow_id)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-          [tenantId, row.model_id, row.version, t.target, t.artifact.uri, t.artifact.sha256, t.artifact.sizeBytes, result.tritonRepositoryUri, workflowId],
+          [
+            tenantId,
+            row.model_id,
+            row.version,
+            t.target,
+            t.artifact.uri,
+            t.artifact.sha256,
+            t.artifact.sizeBytes,
+            result.tritonRepositoryUri,
+            workflowId,
+          ],
         );
       }
     });
@@ -124,11 +163,10 @@ export class ConversionStore {
 
   /** The run broke (not a conversion outcome): the memo key is given up so the next request builds again. */
   async markError(tenantId: string, workflowId: string, error: string): Promise<void> {
-    await this.db.query(`UPDATE conversions SET state = 'error', error = $3, updated_at = now() WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running'`, [
-      tenantId,
-      workflowId,
-      error,
-    ]);
+    await this.db.query(
+      `UPDATE conversions SET state = 'error', error = $3, updated_at = now() WHERE tenant_id = $1 AND workflow_id = $2 AND state = 'running'`,
+      [tenantId, workflowId, error],
+    );
   }
 
   async artifactsOf(tenantId: string, modelId: string, version: string): Promise<ModelArtifact[]> {

@@ -64,7 +64,18 @@ export class GatewayMetricsStore {
     if (rows.length === 0) return;
     const values: unknown[] = [];
     const tuples = rows.map((r, i) => {
-      values.push(r.tenantId, r.modelId, r.version, r.requests, r.errors, JSON.stringify(r.errorClasses), r.latencyBuckets, r.ttftBuckets, r.promptTokens, r.completionTokens);
+      values.push(
+        r.tenantId,
+        r.modelId,
+        r.version,
+        r.requests,
+        r.errors,
+        JSON.stringify(r.errorClasses),
+        r.latencyBuckets,
+        r.ttftBuckets,
+        r.promptTokens,
+        r.completionTokens,
+      );
       const o = i * 10 + 2;
       return `(to_timestamp($1 / 1000.0), $2, ${Array.from({ length: 10 }, (_, k) => `$${o + k + 1}`).join(', ')})`;
     });
@@ -77,7 +88,9 @@ export class GatewayMetricsStore {
 
   /** Deletes every replica's flushes from before `beforeMs` (epoch ms); returns how many rows went. */
   async prune(beforeMs: number): Promise<number> {
-    const { rowCount } = await this.db.query('DELETE FROM gateway_metrics WHERE at < to_timestamp($1 / 1000.0)', [beforeMs]);
+    const { rowCount } = await this.db.query('DELETE FROM gateway_metrics WHERE at < to_timestamp($1 / 1000.0)', [
+      beforeMs,
+    ]);
     return rowCount ?? 0;
   }
 
@@ -86,7 +99,12 @@ export class GatewayMetricsStore {
    * A replica flushes every few seconds (GATEWAY_METRICS_FLUSH_MS), so the newest requests may not be counted yet.
    */
   async versionStats(tenantId: string, modelId: string, version: string, sinceMs: number): Promise<VersionStats> {
-    const { rows } = await this.db.query<{ requests: string; errors: string; error_classes: Record<string, number>; latency_ms_buckets: string[] }>(
+    const { rows } = await this.db.query<{
+      requests: string;
+      errors: string;
+      error_classes: Record<string, number>;
+      latency_ms_buckets: string[];
+    }>(
       `SELECT requests, errors, error_classes, latency_ms_buckets FROM gateway_metrics
        WHERE tenant_id = $1 AND model_id = $2 AND version = $3 AND at >= to_timestamp($4 / 1000.0)`,
       [tenantId, modelId, version, sinceMs],
@@ -101,6 +119,12 @@ export class GatewayMetricsStore {
       r.latency_ms_buckets.forEach((n, i) => (latency[i]! += Number(n)));
       for (const [k, n] of Object.entries(r.error_classes)) errorClasses[k] = (errorClasses[k] ?? 0) + n;
     }
-    return { requests, errors, successRate: requests === 0 ? 1 : (requests - errors) / requests, p95LatencyMs: quantileMs(latency, 0.95), errorClasses };
+    return {
+      requests,
+      errors,
+      successRate: requests === 0 ? 1 : (requests - errors) / requests,
+      p95LatencyMs: quantileMs(latency, 0.95),
+      errorClasses,
+    };
   }
 }

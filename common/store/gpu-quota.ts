@@ -66,7 +66,11 @@ export class GpuQuotaStore {
        FROM gpu_claims WHERE tenant_id = $1 AND released_at IS NULL`,
       [tenantId],
     );
-    return { gpus: await this.quotaOf(tenantId), inUse: Number(rows[0]?.in_use ?? 0), waiting: Number(rows[0]?.waiting ?? 0) };
+    return {
+      gpus: await this.quotaOf(tenantId),
+      inUse: Number(rows[0]?.in_use ?? 0),
+      waiting: Number(rows[0]?.waiting ?? 0),
+    };
   }
 
   /**

@@ -31,6 +31,13 @@ export async function claimIdempotencyKey(
   return { fresh: false, workflowId: row.workflow_id };
 }
 
-export async function releaseIdempotencyKey(c: PoolClient, k: { tenantId: string; kind: string; key: string }): Promise<void> {
-  await c.query('DELETE FROM idempotency_keys WHERE tenant_id = $1 AND kind = $2 AND key = $3', [k.tenantId, k.kind, k.key]);
+export async function releaseIdempotencyKey(
+  c: PoolClient,
+  k: { tenantId: string; kind: string; key: string },
+): Promise<void> {
+  await c.query('DELETE FROM idempotency_keys WHERE tenant_id = $1 AND kind = $2 AND key = $3', [
+    k.tenantId,
+    k.kind,
+    k.key,
+  ]);
 }

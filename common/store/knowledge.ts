@@ -21,7 +21,12 @@ export class KnowledgeStore {
   constructor(private readonly db: Pool) {}
 
   /** Creates the namespace on first use; a namespace keeps the embedder it was created with. */
-  async ensureNamespace(tenantId: string, name: string, embedderId: string, collection: string): Promise<KnowledgeNamespace> {
+  async ensureNamespace(
+    tenantId: string,
+    name: string,
+    embedderId: string,
+    collection: string,
+  ): Promise<KnowledgeNamespace> {
     await this.db.query(
       `INSERT INTO knowledge_namespaces (tenant_id, name, embedder_id, collection) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
       [tenantId, name, embedderId, collection],
@@ -32,12 +37,14 @@ export class KnowledgeStore {
   }
 
   async getNamespace(tenantId: string, name: string): Promise<KnowledgeNamespace | undefined> {
-    const { rows } = await this.db.query('SELECT name, embedder_id, collection, created_at FROM knowledge_namespaces WHERE tenant_id = $1 AND name = $2', [
-      tenantId,
-      name,
-    ]);
+    const { rows } = await this.db.query(
+      'SELECT name, embedder_id, collection, created_at FROM knowledge_namespaces WHERE tenant_id = $1 AND name = $2',
+      [tenantId, name],
+    );
     const r = rows[0];
-    return r ? { name: r.name, embedderId: r.embedder_id, collection: r.collection, createdAt: r.created_at.toISOString() } : undefined;
+    return r
+      ? { name: r.name, embedderId: r.embedder_id, collection: r.collection, createdAt: r.created_at.toISOString() }
+      : undefined;
   }
 
   async listNamespaces(tenantId: string): Promise<(KnowledgeNamespace & { documents: number })[]> {
@@ -47,11 +54,20 @@ export class KnowledgeStore {
        WHERE n.tenant_id = $1 GROUP BY n.tenant_id, n.name ORDER BY n.name`,
       [tenantId],
     );
-    return rows.map((r) => ({ name: r.name, embedderId: r.embedder_id, collection: r.collection, createdAt: r.created_at.toISOString(), documents: r.documents }));
+    return rows.map((r) => ({
+      name: r.name,
+      embedderId: r.embedder_id,
+      collection: r.collection,
+      createdAt: r.created_at.toISOString(),
+      documents: r.documents,
+    }));
   }
 
   async deleteNamespace(tenantId: string, name: string): Promise<boolean> {
-    return (await this.db.query('DELETE FROM knowledge_namespaces WHERE tenant_id = $1 AND name = $2', [tenantId, name])).rowCount === 1;
+    return (
+      (await this.db.query('DELETE FROM knowledge_namespaces WHERE tenant_id = $1 AND name = $2', [tenantId, name]))
+        .rowCount === 1
+    );
   }
 
   async getDocument(tenantId: string, namespace: string, documentId: string): Promise<DocumentRecord | undefined> {
@@ -60,7 +76,16 @@ export class KnowledgeStore {
       [tenantId, namespace, documentId],
     );
     const r = rows[0];
-    return r ? { documentId: r.document_id, sourceUri: r.source_uri, contentHash: r.content_hash, chunkCount: r.chunk_count, state: r.state, error: r.error } : undefined;
+    return r
+      ? {
+          documentId: r.document_id,
+          sourceUri: r.source_uri,
+          contentHash: r.content_hash,
+          chunkCount: r.chunk_count,
+          state: r.state,
+          error: r.error,
+        }
+      : undefined;
   }
 
   /**
@@ -77,7 +102,10 @@ export class KnowledgeStore {
   }
 
   async listDocumentIds(tenantId: string, namespace: string): Promise<string[]> {
-    const { rows } = await this.db.query('SELECT document_id FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 ORDER BY document_id', [tenantId, namespace]);
+    const { rows } = await this.db.query(
+      'SELECT document_id FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 ORDER BY document_id',
+      [tenantId, namespace],
+    );
     return rows.map((r) => r.document_id);
   }
 
@@ -107,7 +135,11 @@ export class KnowledgeStore {
   }
 
   /** A failed document keeps the points of its last good version (if any) and says why it failed. */
-  async recordFailed(tenantId: string, namespace: string, d: { documentId: string; sourceUri: string; error: string; ingestionId: string }): Promise<void> {
+  async recordFailed(
+    tenantId: string,
+    namespace: string,
+    d: { documentId: string; sourceUri: string; error: string; ingestionId: string },
+  ): Promise<void> {
     await this.db.query(
       `INSERT INTO knowledge_documents (tenant_id, namespace, document_id, source_uri, state, error, ingestion_id)
        VALUES ($1, $2, $3, $4, 'failed', $5, $6)
@@ -117,6 +149,9 @@ export class KnowledgeStore {
   }
 
   async deleteDocument(tenantId: string, namespace: string, documentId: string): Promise<void> {
-    await this.db.query('DELETE FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 AND document_id = $3', [tenantId, namespace, documentId]);
+    await this.db.query(
+      'DELETE FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 AND document_id = $3',
+      [tenantId, namespace, documentId],
+    );
   }
 }

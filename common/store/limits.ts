@@ -20,7 +20,13 @@ export interface WindowRef {
 
 /** Every tenant's limits, or one tenant's when `tenantId` is given. */
 export async function readLimits(q: Pick<PoolClient, 'query'>, tenantId?: string): Promise<LimitRule[]> {
-  const { rows } = await q.query<{ tenant_id: string; subject: string; window_seconds: number; max_requests: string | null; max_tokens: string | null }>(
+  const { rows } = await q.query<{
+    tenant_id: string;
+    subject: string;
+    window_seconds: number;
+    max_requests: string | null;
+    max_tokens: string | null;
+  }>(
     `SELECT tenant_id, subject, window_seconds, max_requests, max_tokens FROM gateway_limits${tenantId === undefined ? '' : ' WHERE tenant_id = $1 ORDER BY subject'}`,
     tenantId === undefined ? [] : [tenantId],
   );
@@ -52,7 +58,10 @@ export class LimitStore {
 
   /** False when the tenant had no limit for that subject. */
   async removeLimit(tenantId: string, subject: string): Promise<boolean> {
-    const { rowCount } = await this.db.query('DELETE FROM gateway_limits WHERE tenant_id = $1 AND subject = $2', [tenantId, subject]);
+    const { rowCount } = await this.db.query('DELETE FROM gateway_limits WHERE tenant_id = $1 AND subject = $2', [
+      tenantId,
+      subject,
+    ]);
     return rowCount === 1;
   }
 
@@ -61,7 +70,11 @@ export class LimitStore {
   }
 
   /** Takes up to `requests`/`tokens` from the window (opening it at the rule's full allowance); returns what was granted. */
-  async lease(rule: LimitRule, w: WindowRef, want: { requests: number; tokens: number }): Promise<{ requests: number; tokens: number }> {
+  async lease(
+    rule: LimitRule,
+    w: WindowRef,
+    want: { requests: number; tokens: number },
+  ): Promise<{ requests: number; tokens: number }> {
     const start = new Date(w.windowStart);
     await this.db.query(
       `INSERT INTO gateway_limit_windows (tenant_id, subject, window_start, requests_left, tokens_left) VALUES ($1, $2, $3, $4, $5)

@@ -30,7 +30,10 @@ const toEntry = (r: Row): LineageEntry => ({
   modelId: r.model_id,
   version: r.version,
   kind: r.kind,
-  parent: r.parent_model_id !== null && r.parent_version !== null ? { modelId: r.parent_model_id, version: r.parent_version } : null,
+  parent:
+    r.parent_model_id !== null && r.parent_version !== null
+      ? { modelId: r.parent_model_id, version: r.parent_version }
+      : null,
   workflowId: r.workflow_id,
   details: r.details,
   createdAt: r.created_at.toISOString(),
@@ -45,7 +48,16 @@ export class LineageStore {
     await q.query(
       `INSERT INTO model_lineage (tenant_id, model_id, version, kind, parent_model_id, parent_version, workflow_id, details)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, model_id, version, kind, workflow_id) DO NOTHING`,
-      [e.tenantId, e.modelId, e.version, e.kind, e.parent?.modelId ?? null, e.parent?.version ?? null, e.workflowId, JSON.stringify(e.details)],
+      [
+        e.tenantId,
+        e.modelId,
+        e.version,
+        e.kind,
+        e.parent?.modelId ?? null,
+        e.parent?.version ?? null,
+        e.workflowId,
+        JSON.stringify(e.details),
+      ],
     );
   }
 

@@ -25,10 +25,9 @@ export async function migrate(db: Pool, dir = MIGRATIONS_DIR): Promise<Migration
     await c.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     const done = new Map<string, string>(
-      (await c.query<{ name: string; checksum: string }>('SELECT name, checksum FROM schema_migrations')).rows.map((r) => [
-        r.name,
-        r.checksum,
-      ]),
+      (await c.query<{ name: string; checksum: string }>('SELECT name, checksum FROM schema_migrations')).rows.map(
+        (r) => [r.name, r.checksum],
+      ),
     );
     const result: MigrationResult = { applied: [], alreadyApplied: [] };
     for (const file of files) {
@@ -36,7 +35,8 @@ export async function migrate(db: Pool, dir = MIGRATIONS_DIR): Promise<Migration
       const checksum = createHash('sha256').update(sql).digest('hex');
       const prior = done.get(file);
       if (prior !== undefined) {
-        if (prior !== checksum) throw new Error(`migration ${file} was changed after it was applied; add a new migration instead`);
+        if (prior !== checksum)
+          throw new Error(`migration ${file} was changed after it was applied; add a new migration instead`);
         result.alreadyApplied.push(file);
         continue;
       }

@@ -43,7 +43,10 @@ export class RegistryStore {
   constructor(private readonly db: Pool) {}
 
   /** Creates the model; returns false when the tenant already has one with this id. */
-  async createModel(tenantId: string, m: { id: string; name: string; description: string }): Promise<Model | undefined> {
+  async createModel(
+    tenantId: string,
+    m: { id: string; name: string; description: string },
+  ): Promise<Model | undefined> {
     const { rows } = await this.db.query(
       `INSERT INTO models (tenant_id, id, name, description) VALUES ($1, $2, $3, $4)
        ON CONFLICT DO NOTHING RETURNING id, name, description, created_at`,
@@ -53,12 +56,18 @@ export class RegistryStore {
   }
 
   async listModels(tenantId: string): Promise<Model[]> {
-    const { rows } = await this.db.query('SELECT id, name, description, created_at FROM models WHERE tenant_id = $1 ORDER BY id', [tenantId]);
+    const { rows } = await this.db.query(
+      'SELECT id, name, description, created_at FROM models WHERE tenant_id = $1 ORDER BY id',
+      [tenantId],
+    );
     return rows.map(toModel);
   }
 
   async getModel(tenantId: string, id: string, q: Queryable = this.db): Promise<Model | undefined> {
-    const { rows } = await q.query('SELECT id, name, description, created_at FROM models WHERE tenant_id = $1 AND id = $2', [tenantId, id]);
+    const { rows } = await q.query(
+      'SELECT id, name, description, created_at FROM models WHERE tenant_id = $1 AND id = $2',
+      [tenantId, id],
+    );
     return rows[0] ? toModel(rows[0]) : undefined;
   }
 
@@ -80,10 +89,19 @@ export class RegistryStore {
   }
 
   async deleteVersion(q: Queryable, tenantId: string, modelId: string, version: string): Promise<void> {
-    await q.query('DELETE FROM model_versions WHERE tenant_id = $1 AND model_id = $2 AND version = $3', [tenantId, modelId, version]);
+    await q.query('DELETE FROM model_versions WHERE tenant_id = $1 AND model_id = $2 AND version = $3', [
+      tenantId,
+      modelId,
+      version,
+    ]);
   }
 
-  async getVersion(tenantId: string, modelId: string, version: string, q: Queryable = this.db): Promise<ModelVersion | undefined> {
+  async getVersion(
+    tenantId: string,
+    modelId: string,
+    version: string,
+    q: Queryable = this.db,
+  ): Promise<ModelVersion | undefined> {
     const { rows } = await q.query<VersionRow>(
       'SELECT * FROM model_versions WHERE tenant_id = $1 AND model_id = $2 AND version = $3',
       [tenantId, modelId, version],

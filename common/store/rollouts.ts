@@ -7,7 +7,10 @@ export class RolloutLockStore {
   constructor(private readonly db: Pool) {}
 
   /** Takes the model's lock for `workflowId`; answers the holder's deployment id when another rollout holds it. */
-  async acquire(q: Queryable, l: { tenantId: string; modelId: string; deploymentId: string; workflowId: string }): Promise<{ heldBy?: string }> {
+  async acquire(
+    q: Queryable,
+    l: { tenantId: string; modelId: string; deploymentId: string; workflowId: string },
+  ): Promise<{ heldBy?: string }> {
     const { rows } = await q.query<{ deployment_id: string; workflow_id: string }>(
       `INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ($1, $2, $3, $4)
        ON CONFLICT (tenant_id, model_id) DO UPDATE SET tenant_id = rollout_locks.tenant_id
@@ -24,12 +27,19 @@ export class RolloutLockStore {
    */
   async holder(q: Queryable, tenantId: string, modelId: string): Promise<string | undefined> {
     await q.query('SELECT 1 FROM models WHERE tenant_id = $1 AND id = $2 FOR UPDATE', [tenantId, modelId]);
-    const { rows } = await q.query<{ deployment_id: string }>('SELECT deployment_id FROM rollout_locks WHERE tenant_id = $1 AND model_id = $2', [tenantId, modelId]);
+    const { rows } = await q.query<{ deployment_id: string }>(
+      'SELECT deployment_id FROM rollout_locks WHERE tenant_id = $1 AND model_id = $2',
+      [tenantId, modelId],
+    );
     return rows[0]?.deployment_id;
   }
 
   /** Idempotent, and only the holder's release counts, so a late retry never frees a newer rollout's lock. */
   async release(q: Queryable, tenantId: string, modelId: string, workflowId: string): Promise<void> {
-    await q.query('DELETE FROM rollout_locks WHERE tenant_id = $1 AND model_id = $2 AND workflow_id = $3', [tenantId, modelId, workflowId]);
+    await q.query('DELETE FROM rollout_locks WHERE tenant_id = $1 AND model_id = $2 AND workflow_id = $3', [
+      tenantId,
+      modelId,
+      workflowId,
+    ]);
   }
 }

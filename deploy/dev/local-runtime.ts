@@ -55,7 +55,14 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
     return port > 0 ? port : undefined;
   };
   const endpointOf = (spec: ModelServerSpec, ref: ServedRef, port: number) =>
-    loopbackEndpoints({ tenantId: spec.tenantId, modelId: spec.modelId, version: spec.version, namespace: ref.namespace, service: ref.name, port });
+    loopbackEndpoints({
+      tenantId: spec.tenantId,
+      modelId: spec.modelId,
+      version: spec.version,
+      namespace: ref.namespace,
+      service: ref.name,
+      port,
+    });
 
   return {
     async apply(spec, ref) {
@@ -66,11 +73,26 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
       // The port is recorded before the start: a crash in between leaves no live pid, so the next apply starts afresh.
       await mkdir(dir, { recursive: true });
       await writeFile(portFile(name), String(port));
-      const values: Record<string, string> = { port: String(port), model: spec.modelId, version: spec.version, artifactUri: spec.artifactUri };
-      const [command, ...args] = settings.command.map((a) => a.replace(/\{(port|model|version|artifactUri)\}/g, (_, k: string) => values[k]!));
+      const values: Record<string, string> = {
+        port: String(port),
+        model: spec.modelId,
+        version: spec.version,
+        artifactUri: spec.artifactUri,
+      };
+      const [command, ...args] = settings.command.map((a) =>
+        a.replace(/\{(port|model|version|artifactUri)\}/g, (_, k: string) => values[k]!),
+      );
       // Secret references are not resolved locally: the process inherits the worker's environment, so set them there.
-      const env = Object.fromEntries(Object.entries(spec.env).filter((e): e is [string, string] => typeof e[1] === 'string'));
-      await startProcess({ name, command: command!, args, dataDir: dir, env: { ...env, LLMHUB_MODEL_URI: spec.artifactUri } });
+      const env = Object.fromEntries(
+        Object.entries(spec.env).filter((e): e is [string, string] => typeof e[1] === 'string'),
+      );
+      await startProcess({
+        name,
+        command: command!,
+        args,
+        dataDir: dir,
+        env: { ...env, LLMHUB_MODEL_URI: spec.artifactUri },
+      });
       return endpointOf(spec, ref, port);
     },
 
@@ -79,10 +101,16 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
       const port = await runningPort(name);
       if (!port) {
         // A process that exited never becomes ready: fail now with its output rather than at the deadline.
-        throw ApplicationFailure.nonRetryable(`the process of ${name} is not running; its log ends:\n${await tail(path.join(dir, `${name}.log`), 20)}`, ProcessRuntimeErrors.exited);
+        throw ApplicationFailure.nonRetryable(
+          `the process of ${name} is not running; its log ends:\n${await tail(path.join(dir, `${name}.log`), 20)}`,
+          ProcessRuntimeErrors.exited,
+        );
       }
       // The OpenAI servers answer /v1/models once the model is loaded, as the Kubernetes readiness probe checks.
-      const ok = await fetch(`http://127.0.0.1:${port}/v1/models`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok, () => false);
+      const ok = await fetch(`http://127.0.0.1:${port}/v1/models`, { signal: AbortSignal.timeout(2_000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
       return { ready: ok, readyReplicas: ok ? 1 : 0, desiredReplicas: 1 };
     },
 
@@ -90,7 +118,11 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
     async scale(ref, replicas) {
       const name = baseName(ref);
       if (replicas === 0) return stop(dir, name);
-      if (!(await runningPort(name))) throw ApplicationFailure.nonRetryable(`${name} is not running; apply it to start it`, ProcessRuntimeErrors.notRunning);
+      if (!(await runningPort(name)))
+        throw ApplicationFailure.nonRetryable(
+          `${name} is not running; apply it to start it`,
+          ProcessRuntimeErrors.notRunning,
+        );
     },
 
     /** Stops and forgets the version; its log stays in the state dir for a look at why it was removed. */
@@ -107,7 +139,13 @@ export function processRuntimesOf(raw: string | undefined): (cluster: string) =>
   const runtimes = new Map<string, ModelRuntime>();
   for (const [cluster, c] of Object.entries(clustersOf(raw))) {
     if (c.runtime !== 'process') continue;
-    runtimes.set(cluster, processRuntime({ command: c.command ?? DEFAULT_PROCESS_COMMAND, stateDir: path.resolve(c.stateDir ?? path.join('.data', 'local-runtime', cluster)) }));
+    runtimes.set(
+      cluster,
+      processRuntime({
+        command: c.command ?? DEFAULT_PROCESS_COMMAND,
+        stateDir: path.resolve(c.stateDir ?? path.join('.data', 'local-runtime', cluster)),
+      }),
+    );
   }
   return (cluster) => runtimes.get(cluster);
 }

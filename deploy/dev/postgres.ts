@@ -43,7 +43,11 @@ async function ensureTraversableByOthers(target: string): Promise<void> {
  * `dataDir`; a second start finds the running server. As root, PostgreSQL refuses to run, so the package
  * creates an unprivileged `postgres` system user (createPostgresUser).
  */
-export async function startLocalPostgres(opts: { dataDir: string; port?: number; database?: string }): Promise<LocalPostgres> {
+export async function startLocalPostgres(opts: {
+  dataDir: string;
+  port?: number;
+  database?: string;
+}): Promise<LocalPostgres> {
   const port = opts.port ?? 5433;
   const database = opts.database ?? 'llmhub';
   const dbDir = path.join(opts.dataDir, 'pg');
@@ -56,7 +60,16 @@ export async function startLocalPostgres(opts: { dataDir: string; port?: number;
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
     // fsync off: this is a dev/test server and durability across power loss does not matter there.
-    postgresFlags: ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'listen_addresses=127.0.0.1'],
+    postgresFlags: [
+      '-c',
+      'fsync=off',
+      '-c',
+      'synchronous_commit=off',
+      '-c',
+      'full_page_writes=off',
+      '-c',
+      'listen_addresses=127.0.0.1',
+    ],
     onLog: () => undefined,
     onError: () => undefined,
   });

@@ -46,7 +46,12 @@ export function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
  * Polls `fn` until it returns a value other than undefined/false (errors count as "not yet").
  * Deadlines are generous because a loaded 2-core CI machine is slow; callers wait on conditions, never on time.
  */
-export async function pollFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000, intervalMs = 200): Promise<T> {
+export async function pollFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 120_000,
+  intervalMs = 200,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastErr: unknown;
   for (;;) {
@@ -56,12 +61,20 @@ export async function pollFor<T>(what: string, fn: () => Promise<T | undefined |
     } catch (err) {
       lastErr = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
 
-export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 120_000, intervalMs = 200): Promise<void> {
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 120_000,
+  intervalMs = 200,
+): Promise<void> {
   await pollFor(what, check, timeoutMs, intervalMs);
 }
 

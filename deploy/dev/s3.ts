@@ -42,7 +42,17 @@ export async function startLocalS3(opts: { dataDir: string; port?: number }): Pr
     proc = await startProcess({
       name: 'versitygw',
       command: executable,
-      args: ['--port', `127.0.0.1:${port}`, '--access', accessKeyId, '--secret', secretAccessKey, '--quiet', 'posix', root],
+      args: [
+        '--port',
+        `127.0.0.1:${port}`,
+        '--access',
+        accessKeyId,
+        '--secret',
+        secretAccessKey,
+        '--quiet',
+        'posix',
+        root,
+      ],
       dataDir: opts.dataDir,
     });
     try {

@@ -41,9 +41,13 @@ export async function startLocalStack(opts: { dataDir: string; ports: StackPorts
     startLocalS3({ dataDir: opts.dataDir, port: opts.ports.s3 }),
     embeddingModelDir(),
   ]);
-  await new S3ObjectStore({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true }).ensureBucket(
-    PLATFORM_BUCKET,
-  );
+  await new S3ObjectStore({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+    forcePathStyle: true,
+  }).ensureBucket(PLATFORM_BUCKET);
   return {
     temporal,
     postgres,

@@ -3,7 +3,14 @@ import { AuditStore } from '../../common/store/audit';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 let p: TestPlatform;
 let acme: TestTenant;
@@ -18,11 +25,15 @@ const PROPAGATION_DEADLINE_MS = 30_000;
 
 beforeAll(async () => {
   p = await startTestPlatform({ gateway: { refreshMs: 500 } });
-  [one, two] = await Promise.all([startReferenceModelServer({ name: 'one' }), startReferenceModelServer({ name: 'two' })]);
+  [one, two] = await Promise.all([
+    startReferenceModelServer({ name: 'one' }),
+    startReferenceModelServer({ name: 'two' }),
+  ]);
   acme = await p.createTenant('acme');
   other = await p.createTenant('other');
   await serveModel(p.db, acme.id, MODEL, { '1.0': one.url, '2.0': two.url, '3.0': two.url }, { stable: '1.0' });
-  for (const v of ['1.0', '2.0']) await p.registry.markVersionReady(acme.id, MODEL, v, { sizeBytes: 1, checksum: 'x', etag: null });
+  for (const v of ['1.0', '2.0'])
+    await p.registry.markVersionReady(acme.id, MODEL, v, { sizeBytes: 1, checksum: 'x', etag: null });
   // The gateway learns of the route by NOTIFY or its next refresh; the first test chats at once.
   await untilRouted(p.app, acme.keys.developer, MODEL);
 });
@@ -40,7 +51,8 @@ const chat = (key: string, headers: Record<string, string> = {}) =>
     headers: { ...bearer(key), ...headers },
     payload: { model: MODEL, messages: [{ role: 'user', content: 'hi' }], max_tokens: 1 },
   });
-const fieldOf = (res: { json(): unknown }) => (res.json() as { error: { details?: { field?: string } } }).error.details?.field;
+const fieldOf = (res: { json(): unknown }) =>
+  (res.json() as { error: { details?: { field?: string } } }).error.details?.field;
 
 /**
  * Sets the route through the API and waits until the gateway serves it. Routes, projects and limits reach a
@@ -49,7 +61,11 @@ const fieldOf = (res: { json(): unknown }) => (res.json() as { error: { details?
 async function routeAndWait(route: { stable: string; canary?: string; canaryWeight?: number }, expectVersion: string) {
   const res = await api('PUT', `/v1/models/${MODEL}/route`, acme.keys.operator, route);
   expect(res.statusCode).toBe(200);
-  await eventually(`the gateway to serve ${expectVersion}`, async () => (await chat(acme.keys.developer)).headers['x-llmhub-model-version'] === expectVersion, PROPAGATION_DEADLINE_MS);
+  await eventually(
+    `the gateway to serve ${expectVersion}`,
+    async () => (await chat(acme.keys.developer)).headers['x-llmhub-model-version'] === expectVersion,
+    PROPAGATION_DEADLINE_MS,
+  );
 }
 
 describe('API keys', () => {
@@ -67,19 +83,27 @@ describe('API keys', () => {
     expect(listed.body).not.toContain(key.slice(`llmhub_${id}_`.length));
 
     expect((await api('DELETE', `/v1/api-keys/${id}`, acme.keys.admin)).statusCode).toBe(204);
-    const refused = await eventually('the gateway to refuse the revoked key', async () => {
-      const r = await chat(key);
-      return r.statusCode === 401 && r;
-    }, PROPAGATION_DEADLINE_MS);
+    const refused = await eventually(
+      'the gateway to refuse the revoked key',
+      async () => {
+        const r = await chat(key);
+        return r.statusCode === 401 && r;
+      },
+      PROPAGATION_DEADLINE_MS,
+    );
     expect(refused.json()).toMatchObject({ error: { message: 'API key has been revoked' } });
-    const after = (await api('GET', '/v1/api-keys', acme.keys.admin)).json() as { apiKeys: { id: string; revokedAt: string | null }[] };
+    const after = (await api('GET', '/v1/api-keys', acme.keys.admin)).json() as {
+      apiKeys: { id: string; revokedAt: string | null }[];
+    };
     expect(after.apiKeys.find((k) => k.id === id)?.revokedAt).toEqual(expect.any(String));
     // Revoking again is a no-op, not an error.
     expect((await api('DELETE', `/v1/api-keys/${id}`, acme.keys.admin)).statusCode).toBe(204);
   });
 
   it("answers 404 for another tenant's key and unknown ids, and lists only the caller's tenant", async () => {
-    const { id } = (await api('POST', '/v1/api-keys', acme.keys.admin, { name: 'acme-only', role: 'viewer' })).json() as { id: string };
+    const { id } = (
+      await api('POST', '/v1/api-keys', acme.keys.admin, { name: 'acme-only', role: 'viewer' })
+    ).json() as { id: string };
     const theirs = await api('DELETE', `/v1/api-keys/${id}`, other.keys.admin);
     expect(theirs.statusCode).toBe(404);
     expect(theirs.json()).toMatchObject({ error: { type: 'not_found' } });
@@ -87,7 +111,9 @@ describe('API keys', () => {
     const listed = (await api('GET', '/v1/api-keys', other.keys.admin)).json() as { apiKeys: { id: string }[] };
     expect(listed.apiKeys.map((k) => k.id)).not.toContain(id);
     // The other tenant's attempt left the key as it was.
-    expect((await api('GET', '/v1/api-keys', acme.keys.admin)).json()).toMatchObject({ apiKeys: expect.arrayContaining([expect.objectContaining({ id, revokedAt: null })]) });
+    expect((await api('GET', '/v1/api-keys', acme.keys.admin)).json()).toMatchObject({
+      apiKeys: expect.arrayContaining([expect.objectContaining({ id, revokedAt: null })]),
+    });
   });
 
   it('needs the admin role, and names a bad field', async () => {
@@ -107,7 +133,11 @@ describe('API keys', () => {
     const named = await api('POST', '/v1/models', acme.keys.admin, { id: model, name: 'x\u0000' });
     expect({ status: named.statusCode, field: fieldOf(named) }).toEqual({ status: 400, field: 'body.name' });
     // An unpaired surrogate would otherwise be stored as U+FFFD: quietly not what was sent.
-    const lone = await api('POST', '/v1/models', acme.keys.admin, { id: model, name: 'x', description: 'half \ud800 pair' });
+    const lone = await api('POST', '/v1/models', acme.keys.admin, {
+      id: model,
+      name: 'x',
+      description: 'half \ud800 pair',
+    });
     expect({ status: lone.statusCode, field: fieldOf(lone) }).toEqual({ status: 400, field: 'body.description' });
     expect((await api('GET', `/v1/models/${model}`, acme.keys.admin)).statusCode).toBe(404);
     const { apiKeys } = (await api('GET', '/v1/api-keys', acme.keys.admin)).json() as { apiKeys: { name: string }[] };
@@ -128,19 +158,37 @@ describe('projects', () => {
     expect(bad.statusCode).toBe(400);
     expect(fieldOf(bad)).toBe('body.id');
 
-    expect((await api('GET', '/v1/projects', acme.keys.viewer)).json()).toMatchObject({ projects: expect.arrayContaining([expect.objectContaining({ id })]) });
-    expect(((await api('GET', '/v1/projects', other.keys.viewer)).json() as { projects: { id: string }[] }).projects.map((x) => x.id)).not.toContain(id);
-    await eventually('the gateway to accept the project', async () => (await chat(acme.keys.developer, { 'x-project-id': id })).statusCode === 200, PROPAGATION_DEADLINE_MS);
+    expect((await api('GET', '/v1/projects', acme.keys.viewer)).json()).toMatchObject({
+      projects: expect.arrayContaining([expect.objectContaining({ id })]),
+    });
+    expect(
+      ((await api('GET', '/v1/projects', other.keys.viewer)).json() as { projects: { id: string }[] }).projects.map(
+        (x) => x.id,
+      ),
+    ).not.toContain(id);
+    await eventually(
+      'the gateway to accept the project',
+      async () => (await chat(acme.keys.developer, { 'x-project-id': id })).statusCode === 200,
+      PROPAGATION_DEADLINE_MS,
+    );
   });
 });
 
 describe('limits', () => {
   it('a limit set through the API holds on the gateway: 429 with Retry-After beyond it; removing it lifts it', async () => {
-    const { id, key } = (await api('POST', '/v1/api-keys', acme.keys.admin, { name: 'limited', role: 'developer' })).json() as { id: string; key: string };
-    const put = await api('PUT', '/v1/limits', acme.keys.admin, { subject: `key:${id}`, windowSeconds: FOREVER_S, maxRequests: 2 });
+    const { id, key } = (
+      await api('POST', '/v1/api-keys', acme.keys.admin, { name: 'limited', role: 'developer' })
+    ).json() as { id: string; key: string };
+    const put = await api('PUT', '/v1/limits', acme.keys.admin, {
+      subject: `key:${id}`,
+      windowSeconds: FOREVER_S,
+      maxRequests: 2,
+    });
     expect(put.statusCode).toBe(200);
     expect(put.json()).toEqual({ subject: `key:${id}`, windowSeconds: FOREVER_S, maxRequests: 2, maxTokens: null });
-    expect((await api('GET', '/v1/limits', acme.keys.viewer)).json()).toMatchObject({ limits: expect.arrayContaining([put.json()]) });
+    expect((await api('GET', '/v1/limits', acme.keys.viewer)).json()).toMatchObject({
+      limits: expect.arrayContaining([put.json()]),
+    });
     expect((await api('GET', '/v1/limits', other.keys.viewer)).json()).toEqual({ limits: [] });
     await routeAndWait({ stable: '1.0', canary: '2.0', canaryWeight: 100 }, '2.0');
 
@@ -151,12 +199,18 @@ describe('limits', () => {
 
     expect((await api('DELETE', `/v1/limits?subject=key:${id}`, acme.keys.admin)).statusCode).toBe(204);
     expect((await api('DELETE', `/v1/limits?subject=key:${id}`, acme.keys.admin)).statusCode).toBe(404);
-    await eventually('the gateway to lift the limit', async () => (await chat(key)).statusCode === 200, PROPAGATION_DEADLINE_MS);
+    await eventually(
+      'the gateway to lift the limit',
+      async () => (await chat(key)).statusCode === 200,
+      PROPAGATION_DEADLINE_MS,
+    );
     await routeAndWait({ stable: '1.0' }, '1.0');
   });
 
   it('refuses bad limits with the field named, and subjects that are not keys of the tenant', async () => {
-    const theirs = (await api('POST', '/v1/api-keys', other.keys.admin, { name: 'theirs', role: 'developer' })).json() as { id: string };
+    const theirs = (
+      await api('POST', '/v1/api-keys', other.keys.admin, { name: 'theirs', role: 'developer' })
+    ).json() as { id: string };
     const cases: [object, string][] = [
       [{ subject: '', windowSeconds: 0, maxRequests: 1 }, 'body.windowSeconds'],
       [{ subject: '', windowSeconds: 60, maxTokens: -1 }, 'body.maxTokens'],
@@ -169,7 +223,10 @@ describe('limits', () => {
       const res = await api('PUT', '/v1/limits', acme.keys.admin, body);
       expect({ body, status: res.statusCode, field: fieldOf(res) }).toEqual({ body, status: 400, field });
     }
-    expect((await api('PUT', '/v1/limits', acme.keys.operator, { subject: '', windowSeconds: 60, maxRequests: 1 })).statusCode).toBe(403);
+    expect(
+      (await api('PUT', '/v1/limits', acme.keys.operator, { subject: '', windowSeconds: 60, maxRequests: 1 }))
+        .statusCode,
+    ).toBe(403);
     // Nothing was half-applied.
     expect(((await api('GET', '/v1/limits', acme.keys.admin)).json() as { limits: unknown[] }).limits).toEqual([]);
   });
@@ -178,7 +235,12 @@ describe('limits', () => {
 describe('routes', () => {
   it('a route set through the API decides where requests go', async () => {
     await routeAndWait({ stable: '1.0', canary: '2.0', canaryWeight: 100 }, '2.0');
-    expect((await api('GET', `/v1/models/${MODEL}/route`, acme.keys.viewer)).json()).toEqual({ modelId: MODEL, stable: '1.0', canary: '2.0', canaryWeight: 100 });
+    expect((await api('GET', `/v1/models/${MODEL}/route`, acme.keys.viewer)).json()).toEqual({
+      modelId: MODEL,
+      stable: '1.0',
+      canary: '2.0',
+      canaryWeight: 100,
+    });
     const before = { one: one.received(), two: two.received() };
     for (let i = 0; i < 10; i++) expect((await chat(acme.keys.developer)).statusCode).toBe(200);
     expect({ one: one.received() - before.one, two: two.received() - before.two }).toEqual({ one: 0, two: 10 });
@@ -201,12 +263,19 @@ describe('routes', () => {
       const res = await api('PUT', `/v1/models/${MODEL}/route`, acme.keys.operator, body);
       expect({ body, status: res.statusCode, field: fieldOf(res) }).toEqual({ body, status: 400, field });
     }
-    expect((await api('PUT', `/v1/models/${MODEL}/route`, acme.keys.developer, { stable: '2.0' })).statusCode).toBe(403);
-    expect((await api('PUT', '/v1/models/no-such-model/route', acme.keys.operator, { stable: '1.0' })).statusCode).toBe(404);
+    expect((await api('PUT', `/v1/models/${MODEL}/route`, acme.keys.developer, { stable: '2.0' })).statusCode).toBe(
+      403,
+    );
+    expect((await api('PUT', '/v1/models/no-such-model/route', acme.keys.operator, { stable: '1.0' })).statusCode).toBe(
+      404,
+    );
     // Another tenant cannot read or steer the model.
     expect((await api('GET', `/v1/models/${MODEL}/route`, other.keys.admin)).statusCode).toBe(404);
     expect((await api('PUT', `/v1/models/${MODEL}/route`, other.keys.admin, { stable: '2.0' })).statusCode).toBe(404);
-    expect((await api('GET', `/v1/models/${MODEL}/route`, acme.keys.viewer)).json()).toMatchObject({ stable: '1.0', canary: null });
+    expect((await api('GET', `/v1/models/${MODEL}/route`, acme.keys.viewer)).json()).toMatchObject({
+      stable: '1.0',
+      canary: null,
+    });
   });
 
   it('is 409 while a rollout holds the model, and works again once it is released', async () => {
@@ -227,9 +296,19 @@ describe('routes', () => {
 
 describe('every admin route', () => {
   it('is audited and in the OpenAPI document', async () => {
-    const res = await p.app.inject({ method: 'GET', url: '/v1/limits', headers: { ...bearer(acme.keys.viewer), 'x-trace-id': uniqueId('admin-audit') } });
-    expect(await new AuditStore(p.db).byRequestId(res.headers['x-trace-id'] as string)).toMatchObject({ tenantId: acme.id, route: '/v1/limits', statusCode: 200 });
-    const doc = (await p.app.inject({ method: 'GET', url: '/openapi.json' })).json() as { paths: Record<string, Record<string, unknown>> };
+    const res = await p.app.inject({
+      method: 'GET',
+      url: '/v1/limits',
+      headers: { ...bearer(acme.keys.viewer), 'x-trace-id': uniqueId('admin-audit') },
+    });
+    expect(await new AuditStore(p.db).byRequestId(res.headers['x-trace-id'] as string)).toMatchObject({
+      tenantId: acme.id,
+      route: '/v1/limits',
+      statusCode: 200,
+    });
+    const doc = (await p.app.inject({ method: 'GET', url: '/openapi.json' })).json() as {
+      paths: Record<string, Record<string, unknown>>;
+    };
     expect(Object.keys(doc.paths['/v1/api-keys']!).sort()).toEqual(['get', 'post']);
     expect(Object.keys(doc.paths['/v1/api-keys/{id}']!)).toEqual(['delete']);
     expect(Object.keys(doc.paths['/v1/projects']!).sort()).toEqual(['get', 'post']);

@@ -14,7 +14,14 @@ import { temporalExecutable } from '../../temporal/server';
 import { startWorker, type RunningWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { serveModel, untilRouted } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /**
  * Continue-as-new only happens when the server suggests it (history size or length). This file runs its own dev
@@ -39,7 +46,16 @@ beforeAll(async () => {
   root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-agent-can-'));
   await writeFile(path.join(root, 'notes.txt'), 'HERON');
   const fs = require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js');
-  expect((await p.app.inject({ method: 'POST', url: '/v1/mcp-servers', headers: bearer(acme.keys.admin), payload: { id: 'fs', transport: 'stdio', command: process.execPath, args: [fs, root] } })).statusCode).toBe(201);
+  expect(
+    (
+      await p.app.inject({
+        method: 'POST',
+        url: '/v1/mcp-servers',
+        headers: bearer(acme.keys.admin),
+        payload: { id: 'fs', transport: 'stdio', command: process.execPath, args: [fs, root] },
+      })
+    ).statusCode,
+  ).toBe(201);
   env = await TestWorkflowEnvironment.createLocal({
     server: {
       executable: { type: 'existing-path', path: await temporalExecutable() },
@@ -51,7 +67,9 @@ beforeAll(async () => {
     connection: env.nativeConnection,
     namespace: env.namespace ?? 'default',
     taskQueue,
-    activities: createPlatformActivities(await platformActivityDeps(loadConfig(), p.db, { gatewayUrl: `http://127.0.0.1:${port}`, vectors: p.vectors })),
+    activities: createPlatformActivities(
+      await platformActivityDeps(loadConfig(), p.db, { gatewayUrl: `http://127.0.0.1:${port}`, vectors: p.vectors }),
+    ),
     workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
     logger: createLogger('test', 'warn'),
     handleSignals: false,
@@ -68,19 +86,39 @@ afterAll(async () => {
 
 describe('agent run continues as new', () => {
   it('carries the transcript and a later approval across runs of the same workflow id', async () => {
-    const agent: AgentDefinition = { id: 'long', model: 'agent-model', systemPrompt: '', tools: ['fs__read_text_file', 'fs__write_file'], stepLimit: 20, approvalTimeoutSeconds: 3600 };
+    const agent: AgentDefinition = {
+      id: 'long',
+      model: 'agent-model',
+      systemPrompt: '',
+      tools: ['fs__read_text_file', 'fs__write_file'],
+      stepLimit: 20,
+      approvalTimeoutSeconds: 3600,
+    };
     const read = `/tool fs__read_text_file ${JSON.stringify({ path: path.join(root, 'notes.txt') })}`;
     const target = path.join(root, 'out.txt');
-    const input = [...Array<string>(6).fill(read), `/tool fs__write_file ${JSON.stringify({ path: target, content: 'after continue-as-new' })}`].join('\n');
+    const input = [
+      ...Array<string>(6).fill(read),
+      `/tool fs__write_file ${JSON.stringify({ path: target, content: 'after continue-as-new' })}`,
+    ].join('\n');
     const workflowId = `agent-run/${acme.id}/long`;
-    const first = await env.client.workflow.start('agentRun', { taskQueue, workflowId, args: [{ tenantId: acme.id, runId: 'long', agent, input }] });
+    const first = await env.client.workflow.start('agentRun', {
+      taskQueue,
+      workflowId,
+      args: [{ tenantId: acme.id, runId: 'long', agent, input }],
+    });
     const handle = env.client.workflow.getHandle(workflowId);
     const waiting = await eventually('the write to wait for approval', async () => {
       const s = await handle.query(agentRunContract.statusQuery).catch(() => undefined);
       return s?.pending ? s : undefined;
     });
     expect(waiting.toolCalls.slice(0, 6).map((c) => c.status)).toEqual(Array(6).fill('succeeded'));
-    const approval: ToolApprovalRequest = { by: 'key:approver', tenantId: acme.id, roles: ['approver'], actionHash: waiting.pending!.actionHash, decision: 'approve' };
+    const approval: ToolApprovalRequest = {
+      by: 'key:approver',
+      tenantId: acme.id,
+      roles: ['approver'],
+      actionHash: waiting.pending!.actionHash,
+      decision: 'approve',
+    };
     await handle.executeUpdate(agentRunContract.approvalUpdate, { args: [approval] });
     const done = await handle.result();
     expect(done.phase).toBe('completed');
@@ -88,7 +126,9 @@ describe('agent run continues as new', () => {
     expect(done.toolCalls).toHaveLength(7);
     expect(done.messages).toHaveLength(2 + 7 * 2 + 1);
     expect(await readFile(target, 'utf8')).toBe('after continue-as-new');
-    expect((await env.client.workflow.getHandle(workflowId, first.firstExecutionRunId).describe()).status.name).toBe('CONTINUED_AS_NEW');
+    expect((await env.client.workflow.getHandle(workflowId, first.firstExecutionRunId).describe()).status.name).toBe(
+      'CONTINUED_AS_NEW',
+    );
     expect((await handle.describe()).runId).not.toBe(first.firstExecutionRunId);
   });
 });

@@ -6,7 +6,14 @@ import type { AgentRunStatus } from '../../contracts/agent-run';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort, type ManagedProcess } from '../../deploy/dev/process';
 import { serveModel, untilRouted } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, startWorkerProcess, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  startWorkerProcess,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 let p: TestPlatform;
 let acme: TestTenant;
@@ -29,8 +36,25 @@ beforeAll(async () => {
   root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-agent-crash-'));
   await writeFile(path.join(root, 'notes.txt'), 'HERON');
   const fs = require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js');
-  expect((await inject(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'fs', transport: 'stdio', command: process.execPath, args: [fs, root] })).statusCode).toBe(201);
-  expect((await inject(acme.keys.developer, 'PUT', '/v1/agents/writer', { model: 'agent-model', systemPrompt: '', tools: ['fs__read_text_file', 'fs__write_file'] })).statusCode).toBe(200);
+  expect(
+    (
+      await inject(acme.keys.admin, 'POST', '/v1/mcp-servers', {
+        id: 'fs',
+        transport: 'stdio',
+        command: process.execPath,
+        args: [fs, root],
+      })
+    ).statusCode,
+  ).toBe(201);
+  expect(
+    (
+      await inject(acme.keys.developer, 'PUT', '/v1/agents/writer', {
+        model: 'agent-model',
+        systemPrompt: '',
+        tools: ['fs__read_text_file', 'fs__write_file'],
+      })
+    ).statusCode,
+  ).toBe(200);
   worker = await startWorker();
 });
 afterAll(async () => {
@@ -43,12 +67,16 @@ afterAll(async () => {
 function inject(key: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: object) {
   return p.app.inject({ method, url, headers: bearer(key), ...(payload ? { payload } : {}) });
 }
-const statusOf = async (runId: string): Promise<AgentRunStatus & { workflowStatus: string }> => (await inject(acme.keys.viewer, 'GET', `/v1/agent-runs/${runId}`)).json();
+const statusOf = async (runId: string): Promise<AgentRunStatus & { workflowStatus: string }> =>
+  (await inject(acme.keys.viewer, 'GET', `/v1/agent-runs/${runId}`)).json();
 
 describe('agent run survives a worker crash', () => {
   it('still waits after the worker is SIGKILLed during the approval wait, completes on approval, and does not repeat the finished read', async () => {
     const target = path.join(root, 'out.txt');
-    const input = [`/tool fs__read_text_file ${JSON.stringify({ path: path.join(root, 'notes.txt') })}`, `/tool fs__write_file ${JSON.stringify({ path: target, content: 'once' })}`].join('\n');
+    const input = [
+      `/tool fs__read_text_file ${JSON.stringify({ path: path.join(root, 'notes.txt') })}`,
+      `/tool fs__write_file ${JSON.stringify({ path: target, content: 'once' })}`,
+    ].join('\n');
     const started = await inject(acme.keys.developer, 'POST', '/v1/agent-runs', { agentId: 'writer', input });
     expect(started.statusCode).toBe(202);
     const { runId, workflowId } = started.json();
@@ -68,14 +96,26 @@ describe('agent run survives a worker crash', () => {
       return res.statusCode === 200 ? (res.json() as AgentRunStatus) : undefined;
     });
     expect(after.pending?.actionHash).toBe(waiting.pending!.actionHash);
-    expect((await inject(acme.keys.approver, 'POST', `/v1/agent-runs/${runId}/approvals`, { actionHash: waiting.pending!.actionHash, decision: 'approve' })).statusCode).toBe(200);
+    expect(
+      (
+        await inject(acme.keys.approver, 'POST', `/v1/agent-runs/${runId}/approvals`, {
+          actionHash: waiting.pending!.actionHash,
+          decision: 'approve',
+        })
+      ).statusCode,
+    ).toBe(200);
     const done = await eventually('the run to finish', async () => {
       const s = await statusOf(runId);
       return s.workflowStatus === 'COMPLETED' ? s : undefined;
     });
     expect(done.phase).toBe('completed');
     expect(await readFile(target, 'utf8')).toBe('once');
-    const calls = (await p.db.query<{ url: string }>(`SELECT url FROM audit_log WHERE workflow_id = $1 AND method = 'TOOL' ORDER BY id`, [workflowId])).rows.map((r) => r.url);
+    const calls = (
+      await p.db.query<{ url: string }>(
+        `SELECT url FROM audit_log WHERE workflow_id = $1 AND method = 'TOOL' ORDER BY id`,
+        [workflowId],
+      )
+    ).rows.map((r) => r.url);
     expect(calls).toEqual(['mcp://fs/read_text_file', 'mcp://fs/write_file']);
   });
 });

@@ -8,7 +8,14 @@ import { parseObjectUri } from '../../common/objectstore';
 import { LineageStore } from '../../common/store/lineage';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { localConversionDeps, registerSeededMlp, startHeldConversionJobs } from '../support/conversion';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /**
  * Cancelling a conversion through the API while one step's Job runs (held by the test's job runner, so the cancel
@@ -25,7 +32,12 @@ const namespace = () => `llmhub-${acme.id}`;
 
 beforeAll(async () => {
   jobs = await startHeldConversionJobs(process.env[KUBECONFIG_ENV]!, process.env.LLMHUB_TEST_DATA!, loadConfig());
-  p = await startTestPlatform({ activityDeps: { kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined), ...localConversionDeps(jobs.config) } });
+  p = await startTestPlatform({
+    activityDeps: {
+      kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined),
+      ...localConversionDeps(jobs.config),
+    },
+  });
   acme = await p.createTenant('conv-cancel');
   await registerSeededMlp(p, acme, modelId);
 }, 180_000);
@@ -35,12 +47,27 @@ afterAll(async () => {
 });
 
 const body = { modelId, cluster: 'local', version: '1', targets: ['onnx'], profile: { runs: 5 } };
-const convert = (key: string) => p.app.inject({ method: 'POST', url: '/v1/conversions', headers: { ...bearer(acme.keys.developer), 'idempotency-key': key }, payload: body });
-const cancel = (id: string, key = acme.keys.developer) => p.app.inject({ method: 'POST', url: `/v1/conversions/${id}/cancel`, headers: bearer(key) });
-const conversionOf = async (id: string) => (await p.app.inject({ method: 'GET', url: `/v1/conversions/${id}`, headers: bearer(acme.keys.viewer) })).json();
-const podsOf = async (job: string) => (await core.listNamespacedPod({ namespace: namespace(), labelSelector: `batch.kubernetes.io/job-name=${job}` })).items;
+const convert = (key: string) =>
+  p.app.inject({
+    method: 'POST',
+    url: '/v1/conversions',
+    headers: { ...bearer(acme.keys.developer), 'idempotency-key': key },
+    payload: body,
+  });
+const cancel = (id: string, key = acme.keys.developer) =>
+  p.app.inject({ method: 'POST', url: `/v1/conversions/${id}/cancel`, headers: bearer(key) });
+const conversionOf = async (id: string) =>
+  (await p.app.inject({ method: 'GET', url: `/v1/conversions/${id}`, headers: bearer(acme.keys.viewer) })).json();
+const podsOf = async (job: string) =>
+  (await core.listNamespacedPod({ namespace: namespace(), labelSelector: `batch.kubernetes.io/job-name=${job}` }))
+    .items;
 const stepsOf = async (memoKey: string, workflowId: string) =>
-  (await batch.listNamespacedJob({ namespace: namespace(), labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` })).items
+  (
+    await batch.listNamespacedJob({
+      namespace: namespace(),
+      labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}`,
+    })
+  ).items
     .filter((j) => j.metadata!.name!.startsWith(conversionJobName(workflowId, '')))
     .map((j) => j.metadata!.labels![ConversionJobLabels.step])
     .sort();
@@ -59,11 +86,17 @@ describe('conversion cancel', () => {
     const res = await convert(key);
     expect(res.statusCode).toBe(202);
     expect(res.json()).toMatchObject({ conversionId: key, workflowId, memoized: false });
-    await eventually('the held profile step to run in its pod', async () => jobs.started(namespace(), held) === 1 && (await podsOf(held)).some((pod) => pod.status?.phase === 'Running'));
+    await eventually(
+      'the held profile step to run in its pod',
+      async () =>
+        jobs.started(namespace(), held) === 1 && (await podsOf(held)).some((pod) => pod.status?.phase === 'Running'),
+    );
     const running = await conversionOf(key);
     expect(running).toMatchObject({ state: 'running', progress: { phase: 'converting' } });
     const prefix = `s3://${loadConfig().PLATFORM_BUCKET}/conversions/${acme.id}/${running.memoKey}/`;
-    expect(await objectsUnder(`${prefix}triton/`)).toEqual([expect.stringMatching(new RegExp(`/triton/${modelId}-onnx/1/model\\.onnx$`))]);
+    expect(await objectsUnder(`${prefix}triton/`)).toEqual([
+      expect.stringMatching(new RegExp(`/triton/${modelId}-onnx/1/model\\.onnx$`)),
+    ]);
 
     // Only the conversion's own tenant can cancel it, and only a conversion that exists.
     const other = await p.createTenant('other');
@@ -82,19 +115,43 @@ describe('conversion cancel', () => {
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect((err as WorkflowFailedError).cause).toBeInstanceOf(CancelledFailure);
     expect((await handle.describe()).status.name).toBe('CANCELLED');
-    expect(await handle.query(conversionContract.statusQuery)).toMatchObject({ phase: 'cancelled', error: 'the conversion was cancelled' });
+    expect(await handle.query(conversionContract.statusQuery)).toMatchObject({
+      phase: 'cancelled',
+      error: 'the conversion was cancelled',
+    });
 
     // The held Job is deleted, its pod and program with it; the finished steps' Jobs stay until their TTL, as for any run.
     expect(await stepsOf(running.memoKey, workflowId)).toEqual(['export', 'optimize-onnx', 'validate-onnx']);
-    await eventually('the held Job\'s pod to be gone', async () => (await podsOf(held)).length === 0);
-    await eventually('the held program to be killed', async () => jobs.events.some((e) => e.startsWith(`exited ${namespace()}/${held}-`) && e.endsWith('(pod gone)')));
+    await eventually("the held Job's pod to be gone", async () => (await podsOf(held)).length === 0);
+    await eventually('the held program to be killed', async () =>
+      jobs.events.some((e) => e.startsWith(`exited ${namespace()}/${held}-`) && e.endsWith('(pod gone)')),
+    );
     expect((await cancel(key)).statusCode).toBe(409);
 
     // Nothing published or registered; the row says why and no longer holds the memo key.
-    expect(await objectsUnder(prefix)).toEqual([expect.stringContaining('/results/'), expect.stringContaining('/results/'), expect.stringContaining('/results/')]);
-    expect(await conversionOf(key)).toMatchObject({ state: 'error', error: 'the conversion was cancelled', targets: [], artifacts: [] });
-    expect((await p.app.inject({ method: 'GET', url: `/v1/models/${modelId}/versions/1/artifacts`, headers: bearer(acme.keys.viewer) })).json().artifacts).toEqual([]);
-    expect((await new LineageStore(p.db).entriesOf(acme.id, modelId, '1')).filter((e) => e.kind === 'conversion')).toEqual([]);
+    expect(await objectsUnder(prefix)).toEqual([
+      expect.stringContaining('/results/'),
+      expect.stringContaining('/results/'),
+      expect.stringContaining('/results/'),
+    ]);
+    expect(await conversionOf(key)).toMatchObject({
+      state: 'error',
+      error: 'the conversion was cancelled',
+      targets: [],
+      artifacts: [],
+    });
+    expect(
+      (
+        await p.app.inject({
+          method: 'GET',
+          url: `/v1/models/${modelId}/versions/1/artifacts`,
+          headers: bearer(acme.keys.viewer),
+        })
+      ).json().artifacts,
+    ).toEqual([]);
+    expect(
+      (await new LineageStore(p.db).entriesOf(acme.id, modelId, '1')).filter((e) => e.kind === 'conversion'),
+    ).toEqual([]);
     await jobs.release(held);
 
     // The same request again builds afresh (not memoised, not the cancelled run) and publishes.
@@ -103,8 +160,21 @@ describe('conversion cancel', () => {
     expect(again.json()).toMatchObject({ memoized: false, state: 'running' });
     const result = (await p.temporal.workflow.getHandle(again.json().workflowId).result()) as ConversionResult;
     expect(result).toMatchObject({ state: 'succeeded', targets: [{ target: 'onnx', status: 'published' }] });
-    const artifacts = (await p.app.inject({ method: 'GET', url: `/v1/models/${modelId}/versions/1/artifacts`, headers: bearer(acme.keys.viewer) })).json().artifacts;
-    expect(artifacts).toEqual([expect.objectContaining({ kind: 'onnx', conversionWorkflowId: again.json().workflowId })]);
-    expect(await stepsOf(running.memoKey, again.json().workflowId)).toEqual(['export', 'optimize-onnx', 'profile-onnx', 'validate-onnx']);
+    const artifacts = (
+      await p.app.inject({
+        method: 'GET',
+        url: `/v1/models/${modelId}/versions/1/artifacts`,
+        headers: bearer(acme.keys.viewer),
+      })
+    ).json().artifacts;
+    expect(artifacts).toEqual([
+      expect.objectContaining({ kind: 'onnx', conversionWorkflowId: again.json().workflowId }),
+    ]);
+    expect(await stepsOf(running.memoKey, again.json().workflowId)).toEqual([
+      'export',
+      'optimize-onnx',
+      'profile-onnx',
+      'validate-onnx',
+    ]);
   });
 });

@@ -7,7 +7,15 @@ import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { LOCAL_PROCESS_ANNOTATIONS } from '../../deploy/dev/kube/local-jobs';
 import type { ManagedProcess } from '../../deploy/dev/process';
 import { registerSeededMlp, startHeldConversionJobs } from '../support/conversion';
-import { bearer, eventually, startTestPlatform, startWorkerProcess, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  startWorkerProcess,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /**
  * A worker SIGKILLed while a conversion step's Job runs (held by the test's job runner, so the kill lands mid-step
@@ -52,28 +60,49 @@ afterAll(async () => {
 
 const body = { modelId, cluster: 'local', version: '1', targets: ['onnx'], profile: { runs: 5 } };
 const convert = (tenant: TestTenant, key: string) =>
-  p.app.inject({ method: 'POST', url: '/v1/conversions', headers: { ...bearer(tenant.keys.developer), 'idempotency-key': key }, payload: body });
+  p.app.inject({
+    method: 'POST',
+    url: '/v1/conversions',
+    headers: { ...bearer(tenant.keys.developer), 'idempotency-key': key },
+    payload: body,
+  });
 const namespaceOf = (tenant: TestTenant) => `llmhub-${tenant.id}`;
 const readJob = (name: string) => batch.readNamespacedJob({ name, namespace: namespaceOf(acme) });
-const podsOf = async (job: string) => (await core.listNamespacedPod({ namespace: namespaceOf(acme), labelSelector: `batch.kubernetes.io/job-name=${job}` })).items;
+const podsOf = async (job: string) =>
+  (await core.listNamespacedPod({ namespace: namespaceOf(acme), labelSelector: `batch.kubernetes.io/job-name=${job}` }))
+    .items;
 /** What must not depend on the interruption: outcome, check and published bytes (not URIs, not latency). */
 const outcomeOf = (r: ConversionResult) => ({
   state: r.state,
-  targets: r.targets.map((t: TargetResult) => ({ target: t.target, status: t.status, validation: t.validation, sha256: t.artifact?.sha256, sizeBytes: t.artifact?.sizeBytes, tritonModel: t.tritonModel })),
+  targets: r.targets.map((t: TargetResult) => ({
+    target: t.target,
+    status: t.status,
+    validation: t.validation,
+    sha256: t.artifact?.sha256,
+    sizeBytes: t.artifact?.sizeBytes,
+    tritonModel: t.tritonModel,
+  })),
 });
 
 describe('conversion survives a worker crash', () => {
-  it('adopts the running step\'s Job after SIGKILL instead of submitting it again, and ends as an uninterrupted run', async () => {
+  it("adopts the running step's Job after SIGKILL instead of submitting it again, and ends as an uninterrupted run", async () => {
     const key = uniqueId('crash');
     const workflowId = `conversion/${acme.id}/${key}`;
     const held = conversionJobName(workflowId, 'validate-onnx');
     await jobs.hold(held);
     expect((await convert(acme, key)).statusCode).toBe(202);
     const handle = p.temporal.workflow.getHandle(workflowId);
-    await eventually('the held validate step to run in its pod', async () => jobs.started(namespaceOf(acme), held) === 1 && (await podsOf(held)).some((pod) => pod.status?.phase === 'Running'));
+    await eventually(
+      'the held validate step to run in its pod',
+      async () =>
+        jobs.started(namespaceOf(acme), held) === 1 &&
+        (await podsOf(held)).some((pod) => pod.status?.phase === 'Running'),
+    );
     await eventually('the first attempt of the validate step to be waiting on its Job', async () => {
       const { raw } = await handle.describe();
-      return raw.pendingActivities?.some((a) => a.activityType?.name === 'runConversionStep' && a.attempt === 1 && a.state === STARTED);
+      return raw.pendingActivities?.some(
+        (a) => a.activityType?.name === 'runConversionStep' && a.attempt === 1 && a.state === STARTED,
+      );
     });
     const before = await readJob(held);
 
@@ -88,20 +117,41 @@ describe('conversion survives a worker crash', () => {
     expect(uninterrupted.state).toBe('succeeded');
 
     // The retry runs on the new worker while the Job is still held: it can only wait on the Job that exists.
-    await eventually('the validate step to be retried on the new worker', async () => {
-      const { raw } = await handle.describe();
-      return raw.pendingActivities?.some((a) => a.activityType?.name === 'runConversionStep' && (a.attempt ?? 0) >= 2 && a.state === STARTED);
-    }, 150_000);
-    expect(await readJob(held)).toMatchObject({ metadata: { uid: before.metadata!.uid, generation: before.metadata!.generation }, status: { active: 1 } });
+    await eventually(
+      'the validate step to be retried on the new worker',
+      async () => {
+        const { raw } = await handle.describe();
+        return raw.pendingActivities?.some(
+          (a) => a.activityType?.name === 'runConversionStep' && (a.attempt ?? 0) >= 2 && a.state === STARTED,
+        );
+      },
+      150_000,
+    );
+    expect(await readJob(held)).toMatchObject({
+      metadata: { uid: before.metadata!.uid, generation: before.metadata!.generation },
+      status: { active: 1 },
+    });
     await jobs.release(held);
 
     const result = (await handle.result()) as ConversionResult;
     expect(outcomeOf(result)).toEqual(outcomeOf(uninterrupted));
 
     // Every step ran as exactly one Job; the interrupted one is the Job from before the crash, with its one pod and one program run.
-    const { memoKey } = (await p.app.inject({ method: 'GET', url: `/v1/conversions/${key}`, headers: bearer(acme.keys.viewer) })).json();
-    const steps = (await batch.listNamespacedJob({ namespace: namespaceOf(acme), labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` })).items;
-    expect(steps.map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual(['export', 'optimize-onnx', 'profile-onnx', 'validate-onnx']);
+    const { memoKey } = (
+      await p.app.inject({ method: 'GET', url: `/v1/conversions/${key}`, headers: bearer(acme.keys.viewer) })
+    ).json();
+    const steps = (
+      await batch.listNamespacedJob({
+        namespace: namespaceOf(acme),
+        labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}`,
+      })
+    ).items;
+    expect(steps.map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual([
+      'export',
+      'optimize-onnx',
+      'profile-onnx',
+      'validate-onnx',
+    ]);
     const after = await readJob(held);
     expect(after.metadata!.uid).toBe(before.metadata!.uid);
     expect(after.status).toMatchObject({ succeeded: 1 });

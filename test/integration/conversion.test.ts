@@ -27,8 +27,17 @@ const core = testKubeConfig().makeApiClient(CoreV1Api);
 const namespace = () => `llmhub-${acme.id}`;
 
 beforeAll(async () => {
-  runner = await startConversionJobRunner(process.env[KUBECONFIG_ENV]!, path.join(process.env.LLMHUB_TEST_DATA!, 'conversion-jobs'), config);
-  p = await startTestPlatform({ activityDeps: { kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined), ...localConversionDeps(config) } });
+  runner = await startConversionJobRunner(
+    process.env[KUBECONFIG_ENV]!,
+    path.join(process.env.LLMHUB_TEST_DATA!, 'conversion-jobs'),
+    config,
+  );
+  p = await startTestPlatform({
+    activityDeps: {
+      kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined),
+      ...localConversionDeps(config),
+    },
+  });
   acme = await p.createTenant('acme');
   modelId = uniqueId('mlp');
   await registerSeededMlp(p, acme, modelId);
@@ -39,10 +48,23 @@ afterAll(async () => {
 });
 
 const convert = (payload: Record<string, unknown>, key = uniqueId('conv')) =>
-  p.app.inject({ method: 'POST', url: '/v1/conversions', headers: { ...bearer(acme.keys.developer), 'idempotency-key': key }, payload: { modelId, cluster: 'local', ...payload } });
-const finished = async (workflowId: string) => p.temporal.workflow.getHandle(workflowId).result() as Promise<ConversionResult>;
-const conversionOf = async (id: string) => (await p.app.inject({ method: 'GET', url: `/v1/conversions/${id}`, headers: bearer(acme.keys.viewer) })).json();
-const jobsOf = async (memoKey: string) => (await batch.listNamespacedJob({ namespace: namespace(), labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` })).items;
+  p.app.inject({
+    method: 'POST',
+    url: '/v1/conversions',
+    headers: { ...bearer(acme.keys.developer), 'idempotency-key': key },
+    payload: { modelId, cluster: 'local', ...payload },
+  });
+const finished = async (workflowId: string) =>
+  p.temporal.workflow.getHandle(workflowId).result() as Promise<ConversionResult>;
+const conversionOf = async (id: string) =>
+  (await p.app.inject({ method: 'GET', url: `/v1/conversions/${id}`, headers: bearer(acme.keys.viewer) })).json();
+const jobsOf = async (memoKey: string) =>
+  (
+    await batch.listNamespacedJob({
+      namespace: namespace(),
+      labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}`,
+    })
+  ).items;
 const objectText = async (uri: string) => {
   const parts: Buffer[] = [];
   for await (const c of await p.objects.getStream(parseObjectUri(uri))) parts.push(c as Buffer);
@@ -63,15 +85,25 @@ describe('model conversion', () => {
     expect(result.state).toBe('partial');
 
     first = await conversionOf(firstId);
-    expect(first).toMatchObject({ state: 'partial', modelId, version: '1', tritonRepositoryUri: result.tritonRepositoryUri });
+    expect(first).toMatchObject({
+      state: 'partial',
+      modelId,
+      version: '1',
+      tritonRepositoryUri: result.tritonRepositoryUri,
+    });
     const onnx = target(first.targets, 'onnx');
     const int8 = target(first.targets, 'onnx-int8');
-    expect(onnx).toMatchObject({ status: 'published', tritonModel: `${modelId}-onnx`, validation: { passed: true, tolerance: 1e-4, samples: 32 } });
+    expect(onnx).toMatchObject({
+      status: 'published',
+      tritonModel: `${modelId}-onnx`,
+      validation: { passed: true, tolerance: 1e-4, samples: 32 },
+    });
     expect(onnx.validation!.maxRelError).toBeLessThan(1e-4);
     expect(int8).toMatchObject({ status: 'published', validation: { passed: true, tolerance: 0.05 } });
     // Quantisation really changed the numbers, and the check measured it.
     expect(int8.validation!.maxRelError).toBeGreaterThan(onnx.validation!.maxRelError);
-    for (const t of [onnx, int8]) expect(t.latency).toMatchObject({ runs: 20, batch: 1, p50Ms: expect.any(Number), p95Ms: expect.any(Number) });
+    for (const t of [onnx, int8])
+      expect(t.latency).toMatchObject({ runs: 20, batch: 1, p50Ms: expect.any(Number), p95Ms: expect.any(Number) });
     const trt = target(first.targets, 'tensorrt');
     expect(trt.status).toBe('not_run');
     expect(trt.reason).toMatch(/no TensorRT on this node|no GPU/);
@@ -79,8 +111,15 @@ describe('model conversion', () => {
 
     // The Triton model repository: exactly a config.pbtxt and a version folder per published target; no model.plan.
     const repo = parseObjectUri(first.tritonRepositoryUri);
-    const keys = (await p.objects.list(repo.bucket, `${repo.key}/`)).map((o) => o.key.slice(repo.key.length + 1)).sort();
-    expect(keys).toEqual([`${modelId}-onnx-int8/1/model.onnx`, `${modelId}-onnx-int8/config.pbtxt`, `${modelId}-onnx/1/model.onnx`, `${modelId}-onnx/config.pbtxt`]);
+    const keys = (await p.objects.list(repo.bucket, `${repo.key}/`))
+      .map((o) => o.key.slice(repo.key.length + 1))
+      .sort();
+    expect(keys).toEqual([
+      `${modelId}-onnx-int8/1/model.onnx`,
+      `${modelId}-onnx-int8/config.pbtxt`,
+      `${modelId}-onnx/1/model.onnx`,
+      `${modelId}-onnx/config.pbtxt`,
+    ]);
     const pbtxt = (await objectText(onnx.configUri!)).toString('utf8');
     expect(pbtxt).toContain(`name: "${modelId}-onnx"`);
     expect(pbtxt).toContain('platform: "onnxruntime_onnx"');
@@ -96,19 +135,38 @@ describe('model conversion', () => {
     expect(await p.objects.list(repo.bucket, repo.key.replace(/triton$/, 'work/'))).toEqual([]);
 
     // Registered on the model version, and on the conversion.
-    const artifacts = (await p.app.inject({ method: 'GET', url: `/v1/models/${modelId}/versions/1/artifacts`, headers: bearer(acme.keys.viewer) })).json().artifacts;
+    const artifacts = (
+      await p.app.inject({
+        method: 'GET',
+        url: `/v1/models/${modelId}/versions/1/artifacts`,
+        headers: bearer(acme.keys.viewer),
+      })
+    ).json().artifacts;
     expect(artifacts.map((a: { kind: string }) => a.kind).sort()).toEqual(['onnx', 'onnx-int8']);
     expect(first.artifacts).toHaveLength(2);
-    expect(artifacts[0]).toMatchObject({ conversionWorkflowId: first.workflowId, tritonRepositoryUri: first.tritonRepositoryUri });
+    expect(artifacts[0]).toMatchObject({
+      conversionWorkflowId: first.workflowId,
+      tritonRepositoryUri: first.tritonRepositoryUri,
+    });
 
     // Every step ran as a Job; the TensorRT build was scheduled on a GPU node, asking for a GPU.
     const jobs = await jobsOf(first.memoKey);
-    expect(jobs.map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual(
-      ['export', 'optimize-onnx', 'optimize-onnx-int8', 'profile-onnx', 'profile-onnx-int8', 'tensorrt', 'validate-onnx', 'validate-onnx-int8'],
-    );
+    expect(jobs.map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual([
+      'export',
+      'optimize-onnx',
+      'optimize-onnx-int8',
+      'profile-onnx',
+      'profile-onnx-int8',
+      'tensorrt',
+      'validate-onnx',
+      'validate-onnx-int8',
+    ]);
     const trtJob = jobs.find((j) => j.metadata!.labels![ConversionJobLabels.step] === 'tensorrt')!;
     expect(trtJob.spec!.template.spec!.containers[0]!.resources!.limits!['nvidia.com/gpu']).toBe('1');
-    const pods = await core.listNamespacedPod({ namespace: namespace(), labelSelector: `job-name=${trtJob.metadata!.name}` });
+    const pods = await core.listNamespacedPod({
+      namespace: namespace(),
+      labelSelector: `job-name=${trtJob.metadata!.name}`,
+    });
     expect(pods.items[0]!.spec!.nodeName).toMatch(/^gpu-/);
   }, 300_000);
 
@@ -116,21 +174,48 @@ describe('model conversion', () => {
     const jobsBefore = (await jobsOf(first.memoKey)).length;
     const key = uniqueId('again');
     // The same options in another order and with the defaults spelled out: the same memo key.
-    const res = await convert({ version: '1', targets: ['onnx', 'onnx-int8', 'tensorrt'], precision: 'fp16', validation: { tolerance: { 'onnx-int8': 0.05, onnx: 1e-4 }, seed: 0, sampleCount: 32 }, profile: { runs: 20 } }, key);
+    const res = await convert(
+      {
+        version: '1',
+        targets: ['onnx', 'onnx-int8', 'tensorrt'],
+        precision: 'fp16',
+        validation: { tolerance: { 'onnx-int8': 0.05, onnx: 1e-4 }, seed: 0, sampleCount: 32 },
+        profile: { runs: 20 },
+      },
+      key,
+    );
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ memoized: true, conversionId: firstId, workflowId: first.workflowId, state: 'partial' });
+    expect(res.json()).toMatchObject({
+      memoized: true,
+      conversionId: firstId,
+      workflowId: first.workflowId,
+      state: 'partial',
+    });
     expect(res.json().result.targets).toEqual(first.targets);
-    await expect(p.temporal.workflow.getHandle(`conversion/${acme.id}/${key}`).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
+    await expect(p.temporal.workflow.getHandle(`conversion/${acme.id}/${key}`).describe()).rejects.toBeInstanceOf(
+      WorkflowNotFoundError,
+    );
     expect(await jobsOf(first.memoKey)).toHaveLength(jobsBefore);
     // The first request repeated with its own Idempotency-Key is that conversion; the key with another body is a 422.
-    const repeat = await convert({ version: '1', targets: ['tensorrt', 'onnx-int8', 'onnx'], profile: { runs: 20 } }, firstId);
+    const repeat = await convert(
+      { version: '1', targets: ['tensorrt', 'onnx-int8', 'onnx'], profile: { runs: 20 } },
+      firstId,
+    );
     expect(repeat.statusCode).toBe(200);
-    expect(repeat.json()).toMatchObject({ conversionId: firstId, workflowId: first.workflowId, memoized: false, state: 'partial' });
+    expect(repeat.json()).toMatchObject({
+      conversionId: firstId,
+      workflowId: first.workflowId,
+      memoized: false,
+      state: 'partial',
+    });
     expect((await convert({ version: '1', targets: ['onnx'] }, firstId)).statusCode).toBe(422);
     expect(await jobsOf(first.memoKey)).toHaveLength(jobsBefore);
     // Another tenant cannot see it.
     const other = await p.createTenant('other');
-    expect((await p.app.inject({ method: 'GET', url: `/v1/conversions/${firstId}`, headers: bearer(other.keys.viewer) })).statusCode).toBe(404);
+    expect(
+      (await p.app.inject({ method: 'GET', url: `/v1/conversions/${firstId}`, headers: bearer(other.keys.viewer) }))
+        .statusCode,
+    ).toBe(404);
   });
 
   it('builds once for concurrent identical requests under different keys', async () => {
@@ -139,17 +224,28 @@ describe('model conversion', () => {
     const builders = answers.filter((r) => r.json().memoized === false);
     expect(builders).toHaveLength(1);
     const built = builders[0]!.json();
-    for (const r of answers) expect(r.json()).toMatchObject({ conversionId: built.conversionId, workflowId: built.workflowId });
+    for (const r of answers)
+      expect(r.json()).toMatchObject({ conversionId: built.conversionId, workflowId: built.workflowId });
     const result = await finished(built.workflowId);
     expect(result.state).toBe('succeeded');
     const c = await conversionOf(built.conversionId);
-    expect((await jobsOf(c.memoKey)).map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual(['export', 'optimize-onnx', 'profile-onnx', 'validate-onnx']);
+    expect((await jobsOf(c.memoKey)).map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual([
+      'export',
+      'optimize-onnx',
+      'profile-onnx',
+      'validate-onnx',
+    ]);
   }, 300_000);
 
   it('fails the correctness check of a deliberately wrong tolerance with the measured error, publishing nothing', async () => {
     // Inline samples this time: they reach the check through the conversion's S3 prefix.
     const samples = Array.from({ length: 8 }, (_, i) => Array.from({ length: 16 }, (_, j) => Math.sin(i * 16 + j)));
-    const res = await convert({ version: '1', targets: ['onnx-int8'], validation: { samples, tolerance: { 'onnx-int8': 1e-4 } }, profile: { runs: 5 } });
+    const res = await convert({
+      version: '1',
+      targets: ['onnx-int8'],
+      validation: { samples, tolerance: { 'onnx-int8': 1e-4 } },
+      profile: { runs: 5 },
+    });
     expect(res.statusCode).toBe(202);
     const result = await finished(res.json().workflowId);
     expect(result.state).toBe('failed');
@@ -173,11 +269,25 @@ describe('model conversion', () => {
     };
     await bad({ version: '1', targets: ['onnx', 'pytorch'] }, 400, 'body.targets.1');
     await bad({ version: '1', targets: ['onnx'], cluster: 'nowhere' }, 400, 'body.cluster');
-    await bad({ version: '1', targets: ['onnx'], validation: { samples: [[1, 2], [3]] } }, 400, 'body.validation.samples');
-    await bad({ version: '1', targets: ['onnx'], validation: { tolerance: { onnx: 0 } } }, 400, 'body.validation.tolerance.onnx');
+    await bad(
+      { version: '1', targets: ['onnx'], validation: { samples: [[1, 2], [3]] } },
+      400,
+      'body.validation.samples',
+    );
+    await bad(
+      { version: '1', targets: ['onnx'], validation: { tolerance: { onnx: 0 } } },
+      400,
+      'body.validation.tolerance.onnx',
+    );
     const missing = await convert({ version: '9', targets: ['onnx'] });
     expect(missing.statusCode).toBe(404);
     const spec = (await p.app.inject({ method: 'GET', url: '/openapi.json' })).json();
-    expect(Object.keys(spec.paths)).toEqual(expect.arrayContaining(['/v1/conversions', '/v1/conversions/{id}', '/v1/models/{modelId}/versions/{version}/artifacts']));
+    expect(Object.keys(spec.paths)).toEqual(
+      expect.arrayContaining([
+        '/v1/conversions',
+        '/v1/conversions/{id}',
+        '/v1/models/{modelId}/versions/{version}/artifacts',
+      ]),
+    );
   });
 });

@@ -3,7 +3,15 @@ import { loadConfig } from '../../common/config';
 import { RunObjects, type TrainerProgress } from '../../contracts/fine-tune';
 import { LineageStore } from '../../common/store/lineage';
 import { train } from '../../deploy/trainers/reference/train';
-import { HYPERPARAMETERS, fineTuneClient, gpuNodes, prepare, readObject, startFineTunePlatform, task } from '../support/fine-tune';
+import {
+  HYPERPARAMETERS,
+  fineTuneClient,
+  gpuNodes,
+  prepare,
+  readObject,
+  startFineTunePlatform,
+  task,
+} from '../support/fine-tune';
 import { uniqueId, type TestPlatform } from '../support/platform';
 
 let p: TestPlatform;
@@ -39,8 +47,16 @@ describe('fine-tune resumption', () => {
     });
     expect(res.statusCode).toBe(202);
     const { fineTuneId } = res.json();
-    const before = await api.until(fineTuneId, (s) => s.progress?.step === HOLD_AT, `the first attempt at step ${HOLD_AT}`);
-    expect(before).toMatchObject({ phase: 'running', job: { attempt: 1, node: doomed }, progress: { checkpointStep: 30 } });
+    const before = await api.until(
+      fineTuneId,
+      (s) => s.progress?.step === HOLD_AT,
+      `the first attempt at step ${HOLD_AT}`,
+    );
+    expect(before).toMatchObject({
+      phase: 'running',
+      job: { attempt: 1, node: doomed },
+      progress: { checkpointStep: 30 },
+    });
 
     // A spare node of the same product, then the node under the trainer disappears.
     const spare = await nodes.add(1);
@@ -55,9 +71,14 @@ describe('fine-tune resumption', () => {
 
     // Which steps each trainer process trained: the second started at the checkpoint, so no step before it ran twice.
     const prefix = `s3://${loadConfig().PLATFORM_BUCKET}/fine-tunes/${tenant.id}/${fineTuneId}/`;
-    const progress = JSON.parse((await readObject(p, `${prefix}${RunObjects.progress}`)).toString('utf8')) as TrainerProgress;
+    const progress = JSON.parse(
+      (await readObject(p, `${prefix}${RunObjects.progress}`)).toString('utf8'),
+    ) as TrainerProgress;
     expect(progress.segments.map((s) => s.attempt)).toEqual([1, 2]);
-    const [first, second] = progress.segments as [TrainerProgress['segments'][number], TrainerProgress['segments'][number]];
+    const [first, second] = progress.segments as [
+      TrainerProgress['segments'][number],
+      TrainerProgress['segments'][number],
+    ];
     // Steps 30-34 ran after the last checkpoint of the lost attempt, so they are trained again; none before 30 is.
     expect(first).toEqual({ attempt: 1, fromStep: 0, toStep: HOLD_AT });
     expect(second).toEqual({ attempt: 2, fromStep: 30, toStep: 60 });
@@ -67,10 +88,22 @@ describe('fine-tune resumption', () => {
 
     // The same seed and hyperparameters trained without interruption (the same trainer code, in this process).
     const reference = await train(
-      { runPrefix: `s3://${loadConfig().PLATFORM_BUCKET}/fine-tunes/${tenant.id}/${uniqueId('uninterrupted')}/`, baseModelUri: artifactUri, datasetUri, method: 'full', hyperparameters, resumeFrom: null, attempt: 1, stepDelayMs: 0, holdAtStep: null },
+      {
+        runPrefix: `s3://${loadConfig().PLATFORM_BUCKET}/fine-tunes/${tenant.id}/${uniqueId('uninterrupted')}/`,
+        baseModelUri: artifactUri,
+        datasetUri,
+        method: 'full',
+        hyperparameters,
+        resumeFrom: null,
+        attempt: 1,
+        stepDelayMs: 0,
+        holdAtStep: null,
+      },
       p.objects,
     );
-    expect(Buffer.compare(await readObject(p, reference.output!.uri), await readObject(p, done.result!.artifactUri))).toBe(0);
+    expect(
+      Buffer.compare(await readObject(p, reference.output!.uri), await readObject(p, done.result!.artifactUri)),
+    ).toBe(0);
 
     const [entry] = await new LineageStore(p.db).entriesOf(tenant.id, modelId, done.output.version);
     expect(entry?.details).toMatchObject({ resumptions: 1, method: 'full', dataset: { sha256: t.datasetSha256 } });

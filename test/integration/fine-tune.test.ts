@@ -5,7 +5,16 @@ import { fineTuneContract } from '../../contracts/fine-tune';
 import { decodeMlp, meanSquaredError } from '../../deploy/trainers/reference/mlp';
 import { LineageStore } from '../../common/store/lineage';
 import { historyText } from '../support/history-text';
-import { BUCKET, HYPERPARAMETERS, fineTuneClient, gpuNodes, prepare, readObject, startFineTunePlatform, task } from '../support/fine-tune';
+import {
+  BUCKET,
+  HYPERPARAMETERS,
+  fineTuneClient,
+  gpuNodes,
+  prepare,
+  readObject,
+  startFineTunePlatform,
+  task,
+} from '../support/fine-tune';
 import { bearer, eventually, uniqueId, type TestPlatform } from '../support/platform';
 import { isNotFound } from './kube/kube-helpers';
 
@@ -54,19 +63,29 @@ describe('fine-tuning', () => {
     expect(workflowId).toBe(`fine-tune/${tenant.id}/${fineTuneId}`);
 
     // While it trains: the Job as the workflow applied it, and the loss curve in the Temporal query.
-    const running = await api.until(fineTuneId, (s) => s.phase === 'running' && (s.progress?.lossCurve.length ?? 0) > 0, 'running with a loss curve');
+    const running = await api.until(
+      fineTuneId,
+      (s) => s.phase === 'running' && (s.progress?.lossCurve.length ?? 0) > 0,
+      'running with a loss curve',
+    );
     expect(running.phase).toBe('running');
     const queried = await p.temporal.workflow.getHandle(workflowId).query(fineTuneContract.statusQuery);
     expect(queried.progress!.lossCurve.length).toBeGreaterThan(0);
     expect(queried.job).toMatchObject({ attempt: 1, podPhase: 'Running', pendingReason: null });
-    const job = await nodes.k.batch.readNamespacedJob({ name: trainingJobName(fineTuneId, 1), namespace: defaultNamespaceOf(tenant.id) });
+    const job = await nodes.k.batch.readNamespacedJob({
+      name: trainingJobName(fineTuneId, 1),
+      namespace: defaultNamespaceOf(tenant.id),
+    });
     expect(job.spec?.backoffLimit).toBe(0);
     expect(job.spec?.activeDeadlineSeconds).toBe(86_400);
     const pod = job.spec!.template;
     expect(pod.spec?.nodeSelector).toEqual({ 'nvidia.com/gpu.product': nodes.product });
     expect(pod.spec?.containers[0]?.resources?.limits).toMatchObject({ 'nvidia.com/gpu': '1' });
     expect(pod.spec?.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
-    expect(pod.metadata?.annotations).toMatchObject({ 'llmhub.dev/kwok-behaviour': 'local-process', [Labels.workflowId]: workflowId });
+    expect(pod.metadata?.annotations).toMatchObject({
+      'llmhub.dev/kwok-behaviour': 'local-process',
+      [Labels.workflowId]: workflowId,
+    });
     expect(pod.metadata?.labels).toMatchObject({ [Labels.tenant]: tenant.id, [Labels.model]: modelId });
     expect(pod.spec?.containers[0]?.env).toContainEqual({ name: 'LLMHUB_DATASET_URI', value: datasetUri });
 
@@ -86,7 +105,12 @@ describe('fine-tuning', () => {
     expect(meanSquaredError(produced, t.heldOut)).toBeLessThan(meanSquaredError(t.base, t.heldOut));
 
     const version = await p.registry.getVersion(tenant.id, modelId, done.output.version);
-    expect(version).toMatchObject({ state: 'ready', artifactUri: done.result!.artifactUri, checksum: done.result!.checksum, workflowId });
+    expect(version).toMatchObject({
+      state: 'ready',
+      artifactUri: done.result!.artifactUri,
+      checksum: done.result!.checksum,
+      workflowId,
+    });
     const [entry] = await new LineageStore(p.db).chainOf(tenant.id, modelId, done.output.version);
     expect(entry).toMatchObject({
       kind: 'fine_tune',
@@ -98,14 +122,20 @@ describe('fine-tuning', () => {
         method: 'lora',
         hyperparameters: HYPERPARAMETERS,
         artifact: { uri: done.result!.artifactUri, sha256: done.result!.checksum },
-        checkpoint: { uri: expect.stringContaining('checkpoints/step-00000060'), sha256: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) },
+        checkpoint: {
+          uri: expect.stringContaining('checkpoints/step-00000060'),
+          sha256: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+        },
         resumptions: 0,
       },
     });
     // The Job is gone once the run ended; the claim on the quota too.
     await eventually('the Job deleted', async () => {
       try {
-        await nodes.k.batch.readNamespacedJob({ name: trainingJobName(fineTuneId, 1), namespace: defaultNamespaceOf(tenant.id) });
+        await nodes.k.batch.readNamespacedJob({
+          name: trainingJobName(fineTuneId, 1),
+          namespace: defaultNamespaceOf(tenant.id),
+        });
         return false;
       } catch (err) {
         return isNotFound(err);
@@ -121,15 +151,37 @@ describe('fine-tuning', () => {
     const tenant = await p.createTenant('ft-bad');
     const api = fineTuneClient(p, tenant);
     const { modelId, datasetUri } = await prepare(p, tenant, task(12));
-    const setQuota = await p.app.inject({ method: 'PUT', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.admin), payload: { gpus: 2 } });
+    const setQuota = await p.app.inject({
+      method: 'PUT',
+      url: '/v1/quotas/gpu',
+      headers: bearer(tenant.keys.admin),
+      payload: { gpus: 2 },
+    });
     expect(setQuota.statusCode).toBe(200);
-    expect((await p.app.inject({ method: 'PUT', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.developer), payload: { gpus: 99 } })).statusCode).toBe(403);
+    expect(
+      (
+        await p.app.inject({
+          method: 'PUT',
+          url: '/v1/quotas/gpu',
+          headers: bearer(tenant.keys.developer),
+          payload: { gpus: 99 },
+        })
+      ).statusCode,
+    ).toBe(403);
     const cases: [object, number, string][] = [
       [{ ...request('no-such-model', datasetUri) }, 404, 'body.baseModel.modelId'],
       [{ ...request(modelId, datasetUri), baseModel: { modelId, version: 'nope' } }, 404, 'body.baseModel.version'],
       [request(modelId, `s3://${BUCKET}/${tenant.id}/missing.jsonl`), 404, 'body.datasetUri'],
-      [request(modelId, datasetUri, { hyperparameters: { ...HYPERPARAMETERS, learningRate: -0.1 } }), 400, 'body.hyperparameters.learningRate'],
-      [request(modelId, datasetUri, { resources: { gpuCount: 3, gpuProduct: nodes.product } }), 400, 'body.resources.gpuCount'],
+      [
+        request(modelId, datasetUri, { hyperparameters: { ...HYPERPARAMETERS, learningRate: -0.1 } }),
+        400,
+        'body.hyperparameters.learningRate',
+      ],
+      [
+        request(modelId, datasetUri, { resources: { gpuCount: 3, gpuProduct: nodes.product } }),
+        400,
+        'body.resources.gpuCount',
+      ],
       [request(modelId, datasetUri, { method: 'dpo' }), 400, 'body.method'],
     ];
     const keys: string[] = [];
@@ -147,29 +199,66 @@ describe('fine-tuning', () => {
     expect((await p.db.query('SELECT 1 FROM gpu_claims WHERE tenant_id = $1', [tenant.id])).rowCount).toBe(0);
   }, 120_000);
 
-  it('keeps a Job asking more GPUs than any node has pending with the scheduler\'s reason; cancelling a queued run frees nothing it did not hold; a raised quota applies to waiting runs', async () => {
+  it("keeps a Job asking more GPUs than any node has pending with the scheduler's reason; cancelling a queued run frees nothing it did not hold; a raised quota applies to waiting runs", async () => {
     const tenant = await p.createTenant('ft-pending');
     const api = fineTuneClient(p, tenant);
     const { modelId, datasetUri } = await prepare(p, tenant, task(14));
-    expect((await p.app.inject({ method: 'PUT', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.admin), payload: { gpus: 16 } })).statusCode).toBe(200);
-    const big = (await api.post(request(modelId, datasetUri, { resources: { gpuCount: 16, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' } }))).json().fineTuneId as string;
-    const pending = await api.until(big, (s) => s.phase === 'pending' && !!s.job?.pendingReason, 'pending with a reason');
+    expect(
+      (
+        await p.app.inject({
+          method: 'PUT',
+          url: '/v1/quotas/gpu',
+          headers: bearer(tenant.keys.admin),
+          payload: { gpus: 16 },
+        })
+      ).statusCode,
+    ).toBe(200);
+    const big = (
+      await api.post(
+        request(modelId, datasetUri, {
+          resources: { gpuCount: 16, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' },
+        }),
+      )
+    ).json().fineTuneId as string;
+    const pending = await api.until(
+      big,
+      (s) => s.phase === 'pending' && !!s.job?.pendingReason,
+      'pending with a reason',
+    );
     expect(pending.job?.pendingReason).toContain('Insufficient nvidia.com/gpu');
 
     // The big run holds the whole quota (it is placed, only the scheduler has nowhere to put it): a small one waits.
-    const small = (await api.post(request(modelId, datasetUri, { output: { version: 'small' } }))).json().fineTuneId as string;
-    expect(await api.until(small, (s) => s.queue?.position === 1, 'queued first in line')).toMatchObject({ phase: 'queued', job: null });
-    const cancel = (id: string) => p.app.inject({ method: 'POST', url: `/v1/fine-tunes/${id}/cancel`, headers: bearer(tenant.keys.operator) });
+    const small = (await api.post(request(modelId, datasetUri, { output: { version: 'small' } }))).json()
+      .fineTuneId as string;
+    expect(await api.until(small, (s) => s.queue?.position === 1, 'queued first in line')).toMatchObject({
+      phase: 'queued',
+      job: null,
+    });
+    const cancel = (id: string) =>
+      p.app.inject({ method: 'POST', url: `/v1/fine-tunes/${id}/cancel`, headers: bearer(tenant.keys.operator) });
     expect((await cancel(small)).statusCode).toBe(202);
     expect((await api.until(small, (s) => s.phase === 'cancelled', 'cancelled')).phase).toBe('cancelled');
-    const usage = async () => (await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.viewer) })).json();
+    const usage = async () =>
+      (await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.viewer) })).json();
     expect(await usage()).toEqual({ gpus: 16, inUse: 16, waiting: 0 });
 
     // A raised quota applies to the runs already waiting.
-    const next = (await api.post(request(modelId, datasetUri, { output: { version: 'next' } }))).json().fineTuneId as string;
+    const next = (await api.post(request(modelId, datasetUri, { output: { version: 'next' } }))).json()
+      .fineTuneId as string;
     await api.until(next, (s) => s.queue?.position === 1, 'queued first in line');
-    expect((await p.app.inject({ method: 'PUT', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.admin), payload: { gpus: 17 } })).statusCode).toBe(200);
-    expect((await api.until(next, (s) => s.timeline.claimedAt !== null, 'claimed under the raised quota')).phase).not.toBe('failed');
+    expect(
+      (
+        await p.app.inject({
+          method: 'PUT',
+          url: '/v1/quotas/gpu',
+          headers: bearer(tenant.keys.admin),
+          payload: { gpus: 17 },
+        })
+      ).statusCode,
+    ).toBe(200);
+    expect(
+      (await api.until(next, (s) => s.timeline.claimedAt !== null, 'claimed under the raised quota')).phase,
+    ).not.toBe('failed');
     expect((await cancel(next)).statusCode).toBe(202);
     await api.until(next, (s) => s.phase === 'cancelled', 'cancelled');
 
@@ -178,7 +267,10 @@ describe('fine-tuning', () => {
     expect(await usage()).toEqual({ gpus: 17, inUse: 0, waiting: 0 });
     await eventually('the pending Job deleted', async () => {
       try {
-        await nodes.k.batch.readNamespacedJob({ name: trainingJobName(big, 1), namespace: defaultNamespaceOf(tenant.id) });
+        await nodes.k.batch.readNamespacedJob({
+          name: trainingJobName(big, 1),
+          namespace: defaultNamespaceOf(tenant.id),
+        });
         return false;
       } catch (err) {
         return isNotFound(err);
@@ -206,10 +298,24 @@ describe('fine-tuning', () => {
     const tenant = await p.createTenant('ft-quota');
     const api = fineTuneClient(p, tenant);
     const { modelId, datasetUri } = await prepare(p, tenant, task(13));
-    expect((await p.app.inject({ method: 'PUT', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.admin), payload: { gpus: 2 } })).statusCode).toBe(200);
+    expect(
+      (
+        await p.app.inject({
+          method: 'PUT',
+          url: '/v1/quotas/gpu',
+          headers: bearer(tenant.keys.admin),
+          payload: { gpus: 2 },
+        })
+      ).statusCode,
+    ).toBe(200);
     const ids: string[] = [];
     for (const i of [1, 2, 3]) {
-      const res = await api.post(request(modelId, datasetUri, { hyperparameters: { ...HYPERPARAMETERS, totalSteps: 40 }, output: { version: `q${i}` } }));
+      const res = await api.post(
+        request(modelId, datasetUri, {
+          hyperparameters: { ...HYPERPARAMETERS, totalSteps: 40 },
+          output: { version: `q${i}` },
+        }),
+      );
       expect(res.statusCode).toBe(202);
       ids.push(res.json().fineTuneId);
     }

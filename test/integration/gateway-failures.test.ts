@@ -3,12 +3,30 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import OpenAI from 'openai';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import { freePort } from '../../deploy/dev/process';
-import { startReferenceModelServer, type Faults, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import {
+  startReferenceModelServer,
+  type Faults,
+  type ReferenceModelServer,
+} from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /** Tight upstream timeouts and a quick breaker, so failures show within a test; normal answers take milliseconds. */
-const SETTINGS = { firstByteTimeoutMs: 1_500, idleTimeoutMs: 1_500, breakerFailures: 3, breakerCooldownMs: 2_000, metricsFlushMs: 200, refreshMs: 500 };
+const SETTINGS = {
+  firstByteTimeoutMs: 1_500,
+  idleTimeoutMs: 1_500,
+  breakerFailures: 3,
+  breakerCooldownMs: 2_000,
+  metricsFlushMs: 200,
+  refreshMs: 500,
+};
 /**
  * Listens with a backlog of 0 and never accepts; its own non-blocking connects fill the accept queue (Linux keeps
  * backlog + 1), then it prints its port. Python, because Node accepts every connection it is offered.
@@ -41,9 +59,17 @@ afterAll(async () => {
 async function model(stableFaults: Partial<Faults>, canaryFaults?: Partial<Faults>) {
   const id = uniqueId('m');
   const stable = await startReferenceModelServer({ name: `${id}-stable`, faults: stableFaults });
-  const canary = canaryFaults ? await startReferenceModelServer({ name: `${id}-canary`, faults: canaryFaults }) : undefined;
+  const canary = canaryFaults
+    ? await startReferenceModelServer({ name: `${id}-canary`, faults: canaryFaults })
+    : undefined;
   servers.push(stable, ...(canary ? [canary] : []));
-  await serveModel(p.db, acme.id, id, { s: stable.url, ...(canary ? { c: canary.url } : {}) }, { stable: 's', canary: canary ? 'c' : null, canaryWeight: 0 });
+  await serveModel(
+    p.db,
+    acme.id,
+    id,
+    { s: stable.url, ...(canary ? { c: canary.url } : {}) },
+    { stable: 's', canary: canary ? 'c' : null, canaryWeight: 0 },
+  );
   await untilRouted(p.app, acme.keys.developer, id);
   return { id, stable, canary };
 }
@@ -93,7 +119,10 @@ describe('upstream failures', () => {
     });
     expect(canary.received()).toBeGreaterThanOrEqual(SETTINGS.breakerFailures);
     canary.faults.errorRate = 0;
-    await eventually('a probe to find the canary healthy again', async () => (await chat(m.id, toCanary)).headers['x-llmhub-model-version'] === 'c');
+    await eventually(
+      'a probe to find the canary healthy again',
+      async () => (await chat(m.id, toCanary)).headers['x-llmhub-model-version'] === 'c',
+    );
     const after = canary.received();
     expect((await chat(m.id, toCanary)).headers['x-llmhub-model-version']).toBe('c');
     expect(canary.received()).toBe(after + 1);
@@ -105,12 +134,20 @@ describe('upstream failures', () => {
     await eventually('the route', async () => (await chat(down)).statusCode !== 404);
     const res = await chat(down);
     expect(res.statusCode).toBe(503);
-    expect(res.json().error).toMatchObject({ type: 'api_error', code: 'connect', message: expect.stringContaining('unreachable') });
+    expect(res.json().error).toMatchObject({
+      type: 'api_error',
+      code: 'connect',
+      message: expect.stringContaining('unreachable'),
+    });
 
     const failing = await model({ errorRate: 1 });
     const bad = await chat(failing.id);
     expect(bad.statusCode).toBe(502);
-    expect(bad.json().error).toMatchObject({ type: 'api_error', code: 'upstream_5xx', message: expect.stringContaining('answered 500') });
+    expect(bad.json().error).toMatchObject({
+      type: 'api_error',
+      code: 'upstream_5xx',
+      message: expect.stringContaining('answered 500'),
+    });
   });
 
   it('times out connecting (504) to a model server that never takes the connection', async () => {
@@ -127,7 +164,11 @@ describe('upstream failures', () => {
       await untilRouted(p.app, acme.keys.developer, id);
       const res = await chat(id);
       expect(res.statusCode).toBe(504);
-      expect(res.json().error).toMatchObject({ type: 'api_error', code: 'timeout_connect', message: expect.stringContaining('connecting') });
+      expect(res.json().error).toMatchObject({
+        type: 'api_error',
+        code: 'timeout_connect',
+        message: expect.stringContaining('connecting'),
+      });
     } finally {
       blackhole.kill('SIGKILL');
     }
@@ -138,7 +179,9 @@ describe('upstream failures', () => {
     const res = await chat(m.id, { 'x-trace-id': 'first-byte-timeout' });
     expect(res.statusCode).toBe(504);
     expect(res.json().error).toMatchObject({ code: 'timeout_first_byte' });
-    await eventually('the model server to see the cancel', async () => m.stable.requests.find((r) => r.headers['x-trace-id'] === 'first-byte-timeout' && r.aborted));
+    await eventually('the model server to see the cancel', async () =>
+      m.stable.requests.find((r) => r.headers['x-trace-id'] === 'first-byte-timeout' && r.aborted),
+    );
   });
 
   it('a client that gives up on a non-streamed call cancels the upstream request', async () => {
@@ -152,10 +195,14 @@ describe('upstream failures', () => {
       body: JSON.stringify({ model: m.id, messages: [{ role: 'user', content: 'hi' }] }),
       signal: ac.signal,
     });
-    await eventually('the model server to get the call', async () => m.stable.requests.find((r) => r.headers['x-trace-id'] === traceId));
+    await eventually('the model server to get the call', async () =>
+      m.stable.requests.find((r) => r.headers['x-trace-id'] === traceId),
+    );
     ac.abort();
     await expect(call).rejects.toThrow();
-    const upstream = await eventually('the model server to see the cancel', async () => m.stable.requests.find((r) => r.headers['x-trace-id'] === traceId && r.aborted));
+    const upstream = await eventually('the model server to see the cancel', async () =>
+      m.stable.requests.find((r) => r.headers['x-trace-id'] === traceId && r.aborted),
+    );
     expect(upstream.completed).toBe(false);
     // The caller's cancel, not the first-byte timeout that would end it later anyway.
     expect(Date.now() - sentAt).toBeLessThan(SETTINGS.firstByteTimeoutMs);
@@ -170,7 +217,11 @@ describe('upstream failures', () => {
       [silent, 'idle timeout'],
       [broken, 'closed the connection mid-response'],
     ] as const) {
-      const stream = await client.chat.completions.create({ model: m.id, messages: [{ role: 'user', content: 'one two three four five' }], stream: true });
+      const stream = await client.chat.completions.create({
+        model: m.id,
+        messages: [{ role: 'user', content: 'one two three four five' }],
+        stream: true,
+      });
       const received: unknown[] = [];
       const failure = await (async () => {
         try {
@@ -184,7 +235,9 @@ describe('upstream failures', () => {
       expect((failure as Error).message).toContain(reason);
     }
     const raw = await chat(broken.id, {}, { stream: true });
-    expect(raw.body).toMatch(/data: \{"error":\{"message":"the model server's stream broke off[^"]*","type":"api_error","param":null,"code":"upstream_stream_error"\}\}\n\n$/);
+    expect(raw.body).toMatch(
+      /data: \{"error":\{"message":"the model server's stream broke off[^"]*","type":"api_error","param":null,"code":"upstream_stream_error"\}\}\n\n$/,
+    );
     expect(raw.body).not.toContain('[DONE]');
   });
 });

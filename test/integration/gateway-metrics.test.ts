@@ -1,5 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { bucketIndex, GatewayMetricsStore, LATENCY_BUCKETS_MS, type VersionMetricsRow } from '../../common/store/gateway-metrics';
+import {
+  bucketIndex,
+  GatewayMetricsStore,
+  LATENCY_BUCKETS_MS,
+  type VersionMetricsRow,
+} from '../../common/store/gateway-metrics';
 import { LimitStore } from '../../common/store/limits';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
@@ -13,11 +18,27 @@ afterAll(async () => {
   await db?.end();
 });
 
-function row(tenantId: string, version: string, latencies: number[], errors: Record<string, number> = {}): VersionMetricsRow {
+function row(
+  tenantId: string,
+  version: string,
+  latencies: number[],
+  errors: Record<string, number> = {},
+): VersionMetricsRow {
   const latencyBuckets = new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0);
   for (const ms of latencies) latencyBuckets[bucketIndex(ms)]!++;
   const errorCount = Object.values(errors).reduce((a, b) => a + b, 0);
-  return { tenantId, modelId: 'm', version, requests: latencies.length, errors: errorCount, errorClasses: errors, latencyBuckets, ttftBuckets: latencyBuckets, promptTokens: 0, completionTokens: 0 };
+  return {
+    tenantId,
+    modelId: 'm',
+    version,
+    requests: latencies.length,
+    errors: errorCount,
+    errorClasses: errors,
+    latencyBuckets,
+    ttftBuckets: latencyBuckets,
+    promptTokens: 0,
+    completionTokens: 0,
+  };
 }
 
 describe('versionStats (the rollout analysis input)', () => {
@@ -26,8 +47,13 @@ describe('versionStats (the rollout analysis input)', () => {
     const tenant = uniqueId('t');
     const now = Date.now();
     await store.insert('replica-1', now - 120_000, [row(tenant, 'v2', Array(50).fill(3_000), { upstream_5xx: 50 })]);
-    await store.insert('replica-1', now - 1_000, [row(tenant, 'v2', Array(45).fill(8), { timeout_first_byte: 1 }), row(tenant, 'v1', Array(10).fill(8))]);
-    await store.insert('replica-2', now, [row(tenant, 'v2', [...Array(45).fill(8), ...Array(10).fill(200)], { upstream_5xx: 3 })]);
+    await store.insert('replica-1', now - 1_000, [
+      row(tenant, 'v2', Array(45).fill(8), { timeout_first_byte: 1 }),
+      row(tenant, 'v1', Array(10).fill(8)),
+    ]);
+    await store.insert('replica-2', now, [
+      row(tenant, 'v2', [...Array(45).fill(8), ...Array(10).fill(200)], { upstream_5xx: 3 }),
+    ]);
 
     const stats = await store.versionStats(tenant, 'm', 'v2', now - 60_000);
     expect(stats.requests).toBe(100);
@@ -36,7 +62,13 @@ describe('versionStats (the rollout analysis input)', () => {
     expect(stats.errorClasses).toEqual({ timeout_first_byte: 1, upstream_5xx: 3 });
     // Rank 95 of 100 is the 5th of the 10 requests in the (100, 250] ms bucket.
     expect(stats.p95LatencyMs).toBeCloseTo(175);
-    expect(await store.versionStats(tenant, 'm', 'v3', now - 60_000)).toEqual({ requests: 0, errors: 0, successRate: 1, p95LatencyMs: null, errorClasses: {} });
+    expect(await store.versionStats(tenant, 'm', 'v3', now - 60_000)).toEqual({
+      requests: 0,
+      errors: 0,
+      successRate: 1,
+      p95LatencyMs: null,
+      errorClasses: {},
+    });
   });
 });
 
@@ -62,11 +94,21 @@ describe('retention', () => {
     const now = Date.now();
     const minute = 60_000;
     const day = 24 * 3_600_000;
-    const rule = (subject: string, windowSeconds: number) => ({ tenantId: tenant, subject, windowSeconds, maxRequests: 100, maxTokens: null });
+    const rule = (subject: string, windowSeconds: number) => ({
+      tenantId: tenant,
+      subject,
+      windowSeconds,
+      maxRequests: 100,
+      maxTokens: null,
+    });
     await limits.setLimit(rule('per-day', day / 1000));
     await limits.setLimit(rule('per-minute', 60));
     const open = (subject: string, windowSeconds: number, startMs: number) =>
-      limits.lease(rule(subject, windowSeconds), { tenantId: tenant, subject, windowStart: startMs }, { requests: 1, tokens: 0 });
+      limits.lease(
+        rule(subject, windowSeconds),
+        { tenantId: tenant, subject, windowStart: startMs },
+        { requests: 1, tokens: 0 },
+      );
     const cutoff = now - 3_600_000;
     await open('per-day', day / 1000, now - 2 * 3_600_000); // started before the cut-off, still running: kept
     await open('per-minute', 60, now - 2 * 3_600_000); // ended an hour before the cut-off: deleted
@@ -74,7 +116,8 @@ describe('retention', () => {
     await open('removed-rule', 60, now - 2 * 3_600_000); // its rule is gone: ended at its start, deleted
 
     await limits.pruneEndedWindows(cutoff);
-    const left = async (subject: string, startMs: number) => limits.remaining({ tenantId: tenant, subject, windowStart: startMs });
+    const left = async (subject: string, startMs: number) =>
+      limits.remaining({ tenantId: tenant, subject, windowStart: startMs });
     expect(await left('per-day', now - 2 * 3_600_000)).toBeDefined();
     expect(await left('per-minute', now - minute)).toBeDefined();
     expect(await left('per-minute', now - 2 * 3_600_000)).toBeUndefined();

@@ -6,7 +6,14 @@ import { UsageStore } from '../../common/store/usage';
 import { freePort, startProcess, waitFor, type ManagedProcess } from '../../deploy/dev/process';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /**
  * Two real API processes (`node --import tsx api/server.ts`) on one PostgreSQL: limits, weights and key
@@ -58,7 +65,13 @@ beforeAll(async () => {
     startReferenceModelServer({ name: 'a', faults: { ttftMs: 200, replyTokens: 20 } }),
     startReferenceModelServer({ name: 'b', faults: { replyTokens: 20 } }),
   ]);
-  await serveModel(p.db, acme.id, MODEL, { a: upstreamA.url, b: upstreamB.url }, { stable: 'a', canary: 'b', canaryWeight: 0 });
+  await serveModel(
+    p.db,
+    acme.id,
+    MODEL,
+    { a: upstreamA.url, b: upstreamB.url },
+    { stable: 'a', canary: 'b', canaryWeight: 0 },
+  );
   await Promise.all([startApi('api-1'), startApi('api-2')]);
 });
 afterAll(async () => {
@@ -77,7 +90,11 @@ async function untilBothRefreshed() {
   await new RoutingStore(p.db).setRoute(acme.id, MODEL, { stable: 'a', canary: 'b', canaryWeight: markerWeight });
   const expected = markerWeight === 100 ? 'b' : 'a';
   for (const { url } of apis) {
-    await eventually(`${url} to refresh`, async () => (await call(url, acme.keys.developer, {})).headers.get('x-llmhub-model-version') === expected, 30_000);
+    await eventually(
+      `${url} to refresh`,
+      async () => (await call(url, acme.keys.developer, {})).headers.get('x-llmhub-model-version') === expected,
+      30_000,
+    );
   }
 }
 
@@ -90,7 +107,8 @@ const call = (url: string, key: string, body: object, headers: Record<string, st
 
 describe('two gateway processes sharing PostgreSQL', () => {
   it('a weight change reaches both', async () => {
-    const versionOn = async (url: string) => (await call(url, acme.keys.developer, {})).headers.get('x-llmhub-model-version');
+    const versionOn = async (url: string) =>
+      (await call(url, acme.keys.developer, {})).headers.get('x-llmhub-model-version');
     for (const { url } of apis) expect(await versionOn(url)).toBe('a');
     // The bound is REFRESH_MS (poll), usually milliseconds (notification); the wait's deadline only adds slack for a loaded machine.
     await untilBothRefreshed();
@@ -105,20 +123,35 @@ describe('two gateway processes sharing PostgreSQL', () => {
     await p.tenants.revokeApiKey(id);
     // Bound: KEY_TTL_MS when the revocation notification is lost; at once when it arrives.
     for (const { url } of apis) {
-      const res = await eventually(`${url} to refuse the revoked key`, async () => {
-        const r = await call(url, key, {});
-        return r.status === 401 && r;
-      }, 30_000);
-      expect(((await res.json()) as { error: unknown }).error).toMatchObject({ type: 'authentication_error', message: 'API key has been revoked' });
+      const res = await eventually(
+        `${url} to refuse the revoked key`,
+        async () => {
+          const r = await call(url, key, {});
+          return r.status === 401 && r;
+        },
+        30_000,
+      );
+      expect(((await res.json()) as { error: unknown }).error).toMatchObject({
+        type: 'authentication_error',
+        message: 'API key has been revoked',
+      });
     }
   });
 
   it('holds a request rate limit across both: 429 with Retry-After beyond it', async () => {
     const { key, id } = await p.tenants.createApiKey(acme.id, 'limited', 'developer');
     const LIMIT = 30;
-    await new LimitStore(p.db).setLimit({ tenantId: acme.id, subject: `key:${id}`, windowSeconds: FOREVER_S, maxRequests: LIMIT, maxTokens: null });
+    await new LimitStore(p.db).setLimit({
+      tenantId: acme.id,
+      subject: `key:${id}`,
+      windowSeconds: FOREVER_S,
+      maxRequests: LIMIT,
+      maxTokens: null,
+    });
     await untilBothRefreshed();
-    const answers = await Promise.all(Array.from({ length: 80 }, (_, i) => call(apis[i % 2]!.url, key, { max_tokens: 1 })));
+    const answers = await Promise.all(
+      Array.from({ length: 80 }, (_, i) => call(apis[i % 2]!.url, key, { max_tokens: 1 })),
+    );
     const ok = answers.filter((r) => r.status === 200).length;
     const limited = answers.filter((r) => r.status === 429);
     expect(ok + limited.length).toBe(80);
@@ -127,7 +160,10 @@ describe('two gateway processes sharing PostgreSQL', () => {
     expect(ok).toBeGreaterThanOrEqual(LIMIT - 2 * REQUEST_SLICE);
     for (const r of limited) {
       expect(Number(r.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-      expect(((await r.json()) as { error: unknown }).error).toMatchObject({ type: 'rate_limit_error', code: 'rate_limited' });
+      expect(((await r.json()) as { error: unknown }).error).toMatchObject({
+        type: 'rate_limit_error',
+        code: 'rate_limited',
+      });
     }
   });
 
@@ -136,11 +172,19 @@ describe('two gateway processes sharing PostgreSQL', () => {
     const model = uniqueId('budget');
     await serveModel(p.db, tenant.id, model, { a: upstreamA.url }, { stable: 'a' });
     const BUDGET = 6_000;
-    await new LimitStore(p.db).setLimit({ tenantId: tenant.id, subject: '', windowSeconds: FOREVER_S, maxRequests: null, maxTokens: BUDGET });
+    await new LimitStore(p.db).setLimit({
+      tenantId: tenant.id,
+      subject: '',
+      windowSeconds: FOREVER_S,
+      maxRequests: null,
+      maxTokens: BUDGET,
+    });
     const body = { model, stream: true, max_tokens: 20, stream_options: { include_usage: true } };
     await untilBothRefreshed();
 
-    const reservation = Math.ceil(Buffer.byteLength(JSON.stringify({ ...body, messages: [{ role: 'user', content: 'hi' }] })) / 4) + body.max_tokens;
+    const reservation =
+      Math.ceil(Buffer.byteLength(JSON.stringify({ ...body, messages: [{ role: 'user', content: 'hi' }] })) / 4) +
+      body.max_tokens;
     const answers = await Promise.all(
       Array.from({ length: 200 }, async (_, i) => {
         const r = await call(apis[i % 2]!.url, tenant.keys.developer, body);
@@ -155,11 +199,15 @@ describe('two gateway processes sharing PostgreSQL', () => {
     expect(streamed.every((a) => a.text.endsWith('data: [DONE]\n\n'))).toBe(true);
 
     const usage = new UsageStore(p.db);
-    const spent = await eventually('usage of every stream to be flushed', async () => {
-      const rows = await usage.totals(tenant.id);
-      const requests = rows.reduce((a, r) => a + r.requests, 0);
-      return requests === streamed.length && rows.reduce((a, r) => a + r.promptTokens + r.completionTokens, 0);
-    }, 30_000);
+    const spent = await eventually(
+      'usage of every stream to be flushed',
+      async () => {
+        const rows = await usage.totals(tenant.id);
+        const requests = rows.reduce((a, r) => a + r.requests, 0);
+        return requests === streamed.length && rows.reduce((a, r) => a + r.promptTokens + r.completionTokens, 0);
+      },
+      30_000,
+    );
     expect(spent).toBeLessThanOrEqual(BUDGET + 2 * TOKEN_SLICE + 2 * reservation);
     // The budget was really handed out, not refused wholesale: reservations of the admitted streams cover it but for the slices.
     expect(streamed.length * reservation).toBeGreaterThanOrEqual(BUDGET - 2 * (TOKEN_SLICE + reservation));

@@ -4,9 +4,21 @@ import { abBucket } from '../../api/gateway/route-table';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import { RoutingStore } from '../../common/store/routing';
 import { UsageStore } from '../../common/store/usage';
-import { countTokens, embed, startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import {
+  countTokens,
+  embed,
+  startReferenceModelServer,
+  type ReferenceModelServer,
+} from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 const BODY_LIMIT = 64 * 1024;
 let p: TestPlatform;
@@ -47,9 +59,15 @@ afterAll(async () => {
   await Promise.all([stable, canary, slow, bulk].map((s) => s?.close()));
 });
 
-const client = (key: string, headers: Record<string, string> = {}) => new OpenAI({ apiKey: key, baseURL, defaultHeaders: headers, maxRetries: 0 });
+const client = (key: string, headers: Record<string, string> = {}) =>
+  new OpenAI({ apiKey: key, baseURL, defaultHeaders: headers, maxRetries: 0 });
 const post = (url: string, key: string | undefined, payload: unknown, headers: Record<string, string> = {}) =>
-  p.app.inject({ method: 'POST', url, headers: { ...(key ? bearer(key) : {}), ...headers }, payload: payload as object });
+  p.app.inject({
+    method: 'POST',
+    url,
+    headers: { ...(key ? bearer(key) : {}), ...headers },
+    payload: payload as object,
+  });
 
 /** A stream on the slow model, after its first chunk arrived (the upstream has most of it still to send). */
 async function slowStreamStarted(traceId: string) {
@@ -67,7 +85,10 @@ describe('OpenAI-compatible endpoints, with the official openai client', () => {
   const pinned = { 'x-routing-strategy': 'stable' };
 
   it('answers a chat completion', async () => {
-    const res = await client(acme.keys.developer, pinned).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hello there' }] });
+    const res = await client(acme.keys.developer, pinned).chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'hello there' }],
+    });
     expect(res.choices[0]!.message.content).toBe('Reference reply to: hello there');
     expect(res.choices[0]!.finish_reason).toBe('stop');
     expect(res.system_fingerprint).toBe('stable');
@@ -106,7 +127,11 @@ describe('OpenAI-compatible endpoints, with the official openai client', () => {
 
   it('a client slower than the model server still gets the whole stream, in order', async () => {
     const traceId = uniqueId('bulk');
-    const payload = JSON.stringify({ model: BULK_MODEL, stream: true, messages: [{ role: 'user', content: 'a long one' }] });
+    const payload = JSON.stringify({
+      model: BULK_MODEL,
+      stream: true,
+      messages: [{ role: 'user', content: 'a long one' }],
+    });
     const res = await fetch(`${baseURL}/chat/completions`, {
       method: 'POST',
       headers: { ...bearer(acme.keys.developer), 'content-type': 'application/json', 'x-trace-id': traceId },
@@ -114,9 +139,15 @@ describe('OpenAI-compatible endpoints, with the official openai client', () => {
     });
     expect(res.status).toBe(200);
     // Not reading yet: the model server keeps sending, so the gateway has to hold it back, then let it go on.
-    await eventually('the model server to be streaming', async () => bulk.requests.some((r) => r.headers['x-trace-id'] === traceId));
+    await eventually('the model server to be streaming', async () =>
+      bulk.requests.some((r) => r.headers['x-trace-id'] === traceId),
+    );
     const viaGateway = contentOf(await res.text());
-    const direct = await fetch(`${bulk.url}/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload });
+    const direct = await fetch(`${bulk.url}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: payload,
+    });
     const expected = contentOf(await direct.text());
     expect(expected.events).toBe(20_002);
     expect(viaGateway).toEqual(expected);
@@ -141,7 +172,12 @@ describe('OpenAI-compatible endpoints, with the official openai client', () => {
 
   it('passes tool-call deltas through intact, streamed and not', async () => {
     const c = client(acme.keys.developer, pinned);
-    const tools = [{ type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+    const tools = [
+      {
+        type: 'function' as const,
+        function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } },
+      },
+    ];
     const messages = [{ role: 'user' as const, content: '/tool get_weather {"city":"Paris","unit":"celsius"}' }];
     const stream = await c.chat.completions.create({ model: MODEL, messages, tools, stream: true });
     const pieces: string[] = [];
@@ -162,7 +198,13 @@ describe('OpenAI-compatible endpoints, with the official openai client', () => {
     expect(finish).toBe('tool_calls');
 
     const whole = await c.chat.completions.create({ model: MODEL, messages, tools });
-    expect(whole.choices[0]!.message.tool_calls).toEqual([{ id: expect.stringMatching(/^call_/), type: 'function', function: { name: 'get_weather', arguments: pieces.join('') } }]);
+    expect(whole.choices[0]!.message.tool_calls).toEqual([
+      {
+        id: expect.stringMatching(/^call_/),
+        type: 'function',
+        function: { name: 'get_weather', arguments: pieces.join('') },
+      },
+    ]);
     expect(id).toMatch(/^call_/);
   });
 });
@@ -170,7 +212,10 @@ describe('OpenAI-compatible endpoints, with the official openai client', () => {
 describe('routing', () => {
   it('splits 10,000 weighted requests 90/10 within 2 percentage points', async () => {
     const model = uniqueId('weighted');
-    const [s, c] = await Promise.all([startReferenceModelServer({ name: 's' }), startReferenceModelServer({ name: 'c' })]);
+    const [s, c] = await Promise.all([
+      startReferenceModelServer({ name: 's' }),
+      startReferenceModelServer({ name: 'c' }),
+    ]);
     try {
       await serveModel(p.db, acme.id, model, { a: s.url, b: c.url }, { stable: 'a', canary: 'b', canaryWeight: 10 });
       await untilRouted(p.app, acme.keys.developer, model);
@@ -201,7 +246,12 @@ describe('routing', () => {
     const versions = async (n: number, headers: Record<string, string>, user?: string) => {
       const out = new Set<string>();
       for (let i = 0; i < n; i++) {
-        const res = await post('/v1/embeddings', acme.keys.developer, { model: MODEL, input: 'x', ...(user ? { user } : {}) }, headers);
+        const res = await post(
+          '/v1/embeddings',
+          acme.keys.developer,
+          { model: MODEL, input: 'x', ...(user ? { user } : {}) },
+          headers,
+        );
         expect(res.statusCode).toBe(200);
         out.add(String(res.headers['x-llmhub-model-version']));
       }
@@ -217,14 +267,29 @@ describe('routing', () => {
       seen.add(v[0]!);
     }
     expect(seen).toEqual(new Set(['1.0', '2.0']));
-    const bad = await post('/v1/embeddings', acme.keys.developer, { model: MODEL, input: 'x' }, { 'x-routing-strategy': 'random' });
+    const bad = await post(
+      '/v1/embeddings',
+      acme.keys.developer,
+      { model: MODEL, input: 'x' },
+      { 'x-routing-strategy': 'random' },
+    );
     expect(bad.statusCode).toBe(400);
-    expect(bad.json().error).toMatchObject({ type: 'invalid_request_error', param: 'headers.x-routing-strategy', code: 'invalid_request' });
+    expect(bad.json().error).toMatchObject({
+      type: 'invalid_request_error',
+      param: 'headers.x-routing-strategy',
+      code: 'invalid_request',
+    });
   });
 
   it('applies a weight change without restart', async () => {
     const model = uniqueId('shift');
-    await serveModel(p.db, acme.id, model, { a: stable.url, b: canary.url }, { stable: 'a', canary: 'b', canaryWeight: 0 });
+    await serveModel(
+      p.db,
+      acme.id,
+      model,
+      { a: stable.url, b: canary.url },
+      { stable: 'a', canary: 'b', canaryWeight: 0 },
+    );
     await untilRouted(p.app, acme.keys.developer, model);
     await new RoutingStore(p.db).setRoute(acme.id, model, { stable: 'a', canary: 'b', canaryWeight: 100 });
     await eventually('the new weight to apply', async () => {
@@ -241,7 +306,11 @@ describe('tenancy, keys and request errors', () => {
     const project = uniqueId('proj');
     await new RoutingStore(p.db).createProject(acme.id, project);
     const res = await eventually('the project to be known', async () => {
-      const r = await post('/v1/chat/completions', acme.keys.developer, chat, { 'x-trace-id': 'trace-given-1', 'x-project-id': project, 'x-routing-strategy': 'stable' });
+      const r = await post('/v1/chat/completions', acme.keys.developer, chat, {
+        'x-trace-id': 'trace-given-1',
+        'x-project-id': project,
+        'x-routing-strategy': 'stable',
+      });
       return r.statusCode === 200 && r;
     });
     expect(res.headers['x-trace-id']).toBe('trace-given-1');
@@ -257,7 +326,11 @@ describe('tenancy, keys and request errors', () => {
   it('refuses another tenant (403), a foreign project (403), no key (401), a viewer key (403)', async () => {
     const asOther = await post('/v1/chat/completions', acme.keys.developer, chat, { 'x-tenant-id': other.id });
     expect(asOther.statusCode).toBe(403);
-    expect(asOther.json().error).toMatchObject({ type: 'permission_error', code: 'forbidden', message: expect.stringContaining(other.id) });
+    expect(asOther.json().error).toMatchObject({
+      type: 'permission_error',
+      code: 'forbidden',
+      message: expect.stringContaining(other.id),
+    });
     const theirProject = uniqueId('theirs');
     await new RoutingStore(p.db).createProject(other.id, theirProject);
     const foreign = await post('/v1/chat/completions', acme.keys.developer, chat, { 'x-project-id': theirProject });
@@ -266,19 +339,40 @@ describe('tenancy, keys and request errors', () => {
     expect(none.statusCode).toBe(401);
     expect(none.json().error).toMatchObject({ type: 'authentication_error', code: 'unauthorized', param: null });
     expect((await post('/v1/chat/completions', acme.keys.viewer, chat)).statusCode).toBe(403);
-    await expect(client('llmhub_0000000000000000_' + 'x'.repeat(43)).chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'hi' }] })).rejects.toBeInstanceOf(
-      OpenAI.AuthenticationError,
-    );
+    await expect(
+      client('llmhub_0000000000000000_' + 'x'.repeat(43)).chat.completions.create({
+        model: MODEL,
+        messages: [{ role: 'user', content: 'hi' }],
+      }),
+    ).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
   });
 
   it('answers malformed JSON (400), a body over the cap (413) and an unknown model (404) in the OpenAI shape', async () => {
-    const bad = await p.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: { ...bearer(acme.keys.developer), 'content-type': 'application/json' }, payload: '{"model": ' });
+    const bad = await p.app.inject({
+      method: 'POST',
+      url: '/v1/chat/completions',
+      headers: { ...bearer(acme.keys.developer), 'content-type': 'application/json' },
+      payload: '{"model": ',
+    });
     expect(bad.statusCode).toBe(400);
-    expect(bad.json()).toEqual({ error: { message: expect.stringContaining('not valid JSON'), type: 'invalid_request_error', param: null, code: 'invalid_request' } });
-    const big = await post('/v1/chat/completions', acme.keys.developer, { model: MODEL, messages: [{ role: 'user', content: 'x'.repeat(BODY_LIMIT) }] });
+    expect(bad.json()).toEqual({
+      error: {
+        message: expect.stringContaining('not valid JSON'),
+        type: 'invalid_request_error',
+        param: null,
+        code: 'invalid_request',
+      },
+    });
+    const big = await post('/v1/chat/completions', acme.keys.developer, {
+      model: MODEL,
+      messages: [{ role: 'user', content: 'x'.repeat(BODY_LIMIT) }],
+    });
     expect(big.statusCode).toBe(413);
     expect(big.json().error.type).toBe('invalid_request_error');
-    const missing = await post('/v1/chat/completions', acme.keys.developer, { model: 'no-such-model', messages: [{ role: 'user', content: 'hi' }] });
+    const missing = await post('/v1/chat/completions', acme.keys.developer, {
+      model: 'no-such-model',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
     expect(missing.statusCode).toBe(404);
     expect(missing.json().error).toMatchObject({ code: 'model_not_found', param: 'model' });
     const noMessages = await post('/v1/chat/completions', acme.keys.developer, { model: MODEL });
@@ -313,7 +407,11 @@ describe('metering and metrics', () => {
       completion += r.usage!.completion_tokens;
     }
     // Without include_usage the gateway counts the stream's chunks: one per word here, plus role and finish chunks.
-    const stream = await c.chat.completions.create({ model, messages: [{ role: 'user', content: 'a b' }], stream: true });
+    const stream = await c.chat.completions.create({
+      model,
+      messages: [{ role: 'user', content: 'a b' }],
+      stream: true,
+    });
     let streamed = 0;
     for await (const chunk of stream) if (chunk.choices[0]?.delta.content) streamed++;
     const usage = new UsageStore(p.db);
@@ -334,15 +432,26 @@ describe('metering and metrics', () => {
     expect(stats).toMatchObject({ errors: 0, successRate: 1, p95LatencyMs: expect.any(Number) });
     const metrics = await p.app.inject({ method: 'GET', url: '/metrics' });
     expect(metrics.statusCode).toBe(200);
-    expect(metrics.body).toContain(`llmhub_gateway_requests_total{tenant="${tenant.id}",model="${model}",version="v1",status="200"} 5`);
-    expect(metrics.body).toMatch(new RegExp(`llmhub_gateway_time_to_first_token_seconds_count\\{tenant="${tenant.id}",model="${model}",version="v1"\\} 1`));
+    expect(metrics.body).toContain(
+      `llmhub_gateway_requests_total{tenant="${tenant.id}",model="${model}",version="v1",status="200"} 5`,
+    );
+    expect(metrics.body).toMatch(
+      new RegExp(
+        `llmhub_gateway_time_to_first_token_seconds_count\\{tenant="${tenant.id}",model="${model}",version="v1"\\} 1`,
+      ),
+    );
   });
 });
 
 /** The data events of an SSE chat stream: how many, the text of their deltas, and whether it ended with [DONE]. */
 function contentOf(sse: string): { events: number; text: string; done: boolean } {
-  const data = sse.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice('data: '.length));
+  const data = sse
+    .split('\n\n')
+    .filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice('data: '.length));
   const done = data.at(-1) === '[DONE]';
-  const events = data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d) as { choices: { delta: { content?: string } }[] });
+  const events = data
+    .filter((d) => d !== '[DONE]')
+    .map((d) => JSON.parse(d) as { choices: { delta: { content?: string } }[] });
   return { events: events.length, text: events.map((e) => e.choices[0]?.delta.content ?? '').join(''), done };
 }

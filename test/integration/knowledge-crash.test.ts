@@ -5,7 +5,15 @@ import { parseBuiltin } from '../../activities/parsing/parsers';
 import { pointId } from '../../common/vectors';
 import type { ManagedProcess } from '../../deploy/dev/process';
 import type { IngestionStats } from '../../contracts/ingestion';
-import { bearer, eventually, startTestPlatform, startWorkerProcess, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  startWorkerProcess,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 const DOCS = 1000;
 const CHUNKING = { strategy: 'paragraph' as const, size: 400, overlap: 50 };
@@ -14,14 +22,19 @@ let tenant: TestTenant;
 let worker: ManagedProcess | undefined;
 const bucket = uniqueId('crash');
 
-const docText = (i: number) => `Record ${i} of the archive.\n\nItem ${i} belongs to shelf ${i % 37} and was catalogued in year ${1900 + (i % 120)}.\n`;
+const docText = (i: number) =>
+  `Record ${i} of the archive.\n\nItem ${i} belongs to shelf ${i % 37} and was catalogued in year ${1900 + (i % 120)}.\n`;
 
 beforeAll(async () => {
   p = await startTestPlatform({ worker: false });
   tenant = await p.createTenant('crash');
   await p.objects.ensureBucket(bucket);
   for (let i = 0; i < DOCS; i += 50) {
-    await Promise.all(Array.from({ length: 50 }, (_, j) => p.objects.put({ bucket, key: `docs/doc-${String(i + j).padStart(4, '0')}.txt` }, docText(i + j))));
+    await Promise.all(
+      Array.from({ length: 50 }, (_, j) =>
+        p.objects.put({ bucket, key: `docs/doc-${String(i + j).padStart(4, '0')}.txt` }, docText(i + j)),
+      ),
+    );
   }
   worker = await startWorkerProcess(p);
 });
@@ -41,12 +54,22 @@ describe('ingestion survives worker crashes', () => {
     expect(res.statusCode).toBe(202);
     const handle = p.temporal.workflow.getHandle(res.json().workflowId);
     const indexed = async () =>
-      Number((await p.db.query('SELECT count(*) FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2', [tenant.id, 'archive'])).rows[0].count);
+      Number(
+        (
+          await p.db.query('SELECT count(*) FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2', [
+            tenant.id,
+            'archive',
+          ])
+        ).rows[0].count,
+      );
 
     for (let kill = 1; kill <= 3; kill++) {
       const before = await indexed();
       // Kill only while work is visibly going on, so every kill lands mid-ingestion.
-      await eventually(`more documents indexed before kill ${kill}`, async () => (await indexed()) >= before + 60 || undefined);
+      await eventually(
+        `more documents indexed before kill ${kill}`,
+        async () => (await indexed()) >= before + 60 || undefined,
+      );
       expect(await indexed()).toBeLessThan(DOCS);
       process.kill(worker!.pid, 'SIGKILL');
       await worker!.stop();
@@ -62,9 +85,12 @@ describe('ingestion survives worker crashes', () => {
       const documentId = `doc-${String(i).padStart(4, '0')}.txt`;
       const chunks = chunkBlocks(await parseBuiltin(documentId, Buffer.from(docText(i))), CHUNKING);
       const contentHash = createHash('sha256').update(docText(i)).digest('hex');
-      chunks.forEach((_, chunkIndex) => expected.push(pointId({ tenantId: tenant.id, namespace: 'archive', documentId, chunkIndex, contentHash })));
+      chunks.forEach((_, chunkIndex) =>
+        expected.push(pointId({ tenantId: tenant.id, namespace: 'archive', documentId, chunkIndex, contentHash })),
+      );
     }
-    const ns = (await p.app.inject({ method: 'GET', url: '/v1/knowledge', headers: bearer(tenant.keys.viewer) })).json().namespaces[0];
+    const ns = (await p.app.inject({ method: 'GET', url: '/v1/knowledge', headers: bearer(tenant.keys.viewer) })).json()
+      .namespaces[0];
     const actual = await p.vectors.pointIds(ns.collection, { tenantId: tenant.id, namespace: 'archive' });
     expect(new Set(actual).size).toBe(actual.length);
     expect(actual).toEqual(expected.sort());

@@ -3,7 +3,11 @@ import { ingestionContract, type IngestionProgress } from '../../contracts/inges
 import type { IngestionInput, IngestionStats } from '../../contracts/ingestion';
 import { OpenAiEmbedder } from '../../common/embeddings/openai';
 import { docxFile, htmlFile, pdfFile, textFile } from '../support/corpus';
-import { countTokens, startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import {
+  countTokens,
+  startReferenceModelServer,
+  type ReferenceModelServer,
+} from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
@@ -27,21 +31,40 @@ const questions: [string, string][] = [
 async function corpus(): Promise<Record<string, Buffer>> {
   return {
     'volcanoes.pdf': await pdfFile([
-      ['Volcanoes', 'Magma rises through the crust and erupts as lava from a volcano.', 'Ash clouds can disrupt aviation for days.'],
+      [
+        'Volcanoes',
+        'Magma rises through the crust and erupts as lava from a volcano.',
+        'Ash clouds can disrupt aviation for days.',
+      ],
       ['Monitoring', 'Seismometers record tremors that often precede an eruption.'],
     ]),
     'baking.docx': await docxFile([
-      { heading: 'Sourdough', paragraphs: ['Bread dough is left to ferment overnight with a starter culture of wild yeast before baking in a hot oven.'] },
+      {
+        heading: 'Sourdough',
+        paragraphs: [
+          'Bread dough is left to ferment overnight with a starter culture of wild yeast before baking in a hot oven.',
+        ],
+      },
     ]),
-    'finance.html': htmlFile('Results', 'Quarterly results', ['Revenue increased twelve percent compared with the previous period, driven by strong subscription sales.']),
-    'router.md': textFile('# Resetting the router\n\nHold the reset button for ten seconds to restore factory settings and clear the admin password.\n'),
+    'finance.html': htmlFile('Results', 'Quarterly results', [
+      'Revenue increased twelve percent compared with the previous period, driven by strong subscription sales.',
+    ]),
+    'router.md': textFile(
+      '# Resetting the router\n\nHold the reset button for ten seconds to restore factory settings and clear the admin password.\n',
+    ),
     'dogs.txt': textFile('Puppies need vaccinations, regular walks and plenty of chew toys while their teeth grow.\n'),
-    'space.md': textFile('# Station life\n\nAstronauts aboard the station orbit the Earth sixteen times a day and exercise two hours daily.\n'),
+    'space.md': textFile(
+      '# Station life\n\nAstronauts aboard the station orbit the Earth sixteen times a day and exercise two hours daily.\n',
+    ),
     'broken.pdf': Buffer.from('%PDF-1.7\nthis is not really a pdf at all\n%%EOF'),
   };
 }
 
-async function ingest(tenant: TestTenant, body: object, namespace = NS): Promise<IngestionProgress & { workflowId: string; status: string }> {
+async function ingest(
+  tenant: TestTenant,
+  body: object,
+  namespace = NS,
+): Promise<IngestionProgress & { workflowId: string; status: string }> {
   const res = await p.app.inject({
     method: 'POST',
     url: `/v1/knowledge/${namespace}/ingestions`,
@@ -50,13 +73,22 @@ async function ingest(tenant: TestTenant, body: object, namespace = NS): Promise
   });
   expect(res.statusCode).toBe(202);
   await p.temporal.workflow.getHandle(res.json().workflowId).result();
-  const progress = await p.app.inject({ method: 'GET', url: res.json().statusUrl, headers: bearer(tenant.keys.viewer) });
+  const progress = await p.app.inject({
+    method: 'GET',
+    url: res.json().statusUrl,
+    headers: bearer(tenant.keys.viewer),
+  });
   expect(progress.statusCode).toBe(200);
   return progress.json();
 }
 
 const search = (tenant: TestTenant, query: string, namespace = NS) =>
-  p.app.inject({ method: 'POST', url: `/v1/knowledge/${namespace}/search`, headers: bearer(tenant.keys.viewer), payload: { query, topK: 3 } });
+  p.app.inject({
+    method: 'POST',
+    url: `/v1/knowledge/${namespace}/search`,
+    headers: bearer(tenant.keys.viewer),
+    payload: { query, topK: 3 },
+  });
 
 async function pointIds(tenant: TestTenant, namespace = NS): Promise<string[]> {
   const ns = await p.app.inject({ method: 'GET', url: '/v1/knowledge', headers: bearer(tenant.keys.viewer) });
@@ -69,7 +101,8 @@ beforeAll(async () => {
   acme = await p.createTenant('acme');
   rival = await p.createTenant('rival');
   await p.objects.ensureBucket(bucket);
-  for (const [name, bytes] of Object.entries(await corpus())) await p.objects.put({ bucket, key: `${prefix}${name}` }, bytes);
+  for (const [name, bytes] of Object.entries(await corpus()))
+    await p.objects.put({ bucket, key: `${prefix}${name}` }, bytes);
 });
 afterAll(async () => {
   await p?.close();
@@ -81,8 +114,17 @@ describe('document ingestion and search', () => {
 
   it('ingests PDF, DOCX, HTML, Markdown and text; a corrupt PDF fails alone with its reason', async () => {
     const progress = await ingest(acme, { source, chunking: { strategy: 'heading', size: 400, overlap: 50 } });
-    expect(progress).toMatchObject({ status: 'COMPLETED', phase: 'completed', total: 7, done: 6, skippedUnchanged: 0, failed: 1 });
-    expect(progress.failures).toEqual([{ documentId: 'broken.pdf', reason: expect.stringContaining('could not parse PDF broken.pdf') }]);
+    expect(progress).toMatchObject({
+      status: 'COMPLETED',
+      phase: 'completed',
+      total: 7,
+      done: 6,
+      skippedUnchanged: 0,
+      failed: 1,
+    });
+    expect(progress.failures).toEqual([
+      { documentId: 'broken.pdf', reason: expect.stringContaining('could not parse PDF broken.pdf') },
+    ]);
     expect(progress.chunksWritten).toBeGreaterThanOrEqual(6);
     firstPoints = await pointIds(acme);
     expect(firstPoints).toHaveLength(progress.chunksWritten);
@@ -96,7 +138,10 @@ describe('document ingestion and search', () => {
 
   it('returns citations that point at the source: page for PDFs, heading for structured documents', async () => {
     const pdf = (await search(acme, 'instruments detecting ground shaking before a blast')).json().hits[0];
-    expect(pdf).toMatchObject({ documentId: 'volcanoes.pdf', source: { uri: `s3://${bucket}/${prefix}volcanoes.pdf`, page: 2 } });
+    expect(pdf).toMatchObject({
+      documentId: 'volcanoes.pdf',
+      source: { uri: `s3://${bucket}/${prefix}volcanoes.pdf`, page: 2 },
+    });
     const docx = (await search(acme, 'how can I make leavened loaves at home')).json().hits[0];
     expect(docx.source.heading).toBe('Sourdough');
     expect(docx.text).toContain('ferment overnight');
@@ -111,7 +156,10 @@ describe('document ingestion and search', () => {
 
   it('re-embeds only a changed document and drops the points of a deleted one', async () => {
     const before = await pointIds(acme);
-    await p.objects.put({ bucket, key: `${prefix}dogs.txt` }, 'Kittens sleep most of the day and chase string when awake.\n');
+    await p.objects.put(
+      { bucket, key: `${prefix}dogs.txt` },
+      'Kittens sleep most of the day and chase string when awake.\n',
+    );
     await p.objects.delete({ bucket, key: `${prefix}space.md` });
     const progress = await ingest(acme, { source, chunking: { strategy: 'heading', size: 400, overlap: 50 } });
     expect(progress).toMatchObject({ total: 6, done: 1, skippedUnchanged: 4, failed: 1, removed: 1 });
@@ -135,12 +183,19 @@ describe('document ingestion and search', () => {
     expect(up.statusCode).toBe(201);
     const progress = await ingest(acme, { source: { type: 'uploads' } }, 'uploads-ns');
     expect(progress).toMatchObject({ total: 1, done: 1 });
-    expect((await search(acme, 'growing red fruit in the backyard', 'uploads-ns')).json().hits[0].documentId).toBe('notes.md');
+    expect((await search(acme, 'growing red fruit in the backyard', 'uploads-ns')).json().hits[0].documentId).toBe(
+      'notes.md',
+    );
   });
 
   it('rejects bad ingestion input with the field named', async () => {
     const post = (payload: object) =>
-      p.app.inject({ method: 'POST', url: `/v1/knowledge/${NS}/ingestions`, headers: bearer(acme.keys.developer), payload });
+      p.app.inject({
+        method: 'POST',
+        url: `/v1/knowledge/${NS}/ingestions`,
+        headers: bearer(acme.keys.developer),
+        payload,
+      });
     const overlap = await post({ source, chunking: { size: 200, overlap: 300 } });
     expect(overlap.statusCode).toBe(400);
     expect(overlap.json().error.details.field).toBe('body.chunking.overlap');
@@ -177,7 +232,11 @@ describe('RAG chat', () => {
     const body = res.json();
     expect(body.answer).toContain(question);
     expect(body.citations).toHaveLength(2);
-    expect(body.citations[0]).toMatchObject({ index: 1, documentId: 'volcanoes.pdf', source: { uri: `s3://${bucket}/${prefix}volcanoes.pdf` } });
+    expect(body.citations[0]).toMatchObject({
+      index: 1,
+      documentId: 'volcanoes.pdf',
+      source: { uri: `s3://${bucket}/${prefix}volcanoes.pdf` },
+    });
     // The retrieved chunks went to the model: its prompt is far longer than the question alone.
     expect(body.usage.prompt_tokens).toBeGreaterThan(countTokens(question) + countTokens(body.citations[0].text));
     expect(model.requests.at(-1)).toMatchObject({ path: '/v1/chat/completions', model: 'rag-model' });
@@ -192,23 +251,34 @@ describe('RAG chat', () => {
     });
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toContain('text/event-stream');
-    const events = res.body.split('\n\n').filter(Boolean).map((e) => e.replace(/^data: /, ''));
+    const events = res.body
+      .split('\n\n')
+      .filter(Boolean)
+      .map((e) => e.replace(/^data: /, ''));
     const first = JSON.parse(events[0]!);
     expect(first.object).toBe('llmhub.citations');
     expect(first.citations[0]).toMatchObject({ index: 1, documentId: 'baking.docx' });
     expect(events.at(-1)).toBe('[DONE]');
-    const text = events.slice(1, -1).map((e) => JSON.parse(e).choices[0]?.delta?.content ?? '').join('');
+    const text = events
+      .slice(1, -1)
+      .map((e) => JSON.parse(e).choices[0]?.delta?.content ?? '')
+      .join('');
     expect(text).toContain('leavened loaves');
   });
 
   it('is 404 for a namespace of another tenant', async () => {
-    const res = await p.app.inject({ method: 'POST', url: `/v1/knowledge/${NS}/chat`, headers: bearer(rival.keys.developer), payload: { model: 'rag-model', question: 'x' } });
+    const res = await p.app.inject({
+      method: 'POST',
+      url: `/v1/knowledge/${NS}/chat`,
+      headers: bearer(rival.keys.developer),
+      payload: { model: 'rag-model', question: 'x' },
+    });
     expect(res.statusCode).toBe(404);
   });
 });
 
 describe('tenant isolation', () => {
-  it("keeps another tenant out of a namespace: search, list, delete and progress by guessed id are 404", async () => {
+  it('keeps another tenant out of a namespace: search, list, delete and progress by guessed id are 404', async () => {
     const ingestion = await p.app.inject({
       method: 'POST',
       url: `/v1/knowledge/${NS}/ingestions`,
@@ -220,7 +290,11 @@ describe('tenant isolation', () => {
       await search(rival, 'molten rock bursting out of a mountain'),
       await p.app.inject({ method: 'GET', url: `/v1/knowledge/${NS}/documents`, headers: bearer(rival.keys.viewer) }),
       await p.app.inject({ method: 'DELETE', url: `/v1/knowledge/${NS}`, headers: bearer(rival.keys.admin) }),
-      await p.app.inject({ method: 'GET', url: `/v1/knowledge/${NS}/ingestions/guessable`, headers: bearer(rival.keys.viewer) }),
+      await p.app.inject({
+        method: 'GET',
+        url: `/v1/knowledge/${NS}/ingestions/guessable`,
+        headers: bearer(rival.keys.viewer),
+      }),
     ]) {
       expect(res.statusCode).toBe(404);
     }
@@ -251,7 +325,11 @@ describe('long ingestions', () => {
       parallelism: 1,
       batchesPerRun: 1,
     };
-    const handle = await p.temporal.workflow.start('ingestDocuments', { taskQueue: p.taskQueue, workflowId: `ingestion/${acme.id}/${input.ingestionId}`, args: [input] });
+    const handle = await p.temporal.workflow.start('ingestDocuments', {
+      taskQueue: p.taskQueue,
+      workflowId: `ingestion/${acme.id}/${input.ingestionId}`,
+      args: [input],
+    });
     const stats = (await handle.result()) as IngestionStats;
     expect(stats).toMatchObject({ total: 6, done: 5, failed: 1 });
     const firstRun = await p.temporal.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId).fetchHistory();

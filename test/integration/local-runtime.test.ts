@@ -23,7 +23,10 @@ beforeAll(async () => {
   // Configuration, not a test override: the API validates cluster names and the dev runtime is built from it, as the
   // dev stack's worker does (deploy/dev/worker.ts).
   process.env.LLMHUB_CLUSTERS = JSON.stringify({ local: {}, laptop: { runtime: 'process', stateDir } });
-  p = await startTestPlatform({ gateway: { metricsFlushMs: 200, refreshMs: 500 }, activityDeps: { modelRuntimeOf: processRuntimesOf(process.env.LLMHUB_CLUSTERS) } });
+  p = await startTestPlatform({
+    gateway: { metricsFlushMs: 200, refreshMs: 500 },
+    activityDeps: { modelRuntimeOf: processRuntimesOf(process.env.LLMHUB_CLUSTERS) },
+  });
   baseURL = `${await p.app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
   acme = await p.createTenant('acme');
   api = rolloutClient(p, acme);
@@ -37,10 +40,19 @@ afterAll(async () => {
   process.env.LLMHUB_CLUSTERS = savedClusters;
 });
 
-const request = (modelId: string, version: string, strategy: object) => ({ ...rolloutRequest(modelId, strategy), cluster: 'laptop', version });
+const request = (modelId: string, version: string, strategy: object) => ({
+  ...rolloutRequest(modelId, strategy),
+  cluster: 'laptop',
+  version,
+});
 
 async function addVersion(modelId: string, version: string) {
-  await p.registry.insertVersion(p.db, acme.id, { modelId, version, artifactUri: `s3://models/${modelId}/${version}`, workflowId: `test/${modelId}/${version}` });
+  await p.registry.insertVersion(p.db, acme.id, {
+    modelId,
+    version,
+    artifactUri: `s3://models/${modelId}/${version}`,
+    workflowId: `test/${modelId}/${version}`,
+  });
   await p.registry.markVersionReady(acme.id, modelId, version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
 }
 
@@ -96,7 +108,11 @@ describe('the process model runtime', () => {
     expect((await api.steer(canaryId, 'promote')).statusCode).toBe(200);
     const promoted = await api.untilPhase(canaryId, 'promoted', 'rolled_back');
     expect(promoted.phase).toBe('promoted');
-    expect(await new RoutingStore(p.db).getRoute(acme.id, modelId)).toMatchObject({ stable: 'v2', canary: null, endpoints: { v2 } });
+    expect(await new RoutingStore(p.db).getRoute(acme.id, modelId)).toMatchObject({
+      stable: 'v2',
+      canary: null,
+      endpoints: { v2 },
+    });
     expect(await modelsAt(v1)).toBeUndefined();
     await eventually('the gateway to serve v2 only', async () => (await servedVersion(modelId)) === 'v2');
 

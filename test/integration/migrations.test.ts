@@ -35,7 +35,9 @@ describe('migrations', () => {
     expect(first.applied).toContain('0001_platform.sql');
     expect(first.alreadyApplied).toEqual([]);
     const before = await schemaSnapshot();
-    expect(before.map((r) => r.table_name)).toEqual(expect.arrayContaining(['tenants', 'api_keys', 'models', 'model_versions', 'audit_log']));
+    expect(before.map((r) => r.table_name)).toEqual(
+      expect.arrayContaining(['tenants', 'api_keys', 'models', 'model_versions', 'audit_log']),
+    );
 
     const [a, b] = await Promise.all([migrate(db), migrate(db)]);
     for (const again of [a, b]) {

@@ -8,7 +8,14 @@ import { S3ObjectStore } from '../../common/objectstore';
 import { freePort } from '../../deploy/dev/process';
 import { startLocalS3, type LocalS3 } from '../../deploy/dev/s3';
 import { API_KEY_PATTERN, historyText } from '../support/history-text';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 const BUCKET = 'models';
 let p: TestPlatform;
@@ -28,7 +35,12 @@ afterAll(async () => {
 });
 
 async function createModel(tenant: TestTenant, id = uniqueId('llama')) {
-  const res = await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(tenant.keys.developer), payload: { id, name: `Model ${id}` } });
+  const res = await p.app.inject({
+    method: 'POST',
+    url: '/v1/models',
+    headers: bearer(tenant.keys.developer),
+    payload: { id, name: `Model ${id}` },
+  });
   expect(res.statusCode).toBe(201);
   return id;
 }
@@ -67,7 +79,11 @@ describe('model registry', () => {
     const { workflowId } = res.json();
     expect(workflowId).toMatch(new RegExp(`^model-version/${acme.id}/k-`));
     await p.temporal.workflow.getHandle(workflowId).result();
-    const v = await p.app.inject({ method: 'GET', url: `/v1/models/${modelId}/versions/1.0.0`, headers: bearer(acme.keys.viewer) });
+    const v = await p.app.inject({
+      method: 'GET',
+      url: `/v1/models/${modelId}/versions/1.0.0`,
+      headers: bearer(acme.keys.viewer),
+    });
     expect(v.json()).toMatchObject({ state: 'ready', sizeBytes: 8000, checksum: `sha256:${art.sha256}`, workflowId });
     const desc = await p.temporal.workflow.getHandle(workflowId).describe();
     expect(desc.typedSearchAttributes.get({ name: 'TenantId', type: 'KEYWORD' } as never)).toBe(acme.id);
@@ -93,7 +109,8 @@ describe('model registry', () => {
     expect(ids).toEqual(new Set([`model-version/${acme.id}/${key}`]));
     await p.temporal.workflow.getHandle([...ids][0]!).result();
     const executions = [];
-    for await (const e of p.temporal.workflow.list({ query: `WorkflowId = 'model-version/${acme.id}/${key}'` })) executions.push(e);
+    for await (const e of p.temporal.workflow.list({ query: `WorkflowId = 'model-version/${acme.id}/${key}'` }))
+      executions.push(e);
     expect(executions).toHaveLength(1);
 
     const again = await p.app.inject({
@@ -112,7 +129,10 @@ describe('model registry', () => {
       payload: { version: '2.1', artifactUri: art.uri },
     });
     expect(changed.statusCode).toBe(422);
-    expect(changed.json().error).toMatchObject({ type: 'idempotency_key_reused', details: { field: 'Idempotency-Key' } });
+    expect(changed.json().error).toMatchObject({
+      type: 'idempotency_key_reused',
+      details: { field: 'Idempotency-Key' },
+    });
   });
 
   it('refuses a second registration of the same version under another key (409)', async () => {
@@ -151,7 +171,11 @@ describe('model registry', () => {
     const started = history.events!.filter((e) => e.activityTaskStartedEventAttributes);
     // inspectArtifact ran once (non-retryable), then markVersionFailed once.
     expect(started.map((e) => e.activityTaskStartedEventAttributes!.attempt)).toEqual([1, 1]);
-    const v = await p.app.inject({ method: 'GET', url: `/v1/models/${modelId}/versions/0.1`, headers: bearer(acme.keys.viewer) });
+    const v = await p.app.inject({
+      method: 'GET',
+      url: `/v1/models/${modelId}/versions/0.1`,
+      headers: bearer(acme.keys.viewer),
+    });
     expect(v.json()).toMatchObject({ state: 'failed', failureReason: expect.stringContaining('does not exist') });
   });
 
@@ -180,24 +204,42 @@ describe('auth, validation and audit', () => {
     const none = await p.app.inject({ method: 'GET', url: '/v1/models' });
     expect(none.statusCode).toBe(401);
     expect(none.json().error.type).toBe('unauthorized');
-    const bad = await p.app.inject({ method: 'GET', url: '/v1/models', headers: bearer('llmhub_0000000000000000_' + 'x'.repeat(43)) });
+    const bad = await p.app.inject({
+      method: 'GET',
+      url: '/v1/models',
+      headers: bearer('llmhub_0000000000000000_' + 'x'.repeat(43)),
+    });
     expect(bad.statusCode).toBe(401);
     expect(await auditRowOf(none)).toMatchObject({ statusCode: 401, route: '/v1/models', method: 'GET' });
     expect(await auditRowOf(bad)).toMatchObject({ statusCode: 401 });
   });
 
   it('answers 403 for a wrong role or another tenant, and audits who it was', async () => {
-    const viewer = await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(acme.keys.viewer), payload: { id: 'x', name: 'x' } });
+    const viewer = await p.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      headers: bearer(acme.keys.viewer),
+      payload: { id: 'x', name: 'x' },
+    });
     expect(viewer.statusCode).toBe(403);
     expect(await auditRowOf(viewer)).toMatchObject({ statusCode: 403, tenantId: acme.id, role: 'viewer' });
-    const cross = await p.app.inject({ method: 'GET', url: '/v1/models', headers: { ...bearer(acme.keys.admin), 'x-tenant-id': other.id } });
+    const cross = await p.app.inject({
+      method: 'GET',
+      url: '/v1/models',
+      headers: { ...bearer(acme.keys.admin), 'x-tenant-id': other.id },
+    });
     expect(cross.statusCode).toBe(403);
     expect(cross.json().error.message).toContain(other.id);
     expect(await auditRowOf(cross)).toMatchObject({ statusCode: 403, tenantId: acme.id });
   });
 
   it('answers 400 naming the field for an invalid body, and 404 for an unknown model', async () => {
-    const missing = await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(acme.keys.developer), payload: { id: 'ok-id' } });
+    const missing = await p.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      headers: bearer(acme.keys.developer),
+      payload: { id: 'ok-id' },
+    });
     expect(missing.statusCode).toBe(400);
     expect(missing.json().error).toMatchObject({ type: 'invalid_request', details: { field: 'body.name' } });
     const badUri = await p.app.inject({
@@ -223,7 +265,8 @@ describe('auth, validation and audit', () => {
     });
     expect(unknown.statusCode).toBe(404);
     expect(unknown.json().error.type).toBe('not_found');
-    for (const res of [missing, badUri, badJson, unknown]) expect(await auditRowOf(res)).toMatchObject({ statusCode: res.statusCode });
+    for (const res of [missing, badUri, badJson, unknown])
+      expect(await auditRowOf(res)).toMatchObject({ statusCode: res.statusCode });
     // The 404 left nothing behind: the same key can be used once the model exists.
     expect((await p.db.query('SELECT 1 FROM model_versions WHERE model_id = $1', ['nope'])).rowCount).toBe(0);
   });
@@ -231,11 +274,23 @@ describe('auth, validation and audit', () => {
   it('accepts a JWT signed by the configured JWKS with tenant and roles claims', async () => {
     const { publicKey, privateKey } = await generateKeyPair('ES256');
     const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' };
-    const jwtApp = await startTestPlatform({ jwt: { jwks: createLocalJWKSet({ keys: [jwk] }), issuer: 'https://idp.test', audience: 'llmhub' } });
+    const jwtApp = await startTestPlatform({
+      jwt: { jwks: createLocalJWKSet({ keys: [jwk] }), issuer: 'https://idp.test', audience: 'llmhub' },
+    });
     try {
       const sign = (claims: Record<string, unknown>) =>
-        new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer('https://idp.test').setAudience('llmhub').setSubject('alice').setExpirationTime('5m').sign(privateKey);
-      const ok = await jwtApp.app.inject({ method: 'GET', url: '/v1/models', headers: bearer(await sign({ tenant_id: acme.id, roles: ['viewer'] })) });
+        new SignJWT(claims)
+          .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+          .setIssuer('https://idp.test')
+          .setAudience('llmhub')
+          .setSubject('alice')
+          .setExpirationTime('5m')
+          .sign(privateKey);
+      const ok = await jwtApp.app.inject({
+        method: 'GET',
+        url: '/v1/models',
+        headers: bearer(await sign({ tenant_id: acme.id, roles: ['viewer'] })),
+      });
       expect(ok.statusCode).toBe(200);
       const denied = await jwtApp.app.inject({
         method: 'POST',
@@ -244,7 +299,11 @@ describe('auth, validation and audit', () => {
         payload: { id: 'jwt-model', name: 'x' },
       });
       expect(denied.statusCode).toBe(403);
-      const forged = await jwtApp.app.inject({ method: 'GET', url: '/v1/models', headers: bearer((await sign({ tenant_id: acme.id, roles: ['admin'] })).slice(0, -4) + 'AAAA') });
+      const forged = await jwtApp.app.inject({
+        method: 'GET',
+        url: '/v1/models',
+        headers: bearer((await sign({ tenant_id: acme.id, roles: ['admin'] })).slice(0, -4) + 'AAAA'),
+      });
       expect(forged.statusCode).toBe(401);
     } finally {
       await jwtApp.close();
@@ -266,8 +325,17 @@ describe('object storage outage', () => {
   let s3: LocalS3;
   let isolated: TestPlatform;
   beforeAll(async () => {
-    s3 = await startLocalS3({ dataDir: path.join(process.env.LLMHUB_TEST_DATA!, uniqueId('s3-outage')), port: await freePort() });
-    const store = new S3ObjectStore({ endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, forcePathStyle: true });
+    s3 = await startLocalS3({
+      dataDir: path.join(process.env.LLMHUB_TEST_DATA!, uniqueId('s3-outage')),
+      port: await freePort(),
+    });
+    const store = new S3ObjectStore({
+      endpoint: s3.endpoint,
+      region: s3.region,
+      accessKeyId: s3.accessKeyId,
+      secretAccessKey: s3.secretAccessKey,
+      forcePathStyle: true,
+    });
     await store.ensureBucket(BUCKET);
     await store.put({ bucket: BUCKET, key: 'm/model.bin' }, 'survives an outage');
     isolated = await startTestPlatform({ objects: store });
@@ -280,7 +348,12 @@ describe('object storage outage', () => {
   it('retries the artifact check while the S3 server is down and succeeds once it is back', async () => {
     const tenant = await isolated.createTenant('outage');
     const modelId = uniqueId('m');
-    await isolated.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(tenant.keys.developer), payload: { id: modelId, name: 'm' } });
+    await isolated.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      headers: bearer(tenant.keys.developer),
+      payload: { id: modelId, name: 'm' },
+    });
     await s3.stop();
     const res = await isolated.app.inject({
       method: 'POST',

@@ -16,8 +16,24 @@ import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { localConversionDeps, startConversionJobRunner } from '../support/conversion';
-import { BUCKET, HYPERPARAMETERS, fineTuneClient, gpuNodes, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  BUCKET,
+  HYPERPARAMETERS,
+  fineTuneClient,
+  gpuNodes,
+  prepare,
+  referenceTrainer,
+  startReferenceTrainerRunner,
+  task,
+} from '../support/fine-tune';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /**
  * The pipeline on the real stack: the fine-tune's trainer Job and the conversion's Jobs run as local processes on the
@@ -45,7 +61,10 @@ beforeAll(async () => {
     },
   });
   const logDir = path.join(process.env.LLMHUB_TEST_DATA!, 'pipeline-jobs');
-  runners = [await startReferenceTrainerRunner(process.env[KUBECONFIG_ENV]!, logDir), await startConversionJobRunner(process.env[KUBECONFIG_ENV]!, logDir, config)];
+  runners = [
+    await startReferenceTrainerRunner(process.env[KUBECONFIG_ENV]!, logDir),
+    await startConversionJobRunner(process.env[KUBECONFIG_ENV]!, logDir, config),
+  ];
   await p.objects.ensureBucket(BUCKET);
   await nodes.add(4);
   server = await startReferenceModelServer({ name: 'pipeline' });
@@ -65,16 +84,31 @@ function client(tenant: TestTenant) {
     return res.json();
   };
   return {
-    post: (body: object, key = uniqueId('pl')) => p.app.inject({ method: 'POST', url: '/v1/pipelines', headers: { ...bearer(tenant.keys.developer), 'idempotency-key': key }, payload: body }),
+    post: (body: object, key = uniqueId('pl')) =>
+      p.app.inject({
+        method: 'POST',
+        url: '/v1/pipelines',
+        headers: { ...bearer(tenant.keys.developer), 'idempotency-key': key },
+        payload: body,
+      }),
     status,
     answer: (id: string, decision: 'approve' | 'deny', key = tenant.keys.approver) =>
-      p.app.inject({ method: 'POST', url: `/v1/pipelines/${id}/approvals`, headers: bearer(key), payload: { decision, reason: 'checked by test' } }),
+      p.app.inject({
+        method: 'POST',
+        url: `/v1/pipelines/${id}/approvals`,
+        headers: bearer(key),
+        payload: { decision, reason: 'checked by test' },
+      }),
     /** The first status at one of `stages`, or the run's failure for the assertion to show. */
     until: (id: string, ...stages: PipelineStatus['stage'][]) =>
-      eventually(`pipeline ${id} at ${stages.join('/')}`, async () => {
-        const s = await status(id);
-        return (stages.includes(s.stage) || s.stage === 'failed' || s.stage === 'cancelled') && s;
-      }, 240_000),
+      eventually(
+        `pipeline ${id} at ${stages.join('/')}`,
+        async () => {
+          const s = await status(id);
+          return (stages.includes(s.stage) || s.stage === 'failed' || s.stage === 'cancelled') && s;
+        },
+        240_000,
+      ),
   };
 }
 
@@ -89,7 +123,12 @@ const request = (modelId: string, datasetUri: string, version: string, extra: ob
     output: { version },
   },
   conversion: { cluster: 'local', targets: ['onnx'], profile: { runs: 5 } },
-  rollout: { cluster: 'local', resources: { cpu: '500m', gpu: 0 }, env: { LOG_LEVEL: 'info' }, strategy: { readinessTimeout: '2m' } },
+  rollout: {
+    cluster: 'local',
+    resources: { cpu: '500m', gpu: 0 },
+    env: { LOG_LEVEL: 'info' },
+    strategy: { readinessTimeout: '2m' },
+  },
   approvalBeforeRollout: true,
   ...extra,
 });
@@ -120,7 +159,10 @@ describe('pipeline', () => {
     });
     // Approvers find it by its Phase search attribute.
     await eventually('the pipeline listed as awaiting approval', async () => {
-      for await (const w of p.temporal.workflow.list({ query: `TenantId = '${tenant.id}' AND Phase = 'awaiting_approval'` })) if (w.workflowId === workflowId) return true;
+      for await (const w of p.temporal.workflow.list({
+        query: `TenantId = '${tenant.id}' AND Phase = 'awaiting_approval'`,
+      }))
+        if (w.workflowId === workflowId) return true;
       return false;
     });
     expect((await api.answer(pipelineId, 'approve', tenant.keys.developer)).statusCode).toBe(403);
@@ -132,11 +174,19 @@ describe('pipeline', () => {
     expect({ stage: done.stage, reason: done.failureReason }).toEqual({ stage: 'succeeded', reason: null });
     expect(done.steps.rollout).toEqual({ workflowId: child('rollout'), outcome: 'succeeded', reason: null });
     expect(done.approval).toMatchObject({ decision: 'approve', reason: 'checked by test' });
-    const rollout = await p.app.inject({ method: 'GET', url: `/v1/deployments/pipeline-${pipelineId}`, headers: bearer(tenant.keys.viewer) });
+    const rollout = await p.app.inject({
+      method: 'GET',
+      url: `/v1/deployments/pipeline-${pipelineId}`,
+      headers: bearer(tenant.keys.viewer),
+    });
     expect(rollout.json()).toMatchObject({ phase: 'promoted', modelId, version: 'ft1' });
     expect(await new RoutingStore(p.db).getRoute(tenant.id, modelId)).toMatchObject({ stable: 'ft1', canary: null });
 
-    const lineage = await p.app.inject({ method: 'GET', url: `/v1/models/${modelId}/versions/ft1/lineage`, headers: bearer(tenant.keys.viewer) });
+    const lineage = await p.app.inject({
+      method: 'GET',
+      url: `/v1/models/${modelId}/versions/ft1/lineage`,
+      headers: bearer(tenant.keys.viewer),
+    });
     expect(lineage.statusCode).toBe(200);
     const chain = lineage.json().lineage as Record<string, unknown>[];
     expect(chain.map((s) => s.stage)).toEqual(['dataset', 'base', 'fine_tuned', 'converted', 'deployed']);
@@ -169,12 +219,24 @@ describe('pipeline', () => {
     expect(done.failureReason).toMatch(/the rollout was denied by .*: checked by test/);
     expect(done.approval).toMatchObject({ decision: 'deny' });
     expect(done.steps.rollout.outcome).toBe('skipped');
-    expect((await p.app.inject({ method: 'GET', url: `/v1/deployments/pipeline-${pipelineId}`, headers: bearer(tenant.keys.viewer) })).statusCode).toBe(404);
+    expect(
+      (
+        await p.app.inject({
+          method: 'GET',
+          url: `/v1/deployments/pipeline-${pipelineId}`,
+          headers: bearer(tenant.keys.viewer),
+        })
+      ).statusCode,
+    ).toBe(404);
 
     // The same fine-tune again (the reference trainer is deterministic): the same weights, so the conversion is a memo hit.
     const again = (await api.post(request(modelId, datasetUri, 'ft2b'))).json().pipelineId as string;
     const waiting = await api.until(again, 'awaiting_approval');
-    expect(waiting.steps.conversion).toEqual({ workflowId: done.steps.conversion.workflowId, outcome: 'memoized', reason: null });
+    expect(waiting.steps.conversion).toEqual({
+      workflowId: done.steps.conversion.workflowId,
+      outcome: 'memoized',
+      reason: null,
+    });
     expect(waiting.conversion).toMatchObject({ state: 'succeeded', published: ['onnx'] });
     expect((await api.answer(again, 'deny')).statusCode).toBe(200);
   });
@@ -188,7 +250,9 @@ describe('pipeline', () => {
     const tenant = await p.createTenant('pl');
     const api = client(tenant);
     const { modelId, datasetUri } = await prepare(p, tenant, task(seed));
-    const body = request(modelId, datasetUri, version, { conversion: { cluster: 'local', targets: ['onnx', 'tensorrt'], profile: { runs: 5 } } });
+    const body = request(modelId, datasetUri, version, {
+      conversion: { cluster: 'local', targets: ['onnx', 'tensorrt'], profile: { runs: 5 } },
+    });
     const fineTune = await fineTuneClient(p, tenant).post({ ...body.fineTune, output: { version: `${version}-src` } });
     expect(fineTune.statusCode).toBe(202);
     await p.temporal.workflow.getHandle(fineTune.json().workflowId).result();
@@ -199,15 +263,29 @@ describe('pipeline', () => {
       payload: { modelId, version: `${version}-src`, ...body.conversion },
     });
     expect(started.json()).toMatchObject({ memoized: false, state: 'running' });
-    const { conversionId, workflowId: conversionWorkflowId } = started.json() as { conversionId: string; workflowId: string };
-    const conversion = async () => (await p.app.inject({ method: 'GET', url: `/v1/conversions/${conversionId}`, headers: bearer(tenant.keys.viewer) })).json();
+    const { conversionId, workflowId: conversionWorkflowId } = started.json() as {
+      conversionId: string;
+      workflowId: string;
+    };
+    const conversion = async () =>
+      (
+        await p.app.inject({
+          method: 'GET',
+          url: `/v1/conversions/${conversionId}`,
+          headers: bearer(tenant.keys.viewer),
+        })
+      ).json();
 
     const { pipelineId } = (await api.post(body)).json();
     const waiting = await eventually('the pipeline waiting for the running conversion', async () => {
       const s = await api.status(pipelineId);
       return (s.steps.conversion.outcome === 'waiting' || !['fine_tune', 'conversion'].includes(s.stage)) && s;
     });
-    expect(waiting).toMatchObject({ stage: 'conversion', steps: { conversion: { workflowId: conversionWorkflowId, outcome: 'waiting', reason: null } }, conversion: null });
+    expect(waiting).toMatchObject({
+      stage: 'conversion',
+      steps: { conversion: { workflowId: conversionWorkflowId, outcome: 'waiting', reason: null } },
+      conversion: null,
+    });
     expect((await conversion()).state).toBe('running');
     return { tenant, api, pipelineId: pipelineId as string, conversionWorkflowId, conversion };
   }
@@ -223,12 +301,30 @@ describe('pipeline', () => {
         conversion: { state: 'partial', published: ['onnx'] },
       });
       const { memoKey, state, tritonRepositoryUri } = await conversion();
-      expect({ state, tritonRepositoryUri }).toEqual({ state: 'partial', tritonRepositoryUri: converted.conversion!.tritonRepositoryUri });
+      expect({ state, tritonRepositoryUri }).toEqual({
+        state: 'partial',
+        tritonRepositoryUri: converted.conversion!.tritonRepositoryUri,
+      });
       // Every step's Job exists once, all made by the conversion the pipeline waited for; the pipeline started none.
-      const jobs = (await batch.listNamespacedJob({ namespace: `llmhub-${tenant.id}`, labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}` })).items;
-      expect(jobs.map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual(['export', 'optimize-onnx', 'profile-onnx', 'tensorrt', 'validate-onnx']);
-      expect([...new Set(jobs.map((j) => j.metadata!.annotations![Labels.workflowId]))]).toEqual([conversionWorkflowId]);
-      await expect(p.temporal.workflow.getHandle(`conversion/${tenant.id}/pipeline-${pipelineId}`).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
+      const jobs = (
+        await batch.listNamespacedJob({
+          namespace: `llmhub-${tenant.id}`,
+          labelSelector: `${ConversionJobLabels.memoKey}=${memoLabelOf(memoKey)}`,
+        })
+      ).items;
+      expect(jobs.map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual([
+        'export',
+        'optimize-onnx',
+        'profile-onnx',
+        'tensorrt',
+        'validate-onnx',
+      ]);
+      expect([...new Set(jobs.map((j) => j.metadata!.annotations![Labels.workflowId]))]).toEqual([
+        conversionWorkflowId,
+      ]);
+      await expect(
+        p.temporal.workflow.getHandle(`conversion/${tenant.id}/pipeline-${pipelineId}`).describe(),
+      ).rejects.toBeInstanceOf(WorkflowNotFoundError);
       expect((await api.answer(pipelineId, 'deny')).statusCode).toBe(200);
       expect((await api.until(pipelineId, 'failed')).steps.rollout.outcome).toBe('skipped');
     } finally {
@@ -241,8 +337,14 @@ describe('pipeline', () => {
     const { api, pipelineId, conversionWorkflowId, conversion } = await waitingOnHeldConversion(79, 'ft8');
     await p.temporal.workflow.getHandle(conversionWorkflowId).cancel();
     const done = await api.until(pipelineId, 'failed');
-    expect(done).toMatchObject({ stage: 'failed', conversion: null, steps: { conversion: { workflowId: conversionWorkflowId, outcome: 'failed' }, rollout: { outcome: 'pending' } } });
-    expect(done.steps.conversion.reason).toMatch(new RegExp(`^the identical conversion ${conversionWorkflowId} broke: .+`));
+    expect(done).toMatchObject({
+      stage: 'failed',
+      conversion: null,
+      steps: { conversion: { workflowId: conversionWorkflowId, outcome: 'failed' }, rollout: { outcome: 'pending' } },
+    });
+    expect(done.steps.conversion.reason).toMatch(
+      new RegExp(`^the identical conversion ${conversionWorkflowId} broke: .+`),
+    );
     expect(done.failureReason).toBe(done.steps.conversion.reason);
     expect((await conversion()).state).toBe('error');
   });
@@ -258,14 +360,33 @@ describe('pipeline', () => {
       tenantId: tenant.id,
       pipelineId: key,
       fineTune: {
-        tenantId: tenant.id, fineTuneId: childKey, cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version: 'ft7' }, datasetUri, method: 'lora',
+        tenantId: tenant.id,
+        fineTuneId: childKey,
+        cluster: 'local',
+        base: { modelId, version: 'base' },
+        output: { modelId, version: 'ft7' },
+        datasetUri,
+        method: 'lora',
         hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps: 20 },
-        resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 1, jobDeadlineSeconds: 3600,
+        resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' },
+        priority: 0,
+        maxResumptions: 1,
+        jobDeadlineSeconds: 3600,
       },
       conversion: { cluster: 'local', options: conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } }) },
       rollout: {
-        tenantId: tenant.id, deploymentId: childKey, cluster: 'local', resources: { cpu: '500m', gpu: 0, memory: '1Gi' }, env: {},
-        strategy: { steps: [{ setWeight: 100 }], analysis: DEFAULT_ANALYSIS, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } }, specHash: 'test',
+        tenantId: tenant.id,
+        deploymentId: childKey,
+        cluster: 'local',
+        resources: { cpu: '500m', gpu: 0, memory: '1Gi' },
+        env: {},
+        strategy: {
+          steps: [{ setWeight: 100 }],
+          analysis: DEFAULT_ANALYSIS,
+          readinessTimeout: '2m',
+          canaryMetadata: { annotations: {}, labels: {} },
+        },
+        specHash: 'test',
       },
       approvalBeforeRollout: true,
       approvalTimeoutSeconds: 2,
@@ -274,7 +395,11 @@ describe('pipeline', () => {
       taskQueue: p.taskQueue,
       workflowId: `pipeline/${tenant.id}/${key}`,
       args: [input],
-      typedSearchAttributes: [{ key: TenantIdKey, value: tenant.id }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
+      typedSearchAttributes: [
+        { key: TenantIdKey, value: tenant.id },
+        { key: ModelIdKey, value: modelId },
+        { key: OperationKindKey, value: 'pipeline' },
+      ],
     });
     const done = await api.until(key, 'failed');
     expect(done).toMatchObject({
@@ -282,12 +407,23 @@ describe('pipeline', () => {
       awaitingApproval: false,
       approval: { decision: 'timed_out', by: null, reason: null },
       failureReason: 'no approval within 2s',
-      steps: { conversion: { outcome: 'succeeded' }, rollout: { workflowId: `rollout/${tenant.id}/${childKey}`, outcome: 'skipped', reason: null } },
+      steps: {
+        conversion: { outcome: 'succeeded' },
+        rollout: { workflowId: `rollout/${tenant.id}/${childKey}`, outcome: 'skipped', reason: null },
+      },
     });
-    const failed = await handle.result().then(() => undefined, (err: WorkflowFailedError) => err);
+    const failed = await handle.result().then(
+      () => undefined,
+      (err: WorkflowFailedError) => err,
+    );
     expect(failed?.cause?.message).toMatch(/stopped at awaiting_approval: no approval within 2s/);
-    await expect(p.temporal.workflow.getHandle(done.steps.rollout.workflowId).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
-    expect((await p.app.inject({ method: 'GET', url: `/v1/deployments/${childKey}`, headers: bearer(tenant.keys.viewer) })).statusCode).toBe(404);
+    await expect(p.temporal.workflow.getHandle(done.steps.rollout.workflowId).describe()).rejects.toBeInstanceOf(
+      WorkflowNotFoundError,
+    );
+    expect(
+      (await p.app.inject({ method: 'GET', url: `/v1/deployments/${childKey}`, headers: bearer(tenant.keys.viewer) }))
+        .statusCode,
+    ).toBe(404);
     // Too late to answer now.
     expect((await api.answer(key, 'approve')).statusCode).toBe(409);
   });
@@ -305,7 +441,13 @@ describe('pipeline', () => {
     expect(done.failureReason).toMatch(/training failed/);
     expect(done.steps.conversion.outcome).toBe('pending');
     expect(done.steps.rollout.outcome).toBe('pending');
-    const failed = await p.temporal.workflow.getHandle(workflowId).result().then(() => undefined, (err: WorkflowFailedError) => err);
+    const failed = await p.temporal.workflow
+      .getHandle(workflowId)
+      .result()
+      .then(
+        () => undefined,
+        (err: WorkflowFailedError) => err,
+      );
     expect(failed?.cause?.message).toMatch(/stopped at fine_tune: .*training failed/);
   });
 
@@ -315,13 +457,33 @@ describe('pipeline', () => {
     const { modelId, datasetUri } = await prepare(p, tenant, task(59));
     const body = request(modelId, datasetUri, 'ft5');
     // No node has this GPU product: the trainer's pod stays Pending, so the fine-tune child is still running.
-    const { pipelineId } = (await api.post({ ...body, fineTune: { ...body.fineTune, resources: { ...body.fineTune.resources, gpuProduct: 'NO-SUCH-GPU' } } })).json();
-    const fineTune = async () => (await p.app.inject({ method: 'GET', url: `/v1/fine-tunes/pipeline-${pipelineId}`, headers: bearer(tenant.keys.viewer) })).json();
+    const { pipelineId } = (
+      await api.post({
+        ...body,
+        fineTune: { ...body.fineTune, resources: { ...body.fineTune.resources, gpuProduct: 'NO-SUCH-GPU' } },
+      })
+    ).json();
+    const fineTune = async () =>
+      (
+        await p.app.inject({
+          method: 'GET',
+          url: `/v1/fine-tunes/pipeline-${pipelineId}`,
+          headers: bearer(tenant.keys.viewer),
+        })
+      ).json();
     await eventually('the fine-tune child pending', async () => (await fineTune()).phase === 'pending');
-    const cancel = await p.app.inject({ method: 'POST', url: `/v1/pipelines/${pipelineId}/cancel`, headers: bearer(tenant.keys.operator) });
+    const cancel = await p.app.inject({
+      method: 'POST',
+      url: `/v1/pipelines/${pipelineId}/cancel`,
+      headers: bearer(tenant.keys.operator),
+    });
     expect(cancel.statusCode).toBe(202);
     const done = await api.until(pipelineId, 'cancelled');
-    expect(done).toMatchObject({ stage: 'cancelled', failureReason: 'the pipeline was cancelled', steps: { fineTune: { outcome: 'cancelled' }, conversion: { outcome: 'pending' } } });
+    expect(done).toMatchObject({
+      stage: 'cancelled',
+      failureReason: 'the pipeline was cancelled',
+      steps: { fineTune: { outcome: 'cancelled' }, conversion: { outcome: 'pending' } },
+    });
     expect((await fineTune()).phase).toBe('cancelled');
   });
 
@@ -333,14 +495,21 @@ describe('pipeline', () => {
     const cases: [object, number, string][] = [
       [{ ...base, rollout: { ...base.rollout, cluster: 'nowhere' } }, 400, 'body.rollout.cluster'],
       [{ ...base, conversion: { ...base.conversion, cluster: 'nowhere' } }, 400, 'body.conversion.cluster'],
-      [{ ...base, fineTune: { ...base.fineTune, datasetUri: `s3://${BUCKET}/${tenant.id}/missing.jsonl` } }, 404, 'body.fineTune.datasetUri'],
+      [
+        { ...base, fineTune: { ...base.fineTune, datasetUri: `s3://${BUCKET}/${tenant.id}/missing.jsonl` } },
+        404,
+        'body.fineTune.datasetUri',
+      ],
       [{ ...base, rollout: { ...base.rollout, env: { API_KEY: 'plain' } } }, 400, 'body.rollout.env.API_KEY'],
     ];
     for (const [body, code, field] of cases) {
       const key = uniqueId('bad');
       const res = await api.post(body, key);
       expect({ code: res.statusCode, field: res.json().error.details?.field }).toEqual({ code, field });
-      expect((await p.app.inject({ method: 'GET', url: `/v1/pipelines/${key}`, headers: bearer(tenant.keys.viewer) })).statusCode).toBe(404);
+      expect(
+        (await p.app.inject({ method: 'GET', url: `/v1/pipelines/${key}`, headers: bearer(tenant.keys.viewer) }))
+          .statusCode,
+      ).toBe(404);
     }
     const schema = await api.post({ ...base, conversion: { ...base.conversion, targets: ['onnx', 'bogus'] } });
     expect(schema.statusCode).toBe(400);

@@ -7,10 +7,19 @@ import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform } fr
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
-const tsx = (entry: string, env: NodeJS.ProcessEnv, args: string[] = []) => [process.execPath, ['--import', 'tsx', path.join(ROOT, entry), ...args], { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '', ...env } }] as const;
+const tsx = (entry: string, env: NodeJS.ProcessEnv, args: string[] = []) =>
+  [
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, entry), ...args],
+    { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '', ...env } },
+  ] as const;
 
 /** Runs a process to its end and returns its exit code and output (it must end by itself). */
-function finish(command: string, args: readonly string[], opts: { cwd: string; env: NodeJS.ProcessEnv }): Promise<{ code: number | null; output: string }> {
+function finish(
+  command: string,
+  args: readonly string[],
+  opts: { cwd: string; env: NodeJS.ProcessEnv },
+): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
     const child = spawn(command, args, { ...opts, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -46,30 +55,48 @@ describe('operator entry points', () => {
     expect(badUrl.code).toBe(1);
     expect(badUrl.output).toContain('DATABASE_URL');
     const port = await freePort();
-    const noTemporal = await finish(...tsx('workers/platform.ts', { TEMPORAL_ADDRESS: `127.0.0.1:${port}`, WORKER_METRICS_PORT: '0' }));
+    const noTemporal = await finish(
+      ...tsx('workers/platform.ts', { TEMPORAL_ADDRESS: `127.0.0.1:${port}`, WORKER_METRICS_PORT: '0' }),
+    );
     expect(noTemporal.code).toBe(1);
     expect(noTemporal.output).toContain(`cannot reach the Temporal server at 127.0.0.1:${port}`);
   });
 
   it('a worker serves activity metrics and exits cleanly on SIGTERM', async () => {
     const metricsPort = await freePort();
-    const worker = spawn(...tsx('workers/platform.ts', { TEMPORAL_TASK_QUEUE: p.taskQueue, WORKER_METRICS_PORT: String(metricsPort), LOG_LEVEL: 'warn' }));
+    const worker = spawn(
+      ...tsx('workers/platform.ts', {
+        TEMPORAL_TASK_QUEUE: p.taskQueue,
+        WORKER_METRICS_PORT: String(metricsPort),
+        LOG_LEVEL: 'warn',
+      }),
+    );
     const exited = new Promise<number | null>((resolve) => worker.on('exit', resolve));
     try {
       const tenant = await p.createTenant('metrics');
-      await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(tenant.keys.developer), payload: { id: 'm', name: 'm' } });
+      await p.app.inject({
+        method: 'POST',
+        url: '/v1/models',
+        headers: bearer(tenant.keys.developer),
+        payload: { id: 'm', name: 'm' },
+      });
       const res = await p.app.inject({
         method: 'POST',
         url: '/v1/models/m/versions',
         headers: bearer(tenant.keys.developer),
         payload: { version: '1', artifactUri: 's3://llmhub/does-not-exist' },
       });
-      await p.temporal.workflow.getHandle(res.json().workflowId).result().catch(() => undefined);
+      await p.temporal.workflow
+        .getHandle(res.json().workflowId)
+        .result()
+        .catch(() => undefined);
       const metrics = await eventually('worker metrics with the activity', async () => {
         const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
         return text.includes('activity_type="inspectArtifact",outcome="failed"') ? text : undefined;
       });
-      expect(metrics).toMatch(/llmhub_activity_attempts_total\{task_queue="[^"]+",activity_type="markVersionFailed",outcome="completed"\} 1/);
+      expect(metrics).toMatch(
+        /llmhub_activity_attempts_total\{task_queue="[^"]+",activity_type="markVersionFailed",outcome="completed"\} 1/,
+      );
     } finally {
       worker.kill('SIGTERM');
     }

@@ -11,8 +11,22 @@ import { LOCAL_PROCESS_ANNOTATIONS, type LocalJobRunner } from '../../deploy/dev
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort, startProcess, tail, type ManagedProcess } from '../../deploy/dev/process';
 import { seededMlp, startConversionJobRunner } from '../support/conversion';
-import { HYPERPARAMETERS, gpuNodes, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  HYPERPARAMETERS,
+  gpuNodes,
+  prepare,
+  referenceTrainer,
+  startReferenceTrainerRunner,
+  task,
+} from '../support/fine-tune';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 import { rolloutRequest } from '../support/rollout';
 
 /**
@@ -44,12 +58,17 @@ const ftModel = uniqueId('ft');
 /** Builds as CI does, and installs the locked production dependencies beside the output, away from the repo's. */
 async function buildProduction(): Promise<void> {
   dir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-production-'));
-  for (const f of ['package.json', 'package-lock.json', '.npmrc']) await copyFile(path.join(ROOT, f), path.join(dir, f));
+  for (const f of ['package.json', 'package-lock.json', '.npmrc'])
+    await copyFile(path.join(ROOT, f), path.join(dir, f));
   const env = { ...process.env, NODE_OPTIONS: '', ONNXRUNTIME_NODE_INSTALL: 'skip' };
   // `npm ci` rejects this lockfile here (see scripts/setup.sh); install --no-save installs exactly the locked versions.
   await Promise.all([
     run('npm', ['run', 'build'], { cwd: ROOT, env, maxBuffer: 1 << 24 }),
-    run('npm', ['install', '--omit=dev', '--no-save', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], { cwd: dir, env, maxBuffer: 1 << 24 }),
+    run(
+      'npm',
+      ['install', '--omit=dev', '--no-save', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'],
+      { cwd: dir, env, maxBuffer: 1 << 24 },
+    ),
   ]);
   await cp(path.join(ROOT, 'dist'), path.join(dir, 'dist'), { recursive: true });
 }
@@ -80,7 +99,8 @@ beforeAll(async () => {
   if (platform.status === 'fulfilled') p = platform.value;
   runners = [trainerJobs, conversionJobs].flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
   if (server.status === 'fulfilled') model = server.value;
-  for (const r of [build, platform, trainerJobs, conversionJobs, server, gpus]) if (r.status === 'rejected') throw r.reason;
+  for (const r of [build, platform, trainerJobs, conversionJobs, server, gpus])
+    if (r.status === 'rejected') throw r.reason;
   console.log(`[production-build] build, production install and servers: ${seconds(started)}`);
   acme = await p.createTenant('prod');
   const apiPort = await freePort();
@@ -91,11 +111,21 @@ beforeAll(async () => {
     WORKER_METRICS_PORT: '0',
     LLMHUB_CLUSTERS: JSON.stringify({ local: { kubeconfig, jobPodAnnotations: LOCAL_PROCESS_ANNOTATIONS } }),
     LLMHUB_LOCAL_ENDPOINTS: JSON.stringify(
-      Object.fromEntries(([[mlpModel, '1'], [ftModel, 'piped']] as const).map(([modelId, version]) => [localEndpointKey({ tenantId: acme.id, modelId, version }), model.url])),
+      Object.fromEntries(
+        (
+          [
+            [mlpModel, '1'],
+            [ftModel, 'piped'],
+          ] as const
+        ).map(([modelId, version]) => [localEndpointKey({ tenantId: acme.id, modelId, version }), model.url]),
+      ),
     ),
     LLMHUB_TRAINER_IMAGE: referenceTrainer(config, 0).image,
   };
-  [apiProcess, workerProcess] = await Promise.all([startBuilt('built-api', 'api/server.js', env), startBuilt('built-worker', 'workers/platform.js', env)]);
+  [apiProcess, workerProcess] = await Promise.all([
+    startBuilt('built-api', 'api/server.js', env),
+    startBuilt('built-worker', 'workers/platform.js', env),
+  ]);
   await eventually('the built API to be ready', async () => (await fetch(`${api}/readyz`)).ok);
 }, 300_000);
 
@@ -113,7 +143,11 @@ async function call(key: string, method: string, url: string, body?: unknown, he
   const raw = Buffer.isBuffer(body);
   const res = await fetch(`${api}${url}`, {
     method,
-    headers: { ...bearer(key), ...(body === undefined ? {} : { 'content-type': raw ? 'application/octet-stream' : 'application/json' }), ...headers },
+    headers: {
+      ...bearer(key),
+      ...(body === undefined ? {} : { 'content-type': raw ? 'application/octet-stream' : 'application/json' }),
+      ...headers,
+    },
     ...(body === undefined ? {} : { body: raw ? body : JSON.stringify(body) }),
   });
   const text = await res.text();
@@ -160,80 +194,121 @@ async function withProcessLogs(fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    console.log(`--- built API ---\n${await tail(apiProcess!.logFile, 40)}\n--- built worker ---\n${await tail(workerProcess!.logFile, 40)}`);
+    console.log(
+      `--- built API ---\n${await tail(apiProcess!.logFile, 40)}\n--- built worker ---\n${await tail(workerProcess!.logFile, 40)}`,
+    );
     throw err;
   }
 }
 
 describe('the production build', () => {
-  it('serves every kind of operation from dist/ with production dependencies only', () => withProcessLogs(async () => {
-    const operating = Date.now();
-    const workflows: string[] = [];
-    const done = <T extends Record<string, string>>(op: T): T => {
-      workflows.push(op.workflowId!);
-      return op;
-    };
-
-    // Registry → conversion, and registry → rollout → an agent run through the built gateway to the rolled-out model.
-    const served = (async () => {
-      await p.objects.ensureBucket('models');
-      const key = `${acme.id}/${mlpModel}/1/model.safetensors`;
-      await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
-      expect((await call(acme.keys.developer, 'POST', '/v1/models', { id: mlpModel, name: mlpModel })).status).toBe(201);
-      done(await operate(`/v1/models/${mlpModel}/versions`, { version: '1', artifactUri: `s3://models/${key}` }));
-      expect(await get(`/v1/models/${mlpModel}/versions/1`)).toMatchObject({ state: 'ready', checksum: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) });
-
-      const conversion = async () => {
-        const c = done(await operate('/v1/conversions', { modelId: mlpModel, version: '1', ...conversionRequest }));
-        expect(await get(`/v1/conversions/${c.conversionId}`)).toMatchObject({ state: 'succeeded', targets: [expect.objectContaining({ target: 'onnx', status: 'published' })] });
+  it('serves every kind of operation from dist/ with production dependencies only', () =>
+    withProcessLogs(async () => {
+      const operating = Date.now();
+      const workflows: string[] = [];
+      const done = <T extends Record<string, string>>(op: T): T => {
+        workflows.push(op.workflowId!);
+        return op;
       };
-      const rolloutThenAgent = async () => {
-        const d = done(await operate('/v1/deploy', { ...rolloutRequest(mlpModel, {}), version: '1' }));
-        expect(await get(`/v1/deployments/${d.deploymentId}`)).toMatchObject({ phase: 'promoted' });
-        // The API learns the new route by notification; the agent's model calls go through it.
-        await eventually('the built gateway to route the rolled-out model', async () => {
-          const res = await call(acme.keys.developer, 'POST', '/v1/chat/completions', { model: mlpModel, messages: [{ role: 'user', content: 'ping' }] });
-          return res.status === 200;
+
+      // Registry → conversion, and registry → rollout → an agent run through the built gateway to the rolled-out model.
+      const served = (async () => {
+        await p.objects.ensureBucket('models');
+        const key = `${acme.id}/${mlpModel}/1/model.safetensors`;
+        await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
+        expect((await call(acme.keys.developer, 'POST', '/v1/models', { id: mlpModel, name: mlpModel })).status).toBe(
+          201,
+        );
+        done(await operate(`/v1/models/${mlpModel}/versions`, { version: '1', artifactUri: `s3://models/${key}` }));
+        expect(await get(`/v1/models/${mlpModel}/versions/1`)).toMatchObject({
+          state: 'ready',
+          checksum: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
         });
-        expect((await call(acme.keys.developer, 'PUT', '/v1/agents/helper', { model: mlpModel, systemPrompt: 'Be brief.', tools: [] })).status).toBe(200);
-        const a = done(await operate('/v1/agent-runs', { agentId: 'helper', input: 'Say hello.' }));
-        expect(await get(`/v1/agent-runs/${a.runId}`)).toMatchObject({ phase: 'completed', answer: expect.any(String) });
-      };
-      await Promise.all([conversion(), rolloutThenAgent()]);
-    })();
 
-    // A fine-tune, and a pipeline (fine-tune → conversion → rollout) of the same base model; their trainers run as Job pods.
-    const trained = (async () => {
-      const { modelId, datasetUri } = await prepare(p, acme, task(11), ftModel);
-      const fineTune = async () => {
-        const f = done(await operate('/v1/fine-tunes', fineTuneRequest(modelId, datasetUri, 'solo')));
-        expect(await get(`/v1/fine-tunes/${f.fineTuneId}`)).toMatchObject({ phase: 'succeeded', progress: expect.objectContaining({ step: 10 }) });
-        expect(await get(`/v1/models/${modelId}/versions/solo`)).toMatchObject({ state: 'ready' });
-      };
-      const pipeline = async () => {
-        const rollout = { cluster: 'local', resources: { cpu: '500m', gpu: 0 }, env: {}, strategy: {} };
-        const pl = done(await operate('/v1/pipelines', { fineTune: fineTuneRequest(modelId, datasetUri, 'piped'), conversion: conversionRequest, rollout }));
-        expect(await get(`/v1/pipelines/${pl.pipelineId}`)).toMatchObject({ stage: 'succeeded', model: { modelId, version: 'piped' } });
-      };
-      await Promise.all([fineTune(), pipeline()]);
-    })();
+        const conversion = async () => {
+          const c = done(await operate('/v1/conversions', { modelId: mlpModel, version: '1', ...conversionRequest }));
+          expect(await get(`/v1/conversions/${c.conversionId}`)).toMatchObject({
+            state: 'succeeded',
+            targets: [expect.objectContaining({ target: 'onnx', status: 'published' })],
+          });
+        };
+        const rolloutThenAgent = async () => {
+          const d = done(await operate('/v1/deploy', { ...rolloutRequest(mlpModel, {}), version: '1' }));
+          expect(await get(`/v1/deployments/${d.deploymentId}`)).toMatchObject({ phase: 'promoted' });
+          // The API learns the new route by notification; the agent's model calls go through it.
+          await eventually('the built gateway to route the rolled-out model', async () => {
+            const res = await call(acme.keys.developer, 'POST', '/v1/chat/completions', {
+              model: mlpModel,
+              messages: [{ role: 'user', content: 'ping' }],
+            });
+            return res.status === 200;
+          });
+          expect(
+            (
+              await call(acme.keys.developer, 'PUT', '/v1/agents/helper', {
+                model: mlpModel,
+                systemPrompt: 'Be brief.',
+                tools: [],
+              })
+            ).status,
+          ).toBe(200);
+          const a = done(await operate('/v1/agent-runs', { agentId: 'helper', input: 'Say hello.' }));
+          expect(await get(`/v1/agent-runs/${a.runId}`)).toMatchObject({
+            phase: 'completed',
+            answer: expect.any(String),
+          });
+        };
+        await Promise.all([conversion(), rolloutThenAgent()]);
+      })();
 
-    // An ingestion of an uploaded document, then a search: the built API embeds the query with the same model.
-    const ingested = (async () => {
-      const doc = Buffer.from('# Gardening\n\nTomatoes want full sun and deep watering twice a week.\n');
-      expect((await call(acme.keys.developer, 'POST', '/v1/knowledge/garden/files?name=notes.md', doc)).status).toBe(201);
-      const i = done(await operate('/v1/knowledge/garden/ingestions', { source: { type: 'uploads' } }));
-      expect(await get(i.statusUrl!)).toMatchObject({ phase: 'completed', done: 1, failed: 0 });
-      const hits = await call(acme.keys.viewer, 'POST', '/v1/knowledge/garden/search', { query: 'growing red fruit', topK: 1 });
-      expect(hits.body.hits[0]).toMatchObject({ documentId: 'notes.md' });
-    })();
+      // A fine-tune, and a pipeline (fine-tune → conversion → rollout) of the same base model; their trainers run as Job pods.
+      const trained = (async () => {
+        const { modelId, datasetUri } = await prepare(p, acme, task(11), ftModel);
+        const fineTune = async () => {
+          const f = done(await operate('/v1/fine-tunes', fineTuneRequest(modelId, datasetUri, 'solo')));
+          expect(await get(`/v1/fine-tunes/${f.fineTuneId}`)).toMatchObject({
+            phase: 'succeeded',
+            progress: expect.objectContaining({ step: 10 }),
+          });
+          expect(await get(`/v1/models/${modelId}/versions/solo`)).toMatchObject({ state: 'ready' });
+        };
+        const pipeline = async () => {
+          const rollout = { cluster: 'local', resources: { cpu: '500m', gpu: 0 }, env: {}, strategy: {} };
+          const pl = done(
+            await operate('/v1/pipelines', {
+              fineTune: fineTuneRequest(modelId, datasetUri, 'piped'),
+              conversion: conversionRequest,
+              rollout,
+            }),
+          );
+          expect(await get(`/v1/pipelines/${pl.pipelineId}`)).toMatchObject({
+            stage: 'succeeded',
+            model: { modelId, version: 'piped' },
+          });
+        };
+        await Promise.all([fineTune(), pipeline()]);
+      })();
 
-    await Promise.all([served, trained, ingested]);
-    expect(model.requests.some((r) => r.path === '/v1/chat/completions')).toBe(true);
-    const worker = `${workerProcess!.pid}@${os.hostname()}`;
-    expect(workflows).toHaveLength(7);
-    for (const id of workflows) expect({ id, workedBy: await workedBy(id) }).toEqual({ id, workedBy: [worker] });
-    console.log(`[production-build] operations: ${seconds(operating)}; whole file: ${seconds(started)}`);
-  }));
+      // An ingestion of an uploaded document, then a search: the built API embeds the query with the same model.
+      const ingested = (async () => {
+        const doc = Buffer.from('# Gardening\n\nTomatoes want full sun and deep watering twice a week.\n');
+        expect((await call(acme.keys.developer, 'POST', '/v1/knowledge/garden/files?name=notes.md', doc)).status).toBe(
+          201,
+        );
+        const i = done(await operate('/v1/knowledge/garden/ingestions', { source: { type: 'uploads' } }));
+        expect(await get(i.statusUrl!)).toMatchObject({ phase: 'completed', done: 1, failed: 0 });
+        const hits = await call(acme.keys.viewer, 'POST', '/v1/knowledge/garden/search', {
+          query: 'growing red fruit',
+          topK: 1,
+        });
+        expect(hits.body.hits[0]).toMatchObject({ documentId: 'notes.md' });
+      })();
+
+      await Promise.all([served, trained, ingested]);
+      expect(model.requests.some((r) => r.path === '/v1/chat/completions')).toBe(true);
+      const worker = `${workerProcess!.pid}@${os.hostname()}`;
+      expect(workflows).toHaveLength(7);
+      for (const id of workflows) expect({ id, workedBy: await workedBy(id) }).toEqual({ id, workedBy: [worker] });
+      console.log(`[production-build] operations: ${seconds(operating)}; whole file: ${seconds(started)}`);
+    }));
 });
-

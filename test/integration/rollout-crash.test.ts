@@ -6,7 +6,14 @@ import { KUBECONFIG_ENV } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import type { ManagedProcess } from '../../deploy/dev/process';
 import { serveModel } from '../support/gateway';
-import { eventually, startTestPlatform, startWorkerProcess, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  eventually,
+  startTestPlatform,
+  startWorkerProcess,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 import { rolloutClient, rolloutRequest } from '../support/rollout';
 
 let p: TestPlatform;
@@ -80,7 +87,9 @@ describe('rollout survives a worker crash', () => {
     // would only be retried after its 1-minute start-to-close timeout, which makes the test slow, not wrong.
     await eventually('the rollback alert to wait for a retry', async () => {
       const { raw } = await p.temporal.workflow.getHandle(workflowId).describe();
-      return raw.pendingActivities?.some((a) => a.activityType?.name === 'emitRolloutAlert' && (a.attempt ?? 0) >= 2 && a.state === SCHEDULED);
+      return raw.pendingActivities?.some(
+        (a) => a.activityType?.name === 'emitRolloutAlert' && (a.attempt ?? 0) >= 2 && a.state === SCHEDULED,
+      );
     });
     expect(alerts.refused).toBeGreaterThan(0);
     process.kill(worker!.pid, 'SIGKILL');
@@ -93,10 +102,17 @@ describe('rollout survives a worker crash', () => {
     alerts.accept = true;
     worker = await startWorker();
     const done = await api.untilPhase(deploymentId, 'rolled_back');
-    expect(done).toMatchObject({ weights: { stable: 'v1', canary: null, canaryWeight: 0 }, failureReason: expect.stringMatching(/^aborted by key:/) });
+    expect(done).toMatchObject({
+      weights: { stable: 'v1', canary: null, canaryWeight: 0 },
+      failureReason: expect.stringMatching(/^aborted by key:/),
+    });
     expect(alerts.received).toEqual([expect.objectContaining({ kind: 'rollout_rolled_back', reason: 'aborted' })]);
     expect(await routing.getRoute(acme.id, modelId)).toMatchObject({ stable: 'v1', canary: null, canaryWeight: 0 });
-    await eventually('the canary Deployment and Service to be gone', async () => (await api.readDeployment(modelId, 'v2')) === undefined && (await api.readService(modelId, 'v2')) === undefined);
+    await eventually(
+      'the canary Deployment and Service to be gone',
+      async () =>
+        (await api.readDeployment(modelId, 'v2')) === undefined && (await api.readService(modelId, 'v2')) === undefined,
+    );
     expect((await p.registry.getVersion(acme.id, modelId, 'v2'))?.state).toBe('failed');
 
     // The lock is free: the next version's rollout is accepted (and aborted, so no run outlives the test).

@@ -9,7 +9,14 @@ import { RoutingStore } from '../../common/store/routing';
 import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 import { rolloutClient, rolloutRequest as request } from '../support/rollout';
 import { BEHAVIOUR } from './kube/kube-helpers';
 
@@ -26,7 +33,10 @@ const loads: (() => Promise<void>)[] = [];
 beforeAll(async () => {
   p = await startTestPlatform({
     gateway: { metricsFlushMs: 200, refreshMs: 500 },
-    activityDeps: { kubeConfigOf: (cluster) => (cluster === 'local' ? testKubeConfig() : undefined), endpointOf: localEndpoints(endpoints) },
+    activityDeps: {
+      kubeConfigOf: (cluster) => (cluster === 'local' ? testKubeConfig() : undefined),
+      endpointOf: localEndpoints(endpoints),
+    },
   });
   baseURL = `${await p.app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
   acme = await p.createTenant('acme');
@@ -55,10 +65,22 @@ async function model() {
 
 /** Steady traffic through the listening gateway from a separate process, as applications would send it. */
 function load(modelId: string, concurrency = 3) {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'support', 'load-generator.ts'), baseURL, acme.keys.developer, modelId, String(concurrency)], {
-    env: { ...process.env, NODE_OPTIONS: '' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(__dirname, '..', 'support', 'load-generator.ts'),
+      baseURL,
+      acme.keys.developer,
+      modelId,
+      String(concurrency),
+    ],
+    {
+      env: { ...process.env, NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -75,7 +97,8 @@ function load(modelId: string, concurrency = 3) {
 }
 
 const FAST = { interval: '2s', minRequests: 3, minSuccessRate: 0.9, failureLimit: 2, inconclusiveLimit: 20 };
-const steps = (...weights: number[]) => weights.flatMap((w) => [{ setWeight: w }, { pause: { duration: '2s' } }, { analysis: {} }]);
+const steps = (...weights: number[]) =>
+  weights.flatMap((w) => [{ setWeight: w }, { pause: { duration: '2s' } }, { analysis: {} }]);
 
 describe('model rollout', () => {
   it('promotes a healthy canary through 10/50/100 under traffic; a later promote-now scales the old stable to 0', async () => {
@@ -87,23 +110,51 @@ describe('model rollout', () => {
     const done = await api.untilPhase(deploymentId, 'promoted', 'rolled_back');
     expect({ phase: done.phase, reason: done.failureReason }).toEqual({ phase: 'promoted', reason: null });
     expect(done.analyses.filter((a) => a.phase === 'Successful').map((a) => a.stepIndex)).toEqual([2, 5, 8]);
-    expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v2', canary: null, canaryWeight: 0, endpoints: { v2: m.canary.url } });
+    expect(await routing.getRoute(acme.id, m.id)).toMatchObject({
+      stable: 'v2',
+      canary: null,
+      canaryWeight: 0,
+      endpoints: { v2: m.canary.url },
+    });
     const v2 = await api.readDeployment(m.id, 'v2');
     expect(v2?.spec?.replicas).toBe(1);
-    expect(v2?.metadata?.labels).toMatchObject({ [Labels.tenant]: acme.id, [Labels.model]: m.id, [Labels.version]: 'v2' });
+    expect(v2?.metadata?.labels).toMatchObject({
+      [Labels.tenant]: acme.id,
+      [Labels.model]: m.id,
+      [Labels.version]: 'v2',
+    });
     expect(v2?.metadata?.annotations?.[Labels.workflowId]).toBe(`rollout/${acme.id}/${deploymentId}`);
     expect(v2?.spec?.template.spec?.containers[0]?.env).toContainEqual({ name: 'LOG_LEVEL', value: 'info' });
-    await eventually('the gateway to send traffic to v2', async () => m.canary.received() > 0 && (await p.app.inject({ method: 'POST', url: '/v1/chat/completions', headers: bearer(acme.keys.developer), payload: { model: m.id, messages: [{ role: 'user', content: 'x' }] } })).headers['x-llmhub-model-version'] === 'v2');
+    await eventually(
+      'the gateway to send traffic to v2',
+      async () =>
+        m.canary.received() > 0 &&
+        (
+          await p.app.inject({
+            method: 'POST',
+            url: '/v1/chat/completions',
+            headers: bearer(acme.keys.developer),
+            payload: { model: m.id, messages: [{ role: 'user', content: 'x' }] },
+          })
+        ).headers['x-llmhub-model-version'] === 'v2',
+    );
 
     // The lock was released at the end, so the next version may roll out; a step pause waits for a person.
     const v3 = await startReferenceModelServer({ name: `${m.id}-v3` });
     servers.push(v3);
     await addVersion(m.id, 'v3', v3.url);
-    const next = await api.deploy({ ...request(m.id, { steps: [{ setWeight: 30 }, { pause: {} }, { setWeight: 60 }] }), version: 'v3' });
+    const next = await api.deploy({
+      ...request(m.id, { steps: [{ setWeight: 30 }, { pause: {} }, { setWeight: 60 }] }),
+      version: 'v3',
+    });
     expect(next.statusCode).toBe(202);
     const nextId: string = next.json().deploymentId;
     const paused = await api.untilPhase(nextId, 'paused');
-    expect(paused).toMatchObject({ pauseReason: 'step', currentStepIndex: 1, weights: { stable: 'v2', canary: 'v3', canaryWeight: 30 } });
+    expect(paused).toMatchObject({
+      pauseReason: 'step',
+      currentStepIndex: 1,
+      weights: { stable: 'v2', canary: 'v3', canaryWeight: 30 },
+    });
     expect((await api.steer(nextId, 'promote', acme.keys.viewer)).statusCode).toBe(403);
     expect((await api.steer(nextId, 'promote')).statusCode).toBe(200);
     await api.untilPhase(nextId, 'promoted');
@@ -122,7 +173,10 @@ describe('model rollout', () => {
     await eventually('canary traffic', async () => (await api.status(deploymentId)).weights.canaryWeight > 0);
     m.canary.faults.errorRate = 0.3;
     const wentBad = Date.now();
-    await eventually('stable 100% in the routing state', async () => (await routing.getRoute(acme.id, m.id))?.canary === null);
+    await eventually(
+      'stable 100% in the routing state',
+      async () => (await routing.getRoute(acme.id, m.id))?.canary === null,
+    );
     const toStableMs = Date.now() - wentBad;
     const done = await api.untilPhase(deploymentId, 'rolled_back');
     const failed = done.analyses.filter((a) => a.phase === 'Failed');
@@ -134,44 +188,69 @@ describe('model rollout', () => {
     expect(done.failureReason).toMatch(/analysis failed 2 times in a row/);
     expect(done.weights).toEqual({ stable: 'v1', canary: null, canaryWeight: 0 });
     expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v1', canary: null });
-    await eventually('the canary Deployment to be gone', async () => (await api.readDeployment(m.id, 'v2')) === undefined);
+    await eventually(
+      'the canary Deployment to be gone',
+      async () => (await api.readDeployment(m.id, 'v2')) === undefined,
+    );
     expect((await p.registry.getVersion(acme.id, m.id, 'v2'))?.state).toBe('failed');
     await traffic.stop();
-    console.log(`canary went bad -> 100% stable in ${toStableMs} ms (analysis interval ${FAST.interval}, failureLimit ${FAST.failureLimit})`);
+    console.log(
+      `canary went bad -> 100% stable in ${toStableMs} ms (analysis interval ${FAST.interval}, failureLimit ${FAST.failureLimit})`,
+    );
   });
 
   it('rolls back a canary whose pods never become ready', async () => {
     const m = await model();
-    const res = await api.deploy(request(m.id, { readinessTimeout: '4s', canaryMetadata: { annotations: { [BEHAVIOUR]: 'never-ready' } } }));
+    const res = await api.deploy(
+      request(m.id, { readinessTimeout: '4s', canaryMetadata: { annotations: { [BEHAVIOUR]: 'never-ready' } } }),
+    );
     const { deploymentId } = res.json();
     const done = await api.untilPhase(deploymentId, 'rolled_back');
     expect(done.failureReason).toMatch(/was not ready within 4 s/);
     expect(done.analyses).toEqual([]);
     expect(await routing.getRoute(acme.id, m.id)).toMatchObject({ stable: 'v1', canary: null });
-    await eventually('the canary Deployment to be gone', async () => (await api.readDeployment(m.id, 'v2')) === undefined);
+    await eventually(
+      'the canary Deployment to be gone',
+      async () => (await api.readDeployment(m.id, 'v2')) === undefined,
+    );
     expect((await p.registry.getVersion(acme.id, m.id, 'v2'))?.state).toBe('failed');
   });
 
   it('waits at an approval gate that only an approver of the tenant opens', async () => {
     const m = await model();
-    const res = await api.deploy(request(m.id, { steps: [{ setWeight: 20 }, { pause: {} }, { approval: {} }, { setWeight: 60 }] }));
+    const res = await api.deploy(
+      request(m.id, { steps: [{ setWeight: 20 }, { pause: {} }, { approval: {} }, { setWeight: 60 }] }),
+    );
     const { deploymentId, workflowId } = res.json();
     await api.untilPhase(deploymentId, 'paused');
     // A step pause is not a gate: approving it is refused, an operator's resume moves on to the gate.
     expect((await api.steer(deploymentId, 'approve', acme.keys.approver)).statusCode).toBe(409);
     expect((await api.steer(deploymentId, 'resume')).statusCode).toBe(200);
     const gated = await api.untilPhase(deploymentId, 'awaiting_approval');
-    expect(gated).toMatchObject({ pauseReason: 'approval', currentStepIndex: 2, weights: { canaryWeight: 20 }, approvals: [] });
+    expect(gated).toMatchObject({
+      pauseReason: 'approval',
+      currentStepIndex: 2,
+      weights: { canaryWeight: 20 },
+      approvals: [],
+    });
     const desc = await p.temporal.workflow.getHandle(workflowId).describe();
     expect(desc.typedSearchAttributes.get(PhaseKey)).toBe('awaiting_approval');
 
-    for (const role of ['viewer', 'developer', 'operator'] as const) expect({ role, code: (await api.steer(deploymentId, 'approve', acme.keys[role])).statusCode }).toEqual({ role, code: 403 });
+    for (const role of ['viewer', 'developer', 'operator'] as const)
+      expect({ role, code: (await api.steer(deploymentId, 'approve', acme.keys[role])).statusCode }).toEqual({
+        role,
+        code: 403,
+      });
     expect((await api.steer(deploymentId, 'resume')).statusCode).toBe(409);
     expect((await api.steer(deploymentId, 'promote')).statusCode).toBe(409);
     const other = await p.createTenant('other');
     expect((await api.steer(deploymentId, 'approve', other.keys.approver)).statusCode).toBe(404);
     // The API already scopes ids to the caller's tenant; the workflow's validator refuses another tenant on its own too.
-    await expect(p.temporal.workflow.getHandle(workflowId).executeUpdate(rolloutSteering.approve.update, { args: [{ by: 'intruder', tenantId: other.id }] })).rejects.toMatchObject({ cause: { message: expect.stringMatching(/another tenant/) } });
+    await expect(
+      p.temporal.workflow
+        .getHandle(workflowId)
+        .executeUpdate(rolloutSteering.approve.update, { args: [{ by: 'intruder', tenantId: other.id }] }),
+    ).rejects.toMatchObject({ cause: { message: expect.stringMatching(/another tenant/) } });
 
     const approved = await api.steer(deploymentId, 'approve', acme.keys.approver);
     expect(approved.statusCode).toBe(200);
@@ -217,6 +296,9 @@ describe('model rollout', () => {
     await bad({ ...body, resources: { cpu: '1', gpu: 1.5 } }, 400, 'body.resources.gpu');
     await bad({ ...body, cluster: 'mars' }, 400, 'body.cluster');
     await bad({ ...body, env: { HF_TOKEN: 'hf_secret' } }, 400, 'body.env.HF_TOKEN');
-    expect((await p.app.inject({ method: 'GET', url: '/v1/deployments/nope', headers: bearer(acme.keys.viewer) })).statusCode).toBe(404);
+    expect(
+      (await p.app.inject({ method: 'GET', url: '/v1/deployments/nope', headers: bearer(acme.keys.viewer) }))
+        .statusCode,
+    ).toBe(404);
   });
 });

@@ -11,7 +11,14 @@ import { uniqueId } from '../support/platform';
  */
 const stores: [string, () => Promise<VectorStore>][] = [
   ['lancedb', () => LanceDbVectorStore.open(path.join(process.env.LLMHUB_TEST_DATA!, uniqueId('lance')))],
-  ...(process.env.QDRANT_URL ? [['qdrant', async () => new QdrantVectorStore(process.env.QDRANT_URL!, process.env.QDRANT_API_KEY)] as [string, () => Promise<VectorStore>]] : []),
+  ...(process.env.QDRANT_URL
+    ? [
+        ['qdrant', async () => new QdrantVectorStore(process.env.QDRANT_URL!, process.env.QDRANT_API_KEY)] as [
+          string,
+          () => Promise<VectorStore>,
+        ],
+      ]
+    : []),
 ];
 
 const DIM = 4;
@@ -19,7 +26,14 @@ const unit = (...v: number[]) => {
   const n = Math.hypot(...v);
   return v.map((x) => x / n);
 };
-function point(tenantId: string, namespace: string, documentId: string, chunkIndex: number, contentHash: string, vector: number[]): VectorPoint {
+function point(
+  tenantId: string,
+  namespace: string,
+  documentId: string,
+  chunkIndex: number,
+  contentHash: string,
+  vector: number[],
+): VectorPoint {
   const payload: ChunkPayload = {
     tenantId,
     namespace,
@@ -38,12 +52,20 @@ describe.each(stores)('VectorStore contract: %s', (_name, open) => {
     const collection = uniqueId('contract').replace(/-/g, '_');
     await store.ensureCollection(collection, DIM);
     await store.ensureCollection(collection, DIM); // idempotent
-    return { store, collection, a: { tenantId: uniqueId('a'), namespace: 'ns' }, b: { tenantId: uniqueId('b'), namespace: 'ns' } };
+    return {
+      store,
+      collection,
+      a: { tenantId: uniqueId('a'), namespace: 'ns' },
+      b: { tenantId: uniqueId('b'), namespace: 'ns' },
+    };
   };
 
   it('upserts by id: sending the same points twice leaves one copy of each', async () => {
     const { store, collection, a } = await setup();
-    const pts = [point(a.tenantId, a.namespace, 'd1', 0, 'h1', unit(1, 0, 0, 0)), point(a.tenantId, a.namespace, 'd1', 1, 'h1', unit(0, 1, 0, 0))];
+    const pts = [
+      point(a.tenantId, a.namespace, 'd1', 0, 'h1', unit(1, 0, 0, 0)),
+      point(a.tenantId, a.namespace, 'd1', 1, 'h1', unit(0, 1, 0, 0)),
+    ];
     await store.upsert(collection, pts);
     await store.upsert(collection, pts);
     expect(await store.pointIds(collection, a)).toEqual(pts.map((p) => p.id).sort());
@@ -68,13 +90,22 @@ describe.each(stores)('VectorStore contract: %s', (_name, open) => {
       point(a.tenantId, a.namespace, 'far', 0, 'h', unit(0, 0, 1, 0)),
       point(a.tenantId, a.namespace, 'mid', 0, 'h', unit(1, 1, 1, 0)),
     ]);
-    expect((await store.search(collection, a, unit(1, 0, 0, 0), 3)).map((h) => h.payload.documentId)).toEqual(['near', 'mid', 'far']);
-    expect((await store.search(collection, a, unit(1, 0, 0, 0), 3, ['far'])).map((h) => h.payload.documentId)).toEqual(['far']);
+    expect((await store.search(collection, a, unit(1, 0, 0, 0), 3)).map((h) => h.payload.documentId)).toEqual([
+      'near',
+      'mid',
+      'far',
+    ]);
+    expect((await store.search(collection, a, unit(1, 0, 0, 0), 3, ['far'])).map((h) => h.payload.documentId)).toEqual([
+      'far',
+    ]);
   });
 
-  it("deletes stale versions of a document and keeps the current one, leaving other documents alone", async () => {
+  it('deletes stale versions of a document and keeps the current one, leaving other documents alone', async () => {
     const { store, collection, a, b } = await setup();
-    const old = [point(a.tenantId, a.namespace, 'doc', 0, 'v1', unit(1, 0, 0, 0)), point(a.tenantId, a.namespace, 'doc', 1, 'v1', unit(0, 1, 0, 0))];
+    const old = [
+      point(a.tenantId, a.namespace, 'doc', 0, 'v1', unit(1, 0, 0, 0)),
+      point(a.tenantId, a.namespace, 'doc', 1, 'v1', unit(0, 1, 0, 0)),
+    ];
     const current = point(a.tenantId, a.namespace, 'doc', 0, 'v2', unit(0, 0, 1, 0));
     const other = point(a.tenantId, a.namespace, 'other', 0, 'v1', unit(0, 0, 0, 1));
     const foreign = point(b.tenantId, b.namespace, 'doc', 0, 'v1', unit(1, 0, 0, 0));

@@ -30,15 +30,32 @@ import { TenantStore } from '../../common/store/tenants';
 import { startWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { withScratchStack } from '../support/scratch-stack';
-import { localConversionDeps, seededMlp, startConversionJobRunner, startHeldConversionJobs } from '../support/conversion';
+import {
+  localConversionDeps,
+  seededMlp,
+  startConversionJobRunner,
+  startHeldConversionJobs,
+} from '../support/conversion';
 import { conversionJobName } from '../../activities/conversion/jobs';
 import type { ConversionInput } from '../../contracts/conversion';
 import { conversionToolchainVersion } from '../../common/conversion-toolchain';
 import { ConversionStore } from '../../common/store/conversions';
 import { runScript } from '../support/script';
 import { LOCAL_PROCESS_ANNOTATIONS } from '../../deploy/dev/kube/local-jobs';
-import { DEFAULT_HYPERPARAMETERS, fineTuneContract, type FineTuneInput, type FineTuneStatus } from '../../contracts/fine-tune';
-import { gpuNodes, HYPERPARAMETERS, prepare, referenceTrainer, startReferenceTrainerRunner, task } from '../support/fine-tune';
+import {
+  DEFAULT_HYPERPARAMETERS,
+  fineTuneContract,
+  type FineTuneInput,
+  type FineTuneStatus,
+} from '../../contracts/fine-tune';
+import {
+  gpuNodes,
+  HYPERPARAMETERS,
+  prepare,
+  referenceTrainer,
+  startReferenceTrainerRunner,
+  task,
+} from '../support/fine-tune';
 import { buildApp } from '../../api/app';
 import type { AgentRunStatus } from '../../contracts/agent-run';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
@@ -108,25 +125,45 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const tenants = new TenantStore(db);
     await tenants.createTenant('replay', 'replay');
     const endpoints = new Map<string, string>();
-    for (const version of ['v1', 'v2', 'v3']) endpoints.set(localEndpointKey({ tenantId: 'replay', modelId: 'chat', version }), server.url);
+    for (const version of ['v1', 'v2', 'v3'])
+      endpoints.set(localEndpointKey({ tenantId: 'replay', modelId: 'chat', version }), server.url);
     await serveModel(db, 'replay', 'chat', { v1: server.url }, { stable: 'v1' });
     for (const version of ['v2', 'v3']) {
-      await registry.insertVersion(db, 'replay', { modelId: 'chat', version, artifactUri: `s3://models/chat/${version}`, workflowId: `record/${version}` });
+      await registry.insertVersion(db, 'replay', {
+        modelId: 'chat',
+        version,
+        artifactUri: `s3://models/chat/${version}`,
+        workflowId: `record/${version}`,
+      });
       await registry.markVersionReady('replay', 'chat', version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
     }
     const metrics = new GatewayMetricsStore(db);
     const row = (version: string, errors: number): VersionMetricsRow => ({
-      tenantId: 'replay', modelId: 'chat', version, requests: 10, errors, errorClasses: errors ? { upstream_5xx: errors } : {},
-      latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)], ttftBuckets: new Array<number>(16).fill(0), promptTokens: 0, completionTokens: 0,
+      tenantId: 'replay',
+      modelId: 'chat',
+      version,
+      requests: 10,
+      errors,
+      errorClasses: errors ? { upstream_5xx: errors } : {},
+      latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)],
+      ttftBuckets: new Array<number>(16).fill(0),
+      promptTokens: 0,
+      completionTokens: 0,
     });
-    const synthetic = setInterval(() => void metrics.insert('record', Date.now(), [row('v2', 0), row('v3', 5)]).catch(() => undefined), 300);
+    const synthetic = setInterval(
+      () => void metrics.insert('record', Date.now(), [row('v2', 0), row('v3', 5)]).catch(() => undefined),
+      300,
+    );
     const taskQueue = 'record-rollout';
     const worker = await startWorker({
       connection: native,
       namespace: 'default',
       taskQueue,
       activities: createPlatformActivities(
-        await platformActivityDeps(config, db, { kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined), endpointOf: localEndpoints(endpoints) }),
+        await platformActivityDeps(config, db, {
+          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+          endpointOf: localEndpoints(endpoints),
+        }),
       ),
       workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
       logger: createLogger('record', 'warn'),
@@ -135,11 +172,31 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const analysis = { ...DEFAULT_ANALYSIS, interval: '1s', minRequests: 5, failureLimit: 2 };
     const run = async (version: string) => {
       const workflowId = `rollout/replay/${version}`;
-      await db.query(`INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ('replay', 'chat', $1, $2)`, [version, workflowId]);
+      await db.query(
+        `INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ('replay', 'chat', $1, $2)`,
+        [version, workflowId],
+      );
       const input: RolloutInput = {
-        tenantId: 'replay', modelId: 'chat', version, deploymentId: version, cluster: 'local',
-        resources: { cpu: '1', gpu: 1, memory: '8Gi' }, env: { HF_TOKEN: { secretRef: { name: 'hf', key: 'token' } }, LOG_LEVEL: 'info' },
-        strategy: { steps: [{ setWeight: 20 }, { pause: { duration: '1s' } }, { analysis: {} }, { setWeight: 100 }, { pause: { duration: '1s' } }, { analysis: {} }], analysis, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } },
+        tenantId: 'replay',
+        modelId: 'chat',
+        version,
+        deploymentId: version,
+        cluster: 'local',
+        resources: { cpu: '1', gpu: 1, memory: '8Gi' },
+        env: { HF_TOKEN: { secretRef: { name: 'hf', key: 'token' } }, LOG_LEVEL: 'info' },
+        strategy: {
+          steps: [
+            { setWeight: 20 },
+            { pause: { duration: '1s' } },
+            { analysis: {} },
+            { setWeight: 100 },
+            { pause: { duration: '1s' } },
+            { analysis: {} },
+          ],
+          analysis,
+          readinessTimeout: '2m',
+          canaryMetadata: { annotations: {}, labels: {} },
+        },
         specHash: 'record',
       };
       await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch((err) => {
@@ -200,7 +257,12 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     await registry.createModel('replay', { id: 'mlp', name: 'mlp', description: '' });
     await objects.ensureBucket('models');
     await objects.put({ bucket: 'models', key: 'mlp/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
-    await registry.insertVersion(db, 'replay', { modelId: 'mlp', version: '1', artifactUri: 's3://models/mlp/1/model.safetensors', workflowId: 'record/mlp-1' });
+    await registry.insertVersion(db, 'replay', {
+      modelId: 'mlp',
+      version: '1',
+      artifactUri: 's3://models/mlp/1/model.safetensors',
+      workflowId: 'record/mlp-1',
+    });
     await registry.markVersionReady('replay', 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });
     const taskQueue = 'record-conversion';
     const worker = await startWorker({
@@ -208,19 +270,38 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       namespace: 'default',
       taskQueue,
       activities: createPlatformActivities(
-        await platformActivityDeps(config, db, { kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined), ...localConversionDeps(config) }),
+        await platformActivityDeps(config, db, {
+          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+          ...localConversionDeps(config),
+        }),
       ),
       workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
       logger: createLogger('record', 'warn'),
       handleSignals: false,
     });
     const conversions = new ConversionStore(db);
-    const run = async (key: string, targets: ConversionInput['options']['targets'], tolerance: ConversionInput['options']['validation']['tolerance']) => {
+    const run = async (
+      key: string,
+      targets: ConversionInput['options']['targets'],
+      tolerance: ConversionInput['options']['validation']['tolerance'],
+    ) => {
       const input: ConversionInput = {
-        tenantId: 'replay', conversionId: key, workflowId: `conversion/replay/${key}`, modelId: 'mlp', version: '1',
-        artifactUri: 's3://models/mlp/1/model.safetensors', artifactChecksum: 'sha256:record', memoKey: `record-${key}`,
-        toolchainVersion: conversionToolchainVersion(), cluster: 'local',
-        options: { targets, precision: 'fp16', validation: { sampleCount: 32, seed: 0, tolerance }, profile: { runs: 10, batch: 1 } },
+        tenantId: 'replay',
+        conversionId: key,
+        workflowId: `conversion/replay/${key}`,
+        modelId: 'mlp',
+        version: '1',
+        artifactUri: 's3://models/mlp/1/model.safetensors',
+        artifactChecksum: 'sha256:record',
+        memoKey: `record-${key}`,
+        toolchainVersion: conversionToolchainVersion(),
+        cluster: 'local',
+        options: {
+          targets,
+          precision: 'fp16',
+          validation: { sampleCount: 32, seed: 0, tolerance },
+          profile: { runs: 10, batch: 1 },
+        },
       };
       await conversions.claim(db, 'replay', input);
       await client.workflow.execute('convertModel', { taskQueue, workflowId: input.workflowId, args: [input] });
@@ -229,7 +310,10 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     try {
       return {
         'conversion-succeeded': await run('succeeded', ['onnx', 'onnx-int8'], { onnx: 1e-4, 'onnx-int8': 5e-2 }),
-        'conversion-check-failed-tensorrt-not-run': await run('check-failed', ['onnx-int8', 'tensorrt'], { 'onnx-int8': 1e-4, tensorrt: 1e-2 }),
+        'conversion-check-failed-tensorrt-not-run': await run('check-failed', ['onnx-int8', 'tensorrt'], {
+          'onnx-int8': 1e-4,
+          tensorrt: 1e-2,
+        }),
       };
     } finally {
       await worker.shutdown();
@@ -254,19 +338,36 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const taskQueue = 'record-agent-run';
     const port = await freePort();
     const logger = createLogger('record', 'warn');
-    const app = await buildApp({ db, temporal: client, objects, taskQueue, logger, vectors: await vectorStoreFromConfig(config), embedders: new EmbedderRegistry(config), platformBucket: config.PLATFORM_BUCKET, clusters: clustersOf(config.LLMHUB_CLUSTERS) });
+    const app = await buildApp({
+      db,
+      temporal: client,
+      objects,
+      taskQueue,
+      logger,
+      vectors: await vectorStoreFromConfig(config),
+      embedders: new EmbedderRegistry(config),
+      platformBucket: config.PLATFORM_BUCKET,
+      clusters: clustersOf(config.LLMHUB_CLUSTERS),
+    });
     await app.listen({ host: '127.0.0.1', port });
     const worker = await startWorker({
       connection: native,
       namespace: 'default',
       taskQueue,
-      activities: createPlatformActivities(await platformActivityDeps(config, db, { objects, gatewayUrl: `http://127.0.0.1:${port}` })),
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, { objects, gatewayUrl: `http://127.0.0.1:${port}` }),
+      ),
       workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
       logger,
       handleSignals: false,
     });
     const api = async (method: 'GET' | 'POST' | 'PUT', url: string, payload?: object, key?: string) => {
-      const res = await app.inject({ method, url, headers: { authorization: `Bearer ${admin}`, ...(key ? { 'idempotency-key': key } : {}) }, ...(payload ? { payload } : {}) });
+      const res = await app.inject({
+        method,
+        url,
+        headers: { authorization: `Bearer ${admin}`, ...(key ? { 'idempotency-key': key } : {}) },
+        ...(payload ? { payload } : {}),
+      });
       if (res.statusCode >= 400) throw new Error(`${method} ${url}: ${res.statusCode} ${res.body}`);
       return res.json();
     };
@@ -276,19 +377,38 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const run = async (key: string, agentId: string, input: string, decision?: 'approve' | 'deny') => {
       const { workflowId } = await api('POST', '/v1/agent-runs', { agentId, input }, key);
       if (decision) {
-        const waiting = await pollFor(`${key} to wait for approval`, async () => (await status(key)).pending ?? undefined, 120_000, 200);
+        const waiting = await pollFor(
+          `${key} to wait for approval`,
+          async () => (await status(key)).pending ?? undefined,
+          120_000,
+          200,
+        );
         await api('POST', `/v1/agent-runs/${key}/approvals`, { actionHash: waiting.actionHash, decision });
       }
       await client.workflow.getHandle(workflowId).result();
       return workflowId as string;
     };
     try {
-      await api('POST', '/v1/mcp-servers', { id: 'fs', transport: 'stdio', command: process.execPath, args: [require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js'), root] });
-      const agent = { model: 'agent-model', systemPrompt: 'You are a careful assistant.', tools: ['fs__read_text_file', 'fs__write_file'] };
+      await api('POST', '/v1/mcp-servers', {
+        id: 'fs',
+        transport: 'stdio',
+        command: process.execPath,
+        args: [require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js'), root],
+      });
+      const agent = {
+        model: 'agent-model',
+        systemPrompt: 'You are a careful assistant.',
+        tools: ['fs__read_text_file', 'fs__write_file'],
+      };
       await api('PUT', '/v1/agents/writer', agent);
       await api('PUT', '/v1/agents/impatient', { ...agent, approvalTimeoutSeconds: 2 });
       return {
-        'agent-run-approved': await run('approved', 'writer', `${tool('fs__read_text_file', { path: path.join(root, 'notes.txt') })}\n${write('approved.txt')}`, 'approve'),
+        'agent-run-approved': await run(
+          'approved',
+          'writer',
+          `${tool('fs__read_text_file', { path: path.join(root, 'notes.txt') })}\n${write('approved.txt')}`,
+          'approve',
+        ),
         'agent-run-denied': await run('denied', 'writer', write('denied.txt'), 'deny'),
         'agent-run-timed-out': await run('timed-out', 'impatient', write('timed-out.txt')),
       };
@@ -329,21 +449,44 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       handleSignals: false,
     });
     const input = (key: string, method: FineTuneInput['method'], totalSteps: number): FineTuneInput => ({
-      tenantId: 'replay-ft', fineTuneId: key, cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version: key }, datasetUri, method,
+      tenantId: 'replay-ft',
+      fineTuneId: key,
+      cluster: 'local',
+      base: { modelId, version: 'base' },
+      output: { modelId, version: key },
+      datasetUri,
+      method,
       hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps },
-      resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 2, jobDeadlineSeconds: 3600,
+      resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' },
+      priority: 0,
+      maxResumptions: 2,
+      jobDeadlineSeconds: 3600,
     });
     try {
       const doomed = await nodes.add(1);
       const succeeded = 'fine-tune/replay-ft/succeeded';
-      await client.workflow.execute('fineTune', { taskQueue, workflowId: succeeded, args: [input('succeeded', 'lora', 20)] });
+      await client.workflow.execute('fineTune', {
+        taskQueue,
+        workflowId: succeeded,
+        args: [input('succeeded', 'lora', 20)],
+      });
       const resumed = 'fine-tune/replay-ft/resumed';
-      const handle = await client.workflow.start('fineTune', { taskQueue, workflowId: resumed, args: [input('resumed', 'full', 40)] });
-      await pollFor('the first attempt held at step 25', async () => (await handle.query(fineTuneContract.statusQuery)).progress?.step === 25, 120_000, 200);
+      const handle = await client.workflow.start('fineTune', {
+        taskQueue,
+        workflowId: resumed,
+        args: [input('resumed', 'full', 40)],
+      });
+      await pollFor(
+        'the first attempt held at step 25',
+        async () => (await handle.query(fineTuneContract.statusQuery)).progress?.step === 25,
+        120_000,
+        200,
+      );
       await nodes.add(1);
       await nodes.k.core.deleteNode({ name: doomed });
       const status = (await handle.result()) as FineTuneStatus;
-      if (status.resumptions.length !== 1 || status.resumptions[0]!.fromStep !== 20) throw new Error(`the resumed scenario did not resume once: ${JSON.stringify(status.resumptions)}`);
+      if (status.resumptions.length !== 1 || status.resumptions[0]!.fromStep !== 20)
+        throw new Error(`the resumed scenario did not resume once: ${JSON.stringify(status.resumptions)}`);
       return { 'fine-tune-succeeded': succeeded, 'fine-tune-resumed': resumed };
     } finally {
       await worker.shutdown();
@@ -393,14 +536,33 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         tenantId,
         pipelineId: 'succeeded',
         fineTune: {
-          tenantId, fineTuneId: pipelineChildKey('succeeded'), cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version: 'ft' }, datasetUri, method: 'lora',
+          tenantId,
+          fineTuneId: pipelineChildKey('succeeded'),
+          cluster: 'local',
+          base: { modelId, version: 'base' },
+          output: { modelId, version: 'ft' },
+          datasetUri,
+          method: 'lora',
           hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps: 20 },
-          resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 1, jobDeadlineSeconds: 3600,
+          resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' },
+          priority: 0,
+          maxResumptions: 1,
+          jobDeadlineSeconds: 3600,
         },
         conversion: { cluster: 'local', options: conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } }) },
         rollout: {
-          tenantId, deploymentId: pipelineChildKey('succeeded'), cluster: 'local', resources: { cpu: '500m', gpu: 0, memory: '1Gi' }, env: { LOG_LEVEL: 'info' },
-          strategy: { steps: [{ setWeight: 100 }], analysis: DEFAULT_ANALYSIS, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } }, specHash: 'record',
+          tenantId,
+          deploymentId: pipelineChildKey('succeeded'),
+          cluster: 'local',
+          resources: { cpu: '500m', gpu: 0, memory: '1Gi' },
+          env: { LOG_LEVEL: 'info' },
+          strategy: {
+            steps: [{ setWeight: 100 }],
+            analysis: DEFAULT_ANALYSIS,
+            readinessTimeout: '2m',
+            canaryMetadata: { annotations: {}, labels: {} },
+          },
+          specHash: 'record',
         },
         approvalBeforeRollout: true,
         approvalTimeoutSeconds: 3600,
@@ -410,13 +572,29 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         taskQueue,
         workflowId,
         args: [input],
-        typedSearchAttributes: [{ key: TenantIdKey, value: tenantId }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
+        typedSearchAttributes: [
+          { key: TenantIdKey, value: tenantId },
+          { key: ModelIdKey, value: modelId },
+          { key: OperationKindKey, value: 'pipeline' },
+        ],
       });
-      await pollFor('the pipeline at its approval gate', async () => (await handle.query(pipelineContract.statusQuery)).awaitingApproval, 180_000, 200);
-      const approval: ApprovalRequest = { by: 'replay-approver', roles: ['approver'], tenantId, decision: 'approve', reason: 'recorded' };
+      await pollFor(
+        'the pipeline at its approval gate',
+        async () => (await handle.query(pipelineContract.statusQuery)).awaitingApproval,
+        180_000,
+        200,
+      );
+      const approval: ApprovalRequest = {
+        by: 'replay-approver',
+        roles: ['approver'],
+        tenantId,
+        decision: 'approve',
+        reason: 'recorded',
+      };
       await handle.executeUpdate(pipelineContract.approvalUpdate, { args: [approval] });
       const status = (await handle.result()) as PipelineStatus;
-      if (status.stage !== 'succeeded') throw new Error(`the pipeline scenario did not succeed: ${JSON.stringify(status)}`);
+      if (status.stage !== 'succeeded')
+        throw new Error(`the pipeline scenario did not succeed: ${JSON.stringify(status)}`);
       return { 'pipeline-succeeded': workflowId };
     } finally {
       await worker.shutdown();
@@ -461,15 +639,36 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       handleSignals: false,
     });
     const fineTune = (key: string, version: string): FineTuneInput => ({
-      tenantId, fineTuneId: key, cluster: 'local', base: { modelId, version: 'base' }, output: { modelId, version }, datasetUri, method: 'lora',
+      tenantId,
+      fineTuneId: key,
+      cluster: 'local',
+      base: { modelId, version: 'base' },
+      output: { modelId, version },
+      datasetUri,
+      method: 'lora',
       hyperparameters: { ...DEFAULT_HYPERPARAMETERS, ...HYPERPARAMETERS, totalSteps: 20 },
-      resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' }, priority: 0, maxResumptions: 1, jobDeadlineSeconds: 3600,
+      resources: { gpuCount: 1, gpuProduct: nodes.product, cpu: '500m', memory: '1Gi' },
+      priority: 0,
+      maxResumptions: 1,
+      jobDeadlineSeconds: 3600,
     });
     const options = conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } });
     try {
       await nodes.add(1);
-      await client.workflow.execute('fineTune', { taskQueue, workflowId: `fine-tune/${tenantId}/src`, args: [fineTune('src', 'src')] });
-      const held = await conversionInputOf(registry, { tenantId, conversionId: 'held', workflowId: `conversion/${tenantId}/held`, modelId, version: 'src', cluster: 'local', options });
+      await client.workflow.execute('fineTune', {
+        taskQueue,
+        workflowId: `fine-tune/${tenantId}/src`,
+        args: [fineTune('src', 'src')],
+      });
+      const held = await conversionInputOf(registry, {
+        tenantId,
+        conversionId: 'held',
+        workflowId: `conversion/${tenantId}/held`,
+        modelId,
+        version: 'src',
+        cluster: 'local',
+        options,
+      });
       await new ConversionStore(db).claim(db, tenantId, conversionClaimOf(held));
       const input: PipelineInput = {
         tenantId,
@@ -477,8 +676,18 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         fineTune: fineTune(pipelineChildKey('waited'), 'ft'),
         conversion: { cluster: 'local', options },
         rollout: {
-          tenantId, deploymentId: pipelineChildKey('waited'), cluster: 'local', resources: { cpu: '500m', gpu: 0, memory: '1Gi' }, env: {},
-          strategy: { steps: [{ setWeight: 100 }], analysis: DEFAULT_ANALYSIS, readinessTimeout: '2m', canaryMetadata: { annotations: {}, labels: {} } }, specHash: 'record',
+          tenantId,
+          deploymentId: pipelineChildKey('waited'),
+          cluster: 'local',
+          resources: { cpu: '500m', gpu: 0, memory: '1Gi' },
+          env: {},
+          strategy: {
+            steps: [{ setWeight: 100 }],
+            analysis: DEFAULT_ANALYSIS,
+            readinessTimeout: '2m',
+            canaryMetadata: { annotations: {}, labels: {} },
+          },
+          specHash: 'record',
         },
         approvalBeforeRollout: true,
         approvalTimeoutSeconds: 2,
@@ -488,15 +697,28 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         taskQueue,
         workflowId,
         args: [input],
-        typedSearchAttributes: [{ key: TenantIdKey, value: tenantId }, { key: ModelIdKey, value: modelId }, { key: OperationKindKey, value: 'pipeline' }],
+        typedSearchAttributes: [
+          { key: TenantIdKey, value: tenantId },
+          { key: ModelIdKey, value: modelId },
+          { key: OperationKindKey, value: 'pipeline' },
+        ],
       });
-      await pollFor('the pipeline waiting for the held conversion', async () => (await handle.query(pipelineContract.statusQuery)).steps.conversion.outcome === 'waiting', 180_000, 200);
+      await pollFor(
+        'the pipeline waiting for the held conversion',
+        async () => (await handle.query(pipelineContract.statusQuery)).steps.conversion.outcome === 'waiting',
+        180_000,
+        200,
+      );
       await client.workflow.execute('convertModel', { taskQueue, workflowId: held.workflowId, args: [held] });
       await handle.result().catch((err) => {
         if (!(err instanceof WorkflowFailedError)) throw err;
       });
       const status = await handle.query(pipelineContract.statusQuery);
-      if (status.steps.conversion.outcome !== 'memoized' || status.steps.conversion.workflowId !== held.workflowId || status.approval?.decision !== 'timed_out') {
+      if (
+        status.steps.conversion.outcome !== 'memoized' ||
+        status.steps.conversion.workflowId !== held.workflowId ||
+        status.approval?.decision !== 'timed_out'
+      ) {
         throw new Error(`the pipeline-memo-wait scenario did not wait and time out: ${JSON.stringify(status)}`);
       }
       return { 'pipeline-waited-for-conversion-approval-timed-out': workflowId };
@@ -521,7 +743,12 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     await registry.createModel(tenantId, { id: 'mlp', name: 'mlp', description: '' });
     await objects.ensureBucket('models');
     await objects.put({ bucket: 'models', key: 'mlp-cc/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
-    await registry.insertVersion(db, tenantId, { modelId: 'mlp', version: '1', artifactUri: 's3://models/mlp-cc/1/model.safetensors', workflowId: 'record/mlp-cc-1' });
+    await registry.insertVersion(db, tenantId, {
+      modelId: 'mlp',
+      version: '1',
+      artifactUri: 's3://models/mlp-cc/1/model.safetensors',
+      workflowId: 'record/mlp-cc-1',
+    });
     await registry.markVersionReady(tenantId, 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });
     const taskQueue = 'record-conversion-cancel';
     const worker = await startWorker({
@@ -529,7 +756,10 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       namespace: 'default',
       taskQueue,
       activities: createPlatformActivities(
-        await platformActivityDeps(config, db, { kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined), ...localConversionDeps(jobs.config) }),
+        await platformActivityDeps(config, db, {
+          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+          ...localConversionDeps(jobs.config),
+        }),
       ),
       workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
       logger: createLogger('record', 'warn'),
@@ -537,7 +767,15 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     });
     const options = conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } });
     const start = async (key: string) => {
-      const input = await conversionInputOf(registry, { tenantId, conversionId: key, workflowId: `conversion/${tenantId}/${key}`, modelId: 'mlp', version: '1', cluster: 'local', options });
+      const input = await conversionInputOf(registry, {
+        tenantId,
+        conversionId: key,
+        workflowId: `conversion/${tenantId}/${key}`,
+        modelId: 'mlp',
+        version: '1',
+        cluster: 'local',
+        options,
+      });
       await new ConversionStore(db).claim(db, tenantId, conversionClaimOf(input));
       return client.workflow.start('convertModel', { taskQueue, workflowId: input.workflowId, args: [input] });
     };
@@ -545,14 +783,26 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       const held = conversionJobName(`conversion/${tenantId}/cancelled`, 'profile-onnx');
       await jobs.hold(held);
       const cancelled = await start('cancelled');
-      await pollFor('the held profile step to run', async () => jobs.started(`llmhub-${tenantId}`, held) === 1, 180_000, 200);
+      await pollFor(
+        'the held profile step to run',
+        async () => jobs.started(`llmhub-${tenantId}`, held) === 1,
+        180_000,
+        200,
+      );
       await cancelled.cancel();
-      const outcome = await cancelled.result().then(() => 'completed', (err: unknown) => (err instanceof WorkflowFailedError && err.cause?.name === 'CancelledFailure' ? 'cancelled' : String(err)));
+      const outcome = await cancelled.result().then(
+        () => 'completed',
+        (err: unknown) =>
+          err instanceof WorkflowFailedError && err.cause?.name === 'CancelledFailure' ? 'cancelled' : String(err),
+      );
       if (outcome !== 'cancelled') throw new Error(`the conversion-cancel scenario's run ended ${outcome}`);
       await jobs.release(held);
       const published = await start('published');
       await published.result();
-      return { 'conversion-cancelled-mid-step': cancelled.workflowId, 'conversion-published-patched': published.workflowId };
+      return {
+        'conversion-cancelled-mid-step': cancelled.workflowId,
+        'conversion-published-patched': published.workflowId,
+      };
     } finally {
       await worker.shutdown();
       await jobs.stop();
@@ -580,7 +830,10 @@ async function recordScenarios(): Promise<void> {
       const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
       for (const [scenario, runScenario] of Object.entries(scenarios).filter(([name]) => !only || name === only)) {
         console.log(`scenario ${scenario}`);
-        for (const [name, id] of Object.entries(await runScenario({ client, taskQueue, objects, registry, db, config, native }))) await save(client, id, name);
+        for (const [name, id] of Object.entries(
+          await runScenario({ client, taskQueue, objects, registry, db, config, native }),
+        ))
+          await save(client, id, name);
       }
     } finally {
       await worker.shutdown();
@@ -589,12 +842,23 @@ async function recordScenarios(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'workflow-id': { type: 'string' }, name: { type: 'string' }, scenarios: { type: 'boolean' }, only: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: {
+      'workflow-id': { type: 'string' },
+      name: { type: 'string' },
+      scenarios: { type: 'boolean' },
+      only: { type: 'string' },
+    },
+  });
   if (values.scenarios) return recordScenarios();
   if (!values['workflow-id'] || !values.name) throw new Error('usage: --workflow-id <id> --name <name> | --scenarios');
   const connection = await Connection.connect({ address: process.env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' });
   try {
-    await save(new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' }), values['workflow-id'], values.name);
+    await save(
+      new Client({ connection, namespace: process.env.TEMPORAL_NAMESPACE ?? 'default' }),
+      values['workflow-id'],
+      values.name,
+    );
   } finally {
     await connection.close();
   }

@@ -24,21 +24,34 @@ beforeAll(async () => {
 
 async function replayAll(workflowsPath: string): Promise<ReplayResult[]> {
   const results: ReplayResult[] = [];
-  for await (const r of Worker.runReplayHistories({ workflowsPath, bundlerOptions: { ignoreModules: [] } }, histories)) results.push(r);
+  for await (const r of Worker.runReplayHistories({ workflowsPath, bundlerOptions: { ignoreModules: [] } }, histories))
+    results.push(r);
   return results;
 }
 
 describe('replay gate', () => {
   it('has a recorded history for every workflow type in workflows/', async () => {
-    const types = Object.entries(workflows).filter(([, v]) => typeof v === 'function').map(([k]) => k);
-    const recorded = new Set(histories.map((h) => (h.history as { events: { workflowExecutionStartedEventAttributes?: { workflowType: { name: string } } }[] }).events[0]!.workflowExecutionStartedEventAttributes!.workflowType.name));
+    const types = Object.entries(workflows)
+      .filter(([, v]) => typeof v === 'function')
+      .map(([k]) => k);
+    const recorded = new Set(
+      histories.map(
+        (h) =>
+          (h.history as { events: { workflowExecutionStartedEventAttributes?: { workflowType: { name: string } } }[] })
+            .events[0]!.workflowExecutionStartedEventAttributes!.workflowType.name,
+      ),
+    );
     expect(types.filter((t) => !recorded.has(t))).toEqual([]);
   });
 
   it('replays every recorded history against the current workflow code', async () => {
     const results = await replayAll(require.resolve('../../workflows'));
     expect(results).toHaveLength(histories.length);
-    for (const r of results) expect({ workflowId: r.workflowId, error: r.error?.message }).toEqual({ workflowId: r.workflowId, error: undefined });
+    for (const r of results)
+      expect({ workflowId: r.workflowId, error: r.error?.message }).toEqual({
+        workflowId: r.workflowId,
+        error: undefined,
+      });
   });
 
   it('fails with a determinism error when the workflow code changes under a recorded history', async () => {
@@ -46,7 +59,8 @@ describe('replay gate', () => {
     const mutant = path.join(ROOT, '.data', 'replay-mutant');
     await rm(mutant, { recursive: true, force: true });
     await mkdir(mutant, { recursive: true });
-    for (const dir of ['workflows', 'contracts', 'common', 'activities']) await cp(path.join(ROOT, dir), path.join(mutant, dir), { recursive: true });
+    for (const dir of ['workflows', 'contracts', 'common', 'activities'])
+      await cp(path.join(ROOT, dir), path.join(mutant, dir), { recursive: true });
     const file = path.join(mutant, 'workflows', 'model-registry.ts');
     const source = await readFile(file, 'utf8');
     const edited = `import { sleep } from '@temporalio/workflow';\n${source.replace("  enter('inspecting');\n  try {", "  await sleep('1 second');\n  enter('inspecting');\n  try {")}`;
@@ -59,6 +73,10 @@ describe('replay gate', () => {
   });
 
   it('keeps secrets out of every recorded history', () => {
-    for (const h of histories) expect({ file: h.file, leaks: API_KEY_PATTERN.test(historyText(h.history)) }).toEqual({ file: h.file, leaks: false });
+    for (const h of histories)
+      expect({ file: h.file, leaks: API_KEY_PATTERN.test(historyText(h.history)) }).toEqual({
+        file: h.file,
+        leaks: false,
+      });
   });
 });

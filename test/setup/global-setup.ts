@@ -1,7 +1,12 @@
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
-import { KUBECONFIG_ENV, startKubeCluster, stopKubeCluster, type LocalKubeCluster } from '../../deploy/dev/kube/cluster';
+import {
+  KUBECONFIG_ENV,
+  startKubeCluster,
+  stopKubeCluster,
+  type LocalKubeCluster,
+} from '../../deploy/dev/kube/cluster';
 import { isAlive } from '../../deploy/dev/process';
 import { randomPorts, startLocalStack, type LocalStack } from '../../deploy/dev/stack';
 import { migrate } from '../../common/store/migrate';
@@ -47,6 +52,12 @@ export default async function globalSetup(): Promise<void> {
   const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: quietLogger });
   const bundlePath = path.join(dataDir, 'workflow-bundle.js');
   await writeFile(bundlePath, bundle.code);
-  Object.assign(process.env, stack.env, { LLMHUB_WORKFLOW_BUNDLE: bundlePath, LLMHUB_TEST_DATA: dataDir, LOG_LEVEL: 'warn' });
-  process.stdout.write(`\n[global-setup] Temporal, PostgreSQL, S3, Kubernetes control plane and workflow bundle ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  Object.assign(process.env, stack.env, {
+    LLMHUB_WORKFLOW_BUNDLE: bundlePath,
+    LLMHUB_TEST_DATA: dataDir,
+    LOG_LEVEL: 'warn',
+  });
+  process.stdout.write(
+    `\n[global-setup] Temporal, PostgreSQL, S3, Kubernetes control plane and workflow bundle ready in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
+  );
 }

@@ -5,9 +5,13 @@ import { conversionS3Env } from '../../activities/conversion';
 import type { Config } from '../../common/config';
 import { encodeMlp, type Mlp } from '../../deploy/trainers/reference/mlp';
 import { conversionProgram } from '../../deploy/dev/job-programs';
-import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner, type LocalJobRunner, type LocalProgram } from '../../deploy/dev/kube/local-jobs';
+import {
+  LOCAL_PROCESS_ANNOTATIONS,
+  startLocalJobRunner,
+  type LocalJobRunner,
+  type LocalProgram,
+} from '../../deploy/dev/kube/local-jobs';
 import { bearer, uniqueId, type TestPlatform, type TestTenant } from './platform';
-
 
 /**
  * Runs the conversion Jobs' pods as local processes: both conversion images map to the toolchain's python in
@@ -21,7 +25,12 @@ export function startConversionJobRunner(
   more: { holdDir?: string; onEvent?: (message: string) => void } = {},
 ): Promise<LocalJobRunner> {
   const program = more.holdDir ? heldProgram(conversionProgram(), more.holdDir) : conversionProgram();
-  return startLocalJobRunner({ kubeconfigPath, logDir, images: { [config.LLMHUB_CONVERT_IMAGE]: program, [config.LLMHUB_CONVERT_TENSORRT_IMAGE]: program }, onEvent: more.onEvent });
+  return startLocalJobRunner({
+    kubeconfigPath,
+    logDir,
+    images: { [config.LLMHUB_CONVERT_IMAGE]: program, [config.LLMHUB_CONVERT_TENSORRT_IMAGE]: program },
+    onEvent: more.onEvent,
+  });
 }
 
 /**
@@ -38,8 +47,14 @@ function heldProgram(program: LocalProgram, holdDir: string): LocalProgram {
 }
 
 /** Activity deps for conversion Jobs on a local cluster whose pods run as local processes (the runner above). */
-export const localConversionDeps = (config: Config): Pick<PlatformActivityDeps, 'conversionJobs' | 'jobPodAnnotationsOf'> => ({
-  conversionJobs: { image: config.LLMHUB_CONVERT_IMAGE, tensorrtImage: config.LLMHUB_CONVERT_TENSORRT_IMAGE, s3Env: conversionS3Env(config) },
+export const localConversionDeps = (
+  config: Config,
+): Pick<PlatformActivityDeps, 'conversionJobs' | 'jobPodAnnotationsOf'> => ({
+  conversionJobs: {
+    image: config.LLMHUB_CONVERT_IMAGE,
+    tensorrtImage: config.LLMHUB_CONVERT_TENSORRT_IMAGE,
+    s3Env: conversionS3Env(config),
+  },
   jobPodAnnotationsOf: () => ({ ...LOCAL_PROCESS_ANNOTATIONS }),
 });
 
@@ -49,9 +64,19 @@ export async function registerSeededMlp(p: TestPlatform, tenant: TestTenant, mod
   const key = `${tenant.id}/${modelId}/1/model.safetensors`;
   await p.objects.ensureBucket('models');
   await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
-  const model = await p.app.inject({ method: 'POST', url: '/v1/models', headers: bearer(tenant.keys.developer), payload: { id: modelId, name: modelId } });
+  const model = await p.app.inject({
+    method: 'POST',
+    url: '/v1/models',
+    headers: bearer(tenant.keys.developer),
+    payload: { id: modelId, name: modelId },
+  });
   if (model.statusCode !== 201) throw new Error(`registering model ${modelId}: ${model.statusCode} ${model.body}`);
-  const reg = await p.app.inject({ method: 'POST', url: `/v1/models/${modelId}/versions`, headers: bearer(tenant.keys.developer), payload: { version: '1', artifactUri: `s3://models/${key}` } });
+  const reg = await p.app.inject({
+    method: 'POST',
+    url: `/v1/models/${modelId}/versions`,
+    headers: bearer(tenant.keys.developer),
+    payload: { version: '1', artifactUri: `s3://models/${key}` },
+  });
   await p.temporal.workflow.getHandle(reg.json().workflowId).result();
 }
 
@@ -84,14 +109,18 @@ export async function startHeldConversionJobs(kubeconfigPath: string, dataDir: s
   const images = { ...config, LLMHUB_CONVERT_IMAGE: image, LLMHUB_CONVERT_TENSORRT_IMAGE: `${image}-tensorrt` };
   const holdDir = await mkdtemp(path.join(dataDir, 'conversion-holds-'));
   const events: string[] = [];
-  const runner = await startConversionJobRunner(kubeconfigPath, path.join(dataDir, 'conversion-jobs'), images, { holdDir, onEvent: (m) => events.push(m) });
+  const runner = await startConversionJobRunner(kubeconfigPath, path.join(dataDir, 'conversion-jobs'), images, {
+    holdDir,
+    onEvent: (m) => events.push(m),
+  });
   return {
     /** The configuration (images) a worker of this file runs conversions with. */
     config: images,
     events,
     hold: (job: string) => writeFile(path.join(holdDir, job), ''),
     release: (job: string) => rm(path.join(holdDir, job), { force: true }),
-    started: (namespace: string, job: string) => events.filter((e) => e.startsWith(`started ${namespace}/${job}-`)).length,
+    started: (namespace: string, job: string) =>
+      events.filter((e) => e.startsWith(`started ${namespace}/${job}-`)).length,
     stop: () => runner.stop(),
   };
 }

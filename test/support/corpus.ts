@@ -27,6 +27,8 @@ export async function docxFile(sections: { heading: string; paragraphs: string[]
 }
 
 export const htmlFile = (title: string, heading: string, paragraphs: string[]): Buffer =>
-  Buffer.from(`<!doctype html><html><head><title>${title}</title></head><body><h1>${heading}</h1>${paragraphs.map((p) => `<p>${p}</p>`).join('')}</body></html>`);
+  Buffer.from(
+    `<!doctype html><html><head><title>${title}</title></head><body><h1>${heading}</h1>${paragraphs.map((p) => `<p>${p}</p>`).join('')}</body></html>`,
+  );
 
 export const textFile = (s: string): Buffer => Buffer.from(s);

@@ -33,7 +33,10 @@ export const startReferenceTrainerRunner = (kubeconfigPath: string, logDir: stri
   startLocalJobRunner({ kubeconfigPath, logDir, images: { [REFERENCE_TRAINER_IMAGE]: referenceTrainerProgram() } });
 
 /** A platform whose trainer Jobs run on the local cluster, their pods as reference-trainer processes. */
-export async function startFineTunePlatform(stepDelayMs: number, holdAtStep?: number): Promise<{ p: TestPlatform; stop(): Promise<void> }> {
+export async function startFineTunePlatform(
+  stepDelayMs: number,
+  holdAtStep?: number,
+): Promise<{ p: TestPlatform; stop(): Promise<void> }> {
   const p = await startTestPlatform({
     activityDeps: {
       kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined),
@@ -41,7 +44,10 @@ export async function startFineTunePlatform(stepDelayMs: number, holdAtStep?: nu
       jobPodAnnotationsOf: () => ({ ...LOCAL_PROCESS_ANNOTATIONS }),
     },
   });
-  const runner = await startReferenceTrainerRunner(process.env[KUBECONFIG_ENV]!, path.join(process.env.LLMHUB_TEST_DATA!, 'fine-tune-jobs'));
+  const runner = await startReferenceTrainerRunner(
+    process.env[KUBECONFIG_ENV]!,
+    path.join(process.env.LLMHUB_TEST_DATA!, 'fine-tune-jobs'),
+  );
   await p.objects.ensureBucket(BUCKET);
   return {
     p,
@@ -67,14 +73,24 @@ export function gpuNodes(kc: KubeConfig = testKubeConfig()) {
           metadata: {
             name,
             annotations: { 'kwok.x-k8s.io/node': 'fake' },
-            labels: { type: 'kwok', 'kubernetes.io/hostname': name, 'nvidia.com/gpu.present': 'true', 'nvidia.com/gpu.product': product },
+            labels: {
+              type: 'kwok',
+              'kubernetes.io/hostname': name,
+              'nvidia.com/gpu.present': 'true',
+              'nvidia.com/gpu.product': product,
+            },
           },
           spec: { taints: [{ key: 'nvidia.com/gpu', value: 'present', effect: 'NoSchedule' }] },
-          status: { capacity: { cpu: '32', memory: '128Gi', pods: '110', 'nvidia.com/gpu': String(gpus) }, allocatable: { cpu: '32', memory: '128Gi', pods: '110', 'nvidia.com/gpu': String(gpus) } },
+          status: {
+            capacity: { cpu: '32', memory: '128Gi', pods: '110', 'nvidia.com/gpu': String(gpus) },
+            allocatable: { cpu: '32', memory: '128Gi', pods: '110', 'nvidia.com/gpu': String(gpus) },
+          },
         },
       });
       made.push(name);
-      await waitFor(`node ${name} Ready`, async () => (await k.core.readNode({ name })).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+      await waitFor(`node ${name} Ready`, async () =>
+        (await k.core.readNode({ name })).status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      );
       return name;
     },
     async removeAll() {
@@ -108,33 +124,74 @@ export function task(seed: number) {
       const x = [next() * 2 - 1, next() * 2 - 1, next() * 2 - 1];
       return { x, y: Array.from(forward(teacher, x)) };
     });
-  const dataset = Buffer.from(rows(256).map((r) => JSON.stringify(r)).join('\n'));
-  return { base, baseBytes, dataset, datasetSha256: `sha256:${createHash('sha256').update(dataset).digest('hex')}`, heldOut: rows(64) };
+  const dataset = Buffer.from(
+    rows(256)
+      .map((r) => JSON.stringify(r))
+      .join('\n'),
+  );
+  return {
+    base,
+    baseBytes,
+    dataset,
+    datasetSha256: `sha256:${createHash('sha256').update(dataset).digest('hex')}`,
+    heldOut: rows(64),
+  };
 }
 
 /** Uploads the base model and the dataset and registers the base as a ready version of a new model. */
-export async function prepare(p: Pick<TestPlatform, 'objects' | 'registry' | 'db'>, tenant: { id: string }, t: ReturnType<typeof task>, modelId = uniqueId('mlp')) {
+export async function prepare(
+  p: Pick<TestPlatform, 'objects' | 'registry' | 'db'>,
+  tenant: { id: string },
+  t: ReturnType<typeof task>,
+  modelId = uniqueId('mlp'),
+) {
   const key = `${tenant.id}/${modelId}`;
   await p.objects.ensureBucket(BUCKET);
   await p.objects.put({ bucket: BUCKET, key: `${key}/base/model.safetensors` }, t.baseBytes);
   await p.objects.put({ bucket: BUCKET, key: `${key}/train.jsonl` }, t.dataset);
   await p.registry.createModel(tenant.id, { id: modelId, name: modelId, description: '' });
   const artifactUri = `s3://${BUCKET}/${key}/base/model.safetensors`;
-  await p.registry.insertVersion(p.db, tenant.id, { modelId, version: 'base', artifactUri, workflowId: `test/${modelId}/base` });
-  await p.registry.markVersionReady(tenant.id, modelId, 'base', { sizeBytes: t.baseBytes.length, checksum: `sha256:${createHash('sha256').update(t.baseBytes).digest('hex')}`, etag: null });
+  await p.registry.insertVersion(p.db, tenant.id, {
+    modelId,
+    version: 'base',
+    artifactUri,
+    workflowId: `test/${modelId}/base`,
+  });
+  await p.registry.markVersionReady(tenant.id, modelId, 'base', {
+    sizeBytes: t.baseBytes.length,
+    checksum: `sha256:${createHash('sha256').update(t.baseBytes).digest('hex')}`,
+    etag: null,
+  });
   return { modelId, artifactUri, datasetUri: `s3://${BUCKET}/${key}/train.jsonl` };
 }
 
-export const HYPERPARAMETERS = { totalSteps: 60, batchSize: 32, learningRate: 0.5, loraRank: 4, loraAlpha: 8, checkpointEverySteps: 10, evalFraction: 0.1, seed: 7 };
+export const HYPERPARAMETERS = {
+  totalSteps: 60,
+  batchSize: 32,
+  learningRate: 0.5,
+  loraRank: 4,
+  loraAlpha: 8,
+  checkpointEverySteps: 10,
+  evalFraction: 0.1,
+  seed: 7,
+};
 
 export function fineTuneClient(p: TestPlatform, tenant: TestTenant) {
-  const status = async (id: string): Promise<FineTuneStatus & { workflowStatus: string; queue: { position: number } | null }> => {
+  const status = async (
+    id: string,
+  ): Promise<FineTuneStatus & { workflowStatus: string; queue: { position: number } | null }> => {
     const res = await p.app.inject({ method: 'GET', url: `/v1/fine-tunes/${id}`, headers: bearer(tenant.keys.viewer) });
     if (res.statusCode !== 200) throw new Error(`GET /v1/fine-tunes/${id}: ${res.statusCode} ${res.body}`);
     return res.json();
   };
   return {
-    post: (body: object, key = uniqueId('ft')) => p.app.inject({ method: 'POST', url: '/v1/fine-tunes', headers: { ...bearer(tenant.keys.developer), 'idempotency-key': key }, payload: body }),
+    post: (body: object, key = uniqueId('ft')) =>
+      p.app.inject({
+        method: 'POST',
+        url: '/v1/fine-tunes',
+        headers: { ...bearer(tenant.keys.developer), 'idempotency-key': key },
+        payload: body,
+      }),
     status,
     /** The first status `pred` accepts, or the run's end (failed, cancelled) for the caller's assertion to show. */
     until: (id: string, pred: (s: Awaited<ReturnType<typeof status>>) => boolean, what: string, timeoutMs = 180_000) =>

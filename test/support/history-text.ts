@@ -8,7 +8,8 @@ export function historyText(history: unknown): string {
     if (Array.isArray(v)) v.forEach(walk);
     else if (v && typeof v === 'object') {
       const o = v as Record<string, unknown>;
-      if (typeof o.data === 'string' && o.metadata && typeof o.metadata === 'object') decoded.push(Buffer.from(o.data, 'base64').toString('utf8'));
+      if (typeof o.data === 'string' && o.metadata && typeof o.metadata === 'object')
+        decoded.push(Buffer.from(o.data, 'base64').toString('utf8'));
       if (o.data instanceof Uint8Array) decoded.push(Buffer.from(o.data).toString('utf8'));
       Object.values(o).forEach(walk);
     }

@@ -18,5 +18,7 @@ server.setRequestHandler(ListToolsRequestSchema, async () => ({
     },
   ],
 }));
-server.setRequestHandler(CallToolRequestSchema, async (req) => ({ content: [{ type: 'text', text: `value of ${req.params.arguments?.key}` }] }));
+server.setRequestHandler(CallToolRequestSchema, async (req) => ({
+  content: [{ type: 'text', text: `value of ${req.params.arguments?.key}` }],
+}));
 await server.connect(new StdioServerTransport());

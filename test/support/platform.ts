@@ -46,7 +46,13 @@ export interface TestPlatform {
 
 /** `objects` and `activityDeps` override what the worker's activities use (the API keeps the shared object store). */
 export async function startTestPlatform(
-  opts: { jwt?: JwtSettings; objects?: ObjectStore; worker?: boolean; gateway?: Partial<GatewaySettings>; activityDeps?: Partial<PlatformActivityDeps> } = {},
+  opts: {
+    jwt?: JwtSettings;
+    objects?: ObjectStore;
+    worker?: boolean;
+    gateway?: Partial<GatewaySettings>;
+    activityDeps?: Partial<PlatformActivityDeps>;
+  } = {},
 ): Promise<TestPlatform> {
   const config = loadConfig();
   const logger = createLogger('test', process.env.LOG_LEVEL ?? 'warn');
@@ -66,7 +72,9 @@ export async function startTestPlatform(
       connection: nativeConnection,
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue,
-      activities: createPlatformActivities(await platformActivityDeps(config, db, { ...opts.activityDeps, objects: o, vectors })),
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, { ...opts.activityDeps, objects: o, vectors }),
+      ),
       workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
       logger,
       handleSignals: false,
@@ -85,7 +93,19 @@ export async function startTestPlatform(
   try {
     // worker: false when the test runs the worker as a separate process it can kill.
     if (opts.worker !== false) await launch();
-    app = await buildApp({ db, temporal, objects, taskQueue, logger, jwt: opts.jwt, gateway: opts.gateway, vectors, embedders, platformBucket: config.PLATFORM_BUCKET, clusters: clustersOf(config.LLMHUB_CLUSTERS) });
+    app = await buildApp({
+      db,
+      temporal,
+      objects,
+      taskQueue,
+      logger,
+      jwt: opts.jwt,
+      gateway: opts.gateway,
+      vectors,
+      embedders,
+      platformBucket: config.PLATFORM_BUCKET,
+      clusters: clustersOf(config.LLMHUB_CLUSTERS),
+    });
     await app.ready();
   } catch (err) {
     // A half-built platform must not leave a polling worker behind: it would keep jest alive forever.
@@ -119,8 +139,11 @@ export async function startTestPlatform(
 }
 
 /** Waits on a condition (never on time): resolves with the first value `fn` gives that is not undefined/false. */
-export const eventually = <T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 120_000): Promise<T> =>
-  pollFor(what, fn, timeoutMs, 100);
+export const eventually = <T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 120_000,
+): Promise<T> => pollFor(what, fn, timeoutMs, 100);
 
 export const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
 

@@ -18,11 +18,23 @@ async function unlessNotFound<T>(read: () => Promise<T>): Promise<T | undefined>
 /** The rollout API (POST /v1/deploy, /v1/deployments/…) and the cluster, as one tenant's tests drive and check them. */
 export function rolloutClient(p: TestPlatform, tenant: TestTenant) {
   const k = kube();
-  const servedName = (modelId: string, version: string) => ({ name: servingName(modelId, version), namespace: defaultNamespaceOf(tenant.id) });
+  const servedName = (modelId: string, version: string) => ({
+    name: servingName(modelId, version),
+    namespace: defaultNamespaceOf(tenant.id),
+  });
   const deploy = (body: object, key = uniqueId('dep'), apiKey = tenant.keys.developer) =>
-    p.app.inject({ method: 'POST', url: '/v1/deploy', headers: { ...bearer(apiKey), 'idempotency-key': key }, payload: body });
+    p.app.inject({
+      method: 'POST',
+      url: '/v1/deploy',
+      headers: { ...bearer(apiKey), 'idempotency-key': key },
+      payload: body,
+    });
   const status = async (id: string): Promise<RolloutStatus> => {
-    const res = await p.app.inject({ method: 'GET', url: `/v1/deployments/${id}`, headers: bearer(tenant.keys.viewer) });
+    const res = await p.app.inject({
+      method: 'GET',
+      url: `/v1/deployments/${id}`,
+      headers: bearer(tenant.keys.viewer),
+    });
     expect(res.statusCode).toBe(200);
     return res.json();
   };
@@ -30,22 +42,45 @@ export function rolloutClient(p: TestPlatform, tenant: TestTenant) {
     deploy,
     status,
     steer: (id: string, action: string, apiKey = tenant.keys.operator) =>
-      p.app.inject({ method: 'POST', url: `/v1/deployments/${id}/${action}`, headers: bearer(apiKey), payload: { reason: 'test' } }),
+      p.app.inject({
+        method: 'POST',
+        url: `/v1/deployments/${id}/${action}`,
+        headers: bearer(apiKey),
+        payload: { reason: 'test' },
+      }),
     untilPhase: (id: string, ...phases: RolloutStatus['phase'][]) =>
       eventually(`deployment ${id} to reach ${phases.join('/')}`, async () => {
         const s = await status(id);
         return phases.includes(s.phase) && s;
       }),
-    readDeployment: (modelId: string, version: string) => unlessNotFound(() => k.apps.readNamespacedDeployment(servedName(modelId, version))),
-    readService: (modelId: string, version: string) => unlessNotFound(() => k.core.readNamespacedService(servedName(modelId, version))),
+    readDeployment: (modelId: string, version: string) =>
+      unlessNotFound(() => k.apps.readNamespacedDeployment(servedName(modelId, version))),
+    readService: (modelId: string, version: string) =>
+      unlessNotFound(() => k.core.readNamespacedService(servedName(modelId, version))),
     /** Registers a ready version served (for the kwok cluster, which runs no containers) by the local server at `url`. */
     async addVersion(endpoints: Map<string, string>, modelId: string, version: string, url: string) {
-      await p.registry.insertVersion(p.db, tenant.id, { modelId, version, artifactUri: `s3://models/${modelId}/${version}`, workflowId: `test/${modelId}/${version}` });
-      await p.registry.markVersionReady(tenant.id, modelId, version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
+      await p.registry.insertVersion(p.db, tenant.id, {
+        modelId,
+        version,
+        artifactUri: `s3://models/${modelId}/${version}`,
+        workflowId: `test/${modelId}/${version}`,
+      });
+      await p.registry.markVersionReady(tenant.id, modelId, version, {
+        sizeBytes: 1,
+        checksum: 'sha256:00',
+        etag: null,
+      });
       endpoints.set(localEndpointKey({ tenantId: tenant.id, modelId, version }), url);
     },
   };
 }
 
 /** A deploy request on the kwok cluster 'local' rolling out v2. */
-export const rolloutRequest = (modelId: string, strategy: object) => ({ modelId, cluster: 'local', resources: { cpu: '500m', gpu: 0 }, env: { LOG_LEVEL: 'info' }, version: 'v2', strategy });
+export const rolloutRequest = (modelId: string, strategy: object) => ({
+  modelId,
+  cluster: 'local',
+  resources: { cpu: '500m', gpu: 0 },
+  env: { LOG_LEVEL: 'info' },
+  version: 'v2',
+  strategy,
+});

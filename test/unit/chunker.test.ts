@@ -20,7 +20,8 @@ describe('chunkBlocks', () => {
 
   it('gives offsets into the joined text that slice back to the chunk', () => {
     const full = blocks.map((b) => b.text).join('\n\n');
-    for (const c of chunkBlocks(blocks, { strategy: 'paragraph', size: 60, overlap: 0 })) expect(full.slice(c.start, c.end).trim()).toBe(c.text);
+    for (const c of chunkBlocks(blocks, { strategy: 'paragraph', size: 60, overlap: 0 }))
+      expect(full.slice(c.start, c.end).trim()).toBe(c.text);
   });
 
   it('splits text longer than the size into overlapping windows', () => {

@@ -1,7 +1,14 @@
 import { describe, expect, it } from '@jest/globals';
 import { renderTrainingJob, trainingJobName, type TrainingJobSpec } from '../../activities/kubernetes/jobs';
 import { DEFAULT_HYPERPARAMETERS, HYPERPARAMETER_BOUNDS } from '../../contracts/fine-tune';
-import { decodeMlp, encodeMlp, forward, meanSquaredError, parseDataset, type Mlp } from '../../deploy/trainers/reference/mlp';
+import {
+  decodeMlp,
+  encodeMlp,
+  forward,
+  meanSquaredError,
+  parseDataset,
+  type Mlp,
+} from '../../deploy/trainers/reference/mlp';
 
 const spec = (resources: Partial<TrainingJobSpec['resources']>): TrainingJobSpec => ({
   cluster: 'local',
@@ -15,26 +22,41 @@ const spec = (resources: Partial<TrainingJobSpec['resources']>): TrainingJobSpec
   env: { LLMHUB_RUN_PREFIX: 's3://b/p/' },
   deadlineSeconds: 3600,
 });
-const img = { image: 'llmhub/trainer-hf:1', env: [{ name: 'AWS_SECRET_ACCESS_KEY', valueFrom: { secretKeyRef: { name: 's3', key: 'AWS_SECRET_ACCESS_KEY' } } }] };
+const img = {
+  image: 'llmhub/trainer-hf:1',
+  env: [{ name: 'AWS_SECRET_ACCESS_KEY', valueFrom: { secretKeyRef: { name: 's3', key: 'AWS_SECRET_ACCESS_KEY' } } }],
+};
 
 describe('training Job manifest', () => {
   it('asks for whole GPUs of a product, tolerates the GPU taint, leaves retries to the workflow', () => {
-    const job = renderTrainingJob(spec({ gpuProduct: 'NVIDIA-L4' }), 'llmhub-acme', img, { 'llmhub.dev/kwok-behaviour': 'local-process' });
+    const job = renderTrainingJob(spec({ gpuProduct: 'NVIDIA-L4' }), 'llmhub-acme', img, {
+      'llmhub.dev/kwok-behaviour': 'local-process',
+    });
     expect(job.metadata?.name).toBe(trainingJobName('k1', 2));
     expect(job.spec).toMatchObject({ backoffLimit: 0, activeDeadlineSeconds: 3600 });
     const pod = job.spec!.template;
     expect(pod.spec?.restartPolicy).toBe('Never');
     expect(pod.spec?.nodeSelector).toEqual({ 'nvidia.com/gpu.product': 'NVIDIA-L4' });
     expect(pod.spec?.containers[0]?.resources?.limits).toEqual({ cpu: '4', memory: '16Gi', 'nvidia.com/gpu': '2' });
-    expect(pod.metadata?.annotations).toMatchObject({ 'llmhub.dev/kwok-behaviour': 'local-process', 'llmhub.dev/workflow-id': 'fine-tune/acme/k1' });
-    expect(pod.metadata?.labels).toMatchObject({ 'llmhub.dev/workflow-id': 'fine-tune_acme_k1', 'llmhub.dev/fine-tune-attempt': '2' });
+    expect(pod.metadata?.annotations).toMatchObject({
+      'llmhub.dev/kwok-behaviour': 'local-process',
+      'llmhub.dev/workflow-id': 'fine-tune/acme/k1',
+    });
+    expect(pod.metadata?.labels).toMatchObject({
+      'llmhub.dev/workflow-id': 'fine-tune_acme_k1',
+      'llmhub.dev/fine-tune-attempt': '2',
+    });
     // Credentials stay references; the run's contract comes as plain values.
     expect(pod.spec?.containers[0]?.env).toEqual([img.env[0], { name: 'LLMHUB_RUN_PREFIX', value: 's3://b/p/' }]);
   });
 
   it('asks for MIG instances instead of whole GPUs when a profile is given', () => {
     const job = renderTrainingJob(spec({ gpuCount: 1, migProfile: '1g.10gb' }), 'ns', img, {});
-    expect(job.spec!.template.spec?.containers[0]?.resources?.limits).toEqual({ cpu: '4', memory: '16Gi', 'nvidia.com/mig-1g.10gb': '1' });
+    expect(job.spec!.template.spec?.containers[0]?.resources?.limits).toEqual({
+      cpu: '4',
+      memory: '16Gi',
+      'nvidia.com/mig-1g.10gb': '1',
+    });
     expect(job.spec!.template.spec?.nodeSelector).toBeUndefined();
   });
 });
@@ -46,7 +68,10 @@ describe('llmhub-mlp and hyperparameters', () => {
   ];
   it('round-trips through safetensors and computes tanh hidden layers with a linear output', () => {
     const back = decodeMlp(encodeMlp(mlp));
-    expect(back.map((l) => [l.inputs, l.outputs])).toEqual([[2, 2], [2, 1]]);
+    expect(back.map((l) => [l.inputs, l.outputs])).toEqual([
+      [2, 2],
+      [2, 1],
+    ]);
     expect(forward(back, [0.3, -0.2])[0]).toBeCloseTo(Math.tanh(0.3) + Math.tanh(-0.2) + 0.5, 6);
     expect(meanSquaredError(back, [{ x: [0, 0], y: [0.5] }])).toBe(0);
   });
@@ -56,7 +81,14 @@ describe('llmhub-mlp and hyperparameters', () => {
   it('keeps every documented hyperparameter default within the bounds the API enforces', () => {
     for (const [name, b] of Object.entries(HYPERPARAMETER_BOUNDS)) {
       const v = DEFAULT_HYPERPARAMETERS[name as keyof typeof DEFAULT_HYPERPARAMETERS];
-      expect({ name, ok: v <= b.maximum && (b.minimum === undefined || v >= b.minimum) && (b.exclusiveMinimum === undefined || v > b.exclusiveMinimum) && (!b.integer || Number.isInteger(v)) }).toEqual({ name, ok: true });
+      expect({
+        name,
+        ok:
+          v <= b.maximum &&
+          (b.minimum === undefined || v >= b.minimum) &&
+          (b.exclusiveMinimum === undefined || v > b.exclusiveMinimum) &&
+          (!b.integer || Number.isInteger(v)),
+      }).toEqual({ name, ok: true });
     }
   });
 });

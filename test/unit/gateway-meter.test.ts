@@ -11,7 +11,10 @@ describe('GatewayMeter retention', () => {
   it('deletes old metrics and ended limit windows on its first flush, then not again within the hour', async () => {
     const metricCutoffs: number[] = [];
     const windowCutoffs: number[] = [];
-    const metrics = { insert: async () => {}, prune: async (before: number) => (metricCutoffs.push(before), 0) } as unknown as GatewayMetricsStore;
+    const metrics = {
+      insert: async () => {},
+      prune: async (before: number) => (metricCutoffs.push(before), 0),
+    } as unknown as GatewayMetricsStore;
     const limits = { pruneEndedWindows: async (before: number) => (windowCutoffs.push(before), 0) };
     const retentionMs = 7 * 24 * HOUR;
     const meter = new GatewayMeter({ metrics, usage, limits, flushMs: HOUR, retentionMs, logger: quiet });
@@ -31,9 +34,29 @@ describe('GatewayMeter retention', () => {
     let finishPrune!: () => void;
     const pruned = new Promise<number>((resolve) => (finishPrune = () => resolve(0)));
     const inserted: number[] = [];
-    const metrics = { insert: async (_replica: string, at: number) => void inserted.push(at), prune: () => pruned } as unknown as GatewayMetricsStore;
-    const meter = new GatewayMeter({ metrics, usage, limits: { pruneEndedWindows: async () => 0 }, flushMs: HOUR, retentionMs: HOUR, logger: quiet });
-    meter.record({ tenantId: 't', projectId: 'p', modelId: 'm', version: 'v1', subject: 'k', status: 200, latencyMs: 5, promptTokens: 1, completionTokens: 1 });
+    const metrics = {
+      insert: async (_replica: string, at: number) => void inserted.push(at),
+      prune: () => pruned,
+    } as unknown as GatewayMetricsStore;
+    const meter = new GatewayMeter({
+      metrics,
+      usage,
+      limits: { pruneEndedWindows: async () => 0 },
+      flushMs: HOUR,
+      retentionMs: HOUR,
+      logger: quiet,
+    });
+    meter.record({
+      tenantId: 't',
+      projectId: 'p',
+      modelId: 'm',
+      version: 'v1',
+      subject: 'k',
+      status: 200,
+      latencyMs: 5,
+      promptTokens: 1,
+      completionTokens: 1,
+    });
     await meter.flush();
     expect(inserted).toHaveLength(1);
     let closed = false;

@@ -24,29 +24,39 @@ describe('gateway pieces', () => {
   });
 
   it('reads usage from the tail of an answer or counts streamed chunks without it', () => {
-    const body = Buffer.from(JSON.stringify({ data: [{ embedding: Array(2000).fill(0.5) }], usage: { prompt_tokens: 7, total_tokens: 7 } }));
+    const body = Buffer.from(
+      JSON.stringify({ data: [{ embedding: Array(2000).fill(0.5) }], usage: { prompt_tokens: 7, total_tokens: 7 } }),
+    );
     expect(usageOfBody(body)).toEqual({ promptTokens: 7, completionTokens: 0 });
     const counted = new StreamUsage();
-    const sse = 'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\ndata: [DONE]\n\n';
+    const sse =
+      'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\ndata: [DONE]\n\n';
     // Split mid-line, as TCP may deliver it.
     counted.push(Buffer.from(sse.slice(0, 30)));
     counted.push(Buffer.from(sse.slice(30)));
     expect(counted.result(11)).toEqual({ promptTokens: 11, completionTokens: 2 });
     const reported = new StreamUsage();
-    reported.push(Buffer.from(`${sse.replace('data: [DONE]', 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\ndata: [DONE]')}`));
+    reported.push(
+      Buffer.from(
+        `${sse.replace('data: [DONE]', 'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\ndata: [DONE]')}`,
+      ),
+    );
     expect(reported.result(11)).toEqual({ promptTokens: 3, completionTokens: 2 });
   });
 
   it('counts the same stream events and finds the same usage however the stream is cut into chunks', () => {
     // Over 2 KB, so the kept tail wraps around.
-    const events = Array.from({ length: 80 }, (_, i) => `data: {"choices":[{"delta":{"content":"t${i} é"}}]}\n\n`).join('');
+    const events = Array.from({ length: 80 }, (_, i) => `data: {"choices":[{"delta":{"content":"t${i} é"}}]}\n\n`).join(
+      '',
+    );
     const withUsage = `${events}data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":80,"total_tokens":89}}\n\ndata: [DONE]\n\n`;
     const bytes = Buffer.from(withUsage);
     const plain = Buffer.from(`${events}data: [DONE]\n\n`);
     // A deterministic walk of cut sizes from 1 byte up, so cuts fall inside "data:", inside "[DONE]" and inside é.
     const cut = (b: Buffer, seed: number) => {
       const u = new StreamUsage();
-      for (let at = 0, n = seed; at < b.length; at += n, n = (n * 7 + 3) % 97 || 1) u.push(b.subarray(at, Math.min(b.length, at + n)));
+      for (let at = 0, n = seed; at < b.length; at += n, n = (n * 7 + 3) % 97 || 1)
+        u.push(b.subarray(at, Math.min(b.length, at + n)));
       return u;
     };
     for (let seed = 1; seed < 30; seed++) {
@@ -55,7 +65,10 @@ describe('gateway pieces', () => {
     }
     // Wherever the kept tail wraps around, the usage event is read whole: a padding event moves the wrap point.
     for (let pad = 0; pad < 2048; pad += 37) {
-      expect(cut(Buffer.from(`data: {"pad":"${'p'.repeat(pad)}"}\n\n${withUsage}`), 13).result(5)).toEqual({ promptTokens: 9, completionTokens: 80 });
+      expect(cut(Buffer.from(`data: {"pad":"${'p'.repeat(pad)}"}\n\n${withUsage}`), 13).result(5)).toEqual({
+        promptTokens: 9,
+        completionTokens: 80,
+      });
     }
     // A usage event further back than the tail kept (2 KB) is not searched for: the count stands.
     const early = new StreamUsage();
@@ -65,7 +78,12 @@ describe('gateway pieces', () => {
   });
 
   it('picks versions by weight, by pin, and sticky by caller for ab_test', () => {
-    const up = (version: string) => ({ version, url: `http://127.0.0.1/${version}`, origin: 'http://127.0.0.1', basePath: `/${version}` });
+    const up = (version: string) => ({
+      version,
+      url: `http://127.0.0.1/${version}`,
+      origin: 'http://127.0.0.1',
+      basePath: `/${version}`,
+    });
     const route: CompiledRoute = { modelId: 'm', stable: up('s'), canary: up('c'), canaryWeight: 10 };
     expect(pickUpstream(route, 'weighted', 'u', () => 0.05).version).toBe('c');
     expect(pickUpstream(route, 'weighted', 'u', () => 0.1).version).toBe('s');
@@ -74,7 +92,9 @@ describe('gateway pieces', () => {
     expect(pickUpstream({ ...route, canary: null }, 'canary', 'u').version).toBe('s');
     for (const user of ['alice', 'bob', 'carol']) {
       const expected = abBucket(user) < 10 ? 'c' : 's';
-      expect(new Set(Array.from({ length: 5 }, () => pickUpstream(route, 'ab_test', user).version))).toEqual(new Set([expected]));
+      expect(new Set(Array.from({ length: 5 }, () => pickUpstream(route, 'ab_test', user).version))).toEqual(
+        new Set([expected]),
+      );
     }
   });
 
@@ -96,7 +116,10 @@ describe('gateway pieces', () => {
 
   it('a stream relay hands on early chunks first, pauses the upstream while the client is full, and ends or fails', async () => {
     const calls: string[] = [];
-    const controller = { pause: () => calls.push('pause'), resume: () => calls.push('resume') } as unknown as Dispatcher.DispatchController;
+    const controller = {
+      pause: () => calls.push('pause'),
+      resume: () => calls.push('resume'),
+    } as unknown as Dispatcher.DispatchController;
     const relay = new StreamRelay(controller);
     relay.data(Buffer.from('a'));
     relay.data(Buffer.from('b'));
@@ -113,7 +136,10 @@ describe('gateway pieces', () => {
     relay.resume();
     relay.end();
     await expect(done).resolves.toBeUndefined();
-    expect([written, calls]).toEqual([['a', 'b', 'c'], ['pause', 'resume']]);
+    expect([written, calls]).toEqual([
+      ['a', 'b', 'c'],
+      ['pause', 'resume'],
+    ]);
 
     const broken = new StreamRelay(controller);
     broken.data(Buffer.from('x'));
@@ -158,8 +184,15 @@ describe('gateway pieces', () => {
       },
       adjust: async () => undefined,
     };
-    const limiter = new SliceLimiter(store, { requestSlice: 10, tokenSlice: 1_000, leaseIdleMs: 60_000, logger: { warn: () => undefined, error: () => undefined } });
-    const rules: LimitRule[] = [{ tenantId: 't', subject: '', windowSeconds: 2_000_000_000, maxRequests: LIMIT, maxTokens: null }];
+    const limiter = new SliceLimiter(store, {
+      requestSlice: 10,
+      tokenSlice: 1_000,
+      leaseIdleMs: 60_000,
+      logger: { warn: () => undefined, error: () => undefined },
+    });
+    const rules: LimitRule[] = [
+      { tenantId: 't', subject: '', windowSeconds: 2_000_000_000, maxRequests: LIMIT, maxTokens: null },
+    ];
     let ok = 0;
     let waited = 0;
     for (let i = 0; i < LIMIT + 50; i++) {
@@ -192,10 +225,20 @@ describe('gateway pieces', () => {
       adjust: async () => undefined,
     };
     // The clock is set by hand; the event loop (setImmediate) still turns, so leases land between requests.
-    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'], now: Date.UTC(2026, 0, 1, 0, 0, 30) });
+    jest.useFakeTimers({
+      doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'],
+      now: Date.UTC(2026, 0, 1, 0, 0, 30),
+    });
     try {
-      const limiter = new SliceLimiter(store, { requestSlice: 10, tokenSlice: 1_000, leaseIdleMs: 60_000, logger: { warn: () => undefined, error: () => undefined } });
-      const rules: LimitRule[] = [{ tenantId: 't', subject: '', windowSeconds: 60, maxRequests: 160_000, maxTokens: null }];
+      const limiter = new SliceLimiter(store, {
+        requestSlice: 10,
+        tokenSlice: 1_000,
+        leaseIdleMs: 60_000,
+        logger: { warn: () => undefined, error: () => undefined },
+      });
+      const rules: LimitRule[] = [
+        { tenantId: 't', subject: '', windowSeconds: 60, maxRequests: 160_000, maxTokens: null },
+      ];
       const burst = async (n: number) => {
         let waited = 0;
         for (let i = 0; i < n; i++) {

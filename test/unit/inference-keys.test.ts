@@ -27,7 +27,13 @@ describe('agent runtime keys', () => {
     const { port } = server.address() as { port: number };
     try {
       const { chatCompletion } = createInferenceActivities({ tenants, gatewayUrl: `http://127.0.0.1:${port}` });
-      const turn = { tenantId: 't1', traceId: 'tr', model: 'm', messages: [{ role: 'user' as const, content: 'x' }], tools: [] };
+      const turn = {
+        tenantId: 't1',
+        traceId: 'tr',
+        model: 'm',
+        messages: [{ role: 'user' as const, content: 'x' }],
+        tools: [],
+      };
       expect((await chatCompletion(turn)).content).toBe('hi');
       await chatCompletion(turn);
       expect(calls).toEqual([`revoke t1 ${RUNTIME_KEY_NAME} true`, 'create t1']);

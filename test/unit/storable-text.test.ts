@@ -11,7 +11,9 @@ describe('text the platform store cannot hold', () => {
   });
 
   it('lets every storable value through, paired surrogates (emoji) and other control characters included', () => {
-    expect(unstorableTextAt({ name: 'ok 😀 \t\n\u0001', n: 1, b: true, z: null, list: ['é', { deep: 'ü' }] }, 'body')).toBeUndefined();
+    expect(
+      unstorableTextAt({ name: 'ok 😀 \t\n\u0001', n: 1, b: true, z: null, list: ['é', { deep: 'ü' }] }, 'body'),
+    ).toBeUndefined();
     expect(unstorableTextAt(undefined, 'body')).toBeUndefined();
   });
 });

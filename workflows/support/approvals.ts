@@ -1,5 +1,10 @@
 import { ApplicationFailure } from '@temporalio/workflow';
-import { ApprovalFailures, APPROVER_ROLES, type ApprovalRequest, type SteeringRequest } from '../../contracts/approvals';
+import {
+  ApprovalFailures,
+  APPROVER_ROLES,
+  type ApprovalRequest,
+  type SteeringRequest,
+} from '../../contracts/approvals';
 
 /**
  * Update validators' refusals. Validators run before anything reaches history (and not on replay), so these checks can
@@ -23,7 +28,9 @@ export function checkApprover(r: ApprovalRequest | undefined, tenantId: string, 
   if (!r || typeof r.by !== 'string' || r.by.length === 0) rejected('an approval names who answers (by)');
   if (r!.tenantId !== tenantId) forbidden(`the ${what} belongs to another tenant`);
   if (!r!.roles?.some((role) => APPROVER_ROLES.includes(role))) {
-    forbidden(`answering an approval needs the 'approver' role; the caller has ${(r!.roles ?? []).join(', ') || 'none'}`);
+    forbidden(
+      `answering an approval needs the 'approver' role; the caller has ${(r!.roles ?? []).join(', ') || 'none'}`,
+    );
   }
   if (r!.decision !== 'approve' && r!.decision !== 'deny') rejected("decision must be 'approve' or 'deny'");
 }

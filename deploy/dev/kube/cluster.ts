@@ -133,7 +133,9 @@ export async function stopKubeCluster(opts: Pick<KubeClusterOptions, 'dataDir' |
 export function testKubeConfig(): KubeConfig {
   const p = process.env[KUBECONFIG_ENV];
   if (!p) {
-    throw new Error(`${KUBECONFIG_ENV} is not set: jest's global setup starts the local cluster (deploy/dev/kube/cluster.ts)`);
+    throw new Error(
+      `${KUBECONFIG_ENV} is not set: jest's global setup starts the local cluster (deploy/dev/kube/cluster.ts)`,
+    );
   }
   return loadKubeConfig(p);
 }

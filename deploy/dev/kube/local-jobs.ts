@@ -16,7 +16,15 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { CoreV1Api, makeInformer, PatchStrategy, setHeaderOptions, type Informer, type V1EnvVar, type V1Pod } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  makeInformer,
+  PatchStrategy,
+  setHeaderOptions,
+  type Informer,
+  type V1EnvVar,
+  type V1Pod,
+} from '@kubernetes/client-node';
 import { loadKubeConfig } from './cluster';
 
 export const LOCAL_PROCESS_ANNOTATIONS = { 'llmhub.dev/kwok-behaviour': 'local-process' } as const;

@@ -22,7 +22,9 @@ const FLAGS = {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: Object.fromEntries(Object.keys(FLAGS).map((f) => [f, { type: 'string' as const, multiple: f === 'model' }])),
+    options: Object.fromEntries(
+      Object.keys(FLAGS).map((f) => [f, { type: 'string' as const, multiple: f === 'model' }]),
+    ),
   });
   const read = (flag: keyof typeof FLAGS): string | string[] | undefined =>
     values[flag] ?? process.env[`REFERENCE_MODEL_${flag.toUpperCase().replace(/-/g, '_')}`];
@@ -42,7 +44,14 @@ async function main(): Promise<void> {
     models: model === undefined ? undefined : Array.isArray(model) ? model : [model],
     faults,
   });
-  console.log(JSON.stringify({ msg: 'reference model server listening', name: server.name, url: server.url, faults: server.faults }));
+  console.log(
+    JSON.stringify({
+      msg: 'reference model server listening',
+      name: server.name,
+      url: server.url,
+      faults: server.faults,
+    }),
+  );
   const stop = () => void server.close().then(() => process.exit(0));
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);

@@ -74,7 +74,9 @@ const textOf = (content: unknown): string =>
   typeof content === 'string'
     ? content
     : Array.isArray(content)
-      ? content.map((p) => (p && typeof p === 'object' && 'text' in p ? String((p as { text: unknown }).text) : '')).join(' ')
+      ? content
+          .map((p) => (p && typeof p === 'object' && 'text' in p ? String((p as { text: unknown }).text) : ''))
+          .join(' ')
       : '';
 
 /** Tokens as the fixture counts them: one per started group of 4 characters, like the usual rule of thumb. */
@@ -106,7 +108,9 @@ function scriptFor(messages: ChatMessage[], faults: Faults, maxTokens: number | 
   if (last?.role === 'tool') {
     const u = messages.map((m) => m.role).lastIndexOf('user');
     const steps = u >= 0 ? scriptLines(textOf(messages[u]!.content)) : [];
-    const done = messages.slice(u + 1).filter((m) => m.role === 'assistant' && Array.isArray((m as { tool_calls?: unknown }).tool_calls)).length;
+    const done = messages
+      .slice(u + 1)
+      .filter((m) => m.role === 'assistant' && Array.isArray((m as { tool_calls?: unknown }).tool_calls)).length;
     if (steps.length > 1 && done < steps.length) return steps[done]!;
     const injected = scriptLines(text)[0];
     if (injected) return injected;
@@ -168,7 +172,8 @@ export async function startReferenceModelServer(
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       handle(req, res, Buffer.concat(chunks)).catch((err: Error) => {
-        if (!res.headersSent) sendJson(res, 500, { error: { message: err.message, type: 'server_error', param: null, code: null } });
+        if (!res.headersSent)
+          sendJson(res, 500, { error: { message: err.message, type: 'server_error', param: null, code: null } });
         else res.destroy();
       });
     });
@@ -179,13 +184,18 @@ export async function startReferenceModelServer(
     const path = (req.url ?? '/').split('?')[0]!;
     if (path.startsWith('/admin/')) return admin(req, res, path, raw);
     if (req.method === 'GET' && path === '/v1/models') {
-      return sendJson(res, 200, { object: 'list', data: models.map((id) => ({ id, object: 'model', created, owned_by: name })) });
+      return sendJson(res, 200, {
+        object: 'list',
+        data: models.map((id) => ({ id, object: 'model', created, owned_by: name })),
+      });
     }
     let body: Json;
     try {
       body = raw.length ? (JSON.parse(raw.toString('utf8')) as Json) : {};
     } catch {
-      return sendJson(res, 400, { error: { message: 'request body is not valid JSON', type: 'invalid_request_error', param: null, code: null } });
+      return sendJson(res, 400, {
+        error: { message: 'request body is not valid JSON', type: 'invalid_request_error', param: null, code: null },
+      });
     }
     const record: RecordedRequest = {
       seq: ++seq,
@@ -211,13 +221,26 @@ export async function startReferenceModelServer(
     await delay(faults.latencyMs, ac.signal);
     if (ac.signal.aborted) return;
     if (shouldFail(record.seq)) {
-      return sendJson(res, faults.errorStatus, { error: { message: `injected failure from ${name}`, type: 'server_error', param: null, code: 'injected' } });
+      return sendJson(res, faults.errorStatus, {
+        error: { message: `injected failure from ${name}`, type: 'server_error', param: null, code: 'injected' },
+      });
     }
-    if (req.method !== 'POST') return sendJson(res, 405, { error: { message: `${req.method} not allowed`, type: 'invalid_request_error', param: null, code: null } });
-    if (typeof body.model !== 'string') return sendJson(res, 400, { error: { message: 'model is required', type: 'invalid_request_error', param: 'model', code: null } });
+    if (req.method !== 'POST')
+      return sendJson(res, 405, {
+        error: { message: `${req.method} not allowed`, type: 'invalid_request_error', param: null, code: null },
+      });
+    if (typeof body.model !== 'string')
+      return sendJson(res, 400, {
+        error: { message: 'model is required', type: 'invalid_request_error', param: 'model', code: null },
+      });
     const model = body.model;
     const id = `${path.includes('chat') ? 'chatcmpl' : 'cmpl'}-${name}-${record.seq}`;
-    const maxTokens = typeof body.max_tokens === 'number' ? body.max_tokens : typeof body.max_completion_tokens === 'number' ? body.max_completion_tokens : undefined;
+    const maxTokens =
+      typeof body.max_tokens === 'number'
+        ? body.max_tokens
+        : typeof body.max_completion_tokens === 'number'
+          ? body.max_completion_tokens
+          : undefined;
     const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
 
     if (path === '/v1/embeddings') {
@@ -226,11 +249,17 @@ export async function startReferenceModelServer(
       const texts = inputs.map((i) => (typeof i === 'string' ? i : JSON.stringify(i)));
       const data = texts.map((t, index) => {
         const v = embed(t, dims);
-        const embedding = body.encoding_format === 'base64' ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v;
+        const embedding =
+          body.encoding_format === 'base64' ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v;
         return { object: 'embedding', index, embedding };
       });
       const prompt = texts.reduce((a, t) => a + countTokens(t), 0);
-      return sendJson(res, 200, { object: 'list', data, model, usage: { prompt_tokens: prompt, total_tokens: prompt } });
+      return sendJson(res, 200, {
+        object: 'list',
+        data,
+        model,
+        usage: { prompt_tokens: prompt, total_tokens: prompt },
+      });
     }
 
     let script: Script;
@@ -245,24 +274,52 @@ export async function startReferenceModelServer(
       script = { kind: 'text', words: replyWords(`Reference completion of: ${prompt}`, faults, maxTokens) };
       promptTokens = countTokens(prompt);
     } else {
-      return sendJson(res, 404, { error: { message: `no route ${path}`, type: 'invalid_request_error', param: null, code: 'not_found' } });
+      return sendJson(res, 404, {
+        error: { message: `no route ${path}`, type: 'invalid_request_error', param: null, code: 'not_found' },
+      });
     }
-    const pieces = script.kind === 'text' ? script.words.map((w, i) => (i === 0 ? w : ` ${w}`)) : splitArgs(script.args);
+    const pieces =
+      script.kind === 'text' ? script.words.map((w, i) => (i === 0 ? w : ` ${w}`)) : splitArgs(script.args);
     const completionTokens = script.kind === 'text' ? pieces.length : countTokens(script.args);
-    const finish = script.kind === 'tool' ? 'tool_calls' : maxTokens !== undefined && pieces.length >= maxTokens && maxTokens > 0 ? 'length' : 'stop';
-    const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    const finish =
+      script.kind === 'tool'
+        ? 'tool_calls'
+        : maxTokens !== undefined && pieces.length >= maxTokens && maxTokens > 0
+          ? 'length'
+          : 'stop';
+    const usage = {
+      prompt_tokens: promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: promptTokens + completionTokens,
+    };
     const base = { id, created: Math.floor(Date.now() / 1000), model, system_fingerprint: name };
     const toolCallId = `call_${id}`;
 
     if (body.stream !== true) {
       if (!chat) {
-        return sendJson(res, 200, { ...base, object: 'text_completion', choices: [{ index: 0, text: pieces.join(''), finish_reason: finish, logprobs: null }], usage });
+        return sendJson(res, 200, {
+          ...base,
+          object: 'text_completion',
+          choices: [{ index: 0, text: pieces.join(''), finish_reason: finish, logprobs: null }],
+          usage,
+        });
       }
       const message =
         script.kind === 'tool'
-          ? { role: 'assistant', content: null, tool_calls: [{ id: toolCallId, type: 'function', function: { name: script.name, arguments: script.args } }] }
+          ? {
+              role: 'assistant',
+              content: null,
+              tool_calls: [
+                { id: toolCallId, type: 'function', function: { name: script.name, arguments: script.args } },
+              ],
+            }
           : { role: 'assistant', content: pieces.join('') };
-      return sendJson(res, 200, { ...base, object: 'chat.completion', choices: [{ index: 0, message, finish_reason: finish, logprobs: null }], usage });
+      return sendJson(res, 200, {
+        ...base,
+        object: 'chat.completion',
+        choices: [{ index: 0, message, finish_reason: finish, logprobs: null }],
+        usage,
+      });
     }
 
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
@@ -283,16 +340,58 @@ export async function startReferenceModelServer(
     };
     const chunk = (delta: Json, finishReason: string | null) =>
       chat
-        ? { ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }] }
-        : { ...base, object: 'text_completion', choices: [{ index: 0, text: (delta.content as string | undefined) ?? '', finish_reason: finishReason, logprobs: null }] };
+        ? {
+            ...base,
+            object: 'chat.completion.chunk',
+            choices: [{ index: 0, delta, finish_reason: finishReason, logprobs: null }],
+          }
+        : {
+            ...base,
+            object: 'text_completion',
+            choices: [
+              {
+                index: 0,
+                text: (delta.content as string | undefined) ?? '',
+                finish_reason: finishReason,
+                logprobs: null,
+              },
+            ],
+          };
 
-    if (chat && !(await event(chunk(script.kind === 'tool' ? { role: 'assistant', content: null, tool_calls: [{ index: 0, id: toolCallId, type: 'function', function: { name: script.kind === 'tool' ? script.name : '', arguments: '' } }] } : { role: 'assistant', content: '' }, null)))) return;
+    if (
+      chat &&
+      !(await event(
+        chunk(
+          script.kind === 'tool'
+            ? {
+                role: 'assistant',
+                content: null,
+                tool_calls: [
+                  {
+                    index: 0,
+                    id: toolCallId,
+                    type: 'function',
+                    function: { name: script.kind === 'tool' ? script.name : '', arguments: '' },
+                  },
+                ],
+              }
+            : { role: 'assistant', content: '' },
+          null,
+        ),
+      ))
+    )
+      return;
     for (const piece of pieces) {
-      const delta = script.kind === 'tool' ? { tool_calls: [{ index: 0, function: { arguments: piece } }] } : { content: piece };
+      const delta =
+        script.kind === 'tool' ? { tool_calls: [{ index: 0, function: { arguments: piece } }] } : { content: piece };
       if (!(await event(chunk(delta, null)))) return;
     }
     if (!(await event(chunk({}, finish)))) return;
-    if (includeUsage && !(await event({ ...base, object: chat ? 'chat.completion.chunk' : 'text_completion', choices: [], usage }))) return;
+    if (
+      includeUsage &&
+      !(await event({ ...base, object: chat ? 'chat.completion.chunk' : 'text_completion', choices: [], usage }))
+    )
+      return;
     res.end('data: [DONE]\n\n');
   }
 
@@ -334,7 +433,9 @@ export async function startReferenceModelServer(
 function splitArgs(args: string): string[] {
   const n = Math.min(3, args.length) || 1;
   const size = Math.ceil(args.length / n);
-  return Array.from({ length: n }, (_, i) => args.slice(i * size, (i + 1) * size)).filter((p, i) => p.length > 0 || i === 0);
+  return Array.from({ length: n }, (_, i) => args.slice(i * size, (i + 1) * size)).filter(
+    (p, i) => p.length > 0 || i === 0,
+  );
 }
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {

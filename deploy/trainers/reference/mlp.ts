@@ -26,14 +26,17 @@ export class MlpFormatError extends Error {}
 
 export function decodeMlp(bytes: Buffer): Mlp {
   const { tensors, metadata } = decodeSafetensors(bytes);
-  if (metadata.format !== MLP_METADATA.format) throw new MlpFormatError(`not an llmhub-mlp file (format '${metadata.format ?? ''}')`);
+  if (metadata.format !== MLP_METADATA.format)
+    throw new MlpFormatError(`not an llmhub-mlp file (format '${metadata.format ?? ''}')`);
   const layers: Mlp = [];
   for (let i = 0; tensors[`layers.${i}.weight`]; i++) {
     const w = tensors[`layers.${i}.weight`]!;
     const b = tensors[`layers.${i}.bias`];
     const [outputs, inputs] = w.shape as [number, number];
-    if (w.shape.length !== 2 || !b || b.shape.length !== 1 || b.shape[0] !== outputs) throw new MlpFormatError(`layer ${i}: weight [out, in] and bias [out] expected`);
-    if (i > 0 && layers[i - 1]!.outputs !== inputs) throw new MlpFormatError(`layer ${i} takes ${inputs} inputs but layer ${i - 1} gives ${layers[i - 1]!.outputs}`);
+    if (w.shape.length !== 2 || !b || b.shape.length !== 1 || b.shape[0] !== outputs)
+      throw new MlpFormatError(`layer ${i}: weight [out, in] and bias [out] expected`);
+    if (i > 0 && layers[i - 1]!.outputs !== inputs)
+      throw new MlpFormatError(`layer ${i} takes ${inputs} inputs but layer ${i - 1} gives ${layers[i - 1]!.outputs}`);
     layers.push({ inputs, outputs, weight: w.data, bias: b.data });
   }
   if (layers.length === 0) throw new MlpFormatError('an llmhub-mlp file holds at least layers.0');
@@ -88,8 +91,14 @@ export function parseDataset(text: string, mlp?: Mlp): Example[] {
   text.split('\n').forEach((line, i) => {
     if (line.trim() === '') return;
     const r = JSON.parse(line) as Example;
-    const fits = Array.isArray(r.x) && Array.isArray(r.y) && (!mlp || (r.x.length === mlp[0]!.inputs && r.y.length === mlp.at(-1)!.outputs));
-    if (!fits) throw new MlpFormatError(`dataset line ${i + 1}: {"x":[…], "y":[…]} matching the model's input and output sizes expected`);
+    const fits =
+      Array.isArray(r.x) &&
+      Array.isArray(r.y) &&
+      (!mlp || (r.x.length === mlp[0]!.inputs && r.y.length === mlp.at(-1)!.outputs));
+    if (!fits)
+      throw new MlpFormatError(
+        `dataset line ${i + 1}: {"x":[…], "y":[…]} matching the model's input and output sizes expected`,
+      );
     rows.push(r);
   });
   return rows;

@@ -31,7 +31,8 @@ export function encodeSafetensors(tensors: Record<string, F32Tensor>, metadata: 
   const names = Object.keys(tensors).sort();
   for (const name of names) {
     const { shape, data } = tensors[name]!;
-    if (elementsOf(shape) !== data.length) throw new SafetensorsError(`tensor ${name}: shape [${shape}] does not hold ${data.length} values`);
+    if (elementsOf(shape) !== data.length)
+      throw new SafetensorsError(`tensor ${name}: shape [${shape}] does not hold ${data.length} values`);
     header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + data.byteLength] };
     offset += data.byteLength;
   }
@@ -65,7 +66,8 @@ export function decodeSafetensors(bytes: Buffer): Safetensors {
   for (const [name, value] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const entry = value as HeaderEntry;
-    if (entry.dtype !== 'F32') throw new SafetensorsError(`tensor ${name}: dtype ${entry.dtype} is not supported (F32 only)`);
+    if (entry.dtype !== 'F32')
+      throw new SafetensorsError(`tensor ${name}: dtype ${entry.dtype} is not supported (F32 only)`);
     const [from, to] = entry.data_offsets;
     if (to - from !== elementsOf(entry.shape) * 4 || start + to > bytes.length) {
       throw new SafetensorsError(`tensor ${name}: byte range [${from}, ${to}) does not match shape [${entry.shape}]`);

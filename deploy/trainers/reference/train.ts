@@ -11,8 +11,23 @@
  * Exit codes: 0 done, 2 bad input (model, dataset, hyperparameters), 1 anything else.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { RunObjects, TrainerEnv, type FineTuneMethod, type Hyperparameters, type TrainerProgress } from '../../../contracts/fine-tune';
-import { activations, decodeMlp, encodeMlp, meanSquaredError, MlpFormatError, parseDataset, type Example, type Mlp } from './mlp';
+import {
+  RunObjects,
+  TrainerEnv,
+  type FineTuneMethod,
+  type Hyperparameters,
+  type TrainerProgress,
+} from '../../../contracts/fine-tune';
+import {
+  activations,
+  decodeMlp,
+  encodeMlp,
+  meanSquaredError,
+  MlpFormatError,
+  parseDataset,
+  type Example,
+  type Mlp,
+} from './mlp';
 import { objectUri, parseObjectUri, S3ObjectStore, type ObjectStore } from '../../../common/objectstore';
 import { decodeSafetensors, encodeSafetensors, type F32Tensor } from './safetensors';
 
@@ -51,7 +66,8 @@ function fakeQuantise(l: Mlp[number]): Float32Array {
     let max = 0;
     for (let i = 0; i < l.inputs; i++) max = Math.max(max, Math.abs(l.weight[o * l.inputs + i]!));
     const scale = max / 127 || 1;
-    for (let i = 0; i < l.inputs; i++) out[o * l.inputs + i] = Math.max(-127, Math.min(127, Math.round(l.weight[o * l.inputs + i]! / scale))) * scale;
+    for (let i = 0; i < l.inputs; i++)
+      out[o * l.inputs + i] = Math.max(-127, Math.min(127, Math.round(l.weight[o * l.inputs + i]! / scale))) * scale;
   }
   return out;
 }
@@ -74,7 +90,12 @@ function trainableOf(base: Mlp, method: FineTuneMethod, hp: Hyperparameters): Tr
     });
     return {
       tensors,
-      effective: () => base.map((l, i) => ({ ...l, weight: tensors[`layers.${i}.weight`]!.data, bias: tensors[`layers.${i}.bias`]!.data })),
+      effective: () =>
+        base.map((l, i) => ({
+          ...l,
+          weight: tensors[`layers.${i}.weight`]!.data,
+          bias: tensors[`layers.${i}.bias`]!.data,
+        })),
       step(dW, dB, lr) {
         base.forEach((_, i) => {
           const w = tensors[`layers.${i}.weight`]!.data;
@@ -203,18 +224,36 @@ export async function train(s: TrainSettings, store: ObjectStore): Promise<Train
   if (trainRows.length === 0) throw new BadInput('the dataset has no training rows');
 
   const model = trainableOf(base, s.method, hp);
-  let progress: TrainerProgress = { step: 0, totalSteps: hp.totalSteps, loss: [], evalLoss: [], checkpoint: null, segments: [], output: null };
+  let progress: TrainerProgress = {
+    step: 0,
+    totalSteps: hp.totalSteps,
+    loss: [],
+    evalLoss: [],
+    checkpoint: null,
+    segments: [],
+    output: null,
+  };
   if (s.resumeFrom) {
     const ckpt = decodeSafetensors(await readBytes(store, s.resumeFrom));
     for (const [name, t] of Object.entries(model.tensors)) {
       const saved = ckpt.tensors[name];
-      if (!saved || saved.data.length !== t.data.length) throw new BadInput(`checkpoint ${s.resumeFrom} does not hold ${name} of this run`);
+      if (!saved || saved.data.length !== t.data.length)
+        throw new BadInput(`checkpoint ${s.resumeFrom} does not hold ${name} of this run`);
       t.data.set(saved.data);
     }
     const step = Number(ckpt.metadata.step);
-    const before = (await store.head(at(RunObjects.progress))) ? (JSON.parse((await readBytes(store, objectUri(at(RunObjects.progress)))).toString('utf8')) as TrainerProgress) : progress;
+    const before = (await store.head(at(RunObjects.progress)))
+      ? (JSON.parse((await readBytes(store, objectUri(at(RunObjects.progress)))).toString('utf8')) as TrainerProgress)
+      : progress;
     // What happened after the checkpoint is trained again, so its loss points are dropped; the segments stay as they were.
-    progress = { ...before, step, loss: before.loss.filter(([k]) => k <= step), evalLoss: before.evalLoss.filter(([k]) => k <= step), checkpoint: { step, uri: s.resumeFrom }, output: null };
+    progress = {
+      ...before,
+      step,
+      loss: before.loss.filter(([k]) => k <= step),
+      evalLoss: before.evalLoss.filter(([k]) => k <= step),
+      checkpoint: { step, uri: s.resumeFrom },
+      output: null,
+    };
   }
   const segment = { attempt: s.attempt, fromStep: progress.step, toStep: progress.step };
   progress.segments = [...progress.segments, segment];
@@ -228,7 +267,10 @@ export async function train(s: TrainSettings, store: ObjectStore): Promise<Train
       // The timer keeps the process alive; only a kill ends it.
       await new Promise(() => setInterval(() => undefined, 60_000));
     }
-    const batch = Array.from({ length: hp.batchSize }, (_, j) => trainRows[Math.floor(random(hp.seed, step, j) * trainRows.length)]!);
+    const batch = Array.from(
+      { length: hp.batchSize },
+      (_, j) => trainRows[Math.floor(random(hp.seed, step, j) * trainRows.length)]!,
+    );
     const { loss, dW, dB } = gradients(model.effective(), batch);
     model.step(dW, dB, hp.learningRate);
     progress.step = step + 1;
@@ -261,7 +303,8 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): TrainSettings {
     return v;
   };
   const method = need(TrainerEnv.method) as FineTuneMethod;
-  if (!['lora', 'qlora', 'full'].includes(method)) throw new BadInput(`${TrainerEnv.method} '${method}' is not lora, qlora or full`);
+  if (!['lora', 'qlora', 'full'].includes(method))
+    throw new BadInput(`${TrainerEnv.method} '${method}' is not lora, qlora or full`);
   return {
     runPrefix: need(TrainerEnv.runPrefix),
     baseModelUri: need(TrainerEnv.baseModelUri),
@@ -276,7 +319,11 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv): TrainSettings {
 }
 
 if (require.main === module) {
-  const store = new S3ObjectStore({ endpoint: process.env.S3_ENDPOINT, region: process.env.S3_REGION ?? 'us-east-1', forcePathStyle: process.env.S3_FORCE_PATH_STYLE !== 'false' });
+  const store = new S3ObjectStore({
+    endpoint: process.env.S3_ENDPOINT,
+    region: process.env.S3_REGION ?? 'us-east-1',
+    forcePathStyle: process.env.S3_FORCE_PATH_STYLE !== 'false',
+  });
   (async () => {
     const p = await train(settingsFromEnv(process.env), store);
     console.log(JSON.stringify({ done: true, step: p.step, loss: p.loss.at(-1)?.[1], output: p.output?.uri }));

@@ -38,7 +38,10 @@ const STREAMS = 1_000;
 const STREAM_FAULTS = { ttftMs: 200, tokenIntervalMs: 50, replyTokens: 160 };
 const MODEL = 'bench-model';
 
-const node = (script: string, args: string[] = [], nodeFlags: string[] = []) => ({ command: process.execPath, args: [...nodeFlags, path.join(ROOT, script), ...args] });
+const node = (script: string, args: string[] = [], nodeFlags: string[] = []) => ({
+  command: process.execPath,
+  args: [...nodeFlags, path.join(ROOT, script), ...args],
+});
 const tsx = (script: string, args: string[] = []) => node(script, args, ['--import', 'tsx']);
 /**
  * Node flags for both proxies (raw and gateway): the API process's own heap budget, so both run as production runs
@@ -54,7 +57,8 @@ interface Target {
   headers: Record<string, string>;
 }
 
-const percentile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+const percentile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
 
 async function call(pool: HttpPool, t: Target, body: string): Promise<number> {
   const started = performance.now();
@@ -77,18 +81,22 @@ const cpuSecondsOf = async (pid: number) => {
 async function throughput(t: Target, body: string): Promise<{ rps: number; cpuUsPerRequest: number }> {
   const pool = new HttpPool(t.url, { connections: CONCURRENCY });
   const warmEnd = performance.now() + 1_000;
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (performance.now() < warmEnd) await call(pool, t, body);
-  }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < warmEnd) await call(pool, t, body);
+    }),
+  );
   let done = 0;
   const cpuBefore = await cpuSecondsOf(t.pid);
   const end = performance.now() + DURATION_MS;
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (performance.now() < end) {
-      await call(pool, t, body);
-      done++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < end) {
+        await call(pool, t, body);
+        done++;
+      }
+    }),
+  );
   const cpu = (await cpuSecondsOf(t.pid)) - cpuBefore;
   await pool.close();
   return { rps: done / (DURATION_MS / 1000), cpuUsPerRequest: (cpu * 1e6) / done };
@@ -113,7 +121,8 @@ async function latencyAtRate(t: Target, body: string): Promise<{ p50: number; p9
   return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
 }
 
-const rssOf = async (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+const rssOf = async (pid: number) =>
+  Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
 interface StreamRun {
   streams: number;
@@ -178,9 +187,16 @@ interface GcPause {
 
 /** The GC pauses a process run with --trace-gc has logged so far. */
 const gcPauses = async (logFile: string): Promise<GcPause[]> =>
-  [...(await readFile(logFile, 'utf8')).matchAll(/ (\d+) ms: (Scavenge|Mark-Compact)(?: \([a-z ]+\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB, pooled: [\d.]+ MB, ([\d.]+) \//g)].map(
-    (m) => ({ at: Number(m[1]), kind: m[2] === 'Scavenge' ? 'scavenge' : 'full', afterMb: Number(m[3]), ms: Number(m[4]) }),
-  );
+  [
+    ...(await readFile(logFile, 'utf8')).matchAll(
+      / (\d+) ms: (Scavenge|Mark-Compact)(?: \([a-z ]+\))? [\d.]+ \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB, pooled: [\d.]+ MB, ([\d.]+) \//g,
+    ),
+  ].map((m) => ({
+    at: Number(m[1]),
+    kind: m[2] === 'Scavenge' ? 'scavenge' : 'full',
+    afterMb: Number(m[3]),
+    ms: Number(m[4]),
+  }));
 
 /** How long a process has run, in ms, on the clock --trace-gc uses (process start), from /proc (10 ms ticks). */
 const uptimeMs = async (pid: number) => {
@@ -208,7 +224,9 @@ async function memoryOf(url: string): Promise<string> {
   const text = await metricsText(url);
   const mb = (v: string | undefined) => (Number(v ?? NaN) / 2 ** 20).toFixed(0);
   const read = (name: string) => mb(metric(text, name));
-  const used = new Map([...text.matchAll(/^nodejs_heap_space_size_used_bytes\{space="(\w+)"\} (\S+)/gm)].map((m) => [m[1], m[2]]));
+  const used = new Map(
+    [...text.matchAll(/^nodejs_heap_space_size_used_bytes\{space="(\w+)"\} (\S+)/gm)].map((m) => [m[1], m[2]]),
+  );
   const spaces = [...text.matchAll(/^nodejs_heap_space_size_total_bytes\{space="(\w+)"\} (\S+)/gm)]
     .filter((m) => Number(m[2]) >= 2 ** 20)
     .map((m) => `${m[1]} ${mb(used.get(m[1]!))}/${mb(m[2])}`);
@@ -237,33 +255,75 @@ async function main(): Promise<void> {
     const db = createPool(stack.env.DATABASE_URL!, 4);
     await migrate(db);
     const [upPort, rawPort, apiPort] = [await freePort(), await freePort(), await freePort()];
-    const model = await startProcess({ name: 'reference-model', ...tsx('deploy/dev/model-server/main.ts', ['--port', String(upPort), '--name', 'bench']), dataDir });
+    const model = await startProcess({
+      name: 'reference-model',
+      ...tsx('deploy/dev/model-server/main.ts', ['--port', String(upPort), '--name', 'bench']),
+      dataDir,
+    });
     procs.push(model);
-    const raw = await startProcess({ name: 'raw-proxy', ...node('test/bench/gateway/raw-proxy.mts', [], proxyFlags), dataDir, env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` } });
+    const raw = await startProcess({
+      name: 'raw-proxy',
+      ...node('test/bench/gateway/raw-proxy.mts', [], proxyFlags),
+      dataDir,
+      env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` },
+    });
     procs.push(raw);
     // `npm run bench:gateway` compiles first; the gateway runs from dist/ as in production.
-    const api = await startProcess({ name: 'gateway', ...node('dist/api/server.js', [], ['--trace-gc', ...proxyFlags]), dataDir, env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' } });
+    const api = await startProcess({
+      name: 'gateway',
+      ...node('dist/api/server.js', [], ['--trace-gc', ...proxyFlags]),
+      dataDir,
+      env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' },
+    });
     procs.push(api);
     const tenants = new TenantStore(db);
     await tenants.createTenant('bench', 'bench');
     const { key } = await tenants.createApiKey('bench', 'bench', 'developer');
     await serveModel(db, 'bench', MODEL, { '1': `http://127.0.0.1:${upPort}/v1` }, { stable: '1' });
     // Generous limits, so the leasing path runs without refusing anything.
-    await new LimitStore(db).setLimit({ tenantId: 'bench', subject: '', windowSeconds: 60, maxRequests: 10_000_000, maxTokens: 10_000_000_000 });
-    for (const port of [upPort, rawPort, apiPort]) await waitFor(`port ${port}`, async () => (await fetch(`http://127.0.0.1:${port}/v1/models`).catch(() => undefined)) !== undefined);
+    await new LimitStore(db).setLimit({
+      tenantId: 'bench',
+      subject: '',
+      windowSeconds: 60,
+      maxRequests: 10_000_000,
+      maxTokens: 10_000_000_000,
+    });
+    for (const port of [upPort, rawPort, apiPort])
+      await waitFor(
+        `port ${port}`,
+        async () => (await fetch(`http://127.0.0.1:${port}/v1/models`).catch(() => undefined)) !== undefined,
+      );
 
     const json = { 'content-type': 'application/json' };
     const direct: Target = { name: 'direct', url: `http://127.0.0.1:${upPort}`, pid: model.pid, headers: json };
     const rawProxy: Target = { name: 'raw proxy', url: `http://127.0.0.1:${rawPort}`, pid: raw.pid, headers: json };
-    const gateway: Target = { name: 'gateway', url: `http://127.0.0.1:${apiPort}`, pid: api.pid, headers: { ...json, authorization: `Bearer ${key}` } };
+    const gateway: Target = {
+      name: 'gateway',
+      url: `http://127.0.0.1:${apiPort}`,
+      pid: api.pid,
+      headers: { ...json, authorization: `Bearer ${key}` },
+    };
     const targets = [direct, rawProxy, gateway];
-    const body = JSON.stringify({ model: MODEL, max_tokens: 8, messages: [{ role: 'user', content: 'hello benchmark' }] });
-    await waitFor('the gateway to route the model', async () => (await call(new HttpPool(gateway.url), gateway, body).then(() => true, () => false)));
+    const body = JSON.stringify({
+      model: MODEL,
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'hello benchmark' }],
+    });
+    await waitFor(
+      'the gateway to route the model',
+      async () =>
+        await call(new HttpPool(gateway.url), gateway, body).then(
+          () => true,
+          () => false,
+        ),
+    );
 
     const rounds: Record<string, RoundFigures>[] = [];
     const lags: { p99: number; max: number }[] = [];
     const pauses: GcPause[][] = [];
-    console.log(`${ROUNDS} rounds; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s`);
+    console.log(
+      `${ROUNDS} rounds; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s`,
+    );
     for (let r = 0; r < ROUNDS; r++) {
       const round: Record<string, RoundFigures> = {};
       // The order rotates, so no target always runs first (or last) in a round.
@@ -283,9 +343,12 @@ async function main(): Promise<void> {
       console.log(`round ${r + 1}`);
       for (const t of targets) {
         const f = round[t.name]!;
-        console.log(`  ${t.name.padEnd(10)} ${f.rps.toFixed(0).padStart(6)} req/s  ${f.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${f.p50.toFixed(2)} ms  p99 ${f.p99.toFixed(2)} ms`);
+        console.log(
+          `  ${t.name.padEnd(10)} ${f.rps.toFixed(0).padStart(6)} req/s  ${f.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${f.p50.toFixed(2)} ms  p99 ${f.p99.toFixed(2)} ms`,
+        );
       }
-      const longest = (kind: GcPause['kind']) => Math.max(0, ...pauses[r]!.filter((g) => g.kind === kind).map((g) => g.ms)).toFixed(1);
+      const longest = (kind: GcPause['kind']) =>
+        Math.max(0, ...pauses[r]!.filter((g) => g.kind === kind).map((g) => g.ms)).toFixed(1);
       const count = (kind: GcPause['kind']) => pauses[r]!.filter((g) => g.kind === kind).length;
       console.log(
         `  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms (its own stalls, or the OS not running it); ` +
@@ -294,11 +357,40 @@ async function main(): Promise<void> {
     }
     const per = (f: (r: Record<string, RoundFigures>) => number) => rounds.map(f);
     console.log(`\nover ${ROUNDS} rounds: median [min – max]`);
-    console.log(`throughput gateway/raw proxy      ${spread(per((r) => r.gateway!.rps / r['raw proxy']!.rps), 2)}  (target >= 0.85);  raw proxy/direct ${spread(per((r) => r['raw proxy']!.rps / r.direct!.rps), 2)}`);
+    console.log(
+      `throughput gateway/raw proxy      ${spread(
+        per((r) => r.gateway!.rps / r['raw proxy']!.rps),
+        2,
+      )}  (target >= 0.85);  raw proxy/direct ${spread(
+        per((r) => r['raw proxy']!.rps / r.direct!.rps),
+        2,
+      )}`,
+    );
     // Where the proxy's own CPU is the bottleneck, its requests/s is the inverse of its CPU per request.
-    console.log(`CPU per request raw proxy/gateway ${spread(per((r) => r['raw proxy']!.cpuUsPerRequest / r.gateway!.cpuUsPerRequest), 2)}  (the throughput ratio on an otherwise idle core)`);
-    console.log(`added at ${RATE}/s, gateway     p50 ${spread(per((r) => r.gateway!.p50 - r.direct!.p50), 2)} ms (target < 1)  p99 ${spread(per((r) => r.gateway!.p99 - r.direct!.p99), 2)} ms (target < 5)`);
-    console.log(`added at ${RATE}/s, raw proxy   p50 ${spread(per((r) => r['raw proxy']!.p50 - r.direct!.p50), 2)} ms  p99 ${spread(per((r) => r['raw proxy']!.p99 - r.direct!.p99), 2)} ms`);
+    console.log(
+      `CPU per request raw proxy/gateway ${spread(
+        per((r) => r['raw proxy']!.cpuUsPerRequest / r.gateway!.cpuUsPerRequest),
+        2,
+      )}  (the throughput ratio on an otherwise idle core)`,
+    );
+    console.log(
+      `added at ${RATE}/s, gateway     p50 ${spread(
+        per((r) => r.gateway!.p50 - r.direct!.p50),
+        2,
+      )} ms (target < 1)  p99 ${spread(
+        per((r) => r.gateway!.p99 - r.direct!.p99),
+        2,
+      )} ms (target < 5)`,
+    );
+    console.log(
+      `added at ${RATE}/s, raw proxy   p50 ${spread(
+        per((r) => r['raw proxy']!.p50 - r.direct!.p50),
+        2,
+      )} ms  p99 ${spread(
+        per((r) => r['raw proxy']!.p99 - r.direct!.p99),
+        2,
+      )} ms`,
+    );
 
     await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
     console.log(
@@ -306,8 +398,13 @@ async function main(): Promise<void> {
         `${DIRECT_STREAM_SECONDS} s direct, ${STREAM_SECONDS} s through each proxy; RSS as its highest value in each ${SPAN_SECONDS} s`,
     );
     const base = await steadyStreams(direct, model.pid, DIRECT_STREAM_SECONDS);
-    console.log(`direct     ${base.streams} streams, TTFT p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms`);
-    for (const [t, pid] of [[rawProxy, raw.pid], [gateway, api.pid]] as const) {
+    console.log(
+      `direct     ${base.streams} streams, TTFT p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms`,
+    );
+    for (const [t, pid] of [
+      [rawProxy, raw.pid],
+      [gateway, api.pid],
+    ] as const) {
       const from = await uptimeMs(api.pid);
       const run = await steadyStreams(t, pid, STREAM_SECONDS);
       console.log(
@@ -316,7 +413,9 @@ async function main(): Promise<void> {
       );
       if (t === gateway) {
         const full = (await gcPauses(api.logFile)).filter((g) => g.kind === 'full' && g.at >= from);
-        console.log(`  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(gateway.url)}`);
+        console.log(
+          `  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(gateway.url)}`,
+        );
       }
     }
     // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
@@ -331,8 +430,12 @@ async function main(): Promise<void> {
       idle.push(await rssOf(api.pid));
     }
     const gcs = await fullGcs();
-    console.log(`gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`);
-    console.log(`gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(gateway.url)}`);
+    console.log(
+      `gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`,
+    );
+    console.log(
+      `gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(gateway.url)}`,
+    );
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();

@@ -20,5 +20,7 @@ const server = http.createServer((req, res) => {
   req.pipe(out);
 });
 server.keepAliveTimeout = 65_000;
-server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => console.log(`raw proxy on ${JSON.stringify(server.address())} -> ${upstream.href}`));
+server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () =>
+  console.log(`raw proxy on ${JSON.stringify(server.address())} -> ${upstream.href}`),
+);
 process.once('SIGTERM', () => server.close(() => process.exit(0)));

@@ -22,13 +22,23 @@ import { platformActivityDeps } from '../../../workers/platform-deps';
 import { withScratchStack } from '../../support/scratch-stack';
 import { quietLogger, runScript } from '../../support/script';
 
-const TOPICS = ['volcanoes', 'sourdough baking', 'quarterly revenue', 'router settings', 'puppy care', 'orbital stations', 'tax filing', 'bird migration'];
+const TOPICS = [
+  'volcanoes',
+  'sourdough baking',
+  'quarterly revenue',
+  'router settings',
+  'puppy care',
+  'orbital stations',
+  'tax filing',
+  'bird migration',
+];
 
 /** A realistic small document: a heading and three paragraphs (about 700 characters, 1-2 chunks). */
 function document(i: number): { name: string; body: string } {
   const topic = TOPICS[i % TOPICS.length]!;
   const paragraphs = [0, 1, 2].map(
-    (p) => `Paragraph ${p + 1} of document ${i} explains an aspect of ${topic}: it covers background, common questions, ` +
+    (p) =>
+      `Paragraph ${p + 1} of document ${i} explains an aspect of ${topic}: it covers background, common questions, ` +
       `practical steps and a few caveats that readers reported in survey ${i * 3 + p}, with figures from year ${1990 + (i % 30)}.`,
   );
   return i % 2 === 0
@@ -44,7 +54,10 @@ async function main(): Promise<void> {
     const objects = s3StoreFromConfig(config);
     await objects.ensureBucket('corpus');
     const corpus = Array.from({ length: docs }, (_, i) => document(i));
-    for (let i = 0; i < docs; i += 50) await Promise.all(corpus.slice(i, i + 50).map((d) => objects.put({ bucket: 'corpus', key: `docs/${d.name}` }, d.body)));
+    for (let i = 0; i < docs; i += 50)
+      await Promise.all(
+        corpus.slice(i, i + 50).map((d) => objects.put({ bucket: 'corpus', key: `docs/${d.name}` }, d.body)),
+      );
 
     const stageSeconds: Record<IngestStage, number> = { download: 0, parse: 0, embed: 0, upsert: 0, record: 0 };
     const deps = await platformActivityDeps(config, db, { observeStage: (stage, s) => (stageSeconds[stage] += s) });
@@ -53,7 +66,12 @@ async function main(): Promise<void> {
       namespace: 'default',
       taskQueue: 'bench',
       activities: createPlatformActivities(deps),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../../workflows'), logger: quietLogger }) },
+      workflows: {
+        workflowBundle: await bundleWorkflowCode({
+          workflowsPath: require.resolve('../../../workflows'),
+          logger: quietLogger,
+        }),
+      },
       logger: createLogger('bench', 'warn'),
       handleSignals: false,
     });
@@ -77,7 +95,8 @@ async function main(): Promise<void> {
     // the pipeline and averaged, so a machine whose load drifts during the run skews the ratio less.
     const texts: string[] = [];
     for (const d of corpus) {
-      for (const c of chunkBlocks(await parseBuiltin(d.name, Buffer.from(d.body)), chunking)) texts.push(c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text);
+      for (const c of chunkBlocks(await parseBuiltin(d.name, Buffer.from(d.body)), chunking))
+        texts.push(c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text);
     }
     const embedAlone = async (): Promise<number> => {
       const t = performance.now();
@@ -87,7 +106,11 @@ async function main(): Promise<void> {
     const ceilingBefore = await embedAlone();
 
     const t0 = performance.now();
-    const stats = (await client.workflow.execute('ingestDocuments', { taskQueue: 'bench', workflowId: 'ingestion/bench/bench', args: [input] })) as IngestionStats;
+    const stats = (await client.workflow.execute('ingestDocuments', {
+      taskQueue: 'bench',
+      workflowId: 'ingestion/bench/bench',
+      args: [input],
+    })) as IngestionStats;
     const wall = (performance.now() - t0) / 1000;
     await worker.shutdown();
 
@@ -96,15 +119,24 @@ async function main(): Promise<void> {
 
     const activitySeconds = Object.values(stageSeconds).reduce((a, b) => a + b, 0);
     const pipelineChunksPerS = stats.chunksWritten / wall;
-    console.log(`corpus: ${docs} documents, ${stats.chunksWritten} chunks (${texts.length} expected); load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-    console.log(`end to end: ${wall.toFixed(1)} s = ${(stats.done / wall).toFixed(1)} documents/s, ${pipelineChunksPerS.toFixed(1)} chunks/s`);
+    console.log(
+      `corpus: ${docs} documents, ${stats.chunksWritten} chunks (${texts.length} expected); load average ${os
+        .loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
+    console.log(
+      `end to end: ${wall.toFixed(1)} s = ${(stats.done / wall).toFixed(1)} documents/s, ${pipelineChunksPerS.toFixed(1)} chunks/s`,
+    );
     console.log(
       `stage share of activity time (${activitySeconds.toFixed(1)} s over 2 parallel batches): ` +
         Object.entries(stageSeconds)
           .map(([k, v]) => `${k} ${((100 * v) / activitySeconds).toFixed(1)}%`)
           .join(', '),
     );
-    console.log(`embedder ceiling (same chunks, batch 32, alone): ${ceiling.toFixed(1)} chunks/s (before ${ceilingBefore.toFixed(1)}, after ${ceilingAfter.toFixed(1)})`);
+    console.log(
+      `embedder ceiling (same chunks, batch 32, alone): ${ceiling.toFixed(1)} chunks/s (before ${ceilingBefore.toFixed(1)}, after ${ceilingAfter.toFixed(1)})`,
+    );
     console.log(`ratio pipeline / embedder ceiling: ${(pipelineChunksPerS / ceiling).toFixed(2)} (target >= 0.8)`);
   });
 }

@@ -46,8 +46,18 @@ async function main(): Promise<void> {
         connection: native,
         namespace: 'default',
         taskQueue: TASK_QUEUE,
-        activities: createPlatformActivities(await platformActivityDeps(config, db, { kubeConfigOf: (c) => (c === 'local' ? kube.kubeConfig() : undefined), endpointOf: localEndpoints(endpoints) })),
-        workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../../workflows'), logger: quietLogger }) },
+        activities: createPlatformActivities(
+          await platformActivityDeps(config, db, {
+            kubeConfigOf: (c) => (c === 'local' ? kube.kubeConfig() : undefined),
+            endpointOf: localEndpoints(endpoints),
+          }),
+        ),
+        workflows: {
+          workflowBundle: await bundleWorkflowCode({
+            workflowsPath: require.resolve('../../../workflows'),
+            logger: quietLogger,
+          }),
+        },
         logger,
         handleSignals: false,
       });
@@ -74,9 +84,17 @@ async function main(): Promise<void> {
       const results: { ms: number; badRequests: number }[] = [];
       for (let i = 0; i < runs; i++) {
         const modelId = `bench-${i}`;
-        const [stable, canary] = await Promise.all([startReferenceModelServer({ name: `${modelId}-v1` }), startReferenceModelServer({ name: `${modelId}-v2` })]);
+        const [stable, canary] = await Promise.all([
+          startReferenceModelServer({ name: `${modelId}-v1` }),
+          startReferenceModelServer({ name: `${modelId}-v2` }),
+        ]);
         await serveModel(db, TENANT, modelId, { v1: stable.url }, { stable: 'v1' });
-        await registry.insertVersion(db, TENANT, { modelId, version: 'v2', artifactUri: `s3://models/${modelId}/v2`, workflowId: `bench/${modelId}` });
+        await registry.insertVersion(db, TENANT, {
+          modelId,
+          version: 'v2',
+          artifactUri: `s3://models/${modelId}/v2`,
+          workflowId: `bench/${modelId}`,
+        });
         await registry.markVersionReady(TENANT, modelId, 'v2', { sizeBytes: 1, checksum: 'sha256:00', etag: null });
         endpoints.set(localEndpointKey({ tenantId: TENANT, modelId, version: 'v2' }), canary.url);
 
@@ -98,26 +116,47 @@ async function main(): Promise<void> {
           method: 'POST',
           url: '/v1/deploy',
           headers: { authorization: `Bearer ${key}`, 'idempotency-key': `bench-${i}` },
-          payload: { modelId, cluster: 'local', resources: { cpu: '500m', gpu: 0 }, version: 'v2', strategy: { steps: STEPS, analysis: ANALYSIS } },
+          payload: {
+            modelId,
+            cluster: 'local',
+            resources: { cpu: '500m', gpu: 0 },
+            version: 'v2',
+            strategy: { steps: STEPS, analysis: ANALYSIS },
+          },
         });
         if (res.statusCode !== 202) throw new Error(`deploy answered ${res.statusCode}: ${res.body}`);
-        await pollFor('canary traffic', async () => ((await routing.getRoute(TENANT, modelId))?.canaryWeight ?? 0) > 0, 120_000, 50);
+        await pollFor(
+          'canary traffic',
+          async () => ((await routing.getRoute(TENANT, modelId))?.canaryWeight ?? 0) > 0,
+          120_000,
+          50,
+        );
         canary.faults.errorRate = 0.3;
         const wentBad = Date.now();
         const receivedBefore = canary.received();
-        await pollFor('stable 100 %', async () => (await routing.getRoute(TENANT, modelId))?.canary === null, 120_000, 20);
+        await pollFor(
+          'stable 100 %',
+          async () => (await routing.getRoute(TENANT, modelId))?.canary === null,
+          120_000,
+          20,
+        );
         results.push({ ms: Date.now() - wentBad, badRequests: canary.received() - receivedBefore });
         running = false;
         await traffic;
         await Promise.all([stable.close(), canary.close()]);
-        console.log(`run ${i + 1}/${runs}: ${results.at(-1)!.ms} ms, ${results.at(-1)!.badRequests} requests reached the bad canary`);
+        console.log(
+          `run ${i + 1}/${runs}: ${results.at(-1)!.ms} ms, ${results.at(-1)!.badRequests} requests reached the bad canary`,
+        );
       }
       await app.close();
       await worker.shutdown();
       const ms = results.map((r) => r.ms).sort((a, b) => a - b);
       const bad = results.map((r) => r.badRequests).sort((a, b) => a - b);
-      const median = (xs: number[]) => (xs.length % 2 ? xs[(xs.length - 1) / 2]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2);
-      console.log(`canary bad -> 100 % stable over ${runs} runs (analysis interval ${ANALYSIS.interval}, failureLimit ${ANALYSIS.failureLimit}):`);
+      const median = (xs: number[]) =>
+        xs.length % 2 ? xs[(xs.length - 1) / 2]! : (xs[xs.length / 2 - 1]! + xs[xs.length / 2]!) / 2;
+      console.log(
+        `canary bad -> 100 % stable over ${runs} runs (analysis interval ${ANALYSIS.interval}, failureLimit ${ANALYSIS.failureLimit}):`,
+      );
       console.log(`  time:                        min ${ms[0]} ms, median ${median(ms)} ms, max ${ms.at(-1)} ms`);
       console.log(`  requests to the bad version: min ${bad[0]}, median ${median(bad)}, max ${bad.at(-1)}`);
     });

@@ -27,11 +27,7 @@ describe('GPU scheduling onto kwok GPU nodes', () => {
     if (k && ns) await deleteNamespace(k, ns);
   });
 
-  function gpuJob(
-    name: string,
-    resources: Record<string, string>,
-    nodeSelector?: Record<string, string>,
-  ): V1Job {
+  function gpuJob(name: string, resources: Record<string, string>, nodeSelector?: Record<string, string>): V1Job {
     return {
       apiVersion: 'batch/v1',
       kind: 'Job',

@@ -55,8 +55,11 @@ export interface WaitOptions {
 }
 
 /** Waits on a condition (see pollFor); errors from the probe count as "not yet", an API blip under load is no failure. */
-export const waitFor = <T>(what: string, probe: () => Promise<T | undefined | false>, { timeoutMs = 120_000, intervalMs = 500 }: WaitOptions = {}): Promise<T> =>
-  pollFor(what, probe, timeoutMs, intervalMs);
+export const waitFor = <T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  { timeoutMs = 120_000, intervalMs = 500 }: WaitOptions = {},
+): Promise<T> => pollFor(what, probe, timeoutMs, intervalMs);
 
 export function podCondition(pod: V1Pod, type: string): string | undefined {
   return pod.status?.conditions?.find((c) => c.type === type)?.status;

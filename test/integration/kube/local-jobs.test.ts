@@ -4,7 +4,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import type { V1Job } from '@kubernetes/client-node';
 import { KUBECONFIG_ENV } from '../../../deploy/dev/kube/cluster';
-import { LOCAL_PROCESS_ANNOTATIONS, imageName, startLocalJobRunner, type LocalJobRunner } from '../../../deploy/dev/kube/local-jobs';
+import {
+  LOCAL_PROCESS_ANNOTATIONS,
+  imageName,
+  startLocalJobRunner,
+  type LocalJobRunner,
+} from '../../../deploy/dev/kube/local-jobs';
 import { isAlive } from '../../../deploy/dev/process';
 import { createNamespace, deleteNamespace, kube, listPods, waitFor, type Kube } from './kube-helpers';
 
@@ -71,7 +76,8 @@ describe('local job runner (kwok pods with a local program)', () => {
   const jobCondition = (name: string) =>
     waitFor(`job ${name} finished`, async () => {
       const j = await k.batch.readNamespacedJob({ name, namespace: ns });
-      return j.status?.conditions?.find((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True')?.type;
+      return j.status?.conditions?.find((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True')
+        ?.type;
     });
 
   test('image names lose their tag and digest, not their registry port', () => {
@@ -90,7 +96,10 @@ describe('local job runner (kwok pods with a local program)', () => {
   });
 
   test('a non-zero exit fails the pod with that exit code', async () => {
-    await k.batch.createNamespacedJob({ namespace: ns, body: job('bad', { OUT: path.join(dir, 'bad.json'), EXIT_WITH: '3' }) });
+    await k.batch.createNamespacedJob({
+      namespace: ns,
+      body: job('bad', { OUT: path.join(dir, 'bad.json'), EXIT_WITH: '3' }),
+    });
     expect(await jobCondition('bad')).toBe('Failed');
     const [pod] = await listPods(k, ns, 'job-name=bad');
     expect(pod?.status?.phase).toBe('Failed');
@@ -100,7 +109,10 @@ describe('local job runner (kwok pods with a local program)', () => {
   test('deleting the pod kills its program, as losing the node kills the container', async () => {
     const out = path.join(dir, 'forever.json');
     await k.batch.createNamespacedJob({ namespace: ns, body: job('forever', { OUT: out }) });
-    const pid = await waitFor('program started', async () => (JSON.parse(await readFile(out, 'utf8')) as { pid: number }).pid);
+    const pid = await waitFor(
+      'program started',
+      async () => (JSON.parse(await readFile(out, 'utf8')) as { pid: number }).pid,
+    );
     expect(isAlive(pid)).toBe(true);
     const [pod] = await listPods(k, ns, 'job-name=forever');
     expect(pod?.status?.phase).toBe('Running');

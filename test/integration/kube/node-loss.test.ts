@@ -49,7 +49,10 @@ describe('node loss', () => {
         labels: { type: 'kwok', 'kubernetes.io/hostname': name, [POOL_LABEL]: pool },
       },
       spec: { taints: [{ key: POOL_LABEL, value: pool, effect: 'NoSchedule' }] },
-      status: { capacity: { cpu: '8', memory: '32Gi', pods: '110' }, allocatable: { cpu: '8', memory: '32Gi', pods: '110' } },
+      status: {
+        capacity: { cpu: '8', memory: '32Gi', pods: '110' },
+        allocatable: { cpu: '8', memory: '32Gi', pods: '110' },
+      },
     };
     await k.core.createNode({ body: node });
     nodes.push(name);
