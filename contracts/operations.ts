@@ -21,6 +21,11 @@ export const KEY_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$';
 const keyRe = new RegExp(KEY_PATTERN);
 export const isValidKey = (key: string): boolean => keyRe.test(key);
 
+/** Tenant ids carry no `/`, so `<kind>/<tenant>/<key>` always splits one way. */
+export const TENANT_ID_PATTERN = '^[a-z0-9][a-z0-9-]{0,62}$';
+const tenantRe = new RegExp(TENANT_ID_PATTERN);
+export const isValidTenantId = (id: string): boolean => tenantRe.test(id);
+
 export function workflowId(kind: OperationKind, tenantId: string, key: string): string {
   return `${kind}/${tenantId}/${key}`;
 }

@@ -4,6 +4,7 @@ import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
 import { Roles, type Role } from '../../contracts/approvals';
+import { isValidTenantId } from '../../contracts/operations';
 
 /** Creates a tenant (if missing) and an API key for it; prints the key once. */
 async function main(): Promise<void> {
@@ -15,7 +16,7 @@ async function main(): Promise<void> {
       'key-name': { type: 'string', default: 'first-admin' },
     },
   });
-  if (!values.tenant || !/^[a-z0-9][a-z0-9-]{0,62}$/.test(values.tenant)) {
+  if (!values.tenant || !isValidTenantId(values.tenant)) {
     throw new Error('--tenant <id> is required (lower-case letters, digits, -)');
   }
   if (!(Roles as readonly string[]).includes(values.role!))

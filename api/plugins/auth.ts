@@ -3,8 +3,9 @@ import fp from 'fastify-plugin';
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ForbiddenError, UnauthorizedError } from '../../common/errors';
 import type { TenantStore } from '../../common/store/tenants';
-import { ApiKeyCache } from './key-cache';
+import { ApiKeyCache, LookupCache } from './key-cache';
 import { Roles, type Role } from '../../contracts/approvals';
+import { isValidTenantId } from '../../contracts/operations';
 import type { Principal } from '../../common/types';
 
 declare module 'fastify' {
@@ -28,6 +29,45 @@ export interface JwtSettings {
   issuer?: string;
   audience?: string;
 }
+
+/**
+ * Signature algorithms a token may use: asymmetric ones only, so a token signed with a public key as an HMAC secret,
+ * or not signed at all (`none`), never verifies.
+ */
+export const JWT_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+];
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/**
+ * Refuses a JWT set-up that would accept tokens minted for someone else: with a key set, the issuer and the audience
+ * are required, and keys are fetched over https (plain http only from this machine, for a dev identity provider).
+ */
+export function checkJwtSettings(s: JwtSettings): void {
+  if (!s.jwks && !s.jwksUrl) return;
+  if (!s.issuer) throw new Error('JWT_ISSUER is required when JWT_JWKS_URL is set: tokens of any issuer would pass');
+  if (!s.audience)
+    throw new Error('JWT_AUDIENCE is required when JWT_JWKS_URL is set: tokens minted for other services would pass');
+  if (s.jwksUrl) {
+    const url = new URL(s.jwksUrl);
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.test(url.hostname))) {
+      throw new Error(`JWT_JWKS_URL must use https (plain http only on loopback): ${url.origin}`);
+    }
+  }
+}
+
+/** How long a tenant's existence is trusted; a deleted tenant's tokens stop working within it. */
+const TENANT_CACHE_TTL_MS = 30_000;
 
 /** Roles that carry another's rights: an admin can do what an operator can, and so on down. */
 const IMPLIES: Record<Role, Role[]> = {
@@ -63,15 +103,19 @@ export const authPlugin = fp(
   async (app: FastifyInstance, opts: { tenants: TenantStore; jwt: JwtSettings; keyCacheTtlMs?: number }) => {
     const keys = new ApiKeyCache(opts.tenants, opts.keyCacheTtlMs ?? 0);
     app.decorate('apiKeys', keys);
+    checkJwtSettings(opts.jwt);
     const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
+    const tenantExists = new LookupCache((id) => opts.tenants.tenantExists(id), TENANT_CACHE_TTL_MS, 10_000);
 
     async function fromJwt(token: string): Promise<Principal> {
       if (!jwks) throw new UnauthorizedError('bearer token is not a valid API key and JWT auth is not configured');
       let payload;
       try {
         ({ payload } = await jwtVerify(token, jwks, {
-          ...(opts.jwt.issuer ? { issuer: opts.jwt.issuer } : {}),
-          ...(opts.jwt.audience ? { audience: opts.jwt.audience } : {}),
+          issuer: opts.jwt.issuer,
+          audience: opts.jwt.audience,
+          algorithms: JWT_ALGORITHMS,
+          requiredClaims: ['exp'],
         }));
       } catch (err) {
         throw new UnauthorizedError(`invalid token: ${(err as Error).message}`);
@@ -81,6 +125,10 @@ export const authPlugin = fp(
         ? payload.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r))
         : [];
       if (typeof tenantId !== 'string' || !tenantId) throw new UnauthorizedError('token has no tenant_id claim');
+      // Checked before any lookup: a tenant id becomes part of workflow ids and object keys.
+      if (!isValidTenantId(tenantId) || !(await tenantExists.get(tenantId))) {
+        throw new UnauthorizedError('token names no tenant of this platform');
+      }
       if (roles.length === 0) throw new ForbiddenError('token carries no platform role');
       return { tenantId, subject: String(payload.sub ?? 'jwt'), roles, via: 'jwt' };
     }

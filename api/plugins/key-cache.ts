@@ -1,46 +1,68 @@
 import type { ApiKeyRecord, TenantStore } from '../../common/store/tenants';
 
-interface Entry {
+interface Entry<V> {
   at: number;
-  record: Promise<ApiKeyRecord | undefined>;
+  value: Promise<V>;
 }
 
 /**
- * API key checks from memory, so the inference hot path touches no database. A verdict (valid, revoked or
- * unknown) is trusted for `ttlMs`; `evict` (called on the revocation notification) ends that at once, and the
- * TTL bounds how long a revoked key keeps working when a notification is lost. Concurrent misses for one
- * token share one lookup.
+ * Answers from memory for `ttlMs`, so the inference hot path touches no database for what it has seen. Concurrent
+ * misses for one key share one lookup; a failed lookup is not kept (the next call retries); past `maxEntries` the
+ * oldest entry goes.
  */
-export class ApiKeyCache {
-  private readonly entries = new Map<string, Entry>();
+export class LookupCache<V> {
+  private readonly entries = new Map<string, Entry<V>>();
 
   constructor(
-    private readonly tenants: Pick<TenantStore, 'verifyApiKey'>,
+    private readonly lookup: (key: string) => Promise<V>,
     private readonly ttlMs: number,
     private readonly maxEntries = 50_000,
   ) {}
 
-  verifyApiKey(token: string): Promise<ApiKeyRecord | undefined> {
+  get(key: string): Promise<V> {
     const now = Date.now();
-    const hit = this.entries.get(token);
-    if (hit && now - hit.at < this.ttlMs) return hit.record;
-    const record = this.tenants.verifyApiKey(token);
-    // A failed lookup must not be cached: the next call retries the database.
-    record.catch(() => this.entries.delete(token));
-    this.entries.delete(token);
+    const hit = this.entries.get(key);
+    if (hit && now - hit.at < this.ttlMs) return hit.value;
+    const value = this.lookup(key);
+    value.catch(() => this.entries.delete(key));
+    this.entries.delete(key);
     // Map order is insertion order, so the first entry is the oldest.
     if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(token, { at: now, record });
-    return record;
+    this.entries.set(key, { at: now, value });
+    return value;
+  }
+
+  deleteWhere(matches: (key: string) => boolean): void {
+    for (const key of this.entries.keys()) if (matches(key)) this.entries.delete(key);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+/**
+ * API key verdicts (valid, revoked or unknown), trusted for the TTL; `evict` (called on the revocation notification)
+ * ends that at once, and the TTL bounds how long a revoked key keeps working when a notification is lost.
+ */
+export class ApiKeyCache {
+  private readonly cache: LookupCache<ApiKeyRecord | undefined>;
+
+  constructor(tenants: Pick<TenantStore, 'verifyApiKey'>, ttlMs: number, maxEntries?: number) {
+    this.cache = new LookupCache((token) => tenants.verifyApiKey(token), ttlMs, maxEntries);
+  }
+
+  verifyApiKey(token: string): Promise<ApiKeyRecord | undefined> {
+    return this.cache.get(token);
   }
 
   /** Forgets every cached token of the key (tokens embed the key id: `llmhub_<id>_<secret>`). */
   evict(keyId: string): void {
     const marker = `llmhub_${keyId}_`;
-    for (const token of this.entries.keys()) if (token.startsWith(marker)) this.entries.delete(token);
+    this.cache.deleteWhere((token) => token.startsWith(marker));
   }
 
   clear(): void {
-    this.entries.clear();
+    this.cache.clear();
   }
 }

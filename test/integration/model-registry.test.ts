@@ -305,6 +305,34 @@ describe('auth, validation and audit', () => {
         headers: bearer((await sign({ tenant_id: acme.id, roles: ['admin'] })).slice(0, -4) + 'AAAA'),
       });
       expect(forged.statusCode).toBe(401);
+
+      const refused = async (token: string) =>
+        (await jwtApp.app.inject({ method: 'GET', url: '/v1/models', headers: bearer(token) })).json() as {
+          error: { type: string; message: string };
+        };
+      // A token that never expires, an HMAC one (whatever its secret), a tenant id that is no tenant id or no tenant.
+      const forever = await new SignJWT({ tenant_id: acme.id, roles: ['viewer'] })
+        .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
+        .setIssuer('https://idp.test')
+        .setAudience('llmhub')
+        .sign(privateKey);
+      expect(await refused(forever)).toMatchObject({
+        error: { type: 'unauthorized', message: expect.stringMatching(/"exp"/) },
+      });
+      const hmac = await new SignJWT({ tenant_id: acme.id, roles: ['admin'] })
+        .setProtectedHeader({ alg: 'HS256', kid: 'k1' })
+        .setIssuer('https://idp.test')
+        .setAudience('llmhub')
+        .setExpirationTime('5m')
+        .sign(new TextEncoder().encode('a shared secret an attacker chose'));
+      expect(await refused(hmac)).toMatchObject({
+        error: { type: 'unauthorized', message: expect.stringMatching(/alg/) },
+      });
+      for (const tenant_id of [`${acme.id}/../other`, 'no-such-tenant-9f3c']) {
+        expect(await refused(await sign({ tenant_id, roles: ['admin'] }))).toMatchObject({
+          error: { type: 'unauthorized', message: 'token names no tenant of this platform' },
+        });
+      }
     } finally {
       await jwtApp.close();
     }
