@@ -7,19 +7,20 @@ import type { OperationContract } from './operations';
 export const RiskLevels = ['read-only', 'write', 'destructive'] as const;
 export type RiskLevel = (typeof RiskLevels)[number];
 
-/** The MCP tool annotations that seed a tool's risk level (the spec's hints; anything else is ignored). */
+/** The MCP tool annotations a server reports: its claims about a tool, shown as such (the spec calls them hints). */
 export interface ToolAnnotations {
   readOnlyHint?: boolean;
   destructiveHint?: boolean;
 }
 
 /**
- * The risk a tool runs under: an admin's setting wins; without one only `readOnlyHint: true` makes a tool read-only,
- * `destructiveHint: true` makes it destructive, and anything else is a write (so it waits for approval).
+ * The risk a tool runs under. A server's annotations never lower it: the MCP specification treats annotations from
+ * untrusted servers as untrusted, and a server that calls its `purge` tool read-only would otherwise run it
+ * unapproved. So a tool is read-only only when the tenant's admin says so; without that word it is a write (it waits
+ * for approval), and `destructiveHint: true` may raise it to destructive.
  */
 export function effectiveRisk(adminRisk: RiskLevel | null, annotations: ToolAnnotations): RiskLevel {
   if (adminRisk !== null) return adminRisk;
-  if (annotations.readOnlyHint === true) return 'read-only';
   return annotations.destructiveHint === true ? 'destructive' : 'write';
 }
 

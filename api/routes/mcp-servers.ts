@@ -12,6 +12,7 @@ const ServerId = Type.String({
   pattern: '^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){0,31}$',
   description: 'lower-case letters, digits, single dashes',
 });
+const Risk = Type.Union(RiskLevels.map((r) => Type.Literal(r)));
 // One object rather than a union per transport, so a bad field is reported by its own name.
 const Register = Type.Object(
   {
@@ -26,10 +27,16 @@ const Register = Type.Object(
     url: Type.Optional(
       Type.String({ pattern: '^https?://', maxLength: 2048, description: 'http: the streamable HTTP endpoint' }),
     ),
+    risks: Type.Optional(
+      Type.Record(Type.String({ minLength: 1, maxLength: 128 }), Risk, {
+        maxProperties: 1000,
+        description:
+          "the admin's risk level per tool (the server's own name for it); a tool not named here is a write, or destructive if the server says so: annotations never make a tool read-only",
+      }),
+    ),
   },
   { additionalProperties: false },
 );
-const Risk = Type.Union(RiskLevels.map((r) => Type.Literal(r)));
 const ToolPolicy = Type.Object(
   {
     risk: Type.Optional(Risk),
@@ -107,7 +114,11 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         endpoint = { transport: 'http', url: b.url };
       }
       const tools = await discover(endpoint);
-      if (!(await agents.registerServer(tenantId, b.id, endpoint, tools)))
+      const names = new Set(tools.map((t) => t.name));
+      for (const name of Object.keys(b.risks ?? {})) {
+        if (!names.has(name)) throw new BadRequestError(`the server has no tool '${name}'`, `body.risks.${name}`);
+      }
+      if (!(await agents.registerServer(tenantId, b.id, endpoint, tools, b.risks)))
         throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
       return reply
         .status(201)

@@ -65,8 +65,17 @@ const agentOf = (r: Record<string, unknown>): AgentDefinition => ({
 export class AgentStore {
   constructor(private readonly db: Pool) {}
 
-  /** Registers a server with the tools discovered on it, in one transaction; false when the id is taken. */
-  async registerServer(tenantId: string, id: string, endpoint: McpEndpoint, tools: DiscoveredTool[]): Promise<boolean> {
+  /**
+   * Registers a server with the tools discovered on it and the admin's risk levels for some of them, in one
+   * transaction; false when the id is taken.
+   */
+  async registerServer(
+    tenantId: string,
+    id: string,
+    endpoint: McpEndpoint,
+    tools: DiscoveredTool[],
+    risks: Record<string, RiskLevel> = {},
+  ): Promise<boolean> {
     return inTransaction(this.db, async (c) => {
       const { rowCount } = await c.query(
         `INSERT INTO mcp_servers (tenant_id, id, transport, command, args, url) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
@@ -80,14 +89,20 @@ export class AgentStore {
         ],
       );
       if (rowCount === 0) return false;
-      for (const t of tools) await this.insertTool(c, tenantId, id, t);
+      for (const t of tools) await this.insertTool(c, tenantId, id, t, risks[t.name] ?? null);
       return true;
     });
   }
 
-  private async insertTool(c: PoolClient, tenantId: string, serverId: string, t: DiscoveredTool): Promise<void> {
+  private async insertTool(
+    c: PoolClient,
+    tenantId: string,
+    serverId: string,
+    t: DiscoveredTool,
+    adminRisk: RiskLevel | null,
+  ): Promise<void> {
     await c.query(
-      `INSERT INTO mcp_tools (tenant_id, server_id, name, description, input_schema, annotations, definition_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+      `INSERT INTO mcp_tools (tenant_id, server_id, name, description, input_schema, annotations, definition_hash, admin_risk) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
       [
         tenantId,
         serverId,
@@ -96,6 +111,7 @@ export class AgentStore {
         JSON.stringify(t.inputSchema),
         JSON.stringify(t.annotations),
         t.definitionHash,
+        adminRisk,
       ],
     );
   }

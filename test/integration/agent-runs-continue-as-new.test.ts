@@ -52,7 +52,13 @@ beforeAll(async () => {
         method: 'POST',
         url: '/v1/mcp-servers',
         headers: bearer(acme.keys.admin),
-        payload: { id: 'fs', transport: 'stdio', command: process.execPath, args: [fs, root] },
+        payload: {
+          id: 'fs',
+          transport: 'stdio',
+          command: process.execPath,
+          args: [fs, root],
+          risks: { read_text_file: 'read-only' },
+        },
       })
     ).statusCode,
   ).toBe(201);

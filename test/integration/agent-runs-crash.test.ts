@@ -43,6 +43,7 @@ beforeAll(async () => {
         transport: 'stdio',
         command: process.execPath,
         args: [fs, root],
+        risks: { read_text_file: 'read-only' },
       })
     ).statusCode,
   ).toBe(201);

@@ -38,6 +38,8 @@ beforeAll(async () => {
     transport: 'stdio',
     command: process.execPath,
     args: [FS_SERVER, root],
+    // The admin's word, not the server's annotations, makes these two read-only.
+    risks: { read_text_file: 'read-only', list_directory: 'read-only' },
   });
   expect(res.statusCode).toBe(201);
 });
@@ -105,7 +107,7 @@ const script = (...steps: [string, unknown][]) =>
   steps.map(([tool, args]) => `/tool ${tool} ${JSON.stringify(args)}`).join('\n');
 
 describe('MCP server registry', () => {
-  it('discovers the filesystem server over stdio with schemas, risk levels from the annotations and pinned hashes', async () => {
+  it('discovers the filesystem server over stdio with schemas, risk levels (admin first, annotations only raise) and pinned hashes', async () => {
     const res = await call(acme.keys.viewer, 'GET', '/v1/mcp-servers/fs/tools');
     expect(res.statusCode).toBe(200);
     const tools = res.json().tools as {
@@ -120,6 +122,8 @@ describe('MCP server registry', () => {
     expect(risk).toMatchObject({
       fs__read_text_file: 'read-only',
       fs__list_directory: 'read-only',
+      // The server says read-only, but no admin did.
+      fs__read_media_file: 'write',
       fs__write_file: 'destructive',
       fs__move_file: 'destructive',
       fs__edit_file: 'destructive',
@@ -418,6 +422,7 @@ describe('agent runs', () => {
       transport: 'stdio',
       command: process.execPath,
       args: [path.join(__dirname, '..', 'support', 'mcp-changing-server.mjs'), desc],
+      risks: { lookup: 'read-only' },
     });
     expect(reg.statusCode).toBe(201);
     await defineAgent('looker', ['changing__lookup']);
@@ -452,7 +457,7 @@ describe('agent runs', () => {
     expect(ok.toolCalls).toEqual([expect.objectContaining({ status: 'succeeded', result: 'value of c' })]);
   });
 
-  it('calls the everything server over streamable HTTP; an admin setting raises a read-only tool to need approval', async () => {
+  it("calls the everything server over streamable HTTP; its own read-only claim does not spare a tool the approval, the admin's does", async () => {
     httpMcp = spawn(process.execPath, [path.join(__dirname, '..', 'support', 'mcp-everything-http.mjs')], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, NODE_OPTIONS: '' },
@@ -467,22 +472,69 @@ describe('agent runs', () => {
     });
     const reg = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'everything', transport: 'http', url });
     expect(reg.statusCode).toBe(201);
-    const echo = (reg.json().tools as { name: string; risk: string }[]).find((t) => t.name === 'everything__echo');
-    expect(echo?.risk).toBe('read-only');
+    const echo = (reg.json().tools as { name: string; risk: string; annotations: object }[]).find(
+      (t) => t.name === 'everything__echo',
+    );
+    expect(echo).toMatchObject({ risk: 'write', annotations: { readOnlyHint: true } });
     await defineAgent('echoer', ['everything__echo']);
-    const s = await finished((await startRun('echoer', script(['everything__echo', { message: 'hi' }]))).runId);
-    expect(s.toolCalls).toEqual([expect.objectContaining({ status: 'succeeded', result: 'Echo: hi' })]);
-
-    const raised = await call(acme.keys.admin, 'PATCH', '/v1/mcp-servers/everything/tools/echo', { risk: 'write' });
-    expect(raised.json()).toMatchObject({ risk: 'write', adminRisk: 'write', annotations: { readOnlyHint: true } });
-    const run = await startRun('echoer', script(['everything__echo', { message: 'again' }]));
+    const run = await startRun('echoer', script(['everything__echo', { message: 'hi' }]));
     const waiting = await awaiting(run.runId);
     expect(waiting.pending).toMatchObject({ tool: 'everything__echo', risk: 'write' });
     expect(
       (await answer(run.runId, acme.keys.approver, { actionHash: waiting.pending!.actionHash, decision: 'approve' }))
         .statusCode,
     ).toBe(200);
-    expect((await finished(run.runId)).toolCalls[0]).toMatchObject({ status: 'succeeded', result: 'Echo: again' });
+    expect((await finished(run.runId)).toolCalls[0]).toMatchObject({ status: 'succeeded', result: 'Echo: hi' });
+
+    const lowered = await call(acme.keys.admin, 'PATCH', '/v1/mcp-servers/everything/tools/echo', {
+      risk: 'read-only',
+    });
+    expect(lowered.json()).toMatchObject({ risk: 'read-only', adminRisk: 'read-only' });
+    const s = await finished((await startRun('echoer', script(['everything__echo', { message: 'again' }]))).runId);
+    expect(s.toolCalls).toEqual([
+      expect.objectContaining({ status: 'succeeded', risk: 'read-only', approval: null, result: 'Echo: again' }),
+    ]);
+  });
+
+  it('a destructive tool whose server labels it read-only still waits for approval; denied, the server never sees a call', async () => {
+    const callLog = path.join(root, 'lying-calls.log');
+    const reg = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
+      id: 'lying',
+      transport: 'stdio',
+      command: process.execPath,
+      args: [path.join(__dirname, '..', 'support', 'mcp-lying-server.mjs'), callLog],
+    });
+    expect(reg.statusCode).toBe(201);
+    expect(reg.json().tools).toEqual([
+      expect.objectContaining({ name: 'lying__purge', risk: 'write', annotations: { readOnlyHint: true } }),
+    ]);
+    await defineAgent('purger', ['lying__purge']);
+    const run = await startRun('purger', script(['lying__purge', { account: 'acme' }]));
+    const waiting = await awaiting(run.runId);
+    expect(waiting.pending).toMatchObject({ tool: 'lying__purge', risk: 'write' });
+    expect(
+      (await answer(run.runId, acme.keys.approver, { actionHash: waiting.pending!.actionHash, decision: 'deny' }))
+        .statusCode,
+    ).toBe(200);
+    const s = await finished(run.runId);
+    expect(s.toolCalls).toEqual([expect.objectContaining({ tool: 'lying__purge', status: 'denied' })]);
+    // The server's own log: it was listed (discovery, policy checks) but never called.
+    expect(existsSync(callLog)).toBe(false);
+  });
+
+  it('refuses a risk level for a tool the server does not have, naming it, and registers nothing', async () => {
+    const res = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
+      id: 'fs-typo',
+      transport: 'stdio',
+      command: process.execPath,
+      args: [FS_SERVER, root],
+      risks: { read_txt_file: 'read-only' },
+    });
+    expect({ status: res.statusCode, field: res.json().error.details.field }).toEqual({
+      status: 400,
+      field: 'body.risks.read_txt_file',
+    });
+    expect((await call(acme.keys.viewer, 'GET', '/v1/mcp-servers/fs-typo/tools')).statusCode).toBe(404);
   });
 
   it('cancel stops a waiting run: the tool is never called; the events stream ends with the run', async () => {

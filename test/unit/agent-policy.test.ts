@@ -5,8 +5,9 @@ import { definitionHash } from '../../common/mcp';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 
 describe('tool risk', () => {
-  it('only readOnlyHint: true makes a tool read-only without an admin setting', () => {
-    expect(effectiveRisk(null, { readOnlyHint: true })).toBe('read-only');
+  it("a server's annotations never make a tool read-only: without an admin's word it is a write at least", () => {
+    expect(effectiveRisk(null, { readOnlyHint: true })).toBe('write');
+    expect(effectiveRisk(null, { readOnlyHint: true, destructiveHint: false })).toBe('write');
     expect(effectiveRisk(null, {})).toBe('write');
     expect(effectiveRisk(null, { readOnlyHint: false, destructiveHint: false })).toBe('write');
     expect(effectiveRisk(null, { destructiveHint: true })).toBe('destructive');
