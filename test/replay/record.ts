@@ -394,6 +394,8 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         transport: 'stdio',
         command: process.execPath,
         args: [require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js'), root],
+        // The recorded run reads without asking, as it did when annotations still counted.
+        risks: { read_text_file: 'read-only' },
       });
       const agent = {
         model: 'agent-model',
