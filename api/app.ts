@@ -45,6 +45,8 @@ export interface AppDeps {
   platformBucket: string;
   /** The clusters deployments, fine-tunes and conversions may name (LLMHUB_CLUSTERS). */
   clusters: ClusterSettings;
+  /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS); default none. */
+  podMetadataKeys?: readonly string[];
   jwt?: JwtSettings;
   bodyLimitBytes?: number;
   /** Inference gateway settings; what is left out takes its default. */
@@ -64,6 +66,7 @@ export interface Platform {
   embedders: EmbedderRegistry;
   platformBucket: string;
   clusters: ClusterSettings;
+  podMetadataKeys: readonly string[];
 }
 
 declare module 'fastify' {
@@ -99,6 +102,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     embedders: deps.embedders,
     platformBucket: deps.platformBucket,
     clusters: deps.clusters,
+    podMetadataKeys: deps.podMetadataKeys ?? [],
   };
   app.decorate('platform', platform);
   app.addSchema(ErrorResponse);

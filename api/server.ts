@@ -7,6 +7,7 @@ import { s3StoreFromConfig } from '../common/objectstore';
 import { migrate } from '../common/store/migrate';
 import { createPool } from '../common/store/pool';
 import { buildApp } from './app';
+import { podMetadataKeysOf } from '../common/workload-policy';
 
 /** Entry point of the API process: migrate, connect, listen; close everything on SIGTERM/SIGINT. */
 async function main(): Promise<void> {
@@ -33,6 +34,7 @@ async function main(): Promise<void> {
     embedders: new EmbedderRegistry(config),
     platformBucket: config.PLATFORM_BUCKET,
     clusters: clustersOf(config.LLMHUB_CLUSTERS),
+    podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
     jwt: { jwksUrl: config.JWT_JWKS_URL, issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE },
   });
   app.addHook('onClose', async () => {

@@ -49,6 +49,8 @@ const Env = Type.Object({
   /** JSON {"<tenant>/<model>/<version>": "http://…/v1"}: dev only, when the cluster runs no containers (activities/kubernetes/endpoints.ts). */
   LLMHUB_LOCAL_ENDPOINTS: Type.Optional(Type.String()),
   LLMHUB_MODEL_SERVER_IMAGE: Type.String({ default: 'vllm/vllm-openai:v0.6.3', minLength: 1 }),
+  /** Comma-separated label/annotation keys, or prefixes ending in `/`, tenants may put on their pods besides unprefixed ones. */
+  LLMHUB_POD_METADATA_KEYS: Type.String({ default: '' }),
   LLMHUB_GPU_PRODUCT: Type.Optional(Type.String()),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */

@@ -19,6 +19,7 @@ import { AgentStore } from '../common/store/agents';
 import { AuditStore } from '../common/store/audit';
 import { TenantStore } from '../common/store/tenants';
 import { ConversionStore } from '../common/store/conversions';
+import { podMetadataKeysOf } from '../common/workload-policy';
 
 const StringMap = Type.Record(Type.String(), Type.String());
 
@@ -66,6 +67,7 @@ export async function platformActivityDeps(
     },
     modelRuntimeOf: () => undefined,
     namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
+    podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
     modelServer: {
       image: config.LLMHUB_MODEL_SERVER_IMAGE,
       ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),

@@ -9,6 +9,7 @@ import {
 } from '@kubernetes/client-node';
 import { deleteIfPresent, jobCondition } from '../kubernetes/client';
 import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
+import { restrictedContainer, restrictedPod } from '../kubernetes/pod-security';
 
 /**
  * The conversion steps' Kubernetes Jobs: one pod, no retries inside Kubernetes (the workflow owns retries and
@@ -69,9 +70,11 @@ export function renderConversionJob(s: ConversionJobSpec): V1Job {
         metadata: { labels, annotations: { ...s.podAnnotations, ...annotations } },
         spec: {
           restartPolicy: 'Never',
+          ...restrictedPod,
           containers: [
             {
               name: 'convert',
+              securityContext: restrictedContainer,
               image: s.image,
               args: s.args,
               env: s.env,

@@ -8,6 +8,7 @@ import {
   type V1Job,
 } from '@kubernetes/client-node';
 import { FIELD_MANAGER } from './manifests';
+import { TENANT_NAMESPACE_LABELS } from './pod-security';
 
 export const isStatus = (err: unknown, ...codes: number[]): boolean =>
   err instanceof ApiException && codes.includes(err.code);
@@ -36,11 +37,14 @@ export async function deleteIfPresent(objects: KubernetesObjectApi, obj: Kuberne
   }
 }
 
-/** The namespace a tenant's objects live in, labelled so operators can list them. */
+/**
+ * The namespace a tenant's objects live in, labelled so operators can list them and so the API server enforces the
+ * restricted Pod Security Standard on every pod in it.
+ */
 export const tenantNamespace = (name: string): KubernetesObject => ({
   apiVersion: 'v1',
   kind: 'Namespace',
-  metadata: { name, labels: { 'llmhub.dev/tenant-namespace': 'true' } },
+  metadata: { name, labels: { 'llmhub.dev/tenant-namespace': 'true', ...TENANT_NAMESPACE_LABELS } },
 });
 
 /** A Job's condition of this type when it holds (status True): `Complete` and `Failed` are set by the Job controller once its pods end. */

@@ -30,6 +30,8 @@ export interface KubernetesActivityDeps {
   modelRuntimeOf(cluster: string): ModelRuntime | undefined;
   namespaceOf(tenantId: string): string;
   modelServer: ModelServerImage;
+  /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS). */
+  podMetadataKeys: readonly string[];
   endpointOf: EndpointResolver;
 }
 
@@ -77,7 +79,7 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
   return {
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
     async apply(spec, ref) {
-      const { deployment, service } = renderModelServer(spec, ref.namespace, deps.modelServer);
+      const { deployment, service } = renderModelServer(spec, ref.namespace, deps.modelServer, deps.podMetadataKeys);
       await apply(tenantNamespace(ref.namespace));
       await apply(deployment);
       await apply(service);

@@ -14,6 +14,7 @@ import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import { deleteIfPresent, isStatus, jobCondition, serverSideApply, tenantNamespace } from './client';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
+import { restrictedContainer, restrictedPod } from './pod-security';
 
 /** What the cluster runs the trainer with. */
 export interface TrainerImage {
@@ -103,9 +104,11 @@ export function renderTrainingJob(
         metadata: { labels, annotations: { ...podAnnotations, ...annotations } },
         spec: {
           restartPolicy: 'Never',
+          ...restrictedPod,
           containers: [
             {
               name: 'trainer',
+              securityContext: restrictedContainer,
               image: img.image,
               env: [...img.env, ...Object.entries(spec.env).map(([n, value]) => ({ name: n, value }))],
               resources: { requests: { cpu: r.cpu, memory: r.memory }, limits },

@@ -1,6 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { V1Deployment, V1EnvVar, V1Service } from '@kubernetes/client-node';
+import { ApplicationFailure } from '@temporalio/common';
+import { forbiddenEnvName, forbiddenPodMetadataKey } from '../../common/workload-policy';
+import { ClusterFailures } from '../../contracts/cluster';
 import type { EnvValue, ServingResources } from '../../contracts/rollout';
+import { restrictedContainer, restrictedPod } from './pod-security';
 
 export const FIELD_MANAGER = 'llmhub';
 export const SERVING_PORT = 8000;
@@ -56,6 +60,10 @@ export const servingName = (modelId: string, version: string): string => dnsLabe
 export const defaultNamespaceOf = (tenantId: string): string => dnsLabel(`llmhub-${tenantId}`);
 
 function envVars(env: Record<string, EnvValue>, spec: ModelServerSpec): V1EnvVar[] {
+  for (const name of Object.keys(env)) {
+    const why = forbiddenEnvName(name);
+    if (why) throw ApplicationFailure.nonRetryable(`env ${why}`, ClusterFailures.invalidManifest);
+  }
   const fromRequest = Object.entries(env).map(([name, v]): V1EnvVar =>
     typeof v === 'string'
       ? { name, value: v }
@@ -68,8 +76,13 @@ export function renderModelServer(
   spec: ModelServerSpec,
   namespace: string,
   img: ModelServerImage,
+  allowedMetadataKeys: readonly string[] = [],
 ): { deployment: V1Deployment; service: V1Service } {
   const name = servingName(spec.modelId, spec.version);
+  for (const key of [...Object.keys(spec.podLabels), ...Object.keys(spec.podAnnotations)]) {
+    const why = forbiddenPodMetadataKey(key, allowedMetadataKeys);
+    if (why) throw ApplicationFailure.nonRetryable(`canary metadata ${why}`, ClusterFailures.invalidManifest);
+  }
   const selector = {
     [Labels.tenant]: labelValue(spec.tenantId),
     [Labels.model]: labelValue(spec.modelId),
@@ -97,9 +110,11 @@ export function renderModelServer(
       template: {
         metadata: { labels: { ...spec.podLabels, ...labels }, annotations: { ...spec.podAnnotations, ...annotations } },
         spec: {
+          ...restrictedPod,
           containers: [
             {
               name: 'model-server',
+              securityContext: restrictedContainer,
               image: img.image,
               args: ['--served-model-name', spec.modelId, '--port', String(SERVING_PORT)],
               ports: [{ name: 'http', containerPort: SERVING_PORT }],

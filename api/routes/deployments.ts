@@ -2,6 +2,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { forbiddenEnvName, forbiddenPodMetadataKey } from '../../common/workload-policy';
 import {
   DEFAULT_ANALYSIS,
   defaultSteps,
@@ -86,8 +87,16 @@ export const Deploy = Type.Object(
           canaryMetadata: Type.Optional(
             Type.Object(
               {
-                annotations: Type.Optional(Type.Record(Type.String(), Type.String())),
-                labels: Type.Optional(Type.Record(Type.String(), Type.String())),
+                annotations: Type.Optional(
+                  Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 4096 }), { maxProperties: 32 }),
+                ),
+                labels: Type.Optional(
+                  Type.Record(
+                    Type.String({ maxLength: 63 }),
+                    Type.String({ pattern: '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$' }),
+                    { maxProperties: 32 },
+                  ),
+                ),
               },
               { additionalProperties: false },
             ),
@@ -138,8 +147,9 @@ export function rolloutInputOf(
 
 /** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the rollout). */
 export function checkDeployBody(
-  body: Pick<DeployBody, 'cluster' | 'resources' | 'env'>,
+  body: Pick<DeployBody, 'cluster' | 'resources' | 'env' | 'strategy'>,
   clusters: Set<string>,
+  podMetadataKeys: readonly string[],
   at = 'body',
 ): void {
   if (!clusters.has(body.cluster))
@@ -150,11 +160,19 @@ export function checkDeployBody(
   if (!(toCores(body.resources.cpu) > 0))
     throw new BadRequestError('resources.cpu must be more than 0', `${at}.resources.cpu`);
   for (const [name, value] of Object.entries(body.env ?? {})) {
+    const forbidden = forbiddenEnvName(name);
+    if (forbidden) throw new BadRequestError(`env ${forbidden}`, `${at}.env.${name}`);
     if (typeof value === 'string' && SECRET_NAME.test(name))
       throw new BadRequestError(
         `env ${name} looks like a secret: pass {"secretRef":{"name","key"}} instead of its value`,
         `${at}.env.${name}`,
       );
+  }
+  for (const kind of ['annotations', 'labels'] as const) {
+    for (const key of Object.keys(body.strategy?.canaryMetadata?.[kind] ?? {})) {
+      const forbidden = forbiddenPodMetadataKey(key, podMetadataKeys);
+      if (forbidden) throw new BadRequestError(forbidden, `${at}.strategy.canaryMetadata.${kind}.${key}`);
+    }
   }
 }
 
@@ -175,7 +193,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         statusUrl: (key) => `/v1/deployments/${key}`,
         plan: async (body, run) => {
           const { tenantId, key } = run;
-          checkDeployBody(body, clusters);
+          checkDeployBody(body, clusters, app.platform.podMetadataKeys);
           if (!(await registry.getModel(tenantId, body.modelId))) throw new NotFoundError('model', body.modelId);
           const versions = await registry.listVersions(tenantId, body.modelId);
           const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;

@@ -62,7 +62,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
           const childKey = pipelineChildKey(key);
           // Everything is checked before the start: a refused pipeline leaves no workflow or claim behind.
           checkConversionBody(body.conversion, clusters, 'body.conversion');
-          checkDeployBody(body.rollout, clusterNames, 'body.rollout');
+          checkDeployBody(body.rollout, clusterNames, app.platform.podMetadataKeys, 'body.rollout');
           const fineTune = await validateFineTune(
             { registry, objects, quotas, clusters: clusterNames },
             tenantId,

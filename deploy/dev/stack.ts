@@ -62,6 +62,8 @@ export async function startLocalStack(opts: { dataDir: string; ports: StackPorts
       PLATFORM_BUCKET,
       EMBEDDING_MODEL_DIR: modelDir,
       LANCEDB_DIR: path.join(opts.dataDir, 'lancedb'),
+      // The local cluster's pod behaviours (deploy/dev/kube/kwok-stages.yaml) are chosen by this annotation.
+      LLMHUB_POD_METADATA_KEYS: 'llmhub.dev/kwok-behaviour',
     },
     async stop() {
       await Promise.allSettled([temporal.stop(), postgres.stop(), s3.stop()]);

@@ -296,6 +296,14 @@ describe('model rollout', () => {
     await bad({ ...body, resources: { cpu: '1', gpu: 1.5 } }, 400, 'body.resources.gpu');
     await bad({ ...body, cluster: 'mars' }, 400, 'body.cluster');
     await bad({ ...body, env: { HF_TOKEN: 'hf_secret' } }, 400, 'body.env.HF_TOKEN');
+    // What reaches a tenant's pods: no loader or runtime variables, no prefixed pod metadata the operator did not list.
+    await bad({ ...body, env: { LD_PRELOAD: '/tmp/x.so' } }, 400, 'body.env.LD_PRELOAD');
+    await bad({ ...body, env: { NODE_OPTIONS: '--require /tmp/x.js' } }, 400, 'body.env.NODE_OPTIONS');
+    await bad(
+      { ...body, strategy: { canaryMetadata: { annotations: { 'sidecar.istio.io/inject': 'false' } } } },
+      400,
+      'body.strategy.canaryMetadata.annotations.sidecar.istio.io/inject',
+    );
     expect(
       (await p.app.inject({ method: 'GET', url: '/v1/deployments/nope', headers: bearer(acme.keys.viewer) }))
         .statusCode,

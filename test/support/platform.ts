@@ -20,6 +20,7 @@ import { platformActivityDeps } from '../../workers/platform-deps';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../../common/knowledge';
 import type { VectorStore } from '../../common/vectors';
 import { pollFor, startProcess, type ManagedProcess } from '../../deploy/dev/process';
+import { podMetadataKeysOf } from '../../common/workload-policy';
 
 export const uniqueId = (prefix: string): string => `${prefix}-${randomBytes(4).toString('hex')}`;
 
@@ -105,6 +106,7 @@ export async function startTestPlatform(
       embedders,
       platformBucket: config.PLATFORM_BUCKET,
       clusters: clustersOf(config.LLMHUB_CLUSTERS),
+      podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
     });
     await app.ready();
   } catch (err) {
