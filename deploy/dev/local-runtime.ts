@@ -82,7 +82,8 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
       const [command, ...args] = settings.command.map((a) =>
         a.replace(/\{(port|model|version|artifactUri)\}/g, (_, k: string) => values[k]!),
       );
-      // Secret references are not resolved locally: the process inherits the worker's environment, so set them there.
+      // Only the request's plain values: a tenant's model process never sees the worker's environment (database and
+      // S3 credentials). Secret references need a cluster to resolve and are not passed.
       const env = Object.fromEntries(
         Object.entries(spec.env).filter((e): e is [string, string] => typeof e[1] === 'string'),
       );
@@ -92,6 +93,7 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
         args,
         dataDir: dir,
         env: { ...env, LLMHUB_MODEL_URI: spec.artifactUri },
+        inheritEnv: false,
       });
       return endpointOf(spec, ref, port);
     },

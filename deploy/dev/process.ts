@@ -113,13 +113,21 @@ export async function startProcess(opts: {
   args: string[];
   dataDir: string;
   env?: NodeJS.ProcessEnv;
+  /**
+   * false: the child gets `env` with only PATH and a HOME of its own, never this process's environment (which holds
+   * the platform's credentials). For processes that run what a tenant asked for.
+   */
+  inheritEnv?: boolean;
 }): Promise<ManagedProcess> {
   await mkdir(opts.dataDir, { recursive: true });
   const logFile = path.join(opts.dataDir, `${opts.name}.log`);
   const log = createWriteStream(logFile, { flags: 'a' });
   await new Promise((r) => log.once('open', r));
   const child: ChildProcess = spawn(opts.command, opts.args, {
-    env: { ...process.env, ...opts.env },
+    env:
+      opts.inheritEnv === false
+        ? { PATH: process.env.PATH, HOME: opts.dataDir, ...opts.env }
+        : { ...process.env, ...opts.env },
     stdio: ['ignore', log, log],
     detached: false,
   });

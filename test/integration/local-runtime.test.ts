@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -15,6 +15,8 @@ let baseURL: string;
 let tmp: string;
 let stateDir: string;
 const savedClusters = process.env.LLMHUB_CLUSTERS;
+/** Seeded into the worker's environment (as a credential would be): no model process may see it. */
+const MARKER = `worker-secret-${uniqueId('m')}`;
 
 beforeAll(async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'llmhub-local-runtime-'));
@@ -23,6 +25,7 @@ beforeAll(async () => {
   // Configuration, not a test override: the API validates cluster names and the dev runtime is built from it, as the
   // dev stack's worker does (deploy/dev/worker.ts).
   process.env.LLMHUB_CLUSTERS = JSON.stringify({ local: {}, laptop: { runtime: 'process', stateDir } });
+  process.env.LLMHUB_TEST_MARKER = MARKER;
   p = await startTestPlatform({
     gateway: { metricsFlushMs: 200, refreshMs: 500 },
     activityDeps: { modelRuntimeOf: processRuntimesOf(process.env.LLMHUB_CLUSTERS) },
@@ -38,6 +41,7 @@ afterAll(async () => {
     await rm(tmp, { recursive: true, force: true });
   }
   process.env.LLMHUB_CLUSTERS = savedClusters;
+  delete process.env.LLMHUB_TEST_MARKER;
 });
 
 const request = (modelId: string, version: string, strategy: object) => ({
@@ -93,6 +97,13 @@ describe('the process model runtime', () => {
     expect(v1).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
     expect(await modelsAt(v1)).toEqual([modelId]);
     await eventually('the gateway to serve v1', async () => (await servedVersion(modelId)) === 'v1');
+    // The model process's environment, read from the kernel: the request's values, none of the worker's.
+    const [pidFile] = (await readdir(stateDir)).filter((f) => f.endsWith('.pid'));
+    const pid = (await readFile(path.join(stateDir, pidFile!), 'utf8')).trim();
+    const environ = (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+    expect(environ).toContain(`LLMHUB_MODEL_URI=s3://models/${modelId}/v1`);
+    expect(environ.some((e) => e.includes(MARKER))).toBe(false);
+    expect(environ.some((e) => e.startsWith('DATABASE_URL=') || e.startsWith('S3_SECRET_ACCESS_KEY='))).toBe(false);
 
     // v2: a canary that waits at 50% shares real traffic with v1, then is promoted; v1 is scaled to 0 (stopped).
     const canaryId = await deploy(modelId, 'v2', { steps: [{ setWeight: 50 }, { pause: {} }, { setWeight: 100 }] });
