@@ -2,6 +2,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import {
   AppsV1Api,
+  CoreV1Api,
   KubernetesObjectApi,
   PatchStrategy,
   type KubeConfig,
@@ -11,6 +12,8 @@ import {
 import type { EndpointResolver } from './endpoints';
 import {
   FIELD_MANAGER,
+  Labels,
+  labelValue,
   renderModelServer,
   SERVING_PORT,
   servingName,
@@ -75,12 +78,40 @@ const isReady = (d: V1Deployment): boolean => {
 function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelRuntime {
   const objects = KubernetesObjectApi.makeApiClient(kc);
   const apps = kc.makeApiClient(AppsV1Api);
+  const core = kc.makeApiClient(CoreV1Api);
   const apply = <T extends KubernetesObject>(obj: T): Promise<T> => serverSideApply(objects, obj);
+  /**
+   * A tenant names Secrets its model server reads; only those labelled for its tenant, so it cannot mount what the
+   * platform (or another tenant mapped to the same namespace) keeps there.
+   */
+  const checkSecrets = async (spec: ModelServerSpec, namespace: string) => {
+    for (const [env, value] of Object.entries(spec.env)) {
+      if (typeof value === 'string') continue;
+      const name = value.secretRef.name;
+      let labels: Record<string, string> | undefined;
+      try {
+        labels = (await core.readNamespacedSecret({ name, namespace })).metadata?.labels;
+      } catch (err) {
+        if (!isStatus(err, 404)) throw err;
+        throw ApplicationFailure.nonRetryable(
+          `env ${env}: Secret '${name}' does not exist in ${namespace}`,
+          ClusterFailures.invalidManifest,
+        );
+      }
+      if (labels?.[Labels.tenant] !== labelValue(spec.tenantId)) {
+        throw ApplicationFailure.nonRetryable(
+          `env ${env}: Secret '${name}' is not labelled ${Labels.tenant}=${labelValue(spec.tenantId)}; only the tenant's own Secrets can be referenced`,
+          ClusterFailures.invalidManifest,
+        );
+      }
+    }
+  };
   return {
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
     async apply(spec, ref) {
       const { deployment, service } = renderModelServer(spec, ref.namespace, deps.modelServer, deps.podMetadataKeys);
       await apply(tenantNamespace(ref.namespace));
+      await checkSecrets(spec, ref.namespace);
       await apply(deployment);
       await apply(service);
       return deps.endpointOf({

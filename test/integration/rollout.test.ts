@@ -3,7 +3,9 @@ import { rolloutSteering } from '../../contracts/rollout';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { localEndpoints } from '../../activities/kubernetes/endpoints';
-import { Labels } from '../../activities/kubernetes/manifests';
+import { PatchStrategy } from '@kubernetes/client-node';
+import { tenantNamespace } from '../../activities/kubernetes/client';
+import { defaultNamespaceOf, Labels } from '../../activities/kubernetes/manifests';
 import { PhaseKey } from '../../contracts/search-attributes';
 import { RoutingStore } from '../../common/store/routing';
 import { testKubeConfig } from '../../deploy/dev/kube/cluster';
@@ -18,7 +20,7 @@ import {
   type TestTenant,
 } from '../support/platform';
 import { rolloutClient, rolloutRequest as request } from '../support/rollout';
-import { BEHAVIOUR } from './kube/kube-helpers';
+import { BEHAVIOUR, kube } from './kube/kube-helpers';
 
 /** Version → local reference server: the kwok cluster runs no containers (activities/kubernetes/endpoints.ts). */
 const endpoints = new Map<string, string>();
@@ -214,6 +216,49 @@ describe('model rollout', () => {
       async () => (await api.readDeployment(m.id, 'v2')) === undefined,
     );
     expect((await p.registry.getVersion(acme.id, m.id, 'v2'))?.state).toBe('failed');
+  });
+
+  it("refuses a secretRef to a Secret not labelled for the tenant before anything is deployed; the tenant's own one is used", async () => {
+    const k = kube();
+    const namespace = defaultNamespaceOf(acme.id);
+    await k.objects.patch(
+      tenantNamespace(namespace),
+      undefined,
+      undefined,
+      'llmhub-test',
+      true,
+      PatchStrategy.ServerSideApply,
+    );
+    // What the platform might keep in a tenant namespace, and what the tenant made for itself.
+    const platform = uniqueId('platform-s3');
+    const own = uniqueId('hf');
+    for (const [name, labels] of [
+      [platform, {}],
+      [own, { [Labels.tenant]: acme.id }],
+    ] as const) {
+      await k.core.createNamespacedSecret({
+        namespace,
+        body: { metadata: { name, labels }, stringData: { token: 'x' } },
+      });
+    }
+
+    const m = await model();
+    const foreign = await api.deploy({
+      ...request(m.id, { steps: [{ setWeight: 100 }] }),
+      env: { HF_TOKEN: { secretRef: { name: platform, key: 'token' } } },
+    });
+    const refused = await api.untilPhase(foreign.json().deploymentId, 'rolled_back');
+    expect(refused.failureReason).toMatch(/Secret '.*' is not labelled llmhub\.dev\/tenant=/);
+    expect(await api.readDeployment(m.id, 'v2')).toBeUndefined();
+
+    // The refused rollout marked that v2 failed; a fresh model takes the tenant's own Secret.
+    const other = await model();
+    const mine = await api.deploy({
+      ...request(other.id, { steps: [{ setWeight: 100 }] }),
+      env: { HF_TOKEN: { secretRef: { name: own, key: 'token' } } },
+    });
+    const done = await api.untilPhase(mine.json().deploymentId, 'promoted', 'rolled_back');
+    expect({ phase: done.phase, reason: done.failureReason }).toEqual({ phase: 'promoted', reason: null });
   });
 
   it('waits at an approval gate that only an approver of the tenant opens', async () => {
