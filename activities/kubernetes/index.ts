@@ -17,6 +17,7 @@ import {
   renderModelServer,
   SERVING_PORT,
   servingName,
+  servingSelector,
   type ModelServerImage,
   type ModelServerSpec,
 } from './manifests';
@@ -56,6 +57,8 @@ export interface AppliedVersion extends ServedRef {
 export interface ModelRuntime {
   /** Starts serving the version (idempotent: re-applying a served version keeps it) and returns its endpoint (…/v1). */
   apply(spec: ModelServerSpec, ref: ServedRef): Promise<string>;
+  /** The name the version is already served under, if it is (found by its labels, not its name). */
+  existingName?(namespace: string, tenantId: string, modelId: string, version: string): Promise<string | undefined>;
   /** One look at the version's readiness; waitModelVersionReady does the waiting, heartbeats and deadline. */
   readiness(ref: ServedRef): Promise<{ ready: boolean; readyReplicas: number; desiredReplicas: number }>;
   /** A missing version has nothing to scale. */
@@ -109,7 +112,7 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
   return {
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
     async apply(spec, ref) {
-      const { deployment, service } = renderModelServer(spec, ref.namespace, deps.modelServer, deps.podMetadataKeys);
+      const { deployment, service } = renderModelServer(spec, ref, deps.modelServer, deps.podMetadataKeys);
       await apply(tenantNamespace(ref.namespace));
       await checkSecrets(spec, ref.namespace);
       await apply(deployment);
@@ -147,6 +150,18 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
         if (!isStatus(err, 404)) throw err;
       }
     },
+    async existingName(namespace, tenantId, modelId, version) {
+      const selector = Object.entries(servingSelector(tenantId, modelId, version))
+        .map(([k, v]) => `${k}=${v}`)
+        .join(',');
+      try {
+        const found = await apps.listNamespacedDeployment({ namespace, labelSelector: selector });
+        return found.items[0]?.metadata?.name;
+      } catch (err) {
+        if (isStatus(err, 404)) return undefined;
+        throw err;
+      }
+    },
     async delete(ref) {
       await deleteIfPresent(objects, {
         apiVersion: 'v1',
@@ -182,13 +197,16 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
     return r;
   };
 
+  /** Where a version is served: under the name it already has (older names too), else its own name. */
+  const refOf = async (cluster: string, tenantId: string, modelId: string, version: string): Promise<ServedRef> => {
+    const namespace = deps.namespaceOf(tenantId);
+    const existing = await runtimeOf(cluster).existingName?.(namespace, tenantId, modelId, version);
+    return { cluster, namespace, name: existing ?? servingName(modelId, version) };
+  };
+
   return {
     async applyModelVersion(spec: ModelServerSpec): Promise<AppliedVersion> {
-      const ref = {
-        cluster: spec.cluster,
-        namespace: deps.namespaceOf(spec.tenantId),
-        name: servingName(spec.modelId, spec.version),
-      };
+      const ref = await refOf(spec.cluster, spec.tenantId, spec.modelId, spec.version);
       return { ...ref, endpoint: await runtimeOf(spec.cluster).apply(spec, ref) };
     },
 
@@ -225,7 +243,7 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
 
     /** Where a version of the tenant's model is (or would be) served, for steering a version this run did not apply. */
     async servedRefOf(cluster: string, tenantId: string, modelId: string, version: string): Promise<ServedRef> {
-      return { cluster, namespace: deps.namespaceOf(tenantId), name: servingName(modelId, version) };
+      return refOf(cluster, tenantId, modelId, version);
     },
   };
 };

@@ -53,8 +53,27 @@ export const labelValue = (s: string): string =>
     .slice(0, 63)
     .replace(/[^A-Za-z0-9]+$/, '');
 
-/** Deployment and Service name of a model version (a DNS-1035 label, as Services need). */
-export const servingName = (modelId: string, version: string): string => dnsLabel(`${modelId}-${version}`);
+/**
+ * Deployment and Service name of a model version (a DNS-1035 label, as Services need). The hash of the exact pair
+ * keeps it unique: without it model `a` version `b-c` and model `a-b` version `c` shared one name, and a rollback
+ * of one deleted the other. Versions applied under the older name are found by their labels (`existingName`).
+ */
+export const servingName = (modelId: string, version: string): string => {
+  const hash = createHash('sha256').update(`${modelId}\0${version}`).digest('hex').slice(0, 8);
+  const clean = `${modelId}-${version}`
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/^-+|-+$/g, '');
+  const head = (/^[a-z]/.test(clean) ? clean : `m-${clean}`).slice(0, 63 - 9).replace(/-+$/, '');
+  return `${head}-${hash}`;
+};
+
+/** The labels that find a model version's serving objects, whatever they are named. */
+export const servingSelector = (tenantId: string, modelId: string, version: string): Record<string, string> => ({
+  [Labels.tenant]: labelValue(tenantId),
+  [Labels.model]: labelValue(modelId),
+  [Labels.version]: labelValue(version),
+});
 
 /** Tenant ids become namespace names `llmhub-<tenant>` unless configuration maps them. */
 export const defaultNamespaceOf = (tenantId: string): string => dnsLabel(`llmhub-${tenantId}`);
@@ -74,20 +93,16 @@ function envVars(env: Record<string, EnvValue>, spec: ModelServerSpec): V1EnvVar
 
 export function renderModelServer(
   spec: ModelServerSpec,
-  namespace: string,
+  at: { namespace: string; name: string },
   img: ModelServerImage,
   allowedMetadataKeys: readonly string[] = [],
 ): { deployment: V1Deployment; service: V1Service } {
-  const name = servingName(spec.modelId, spec.version);
+  const { namespace, name } = at;
   for (const key of [...Object.keys(spec.podLabels), ...Object.keys(spec.podAnnotations)]) {
     const why = forbiddenPodMetadataKey(key, allowedMetadataKeys);
     if (why) throw ApplicationFailure.nonRetryable(`canary metadata ${why}`, ClusterFailures.invalidManifest);
   }
-  const selector = {
-    [Labels.tenant]: labelValue(spec.tenantId),
-    [Labels.model]: labelValue(spec.modelId),
-    [Labels.version]: labelValue(spec.version),
-  };
+  const selector = servingSelector(spec.tenantId, spec.modelId, spec.version);
   const labels = {
     ...selector,
     [Labels.workflowId]: labelValue(spec.workflowId),

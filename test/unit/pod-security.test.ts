@@ -4,7 +4,7 @@ import type { V1PodTemplateSpec } from '@kubernetes/client-node';
 import { renderConversionJob, type ConversionJobSpec } from '../../activities/conversion/jobs';
 import { tenantNamespace } from '../../activities/kubernetes/client';
 import { renderTrainingJob } from '../../activities/kubernetes/jobs';
-import { renderModelServer, type ModelServerSpec } from '../../activities/kubernetes/manifests';
+import { renderModelServer, servingName, type ModelServerSpec } from '../../activities/kubernetes/manifests';
 import { forbiddenEnvName, forbiddenPodMetadataKey, podMetadataKeysOf } from '../../common/workload-policy';
 import { ClusterFailures } from '../../contracts/cluster';
 
@@ -41,7 +41,8 @@ const conversion = (gpu?: ConversionJobSpec['gpu']): ConversionJobSpec => ({
 const workloads: [string, V1PodTemplateSpec][] = [
   [
     'serving',
-    renderModelServer(serving, 'llmhub-acme', { image: 'vllm/vllm-openai:v0.6.3' }).deployment.spec!.template,
+    renderModelServer(serving, { namespace: 'llmhub-acme', name: 'llama-v2' }, { image: 'vllm/vllm-openai:v0.6.3' })
+      .deployment.spec!.template,
   ],
   [
     'trainer',
@@ -98,7 +99,7 @@ describe('tenant pods', () => {
     const render =
       (s: Partial<ModelServerSpec>, allowed: string[] = []) =>
       () =>
-        renderModelServer({ ...serving, ...s }, 'ns', { image: 'x' }, allowed);
+        renderModelServer({ ...serving, ...s }, { namespace: 'ns', name: 'llama-v2' }, { image: 'x' }, allowed);
     for (const env of [
       { LD_PRELOAD: '/tmp/x.so' },
       { NODE_OPTIONS: '--require /tmp/x' },
@@ -152,5 +153,19 @@ describe('workload policy', () => {
       expect(forbiddenPodMetadataKey(key, allowed)).toMatch(/LLMHUB_POD_METADATA_KEYS/);
     }
     expect(forbiddenPodMetadataKey('-bad', allowed)).toMatch(/not a valid/);
+  });
+});
+
+describe('serving names', () => {
+  it('are DNS-1035 labels of at most 63 characters, one per (model, version) pair', () => {
+    const names = [
+      servingName('a', 'b-c'),
+      servingName('a-b', 'c'),
+      servingName('9lives', 'v1'),
+      servingName('m'.repeat(63), 'V'.repeat(63)),
+    ];
+    expect(new Set(names).size).toBe(names.length);
+    for (const n of names) expect(n).toMatch(/^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/);
+    expect(servingName('a', 'b-c')).toBe(servingName('a', 'b-c'));
   });
 });

@@ -74,7 +74,7 @@ describe('tenant namespaces on the real API server', () => {
         podAnnotations: {},
         podLabels: {},
       },
-      ns,
+      { namespace: ns, name: 'model-server' },
       { image: IMAGE },
     );
     const created = await k.core.createNamespacedPod({
