@@ -1,7 +1,31 @@
+import type { FastifyBaseLogger } from 'fastify';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 
 const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
+
+/**
+ * Runs each dependency check: `ok` or `unavailable` per dependency. The reason goes to the log only: driver errors
+ * carry host names, ports and user names, and /readyz answers anyone.
+ */
+export async function readiness(
+  checks: Record<string, () => Promise<unknown>>,
+  log: Pick<FastifyBaseLogger, 'warn'>,
+): Promise<{ ready: boolean; checks: Record<string, 'ok' | 'unavailable'> }> {
+  const results: Record<string, 'ok' | 'unavailable'> = {};
+  await Promise.all(
+    Object.entries(checks).map(([name, check]) =>
+      check().then(
+        () => (results[name] = 'ok'),
+        (err: unknown) => {
+          results[name] = 'unavailable';
+          log.warn({ dependency: name, err }, 'readiness check failed');
+        },
+      ),
+    ),
+  );
+  return { ready: Object.values(results).every((v) => v === 'ok'), checks: results };
+}
 
 /** Liveness answers from memory; readiness proves the API can reach its database and Temporal. */
 export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -14,20 +38,15 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/readyz',
     { config: { public: true }, schema: { tags: ['health'], response: { 200: Health, 503: Health } } },
-    async (_req, reply) => {
-      const checks: Record<string, string> = {};
-      await Promise.all([
-        app.platform.db.query('SELECT 1').then(
-          () => (checks.database = 'ok'),
-          (err: Error) => (checks.database = err.message),
-        ),
-        app.platform.temporal.workflowService.getSystemInfo({}).then(
-          () => (checks.temporal = 'ok'),
-          (err: Error) => (checks.temporal = err.message),
-        ),
-      ]);
-      const ok = Object.values(checks).every((v) => v === 'ok');
-      return reply.status(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks });
+    async (request, reply) => {
+      const { ready, checks } = await readiness(
+        {
+          database: () => app.platform.db.query('SELECT 1'),
+          temporal: () => app.platform.temporal.workflowService.getSystemInfo({}),
+        },
+        request.log,
+      );
+      return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks });
     },
   );
 };
