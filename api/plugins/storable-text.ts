@@ -9,6 +9,10 @@ import { BadRequestError } from '../../common/errors';
 export function unstorableTextAt(value: unknown, at: string): string | undefined {
   if (typeof value === 'string') return value.includes('\0') || !value.isWellFormed() ? at : undefined;
   if (value === null || typeof value !== 'object') return undefined;
+  // Only what a JSON or form parser builds: an uploaded file's Buffer is bytes for object storage, not text for the
+  // database, and walking it would visit every byte.
+  const proto = Object.getPrototypeOf(value);
+  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
       const found = unstorableTextAt(value[i], `${at}.${i}`);

@@ -140,6 +140,8 @@ describe('API keys', () => {
     });
     expect({ status: lone.statusCode, field: fieldOf(lone) }).toEqual({ status: 400, field: 'body.description' });
     expect((await api('GET', `/v1/models/${model}`, acme.keys.admin)).statusCode).toBe(404);
+    const query = await api('DELETE', '/v1/limits?subject=a%00b', acme.keys.admin);
+    expect({ status: query.statusCode, field: fieldOf(query) }).toEqual({ status: 400, field: 'querystring.subject' });
     const { apiKeys } = (await api('GET', '/v1/api-keys', acme.keys.admin)).json() as { apiKeys: { name: string }[] };
     expect(apiKeys.some((k) => k.name.startsWith('a') && k.name.endsWith('b') && k.name.length === 3)).toBe(false);
   });

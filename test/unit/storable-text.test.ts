@@ -16,4 +16,10 @@ describe('text the platform store cannot hold', () => {
     ).toBeUndefined();
     expect(unstorableTextAt(undefined, 'body')).toBeUndefined();
   });
+
+  it('looks into parsed JSON and query objects only, not into an uploaded Buffer (bytes for object storage)', () => {
+    expect(unstorableTextAt(Buffer.from('a\u0000b'), 'body')).toBeUndefined();
+    expect(unstorableTextAt(new Uint8Array(4), 'body')).toBeUndefined();
+    expect(unstorableTextAt(Object.assign(Object.create(null), { q: 'x\u0000' }), 'querystring')).toBe('querystring.q');
+  });
 });
