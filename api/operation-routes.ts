@@ -1,8 +1,7 @@
 import { Type, type Static, type TObject, type TProperties, type TSchema, type TString } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyReply } from 'fastify';
-import { ApplicationFailure } from '@temporalio/common';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, type UpdateDefinition } from '@temporalio/common';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApprovalFailures, type ApprovalRequest, type Role } from '../contracts/approvals';
 import { workflowId, type OperationContract } from '../contracts/operations';
 import { ConflictError, ForbiddenError } from '../common/errors';
@@ -27,7 +26,7 @@ export const OPERATION_ROLES = {
 const idOf = (contract: OperationContract<unknown>) => contract.idField ?? 'id';
 
 /** The 202 answer of a start: the same five fields for every operation, the id under the contract's key. */
-export const acceptedSchema = (contract: OperationContract<unknown>) =>
+const acceptedSchema = (contract: OperationContract<unknown>) =>
   Type.Object({
     [idOf(contract)]: Type.String(),
     workflowId: Type.String(),
@@ -36,23 +35,30 @@ export const acceptedSchema = (contract: OperationContract<unknown>) =>
     statusUrl: Type.String(),
   });
 
-/** Sends the start's 202 from the run itself, so a repeated start answers with the run it landed on. */
-export async function sendAccepted(
-  temporal: Client,
-  reply: FastifyReply,
-  contract: OperationContract<unknown>,
-  key: string,
-  workflowId: string,
-  statusUrl: string,
-) {
-  const desc = await temporal.workflow.getHandle(workflowId).describe();
-  return reply.status(202).send({
-    [idOf(contract)]: key,
-    workflowId,
-    status: desc.status.name.toLowerCase(),
-    startedAt: desc.startTime.toISOString(),
-    statusUrl,
-  });
+/**
+ * Runs a steering or approval Update and maps the workflow's refusal: its validator's `forbidden` (who asks) to 403,
+ * any other refusal or an ended run (what is asked) to 409 with the reason, prefixed by `refused`.
+ */
+export async function executeRunUpdate<R, A>(
+  handle: WorkflowHandle,
+  update: UpdateDefinition<R, [A]>,
+  arg: A,
+  refused: string,
+  field?: string,
+): Promise<R> {
+  try {
+    return await handle.executeUpdate(update, { args: [arg] });
+  } catch (err) {
+    if (err instanceof WorkflowUpdateFailedError) {
+      const cause = err.cause;
+      const message = cause instanceof Error ? cause.message : err.message;
+      if (cause instanceof ApplicationFailure && cause.type === ApprovalFailures.forbidden)
+        throw new ForbiddenError(message);
+      throw new ConflictError(`${refused}: ${message}`, field ? { field } : undefined);
+    }
+    if (err instanceof WorkflowNotFoundError) throw new ConflictError(`${refused}: the run has ended`);
+    throw err;
+  }
 }
 
 /** What a start route works out from the request; who starts it and under which key the builder adds. */
@@ -138,7 +144,15 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
           const { request: same = body, ...plan } = await start.plan(body, { tenantId, key, workflowId: id });
           await startOperation(app.platform, { contract, tenantId, key, request: same, ...plan });
           request.auditWorkflowId = id;
-          return sendAccepted(temporal, reply, contract, key, id, start.statusUrl(key));
+          // From the run itself, so a repeated start answers with the run it landed on.
+          const desc = await temporal.workflow.getHandle(id).describe();
+          return reply.status(202).send({
+            [idOf(contract)]: key,
+            workflowId: id,
+            status: desc.status.name.toLowerCase(),
+            startedAt: desc.startTime.toISOString(),
+            statusUrl: start.statusUrl(key),
+          });
         },
       );
     }
@@ -161,7 +175,7 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
           status: () => handle.query(contract.statusQuery),
         };
         if (o.read.answer) return o.read.answer(context);
-        return { workflowId: handle.workflowId, workflowStatus: desc.status.name, ...(await context.status()) };
+        return { workflowId: handle.workflowId, workflowStatus: context.workflowStatus, ...(await context.status()) };
       },
     );
 
@@ -219,30 +233,20 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
         async (request) => {
           const { handle } = await runOf(request);
           request.auditWorkflowId = handle.workflowId;
-          try {
-            const p = request.principal!;
-            const answer = {
-              ...(request.body as Omit<A, 'by' | 'tenantId' | 'roles'>),
-              by: p.subject,
-              tenantId: p.tenantId,
-              roles: p.roles,
-            } as A;
-            return await handle.executeUpdate(update, { args: [answer] });
-          } catch (err) {
-            if (err instanceof WorkflowUpdateFailedError) {
-              const cause = err.cause;
-              const message = cause instanceof Error ? cause.message : err.message;
-              if (cause instanceof ApplicationFailure && cause.type === ApprovalFailures.forbidden)
-                throw new ForbiddenError(message);
-              throw new ConflictError(
-                `cannot answer the approval of ${contract.resource} '${request.params.id}': ${message}`,
-                approvals.conflictField ? { field: approvals.conflictField } : undefined,
-              );
-            }
-            if (err instanceof WorkflowNotFoundError)
-              throw new ConflictError(`${contract.resource} '${request.params.id}' has ended`);
-            throw err;
-          }
+          const p = request.principal!;
+          const answer = {
+            ...(request.body as Omit<A, 'by' | 'tenantId' | 'roles'>),
+            by: p.subject,
+            tenantId: p.tenantId,
+            roles: p.roles,
+          } as A;
+          return executeRunUpdate(
+            handle,
+            update,
+            answer,
+            `cannot answer the approval of ${contract.resource} '${request.params.id}'`,
+            approvals.conflictField,
+          );
         },
       );
     }

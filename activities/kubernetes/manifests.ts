@@ -35,11 +35,15 @@ export interface ModelServerImage {
   gpuProduct?: string;
 }
 
-export const dnsLabel = (s: string, max = 63): string => {
-  const clean = s
+/** Lower-case letters, digits and inner dashes: what a DNS label may hold, before length and first-letter rules. */
+const labelChars = (s: string): string =>
+  s
     .toLowerCase()
     .replace(/[^a-z0-9-]+/g, '-')
     .replace(/^-+|-+$/g, '');
+
+export const dnsLabel = (s: string, max = 63): string => {
+  const clean = labelChars(s);
   // A changed or shortened name gets a hash of the original, so two versions never collide on one name.
   if (clean === s && clean.length <= max && /^[a-z]/.test(clean)) return clean;
   const hash = createHash('sha256').update(s).digest('hex').slice(0, 8);
@@ -60,10 +64,7 @@ export const labelValue = (s: string): string =>
  */
 export const servingName = (modelId: string, version: string): string => {
   const hash = createHash('sha256').update(`${modelId}\0${version}`).digest('hex').slice(0, 8);
-  const clean = `${modelId}-${version}`
-    .toLowerCase()
-    .replace(/[^a-z0-9-]+/g, '-')
-    .replace(/^-+|-+$/g, '');
+  const clean = labelChars(`${modelId}-${version}`);
   const head = (/^[a-z]/.test(clean) ? clean : `m-${clean}`).slice(0, 63 - 9).replace(/-+$/, '');
   return `${head}-${hash}`;
 };

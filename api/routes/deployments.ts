@@ -1,6 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { forbiddenEnvName, forbiddenPodMetadataKey } from '../../common/workload-policy';
 import {
@@ -16,7 +15,7 @@ import { ModelIdKey } from '../../contracts/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { requireRole } from '../plugins/auth';
 import { canonicalHash } from '../../common/canonical';
-import { IdParams, operationRoutes } from '../operation-routes';
+import { executeRunUpdate, IdParams, operationRoutes } from '../operation-routes';
 import { operationRun } from '../operations';
 import { errorResponses, ResourceId, VersionId } from '../schemas';
 
@@ -258,21 +257,13 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
           request.params.id,
         );
         request.auditWorkflowId = handle.workflowId;
-        try {
-          return await handle.executeUpdate(update, {
-            args: [
-              { by: request.principal!.subject, tenantId: request.principal!.tenantId, reason: request.body?.reason },
-            ],
-          });
-        } catch (err) {
-          // The workflow's validator refused (wrong phase), or the run has already ended.
-          if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowNotFoundError) {
-            throw new ConflictError(
-              `cannot ${action} deployment '${request.params.id}': ${(err.cause as Error | undefined)?.message ?? err.message}`,
-            );
-          }
-          throw err;
-        }
+        // The validator refuses a wrong phase; an ended run cannot be steered either.
+        return executeRunUpdate(
+          handle,
+          update,
+          { by: request.principal!.subject, tenantId: request.principal!.tenantId, reason: request.body?.reason },
+          `cannot ${action} deployment '${request.params.id}'`,
+        );
       },
     );
   }
