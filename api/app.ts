@@ -1,4 +1,5 @@
-import type { ClusterSettings } from '../common/config';
+import { tenantDefaultLimitOf, type ClusterSettings, type LimitCeiling } from '../common/config';
+import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
 import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -31,6 +32,8 @@ import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
 import { mcpServerRoutes } from './routes/mcp-servers';
 import { modelRoutes } from './routes/models';
+import { platformRoutes } from './routes/platform';
+import type { TenantResources } from './tenant-resources';
 import { refuseUnstorableText } from './plugins/storable-text';
 import { ErrorResponse } from './schemas';
 
@@ -48,6 +51,10 @@ export interface AppDeps {
   /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS); default none. */
   podMetadataKeys?: readonly string[];
   jwt?: JwtSettings;
+  /** What a tenant created by an operator gets unless the call says otherwise (LLMHUB_TENANT_DEFAULT_*). */
+  tenantDefaults?: { gpus: number; ceiling: LimitCeiling };
+  /** Created with each tenant and removed with it (storage scope, namespaces). */
+  tenantResources?: TenantResources[];
   bodyLimitBytes?: number;
   /** Inference gateway settings; what is left out takes its default. */
   gateway?: Partial<GatewaySettings>;
@@ -67,6 +74,7 @@ export interface Platform {
   platformBucket: string;
   clusters: ClusterSettings;
   podMetadataKeys: readonly string[];
+  tenantResources: TenantResources[];
 }
 
 declare module 'fastify' {
@@ -103,6 +111,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     platformBucket: deps.platformBucket,
     clusters: deps.clusters,
     podMetadataKeys: deps.podMetadataKeys ?? [],
+    tenantResources: deps.tenantResources ?? [],
   };
   app.decorate('platform', platform);
   app.addSchema(ErrorResponse);
@@ -154,6 +163,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await control.register(fineTuneRoutes, { prefix: '/v1' });
     await control.register(pipelineRoutes, { prefix: '/v1' });
     await control.register(adminRoutes, { prefix: '/v1' });
+    await control.register(platformRoutes, {
+      prefix: '/v1/platform',
+      defaults: deps.tenantDefaults ?? { gpus: DEFAULT_GPU_QUOTA, ceiling: tenantDefaultLimitOf(undefined) },
+    });
   });
   return app;
 }

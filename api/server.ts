@@ -1,5 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
-import { loadConfig, clustersOf } from '../common/config';
+import { loadConfig, clustersOf, tenantDefaultLimitOf } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
 import { loadGatewaySettings } from './gateway/settings';
@@ -35,7 +35,16 @@ async function main(): Promise<void> {
     platformBucket: config.PLATFORM_BUCKET,
     clusters: clustersOf(config.LLMHUB_CLUSTERS),
     podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
-    jwt: { jwksUrl: config.JWT_JWKS_URL, issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE },
+    jwt: {
+      jwksUrl: config.JWT_JWKS_URL,
+      issuer: config.JWT_ISSUER,
+      audience: config.JWT_AUDIENCE,
+      platformAdminClaim: config.JWT_PLATFORM_ADMIN_CLAIM,
+    },
+    tenantDefaults: {
+      gpus: config.LLMHUB_TENANT_DEFAULT_GPUS,
+      ceiling: tenantDefaultLimitOf(config.LLMHUB_TENANT_DEFAULT_LIMIT),
+    },
   });
   app.addHook('onClose', async () => {
     await connection.close();

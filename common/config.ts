@@ -1,4 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
 import { Value } from '@sinclair/typebox/value';
 
 /**
@@ -6,6 +7,7 @@ import { Value } from '@sinclair/typebox/value';
  * the variable's name rather than as a confusing error deep inside a request.
  */
 const DEFAULT_CLUSTERS = '{"local":{}}';
+const DEFAULT_TENANT_LIMIT = '{"windowSeconds":60,"maxRequests":600,"maxTokens":1000000}';
 
 const Env = Type.Object({
   TEMPORAL_ADDRESS: Type.String({ default: '127.0.0.1:7233', minLength: 1 }),
@@ -24,6 +26,11 @@ const Env = Type.Object({
   JWT_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   JWT_ISSUER: Type.Optional(Type.String()),
   JWT_AUDIENCE: Type.Optional(Type.String()),
+  /** A boolean JWT claim that makes a token a platform operator's (without tenant_id); unset: operators use platform keys only. */
+  JWT_PLATFORM_ADMIN_CLAIM: Type.Optional(Type.String({ minLength: 1 })),
+  /** What POST /v1/platform/tenants gives a new tenant unless the call says otherwise: its GPU quota and gateway ceiling. */
+  LLMHUB_TENANT_DEFAULT_GPUS: Type.Integer({ default: DEFAULT_GPU_QUOTA, minimum: 0, maximum: 100000 }),
+  LLMHUB_TENANT_DEFAULT_LIMIT: Type.String({ default: DEFAULT_TENANT_LIMIT }),
   /** Bucket for the platform's own objects (uploads, ingestion manifests). */
   PLATFORM_BUCKET: Type.String({ default: 'llmhub', minLength: 3 }),
   VECTOR_STORE: Type.Union([Type.Literal('lancedb'), Type.Literal('qdrant')], { default: 'lancedb' }),
@@ -116,3 +123,15 @@ export type ClusterSettings = Static<typeof Clusters>;
 /** Takes the raw variable, so the API can know the cluster names without the rest of the configuration. */
 export const clustersOf = (raw: string | undefined): ClusterSettings =>
   jsonEnv('LLMHUB_CLUSTERS', raw || DEFAULT_CLUSTERS, Clusters);
+
+const Ceiling = Type.Object(
+  {
+    windowSeconds: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }),
+    maxRequests: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    maxTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  },
+  { additionalProperties: false },
+);
+export type LimitCeiling = Static<typeof Ceiling>;
+export const tenantDefaultLimitOf = (raw: string | undefined): LimitCeiling =>
+  jsonEnv('LLMHUB_TENANT_DEFAULT_LIMIT', raw || DEFAULT_TENANT_LIMIT, Ceiling);

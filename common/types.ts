@@ -10,6 +10,15 @@ export interface Principal {
   via: 'api_key' | 'jwt';
 }
 
+/**
+ * A platform operator: a member of no tenant, so it reaches no tenant's objects, and only it may run the
+ * `/v1/platform/*` routes (tenants, quotas, ceilings, storage scope, the MCP catalog).
+ */
+export interface PlatformOperator {
+  subject: string;
+  via: 'platform_key' | 'jwt';
+}
+
 export interface Model {
   id: string;
   name: string;

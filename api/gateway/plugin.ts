@@ -118,6 +118,10 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     logger: app.log,
     refreshMs: s.refreshMs,
     onKeyChanged: (id) => app.apiKeys.evict(id),
+    onTenantChanged: (id) => {
+      app.apiKeys.clear();
+      app.tenantStates.deleteWhere((tenant) => tenant === id);
+    },
   });
   const upstreams = new UpstreamPool({
     connections: s.upstreamConnections,

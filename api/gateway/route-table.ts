@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Client, type Pool } from 'pg';
 import type { Logger } from '../../common/logger';
-import type { LimitRule } from '../../common/store/limits';
+import { CEILING_SUBJECT, type LimitRule } from '../../common/store/limits';
 import type { RoutingStore } from '../../common/store/routing';
 
 export const ROUTING_STRATEGIES = ['stable', 'canary', 'ab_test'] as const;
@@ -75,6 +75,8 @@ export class RouteTable {
       logger: Pick<Logger, 'warn' | 'error'>;
       refreshMs: number;
       onKeyChanged: (keyId: string) => void;
+      /** A tenant was suspended, resumed or deleted: every cached verdict of its keys and tokens is stale. */
+      onTenantChanged: (tenantId: string) => void;
     },
   ) {}
 
@@ -100,8 +102,10 @@ export class RouteTable {
   /** The limits that apply to a caller: the tenant's and the caller's own. */
   limitsFor(tenantId: string, subject: string): LimitRule[] {
     const out: LimitRule[] = [];
+    const ceiling = this.limits.get(`${tenantId}\0${CEILING_SUBJECT}`);
     const tenant = this.limits.get(`${tenantId}\0`);
     const own = this.limits.get(`${tenantId}\0${subject}`);
+    if (ceiling) out.push(ceiling);
     if (tenant) out.push(tenant);
     if (own) out.push(own);
     return out;
@@ -166,6 +170,7 @@ export class RouteTable {
     client.on('end', () => retry());
     client.on('notification', (n) => {
       if (n.payload?.startsWith('key:')) this.deps.onKeyChanged(n.payload.slice(4));
+      else if (n.payload?.startsWith('tenant:')) this.deps.onTenantChanged(n.payload.slice(7));
       else void this.refresh().catch((err) => this.deps.logger.warn({ err }, 'gateway route refresh failed'));
     });
     try {

@@ -2,23 +2,31 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ForbiddenError, UnauthorizedError } from '../../common/errors';
-import type { TenantStore } from '../../common/store/tenants';
 import { ApiKeyCache, LookupCache } from './key-cache';
+import { PLATFORM_KEY_PREFIX } from '../../common/store/tenants';
 import { Roles, type Role } from '../../contracts/approvals';
 import { isValidTenantId } from '../../contracts/operations';
-import type { Principal } from '../../common/types';
+import type { TenantState, TenantStore } from '../../common/store/tenants';
+import type { PlatformOperator, Principal } from '../../common/types';
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Verified API keys, cached; the gateway evicts a key when its revocation is announced. */
     apiKeys: ApiKeyCache;
+    /** Tenants' states as JWTs are checked against them; cleared when a tenant is suspended, resumed or deleted. */
+    tenantStates: LookupCache<TenantState>;
   }
   interface FastifyRequest {
+    /** A tenant's member; unset for platform operators. */
     principal?: Principal;
+    /** A platform operator; set only on `/v1/platform/*` routes. */
+    operator?: PlatformOperator;
   }
   interface FastifyContextConfig {
     /** Routes that answer without credentials (health, docs, metrics). */
     public?: boolean;
+    /** Routes for platform operators only; every other route is for tenants' members only. */
+    platform?: boolean;
   }
 }
 
@@ -28,6 +36,11 @@ export interface JwtSettings {
   jwks?: JWTVerifyGetKey;
   issuer?: string;
   audience?: string;
+  /**
+   * The boolean claim that makes a token a platform operator's (it must then carry no tenant_id). Named by the
+   * install, so a tenant-facing identity provider that lets users edit `roles` cannot mint an operator.
+   */
+  platformAdminClaim?: string;
 }
 
 /**
@@ -64,6 +77,12 @@ export function checkJwtSettings(s: JwtSettings): void {
       throw new Error(`JWT_JWKS_URL must use https (plain http only on loopback): ${url.origin}`);
     }
   }
+}
+
+/** A revoked or expired key is refused; the expiry is checked at every request, whatever the cache holds. */
+function refuseEnded(key: { revoked: boolean; expiresAt: number | null }): void {
+  if (key.revoked) throw new UnauthorizedError('API key has been revoked');
+  if (key.expiresAt !== null && key.expiresAt <= Date.now()) throw new UnauthorizedError('API key has expired');
 }
 
 /** How long a tenant's existence is trusted; a deleted tenant's tokens stop working within it. */
@@ -105,9 +124,11 @@ export const authPlugin = fp(
     app.decorate('apiKeys', keys);
     checkJwtSettings(opts.jwt);
     const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
-    const tenantExists = new LookupCache((id) => opts.tenants.tenantExists(id), TENANT_CACHE_TTL_MS, 10_000);
+    const tenantStates = new LookupCache((id) => opts.tenants.tenantState(id), TENANT_CACHE_TTL_MS, 10_000);
+    app.decorate('tenantStates', tenantStates);
+    const platformKeys = new LookupCache((token) => opts.tenants.verifyPlatformKey(token), opts.keyCacheTtlMs ?? 0);
 
-    async function fromJwt(token: string): Promise<Principal> {
+    async function fromJwt(token: string): Promise<Principal | PlatformOperator> {
       if (!jwks) throw new UnauthorizedError('bearer token is not a valid API key and JWT auth is not configured');
       let payload;
       try {
@@ -121,34 +142,57 @@ export const authPlugin = fp(
         throw new UnauthorizedError(`invalid token: ${(err as Error).message}`);
       }
       const tenantId = payload.tenant_id;
+      if (opts.jwt.platformAdminClaim && payload[opts.jwt.platformAdminClaim] === true) {
+        if (tenantId !== undefined)
+          throw new UnauthorizedError('a platform operator token must not name a tenant (tenant_id)');
+        return { subject: `jwt:${String(payload.sub ?? 'operator')}`, via: 'jwt' };
+      }
       const roles = Array.isArray(payload.roles)
         ? payload.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r))
         : [];
       if (typeof tenantId !== 'string' || !tenantId) throw new UnauthorizedError('token has no tenant_id claim');
       // Checked before any lookup: a tenant id becomes part of workflow ids and object keys.
-      if (!isValidTenantId(tenantId) || !(await tenantExists.get(tenantId))) {
-        throw new UnauthorizedError('token names no tenant of this platform');
-      }
+      const state = isValidTenantId(tenantId) ? await tenantStates.get(tenantId) : 'absent';
+      if (state === 'absent') throw new UnauthorizedError('token names no tenant of this platform');
+      if (state === 'suspended') throw new UnauthorizedError(`tenant '${tenantId}' is suspended`);
       if (roles.length === 0) throw new ForbiddenError('token carries no platform role');
       return { tenantId, subject: String(payload.sub ?? 'jwt'), roles, via: 'jwt' };
     }
 
     app.decorateRequest('principal', undefined);
+    app.decorateRequest('operator', undefined);
     app.addHook('onRequest', async (request) => {
       if (isPublic(request)) return;
       const header = request.headers.authorization;
       const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
       if (!m) throw new UnauthorizedError('missing Authorization: Bearer <api key or token>');
       const token = m[1]!;
-      let principal: Principal;
-      if (token.startsWith('llmhub_')) {
+      let caller: Principal | PlatformOperator;
+      if (token.startsWith(`${PLATFORM_KEY_PREFIX}_`)) {
+        const key = await platformKeys.get(token);
+        if (!key) throw new UnauthorizedError('invalid API key');
+        refuseEnded(key);
+        caller = { subject: `platform-key:${key.id}`, via: 'platform_key' };
+      } else if (token.startsWith('llmhub_')) {
         const key = await keys.verifyApiKey(token);
         if (!key) throw new UnauthorizedError('invalid API key');
-        if (key.revoked) throw new UnauthorizedError('API key has been revoked');
-        principal = { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' };
+        refuseEnded(key);
+        if (key.tenantSuspended) throw new UnauthorizedError(`tenant '${key.tenantId}' is suspended`);
+        caller = { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' };
       } else {
-        principal = await fromJwt(token);
+        caller = await fromJwt(token);
       }
+      const platformRoute = request.routeOptions.config?.platform === true;
+      if (!('tenantId' in caller)) {
+        if (!platformRoute)
+          throw new ForbiddenError(
+            'platform operators are members of no tenant: tenant routes need a tenant member’s key or token',
+          );
+        request.operator = caller;
+        return;
+      }
+      if (platformRoute) throw new ForbiddenError('this route is for platform operators only');
+      const principal = caller;
       request.principal = principal;
       const asTenant = request.headers['x-tenant-id'];
       if (asTenant !== undefined && asTenant !== principal.tenantId) {

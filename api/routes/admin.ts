@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { LimitStore, type LimitRule } from '../../common/store/limits';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
+import { CEILING_SUBJECT, LimitStore, type LimitRule } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
 import { requireRole } from '../plugins/auth';
 import { errorResponses, ResourceId } from '../schemas';
@@ -20,15 +20,23 @@ const ApiKey = Type.Object({
   role: KeyRole,
   createdAt: Type.String(),
   revokedAt: Type.Union([Type.String(), Type.Null()]),
+  expiresAt: Type.Union([Type.String(), Type.Null()]),
 });
 const CreatedApiKey = Type.Object({
   id: Type.String(),
   name: Type.String(),
   role: KeyRole,
+  expiresAt: Type.Union([Type.String(), Type.Null()]),
   key: Type.String({ description: 'The whole key; shown only in this answer' }),
 });
 const CreateApiKey = Type.Object(
-  { name: Type.String({ minLength: 1, maxLength: 200 }), role: KeyRole },
+  {
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    role: KeyRole,
+    expiresAt: Type.Optional(
+      Type.String({ format: 'date-time', description: 'When the key stops working; default: never' }),
+    ),
+  },
   { additionalProperties: false },
 );
 
@@ -90,8 +98,11 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const { name, role } = request.body;
-      const { id, key } = await tenants.createApiKey(request.principal!.tenantId, name, role);
-      return reply.status(201).send({ id, name, role, key });
+      const expiresAt = request.body.expiresAt === undefined ? null : new Date(request.body.expiresAt);
+      if (expiresAt && !(expiresAt.getTime() > Date.now()))
+        throw new BadRequestError('expiresAt must be in the future', 'body.expiresAt');
+      const { id, key } = await tenants.createApiKey(request.principal!.tenantId, name, role, expiresAt);
+      return reply.status(201).send({ id, name, role, expiresAt: expiresAt?.toISOString() ?? null, key });
     },
   );
 
@@ -194,7 +205,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['admin'],
-        summary: "List the tenant's gateway limits",
+        summary:
+          "List the tenant's gateway limits, with the platform's ceiling (subject 'platform') that applies beside them",
         response: { 200: Type.Object({ limits: Type.Array(Limit) }), ...errorResponses() },
       },
     },
@@ -207,13 +219,15 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('admin'),
       schema: {
         tags: ['admin'],
-        summary: 'Remove a limit',
-        querystring: Type.Object({ subject: Subject }),
+        summary: "Remove a limit (the platform's ceiling, subject 'platform', only an operator can remove)",
+        querystring: Type.Object({ subject: Type.Union([Subject, Type.Literal(CEILING_SUBJECT)]) }),
         response: errorResponses(400, 404),
       },
     },
     async (request, reply) => {
       const { subject } = request.query;
+      if (subject === CEILING_SUBJECT)
+        throw new ForbiddenError("the tenant's ceiling is set by platform operators; a tenant cannot remove it");
       if (!(await limits.removeLimit(request.principal!.tenantId, subject))) throw new NotFoundError('limit', subject);
       return reply.status(204).send();
     },

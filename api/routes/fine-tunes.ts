@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, PlatformError } from '../../common/errors';
+import { BadRequestError, ConflictError, ForbiddenError, PlatformError } from '../../common/errors';
 import {
   DEFAULT_HYPERPARAMETERS,
   FINE_TUNE_METHODS,
@@ -223,15 +223,17 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('admin'),
       schema: {
         tags: ['fine-tunes'],
-        summary: "Set the tenant's GPU quota; queued fine-tunes are served against the new value",
+        deprecated: true,
+        summary:
+          "Refused (403): a tenant's GPU quota is set by platform operators (PUT /v1/platform/tenants/{id}/gpu-quota)",
         body: Quota,
-        response: { 200: QuotaUsage, ...errorResponses(400) },
+        response: errorResponses(400),
       },
     },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      await quotas.setQuota(tenantId, request.body.gpus);
-      return quotas.usage(tenantId);
+    async () => {
+      throw new ForbiddenError(
+        "a tenant's GPU quota is set by platform operators (PUT /v1/platform/tenants/{id}/gpu-quota)",
+      );
     },
   );
 };

@@ -1,6 +1,12 @@
 import type { Pool, PoolClient } from 'pg';
 import { inTransaction } from './pool';
 
+/**
+ * The subject of the limit a platform operator sets on a whole tenant: it applies beside the tenant's own limits,
+ * and tenants' routes can neither change nor remove it.
+ */
+export const CEILING_SUBJECT = 'platform';
+
 export interface LimitRule {
   tenantId: string;
   /** '' for the whole tenant, otherwise one caller (the principal's subject, e.g. `key:<id>`). */

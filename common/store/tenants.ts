@@ -1,8 +1,11 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { Role } from '../../contracts/approvals';
+import { inTransaction } from './pool';
 
 const KEY_PREFIX = 'llmhub';
+/** Platform operators' keys: `llmhubop_<id>_<secret>`, a prefix no tenant key has. */
+export const PLATFORM_KEY_PREFIX = 'llmhubop';
 
 export interface ApiKeyRecord {
   id: string;
@@ -10,7 +13,28 @@ export interface ApiKeyRecord {
   name: string;
   role: Role;
   revoked: boolean;
+  /** Epoch ms; null for a key that never expires. Checked at every request, so a cached verdict cannot outlive it. */
+  expiresAt: number | null;
+  tenantSuspended: boolean;
 }
+
+/** A platform operator's key: no tenant, one role (`platform-admin`). */
+export interface PlatformKeyRecord {
+  id: string;
+  name: string;
+  revoked: boolean;
+  expiresAt: number | null;
+}
+
+export interface TenantInfo {
+  id: string;
+  name: string;
+  createdAt: string;
+  suspendedAt: string | null;
+}
+
+/** Whether a tenant exists and may act: what tokens and keys are checked against. */
+export type TenantState = 'active' | 'suspended' | 'absent';
 
 /** What a tenant's admin may see of a key: never the secret or its hash. */
 export interface ApiKeyInfo {
@@ -19,6 +43,7 @@ export interface ApiKeyInfo {
   role: Role;
   createdAt: string;
   revokedAt: string | null;
+  expiresAt: string | null;
 }
 
 const hashSecret = (secret: string): Buffer => createHash('sha256').update(secret).digest();
@@ -27,10 +52,18 @@ const hashSecret = (secret: string): Buffer => createHash('sha256').update(secre
  * Keys look like `llmhub_<id>_<secret>`: the id finds the row, only a hash of the secret is stored,
  * and the full key is returned once at creation.
  */
-export function splitApiKey(token: string): { id: string; secret: string } | undefined {
-  const m = /^llmhub_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
-  return m ? { id: m[1]!, secret: m[2]! } : undefined;
+export function splitApiKey(token: string, prefix = KEY_PREFIX): { id: string; secret: string } | undefined {
+  const m = /^([a-z]+)_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$/.exec(token);
+  return m && m[1] === prefix ? { id: m[2]!, secret: m[3]! } : undefined;
 }
+
+function newKey(prefix: string): { id: string; key: string; hash: Buffer } {
+  const id = randomBytes(8).toString('hex');
+  const secret = randomBytes(32).toString('base64url');
+  return { id, key: `${prefix}_${id}_${secret}`, hash: hashSecret(secret) };
+}
+
+const epochMs = (d: Date | null): number | null => (d === null ? null : d.getTime());
 
 export class TenantStore {
   constructor(private readonly db: Pool) {}
@@ -39,21 +72,82 @@ export class TenantStore {
     await this.db.query('INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [id, name]);
   }
 
-  async tenantExists(id: string): Promise<boolean> {
-    return (await this.db.query('SELECT 1 FROM tenants WHERE id = $1', [id])).rowCount === 1;
+  async tenantState(id: string): Promise<TenantState> {
+    const { rows } = await this.db.query<{ suspended_at: Date | null }>(
+      'SELECT suspended_at FROM tenants WHERE id = $1',
+      [id],
+    );
+    if (!rows[0]) return 'absent';
+    return rows[0].suspended_at === null ? 'active' : 'suspended';
   }
 
-  async createApiKey(tenantId: string, name: string, role: Role): Promise<{ id: string; key: string }> {
-    const id = randomBytes(8).toString('hex');
-    const secret = randomBytes(32).toString('base64url');
-    await this.db.query('INSERT INTO api_keys (id, tenant_id, name, role, secret_hash) VALUES ($1, $2, $3, $4, $5)', [
+  async tenantExists(id: string): Promise<boolean> {
+    return (await this.tenantState(id)) !== 'absent';
+  }
+
+  async listTenants(): Promise<TenantInfo[]> {
+    return this.tenantInfos('ORDER BY id', []);
+  }
+
+  async getTenant(id: string): Promise<TenantInfo | undefined> {
+    return (await this.tenantInfos('WHERE id = $1', [id]))[0];
+  }
+
+  /** Suspends or resumes; false for an unknown tenant. The update notifies every replica to drop cached verdicts. */
+  async setSuspended(id: string, suspended: boolean): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      `UPDATE tenants SET suspended_at = ${suspended ? 'COALESCE(suspended_at, now())' : 'NULL'} WHERE id = $1`,
+      [id],
+    );
+    return rowCount === 1;
+  }
+
+  async createApiKey(
+    tenantId: string,
+    name: string,
+    role: Role,
+    expiresAt: Date | null = null,
+  ): Promise<{ id: string; key: string }> {
+    const { id, key, hash } = newKey(KEY_PREFIX);
+    await this.db.query(
+      'INSERT INTO api_keys (id, tenant_id, name, role, secret_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6)',
+      [id, tenantId, name, role, hash, expiresAt],
+    );
+    return { id, key };
+  }
+
+  async createPlatformKey(name: string, expiresAt: Date | null = null): Promise<{ id: string; key: string }> {
+    const { id, key, hash } = newKey(PLATFORM_KEY_PREFIX);
+    await this.db.query('INSERT INTO platform_api_keys (id, name, secret_hash, expires_at) VALUES ($1, $2, $3, $4)', [
       id,
-      tenantId,
       name,
-      role,
-      hashSecret(secret),
+      hash,
+      expiresAt,
     ]);
-    return { id, key: `${KEY_PREFIX}_${id}_${secret}` };
+    return { id, key };
+  }
+
+  async revokePlatformKey(id: string): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      'UPDATE platform_api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1',
+      [id],
+    );
+    return rowCount === 1;
+  }
+
+  async verifyPlatformKey(token: string): Promise<PlatformKeyRecord | undefined> {
+    const parts = splitApiKey(token, PLATFORM_KEY_PREFIX);
+    if (!parts) return undefined;
+    const { rows } = await this.db.query<{
+      id: string;
+      name: string;
+      secret_hash: Buffer;
+      revoked_at: Date | null;
+      expires_at: Date | null;
+    }>('SELECT id, name, secret_hash, revoked_at, expires_at FROM platform_api_keys WHERE id = $1', [parts.id]);
+    const row = rows[0];
+    if (!row || !timingSafeEqual(row.secret_hash, hashSecret(parts.secret))) return undefined;
+    return { id: row.id, name: row.name, revoked: row.revoked_at !== null, expiresAt: epochMs(row.expires_at) };
   }
 
   async revokeApiKey(id: string): Promise<void> {
@@ -100,10 +194,24 @@ export class TenantStore {
       role: Role;
       secret_hash: Buffer;
       revoked_at: Date | null;
-    }>('SELECT id, tenant_id, name, role, secret_hash, revoked_at FROM api_keys WHERE id = $1', [parts.id]);
+      expires_at: Date | null;
+      suspended_at: Date | null;
+    }>(
+      `SELECT k.id, k.tenant_id, k.name, k.role, k.secret_hash, k.revoked_at, k.expires_at, t.suspended_at
+       FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1`,
+      [parts.id],
+    );
     const row = rows[0];
     if (!row || !timingSafeEqual(row.secret_hash, hashSecret(parts.secret))) return undefined;
-    return { id: row.id, tenantId: row.tenant_id, name: row.name, role: row.role, revoked: row.revoked_at !== null };
+    return {
+      id: row.id,
+      tenantId: row.tenant_id,
+      name: row.name,
+      role: row.role,
+      revoked: row.revoked_at !== null,
+      expiresAt: epochMs(row.expires_at),
+      tenantSuspended: row.suspended_at !== null,
+    };
   }
 
   private async apiKeyInfos(where: string, params: unknown[]): Promise<ApiKeyInfo[]> {
@@ -113,13 +221,58 @@ export class TenantStore {
       role: Role;
       created_at: Date;
       revoked_at: Date | null;
-    }>(`SELECT id, name, role, created_at, revoked_at FROM api_keys ${where}`, params);
+      expires_at: Date | null;
+    }>(`SELECT id, name, role, created_at, revoked_at, expires_at FROM api_keys ${where}`, params);
     return rows.map((r) => ({
       id: r.id,
       name: r.name,
       role: r.role,
       createdAt: r.created_at.toISOString(),
       revokedAt: r.revoked_at?.toISOString() ?? null,
+      expiresAt: r.expires_at?.toISOString() ?? null,
+    }));
+  }
+
+  /**
+   * Removes the tenant and every row that names it, children before parents (read from the schema's foreign keys,
+   * so a table added later is covered too), in one transaction. The audit log stays: it is the platform's record.
+   */
+  async deleteTenant(id: string): Promise<boolean> {
+    return inTransaction(this.db, async (c) => {
+      const { rows: tables } = await c.query<{ table_name: string }>(
+        `SELECT table_name FROM information_schema.columns
+         WHERE table_schema = current_schema() AND column_name = 'tenant_id' AND table_name <> 'audit_log'`,
+      );
+      const { rows: refs } = await c.query<{ child: string; parent: string }>(
+        `SELECT conrelid::regclass::text AS child, confrelid::regclass::text AS parent FROM pg_constraint
+         WHERE contype = 'f' AND connamespace = current_schema()::regnamespace`,
+      );
+      const pending = new Set(tables.map((t) => t.table_name));
+      while (pending.size > 0) {
+        const leaves = [...pending].filter(
+          (t) => !refs.some((r) => r.parent === t && r.child !== t && pending.has(r.child)),
+        );
+        if (leaves.length === 0)
+          throw new Error(`tenant tables reference each other in a cycle: ${[...pending].join(', ')}`);
+        for (const t of leaves) {
+          await c.query(`DELETE FROM ${c.escapeIdentifier(t)} WHERE tenant_id = $1`, [id]);
+          pending.delete(t);
+        }
+      }
+      return (await c.query('DELETE FROM tenants WHERE id = $1', [id])).rowCount === 1;
+    });
+  }
+
+  private async tenantInfos(where: string, params: unknown[]): Promise<TenantInfo[]> {
+    const { rows } = await this.db.query<{ id: string; name: string; created_at: Date; suspended_at: Date | null }>(
+      `SELECT id, name, created_at, suspended_at FROM tenants ${where}`,
+      params,
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      name: r.name,
+      createdAt: r.created_at.toISOString(),
+      suspendedAt: r.suspended_at?.toISOString() ?? null,
     }));
   }
 }

@@ -153,8 +153,8 @@ describe('fine-tuning', () => {
     const { modelId, datasetUri } = await prepare(p, tenant, task(12));
     const setQuota = await p.app.inject({
       method: 'PUT',
-      url: '/v1/quotas/gpu',
-      headers: bearer(tenant.keys.admin),
+      url: `/v1/platform/tenants/${tenant.id}/gpu-quota`,
+      headers: bearer(p.operatorKey),
       payload: { gpus: 2 },
     });
     expect(setQuota.statusCode).toBe(200);
@@ -207,8 +207,8 @@ describe('fine-tuning', () => {
       (
         await p.app.inject({
           method: 'PUT',
-          url: '/v1/quotas/gpu',
-          headers: bearer(tenant.keys.admin),
+          url: `/v1/platform/tenants/${tenant.id}/gpu-quota`,
+          headers: bearer(p.operatorKey),
           payload: { gpus: 16 },
         })
       ).statusCode,
@@ -250,8 +250,8 @@ describe('fine-tuning', () => {
       (
         await p.app.inject({
           method: 'PUT',
-          url: '/v1/quotas/gpu',
-          headers: bearer(tenant.keys.admin),
+          url: `/v1/platform/tenants/${tenant.id}/gpu-quota`,
+          headers: bearer(p.operatorKey),
           payload: { gpus: 17 },
         })
       ).statusCode,
@@ -302,8 +302,8 @@ describe('fine-tuning', () => {
       (
         await p.app.inject({
           method: 'PUT',
-          url: '/v1/quotas/gpu',
-          headers: bearer(tenant.keys.admin),
+          url: `/v1/platform/tenants/${tenant.id}/gpu-quota`,
+          headers: bearer(p.operatorKey),
           payload: { gpus: 2 },
         })
       ).statusCode,

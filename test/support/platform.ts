@@ -40,6 +40,8 @@ export interface TestPlatform {
   registry: RegistryStore;
   vectors: VectorStore;
   createTenant(prefix?: string): Promise<TestTenant>;
+  /** A platform operator's key (`/v1/platform/*`). */
+  operatorKey: string;
   /** Starts another worker on the same task queue with different deps (e.g. another S3 server). */
   startWorker(objects?: ObjectStore): Promise<RunningWorker>;
   close(): Promise<void>;
@@ -124,6 +126,7 @@ export async function startTestPlatform(
     registry,
     vectors,
     startWorker: launch,
+    operatorKey: (await tenants.createPlatformKey('test-operator')).key,
     async createTenant(prefix = 'tenant') {
       const id = uniqueId(prefix);
       await tenants.createTenant(id, id);

@@ -1,0 +1,259 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { LimitCeiling } from '../../common/config';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { GpuQuotaStore } from '../../common/store/gpu-quota';
+import { CEILING_SUBJECT, LimitStore } from '../../common/store/limits';
+import { TENANT_ID_PATTERN } from '../../contracts/operations';
+import { TenantIdKey } from '../../contracts/search-attributes';
+import { errorResponses } from '../schemas';
+
+const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
+const Gpus = Type.Integer({ minimum: 0, maximum: 100_000 });
+const Ceiling = Type.Object(
+  {
+    windowSeconds: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }),
+    maxRequests: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    maxTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  },
+  { additionalProperties: false },
+);
+const CeilingOut = Type.Object({
+  windowSeconds: Type.Integer(),
+  maxRequests: Type.Union([Type.Integer(), Type.Null()]),
+  maxTokens: Type.Union([Type.Integer(), Type.Null()]),
+});
+const Tenant = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  createdAt: Type.String(),
+  suspendedAt: Type.Union([Type.String(), Type.Null()]),
+  gpuQuota: Type.Integer(),
+  limitCeiling: Type.Union([CeilingOut, Type.Null()]),
+});
+const CreateTenant = Type.Object(
+  {
+    id: TenantId,
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    gpuQuota: Type.Optional(Gpus),
+    limitCeiling: Type.Optional(Ceiling),
+  },
+  { additionalProperties: false },
+);
+const CreatedTenant = Type.Object({
+  tenant: Tenant,
+  adminKey: Type.Object({
+    id: Type.String(),
+    key: Type.String({ description: "The tenant's first admin key; shown only in this answer" }),
+  }),
+});
+const OPERATORS_ONLY = { platform: true };
+const TenantParams = Type.Object({ id: TenantId });
+
+function checkCeiling(c: LimitCeiling, field: string): void {
+  if (c.maxRequests === undefined && c.maxTokens === undefined)
+    throw new BadRequestError('give maxRequests and/or maxTokens: a ceiling without either limits nothing', field);
+}
+
+/**
+ * Platform operators' routes: tenants (create, suspend, resume, delete), their GPU quotas and gateway ceilings.
+ * Every route is `platform: true`, so the auth plugin lets only operators in and every tenant member gets 403.
+ */
+export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: number; ceiling: LimitCeiling } }> = async (
+  app,
+  { defaults },
+) => {
+  const { db, tenants, temporal, tenantResources } = app.platform;
+  const quotas = new GpuQuotaStore(db);
+  const limits = new LimitStore(db);
+
+  async function describe(id: string) {
+    const tenant = await tenants.getTenant(id);
+    if (!tenant) throw new NotFoundError('tenant', id);
+    const ceiling = (await limits.listLimits(id)).find((l) => l.subject === CEILING_SUBJECT);
+    return {
+      ...tenant,
+      gpuQuota: await quotas.quotaOf(id),
+      limitCeiling: ceiling
+        ? { windowSeconds: ceiling.windowSeconds, maxRequests: ceiling.maxRequests, maxTokens: ceiling.maxTokens }
+        : null,
+    };
+  }
+
+  const setCeiling = (tenantId: string, c: LimitCeiling) =>
+    limits.setLimit({
+      tenantId,
+      subject: CEILING_SUBJECT,
+      windowSeconds: c.windowSeconds,
+      maxRequests: c.maxRequests ?? null,
+      maxTokens: c.maxTokens ?? null,
+    });
+
+  app.post(
+    '/tenants',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary:
+          'Create a tenant with its storage scope, namespace, GPU quota, gateway ceiling and first admin key, in one call',
+        body: CreateTenant,
+        response: { 201: CreatedTenant, ...errorResponses(400, 409) },
+      },
+    },
+    async (request, reply) => {
+      const { id, name = id, gpuQuota = defaults.gpus, limitCeiling = defaults.ceiling } = request.body;
+      checkCeiling(limitCeiling, 'body.limitCeiling');
+      if (await tenants.tenantExists(id))
+        throw new ConflictError(`tenant '${id}' already exists`, { field: 'body.id' });
+      // Outside resources first: a failure leaves no tenant row, and a retry of the same call finishes the job.
+      for (const r of tenantResources) await r.create(id);
+      await tenants.createTenant(id, name);
+      await quotas.setQuota(id, gpuQuota);
+      await setCeiling(id, limitCeiling);
+      const key = await tenants.createApiKey(id, 'first-admin', 'admin');
+      return reply.status(201).send({ tenant: await describe(id), adminKey: key });
+    },
+  );
+
+  app.get(
+    '/tenants',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary: 'List the tenants',
+        response: { 200: Type.Object({ tenants: Type.Array(Tenant) }), ...errorResponses() },
+      },
+    },
+    async () => ({ tenants: await Promise.all((await tenants.listTenants()).map((t) => describe(t.id))) }),
+  );
+
+  app.get(
+    '/tenants/:id',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary: 'One tenant, with its quota and ceiling',
+        params: TenantParams,
+        response: { 200: Tenant, ...errorResponses(404) },
+      },
+    },
+    async (request) => describe(request.params.id),
+  );
+
+  for (const [action, suspended] of [
+    ['suspend', true],
+    ['resume', false],
+  ] as const) {
+    app.post(
+      `/tenants/:id/${action}`,
+      {
+        schema: {
+          tags: ['platform'],
+          summary: suspended
+            ? 'Suspend a tenant: every key and token of it is refused (401) at once on every replica; its data and running operations are left as they are'
+            : 'Resume a suspended tenant: its keys and tokens work again',
+          params: TenantParams,
+          response: { 200: Tenant, ...errorResponses(404) },
+        },
+      },
+      async (request) => {
+        if (!(await tenants.setSuspended(request.params.id, suspended)))
+          throw new NotFoundError('tenant', request.params.id);
+        return describe(request.params.id);
+      },
+    );
+  }
+
+  app.delete(
+    '/tenants/:id',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary:
+          'Delete a suspended tenant with no running operation: its rows, keys, objects and namespaces are removed (the audit log stays)',
+        params: TenantParams,
+        response: errorResponses(404, 409),
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params;
+      const tenant = await tenants.getTenant(id);
+      if (!tenant) throw new NotFoundError('tenant', id);
+      if (tenant.suspendedAt === null)
+        throw new ConflictError(`suspend tenant '${id}' before deleting it`, { field: 'params.id' });
+      const { count } = await temporal.workflow.count(`${TenantIdKey.name} = '${id}' AND ExecutionStatus = 'Running'`);
+      if (count > 0)
+        throw new ConflictError(
+          `tenant '${id}' has ${count} running operation(s); cancel them first (Temporal: TenantId = '${id}')`,
+          { field: 'params.id', running: count },
+        );
+      for (const r of tenantResources) await r.remove(id);
+      await tenants.deleteTenant(id);
+      return reply.status(204).send();
+    },
+  );
+
+  app.put(
+    '/tenants/:id/gpu-quota',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary:
+          "Set a tenant's GPU quota (serving, fine-tunes and GPU conversions together); waiting work is served against it",
+        params: TenantParams,
+        body: Type.Object({ gpus: Gpus }, { additionalProperties: false }),
+        response: { 200: Tenant, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
+      await quotas.setQuota(id, request.body.gpus);
+      return describe(id);
+    },
+  );
+
+  app.put(
+    '/tenants/:id/limit-ceiling',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary: "Set a tenant's gateway ceiling: a limit on all its traffic that its own admins cannot change",
+        params: TenantParams,
+        body: Ceiling,
+        response: { 200: Tenant, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      checkCeiling(request.body, 'body');
+      if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
+      await setCeiling(id, request.body);
+      return describe(id);
+    },
+  );
+
+  app.delete(
+    '/tenants/:id/limit-ceiling',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary: "Remove a tenant's gateway ceiling",
+        params: TenantParams,
+        response: errorResponses(404),
+      },
+    },
+    async (request, reply) => {
+      if (!(await limits.removeLimit(request.params.id, CEILING_SUBJECT)))
+        throw new NotFoundError('limitCeiling', request.params.id);
+      return reply.status(204).send();
+    },
+  );
+};
