@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { AuditStore } from '../../common/store/audit';
-import { isPublic } from './auth';
+import { isPublic, PLATFORM_ADMIN } from './auth';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -23,8 +23,8 @@ export const auditPlugin = fp(
         await opts.audit.record({
           requestId: request.id,
           tenantId: request.principal?.tenantId,
-          principal: request.principal?.subject,
-          role: request.principal?.roles.join(','),
+          principal: request.principal?.subject ?? request.operator?.subject,
+          role: request.operator ? PLATFORM_ADMIN : request.principal?.roles.join(','),
           method: request.method,
           route: request.routeOptions.url ?? request.url.split('?')[0]!,
           url: request.url,

@@ -79,6 +79,9 @@ export function checkJwtSettings(s: JwtSettings): void {
   }
 }
 
+/** The role an operator's calls are audited under (platform keys and operator tokens carry no tenant role). */
+export const PLATFORM_ADMIN = 'platform-admin';
+
 /** A revoked or expired key is refused; the expiry is checked at every request, whatever the cache holds. */
 function refuseEnded(key: { revoked: boolean; expiresAt: number | null }): void {
   if (key.revoked) throw new UnauthorizedError('API key has been revoked');
@@ -126,7 +129,6 @@ export const authPlugin = fp(
     const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
     const tenantStates = new LookupCache((id) => opts.tenants.tenantState(id), TENANT_CACHE_TTL_MS, 10_000);
     app.decorate('tenantStates', tenantStates);
-    const platformKeys = new LookupCache((token) => opts.tenants.verifyPlatformKey(token), opts.keyCacheTtlMs ?? 0);
 
     async function fromJwt(token: string): Promise<Principal | PlatformOperator> {
       if (!jwks) throw new UnauthorizedError('bearer token is not a valid API key and JWT auth is not configured');
@@ -169,7 +171,8 @@ export const authPlugin = fp(
       const token = m[1]!;
       let caller: Principal | PlatformOperator;
       if (token.startsWith(`${PLATFORM_KEY_PREFIX}_`)) {
-        const key = await platformKeys.get(token);
+        // Not cached: operators' calls are few, and a revoked operator key must stop at once.
+        const key = await opts.tenants.verifyPlatformKey(token);
         if (!key) throw new UnauthorizedError('invalid API key');
         refuseEnded(key);
         caller = { subject: `platform-key:${key.id}`, via: 'platform_key' };

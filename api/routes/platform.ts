@@ -47,7 +47,6 @@ const CreatedTenant = Type.Object({
     key: Type.String({ description: "The tenant's first admin key; shown only in this answer" }),
   }),
 });
-const OPERATORS_ONLY = { platform: true };
 const TenantParams = Type.Object({ id: TenantId });
 
 function checkCeiling(c: LimitCeiling, field: string): void {
@@ -57,7 +56,7 @@ function checkCeiling(c: LimitCeiling, field: string): void {
 
 /**
  * Platform operators' routes: tenants (create, suspend, resume, delete), their GPU quotas and gateway ceilings.
- * Every route is `platform: true`, so the auth plugin lets only operators in and every tenant member gets 403.
+ * Every route is marked `platform: true`, so the auth plugin lets only operators in and every tenant member gets 403.
  */
 export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: number; ceiling: LimitCeiling } }> = async (
   app,
@@ -66,6 +65,10 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   const { db, tenants, temporal, tenantResources } = app.platform;
   const quotas = new GpuQuotaStore(db);
   const limits = new LimitStore(db);
+  // Every route of this plugin, so none can be added without it: the auth plugin then admits operators only.
+  app.addHook('onRoute', (route) => {
+    route.config = { ...route.config, platform: true };
+  });
 
   async function describe(id: string) {
     const tenant = await tenants.getTenant(id);
@@ -92,7 +95,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.post(
     '/tenants',
     {
-      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary:
@@ -119,7 +121,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.get(
     '/tenants',
     {
-      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: 'List the tenants',
@@ -132,7 +133,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.get(
     '/tenants/:id',
     {
-      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: 'One tenant, with its quota and ceiling',
@@ -170,7 +170,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.delete(
     '/tenants/:id',
     {
-      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary:
@@ -200,7 +199,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.put(
     '/tenants/:id/gpu-quota',
     {
-      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary:
@@ -221,7 +219,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.put(
     '/tenants/:id/limit-ceiling',
     {
-      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: "Set a tenant's gateway ceiling: a limit on all its traffic that its own admins cannot change",
@@ -242,7 +239,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.delete(
     '/tenants/:id/limit-ceiling',
     {
-      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: "Remove a tenant's gateway ceiling",

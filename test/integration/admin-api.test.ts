@@ -79,7 +79,14 @@ describe('API keys', () => {
     const listed = await api('GET', '/v1/api-keys', acme.keys.admin);
     expect(listed.statusCode).toBe(200);
     const mine = (listed.json() as { apiKeys: Record<string, unknown>[] }).apiKeys.find((k) => k.id === id);
-    expect(mine).toEqual({ id, name: 'ci', role: 'developer', createdAt: expect.any(String), revokedAt: null });
+    expect(mine).toEqual({
+      id,
+      name: 'ci',
+      role: 'developer',
+      createdAt: expect.any(String),
+      revokedAt: null,
+      expiresAt: null,
+    });
     expect(listed.body).not.toContain(key.slice(`llmhub_${id}_`.length));
 
     expect((await api('DELETE', `/v1/api-keys/${id}`, acme.keys.admin)).statusCode).toBe(204);
