@@ -7,6 +7,8 @@ import { createKubernetesActivities, type KubernetesActivityDeps } from './kuber
 import { createTrainingJobActivities, type TrainingJobDeps } from './kubernetes/jobs';
 import { createRegistryActivities, type RegistryActivityDeps } from './registry';
 import { createRolloutActivities, type RolloutActivityDeps } from './rollout';
+import { createTenantActivities, type TenantActivityDeps } from './tenants';
+import { createTenantWorkloadActivities } from './kubernetes/tenant-workloads';
 
 /** Everything the platform task queue's activities need, handed in so tests can pass clients of test servers. */
 export interface PlatformActivityDeps
@@ -19,7 +21,8 @@ export interface PlatformActivityDeps
     McpActivityDeps,
     InferenceActivityDeps,
     FineTuneActivityDeps,
-    TrainingJobDeps {}
+    TrainingJobDeps,
+    TenantActivityDeps {}
 
 export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),
@@ -31,4 +34,6 @@ export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createTrainingJobActivities(deps),
   ...createMcpActivities(deps),
   ...createInferenceActivities(deps),
+  ...createTenantWorkloadActivities(deps),
+  ...createTenantActivities(deps),
 });

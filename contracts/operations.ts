@@ -13,6 +13,7 @@ export const OperationKinds = [
   'ingestion',
   'agent-run',
   'pipeline',
+  'tenant-deletion',
 ] as const;
 export type OperationKind = (typeof OperationKinds)[number];
 

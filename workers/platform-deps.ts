@@ -86,6 +86,7 @@ export async function platformActivityDeps(
     gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,
     trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: conversionS3Env(config, config.LLMHUB_TRAINER_S3_SECRET) },
     jobPodAnnotationsOf: (cluster) => clusters[cluster]?.jobPodAnnotations ?? {},
+    tenantResources: [],
     ...overrides,
   };
 }

@@ -1,11 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import type { LimitCeiling } from '../../common/config';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { CEILING_SUBJECT, LimitStore } from '../../common/store/limits';
-import { TENANT_ID_PATTERN } from '../../contracts/operations';
-import { TenantIdKey } from '../../contracts/search-attributes';
+import { TENANT_ID_PATTERN, workflowId } from '../../contracts/operations';
+import { OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
+import { TENANT_DELETION_KEY, tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
 import { errorResponses } from '../schemas';
 
 const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
@@ -47,6 +49,13 @@ const CreatedTenant = Type.Object({
     key: Type.String({ description: "The tenant's first admin key; shown only in this answer" }),
   }),
 });
+const DeletionAccepted = Type.Object({ workflowId: Type.String(), statusUrl: Type.String() });
+const DeletionStatus = Type.Object({
+  phase: Type.String(),
+  clustersDone: Type.Array(Type.String()),
+  failureReason: Type.Optional(Type.String()),
+});
+const deletionId = (tenantId: string) => workflowId(tenantDeletionContract.kind, tenantId, TENANT_DELETION_KEY);
 const TenantParams = Type.Object({ id: TenantId });
 
 function checkCeiling(c: LimitCeiling, field: string): void {
@@ -56,13 +65,14 @@ function checkCeiling(c: LimitCeiling, field: string): void {
 
 /**
  * Platform operators' routes: tenants (create, suspend, resume, delete), their GPU quotas and gateway ceilings.
+ * A tenant is suspended before it is deleted, so nothing of it can start while its deletion runs.
  * Every route is marked `platform: true`, so the auth plugin lets only operators in and every tenant member gets 403.
  */
 export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: number; ceiling: LimitCeiling } }> = async (
   app,
   { defaults },
 ) => {
-  const { db, tenants, temporal, tenantResources } = app.platform;
+  const { db, tenants, temporal, taskQueue, clusters, tenantResources } = app.platform;
   const quotas = new GpuQuotaStore(db);
   const limits = new LimitStore(db);
   // Every route of this plugin, so none can be added without it: the auth plugin then admits operators only.
@@ -173,9 +183,9 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       schema: {
         tags: ['platform'],
         summary:
-          'Delete a suspended tenant with no running operation: its rows, keys, objects and namespaces are removed (the audit log stays)',
+          'Delete a suspended tenant with no running operation: a run removes its workloads in every cluster, then its storage and rows (the audit log stays)',
         params: TenantParams,
-        response: errorResponses(404, 409),
+        response: { 202: DeletionAccepted, ...errorResponses(404, 409) },
       },
     },
     async (request, reply) => {
@@ -190,9 +200,47 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
           `tenant '${id}' has ${count} running operation(s); cancel them first (Temporal: TenantId = '${id}')`,
           { field: 'params.id', running: count },
         );
-      for (const r of tenantResources) await r.remove(id);
-      await tenants.deleteTenant(id);
-      return reply.status(204).send();
+      const input: TenantDeletionInput = {
+        tenantId: id,
+        clusters: Object.entries(clusters)
+          .filter(([, c]) => c.runtime !== 'process')
+          .map(([name]) => name),
+      };
+      const handle = await temporal.workflow.start(tenantDeletionContract.workflowType, {
+        args: [input],
+        taskQueue,
+        workflowId: deletionId(id),
+        // A repeated DELETE finds the running deletion; a failed one may be run again.
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+        // No TenantId attribute: the run must not count as one of the tenant's own operations.
+        typedSearchAttributes: [{ key: OperationKindKey, value: tenantDeletionContract.kind }],
+      });
+      return reply
+        .status(202)
+        .send({ workflowId: handle.workflowId, statusUrl: `/v1/platform/tenants/${id}/deletion` });
+    },
+  );
+
+  app.get(
+    '/tenants/:id/deletion',
+    {
+      schema: {
+        tags: ['platform'],
+        summary: "Where a tenant's deletion stands (the Temporal query `status` of its run)",
+        params: TenantParams,
+        response: { 200: DeletionStatus, ...errorResponses(404) },
+      },
+    },
+    async (request) => {
+      try {
+        return await temporal.workflow
+          .getHandle(deletionId(request.params.id))
+          .query(tenantDeletionContract.statusQuery);
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw new NotFoundError('tenantDeletion', request.params.id);
+        throw err;
+      }
     },
   );
 

@@ -1,8 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { defaultNamespaceOf } from '../../activities/kubernetes/manifests';
 import { AuditStore } from '../../common/store/audit';
+import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
+import { kube } from './kube/kube-helpers';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform } from '../support/platform';
 
 let p: TestPlatform;
@@ -34,6 +37,7 @@ beforeAll(async () => {
       platformAdminClaim: 'llmhub_platform_admin',
     },
     gateway: { refreshMs: 500, keyCacheTtlMs: KEY_CACHE_TTL_MS },
+    activityDeps: { kubeConfigOf: (cluster) => (cluster === 'local' ? testKubeConfig() : undefined) },
   });
   server = await startReferenceModelServer({ name: 'ops' });
 });
@@ -161,7 +165,7 @@ describe('platform operators', () => {
     );
   });
 
-  it('suspends a tenant: its keys and tokens are refused at once, and work again on resume; delete removes its data', async () => {
+  it('suspends a tenant: its keys and tokens are refused at once, and work again on resume; a deletion run removes its namespace and data', async () => {
     const id = uniqueId('ops-susp');
     const { adminKey } = await createTenant({ id });
     const model = uniqueId('susp-chat');
@@ -190,9 +194,30 @@ describe('platform operators', () => {
     );
     expect((await api('GET', '/v1/models', token)).statusCode).toBe(200);
 
+    // Something of the tenant's on the cluster: its namespace, with an object in it.
+    const k = kube();
+    const namespace = defaultNamespaceOf(id);
+    await k.core.createNamespace({ body: { metadata: { name: namespace } } });
+    await k.core.createNamespacedConfigMap({
+      namespace,
+      body: { metadata: { name: 'left-behind' }, data: { a: 'b' } },
+    });
+
     await api('POST', `/v1/platform/tenants/${id}/suspend`, p.operatorKey);
-    expect((await api('DELETE', `/v1/platform/tenants/${id}`, p.operatorKey)).statusCode).toBe(204);
+    const deleting = await api('DELETE', `/v1/platform/tenants/${id}`, p.operatorKey);
+    expect(deleting.statusCode).toBe(202);
+    const { statusUrl } = deleting.json() as { statusUrl: string };
+    // Repeated while it runs: the same run.
+    const again = await api('DELETE', `/v1/platform/tenants/${id}`, p.operatorKey);
+    expect([202, 404]).toContain(again.statusCode);
+    await eventually(
+      'the deletion to finish',
+      async () => ((await api('GET', statusUrl, p.operatorKey)).json() as { phase: string }).phase === 'deleted',
+    );
+    expect((await api('GET', statusUrl, p.operatorKey)).json()).toEqual({ phase: 'deleted', clustersDone: ['local'] });
+    await expect(k.core.readNamespace({ name: namespace })).rejects.toMatchObject({ code: 404 });
     expect((await api('GET', `/v1/platform/tenants/${id}`, p.operatorKey)).statusCode).toBe(404);
+    expect((await api('DELETE', `/v1/platform/tenants/${id}`, p.operatorKey)).statusCode).toBe(404);
     for (const table of ['api_keys', 'models', 'model_versions', 'model_routes', 'gateway_limits', 'gpu_quotas']) {
       const { rowCount } = await p.db.query(`SELECT 1 FROM ${table} WHERE tenant_id = $1`, [id]);
       expect({ table, rowCount }).toEqual({ table, rowCount: 0 });

@@ -64,6 +64,9 @@ import { conversionClaimOf, conversionInputOf, conversionOptionsOf } from '../..
 import type { ApprovalRequest } from '../../contracts/approvals';
 import { pipelineChildKey, pipelineContract, type PipelineInput, type PipelineStatus } from '../../contracts/pipeline';
 import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
+import { tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
+import { defaultNamespaceOf } from '../../activities/kubernetes/manifests';
+import { CoreV1Api } from '@kubernetes/client-node';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
@@ -808,6 +811,46 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     } finally {
       await worker.shutdown();
       await jobs.stop();
+      await cluster.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+  /** A tenant's deletion on a real local Kubernetes cluster started for the scenario: its namespace, then its rows. */
+  async 'tenant-deletion'({ client, config, native, db }) {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-kube-'));
+    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+    const tenants = new TenantStore(db);
+    await tenants.createTenant('replay-gone', 'replay-gone');
+    await tenants.setSuspended('replay-gone', true);
+    await cluster
+      .kubeConfig()
+      .makeApiClient(CoreV1Api)
+      .createNamespace({ body: { metadata: { name: defaultNamespaceOf('replay-gone') } } });
+    const taskQueue = 'record-tenant-deletion';
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue,
+      activities: createPlatformActivities(
+        await platformActivityDeps(config, db, {
+          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+        }),
+      ),
+      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      logger: createLogger('record', 'warn'),
+      handleSignals: false,
+    });
+    try {
+      const input: TenantDeletionInput = { tenantId: 'replay-gone', clusters: ['local'] };
+      const handle = await client.workflow.start(tenantDeletionContract.workflowType, {
+        taskQueue,
+        workflowId: 'tenant-deletion/replay-gone/delete',
+        args: [input],
+      });
+      await handle.result();
+      return { 'tenant-deletion-deleted': handle.workflowId };
+    } finally {
+      await worker.shutdown();
       await cluster.stop();
       await rm(dataDir, { recursive: true, force: true });
     }
