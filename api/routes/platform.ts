@@ -150,6 +150,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
     app.post(
       `/tenants/:id/${action}`,
       {
+        config: OPERATORS_ONLY,
         schema: {
           tags: ['platform'],
           summary: suspended
