@@ -13,7 +13,14 @@ import { workflowId } from '../../contracts/operations';
 import { pipelineContract } from '../../contracts/pipeline';
 import { rolloutContract } from '../../contracts/rollout';
 import { serveModel } from '../support/gateway';
-import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /**
  * The authorization matrix: every operation of /openapi.json, called by every kind of principal. Generic on purpose:
@@ -452,5 +459,25 @@ describe("another tenant's admin", () => {
       const desc = await p.temporal.workflow.getHandle(workflowId(c.kind, a.id, RUN_KEY)).describe();
       expect({ run: c.kind, status: desc.status.name }).toEqual({ run: c.kind, status: 'RUNNING' });
     }
+  });
+});
+
+describe('suspending a tenant', () => {
+  it("is an operator's act: a tenant's admin is refused, and the operator's suspend and resume hold", async () => {
+    const c = await p.createTenant('matrix-c');
+    const act = (action: 'suspend' | 'resume', key: string) =>
+      p.app.inject({ method: 'POST', url: `/v1/platform/tenants/${c.id}/${action}`, headers: bearer(key) });
+    const models = () => p.app.inject({ method: 'GET', url: '/v1/models', headers: bearer(c.keys.viewer) });
+    expect((await act('suspend', c.keys.admin)).statusCode).toBe(403);
+    expect((await act('suspend', b.keys.admin)).statusCode).toBe(403);
+    expect((await models()).statusCode).toBe(200);
+
+    const suspended = await act('suspend', p.operatorKey);
+    expect(suspended.statusCode).toBe(200);
+    expect(suspended.json()).toMatchObject({ id: c.id, suspendedAt: expect.any(String) });
+    await eventually('the suspended tenant’s key to be refused', async () => (await models()).statusCode === 401);
+
+    expect((await act('resume', p.operatorKey)).json()).toMatchObject({ id: c.id, suspendedAt: null });
+    await eventually('the resumed tenant’s key to work', async () => (await models()).statusCode === 200);
   });
 });
