@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest, FastifySchema, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ForbiddenError, UnauthorizedError } from '../../common/errors';
@@ -79,7 +79,10 @@ export function checkJwtSettings(s: JwtSettings): void {
   }
 }
 
-/** The role an operator's calls are audited under (platform keys and operator tokens carry no tenant role). */
+/**
+ * The platform operator's one role: what `/openapi.json` names for `/v1/platform/*` and what operators' calls are
+ * audited under (platform keys and operator tokens carry no tenant role).
+ */
 export const PLATFORM_ADMIN = 'platform-admin';
 
 /** A revoked or expired key is refused; the expiry is checked at every request, whatever the cache holds. */
@@ -107,13 +110,34 @@ export const isPublic = (request: FastifyRequest): boolean =>
 export const hasRole = (p: Principal, role: Role): boolean =>
   p.roles.some((r) => r === role || IMPLIES[r].includes(role));
 
+/** The OpenAPI extension that names what an operation needs: a tenant role, or a platform operator. */
+export const ROLE_EXTENSION = 'x-llmhub-role';
+
+const REQUIRED_ROLE = Symbol('requiredRole');
+
+/** A preHandler that refuses callers without `role`; it carries the role, which the OpenAPI document publishes. */
 export function requireRole(role: Role) {
-  return async (request: FastifyRequest) => {
+  const check = async (request: FastifyRequest) => {
     const p = request.principal;
     if (!p) throw new UnauthorizedError();
     if (!hasRole(p, role))
       throw new ForbiddenError(`this action needs the '${role}' role; the caller has ${p.roles.join(', ')}`);
   };
+  return Object.assign(check, { [REQUIRED_ROLE]: role });
+}
+
+/**
+ * What a route needs, read from what enforces it: `platform: true` or a requireRole preHandler. Undefined for
+ * public routes and for a route that checks no role, which then has no extension (the authorization test fails on it).
+ */
+function requiredOf(route: RouteOptions): Role | typeof PLATFORM_ADMIN | undefined {
+  if (route.config?.public) return undefined;
+  if (route.config?.platform) return PLATFORM_ADMIN;
+  const handlers = [route.preHandler ?? []].flat() as Array<{ [REQUIRED_ROLE]?: Role }>;
+  const roles = handlers.flatMap((h) => h[REQUIRED_ROLE] ?? []);
+  // Two role checks on one route would both have to pass: the document could name only one of them.
+  if (roles.length > 1) throw new Error(`${route.method} ${route.url}: more than one requireRole`);
+  return roles[0];
 }
 
 /**
@@ -160,6 +184,15 @@ export const authPlugin = fp(
       if (roles.length === 0) throw new ForbiddenError('token carries no platform role');
       return { tenantId, subject: String(payload.sub ?? 'jwt'), roles, via: 'jwt' };
     }
+
+    // Every route registered after this plugin publishes the role it enforces, so the document cannot drift from it,
+    // and one that says neither who may call it nor that it is public stops the API at start: it would admit any key.
+    app.addHook('onRoute', (route) => {
+      const required = requiredOf(route);
+      if (required) route.schema = { ...route.schema, [ROLE_EXTENSION]: required } as FastifySchema;
+      else if (!route.config?.public)
+        throw new Error(`${String(route.method)} ${route.url}: no requireRole, platform: true or public: true`);
+    });
 
     app.decorateRequest('principal', undefined);
     app.decorateRequest('operator', undefined);

@@ -49,6 +49,8 @@ const CreatedTenant = Type.Object({
     key: Type.String({ description: "The tenant's first admin key; shown only in this answer" }),
   }),
 });
+/** Marks a route for operators only: the auth plugin admits no tenant member to it. */
+const OPERATORS_ONLY = { platform: true };
 const DeletionAccepted = Type.Object({ workflowId: Type.String(), statusUrl: Type.String() });
 const DeletionStatus = Type.Object({
   phase: Type.String(),
@@ -66,7 +68,8 @@ function checkCeiling(c: LimitCeiling, field: string): void {
 /**
  * Platform operators' routes: tenants (create, suspend, resume, delete), their GPU quotas and gateway ceilings.
  * A tenant is suspended before it is deleted, so nothing of it can start while its deletion runs.
- * Every route is marked `platform: true`, so the auth plugin lets only operators in and every tenant member gets 403.
+ * Every route is `platform: true`, so the auth plugin lets only operators in and every tenant member gets 403 (a
+ * route without it and without requireRole stops the API at start).
  */
 export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: number; ceiling: LimitCeiling } }> = async (
   app,
@@ -75,10 +78,6 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   const { db, tenants, temporal, taskQueue, clusters, tenantResources } = app.platform;
   const quotas = new GpuQuotaStore(db);
   const limits = new LimitStore(db);
-  // Every route of this plugin, so none can be added without it: the auth plugin then admits operators only.
-  app.addHook('onRoute', (route) => {
-    route.config = { ...route.config, platform: true };
-  });
 
   async function describe(id: string) {
     const tenant = await tenants.getTenant(id);
@@ -105,6 +104,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.post(
     '/tenants',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary:
@@ -131,6 +131,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.get(
     '/tenants',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: 'List the tenants',
@@ -143,6 +144,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.get(
     '/tenants/:id',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: 'One tenant, with its quota and ceiling',
@@ -160,6 +162,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
     app.post(
       `/tenants/:id/${action}`,
       {
+        config: OPERATORS_ONLY,
         schema: {
           tags: ['platform'],
           summary: suspended
@@ -180,6 +183,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.delete(
     '/tenants/:id',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary:
@@ -225,6 +229,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.get(
     '/tenants/:id/deletion',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: "Where a tenant's deletion stands (the Temporal query `status` of its run)",
@@ -247,6 +252,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.put(
     '/tenants/:id/gpu-quota',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary:
@@ -267,6 +273,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.put(
     '/tenants/:id/limit-ceiling',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: "Set a tenant's gateway ceiling: a limit on all its traffic that its own admins cannot change",
@@ -287,6 +294,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app.delete(
     '/tenants/:id/limit-ceiling',
     {
+      config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
         summary: "Remove a tenant's gateway ceiling",
