@@ -136,6 +136,11 @@ export function tritonConfig(
 const TENSORRT_GPUS = 1;
 /** A conversion run's GPU claim, apart from the fine-tune runs' claims keyed by their workflow ids. */
 const gpuClaimKey = (input: ConversionInput): string => `conversion:${input.workflowId}`;
+/** Only a run with a TensorRT target claims a GPU; its release stays a tombstone, so a build still queued cannot claim after the run ended. */
+const releaseGpuOf = async (quotas: GpuQuotaStore, input: ConversionInput): Promise<void> => {
+  if (input.options.targets.includes('tensorrt'))
+    await quotas.release(input.tenantId, gpuClaimKey(input), 'conversion');
+};
 
 export const createConversionActivities = (deps: ConversionActivityDeps) => {
   const { objects, conversions, platformBucket, conversionJobs: jobs } = deps;
@@ -370,7 +375,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
         });
       }
       await removeWork(input);
-      await quotas.release(input.tenantId, gpuClaimKey(input));
+      await releaseGpuOf(quotas, input);
       return result;
     },
 
@@ -431,7 +436,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
         await removeObjects(`${l.repository.key}/`);
       }
       await conversions.markError(input.tenantId, input.workflowId, reason);
-      await quotas.release(input.tenantId, gpuClaimKey(input));
+      await releaseGpuOf(quotas, input);
     },
   };
 };

@@ -15,6 +15,8 @@ export interface ClaimState {
 
 /** What holds a tenant's GPUs: serving Deployments, fine-tune runs, GPU conversion Jobs (TensorRT builds). */
 export type ClaimKind = 'serving' | 'fine_tune' | 'conversion';
+/** The kinds that wait in the tenant's queue; serving is granted or refused at once. */
+type QueuedKind = Exclude<ClaimKind, 'serving'>;
 
 export interface HeldGpus {
   serving: number;
@@ -128,7 +130,8 @@ export class GpuQuotaStore {
       await tx.query(
         `INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority, kind, granted_at)
          VALUES ($1, $2, $3, 0, 'serving', clock_timestamp())
-         ON CONFLICT (workflow_id) DO UPDATE SET gpus = EXCLUDED.gpus, granted_at = EXCLUDED.granted_at, released_at = NULL`,
+         ON CONFLICT (workflow_id) DO UPDATE SET gpus = EXCLUDED.gpus, granted_at = EXCLUDED.granted_at, released_at = NULL
+         WHERE gpu_claims.kind = 'serving'`,
         [key, tenantId, gpus],
       );
       return { granted: true };
@@ -152,7 +155,7 @@ export class GpuQuotaStore {
     workflowId: string;
     gpus: number;
     priority: number;
-    kind?: 'fine_tune' | 'conversion';
+    kind?: QueuedKind;
   }): Promise<ClaimState> {
     return inTransaction(this.db, async (tx) => {
       await lockTenant(tx, c.tenantId);
@@ -186,11 +189,11 @@ export class GpuQuotaStore {
    * Idempotent. Releasing a waiting claim frees nothing, it only leaves the queue. The row stays as a tombstone (one is
    * written when the run never got to enqueue), so a queue wait still running for an ended run cannot enqueue again.
    */
-  async release(tenantId: string, workflowId: string): Promise<void> {
+  async release(tenantId: string, workflowId: string, kind: QueuedKind = 'fine_tune'): Promise<void> {
     await this.db.query(
-      `INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority, released_at) VALUES ($1, $2, 1, 0, clock_timestamp())
+      `INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority, kind, released_at) VALUES ($1, $2, 1, 0, $3, clock_timestamp())
        ON CONFLICT (workflow_id) DO UPDATE SET released_at = coalesce(gpu_claims.released_at, clock_timestamp())`,
-      [workflowId, tenantId],
+      [workflowId, tenantId, kind],
     );
   }
 }

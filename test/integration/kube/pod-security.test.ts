@@ -103,6 +103,8 @@ describe('tenant namespaces on the real API server', () => {
       body: { metadata: { name: `platform-${kind}`, namespace: ns }, spec: template.spec },
     });
     expect(created.metadata?.uid).toBeDefined();
+    // automountServiceAccountToken: false is honoured by the ServiceAccount admission: no token volume was added.
+    expect(created.spec?.volumes ?? []).toEqual([]);
   });
 
   test('refuses a compliant pod that requests more GPUs than the tenant quota', async () => {
