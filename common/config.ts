@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
 import { Value } from '@sinclair/typebox/value';
@@ -59,6 +60,20 @@ const Env = Type.Object({
   /** Comma-separated label/annotation keys, or prefixes ending in `/`, tenants may put on their pods besides unprefixed ones. */
   LLMHUB_POD_METADATA_KEYS: Type.String({ default: '' }),
   LLMHUB_GPU_PRODUCT: Type.Optional(Type.String()),
+  /**
+   * JSON {"<resource>": "<quantity>"}: the ResourceQuota hard limits of every tenant namespace besides GPUs, which are
+   * the tenant's GPU quota (activities/kubernetes/tenant-namespace.ts).
+   */
+  LLMHUB_TENANT_RESOURCE_QUOTA: Type.String({
+    default: '{"pods":"100","requests.cpu":"200","requests.memory":"2000Gi"}',
+  }),
+  /** The namespace of the platform (its gateway): the only other namespace tenant pods accept traffic from. */
+  LLMHUB_PLATFORM_NAMESPACE: Type.String({ default: 'llmhub', minLength: 1 }),
+  /**
+   * Comma-separated CIDRs in private ranges tenant pods may reach besides DNS (an in-cluster or private object store);
+   * public addresses are always reachable, private, link-local and metadata ones otherwise not.
+   */
+  LLMHUB_TENANT_EGRESS_CIDRS: Type.String({ default: '' }),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */
   LLMHUB_CONVERT_IMAGE: Type.String({ default: 'llmhub/convert', minLength: 1 }),
@@ -93,6 +108,21 @@ export function parseEnv<T extends TSchema>(schema: T, env: NodeJS.ProcessEnv): 
 }
 
 export const loadConfig = (env: NodeJS.ProcessEnv = process.env): Config => parseEnv(Env, env);
+
+/** A comma-separated list of CIDRs (IPv4 or IPv6), each checked, so a typo stops the worker instead of every deploy. */
+export function cidrListEnv(name: string, raw: string): string[] {
+  const cidrs = raw
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
+  const bad = cidrs.filter((c) => {
+    const [addr = '', bits, ...rest] = c.split('/');
+    const max = { 4: 32, 6: 128 }[isIP(addr)];
+    return !max || rest.length > 0 || !/^\d{1,3}$/.test(bits ?? '') || Number(bits) > max;
+  });
+  if (bad.length) throw new ConfigError(`invalid configuration:\n  ${name}: not CIDRs: ${bad.join(', ')}`);
+  return cidrs;
+}
 
 /** A JSON-valued variable, parsed with the variable's name in the error. */
 export function jsonEnv<T extends TSchema>(name: string, raw: string, schema: T): Static<T> {

@@ -151,6 +151,8 @@ export const RolloutFailures = {
   /** The run ended with the canary rolled back; the failure's details carry the final status. */
   rolledBack: 'RolledBack',
   invalidDuration: 'InvalidDuration',
+  /** The version's GPUs do not fit in the tenant's GPU quota: refused before anything is applied. */
+  gpuQuotaExceeded: 'GpuQuotaExceeded',
 } as const;
 
 /**

@@ -4,6 +4,7 @@ import type { Pool } from 'pg';
 import type { PlatformActivityDeps } from '../activities';
 import { localEndpoints, serviceDnsEndpoints } from '../activities/kubernetes/endpoints';
 import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
+import { tenantNamespacePolicyOf } from '../activities/kubernetes/tenant-namespace';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
 import { createAlertSink } from '../activities/rollout/alerts';
 import { conversionS3Env } from '../activities/conversion';
@@ -19,6 +20,7 @@ import { AgentStore } from '../common/store/agents';
 import { AuditStore } from '../common/store/audit';
 import { TenantStore } from '../common/store/tenants';
 import { ConversionStore } from '../common/store/conversions';
+import { GpuQuotaStore } from '../common/store/gpu-quota';
 import { podMetadataKeysOf } from '../common/workload-policy';
 
 const StringMap = Type.Record(Type.String(), Type.String());
@@ -42,6 +44,7 @@ export async function platformActivityDeps(
   const local = config.LLMHUB_LOCAL_ENDPOINTS
     ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap)
     : undefined;
+  const quotas = new GpuQuotaStore(db);
   return {
     db,
     registry: new RegistryStore(db),
@@ -67,6 +70,8 @@ export async function platformActivityDeps(
     },
     modelRuntimeOf: () => undefined,
     namespaceOf: (tenantId) => namespaces[tenantId] ?? defaultNamespaceOf(tenantId),
+    gpuQuotaOf: (tenantId) => quotas.quotaOf(tenantId),
+    tenantNamespacePolicy: tenantNamespacePolicyOf(config),
     podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
     modelServer: {
       image: config.LLMHUB_MODEL_SERVER_IMAGE,

@@ -26,6 +26,8 @@ import {
   type RolloutStatus,
 } from '../contracts/rollout';
 
+/** Serving claims its GPUs from the tenant's quota before it applies anything, and releases them with the Deployment. */
+const SERVING_GPU_PATCH = 'rollout-serving-gpu-quota';
 const NON_RETRYABLE = [
   RolloutFailures.versionNotReady,
   RolloutFailures.alreadyStable,
@@ -107,10 +109,9 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   );
 
   const ref = { tenantId, modelId, version };
-  let resolved: { artifactUri: string; stable: string | null };
-  try {
-    resolved = await steps.resolveRollout(ref);
-  } catch (err) {
+  const served = { ...ref, cluster: input.cluster };
+  /** Ends a rollout that deployed nothing: the version stays as it was, so it can be rolled out again. */
+  const refuse = async (err: unknown): Promise<never> => {
     status.failureReason = reasonOf(err).message;
     await CancellationScope.nonCancellable(() => mustFinish.releaseRolloutLock(tenantId, modelId, wfId));
     status.finishedAt = Date.now();
@@ -119,6 +120,21 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
       `rollout of ${modelId}@${version} refused: ${status.failureReason}`,
       RolloutFailures.refused,
     );
+  };
+  let resolved: { artifactUri: string; stable: string | null };
+  try {
+    resolved = await steps.resolveRollout(ref);
+  } catch (err) {
+    return refuse(err);
+  }
+  // Histories recorded before serving claimed its GPUs from the tenant's quota have none of the claims and releases.
+  const claimsGpus = patched(SERVING_GPU_PATCH);
+  if (claimsGpus) {
+    try {
+      await steps.claimServingGpus(served, input.resources.gpu);
+    } catch (err) {
+      return refuse(err);
+    }
   }
   const { artifactUri, stable } = resolved;
   status.weights.stable = stable;
@@ -256,8 +272,10 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   await CancellationScope.nonCancellable(async () => {
     await mustFinish.setRoute(tenantId, modelId, { stable: version, canary: null });
     status.weights = { stable: version, canary: null, canaryWeight: 0 };
-    if (stable !== null)
+    if (stable !== null) {
       await mustFinish.scaleModelVersion(await mustFinish.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
+      if (claimsGpus) await mustFinish.releaseServingGpus({ ...served, version: stable });
+    }
     // Histories recorded before rollouts wrote lineage have no such activity at this point.
     if (patched('rollout-lineage')) {
       await mustFinish.recordRolloutLineage(ref, wfId, {
@@ -285,6 +303,7 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     await mustFinish.deleteModelVersion(
       canary ?? (await mustFinish.servedRefOf(input.cluster, tenantId, modelId, version)),
     );
+    if (claimsGpus) await mustFinish.releaseServingGpus(served);
     await mustFinish.setVersionEndpoint(ref, null);
     await mustFinish.markVersionRolledBack(ref, why.message);
     await mustFinish.emitRolloutAlert({

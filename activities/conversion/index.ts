@@ -17,9 +17,12 @@ import { objectUri, type ObjectRef, type ObjectStore } from '../../common/object
 import { conversionClaimOf, conversionInputOf, type ConversionPlanRequest } from '../../common/conversion-plan';
 import { PlatformError } from '../../common/errors';
 import type { ConversionRecord, ConversionStore } from '../../common/store/conversions';
+import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';
 import type { RegistryStore } from '../../common/store/registry';
-import { deleteIfPresent, isStatus, serverSideApply, tenantNamespace } from '../kubernetes/client';
+import { deleteIfPresent, isStatus, serverSideApply } from '../kubernetes/client';
+import { ensureTenantNamespace, type TenantNamespaceDeps } from '../kubernetes/tenant-namespace';
+import { waitForGpuClaim } from '../fine-tune';
 import { conversionJobName, jobState, renderConversionJob, stopUnfinishedJobs } from './jobs';
 
 export interface ConversionJobSettings {
@@ -32,12 +35,11 @@ export interface ConversionJobSettings {
   gpuProduct?: string;
 }
 
-export interface ConversionActivityDeps {
+export interface ConversionActivityDeps extends TenantNamespaceDeps {
   objects: ObjectStore;
   conversions: ConversionStore;
   platformBucket: string;
   kubeConfigOf(cluster: string): KubeConfig | undefined;
-  namespaceOf(tenantId: string): string;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
   conversionJobs: ConversionJobSettings;
@@ -130,9 +132,20 @@ export function tritonConfig(
   ].join('\n');
 }
 
+/** The TensorRT engine build's Job takes one whole GPU. */
+const TENSORRT_GPUS = 1;
+/** A conversion run's GPU claim, apart from the fine-tune runs' claims keyed by their workflow ids. */
+const gpuClaimKey = (input: ConversionInput): string => `conversion:${input.workflowId}`;
+/** Only a run with a TensorRT target claims a GPU; its release stays a tombstone, so a build still queued cannot claim after the run ended. */
+const releaseGpuOf = async (quotas: GpuQuotaStore, input: ConversionInput): Promise<void> => {
+  if (input.options.targets.includes('tensorrt'))
+    await quotas.release(input.tenantId, gpuClaimKey(input), 'conversion');
+};
+
 export const createConversionActivities = (deps: ConversionActivityDeps) => {
   const { objects, conversions, platformBucket, conversionJobs: jobs } = deps;
   const lineage = new LineageStore(deps.db);
+  const quotas = new GpuQuotaStore(deps.db);
 
   const removeObjects = async (prefix: string): Promise<void> => {
     for (const o of await objects.list(platformBucket, prefix))
@@ -245,8 +258,18 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       if (samples && (step.kind === 'validate' || step.kind === 'tensorrt'))
         await objects.put(l.samples, JSON.stringify(samples), 'application/json');
       const gpu = step.kind === 'tensorrt';
+      // The GPU build waits its turn in the tenant's GPU queue (shared with fine-tunes) before its Job exists; the
+      // claim is held until the run ends (completeConversion, failConversion), right after its last step.
+      if (gpu)
+        await waitForGpuClaim(quotas, {
+          tenantId: input.tenantId,
+          workflowId: gpuClaimKey(input),
+          gpus: TENSORRT_GPUS,
+          priority: 0,
+          kind: 'conversion',
+        });
       const cluster = KubernetesObjectApi.makeApiClient(kc);
-      await serverSideApply(cluster, tenantNamespace(namespace));
+      await ensureTenantNamespace(cluster, input.tenantId, deps);
       // Re-applying the same Job on a retried attempt changes nothing: the attempt finds its own Job again.
       await serverSideApply(
         cluster,
@@ -352,6 +375,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
         });
       }
       await removeWork(input);
+      await releaseGpuOf(quotas, input);
       return result;
     },
 
@@ -412,6 +436,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
         await removeObjects(`${l.repository.key}/`);
       }
       await conversions.markError(input.tenantId, input.workflowId, reason);
+      await releaseGpuOf(quotas, input);
     },
   };
 };

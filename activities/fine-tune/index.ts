@@ -39,6 +39,29 @@ async function describeObject(
 const outputMissing = (uri: string) =>
   ApplicationFailure.nonRetryable(`the trainer reported success but wrote no ${uri}`, FineTuneFailures.outputMissing);
 
+/**
+ * Waits in the tenant's GPU queue until the claim is granted, heartbeating its position (visible in the Temporal UI
+ * as the pending activity's details). Throws non-retryably once the claim was released: its run has ended.
+ */
+export async function waitForGpuClaim(
+  quotas: GpuQuotaStore,
+  c: Parameters<GpuQuotaStore['tryClaim']>[0],
+): Promise<{ quota: number; inUse: number }> {
+  const ctx = Context.current();
+  for (;;) {
+    const s = await quotas.tryClaim(c);
+    if (s.released)
+      throw ApplicationFailure.nonRetryable(
+        `the GPU claim of ${c.workflowId} was released: the run has ended`,
+        FineTuneFailures.claimReleased,
+      );
+    if (s.granted) return { quota: s.quota, inUse: s.inUse };
+    ctx.heartbeat({ position: s.position, quota: s.quota, inUse: s.inUse });
+    // Ends early (with a cancellation) when the workflow is cancelled; the workflow then releases the claim.
+    await ctx.sleep(1_000);
+  }
+}
+
 export const createFineTuneActivities = ({ db, registry, objects, platformBucket }: FineTuneActivityDeps) => {
   const quotas = new GpuQuotaStore(db);
   const lineage = new LineageStore(db);
@@ -79,29 +102,14 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
       };
     },
 
-    /**
-     * Waits in the tenant's GPU queue until the run's claim is granted, heartbeating its position (visible in the
-     * Temporal UI as the pending activity's details). The claim is keyed by workflow id, so a retry keeps its place.
-     */
+    /** The run's claim is keyed by its workflow id, so a retry keeps its place in the queue. */
     async waitForGpus(c: {
       tenantId: string;
       workflowId: string;
       gpus: number;
       priority: number;
     }): Promise<{ quota: number; inUse: number }> {
-      const ctx = Context.current();
-      for (;;) {
-        const s = await quotas.tryClaim(c);
-        if (s.released)
-          throw ApplicationFailure.nonRetryable(
-            `the GPU claim of ${c.workflowId} was released: the run has ended`,
-            FineTuneFailures.claimReleased,
-          );
-        if (s.granted) return { quota: s.quota, inUse: s.inUse };
-        ctx.heartbeat({ position: s.position, quota: s.quota, inUse: s.inUse });
-        // Ends early (with a cancellation) when the workflow is cancelled; the workflow then releases the claim.
-        await ctx.sleep(1_000);
-      }
+      return waitForGpuClaim(quotas, c);
     },
 
     async releaseGpus(tenantId: string, workflowId: string): Promise<void> {

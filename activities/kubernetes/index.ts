@@ -22,9 +22,10 @@ import {
   type ModelServerSpec,
 } from './manifests';
 import { ClusterFailures } from '../../contracts/cluster';
-import { deleteIfPresent, isStatus, serverSideApply, tenantNamespace } from './client';
+import { deleteIfPresent, isStatus, serverSideApply } from './client';
+import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namespace';
 
-export interface KubernetesActivityDeps {
+export interface KubernetesActivityDeps extends TenantNamespaceDeps {
   /** The clusters named in configuration (LLMHUB_CLUSTERS); loaded lazily so a worker starts without a reachable cluster. */
   kubeConfigOf(cluster: string): KubeConfig | undefined;
   /**
@@ -32,7 +33,6 @@ export interface KubernetesActivityDeps {
    * Handed in by the stack that offers one (the dev stack's local processes, deploy/dev/local-runtime.ts).
    */
   modelRuntimeOf(cluster: string): ModelRuntime | undefined;
-  namespaceOf(tenantId: string): string;
   modelServer: ModelServerImage;
   /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS). */
   podMetadataKeys: readonly string[];
@@ -113,7 +113,7 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
     async apply(spec, ref) {
       const { deployment, service } = renderModelServer(spec, ref, deps.modelServer, deps.podMetadataKeys);
-      await apply(tenantNamespace(ref.namespace));
+      await ensureTenantNamespace(objects, spec.tenantId, deps);
       await checkSecrets(spec, ref.namespace);
       await apply(deployment);
       await apply(service);

@@ -12,7 +12,8 @@ import {
 } from '@kubernetes/client-node';
 import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
-import { deleteIfPresent, isStatus, jobCondition, serverSideApply, tenantNamespace } from './client';
+import { deleteIfPresent, isStatus, jobCondition, serverSideApply } from './client';
+import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namespace';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
 
@@ -23,9 +24,8 @@ export interface TrainerImage {
   env: V1EnvVar[];
 }
 
-export interface TrainingJobDeps {
+export interface TrainingJobDeps extends TenantNamespaceDeps {
   kubeConfigOf(cluster: string): KubeConfig | undefined;
-  namespaceOf(tenantId: string): string;
   objects: ObjectStore;
   trainer: TrainerImage;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
@@ -224,8 +224,7 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
     /** Server-side applies the tenant's namespace and the attempt's Job (idempotent: re-applying changes nothing). */
     async applyTrainingJob(spec: TrainingJobSpec): Promise<TrainingJobRef> {
       const { objects } = clientsOf(spec.cluster);
-      const namespace = deps.namespaceOf(spec.tenantId);
-      await serverSideApply(objects, tenantNamespace(namespace));
+      const namespace = await ensureTenantNamespace(objects, spec.tenantId, deps);
       const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster));
       await serverSideApply(objects, job);
       return { cluster: spec.cluster, namespace, name: job.metadata!.name! };

@@ -3,6 +3,7 @@ import { type AnalysisMeasurement, type AnalysisSpec, RolloutFailures } from '..
 import type { Pool } from 'pg';
 import type { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import type { RegistryStore } from '../../common/store/registry';
+import { GpuQuotaStore, servingClaimKey } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import type { RouteSpec, RoutingStore } from '../../common/store/routing';
@@ -22,6 +23,14 @@ export interface VersionRef {
   version: string;
 }
 
+/** A version served on a cluster: what a serving GPU claim is held for. */
+export interface ServedVersion extends VersionRef {
+  cluster: string;
+}
+
+/** Every serving Deployment runs one replica when applied; the old stable is scaled to 0 (and its claim released). */
+const SERVING_REPLICAS = 1;
+
 export interface AnalysisWindow extends VersionRef {
   stepIndex: number;
   sinceMs: number;
@@ -30,7 +39,31 @@ export interface AnalysisWindow extends VersionRef {
 export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics, alerts }: RolloutActivityDeps) => {
   const locks = new RolloutLockStore(db);
   const lineage = new LineageStore(db);
+  const quotas = new GpuQuotaStore(db);
   return {
+    /**
+     * Claims the version's GPUs (replicas × GPUs per replica) from the tenant's one GPU quota, which fine-tunes and
+     * GPU conversions share; past the quota the deploy is refused (non-retryable, saying what holds the quota), before
+     * anything is applied. Queueing a deploy would leave its canary waiting while traffic steps are due.
+     */
+    async claimServingGpus(v: ServedVersion, gpusPerReplica: number): Promise<void> {
+      const gpus = SERVING_REPLICAS * gpusPerReplica;
+      const claim = await quotas.claimServing(servingClaimKey(v), v.tenantId, gpus);
+      if (claim.granted) return;
+      const { held, quota } = claim;
+      const free = Math.max(0, quota - held.serving - held.fineTunes - held.conversions);
+      throw ApplicationFailure.nonRetryable(
+        `GPU quota exceeded: ${v.modelId}@${v.version} needs ${gpus} GPU (${SERVING_REPLICAS} replica × ${gpusPerReplica}); ` +
+          `the tenant's quota is ${quota} GPU, ${free} free (serving holds ${held.serving}, fine-tunes ${held.fineTunes}, conversions ${held.conversions})`,
+        RolloutFailures.gpuQuotaExceeded,
+      );
+    },
+
+    /** Idempotent: after the version's Deployment is deleted (rollback) or scaled to 0 (replaced by a promotion). */
+    async releaseServingGpus(v: ServedVersion): Promise<void> {
+      await quotas.releaseServing(servingClaimKey(v));
+    },
+
     /** Checks the version can be rolled out and answers the current stable version (null: first deployment of the model). */
     async resolveRollout(v: VersionRef): Promise<{ artifactUri: string; stable: string | null }> {
       const found = await registry.getVersion(v.tenantId, v.modelId, v.version);

@@ -54,7 +54,16 @@ export const Deploy = Type.Object(
     modelId: ResourceId,
     cluster: Type.String({ minLength: 1, maxLength: 63 }),
     resources: Type.Object(
-      { cpu: Cpu, gpu: Type.Integer({ minimum: 0, maximum: 16 }), memory: Type.Optional(Memory) },
+      {
+        cpu: Cpu,
+        gpu: Type.Integer({
+          minimum: 0,
+          maximum: 16,
+          description:
+            "GPUs per replica, claimed from the tenant's GPU quota; past it the rollout ends rolled_back with nothing applied",
+        }),
+        memory: Type.Optional(Memory),
+      },
       { additionalProperties: false },
     ),
     env: Type.Record(

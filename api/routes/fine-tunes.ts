@@ -79,7 +79,15 @@ export const FineTuneBody = Type.Object(
 );
 export type FineTuneRequest = Static<typeof FineTuneBody>;
 const Quota = Type.Object({ gpus: Type.Integer({ minimum: 0, maximum: 100_000 }) }, { additionalProperties: false });
-const QuotaUsage = Type.Object({ gpus: Type.Integer(), inUse: Type.Integer(), waiting: Type.Integer() });
+const QuotaUsage = Type.Object({
+  gpus: Type.Integer(),
+  inUse: Type.Integer(),
+  waiting: Type.Integer(),
+  held: Type.Object(
+    { serving: Type.Integer(), fineTunes: Type.Integer(), conversions: Type.Integer() },
+    { description: 'GPUs held (inUse) by serving Deployments, fine-tune runs and GPU conversion Jobs' },
+  ),
+});
 
 const notFound = (message: string, field: string) => new PlatformError(404, 'not_found', message, { field });
 
@@ -210,7 +218,8 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['fine-tunes'],
-        summary: "The tenant's GPU quota and what its fine-tunes hold and wait for",
+        summary:
+          "The tenant's one GPU quota and what holds it (serving Deployments, fine-tunes, GPU conversions); waiting: fine-tunes and conversions queued for GPUs",
         response: { 200: QuotaUsage, ...errorResponses() },
       },
     },

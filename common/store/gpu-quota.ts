@@ -13,11 +13,30 @@ export interface ClaimState {
   inUse: number;
 }
 
+/** What holds a tenant's GPUs: serving Deployments, fine-tune runs, GPU conversion Jobs (TensorRT builds). */
+export type ClaimKind = 'serving' | 'fine_tune' | 'conversion';
+/** The kinds that wait in the tenant's queue; serving is granted or refused at once. */
+type QueuedKind = Exclude<ClaimKind, 'serving'>;
+
+export interface HeldGpus {
+  serving: number;
+  fineTunes: number;
+  conversions: number;
+}
+
 export interface QuotaUsage {
   gpus: number;
   inUse: number;
   waiting: number;
+  held: HeldGpus;
 }
+
+/** A serving claim: granted at once or refused, never queued (a deploy past the quota is refused). */
+export type ServingClaim = { granted: true } | { granted: false; quota: number; held: HeldGpus };
+
+/** The served version a serving claim is for; it holds its GPUs while its Deployment runs, beyond its rollout. */
+export const servingClaimKey = (v: { tenantId: string; cluster: string; modelId: string; version: string }): string =>
+  `serving:${JSON.stringify([v.tenantId, v.cluster, v.modelId, v.version])}`;
 
 interface QueuedClaim {
   workflow_id: string;
@@ -39,10 +58,24 @@ async function queueOf(q: Pick<Pool, 'query'>, tenantId: string): Promise<Queued
 const positionIn = (queue: QueuedClaim[], claim: QueuedClaim): number =>
   claim.granted ? 0 : queue.filter((r) => !r.granted).findIndex((r) => r.workflow_id === claim.workflow_id) + 1;
 
+async function heldBy(q: Pick<Pool, 'query'>, tenantId: string): Promise<HeldGpus> {
+  const { rows } = await q.query<{ kind: ClaimKind; gpus: string }>(
+    `SELECT kind, sum(gpus) AS gpus FROM gpu_claims
+     WHERE tenant_id = $1 AND released_at IS NULL AND granted_at IS NOT NULL GROUP BY kind`,
+    [tenantId],
+  );
+  const of = (kind: ClaimKind) => Number(rows.find((r) => r.kind === kind)?.gpus ?? 0);
+  return { serving: of('serving'), fineTunes: of('fine_tune'), conversions: of('conversion') };
+}
+
+const lockTenant = (tx: Pick<Pool, 'query'>, tenantId: string) =>
+  tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`gpu-quota/${tenantId}`]);
+
 /**
- * Per-tenant GPU quota and the fine-tune runs' claims on it. A claim is granted only when it is first in the
- * tenant's queue (priority, then enqueue time) and fits beside the granted ones, so a big run is not starved by
- * smaller ones behind it. Every decision takes a per-tenant advisory lock: two runs never both take the last GPU.
+ * Per-tenant GPU quota and the claims on it of serving, fine-tunes and GPU conversions. A queued claim (fine-tune,
+ * conversion) is granted only when it is first in the tenant's queue (priority, then enqueue time) and fits beside the
+ * granted ones, so a big run is not starved by smaller ones behind it. A serving claim is granted when it fits beside
+ * the granted ones, else refused. Every decision takes a per-tenant advisory lock: two never both take the last GPU.
  */
 export class GpuQuotaStore {
   constructor(private readonly db: Pool) {}
@@ -61,28 +94,74 @@ export class GpuQuotaStore {
   }
 
   async usage(tenantId: string): Promise<QuotaUsage> {
-    const { rows } = await this.db.query<{ in_use: string | null; waiting: string }>(
-      `SELECT sum(gpus) FILTER (WHERE granted_at IS NOT NULL) AS in_use, count(*) FILTER (WHERE granted_at IS NULL) AS waiting
-       FROM gpu_claims WHERE tenant_id = $1 AND released_at IS NULL`,
+    const { rows } = await this.db.query<{ waiting: string }>(
+      'SELECT count(*) AS waiting FROM gpu_claims WHERE tenant_id = $1 AND released_at IS NULL AND granted_at IS NULL',
       [tenantId],
     );
+    const held = await heldBy(this.db, tenantId);
     return {
       gpus: await this.quotaOf(tenantId),
-      inUse: Number(rows[0]?.in_use ?? 0),
+      inUse: held.serving + held.fineTunes + held.conversions,
       waiting: Number(rows[0]?.waiting ?? 0),
+      held,
     };
+  }
+
+  /**
+   * Claims a served version's GPUs (`gpus`: replicas × GPUs per replica) when they fit beside everything granted,
+   * else refuses and says what holds the quota. Idempotent: a retry, or a version applied again, replaces its own
+   * claim instead of adding to it. 0 GPUs releases what the version held.
+   */
+  async claimServing(key: string, tenantId: string, gpus: number): Promise<ServingClaim> {
+    if (gpus === 0) {
+      await this.releaseServing(key);
+      return { granted: true };
+    }
+    return inTransaction(this.db, async (tx) => {
+      await lockTenant(tx, tenantId);
+      const quota = await this.quotaOf(tenantId, tx);
+      const held = await heldBy(tx, tenantId);
+      const { rows } = await tx.query<{ gpus: number }>(
+        'SELECT gpus FROM gpu_claims WHERE workflow_id = $1 AND released_at IS NULL AND granted_at IS NOT NULL',
+        [key],
+      );
+      const others = held.serving + held.fineTunes + held.conversions - (rows[0]?.gpus ?? 0);
+      if (others + gpus > quota) return { granted: false, quota, held };
+      await tx.query(
+        `INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority, kind, granted_at)
+         VALUES ($1, $2, $3, 0, 'serving', clock_timestamp())
+         ON CONFLICT (workflow_id) DO UPDATE SET gpus = EXCLUDED.gpus, granted_at = EXCLUDED.granted_at, released_at = NULL
+         WHERE gpu_claims.kind = 'serving'`,
+        [key, tenantId, gpus],
+      );
+      return { granted: true };
+    });
+  }
+
+  /** Idempotent; a version that never claimed (deployed before serving claimed GPUs, or with none) has nothing to free. */
+  async releaseServing(key: string): Promise<void> {
+    await this.db.query(
+      `UPDATE gpu_claims SET released_at = clock_timestamp() WHERE workflow_id = $1 AND kind = 'serving' AND released_at IS NULL`,
+      [key],
+    );
   }
 
   /**
    * Enqueues the run's claim (idempotent: a retry keeps its place) and grants it when it is its turn and fits.
    * Re-reads the quota every time, so a changed quota applies to waiting runs.
    */
-  async tryClaim(c: { tenantId: string; workflowId: string; gpus: number; priority: number }): Promise<ClaimState> {
+  async tryClaim(c: {
+    tenantId: string;
+    workflowId: string;
+    gpus: number;
+    priority: number;
+    kind?: QueuedKind;
+  }): Promise<ClaimState> {
     return inTransaction(this.db, async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`gpu-quota/${c.tenantId}`]);
+      await lockTenant(tx, c.tenantId);
       await tx.query(
-        'INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority) VALUES ($1, $2, $3, $4) ON CONFLICT (workflow_id) DO NOTHING',
-        [c.workflowId, c.tenantId, c.gpus, c.priority],
+        'INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority, kind) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workflow_id) DO NOTHING',
+        [c.workflowId, c.tenantId, c.gpus, c.priority, c.kind ?? 'fine_tune'],
       );
       const quota = await this.quotaOf(c.tenantId, tx);
       const rows = await queueOf(tx, c.tenantId);
@@ -110,11 +189,11 @@ export class GpuQuotaStore {
    * Idempotent. Releasing a waiting claim frees nothing, it only leaves the queue. The row stays as a tombstone (one is
    * written when the run never got to enqueue), so a queue wait still running for an ended run cannot enqueue again.
    */
-  async release(tenantId: string, workflowId: string): Promise<void> {
+  async release(tenantId: string, workflowId: string, kind: QueuedKind = 'fine_tune'): Promise<void> {
     await this.db.query(
-      `INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority, released_at) VALUES ($1, $2, 1, 0, clock_timestamp())
+      `INSERT INTO gpu_claims (workflow_id, tenant_id, gpus, priority, kind, released_at) VALUES ($1, $2, 1, 0, $3, clock_timestamp())
        ON CONFLICT (workflow_id) DO UPDATE SET released_at = coalesce(gpu_claims.released_at, clock_timestamp())`,
-      [workflowId, tenantId],
+      [workflowId, tenantId, kind],
     );
   }
 }

@@ -10,7 +10,14 @@ import { parseObjectUri } from '../../common/objectstore';
 import { KUBECONFIG_ENV, testKubeConfig } from '../../deploy/dev/kube/cluster';
 import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';
 import { localConversionDeps, registerSeededMlp, startConversionJobRunner } from '../support/conversion';
-import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 /**
  * Conversion on the real stack: Temporal, PostgreSQL, S3 and the local Kubernetes control plane, whose Job pods run
@@ -259,6 +266,43 @@ describe('model conversion', () => {
     expect(await p.objects.list(repo.bucket, `${repo.key}/`)).toEqual([]);
     const c = await conversionOf(res.json().conversionId);
     expect(c).toMatchObject({ state: 'failed', artifacts: [] });
+  }, 300_000);
+
+  it("waits for the TensorRT build's GPU in the tenant's GPU quota before its Job exists, and frees it when the run ends", async () => {
+    const setQuota = async (gpus: number) =>
+      expect(
+        (
+          await p.app.inject({
+            method: 'PUT',
+            url: `/v1/platform/tenants/${acme.id}/gpu-quota`,
+            headers: bearer(p.operatorKey),
+            payload: { gpus },
+          })
+        ).statusCode,
+      ).toBe(200);
+    const usage = async () =>
+      (await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(acme.keys.viewer) })).json();
+    await setQuota(0);
+    const res = await convert({ version: '1', targets: ['tensorrt'], profile: { runs: 3 } });
+    expect(res.statusCode).toBe(202);
+    const { memoKey } = await conversionOf(res.json().conversionId);
+    await eventually('the TensorRT build queued for a GPU', async () => (await usage()).waiting === 1);
+    expect((await jobsOf(memoKey)).map((j) => j.metadata!.labels![ConversionJobLabels.step])).toEqual(['export']);
+
+    await setQuota(8);
+    const result = await finished(res.json().workflowId);
+    expect(target(result.targets, 'tensorrt').status).toBe('not_run');
+    expect((await jobsOf(memoKey)).map((j) => j.metadata!.labels![ConversionJobLabels.step]).sort()).toEqual([
+      'export',
+      'tensorrt',
+    ]);
+    const { rows } = await p.db.query<{ kind: string; granted: boolean; released: boolean }>(
+      `SELECT kind, granted_at IS NOT NULL AS granted, released_at IS NOT NULL AS released FROM gpu_claims
+       WHERE workflow_id = $1`,
+      [`conversion:${res.json().workflowId}`],
+    );
+    expect(rows).toEqual([{ kind: 'conversion', granted: true, released: true }]);
+    expect(await usage()).toMatchObject({ inUse: 0, waiting: 0, held: { conversions: 0 } });
   }, 300_000);
 
   it('rejects bad input with the field named, starting nothing', async () => {

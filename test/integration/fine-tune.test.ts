@@ -142,7 +142,7 @@ describe('fine-tuning', () => {
       }
     });
     const usage = await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.viewer) });
-    expect(usage.json()).toEqual({ gpus: 8, inUse: 0, waiting: 0 });
+    expect(usage.json()).toEqual({ gpus: 8, inUse: 0, waiting: 0, held: { serving: 0, fineTunes: 0, conversions: 0 } });
     const text = historyText(await p.temporal.workflow.getHandle(workflowId).fetchHistory());
     expect(text).not.toContain(process.env.S3_SECRET_ACCESS_KEY!);
   }, 300_000);
@@ -240,7 +240,12 @@ describe('fine-tuning', () => {
     expect((await api.until(small, (s) => s.phase === 'cancelled', 'cancelled')).phase).toBe('cancelled');
     const usage = async () =>
       (await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.viewer) })).json();
-    expect(await usage()).toEqual({ gpus: 16, inUse: 16, waiting: 0 });
+    expect(await usage()).toEqual({
+      gpus: 16,
+      inUse: 16,
+      waiting: 0,
+      held: { serving: 0, fineTunes: 16, conversions: 0 },
+    });
 
     // A raised quota applies to the runs already waiting.
     const next = (await api.post(request(modelId, datasetUri, { output: { version: 'next' } }))).json()
@@ -264,7 +269,12 @@ describe('fine-tuning', () => {
 
     expect((await cancel(big)).statusCode).toBe(202);
     expect((await api.until(big, (s) => s.phase === 'cancelled', 'cancelled')).phase).toBe('cancelled');
-    expect(await usage()).toEqual({ gpus: 17, inUse: 0, waiting: 0 });
+    expect(await usage()).toEqual({
+      gpus: 17,
+      inUse: 0,
+      waiting: 0,
+      held: { serving: 0, fineTunes: 0, conversions: 0 },
+    });
     await eventually('the pending Job deleted', async () => {
       try {
         await nodes.k.batch.readNamespacedJob({
@@ -291,7 +301,7 @@ describe('fine-tuning', () => {
     expect(ended).toMatchObject({ phase: 'failed', resumptions: [], job: { attempt: 1 }, result: null });
     expect(ended.failureReason).toContain('the trainer exited with code 2');
     const usage = await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.viewer) });
-    expect(usage.json()).toEqual({ gpus: 8, inUse: 0, waiting: 0 });
+    expect(usage.json()).toEqual({ gpus: 8, inUse: 0, waiting: 0, held: { serving: 0, fineTunes: 0, conversions: 0 } });
   }, 180_000);
 
   it('queues the third of three 1-GPU runs under a 2-GPU quota and starts it when one finishes', async () => {
@@ -342,6 +352,6 @@ describe('fine-tuning', () => {
       expect({ phase: s.phase, reason: s.failureReason }).toEqual({ phase: 'succeeded', reason: null });
     }
     const usage = await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(tenant.keys.viewer) });
-    expect(usage.json()).toEqual({ gpus: 2, inUse: 0, waiting: 0 });
+    expect(usage.json()).toEqual({ gpus: 2, inUse: 0, waiting: 0, held: { serving: 0, fineTunes: 0, conversions: 0 } });
   }, 300_000);
 });

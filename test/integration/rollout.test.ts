@@ -354,4 +354,85 @@ describe('model rollout', () => {
         .statusCode,
     ).toBe(404);
   });
+  it('claims serving GPUs from the tenant GPU quota: a deploy past it is refused before anything is applied; promotion and rollback free them', async () => {
+    const t = await p.createTenant('gpu');
+    const gpuApi = rolloutClient(p, t);
+    const setQuota = async (gpus: number) =>
+      expect(
+        (
+          await p.app.inject({
+            method: 'PUT',
+            url: `/v1/platform/tenants/${t.id}/gpu-quota`,
+            headers: bearer(p.operatorKey),
+            payload: { gpus },
+          })
+        ).statusCode,
+      ).toBe(200);
+    const usage = async () =>
+      (await p.app.inject({ method: 'GET', url: '/v1/quotas/gpu', headers: bearer(t.keys.viewer) })).json();
+    const version = async (modelId: string, v: string) => {
+      const s = await startReferenceModelServer({ name: `${modelId}-${v}` });
+      servers.push(s);
+      await gpuApi.addVersion(endpoints, modelId, v, s.url);
+    };
+    const rollout = async (modelId: string, v: string, strategy: object = { steps: [{ setWeight: 100 }] }) => {
+      const res = await gpuApi.deploy({
+        ...request(modelId, strategy),
+        version: v,
+        resources: { cpu: '500m', gpu: 1 },
+      });
+      expect(res.statusCode).toBe(202);
+      return gpuApi.untilPhase(res.json().deploymentId, 'promoted', 'rolled_back');
+    };
+    const a = uniqueId('a');
+    const b = uniqueId('b');
+    for (const id of [a, b]) await p.registry.createModel(t.id, { id, name: id, description: 'GPU quota' });
+    await version(a, 'v1');
+    await version(b, 'v1');
+    await setQuota(1);
+
+    // Within the quota: the Deployment requests its GPU, and the quota shows serving holding it.
+    const first = await rollout(a, 'v1');
+    expect({ phase: first.phase, reason: first.failureReason }).toEqual({ phase: 'promoted', reason: null });
+    expect((await gpuApi.readDeployment(a, 'v1'))?.spec?.template.spec?.containers[0]?.resources?.limits).toMatchObject(
+      { 'nvidia.com/gpu': '1' },
+    );
+    expect(await usage()).toEqual({
+      gpus: 1,
+      inUse: 1,
+      waiting: 0,
+      held: { serving: 1, fineTunes: 0, conversions: 0 },
+    });
+
+    // Past it: refused with the reason before anything is applied; the version stays ready to roll out later.
+    const refused = await rollout(b, 'v1');
+    expect(refused.phase).toBe('rolled_back');
+    expect(refused.failureReason).toMatch(
+      /^GPU quota exceeded: .*@v1 needs 1 GPU .*quota is 1 GPU, 0 free \(serving holds 1, fine-tunes 0, conversions 0\)/,
+    );
+    expect(await gpuApi.readDeployment(b, 'v1')).toBeUndefined();
+    expect((await p.registry.getVersion(t.id, b, 'v1'))?.state).toBe('ready');
+
+    // A canary needs its GPU beside the stable's; promotion scales the old stable to 0 and frees its GPU.
+    await setQuota(2);
+    await version(a, 'v2');
+    expect((await rollout(a, 'v2')).phase).toBe('promoted');
+    expect((await gpuApi.readDeployment(a, 'v1'))?.spec?.replicas).toBe(0);
+    expect((await usage()).held).toEqual({ serving: 1, fineTunes: 0, conversions: 0 });
+    const retried = await rollout(b, 'v1');
+    expect({ phase: retried.phase, reason: retried.failureReason }).toEqual({ phase: 'promoted', reason: null });
+    expect((await usage()).held.serving).toBe(2);
+
+    // A rolled-back canary's Deployment is deleted and its GPU freed.
+    await setQuota(3);
+    await version(b, 'v2');
+    const failed = await rollout(b, 'v2', {
+      steps: [{ setWeight: 100 }],
+      readinessTimeout: '4s',
+      canaryMetadata: { annotations: { [BEHAVIOUR]: 'never-ready' } },
+    });
+    expect(failed.phase).toBe('rolled_back');
+    expect(failed.failureReason).toMatch(/was not ready within 4 s/);
+    expect(await usage()).toMatchObject({ gpus: 3, inUse: 2, held: { serving: 2 } });
+  });
 });

@@ -25,6 +25,10 @@ import { serveModel } from '../support/gateway';
 import { createLogger } from '../../common/logger';
 import { s3StoreFromConfig, type S3ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
+import { CoreV1Api, KubernetesObjectApi } from '@kubernetes/client-node';
+import { serverSideApply, tenantNamespace } from '../../activities/kubernetes/client';
+import { defaultNamespaceOf, Labels } from '../../activities/kubernetes/manifests';
+import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
 import { startWorker } from '../../workers/bootstrap';
@@ -88,6 +92,121 @@ interface ScenarioContext {
   native: NativeConnection;
 }
 
+/**
+ * Promote and rollback on a real local Kubernetes cluster started for the scenario. The scratch stack runs no
+ * gateway, so a loop writes SYNTHETIC gateway metrics rows (healthy for v2, half failing for v3) for the analyses.
+ * With `refused`, a last rollout (v4) asks for more GPUs than the tenant's quota.
+ */
+async function recordRollouts(
+  { client, config, native, db, registry }: ScenarioContext,
+  names: { promoted: string; rolledBack: string; refused?: string },
+): Promise<Record<string, string>> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-kube-'));
+  const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+  const server = await startReferenceModelServer({ name: 'replay-chat' });
+  const tenants = new TenantStore(db);
+  await tenants.createTenant('replay', 'replay');
+  // The env's secretRef must name a Secret labelled for the tenant in its namespace.
+  const kc = cluster.kubeConfig();
+  await serverSideApply(KubernetesObjectApi.makeApiClient(kc), tenantNamespace(defaultNamespaceOf('replay')));
+  await kc.makeApiClient(CoreV1Api).createNamespacedSecret({
+    namespace: defaultNamespaceOf('replay'),
+    body: { metadata: { name: 'hf', labels: { [Labels.tenant]: 'replay' } }, stringData: { token: 'x' } },
+  });
+  const endpoints = new Map<string, string>();
+  for (const version of ['v1', 'v2', 'v3', 'v4'])
+    endpoints.set(localEndpointKey({ tenantId: 'replay', modelId: 'chat', version }), server.url);
+  await serveModel(db, 'replay', 'chat', { v1: server.url }, { stable: 'v1' });
+  for (const version of ['v2', 'v3', 'v4']) {
+    await registry.insertVersion(db, 'replay', {
+      modelId: 'chat',
+      version,
+      artifactUri: `s3://models/chat/${version}`,
+      workflowId: `record/${version}`,
+    });
+    await registry.markVersionReady('replay', 'chat', version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
+  }
+  const metrics = new GatewayMetricsStore(db);
+  const row = (version: string, errors: number): VersionMetricsRow => ({
+    tenantId: 'replay',
+    modelId: 'chat',
+    version,
+    requests: 10,
+    errors,
+    errorClasses: errors ? { upstream_5xx: errors } : {},
+    latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)],
+    ttftBuckets: new Array<number>(16).fill(0),
+    promptTokens: 0,
+    completionTokens: 0,
+  });
+  const synthetic = setInterval(
+    () => void metrics.insert('record', Date.now(), [row('v2', 0), row('v3', 5)]).catch(() => undefined),
+    300,
+  );
+  const taskQueue = 'record-rollout';
+  const worker = await startWorker({
+    connection: native,
+    namespace: 'default',
+    taskQueue,
+    activities: createPlatformActivities(
+      await platformActivityDeps(config, db, {
+        kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+        endpointOf: localEndpoints(endpoints),
+      }),
+    ),
+    workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+    logger: createLogger('record', 'warn'),
+    handleSignals: false,
+  });
+  const analysis = { ...DEFAULT_ANALYSIS, interval: '1s', minRequests: 5, failureLimit: 2 };
+  const run = async (version: string, gpu = 1) => {
+    const workflowId = `rollout/replay/${version}`;
+    await db.query(
+      `INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ('replay', 'chat', $1, $2)`,
+      [version, workflowId],
+    );
+    const input: RolloutInput = {
+      tenantId: 'replay',
+      modelId: 'chat',
+      version,
+      deploymentId: version,
+      cluster: 'local',
+      resources: { cpu: '1', gpu, memory: '8Gi' },
+      env: { HF_TOKEN: { secretRef: { name: 'hf', key: 'token' } }, LOG_LEVEL: 'info' },
+      strategy: {
+        steps: [
+          { setWeight: 20 },
+          { pause: { duration: '1s' } },
+          { analysis: {} },
+          { setWeight: 100 },
+          { pause: { duration: '1s' } },
+          { analysis: {} },
+        ],
+        analysis,
+        readinessTimeout: '2m',
+        canaryMetadata: { annotations: {}, labels: {} },
+      },
+      specHash: 'record',
+    };
+    await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch((err) => {
+      if (!(err instanceof WorkflowFailedError)) throw err;
+    });
+    return workflowId;
+  };
+  try {
+    const recorded = { [names.promoted]: await run('v2'), [names.rolledBack]: await run('v3') };
+    if (!names.refused) return recorded;
+    await new GpuQuotaStore(db).setQuota('replay', 1);
+    return { ...recorded, [names.refused]: await run('v4', 2) };
+  } finally {
+    clearInterval(synthetic);
+    await worker.shutdown();
+    await server.close();
+    await cluster.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
 /** Each scenario runs real workflows to completion and returns {name: workflowId} to record. */
 const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, string>>> = {
   async 'model-version'({ client, taskQueue, objects, registry, db }) {
@@ -117,105 +236,16 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       'model-version-artifact-missing': await run('2', 's3://models/tiny/2/missing.bin'),
     };
   },
-  /**
-   * Promote and rollback on a real local Kubernetes cluster started for the scenario. The scratch stack runs no
-   * gateway, so a loop writes SYNTHETIC gateway metrics rows (healthy for v2, half failing for v3) for the analyses.
-   */
-  async rollout({ client, config, native, db, registry }) {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-kube-'));
-    const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
-    const server = await startReferenceModelServer({ name: 'replay-chat' });
-    const tenants = new TenantStore(db);
-    await tenants.createTenant('replay', 'replay');
-    const endpoints = new Map<string, string>();
-    for (const version of ['v1', 'v2', 'v3'])
-      endpoints.set(localEndpointKey({ tenantId: 'replay', modelId: 'chat', version }), server.url);
-    await serveModel(db, 'replay', 'chat', { v1: server.url }, { stable: 'v1' });
-    for (const version of ['v2', 'v3']) {
-      await registry.insertVersion(db, 'replay', {
-        modelId: 'chat',
-        version,
-        artifactUri: `s3://models/chat/${version}`,
-        workflowId: `record/${version}`,
-      });
-      await registry.markVersionReady('replay', 'chat', version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
-    }
-    const metrics = new GatewayMetricsStore(db);
-    const row = (version: string, errors: number): VersionMetricsRow => ({
-      tenantId: 'replay',
-      modelId: 'chat',
-      version,
-      requests: 10,
-      errors,
-      errorClasses: errors ? { upstream_5xx: errors } : {},
-      latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)],
-      ttftBuckets: new Array<number>(16).fill(0),
-      promptTokens: 0,
-      completionTokens: 0,
+  async rollout(c) {
+    return recordRollouts(c, { promoted: 'rollout-promoted', rolledBack: 'rollout-analysis-rolled-back' });
+  },
+  /** The same past the 'rollout-serving-gpu-quota' patch, and a rollout refused past the tenant's GPU quota. */
+  async 'rollout-gpu-quota'(c) {
+    return recordRollouts(c, {
+      promoted: 'rollout-promoted-gpu-quota',
+      rolledBack: 'rollout-analysis-rolled-back-gpu-quota',
+      refused: 'rollout-refused-gpu-quota',
     });
-    const synthetic = setInterval(
-      () => void metrics.insert('record', Date.now(), [row('v2', 0), row('v3', 5)]).catch(() => undefined),
-      300,
-    );
-    const taskQueue = 'record-rollout';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, {
-          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-          endpointOf: localEndpoints(endpoints),
-        }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
-    });
-    const analysis = { ...DEFAULT_ANALYSIS, interval: '1s', minRequests: 5, failureLimit: 2 };
-    const run = async (version: string) => {
-      const workflowId = `rollout/replay/${version}`;
-      await db.query(
-        `INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ('replay', 'chat', $1, $2)`,
-        [version, workflowId],
-      );
-      const input: RolloutInput = {
-        tenantId: 'replay',
-        modelId: 'chat',
-        version,
-        deploymentId: version,
-        cluster: 'local',
-        resources: { cpu: '1', gpu: 1, memory: '8Gi' },
-        env: { HF_TOKEN: { secretRef: { name: 'hf', key: 'token' } }, LOG_LEVEL: 'info' },
-        strategy: {
-          steps: [
-            { setWeight: 20 },
-            { pause: { duration: '1s' } },
-            { analysis: {} },
-            { setWeight: 100 },
-            { pause: { duration: '1s' } },
-            { analysis: {} },
-          ],
-          analysis,
-          readinessTimeout: '2m',
-          canaryMetadata: { annotations: {}, labels: {} },
-        },
-        specHash: 'record',
-      };
-      await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch((err) => {
-        if (!(err instanceof WorkflowFailedError)) throw err;
-      });
-      return workflowId;
-    };
-    try {
-      return { 'rollout-promoted': await run('v2'), 'rollout-analysis-rolled-back': await run('v3') };
-    } finally {
-      clearInterval(synthetic);
-      await worker.shutdown();
-      await server.close();
-      await cluster.stop();
-      await rm(dataDir, { recursive: true, force: true });
-    }
   },
   async ingestion({ client, taskQueue, objects, db }) {
     await new TenantStore(db).createTenant('replay', 'replay');

@@ -1,91 +1,68 @@
 import { describe, expect, it } from '@jest/globals';
 import { ApplicationFailure } from '@temporalio/common';
-import type { V1PodTemplateSpec } from '@kubernetes/client-node';
-import { renderConversionJob, type ConversionJobSpec } from '../../activities/conversion/jobs';
 import { tenantNamespace } from '../../activities/kubernetes/client';
-import { renderTrainingJob } from '../../activities/kubernetes/jobs';
 import { renderModelServer, servingName, type ModelServerSpec } from '../../activities/kubernetes/manifests';
+import {
+  PRIVATE_RANGES,
+  tenantNamespacePolicyOf,
+  tenantNetworkPolicy,
+  tenantResourceQuota,
+} from '../../activities/kubernetes/tenant-namespace';
+import { ConfigError, loadConfig } from '../../common/config';
 import { forbiddenEnvName, forbiddenPodMetadataKey, podMetadataKeysOf } from '../../common/workload-policy';
 import { ClusterFailures } from '../../contracts/cluster';
+import { servingSpec as serving, tenantWorkloads } from '../support/workloads';
 
-const serving: ModelServerSpec = {
-  cluster: 'local',
-  tenantId: 'acme',
-  modelId: 'llama',
-  version: 'v2',
-  workflowId: 'rollout/acme/k1',
-  artifactUri: 's3://acme/llama/v2',
-  resources: { cpu: '2', gpu: 1, memory: '16Gi' },
-  env: { LOG_LEVEL: 'info', HF_TOKEN: { secretRef: { name: 'hf', key: 'token' } } },
-  podAnnotations: { team: 'search' },
-  podLabels: { 'cost-center': 'c42' },
-};
-const conversion = (gpu?: ConversionJobSpec['gpu']): ConversionJobSpec => ({
-  name: 'conv-1-export',
-  namespace: 'llmhub-acme',
-  tenantId: 'acme',
-  modelId: 'llama',
-  version: 'v2',
-  workflowId: 'conversion/acme/k1',
-  memoKey: 'abc',
-  step: gpu ? 'tensorrt' : 'export',
-  image: 'llmhub/convert:1',
-  args: ['export_onnx.py'],
-  env: [],
-  podAnnotations: {},
-  ...(gpu ? { gpu } : {}),
-  activeDeadlineSeconds: 600,
-});
-
-/** Every pod template the platform renders for a tenant, by workload kind. */
-const workloads: [string, V1PodTemplateSpec][] = [
-  [
-    'serving',
-    renderModelServer(serving, { namespace: 'llmhub-acme', name: 'llama-v2' }, { image: 'vllm/vllm-openai:v0.6.3' })
-      .deployment.spec!.template,
-  ],
-  [
-    'trainer',
-    renderTrainingJob(
-      {
-        cluster: 'local',
-        tenantId: 'acme',
-        modelId: 'llama',
-        version: 'v2-ft',
-        workflowId: 'fine-tune/acme/k1',
-        fineTuneId: 'k1',
-        attempt: 1,
-        resources: { gpuCount: 1, cpu: '4', memory: '16Gi' },
-        env: {},
-        deadlineSeconds: 3600,
-      },
-      'llmhub-acme',
-      { image: 'llmhub/trainer:1', env: [] },
-      {},
-    ).spec!.template,
-  ],
-  ['conversion', renderConversionJob(conversion()).spec!.template],
-  ['tensorrt', renderConversionJob(conversion({ product: 'NVIDIA-L4' })).spec!.template],
+/** Fields that give a pod the node's namespaces, devices, files or kernel settings; none may appear anywhere in a spec. */
+const FORBIDDEN_FIELDS = [
+  'hostPath',
+  'hostNetwork',
+  'hostPID',
+  'hostIPC',
+  'hostUsers',
+  'hostPort',
+  'privileged',
+  'procMount',
+  'sysctls',
+  'hostProcess',
+  'nodeName',
+  'ephemeralContainers',
+  'shareProcessNamespace',
+  'serviceAccountName',
 ];
 
+/** Configuration with its defaults but for `env`. */
+const configWith = (env: Record<string, string>) => loadConfig({ DATABASE_URL: 'postgres://unused', ...env });
+
+/** Every key of an object, at any depth. */
+const keysOf = (v: unknown): string[] =>
+  Array.isArray(v)
+    ? v.flatMap(keysOf)
+    : v && typeof v === 'object'
+      ? Object.entries(v).flatMap(([k, x]) => [k, ...keysOf(x)])
+      : [];
+
 describe('tenant pods', () => {
-  it.each(workloads)('%s pods meet the restricted Pod Security Standard', (_kind, template) => {
+  it.each(tenantWorkloads('llmhub-acme'))('%s pods meet the restricted Pod Security Standard', (_kind, template) => {
     const pod = template.spec!;
+    expect(keysOf(pod).filter((k) => FORBIDDEN_FIELDS.includes(k))).toEqual([]);
     expect(pod.automountServiceAccountToken).toBe(false);
     expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
     expect(pod.securityContext!.runAsUser).toBeGreaterThan(0);
-    for (const forbidden of ['hostNetwork', 'hostPID', 'hostIPC', 'volumes', 'initContainers'] as const) {
-      expect(pod[forbidden]).toBeUndefined();
-    }
+    // No volumes at all (so no hostPath either) and no init containers besides the checked ones.
+    expect(pod.volumes).toBeUndefined();
+    expect(pod.initContainers).toBeUndefined();
     for (const c of pod.containers) {
       expect(c.securityContext).toMatchObject({
         allowPrivilegeEscalation: false,
         capabilities: { drop: ['ALL'] },
         runAsNonRoot: true,
+        seccompProfile: { type: 'RuntimeDefault' },
       });
-      expect(c.securityContext?.privileged).toBeUndefined();
+      expect(c.securityContext?.runAsUser ?? pod.securityContext!.runAsUser).toBeGreaterThan(0);
+      // Tenant namespaces bound requested CPU and memory (ResourceQuota): a pod without requests is refused.
+      expect(c.resources?.requests).toMatchObject({ cpu: expect.any(String), memory: expect.any(String) });
       expect(c.securityContext?.capabilities?.add).toBeUndefined();
-      expect(c.ports?.some((p) => p.hostPort !== undefined) ?? false).toBe(false);
     }
   });
 
@@ -93,6 +70,62 @@ describe('tenant pods', () => {
     expect(tenantNamespace('llmhub-acme').metadata?.labels).toMatchObject({
       'pod-security.kubernetes.io/enforce': 'restricted',
     });
+  });
+
+  it("bound a tenant namespace's GPUs by the tenant's quota, and pods, CPU and memory by configuration", () => {
+    const policy = tenantNamespacePolicyOf(
+      configWith({ LLMHUB_TENANT_RESOURCE_QUOTA: '{"pods":"10","requests.cpu":"8"}' }),
+    );
+    expect(tenantResourceQuota('llmhub-acme', 3, policy)).toMatchObject({
+      metadata: { namespace: 'llmhub-acme' },
+      spec: { hard: { pods: '10', 'requests.cpu': '8', 'requests.nvidia.com/gpu': '3' } },
+    });
+    // Configuration cannot lift the GPU bound above the tenant's quota.
+    const lifted = tenantNamespacePolicyOf(
+      configWith({ LLMHUB_TENANT_RESOURCE_QUOTA: '{"requests.nvidia.com/gpu":"99"}' }),
+    );
+    expect(tenantResourceQuota('ns', 0, lifted).spec?.hard).toEqual({ 'requests.nvidia.com/gpu': '0' });
+    expect(() => tenantNamespacePolicyOf(configWith({ LLMHUB_TENANT_RESOURCE_QUOTA: '{"pods":10}' }))).toThrow(
+      ConfigError,
+    );
+  });
+
+  it('isolate tenant pods: in only from their namespace and the platform, out to DNS, the object store and public addresses', () => {
+    const policy = tenantNamespacePolicyOf(
+      configWith({ LLMHUB_PLATFORM_NAMESPACE: 'platform', LLMHUB_TENANT_EGRESS_CIDRS: ' 10.9.0.5/32 , fd00:1::/64' }),
+    );
+    const spec = tenantNetworkPolicy('llmhub-acme', policy).spec!;
+    expect(spec.podSelector).toEqual({});
+    expect(spec.policyTypes).toEqual(['Ingress', 'Egress']);
+    expect(spec.ingress).toEqual([
+      {
+        _from: [
+          { podSelector: {} },
+          { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'platform' } } },
+        ],
+      },
+    ]);
+    const egress = spec.egress!;
+    const dns = egress.find((r) => r.ports?.some((p) => p.port === 53));
+    expect(dns?.to).toEqual([
+      {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'kube-system' } },
+        podSelector: { matchLabels: { 'k8s-app': 'kube-dns' } },
+      },
+    ]);
+    const blocks = egress.flatMap((r) => r.to ?? []).flatMap((t) => (t.ipBlock ? [t.ipBlock] : []));
+    expect(blocks).toEqual([
+      { cidr: '10.9.0.5/32' },
+      { cidr: 'fd00:1::/64' },
+      { cidr: '0.0.0.0/0', except: [...PRIVATE_RANGES.v4] },
+      { cidr: '::/0', except: [...PRIVATE_RANGES.v6] },
+    ]);
+    // The metadata endpoint and the cluster's private networks are outside every allowed public block.
+    expect(PRIVATE_RANGES.v4).toEqual(expect.arrayContaining(['169.254.0.0/16', '10.0.0.0/8', '172.16.0.0/12']));
+    // Egress to other pods is only to the namespace's own (podSelector without a namespaceSelector).
+    expect(egress.flatMap((r) => r.to ?? []).filter((t) => t.namespaceSelector && !t.podSelector)).toEqual([]);
+    for (const bad of ['10.0.0.1', '10.0.0.0/33', 'example.com/8', '::/129'])
+      expect(() => tenantNamespacePolicyOf(configWith({ LLMHUB_TENANT_EGRESS_CIDRS: bad }))).toThrow(ConfigError);
   });
 
   it('a model server refuses loader and runtime variables and prefixed pod metadata, as a non-retryable failure', () => {

@@ -13,6 +13,9 @@ import {
   type V1Pod,
 } from '@kubernetes/client-node';
 import { testKubeConfig } from '../../../deploy/dev/kube/cluster';
+import { tenantNamespacePolicyOf } from '../../../activities/kubernetes/tenant-namespace';
+import { loadConfig } from '../../../common/config';
+import { DEFAULT_GPU_QUOTA } from '../../../contracts/fine-tune';
 
 export interface Kube {
   kc: KubeConfig;
@@ -100,3 +103,9 @@ export async function listPods(k: Kube, namespace: string, labelSelector?: strin
 export async function readPod(k: Kube, namespace: string, name: string): Promise<V1Pod> {
   return k.core.readNamespacedPod({ name, namespace });
 }
+
+/** What a worker with default configuration hands the activities for tenant namespaces, with a GPU quota of `gpus`. */
+export const tenantNamespaceDeps = (gpus = DEFAULT_GPU_QUOTA) => ({
+  gpuQuotaOf: () => Promise.resolve(gpus),
+  tenantNamespacePolicy: tenantNamespacePolicyOf(loadConfig({ DATABASE_URL: 'postgres://unused' })),
+});

@@ -9,7 +9,7 @@ import {
 } from '../../../activities/kubernetes/manifests';
 import { serverSideApply } from '../../../activities/kubernetes/client';
 import { testKubeConfig } from '../../../deploy/dev/kube/cluster';
-import { deleteNamespace, IMAGE, kube, uniqueName } from './kube-helpers';
+import { deleteNamespace, IMAGE, kube, tenantNamespaceDeps, uniqueName } from './kube-helpers';
 
 /** Serving objects of a tenant's model versions, through the real activities and the local API server. */
 describe('serving names', () => {
@@ -20,6 +20,7 @@ describe('serving names', () => {
     kubeConfigOf: () => testKubeConfig(),
     modelRuntimeOf: () => undefined,
     namespaceOf: defaultNamespaceOf,
+    ...tenantNamespaceDeps(),
     modelServer: { image: IMAGE },
     podMetadataKeys: [],
     endpointOf: serviceDnsEndpoints,
