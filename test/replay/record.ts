@@ -69,8 +69,6 @@ import type { ApprovalRequest } from '../../contracts/approvals';
 import { pipelineChildKey, pipelineContract, type PipelineInput, type PipelineStatus } from '../../contracts/pipeline';
 import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 import { tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
-import { defaultNamespaceOf } from '../../activities/kubernetes/manifests';
-import { CoreV1Api } from '@kubernetes/client-node';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
