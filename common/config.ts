@@ -59,6 +59,11 @@ const Env = Type.Object({
   /** Comma-separated label/annotation keys, or prefixes ending in `/`, tenants may put on their pods besides unprefixed ones. */
   LLMHUB_POD_METADATA_KEYS: Type.String({ default: '' }),
   LLMHUB_GPU_PRODUCT: Type.Optional(Type.String()),
+  /**
+   * Comma-separated CIDRs, addresses or host names HTTP MCP servers may be reached at although they are internal
+   * (loopback, private, link-local, metadata, CGNAT, ...: common/egress.ts); default none.
+   */
+  LLMHUB_MCP_EGRESS_ALLOW: Type.String({ default: '' }),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */
   LLMHUB_CONVERT_IMAGE: Type.String({ default: 'llmhub/convert', minLength: 1 }),

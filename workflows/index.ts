@@ -5,3 +5,4 @@ export * from './conversion';
 export * from './agent-run';
 export * from './fine-tune';
 export * from './pipeline';
+export * from './mcp-discovery';
