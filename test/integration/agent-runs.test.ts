@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,7 +10,7 @@ import { PhaseKey } from '../../contracts/search-attributes';
 import { freePort } from '../../deploy/dev/process';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
-import { fixture, sandboxReachableNode } from '../support/mcp';
+import { fixture, sandboxReachableNode, startEverythingHttp } from '../support/mcp';
 import {
   bearer,
   eventually,
@@ -554,18 +554,9 @@ describe('agent runs', () => {
   });
 
   it("calls the everything server over streamable HTTP; its own read-only claim does not spare a tool the approval, the admin's does", async () => {
-    httpMcp = spawn(process.execPath, [path.join(__dirname, '..', 'support', 'mcp-everything-http.mjs')], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, NODE_OPTIONS: '' },
-    });
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      httpMcp!.stdout!.on('data', (d) => {
-        out += d;
-        if (out.includes('\n')) resolve(JSON.parse(out.slice(0, out.indexOf('\n'))).url);
-      });
-      httpMcp!.once('exit', (code) => reject(new Error(`the MCP HTTP fixture exited with ${code}`)));
-    });
+    const everything = await startEverythingHttp();
+    httpMcp = everything.process;
+    const url = everything.url;
     const reg = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'everything', transport: 'http', url });
     expect(reg.statusCode).toBe(201);
     const echo = (reg.json().tools as { name: string; risk: string; annotations: object }[]).find(

@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, copyFile, link, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,4 +51,21 @@ export async function seedCatalogEntry(
     await egress.close();
   }
   return id;
+}
+
+/** The everything MCP server over streamable HTTP on `host` (a loopback address); answers its URL and process. */
+export async function startEverythingHttp(host = '127.0.0.1'): Promise<{ url: string; process: ChildProcess }> {
+  const child = spawn(process.execPath, [fixture('mcp-everything-http.mjs'), '0', host], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(JSON.parse(out.slice(0, out.indexOf('\n'))).url);
+    });
+    child.once('exit', (code) => reject(new Error(`the MCP HTTP fixture exited with ${code}`)));
+  });
+  return { url, process: child };
 }
