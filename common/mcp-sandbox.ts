@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
-import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +15,12 @@ export interface StdioServerSpec {
   command: string;
   args: string[];
   env: Record<string, string>;
+  /**
+   * Whether it keeps the worker's network. Without it the server gets a network namespace with nothing in it: it can
+   * reach neither the platform's databases nor the cloud's metadata endpoint. With it, it reaches what the worker
+   * reaches (the HTTP egress policy is for tenants' URLs, not for operators' servers).
+   */
+  network: boolean;
 }
 
 /** What spawning through the sandbox takes: the wrapped command line, the working directory and its clean-up. */
@@ -42,7 +49,8 @@ function which(name: string): string {
 }
 
 /**
- * The wrapper around a catalog server: a PID namespace with its own /proc (so `/proc/$PPID` and every other process
+ * The wrapper around a catalog server: a PID namespace with its own /proc, an IPC and (unless the entry asks for the
+ * network) a network namespace of its own, (so `/proc/$PPID` and every other process
  * of the platform are out of sight), then, before the server is executed, no capabilities, an empty bounding set and
  * no_new_privs, so it can neither unmount that /proc nor gain privileges back. As root it also becomes `nobody`;
  * otherwise a user namespace makes the PID namespace possible and keeps its root powerless outside. The server's
@@ -58,6 +66,7 @@ function wrapperArgs(spec: StdioServerSpec, tools: { setpriv: string; env: strin
     '--fork',
     '--mount-proc',
     '--ipc',
+    ...(spec.network ? [] : ['--net']),
     '--kill-child=SIGKILL',
     '--',
     tools.setpriv,
@@ -83,7 +92,7 @@ function sandboxTools(): Promise<{ unshare: string; setpriv: string; env: string
   probed ??= (async () => {
     const tools = { unshare: which('unshare'), setpriv: which('setpriv'), env: which('env') };
     try {
-      await run(tools.unshare, wrapperArgs({ command: which('true'), args: [], env: {} }, tools), {
+      await run(tools.unshare, wrapperArgs({ command: which('true'), args: [], env: {}, network: false }, tools), {
         env: getDefaultEnvironment(),
         timeout: 10_000,
       });
@@ -101,11 +110,16 @@ function sandboxTools(): Promise<{ unshare: string; setpriv: string; env: string
 /**
  * Prepares one sandboxed launch of a catalog server: a fresh working directory of its own (owned by the sandbox user,
  * removed after the session) and the wrapped command line. Throws McpSandboxError, never falls back to an unsandboxed
- * spawn.
+ * spawn. Every server runs as the same `nobody`, so the directories sit in a parent nobody can list, under names no
+ * one can guess: one tenant's server cannot find another's files.
  */
 export async function sandboxedLaunch(spec: StdioServerSpec, owner: string): Promise<SandboxedLaunch> {
   const tools = await sandboxTools();
-  const cwd = await mkdtemp(path.join(os.tmpdir(), `llmhub-mcp-${owner.replace(/[^a-z0-9-]/gi, '_')}-`));
+  const base = path.join(os.tmpdir(), 'llmhub-mcp');
+  await mkdir(base, { recursive: true });
+  await chmod(base, 0o711);
+  const cwd = path.join(base, `${owner.replace(/[^a-z0-9-]/gi, '_')}-${randomBytes(16).toString('hex')}`);
+  await mkdir(cwd, { mode: 0o700 });
   if (process.geteuid?.() === 0) await chown(cwd, SANDBOX_UID, SANDBOX_UID);
   return {
     command: tools.unshare,

@@ -269,8 +269,8 @@ export const createMcpActivities = ({
           `MCP catalog entry '${catalogId}' does not exist`,
           McpDiscoveryFailures.entryGone,
         );
-      const { command, args, env } = entry;
-      const endpoint = { transport: 'stdio' as const, catalogId, owner, command, args, env };
+      const { command, args, env, network } = entry;
+      const endpoint = { transport: 'stdio' as const, catalogId, owner, command, args, env, network };
       try {
         return await withMcpClient(endpoint, connect, (c) => mcpRequest(endpoint, () => listTools(c, mcpTimeoutMs)));
       } catch (err) {

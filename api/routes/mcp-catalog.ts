@@ -32,6 +32,12 @@ const CreateEntry = Type.Object(
           'the whole environment the server gets (nothing of the worker is inherited); values are never shown again',
       }),
     ),
+    network: Type.Optional(
+      Type.Boolean({
+        description:
+          "default false: the server gets an empty network namespace; true: it reaches what the worker's network reaches",
+      }),
+    ),
     risks: Type.Optional(
       Type.Record(Type.String({ minLength: 1, maxLength: 128 }), Risk, {
         maxProperties: 1000,
@@ -51,6 +57,7 @@ const entryView = (e: McpCatalogEntry) => ({
   command: e.command,
   args: e.args,
   envKeys: Object.keys(e.env),
+  network: e.network,
   risks: e.risks,
   tools: (e.tools ?? []).map((t) => ({
     name: t.name,
@@ -91,6 +98,7 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
           command: b.command,
           args: b.args ?? [],
           env: b.env ?? {},
+          network: b.network ?? false,
           risks,
         }))
       )

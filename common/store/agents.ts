@@ -23,7 +23,7 @@ export const serverView = (s: McpServerRecord) => ({
 /** A tenant's server: a catalog entry it enabled (the tenant names the entry, never a command), or an HTTP URL. */
 export type McpServerSource = { catalogId: string } | { url: string };
 
-const SERVER_SELECT = `SELECT s.tenant_id, s.id, s.transport, s.catalog_id, s.url, s.created_at, c.command, c.args, c.env
+const SERVER_SELECT = `SELECT s.tenant_id, s.id, s.transport, s.catalog_id, s.url, s.created_at, c.command, c.args, c.env, c.network
   FROM mcp_servers s LEFT JOIN mcp_catalog c ON c.id = s.catalog_id`;
 const serverOf = (r: Record<string, unknown>): McpServerRecord => ({
   id: r.id as string,
@@ -37,6 +37,7 @@ const serverOf = (r: Record<string, unknown>): McpServerRecord => ({
           command: r.command as string,
           args: r.args as string[],
           env: r.env as Record<string, string>,
+          network: r.network as boolean,
         }
       : { transport: 'http', url: r.url as string },
   createdAt: (r.created_at as Date).toISOString(),

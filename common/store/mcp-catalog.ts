@@ -18,6 +18,7 @@ const entryOf = (r: Record<string, unknown>): McpCatalogEntry => ({
   command: r.command as string,
   args: r.args as string[],
   env: r.env as Record<string, string>,
+  network: r.network as boolean,
   risks: r.risks as Record<string, RiskLevel>,
   tools: (r.tools as DiscoveredTool[] | null) ?? null,
   createdAt: (r.created_at as Date).toISOString(),
@@ -30,8 +31,8 @@ export class McpCatalogStore {
   /** Reserves the id with the entry's launch and risks, tools still unknown; false when the id is taken. */
   async create(e: Omit<McpCatalogEntry, 'tools' | 'createdAt'>): Promise<boolean> {
     const { rowCount } = await this.db.query(
-      `INSERT INTO mcp_catalog (id, description, command, args, env, risks) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-      [e.id, e.description, e.command, e.args, JSON.stringify(e.env), JSON.stringify(e.risks)],
+      `INSERT INTO mcp_catalog (id, description, command, args, env, network, risks) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`,
+      [e.id, e.description, e.command, e.args, JSON.stringify(e.env), e.network, JSON.stringify(e.risks)],
     );
     return rowCount === 1;
   }

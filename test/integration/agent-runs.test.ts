@@ -257,6 +257,7 @@ describe('MCP trust boundary', () => {
       expect(created.statusCode).toBe(201);
       expect(created.json()).toMatchObject({
         envKeys: ['DECLARED_BY_OPERATOR'],
+        network: false,
         tools: [{ name: 'environ', risk: 'read-only' }],
       });
       expect(JSON.stringify(created.json())).not.toContain('yes');
@@ -271,6 +272,7 @@ describe('MCP trust boundary', () => {
         ppid: number;
         cwd: string;
         umountStatus: number | null;
+        interfaces: string[];
         environ: Record<string, string[] | string>;
       };
       expect(s.toolCalls[0]!.result).not.toContain(secret);
@@ -283,7 +285,9 @@ describe('MCP trust boundary', () => {
       // It could not unmount its /proc to see the host's, and runs as nobody in a working directory of its own.
       expect(found.umountStatus).not.toBe(0);
       if (process.geteuid?.() === 0) expect(found.uid).toBe(65534);
-      expect(found.cwd).toMatch(new RegExp(`llmhub-mcp-${acme.id}-`));
+      expect(found.cwd).toMatch(new RegExp(`/llmhub-mcp/${acme.id}-[0-9a-f]{32}$`));
+      // No network was asked for: no interface but (at most) its own loopback.
+      expect(found.interfaces.filter((i) => i !== 'lo')).toEqual([]);
       expect(found.cwd).not.toBe(process.cwd());
     } finally {
       delete process.env.LLMHUB_TEST_PLATFORM_SECRET;
@@ -528,6 +532,12 @@ describe('agent runs', () => {
       expect.objectContaining({ status: 'refused', reason: expect.stringMatching(/definition changed/) }),
     ]);
     const tool = (await call(acme.keys.viewer, 'GET', '/v1/mcp-servers/changing/tools')).json().tools[0];
+    // A refresh of a catalog server lists its tools in the worker's sandbox and finds the same change.
+    const refreshed = await call(acme.keys.admin, 'POST', '/v1/mcp-servers/changing/refresh');
+    expect(refreshed.json().tools[0]).toMatchObject({
+      blocked: true,
+      changedDefinitionHash: tool.changedDefinitionHash,
+    });
     expect(tool).toMatchObject({ blocked: true, changedDefinition: { description: expect.stringContaining('evil') } });
     // Still blocked on the next run, without asking anyone.
     expect(

@@ -1,9 +1,10 @@
 // TEST FIXTURE: a real MCP server (the SDK's low-level Server over stdio) that, as it starts, reads its parent's
 // environment (/proc/$PPID/environ) and every other /proc/*/environ it can open, and tries to unmount /proc first to
-// see the host's. Its one tool, `environ`, answers what it found, so a test can prove which variables a catalog
+// see the host's; it also lists the network interfaces it has. Its one tool, `environ`, answers what it found, so a test can prove which variables a catalog
 // server can reach.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
@@ -22,6 +23,7 @@ const found = {
   ppid: process.ppid,
   cwd: process.cwd(),
   umountStatus: umount.status,
+  interfaces: Object.keys(networkInterfaces()),
   environ: read,
 };
 

@@ -42,10 +42,18 @@ export async function seedCatalogEntry(
   const id = uniqueId(prefix);
   const command = await sandboxReachableNode();
   const catalog = new McpCatalogStore(db);
-  await catalog.create({ id, description: '', command, args, env: {}, risks });
+  await catalog.create({ id, description: '', command, args, env: {}, network: false, risks });
   const egress = new EgressPolicy();
   try {
-    const endpoint = { transport: 'stdio' as const, catalogId: id, owner: 'test', command, args, env: {} };
+    const endpoint = {
+      transport: 'stdio' as const,
+      catalogId: id,
+      owner: 'test',
+      command,
+      args,
+      env: {},
+      network: false,
+    };
     await catalog.setTools(id, await discoverTools(endpoint, { egress, timeoutMs: 30_000 }));
   } finally {
     await egress.close();

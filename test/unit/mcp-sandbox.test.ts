@@ -16,6 +16,7 @@ describe('MCP stdio sandbox', () => {
           'umount /proc 2>/dev/null; umount -l /proc 2>/dev/null; echo "umount:$?"; echo "ppid:$PPID"; id -u; pwd; for f in /proc/*/environ; do tr "\\0" "\\n" < "$f"; done 2>/dev/null',
         ],
         env: { DECLARED: 'yes' },
+        network: false,
       },
       'unit',
     );

@@ -8,6 +8,8 @@ CREATE TABLE mcp_catalog (
   args         text[] NOT NULL DEFAULT '{}',
   env          jsonb NOT NULL DEFAULT '{}',
   risks        jsonb NOT NULL DEFAULT '{}',
+  -- false: the server runs in an empty network namespace (no platform database, no cloud metadata endpoint).
+  network      boolean NOT NULL DEFAULT false,
   -- NULL while the worker is still discovering them; such an entry cannot be enabled.
   tools        jsonb,
   created_at   timestamptz NOT NULL DEFAULT now()
