@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { effectiveRisk, qualifiedToolName, RiskLevels } from '../../contracts/agent-run';
+import { effectiveRisk, qualifiedToolName, RiskLevels, type RiskLevel } from '../../contracts/agent-run';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
 import { discoverTools, type DiscoveredTool, type McpEndpoint } from '../../common/mcp';
 import { AgentStore, serverView, type McpServerSource, type McpToolRecord } from '../../common/store/agents';
@@ -116,9 +116,11 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
       let source: McpServerSource;
       let tools: DiscoveredTool[];
-      let catalogRisks: Record<string, (typeof RiskLevels)[number]> = {};
+      let catalogRisks: Record<string, RiskLevel> = {};
       if (b.catalog !== undefined) {
         if (b.url !== undefined) throw new BadRequestError('a catalog server takes no url', 'body.url');
+        if (b.transport === 'http')
+          throw new BadRequestError('a catalog server is a stdio server, not http', 'body.transport');
         const entry = await catalog.get(b.catalog);
         if (!entry) throw new NotFoundError('mcp-catalog-entry', b.catalog);
         if (entry.tools === null)
