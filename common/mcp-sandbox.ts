@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -49,10 +49,10 @@ function which(name: string): string {
 }
 
 /**
- * The wrapper around a catalog server: a PID namespace with its own /proc, an IPC and (unless the entry asks for the
- * network) a network namespace of its own, (so `/proc/$PPID` and every other process
- * of the platform are out of sight), then, before the server is executed, no capabilities, an empty bounding set and
- * no_new_privs, so it can neither unmount that /proc nor gain privileges back. As root it also becomes `nobody`;
+ * The wrapper around a catalog server: a PID namespace with its own /proc (so `/proc/$PPID` and every other process of
+ * the platform are out of sight), IPC and, unless the entry asks for the network, network namespaces of its own; then,
+ * before the server is executed, no capabilities, an empty bounding set and no_new_privs, so it can neither unmount
+ * that /proc nor gain privileges back. As root it also becomes `nobody`;
  * otherwise a user namespace makes the PID namespace possible and keeps its root powerless outside. The server's
  * environment is exactly the entry's: the few variables the MCP SDK adds to every spawn are removed by name
  * (values never travel on a command line, where `ps` would show them).
@@ -85,6 +85,7 @@ function wrapperArgs(spec: StdioServerSpec, tools: { setpriv: string; env: strin
   ];
 }
 
+let baseDir: Promise<string> | undefined;
 let probed: Promise<{ unshare: string; setpriv: string; env: string }> | undefined;
 
 /** Sets the sandbox up once with `true` as the server: a machine where it cannot be set up is found before any server runs. */
@@ -115,9 +116,12 @@ function sandboxTools(): Promise<{ unshare: string; setpriv: string; env: string
  */
 export async function sandboxedLaunch(spec: StdioServerSpec, owner: string): Promise<SandboxedLaunch> {
   const tools = await sandboxTools();
-  const base = path.join(os.tmpdir(), 'llmhub-mcp');
-  await mkdir(base, { recursive: true });
-  await chmod(base, 0o711);
+  // mkdtemp, not a fixed name: nobody else on the machine can have made (or swapped) it first.
+  baseDir ??= mkdtemp(path.join(os.tmpdir(), 'llmhub-mcp-')).then(async (dir) => {
+    await chmod(dir, 0o711);
+    return dir;
+  });
+  const base = await baseDir;
   const cwd = path.join(base, `${owner.replace(/[^a-z0-9-]/gi, '_')}-${randomBytes(16).toString('hex')}`);
   await mkdir(cwd, { mode: 0o700 });
   if (process.geteuid?.() === 0) await chown(cwd, SANDBOX_UID, SANDBOX_UID);

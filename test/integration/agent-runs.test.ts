@@ -285,7 +285,7 @@ describe('MCP trust boundary', () => {
       // It could not unmount its /proc to see the host's, and runs as nobody in a working directory of its own.
       expect(found.umountStatus).not.toBe(0);
       if (process.geteuid?.() === 0) expect(found.uid).toBe(65534);
-      expect(found.cwd).toMatch(new RegExp(`/llmhub-mcp/${acme.id}-[0-9a-f]{32}$`));
+      expect(found.cwd).toMatch(new RegExp(`/llmhub-mcp-\\w+/${acme.id}-[0-9a-f]{32}$`));
       // No network was asked for: no interface but (at most) its own loopback.
       expect(found.interfaces.filter((i) => i !== 'lo')).toEqual([]);
       expect(found.cwd).not.toBe(process.cwd());

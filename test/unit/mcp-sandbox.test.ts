@@ -13,7 +13,7 @@ describe('MCP stdio sandbox', () => {
         command: '/bin/sh',
         args: [
           '-c',
-          'umount /proc 2>/dev/null; umount -l /proc 2>/dev/null; echo "umount:$?"; echo "ppid:$PPID"; id -u; pwd; for f in /proc/*/environ; do tr "\\0" "\\n" < "$f"; done 2>/dev/null',
+          'umount /proc 2>/dev/null; umount -l /proc 2>/dev/null; echo "umount:$?"; echo "ppid:$PPID"; id -u; pwd; for f in /proc/*/environ; do tr "\\0" "\\n" < "$f"; done 2>/dev/null; ls "$(dirname "$PWD")" >/dev/null 2>&1; echo "list-parent:$?"',
         ],
         env: { DECLARED: 'yes' },
         network: false,
@@ -35,7 +35,9 @@ describe('MCP stdio sandbox', () => {
       expect(lines[3]).toBe(launch.cwd);
       expect(out.stdout).not.toContain(secret);
       // The shell adds PWD, SHLVL and _ to its own environment; of the spawn's, only the declared variable is left.
-      expect([...new Set(lines.slice(4).filter((l) => !/^(PWD|SHLVL|_)=/.test(l)))]).toEqual(['DECLARED=yes']);
+      expect([...new Set(lines.slice(4, -1).filter((l) => !/^(PWD|SHLVL|_)=/.test(l)))]).toEqual(['DECLARED=yes']);
+      // Its working directory's parent holds every other server's: as nobody it cannot list it.
+      if (process.geteuid?.() === 0) expect(lines.at(-1)).toMatch(/^list-parent:[1-9]/);
     } finally {
       delete process.env.LLMHUB_SANDBOX_TEST_SECRET;
       await launch.remove();
