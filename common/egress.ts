@@ -73,7 +73,7 @@ export class EgressPolicy {
         if (err) return callback(err, '', 0);
         const list = addresses as unknown as LookupAddress[];
         const bad = list.find((a) => !this.permits(hostname, a.address));
-        if (bad) return callback(this.refusal(hostname, bad.address), '', 0);
+        if (bad) return callback(this.refusal(hostname), '', 0);
         if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
         return callback(null, list[0]!.address, list[0]!.family);
       });
@@ -83,7 +83,7 @@ export class EgressPolicy {
       connect: (opts, callback) => {
         // An address literal is never looked up, so it is checked here, before any socket exists.
         const host = opts.hostname.replace(/^\[|\]$/g, '');
-        if (isIP(host) && !this.permits(host, host)) return callback(this.refusal(host, host), null);
+        if (isIP(host) && !this.permits(host, host)) return callback(this.refusal(host), null);
         return connect(opts, callback);
       },
     });
@@ -100,9 +100,10 @@ export class EgressPolicy {
     return this.allowed.check(a, family) || !this.refused.check(a, family);
   }
 
-  private refusal(hostname: string, address: string): EgressRefusedError {
+  /** Names the host, not what it resolved to: a tenant learns nothing of the platform's internal DNS. */
+  private refusal(hostname: string): EgressRefusedError {
     return new EgressRefusedError(
-      `egress to ${hostname === address ? address : `${hostname} (${address})`} is refused: loopback, private, link-local, metadata and other internal addresses are reachable only where a platform operator allows them (LLMHUB_MCP_EGRESS_ALLOW)`,
+      `egress to ${hostname} is refused: loopback, private, link-local, metadata and other internal addresses are reachable only where a platform operator allows them (LLMHUB_MCP_EGRESS_ALLOW)`,
     );
   }
 
