@@ -7,6 +7,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Client } from '@temporalio/client';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
+import { EgressPolicy } from '../common/egress';
 import type { Logger } from '../common/logger';
 import type { ObjectStore } from '../common/objectstore';
 import { AuditStore } from '../common/store/audit';
@@ -30,6 +31,7 @@ import { adminRoutes } from './routes/admin';
 import { healthRoutes } from './routes/health';
 import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
+import { mcpCatalogRoutes } from './routes/mcp-catalog';
 import { mcpServerRoutes } from './routes/mcp-servers';
 import { modelRoutes } from './routes/models';
 import { platformRoutes } from './routes/platform';
@@ -58,6 +60,8 @@ export interface AppDeps {
   bodyLimitBytes?: number;
   /** Inference gateway settings; what is left out takes its default. */
   gateway?: Partial<GatewaySettings>;
+  /** Where HTTP MCP servers may be reached at registration (LLMHUB_MCP_EGRESS_ALLOW); default: no internal address. */
+  mcpEgress?: EgressPolicy;
 }
 
 export interface Platform {
@@ -75,6 +79,7 @@ export interface Platform {
   clusters: ClusterSettings;
   podMetadataKeys: readonly string[];
   tenantResources: TenantResources[];
+  mcpEgress: EgressPolicy;
 }
 
 declare module 'fastify' {
@@ -112,6 +117,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     clusters: deps.clusters,
     podMetadataKeys: deps.podMetadataKeys ?? [],
     tenantResources: deps.tenantResources ?? [],
+    mcpEgress: deps.mcpEgress ?? new EgressPolicy(),
   };
   app.decorate('platform', platform);
   app.addSchema(ErrorResponse);
@@ -163,6 +169,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await control.register(fineTuneRoutes, { prefix: '/v1' });
     await control.register(pipelineRoutes, { prefix: '/v1' });
     await control.register(adminRoutes, { prefix: '/v1' });
+    await control.register(mcpCatalogRoutes, { prefix: '/v1/platform/mcp-catalog' });
     await control.register(platformRoutes, {
       prefix: '/v1/platform',
       defaults: deps.tenantDefaults ?? { gpus: DEFAULT_GPU_QUOTA, ceiling: tenantDefaultLimitOf(undefined) },

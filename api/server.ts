@@ -3,6 +3,7 @@ import { loadConfig, clustersOf, tenantDefaultLimitOf } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
 import { loadGatewaySettings } from './gateway/settings';
+import { EgressPolicy } from '../common/egress';
 import { s3StoreFromConfig } from '../common/objectstore';
 import { migrate } from '../common/store/migrate';
 import { createPool } from '../common/store/pool';
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
     platformBucket: config.PLATFORM_BUCKET,
     clusters: clustersOf(config.LLMHUB_CLUSTERS),
     podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
+    mcpEgress: EgressPolicy.fromEnv(config.LLMHUB_MCP_EGRESS_ALLOW),
     jwt: {
       jwksUrl: config.JWT_JWKS_URL,
       issuer: config.JWT_ISSUER,

@@ -74,6 +74,11 @@ const Env = Type.Object({
    * public addresses are always reachable, private, link-local and metadata ones otherwise not.
    */
   LLMHUB_TENANT_EGRESS_CIDRS: Type.String({ default: '' }),
+  /**
+   * Comma-separated CIDRs, addresses or host names HTTP MCP servers may be reached at although they are internal
+   * (loopback, private, link-local, metadata, CGNAT, ...: common/egress.ts); default none.
+   */
+  LLMHUB_MCP_EGRESS_ALLOW: Type.String({ default: '' }),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */
   LLMHUB_CONVERT_IMAGE: Type.String({ default: 'llmhub/convert', minLength: 1 }),

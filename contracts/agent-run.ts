@@ -16,11 +16,17 @@ export interface ToolAnnotations {
 /**
  * The risk a tool runs under. A server's annotations never lower it: the MCP specification treats annotations from
  * untrusted servers as untrusted, and a server that calls its `purge` tool read-only would otherwise run it
- * unapproved. So a tool is read-only only when the tenant's admin says so; without that word it is a write (it waits
- * for approval), and `destructiveHint: true` may raise it to destructive.
+ * unapproved. So a tool is read-only only when a person says so: the tenant's admin (first), or the platform operator
+ * in the catalog entry the server runs from; without either word it is a write (it waits for approval), and
+ * `destructiveHint: true` may raise it to destructive.
  */
-export function effectiveRisk(adminRisk: RiskLevel | null, annotations: ToolAnnotations): RiskLevel {
-  if (adminRisk !== null) return adminRisk;
+export function effectiveRisk(
+  adminRisk: RiskLevel | null,
+  catalogRisk: RiskLevel | null,
+  annotations: ToolAnnotations,
+): RiskLevel {
+  const classified = adminRisk ?? catalogRisk;
+  if (classified !== null) return classified;
   return annotations.destructiveHint === true ? 'destructive' : 'write';
 }
 

@@ -17,6 +17,8 @@ import { KnowledgeStore } from '../common/store/knowledge';
 import { RegistryStore } from '../common/store/registry';
 import { RoutingStore } from '../common/store/routing';
 import { AgentStore } from '../common/store/agents';
+import { McpCatalogStore } from '../common/store/mcp-catalog';
+import { EgressPolicy } from '../common/egress';
 import { AuditStore } from '../common/store/audit';
 import { TenantStore } from '../common/store/tenants';
 import { ConversionStore } from '../common/store/conversions';
@@ -86,6 +88,8 @@ export async function platformActivityDeps(
       ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
     },
     agents: new AgentStore(db),
+    catalog: new McpCatalogStore(db),
+    egress: EgressPolicy.fromEnv(config.LLMHUB_MCP_EGRESS_ALLOW),
     audit: new AuditStore(db),
     tenants: new TenantStore(db),
     gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,

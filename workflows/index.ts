@@ -6,3 +6,4 @@ export * from './agent-run';
 export * from './fine-tune';
 export * from './pipeline';
 export * from './tenant-deletion';
+export * from './mcp-discovery';

@@ -11,16 +11,22 @@ import {
 } from '../../contracts/agent-run';
 import { ApplicationFailure } from '@temporalio/common';
 import Ajv, { type ValidateFunction } from 'ajv';
-import { listTools, withMcpClient, type DiscoveredTool } from '../../common/mcp';
+import type { EgressPolicy } from '../../common/egress';
+import { listTools, mcpRequest, withMcpClient, type DiscoveredTool } from '../../common/mcp';
 import { objectUri, type ObjectStore } from '../../common/objectstore';
 import type { AgentStore, McpToolRecord } from '../../common/store/agents';
 import type { AuditStore } from '../../common/store/audit';
+import type { McpCatalogStore } from '../../common/store/mcp-catalog';
+import { McpDiscoveryFailures, type McpDiscoveryInput } from '../../contracts/mcp-discovery';
 
 export interface McpActivityDeps {
   agents: AgentStore;
   audit: AuditStore;
+  catalog: McpCatalogStore;
   objects: ObjectStore;
   platformBucket: string;
+  /** Where HTTP MCP servers may be reached (LLMHUB_MCP_EGRESS_ALLOW). */
+  egress: EgressPolicy;
   /** Per MCP request (connect, list, call); default 30 s. */
   mcpTimeoutMs?: number;
 }
@@ -96,10 +102,13 @@ const validatorOf = (t: McpToolRecord): ValidateFunction => {
 export const createMcpActivities = ({
   agents,
   audit,
+  catalog,
   objects,
   platformBucket,
+  egress,
   mcpTimeoutMs = 30_000,
 }: McpActivityDeps) => {
+  const connect = { egress, timeoutMs: mcpTimeoutMs };
   const recordAudit = (e: ToolAuditEntry) =>
     audit.record({
       requestId: `${e.workflowId}#${e.toolCallId}`,
@@ -117,9 +126,11 @@ export const createMcpActivities = ({
   async function liveDefinition(tenantId: string, pinned: McpToolRecord): Promise<DiscoveredTool | undefined> {
     const server = await agents.getServer(tenantId, pinned.serverId);
     if (!server) return undefined;
-    const live = (await withMcpClient(server.endpoint, mcpTimeoutMs, (c) => listTools(c, mcpTimeoutMs))).find(
-      (t) => t.name === pinned.name,
-    );
+    const live = (
+      await withMcpClient(server.endpoint, connect, (c) =>
+        mcpRequest(server.endpoint, () => listTools(c, mcpTimeoutMs)),
+      )
+    ).find((t) => t.name === pinned.name);
     if (live && live.definitionHash !== pinned.definitionHash)
       await agents.markChanged(tenantId, pinned.serverId, pinned.definitionHash, live);
     return live;
@@ -161,7 +172,7 @@ export const createMcpActivities = ({
       const parts = splitToolName(name);
       const pinned = parts && (await agents.getTool(r.tenantId, parts.serverId, parts.tool));
       if (!pinned) return refuse(`tool '${name}' is not registered`);
-      const risk = effectiveRisk(pinned.adminRisk, pinned.annotations);
+      const risk = effectiveRisk(pinned.adminRisk, pinned.catalogRisk, pinned.annotations);
       if (pinned.changed)
         return refuse(
           `tool '${name}' is blocked: its definition changed on the server and awaits an admin's re-approval`,
@@ -204,8 +215,10 @@ export const createMcpActivities = ({
           `MCP server '${parts.serverId}' is not registered`,
           AgentRunFailures.toolGone,
         );
-      const outcome = await withMcpClient(server.endpoint, mcpTimeoutMs, async (client) => {
-        const live = (await listTools(client, mcpTimeoutMs)).find((t) => t.name === parts.tool);
+      const outcome = await withMcpClient(server.endpoint, connect, async (client) => {
+        const live = (await mcpRequest(server.endpoint, () => listTools(client, mcpTimeoutMs))).find(
+          (t) => t.name === parts.tool,
+        );
         if (!live)
           throw ApplicationFailure.nonRetryable(
             `tool '${i.tool}' is no longer offered by its server`,
@@ -218,7 +231,9 @@ export const createMcpActivities = ({
             AgentRunFailures.toolChanged,
           );
         }
-        return client.callTool({ name: parts.tool, arguments: i.arguments }, undefined, { timeout: mcpTimeoutMs });
+        return mcpRequest(server.endpoint, () =>
+          client.callTool({ name: parts.tool, arguments: i.arguments }, undefined, { timeout: mcpTimeoutMs }),
+        );
       });
       const content = Array.isArray(outcome.content) ? (outcome.content as { type: string; text?: string }[]) : [];
       const text = content.map((c) => (c.type === 'text' ? (c.text ?? '') : `[${c.type} content]`)).join('\n');
@@ -244,6 +259,23 @@ export const createMcpActivities = ({
         text: ref ? `${text.slice(0, INLINE_RESULT_CHARS)}\n[truncated; the whole result is at ${ref}]` : text,
         ref,
       };
+    },
+
+    /** A catalog entry's tools as its server lists them, started in the sandbox with `owner`'s working directory. */
+    async discoverCatalogTools({ catalogId, owner }: McpDiscoveryInput): Promise<DiscoveredTool[]> {
+      const entry = await catalog.get(catalogId);
+      if (!entry)
+        throw ApplicationFailure.nonRetryable(
+          `MCP catalog entry '${catalogId}' does not exist`,
+          McpDiscoveryFailures.entryGone,
+        );
+      const { command, args, env, network } = entry;
+      const endpoint = { transport: 'stdio' as const, catalogId, owner, command, args, env, network };
+      try {
+        return await withMcpClient(endpoint, connect, (c) => mcpRequest(endpoint, () => listTools(c, mcpTimeoutMs)));
+      } catch (err) {
+        throw ApplicationFailure.nonRetryable((err as Error).message, McpDiscoveryFailures.unavailable);
+      }
     },
 
     /** Audits a call the workflow decided not to make (denied by an approver or by the deadline). */

@@ -1,11 +1,14 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { effectiveRisk, qualifiedToolName, RiskLevels } from '../../contracts/agent-run';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { discoverTools, type McpEndpoint } from '../../common/mcp';
-import { AgentStore, type McpToolRecord } from '../../common/store/agents';
+import { effectiveRisk, qualifiedToolName, RiskLevels, type RiskLevel } from '../../contracts/agent-run';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
+import { discoverTools, type DiscoveredTool, type McpEndpoint } from '../../common/mcp';
+import { AgentStore, serverView, type McpServerSource, type McpToolRecord } from '../../common/store/agents';
+import { McpCatalogStore } from '../../common/store/mcp-catalog';
+import { discoverInWorker } from '../mcp-discovery';
 import { requireRole } from '../plugins/auth';
 import { errorResponses } from '../schemas';
+import { CatalogId } from './mcp-catalog';
 
 /** Server ids become the prefix of qualified tool names (`<server>__<tool>`), so they may not contain `__`. */
 const ServerId = Type.String({
@@ -13,25 +16,26 @@ const ServerId = Type.String({
   description: 'lower-case letters, digits, single dashes',
 });
 const Risk = Type.Union(RiskLevels.map((r) => Type.Literal(r)));
-// One object rather than a union per transport, so a bad field is reported by its own name.
+// One object rather than a union per kind, so a bad field is reported by its own name.
 const Register = Type.Object(
   {
     id: ServerId,
-    transport: Type.Union([Type.Literal('stdio'), Type.Literal('http')]),
-    command: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 1024, description: 'stdio: the command the worker runs' }),
-    ),
-    args: Type.Optional(
-      Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 64, description: 'stdio: its arguments' }),
-    ),
+    catalog: Type.Optional({
+      ...CatalogId,
+      description: "a platform operator's catalog entry: the stdio server it defines",
+    }),
+    transport: Type.Optional(Type.Union([Type.Literal('stdio'), Type.Literal('http')])),
     url: Type.Optional(
       Type.String({ pattern: '^https?://', maxLength: 2048, description: 'http: the streamable HTTP endpoint' }),
     ),
+    // Accepted by the schema only to be refused by name: a tenant never supplies a command.
+    command: Type.Optional(Type.Unknown({ description: 'refused: only platform operators define stdio servers' })),
+    args: Type.Optional(Type.Unknown({ description: 'refused: only platform operators define stdio servers' })),
     risks: Type.Optional(
       Type.Record(Type.String({ minLength: 1, maxLength: 128 }), Risk, {
         maxProperties: 1000,
         description:
-          "the admin's risk level per tool (the server's own name for it); a tool not named here is a write, or destructive if the server says so: annotations never make a tool read-only",
+          "the admin's risk level per tool (the server's own name for it), before the catalog's; a tool no one classified is a write, or destructive if the server says so: annotations never make a tool read-only",
       }),
     ),
   },
@@ -56,9 +60,12 @@ const toolView = (t: McpToolRecord) => ({
   tool: t.name,
   description: t.description,
   inputSchema: t.inputSchema,
+  /** What the server claims about the tool (its MCP annotations): shown, never trusted to lower the risk. */
   annotations: t.annotations,
   adminRisk: t.adminRisk,
-  risk: effectiveRisk(t.adminRisk, t.annotations),
+  catalogRisk: t.catalogRisk,
+  risk: effectiveRisk(t.adminRisk, t.catalogRisk, t.annotations),
+  riskSource: t.adminRisk !== null ? 'tenant-admin' : t.catalogRisk !== null ? 'catalog' : 'unclassified',
   definitionHash: t.definitionHash,
   blocked: t.changed !== null,
   changedDefinitionHash: t.changed?.hash ?? null,
@@ -67,19 +74,22 @@ const toolView = (t: McpToolRecord) => ({
 
 /**
  * The tenant's MCP server registry. Registration discovers the tools over the real protocol and pins each definition
- * by hash; a stdio server is a command the worker runs, so only an admin may register one.
+ * by hash. A tenant names either a platform operator's catalog entry (a stdio server, discovered by the worker in its
+ * sandbox) or a streamable HTTP URL (reached under the egress policy); it never supplies a command.
  */
 export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const agents = new AgentStore(app.platform.db);
+  const { db, temporal, taskQueue, mcpEgress } = app.platform;
+  const agents = new AgentStore(db);
+  const catalog = new McpCatalogStore(db);
 
-  const discover = async (endpoint: McpEndpoint) => {
+  const discover = async (endpoint: McpEndpoint, field: string): Promise<DiscoveredTool[]> => {
+    if (endpoint.transport === 'stdio')
+      return discoverInWorker(temporal, taskQueue, { catalogId: endpoint.catalogId, owner: endpoint.owner }, field);
     try {
-      return await discoverTools(endpoint, DISCOVERY_TIMEOUT_MS);
+      return await discoverTools(endpoint, { egress: mcpEgress, timeoutMs: DISCOVERY_TIMEOUT_MS });
     } catch (err) {
-      throw new BadRequestError(
-        `could not list the tools of the MCP server: ${(err as Error).message}`,
-        endpoint.transport === 'stdio' ? 'body.command' : 'body.url',
-      );
+      // The reworded connection error (common/mcp.ts): never what the server or another host sent.
+      throw new BadRequestError(`could not list the tools of the MCP server: ${(err as Error).message}`, field);
     }
   };
 
@@ -89,40 +99,52 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('admin'),
       schema: {
         tags: ['agents'],
-        summary: 'Register an MCP server (stdio command or streamable HTTP URL) and discover its tools',
+        summary:
+          "Register an MCP server for the tenant: a platform operator's catalog entry (stdio) or a streamable HTTP URL, and discover its tools",
         body: Register,
-        response: errorResponses(400, 409),
+        response: errorResponses(400, 403, 404, 409),
       },
     },
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const b = request.body;
+      if (b.command !== undefined || b.args !== undefined || (b.transport === 'stdio' && b.catalog === undefined))
+        throw new ForbiddenError(
+          'only platform operators define stdio MCP servers (commands); enable one of the operators\' catalog entries with {"id", "catalog"}',
+        );
       if (await agents.getServer(tenantId, b.id))
         throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
-      let endpoint: McpEndpoint;
-      if (b.transport === 'stdio') {
-        if (b.command === undefined) throw new BadRequestError('a stdio server needs a command', 'body.command');
-        if (b.url !== undefined) throw new BadRequestError('a stdio server takes no url', 'body.url');
-        endpoint = { transport: 'stdio', command: b.command, args: b.args ?? [] };
+      let source: McpServerSource;
+      let tools: DiscoveredTool[];
+      let catalogRisks: Record<string, RiskLevel> = {};
+      if (b.catalog !== undefined) {
+        if (b.url !== undefined) throw new BadRequestError('a catalog server takes no url', 'body.url');
+        if (b.transport === 'http')
+          throw new BadRequestError('a catalog server is a stdio server, not http', 'body.transport');
+        const entry = await catalog.get(b.catalog);
+        if (!entry) throw new NotFoundError('mcp-catalog-entry', b.catalog);
+        if (entry.tools === null)
+          throw new ConflictError(`catalog entry '${b.catalog}' is still being set up; retry shortly`, {
+            field: 'body.catalog',
+          });
+        source = { catalogId: entry.id };
+        tools = entry.tools;
+        catalogRisks = entry.risks;
       } else {
-        if (b.url === undefined) throw new BadRequestError('an http server needs a url', 'body.url');
-        if (b.command !== undefined || b.args !== undefined)
-          throw new BadRequestError(
-            'an http server takes no command',
-            b.command !== undefined ? 'body.command' : 'body.args',
-          );
-        endpoint = { transport: 'http', url: b.url };
+        if (b.url === undefined) throw new BadRequestError('give a catalog entry, or an http server url', 'body.url');
+        source = { url: b.url };
+        tools = await discover({ transport: 'http', url: b.url }, 'body.url');
       }
-      const tools = await discover(endpoint);
       const names = new Set(tools.map((t) => t.name));
       for (const name of Object.keys(b.risks ?? {})) {
         if (!names.has(name)) throw new BadRequestError(`the server has no tool '${name}'`, `body.risks.${name}`);
       }
-      if (!(await agents.registerServer(tenantId, b.id, endpoint, tools, b.risks)))
+      if (!(await agents.registerServer(tenantId, b.id, source, tools, { admin: b.risks, catalog: catalogRisks })))
         throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
-      return reply
-        .status(201)
-        .send({ id: b.id, transport: b.transport, tools: (await agents.listTools(tenantId, b.id)).map(toolView) });
+      return reply.status(201).send({
+        ...serverView((await agents.getServer(tenantId, b.id))!),
+        tools: (await agents.listTools(tenantId, b.id)).map(toolView),
+      });
     },
   );
 
@@ -133,7 +155,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: { tags: ['agents'], summary: "The tenant's MCP servers", response: errorResponses() },
     },
     async (request) => ({
-      servers: await agents.listServers(request.principal!.tenantId),
+      servers: (await agents.listServers(request.principal!.tenantId)).map(serverView),
     }),
   );
 
@@ -171,7 +193,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const server = await agents.getServer(tenantId, request.params.id);
       if (!server) throw new NotFoundError('mcp-server', request.params.id);
-      const live = new Map((await discover(server.endpoint)).map((t) => [t.name, t]));
+      const live = new Map((await discover(server.endpoint, 'params.id')).map((t) => [t.name, t]));
       for (const t of await agents.listTools(tenantId, server.id)) {
         const now = live.get(t.name);
         if (now && now.definitionHash !== t.definitionHash)

@@ -5,9 +5,43 @@ import { inTransaction } from './pool';
 
 export interface McpServerRecord {
   id: string;
+  /** The operator's catalog entry a stdio server runs; null for an HTTP server. */
+  catalogId: string | null;
   endpoint: McpEndpoint;
   createdAt: string;
 }
+
+/** What a tenant may see of its server: never the catalog entry's command or environment. */
+export const serverView = (s: McpServerRecord) => ({
+  id: s.id,
+  transport: s.endpoint.transport,
+  catalog: s.catalogId,
+  url: s.endpoint.transport === 'http' ? s.endpoint.url : null,
+  createdAt: s.createdAt,
+});
+
+/** A tenant's server: a catalog entry it enabled (the tenant names the entry, never a command), or an HTTP URL. */
+export type McpServerSource = { catalogId: string } | { url: string };
+
+const SERVER_SELECT = `SELECT s.tenant_id, s.id, s.transport, s.catalog_id, s.url, s.created_at, c.command, c.args, c.env, c.network
+  FROM mcp_servers s LEFT JOIN mcp_catalog c ON c.id = s.catalog_id`;
+const serverOf = (r: Record<string, unknown>): McpServerRecord => ({
+  id: r.id as string,
+  catalogId: (r.catalog_id as string | null) ?? null,
+  endpoint:
+    r.transport === 'stdio'
+      ? {
+          transport: 'stdio',
+          catalogId: r.catalog_id as string,
+          owner: r.tenant_id as string,
+          command: r.command as string,
+          args: r.args as string[],
+          env: r.env as Record<string, string>,
+          network: r.network as boolean,
+        }
+      : { transport: 'http', url: r.url as string },
+  createdAt: (r.created_at as Date).toISOString(),
+});
 
 export interface McpToolRecord {
   serverId: string;
@@ -15,30 +49,17 @@ export interface McpToolRecord {
   description: string;
   inputSchema: Record<string, unknown>;
   annotations: ToolAnnotations;
+  /** The tenant admin's risk level for the tool. */
   adminRisk: RiskLevel | null;
+  /** The platform operator's, from the catalog entry the server was enabled from. */
+  catalogRisk: RiskLevel | null;
   definitionHash: string;
   /** The definition the server reported instead of the pinned one; while set, the tool is blocked. */
   changed: { hash: string; definition: Omit<DiscoveredTool, 'definitionHash'> } | null;
 }
 
-const serverOf = (r: {
-  id: string;
-  transport: 'stdio' | 'http';
-  command: string | null;
-  args: string[];
-  url: string | null;
-  created_at: Date;
-}): McpServerRecord => ({
-  id: r.id,
-  endpoint:
-    r.transport === 'stdio'
-      ? { transport: 'stdio', command: r.command!, args: r.args }
-      : { transport: 'http', url: r.url! },
-  createdAt: r.created_at.toISOString(),
-});
-
 const TOOL_COLUMNS =
-  'server_id, name, description, input_schema, annotations, admin_risk, definition_hash, changed_hash, changed_definition';
+  'server_id, name, description, input_schema, annotations, admin_risk, catalog_risk, definition_hash, changed_hash, changed_definition';
 const toolOf = (r: Record<string, unknown>): McpToolRecord => ({
   serverId: r.server_id as string,
   name: r.name as string,
@@ -46,6 +67,7 @@ const toolOf = (r: Record<string, unknown>): McpToolRecord => ({
   inputSchema: r.input_schema as Record<string, unknown>,
   annotations: r.annotations as ToolAnnotations,
   adminRisk: (r.admin_risk as RiskLevel | null) ?? null,
+  catalogRisk: (r.catalog_risk as RiskLevel | null) ?? null,
   definitionHash: r.definition_hash as string,
   changed: r.changed_hash
     ? { hash: r.changed_hash as string, definition: r.changed_definition as Omit<DiscoveredTool, 'definitionHash'> }
@@ -66,30 +88,30 @@ export class AgentStore {
   constructor(private readonly db: Pool) {}
 
   /**
-   * Registers a server with the tools discovered on it and the admin's risk levels for some of them, in one
-   * transaction; false when the id is taken.
+   * Registers a server with the tools discovered on it, the tenant admin's risk levels for some of them and the
+   * catalog's, in one transaction; false when the id is taken.
    */
   async registerServer(
     tenantId: string,
     id: string,
-    endpoint: McpEndpoint,
+    source: McpServerSource,
     tools: DiscoveredTool[],
-    risks: Record<string, RiskLevel> = {},
+    risks: { admin?: Record<string, RiskLevel>; catalog?: Record<string, RiskLevel> } = {},
   ): Promise<boolean> {
     return inTransaction(this.db, async (c) => {
       const { rowCount } = await c.query(
-        `INSERT INTO mcp_servers (tenant_id, id, transport, command, args, url) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+        `INSERT INTO mcp_servers (tenant_id, id, transport, catalog_id, url) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
         [
           tenantId,
           id,
-          endpoint.transport,
-          endpoint.transport === 'stdio' ? endpoint.command : null,
-          endpoint.transport === 'stdio' ? endpoint.args : [],
-          endpoint.transport === 'http' ? endpoint.url : null,
+          'catalogId' in source ? 'stdio' : 'http',
+          'catalogId' in source ? source.catalogId : null,
+          'url' in source ? source.url : null,
         ],
       );
       if (rowCount === 0) return false;
-      for (const t of tools) await this.insertTool(c, tenantId, id, t, risks[t.name] ?? null);
+      for (const t of tools)
+        await this.insertTool(c, tenantId, id, t, risks.admin?.[t.name] ?? null, risks.catalog?.[t.name] ?? null);
       return true;
     });
   }
@@ -100,9 +122,10 @@ export class AgentStore {
     serverId: string,
     t: DiscoveredTool,
     adminRisk: RiskLevel | null,
+    catalogRisk: RiskLevel | null,
   ): Promise<void> {
     await c.query(
-      `INSERT INTO mcp_tools (tenant_id, server_id, name, description, input_schema, annotations, definition_hash, admin_risk) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      `INSERT INTO mcp_tools (tenant_id, server_id, name, description, input_schema, annotations, definition_hash, admin_risk, catalog_risk) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
       [
         tenantId,
         serverId,
@@ -112,23 +135,18 @@ export class AgentStore {
         JSON.stringify(t.annotations),
         t.definitionHash,
         adminRisk,
+        catalogRisk,
       ],
     );
   }
 
   async getServer(tenantId: string, id: string): Promise<McpServerRecord | undefined> {
-    const { rows } = await this.db.query(
-      'SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 AND id = $2',
-      [tenantId, id],
-    );
+    const { rows } = await this.db.query(`${SERVER_SELECT} WHERE s.tenant_id = $1 AND s.id = $2`, [tenantId, id]);
     return rows[0] ? serverOf(rows[0]) : undefined;
   }
 
   async listServers(tenantId: string): Promise<McpServerRecord[]> {
-    const { rows } = await this.db.query(
-      'SELECT id, transport, command, args, url, created_at FROM mcp_servers WHERE tenant_id = $1 ORDER BY id',
-      [tenantId],
-    );
+    const { rows } = await this.db.query(`${SERVER_SELECT} WHERE s.tenant_id = $1 ORDER BY s.id`, [tenantId]);
     return rows.map(serverOf);
   }
 

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -14,6 +14,7 @@ import { temporalExecutable } from '../../temporal/server';
 import { startWorker, type RunningWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { serveModel, untilRouted } from '../support/gateway';
+import { seedCatalogEntry } from '../support/mcp';
 import {
   bearer,
   eventually,
@@ -44,6 +45,8 @@ beforeAll(async () => {
   await serveModel(p.db, acme.id, 'agent-model', { v1: model.url }, { stable: 'v1' });
   await untilRouted(p.app, acme.keys.developer, 'agent-model');
   root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-agent-can-'));
+  // Catalog servers run as the sandbox's user, which must read and write the directory the filesystem server serves.
+  await chmod(root, 0o777);
   await writeFile(path.join(root, 'notes.txt'), 'HERON');
   const fs = require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js');
   expect(
@@ -54,10 +57,7 @@ beforeAll(async () => {
         headers: bearer(acme.keys.admin),
         payload: {
           id: 'fs',
-          transport: 'stdio',
-          command: process.execPath,
-          args: [fs, root],
-          risks: { read_text_file: 'read-only' },
+          catalog: await seedCatalogEntry(p.db, 'fs', [fs, root], { read_text_file: 'read-only' }),
         },
       })
     ).statusCode,

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -6,6 +6,7 @@ import type { AgentRunStatus } from '../../contracts/agent-run';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort, type ManagedProcess } from '../../deploy/dev/process';
 import { serveModel, untilRouted } from '../support/gateway';
+import { seedCatalogEntry } from '../support/mcp';
 import {
   bearer,
   eventually,
@@ -34,16 +35,15 @@ beforeAll(async () => {
   await serveModel(p.db, acme.id, 'agent-model', { v1: model.url }, { stable: 'v1' });
   await untilRouted(p.app, acme.keys.developer, 'agent-model');
   root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-agent-crash-'));
+  // Catalog servers run as the sandbox's user, which must read and write the directory the filesystem server serves.
+  await chmod(root, 0o777);
   await writeFile(path.join(root, 'notes.txt'), 'HERON');
   const fs = require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js');
   expect(
     (
       await inject(acme.keys.admin, 'POST', '/v1/mcp-servers', {
         id: 'fs',
-        transport: 'stdio',
-        command: process.execPath,
-        args: [fs, root],
-        risks: { read_text_file: 'read-only' },
+        catalog: await seedCatalogEntry(p.db, 'fs', [fs, root], { read_text_file: 'read-only' }),
       })
     ).statusCode,
   ).toBe(201);

@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -10,7 +10,15 @@ import { PhaseKey } from '../../contracts/search-attributes';
 import { freePort } from '../../deploy/dev/process';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
-import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
+import { fixture, sandboxReachableNode, startEverythingHttp } from '../support/mcp';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 const FS_SERVER = require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js');
 const MODEL = 'agent-model';
@@ -21,6 +29,7 @@ let other: TestTenant;
 let model: ReferenceModelServer;
 let root: string;
 let httpMcp: ChildProcess | undefined;
+let fsEntry: string;
 
 beforeAll(async () => {
   const gatewayPort = await freePort();
@@ -32,15 +41,12 @@ beforeAll(async () => {
   await serveModel(p.db, acme.id, MODEL, { v1: model.url }, { stable: 'v1' });
   await untilRouted(p.app, acme.keys.developer, MODEL);
   root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-agent-'));
+  // Catalog servers run as the sandbox's user, which must read and write the directory the filesystem server serves.
+  await chmod(root, 0o777);
   await writeFile(path.join(root, 'notes.txt'), 'The launch code word is HERON.');
-  const res = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
-    id: 'fs',
-    transport: 'stdio',
-    command: process.execPath,
-    args: [FS_SERVER, root],
-    // The admin's word, not the server's annotations, makes these two read-only.
-    risks: { read_text_file: 'read-only', list_directory: 'read-only' },
-  });
+  // The operator's word, not the server's annotations, makes these two read-only.
+  fsEntry = await catalogEntry('fs', [FS_SERVER, root], { read_text_file: 'read-only', list_directory: 'read-only' });
+  const res = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'fs', catalog: fsEntry });
   expect(res.statusCode).toBe(201);
 });
 afterAll(async () => {
@@ -49,6 +55,19 @@ afterAll(async () => {
   await model?.close();
   if (root) await rm(root, { recursive: true, force: true });
 });
+
+/** A platform operator's catalog entry running `node <args>` in the sandbox; answers its (unique) id. */
+async function catalogEntry(prefix: string, args: string[], risks?: Record<string, string>): Promise<string> {
+  const id = uniqueId(prefix);
+  const res = await call(p.operatorKey, 'POST', '/v1/platform/mcp-catalog', {
+    id,
+    command: await sandboxReachableNode(),
+    args,
+    ...(risks ? { risks } : {}),
+  });
+  expect(res.statusCode).toBe(201);
+  return id;
+}
 
 async function call(key: string, method: 'GET' | 'POST' | 'PUT' | 'PATCH', url: string, payload?: unknown) {
   return p.app.inject({
@@ -107,12 +126,13 @@ const script = (...steps: [string, unknown][]) =>
   steps.map(([tool, args]) => `/tool ${tool} ${JSON.stringify(args)}`).join('\n');
 
 describe('MCP server registry', () => {
-  it('discovers the filesystem server over stdio with schemas, risk levels (admin first, annotations only raise) and pinned hashes', async () => {
+  it("discovers the catalog's filesystem server over stdio with schemas, risk levels (people classify, annotations only raise) and pinned hashes", async () => {
     const res = await call(acme.keys.viewer, 'GET', '/v1/mcp-servers/fs/tools');
     expect(res.statusCode).toBe(200);
     const tools = res.json().tools as {
       name: string;
       risk: string;
+      riskSource: string;
       definitionHash: string;
       inputSchema: { properties: object };
       blocked: boolean;
@@ -122,13 +142,22 @@ describe('MCP server registry', () => {
     expect(risk).toMatchObject({
       fs__read_text_file: 'read-only',
       fs__list_directory: 'read-only',
-      // The server says read-only, but no admin did.
+      // The server says read-only, but neither the operator nor the tenant's admin did.
       fs__read_media_file: 'write',
       fs__write_file: 'destructive',
       fs__move_file: 'destructive',
       fs__edit_file: 'destructive',
       fs__create_directory: 'write',
     });
+    expect(tools.find((t) => t.name === 'fs__read_text_file')!.riskSource).toBe('catalog');
+    expect(tools.find((t) => t.name === 'fs__read_media_file')).toMatchObject({
+      riskSource: 'unclassified',
+      annotations: { readOnlyHint: true },
+    });
+    // A tenant sees which catalog entry the server runs, never its command or environment.
+    expect((await call(acme.keys.viewer, 'GET', '/v1/mcp-servers')).json().servers).toEqual([
+      expect.not.objectContaining({ command: expect.anything() }),
+    ]);
     for (const t of tools) {
       expect(t.definitionHash).toMatch(/^[0-9a-f]{64}$/);
       expect(t.blocked).toBe(false);
@@ -140,29 +169,31 @@ describe('MCP server registry', () => {
   });
 
   it('refuses bad registrations with the field named, and non-admins', async () => {
-    const viewer = await call(acme.keys.developer, 'POST', '/v1/mcp-servers', {
-      id: 'x',
-      transport: 'stdio',
-      command: process.execPath,
-      args: [FS_SERVER, root],
-    });
+    const viewer = await call(acme.keys.developer, 'POST', '/v1/mcp-servers', { id: 'x', catalog: fsEntry });
     expect(viewer.statusCode).toBe(403);
-    const dup = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
-      id: 'fs',
-      transport: 'stdio',
-      command: process.execPath,
-      args: [FS_SERVER, root],
-    });
+    const dup = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'fs', catalog: fsEntry });
     expect(dup.statusCode).toBe(409);
-    const dead = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
-      id: 'dead',
-      transport: 'stdio',
+    const unknown = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'nope', catalog: 'no-such-entry' });
+    expect(unknown.statusCode).toBe(404);
+    // An operator's command that does not start in the sandbox is refused, and leaves no entry behind.
+    const deadId = uniqueId('dead');
+    const dead = await call(p.operatorKey, 'POST', '/v1/platform/mcp-catalog', {
+      id: deadId,
       command: path.join(root, 'no-such-command'),
-      args: [],
     });
     expect(dead.statusCode).toBe(400);
     expect(dead.json().error.details.field).toBe('body.command');
-    expect((await call(acme.keys.admin, 'GET', '/v1/mcp-servers/dead/tools')).statusCode).toBe(404);
+    expect((await call(p.operatorKey, 'GET', `/v1/platform/mcp-catalog/${deadId}`)).statusCode).toBe(404);
+    // The catalog is the operators': a tenant admin can neither read nor write it.
+    expect((await call(acme.keys.admin, 'GET', '/v1/platform/mcp-catalog')).statusCode).toBe(403);
+    expect(
+      (
+        await call(acme.keys.admin, 'POST', '/v1/platform/mcp-catalog', {
+          id: uniqueId('mine'),
+          command: '/bin/sh',
+        })
+      ).statusCode,
+    ).toBe(403);
     const noUrl = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'nourl', transport: 'http' });
     expect(noUrl.json().error.details.field).toBe('body.url');
     const badId = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
@@ -190,6 +221,77 @@ describe('MCP server registry', () => {
         '/v1/agent-runs/{id}/events',
       ]),
     );
+  });
+});
+
+describe('MCP trust boundary', () => {
+  it('a tenant admin cannot register a stdio command: 403 naming the operators, and nothing runs', async () => {
+    const marker = path.join(root, 'tenant-command-ran');
+    for (const body of [
+      { id: 'leak', transport: 'stdio', command: '/bin/sh', args: ['-c', `echo ran > ${marker}`] },
+      { id: 'leak', command: '/bin/sh', args: ['-c', `echo ran > ${marker}`] },
+      { id: 'leak', transport: 'stdio' },
+    ]) {
+      const res = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', body);
+      expect(res.statusCode).toBe(403);
+      expect(res.json().error.message).toMatch(/only platform operators define stdio MCP servers/);
+    }
+    expect((await call(acme.keys.viewer, 'GET', '/v1/mcp-servers/leak/tools')).statusCode).toBe(404);
+    // Discovery would have run it at once; the worker would run it at every call. Neither happened.
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it("a catalog server reads none of the platform's environment: not its parent's, not any other process's", async () => {
+    const secret = `llmhub-marker-${uniqueId('secret')}`;
+    // The API and the worker both run in this process: a leak of either would show this variable.
+    process.env.LLMHUB_TEST_PLATFORM_SECRET = secret;
+    try {
+      const id = uniqueId('environ');
+      const created = await call(p.operatorKey, 'POST', '/v1/platform/mcp-catalog', {
+        id,
+        command: await sandboxReachableNode(),
+        args: [fixture('mcp-environ-server.mjs')],
+        env: { DECLARED_BY_OPERATOR: 'yes' },
+        risks: { environ: 'read-only' },
+      });
+      expect(created.statusCode).toBe(201);
+      expect(created.json()).toMatchObject({
+        envKeys: ['DECLARED_BY_OPERATOR'],
+        network: false,
+        tools: [{ name: 'environ', risk: 'read-only' }],
+      });
+      expect(JSON.stringify(created.json())).not.toContain('yes');
+      expect((await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'environ', catalog: id })).statusCode).toBe(
+        201,
+      );
+      await defineAgent('snoop', ['environ__environ']);
+      const s = await finished((await startRun('snoop', script(['environ__environ', {}]))).runId);
+      expect(s.toolCalls).toEqual([expect.objectContaining({ status: 'succeeded', approval: null })]);
+      const found = JSON.parse(s.toolCalls[0]!.result!) as {
+        uid: number;
+        ppid: number;
+        cwd: string;
+        umountStatus: number | null;
+        interfaces: string[];
+        environ: Record<string, string[] | string>;
+      };
+      expect(s.toolCalls[0]!.result).not.toContain(secret);
+      expect(s.toolCalls[0]!.result).not.toContain('DATABASE_URL');
+      // It is PID 1 of a namespace of its own: its parent is outside, and the only environment it sees is its own,
+      // exactly what the operator declared.
+      expect(found.ppid).toBe(0);
+      expect(found.environ['/proc/0/environ']).toMatch(/^unreadable/);
+      expect(found.environ['/proc/1/environ']).toEqual(['DECLARED_BY_OPERATOR=yes']);
+      // It could not unmount its /proc to see the host's, and runs as nobody in a working directory of its own.
+      expect(found.umountStatus).not.toBe(0);
+      if (process.geteuid?.() === 0) expect(found.uid).toBe(65534);
+      expect(found.cwd).toMatch(new RegExp(`/llmhub-mcp-\\w+/${acme.id}-[0-9a-f]{32}$`));
+      // No network was asked for: no interface but (at most) its own loopback.
+      expect(found.interfaces.filter((i) => i !== 'lo')).toEqual([]);
+      expect(found.cwd).not.toBe(process.cwd());
+    } finally {
+      delete process.env.LLMHUB_TEST_PLATFORM_SECRET;
+    }
   });
 });
 
@@ -419,9 +521,7 @@ describe('agent runs', () => {
     await writeFile(desc, 'Looks a key up.');
     const reg = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
       id: 'changing',
-      transport: 'stdio',
-      command: process.execPath,
-      args: [path.join(__dirname, '..', 'support', 'mcp-changing-server.mjs'), desc],
+      catalog: await catalogEntry('changing', [fixture('mcp-changing-server.mjs'), desc]),
       risks: { lookup: 'read-only' },
     });
     expect(reg.statusCode).toBe(201);
@@ -432,6 +532,12 @@ describe('agent runs', () => {
       expect.objectContaining({ status: 'refused', reason: expect.stringMatching(/definition changed/) }),
     ]);
     const tool = (await call(acme.keys.viewer, 'GET', '/v1/mcp-servers/changing/tools')).json().tools[0];
+    // A refresh of a catalog server lists its tools in the worker's sandbox and finds the same change.
+    const refreshed = await call(acme.keys.admin, 'POST', '/v1/mcp-servers/changing/refresh');
+    expect(refreshed.json().tools[0]).toMatchObject({
+      blocked: true,
+      changedDefinitionHash: tool.changedDefinitionHash,
+    });
     expect(tool).toMatchObject({ blocked: true, changedDefinition: { description: expect.stringContaining('evil') } });
     // Still blocked on the next run, without asking anyone.
     expect(
@@ -458,18 +564,9 @@ describe('agent runs', () => {
   });
 
   it("calls the everything server over streamable HTTP; its own read-only claim does not spare a tool the approval, the admin's does", async () => {
-    httpMcp = spawn(process.execPath, [path.join(__dirname, '..', 'support', 'mcp-everything-http.mjs')], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-      env: { ...process.env, NODE_OPTIONS: '' },
-    });
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      httpMcp!.stdout!.on('data', (d) => {
-        out += d;
-        if (out.includes('\n')) resolve(JSON.parse(out.slice(0, out.indexOf('\n'))).url);
-      });
-      httpMcp!.once('exit', (code) => reject(new Error(`the MCP HTTP fixture exited with ${code}`)));
-    });
+    const everything = await startEverythingHttp();
+    httpMcp = everything.process;
+    const url = everything.url;
     const reg = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', { id: 'everything', transport: 'http', url });
     expect(reg.statusCode).toBe(201);
     const echo = (reg.json().tools as { name: string; risk: string; annotations: object }[]).find(
@@ -500,9 +597,7 @@ describe('agent runs', () => {
     const callLog = path.join(root, 'lying-calls.log');
     const reg = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
       id: 'lying',
-      transport: 'stdio',
-      command: process.execPath,
-      args: [path.join(__dirname, '..', 'support', 'mcp-lying-server.mjs'), callLog],
+      catalog: await catalogEntry('lying', [fixture('mcp-lying-server.mjs'), callLog]),
     });
     expect(reg.statusCode).toBe(201);
     expect(reg.json().tools).toEqual([
@@ -525,9 +620,7 @@ describe('agent runs', () => {
   it('refuses a risk level for a tool the server does not have, naming it, and registers nothing', async () => {
     const res = await call(acme.keys.admin, 'POST', '/v1/mcp-servers', {
       id: 'fs-typo',
-      transport: 'stdio',
-      command: process.execPath,
-      args: [FS_SERVER, root],
+      catalog: fsEntry,
       risks: { read_txt_file: 'read-only' },
     });
     expect({ status: res.statusCode, field: res.json().error.details.field }).toEqual({

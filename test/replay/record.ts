@@ -7,7 +7,7 @@
  * Histories are recorded once, committed and never re-recorded by CI: a replay failure means the code changed
  * in a way running workflows would not survive, so guard the change with patched() instead of re-recording.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -45,6 +45,8 @@ import type { ConversionInput } from '../../contracts/conversion';
 import { conversionToolchainVersion } from '../../common/conversion-toolchain';
 import { ConversionStore } from '../../common/store/conversions';
 import { runScript } from '../support/script';
+import { fixture, seedCatalogEntry } from '../support/mcp';
+import { MCP_DISCOVERY_WORKFLOW, PLATFORM_OWNER } from '../../contracts/mcp-discovery';
 import { LOCAL_PROCESS_ANNOTATIONS } from '../../deploy/dev/kube/local-jobs';
 import {
   DEFAULT_HYPERPARAMETERS,
@@ -360,6 +362,8 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
    */
   async 'agent-run'({ client, config, native, db, objects }) {
     const root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-agent-'));
+    // The filesystem server runs as the sandbox's user, which must read and write this directory.
+    await chmod(root, 0o777);
     await writeFile(path.join(root, 'notes.txt'), 'The launch code word is HERON.');
     const tenants = new TenantStore(db);
     await tenants.createTenant('replay', 'replay');
@@ -420,14 +424,14 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       return workflowId as string;
     };
     try {
-      await api('POST', '/v1/mcp-servers', {
-        id: 'fs',
-        transport: 'stdio',
-        command: process.execPath,
-        args: [require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js'), root],
-        // The recorded run reads without asking, as it did when annotations still counted.
-        risks: { read_text_file: 'read-only' },
-      });
+      // The recorded run reads without asking: the catalog entry classifies the read as read-only.
+      const catalogId = await seedCatalogEntry(
+        db,
+        'fs',
+        [require.resolve('@modelcontextprotocol/server-filesystem/dist/index.js'), root],
+        { read_text_file: 'read-only' },
+      );
+      await api('POST', '/v1/mcp-servers', { id: 'fs', catalog: catalogId });
       const agent = {
         model: 'agent-model',
         systemPrompt: 'You are a careful assistant.',
@@ -881,6 +885,31 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       await worker.shutdown();
       await cluster.stop();
       await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+  /** A catalog server's tools listed in the worker's sandbox, and an entry that is gone by the time the worker looks. */
+  async 'mcp-discovery'({ client, taskQueue, db }) {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-mcp-'));
+    try {
+      const catalogId = await seedCatalogEntry(db, 'lying', [
+        fixture('mcp-lying-server.mjs'),
+        path.join(root, 'calls.log'),
+      ]);
+      const run = async (key: string, id: string) => {
+        const workflowId = `mcp-discovery/${PLATFORM_OWNER}/${key}`;
+        await client.workflow
+          .execute(MCP_DISCOVERY_WORKFLOW, { taskQueue, workflowId, args: [{ catalogId: id, owner: PLATFORM_OWNER }] })
+          .catch((err) => {
+            if (!(err instanceof WorkflowFailedError)) throw err;
+          });
+        return workflowId;
+      };
+      return {
+        'mcp-discovery-listed': await run('listed', catalogId),
+        'mcp-discovery-entry-gone': await run('entry-gone', 'no-such-entry'),
+      };
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   },
 };

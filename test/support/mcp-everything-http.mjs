@@ -1,4 +1,5 @@
-// TEST FIXTURE: the npm `@modelcontextprotocol/server-everything` tools over streamable HTTP on 127.0.0.1 only.
+// TEST FIXTURE: the npm `@modelcontextprotocol/server-everything` tools over streamable HTTP on one loopback address
+// (argv[3], default 127.0.0.1) only.
 // The package's own `streamableHttp` mode listens on every interface (no host setting), so the tests host the
 // package's real server factory behind the SDK's StreamableHTTPServerTransport themselves, in stateless mode
 // (a server per request, as the SDK's stateless example does). Prints {"url"} on stdout once listening.
@@ -23,7 +24,8 @@ const server = http.createServer(async (req, res) => {
     if (!res.headersSent) res.writeHead(500).end(String(err));
   }
 });
-server.listen(Number(process.argv[2] ?? 0), '127.0.0.1', () => {
-  console.log(JSON.stringify({ url: `http://127.0.0.1:${server.address().port}/mcp` }));
+const host = process.argv[3] ?? '127.0.0.1';
+server.listen(Number(process.argv[2] ?? 0), host, () => {
+  console.log(JSON.stringify({ url: `http://${host}:${server.address().port}/mcp` }));
 });
 process.once('SIGTERM', () => server.close(() => process.exit(0)));

@@ -9,6 +9,7 @@ import { buildApp } from '../../api/app';
 import type { GatewaySettings } from '../../api/gateway/settings';
 import type { JwtSettings } from '../../api/plugins/auth';
 import { clustersOf, loadConfig } from '../../common/config';
+import { EgressPolicy } from '../../common/egress';
 import { createLogger } from '../../common/logger';
 import { S3ObjectStore, s3StoreFromConfig, type ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
@@ -55,6 +56,8 @@ export async function startTestPlatform(
     worker?: boolean;
     gateway?: Partial<GatewaySettings>;
     activityDeps?: Partial<PlatformActivityDeps>;
+    /** The operator's MCP egress allowlist for API and worker; default the loopback the tests' MCP HTTP servers use. */
+    mcpEgressAllow?: string[];
   } = {},
 ): Promise<TestPlatform> {
   const config = loadConfig();
@@ -69,6 +72,7 @@ export async function startTestPlatform(
   const registry = new RegistryStore(db);
   const vectors = await vectorStoreFromConfig(config);
   const embedders = new EmbedderRegistry(config);
+  const egress = new EgressPolicy(opts.mcpEgressAllow ?? ['127.0.0.1/32']);
   const workers: RunningWorker[] = [];
   const launch = async (o: ObjectStore = opts.objects ?? objects) => {
     const w = await startWorker({
@@ -76,7 +80,7 @@ export async function startTestPlatform(
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue,
       activities: createPlatformActivities(
-        await platformActivityDeps(config, db, { ...opts.activityDeps, objects: o, vectors }),
+        await platformActivityDeps(config, db, { egress, ...opts.activityDeps, objects: o, vectors }),
       ),
       workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
       logger,
@@ -91,6 +95,7 @@ export async function startTestPlatform(
     await nativeConnection.close();
     await connection.close();
     await db.end();
+    await egress.close();
   };
   let app: FastifyInstance;
   try {
@@ -109,6 +114,7 @@ export async function startTestPlatform(
       platformBucket: config.PLATFORM_BUCKET,
       clusters: clustersOf(config.LLMHUB_CLUSTERS),
       podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
+      mcpEgress: egress,
     });
     await app.ready();
   } catch (err) {

@@ -6,18 +6,23 @@ import { startReferenceModelServer, type ReferenceModelServer } from '../../depl
 
 describe('tool risk', () => {
   it("a server's annotations never make a tool read-only: without an admin's word it is a write at least", () => {
-    expect(effectiveRisk(null, { readOnlyHint: true })).toBe('write');
-    expect(effectiveRisk(null, { readOnlyHint: true, destructiveHint: false })).toBe('write');
-    expect(effectiveRisk(null, {})).toBe('write');
-    expect(effectiveRisk(null, { readOnlyHint: false, destructiveHint: false })).toBe('write');
-    expect(effectiveRisk(null, { destructiveHint: true })).toBe('destructive');
+    expect(effectiveRisk(null, null, { readOnlyHint: true })).toBe('write');
+    expect(effectiveRisk(null, null, { readOnlyHint: true, destructiveHint: false })).toBe('write');
+    expect(effectiveRisk(null, null, {})).toBe('write');
+    expect(effectiveRisk(null, null, { readOnlyHint: false, destructiveHint: false })).toBe('write');
+    expect(effectiveRisk(null, null, { destructiveHint: true })).toBe('destructive');
     // A server claiming both is not trusted to be harmless.
-    expect(effectiveRisk(null, { readOnlyHint: false, destructiveHint: true })).toBe('destructive');
+    expect(effectiveRisk(null, null, { readOnlyHint: false, destructiveHint: true })).toBe('destructive');
   });
   it("annotations never lower an admin's setting", () => {
-    expect(effectiveRisk('destructive', { readOnlyHint: true })).toBe('destructive');
-    expect(effectiveRisk('write', { readOnlyHint: true })).toBe('write');
-    expect(effectiveRisk('read-only', { destructiveHint: true })).toBe('read-only');
+    expect(effectiveRisk('destructive', null, { readOnlyHint: true })).toBe('destructive');
+    expect(effectiveRisk('write', null, { readOnlyHint: true })).toBe('write');
+    expect(effectiveRisk('read-only', null, { destructiveHint: true })).toBe('read-only');
+  });
+  it("the operator's catalog classification counts where the tenant admin gave none; the admin's comes first", () => {
+    expect(effectiveRisk(null, 'read-only', { destructiveHint: true })).toBe('read-only');
+    expect(effectiveRisk(null, 'destructive', { readOnlyHint: true })).toBe('destructive');
+    expect(effectiveRisk('write', 'read-only', {})).toBe('write');
   });
 });
 
