@@ -58,23 +58,30 @@ export class AuditBuffer {
       this.rows = [];
       this.counts = new Map();
       let written = 0;
+      let counted = false;
       try {
         await this.deps.store.countUnauthenticated(counts);
-        counts.length = 0;
+        counted = true;
         for (; written < rows.length; written += BATCH)
           await this.deps.store.insert(rows.slice(written, written + BATCH));
       } catch (err) {
         this.deps.logger.warn(
-          { err, rows: rows.length - written, counts: counts.length },
+          { err, rows: rows.length - written, counts: counted ? 0 : counts.length },
           'audit flush failed; will retry',
         );
         this.rows = [...rows.slice(written), ...this.rows];
-        for (const c of counts) {
-          const key = `${c.ip}\0${c.minute}`;
-          const cur = this.counts.get(key);
-          if (cur) cur.count += c.count;
-          else this.counts.set(key, c);
+        const over = this.rows.length - MAX_PENDING;
+        if (over > 0) {
+          this.rows.splice(0, over);
+          this.dropped += over;
         }
+        if (!counted)
+          for (const c of counts) {
+            const key = `${c.ip}\0${c.minute}`;
+            const cur = this.counts.get(key);
+            if (cur) cur.count += c.count;
+            else this.counts.set(key, c);
+          }
       }
     });
     return this.flushing;

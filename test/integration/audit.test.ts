@@ -330,3 +330,29 @@ describe('GET /v1/audit', () => {
     ).toEqual([traceId]);
   });
 });
+
+describe('graceful shutdown', () => {
+  it('writes the buffered rows when the app closes', async () => {
+    // Rows are written once an hour here: only the close can have written this one.
+    const q = await startTestPlatform({ gateway: { auditFlushMs: 3_600_000 }, worker: false });
+    try {
+      const tenant = await q.createTenant('closing');
+      const model = uniqueId('closing');
+      await serveModel(q.db, tenant.id, model, { v1: fast.url }, { stable: 'v1' });
+      await untilRouted(q.app, tenant.keys.developer, model);
+      const traceId = uniqueId('closing');
+      const res = await q.app.inject({
+        method: 'POST',
+        url: '/v1/chat/completions',
+        headers: { ...bearer(tenant.keys.developer), 'x-trace-id': traceId },
+        payload: { model, messages: [{ role: 'user', content: 'bye' }] },
+      });
+      expect(res.statusCode).toBe(200);
+      expect(await new AuditStore(p.db).byRequestId(traceId)).toBeUndefined();
+      await q.app.close();
+      expect(await new AuditStore(p.db).byRequestId(traceId)).toMatchObject({ statusCode: 200, tenantId: tenant.id });
+    } finally {
+      await q.close();
+    }
+  });
+});
