@@ -331,6 +331,29 @@ describe('GET /v1/audit', () => {
   });
 });
 
+describe('retention', () => {
+  it('deletes rows and unauthenticated counts older than the cutoff, and keeps the rest', async () => {
+    const store = new AuditStore(p.db);
+    const day = 24 * 3_600_000;
+    const [old, recent] = [uniqueId('old'), uniqueId('recent')];
+    const ip = `192.0.2.${Math.floor(Math.random() * 250) + 1}`;
+    const at = (daysAgo: number) => Date.now() - daysAgo * day;
+    const entry = { tenantId: acme.id, method: 'GET', route: '/v1/models', url: '/v1/models', statusCode: 200 };
+    await store.insert([
+      { ...entry, requestId: old, at: at(400) },
+      { ...entry, requestId: recent, at: at(10) },
+    ]);
+    await store.countUnauthenticated([
+      { ip, minute: Math.floor(at(400) / 60_000) * 60_000, count: 3 },
+      { ip, minute: Math.floor(at(10) / 60_000) * 60_000, count: 4 },
+    ]);
+    await store.prune(at(365));
+    expect(await store.byRequestId(old)).toBeUndefined();
+    expect(await store.byRequestId(recent)).toMatchObject({ tenantId: acme.id });
+    expect((await store.unauthenticated({ ip }, 10)).map((c) => c.count)).toEqual([4]);
+  });
+});
+
 describe('graceful shutdown', () => {
   it('writes the buffered rows when the app closes', async () => {
     // Rows are written once an hour here: only the close can have written this one.
