@@ -28,6 +28,7 @@ import { deploymentRoutes } from './routes/deployments';
 import { fineTuneRoutes } from './routes/fine-tunes';
 import { pipelineRoutes } from './routes/pipelines';
 import { adminRoutes } from './routes/admin';
+import { auditRoutes, platformAuditRoutes } from './routes/audit';
 import { healthRoutes } from './routes/health';
 import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
@@ -58,6 +59,8 @@ export interface AppDeps {
   /** Created with each tenant and removed with it (storage scope, namespaces). */
   tenantResources?: TenantResources[];
   bodyLimitBytes?: number;
+  /** AUDIT_RETENTION_DAYS; default 365. */
+  auditRetentionDays?: number;
   /** Inference gateway settings; what is left out takes its default. */
   gateway?: Partial<GatewaySettings>;
   /** Where HTTP MCP servers may be reached at registration (LLMHUB_MCP_EGRESS_ALLOW); default: no internal address. */
@@ -152,9 +155,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     jwt: deps.jwt ?? {},
     keyCacheTtlMs: gateway.keyCacheTtlMs,
   });
-  await app.register(auditPlugin, { audit: platform.audit });
+  await app.register(auditPlugin, { audit: platform.audit, flushMs: gateway.auditFlushMs, logger: deps.logger });
   await app.register(healthRoutes);
-  await app.register(gatewayPlugin, { settings: gateway });
+  await app.register(gatewayPlugin, {
+    settings: gateway,
+    audit: platform.audit,
+    auditRetentionMs: (deps.auditRetentionDays ?? 365) * 24 * 3_600_000,
+  });
   // The control routes write what they are sent to the platform store; inference bodies only pass through.
   await app.register(async (control) => {
     refuseUnstorableText(control);
@@ -170,6 +177,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await control.register(pipelineRoutes, { prefix: '/v1' });
     await control.register(adminRoutes, { prefix: '/v1' });
     await control.register(mcpCatalogRoutes, { prefix: '/v1/platform/mcp-catalog' });
+    await control.register(auditRoutes, { prefix: '/v1/audit' });
+    await control.register(platformAuditRoutes, { prefix: '/v1/platform/audit' });
     await control.register(platformRoutes, {
       prefix: '/v1/platform',
       defaults: deps.tenantDefaults ?? { gpus: DEFAULT_GPU_QUOTA, ceiling: tenantDefaultLimitOf(undefined) },

@@ -30,6 +30,7 @@ async function main(): Promise<void> {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     logger,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
+    auditRetentionDays: config.AUDIT_RETENTION_DAYS,
     gateway: loadGatewaySettings(),
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),
@@ -48,16 +49,20 @@ async function main(): Promise<void> {
       ceiling: tenantDefaultLimitOf(config.LLMHUB_TENANT_DEFAULT_LIMIT),
     },
   });
-  app.addHook('onClose', async () => {
-    await connection.close();
-    await db.end();
-  });
   const close = () => {
     logger.info('shutting down');
-    app.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    // After app.close, not in an onClose hook: those run last-registered first, so the pool would end before
+    // the gateway's and the audit's final flushes.
+    app
+      .close()
+      .then(async () => {
+        await connection.close();
+        await db.end();
+      })
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
   process.once('SIGTERM', close);
   process.once('SIGINT', close);

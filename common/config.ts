@@ -24,6 +24,8 @@ const Env = Type.Object({
   API_HOST: Type.String({ default: '127.0.0.1' }),
   API_PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535 }),
   API_BODY_LIMIT_BYTES: Type.Integer({ default: 1048576, minimum: 1024 }),
+  /** Audit rows and unauthenticated counts older than this are deleted (hourly, by every API replica). */
+  AUDIT_RETENTION_DAYS: Type.Integer({ default: 365, minimum: 1, maximum: 36_500 }),
   JWT_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   JWT_ISSUER: Type.Optional(Type.String()),
   JWT_AUDIENCE: Type.Optional(Type.String()),

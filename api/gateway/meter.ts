@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Logger } from '../../common/logger';
+import type { AuditStore } from '../../common/store/audit';
 import {
   bucketIndex,
   LATENCY_BUCKETS_MS,
@@ -76,6 +77,9 @@ export class GatewayMeter {
       limits: Pick<LimitStore, 'pruneEndedWindows'>;
       flushMs: number;
       retentionMs: number;
+      /** The audit log's retention is applied by the same hourly pass. */
+      audit: Pick<AuditStore, 'prune'>;
+      auditRetentionMs: number;
       logger: Pick<Logger, 'warn' | 'error'>;
     },
   ) {
@@ -250,6 +254,7 @@ export class GatewayMeter {
     this.pruning = Promise.all([
       this.deps.metrics.prune(now - this.deps.retentionMs),
       this.deps.limits.pruneEndedWindows(now - ENDED_WINDOW_GRACE_MS),
+      this.deps.audit.prune(now - this.deps.auditRetentionMs),
     ]).then(
       () => undefined,
       (err: unknown) => this.deps.logger.warn({ err }, 'gateway retention delete failed; will retry within the hour'),

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ForbiddenError } from '../../common/errors';
+import type { AuditStore } from '../../common/store/audit';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import { LimitStore } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
@@ -110,7 +111,11 @@ const STATUS_OF: Record<FailureClass, number> = {
  * in memory, limit slices are leased in the background of a request only when a replica's slice runs out, and
  * usage and metrics are flushed in batches.
  */
-export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySettings }> = async (app, { settings: s }) => {
+export const gatewayPlugin: FastifyPluginAsyncTypebox<{
+  settings: GatewaySettings;
+  audit: Pick<AuditStore, 'prune'>;
+  auditRetentionMs: number;
+}> = async (app, { settings: s, audit, auditRetentionMs }) => {
   const { db } = app.platform;
   const table = new RouteTable({
     db,
@@ -144,6 +149,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     limits,
     flushMs: s.metricsFlushMs,
     retentionMs: s.metricsRetentionMs,
+    audit,
+    auditRetentionMs,
     logger: app.log,
   });
   await table.start();
@@ -184,6 +191,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
   const routeOptions = (summary: string, body: typeof ChatBody | typeof CompletionBody | typeof EmbeddingBody) => ({
     bodyLimit: s.bodyLimitBytes,
     preHandler: requireRole('developer'),
+    config: { auditBuffered: true },
     schema: {
       tags: ['inference'],
       summary,
@@ -213,6 +221,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     const tenantId = principal.tenantId;
     const body = request.body as InferenceBody;
     const raw = request.rawBody!;
+    request.auditModel = { model: body.model };
     const projectId = (request.headers['x-project-id'] as string | undefined) ?? DEFAULT_PROJECT;
     if (projectId !== DEFAULT_PROJECT && !table.hasProject(tenantId, projectId)) {
       throw new ForbiddenError(`project '${projectId}' does not belong to tenant '${tenantId}'`);
@@ -253,6 +262,17 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
       reservation?.settle(usage.promptTokens + usage.completionTokens);
       meter.record({ ...base, ...o, ...usage, latencyMs: performance.now() - started });
     };
+    /** The audit row of an answer written past Fastify (hijacked), once it has ended. */
+    const audited = (statusCode: number, version: string, usage: TokenUsage, bytesSent: number, errorClass?: string) =>
+      app.auditEnded(request, reply, {
+        statusCode,
+        bytesSent,
+        disconnected: caller.cancelled,
+        model: body.model,
+        modelVersion: version,
+        ...usage,
+        errorClass,
+      });
 
     let target = chosen;
     let answer: Attempt;
@@ -266,6 +286,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
           if (!caller.cancelled) throw err;
           // The caller has gone: there is no one to answer.
           reply.hijack();
+          audited(499, target.version, NO_USAGE, 0);
           return reply;
         }
         const failure = err;
@@ -288,6 +309,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
           continue;
         }
         reservation?.settle(0);
+        request.auditModel = { model: body.model, modelVersion: target.version };
         reply.header('x-llmhub-model-version', target.version);
         return reply
           .status(status)
@@ -316,10 +338,9 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
         'content-length': payload.length,
       });
       out.end(payload);
-      finish(
-        { version: served.version, status: answer.status },
-        ok ? (usageOfBody(answer.body) ?? { promptTokens: promptEstimate, completionTokens: 0 }) : NO_USAGE,
-      );
+      const used = ok ? (usageOfBody(answer.body) ?? { promptTokens: promptEstimate, completionTokens: 0 }) : NO_USAGE;
+      finish({ version: served.version, status: answer.status }, used);
+      audited(answer.status, served.version, used, payload.length);
       return reply;
     }
 
@@ -335,9 +356,11 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     const resume = () => relay.resume();
     out.on('drain', resume);
     let errorClass: string | undefined;
+    let bytesSent = 0;
     try {
       await relay.forward((chunk) => {
         usage.push(chunk);
+        bytesSent += chunk.length;
         return out.write(chunk);
       });
       out.end();
@@ -352,12 +375,16 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
           `the model server's stream broke off: ${failure.message}`,
           'upstream_stream_error',
         );
-        out.end(`data: ${JSON.stringify(event)}\n\n`);
+        const tail = `data: ${JSON.stringify(event)}\n\n`;
+        bytesSent += Buffer.byteLength(tail);
+        out.end(tail);
       }
     }
     out.off('drain', resume);
     const status = caller.cancelled ? 499 : errorClass ? 502 : 200;
-    finish({ version: served.version, status, errorClass, ttftMs }, usage.result(promptEstimate));
+    const used = usage.result(promptEstimate);
+    finish({ version: served.version, status, errorClass, ttftMs }, used);
+    audited(200, served.version, used, bytesSent, errorClass);
     return reply;
   }
 

@@ -18,6 +18,8 @@ const Settings = Type.Object({
   metricsFlushMs: Type.Integer({ default: 5_000, minimum: 50 }),
   /** Flushed per-version metrics older than this are deleted; keep it longer than any rollout's analysis window. */
   metricsRetentionMs: Type.Integer({ default: 7 * 24 * 3_600_000, minimum: 60_000 }),
+  /** Audit rows of inference calls and streams are written in batches this often (and at shutdown). */
+  auditFlushMs: Type.Integer({ default: 1_000, minimum: 10 }),
   requestSlice: Type.Integer({ default: 20, minimum: 1 }),
   tokenSlice: Type.Integer({ default: 20_000, minimum: 1 }),
   /** A replica hands back the unused part of a slice it has not touched for this long. */

@@ -4,6 +4,7 @@ import { agentRunContract, TERMINAL_AGENT_PHASES } from '../../contracts/agent-r
 import { PhaseKey } from '../../contracts/search-attributes';
 import { NotFoundError } from '../../common/errors';
 import { AgentStore } from '../../common/store/agents';
+import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
 import { IdParams, operationRoutes, OPERATION_ROLES } from '../operation-routes';
 import { operationRun } from '../operations';
@@ -81,12 +82,8 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const { handle } = await operationRun(temporal, agentRunContract, request.principal!.tenantId, request.params.id);
-      reply.hijack();
-      reply.raw.writeHead(200, {
-        'content-type': 'text/event-stream',
-        'cache-control': 'no-cache',
-        'x-trace-id': request.id,
-      });
+      request.auditWorkflowId = handle.workflowId;
+      const out = auditedStream(app, request, reply, 'text/event-stream');
       let closed = false;
       request.raw.on('close', () => (closed = true));
       let last = '';
@@ -94,16 +91,16 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
         while (!closed) {
           const status = await handle.query(agentRunContract.statusQuery);
           const text = JSON.stringify(status);
-          if (text !== last) reply.raw.write(`event: status\ndata: ${text}\n\n`);
+          if (text !== last) out.write(`event: status\ndata: ${text}\n\n`);
           last = text;
           if (TERMINAL_AGENT_PHASES.includes(status.phase)) break;
           await new Promise((r) => setTimeout(r, EVENTS_POLL_MS));
         }
-        reply.raw.write('event: end\ndata: {}\n\n');
+        out.write('event: end\ndata: {}\n\n');
       } catch (err) {
-        reply.raw.write(`event: error\ndata: ${JSON.stringify({ message: (err as Error).message })}\n\n`);
+        out.write(`event: error\ndata: ${JSON.stringify({ message: (err as Error).message })}\n\n`);
       }
-      reply.raw.end();
+      out.end();
     },
   );
 };

@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { NotFoundError } from '../../common/errors';
 import type { SearchHit } from '../../common/vectors';
+import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
 import { errorResponses, ResourceId } from '../schemas';
 
@@ -106,15 +107,10 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const body = upstream.json();
         return { answer: body.choices?.[0]?.message?.content ?? '', model: body.model, usage: body.usage, citations };
       }
-      reply.hijack();
-      reply.raw.writeHead(200, {
-        'content-type': 'text/event-stream',
-        'cache-control': 'no-cache',
-        'x-trace-id': request.id,
-      });
-      reply.raw.write(`data: ${JSON.stringify({ object: 'llmhub.citations', citations })}\n\n`);
-      for await (const chunk of upstream.stream()) reply.raw.write(chunk);
-      reply.raw.end();
+      const out = auditedStream(app, request, reply, 'text/event-stream');
+      out.write(`data: ${JSON.stringify({ object: 'llmhub.citations', citations })}\n\n`);
+      for await (const chunk of upstream.stream()) out.write(chunk as Buffer);
+      out.end();
       return reply;
     },
   );

@@ -1,7 +1,10 @@
 import type { Pool } from 'pg';
+import { BadRequestError } from '../errors';
 
 export interface AuditEntry {
   requestId: string;
+  /** Epoch ms the call was received; the database's clock when left out. */
+  at?: number;
   tenantId?: string;
   principal?: string;
   role?: string;
@@ -11,48 +14,257 @@ export interface AuditEntry {
   statusCode: number;
   workflowId?: string;
   ip?: string;
+  /** Until the reply was handed over (control routes) or ended (streams and inference). */
+  durationMs?: number;
+  bytesSent?: number;
+  /** The client went away before the reply ended. */
+  disconnected?: boolean;
+  model?: string;
+  modelVersion?: string;
+  promptTokens?: number;
+  completionTokens?: number;
+  /** Why an answer that had started failed (a model server's stream that broke off). */
+  errorClass?: string;
 }
+
+/** A row as the audit API answers it. */
+export interface AuditRow {
+  id: string;
+  at: string;
+  requestId: string;
+  tenantId: string | null;
+  principal: string | null;
+  role: string | null;
+  method: string;
+  route: string;
+  url: string;
+  statusCode: number;
+  workflowId: string | null;
+  ip: string | null;
+  durationMs: number | null;
+  bytesSent: number | null;
+  disconnected: boolean;
+  model: string | null;
+  modelVersion: string | null;
+  promptTokens: number | null;
+  completionTokens: number | null;
+  errorClass: string | null;
+}
+
+export interface AuditFilter {
+  /** Unset: every tenant's rows and those of no tenant (operators only). */
+  tenantId?: string;
+  from?: string;
+  to?: string;
+  principal?: string;
+  route?: string;
+  statusCode?: number;
+  workflowId?: string;
+  requestId?: string;
+}
+
+/** Refused calls without valid credentials from one address in one minute. */
+export interface UnauthenticatedCount {
+  ip: string;
+  /** Epoch ms of the minute. */
+  minute: number;
+  count: number;
+}
+
+const COLUMNS = [
+  'request_id',
+  'tenant_id',
+  'principal',
+  'role',
+  'method',
+  'route',
+  'url',
+  'status_code',
+  'workflow_id',
+  'ip',
+  'duration_ms',
+  'bytes_sent',
+  'disconnected',
+  'model',
+  'model_version',
+  'prompt_tokens',
+  'completion_tokens',
+  'error_class',
+] as const;
+const TYPES = 'text text text text text text text int text text float8 bigint bool text text bigint bigint text'.split(
+  ' ',
+);
+
+const valuesOf = (e: AuditEntry): unknown[] => [
+  e.requestId,
+  e.tenantId ?? null,
+  e.principal ?? null,
+  e.role ?? null,
+  e.method,
+  e.route,
+  e.url,
+  e.statusCode,
+  e.workflowId ?? null,
+  e.ip ?? null,
+  e.durationMs ?? null,
+  e.bytesSent ?? null,
+  e.disconnected ?? false,
+  e.model ?? null,
+  e.modelVersion ?? null,
+  e.promptTokens ?? null,
+  e.completionTokens ?? null,
+  e.errorClass ?? null,
+];
+
+/** The position of the last row of a page: its time to the microsecond and its id. */
+const CURSOR_AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+const encodeCursor = (at: string, id: string) => Buffer.from(JSON.stringify([at, id])).toString('base64url');
+function decodeCursor(cursor: string): [string, string] {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(v) && typeof v[0] === 'string' && CURSOR_AT.test(v[0]) && /^\d{1,18}$/.test(String(v[1])))
+      return [v[0], String(v[1])];
+  } catch {
+    // reported below
+  }
+  throw new BadRequestError('cursor is not one this API gave out', 'querystring.cursor');
+}
+
+type DbRow = Record<(typeof COLUMNS)[number], unknown> & { id: string; at_text: string };
+const toRow = (r: DbRow): AuditRow => ({
+  id: r.id,
+  at: `${r.at_text.slice(0, 23)}Z`,
+  requestId: r.request_id as string,
+  tenantId: r.tenant_id as string | null,
+  principal: r.principal as string | null,
+  role: r.role as string | null,
+  method: r.method as string,
+  route: r.route as string,
+  url: r.url as string,
+  statusCode: r.status_code as number,
+  workflowId: r.workflow_id as string | null,
+  ip: r.ip as string | null,
+  durationMs: r.duration_ms as number | null,
+  bytesSent: r.bytes_sent === null ? null : Number(r.bytes_sent),
+  disconnected: r.disconnected as boolean,
+  model: r.model as string | null,
+  modelVersion: r.model_version as string | null,
+  promptTokens: r.prompt_tokens === null ? null : Number(r.prompt_tokens),
+  completionTokens: r.completion_tokens === null ? null : Number(r.completion_tokens),
+  errorClass: r.error_class as string | null,
+});
 
 export class AuditStore {
   constructor(private readonly db: Pool) {}
 
   async record(e: AuditEntry): Promise<void> {
+    await this.insert([e]);
+  }
+
+  /** Many rows in one statement. */
+  async insert(entries: AuditEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const values = entries.map(valuesOf);
+    const params = [
+      entries.map((e) => (e.at === undefined ? null : e.at)),
+      ...COLUMNS.map((_, i) => values.map((v) => v[i])),
+    ];
     await this.db.query(
-      `INSERT INTO audit_log (request_id, tenant_id, principal, role, method, route, url, status_code, workflow_id, ip)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [
-        e.requestId,
-        e.tenantId ?? null,
-        e.principal ?? null,
-        e.role ?? null,
-        e.method,
-        e.route,
-        e.url,
-        e.statusCode,
-        e.workflowId ?? null,
-        e.ip ?? null,
-      ],
+      `INSERT INTO audit_log (at, ${COLUMNS.join(', ')})
+       SELECT coalesce(to_timestamp(a / 1000.0), now()), ${COLUMNS.map((_, i) => `c${i}`).join(', ')}
+       FROM unnest($1::float8[], ${TYPES.map((t, i) => `$${i + 2}::${t}[]`).join(', ')})
+         AS u(a, ${COLUMNS.map((_, i) => `c${i}`).join(', ')})`,
+      params,
     );
   }
 
-  async byRequestId(requestId: string): Promise<AuditEntry | undefined> {
-    const { rows } = await this.db.query(
-      `SELECT request_id, tenant_id, principal, role, method, route, url, status_code, workflow_id, ip
-       FROM audit_log WHERE request_id = $1`,
-      [requestId],
+  /** Adds to the counts of (address, minute); rows must be unique by key (callers aggregate first). */
+  async countUnauthenticated(counts: UnauthenticatedCount[]): Promise<void> {
+    if (counts.length === 0) return;
+    await this.db.query(
+      `INSERT INTO audit_unauthenticated (ip, minute, count)
+       SELECT ip, to_timestamp(mi / 1000.0), n FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(ip, mi, n)
+       ON CONFLICT (ip, minute) DO UPDATE SET count = audit_unauthenticated.count + EXCLUDED.count`,
+      [counts.map((c) => c.ip), counts.map((c) => c.minute), counts.map((c) => c.count)],
     );
-    const r = rows[0];
+  }
+
+  /** The counts of refused unauthenticated calls, newest minute first. */
+  async unauthenticated(
+    filter: { from?: string; to?: string; ip?: string },
+    limit: number,
+  ): Promise<Array<{ ip: string; minute: string; count: number }>> {
+    const { rows } = await this.db.query<{ ip: string; minute: Date; count: string }>(
+      `SELECT ip, minute, count FROM audit_unauthenticated
+       WHERE ($1::timestamptz IS NULL OR minute >= $1) AND ($2::timestamptz IS NULL OR minute < $2)
+         AND ($3::text IS NULL OR ip = $3)
+       ORDER BY minute DESC, ip LIMIT $4`,
+      [filter.from ?? null, filter.to ?? null, filter.ip ?? null, limit],
+    );
+    return rows.map((r) => ({ ip: r.ip, minute: r.minute.toISOString(), count: Number(r.count) }));
+  }
+
+  /** One page, newest first; `nextCursor` is set when more rows may follow. */
+  async page(
+    filter: AuditFilter,
+    limit: number,
+    cursor?: string,
+  ): Promise<{ data: AuditRow[]; nextCursor: string | null }> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const bind = (v: unknown) => `$${params.push(v)}`;
+    if (filter.tenantId !== undefined) where.push(`tenant_id = ${bind(filter.tenantId)}`);
+    if (filter.from !== undefined) where.push(`at >= ${bind(filter.from)}::timestamptz`);
+    if (filter.to !== undefined) where.push(`at < ${bind(filter.to)}::timestamptz`);
+    if (filter.principal !== undefined) where.push(`principal = ${bind(filter.principal)}`);
+    if (filter.route !== undefined) where.push(`route = ${bind(filter.route)}`);
+    if (filter.statusCode !== undefined) where.push(`status_code = ${bind(filter.statusCode)}`);
+    if (filter.workflowId !== undefined) where.push(`workflow_id = ${bind(filter.workflowId)}`);
+    if (filter.requestId !== undefined) where.push(`request_id = ${bind(filter.requestId)}`);
+    if (cursor !== undefined) {
+      const [at, id] = decodeCursor(cursor);
+      where.push(`(at, id) < (${bind(at)}::timestamptz, ${bind(id)}::bigint)`);
+    }
+    const { rows } = await this.db
+      .query<DbRow>(
+        `SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at_text, ${COLUMNS.join(', ')}
+       FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+       ORDER BY at DESC, id DESC LIMIT ${bind(limit + 1)}`,
+        params,
+      )
+      .catch((err: { code?: string }) => {
+        // A time the schema's format admits but PostgreSQL cannot hold (year 0, year 300000).
+        if (err.code === '22007' || err.code === '22008')
+          throw new BadRequestError('from or to is not a time the audit log can compare', 'querystring.from');
+        throw err;
+      });
+    const more = rows.length > limit;
+    const data = rows.slice(0, limit);
+    const last = data[data.length - 1];
+    return { data: data.map(toRow), nextCursor: more && last ? encodeCursor(last.at_text, last.id) : null };
+  }
+
+  /** Deletes rows and unauthenticated counts older than `before` (epoch ms). */
+  async prune(before: number): Promise<void> {
+    const at = new Date(before);
+    await this.db.query('DELETE FROM audit_log WHERE at < $1', [at]);
+    await this.db.query('DELETE FROM audit_unauthenticated WHERE minute < $1', [at]);
+  }
+
+  async byRequestId(requestId: string): Promise<AuditEntry | undefined> {
+    const { data } = await this.page({ requestId }, 1);
+    const r = data[0];
     return r
       ? {
-          requestId: r.request_id,
-          tenantId: r.tenant_id ?? undefined,
+          requestId: r.requestId,
+          tenantId: r.tenantId ?? undefined,
           principal: r.principal ?? undefined,
           role: r.role ?? undefined,
           method: r.method,
           route: r.route,
           url: r.url,
-          statusCode: r.status_code,
-          workflowId: r.workflow_id ?? undefined,
+          statusCode: r.statusCode,
+          workflowId: r.workflowId ?? undefined,
           ip: r.ip ?? undefined,
         }
       : undefined;

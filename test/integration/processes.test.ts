@@ -2,6 +2,7 @@ import { execFile, spawn } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { AuditStore } from '../../common/store/audit';
 import { freePort } from '../../deploy/dev/process';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform } from '../support/platform';
 
@@ -101,5 +102,39 @@ describe('operator entry points', () => {
       worker.kill('SIGTERM');
     }
     expect(await exited).toBe(0);
+  });
+
+  it('the API writes its buffered audit rows when it is stopped with SIGTERM', async () => {
+    const port = await freePort();
+    // Rows are written once an hour here: only the shutdown can have written this one.
+    const api = spawn(
+      ...tsx('api/server.ts', { API_PORT: String(port), GATEWAY_AUDIT_FLUSH_MS: '3600000', LOG_LEVEL: 'warn' }),
+    );
+    const exited = new Promise<number | null>((resolve) => api.on('exit', resolve));
+    const traceId = uniqueId('sigterm');
+    try {
+      const tenant = await p.createTenant('sigterm');
+      await eventually('the API to be ready', async () =>
+        fetch(`http://127.0.0.1:${port}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      );
+      // An inference call's row is buffered, even for a model the gateway does not know.
+      const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { ...bearer(tenant.keys.developer), 'content-type': 'application/json', 'x-trace-id': traceId },
+        body: JSON.stringify({ model: 'nope', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      expect(res.status).toBe(404);
+      expect(await new AuditStore(p.db).byRequestId(traceId)).toBeUndefined();
+    } finally {
+      api.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(await new AuditStore(p.db).byRequestId(traceId)).toMatchObject({
+      statusCode: 404,
+      route: '/v1/chat/completions',
+    });
   });
 });

@@ -8,16 +8,28 @@ const quiet = { warn: () => {}, error: () => {} };
 const usage = { add: async () => {} } as unknown as UsageStore;
 
 describe('GatewayMeter retention', () => {
-  it('deletes old metrics and ended limit windows on its first flush, then not again within the hour', async () => {
+  it('deletes old metrics, ended limit windows and old audit rows on its first flush, then not again within the hour', async () => {
     const metricCutoffs: number[] = [];
     const windowCutoffs: number[] = [];
+    const auditCutoffs: number[] = [];
+    const audit = { prune: async (before: number) => void auditCutoffs.push(before) };
+    const auditRetentionMs = 30 * 24 * HOUR;
     const metrics = {
       insert: async () => {},
       prune: async (before: number) => (metricCutoffs.push(before), 0),
     } as unknown as GatewayMetricsStore;
     const limits = { pruneEndedWindows: async (before: number) => (windowCutoffs.push(before), 0) };
     const retentionMs = 7 * 24 * HOUR;
-    const meter = new GatewayMeter({ metrics, usage, limits, flushMs: HOUR, retentionMs, logger: quiet });
+    const meter = new GatewayMeter({
+      metrics,
+      usage,
+      limits,
+      flushMs: HOUR,
+      retentionMs,
+      audit,
+      auditRetentionMs,
+      logger: quiet,
+    });
     const before = Date.now();
     await meter.flush();
     await meter.flush();
@@ -28,6 +40,9 @@ describe('GatewayMeter retention', () => {
     expect(windowCutoffs).toHaveLength(1);
     expect(windowCutoffs[0]).toBeGreaterThanOrEqual(before - HOUR);
     expect(windowCutoffs[0]).toBeLessThanOrEqual(Date.now() - HOUR);
+    expect(auditCutoffs).toHaveLength(1);
+    expect(auditCutoffs[0]).toBeGreaterThanOrEqual(before - auditRetentionMs);
+    expect(auditCutoffs[0]).toBeLessThanOrEqual(Date.now() - auditRetentionMs);
   });
 
   it('a slow delete does not hold back flushes, and close waits for it', async () => {
@@ -44,6 +59,8 @@ describe('GatewayMeter retention', () => {
       limits: { pruneEndedWindows: async () => 0 },
       flushMs: HOUR,
       retentionMs: HOUR,
+      audit: { prune: async () => {} },
+      auditRetentionMs: HOUR,
       logger: quiet,
     });
     meter.record({
