@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import {
   CreateBucketCommand,
+  DeleteBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -42,6 +43,8 @@ export interface ObjectStore {
   list(bucket: string, prefix: string): Promise<{ key: string; sizeBytes: number; etag: string | null }[]>;
   delete(ref: ObjectRef): Promise<void>;
   ensureBucket(bucket: string): Promise<void>;
+  /** Empties the bucket and removes it; a missing bucket is already removed. */
+  removeBucket(bucket: string): Promise<void>;
 }
 
 export interface S3Settings {
@@ -129,6 +132,15 @@ export class S3ObjectStore implements ObjectStore {
     } catch (err) {
       if (!isNotFound(err)) throw err;
       await this.client.send(new CreateBucketCommand({ Bucket: bucket }));
+    }
+  }
+
+  async removeBucket(bucket: string): Promise<void> {
+    try {
+      for (const o of await this.list(bucket, '')) await this.delete({ bucket, key: o.key });
+      await this.client.send(new DeleteBucketCommand({ Bucket: bucket }));
+    } catch (err) {
+      if (!(isNotFound(err) || (err instanceof S3ServiceException && err.name === 'NoSuchBucket'))) throw err;
     }
   }
 }

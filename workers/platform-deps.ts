@@ -6,11 +6,13 @@ import { localEndpoints, serviceDnsEndpoints } from '../activities/kubernetes/en
 import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
 import { createAlertSink } from '../activities/rollout/alerts';
-import { conversionS3Env } from '../activities/conversion';
+import { s3SettingsEnv } from '../activities/kubernetes/tenant-s3';
 import { clustersOf, ConfigError, jsonEnv, type Config } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
 import { s3StoreFromConfig } from '../common/objectstore';
+import { storageAdminFromConfig } from '../common/storage-admin/from-config';
+import { StorageScopeStore } from '../common/store/storage-scope';
 import { GatewayMetricsStore } from '../common/store/gateway-metrics';
 import { KnowledgeStore } from '../common/store/knowledge';
 import { RegistryStore } from '../common/store/registry';
@@ -42,9 +44,12 @@ export async function platformActivityDeps(
   const local = config.LLMHUB_LOCAL_ENDPOINTS
     ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap)
     : undefined;
+  const storageAdmin = storageAdminFromConfig(config);
   return {
     db,
     registry: new RegistryStore(db),
+    storageScopes: new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX),
+    tenantS3Credentials: (tenantId) => storageAdmin?.credentialsOf(tenantId),
     objects: s3StoreFromConfig(config),
     knowledge: new KnowledgeStore(db),
     vectors: await vectorStoreFromConfig(config),
@@ -70,6 +75,7 @@ export async function platformActivityDeps(
     podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
     modelServer: {
       image: config.LLMHUB_MODEL_SERVER_IMAGE,
+      s3Env: s3SettingsEnv(config),
       ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
     },
     endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,
@@ -77,14 +83,14 @@ export async function platformActivityDeps(
     conversionJobs: {
       image: config.LLMHUB_CONVERT_IMAGE,
       tensorrtImage: config.LLMHUB_CONVERT_TENSORRT_IMAGE,
-      s3Env: conversionS3Env(config, config.LLMHUB_CONVERT_S3_SECRET),
+      s3Env: s3SettingsEnv(config),
       ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
     },
     agents: new AgentStore(db),
     audit: new AuditStore(db),
     tenants: new TenantStore(db),
     gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,
-    trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: conversionS3Env(config, config.LLMHUB_TRAINER_S3_SECRET) },
+    trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: s3SettingsEnv(config) },
     jobPodAnnotationsOf: (cluster) => clusters[cluster]?.jobPodAnnotations ?? {},
     ...overrides,
   };

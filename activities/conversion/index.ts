@@ -19,6 +19,10 @@ import { PlatformError } from '../../common/errors';
 import type { ConversionRecord, ConversionStore } from '../../common/store/conversions';
 import { LineageStore } from '../../common/store/lineage';
 import type { RegistryStore } from '../../common/store/registry';
+import type { StorageScopeStore } from '../../common/store/storage-scope';
+import type { S3Credentials } from '../../common/storage-admin';
+import { tenantS3Env } from '../kubernetes/tenant-s3';
+import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, serverSideApply, tenantNamespace } from '../kubernetes/client';
 import { conversionJobName, jobState, renderConversionJob, stopUnfinishedJobs } from './jobs';
 
@@ -26,7 +30,7 @@ export interface ConversionJobSettings {
   /** Image repositories (no tag) of the CPU steps and of the TensorRT build; the tag is the toolchain version. */
   image: string;
   tensorrtImage: string;
-  /** S3 settings for the programs; credentials as Secret references in production, never in a workflow history. */
+  /** S3 settings for the programs (s3SettingsEnv); the tenant's own keys are added per Job, never the platform's. */
   s3Env: V1EnvVar[];
   /** GPU product for the TensorRT build's node selector; none: any GPU node. */
   gpuProduct?: string;
@@ -35,7 +39,9 @@ export interface ConversionJobSettings {
 export interface ConversionActivityDeps {
   objects: ObjectStore;
   conversions: ConversionStore;
-  platformBucket: string;
+  storageScopes: StorageScopeStore;
+  /** The tenant's own S3 keys, put into its namespace for its Jobs (undefined: no storage admin, none given). */
+  tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   kubeConfigOf(cluster: string): KubeConfig | undefined;
   namespaceOf(tenantId: string): string;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
@@ -43,38 +49,6 @@ export interface ConversionActivityDeps {
   conversionJobs: ConversionJobSettings;
   db: Pool;
   registry: RegistryStore;
-}
-
-/**
- * The conversion programs' S3 settings as Job env. Credentials come from a Secret reference when one is configured
- * (production); without one (dev, tests) the worker's own credentials are written into the Job's env. Either way
- * they live only in the Job object, never in a workflow history.
- */
-export function conversionS3Env(
-  c: {
-    S3_ENDPOINT?: string;
-    S3_REGION: string;
-    S3_FORCE_PATH_STYLE: boolean;
-    S3_ACCESS_KEY_ID?: string;
-    S3_SECRET_ACCESS_KEY?: string;
-  },
-  secretName?: string,
-): V1EnvVar[] {
-  const plain: V1EnvVar[] = [
-    ...(c.S3_ENDPOINT ? [{ name: 'S3_ENDPOINT', value: c.S3_ENDPOINT }] : []),
-    { name: 'S3_REGION', value: c.S3_REGION },
-    { name: 'S3_FORCE_PATH_STYLE', value: String(c.S3_FORCE_PATH_STYLE) },
-  ];
-  const keys = { AWS_ACCESS_KEY_ID: c.S3_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: c.S3_SECRET_ACCESS_KEY };
-  if (secretName)
-    return [
-      ...plain,
-      ...Object.keys(keys).map((key) => ({ name: key, valueFrom: { secretKeyRef: { name: secretName, key } } })),
-    ];
-  if (keys.AWS_ACCESS_KEY_ID && keys.AWS_SECRET_ACCESS_KEY)
-    return [...plain, ...Object.entries(keys).map(([name, value]) => ({ name, value }))];
-  // Neither: the pod's own cloud identity (e.g. IRSA / workload identity) gives boto3 its credentials.
-  return plain;
 }
 
 /** How often a wait for a running memoised conversion reads its row: one indexed lookup, cheap next to a build. */
@@ -131,23 +105,26 @@ export function tritonConfig(
 }
 
 export const createConversionActivities = (deps: ConversionActivityDeps) => {
-  const { objects, conversions, platformBucket, conversionJobs: jobs } = deps;
+  const { objects, conversions, storageScopes, conversionJobs: jobs } = deps;
   const lineage = new LineageStore(deps.db);
+  /** A conversion's objects live in its tenant's bucket, which its Jobs' keys reach. */
+  const layoutOf = (input: ConversionInput) => conversionLayout(storageScopes.bucketOf(input.tenantId), input);
 
-  const removeObjects = async (prefix: string): Promise<void> => {
-    for (const o of await objects.list(platformBucket, prefix))
-      await objects.delete({ bucket: platformBucket, key: o.key });
+  const removeObjects = async (bucket: string, prefix: string): Promise<void> => {
+    for (const o of await objects.list(bucket, prefix)) await objects.delete({ bucket, key: o.key });
   };
   /** Intermediate models and samples; the results/ objects stay, as the record of what each Job reported. */
-  const removeWork = (input: ConversionInput): Promise<void> =>
-    removeObjects(conversionLayout(platformBucket, input).workPrefix);
+  const removeWork = (input: ConversionInput): Promise<void> => {
+    const l = layoutOf(input);
+    return removeObjects(l.exported.bucket, l.workPrefix);
+  };
 
   const readReport = async (ref: ObjectRef): Promise<StepReport | undefined> =>
     (await objects.head(ref)) ? ((await json(await objects.getStream(ref))) as StepReport) : undefined;
 
   /** The program's flags: every input and output an S3 URI under the conversion's prefix. */
   function programArgs(input: ConversionInput, step: ConversionStep, resultRef: ObjectRef): string[] {
-    const l = conversionLayout(platformBucket, input);
+    const l = layoutOf(input);
     const v = input.options.validation;
     const result = ['--result', objectUri(resultRef)];
     const samples = [
@@ -239,7 +216,8 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       const { workflowId } = input;
       const name = conversionJobName(workflowId, stepName(step));
       const namespace = deps.namespaceOf(input.tenantId);
-      const l = conversionLayout(platformBucket, input);
+      await requireInScope(storageScopes, input.tenantId, [input.artifactUri]);
+      const l = layoutOf(input);
       const resultRef = l.result(name);
       const samples = input.options.validation.samples;
       if (samples && (step.kind === 'validate' || step.kind === 'tensorrt'))
@@ -247,6 +225,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       const gpu = step.kind === 'tensorrt';
       const cluster = KubernetesObjectApi.makeApiClient(kc);
       await serverSideApply(cluster, tenantNamespace(namespace));
+      const s3Keys = await tenantS3Env(cluster, namespace, input.tenantId, deps.tenantS3Credentials(input.tenantId));
       // Re-applying the same Job on a retried attempt changes nothing: the attempt finds its own Job again.
       await serverSideApply(
         cluster,
@@ -261,7 +240,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
           step: stepName(step),
           image: `${gpu ? jobs.tensorrtImage : jobs.image}:${input.toolchainVersion}`,
           args: programArgs(input, step, resultRef),
-          env: [...jobs.s3Env, { name: 'PYTHONDONTWRITEBYTECODE', value: '1' }],
+          env: [...jobs.s3Env, ...s3Keys, { name: 'PYTHONDONTWRITEBYTECODE', value: '1' }],
           podAnnotations: deps.jobPodAnnotationsOf(input.cluster),
           ...(gpu ? { gpu: jobs.gpuProduct ? { product: jobs.gpuProduct } : {} } : {}),
           // Counted from the Job's start, so it also bounds a GPU build that waits for a free node.
@@ -312,7 +291,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       targets: TargetResult[],
       dims: { inputDim: number; outputDim: number },
     ): Promise<ConversionResult> {
-      const l = conversionLayout(platformBucket, input);
+      const l = layoutOf(input);
       const done: TargetResult[] = [];
       for (const t of targets) {
         if (t.status !== 'published') {
@@ -407,9 +386,9 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       if (row?.workflowId === input.workflowId && row.state === 'running') {
         const kc = deps.kubeConfigOf(input.cluster);
         if (kc) await stopUnfinishedJobs(kc, deps.namespaceOf(input.tenantId), input.memoKey, input.workflowId, 60_000);
-        const l = conversionLayout(platformBucket, input);
-        await removeObjects(l.workPrefix);
-        await removeObjects(`${l.repository.key}/`);
+        const l = layoutOf(input);
+        await removeObjects(l.repository.bucket, l.workPrefix);
+        await removeObjects(l.repository.bucket, `${l.repository.key}/`);
       }
       await conversions.markError(input.tenantId, input.workflowId, reason);
     },

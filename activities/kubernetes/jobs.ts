@@ -12,14 +12,16 @@ import {
 } from '@kubernetes/client-node';
 import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
+import type { S3Credentials } from '../../common/storage-admin';
 import { deleteIfPresent, isStatus, jobCondition, serverSideApply, tenantNamespace } from './client';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
+import { tenantS3Env } from './tenant-s3';
 
 /** What the cluster runs the trainer with. */
 export interface TrainerImage {
   image: string;
-  /** What every trainer pod gets besides the run's contract: S3 settings, credentials as secretKeyRefs (conversionS3Env). */
+  /** What every trainer pod gets besides the run's contract and the tenant's S3 keys: S3 settings (s3SettingsEnv). */
   env: V1EnvVar[];
 }
 
@@ -28,6 +30,8 @@ export interface TrainingJobDeps {
   namespaceOf(tenantId: string): string;
   objects: ObjectStore;
   trainer: TrainerImage;
+  /** The tenant's own S3 keys, put into its namespace for its pods (undefined: no storage admin, none given). */
+  tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
 }
@@ -77,6 +81,7 @@ export function renderTrainingJob(
   namespace: string,
   img: TrainerImage,
   podAnnotations: Record<string, string>,
+  s3Keys: V1EnvVar[] = [],
 ): V1Job {
   const name = trainingJobName(spec.fineTuneId, spec.attempt);
   const labels = {
@@ -110,7 +115,7 @@ export function renderTrainingJob(
               name: 'trainer',
               securityContext: restrictedContainer,
               image: img.image,
-              env: [...img.env, ...Object.entries(spec.env).map(([n, value]) => ({ name: n, value }))],
+              env: [...img.env, ...s3Keys, ...Object.entries(spec.env).map(([n, value]) => ({ name: n, value }))],
               resources: { requests: { cpu: r.cpu, memory: r.memory }, limits },
             },
           ],
@@ -226,7 +231,8 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
       const { objects } = clientsOf(spec.cluster);
       const namespace = deps.namespaceOf(spec.tenantId);
       await serverSideApply(objects, tenantNamespace(namespace));
-      const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster));
+      const s3Keys = await tenantS3Env(objects, namespace, spec.tenantId, deps.tenantS3Credentials(spec.tenantId));
+      const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster), s3Keys);
       await serverSideApply(objects, job);
       return { cluster: spec.cluster, namespace, name: job.metadata!.name! };
     },

@@ -2,6 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { LimitCeiling } from '../../common/config';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { NoSuchBucketError } from '../../common/storage-admin';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { CEILING_SUBJECT, LimitStore } from '../../common/store/limits';
 import { TENANT_ID_PATTERN } from '../../contracts/operations';
@@ -30,7 +31,12 @@ const Tenant = Type.Object({
   suspendedAt: Type.Union([Type.String(), Type.Null()]),
   gpuQuota: Type.Integer(),
   limitCeiling: Type.Union([CeilingOut, Type.Null()]),
+  storage: Type.Object({
+    bucket: Type.String({ description: "The tenant's own bucket: read and write, owned by its own S3 user" }),
+    grants: Type.Array(Type.String(), { description: 'Buckets granted to it besides: read only' }),
+  }),
 });
+const BucketName = Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$', description: 'an S3 bucket name' });
 const CreateTenant = Type.Object(
   {
     id: TenantId,
@@ -63,7 +69,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app,
   { defaults },
 ) => {
-  const { db, tenants, temporal, tenantResources } = app.platform;
+  const { db, tenants, temporal, tenantResources, storageScopes, storageAdmin, platformBucket } = app.platform;
   const quotas = new GpuQuotaStore(db);
   const limits = new LimitStore(db);
 
@@ -77,6 +83,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       limitCeiling: ceiling
         ? { windowSeconds: ceiling.windowSeconds, maxRequests: ceiling.maxRequests, maxTokens: ceiling.maxTokens }
         : null,
+      storage: await storageScopes.scopeOf(id),
     };
   }
 
@@ -235,6 +242,52 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       checkCeiling(request.body, 'body');
       if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
       await setCeiling(id, request.body);
+      return describe(id);
+    },
+  );
+
+  app.put(
+    '/tenants/:id/storage',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary:
+          "Set the buckets a tenant may read besides its own (the whole list: a bucket left out is revoked); its S3 user gets read access through each bucket's policy",
+        params: TenantParams,
+        body: Type.Object(
+          { grants: Type.Array(BucketName, { maxItems: 100, uniqueItems: true }) },
+          { additionalProperties: false },
+        ),
+        response: { 200: Tenant, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const wanted = request.body.grants;
+      wanted.forEach((bucket, i) => {
+        // The platform's bucket and tenants' own buckets are never shared: either would cross tenants.
+        if (bucket === platformBucket || storageScopes.isTenantBucketName(bucket))
+          throw new BadRequestError(
+            `bucket '${bucket}' is the platform's or a tenant's own and cannot be granted`,
+            `body.grants.${i}`,
+          );
+      });
+      if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
+      const held = await storageScopes.grantsOf(id);
+      // The bucket policy first: a revocation takes effect at the S3 server before the API stops listing it.
+      for (const bucket of [...new Set([...held, ...wanted])]) {
+        const others = (await storageScopes.granteesOf(bucket)).filter((t) => t !== id);
+        try {
+          await storageAdmin?.setReaders(bucket, wanted.includes(bucket) ? [...others, id] : others);
+        } catch (err) {
+          if (!(err instanceof NoSuchBucketError)) throw err;
+          // A bucket gone since it was granted can still be revoked; a missing one cannot be granted.
+          if (wanted.includes(bucket)) throw new BadRequestError(err.message, `body.grants.${wanted.indexOf(bucket)}`);
+        }
+        if (wanted.includes(bucket)) await storageScopes.grant(id, bucket);
+        else await storageScopes.revoke(id, bucket);
+      }
       return describe(id);
     },
   );

@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PlatformActivityDeps } from '../../activities';
-import { conversionS3Env } from '../../activities/conversion';
+import { s3SettingsEnv } from '../../activities/kubernetes/tenant-s3';
 import type { Config } from '../../common/config';
 import { encodeMlp, type Mlp } from '../../deploy/trainers/reference/mlp';
 import { conversionProgram } from '../../deploy/dev/job-programs';
@@ -53,7 +53,7 @@ export const localConversionDeps = (
   conversionJobs: {
     image: config.LLMHUB_CONVERT_IMAGE,
     tensorrtImage: config.LLMHUB_CONVERT_TENSORRT_IMAGE,
-    s3Env: conversionS3Env(config),
+    s3Env: s3SettingsEnv(config),
   },
   jobPodAnnotationsOf: () => ({ ...LOCAL_PROCESS_ANNOTATIONS }),
 });

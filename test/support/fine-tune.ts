@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { conversionS3Env } from '../../activities/conversion';
+import { s3SettingsEnv } from '../../activities/kubernetes/tenant-s3';
 import type { TrainerImage } from '../../activities/kubernetes/jobs';
 import { BatchV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { loadConfig, type Config } from '../../common/config';
@@ -22,7 +22,7 @@ export const BUCKET = 'fine-tune-data';
 export const referenceTrainer = (config: Config, stepDelayMs: number, holdAtStep?: number): TrainerImage => ({
   image: `${REFERENCE_TRAINER_IMAGE}:1`,
   env: [
-    ...conversionS3Env(config),
+    ...s3SettingsEnv(config),
     { name: 'LLMHUB_REFERENCE_STEP_DELAY_MS', value: String(stepDelayMs) },
     ...(holdAtStep === undefined ? [] : [{ name: 'LLMHUB_REFERENCE_HOLD_AT_STEP', value: String(holdAtStep) }]),
   ],

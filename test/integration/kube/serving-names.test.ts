@@ -21,6 +21,7 @@ describe('serving names', () => {
     modelRuntimeOf: () => undefined,
     namespaceOf: defaultNamespaceOf,
     modelServer: { image: IMAGE },
+    tenantS3Credentials: () => undefined,
     podMetadataKeys: [],
     endpointOf: serviceDnsEndpoints,
   });

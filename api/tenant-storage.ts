@@ -1,0 +1,33 @@
+import type { ObjectStore } from '../common/objectstore';
+import type { StorageAdmin } from '../common/storage-admin';
+import type { StorageScopeStore } from '../common/store/storage-scope';
+import type { TenantResources } from './tenant-resources';
+
+/**
+ * A tenant's storage scope: its own bucket, owned by its own S3 user when the store has identity management
+ * (`admin`), else made with the platform's credential. Removal takes the tenant off the buckets granted to it, then
+ * empties and removes its bucket and removes its user.
+ */
+export const tenantStorage = (
+  scopes: StorageScopeStore,
+  objects: ObjectStore,
+  admin?: StorageAdmin,
+): TenantResources => ({
+  name: 'storage',
+  async create(tenantId) {
+    const bucket = scopes.bucketOf(tenantId);
+    if (admin) await admin.provisionTenant(tenantId, bucket);
+    else await objects.ensureBucket(bucket);
+  },
+  async remove(tenantId) {
+    for (const bucket of await scopes.grantsOf(tenantId)) {
+      await admin?.setReaders(
+        bucket,
+        (await scopes.granteesOf(bucket)).filter((t) => t !== tenantId),
+      );
+      await scopes.revoke(tenantId, bucket);
+    }
+    await objects.removeBucket(scopes.bucketOf(tenantId));
+    await admin?.removeTenant(tenantId);
+  },
+});
