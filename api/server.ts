@@ -6,7 +6,7 @@ import { loadGatewaySettings } from './gateway/settings';
 import { s3StoreFromConfig } from '../common/objectstore';
 import { storageAdminFromConfig } from '../common/storage-admin/from-config';
 import { StorageScopeStore } from '../common/store/storage-scope';
-import { tenantStorage } from './tenant-storage';
+import { tenantStorage } from '../common/tenant-storage';
 import { migrate } from '../common/store/migrate';
 import { createPool } from '../common/store/pool';
 import { buildApp } from './app';

@@ -43,6 +43,7 @@ export interface ObjectStore {
   list(bucket: string, prefix: string): Promise<{ key: string; sizeBytes: number; etag: string | null }[]>;
   delete(ref: ObjectRef): Promise<void>;
   ensureBucket(bucket: string): Promise<void>;
+  hasBucket(bucket: string): Promise<boolean>;
   /** Empties the bucket and removes it; a missing bucket is already removed. */
   removeBucket(bucket: string): Promise<void>;
 }
@@ -127,11 +128,16 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async ensureBucket(bucket: string): Promise<void> {
+    if (!(await this.hasBucket(bucket))) await this.client.send(new CreateBucketCommand({ Bucket: bucket }));
+  }
+
+  async hasBucket(bucket: string): Promise<boolean> {
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: bucket }));
+      return true;
     } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.client.send(new CreateBucketCommand({ Bucket: bucket }));
+      if (isNotFound(err)) return false;
+      throw err;
     }
   }
 

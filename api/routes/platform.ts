@@ -2,7 +2,6 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { LimitCeiling } from '../../common/config';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { NoSuchBucketError } from '../../common/storage-admin';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { CEILING_SUBJECT, LimitStore } from '../../common/store/limits';
 import { TENANT_ID_PATTERN } from '../../contracts/operations';
@@ -69,7 +68,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app,
   { defaults },
 ) => {
-  const { db, tenants, temporal, tenantResources, storageScopes, storageAdmin, platformBucket } = app.platform;
+  const { db, tenants, temporal, tenantResources, storageScopes, storageAdmin, platformBucket, objects } = app.platform;
   const quotas = new GpuQuotaStore(db);
   const limits = new LimitStore(db);
 
@@ -274,17 +273,17 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
           );
       });
       if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
+      // Every bucket is checked before anything changes, so a refused call grants nothing.
+      for (const [i, bucket] of wanted.entries())
+        if (!(await objects.hasBucket(bucket)))
+          throw new BadRequestError(`bucket '${bucket}' does not exist`, `body.grants.${i}`);
       const held = await storageScopes.grantsOf(id);
       // The bucket policy first: a revocation takes effect at the S3 server before the API stops listing it.
       for (const bucket of [...new Set([...held, ...wanted])]) {
         const others = (await storageScopes.granteesOf(bucket)).filter((t) => t !== id);
-        try {
+        // A bucket removed since it was granted has no policy left to change; its grant is still revoked.
+        if (await objects.hasBucket(bucket))
           await storageAdmin?.setReaders(bucket, wanted.includes(bucket) ? [...others, id] : others);
-        } catch (err) {
-          if (!(err instanceof NoSuchBucketError)) throw err;
-          // A bucket gone since it was granted can still be revoked; a missing one cannot be granted.
-          if (wanted.includes(bucket)) throw new BadRequestError(err.message, `body.grants.${wanted.indexOf(bucket)}`);
-        }
         if (wanted.includes(bucket)) await storageScopes.grant(id, bucket);
         else await storageScopes.revoke(id, bucket);
       }

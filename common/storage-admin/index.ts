@@ -17,16 +17,10 @@ export interface StorageAdmin {
   provisionTenant(tenantId: string, bucket: string): Promise<void>;
   /** The tenant's user is gone (its bucket is emptied and removed by the caller, with the platform's credential). */
   removeTenant(tenantId: string): Promise<void>;
-  /** `bucket` (not a tenant's own) can be read, and only read, by exactly these tenants' users; NoSuchBucketError if it is not there. */
+  /** `bucket` (not a tenant's own) can be read, and only read, by exactly these tenants' users (an existing bucket). */
   setReaders(bucket: string, tenantIds: string[]): Promise<void>;
   /** The keys of the tenant's user: what its workloads get, and nothing more. */
   credentialsOf(tenantId: string): S3Credentials;
-}
-
-export class NoSuchBucketError extends Error {
-  constructor(readonly bucket: string) {
-    super(`bucket '${bucket}' does not exist`);
-  }
 }
 
 /**

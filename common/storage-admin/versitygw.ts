@@ -1,6 +1,6 @@
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { SignatureV4 } from '@smithy/signature-v4';
-import { derivedTenantCredentials, NoSuchBucketError, type S3Credentials, type StorageAdmin } from '.';
+import { derivedTenantCredentials, type S3Credentials, type StorageAdmin } from '.';
 
 /** The hash SigV4 needs, from node:crypto (SHA-256, or HMAC-SHA-256 with a key). */
 class Sha256 {
@@ -100,7 +100,6 @@ export class VersitygwAdmin implements StorageAdmin {
       await this.call('DELETE', `/${bucket}`, { policy: '' });
       return;
     }
-    if ((await this.call('HEAD', `/${bucket}`, {}, '', true)) === 404) throw new NoSuchBucketError(bucket);
     const policy = {
       Version: '2012-10-17',
       Statement: [

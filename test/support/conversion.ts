@@ -62,8 +62,7 @@ export const localConversionDeps = (
 /** Registers `modelId` version 1 for the tenant with the small seeded MLP the conversion tests convert, and waits for the registration. */
 export async function registerSeededMlp(p: TestPlatform, tenant: TestTenant, modelId: string): Promise<void> {
   const key = `${tenant.id}/${modelId}/1/model.safetensors`;
-  await p.objects.ensureBucket('models');
-  await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
+  await p.objects.put({ bucket: tenant.bucket, key }, seededMlp([16, 64, 4], 7));
   const model = await p.app.inject({
     method: 'POST',
     url: '/v1/models',
@@ -75,7 +74,7 @@ export async function registerSeededMlp(p: TestPlatform, tenant: TestTenant, mod
     method: 'POST',
     url: `/v1/models/${modelId}/versions`,
     headers: bearer(tenant.keys.developer),
-    payload: { version: '1', artifactUri: `s3://models/${key}` },
+    payload: { version: '1', artifactUri: `s3://${tenant.bucket}/${key}` },
   });
   await p.temporal.workflow.getHandle(reg.json().workflowId).result();
 }

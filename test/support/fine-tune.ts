@@ -13,8 +13,6 @@ import { isNotFound, waitFor } from '../integration/kube/kube-helpers';
 import { seededMlp } from './conversion';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from './platform';
 
-export const BUCKET = 'fine-tune-data';
-
 /**
  * The trainer Jobs' settings for the reference trainer: `stepDelayMs` slows each step so a test can watch a run;
  * `holdAtStep` stalls every run's first attempt before that step, until its pod (and so its process) goes away.
@@ -48,7 +46,6 @@ export async function startFineTunePlatform(
     process.env[KUBECONFIG_ENV]!,
     path.join(process.env.LLMHUB_TEST_DATA!, 'fine-tune-jobs'),
   );
-  await p.objects.ensureBucket(BUCKET);
   return {
     p,
     async stop() {
@@ -141,16 +138,16 @@ export function task(seed: number) {
 /** Uploads the base model and the dataset and registers the base as a ready version of a new model. */
 export async function prepare(
   p: Pick<TestPlatform, 'objects' | 'registry' | 'db'>,
-  tenant: { id: string },
+  tenant: { id: string; bucket: string },
   t: ReturnType<typeof task>,
   modelId = uniqueId('mlp'),
 ) {
   const key = `${tenant.id}/${modelId}`;
-  await p.objects.ensureBucket(BUCKET);
-  await p.objects.put({ bucket: BUCKET, key: `${key}/base/model.safetensors` }, t.baseBytes);
-  await p.objects.put({ bucket: BUCKET, key: `${key}/train.jsonl` }, t.dataset);
+  const bucket = tenant.bucket;
+  await p.objects.put({ bucket, key: `${key}/base/model.safetensors` }, t.baseBytes);
+  await p.objects.put({ bucket, key: `${key}/train.jsonl` }, t.dataset);
   await p.registry.createModel(tenant.id, { id: modelId, name: modelId, description: '' });
-  const artifactUri = `s3://${BUCKET}/${key}/base/model.safetensors`;
+  const artifactUri = `s3://${bucket}/${key}/base/model.safetensors`;
   await p.registry.insertVersion(p.db, tenant.id, {
     modelId,
     version: 'base',
@@ -162,7 +159,7 @@ export async function prepare(
     checksum: `sha256:${createHash('sha256').update(t.baseBytes).digest('hex')}`,
     etag: null,
   });
-  return { modelId, artifactUri, datasetUri: `s3://${BUCKET}/${key}/train.jsonl` };
+  return { modelId, artifactUri, datasetUri: `s3://${bucket}/${key}/train.jsonl` };
 }
 
 export const HYPERPARAMETERS = {

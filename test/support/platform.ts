@@ -15,7 +15,7 @@ import { createPool } from '../../common/store/pool';
 import type { StorageAdmin } from '../../common/storage-admin';
 import { storageAdminFromConfig } from '../../common/storage-admin/from-config';
 import { StorageScopeStore } from '../../common/store/storage-scope';
-import { tenantStorage } from '../../api/tenant-storage';
+import { tenantStorage } from '../../common/tenant-storage';
 import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
 import type { Role } from '../../contracts/approvals';

@@ -1,7 +1,7 @@
-import type { ObjectStore } from '../common/objectstore';
-import type { StorageAdmin } from '../common/storage-admin';
-import type { StorageScopeStore } from '../common/store/storage-scope';
-import type { TenantResources } from './tenant-resources';
+import type { TenantResources } from '../api/tenant-resources';
+import type { ObjectStore } from './objectstore';
+import type { StorageAdmin } from './storage-admin';
+import type { StorageScopeStore } from './store/storage-scope';
 
 /**
  * A tenant's storage scope: its own bucket, owned by its own S3 user when the store has identity management
