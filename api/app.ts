@@ -40,7 +40,7 @@ import { knowledgeChatRoutes } from './routes/knowledge-chat';
 import { mcpServerRoutes } from './routes/mcp-servers';
 import { modelRoutes } from './routes/models';
 import { platformRoutes } from './routes/platform';
-import type { TenantResources } from './tenant-resources';
+import type { TenantResources } from '../common/tenant-resources';
 import { refuseUnstorableText } from './plugins/storable-text';
 import { ErrorResponse } from './schemas';
 

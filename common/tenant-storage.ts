@@ -1,4 +1,4 @@
-import type { TenantResources } from '../api/tenant-resources';
+import type { TenantResources } from './tenant-resources';
 import type { ObjectStore } from './objectstore';
 import type { StorageAdmin } from './storage-admin';
 import type { StorageScopeStore } from './store/storage-scope';
