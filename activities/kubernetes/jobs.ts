@@ -13,6 +13,8 @@ import {
 import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import type { S3Credentials } from '../../common/storage-admin';
+import type { StorageScopeStore } from '../../common/store/storage-scope';
+import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, jobCondition, serverSideApply, tenantNamespace } from './client';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
@@ -30,6 +32,7 @@ export interface TrainingJobDeps {
   namespaceOf(tenantId: string): string;
   objects: ObjectStore;
   trainer: TrainerImage;
+  storageScopes: StorageScopeStore;
   /** The tenant's own S3 keys, put into its namespace for its pods (undefined: no storage admin, none given). */
   tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
@@ -54,6 +57,8 @@ export interface TrainingJobRef {
   cluster: string;
   namespace: string;
   name: string;
+  /** Whose run it is: the run prefix watched must lie in this tenant's storage scope (absent in refs made before). */
+  tenantId?: string;
 }
 
 export type TrainingJobState = 'pending' | 'running' | 'succeeded' | 'failed' | 'lost';
@@ -234,7 +239,7 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
       const s3Keys = await tenantS3Env(objects, namespace, spec.tenantId, deps.tenantS3Credentials(spec.tenantId));
       const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster), s3Keys);
       await serverSideApply(objects, job);
-      return { cluster: spec.cluster, namespace, name: job.metadata!.name! };
+      return { cluster: spec.cluster, namespace, name: job.metadata!.name!, tenantId: spec.tenantId };
     },
 
     /**
@@ -248,6 +253,8 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
       last: { state: TrainingJobState; step: number; pendingReason: string | null } | null,
       minReportMs: number,
     ): Promise<TrainingJobObservation> {
+      // The platform's credential reads the trainer's progress: only from the run's own tenant's bucket.
+      await requireInScope(deps.storageScopes, ref.tenantId, [runPrefix], 'write');
       const ctx = Context.current();
       const started = Date.now();
       for (;;) {
