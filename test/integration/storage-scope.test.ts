@@ -8,7 +8,10 @@ import { conversionOptionsOf } from '../../common/conversion-plan';
 import type { FineTuneInput } from '../../contracts/fine-tune';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
-import { storeWith } from '../support/storage';
+import { expectTenantKeysOnly, storeWith } from '../support/storage';
+import { defaultNamespaceOf } from '../../activities/kubernetes/manifests';
+import { testKubeConfig } from '../../deploy/dev/kube/cluster';
+import { deleteNamespace, kube } from './kube/kube-helpers';
 
 let p: TestPlatform;
 let acme: TestTenant;
@@ -40,7 +43,11 @@ beforeAll(async () => {
   await p.objects.put({ bucket: shared, key: 'corpus/a.txt' }, 'shared text');
   await p.objects.put({ bucket: rival.bucket, key: 'fine-tunes/x/output/model.safetensors' }, 'rival weights');
   activities = createPlatformActivities(
-    await platformActivityDeps(loadConfig(), p.db, { objects: p.objects, vectors: p.vectors }),
+    await platformActivityDeps(loadConfig(), p.db, {
+      objects: p.objects,
+      vectors: p.vectors,
+      kubeConfigOf: (c) => (c === 'local' ? testKubeConfig() : undefined),
+    }),
   );
 });
 afterAll(async () => {
@@ -186,6 +193,10 @@ describe('the activities refuse them when called directly, before any S3 call', 
       ),
     ).toBe('OutOfStorageScope');
 
+    const job = { cluster: 'local', namespace: defaultNamespaceOf(acme.id), name: 'ft-x-1', tenantId: acme.id };
+    const rivalRun = `s3://${rival.bucket}/fine-tunes/x/`;
+    expect(await failureOf(env().run(activities.watchTrainingJob, job, rivalRun, null, 0))).toBe('OutOfStorageScope');
+
     const ingestion = { tenantId: acme.id, namespace: 'ns', ingestionId: uniqueId('i') };
     expect(
       await failureOf(
@@ -234,6 +245,31 @@ describe('the activities refuse them when called directly, before any S3 call', 
         ),
       ),
     ).toBe('OutOfStorageScope');
+  });
+});
+
+describe("a tenant's model server", () => {
+  afterAll(async () => {
+    await deleteNamespace(kube(), defaultNamespaceOf(acme.id));
+  });
+
+  it("gets the tenant's own S3 keys from its Secret, never the platform's", async () => {
+    const served = await activities.applyModelVersion({
+      cluster: 'local',
+      tenantId: acme.id,
+      modelId: 'llama',
+      version: 'v1',
+      workflowId: `rollout/${acme.id}/k`,
+      artifactUri: `s3://${acme.bucket}/llama/v1`,
+      resources: { cpu: '100m', gpu: 0, memory: '64Mi' },
+      env: {},
+      podAnnotations: {},
+      podLabels: {},
+    });
+    const deployment = await kube().apps.readNamespacedDeployment({ name: served.name, namespace: served.namespace });
+    await expectTenantKeysOnly(deployment, acme.id);
+    const env = deployment.spec!.template.spec!.containers[0]!.env!;
+    expect(env).toContainEqual({ name: 'S3_ENDPOINT', value: process.env.S3_ENDPOINT });
   });
 });
 

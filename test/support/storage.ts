@@ -1,5 +1,5 @@
 import { expect } from '@jest/globals';
-import { CoreV1Api, type KubeConfig, type V1Job } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type V1ObjectMeta, type V1PodTemplateSpec } from '@kubernetes/client-node';
 import { tenantS3SecretName } from '../../activities/kubernetes/tenant-s3';
 import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { S3ObjectStore, type ObjectStore } from '../../common/objectstore';
@@ -15,10 +15,14 @@ export const storeWith = (keys: S3Credentials): ObjectStore =>
   });
 
 /**
- * A tenant's Job carries S3 keys only as references to the tenant's own Secret, that Secret holds the tenant's keys,
- * and nothing in the Job or in any Secret of its namespace is the platform's credential.
+ * A tenant's workload (a Job, a Deployment) carries S3 keys only as references to the tenant's own Secret, that Secret
+ * holds the tenant's keys, and nothing in the workload or in any Secret of its namespace is the platform's credential.
  */
-export async function expectTenantKeysOnly(job: V1Job, tenantId: string, kc: KubeConfig = testKubeConfig()) {
+export async function expectTenantKeysOnly(
+  job: { metadata?: V1ObjectMeta; spec?: { template: V1PodTemplateSpec } },
+  tenantId: string,
+  kc: KubeConfig = testKubeConfig(),
+) {
   const platform = [process.env.S3_ACCESS_KEY_ID!, process.env.S3_SECRET_ACCESS_KEY!];
   const jobText = JSON.stringify(job);
   for (const secret of platform) expect(jobText).not.toContain(secret);
