@@ -4,12 +4,13 @@ import { BadRequestError } from '../errors';
 import { InvalidObjectUriError, parseObjectUri, type ObjectRef } from '../objectstore';
 
 /**
- * A tenant's own bucket: `<prefix><tenant id>`, or, when that is longer than S3's 63 characters, the id's start and
- * a hash of the whole id (tenant ids are already lower-case letters, digits and dashes, as bucket names need).
+ * A tenant's own bucket: `<prefix><tenant id>`, or, when that is not a bucket name S3 accepts (longer than 63
+ * characters, a trailing dash, a suffix AWS reserves), the id's start and a hash of the whole id. Tenant ids are
+ * already lower-case letters, digits and dashes, as bucket names need.
  */
 export function tenantBucketOf(prefix: string, tenantId: string): string {
   const plain = `${prefix}${tenantId}`;
-  if (plain.length <= 63 && !plain.endsWith('-')) return plain;
+  if (plain.length <= 63 && !/(-|-s3alias|--ol-s3|--x-s3|--table-s3)$/.test(plain)) return plain;
   const hash = createHash('sha256').update(tenantId).digest('hex').slice(0, 16);
   return `${prefix}${tenantId.slice(0, 63 - prefix.length - hash.length - 1).replace(/-+$/, '')}-${hash}`;
 }
