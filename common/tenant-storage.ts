@@ -20,13 +20,10 @@ export const tenantStorage = (
     else await objects.ensureBucket(bucket);
   },
   async remove(tenantId) {
-    for (const bucket of await scopes.grantsOf(tenantId)) {
-      await admin?.setReaders(
-        bucket,
-        (await scopes.granteesOf(bucket)).filter((t) => t !== tenantId),
-      );
-      await scopes.revoke(tenantId, bucket);
-    }
+    for (const bucket of await scopes.grantsOf(tenantId))
+      await scopes.setGrant(tenantId, bucket, false, async (grantees) => {
+        if (await objects.hasBucket(bucket)) await admin?.setReaders(bucket, grantees);
+      });
     await objects.removeBucket(scopes.bucketOf(tenantId));
     await admin?.removeTenant(tenantId);
   },

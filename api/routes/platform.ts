@@ -279,14 +279,11 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
           throw new BadRequestError(`bucket '${bucket}' does not exist`, `body.grants.${i}`);
       const held = await storageScopes.grantsOf(id);
       // The bucket policy first: a revocation takes effect at the S3 server before the API stops listing it.
-      for (const bucket of [...new Set([...held, ...wanted])]) {
-        const others = (await storageScopes.granteesOf(bucket)).filter((t) => t !== id);
-        // A bucket removed since it was granted has no policy left to change; its grant is still revoked.
-        if (await objects.hasBucket(bucket))
-          await storageAdmin?.setReaders(bucket, wanted.includes(bucket) ? [...others, id] : others);
-        if (wanted.includes(bucket)) await storageScopes.grant(id, bucket);
-        else await storageScopes.revoke(id, bucket);
-      }
+      for (const bucket of [...new Set([...held, ...wanted])])
+        await storageScopes.setGrant(id, bucket, wanted.includes(bucket), async (grantees) => {
+          // A bucket removed since it was granted has no policy left to change; its grant is still revoked.
+          if (await objects.hasBucket(bucket)) await storageAdmin?.setReaders(bucket, grantees);
+        });
       return describe(id);
     },
   );

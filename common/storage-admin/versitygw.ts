@@ -35,7 +35,7 @@ class Sha256 {
   }
 }
 
-export class VersitygwAdminError extends Error {
+class VersitygwAdminError extends Error {
   constructor(
     readonly code: string,
     message: string,

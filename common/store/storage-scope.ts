@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
 import { BadRequestError } from '../errors';
+import { inTransaction } from './pool';
 import { InvalidObjectUriError, parseObjectUri, type ObjectRef } from '../objectstore';
 
 /**
@@ -66,7 +67,7 @@ export class StorageScopeStore {
     return rows.map((r) => r.bucket);
   }
 
-  /** The tenants a bucket is granted to: who its bucket policy must let read. */
+  /** The tenants a bucket is granted to: who its bucket policy lets read. */
   async granteesOf(bucket: string): Promise<string[]> {
     const { rows } = await this.db.query<{ tenant_id: string }>(
       'SELECT tenant_id FROM storage_grants WHERE bucket = $1 ORDER BY tenant_id',
@@ -75,15 +76,31 @@ export class StorageScopeStore {
     return rows.map((r) => r.tenant_id);
   }
 
-  async grant(tenantId: string, bucket: string): Promise<void> {
-    await this.db.query('INSERT INTO storage_grants (tenant_id, bucket) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
-      tenantId,
-      bucket,
-    ]);
-  }
-
-  async revoke(tenantId: string, bucket: string): Promise<void> {
-    await this.db.query('DELETE FROM storage_grants WHERE tenant_id = $1 AND bucket = $2', [tenantId, bucket]);
+  /**
+   * Grants or revokes one bucket for one tenant. `apply` gets the bucket's grantees as they will be (to set its policy
+   * at the S3 server) before the row changes, all under a lock on the bucket, so concurrent changes of one bucket's
+   * grants cannot leave a revoked tenant in its policy; a failed `apply` changes nothing.
+   */
+  async setGrant(
+    tenantId: string,
+    bucket: string,
+    granted: boolean,
+    apply: (grantees: string[]) => Promise<void>,
+  ): Promise<void> {
+    await inTransaction(this.db, async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock(hashtext('storage_grants:' || $1))", [bucket]);
+      const { rows } = await c.query<{ tenant_id: string }>(
+        'SELECT tenant_id FROM storage_grants WHERE bucket = $1 AND tenant_id <> $2 ORDER BY tenant_id',
+        [bucket, tenantId],
+      );
+      await apply([...rows.map((r) => r.tenant_id), ...(granted ? [tenantId] : [])]);
+      await c.query(
+        granted
+          ? 'INSERT INTO storage_grants (tenant_id, bucket) VALUES ($1, $2) ON CONFLICT DO NOTHING'
+          : 'DELETE FROM storage_grants WHERE tenant_id = $1 AND bucket = $2',
+        [tenantId, bucket],
+      );
+    });
   }
 }
 
