@@ -1,4 +1,9 @@
-import { tenantDefaultLimitOf, type ClusterSettings, type LimitCeiling } from '../common/config';
+import {
+  DEFAULT_TENANT_BUCKET_PREFIX,
+  tenantDefaultLimitOf,
+  type ClusterSettings,
+  type LimitCeiling,
+} from '../common/config';
 import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
 import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
@@ -10,6 +15,8 @@ import type { Pool } from 'pg';
 import { EgressPolicy } from '../common/egress';
 import type { Logger } from '../common/logger';
 import type { ObjectStore } from '../common/objectstore';
+import type { StorageAdmin } from '../common/storage-admin';
+import { StorageScopeStore } from '../common/store/storage-scope';
 import { AuditStore } from '../common/store/audit';
 import { RegistryStore } from '../common/store/registry';
 import { KnowledgeStore } from '../common/store/knowledge';
@@ -49,6 +56,10 @@ export interface AppDeps {
   vectors: VectorStore;
   embedders: EmbedderRegistry;
   platformBucket: string;
+  /** LLMHUB_TENANT_BUCKET_PREFIX; default `llmhub-t-`. */
+  tenantBucketPrefix?: string;
+  /** The object store's identity management (LLMHUB_STORAGE_ADMIN); none: tenants get buckets but no S3 users. */
+  storageAdmin?: StorageAdmin;
   /** The clusters deployments, fine-tunes and conversions may name (LLMHUB_CLUSTERS). */
   clusters: ClusterSettings;
   /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS); default none. */
@@ -79,6 +90,8 @@ export interface Platform {
   vectors: VectorStore;
   embedders: EmbedderRegistry;
   platformBucket: string;
+  storageScopes: StorageScopeStore;
+  storageAdmin?: StorageAdmin;
   clusters: ClusterSettings;
   podMetadataKeys: readonly string[];
   tenantResources: TenantResources[];
@@ -117,6 +130,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     vectors: deps.vectors,
     embedders: deps.embedders,
     platformBucket: deps.platformBucket,
+    storageScopes: new StorageScopeStore(deps.db, deps.tenantBucketPrefix ?? DEFAULT_TENANT_BUCKET_PREFIX),
+    ...(deps.storageAdmin ? { storageAdmin: deps.storageAdmin } : {}),
     clusters: deps.clusters,
     podMetadataKeys: deps.podMetadataKeys ?? [],
     tenantResources: deps.tenantResources ?? [],

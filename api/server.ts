@@ -5,6 +5,9 @@ import { createLogger } from '../common/logger';
 import { loadGatewaySettings } from './gateway/settings';
 import { EgressPolicy } from '../common/egress';
 import { s3StoreFromConfig } from '../common/objectstore';
+import { storageAdminFromConfig } from '../common/storage-admin/from-config';
+import { StorageScopeStore } from '../common/store/storage-scope';
+import { tenantStorage } from '../common/tenant-storage';
 import { migrate } from '../common/store/migrate';
 import { createPool } from '../common/store/pool';
 import { buildApp } from './app';
@@ -23,10 +26,12 @@ async function main(): Promise<void> {
     );
   });
   const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+  const objects = s3StoreFromConfig(config);
+  const storageAdmin = storageAdminFromConfig(config);
   const app = await buildApp({
     db,
     temporal,
-    objects: s3StoreFromConfig(config),
+    objects,
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     logger,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
@@ -35,6 +40,11 @@ async function main(): Promise<void> {
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),
     platformBucket: config.PLATFORM_BUCKET,
+    tenantBucketPrefix: config.LLMHUB_TENANT_BUCKET_PREFIX,
+    ...(storageAdmin ? { storageAdmin } : {}),
+    tenantResources: [
+      tenantStorage(new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX), objects, storageAdmin),
+    ],
     clusters: clustersOf(config.LLMHUB_CLUSTERS),
     podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
     mcpEgress: EgressPolicy.fromEnv(config.LLMHUB_MCP_EGRESS_ALLOW),

@@ -9,6 +9,7 @@ import { Value } from '@sinclair/typebox/value';
  */
 const DEFAULT_CLUSTERS = '{"local":{}}';
 const DEFAULT_TENANT_LIMIT = '{"windowSeconds":60,"maxRequests":600,"maxTokens":1000000}';
+export const DEFAULT_TENANT_BUCKET_PREFIX = 'llmhub-t-';
 
 const Env = Type.Object({
   TEMPORAL_ADDRESS: Type.String({ default: '127.0.0.1:7233', minLength: 1 }),
@@ -34,8 +35,19 @@ const Env = Type.Object({
   /** What POST /v1/platform/tenants gives a new tenant unless the call says otherwise: its GPU quota and gateway ceiling. */
   LLMHUB_TENANT_DEFAULT_GPUS: Type.Integer({ default: DEFAULT_GPU_QUOTA, minimum: 0, maximum: 100000 }),
   LLMHUB_TENANT_DEFAULT_LIMIT: Type.String({ default: DEFAULT_TENANT_LIMIT }),
-  /** Bucket for the platform's own objects (uploads, ingestion manifests). */
+  /** Bucket for the platform's own objects (ingestion manifests, agent tool results); never a tenant's. */
   PLATFORM_BUCKET: Type.String({ default: 'llmhub', minLength: 3 }),
+  /** Each tenant's own bucket is this prefix and its id (hashed when too long); grants never name such a bucket. */
+  LLMHUB_TENANT_BUCKET_PREFIX: Type.String({
+    default: DEFAULT_TENANT_BUCKET_PREFIX,
+    pattern: '^[a-z0-9][a-z0-9-]{1,29}$',
+  }),
+  /**
+   * The object store's identity management, which gives each tenant its own S3 user owning its bucket: `versitygw`
+   * (its admin API at S3_ENDPOINT, S3_ACCESS_KEY_ID being an admin); `none`: tenant buckets are made with the
+   * platform's credential and tenant workloads get no S3 keys (give their namespaces a cloud identity instead).
+   */
+  LLMHUB_STORAGE_ADMIN: Type.Union([Type.Literal('versitygw'), Type.Literal('none')], { default: 'none' }),
   VECTOR_STORE: Type.Union([Type.Literal('lancedb'), Type.Literal('qdrant')], { default: 'lancedb' }),
   LANCEDB_DIR: Type.String({ default: '.data/lancedb' }),
   QDRANT_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
@@ -85,13 +97,10 @@ const Env = Type.Object({
   /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */
   LLMHUB_CONVERT_IMAGE: Type.String({ default: 'llmhub/convert', minLength: 1 }),
   LLMHUB_CONVERT_TENSORRT_IMAGE: Type.String({ default: 'llmhub/convert-tensorrt', minLength: 1 }),
-  /** Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) the conversion Jobs read S3 credentials from; unset (dev, tests): the worker's S3_* credentials as literal env of the Job. */
-  LLMHUB_CONVERT_S3_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   /** The gateway agent runs call models through; default: this platform's API at API_HOST:API_PORT. */
   LLMHUB_GATEWAY_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
-  /** Image of the fine-tune trainer Jobs (deploy/trainers/hf) and the Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) they read S3 credentials from; unset: as for conversions. */
+  /** Image of the fine-tune trainer Jobs (deploy/trainers/hf). */
   LLMHUB_TRAINER_IMAGE: Type.String({ default: 'llmhub/trainer-hf:0.1.0', minLength: 1 }),
-  LLMHUB_TRAINER_S3_SECRET: Type.Optional(Type.String({ minLength: 1 })),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(

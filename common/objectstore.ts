@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import {
   CreateBucketCommand,
+  DeleteBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -42,6 +43,9 @@ export interface ObjectStore {
   list(bucket: string, prefix: string): Promise<{ key: string; sizeBytes: number; etag: string | null }[]>;
   delete(ref: ObjectRef): Promise<void>;
   ensureBucket(bucket: string): Promise<void>;
+  hasBucket(bucket: string): Promise<boolean>;
+  /** Empties the bucket and removes it; a missing bucket is already removed. */
+  removeBucket(bucket: string): Promise<void>;
 }
 
 export interface S3Settings {
@@ -124,11 +128,25 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async ensureBucket(bucket: string): Promise<void> {
+    if (!(await this.hasBucket(bucket))) await this.client.send(new CreateBucketCommand({ Bucket: bucket }));
+  }
+
+  async hasBucket(bucket: string): Promise<boolean> {
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: bucket }));
+      return true;
     } catch (err) {
-      if (!isNotFound(err)) throw err;
-      await this.client.send(new CreateBucketCommand({ Bucket: bucket }));
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  async removeBucket(bucket: string): Promise<void> {
+    try {
+      for (const o of await this.list(bucket, '')) await this.delete({ bucket, key: o.key });
+      await this.client.send(new DeleteBucketCommand({ Bucket: bucket }));
+    } catch (err) {
+      if (!(isNotFound(err) || (err instanceof S3ServiceException && err.name === 'NoSuchBucket'))) throw err;
     }
   }
 }

@@ -7,11 +7,14 @@ import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
 import { tenantNamespacePolicyOf } from '../activities/kubernetes/tenant-namespace';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
 import { createAlertSink } from '../activities/rollout/alerts';
-import { conversionS3Env } from '../activities/conversion';
+import { s3SettingsEnv } from '../activities/kubernetes/tenant-s3';
 import { clustersOf, ConfigError, jsonEnv, type Config } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
 import { s3StoreFromConfig } from '../common/objectstore';
+import { storageAdminFromConfig } from '../common/storage-admin/from-config';
+import { tenantStorage } from '../common/tenant-storage';
+import { StorageScopeStore } from '../common/store/storage-scope';
 import { GatewayMetricsStore } from '../common/store/gateway-metrics';
 import { KnowledgeStore } from '../common/store/knowledge';
 import { RegistryStore } from '../common/store/registry';
@@ -47,10 +50,15 @@ export async function platformActivityDeps(
     ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap)
     : undefined;
   const quotas = new GpuQuotaStore(db);
+  const storageAdmin = storageAdminFromConfig(config);
+  const storageScopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
+  const objects = s3StoreFromConfig(config);
   return {
     db,
     registry: new RegistryStore(db),
-    objects: s3StoreFromConfig(config),
+    storageScopes,
+    tenantS3Credentials: (tenantId) => storageAdmin?.credentialsOf(tenantId),
+    objects,
     knowledge: new KnowledgeStore(db),
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),
@@ -77,6 +85,7 @@ export async function platformActivityDeps(
     podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
     modelServer: {
       image: config.LLMHUB_MODEL_SERVER_IMAGE,
+      s3Env: s3SettingsEnv(config),
       ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
     },
     endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,
@@ -84,7 +93,7 @@ export async function platformActivityDeps(
     conversionJobs: {
       image: config.LLMHUB_CONVERT_IMAGE,
       tensorrtImage: config.LLMHUB_CONVERT_TENSORRT_IMAGE,
-      s3Env: conversionS3Env(config, config.LLMHUB_CONVERT_S3_SECRET),
+      s3Env: s3SettingsEnv(config),
       ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
     },
     agents: new AgentStore(db),
@@ -93,9 +102,10 @@ export async function platformActivityDeps(
     audit: new AuditStore(db),
     tenants: new TenantStore(db),
     gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,
-    trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: conversionS3Env(config, config.LLMHUB_TRAINER_S3_SECRET) },
+    trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: s3SettingsEnv(config) },
     jobPodAnnotationsOf: (cluster) => clusters[cluster]?.jobPodAnnotations ?? {},
-    tenantResources: [],
+    // A deleted tenant's bucket and S3 user go in its deletion run (workflows/tenant-deletion.ts).
+    tenantResources: [tenantStorage(storageScopes, objects, storageAdmin)],
     ...overrides,
   };
 }

@@ -33,7 +33,7 @@ export async function registerModelVersion(input: RegisterModelVersionInput): Pr
   const enter = trackStatus(modelRegistryContract.statusQuery, status, 'phase');
   enter('inspecting');
   try {
-    const artifact = await inspectArtifact(input.artifactUri);
+    const artifact = await inspectArtifact(input.artifactUri, input.tenantId);
     status.artifact = artifact;
     enter('recording');
     await markVersionReady(input, artifact);

@@ -20,6 +20,10 @@ import type { ConversionRecord, ConversionStore } from '../../common/store/conve
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';
 import type { RegistryStore } from '../../common/store/registry';
+import type { StorageScopeStore } from '../../common/store/storage-scope';
+import type { S3Credentials } from '../../common/storage-admin';
+import { tenantS3Env } from '../kubernetes/tenant-s3';
+import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, serverSideApply } from '../kubernetes/client';
 import { ensureTenantNamespace, type TenantNamespaceDeps } from '../kubernetes/tenant-namespace';
 import { waitForGpuClaim } from '../fine-tune';
@@ -29,7 +33,7 @@ export interface ConversionJobSettings {
   /** Image repositories (no tag) of the CPU steps and of the TensorRT build; the tag is the toolchain version. */
   image: string;
   tensorrtImage: string;
-  /** S3 settings for the programs; credentials as Secret references in production, never in a workflow history. */
+  /** S3 settings for the programs (s3SettingsEnv); the tenant's own keys are added per Job, never the platform's. */
   s3Env: V1EnvVar[];
   /** GPU product for the TensorRT build's node selector; none: any GPU node. */
   gpuProduct?: string;
@@ -38,45 +42,15 @@ export interface ConversionJobSettings {
 export interface ConversionActivityDeps extends TenantNamespaceDeps {
   objects: ObjectStore;
   conversions: ConversionStore;
-  platformBucket: string;
+  storageScopes: StorageScopeStore;
+  /** The tenant's own S3 keys, put into its namespace for its Jobs (undefined: no storage admin, none given). */
+  tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   kubeConfigOf(cluster: string): KubeConfig | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
   conversionJobs: ConversionJobSettings;
   db: Pool;
   registry: RegistryStore;
-}
-
-/**
- * The conversion programs' S3 settings as Job env. Credentials come from a Secret reference when one is configured
- * (production); without one (dev, tests) the worker's own credentials are written into the Job's env. Either way
- * they live only in the Job object, never in a workflow history.
- */
-export function conversionS3Env(
-  c: {
-    S3_ENDPOINT?: string;
-    S3_REGION: string;
-    S3_FORCE_PATH_STYLE: boolean;
-    S3_ACCESS_KEY_ID?: string;
-    S3_SECRET_ACCESS_KEY?: string;
-  },
-  secretName?: string,
-): V1EnvVar[] {
-  const plain: V1EnvVar[] = [
-    ...(c.S3_ENDPOINT ? [{ name: 'S3_ENDPOINT', value: c.S3_ENDPOINT }] : []),
-    { name: 'S3_REGION', value: c.S3_REGION },
-    { name: 'S3_FORCE_PATH_STYLE', value: String(c.S3_FORCE_PATH_STYLE) },
-  ];
-  const keys = { AWS_ACCESS_KEY_ID: c.S3_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: c.S3_SECRET_ACCESS_KEY };
-  if (secretName)
-    return [
-      ...plain,
-      ...Object.keys(keys).map((key) => ({ name: key, valueFrom: { secretKeyRef: { name: secretName, key } } })),
-    ];
-  if (keys.AWS_ACCESS_KEY_ID && keys.AWS_SECRET_ACCESS_KEY)
-    return [...plain, ...Object.entries(keys).map(([name, value]) => ({ name, value }))];
-  // Neither: the pod's own cloud identity (e.g. IRSA / workload identity) gives boto3 its credentials.
-  return plain;
 }
 
 /** How often a wait for a running memoised conversion reads its row: one indexed lookup, cheap next to a build. */
@@ -143,24 +117,27 @@ const releaseGpuOf = async (quotas: GpuQuotaStore, input: ConversionInput): Prom
 };
 
 export const createConversionActivities = (deps: ConversionActivityDeps) => {
-  const { objects, conversions, platformBucket, conversionJobs: jobs } = deps;
+  const { objects, conversions, storageScopes, conversionJobs: jobs } = deps;
   const lineage = new LineageStore(deps.db);
   const quotas = new GpuQuotaStore(deps.db);
+  /** A conversion's objects live in its tenant's bucket, which its Jobs' keys reach. */
+  const layoutOf = (input: ConversionInput) => conversionLayout(storageScopes.bucketOf(input.tenantId), input);
 
-  const removeObjects = async (prefix: string): Promise<void> => {
-    for (const o of await objects.list(platformBucket, prefix))
-      await objects.delete({ bucket: platformBucket, key: o.key });
+  const removeObjects = async (bucket: string, prefix: string): Promise<void> => {
+    for (const o of await objects.list(bucket, prefix)) await objects.delete({ bucket, key: o.key });
   };
   /** Intermediate models and samples; the results/ objects stay, as the record of what each Job reported. */
-  const removeWork = (input: ConversionInput): Promise<void> =>
-    removeObjects(conversionLayout(platformBucket, input).workPrefix);
+  const removeWork = (input: ConversionInput): Promise<void> => {
+    const l = layoutOf(input);
+    return removeObjects(l.exported.bucket, l.workPrefix);
+  };
 
   const readReport = async (ref: ObjectRef): Promise<StepReport | undefined> =>
     (await objects.head(ref)) ? ((await json(await objects.getStream(ref))) as StepReport) : undefined;
 
   /** The program's flags: every input and output an S3 URI under the conversion's prefix. */
   function programArgs(input: ConversionInput, step: ConversionStep, resultRef: ObjectRef): string[] {
-    const l = conversionLayout(platformBucket, input);
+    const l = layoutOf(input);
     const v = input.options.validation;
     const result = ['--result', objectUri(resultRef)];
     const samples = [
@@ -252,7 +229,8 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       const { workflowId } = input;
       const name = conversionJobName(workflowId, stepName(step));
       const namespace = deps.namespaceOf(input.tenantId);
-      const l = conversionLayout(platformBucket, input);
+      await requireInScope(storageScopes, input.tenantId, [input.artifactUri]);
+      const l = layoutOf(input);
       const resultRef = l.result(name);
       const samples = input.options.validation.samples;
       if (samples && (step.kind === 'validate' || step.kind === 'tensorrt'))
@@ -270,6 +248,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
         });
       const cluster = KubernetesObjectApi.makeApiClient(kc);
       await ensureTenantNamespace(cluster, input.tenantId, deps);
+      const s3Keys = await tenantS3Env(cluster, namespace, input.tenantId, deps.tenantS3Credentials(input.tenantId));
       // Re-applying the same Job on a retried attempt changes nothing: the attempt finds its own Job again.
       await serverSideApply(
         cluster,
@@ -284,7 +263,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
           step: stepName(step),
           image: `${gpu ? jobs.tensorrtImage : jobs.image}:${input.toolchainVersion}`,
           args: programArgs(input, step, resultRef),
-          env: [...jobs.s3Env, { name: 'PYTHONDONTWRITEBYTECODE', value: '1' }],
+          env: [...jobs.s3Env, ...s3Keys, { name: 'PYTHONDONTWRITEBYTECODE', value: '1' }],
           podAnnotations: deps.jobPodAnnotationsOf(input.cluster),
           ...(gpu ? { gpu: jobs.gpuProduct ? { product: jobs.gpuProduct } : {} } : {}),
           // Counted from the Job's start, so it also bounds a GPU build that waits for a free node.
@@ -335,7 +314,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       targets: TargetResult[],
       dims: { inputDim: number; outputDim: number },
     ): Promise<ConversionResult> {
-      const l = conversionLayout(platformBucket, input);
+      const l = layoutOf(input);
       const done: TargetResult[] = [];
       for (const t of targets) {
         if (t.status !== 'published') {
@@ -431,9 +410,9 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
       if (row?.workflowId === input.workflowId && row.state === 'running') {
         const kc = deps.kubeConfigOf(input.cluster);
         if (kc) await stopUnfinishedJobs(kc, deps.namespaceOf(input.tenantId), input.memoKey, input.workflowId, 60_000);
-        const l = conversionLayout(platformBucket, input);
-        await removeObjects(l.workPrefix);
-        await removeObjects(`${l.repository.key}/`);
+        const l = layoutOf(input);
+        await removeObjects(l.repository.bucket, l.workPrefix);
+        await removeObjects(l.repository.bucket, `${l.repository.key}/`);
       }
       await conversions.markError(input.tenantId, input.workflowId, reason);
       await releaseGpuOf(quotas, input);

@@ -7,19 +7,21 @@ import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';
 import { inTransaction } from '../../common/store/pool';
 import type { RegistryStore } from '../../common/store/registry';
+import type { StorageScopeStore } from '../../common/store/storage-scope';
+import { requireInScope } from '../storage/scope';
 
 export interface FineTuneActivityDeps {
   db: Pool;
   registry: RegistryStore;
   objects: ObjectStore;
-  platformBucket: string;
+  storageScopes: StorageScopeStore;
 }
 
 export interface ResolvedFineTune {
   baseArtifactUri: string;
   baseChecksum: string | null;
   datasetSha256: string;
-  /** s3://<platform bucket>/fine-tunes/<tenant>/<id>/: where the trainer writes progress, checkpoints and the output. */
+  /** s3://<tenant's bucket>/fine-tunes/<id>/: where the trainer writes progress, checkpoints and the output. */
   runPrefix: string;
 }
 
@@ -62,7 +64,7 @@ export async function waitForGpuClaim(
   }
 }
 
-export const createFineTuneActivities = ({ db, registry, objects, platformBucket }: FineTuneActivityDeps) => {
+export const createFineTuneActivities = ({ db, registry, objects, storageScopes }: FineTuneActivityDeps) => {
   const quotas = new GpuQuotaStore(db);
   const lineage = new LineageStore(db);
   return {
@@ -82,6 +84,7 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
           FineTuneFailures.outputVersionExists,
         );
       }
+      await requireInScope(storageScopes, input.tenantId, [input.datasetUri]);
       const ctx = Context.current();
       const dataset = await describeObject(
         objects,
@@ -93,12 +96,11 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
           ),
         (bytes, totalBytes) => ctx.heartbeat({ hashedBytes: bytes, totalBytes }),
       );
-      await objects.ensureBucket(platformBucket);
       return {
         baseArtifactUri: base.artifactUri,
         baseChecksum: base.checksum,
         datasetSha256: dataset.sha256,
-        runPrefix: `s3://${platformBucket}/fine-tunes/${input.tenantId}/${input.fineTuneId}/`,
+        runPrefix: `s3://${storageScopes.bucketOf(input.tenantId)}/fine-tunes/${input.fineTuneId}/`,
       };
     },
 
@@ -125,6 +127,12 @@ export const createFineTuneActivities = ({ db, registry, objects, platformBucket
       workflowId: string,
       run: ResolvedFineTune & { checkpointUri: string | null; resumptions: number },
     ): Promise<{ artifactUri: string; checksum: string }> {
+      await requireInScope(
+        storageScopes,
+        input.tenantId,
+        [run.runPrefix, ...(run.checkpointUri ? [run.checkpointUri] : [])],
+        'write',
+      );
       const ctx = Context.current();
       const prefix = parseObjectUri(run.runPrefix);
       const artifactUri = objectUri({ bucket: prefix.bucket, key: `${prefix.key}${RunObjects.output}` });

@@ -5,7 +5,10 @@ import { uploadsPrefix } from '../../common/documents';
 import type { EmbedderRegistry } from '../../common/knowledge';
 import { objectUri, parseObjectUri, type ObjectStore } from '../../common/objectstore';
 import type { KnowledgeStore } from '../../common/store/knowledge';
+import type { StorageScopeStore } from '../../common/store/storage-scope';
+import { requireInScope } from '../storage/scope';
 import { IngestionFailures, type DocumentFailure, type IngestionInput } from '../../contracts/ingestion';
+import { StorageFailures } from '../../contracts/storage';
 import { collectionName, pointId, type VectorPoint, type VectorStore } from '../../common/vectors';
 import { chunkBlocks, type Chunk } from '../parsing/chunker';
 import { parseBuiltin, UnparseableDocumentError, type Block } from '../parsing/parsers';
@@ -33,7 +36,9 @@ export interface KnowledgeActivityDeps {
   vectors: VectorStore;
   embedders: EmbedderRegistry;
   knowledge: KnowledgeStore;
+  /** Holds the ingestion manifests (the platform's own objects). */
   platformBucket: string;
+  storageScopes: StorageScopeStore;
   unstructured?: (name: string, bytes: Uint8Array) => Promise<Block[]>;
   /** Receives the seconds spent per pipeline stage (metrics, benchmarks). */
   observeStage?: (stage: IngestStage, seconds: number) => void;
@@ -93,8 +98,10 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     ): Promise<{ manifestUri: string; total: number }> {
       const { bucket, prefix } =
         input.source.type === 'uploads'
-          ? { bucket: d.platformBucket, prefix: uploadsPrefix(input.tenantId, input.namespace) }
+          ? { bucket: d.storageScopes.bucketOf(input.tenantId), prefix: uploadsPrefix(input.tenantId, input.namespace) }
           : input.source;
+      // A source names a bucket and a prefix: the bucket must be one the tenant may read, before anything is listed.
+      await requireInScope(d.storageScopes, input.tenantId, [objectUri({ bucket, key: prefix || '_' })]);
       const objects = (await d.objects.list(bucket, prefix)).filter((o) => !o.key.endsWith('/'));
       const entries: ManifestEntry[] = objects.map((o) => ({
         documentId: o.key.slice(prefix.length),
@@ -116,9 +123,23 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
       input: IngestionInput & { manifestUri: string; collection: string; from: number; to: number },
     ): Promise<BatchResult> {
       const ctx = Context.current();
+      if (
+        input.manifestUri !==
+        objectUri({ bucket: d.platformBucket, key: manifestKey(input.tenantId, input.ingestionId) })
+      )
+        throw ApplicationFailure.nonRetryable(
+          `${input.manifestUri} is not the manifest of ingestion ${input.ingestionId}`,
+          StorageFailures.outOfScope,
+        );
       const manifest = JSON.parse(
         (await readAll(await d.objects.getStream(parseObjectUri(input.manifestUri)))).toString('utf8'),
       ) as ManifestEntry[];
+      // Written by listSource from a checked source; checked again so no entry reaches outside the tenant's scope.
+      await requireInScope(
+        d.storageScopes,
+        input.tenantId,
+        manifest.slice(input.from, input.to).map((e) => e.uri),
+      );
       const resumed = ctx.info.heartbeatDetails as BatchProgress | undefined;
       const p: BatchProgress = resumed ?? {
         next: input.from,

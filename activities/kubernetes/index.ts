@@ -24,6 +24,8 @@ import {
 import { ClusterFailures } from '../../contracts/cluster';
 import { deleteIfPresent, isStatus, serverSideApply } from './client';
 import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namespace';
+import type { S3Credentials } from '../../common/storage-admin';
+import { tenantS3Env } from './tenant-s3';
 
 export interface KubernetesActivityDeps extends TenantNamespaceDeps {
   /** The clusters named in configuration (LLMHUB_CLUSTERS); loaded lazily so a worker starts without a reachable cluster. */
@@ -34,6 +36,8 @@ export interface KubernetesActivityDeps extends TenantNamespaceDeps {
    */
   modelRuntimeOf(cluster: string): ModelRuntime | undefined;
   modelServer: ModelServerImage;
+  /** The tenant's own S3 keys, put into its namespace for its model servers (undefined: no storage admin, none given). */
+  tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS). */
   podMetadataKeys: readonly string[];
   endpointOf: EndpointResolver;
@@ -112,8 +116,9 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
   return {
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
     async apply(spec, ref) {
-      const { deployment, service } = renderModelServer(spec, ref, deps.modelServer, deps.podMetadataKeys);
       await ensureTenantNamespace(objects, spec.tenantId, deps);
+      const s3Keys = await tenantS3Env(objects, ref.namespace, spec.tenantId, deps.tenantS3Credentials(spec.tenantId));
+      const { deployment, service } = renderModelServer(spec, ref, deps.modelServer, deps.podMetadataKeys, s3Keys);
       await checkSecrets(spec, ref.namespace);
       await apply(deployment);
       await apply(service);

@@ -12,15 +12,19 @@ import {
 } from '@kubernetes/client-node';
 import { RunObjects, type FineTuneResources, type TrainerProgress } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
+import type { S3Credentials } from '../../common/storage-admin';
+import type { StorageScopeStore } from '../../common/store/storage-scope';
+import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, jobCondition, serverSideApply } from './client';
 import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namespace';
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
+import { tenantS3Env } from './tenant-s3';
 
 /** What the cluster runs the trainer with. */
 export interface TrainerImage {
   image: string;
-  /** What every trainer pod gets besides the run's contract: S3 settings, credentials as secretKeyRefs (conversionS3Env). */
+  /** What every trainer pod gets besides the run's contract and the tenant's S3 keys: S3 settings (s3SettingsEnv). */
   env: V1EnvVar[];
 }
 
@@ -28,6 +32,9 @@ export interface TrainingJobDeps extends TenantNamespaceDeps {
   kubeConfigOf(cluster: string): KubeConfig | undefined;
   objects: ObjectStore;
   trainer: TrainerImage;
+  storageScopes: StorageScopeStore;
+  /** The tenant's own S3 keys, put into its namespace for its pods (undefined: no storage admin, none given). */
+  tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
 }
@@ -50,6 +57,8 @@ export interface TrainingJobRef {
   cluster: string;
   namespace: string;
   name: string;
+  /** Whose run it is: the run prefix watched must lie in this tenant's storage scope (absent in refs made before). */
+  tenantId?: string;
 }
 
 export type TrainingJobState = 'pending' | 'running' | 'succeeded' | 'failed' | 'lost';
@@ -77,6 +86,7 @@ export function renderTrainingJob(
   namespace: string,
   img: TrainerImage,
   podAnnotations: Record<string, string>,
+  s3Keys: V1EnvVar[] = [],
 ): V1Job {
   const name = trainingJobName(spec.fineTuneId, spec.attempt);
   const labels = {
@@ -110,7 +120,7 @@ export function renderTrainingJob(
               name: 'trainer',
               securityContext: restrictedContainer,
               image: img.image,
-              env: [...img.env, ...Object.entries(spec.env).map(([n, value]) => ({ name: n, value }))],
+              env: [...img.env, ...s3Keys, ...Object.entries(spec.env).map(([n, value]) => ({ name: n, value }))],
               resources: { requests: { cpu: r.cpu, memory: r.memory }, limits },
             },
           ],
@@ -225,9 +235,10 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
     async applyTrainingJob(spec: TrainingJobSpec): Promise<TrainingJobRef> {
       const { objects } = clientsOf(spec.cluster);
       const namespace = await ensureTenantNamespace(objects, spec.tenantId, deps);
-      const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster));
+      const s3Keys = await tenantS3Env(objects, namespace, spec.tenantId, deps.tenantS3Credentials(spec.tenantId));
+      const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster), s3Keys);
       await serverSideApply(objects, job);
-      return { cluster: spec.cluster, namespace, name: job.metadata!.name! };
+      return { cluster: spec.cluster, namespace, name: job.metadata!.name!, tenantId: spec.tenantId };
     },
 
     /**
@@ -241,6 +252,8 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
       last: { state: TrainingJobState; step: number; pendingReason: string | null } | null,
       minReportMs: number,
     ): Promise<TrainingJobObservation> {
+      // The platform's credential reads the trainer's progress: only from the run's own tenant's bucket.
+      await requireInScope(deps.storageScopes, ref.tenantId, [runPrefix], 'write');
       const ctx = Context.current();
       const started = Date.now();
       for (;;) {

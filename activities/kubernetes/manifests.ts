@@ -33,6 +33,8 @@ export interface ModelServerImage {
   image: string;
   /** GPU product for the `nvidia.com/gpu.product` node selector; none: any GPU node. */
   gpuProduct?: string;
+  /** Where the server finds the object store (s3SettingsEnv); its keys are the tenant's own, added per version. */
+  s3Env?: V1EnvVar[];
 }
 
 /** Lower-case letters, digits and inner dashes: what a DNS label may hold, before length and first-letter rules. */
@@ -97,6 +99,7 @@ export function renderModelServer(
   at: { namespace: string; name: string },
   img: ModelServerImage,
   allowedMetadataKeys: readonly string[] = [],
+  s3Keys: V1EnvVar[] = [],
 ): { deployment: V1Deployment; service: V1Service } {
   const { namespace, name } = at;
   for (const key of [...Object.keys(spec.podLabels), ...Object.keys(spec.podAnnotations)]) {
@@ -134,7 +137,7 @@ export function renderModelServer(
               image: img.image,
               args: ['--served-model-name', spec.modelId, '--port', String(SERVING_PORT)],
               ports: [{ name: 'http', containerPort: SERVING_PORT }],
-              env: envVars(spec.env, spec),
+              env: [...envVars(spec.env, spec), ...(img.s3Env ?? []), ...s3Keys],
               resources: { requests: { cpu: spec.resources.cpu, memory: spec.resources.memory }, limits },
               // The OpenAI server answers /v1/models only once the weights are loaded; /health as soon as it runs.
               readinessProbe: { httpGet: { path: '/v1/models', port: 'http' }, periodSeconds: 5, failureThreshold: 3 },

@@ -3,15 +3,22 @@ import { type ArtifactInfo, type RegisterModelVersionInput, RegistryFailures } f
 import { ApplicationFailure } from '@temporalio/common';
 import { InvalidObjectUriError, parseObjectUri, sha256Of, type ObjectStore } from '../../common/objectstore';
 import type { RegistryStore } from '../../common/store/registry';
+import type { StorageScopeStore } from '../../common/store/storage-scope';
+import { requireInScope } from '../storage/scope';
 
 export interface RegistryActivityDeps {
   registry: RegistryStore;
   objects: ObjectStore;
+  storageScopes: StorageScopeStore;
 }
 
-export const createRegistryActivities = ({ registry, objects }: RegistryActivityDeps) => ({
-  /** HEADs the artifact and records its size and SHA-256 (from S3's stored checksum, else by streaming it). */
-  async inspectArtifact(artifactUri: string): Promise<ArtifactInfo> {
+export const createRegistryActivities = ({ registry, objects, storageScopes }: RegistryActivityDeps) => ({
+  /**
+   * HEADs the artifact and records its size and SHA-256 (from S3's stored checksum, else by streaming it). The
+   * artifact must lie in the tenant's storage scope, checked before any S3 call (a run recorded before the tenant was
+   * passed names none, and is refused).
+   */
+  async inspectArtifact(artifactUri: string, tenantId?: string): Promise<ArtifactInfo> {
     let ref;
     try {
       ref = parseObjectUri(artifactUri);
@@ -20,6 +27,7 @@ export const createRegistryActivities = ({ registry, objects }: RegistryActivity
         throw ApplicationFailure.nonRetryable(err.message, RegistryFailures.invalidArtifactUri);
       throw err;
     }
+    await requireInScope(storageScopes, tenantId, [artifactUri]);
     const head = await objects.head(ref);
     if (!head) {
       throw ApplicationFailure.nonRetryable(

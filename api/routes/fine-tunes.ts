@@ -11,6 +11,7 @@ import {
   type Hyperparameters,
 } from '../../contracts/fine-tune';
 import { parseObjectUri, type ObjectStore } from '../../common/objectstore';
+import { checkUriInScope, type StorageScopeStore } from '../../common/store/storage-scope';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import type { RegistryStore } from '../../common/store/registry';
@@ -93,14 +94,20 @@ const notFound = (message: string, field: string) => new PlatformError(404, 'not
 
 /** Everything checked before anything is started: a refused request leaves no workflow, claim or Job behind. */
 export async function validateFineTune(
-  deps: { registry: RegistryStore; objects: ObjectStore; quotas: GpuQuotaStore; clusters: Set<string> },
+  deps: {
+    registry: RegistryStore;
+    objects: ObjectStore;
+    quotas: GpuQuotaStore;
+    clusters: Set<string>;
+    storageScopes: StorageScopeStore;
+  },
   tenantId: string,
   body: FineTuneRequest,
   id: string,
   /** Names the body's part in errors (a pipeline nests the fine-tune). */
   at = 'body',
 ): Promise<Omit<FineTuneInput, 'fineTuneId'>> {
-  const { registry, objects, quotas, clusters } = deps;
+  const { registry, objects, quotas, clusters, storageScopes } = deps;
   if (!clusters.has(body.cluster))
     throw new BadRequestError(
       `unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`,
@@ -132,13 +139,9 @@ export async function validateFineTune(
   const taken = await registry.getVersion(tenantId, outModel, outVersion);
   if (taken && taken.workflowId !== id)
     throw new ConflictError(`version '${outModel}@${outVersion}' already exists`, { field: `${at}.output.version` });
-  let dataset;
-  try {
-    dataset = parseObjectUri(body.datasetUri);
-  } catch (err) {
-    throw new BadRequestError((err as Error).message, `${at}.datasetUri`);
-  }
-  if (!(await objects.head(dataset)))
+  // Before the HEAD: a URI outside the scope gets the same answer whether its object exists or not.
+  await checkUriInScope(storageScopes, tenantId, body.datasetUri, `${at}.datasetUri`);
+  if (!(await objects.head(parseObjectUri(body.datasetUri))))
     throw notFound(`dataset ${body.datasetUri} does not exist in object storage`, `${at}.datasetUri`);
   return {
     tenantId,
@@ -162,7 +165,7 @@ export async function validateFineTune(
 }
 
 export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { registry, db, objects } = app.platform;
+  const { registry, db, objects, storageScopes } = app.platform;
   const clusters = new Set(Object.keys(app.platform.clusters));
   const quotas = new GpuQuotaStore(db);
 
@@ -179,7 +182,12 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
         statusUrl: (key) => `/v1/fine-tunes/${key}`,
         plan: async (body, run) => {
           const input: FineTuneInput = {
-            ...(await validateFineTune({ registry, objects, quotas, clusters }, run.tenantId, body, run.workflowId)),
+            ...(await validateFineTune(
+              { registry, objects, quotas, clusters, storageScopes },
+              run.tenantId,
+              body,
+              run.workflowId,
+            )),
             fineTuneId: run.key,
           };
           return {

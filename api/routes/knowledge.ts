@@ -3,6 +3,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { formatOf, uploadsPrefix } from '../../common/documents';
 import { BadRequestError, NotFoundError } from '../../common/errors';
 import { UnknownEmbedderError } from '../../common/knowledge';
+import { objectUri } from '../../common/objectstore';
+import { checkUriInScope } from '../../common/store/storage-scope';
 import type { ingestDocuments } from '../../workflows';
 import { ingestionContract, type IngestionInput } from '../../contracts/ingestion';
 import { requireRole } from '../plugins/auth';
@@ -69,7 +71,7 @@ const Search = Type.Object(
 );
 
 export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { knowledge, vectors, embedders, objects, db, temporal, taskQueue, platformBucket } = app.platform;
+  const { knowledge, vectors, embedders, objects, db, temporal, taskQueue, storageScopes } = app.platform;
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: UPLOAD_LIMIT_BYTES }, (_req, body, done) =>
     done(null, body),
   );
@@ -104,8 +106,9 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const ns = await namespaceOf(tenantId, request.params.namespace);
       await vectors.deleteNamespace(ns.collection, { tenantId, namespace: ns.name });
-      for (const o of await objects.list(platformBucket, uploadsPrefix(tenantId, ns.name)))
-        await objects.delete({ bucket: platformBucket, key: o.key });
+      const bucket = storageScopes.bucketOf(tenantId);
+      for (const o of await objects.list(bucket, uploadsPrefix(tenantId, ns.name)))
+        await objects.delete({ bucket, key: o.key });
       await knowledge.deleteNamespace(tenantId, ns.name);
       return reply.status(204).send();
     },
@@ -136,12 +139,13 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
           `unsupported file type '${request.query.name}' (pdf, docx, html, md, txt)`,
           'query.name',
         );
-      const key = `${uploadsPrefix(request.principal!.tenantId, request.params.namespace)}${request.query.name}`;
-      await objects.ensureBucket(platformBucket);
-      await objects.put({ bucket: platformBucket, key }, body);
-      return reply
-        .status(201)
-        .send({ documentId: request.query.name, uri: `s3://${platformBucket}/${key}`, sizeBytes: body.length });
+      const tenantId = request.principal!.tenantId;
+      const ref = {
+        bucket: storageScopes.bucketOf(tenantId),
+        key: `${uploadsPrefix(tenantId, request.params.namespace)}${request.query.name}`,
+      };
+      await objects.put(ref, body);
+      return reply.status(201).send({ documentId: request.query.name, uri: objectUri(ref), sizeBytes: body.length });
     },
   );
 
@@ -184,13 +188,13 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { namespace } = request.params;
       const body = request.body;
-      if (body.source.type === 's3' && body.source.bucket === platformBucket) {
-        // The platform bucket holds every tenant's uploads; reading it directly would cross tenants.
-        throw new BadRequestError(
-          `bucket '${platformBucket}' is the platform's own; use source {"type":"uploads"} for uploaded files`,
+      if (body.source.type === 's3')
+        await checkUriInScope(
+          storageScopes,
+          tenantId,
+          objectUri({ bucket: body.source.bucket, key: body.source.prefix || '_' }),
           'body.source.bucket',
         );
-      }
       if (body.chunking.overlap >= body.chunking.size)
         throw new BadRequestError('chunking.overlap must be smaller than chunking.size', 'body.chunking.overlap');
       try {

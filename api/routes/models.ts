@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { parseObjectUri, InvalidObjectUriError } from '../../common/objectstore';
+import { checkUriInScope } from '../../common/store/storage-scope';
 import { modelRegistryContract } from '../../contracts/model-registry';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import type { registerModelVersion } from '../../workflows';
@@ -94,7 +94,7 @@ interface FineTuneDetails {
 }
 
 export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { registry, db, temporal, taskQueue } = app.platform;
+  const { registry, db, temporal, taskQueue, storageScopes } = app.platform;
   const routing = new RoutingStore(db);
   const locks = new RolloutLockStore(db);
   const conversions = new ConversionStore(db);
@@ -202,12 +202,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { modelId } = request.params;
       const { version, artifactUri } = request.body;
-      try {
-        parseObjectUri(artifactUri);
-      } catch (err) {
-        if (err instanceof InvalidObjectUriError) throw new BadRequestError(err.message, 'body.artifactUri');
-        throw err;
-      }
+      await checkUriInScope(storageScopes, tenantId, artifactUri, 'body.artifactUri');
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const { workflowId } = await startOperation<typeof registerModelVersion>(
         { db, temporal, taskQueue },

@@ -41,7 +41,7 @@ const Approval = Type.Object(
 );
 
 export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { registry, db, objects } = app.platform;
+  const { registry, db, objects, storageScopes } = app.platform;
   const clusters = app.platform.clusters;
   const clusterNames = new Set(Object.keys(clusters));
   const quotas = new GpuQuotaStore(db);
@@ -64,7 +64,7 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
           checkConversionBody(body.conversion, clusters, 'body.conversion');
           checkDeployBody(body.rollout, clusterNames, app.platform.podMetadataKeys, 'body.rollout');
           const fineTune = await validateFineTune(
-            { registry, objects, quotas, clusters: clusterNames },
+            { registry, objects, quotas, clusters: clusterNames, storageScopes },
             tenantId,
             body.fineTune,
             workflowId(fineTuneContract.kind, tenantId, childKey),

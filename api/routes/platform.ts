@@ -32,7 +32,12 @@ const Tenant = Type.Object({
   suspendedAt: Type.Union([Type.String(), Type.Null()]),
   gpuQuota: Type.Integer(),
   limitCeiling: Type.Union([CeilingOut, Type.Null()]),
+  storage: Type.Object({
+    bucket: Type.String({ description: "The tenant's own bucket: read and write, owned by its own S3 user" }),
+    grants: Type.Array(Type.String(), { description: 'Buckets granted to it besides: read only' }),
+  }),
 });
+const BucketName = Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$', description: 'an S3 bucket name' });
 const CreateTenant = Type.Object(
   {
     id: TenantId,
@@ -75,7 +80,18 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   app,
   { defaults },
 ) => {
-  const { db, tenants, temporal, taskQueue, clusters, tenantResources } = app.platform;
+  const {
+    db,
+    tenants,
+    temporal,
+    taskQueue,
+    clusters,
+    tenantResources,
+    storageScopes,
+    storageAdmin,
+    platformBucket,
+    objects,
+  } = app.platform;
   const quotas = new GpuQuotaStore(db);
   const limits = new LimitStore(db);
 
@@ -89,6 +105,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       limitCeiling: ceiling
         ? { windowSeconds: ceiling.windowSeconds, maxRequests: ceiling.maxRequests, maxTokens: ceiling.maxTokens }
         : null,
+      storage: await storageScopes.scopeOf(id),
     };
   }
 
@@ -287,6 +304,49 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       checkCeiling(request.body, 'body');
       if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
       await setCeiling(id, request.body);
+      return describe(id);
+    },
+  );
+
+  app.put(
+    '/tenants/:id/storage',
+    {
+      config: OPERATORS_ONLY,
+      schema: {
+        tags: ['platform'],
+        summary:
+          "Set the buckets a tenant may read besides its own (the whole list: a bucket left out is revoked); its S3 user gets read access through each bucket's policy",
+        params: TenantParams,
+        body: Type.Object(
+          { grants: Type.Array(BucketName, { maxItems: 100, uniqueItems: true }) },
+          { additionalProperties: false },
+        ),
+        response: { 200: Tenant, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      const wanted = request.body.grants;
+      wanted.forEach((bucket, i) => {
+        // The platform's bucket and tenants' own buckets are never shared: either would cross tenants.
+        if (bucket === platformBucket || storageScopes.isTenantBucketName(bucket))
+          throw new BadRequestError(
+            `bucket '${bucket}' is the platform's or a tenant's own and cannot be granted`,
+            `body.grants.${i}`,
+          );
+      });
+      if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
+      // Every bucket is checked before anything changes, so a refused call grants nothing.
+      for (const [i, bucket] of wanted.entries())
+        if (!(await objects.hasBucket(bucket)))
+          throw new BadRequestError(`bucket '${bucket}' does not exist`, `body.grants.${i}`);
+      const held = await storageScopes.grantsOf(id);
+      // The bucket policy first: a revocation takes effect at the S3 server before the API stops listing it.
+      for (const bucket of [...new Set([...held, ...wanted])])
+        await storageScopes.setGrant(id, bucket, wanted.includes(bucket), async (grantees) => {
+          // A bucket removed since it was granted has no policy left to change; its grant is still revoked.
+          if (await objects.hasBucket(bucket)) await storageAdmin?.setReaders(bucket, grantees);
+        });
       return describe(id);
     },
   );

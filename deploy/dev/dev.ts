@@ -8,7 +8,11 @@ import path from 'node:path';
 import { migrate } from '../../common/store/migrate';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
-import { S3ObjectStore } from '../../common/objectstore';
+import { S3ObjectStore, s3StoreFromConfig } from '../../common/objectstore';
+import { loadConfig } from '../../common/config';
+import { storageAdminFromConfig } from '../../common/storage-admin/from-config';
+import { StorageScopeStore } from '../../common/store/storage-scope';
+import { tenantStorage } from '../../common/tenant-storage';
 import { API_NODE_FLAGS } from '../node-flags';
 import { conversionProgram, REFERENCE_TRAINER_IMAGE, referenceTrainerProgram } from './job-programs';
 import { startKubeCluster } from './kube/cluster';
@@ -21,8 +25,18 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const API_PORT = Number(process.env.API_PORT ?? 8080);
 const DEMO_TENANT = 'demo';
 
-/** The demo tenant's admin key is created once and kept in the data dir, so it survives restarts. */
-async function demoAdminKey(db: ReturnType<typeof createPool>, dataDir: string): Promise<string> {
+/**
+ * The demo tenant's admin key is created once and kept in the data dir, so it survives restarts. The tenant gets its
+ * storage scope (bucket and S3 user) as an operator-made tenant does; making it again is a no-op.
+ */
+async function demoAdminKey(
+  db: ReturnType<typeof createPool>,
+  dataDir: string,
+  env: Record<string, string>,
+): Promise<string> {
+  const config = loadConfig({ ...process.env, ...env });
+  const scopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
+  await tenantStorage(scopes, s3StoreFromConfig(config), storageAdminFromConfig(config)).create(DEMO_TENANT);
   const file = path.join(dataDir, 'demo-admin-key');
   const saved = await readFile(file, 'utf8').catch(() => '');
   const tenants = new TenantStore(db);
@@ -64,7 +78,7 @@ async function main(): Promise<void> {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeAllListeners(sig);
   const db = createPool(stack.env.DATABASE_URL!, 2);
   await migrate(db);
-  const apiKey = await demoAdminKey(db, dataDir);
+  const apiKey = await demoAdminKey(db, dataDir, stack.env);
   await db.end();
   const objects = new S3ObjectStore({
     endpoint: stack.s3.endpoint,

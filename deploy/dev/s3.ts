@@ -23,7 +23,9 @@ export async function versitygwExecutable(): Promise<string> {
 }
 
 /**
- * A real S3 server for dev and tests: versitygw's posix backend serving buckets as folders of `dataDir`.
+ * A real S3 server for dev and tests: versitygw's posix backend serving buckets as folders of `dataDir`, with its
+ * internal IAM (users in `dataDir/s3-iam`, uncached so a removed user is refused at once) and its admin API on the
+ * S3 port; the platform's credential is the root account.
  * Idempotent like the other local servers: a running one in the same folder is reused.
  */
 export async function startLocalS3(opts: { dataDir: string; port?: number }): Promise<LocalS3> {
@@ -31,7 +33,9 @@ export async function startLocalS3(opts: { dataDir: string; port?: number }): Pr
   const accessKeyId = 'llmhub-dev';
   const secretAccessKey = 'llmhub-dev-secret';
   const root = path.join(opts.dataDir, 's3');
+  const iamDir = path.join(opts.dataDir, 's3-iam');
   await mkdir(root, { recursive: true });
+  await mkdir(iamDir, { recursive: true });
   const executable = await versitygwExecutable();
   let proc: ManagedProcess | undefined;
   let reusedPid = await runningPid(opts.dataDir, 'versitygw');
@@ -50,6 +54,9 @@ export async function startLocalS3(opts: { dataDir: string; port?: number }): Pr
         '--secret',
         secretAccessKey,
         '--quiet',
+        '--iam-dir',
+        iamDir,
+        '--iam-cache-disable',
         'posix',
         root,
       ],

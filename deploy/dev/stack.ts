@@ -60,6 +60,8 @@ export async function startLocalStack(opts: { dataDir: string; ports: StackPorts
       S3_ACCESS_KEY_ID: s3.accessKeyId,
       S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
       PLATFORM_BUCKET,
+      // Tenants get S3 users of their own through versitygw's admin API (common/storage-admin).
+      LLMHUB_STORAGE_ADMIN: 'versitygw',
       EMBEDDING_MODEL_DIR: modelDir,
       LANCEDB_DIR: path.join(opts.dataDir, 'lancedb'),
       // The local cluster's pod behaviours (deploy/dev/kube/kwok-stages.yaml) are chosen by this annotation.

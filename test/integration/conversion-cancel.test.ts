@@ -93,7 +93,7 @@ describe('conversion cancel', () => {
     );
     const running = await conversionOf(key);
     expect(running).toMatchObject({ state: 'running', progress: { phase: 'converting' } });
-    const prefix = `s3://${loadConfig().PLATFORM_BUCKET}/conversions/${acme.id}/${running.memoKey}/`;
+    const prefix = `s3://${acme.bucket}/conversions/${acme.id}/${running.memoKey}/`;
     expect(await objectsUnder(`${prefix}triton/`)).toEqual([
       expect.stringMatching(new RegExp(`/triton/${modelId}-onnx/1/model\\.onnx$`)),
     ]);

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { expectTenantKeysOnly } from '../support/storage';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { BatchV1Api, CoreV1Api } from '@kubernetes/client-node';
@@ -168,6 +169,8 @@ describe('model conversion', () => {
       'validate-onnx',
       'validate-onnx-int8',
     ]);
+    // The programs ran with the tenant's own S3 keys, never the platform's.
+    for (const job of jobs) await expectTenantKeysOnly(job, acme.id);
     const trtJob = jobs.find((j) => j.metadata!.labels![ConversionJobLabels.step] === 'tensorrt')!;
     expect(trtJob.spec!.template.spec!.containers[0]!.resources!.limits!['nvidia.com/gpu']).toBe('1');
     const pods = await core.listNamespacedPod({

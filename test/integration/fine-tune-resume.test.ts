@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { loadConfig } from '../../common/config';
 import { RunObjects, type TrainerProgress } from '../../contracts/fine-tune';
 import { LineageStore } from '../../common/store/lineage';
 import { train } from '../../deploy/trainers/reference/train';
@@ -70,7 +69,7 @@ describe('fine-tune resumption', () => {
     expect(resumedFrom).toBe(30);
 
     // Which steps each trainer process trained: the second started at the checkpoint, so no step before it ran twice.
-    const prefix = `s3://${loadConfig().PLATFORM_BUCKET}/fine-tunes/${tenant.id}/${fineTuneId}/`;
+    const prefix = `s3://${tenant.bucket}/fine-tunes/${fineTuneId}/`;
     const progress = JSON.parse(
       (await readObject(p, `${prefix}${RunObjects.progress}`)).toString('utf8'),
     ) as TrainerProgress;
@@ -89,7 +88,7 @@ describe('fine-tune resumption', () => {
     // The same seed and hyperparameters trained without interruption (the same trainer code, in this process).
     const reference = await train(
       {
-        runPrefix: `s3://${loadConfig().PLATFORM_BUCKET}/fine-tunes/${tenant.id}/${uniqueId('uninterrupted')}/`,
+        runPrefix: `s3://${tenant.bucket}/fine-tunes/${uniqueId('uninterrupted')}/`,
         baseModelUri: artifactUri,
         datasetUri,
         method: 'full',

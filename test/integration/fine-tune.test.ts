@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { expectTenantKeysOnly } from '../support/storage';
 import { Labels, defaultNamespaceOf } from '../../activities/kubernetes/manifests';
 import { trainingJobName } from '../../activities/kubernetes/jobs';
 import { fineTuneContract } from '../../contracts/fine-tune';
@@ -6,7 +7,6 @@ import { decodeMlp, meanSquaredError } from '../../deploy/trainers/reference/mlp
 import { LineageStore } from '../../common/store/lineage';
 import { historyText } from '../support/history-text';
 import {
-  BUCKET,
   HYPERPARAMETERS,
   fineTuneClient,
   gpuNodes,
@@ -88,6 +88,8 @@ describe('fine-tuning', () => {
     });
     expect(pod.metadata?.labels).toMatchObject({ [Labels.tenant]: tenant.id, [Labels.model]: modelId });
     expect(pod.spec?.containers[0]?.env).toContainEqual({ name: 'LLMHUB_DATASET_URI', value: datasetUri });
+    // The trainer reads and writes with the tenant's own S3 keys (which it does: the run succeeds), never the platform's.
+    await expectTenantKeysOnly(job, tenant.id);
 
     const done = await api.until(fineTuneId, (s) => s.phase === 'succeeded', 'succeeded');
     expect({ phase: done.phase, reason: done.failureReason }).toEqual({ phase: 'succeeded', reason: null });
@@ -171,7 +173,7 @@ describe('fine-tuning', () => {
     const cases: [object, number, string][] = [
       [{ ...request('no-such-model', datasetUri) }, 404, 'body.baseModel.modelId'],
       [{ ...request(modelId, datasetUri), baseModel: { modelId, version: 'nope' } }, 404, 'body.baseModel.version'],
-      [request(modelId, `s3://${BUCKET}/${tenant.id}/missing.jsonl`), 404, 'body.datasetUri'],
+      [request(modelId, `s3://${tenant.bucket}/${tenant.id}/missing.jsonl`), 404, 'body.datasetUri'],
       [
         request(modelId, datasetUri, { hyperparameters: { ...HYPERPARAMETERS, learningRate: -0.1 } }),
         400,
@@ -294,8 +296,8 @@ describe('fine-tuning', () => {
     const api = fineTuneClient(p, tenant);
     const { modelId } = await prepare(p, tenant, task(15));
     // Rows with two inputs for a three-input model: the trainer refuses the dataset (exit code 2).
-    const datasetUri = `s3://${BUCKET}/${tenant.id}/wrong-shape.jsonl`;
-    await p.objects.put({ bucket: BUCKET, key: `${tenant.id}/wrong-shape.jsonl` }, '{"x":[1,2],"y":[0]}\n');
+    const datasetUri = `s3://${tenant.bucket}/${tenant.id}/wrong-shape.jsonl`;
+    await p.objects.put({ bucket: tenant.bucket, key: `${tenant.id}/wrong-shape.jsonl` }, '{"x":[1,2],"y":[0]}\n');
     const id = (await api.post(request(modelId, datasetUri))).json().fineTuneId as string;
     const ended = await api.until(id, (s) => s.phase === 'succeeded', 'the end of the run');
     expect(ended).toMatchObject({ phase: 'failed', resumptions: [], job: { attempt: 1 }, result: null });

@@ -36,6 +36,14 @@ beforeAll(async () => {
       ),
     );
   }
+  // The archive is a shared bucket the tenant is granted (read only), as an operator would.
+  const granted = await p.app.inject({
+    method: 'PUT',
+    url: `/v1/platform/tenants/${tenant.id}/storage`,
+    headers: bearer(p.operatorKey),
+    payload: { grants: [bucket] },
+  });
+  expect(granted.statusCode).toBe(200);
   worker = await startWorkerProcess(p);
 });
 afterAll(async () => {

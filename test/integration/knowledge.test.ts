@@ -103,6 +103,14 @@ beforeAll(async () => {
   await p.objects.ensureBucket(bucket);
   for (const [name, bytes] of Object.entries(await corpus()))
     await p.objects.put({ bucket, key: `${prefix}${name}` }, bytes);
+  // The corpus is a shared bucket an operator lets acme read (a storage grant), not acme's own.
+  const granted = await p.app.inject({
+    method: 'PUT',
+    url: `/v1/platform/tenants/${acme.id}/storage`,
+    headers: bearer(p.operatorKey),
+    payload: { grants: [bucket] },
+  });
+  expect(granted.json().storage).toEqual({ bucket: acme.bucket, grants: [bucket] });
 });
 afterAll(async () => {
   await p?.close();
@@ -204,6 +212,17 @@ describe('document ingestion and search', () => {
     const platformBucket = await post({ source: { type: 's3', bucket: 'llmhub', prefix: `tenants/${rival.id}/` } });
     expect(platformBucket.statusCode).toBe(400);
     expect(platformBucket.json().error.details.field).toBe('body.source.bucket');
+    // Another tenant's bucket, and a bucket granted to acme but not to rival: refused alike, before any listing.
+    for (const other of [acme.bucket, bucket]) {
+      const res = await p.app.inject({
+        method: 'POST',
+        url: `/v1/knowledge/${NS}/ingestions`,
+        headers: bearer(rival.keys.developer),
+        payload: { source: { type: 's3', bucket: other, prefix: '' } },
+      });
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error.details.field).toBe('body.source.bucket');
+    }
     const noSource = await post({});
     expect(noSource.json().error.details.field).toBe('body.source');
   });
@@ -302,8 +321,7 @@ describe('tenant isolation', () => {
   });
 
   it("never returns another tenant's points, even in a namespace of the same name", async () => {
-    const rivalBucket = uniqueId('rival');
-    await p.objects.ensureBucket(rivalBucket);
+    const rivalBucket = rival.bucket;
     await p.objects.put({ bucket: rivalBucket, key: 'r/lava.txt' }, 'Lava lamps contain wax that melts and floats.\n');
     await ingest(rival, { source: { type: 's3', bucket: rivalBucket, prefix: 'r/' } });
     const hits = (await search(rival, 'molten rock bursting out of a mountain')).json().hits;

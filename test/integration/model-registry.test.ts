@@ -17,7 +17,6 @@ import {
   type TestTenant,
 } from '../support/platform';
 
-const BUCKET = 'models';
 let p: TestPlatform;
 let acme: TestTenant;
 let other: TestTenant;
@@ -25,7 +24,6 @@ let audit: AuditStore;
 
 beforeAll(async () => {
   p = await startTestPlatform();
-  await p.objects.ensureBucket(BUCKET);
   acme = await p.createTenant('acme');
   other = await p.createTenant('other');
   audit = new AuditStore(p.db);
@@ -45,10 +43,10 @@ async function createModel(tenant: TestTenant, id = uniqueId('llama')) {
   return id;
 }
 
-async function putArtifact(content: string) {
+async function putArtifact(content: string, tenant = acme) {
   const key = `${uniqueId('artifact')}/model.safetensors`;
-  await p.objects.put({ bucket: BUCKET, key }, content);
-  return { uri: `s3://${BUCKET}/${key}`, sha256: createHash('sha256').update(content).digest('hex') };
+  await p.objects.put({ bucket: tenant.bucket, key }, content);
+  return { uri: `s3://${tenant.bucket}/${key}`, sha256: createHash('sha256').update(content).digest('hex') };
 }
 
 const auditRowOf = (res: { headers: Record<string, unknown> }) => audit.byRequestId(String(res.headers['x-trace-id']));
@@ -157,7 +155,7 @@ describe('model registry', () => {
       method: 'POST',
       url: `/v1/models/${modelId}/versions`,
       headers: bearer(acme.keys.developer),
-      payload: { version: '0.1', artifactUri: `s3://${BUCKET}/does/not/exist.bin` },
+      payload: { version: '0.1', artifactUri: `s3://${acme.bucket}/does/not/exist.bin` },
     });
     expect(res.statusCode).toBe(202);
     const handle = p.temporal.workflow.getHandle(res.json().workflowId);
@@ -196,6 +194,53 @@ describe('model registry', () => {
     for (const key of Object.values(acme.keys)) expect(text).not.toContain(key.slice('llmhub_'.length + 17));
     expect(text).not.toMatch(API_KEY_PATTERN);
     expect(text).not.toContain(process.env.S3_SECRET_ACCESS_KEY!);
+  });
+});
+
+describe('storage scope', () => {
+  it("refuses an artifact outside the tenant's scope before any S3 call: the same 400 whether it exists or not", async () => {
+    const modelId = await createModel(acme);
+    const theirs = await putArtifact('their fine-tune output', other);
+    const answers = [];
+    for (const uri of [
+      theirs.uri,
+      `s3://${other.bucket}/no/such/object`,
+      `s3://${process.env.PLATFORM_BUCKET}/anything`,
+    ]) {
+      const res = await p.app.inject({
+        method: 'POST',
+        url: `/v1/models/${modelId}/versions`,
+        headers: bearer(acme.keys.developer),
+        payload: { version: uniqueId('v'), artifactUri: uri },
+      });
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error.details.field).toBe('body.artifactUri');
+      answers.push(res.json().error.message.replace(uri, '<uri>'));
+    }
+    expect(new Set(answers).size).toBe(1);
+    expect(answers[0]).toContain("outside the tenant's storage scope");
+    // Nothing was started or recorded.
+    expect((await p.registry.listVersions(acme.id, modelId)).length).toBe(0);
+  });
+
+  it('refuses it in the activity too, when the workflow is started without the API', async () => {
+    const modelId = await createModel(acme);
+    const theirs = await putArtifact('their weights', other);
+    const handle = await p.temporal.workflow.start('registerModelVersion', {
+      taskQueue: p.taskQueue,
+      workflowId: uniqueId('direct'),
+      args: [{ tenantId: acme.id, modelId, version: '1', artifactUri: theirs.uri }],
+    });
+    const err = await handle.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(String((err as WorkflowFailedError).cause?.message)).toContain("outside the tenant's storage scope");
+    const history = historyText(await handle.fetchHistory());
+    // Refused at once (no retries) and without hashing: no checksum of the object was computed.
+    expect(history).toContain('OutOfStorageScope');
+    expect(history).not.toContain(theirs.sha256);
   });
 });
 
@@ -271,7 +316,7 @@ describe('auth, validation and audit', () => {
       method: 'POST',
       url: '/v1/models/nope/versions',
       headers: bearer(acme.keys.developer),
-      payload: { version: '1', artifactUri: 's3://models/x' },
+      payload: { version: '1', artifactUri: `s3://${acme.bucket}/x` },
     });
     expect(unknown.statusCode).toBe(404);
     expect(unknown.json().error.type).toBe('not_found');
@@ -362,20 +407,19 @@ describe('auth, validation and audit', () => {
 describe('object storage outage', () => {
   let s3: LocalS3;
   let isolated: TestPlatform;
+  let store: S3ObjectStore;
   beforeAll(async () => {
     s3 = await startLocalS3({
       dataDir: path.join(process.env.LLMHUB_TEST_DATA!, uniqueId('s3-outage')),
       port: await freePort(),
     });
-    const store = new S3ObjectStore({
+    store = new S3ObjectStore({
       endpoint: s3.endpoint,
       region: s3.region,
       accessKeyId: s3.accessKeyId,
       secretAccessKey: s3.secretAccessKey,
       forcePathStyle: true,
     });
-    await store.ensureBucket(BUCKET);
-    await store.put({ bucket: BUCKET, key: 'm/model.bin' }, 'survives an outage');
     isolated = await startTestPlatform({ objects: store });
   });
   afterAll(async () => {
@@ -385,6 +429,9 @@ describe('object storage outage', () => {
 
   it('retries the artifact check while the S3 server is down and succeeds once it is back', async () => {
     const tenant = await isolated.createTenant('outage');
+    // The worker reads this S3 server; the tenant's bucket is made on the API's, so it is made here too.
+    await store.ensureBucket(tenant.bucket);
+    await store.put({ bucket: tenant.bucket, key: 'm/model.bin' }, 'survives an outage');
     const modelId = uniqueId('m');
     await isolated.app.inject({
       method: 'POST',
@@ -397,7 +444,7 @@ describe('object storage outage', () => {
       method: 'POST',
       url: `/v1/models/${modelId}/versions`,
       headers: bearer(tenant.keys.developer),
-      payload: { version: '1', artifactUri: `s3://${BUCKET}/m/model.bin` },
+      payload: { version: '1', artifactUri: `s3://${tenant.bucket}/m/model.bin` },
     });
     expect(res.statusCode).toBe(202);
     const handle = isolated.temporal.workflow.getHandle(res.json().workflowId);

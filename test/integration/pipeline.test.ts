@@ -17,7 +17,6 @@ import type { LocalJobRunner } from '../../deploy/dev/kube/local-jobs';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { localConversionDeps, startConversionJobRunner } from '../support/conversion';
 import {
-  BUCKET,
   HYPERPARAMETERS,
   fineTuneClient,
   gpuNodes,
@@ -65,7 +64,6 @@ beforeAll(async () => {
     await startReferenceTrainerRunner(process.env[KUBECONFIG_ENV]!, logDir),
     await startConversionJobRunner(process.env[KUBECONFIG_ENV]!, logDir, config),
   ];
-  await p.objects.ensureBucket(BUCKET);
   await nodes.add(4);
   server = await startReferenceModelServer({ name: 'pipeline' });
 }, 300_000);
@@ -433,8 +431,8 @@ describe('pipeline', () => {
     const api = client(tenant);
     const { modelId } = await prepare(p, tenant, task(47));
     const bad = `${tenant.id}/${modelId}/broken.jsonl`;
-    await p.objects.put({ bucket: BUCKET, key: bad }, 'this is not {json');
-    const { pipelineId, workflowId } = (await api.post(request(modelId, `s3://${BUCKET}/${bad}`, 'ft3'))).json();
+    await p.objects.put({ bucket: tenant.bucket, key: bad }, 'this is not {json');
+    const { pipelineId, workflowId } = (await api.post(request(modelId, `s3://${tenant.bucket}/${bad}`, 'ft3'))).json();
     const done = await api.until(pipelineId, 'failed');
     expect(done.stage).toBe('failed');
     expect(done.steps.fineTune.outcome).toBe('failed');
@@ -496,7 +494,7 @@ describe('pipeline', () => {
       [{ ...base, rollout: { ...base.rollout, cluster: 'nowhere' } }, 400, 'body.rollout.cluster'],
       [{ ...base, conversion: { ...base.conversion, cluster: 'nowhere' } }, 400, 'body.conversion.cluster'],
       [
-        { ...base, fineTune: { ...base.fineTune, datasetUri: `s3://${BUCKET}/${tenant.id}/missing.jsonl` } },
+        { ...base, fineTune: { ...base.fineTune, datasetUri: `s3://${tenant.bucket}/${tenant.id}/missing.jsonl` } },
         404,
         'body.fineTune.datasetUri',
       ],

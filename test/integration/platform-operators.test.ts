@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { defaultNamespaceOf } from '../../activities/kubernetes/manifests';
 import { AuditStore } from '../../common/store/audit';
-import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
 import { kube } from './kube/kube-helpers';
@@ -37,7 +36,6 @@ beforeAll(async () => {
       platformAdminClaim: 'llmhub_platform_admin',
     },
     gateway: { refreshMs: 500, keyCacheTtlMs: KEY_CACHE_TTL_MS },
-    activityDeps: { kubeConfigOf: (cluster) => (cluster === 'local' ? testKubeConfig() : undefined) },
   });
   server = await startReferenceModelServer({ name: 'ops' });
 });

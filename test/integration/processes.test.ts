@@ -85,7 +85,7 @@ describe('operator entry points', () => {
         method: 'POST',
         url: '/v1/models/m/versions',
         headers: bearer(tenant.keys.developer),
-        payload: { version: '1', artifactUri: 's3://llmhub/does-not-exist' },
+        payload: { version: '1', artifactUri: `s3://${tenant.bucket}/does-not-exist` },
       });
       await p.temporal.workflow
         .getHandle(res.json().workflowId)

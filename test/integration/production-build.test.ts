@@ -213,13 +213,14 @@ describe('the production build', () => {
 
       // Registry → conversion, and registry → rollout → an agent run through the built gateway to the rolled-out model.
       const served = (async () => {
-        await p.objects.ensureBucket('models');
         const key = `${acme.id}/${mlpModel}/1/model.safetensors`;
-        await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
+        await p.objects.put({ bucket: acme.bucket, key }, seededMlp([16, 64, 4], 7));
         expect((await call(acme.keys.developer, 'POST', '/v1/models', { id: mlpModel, name: mlpModel })).status).toBe(
           201,
         );
-        done(await operate(`/v1/models/${mlpModel}/versions`, { version: '1', artifactUri: `s3://models/${key}` }));
+        done(
+          await operate(`/v1/models/${mlpModel}/versions`, { version: '1', artifactUri: `s3://${acme.bucket}/${key}` }),
+        );
         expect(await get(`/v1/models/${mlpModel}/versions/1`)).toMatchObject({
           state: 'ready',
           checksum: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),

@@ -31,6 +31,9 @@ import { defaultNamespaceOf, Labels } from '../../activities/kubernetes/manifest
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
+import { StorageScopeStore } from '../../common/store/storage-scope';
+import { storageAdminFromConfig } from '../../common/storage-admin/from-config';
+import { tenantStorage } from '../../common/tenant-storage';
 import { startWorker } from '../../workers/bootstrap';
 import { platformActivityDeps } from '../../workers/platform-deps';
 import { withScratchStack } from '../support/scratch-stack';
@@ -207,14 +210,20 @@ async function recordRollouts(
   }
 }
 
+/** A tenant with its storage scope, as POST /v1/platform/tenants makes one; answers its bucket. */
+async function createTenant(c: Pick<ScenarioContext, 'db' | 'objects' | 'config'>, id: string): Promise<string> {
+  const scopes = new StorageScopeStore(c.db, c.config.LLMHUB_TENANT_BUCKET_PREFIX);
+  await tenantStorage(scopes, c.objects, storageAdminFromConfig(c.config)).create(id);
+  await new TenantStore(c.db).createTenant(id, id);
+  return scopes.bucketOf(id);
+}
+
 /** Each scenario runs real workflows to completion and returns {name: workflowId} to record. */
 const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, string>>> = {
-  async 'model-version'({ client, taskQueue, objects, registry, db }) {
-    const tenants = new TenantStore(db);
-    await tenants.createTenant('replay', 'replay');
+  async 'model-version'({ client, taskQueue, objects, registry, db, config }) {
+    const bucket = await createTenant({ db, objects, config }, 'replay');
     await registry.createModel('replay', { id: 'tiny', name: 'tiny', description: '' });
-    await objects.ensureBucket('models');
-    await objects.put({ bucket: 'models', key: 'tiny/1/model.bin' }, 'tiny weights');
+    await objects.put({ bucket, key: 'tiny/1/model.bin' }, 'tiny weights');
     const run = async (version: string, artifactUri: string) => {
       const workflowId = `model-version/replay/${version}`;
       await db.query(
@@ -232,8 +241,8 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       return workflowId;
     };
     return {
-      'model-version-ready': await run('1', 's3://models/tiny/1/model.bin'),
-      'model-version-artifact-missing': await run('2', 's3://models/tiny/2/missing.bin'),
+      'model-version-ready': await run('1', `s3://${bucket}/tiny/1/model.bin`),
+      'model-version-artifact-missing': await run('2', `s3://${bucket}/tiny/2/missing.bin`),
     };
   },
   async rollout(c) {
@@ -247,23 +256,22 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       refused: 'rollout-refused-gpu-quota',
     });
   },
-  async ingestion({ client, taskQueue, objects, db }) {
-    await new TenantStore(db).createTenant('replay', 'replay');
-    await objects.ensureBucket('corpus');
+  async ingestion({ client, taskQueue, objects, db, config }) {
+    const bucket = await createTenant({ db, objects, config }, 'replay');
     const docs: Record<string, string> = {
       'a.md': '# Alpha\n\nThe first document talks about volcanoes and lava.\n',
       'b.txt': 'The second document is about baking bread with sourdough.\n',
       'c.html': '<h1>Gamma</h1><p>The third document covers quarterly revenue.</p>',
       'broken.pdf': '%PDF-1.7 not really a pdf',
     };
-    for (const [name, body] of Object.entries(docs)) await objects.put({ bucket: 'corpus', key: `docs/${name}` }, body);
+    for (const [name, body] of Object.entries(docs)) await objects.put({ bucket, key: `docs/${name}` }, body);
     const run = async (key: string) => {
       const workflowId = `ingestion/replay/${key}`;
       const input = {
         tenantId: 'replay',
         namespace: 'handbook',
         ingestionId: key,
-        source: { type: 's3' as const, bucket: 'corpus', prefix: 'docs/' },
+        source: { type: 's3' as const, bucket, prefix: 'docs/' },
         parser: 'builtin' as const,
         chunking: { strategy: 'heading' as const, size: 500, overlap: 50 },
         embedder: 'default',
@@ -275,7 +283,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       return workflowId;
     };
     const first = await run('first');
-    await objects.delete({ bucket: 'corpus', key: 'docs/b.txt' });
+    await objects.delete({ bucket, key: 'docs/b.txt' });
     return { 'ingestion-sliding-first-run': first, 'ingestion-sliding-rerun-with-deletion': await run('rerun') };
   },
   /**
@@ -286,14 +294,13 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-convert-'));
     const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
     const runner = await startConversionJobRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs'), config);
-    await new TenantStore(db).createTenant('replay', 'replay');
+    const bucket = await createTenant({ db, objects, config }, 'replay');
     await registry.createModel('replay', { id: 'mlp', name: 'mlp', description: '' });
-    await objects.ensureBucket('models');
-    await objects.put({ bucket: 'models', key: 'mlp/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
+    await objects.put({ bucket, key: 'mlp/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
     await registry.insertVersion(db, 'replay', {
       modelId: 'mlp',
       version: '1',
-      artifactUri: 's3://models/mlp/1/model.safetensors',
+      artifactUri: `s3://${bucket}/mlp/1/model.safetensors`,
       workflowId: 'record/mlp-1',
     });
     await registry.markVersionReady('replay', 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });
@@ -324,7 +331,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         workflowId: `conversion/replay/${key}`,
         modelId: 'mlp',
         version: '1',
-        artifactUri: 's3://models/mlp/1/model.safetensors',
+        artifactUri: `s3://${bucket}/mlp/1/model.safetensors`,
         artifactChecksum: 'sha256:record',
         memoKey: `record-${key}`,
         toolchainVersion: conversionToolchainVersion(),
@@ -466,9 +473,9 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
     const runner = await startReferenceTrainerRunner(cluster.kubeconfigPath, path.join(dataDir, 'jobs'));
     const nodes = gpuNodes(cluster.kubeConfig());
-    await new TenantStore(db).createTenant('replay-ft', 'replay-ft');
+    const bucket = await createTenant({ db, objects, config }, 'replay-ft');
     const t = task(31);
-    const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: 'replay-ft' }, t, 'mlp-ft');
+    const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: 'replay-ft', bucket }, t, 'mlp-ft');
     const taskQueue = 'record-fine-tune';
     const worker = await startWorker({
       connection: native,
@@ -547,8 +554,13 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const nodes = gpuNodes(cluster.kubeConfig());
     const server = await startReferenceModelServer({ name: 'replay-pipeline' });
     const tenantId = 'replay-pl';
-    await new TenantStore(db).createTenant(tenantId, tenantId);
-    const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: tenantId }, task(61), 'mlp-pl');
+    const bucket = await createTenant({ db, objects, config }, tenantId);
+    const { modelId, datasetUri } = await prepare(
+      { objects, registry, db },
+      { id: tenantId, bucket },
+      task(61),
+      'mlp-pl',
+    );
     const endpoints = new Map([[localEndpointKey({ tenantId, modelId, version: 'ft' }), server.url]]);
     const taskQueue = 'record-pipeline';
     const worker = await startWorker({
@@ -657,8 +669,13 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     ];
     const nodes = gpuNodes(cluster.kubeConfig());
     const tenantId = 'replay-plw';
-    await new TenantStore(db).createTenant(tenantId, tenantId);
-    const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: tenantId }, task(73), 'mlp-plw');
+    const bucket = await createTenant({ db, objects, config }, tenantId);
+    const { modelId, datasetUri } = await prepare(
+      { objects, registry, db },
+      { id: tenantId, bucket },
+      task(73),
+      'mlp-plw',
+    );
     const taskQueue = 'record-pipeline-memo-wait';
     const worker = await startWorker({
       connection: native,
@@ -776,14 +793,13 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
     const jobs = await startHeldConversionJobs(cluster.kubeconfigPath, dataDir, config);
     const tenantId = 'replay-cc';
-    await new TenantStore(db).createTenant(tenantId, tenantId);
+    const bucket = await createTenant({ db, objects, config }, tenantId);
     await registry.createModel(tenantId, { id: 'mlp', name: 'mlp', description: '' });
-    await objects.ensureBucket('models');
-    await objects.put({ bucket: 'models', key: 'mlp-cc/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
+    await objects.put({ bucket, key: 'mlp-cc/1/model.safetensors' }, seededMlp([16, 64, 4], 7));
     await registry.insertVersion(db, tenantId, {
       modelId: 'mlp',
       version: '1',
-      artifactUri: 's3://models/mlp-cc/1/model.safetensors',
+      artifactUri: `s3://${bucket}/mlp-cc/1/model.safetensors`,
       workflowId: 'record/mlp-cc-1',
     });
     await registry.markVersionReady(tenantId, 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });

@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PlatformActivityDeps } from '../../activities';
-import { conversionS3Env } from '../../activities/conversion';
+import { s3SettingsEnv } from '../../activities/kubernetes/tenant-s3';
 import type { Config } from '../../common/config';
 import { encodeMlp, type Mlp } from '../../deploy/trainers/reference/mlp';
 import { conversionProgram } from '../../deploy/dev/job-programs';
@@ -53,7 +53,7 @@ export const localConversionDeps = (
   conversionJobs: {
     image: config.LLMHUB_CONVERT_IMAGE,
     tensorrtImage: config.LLMHUB_CONVERT_TENSORRT_IMAGE,
-    s3Env: conversionS3Env(config),
+    s3Env: s3SettingsEnv(config),
   },
   jobPodAnnotationsOf: () => ({ ...LOCAL_PROCESS_ANNOTATIONS }),
 });
@@ -62,8 +62,7 @@ export const localConversionDeps = (
 /** Registers `modelId` version 1 for the tenant with the small seeded MLP the conversion tests convert, and waits for the registration. */
 export async function registerSeededMlp(p: TestPlatform, tenant: TestTenant, modelId: string): Promise<void> {
   const key = `${tenant.id}/${modelId}/1/model.safetensors`;
-  await p.objects.ensureBucket('models');
-  await p.objects.put({ bucket: 'models', key }, seededMlp([16, 64, 4], 7));
+  await p.objects.put({ bucket: tenant.bucket, key }, seededMlp([16, 64, 4], 7));
   const model = await p.app.inject({
     method: 'POST',
     url: '/v1/models',
@@ -75,7 +74,7 @@ export async function registerSeededMlp(p: TestPlatform, tenant: TestTenant, mod
     method: 'POST',
     url: `/v1/models/${modelId}/versions`,
     headers: bearer(tenant.keys.developer),
-    payload: { version: '1', artifactUri: `s3://models/${key}` },
+    payload: { version: '1', artifactUri: `s3://${tenant.bucket}/${key}` },
   });
   await p.temporal.workflow.getHandle(reg.json().workflowId).result();
 }

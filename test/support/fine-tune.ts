@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { conversionS3Env } from '../../activities/conversion';
+import { s3SettingsEnv } from '../../activities/kubernetes/tenant-s3';
 import type { TrainerImage } from '../../activities/kubernetes/jobs';
 import { BatchV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { loadConfig, type Config } from '../../common/config';
@@ -13,8 +13,6 @@ import { isNotFound, waitFor } from '../integration/kube/kube-helpers';
 import { seededMlp } from './conversion';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from './platform';
 
-export const BUCKET = 'fine-tune-data';
-
 /**
  * The trainer Jobs' settings for the reference trainer: `stepDelayMs` slows each step so a test can watch a run;
  * `holdAtStep` stalls every run's first attempt before that step, until its pod (and so its process) goes away.
@@ -22,7 +20,7 @@ export const BUCKET = 'fine-tune-data';
 export const referenceTrainer = (config: Config, stepDelayMs: number, holdAtStep?: number): TrainerImage => ({
   image: `${REFERENCE_TRAINER_IMAGE}:1`,
   env: [
-    ...conversionS3Env(config),
+    ...s3SettingsEnv(config),
     { name: 'LLMHUB_REFERENCE_STEP_DELAY_MS', value: String(stepDelayMs) },
     ...(holdAtStep === undefined ? [] : [{ name: 'LLMHUB_REFERENCE_HOLD_AT_STEP', value: String(holdAtStep) }]),
   ],
@@ -48,7 +46,6 @@ export async function startFineTunePlatform(
     process.env[KUBECONFIG_ENV]!,
     path.join(process.env.LLMHUB_TEST_DATA!, 'fine-tune-jobs'),
   );
-  await p.objects.ensureBucket(BUCKET);
   return {
     p,
     async stop() {
@@ -141,16 +138,16 @@ export function task(seed: number) {
 /** Uploads the base model and the dataset and registers the base as a ready version of a new model. */
 export async function prepare(
   p: Pick<TestPlatform, 'objects' | 'registry' | 'db'>,
-  tenant: { id: string },
+  tenant: { id: string; bucket: string },
   t: ReturnType<typeof task>,
   modelId = uniqueId('mlp'),
 ) {
   const key = `${tenant.id}/${modelId}`;
-  await p.objects.ensureBucket(BUCKET);
-  await p.objects.put({ bucket: BUCKET, key: `${key}/base/model.safetensors` }, t.baseBytes);
-  await p.objects.put({ bucket: BUCKET, key: `${key}/train.jsonl` }, t.dataset);
+  const bucket = tenant.bucket;
+  await p.objects.put({ bucket, key: `${key}/base/model.safetensors` }, t.baseBytes);
+  await p.objects.put({ bucket, key: `${key}/train.jsonl` }, t.dataset);
   await p.registry.createModel(tenant.id, { id: modelId, name: modelId, description: '' });
-  const artifactUri = `s3://${BUCKET}/${key}/base/model.safetensors`;
+  const artifactUri = `s3://${bucket}/${key}/base/model.safetensors`;
   await p.registry.insertVersion(p.db, tenant.id, {
     modelId,
     version: 'base',
@@ -162,7 +159,7 @@ export async function prepare(
     checksum: `sha256:${createHash('sha256').update(t.baseBytes).digest('hex')}`,
     etag: null,
   });
-  return { modelId, artifactUri, datasetUri: `s3://${BUCKET}/${key}/train.jsonl` };
+  return { modelId, artifactUri, datasetUri: `s3://${bucket}/${key}/train.jsonl` };
 }
 
 export const HYPERPARAMETERS = {

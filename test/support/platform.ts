@@ -13,6 +13,11 @@ import { EgressPolicy } from '../../common/egress';
 import { createLogger } from '../../common/logger';
 import { S3ObjectStore, s3StoreFromConfig, type ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
+import type { StorageAdmin } from '../../common/storage-admin';
+import { storageAdminFromConfig } from '../../common/storage-admin/from-config';
+import { StorageScopeStore } from '../../common/store/storage-scope';
+import { tenantStorage } from '../../common/tenant-storage';
+import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
 import type { Role } from '../../contracts/approvals';
@@ -28,6 +33,8 @@ export const uniqueId = (prefix: string): string => `${prefix}-${randomBytes(4).
 export interface TestTenant {
   id: string;
   keys: Record<Role, string>;
+  /** Its own bucket, made with it (its storage scope). */
+  bucket: string;
 }
 
 /** Everything a test needs on the shared stack: the API app, a worker on the file's own task queue, clients. */
@@ -40,6 +47,9 @@ export interface TestPlatform {
   tenants: TenantStore;
   registry: RegistryStore;
   vectors: VectorStore;
+  storageScopes: StorageScopeStore;
+  /** The object store's identity management the API uses (versitygw's admin API in tests). */
+  storageAdmin: StorageAdmin | undefined;
   createTenant(prefix?: string): Promise<TestTenant>;
   /** A platform operator's key (`/v1/platform/*`). */
   operatorKey: string;
@@ -73,6 +83,9 @@ export async function startTestPlatform(
   const vectors = await vectorStoreFromConfig(config);
   const embedders = new EmbedderRegistry(config);
   const egress = new EgressPolicy(opts.mcpEgressAllow ?? ['127.0.0.1/32']);
+  const storageScopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
+  const storageAdmin = storageAdminFromConfig(config);
+  const storage = tenantStorage(storageScopes, objects, storageAdmin);
   const workers: RunningWorker[] = [];
   const launch = async (o: ObjectStore = opts.objects ?? objects) => {
     const w = await startWorker({
@@ -80,7 +93,14 @@ export async function startTestPlatform(
       namespace: config.TEMPORAL_NAMESPACE,
       taskQueue,
       activities: createPlatformActivities(
-        await platformActivityDeps(config, db, { egress, ...opts.activityDeps, objects: o, vectors }),
+        await platformActivityDeps(config, db, {
+          egress,
+          // Cluster `local` (the default LLMHUB_CLUSTERS) is the run's local control plane, as jest's set-up made it.
+          kubeConfigOf: (cluster) => (cluster === 'local' ? testKubeConfig() : undefined),
+          ...opts.activityDeps,
+          objects: o,
+          vectors,
+        }),
       ),
       workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
       logger,
@@ -112,6 +132,9 @@ export async function startTestPlatform(
       vectors,
       embedders,
       platformBucket: config.PLATFORM_BUCKET,
+      tenantBucketPrefix: config.LLMHUB_TENANT_BUCKET_PREFIX,
+      ...(storageAdmin ? { storageAdmin } : {}),
+      tenantResources: [storage],
       clusters: clustersOf(config.LLMHUB_CLUSTERS),
       podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
       mcpEgress: egress,
@@ -131,16 +154,20 @@ export async function startTestPlatform(
     tenants,
     registry,
     vectors,
+    storageScopes,
+    storageAdmin,
     startWorker: launch,
     operatorKey: (await tenants.createPlatformKey('test-operator')).key,
     async createTenant(prefix = 'tenant') {
       const id = uniqueId(prefix);
+      // As POST /v1/platform/tenants does: its storage scope first, then the tenant.
+      await storage.create(id);
       await tenants.createTenant(id, id);
       const keys = {} as Record<Role, string>;
       for (const role of ['viewer', 'developer', 'operator', 'approver', 'admin'] as const) {
         keys[role] = (await tenants.createApiKey(id, `${role}-key`, role)).key;
       }
-      return { id, keys };
+      return { id, keys, bucket: storageScopes.bucketOf(id) };
     },
     async close() {
       await app.close();

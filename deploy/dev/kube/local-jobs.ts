@@ -76,11 +76,18 @@ function fieldOf(pod: V1Pod, fieldPath: string): string | undefined {
   }
 }
 
-function environmentOf(pod: V1Pod, env: V1EnvVar[] = []): NodeJS.ProcessEnv {
+/** As the kubelet builds it: literal values, downward-API fields, and Secret keys read from the pod's namespace. */
+async function environmentOf(core: CoreV1Api, pod: V1Pod, env: V1EnvVar[] = []): Promise<NodeJS.ProcessEnv> {
   const out: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME };
   for (const { name, value, valueFrom } of env) {
     if (value !== undefined) out[name] = value;
     else if (valueFrom?.fieldRef) out[name] = fieldOf(pod, valueFrom.fieldRef.fieldPath);
+    else if (valueFrom?.secretKeyRef) {
+      const { name: secret, key } = valueFrom.secretKeyRef;
+      const data = (await core.readNamespacedSecret({ name: secret ?? '', namespace: pod.metadata!.namespace! })).data;
+      const encoded = data?.[key];
+      if (encoded !== undefined) out[name] = Buffer.from(encoded, 'base64').toString('utf8');
+    }
   }
   return out;
 }
@@ -108,17 +115,18 @@ export async function startLocalJobRunner(options: LocalJobRunnerOptions): Promi
     }
   };
 
-  const launch = (pod: V1Pod) => {
+  const launch = async (pod: V1Pod) => {
     const uid = pod.metadata!.uid!;
     const container = pod.spec!.containers[0]!;
     const program = options.images[imageName(container.image ?? '')];
     if (!program) return;
     started.add(uid);
+    const env = await environmentOf(core, pod, container.env);
     const { name, namespace } = pod.metadata!;
     const log = createWriteStream(path.join(options.logDir, `${namespace}_${name}.log`), { flags: 'a' });
     const child = spawn(program.command, [...(program.args ?? []), ...(container.args ?? [])], {
       cwd: program.cwd,
-      env: environmentOf(pod, container.env),
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child.stdout!.pipe(log, { end: false });
@@ -148,7 +156,12 @@ export async function startLocalJobRunner(options: LocalJobRunnerOptions): Promi
     if (pod.metadata?.annotations?.[BEHAVIOUR] !== LOCAL_PROCESS_ANNOTATIONS[BEHAVIOUR]) return;
     if (pod.metadata.deletionTimestamp) return kill(pod);
     const uid = pod.metadata.uid!;
-    if (pod.status?.phase === 'Running' && !pod.metadata.annotations[EXIT_CODE] && !started.has(uid)) launch(pod);
+    if (pod.status?.phase === 'Running' && !pod.metadata.annotations[EXIT_CODE] && !started.has(uid))
+      launch(pod).catch((err: unknown) => {
+        // Like a container whose configuration cannot be built (a missing Secret): it never runs.
+        tell(`could not start ${pod.metadata?.namespace}/${pod.metadata?.name}: ${(err as Error).message}`);
+        void reportExit(pod, 127);
+      });
   };
 
   const informer: Informer<V1Pod> = makeInformer(kc, '/api/v1/pods', () => core.listPodForAllNamespaces());

@@ -15,6 +15,7 @@ import { chunkBlocks } from '../../../activities/parsing/chunker';
 import { parseBuiltin } from '../../../activities/parsing/parsers';
 import { createLogger } from '../../../common/logger';
 import { s3StoreFromConfig } from '../../../common/objectstore';
+import { StorageScopeStore } from '../../../common/store/storage-scope';
 import { TenantStore } from '../../../common/store/tenants';
 import type { IngestionInput, IngestionStats } from '../../../contracts/ingestion';
 import { startWorker } from '../../../workers/bootstrap';
@@ -52,12 +53,12 @@ async function main(): Promise<void> {
   await withScratchStack('bench-ingest', async ({ config, db, client, native }) => {
     await new TenantStore(db).createTenant('bench', 'bench');
     const objects = s3StoreFromConfig(config);
-    await objects.ensureBucket('corpus');
+    // The tenant's own bucket: an ingestion source must lie in its storage scope.
+    const bucket = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX).bucketOf('bench');
+    await objects.ensureBucket(bucket);
     const corpus = Array.from({ length: docs }, (_, i) => document(i));
     for (let i = 0; i < docs; i += 50)
-      await Promise.all(
-        corpus.slice(i, i + 50).map((d) => objects.put({ bucket: 'corpus', key: `docs/${d.name}` }, d.body)),
-      );
+      await Promise.all(corpus.slice(i, i + 50).map((d) => objects.put({ bucket, key: `docs/${d.name}` }, d.body)));
 
     const stageSeconds: Record<IngestStage, number> = { download: 0, parse: 0, embed: 0, upsert: 0, record: 0 };
     const deps = await platformActivityDeps(config, db, { observeStage: (stage, s) => (stageSeconds[stage] += s) });
@@ -80,7 +81,7 @@ async function main(): Promise<void> {
       tenantId: 'bench',
       namespace: 'bench',
       ingestionId: 'bench',
-      source: { type: 's3', bucket: 'corpus', prefix: 'docs/' },
+      source: { type: 's3', bucket, prefix: 'docs/' },
       parser: 'builtin',
       chunking,
       embedder: 'default',

@@ -22,6 +22,7 @@ describe('serving names', () => {
     namespaceOf: defaultNamespaceOf,
     ...tenantNamespaceDeps(),
     modelServer: { image: IMAGE },
+    tenantS3Credentials: () => undefined,
     podMetadataKeys: [],
     endpointOf: serviceDnsEndpoints,
   });
