@@ -29,6 +29,10 @@ async function main(): Promise<void> {
     taskQueue: config.TEMPORAL_TASK_QUEUE,
     logger,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
+    trustedProxies: config.API_TRUSTED_PROXIES.split(',')
+      .map((p) => p.trim())
+      .filter(Boolean),
+    auth: { failuresPerMinute: config.API_AUTH_FAILURES_PER_MINUTE },
     gateway: loadGatewaySettings(),
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),

@@ -5,7 +5,7 @@ import { NativeConnection } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
 import { createPlatformActivities, type PlatformActivityDeps } from '../../activities';
-import { buildApp } from '../../api/app';
+import { buildApp, type AppDeps } from '../../api/app';
 import type { GatewaySettings } from '../../api/gateway/settings';
 import type { JwtSettings } from '../../api/plugins/auth';
 import { clustersOf, loadConfig } from '../../common/config';
@@ -54,6 +54,8 @@ export async function startTestPlatform(
     objects?: ObjectStore;
     worker?: boolean;
     gateway?: Partial<GatewaySettings>;
+    auth?: AppDeps['auth'];
+    trustedProxies?: string[];
     activityDeps?: Partial<PlatformActivityDeps>;
   } = {},
 ): Promise<TestPlatform> {
@@ -104,6 +106,8 @@ export async function startTestPlatform(
       logger,
       jwt: opts.jwt,
       gateway: opts.gateway,
+      auth: opts.auth,
+      trustedProxies: opts.trustedProxies,
       vectors,
       embedders,
       platformBucket: config.PLATFORM_BUCKET,
