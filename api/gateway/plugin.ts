@@ -105,7 +105,7 @@ const STATUS_OF: Record<FailureClass, number> = {
 
 /**
  * The OpenAI-compatible inference gateway: POST /v1/chat/completions, /v1/completions and /v1/embeddings
- * (GET /v1/models is the registry's route) plus Prometheus /metrics. Bodies pass through byte for byte; streams
+ * (GET /v1/models is the registry's route) plus Prometheus /metrics (platform operators only). Bodies pass through byte for byte; streams
  * are forwarded chunk by chunk. Nothing on the request path touches the database: keys, routes and limits are
  * in memory, limit slices are leased in the background of a request only when a replica's slice runs out, and
  * usage and metrics are flushed in batches.
@@ -177,13 +177,16 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
     return reply.status(status).send(body);
   });
 
-  app.get('/metrics', { config: { public: true }, schema: { hide: true } }, async (_request, reply) =>
+  // Operators only: the metrics name every tenant's models, versions and traffic, and they share the API's listener.
+  app.get('/metrics', { config: { platform: true }, schema: { hide: true } }, async (_request, reply) =>
     reply.type(meter.registry.contentType).send(await meter.metrics()),
   );
 
   const routeOptions = (summary: string, body: typeof ChatBody | typeof CompletionBody | typeof EmbeddingBody) => ({
     bodyLimit: s.bodyLimitBytes,
     preHandler: requireRole('developer'),
+    // A 405 on these paths (answered by the not-found handler) is in OpenAI's shape too.
+    config: { renderError: toOpenAiError },
     schema: {
       tags: ['inference'],
       summary,
