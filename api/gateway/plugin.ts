@@ -194,7 +194,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{ settings: GatewaySetting
       body,
       response: Object.fromEntries([
         [200, Passthrough],
-        ...[400, 401, 403, 404, 413, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema]),
+        ...[400, 401, 403, 404, 413, 415, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema]),
       ]),
     },
   });

@@ -1,6 +1,15 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import type { ConnectionError, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type {
+  ConnectionError,
+  FastifyError,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  FastifySchema,
+  RouteOptions,
+} from 'fastify';
 import fp from 'fastify-plugin';
 import type { HTTPMethod } from 'find-my-way';
 import { BadRequestError, PlatformError, UnavailableError } from '../../common/errors';
@@ -129,6 +138,21 @@ export function clientErrorHandler(err: ConnectionError, socket: Socket): void {
 }
 
 /**
+ * The errors every route of a kind can give whatever its handler does, added to the OpenAPI document where a route
+ * documents its errors (routes with their own error shape, the gateway's, list theirs): the failed-authentication
+ * budget's 429 on every route that needs credentials, 400/413/415 from body parsing, 414 on a path parameter.
+ */
+function documentFrameworkErrors(route: RouteOptions): void {
+  const response = route.schema?.response as Record<string, unknown> | undefined;
+  if (!response || route.config?.public || route.config?.renderError) return;
+  const codes = [429, ...(route.schema?.body ? [400, 413, 415] : []), ...(route.url.includes(':') ? [414] : [])];
+  route.schema = {
+    ...route.schema,
+    response: { ...Object.fromEntries(codes.map((c) => [c, Type.Ref('Error')])), ...response },
+  } as FastifySchema;
+}
+
+/**
  * Fastify's options that hand its own answers to this module: the router's errors, Node's parser's errors, and the
  * 503 while closing (answered by errorsPlugin's hook instead).
  */
@@ -147,6 +171,7 @@ export const errorsPlugin = fp(
   async (app: FastifyInstance) => {
     const allowed = new AllowedMethods<ErrorRenderer | undefined>();
     app.addHook('onRoute', (route) => {
+      documentFrameworkErrors(route);
       for (const method of [route.method].flat())
         allowed.add(method.toUpperCase() as HTTPMethod, route.url, route.config?.renderError);
     });

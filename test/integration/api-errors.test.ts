@@ -189,6 +189,22 @@ describe('inference routes answer in OpenAI’s shape', () => {
   });
 });
 
+describe('the OpenAPI document', () => {
+  it('lists the errors Fastify and the auth budget add: 413/415 on bodies, 414 on path parameters, 429', async () => {
+    const doc = (await p.app.inject({ method: 'GET', url: '/openapi.json' })).json() as {
+      paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, unknown> }> }>>;
+    };
+    // A prefix's own route is documented with the prefix's trailing slash (`/v1/models/`).
+    const codes = (path: string, method: string) =>
+      Object.keys((doc.paths[path] ?? doc.paths[`${path}/`])![method]!.responses);
+    expect(codes('/v1/models', 'post')).toEqual(expect.arrayContaining(['400', '401', '403', '413', '415', '429']));
+    expect(codes('/v1/models/{modelId}', 'get')).toEqual(expect.arrayContaining(['401', '414', '429']));
+    expect(codes('/v1/models/{modelId}', 'get')).not.toContain('413');
+    expect(codes('/v1/chat/completions', 'post')).toEqual(expect.arrayContaining(['400', '413', '415', '429']));
+    expect(codes('/healthz', 'get')).not.toContain('429');
+  });
+});
+
 describe("Node's HTTP parser's errors", () => {
   it('headers over the limit are 431 and a request that is not HTTP 400, in the platform shape', async () => {
     const huge = await rawExchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`);
