@@ -158,11 +158,6 @@ function requiredOf(route: RouteOptions): Role | typeof PLATFORM_ADMIN | undefin
   return roles[0];
 }
 
-/**
- * Resolves `Authorization: Bearer` to a tenant-scoped principal: platform API keys (`llmhub_...`) from the store,
- * anything else as a JWT verified against the configured JWKS (claims `tenant_id` and `roles`).
- * A request that names another tenant in `X-Tenant-ID` is refused.
- */
 export interface AuthOptions {
   tenants: TenantStore;
   jwt: JwtSettings;
@@ -172,6 +167,11 @@ export interface AuthOptions {
   failuresPerMinute?: number;
 }
 
+/**
+ * Resolves `Authorization: Bearer` to a tenant-scoped principal: platform API keys (`llmhub_...`) from the store,
+ * anything else as a JWT verified against the configured JWKS (claims `tenant_id` and `roles`).
+ * A request that names another tenant in `X-Tenant-ID` is refused.
+ */
 export const authPlugin = fp(
   async (app: FastifyInstance, opts: AuthOptions) => {
     const keys = new ApiKeyCache(opts.tenants, opts.keyCacheTtlMs ?? 0, opts.keyCacheLimits);
