@@ -26,8 +26,8 @@ import type { VectorStore } from '../common/vectors';
 import { gatewayPlugin } from './gateway/plugin';
 import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
-import { authPlugin, type JwtSettings } from './plugins/auth';
-import { errorsPlugin } from './plugins/errors';
+import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
+import { errorsPlugin, frameworkErrorOptions } from './plugins/errors';
 import { conversionRoutes } from './routes/conversions';
 import { agentRunRoutes } from './routes/agent-runs';
 import { agentRoutes } from './routes/agents';
@@ -72,6 +72,13 @@ export interface AppDeps {
   bodyLimitBytes?: number;
   /** AUDIT_RETENTION_DAYS; default 365. */
   auditRetentionDays?: number;
+  /**
+   * Addresses or CIDRs of the proxies in front of the API (API_TRUSTED_PROXIES): only a request from one of them has
+   * its source read from X-Forwarded-For, for the failed-authentication budget and the logs.
+   */
+  trustedProxies?: string[];
+  /** The failed-authentication budget per source (API_AUTH_FAILURES_PER_MINUTE) and the key cache's bounds. */
+  auth?: Pick<AuthOptions, 'failuresPerMinute' | 'keyCacheLimits'>;
   /** Inference gateway settings; what is left out takes its default. */
   gateway?: Partial<GatewaySettings>;
   /** Where HTTP MCP servers may be reached at registration (LLMHUB_MCP_EGRESS_ALLOW); default: no internal address. */
@@ -116,6 +123,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
     },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    trustProxy: deps.trustedProxies?.length ? deps.trustedProxies : false,
+    // Errors Fastify and Node answer themselves get the platform's shape too.
+    ...frameworkErrorOptions,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const platform: Platform = {
@@ -139,6 +149,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   };
   app.decorate('platform', platform);
   app.addSchema(ErrorResponse);
+  // First: it records every route's methods (405 with Allow), the documentation's routes included.
+  await app.register(errorsPlugin);
   app.addHook('onSend', async (request, reply, payload) => {
     reply.header('x-trace-id', request.id);
     return payload;
@@ -164,11 +176,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
 
-  await app.register(errorsPlugin);
   await app.register(authPlugin, {
     tenants: platform.tenants,
     jwt: deps.jwt ?? {},
     keyCacheTtlMs: gateway.keyCacheTtlMs,
+    ...deps.auth,
   });
   await app.register(auditPlugin, { audit: platform.audit, flushMs: gateway.auditFlushMs, logger: deps.logger });
   await app.register(healthRoutes);

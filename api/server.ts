@@ -36,6 +36,10 @@ async function main(): Promise<void> {
     logger,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
     auditRetentionDays: config.AUDIT_RETENTION_DAYS,
+    trustedProxies: config.API_TRUSTED_PROXIES.split(',')
+      .map((p) => p.trim())
+      .filter(Boolean),
+    auth: { failuresPerMinute: config.API_AUTH_FAILURES_PER_MINUTE },
     gateway: loadGatewaySettings(),
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),

@@ -27,6 +27,10 @@ const Env = Type.Object({
   API_BODY_LIMIT_BYTES: Type.Integer({ default: 1048576, minimum: 1024 }),
   /** Audit rows and unauthenticated counts older than this are deleted (hourly, by every API replica). */
   AUDIT_RETENTION_DAYS: Type.Integer({ default: 365, minimum: 1, maximum: 36_500 }),
+  /** Comma-separated addresses or CIDRs of the proxies in front of the API; only theirs X-Forwarded-For is believed. */
+  API_TRUSTED_PROXIES: Type.String({ default: '' }),
+  /** Failed authentications a source address may have per minute before its unknown credentials are refused unread. */
+  API_AUTH_FAILURES_PER_MINUTE: Type.Integer({ default: 60, minimum: 1 }),
   JWT_JWKS_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   JWT_ISSUER: Type.Optional(Type.String()),
   JWT_AUDIENCE: Type.Optional(Type.String()),

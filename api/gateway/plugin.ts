@@ -106,7 +106,7 @@ const STATUS_OF: Record<FailureClass, number> = {
 
 /**
  * The OpenAI-compatible inference gateway: POST /v1/chat/completions, /v1/completions and /v1/embeddings
- * (GET /v1/models is the registry's route) plus Prometheus /metrics. Bodies pass through byte for byte; streams
+ * (GET /v1/models is the registry's route) plus Prometheus /metrics (platform operators only). Bodies pass through byte for byte; streams
  * are forwarded chunk by chunk. Nothing on the request path touches the database: keys, routes and limits are
  * in memory, limit slices are leased in the background of a request only when a replica's slice runs out, and
  * usage and metrics are flushed in batches.
@@ -184,14 +184,16 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     return reply.status(status).send(body);
   });
 
-  app.get('/metrics', { config: { public: true }, schema: { hide: true } }, async (_request, reply) =>
+  // Operators only: the metrics name every tenant's models, versions and traffic, and they share the API's listener.
+  app.get('/metrics', { config: { platform: true }, schema: { hide: true } }, async (_request, reply) =>
     reply.type(meter.registry.contentType).send(await meter.metrics()),
   );
 
   const routeOptions = (summary: string, body: typeof ChatBody | typeof CompletionBody | typeof EmbeddingBody) => ({
     bodyLimit: s.bodyLimitBytes,
     preHandler: requireRole('developer'),
-    config: { auditBuffered: true },
+    // A 405 on these paths (answered by the not-found handler) is in OpenAI's shape too.
+    config: { auditBuffered: true, renderError: toOpenAiError },
     schema: {
       tags: ['inference'],
       summary,
@@ -199,7 +201,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       body,
       response: Object.fromEntries([
         [200, Passthrough],
-        ...[400, 401, 403, 404, 413, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema]),
+        ...[400, 401, 403, 404, 413, 415, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema]),
       ]),
     },
   });

@@ -1,8 +1,9 @@
-import type { FastifyInstance, FastifyRequest, FastifySchema, RouteOptions } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, RouteOptions } from 'fastify';
 import fp from 'fastify-plugin';
 import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
-import { ForbiddenError, UnauthorizedError } from '../../common/errors';
-import { ApiKeyCache, LookupCache } from './key-cache';
+import { ForbiddenError, PlatformError, UnauthorizedError } from '../../common/errors';
+import { FailureBudget, sourceOf } from './auth-budget';
+import { ApiKeyCache, LookupCache, setBounded, type ApiKeyCacheLimits } from './key-cache';
 import { PLATFORM_KEY_PREFIX } from '../../common/store/tenants';
 import { Roles, type Role } from '../../contracts/approvals';
 import { isValidTenantId } from '../../contracts/operations';
@@ -23,7 +24,7 @@ declare module 'fastify' {
     operator?: PlatformOperator;
   }
   interface FastifyContextConfig {
-    /** Routes that answer without credentials (health, docs, metrics). */
+    /** Routes that answer without credentials (health, the OpenAPI document, docs). */
     public?: boolean;
     /** Routes for platform operators only; every other route is for tenants' members only. */
     platform?: boolean;
@@ -91,6 +92,23 @@ function refuseEnded(key: { revoked: boolean; expiresAt: number | null }): void 
   if (key.expiresAt !== null && key.expiresAt <= Date.now()) throw new UnauthorizedError('API key has expired');
 }
 
+/** Failed authentications a source may have per minute before its unrecognised credentials are refused unread. */
+const DEFAULT_AUTH_FAILURES_PER_MINUTE = 60;
+
+export class TooManyAuthFailuresError extends PlatformError {
+  constructor(readonly retryAfterSeconds: number) {
+    super(
+      429,
+      'rate_limited',
+      `too many failed authentications from this address; credentials this API does not know are refused for ${retryAfterSeconds} s`,
+      { retryAfterSeconds },
+    );
+  }
+}
+
+/** Operator keys and tokens remembered as having authenticated (keys' tokens are remembered by the ApiKeyCache). */
+const MAX_VOUCHED = 10_000;
+
 /** How long a tenant's existence is trusted; a deleted tenant's tokens stop working within it. */
 const TENANT_CACHE_TTL_MS = 30_000;
 
@@ -103,7 +121,7 @@ const IMPLIES: Record<Role, Role[]> = {
   admin: ['operator', 'developer', 'approver', 'viewer'],
 };
 
-/** Health, metrics, the OpenAPI document and Swagger UI (whose routes its plugin owns) need no credentials. */
+/** Health, the OpenAPI document and Swagger UI (whose routes its plugin owns) need no credentials. */
 export const isPublic = (request: FastifyRequest): boolean =>
   request.routeOptions.config?.public === true || request.url === '/docs' || request.url.startsWith('/docs/');
 
@@ -140,14 +158,25 @@ function requiredOf(route: RouteOptions): Role | typeof PLATFORM_ADMIN | undefin
   return roles[0];
 }
 
+export interface AuthOptions {
+  tenants: TenantStore;
+  jwt: JwtSettings;
+  keyCacheTtlMs?: number;
+  keyCacheLimits?: ApiKeyCacheLimits;
+  /** Per source address (request.ip: X-Forwarded-For only from Fastify's trusted proxies); default 60. */
+  failuresPerMinute?: number;
+}
+
 /**
  * Resolves `Authorization: Bearer` to a tenant-scoped principal: platform API keys (`llmhub_...`) from the store,
  * anything else as a JWT verified against the configured JWKS (claims `tenant_id` and `roles`).
  * A request that names another tenant in `X-Tenant-ID` is refused.
  */
 export const authPlugin = fp(
-  async (app: FastifyInstance, opts: { tenants: TenantStore; jwt: JwtSettings; keyCacheTtlMs?: number }) => {
-    const keys = new ApiKeyCache(opts.tenants, opts.keyCacheTtlMs ?? 0);
+  async (app: FastifyInstance, opts: AuthOptions) => {
+    const keys = new ApiKeyCache(opts.tenants, opts.keyCacheTtlMs ?? 0, opts.keyCacheLimits);
+    const budget = new FailureBudget(opts.failuresPerMinute ?? DEFAULT_AUTH_FAILURES_PER_MINUTE);
+    const vouched = new Map<string, true>();
     app.decorate('apiKeys', keys);
     checkJwtSettings(opts.jwt);
     const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
@@ -194,9 +223,49 @@ export const authPlugin = fp(
         throw new Error(`${String(route.method)} ${route.url}: no requireRole, platform: true or public: true`);
     });
 
+    /**
+     * Verifies a credential this replica does not recognise only within its source's budget of failed
+     * authentications, so made-up credentials cost each source a bounded number of lookups, and a source past its
+     * budget is refused before any. A recognised credential (one that has verified here) is never held to it.
+     */
+    async function withinBudget<T>(
+      request: FastifyRequest,
+      reply: FastifyReply,
+      recognised: boolean,
+      verify: () => Promise<T>,
+    ): Promise<T> {
+      if (recognised) return verify();
+      const source = sourceOf(request.ip);
+      const taken = budget.take(source);
+      if (!taken.ok) {
+        reply.header('retry-after', String(taken.retryAfterSeconds));
+        throw new TooManyAuthFailuresError(taken.retryAfterSeconds);
+      }
+      try {
+        const verified = await verify();
+        budget.refund(source);
+        return verified;
+      } catch (err) {
+        if (!(err instanceof UnauthorizedError)) budget.refund(source);
+        throw err;
+      }
+    }
+
+    /** Operator keys and tokens: remembered while they verify, forgotten at their first refusal. */
+    async function vouchedFor<T>(token: string, verify: () => Promise<T>): Promise<T> {
+      try {
+        const verified = await verify();
+        setBounded(vouched, token, true, MAX_VOUCHED);
+        return verified;
+      } catch (err) {
+        if (err instanceof UnauthorizedError) vouched.delete(token);
+        throw err;
+      }
+    }
+
     app.decorateRequest('principal', undefined);
     app.decorateRequest('operator', undefined);
-    app.addHook('onRequest', async (request) => {
+    app.addHook('onRequest', async (request, reply) => {
       if (isPublic(request)) return;
       const header = request.headers.authorization;
       const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
@@ -205,18 +274,30 @@ export const authPlugin = fp(
       let caller: Principal | PlatformOperator;
       if (token.startsWith(`${PLATFORM_KEY_PREFIX}_`)) {
         // Not cached: operators' calls are few, and a revoked operator key must stop at once.
-        const key = await opts.tenants.verifyPlatformKey(token);
-        if (!key) throw new UnauthorizedError('invalid API key');
-        refuseEnded(key);
-        caller = { subject: `platform-key:${key.id}`, via: 'platform_key' };
+        caller = await withinBudget(request, reply, vouched.has(token), () =>
+          vouchedFor(token, async () => {
+            const key = await opts.tenants.verifyPlatformKey(token);
+            if (!key) throw new UnauthorizedError('invalid API key');
+            refuseEnded(key);
+            return { subject: `platform-key:${key.id}`, via: 'platform_key' as const };
+          }),
+        );
       } else if (token.startsWith('llmhub_')) {
-        const key = await keys.verifyApiKey(token);
-        if (!key) throw new UnauthorizedError('invalid API key');
-        refuseEnded(key);
-        if (key.tenantSuspended) throw new UnauthorizedError(`tenant '${key.tenantId}' is suspended`);
-        caller = { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' };
+        caller = await withinBudget(request, reply, keys.recognises(token), async () => {
+          const key = await keys.verifyApiKey(token);
+          if (!key) throw new UnauthorizedError('invalid API key');
+          refuseEnded(key);
+          if (key.tenantSuspended) throw new UnauthorizedError(`tenant '${key.tenantId}' is suspended`);
+          return { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' as const };
+        });
       } else {
-        caller = await fromJwt(token);
+        caller = await withinBudget(request, reply, vouched.has(token), () => vouchedFor(token, () => fromJwt(token)));
+      }
+      // No route: the not-found handler answers 404, or 405 for a path of other methods, to either kind of caller.
+      if (request.is404) {
+        if ('tenantId' in caller) request.principal = caller;
+        else request.operator = caller;
+        return;
       }
       const platformRoute = request.routeOptions.config?.platform === true;
       if (!('tenantId' in caller)) {

@@ -1,5 +1,12 @@
 import type { ApiKeyRecord, TenantStore } from '../../common/store/tenants';
 
+/** Sets `key` as the newest entry of `map`; past `max` entries the oldest goes (Map order is insertion order). */
+export function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  map.delete(key);
+  if (map.size >= max) map.delete(map.keys().next().value!);
+  map.set(key, value);
+}
+
 interface Entry<V> {
   at: number;
   value: Promise<V>;
@@ -25,10 +32,7 @@ export class LookupCache<V> {
     if (hit && now - hit.at < this.ttlMs) return hit.value;
     const value = this.lookup(key);
     value.catch(() => this.entries.delete(key));
-    this.entries.delete(key);
-    // Map order is insertion order, so the first entry is the oldest.
-    if (this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(key, { at: now, value });
+    setBounded(this.entries, key, { at: now, value }, this.maxEntries);
     return value;
   }
 
@@ -41,28 +45,82 @@ export class LookupCache<V> {
   }
 }
 
+export interface ApiKeyCacheLimits {
+  /** Tokens that are keys of the platform (valid, revoked or expired). */
+  maxKnown?: number;
+  /** Tokens that are no key: a flood of made-up keys fills only these, never pushing out a known key. */
+  maxUnknown?: number;
+}
+
 /**
- * API key verdicts (valid, revoked or unknown), trusted for the TTL; `evict` (called on the revocation notification)
- * ends that at once, and the TTL bounds how long a revoked key keeps working when a notification is lost.
+ * API key verdicts, trusted for the TTL. Known keys and unknown tokens are kept apart, each bounded: unknown tokens
+ * cost a caller nothing to make, so they must not displace the keys real clients use. A known key's entry outlives
+ * its TTL (until pushed out by other known keys): then it is looked up again, but the token stays recognised, which
+ * is what exempts it from the failed-authentication budget (api/plugins/auth.ts). `evict` (called on the revocation
+ * notification) and `clear` (on a tenant's change) end the trust at once; the TTL bounds how long a revoked key keeps
+ * working when a notification is lost.
  */
 export class ApiKeyCache {
-  private readonly cache: LookupCache<ApiKeyRecord | undefined>;
+  private readonly known = new Map<string, Entry<ApiKeyRecord>>();
+  private readonly unknown = new Map<string, number>();
+  /** Lookups in flight, shared by concurrent misses; dropped by evict and clear, so their answer is not kept. */
+  private readonly pending = new Map<string, Promise<ApiKeyRecord | undefined>>();
+  private readonly maxKnown: number;
+  private readonly maxUnknown: number;
 
-  constructor(tenants: Pick<TenantStore, 'verifyApiKey'>, ttlMs: number, maxEntries?: number) {
-    this.cache = new LookupCache((token) => tenants.verifyApiKey(token), ttlMs, maxEntries);
+  constructor(
+    private readonly tenants: Pick<TenantStore, 'verifyApiKey'>,
+    private readonly ttlMs: number,
+    limits: ApiKeyCacheLimits = {},
+  ) {
+    this.maxKnown = limits.maxKnown ?? 50_000;
+    this.maxUnknown = limits.maxUnknown ?? 10_000;
+  }
+
+  /** Whether the token has verified as a key of this platform, and is still remembered as one. */
+  recognises(token: string): boolean {
+    return this.known.has(token);
   }
 
   verifyApiKey(token: string): Promise<ApiKeyRecord | undefined> {
-    return this.cache.get(token);
+    const now = Date.now();
+    const hit = this.known.get(token);
+    if (hit && now - hit.at < this.ttlMs) return hit.value;
+    const refused = this.unknown.get(token);
+    if (refused !== undefined && now - refused < this.ttlMs) return Promise.resolve(undefined);
+    const inFlight = this.pending.get(token);
+    if (inFlight) return inFlight;
+    const lookup = this.tenants.verifyApiKey(token).then((record) => {
+      if (this.pending.get(token) !== lookup) return record;
+      this.pending.delete(token);
+      if (record) {
+        this.unknown.delete(token);
+        setBounded(this.known, token, { at: now, value: Promise.resolve(record) }, this.maxKnown);
+      } else {
+        this.known.delete(token);
+        setBounded(this.unknown, token, now, this.maxUnknown);
+      }
+      return record;
+    });
+    lookup.catch(() => {
+      if (this.pending.get(token) === lookup) this.pending.delete(token);
+    });
+    this.pending.set(token, lookup);
+    return lookup;
   }
 
-  /** Forgets every cached token of the key (tokens embed the key id: `llmhub_<id>_<secret>`). */
+  /** Forgets every verdict on the key's tokens (tokens embed the key id: `llmhub_<id>_<secret>`); still recognised. */
   evict(keyId: string): void {
     const marker = `llmhub_${keyId}_`;
-    this.cache.deleteWhere((token) => token.startsWith(marker));
+    for (const [token, entry] of this.known) if (token.startsWith(marker)) entry.at = -Infinity;
+    for (const token of this.unknown.keys()) if (token.startsWith(marker)) this.unknown.delete(token);
+    for (const token of this.pending.keys()) if (token.startsWith(marker)) this.pending.delete(token);
   }
 
+  /** Forgets every verdict; known keys stay recognised, and are looked up again at their next use. */
   clear(): void {
-    this.cache.clear();
+    for (const entry of this.known.values()) entry.at = -Infinity;
+    this.unknown.clear();
+    this.pending.clear();
   }
 }

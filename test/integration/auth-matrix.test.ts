@@ -28,7 +28,7 @@ import {
  */
 
 /** The routes that answer without credentials (`config: { public: true }`, and Swagger UI's /docs). */
-const PUBLIC = ['GET /healthz', 'GET /readyz', 'GET /metrics', 'GET /openapi.json', 'GET /docs'];
+const PUBLIC = ['GET /healthz', 'GET /readyz', 'GET /openapi.json', 'GET /docs'];
 
 const TENANT_ROLES = ['viewer', 'developer', 'operator', 'approver', 'admin'] as const;
 type TenantRole = (typeof TENANT_ROLES)[number];
@@ -381,6 +381,17 @@ describe('without credentials', () => {
       expect({ route, status: res.statusCode < 400 }).toEqual({ route, status: true });
     }
     expect(faults(outcomes)).toEqual([]);
+  });
+});
+
+describe('operator routes the document does not list', () => {
+  it("GET /metrics, which names every tenant's models, answers a platform operator only", async () => {
+    const metrics = (key?: string) =>
+      p.app.inject({ method: 'GET', url: '/metrics', headers: key ? bearer(key) : {} }).then((r) => r.statusCode);
+    expect(await metrics()).toBe(401);
+    for (const role of TENANT_ROLES)
+      expect({ role, status: await metrics(a.keys[role]) }).toEqual({ role, status: 403 });
+    expect(await metrics(p.operatorKey)).toBe(200);
   });
 });
 

@@ -392,7 +392,7 @@ describe('tenancy, keys and request errors', () => {
 });
 
 describe('metering and metrics', () => {
-  it('meters usage per tenant/project/model/version and exposes per-version metrics', async () => {
+  it('meters usage per tenant/project/model/version and exposes per-version metrics to platform operators only', async () => {
     const tenant = await p.createTenant('metered');
     const model = uniqueId('metered');
     const since = Date.now();
@@ -430,7 +430,13 @@ describe('metering and metrics', () => {
       return s.requests === 5 && s; // with the untilRouted probe
     });
     expect(stats).toMatchObject({ errors: 0, successRate: 1, p95LatencyMs: expect.any(Number) });
-    const metrics = await p.app.inject({ method: 'GET', url: '/metrics' });
+    // Every tenant's models are in the metrics: only a platform operator reads them.
+    for (const key of [undefined, tenant.keys.admin]) {
+      const refused = await p.app.inject({ method: 'GET', url: '/metrics', headers: key ? bearer(key) : {} });
+      expect(refused.statusCode).toBe(key ? 403 : 401);
+      expect(refused.body).not.toContain(model);
+    }
+    const metrics = await p.app.inject({ method: 'GET', url: '/metrics', headers: bearer(p.operatorKey) });
     expect(metrics.statusCode).toBe(200);
     expect(metrics.body).toContain(
       `llmhub_gateway_requests_total{tenant="${tenant.id}",model="${model}",version="v1",status="200"} 5`,

@@ -5,7 +5,7 @@ import { NativeConnection } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
 import { createPlatformActivities, type PlatformActivityDeps } from '../../activities';
-import { buildApp } from '../../api/app';
+import { buildApp, type AppDeps } from '../../api/app';
 import type { GatewaySettings } from '../../api/gateway/settings';
 import type { JwtSettings } from '../../api/plugins/auth';
 import { clustersOf, loadConfig } from '../../common/config';
@@ -65,6 +65,8 @@ export async function startTestPlatform(
     objects?: ObjectStore;
     worker?: boolean;
     gateway?: Partial<GatewaySettings>;
+    auth?: AppDeps['auth'];
+    trustedProxies?: string[];
     activityDeps?: Partial<PlatformActivityDeps>;
     /** The operator's MCP egress allowlist for API and worker; default the loopback the tests' MCP HTTP servers use. */
     mcpEgressAllow?: string[];
@@ -129,6 +131,8 @@ export async function startTestPlatform(
       logger,
       jwt: opts.jwt,
       gateway: opts.gateway,
+      auth: opts.auth,
+      trustedProxies: opts.trustedProxies,
       vectors,
       embedders,
       platformBucket: config.PLATFORM_BUCKET,

@@ -205,7 +205,16 @@ const uptimeMs = async (pid: number) => {
   return (sinceBoot - startTicks / 100) * 1000;
 };
 
-const metricsText = async (url: string) => (await fetch(`${url}/metrics`)).text();
+/** Where the gateway's /metrics is, and a platform operator's key: only operators read it. */
+interface Scrape {
+  url: string;
+  operatorKey: string;
+}
+const metricsText = async (s: Scrape) => {
+  const res = await fetch(`${s.url}/metrics`, { headers: { authorization: `Bearer ${s.operatorKey}` } });
+  if (!res.ok) throw new Error(`GET /metrics: ${res.status} ${await res.text()}`);
+  return res.text();
+};
 /** The value of an unlabelled series in a Prometheus exposition. */
 const metric = (text: string, name: string) => new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1];
 
@@ -213,15 +222,15 @@ const metric = (text: string, name: string) => new RegExp(`^${name} (\\S+)`, 'm'
 const LAG_SAMPLE_MS = 10;
 
 /** The event-loop delay prom-client measured since the last scrape (it resets its histogram at every scrape), in ms beyond the sampling interval. */
-async function eventLoopLag(url: string): Promise<{ p99: number; max: number }> {
-  const text = await metricsText(url);
+async function eventLoopLag(s: Scrape): Promise<{ p99: number; max: number }> {
+  const text = await metricsText(s);
   const read = (name: string) => Number(metric(text, name) ?? NaN) * 1000 - LAG_SAMPLE_MS;
   return { p99: read('nodejs_eventloop_lag_p99_seconds'), max: read('nodejs_eventloop_lag_max_seconds') };
 }
 
 /** Where a process's memory is, from its prom-client default metrics (MiB): V8 heap committed and in use by space, and off-heap (Buffers). */
-async function memoryOf(url: string): Promise<string> {
-  const text = await metricsText(url);
+async function memoryOf(s: Scrape): Promise<string> {
+  const text = await metricsText(s);
   const mb = (v: string | undefined) => (Number(v ?? NaN) / 2 ** 20).toFixed(0);
   const read = (name: string) => mb(metric(text, name));
   const used = new Map(
@@ -279,6 +288,10 @@ async function main(): Promise<void> {
     const tenants = new TenantStore(db);
     await tenants.createTenant('bench', 'bench');
     const { key } = await tenants.createApiKey('bench', 'bench', 'developer');
+    const scrape: Scrape = {
+      url: `http://127.0.0.1:${apiPort}`,
+      operatorKey: (await tenants.createPlatformKey('bench-metrics')).key,
+    };
     await serveModel(db, 'bench', MODEL, { '1': `http://127.0.0.1:${upPort}/v1` }, { stable: '1' });
     // Generous limits, so the leasing path runs without refusing anything.
     await new LimitStore(db).setLimit({
@@ -331,11 +344,11 @@ async function main(): Promise<void> {
         const tp = await throughput(t, body);
         // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
         // stall inside the gateway shows here, and so does the OS not running the process; a busy load generator does not.
-        if (t === gateway) await eventLoopLag(gateway.url);
+        if (t === gateway) await eventLoopLag(scrape);
         const from = await uptimeMs(api.pid);
         round[t.name] = { ...tp, ...(await latencyAtRate(t, body)) };
         if (t === gateway) {
-          lags.push(await eventLoopLag(gateway.url));
+          lags.push(await eventLoopLag(scrape));
           pauses.push((await gcPauses(api.logFile)).filter((g) => g.at >= from && g.at <= from + DURATION_MS + 1_000));
         }
       }
@@ -414,7 +427,7 @@ async function main(): Promise<void> {
       if (t === gateway) {
         const full = (await gcPauses(api.logFile)).filter((g) => g.kind === 'full' && g.at >= from);
         console.log(
-          `  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(gateway.url)}`,
+          `  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(scrape)}`,
         );
       }
     }
@@ -433,9 +446,7 @@ async function main(): Promise<void> {
     console.log(
       `gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`,
     );
-    console.log(
-      `gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(gateway.url)}`,
-    );
+    console.log(`gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(scrape)}`);
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
