@@ -25,26 +25,40 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const API_PORT = Number(process.env.API_PORT ?? 8080);
 const DEMO_TENANT = 'demo';
 
-/**
- * The demo tenant's admin key is created once and kept in the data dir, so it survives restarts. The tenant gets its
- * storage scope (bucket and S3 user) as an operator-made tenant does; making it again is a no-op.
- */
-async function demoAdminKey(
-  db: ReturnType<typeof createPool>,
-  dataDir: string,
-  env: Record<string, string>,
+/** A key kept in the data dir, so it survives restarts; made again only when the saved one no longer verifies. */
+async function savedKey(
+  file: string,
+  verifies: (key: string) => Promise<unknown>,
+  make: () => Promise<string>,
 ): Promise<string> {
+  const saved = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (saved && (await verifies(saved))) return saved;
+  const key = await make();
+  await writeFile(file, key, { mode: 0o600 });
+  return key;
+}
+
+/**
+ * The demo tenant with its storage scope (bucket and S3 user), as an operator-made tenant has it (making it again is a
+ * no-op), its admin key, and a platform operator's key for the `/v1/platform/*` routes.
+ */
+async function demoKeys(db: ReturnType<typeof createPool>, dataDir: string, env: Record<string, string>) {
   const config = loadConfig({ ...process.env, ...env });
   const scopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
   await tenantStorage(scopes, s3StoreFromConfig(config), storageAdminFromConfig(config)).create(DEMO_TENANT);
-  const file = path.join(dataDir, 'demo-admin-key');
-  const saved = await readFile(file, 'utf8').catch(() => '');
   const tenants = new TenantStore(db);
-  if (saved && (await tenants.verifyApiKey(saved.trim()))) return saved.trim();
   await tenants.createTenant(DEMO_TENANT, 'Demo tenant');
-  const { key } = await tenants.createApiKey(DEMO_TENANT, 'dev-admin', 'admin');
-  await writeFile(file, key, { mode: 0o600 });
-  return key;
+  const admin = await savedKey(
+    path.join(dataDir, 'demo-admin-key'),
+    (k) => tenants.verifyApiKey(k),
+    async () => (await tenants.createApiKey(DEMO_TENANT, 'dev-admin', 'admin')).key,
+  );
+  const operator = await savedKey(
+    path.join(dataDir, 'operator-key'),
+    (k) => tenants.verifyPlatformKey(k),
+    async () => (await tenants.createPlatformKey('dev-operator')).key,
+  );
+  return { admin, operator, bucket: scopes.bucketOf(DEMO_TENANT) };
 }
 
 function launch(name: string, entry: string, env: NodeJS.ProcessEnv, nodeFlags: string[] = []): ChildProcess {
@@ -78,7 +92,7 @@ async function main(): Promise<void> {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.removeAllListeners(sig);
   const db = createPool(stack.env.DATABASE_URL!, 2);
   await migrate(db);
-  const apiKey = await demoAdminKey(db, dataDir, stack.env);
+  const keys = await demoKeys(db, dataDir, stack.env);
   await db.end();
   const objects = new S3ObjectStore({
     endpoint: stack.s3.endpoint,
@@ -87,8 +101,8 @@ async function main(): Promise<void> {
     secretAccessKey: stack.s3.secretAccessKey,
     forcePathStyle: true,
   });
-  await objects.ensureBucket('models');
-  await objects.put({ bucket: 'models', key: 'demo/model.safetensors' }, 'demo weights\n');
+  // In the demo tenant's own bucket: a tenant may only name objects in its storage scope.
+  await objects.put({ bucket: keys.bucket, key: 'demo/model.safetensors' }, 'demo weights\n');
 
   // Two clusters: 'local' serves each rolled-out version as a local process (local-runtime.ts, via worker.ts), so a chat
   // reaches a real server; 'kube' is the local control plane with fake GPU nodes, where fine-tune and conversion
@@ -154,13 +168,15 @@ async function main(): Promise<void> {
   Kubernetes       KUBECONFIG=${kube.kubeconfigPath}  (cluster 'kube': kwok CPU/GPU nodes; Job logs in .data/dev/job-logs)
   Worker metrics   http://127.0.0.1:${env.WORKER_METRICS_PORT}/metrics
   Tenant '${DEMO_TENANT}' admin API key (also in .data/dev/demo-admin-key):
-    ${apiKey}
+    ${keys.admin}
+  Platform operator key, for /v1/platform/* only (also in .data/dev/operator-key):
+    ${keys.operator}
 
   Try:
     export KEY=$(cat .data/dev/demo-admin-key)
     curl -s -XPOST ${api}/v1/models -H "authorization: Bearer $KEY" -H 'content-type: application/json' -d '{"id":"demo","name":"Demo"}'
     curl -s -XPOST ${api}/v1/models/demo/versions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
-         -d '{"version":"1","artifactUri":"s3://models/demo/model.safetensors"}'
+         -d '{"version":"1","artifactUri":"s3://${keys.bucket}/demo/model.safetensors"}'
     curl -s -XPOST ${api}/v1/deploy -H "authorization: Bearer $KEY" -H 'idempotency-key: demo-1' -H 'content-type: application/json' \\
          -d '{"modelId":"demo","version":"1","cluster":"local","resources":{"cpu":"1","gpu":0}}'
     curl -s -XPOST ${api}/v1/chat/completions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\
