@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { bundleWorkflowCode, type NativeConnection } from '@temporalio/worker';
-import { createPlatformActivities } from '../../activities';
+import { createPlatformActivities, type PlatformActivityDeps } from '../../activities';
 import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
 import { clustersOf, type Config } from '../../common/config';
 import { DEFAULT_ANALYSIS, type RolloutInput } from '../../contracts/rollout';
@@ -147,19 +147,9 @@ async function recordRollouts(
     300,
   );
   const taskQueue = 'record-rollout';
-  const worker = await startWorker({
-    connection: native,
-    namespace: 'default',
-    taskQueue,
-    activities: createPlatformActivities(
-      await platformActivityDeps(config, db, {
-        kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-        endpointOf: localEndpoints(endpoints),
-      }),
-    ),
-    workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-    logger: createLogger('record', 'warn'),
-    handleSignals: false,
+  const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+    kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+    endpointOf: localEndpoints(endpoints),
   });
   const analysis = { ...DEFAULT_ANALYSIS, interval: '1s', minRequests: 5, failureLimit: 2 };
   const run = async (version: string, gpu = 1) => {
@@ -216,6 +206,24 @@ async function createTenant(c: Pick<ScenarioContext, 'db' | 'objects' | 'config'
   await tenantStorage(scopes, c.objects, storageAdminFromConfig(c.config)).create(id);
   await new TenantStore(c.db).createTenant(id, id);
   return scopes.bucketOf(id);
+}
+
+/** A worker of the scenario's own task queue, with the activities' deps the scenario overrides. */
+async function scenarioWorker(
+  c: Pick<ScenarioContext, 'config' | 'db' | 'native'>,
+  taskQueue: string,
+  overrides: Partial<PlatformActivityDeps>,
+  logger = createLogger('record', 'warn'),
+) {
+  return startWorker({
+    connection: c.native,
+    namespace: 'default',
+    taskQueue,
+    activities: createPlatformActivities(await platformActivityDeps(c.config, c.db, overrides)),
+    workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+    logger,
+    handleSignals: false,
+  });
 }
 
 /** Each scenario runs real workflows to completion and returns {name: workflowId} to record. */
@@ -305,19 +313,9 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     });
     await registry.markVersionReady('replay', 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });
     const taskQueue = 'record-conversion';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, {
-          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-          ...localConversionDeps(config),
-        }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
+    const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+      kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+      ...localConversionDeps(config),
     });
     const conversions = new ConversionStore(db);
     const run = async (
@@ -392,17 +390,12 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       clusters: clustersOf(config.LLMHUB_CLUSTERS),
     });
     await app.listen({ host: '127.0.0.1', port });
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
+    const worker = await scenarioWorker(
+      { config, db, native },
       taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, { objects, gatewayUrl: `http://127.0.0.1:${port}` }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
+      { objects, gatewayUrl: `http://127.0.0.1:${port}` },
       logger,
-      handleSignals: false,
-    });
+    );
     const api = async (method: 'GET' | 'POST' | 'PUT', url: string, payload?: object, key?: string) => {
       const res = await app.inject({
         method,
@@ -477,20 +470,10 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const t = task(31);
     const { modelId, datasetUri } = await prepare({ objects, registry, db }, { id: 'replay-ft', bucket }, t, 'mlp-ft');
     const taskQueue = 'record-fine-tune';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, {
-          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-          trainer: referenceTrainer(config, 20, 25),
-          jobPodAnnotationsOf: () => ({ ...LOCAL_PROCESS_ANNOTATIONS }),
-        }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
+    const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+      kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+      trainer: referenceTrainer(config, 20, 25),
+      jobPodAnnotationsOf: () => ({ ...LOCAL_PROCESS_ANNOTATIONS }),
     });
     const input = (key: string, method: FineTuneInput['method'], totalSteps: number): FineTuneInput => ({
       tenantId: 'replay-ft',
@@ -563,21 +546,11 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     );
     const endpoints = new Map([[localEndpointKey({ tenantId, modelId, version: 'ft' }), server.url]]);
     const taskQueue = 'record-pipeline';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, {
-          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-          trainer: referenceTrainer(config, 0),
-          ...localConversionDeps(config),
-          endpointOf: localEndpoints(endpoints),
-        }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
+    const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+      kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+      trainer: referenceTrainer(config, 0),
+      ...localConversionDeps(config),
+      endpointOf: localEndpoints(endpoints),
     });
     try {
       await nodes.add(1);
@@ -677,20 +650,10 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       'mlp-plw',
     );
     const taskQueue = 'record-pipeline-memo-wait';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, {
-          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-          trainer: referenceTrainer(config, 0),
-          ...localConversionDeps(config),
-        }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
+    const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+      kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+      trainer: referenceTrainer(config, 0),
+      ...localConversionDeps(config),
     });
     const fineTune = (key: string, version: string): FineTuneInput => ({
       tenantId,
@@ -804,19 +767,9 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     });
     await registry.markVersionReady(tenantId, 'mlp', '1', { sizeBytes: 1, checksum: 'sha256:record', etag: null });
     const taskQueue = 'record-conversion-cancel';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, {
-          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-          ...localConversionDeps(jobs.config),
-        }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
+    const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+      kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+      ...localConversionDeps(jobs.config),
     });
     const options = conversionOptionsOf({ targets: ['onnx'], profile: { runs: 5 } });
     const start = async (key: string) => {
@@ -875,18 +828,8 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       .makeApiClient(CoreV1Api)
       .createNamespace({ body: { metadata: { name: defaultNamespaceOf('replay-gone') } } });
     const taskQueue = 'record-tenant-deletion';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(
-        await platformActivityDeps(config, db, {
-          kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
-        }),
-      ),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
+    const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+      kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
     });
     try {
       const input: TenantDeletionInput = { tenantId: 'replay-gone', clusters: ['local'] };
@@ -935,15 +878,7 @@ async function recordScenarios(): Promise<void> {
     const objects = s3StoreFromConfig(config);
     const registry = new RegistryStore(db);
     const taskQueue = 'record';
-    const worker = await startWorker({
-      connection: native,
-      namespace: 'default',
-      taskQueue,
-      activities: createPlatformActivities(await platformActivityDeps(config, db, { objects })),
-      workflows: { workflowBundle: await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') }) },
-      logger: createLogger('record', 'warn'),
-      handleSignals: false,
-    });
+    const worker = await scenarioWorker({ config, db, native }, taskQueue, { objects });
     try {
       const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
       for (const [scenario, runScenario] of Object.entries(scenarios).filter(([name]) => !only || name === only)) {
