@@ -202,6 +202,8 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { modelId } = request.params;
       const { version, artifactUri } = request.body;
+      // The path first: an unknown model (another tenant's included) is 404 whatever the body names.
+      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
       await checkUriInScope(storageScopes, tenantId, artifactUri, 'body.artifactUri');
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const { workflowId } = await startOperation<typeof registerModelVersion>(
