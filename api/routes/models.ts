@@ -243,6 +243,8 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { modelId } = request.params;
       const { version, artifactUri } = request.body;
+      // A path naming no model of the tenant's is 404 whatever the body says (prepare checks again, in its transaction).
+      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
       await checkUriInScope(storageScopes, tenantId, artifactUri, 'body.artifactUri');
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const { workflowId } = await startOperation<typeof registerModelVersion>(
