@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
 import { Value } from '@sinclair/typebox/value';
+import { PartialResources, toCores } from './resources';
 
 /**
  * Configuration comes from the environment only, validated once at start so a typo fails fast with
@@ -167,12 +168,26 @@ const Cluster = Type.Object({
   stateDir: Type.Optional(Type.String({ minLength: 1 })),
   /** Annotations put on the pod template of every Job the platform runs there (e.g. `sidecar.istio.io/inject: "false"`). */
   jobPodAnnotations: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /**
+   * What POST /v1/deploy gives a replica when neither the body nor the model names resources ({cpu, gpu, memory});
+   * each field left out is the platform's (1 core, 0 GPUs, 4Gi).
+   */
+  defaultResources: Type.Optional(PartialResources),
 });
 const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Cluster);
 export type ClusterSettings = Static<typeof Clusters>;
 /** Takes the raw variable, so the API can know the cluster names without the rest of the configuration. */
-export const clustersOf = (raw: string | undefined): ClusterSettings =>
-  jsonEnv('LLMHUB_CLUSTERS', raw || DEFAULT_CLUSTERS, Clusters);
+export function clustersOf(raw: string | undefined): ClusterSettings {
+  const clusters = jsonEnv('LLMHUB_CLUSTERS', raw || DEFAULT_CLUSTERS, Clusters);
+  for (const [name, c] of Object.entries(clusters)) {
+    const cpu = c.defaultResources?.cpu;
+    if (cpu !== undefined && !(toCores(cpu) > 0))
+      throw new ConfigError(
+        `invalid configuration:\n  LLMHUB_CLUSTERS: /${name}/defaultResources/cpu must be more than 0`,
+      );
+  }
+  return clusters;
+}
 
 const Ceiling = Type.Object(
   {

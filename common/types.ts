@@ -1,6 +1,7 @@
 /** Domain types of the platform store shared by the API and the activities (plain data). */
 
 import type { Role } from '../contracts/approvals';
+import type { ServingResources } from '../contracts/rollout';
 
 /** Who is calling: resolved from an API key or a JWT, always scoped to one tenant. */
 export interface Principal {
@@ -19,7 +20,17 @@ export interface PlatformOperator {
   via: 'platform_key' | 'jwt';
 }
 
-export interface Model {
+/** What a model is and needs; null where its creator did not say. */
+export interface ModelMetadata {
+  type: 'chat' | 'completion' | 'embedding' | null;
+  contextLength: number | null;
+  parameterCount: number | null;
+  precision: 'fp32' | 'fp16' | 'bf16' | 'fp8' | 'int8' | 'int4' | null;
+  /** What one serving replica requests; POST /v1/deploy uses it when its body names none. */
+  resources: ServingResources | null;
+}
+
+export interface Model extends ModelMetadata {
   id: string;
   name: string;
   description: string;

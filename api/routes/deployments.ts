@@ -10,7 +10,9 @@ import {
   rolloutSteering,
   type EnvValue,
   type RolloutInput,
+  type ServingResources,
 } from '../../contracts/rollout';
+import { resolveResources, Resources, toCores } from '../../common/resources';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { requireRole } from '../plugins/auth';
@@ -20,17 +22,6 @@ import { operationRun } from '../operations';
 import { errorResponses, ResourceId, VersionId } from '../schemas';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
-// Kubernetes quantities, kept to the forms people write for CPU and memory.
-export const Cpu = Type.Union(
-  [
-    Type.Number({ exclusiveMinimum: 0, maximum: 512 }),
-    Type.String({ pattern: '^(?:[1-9][0-9]{0,5}m|[0-9]{1,3}(?:\\.[0-9]{1,3})?)$' }),
-  ],
-  {
-    description: 'cores (2, 0.5) or millicores ("500m")',
-  },
-);
-export const Memory = Type.String({ pattern: '^[1-9][0-9]{0,5}(Mi|Gi|Ti)$', default: '16Gi' });
 const Step = Type.Union([
   Type.Object({ setWeight: Type.Integer({ minimum: 0, maximum: 100 }) }, { additionalProperties: false }),
   Type.Object(
@@ -53,19 +44,11 @@ export const Deploy = Type.Object(
   {
     modelId: ResourceId,
     cluster: Type.String({ minLength: 1, maxLength: 63 }),
-    resources: Type.Object(
-      {
-        cpu: Cpu,
-        gpu: Type.Integer({
-          minimum: 0,
-          maximum: 16,
-          description:
-            "GPUs per replica, claimed from the tenant's GPU quota; past it the rollout ends rolled_back with nothing applied",
-        }),
-        memory: Type.Optional(Memory),
-      },
-      { additionalProperties: false },
-    ),
+    resources: Type.Optional({
+      ...Resources,
+      description:
+        "default: the model's resources, else the cluster's defaultResources (LLMHUB_CLUSTERS), else 1 cpu, 0 gpu, 4Gi",
+    }),
     env: Type.Record(
       Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }),
       Type.Union([Type.String({ maxLength: 4096 }), SecretRef]),
@@ -124,15 +107,13 @@ const Steering = Type.Object(
 // A secret value typed into a request would land in the workflow history; such names must use {secretRef}.
 const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)/i;
 
-const toCores = (cpu: number | string): number =>
-  typeof cpu === 'number' ? cpu : cpu.endsWith('m') ? Number(cpu.slice(0, -1)) / 1000 : Number(cpu);
-
-/** The rollout workflow's input: every strategy default filled in. */
+/** The rollout workflow's input: every strategy default filled in, the resources already resolved. */
 export function rolloutInputOf(
   tenantId: string,
   key: string,
   version: string,
-  body: Omit<DeployBody, 'modelId' | 'version'> & { modelId: string },
+  body: Omit<DeployBody, 'modelId' | 'version' | 'resources'> & { modelId: string },
+  resources: ServingResources,
 ): RolloutInput {
   const s = body.strategy ?? {};
   return {
@@ -141,7 +122,7 @@ export function rolloutInputOf(
     version,
     deploymentId: key,
     cluster: body.cluster,
-    resources: { cpu: String(body.resources.cpu), gpu: body.resources.gpu, memory: body.resources.memory ?? '16Gi' },
+    resources,
     env: body.env as Record<string, EnvValue>,
     strategy: {
       steps: s.steps ?? defaultSteps(s.hold ?? '1m'),
@@ -165,7 +146,7 @@ export function checkDeployBody(
       `unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`,
       `${at}.cluster`,
     );
-  if (!(toCores(body.resources.cpu) > 0))
+  if (body.resources && !(toCores(body.resources.cpu) > 0))
     throw new BadRequestError('resources.cpu must be more than 0', `${at}.resources.cpu`);
   for (const [name, value] of Object.entries(body.env ?? {})) {
     const forbidden = forbiddenEnvName(name);
@@ -186,7 +167,8 @@ export function checkDeployBody(
 
 export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal } = app.platform;
-  const clusters = new Set(Object.keys(app.platform.clusters));
+  const clusterSettings = app.platform.clusters;
+  const clusters = new Set(Object.keys(clusterSettings));
   const locks = new RolloutLockStore(db);
 
   await app.register(
@@ -202,7 +184,8 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         plan: async (body, run) => {
           const { tenantId, key } = run;
           checkDeployBody(body, clusters, app.platform.podMetadataKeys);
-          if (!(await registry.getModel(tenantId, body.modelId))) throw new NotFoundError('model', body.modelId);
+          const model = await registry.getModel(tenantId, body.modelId);
+          if (!model) throw new NotFoundError('model', body.modelId);
           const versions = await registry.listVersions(tenantId, body.modelId);
           const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
           if (version === undefined)
@@ -217,7 +200,16 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
             });
           return {
             options: {
-              args: [rolloutInputOf(tenantId, key, version, body)],
+              // Resolved here, not in the workflow: its input keeps one shape, and the quota claim sees the GPUs.
+              args: [
+                rolloutInputOf(
+                  tenantId,
+                  key,
+                  version,
+                  body,
+                  resolveResources(body.resources, model.resources, clusterSettings[body.cluster]?.defaultResources),
+                ),
+              ],
               typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
               staticSummary: `Roll out ${body.modelId}@${version} on cluster ${body.cluster}`,
               // Pauses without a duration wait for a person; a week bounds a forgotten one.

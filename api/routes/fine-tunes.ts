@@ -18,7 +18,7 @@ import type { RegistryStore } from '../../common/store/registry';
 import { requireRole } from '../plugins/auth';
 import { operationRoutes } from '../operation-routes';
 import { errorResponses, ResourceId, VersionId } from '../schemas';
-import { Cpu, Memory } from './deployments';
+import { Cpu, Memory } from '../../common/resources';
 
 /** One hyperparameter with its bounds and documented default (contracts/fine-tune.ts). */
 const hp = (name: keyof Hyperparameters) => {

@@ -1,7 +1,8 @@
-import { Type } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { checkUriInScope } from '../../common/store/storage-scope';
+import { Resources, servingResourcesOf, toCores } from '../../common/resources';
 import { modelRegistryContract } from '../../contracts/model-registry';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import type { registerModelVersion } from '../../workflows';
@@ -14,7 +15,38 @@ import { requireRole } from '../plugins/auth';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId, VersionId, VersionParams } from '../schemas';
 
-const ModelSummary = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String() });
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+const ModelType = Type.Union([Type.Literal('chat'), Type.Literal('completion'), Type.Literal('embedding')], {
+  description: 'what the model serves',
+});
+const Precision = Type.Union(
+  [
+    Type.Literal('fp32'),
+    Type.Literal('fp16'),
+    Type.Literal('bf16'),
+    Type.Literal('fp8'),
+    Type.Literal('int8'),
+    Type.Literal('int4'),
+  ],
+  { description: 'numeric format of the weights' },
+);
+const ContextLength = Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'tokens' });
+const ParameterCount = Type.Integer({ minimum: 1, maximum: 100_000_000_000_000, description: 'e.g. 7000000000' });
+const ModelResources = {
+  ...Resources,
+  description: 'what one serving replica requests; POST /v1/deploy uses it when its body names no resources',
+};
+/** The metadata as answered: null where the creator did not say. */
+const Metadata = {
+  type: Nullable(ModelType),
+  contextLength: Nullable(Type.Integer()),
+  parameterCount: Nullable(Type.Integer()),
+  precision: Nullable(Precision),
+  resources: Nullable(
+    Type.Object({ cpu: Type.String(), gpu: Type.Integer(), memory: Type.String() }, { additionalProperties: false }),
+  ),
+};
+const ModelSummary = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String(), ...Metadata });
 const OpenAiModel = Type.Object({
   id: Type.String(),
   object: Type.Literal('model'),
@@ -30,6 +62,7 @@ const Model = Type.Object({
   id: Type.String(),
   name: Type.String(),
   description: Type.String(),
+  ...Metadata,
   createdAt: Type.String(),
 });
 const CreateModel = Type.Object(
@@ -37,6 +70,11 @@ const CreateModel = Type.Object(
     id: ResourceId,
     name: Type.String({ minLength: 1, maxLength: 200 }),
     description: Type.String({ maxLength: 2000, default: '' }),
+    type: Type.Optional(ModelType),
+    contextLength: Type.Optional(ContextLength),
+    parameterCount: Type.Optional(ParameterCount),
+    precision: Type.Optional(Precision),
+    resources: Type.Optional(ModelResources),
   },
   { additionalProperties: false },
 );
@@ -121,7 +159,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
           created: Math.floor(Date.parse(m.createdAt) / 1000),
           owned_by: tenantId,
         })),
-        models: models.map((m) => ({ id: m.id, name: m.name, description: m.description })),
+        models: models.map(({ createdAt: _createdAt, ...m }) => m),
       };
     },
   );
@@ -138,10 +176,13 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
+      const { resources, ...rest } = request.body;
+      if (resources && !(toCores(resources.cpu) > 0))
+        throw new BadRequestError('resources.cpu must be more than 0', 'body.resources.cpu');
       const created = await registry.createModel(request.principal!.tenantId, {
-        id: request.body.id,
-        name: request.body.name,
-        description: request.body.description ?? '',
+        ...rest,
+        description: rest.description ?? '',
+        ...(resources ? { resources: servingResourcesOf(resources) } : {}),
       });
       if (!created) throw new ConflictError(`model '${request.body.id}' already exists`, { field: 'body.id' });
       return reply.status(201).send(created);
@@ -202,7 +243,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { modelId } = request.params;
       const { version, artifactUri } = request.body;
-      // The path first: an unknown model (another tenant's included) is 404 whatever the body names.
+      // A path naming no model of the tenant's is 404 whatever the body says (prepare checks again, in its transaction).
       if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
       await checkUriInScope(storageScopes, tenantId, artifactUri, 'body.artifactUri');
       const key = idempotencyKeyOf(request.headers['idempotency-key']);

@@ -9,6 +9,7 @@ import { fineTuneContract } from '../../contracts/fine-tune';
 import { operationRoutes } from '../operation-routes';
 import { checkConversionBody, Convert } from './conversions';
 import { checkDeployBody, Deploy, rolloutInputOf } from './deployments';
+import { resolveResources } from '../../common/resources';
 import { FineTuneBody, validateFineTune } from './fine-tunes';
 
 const WEEK_S = 7 * 86_400;
@@ -71,12 +72,23 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
             'body.fineTune',
           );
           const { modelId, version } = fineTune.output;
+          const target = await registry.getModel(tenantId, modelId);
           // The workflow fills model and version in: the version exists only once the fine-tune has run.
           const {
             modelId: _model,
             version: _version,
             ...rollout
-          } = rolloutInputOf(tenantId, childKey, version, { ...body.rollout, modelId });
+          } = rolloutInputOf(
+            tenantId,
+            childKey,
+            version,
+            { ...body.rollout, modelId },
+            resolveResources(
+              body.rollout.resources,
+              target?.resources,
+              clusters[body.rollout.cluster]?.defaultResources,
+            ),
+          );
           const input: PipelineInput = {
             tenantId,
             pipelineId: key,

@@ -1,13 +1,32 @@
 import type { Pool, PoolClient } from 'pg';
 import type { ArtifactInfo } from '../../contracts/model-registry';
-import type { Model, ModelVersion, ModelVersionState } from '../types';
+import type { ServingResources } from '../../contracts/rollout';
+import type { Model, ModelMetadata, ModelVersion, ModelVersionState } from '../types';
 
 type Queryable = Pool | PoolClient;
 
-const toModel = (r: { id: string; name: string; description: string; created_at: Date }): Model => ({
+const MODEL_COLUMNS =
+  'id, name, description, created_at, model_type, context_length, parameter_count, weight_precision, resources';
+interface ModelRow {
+  id: string;
+  name: string;
+  description: string;
+  created_at: Date;
+  model_type: ModelMetadata['type'];
+  context_length: number | null;
+  parameter_count: string | null;
+  weight_precision: ModelMetadata['precision'];
+  resources: ServingResources | null;
+}
+const toModel = (r: ModelRow): Model => ({
   id: r.id,
   name: r.name,
   description: r.description,
+  type: r.model_type,
+  contextLength: r.context_length,
+  parameterCount: r.parameter_count === null ? null : Number(r.parameter_count),
+  precision: r.weight_precision,
+  resources: r.resources,
   createdAt: r.created_at.toISOString(),
 });
 
@@ -45,29 +64,41 @@ export class RegistryStore {
   /** Creates the model; returns false when the tenant already has one with this id. */
   async createModel(
     tenantId: string,
-    m: { id: string; name: string; description: string },
+    m: { id: string; name: string; description: string } & Partial<ModelMetadata>,
   ): Promise<Model | undefined> {
-    const { rows } = await this.db.query(
-      `INSERT INTO models (tenant_id, id, name, description) VALUES ($1, $2, $3, $4)
-       ON CONFLICT DO NOTHING RETURNING id, name, description, created_at`,
-      [tenantId, m.id, m.name, m.description],
+    const { rows } = await this.db.query<ModelRow>(
+      `INSERT INTO models (tenant_id, id, name, description, model_type, context_length, parameter_count,
+                           weight_precision, resources)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+       ON CONFLICT DO NOTHING RETURNING ${MODEL_COLUMNS}`,
+      [
+        tenantId,
+        m.id,
+        m.name,
+        m.description,
+        m.type ?? null,
+        m.contextLength ?? null,
+        m.parameterCount ?? null,
+        m.precision ?? null,
+        m.resources ? JSON.stringify(m.resources) : null,
+      ],
     );
     return rows[0] ? toModel(rows[0]) : undefined;
   }
 
   async listModels(tenantId: string): Promise<Model[]> {
-    const { rows } = await this.db.query(
-      'SELECT id, name, description, created_at FROM models WHERE tenant_id = $1 ORDER BY id',
+    const { rows } = await this.db.query<ModelRow>(
+      `SELECT ${MODEL_COLUMNS} FROM models WHERE tenant_id = $1 ORDER BY id`,
       [tenantId],
     );
     return rows.map(toModel);
   }
 
   async getModel(tenantId: string, id: string, q: Queryable = this.db): Promise<Model | undefined> {
-    const { rows } = await q.query(
-      'SELECT id, name, description, created_at FROM models WHERE tenant_id = $1 AND id = $2',
-      [tenantId, id],
-    );
+    const { rows } = await q.query<ModelRow>(`SELECT ${MODEL_COLUMNS} FROM models WHERE tenant_id = $1 AND id = $2`, [
+      tenantId,
+      id,
+    ]);
     return rows[0] ? toModel(rows[0]) : undefined;
   }
 

@@ -59,9 +59,66 @@ describe('model registry', () => {
     const body = res.json();
     expect(body.object).toBe('list');
     expect(body.data).toContainEqual({ id, object: 'model', created: expect.any(Number), owned_by: acme.id });
-    expect(body.models).toContainEqual({ id, name: `Model ${id}`, description: '' });
+    expect(body.models).toContainEqual({
+      id,
+      name: `Model ${id}`,
+      description: '',
+      type: null,
+      contextLength: null,
+      parameterCount: null,
+      precision: null,
+      resources: null,
+    });
     const theirs = await p.app.inject({ method: 'GET', url: '/v1/models', headers: bearer(other.keys.viewer) });
     expect(theirs.json().models.map((m: { id: string }) => m.id)).not.toContain(id);
+  });
+
+  it('stores the metadata given at creation and answers it on get and in the list', async () => {
+    const id = uniqueId('meta');
+    const metadata = {
+      type: 'chat',
+      contextLength: 32768,
+      parameterCount: 70_000_000_000,
+      precision: 'bf16',
+    };
+    const created = await p.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      headers: bearer(acme.keys.developer),
+      payload: { id, name: id, ...metadata, resources: { cpu: 8, gpu: 4 } },
+    });
+    expect(created.statusCode).toBe(201);
+    // CPU as a Kubernetes quantity and memory always named, as a deployment gets them.
+    const expected = { id, name: id, description: '', ...metadata, resources: { cpu: '8', gpu: 4, memory: '16Gi' } };
+    expect(created.json()).toEqual({ ...expected, createdAt: expect.any(String) });
+    const got = await p.app.inject({ method: 'GET', url: `/v1/models/${id}`, headers: bearer(acme.keys.viewer) });
+    expect(got.json()).toEqual(created.json());
+    const list = await p.app.inject({ method: 'GET', url: '/v1/models', headers: bearer(acme.keys.viewer) });
+    expect(list.json().models).toContainEqual(expected);
+  });
+
+  it.each([
+    ['type', { type: 'vision' }],
+    ['contextLength', { contextLength: 0 }],
+    ['contextLength', { contextLength: 1.5 }],
+    ['parameterCount', { parameterCount: -7 }],
+    ['precision', { precision: 'fp64' }],
+    ['resources.gpu', { resources: { cpu: 1, gpu: 17 } }],
+    ['resources.gpu', { resources: { cpu: 1 } }],
+    ['resources.cpu', { resources: { cpu: '0', gpu: 0 } }],
+    ['resources.memory', { resources: { cpu: 1, gpu: 0, memory: '4GB' } }],
+    ['resources.disk', { resources: { cpu: 1, gpu: 0, disk: '1Ti' } }],
+  ])('refuses bad metadata with 400 naming body.%s, and creates nothing', async (field, metadata) => {
+    const id = uniqueId('bad');
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      headers: bearer(acme.keys.developer),
+      payload: { id, name: id, ...metadata },
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.details.field).toBe(`body.${field}`);
+    expect(await p.registry.getModel(acme.id, id)).toBeUndefined();
   });
 
   it('registers a version through a workflow that records size and checksum from S3', async () => {
