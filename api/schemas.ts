@@ -1,4 +1,5 @@
 import { Type, type TSchema } from '@sinclair/typebox';
+import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from '../common/store/pages';
 
 /** Schemas shared by several route folders. */
 export const ErrorResponse = Type.Object(
@@ -31,4 +32,21 @@ export const IdempotencyHeaders = Type.Object({
   'idempotency-key': Type.Optional(
     Type.String({ description: 'Repeating a request with the same key returns the same operation' }),
   ),
+});
+
+/** The paging parameters of every list (common/store/pages.ts): keyset pages, an opaque cursor. */
+export const PageParams = {
+  limit: Type.Integer({
+    minimum: 1,
+    maximum: PAGE_LIMIT_MAX,
+    default: PAGE_LIMIT_DEFAULT,
+    description: `Items per page (default ${PAGE_LIMIT_DEFAULT}, at most ${PAGE_LIMIT_MAX})`,
+  }),
+  cursor: Type.Optional(
+    Type.String({ minLength: 1, maxLength: 4096, description: "The previous page's nextCursor, as given" }),
+  ),
+};
+export const PageQuerystring = Type.Object(PageParams);
+export const NextCursor = Type.Union([Type.String(), Type.Null()], {
+  description: 'Pass as cursor for the next page; null on the last page',
 });

@@ -4,7 +4,7 @@ import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '.
 import { CEILING_SUBJECT, LimitStore, type LimitRule } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
 import { requireRole } from '../plugins/auth';
-import { errorResponses, ResourceId } from '../schemas';
+import { errorResponses, NextCursor, PageQuerystring, ResourceId } from '../schemas';
 
 // The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
 const KeyRole = Type.Union([
@@ -112,11 +112,15 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('admin'),
       schema: {
         tags: ['admin'],
-        summary: "List the tenant's API keys (never their secrets)",
-        response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey) }), ...errorResponses() },
+        summary: "List the tenant's API keys (never their secrets), oldest first",
+        querystring: PageQuerystring,
+        response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey), nextCursor: NextCursor }), ...errorResponses(400) },
       },
     },
-    async (request) => ({ apiKeys: await tenants.listApiKeys(request.principal!.tenantId) }),
+    async (request) => {
+      const page = await tenants.listApiKeys(request.principal!.tenantId, request.query);
+      return { apiKeys: page.items, nextCursor: page.nextCursor };
+    },
   );
 
   app.delete(
@@ -154,7 +158,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { id, name = id } = request.body;
       if (!(await routing.createProject(tenantId, id, name)))
         throw new ConflictError(`project '${id}' already exists`, { field: 'body.id' });
-      return reply.status(201).send((await routing.listProjects(tenantId)).find((p) => p.id === id)!);
+      return reply.status(201).send((await routing.getProject(tenantId, id))!);
     },
   );
 
@@ -164,11 +168,18 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['admin'],
-        summary: "List the tenant's projects",
-        response: { 200: Type.Object({ projects: Type.Array(Project) }), ...errorResponses() },
+        summary: "List the tenant's projects by id",
+        querystring: PageQuerystring,
+        response: {
+          200: Type.Object({ projects: Type.Array(Project), nextCursor: NextCursor }),
+          ...errorResponses(400),
+        },
       },
     },
-    async (request) => ({ projects: await routing.listProjects(request.principal!.tenantId) }),
+    async (request) => {
+      const page = await routing.listProjects(request.principal!.tenantId, request.query);
+      return { projects: page.items, nextCursor: page.nextCursor };
+    },
   );
 
   app.put(
@@ -206,11 +217,15 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         summary:
-          "List the tenant's gateway limits, with the platform's ceiling (subject 'platform') that applies beside them",
-        response: { 200: Type.Object({ limits: Type.Array(Limit) }), ...errorResponses() },
+          "List the tenant's gateway limits by subject, with the platform's ceiling (subject 'platform') that applies beside them",
+        querystring: PageQuerystring,
+        response: { 200: Type.Object({ limits: Type.Array(Limit), nextCursor: NextCursor }), ...errorResponses(400) },
       },
     },
-    async (request) => ({ limits: (await limits.listLimits(request.principal!.tenantId)).map(limitOut) }),
+    async (request) => {
+      const page = await limits.listLimits(request.principal!.tenantId, request.query);
+      return { limits: page.items.map(limitOut), nextCursor: page.nextCursor };
+    },
   );
 
   app.delete(

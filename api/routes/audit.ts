@@ -3,13 +3,12 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditFilter } from '../../common/store/audit';
+import { PAGE_LIMIT_MAX } from '../../common/store/pages';
 import { TENANT_ID_PATTERN } from '../../contracts/operations';
 import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
-import { errorResponses } from '../schemas';
+import { errorResponses, NextCursor, PageParams } from '../schemas';
 
-/** The most rows one page holds. */
-export const AUDIT_PAGE_MAX = 1000;
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
 const AuditRow = Type.Object({
   id: Type.String(),
@@ -42,10 +41,7 @@ const Filters = {
   workflowId: Type.Optional(Type.String({ maxLength: 500 })),
   requestId: Type.Optional(Type.String({ maxLength: 128 })),
 };
-const Paging = {
-  limit: Type.Integer({ minimum: 1, maximum: AUDIT_PAGE_MAX, default: 100 }),
-  cursor: Type.Optional(Type.String({ maxLength: 200, description: "The previous page's nextCursor" })),
-};
+const Paging = PageParams;
 const TenantFilter = {
   tenant: Type.Optional(Type.String({ pattern: TENANT_ID_PATTERN, description: "Only this tenant's rows" })),
 };
@@ -55,9 +51,7 @@ const PlatformQuery = Type.Object({ ...Filters, ...TenantFilter, ...Paging }, { 
 const PlatformExportQuery = Type.Object({ ...Filters, ...TenantFilter }, { additionalProperties: false });
 const Page = Type.Object({
   data: Type.Array(AuditRow),
-  nextCursor: Type.Union([Type.String(), Type.Null()], {
-    description: 'Pass as cursor for the next page; null at the end',
-  }),
+  nextCursor: NextCursor,
 });
 const Export = {
   description: 'One row per line (NDJSON), newest first',
@@ -91,7 +85,7 @@ const filterOf = (q: Static<typeof PlatformExportQuery>, tenantId: string | unde
 async function exportRows(app: FastifyInstance, request: FastifyRequest, reply: FastifyReply, filter: AuditFilter) {
   const { audit } = app.platform;
   // Before the stream opens: a filter the database refuses is still a 400.
-  let page = await audit.page(filter, AUDIT_PAGE_MAX);
+  let page = await audit.page(filter, PAGE_LIMIT_MAX);
   const out = auditedStream(app, request, reply, 'application/x-ndjson');
   const gone = once(reply.raw, 'close').then(() => 'gone');
   try {
@@ -99,7 +93,7 @@ async function exportRows(app: FastifyInstance, request: FastifyRequest, reply: 
       const text = page.data.map((r) => `${JSON.stringify(r)}\n`).join('');
       if (text && !out.write(text) && (await Promise.race([once(reply.raw, 'drain'), gone])) === 'gone') return;
       if (!page.nextCursor || reply.raw.destroyed) break;
-      page = await audit.page(filter, AUDIT_PAGE_MAX, page.nextCursor);
+      page = await audit.page(filter, PAGE_LIMIT_MAX, page.nextCursor);
     }
     out.end();
   } catch (err) {
@@ -118,7 +112,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: admin,
       schema: {
         tags: ['audit'],
-        summary: `The tenant's audit rows, newest first (at most ${AUDIT_PAGE_MAX} a page)`,
+        summary: `The tenant's audit rows, newest first (at most ${PAGE_LIMIT_MAX} a page)`,
         querystring: TenantQuery,
         response: { 200: Page, ...errorResponses(400) },
       },
@@ -152,7 +146,7 @@ export const platformAuditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       config: platform,
       schema: {
         tags: ['platform'],
-        summary: `Audit rows of every tenant and operator, newest first (at most ${AUDIT_PAGE_MAX} a page)`,
+        summary: `Audit rows of every tenant and operator, newest first (at most ${PAGE_LIMIT_MAX} a page)`,
         querystring: PlatformQuery,
         response: { 200: Page, ...errorResponses(400) },
       },

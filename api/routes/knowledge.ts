@@ -10,7 +10,7 @@ import { ingestionContract, type IngestionInput } from '../../contracts/ingestio
 import { requireRole } from '../plugins/auth';
 import { operationRoutes } from '../operation-routes';
 import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId } from '../schemas';
+import { errorResponses, IdempotencyHeaders, NextCursor, PageQuerystring, ResourceId } from '../schemas';
 
 const NamespaceParams = Type.Object({ namespace: ResourceId });
 const UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024;
@@ -46,6 +46,21 @@ const CreateIngestion = Type.Object(
   },
   { additionalProperties: false },
 );
+const Namespace = Type.Object({
+  name: Type.String(),
+  embedderId: Type.String(),
+  collection: Type.String(),
+  createdAt: Type.String(),
+  documents: Type.Integer({ description: 'Documents recorded in the namespace' }),
+});
+const Document = Type.Object({
+  documentId: Type.String(),
+  sourceUri: Type.String(),
+  contentHash: Type.Union([Type.String(), Type.Null()]),
+  chunkCount: Type.Integer(),
+  state: Type.Union([Type.Literal('indexed'), Type.Literal('failed')]),
+  error: Type.Union([Type.String(), Type.Null()]),
+});
 const Hit = Type.Object({
   score: Type.Number(),
   documentId: Type.String(),
@@ -86,9 +101,20 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['knowledge'], summary: "The tenant's knowledge namespaces", response: errorResponses() },
+      schema: {
+        tags: ['knowledge'],
+        summary: "The tenant's knowledge namespaces by name",
+        querystring: PageQuerystring,
+        response: {
+          200: Type.Object({ namespaces: Type.Array(Namespace), nextCursor: NextCursor }),
+          ...errorResponses(400),
+        },
+      },
     },
-    async (request) => ({ namespaces: await knowledge.listNamespaces(request.principal!.tenantId) }),
+    async (request) => {
+      const page = await knowledge.listNamespaces(request.principal!.tenantId, request.query);
+      return { namespaces: page.items, nextCursor: page.nextCursor };
+    },
   );
 
   app.delete(
@@ -155,16 +181,20 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['knowledge'],
-        summary: 'Documents of a namespace and their index state',
+        summary: 'Documents of a namespace and their index state, by document id',
         params: NamespaceParams,
-        response: errorResponses(400, 404),
+        querystring: PageQuerystring,
+        response: {
+          200: Type.Object({ documents: Type.Array(Document), nextCursor: NextCursor }),
+          ...errorResponses(400, 404),
+        },
       },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const ns = await namespaceOf(tenantId, request.params.namespace);
-      const ids = await knowledge.listDocumentIds(tenantId, ns.name);
-      return { documents: await Promise.all(ids.map((id) => knowledge.getDocument(tenantId, ns.name, id))) };
+      const page = await knowledge.listDocuments(tenantId, ns.name, request.query);
+      return { documents: page.items, nextCursor: page.nextCursor };
     },
   );
 

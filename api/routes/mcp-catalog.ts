@@ -5,7 +5,7 @@ import { PLATFORM_OWNER } from '../../contracts/mcp-discovery';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { McpCatalogStore, type McpCatalogEntry } from '../../common/store/mcp-catalog';
 import { discoverInWorker } from '../mcp-discovery';
-import { errorResponses } from '../schemas';
+import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
 
 /** Entry ids are what tenants name to enable one: the same alphabet as server ids. */
 export const CatalogId = Type.String({
@@ -49,6 +49,19 @@ const CreateEntry = Type.Object(
   { additionalProperties: false },
 );
 const EntryParams = Type.Object({ id: CatalogId });
+const EntryView = Type.Object({
+  id: Type.String(),
+  description: Type.String(),
+  command: Type.String(),
+  args: Type.Array(Type.String()),
+  envKeys: Type.Array(Type.String(), { description: 'The names of its environment; values are never shown' }),
+  network: Type.Boolean(),
+  risks: Type.Record(Type.String(), Type.String()),
+  tools: Type.Array(
+    Type.Object({ name: Type.String(), description: Type.String(), annotations: Type.Unknown(), risk: Type.String() }),
+  ),
+  createdAt: Type.String(),
+});
 const OPERATORS_ONLY = { platform: true };
 
 const entryView = (e: McpCatalogEntry) => ({
@@ -126,9 +139,20 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       config: OPERATORS_ONLY,
-      schema: { tags: ['platform'], summary: 'The catalog of stdio MCP servers', response: errorResponses() },
+      schema: {
+        tags: ['platform'],
+        summary: 'The catalog of stdio MCP servers by id',
+        querystring: PageQuerystring,
+        response: {
+          200: Type.Object({ entries: Type.Array(EntryView), nextCursor: NextCursor }),
+          ...errorResponses(400),
+        },
+      },
     },
-    async () => ({ entries: (await catalog.list()).map(entryView) }),
+    async (request) => {
+      const page = await catalog.list(request.query);
+      return { entries: page.items.map(entryView), nextCursor: page.nextCursor };
+    },
   );
 
   app.get(

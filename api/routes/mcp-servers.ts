@@ -1,4 +1,4 @@
-import { Type } from '@sinclair/typebox';
+import { Type, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { effectiveRisk, qualifiedToolName, RiskLevels, type RiskLevel } from '../../contracts/agent-run';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
@@ -7,7 +7,7 @@ import { AgentStore, serverView, type McpServerSource, type McpToolRecord } from
 import { McpCatalogStore } from '../../common/store/mcp-catalog';
 import { discoverInWorker } from '../mcp-discovery';
 import { requireRole } from '../plugins/auth';
-import { errorResponses } from '../schemas';
+import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
 import { CatalogId } from './mcp-catalog';
 
 /** Server ids become the prefix of qualified tool names (`<server>__<tool>`), so they may not contain `__`. */
@@ -50,6 +50,30 @@ const ToolPolicy = Type.Object(
   { additionalProperties: false, minProperties: 1 },
 );
 const ServerParams = Type.Object({ id: ServerId });
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+const ServerView = Type.Object({
+  id: Type.String(),
+  transport: Type.String(),
+  catalog: Nullable(Type.String()),
+  url: Nullable(Type.String()),
+  createdAt: Type.String(),
+});
+const ToolView = Type.Object({
+  name: Type.String({ description: 'The qualified name `<server>__<tool>`' }),
+  server: Type.String(),
+  tool: Type.String(),
+  description: Type.String(),
+  inputSchema: Type.Unknown(),
+  annotations: Type.Unknown(),
+  adminRisk: Nullable(Type.String()),
+  catalogRisk: Nullable(Type.String()),
+  risk: Type.String(),
+  riskSource: Type.String(),
+  definitionHash: Type.String(),
+  blocked: Type.Boolean(),
+  changedDefinitionHash: Nullable(Type.String()),
+  changedDefinition: Type.Unknown(),
+});
 
 /** Discovery answers within this or the registration is refused. */
 const DISCOVERY_TIMEOUT_MS = 30_000;
@@ -152,11 +176,20 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       preHandler: requireRole('viewer'),
-      schema: { tags: ['agents'], summary: "The tenant's MCP servers", response: errorResponses() },
+      schema: {
+        tags: ['agents'],
+        summary: "The tenant's MCP servers by id",
+        querystring: PageQuerystring,
+        response: {
+          200: Type.Object({ servers: Type.Array(ServerView), nextCursor: NextCursor }),
+          ...errorResponses(400),
+        },
+      },
     },
-    async (request) => ({
-      servers: (await agents.listServers(request.principal!.tenantId)).map(serverView),
-    }),
+    async (request) => {
+      const page = await agents.listServers(request.principal!.tenantId, request.query);
+      return { servers: page.items.map(serverView), nextCursor: page.nextCursor };
+    },
   );
 
   app.get(
@@ -165,16 +198,21 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['agents'],
-        summary: "A server's tools: schema, risk, pinned hash, blocked",
+        summary: "A server's tools by name: schema, risk, pinned hash, blocked",
         params: ServerParams,
-        response: errorResponses(400, 404),
+        querystring: PageQuerystring,
+        response: {
+          200: Type.Object({ tools: Type.Array(ToolView), nextCursor: NextCursor }),
+          ...errorResponses(400, 404),
+        },
       },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       if (!(await agents.getServer(tenantId, request.params.id)))
         throw new NotFoundError('mcp-server', request.params.id);
-      return { tools: (await agents.listTools(tenantId, request.params.id)).map(toolView) };
+      const page = await agents.pageTools(tenantId, request.params.id, request.query);
+      return { tools: page.items.map(toolView), nextCursor: page.nextCursor };
     },
   );
 

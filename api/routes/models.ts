@@ -13,7 +13,15 @@ import { RolloutLockStore } from '../../common/store/rollouts';
 import { RoutingStore } from '../../common/store/routing';
 import { requireRole } from '../plugins/auth';
 import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, ResourceId, VersionId, VersionParams } from '../schemas';
+import {
+  errorResponses,
+  IdempotencyHeaders,
+  NextCursor,
+  PageQuerystring,
+  ResourceId,
+  VersionId,
+  VersionParams,
+} from '../schemas';
 
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 const ModelType = Type.Union([Type.Literal('chat'), Type.Literal('completion'), Type.Literal('embedding')], {
@@ -57,6 +65,8 @@ const ModelList = Type.Object({
   object: Type.Literal('list'),
   data: Type.Array(OpenAiModel),
   models: Type.Array(ModelSummary),
+  has_more: Type.Boolean({ description: 'OpenAI style: another page follows' }),
+  nextCursor: NextCursor,
 });
 const Model = Type.Object({
   id: Type.String(),
@@ -144,13 +154,14 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['models'],
-        summary: "List the tenant's models (OpenAI list shape and the LLMHub shape in one body)",
-        response: { 200: ModelList, ...errorResponses() },
+        summary: "List the tenant's models by id (OpenAI list shape and the LLMHub shape in one body)",
+        querystring: PageQuerystring,
+        response: { 200: ModelList, ...errorResponses(400) },
       },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
-      const models = await registry.listModels(tenantId);
+      const { items: models, nextCursor } = await registry.listModels(tenantId, request.query);
       return {
         object: 'list' as const,
         data: models.map((m) => ({
@@ -160,6 +171,8 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
           owned_by: tenantId,
         })),
         models: models.map(({ createdAt: _createdAt, ...m }) => m),
+        has_more: nextCursor !== null,
+        nextCursor,
       };
     },
   );
@@ -213,16 +226,21 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['models'],
-        summary: "List a model's versions",
+        summary: "List a model's versions, oldest first",
         params: ModelParams,
-        response: { 200: Type.Object({ versions: Type.Array(Version) }), ...errorResponses(400, 404) },
+        querystring: PageQuerystring,
+        response: {
+          200: Type.Object({ versions: Type.Array(Version), nextCursor: NextCursor }),
+          ...errorResponses(400, 404),
+        },
       },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       if (!(await registry.getModel(tenantId, request.params.modelId)))
         throw new NotFoundError('model', request.params.modelId);
-      return { versions: await registry.listVersions(tenantId, request.params.modelId) };
+      const page = await registry.pageVersions(tenantId, request.params.modelId, request.query);
+      return { versions: page.items, nextCursor: page.nextCursor };
     },
   );
 

@@ -5,10 +5,11 @@ import type { LimitCeiling } from '../../common/config';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { CEILING_SUBJECT, LimitStore } from '../../common/store/limits';
+import type { TenantInfo } from '../../common/store/tenants';
 import { TENANT_ID_PATTERN, workflowId } from '../../contracts/operations';
 import { OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 import { TENANT_DELETION_KEY, tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
-import { errorResponses } from '../schemas';
+import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
 
 const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
 const Gpus = Type.Integer({ minimum: 0, maximum: 100_000 });
@@ -95,18 +96,31 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
   const quotas = new GpuQuotaStore(db);
   const limits = new LimitStore(db);
 
+  /** The tenants with their quotas, ceilings and storage: one query for each, however many tenants. */
+  async function describeAll(infos: TenantInfo[]) {
+    const ids = infos.map((t) => t.id);
+    const [gpus, ceilings, scopes] = await Promise.all([
+      quotas.quotasOf(ids),
+      limits.ceilingsOf(ids),
+      storageScopes.scopesOf(ids),
+    ]);
+    return infos.map((tenant) => {
+      const ceiling = ceilings.get(tenant.id);
+      return {
+        ...tenant,
+        gpuQuota: gpus.get(tenant.id)!,
+        limitCeiling: ceiling
+          ? { windowSeconds: ceiling.windowSeconds, maxRequests: ceiling.maxRequests, maxTokens: ceiling.maxTokens }
+          : null,
+        storage: scopes.get(tenant.id)!,
+      };
+    });
+  }
+
   async function describe(id: string) {
     const tenant = await tenants.getTenant(id);
     if (!tenant) throw new NotFoundError('tenant', id);
-    const ceiling = (await limits.listLimits(id)).find((l) => l.subject === CEILING_SUBJECT);
-    return {
-      ...tenant,
-      gpuQuota: await quotas.quotaOf(id),
-      limitCeiling: ceiling
-        ? { windowSeconds: ceiling.windowSeconds, maxRequests: ceiling.maxRequests, maxTokens: ceiling.maxTokens }
-        : null,
-      storage: await storageScopes.scopeOf(id),
-    };
+    return (await describeAll([tenant]))[0]!;
   }
 
   const setCeiling = (tenantId: string, c: LimitCeiling) =>
@@ -151,11 +165,15 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       config: OPERATORS_ONLY,
       schema: {
         tags: ['platform'],
-        summary: 'List the tenants',
-        response: { 200: Type.Object({ tenants: Type.Array(Tenant) }), ...errorResponses() },
+        summary: 'List the tenants by id',
+        querystring: PageQuerystring,
+        response: { 200: Type.Object({ tenants: Type.Array(Tenant), nextCursor: NextCursor }), ...errorResponses(400) },
       },
     },
-    async () => ({ tenants: await Promise.all((await tenants.listTenants()).map((t) => describe(t.id))) }),
+    async (request) => {
+      const page = await tenants.listTenants(request.query);
+      return { tenants: await describeAll(page.items), nextCursor: page.nextCursor };
+    },
   );
 
   app.get(

@@ -1,6 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { AgentDefinition, RiskLevel, ToolAnnotations } from '../../contracts/agent-run';
 import type { DiscoveredTool, McpEndpoint } from '../mcp';
+import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 import { inTransaction } from './pool';
 
 export interface McpServerRecord {
@@ -57,6 +58,9 @@ export interface McpToolRecord {
   /** The definition the server reported instead of the pinned one; while set, the tool is blocked. */
   changed: { hash: string; definition: Omit<DiscoveredTool, 'definitionHash'> } | null;
 }
+
+const SERVER_KEYS: Keyset<McpServerRecord> = { list: 'mcp-servers', parts: [KeyPart.text], keyOf: (s) => [s.id] };
+const TOOL_KEYS: Keyset<McpToolRecord> = { list: 'mcp-tools', parts: [KeyPart.text], keyOf: (t) => [t.name] };
 
 const TOOL_COLUMNS =
   'server_id, name, description, input_schema, annotations, admin_risk, catalog_risk, definition_hash, changed_hash, changed_definition';
@@ -145,9 +149,26 @@ export class AgentStore {
     return rows[0] ? serverOf(rows[0]) : undefined;
   }
 
-  async listServers(tenantId: string): Promise<McpServerRecord[]> {
-    const { rows } = await this.db.query(`${SERVER_SELECT} WHERE s.tenant_id = $1 ORDER BY s.id`, [tenantId]);
-    return rows.map(serverOf);
+  async listServers(tenantId: string, q: PageQuery): Promise<Page<McpServerRecord>> {
+    return keysetPage(SERVER_KEYS, q, async (after, take) => {
+      const { rows } = await this.db.query(
+        `${SERVER_SELECT} WHERE s.tenant_id = $1 AND ($2::text IS NULL OR s.id > $2) ORDER BY s.id LIMIT $3`,
+        [tenantId, after?.[0] ?? null, take],
+      );
+      return rows.map(serverOf);
+    });
+  }
+
+  /** A page of one server's tools by name. */
+  async pageTools(tenantId: string, serverId: string, q: PageQuery): Promise<Page<McpToolRecord>> {
+    return keysetPage(TOOL_KEYS, q, async (after, take) => {
+      const { rows } = await this.db.query(
+        `SELECT ${TOOL_COLUMNS} FROM mcp_tools WHERE tenant_id = $1 AND server_id = $2 AND ($3::text IS NULL OR name > $3)
+         ORDER BY name LIMIT $4`,
+        [tenantId, serverId, after?.[0] ?? null, take],
+      );
+      return rows.map(toolOf);
+    });
   }
 
   async listTools(tenantId: string, serverId?: string): Promise<McpToolRecord[]> {

@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import { BadRequestError } from '../errors';
+import { cursorTime, KeyPart, keysetPage, type Keyset } from './pages';
 
 export interface AuditEntry {
   requestId: string;
@@ -116,19 +117,12 @@ const valuesOf = (e: AuditEntry): unknown[] => [
   e.errorClass ?? null,
 ];
 
-/** The position of the last row of a page: its time to the microsecond and its id. */
-const CURSOR_AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
-const encodeCursor = (at: string, id: string) => Buffer.from(JSON.stringify([at, id])).toString('base64url');
-function decodeCursor(cursor: string): [string, string] {
-  try {
-    const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(v) && typeof v[0] === 'string' && CURSOR_AT.test(v[0]) && /^\d{1,18}$/.test(String(v[1])))
-      return [v[0], String(v[1])];
-  } catch {
-    // reported below
-  }
-  throw new BadRequestError('cursor is not one this API gave out', 'querystring.cursor');
-}
+/** The position of a row: its time to the microsecond and its id; newest first. */
+const AUDIT_KEYS: Keyset<DbRow> = {
+  list: 'audit',
+  parts: [KeyPart.time, KeyPart.bigint],
+  keyOf: (r) => [r.at_text, r.id],
+};
 
 type DbRow = Record<(typeof COLUMNS)[number], unknown> & { id: string; at_text: string };
 const toRow = (r: DbRow): AuditRow => ({
@@ -221,27 +215,24 @@ export class AuditStore {
     if (filter.statusCode !== undefined) where.push(`status_code = ${bind(filter.statusCode)}`);
     if (filter.workflowId !== undefined) where.push(`workflow_id = ${bind(filter.workflowId)}`);
     if (filter.requestId !== undefined) where.push(`request_id = ${bind(filter.requestId)}`);
-    if (cursor !== undefined) {
-      const [at, id] = decodeCursor(cursor);
-      where.push(`(at, id) < (${bind(at)}::timestamptz, ${bind(id)}::bigint)`);
-    }
-    const { rows } = await this.db
-      .query<DbRow>(
-        `SELECT id, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at_text, ${COLUMNS.join(', ')}
+    const page = await keysetPage(AUDIT_KEYS, { limit, cursor }, (after, take) => {
+      if (after) where.push(`(at, id) < (${bind(after[0])}::timestamptz, ${bind(after[1])}::bigint)`);
+      return this.db
+        .query<DbRow>(
+          `SELECT id, ${cursorTime('at')} AS at_text, ${COLUMNS.join(', ')}
        FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-       ORDER BY at DESC, id DESC LIMIT ${bind(limit + 1)}`,
-        params,
-      )
-      .catch((err: { code?: string }) => {
-        // A time the schema's format admits but PostgreSQL cannot hold (year 0, year 300000).
-        if (err.code === '22007' || err.code === '22008')
-          throw new BadRequestError('from or to is not a time the audit log can compare', 'querystring.from');
-        throw err;
-      });
-    const more = rows.length > limit;
-    const data = rows.slice(0, limit);
-    const last = data[data.length - 1];
-    return { data: data.map(toRow), nextCursor: more && last ? encodeCursor(last.at_text, last.id) : null };
+       ORDER BY at DESC, id DESC LIMIT ${bind(take)}`,
+          params,
+        )
+        .then((r) => r.rows)
+        .catch((err: { code?: string }) => {
+          // A time the schema's format admits but PostgreSQL cannot hold (year 0, year 300000).
+          if (err.code === '22007' || err.code === '22008')
+            throw new BadRequestError('from or to is not a time the audit log can compare', 'querystring.from');
+          throw err;
+        });
+    });
+    return { data: page.items.map(toRow), nextCursor: page.nextCursor };
   }
 
   /** Deletes rows and unauthenticated counts older than `before` (epoch ms). */

@@ -85,6 +85,16 @@ export class GpuQuotaStore {
     return rows[0]?.gpus ?? DEFAULT_GPU_QUOTA;
   }
 
+  /** The quotas of these tenants in one query. */
+  async quotasOf(tenantIds: string[]): Promise<Map<string, number>> {
+    const { rows } = await this.db.query<{ tenant_id: string; gpus: number }>(
+      'SELECT tenant_id, gpus FROM gpu_quotas WHERE tenant_id = ANY($1)',
+      [tenantIds],
+    );
+    const held = new Map(rows.map((r) => [r.tenant_id, r.gpus]));
+    return new Map(tenantIds.map((id) => [id, held.get(id) ?? DEFAULT_GPU_QUOTA]));
+  }
+
   async setQuota(tenantId: string, gpus: number): Promise<void> {
     await this.db.query(
       `INSERT INTO gpu_quotas (tenant_id, gpus) VALUES ($1, $2)

@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 
 export interface KnowledgeNamespace {
   name: string;
@@ -15,6 +16,17 @@ export interface DocumentRecord {
   state: 'indexed' | 'failed';
   error: string | null;
 }
+
+const NAMESPACE_KEYS: Keyset<KnowledgeNamespace> = {
+  list: 'namespaces',
+  parts: [KeyPart.text],
+  keyOf: (n) => [n.name],
+};
+const DOCUMENT_KEYS: Keyset<DocumentRecord> = {
+  list: 'documents',
+  parts: [KeyPart.text],
+  keyOf: (d) => [d.documentId],
+};
 
 /** Namespaces and per-document index state; every query is scoped by tenant. */
 export class KnowledgeStore {
@@ -47,20 +59,22 @@ export class KnowledgeStore {
       : undefined;
   }
 
-  async listNamespaces(tenantId: string): Promise<(KnowledgeNamespace & { documents: number })[]> {
-    const { rows } = await this.db.query(
-      `SELECT n.name, n.embedder_id, n.collection, n.created_at, count(d.document_id)::int AS documents
-       FROM knowledge_namespaces n LEFT JOIN knowledge_documents d ON d.tenant_id = n.tenant_id AND d.namespace = n.name
-       WHERE n.tenant_id = $1 GROUP BY n.tenant_id, n.name ORDER BY n.name`,
-      [tenantId],
-    );
-    return rows.map((r) => ({
-      name: r.name,
-      embedderId: r.embedder_id,
-      collection: r.collection,
-      createdAt: r.created_at.toISOString(),
-      documents: r.documents,
-    }));
+  async listNamespaces(tenantId: string, q: PageQuery): Promise<Page<KnowledgeNamespace & { documents: number }>> {
+    return keysetPage(NAMESPACE_KEYS, q, async (after, take) => {
+      const { rows } = await this.db.query(
+        `SELECT n.name, n.embedder_id, n.collection, n.created_at, count(d.document_id)::int AS documents
+         FROM knowledge_namespaces n LEFT JOIN knowledge_documents d ON d.tenant_id = n.tenant_id AND d.namespace = n.name
+         WHERE n.tenant_id = $1 AND ($2::text IS NULL OR n.name > $2) GROUP BY n.tenant_id, n.name ORDER BY n.name LIMIT $3`,
+        [tenantId, after?.[0] ?? null, take],
+      );
+      return rows.map((r) => ({
+        name: r.name,
+        embedderId: r.embedder_id,
+        collection: r.collection,
+        createdAt: r.created_at.toISOString(),
+        documents: r.documents,
+      }));
+    });
   }
 
   async deleteNamespace(tenantId: string, name: string): Promise<boolean> {
@@ -70,22 +84,23 @@ export class KnowledgeStore {
     );
   }
 
-  async getDocument(tenantId: string, namespace: string, documentId: string): Promise<DocumentRecord | undefined> {
-    const { rows } = await this.db.query(
-      'SELECT document_id, source_uri, content_hash, chunk_count, state, error FROM knowledge_documents WHERE tenant_id = $1 AND namespace = $2 AND document_id = $3',
-      [tenantId, namespace, documentId],
-    );
-    const r = rows[0];
-    return r
-      ? {
-          documentId: r.document_id,
-          sourceUri: r.source_uri,
-          contentHash: r.content_hash,
-          chunkCount: r.chunk_count,
-          state: r.state,
-          error: r.error,
-        }
-      : undefined;
+  /** A page of a namespace's documents with their index state, in one query however large the page. */
+  async listDocuments(tenantId: string, namespace: string, q: PageQuery): Promise<Page<DocumentRecord>> {
+    return keysetPage(DOCUMENT_KEYS, q, async (after, take) => {
+      const { rows } = await this.db.query(
+        `SELECT document_id, source_uri, content_hash, chunk_count, state, error FROM knowledge_documents
+         WHERE tenant_id = $1 AND namespace = $2 AND ($3::text IS NULL OR document_id > $3) ORDER BY document_id LIMIT $4`,
+        [tenantId, namespace, after?.[0] ?? null, take],
+      );
+      return rows.map((r) => ({
+        documentId: r.document_id,
+        sourceUri: r.source_uri,
+        contentHash: r.content_hash,
+        chunkCount: r.chunk_count,
+        state: r.state,
+        error: r.error,
+      }));
+    });
   }
 
   /**

@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from 'pg';
+import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 import { inTransaction } from './pool';
 
 /**
@@ -24,18 +25,21 @@ export interface WindowRef {
   windowStart: number;
 }
 
-/** Every tenant's limits, or one tenant's when `tenantId` is given. */
-export async function readLimits(q: Pick<PoolClient, 'query'>, tenantId?: string): Promise<LimitRule[]> {
+const LIMIT_KEYS: Keyset<LimitRule> = { list: 'limits', parts: [KeyPart.text], keyOf: (l) => [l.subject] };
+
+/** The limits a clause selects (every tenant's without one). */
+export async function readLimits(
+  q: Pick<PoolClient, 'query'>,
+  where = '',
+  params: unknown[] = [],
+): Promise<LimitRule[]> {
   const { rows } = await q.query<{
     tenant_id: string;
     subject: string;
     window_seconds: number;
     max_requests: string | null;
     max_tokens: string | null;
-  }>(
-    `SELECT tenant_id, subject, window_seconds, max_requests, max_tokens FROM gateway_limits${tenantId === undefined ? '' : ' WHERE tenant_id = $1 ORDER BY subject'}`,
-    tenantId === undefined ? [] : [tenantId],
-  );
+  }>(`SELECT tenant_id, subject, window_seconds, max_requests, max_tokens FROM gateway_limits ${where}`, params);
   return rows.map((l) => ({
     tenantId: l.tenant_id,
     subject: l.subject,
@@ -71,8 +75,21 @@ export class LimitStore {
     return rowCount === 1;
   }
 
-  async listLimits(tenantId: string): Promise<LimitRule[]> {
-    return readLimits(this.db, tenantId);
+  /** A page of the tenant's limits by subject; the subject '' (the whole tenant) sorts first. */
+  async listLimits(tenantId: string, q: PageQuery): Promise<Page<LimitRule>> {
+    return keysetPage(LIMIT_KEYS, q, (after, take) =>
+      readLimits(this.db, 'WHERE tenant_id = $1 AND ($2::text IS NULL OR subject > $2) ORDER BY subject LIMIT $3', [
+        tenantId,
+        after?.[0] ?? null,
+        take,
+      ]),
+    );
+  }
+
+  /** The platform's ceiling of each of these tenants that has one, in one query. */
+  async ceilingsOf(tenantIds: string[]): Promise<Map<string, LimitRule>> {
+    const rules = await readLimits(this.db, 'WHERE tenant_id = ANY($1) AND subject = $2', [tenantIds, CEILING_SUBJECT]);
+    return new Map(rules.map((r) => [r.tenantId, r]));
   }
 
   /** Takes up to `requests`/`tokens` from the window (opening it at the rule's full allowance); returns what was granted. */

@@ -2,6 +2,7 @@ import type { Pool } from 'pg';
 import type { RiskLevel } from '../../contracts/agent-run';
 import type { DiscoveredTool } from '../mcp';
 import type { StdioServerSpec } from '../mcp-sandbox';
+import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 
 /** An operator's stdio MCP server (0012_mcp_catalog.sql). `tools` is null while the worker is discovering them. */
 export interface McpCatalogEntry extends StdioServerSpec {
@@ -23,6 +24,8 @@ const entryOf = (r: Record<string, unknown>): McpCatalogEntry => ({
   tools: (r.tools as DiscoveredTool[] | null) ?? null,
   createdAt: (r.created_at as Date).toISOString(),
 });
+
+const ENTRY_KEYS: Keyset<McpCatalogEntry> = { list: 'mcp-catalog', parts: [KeyPart.text], keyOf: (e) => [e.id] };
 
 /** The platform's catalog of stdio MCP servers; entries do not change once made (delete and re-create instead). */
 export class McpCatalogStore {
@@ -46,9 +49,14 @@ export class McpCatalogStore {
     return rows[0] ? entryOf(rows[0]) : undefined;
   }
 
-  async list(): Promise<McpCatalogEntry[]> {
-    const { rows } = await this.db.query('SELECT * FROM mcp_catalog ORDER BY id');
-    return rows.map(entryOf);
+  async list(q: PageQuery): Promise<Page<McpCatalogEntry>> {
+    return keysetPage(ENTRY_KEYS, q, async (after, take) => {
+      const { rows } = await this.db.query(
+        'SELECT * FROM mcp_catalog WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2',
+        [after?.[0] ?? null, take],
+      );
+      return rows.map(entryOf);
+    });
   }
 
   /** Deletes the entry and, with it, every tenant's server made from it; the number of those, or undefined if none such. */

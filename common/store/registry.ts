@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from 'pg';
 import type { ArtifactInfo } from '../../contracts/model-registry';
 import type { ServingResources } from '../../contracts/rollout';
 import type { Model, ModelMetadata, ModelVersion, ModelVersionState } from '../types';
+import { cursorTime, KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 
 type Queryable = Pool | PoolClient;
 
@@ -56,6 +57,12 @@ const toVersion = (r: VersionRow): ModelVersion => ({
   createdAt: r.created_at.toISOString(),
   updatedAt: r.updated_at.toISOString(),
 });
+const MODEL_KEYS: Keyset<Model> = { list: 'models', parts: [KeyPart.text], keyOf: (m) => [m.id] };
+const VERSION_KEYS: Keyset<VersionRow & { created_key: string }> = {
+  list: 'model-versions',
+  parts: [KeyPart.time, KeyPart.text],
+  keyOf: (r) => [r.created_key, r.version],
+};
 
 /** The model registry: models, their versions and each version's state. Every query is scoped by tenant. */
 export class RegistryStore {
@@ -86,12 +93,14 @@ export class RegistryStore {
     return rows[0] ? toModel(rows[0]) : undefined;
   }
 
-  async listModels(tenantId: string): Promise<Model[]> {
-    const { rows } = await this.db.query<ModelRow>(
-      `SELECT ${MODEL_COLUMNS} FROM models WHERE tenant_id = $1 ORDER BY id`,
-      [tenantId],
-    );
-    return rows.map(toModel);
+  async listModels(tenantId: string, q: PageQuery): Promise<Page<Model>> {
+    return keysetPage(MODEL_KEYS, q, async (after, take) => {
+      const { rows } = await this.db.query<ModelRow>(
+        `SELECT ${MODEL_COLUMNS} FROM models WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3`,
+        [tenantId, after?.[0] ?? null, take],
+      );
+      return rows.map(toModel);
+    });
   }
 
   async getModel(tenantId: string, id: string, q: Queryable = this.db): Promise<Model | undefined> {
@@ -146,6 +155,20 @@ export class RegistryStore {
       [tenantId, modelId],
     );
     return rows.map(toVersion);
+  }
+
+  /** A page of a model's versions, oldest first. */
+  async pageVersions(tenantId: string, modelId: string, q: PageQuery): Promise<Page<ModelVersion>> {
+    const page = await keysetPage(VERSION_KEYS, q, async (after, take) => {
+      const { rows } = await this.db.query<VersionRow & { created_key: string }>(
+        `SELECT *, ${cursorTime('created_at')} AS created_key FROM model_versions
+         WHERE tenant_id = $1 AND model_id = $2 AND ($3::timestamptz IS NULL OR (created_at, version) > ($3, $4))
+         ORDER BY created_at, version LIMIT $5`,
+        [tenantId, modelId, after?.[0] ?? null, after?.[1] ?? null, take],
+      );
+      return rows;
+    });
+    return { items: page.items.map(toVersion), nextCursor: page.nextCursor };
   }
 
   /** Idempotent: re-running it with the same facts leaves the same row. */

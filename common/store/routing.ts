@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import { readLimits, type LimitRule } from './limits';
+import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 
 /** Canary share of weighted traffic when a canary is set without a weight (the seed's 90/10 split). */
 export const DEFAULT_CANARY_WEIGHT = 10;
@@ -20,6 +21,13 @@ export interface ModelRoute {
   /** Base URL (…/v1) of each routed version's server; a version without one cannot take traffic. */
   endpoints: Record<string, string | null>;
 }
+
+export interface Project {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+const PROJECT_KEYS: Keyset<Project> = { list: 'projects', parts: [KeyPart.text], keyOf: (p) => [p.id] };
 
 /** Everything a gateway replica keeps in memory, read in one consistent snapshot. */
 export interface GatewaySnapshot {
@@ -75,10 +83,24 @@ export class RoutingStore {
     return rowCount === 1;
   }
 
-  async listProjects(tenantId: string): Promise<{ id: string; name: string; createdAt: string }[]> {
+  async listProjects(tenantId: string, q: PageQuery): Promise<Page<Project>> {
+    return keysetPage(PROJECT_KEYS, q, (after, take) =>
+      this.projects('WHERE tenant_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id LIMIT $3', [
+        tenantId,
+        after?.[0] ?? null,
+        take,
+      ]),
+    );
+  }
+
+  async getProject(tenantId: string, id: string): Promise<Project | undefined> {
+    return (await this.projects('WHERE tenant_id = $1 AND id = $2', [tenantId, id]))[0];
+  }
+
+  private async projects(where: string, params: unknown[]): Promise<Project[]> {
     const { rows } = await this.db.query<{ id: string; name: string; created_at: Date }>(
-      'SELECT id, name, created_at FROM projects WHERE tenant_id = $1 ORDER BY id',
-      [tenantId],
+      `SELECT id, name, created_at FROM projects ${where}`,
+      params,
     );
     return rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at.toISOString() }));
   }

@@ -67,6 +67,20 @@ export class StorageScopeStore {
     return rows.map((r) => r.bucket);
   }
 
+  /** The scopes of these tenants, in one query. */
+  async scopesOf(tenantIds: string[]): Promise<Map<string, TenantScope>> {
+    const { rows } = await this.db.query<{ tenant_id: string; bucket: string }>(
+      'SELECT tenant_id, bucket FROM storage_grants WHERE tenant_id = ANY($1) ORDER BY bucket',
+      [tenantIds],
+    );
+    return new Map(
+      tenantIds.map((id) => [
+        id,
+        { bucket: this.bucketOf(id), grants: rows.filter((r) => r.tenant_id === id).map((r) => r.bucket) },
+      ]),
+    );
+  }
+
   /** The tenants a bucket is granted to: who its bucket policy lets read. */
   async granteesOf(bucket: string): Promise<string[]> {
     const { rows } = await this.db.query<{ tenant_id: string }>(

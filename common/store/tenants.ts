@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { Role } from '../../contracts/approvals';
+import { cursorTime, KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 import { inTransaction } from './pool';
 
 const KEY_PREFIX = 'llmhub';
@@ -46,6 +47,30 @@ export interface ApiKeyInfo {
   expiresAt: string | null;
 }
 
+interface ApiKeyRow {
+  id: string;
+  name: string;
+  role: Role;
+  created_at: Date;
+  created_key: string;
+  revoked_at: Date | null;
+  expires_at: Date | null;
+}
+const toApiKey = (r: ApiKeyRow): ApiKeyInfo => ({
+  id: r.id,
+  name: r.name,
+  role: r.role,
+  createdAt: r.created_at.toISOString(),
+  revokedAt: r.revoked_at?.toISOString() ?? null,
+  expiresAt: r.expires_at?.toISOString() ?? null,
+});
+const API_KEY_KEYS: Keyset<ApiKeyRow> = {
+  list: 'api-keys',
+  parts: [KeyPart.time, KeyPart.text],
+  keyOf: (r) => [r.created_key, r.id],
+};
+const TENANT_KEYS: Keyset<TenantInfo> = { list: 'tenants', parts: [KeyPart.text], keyOf: (t) => [t.id] };
+
 const hashSecret = (secret: string): Buffer => createHash('sha256').update(secret).digest();
 
 /**
@@ -85,8 +110,10 @@ export class TenantStore {
     return (await this.tenantState(id)) !== 'absent';
   }
 
-  async listTenants(): Promise<TenantInfo[]> {
-    return this.tenantInfos('ORDER BY id', []);
+  async listTenants(q: PageQuery): Promise<Page<TenantInfo>> {
+    return keysetPage(TENANT_KEYS, q, (after, take) =>
+      this.tenantInfos('WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2', [after?.[0] ?? null, take]),
+    );
   }
 
   async getTenant(id: string): Promise<TenantInfo | undefined> {
@@ -166,12 +193,19 @@ export class TenantStore {
     return rowCount === 1;
   }
 
-  async listApiKeys(tenantId: string): Promise<ApiKeyInfo[]> {
-    return this.apiKeyInfos('WHERE tenant_id = $1 ORDER BY created_at, id', [tenantId]);
+  /** A page of the tenant's keys, oldest first. */
+  async listApiKeys(tenantId: string, q: PageQuery): Promise<Page<ApiKeyInfo>> {
+    const page = await keysetPage(API_KEY_KEYS, q, (after, take) =>
+      this.apiKeyRows(
+        `WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) ORDER BY created_at, id LIMIT $4`,
+        [tenantId, after?.[0] ?? null, after?.[1] ?? null, take],
+      ),
+    );
+    return { items: page.items.map(toApiKey), nextCursor: page.nextCursor };
   }
 
   async getApiKey(tenantId: string, id: string): Promise<ApiKeyInfo | undefined> {
-    return (await this.apiKeyInfos('WHERE tenant_id = $1 AND id = $2', [tenantId, id]))[0];
+    return (await this.apiKeyRows('WHERE tenant_id = $1 AND id = $2', [tenantId, id])).map(toApiKey)[0];
   }
 
   /** Revokes a tenant's keys of one name made before `createdBeforeMs` (epoch ms): how machine-minted keys expire. */
@@ -214,23 +248,12 @@ export class TenantStore {
     };
   }
 
-  private async apiKeyInfos(where: string, params: unknown[]): Promise<ApiKeyInfo[]> {
-    const { rows } = await this.db.query<{
-      id: string;
-      name: string;
-      role: Role;
-      created_at: Date;
-      revoked_at: Date | null;
-      expires_at: Date | null;
-    }>(`SELECT id, name, role, created_at, revoked_at, expires_at FROM api_keys ${where}`, params);
-    return rows.map((r) => ({
-      id: r.id,
-      name: r.name,
-      role: r.role,
-      createdAt: r.created_at.toISOString(),
-      revokedAt: r.revoked_at?.toISOString() ?? null,
-      expiresAt: r.expires_at?.toISOString() ?? null,
-    }));
+  private async apiKeyRows(where: string, params: unknown[]): Promise<ApiKeyRow[]> {
+    const { rows } = await this.db.query<ApiKeyRow>(
+      `SELECT id, name, role, created_at, ${cursorTime('created_at')} AS created_key, revoked_at, expires_at FROM api_keys ${where}`,
+      params,
+    );
+    return rows;
   }
 
   /**

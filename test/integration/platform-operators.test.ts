@@ -97,6 +97,7 @@ describe('platform operators', () => {
     expect((await api('GET', '/v1/quotas/gpu', admin)).json()).toMatchObject({ gpus: 3 });
     expect((await api('GET', '/v1/limits', admin)).json()).toEqual({
       limits: [{ subject: 'platform', windowSeconds: 60, maxRequests: 600, maxTokens: 1000000 }],
+      nextCursor: null,
     });
 
     // An operator is a member of no tenant.
