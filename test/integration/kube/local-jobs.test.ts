@@ -31,6 +31,10 @@ describe('local job runner (kwok pods with a local program)', () => {
   beforeAll(async () => {
     k = kube();
     ns = await createNamespace(k, 'local-jobs');
+    await k.core.createNamespacedSecret({
+      namespace: ns,
+      body: { metadata: { name: 'job-secret' }, stringData: { token: 'from-the-secret' } },
+    });
     dir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-local-jobs-'));
     runner = await startLocalJobRunner({
       kubeconfigPath: process.env[KUBECONFIG_ENV]!,
@@ -62,8 +66,8 @@ describe('local job runner (kwok pods with a local program)', () => {
                 env: [
                   ...Object.entries(env).map(([name, value]) => ({ name, value })),
                   { name: 'POD', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
-                  // A secret reference: a local run cannot read it, and must not invent it.
-                  { name: 'SECRET', valueFrom: { secretKeyRef: { name: 'absent', key: 'token' } } },
+                  // Resolved from the pod's namespace, as a kubelet does (the tenant's S3 keys reach Jobs this way).
+                  { name: 'SECRET', valueFrom: { secretKeyRef: { name: 'job-secret', key: 'token' } } },
                 ],
               },
             ],
@@ -92,7 +96,7 @@ describe('local job runner (kwok pods with a local program)', () => {
     const seen = JSON.parse(await readFile(out, 'utf8')) as { args: string[]; pod: string; secret: string | null };
     expect(seen.args).toEqual(['--step', 'export']);
     expect(seen.pod).toMatch(/^ok-/);
-    expect(seen.secret).toBeNull();
+    expect(seen.secret).toBe('from-the-secret');
   });
 
   test('a non-zero exit fails the pod with that exit code', async () => {
