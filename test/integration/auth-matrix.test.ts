@@ -327,12 +327,15 @@ interface Outcome {
  * Operations whose sample request would wait for a run in the worker (a catalog entry's tool discovery); the matrix runs
  * no worker, so they are sent an empty body: a 400 after the credential and role checks still shows those passed.
  */
-const WAITS_FOR_WORKER = new Set(['POST /v1/platform/mcp-catalog']);
+const WAITS_FOR_WORKER = new Set(['POST /v1/platform/mcp-catalog/']);
+/** The WAITS_FOR_WORKER operations the matrix met: a renamed route must not silently wait for a worker again. */
+const waitedFor = new Set<string>();
 
 async function call(op: Operation, who: string, key: string | undefined, ofA: boolean): Promise<Outcome> {
   const built = requestOf(op, ofA);
   const { bodyNamesA } = built;
   const request = WAITS_FOR_WORKER.has(label(op)) ? { ...built.request, payload: {} } : built.request;
+  if (WAITS_FOR_WORKER.has(label(op))) waitedFor.add(label(op));
   const res: LightMyRequestResponse = await p.app.inject({ ...request, headers: key ? bearer(key) : {} });
   if (res.statusCode < 300 && String(res.headers['content-type']).startsWith('application/json')) {
     const id = (res.json() as { workflowId?: unknown }).workflowId;
@@ -426,6 +429,7 @@ describe('tenants and platform operators', () => {
     for (const op of platformOps()) own.push(await call(op, 'operator', p.operatorKey, false));
     expect(own.filter((o) => o.status === 401 || o.status === 403).map((o) => `${o.op}: ${o.status}`)).toEqual([]);
     expect(faults([...outcomes, ...own])).toEqual([]);
+    expect([...waitedFor]).toEqual([...WAITS_FOR_WORKER]);
   });
 
   it('every member of a tenant, its admin included, gets 403 on every platform route', async () => {
