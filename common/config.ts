@@ -189,7 +189,8 @@ export function clustersOf(raw: string | undefined): ClusterSettings {
   return clusters;
 }
 
-const Ceiling = Type.Object(
+/** A tenant's gateway ceiling: the configured default, and what an operator's PUT takes (api/routes/platform.ts). */
+export const Ceiling = Type.Object(
   {
     windowSeconds: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }),
     maxRequests: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),

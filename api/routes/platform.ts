@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import type { LimitCeiling } from '../../common/config';
+import { Ceiling, type LimitCeiling } from '../../common/config';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { CEILING_SUBJECT, LimitStore } from '../../common/store/limits';
@@ -13,14 +13,6 @@ import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
 
 const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
 const Gpus = Type.Integer({ minimum: 0, maximum: 100_000 });
-const Ceiling = Type.Object(
-  {
-    windowSeconds: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }),
-    maxRequests: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
-    maxTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
-  },
-  { additionalProperties: false },
-);
 const CeilingOut = Type.Object({
   windowSeconds: Type.Integer(),
   maxRequests: Type.Union([Type.Integer(), Type.Null()]),
