@@ -1,10 +1,13 @@
+import { LIMIT_KEYS } from '../../common/store/limits';
+import { PROJECT_KEYS } from '../../common/store/routing';
+import { API_KEY_KEYS } from '../../common/store/tenants';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
 import { CEILING_SUBJECT, LimitStore, type LimitRule } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
 import { requireRole } from '../plugins/auth';
-import { errorResponses, NextCursor, PageQuerystring, ResourceId } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
 // The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
 const KeyRole = Type.Union([
@@ -113,7 +116,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         summary: "List the tenant's API keys (never their secrets), oldest first",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(API_KEY_KEYS),
         response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey), nextCursor: NextCursor }), ...errorResponses(400) },
       },
     },
@@ -169,7 +172,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         summary: "List the tenant's projects by id",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(PROJECT_KEYS),
         response: {
           200: Type.Object({ projects: Type.Array(Project), nextCursor: NextCursor }),
           ...errorResponses(400),
@@ -218,7 +221,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         summary:
           "List the tenant's gateway limits by subject, with the platform's ceiling (subject 'platform') that applies beside them",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(LIMIT_KEYS),
         response: { 200: Type.Object({ limits: Type.Array(Limit), nextCursor: NextCursor }), ...errorResponses(400) },
       },
     },

@@ -1,3 +1,4 @@
+import { MCP_CATALOG_KEYS } from '../../common/store/mcp-catalog';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { effectiveRisk, RiskLevels } from '../../contracts/agent-run';
@@ -5,7 +6,7 @@ import { PLATFORM_OWNER } from '../../contracts/mcp-discovery';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { McpCatalogStore, type McpCatalogEntry } from '../../common/store/mcp-catalog';
 import { discoverInWorker } from '../mcp-discovery';
-import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 
 /** Entry ids are what tenants name to enable one: the same alphabet as server ids. */
 export const CatalogId = Type.String({
@@ -142,7 +143,7 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['platform'],
         summary: 'The catalog of stdio MCP servers by id',
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(MCP_CATALOG_KEYS),
         response: {
           200: Type.Object({ entries: Type.Array(EntryView), nextCursor: NextCursor }),
           ...errorResponses(400),

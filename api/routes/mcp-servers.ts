@@ -1,3 +1,4 @@
+import { MCP_SERVER_KEYS, MCP_TOOL_KEYS } from '../../common/store/agents';
 import { Type, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { effectiveRisk, qualifiedToolName, RiskLevels, type RiskLevel } from '../../contracts/agent-run';
@@ -7,7 +8,7 @@ import { AgentStore, serverView, type McpServerSource, type McpToolRecord } from
 import { McpCatalogStore } from '../../common/store/mcp-catalog';
 import { discoverInWorker } from '../mcp-discovery';
 import { requireRole } from '../plugins/auth';
-import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 import { CatalogId } from './mcp-catalog';
 
 /** Server ids become the prefix of qualified tool names (`<server>__<tool>`), so they may not contain `__`. */
@@ -179,7 +180,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['agents'],
         summary: "The tenant's MCP servers by id",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(MCP_SERVER_KEYS),
         response: {
           200: Type.Object({ servers: Type.Array(ServerView), nextCursor: NextCursor }),
           ...errorResponses(400),
@@ -200,7 +201,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['agents'],
         summary: "A server's tools by name: schema, risk, pinned hash, blocked",
         params: ServerParams,
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(MCP_TOOL_KEYS),
         response: {
           200: Type.Object({ tools: Type.Array(ToolView), nextCursor: NextCursor }),
           ...errorResponses(400, 404),

@@ -1,3 +1,4 @@
+import { MODEL_KEYS, VERSION_KEYS } from '../../common/store/registry';
 import { Type, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
@@ -17,7 +18,7 @@ import {
   errorResponses,
   IdempotencyHeaders,
   NextCursor,
-  PageQuerystring,
+  pageQuerystring,
   ResourceId,
   VersionId,
   VersionParams,
@@ -155,7 +156,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['models'],
         summary: "List the tenant's models by id (OpenAI list shape and the LLMHub shape in one body)",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(MODEL_KEYS),
         response: { 200: ModelList, ...errorResponses(400) },
       },
     },
@@ -228,7 +229,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['models'],
         summary: "List a model's versions, oldest first",
         params: ModelParams,
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(VERSION_KEYS),
         response: {
           200: Type.Object({ versions: Type.Array(Version), nextCursor: NextCursor }),
           ...errorResponses(400, 404),

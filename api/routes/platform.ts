@@ -1,3 +1,4 @@
+import { TENANT_KEYS } from '../../common/store/tenants';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -9,7 +10,7 @@ import type { TenantInfo } from '../../common/store/tenants';
 import { TENANT_ID_PATTERN, workflowId } from '../../contracts/operations';
 import { OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 import { TENANT_DELETION_KEY, tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
-import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 
 const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
 const Gpus = Type.Integer({ minimum: 0, maximum: 100_000 });
@@ -158,7 +159,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       schema: {
         tags: ['platform'],
         summary: 'List the tenants by id',
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(TENANT_KEYS),
         response: { 200: Type.Object({ tenants: Type.Array(Tenant), nextCursor: NextCursor }), ...errorResponses(400) },
       },
     },
