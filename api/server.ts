@@ -2,6 +2,7 @@ import { Client, Connection } from '@temporalio/client';
 import { loadConfig, clustersOf, tenantDefaultLimitOf } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
+import { describeTemporalTarget, temporalConnectionOptions } from '../common/temporal-connection';
 import { loadGatewaySettings } from './gateway/settings';
 import { EgressPolicy } from '../common/egress';
 import { s3StoreFromConfig } from '../common/objectstore';
@@ -20,9 +21,10 @@ async function main(): Promise<void> {
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const migrated = await migrate(db);
   if (migrated.applied.length) logger.info({ applied: migrated.applied }, 'database migrated');
-  const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS }).catch((err: Error) => {
+  const temporalOptions = temporalConnectionOptions(config);
+  const connection = await Connection.connect(temporalOptions).catch((err: Error) => {
     throw new Error(
-      `cannot reach the Temporal server at ${config.TEMPORAL_ADDRESS} (set TEMPORAL_ADDRESS): ${err.message}`,
+      `cannot reach the Temporal server at ${describeTemporalTarget(temporalOptions)} (set TEMPORAL_ADDRESS, TEMPORAL_TLS_*, TEMPORAL_API_KEY): ${err.message}`,
     );
   });
   const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });

@@ -7,6 +7,7 @@ import {
   type WorkerOptions,
 } from '@temporalio/worker';
 import type { Logger } from '../common/logger';
+import { describeTemporalTarget, type TemporalConnectionOptions } from '../common/temporal-connection';
 import { createWorkerMetrics, serveMetrics } from './metrics';
 
 export class TemporalUnreachableError extends Error {}
@@ -21,13 +22,14 @@ export function installRuntimeLogger(logger: Logger): void {
   });
 }
 
-export async function connectTemporal(address: string, logger: Logger): Promise<NativeConnection> {
+export async function connectTemporal(options: TemporalConnectionOptions, logger: Logger): Promise<NativeConnection> {
   try {
-    return await NativeConnection.connect({ address });
+    return await NativeConnection.connect(options);
   } catch (err) {
-    logger.error({ err, address }, 'cannot reach Temporal');
+    const target = describeTemporalTarget(options);
+    logger.error({ err, target }, 'cannot reach Temporal');
     throw new TemporalUnreachableError(
-      `cannot reach the Temporal server at ${address} (set TEMPORAL_ADDRESS; for local use run \`npm run dev\`): ${(err as Error).message}`,
+      `cannot reach the Temporal server at ${target} (set TEMPORAL_ADDRESS, TEMPORAL_TLS_*, TEMPORAL_API_KEY; for local use run \`npm run dev\`): ${(err as Error).message}`,
     );
   }
 }

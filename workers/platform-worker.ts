@@ -2,6 +2,7 @@ import { createPlatformActivities, type PlatformActivityDeps } from '../activiti
 import { loadConfig } from '../common/config';
 import { createLogger } from '../common/logger';
 import { createPool } from '../common/store/pool';
+import { temporalConnectionOptions } from '../common/temporal-connection';
 import { connectTemporal, installRuntimeLogger, startWorker } from './bootstrap';
 import { platformActivityDeps } from './platform-deps';
 
@@ -21,7 +22,7 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
   const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
   installRuntimeLogger(logger);
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
-  const connection = await connectTemporal(config.TEMPORAL_ADDRESS, logger);
+  const connection = await connectTemporal(temporalConnectionOptions(config), logger);
   const running = await startWorker({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
