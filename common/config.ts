@@ -117,6 +117,8 @@ const Env = Type.Object({
   LLMHUB_GATEWAY_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image of the fine-tune trainer Jobs (deploy/trainers/hf). */
   LLMHUB_TRAINER_IMAGE: Type.String({ default: 'llmhub/trainer-hf:0.1.0', minLength: 1 }),
+  /** Where the worker's /metrics listens (no authentication: keep it internal); a container sets 0.0.0.0. */
+  WORKER_METRICS_HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(

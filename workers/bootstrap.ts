@@ -55,6 +55,7 @@ export async function startWorker(opts: {
   workflows: Pick<WorkerOptions, 'workflowsPath' | 'workflowBundle'>;
   logger: Logger;
   metricsPort?: number;
+  metricsHost?: string;
   shutdownGraceMs?: number;
   handleSignals?: boolean;
 }): Promise<RunningWorker> {
@@ -70,7 +71,10 @@ export async function startWorker(opts: {
     // Tests run several workers in one process and stop them themselves.
     ...(opts.handleSignals === false ? { shutdownSignals: [] } : {}),
   });
-  const server = opts.metricsPort === undefined ? undefined : await serveMetrics(metrics.registry, opts.metricsPort);
+  const server =
+    opts.metricsPort === undefined
+      ? undefined
+      : await serveMetrics(metrics.registry, opts.metricsPort, opts.metricsHost);
   const metricsPort = server ? (server.address() as { port: number }).port : undefined;
   opts.logger.info({ taskQueue: opts.taskQueue, namespace: opts.namespace, metricsPort }, 'worker started');
   const done = worker.run().finally(() => {

@@ -8,7 +8,7 @@ import { platformActivityDeps } from './platform-deps';
 
 /**
  * Runs the platform task queue's worker process until it is told to stop; `overrides` replace parts of the
- * activities' deps (the dev stack's worker adds its local process runtime). Entry points: platform.ts, deploy/dev/worker.ts.
+ * activities' deps (the dev stack's worker adds its local process runtime). Entry points: roles/worker.ts, deploy/dev/worker.ts.
  */
 export function runPlatformWorker(overrides: Partial<PlatformActivityDeps> = {}): void {
   run(overrides).catch((err) => {
@@ -33,6 +33,7 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
       : { workflowsPath: require.resolve('../workflows') },
     logger,
     metricsPort: config.WORKER_METRICS_PORT,
+    metricsHost: config.WORKER_METRICS_HOST,
     shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
   });
   await running.done;

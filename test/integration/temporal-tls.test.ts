@@ -68,7 +68,7 @@ describe('Temporal over mutual TLS', () => {
     const api = await startProcess({
       name: uniqueId('tls-api'),
       command: process.execPath,
-      args: ['--import', 'tsx', path.join(ROOT, 'api', 'server.ts')],
+      args: ['--import', 'tsx', path.join(ROOT, 'roles', 'api.ts')],
       dataDir: process.env.LLMHUB_TEST_DATA!,
       env: {
         ...tlsEnv('llmhub-api'),
@@ -155,7 +155,7 @@ describe('Temporal over mutual TLS', () => {
   });
 
   it('a worker without its client certificate stops at start, saying where and how it connected', async () => {
-    const failed = await run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'workers', 'platform.ts')], {
+    const failed = await run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'roles', 'worker.ts')], {
       cwd: ROOT,
       env: {
         ...process.env,
