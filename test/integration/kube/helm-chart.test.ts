@@ -145,6 +145,19 @@ describe('the Helm chart', () => {
     },
   );
 
+  test('the dry run checks the monitoring objects against the CRDs: a malformed one is refused', async () => {
+    const { docs } = await render('temporal-cloud');
+    const monitor = find(docs, 'ServiceMonitor', 'llmhub');
+    monitor.spec.endpoints[0].authorization.credentials = 'llmhubop_inline';
+    const rule = find(docs, 'PrometheusRule', 'llmhub');
+    delete rule.spec.groups[0].rules[0].expr;
+    for (const bad of [monitor, rule]) {
+      const r = await exec(kubectl, [...kc(), 'apply', '--dry-run=server', '-n', ns, '-f', '-'], JSON.stringify(bad));
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(bad.kind === 'ServiceMonitor' ? /credentials/ : /expr/);
+    }
+  });
+
   test('default values: roles, migrations hook, routing, autoscaling, disruption budgets, pod security', async () => {
     const { docs } = await render('default');
     const api = find(docs, 'Deployment', 'llmhub-api');
