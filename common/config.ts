@@ -105,6 +105,13 @@ const Env = Type.Object({
    */
   LLMHUB_TENANT_EGRESS_CIDRS: Type.String({ default: '' }),
   /**
+   * A ClusterRole the worker binds, by a RoleBinding in each tenant namespace it applies, to its own ServiceAccount
+   * LLMHUB_WORKER_SERVICE_ACCOUNT ("<namespace>:<name>"): its rights inside tenant namespaces without holding them
+   * cluster-wide (the Helm chart sets both). Unset: no RoleBinding.
+   */
+  LLMHUB_TENANT_ROLE: Type.Optional(Type.String({ minLength: 1 })),
+  LLMHUB_WORKER_SERVICE_ACCOUNT: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9-]*:[a-z0-9][a-z0-9.-]*$' })),
+  /**
    * Comma-separated CIDRs, addresses or host names HTTP MCP servers may be reached at although they are internal
    * (loopback, private, link-local, metadata, CGNAT, ...: common/egress.ts); default none.
    */
