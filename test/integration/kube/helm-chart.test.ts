@@ -200,16 +200,20 @@ describe('the Helm chart', () => {
 
     const ingress = find(docs, 'Ingress', 'llmhub');
     const routes = Object.fromEntries(
-      ingress.spec.rules[0].http.paths.map((p: { path: string; backend: { service: { name: string } } }) => [
-        p.path,
-        p.backend.service.name,
-      ]),
+      ingress.spec.rules[0].http.paths.map(
+        (p: { path: string; pathType: string; backend: { service: { name: string } } }) => [
+          `${p.pathType} ${p.path}`,
+          p.backend.service.name,
+        ],
+      ),
     );
     expect(routes).toEqual({
-      '/v1/chat/completions': 'llmhub-gateway',
-      '/v1/completions': 'llmhub-gateway',
-      '/v1/embeddings': 'llmhub-gateway',
-      '/': 'llmhub-api',
+      'Prefix /v1/chat/completions': 'llmhub-gateway',
+      'Prefix /v1/completions': 'llmhub-gateway',
+      'Prefix /v1/embeddings': 'llmhub-gateway',
+      // The model list and registration only, not /v1/models/<id>/...
+      'Exact /v1/models': 'llmhub-gateway',
+      'Prefix /': 'llmhub-api',
     });
     // Off by default: they need the operator's CRDs.
     expect(docs.some((d) => d.kind === 'ServiceMonitor' || d.kind === 'PrometheusRule')).toBe(false);
