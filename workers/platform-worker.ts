@@ -19,7 +19,7 @@ export function runPlatformWorker(overrides: Partial<PlatformActivityDeps> = {})
 async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
   const config = loadConfig();
   const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
-  installRuntimeLogger(logger);
+  const sdkMetricsUrl = installRuntimeLogger(logger, { sdkMetrics: true });
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const connection = await connectTemporal(config.TEMPORAL_ADDRESS, logger);
   const running = await startWorker({
@@ -32,6 +32,8 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
       : { workflowsPath: require.resolve('../workflows') },
     logger,
     metricsPort: config.WORKER_METRICS_PORT,
+    sdkMetricsUrl,
+    db,
     shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
   });
   await running.done;
