@@ -7,6 +7,12 @@ mkdir -p .data
 # Only the tests need it. Cold: ~1.5 min (schemathesis and its dependencies from PyPI, pinned in test/contract/).
 llmhub_contract_toolchain() { bash test/contract/install.sh >/dev/null; }
 llmhub_phase "API contract toolchain (python venv: schemathesis)" llmhub_contract_toolchain
+# Only the tests need these two (the chart test, the dashboards test); both are built from the Go module proxy and
+# cached. helm: 29 min measured cold with empty Go caches while other Go builds held the 2 cores (load ~30), with the
+# prometheus-operator / Gateway API CRDs the chart test installs. prometheus: ~8 CPU-minutes cold, plus ~80 s of
+# module downloads.
+llmhub_phase "helm and chart CRDs (build or cache)" bash deploy/dev/helm/build.sh
+llmhub_phase "prometheus (build or cache)" bash deploy/dev/prometheus/build.sh
 llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
 llmhub_phase "lint" npm run --silent lint # eslint . && prettier --check . (package.json)
 results=.data/jest-results.json

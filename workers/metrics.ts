@@ -2,12 +2,13 @@ import http from 'node:http';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
 import { Context } from '@temporalio/activity';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
-import { rolloutAlertsTotal } from '../activities/rollout/alerts';
+import { ingestionMetrics } from '../activities/knowledge/metrics';
+import { rolloutMetrics } from '../activities/rollout/metrics';
 
 export function createWorkerMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  registry.registerMetric(rolloutAlertsTotal);
+  for (const m of [...rolloutMetrics, ...ingestionMetrics]) registry.registerMetric(m);
   const activityDuration = new Histogram({
     name: 'llmhub_activity_duration_seconds',
     help: 'Activity attempt duration by activity type and outcome',
@@ -46,14 +47,32 @@ export function createWorkerMetrics() {
   return { registry, activityInterceptor: () => ({ inbound: new MetricsInterceptor() }) };
 }
 
-/** Serves `/metrics` for Prometheus; port 0 picks a free one (tests). */
-export async function serveMetrics(registry: Registry, port: number, host = '127.0.0.1'): Promise<http.Server> {
+/**
+ * Serves `/metrics` for Prometheus; port 0 picks a free one (tests). `sdkMetricsUrl`: Core's exporter, whose text is
+ * appended (its names all start with temporal_, so none collides); while it does not answer, only ours are served.
+ */
+export async function serveMetrics(
+  registry: Registry,
+  port: number,
+  host = '127.0.0.1',
+  sdkMetricsUrl?: string,
+): Promise<http.Server> {
+  const sdkMetrics = async (): Promise<string> => {
+    if (!sdkMetricsUrl) return '';
+    try {
+      const res = await fetch(sdkMetricsUrl, { signal: AbortSignal.timeout(5_000) });
+      return res.ok ? await res.text() : '';
+    } catch {
+      return '';
+    }
+  };
   const server = http.createServer(async (req, res) => {
     if (req.url !== '/metrics') {
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { 'content-type': registry.contentType }).end(await registry.metrics());
+    const [ours, sdk] = await Promise.all([registry.metrics(), sdkMetrics()]);
+    res.writeHead(200, { 'content-type': registry.contentType }).end(ours + sdk);
   });
   await new Promise<void>((resolve) => server.listen(port, host, resolve));
   return server;

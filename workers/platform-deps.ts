@@ -7,6 +7,7 @@ import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
 import { tenantNamespacePolicyOf } from '../activities/kubernetes/tenant-namespace';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
 import { createAlertSink } from '../activities/rollout/alerts';
+import { observeIngestStage } from '../activities/knowledge/metrics';
 import { s3SettingsEnv } from '../activities/kubernetes/tenant-s3';
 import { clustersOf, ConfigError, jsonEnv, type Config } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
@@ -62,6 +63,7 @@ export async function platformActivityDeps(
     knowledge: new KnowledgeStore(db),
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),
+    observeStage: observeIngestStage,
     platformBucket: config.PLATFORM_BUCKET,
     ...(config.UNSTRUCTURED_API_URL
       ? { unstructured: createUnstructuredParser(config.UNSTRUCTURED_API_URL, config.UNSTRUCTURED_API_KEY) }

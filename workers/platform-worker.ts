@@ -20,7 +20,7 @@ export function runPlatformWorker(overrides: Partial<PlatformActivityDeps> = {})
 async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
   const config = loadConfig();
   const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
-  installRuntimeLogger(logger);
+  const sdkMetricsUrl = installRuntimeLogger(logger, { sdkMetrics: true });
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const connection = await connectTemporal(temporalConnectionOptions(config), logger);
   const running = await startWorker({
@@ -34,6 +34,8 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
     logger,
     metricsPort: config.WORKER_METRICS_PORT,
     metricsHost: config.WORKER_METRICS_HOST,
+    sdkMetricsUrl,
+    db,
     shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
   });
   await running.done;

@@ -12,6 +12,7 @@ import { StorageFailures } from '../../contracts/storage';
 import { collectionName, pointId, type VectorPoint, type VectorStore } from '../../common/vectors';
 import { chunkBlocks, type Chunk } from '../parsing/chunker';
 import { parseBuiltin, UnparseableDocumentError, type Block } from '../parsing/parsers';
+import { ingestionChunksTotal, ingestionDocumentsTotal } from './metrics';
 
 export interface ManifestEntry {
   documentId: string;
@@ -215,6 +216,8 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
         );
         p.done += pending.length;
         p.chunksWritten += points.length;
+        ingestionDocumentsTotal.inc({ outcome: 'indexed' }, pending.length);
+        ingestionChunksTotal.inc(points.length);
         p.next = next;
         pending = [];
         committed = structuredClone(p);
@@ -238,6 +241,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
         const contentHash = createHash('sha256').update(bytes).digest('hex');
         if (known.get(entry.documentId) === contentHash) {
           p.skippedUnchanged++;
+          ingestionDocumentsTotal.inc({ outcome: 'unchanged' });
         } else {
           try {
             const blocks = await timed('parse', () => parse(entry.documentId, bytes));
@@ -251,6 +255,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
               ingestionId: input.ingestionId,
             });
             p.failures.push({ documentId: entry.documentId, reason: err.message });
+            ingestionDocumentsTotal.inc({ outcome: 'failed' });
           }
         }
         if (pending.reduce((n, doc) => n + doc.chunks.length, 0) >= FLUSH_CHUNKS || i === end - 1) await flush(i + 1);

@@ -1,20 +1,12 @@
-import { Counter } from 'prom-client';
 import type { Logger } from '../../common/logger';
-
-/** Registered into each worker's /metrics registry (workers/metrics.ts). */
-export const rolloutAlertsTotal = new Counter({
-  name: 'llmhub_rollout_alerts_total',
-  help: 'Rollout alerts (automatic rollbacks and aborts) by outcome',
-  labelNames: ['tenant', 'model', 'reason'],
-  registers: [],
-});
+import { rolloutAlertsTotal, rolloutRollbacksTotal, type RollbackReason } from './metrics';
 
 export interface RolloutAlert {
   tenantId: string;
   modelId: string;
   version: string;
   workflowId: string;
-  reason: 'analysis_failed' | 'readiness_timeout' | 'probe_failed' | 'aborted' | 'error';
+  reason: RollbackReason;
   message: string;
 }
 
@@ -36,5 +28,6 @@ export const createAlertSink = (logger: Logger, webhookUrl?: string): AlertSink 
     }
     // Counted once the alert is out, so a retried webhook does not count twice.
     rolloutAlertsTotal.inc({ tenant: alert.tenantId, model: alert.modelId, reason: alert.reason });
+    rolloutRollbacksTotal.inc({ reason: alert.reason });
   },
 });

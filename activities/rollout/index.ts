@@ -8,6 +8,7 @@ import { LineageStore } from '../../common/store/lineage';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import type { RouteSpec, RoutingStore } from '../../common/store/routing';
 import type { AlertSink, RolloutAlert } from './alerts';
+import { rolloutAnalysesTotal } from './metrics';
 
 export interface RolloutActivityDeps {
   db: Pool;
@@ -34,6 +35,38 @@ const SERVING_REPLICAS = 1;
 export interface AnalysisWindow extends VersionRef {
   stepIndex: number;
   sinceMs: number;
+}
+
+type VersionStats = Awaited<ReturnType<GatewayMetricsStore['versionStats']>>;
+
+function judge(w: AnalysisWindow, spec: AnalysisSpec, s: VersionStats, finishedAt: number): AnalysisMeasurement {
+  const base = {
+    stepIndex: w.stepIndex,
+    version: w.version,
+    startedAt: w.sinceMs,
+    finishedAt,
+    requests: s.requests,
+    errors: s.errors,
+    successRate: s.successRate,
+    p95LatencyMs: s.p95LatencyMs,
+  };
+  if (s.requests < spec.minRequests)
+    return {
+      ...base,
+      phase: 'Inconclusive',
+      message: `${s.requests} requests, fewer than the ${spec.minRequests} needed`,
+    };
+  const problems = [
+    ...(s.successRate < spec.minSuccessRate
+      ? [`success rate ${s.successRate.toFixed(3)} < ${spec.minSuccessRate}`]
+      : []),
+    ...(s.p95LatencyMs !== null && s.p95LatencyMs > spec.maxP95LatencyMs
+      ? [`p95 ${Math.round(s.p95LatencyMs)} ms > ${spec.maxP95LatencyMs} ms`]
+      : []),
+  ];
+  return problems.length
+    ? { ...base, phase: 'Failed', message: problems.join('; ') }
+    : { ...base, phase: 'Successful', message: `success rate ${s.successRate.toFixed(3)} over ${s.requests} requests` };
 }
 
 export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics, alerts }: RolloutActivityDeps) => {
@@ -116,38 +149,10 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
     /** One measurement of the canary's gateway metrics since `sinceMs` against the spec's thresholds. */
     async analyseCanary(w: AnalysisWindow, spec: AnalysisSpec): Promise<AnalysisMeasurement> {
       const finishedAt = Date.now();
-      const s = await gatewayMetrics.versionStats(w.tenantId, w.modelId, w.version, w.sinceMs);
-      const base = {
-        stepIndex: w.stepIndex,
-        version: w.version,
-        startedAt: w.sinceMs,
-        finishedAt,
-        requests: s.requests,
-        errors: s.errors,
-        successRate: s.successRate,
-        p95LatencyMs: s.p95LatencyMs,
-      };
-      if (s.requests < spec.minRequests)
-        return {
-          ...base,
-          phase: 'Inconclusive',
-          message: `${s.requests} requests, fewer than the ${spec.minRequests} needed`,
-        };
-      const problems = [
-        ...(s.successRate < spec.minSuccessRate
-          ? [`success rate ${s.successRate.toFixed(3)} < ${spec.minSuccessRate}`]
-          : []),
-        ...(s.p95LatencyMs !== null && s.p95LatencyMs > spec.maxP95LatencyMs
-          ? [`p95 ${Math.round(s.p95LatencyMs)} ms > ${spec.maxP95LatencyMs} ms`]
-          : []),
-      ];
-      return problems.length
-        ? { ...base, phase: 'Failed', message: problems.join('; ') }
-        : {
-            ...base,
-            phase: 'Successful',
-            message: `success rate ${s.successRate.toFixed(3)} over ${s.requests} requests`,
-          };
+      const stats = await gatewayMetrics.versionStats(w.tenantId, w.modelId, w.version, w.sinceMs);
+      const m = judge(w, spec, stats, finishedAt);
+      rolloutAnalysesTotal.inc({ phase: m.phase });
+      return m;
     },
 
     async markVersionRolledBack(v: VersionRef, reason: string): Promise<void> {

@@ -1,5 +1,5 @@
 import type { Logger } from '../../common/logger';
-import type { LimitRule, LimitStore, WindowRef } from '../../common/store/limits';
+import { CEILING_SUBJECT, type LimitRule, type LimitStore, type WindowRef } from '../../common/store/limits';
 
 /** What this replica holds of one limit's current window. */
 interface WindowState {
@@ -28,8 +28,11 @@ export interface Reservation {
   settle(actualTokens: number): void;
 }
 
+/** Which limit refused a request: the platform's ceiling on the tenant, the tenant's own, or one API key's. */
+export type LimitScope = 'ceiling' | 'tenant' | 'key';
+
 export type Admission =
-  { ok: true; reservation: Reservation } | { ok: false; retryAfterSeconds: number; reason: string };
+  { ok: true; reservation: Reservation } | { ok: false; retryAfterSeconds: number; reason: string; scope: LimitScope };
 
 /** A dry limit is asked again after this long, in case another replica gave back its unused slice. */
 const DRY_RECHECK_MS = 1_000;
@@ -97,6 +100,7 @@ export class SliceLimiter {
           ok: false,
           retryAfterSeconds: Math.max(1, Math.ceil((w.endsAt - Date.now()) / 1000)),
           reason: `${what} is over its limit of ${limitText(rule)}`,
+          scope: rule.subject === CEILING_SUBJECT ? 'ceiling' : rule.subject ? 'key' : 'tenant',
         };
       }
       taken.push(w);

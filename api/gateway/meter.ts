@@ -9,6 +9,7 @@ import {
   type VersionMetricsRow,
 } from '../../common/store/gateway-metrics';
 import type { LimitStore } from '../../common/store/limits';
+import type { LimitScope } from './limiter';
 import type { UsageRow, UsageStore } from '../../common/store/usage';
 
 export interface Outcome {
@@ -39,6 +40,8 @@ interface Series {
   labels: string;
   requests: Map<number, number>;
   errors: Map<string, number>;
+  /** Requests refused by a limit before any upstream call, by the limit's scope. */
+  limited: Map<LimitScope, number>;
   latency: Histo;
   ttft?: Histo;
   promptTokens: number;
@@ -102,6 +105,10 @@ export class GatewayMeter {
     for (const s of all)
       for (const [cls, n] of s.errors)
         out.push(`llmhub_gateway_errors_total{${s.labels},class="${escapeLabel(cls)}"} ${n}`);
+    head('llmhub_gateway_rate_limited_total', 'counter', 'Requests refused (429) by a limit, by its scope');
+    for (const s of all)
+      for (const [scope, n] of s.limited)
+        out.push(`llmhub_gateway_rate_limited_total{${s.labels},limit="${scope}"} ${n}`);
     const histogram = (name: string, help: string, of: (s: Series) => Histo | undefined) => {
       head(name, 'histogram', help);
       for (const s of all) {
@@ -161,7 +168,13 @@ export class GatewayMeter {
     row.completionTokens += o.completionTokens;
   }
 
-  private seriesOf(o: Outcome): Series {
+  /** A request a limit refused, counted against the version it would have gone to (no usage, no latency). */
+  limited(v: Pick<Outcome, 'tenantId' | 'modelId' | 'version'>, scope: LimitScope): void {
+    const series = this.seriesOf(v);
+    series.limited.set(scope, (series.limited.get(scope) ?? 0) + 1);
+  }
+
+  private seriesOf(o: Pick<Outcome, 'tenantId' | 'modelId' | 'version'>): Series {
     const key = `${o.tenantId}\0${o.modelId}\0${o.version}`;
     let series = this.series.get(key);
     if (!series) {
@@ -169,6 +182,7 @@ export class GatewayMeter {
         labels: `tenant="${escapeLabel(o.tenantId)}",model="${escapeLabel(o.modelId)}",version="${escapeLabel(o.version)}"`,
         requests: new Map(),
         errors: new Map(),
+        limited: new Map(),
         latency: newHisto(),
         promptTokens: 0,
         completionTokens: 0,

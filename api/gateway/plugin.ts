@@ -244,7 +244,10 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     if (rules.length) {
       const admitted = limiter.admit(rules, reserve);
       const admission = admitted instanceof Promise ? await admitted : admitted;
-      if (!admission.ok) throw new RateLimitedError(admission.reason, admission.retryAfterSeconds);
+      if (!admission.ok) {
+        meter.limited({ tenantId, modelId: body.model, version: chosen.version }, admission.scope);
+        throw new RateLimitedError(admission.reason, admission.retryAfterSeconds);
+      }
       reservation = admission.reservation;
     }
 

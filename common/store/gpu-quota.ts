@@ -31,6 +31,16 @@ export interface QuotaUsage {
   held: HeldGpus;
 }
 
+/** One tenant's GPUs for /metrics: its quota, what its granted claims hold and what waits, per kind. */
+export interface TenantGpuState {
+  tenantId: string;
+  quota: number;
+  inUse: Record<ClaimKind, number>;
+  waiting: Record<QueuedKind, number>;
+  /** Seconds the longest-waiting claim has waited (0: none waits). */
+  oldestWaitSeconds: number;
+}
+
 /** A serving claim: granted at once or refused, never queued (a deploy past the quota is refused). */
 export type ServingClaim = { granted: true } | { granted: false; quota: number; held: HeldGpus };
 
@@ -93,6 +103,45 @@ export class GpuQuotaStore {
     );
     const held = new Map(rows.map((r) => [r.tenant_id, r.gpus]));
     return new Map(tenantIds.map((id) => [id, held.get(id) ?? DEFAULT_GPU_QUOTA]));
+  }
+
+  /**
+   * Every tenant with a quota set or a live claim (the others use no GPUs and have the default quota), in two queries
+   * that read only live claims (the partial queue index), so a scrape stays cheap however many runs have ended.
+   */
+  async overview(): Promise<TenantGpuState[]> {
+    const { rows: quotas } = await this.db.query<{ tenant_id: string; gpus: number }>(
+      `SELECT t.tenant_id, coalesce(q.gpus, $1) AS gpus
+       FROM (SELECT tenant_id FROM gpu_quotas UNION SELECT tenant_id FROM gpu_claims WHERE released_at IS NULL) t
+       LEFT JOIN gpu_quotas q USING (tenant_id)`,
+      [DEFAULT_GPU_QUOTA],
+    );
+    const { rows: claims } = await this.db.query<{
+      tenant_id: string;
+      kind: ClaimKind;
+      granted: boolean;
+      claims: string;
+      gpus: string;
+      oldest: number;
+    }>(
+      `SELECT tenant_id, kind, granted_at IS NOT NULL AS granted, count(*) AS claims, sum(gpus) AS gpus,
+              extract(epoch FROM clock_timestamp() - min(enqueued_at))::float8 AS oldest
+       FROM gpu_claims WHERE released_at IS NULL GROUP BY 1, 2, 3`,
+    );
+    const byTenant = Map.groupBy(claims, (c) => c.tenant_id);
+    return quotas.map((q) => {
+      const mine = byTenant.get(q.tenant_id) ?? [];
+      const held = (kind: ClaimKind) => Number(mine.find((c) => c.granted && c.kind === kind)?.gpus ?? 0);
+      const waits = mine.filter((c) => !c.granted);
+      const waiting = (kind: QueuedKind) => Number(waits.find((c) => c.kind === kind)?.claims ?? 0);
+      return {
+        tenantId: q.tenant_id,
+        quota: q.gpus,
+        inUse: { serving: held('serving'), fine_tune: held('fine_tune'), conversion: held('conversion') },
+        waiting: { fine_tune: waiting('fine_tune'), conversion: waiting('conversion') },
+        oldestWaitSeconds: Math.max(0, ...waits.map((c) => c.oldest)),
+      };
+    });
   }
 
   async setQuota(tenantId: string, gpus: number): Promise<void> {

@@ -86,3 +86,32 @@ describe('GatewayMeter retention', () => {
     expect(closed).toBe(true);
   });
 });
+
+describe('GatewayMeter limits', () => {
+  it('counts refused requests per version and limit scope, with no usage and no rollout metrics', async () => {
+    const inserted: unknown[] = [];
+    const added: unknown[] = [];
+    const meter = new GatewayMeter({
+      metrics: { insert: async (...args: unknown[]) => void inserted.push(args), prune: async () => 0 } as never,
+      usage: { add: async (rows: unknown[]) => void added.push(...rows) } as unknown as UsageStore,
+      limits: { pruneEndedWindows: async () => 0 },
+      flushMs: HOUR,
+      retentionMs: HOUR,
+      audit: { prune: async () => {} },
+      auditRetentionMs: HOUR,
+      logger: quiet,
+    });
+    const v = { tenantId: 't', modelId: 'm', version: 'v1' };
+    meter.limited(v, 'key');
+    meter.limited(v, 'key');
+    meter.limited(v, 'ceiling');
+    const text = await meter.metrics();
+    expect(text).toContain('llmhub_gateway_rate_limited_total{tenant="t",model="m",version="v1",limit="key"} 2');
+    expect(text).toContain('llmhub_gateway_rate_limited_total{tenant="t",model="m",version="v1",limit="ceiling"} 1');
+    expect(text).not.toContain('llmhub_gateway_requests_total{');
+    await meter.close();
+    // The analysis reads the flushed rows: a refused request is neither a request nor an error of the version.
+    expect(inserted).toEqual([]);
+    expect(added).toEqual([]);
+  });
+});
