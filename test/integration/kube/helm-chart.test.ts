@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { KubeConfig, KubernetesObjectApi, loadAllYaml, type KubernetesObject } from '@kubernetes/client-node';
@@ -261,8 +262,12 @@ describe('the Helm chart', () => {
     });
     expect(find(docs, 'ServiceMonitor', 'llmhub-workers').spec.endpoints[0].port).toBe('metrics');
     const rules = find(docs, 'PrometheusRule', 'llmhub').spec.groups;
-    expect(rules.map((g: { name: string }) => g.name)).toContain('llmhub-rollouts');
-    expect(JSON.stringify(rules)).toContain('llmhub_rollout_alerts_total');
+    // The rule groups of the project's alert rules file, as they are.
+    const file = loadAllYaml(readFileSync(path.join(CHART, 'files', 'prometheus', 'alerts.yaml'), 'utf8'))[0] as {
+      groups: unknown[];
+    };
+    expect(rules).toEqual(file.groups);
+    expect(JSON.stringify(rules)).toContain('llmhub_rollout_rollbacks_total');
   });
 
   test('self-hosted mTLS values: client certificate files, server name, versitygw tenant keys, platform S3 Secret', async () => {
