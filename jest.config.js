@@ -24,6 +24,9 @@ module.exports = {
       ...common,
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
+      // The images' checks run with `npm run images:test` (they build the images first), not in `.ci/run`.
+      testPathIgnorePatterns:
+        process.env.LLMHUB_IMAGES_TEST === '1' ? [] : ['<rootDir>/test/integration/images.test.ts'],
       globalSetup: '<rootDir>/test/setup/global-setup.ts',
       globalTeardown: '<rootDir>/test/setup/global-teardown.ts',
     },

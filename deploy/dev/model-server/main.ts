@@ -1,6 +1,7 @@
 /**
  * Runs the reference model server (a test/dev fixture, not a model) as its own process:
  *   node --import tsx deploy/dev/model-server/main.ts --port 8001 --name stable --ttft-ms 50 --error-rate 0.01
+ * (the llmhub/model-server image runs the built main.js with --host 0.0.0.0 --port 8000 from its environment).
  * Every flag also reads from the environment (REFERENCE_MODEL_<FLAG>, e.g. REFERENCE_MODEL_TTFT_MS);
  * faults change at run time with `POST /admin/faults` (JSON of the same fields, camelCase).
  */
@@ -8,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_FAULTS, startReferenceModelServer, type Faults } from './server';
 
 const FLAGS = {
+  host: 'host',
   port: 'port',
   name: 'name',
   model: 'model',
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
   const model = read('model');
   const server = await startReferenceModelServer({
     name: (read('name') as string | undefined) ?? 'reference',
+    host: read('host') as string | undefined,
     port: Number(read('port') ?? 0),
     models: model === undefined ? undefined : Array.isArray(model) ? model : [model],
     faults,

@@ -148,7 +148,8 @@ const delay = (ms: number, signal: AbortSignal) =>
       });
 
 export async function startReferenceModelServer(
-  opts: { name?: string; port?: number; models?: string[]; faults?: Partial<Faults> } = {},
+  /** `host`: 127.0.0.1 unless set (a container listens on 0.0.0.0). */
+  opts: { name?: string; host?: string; port?: number; models?: string[]; faults?: Partial<Faults> } = {},
 ): Promise<ReferenceModelServer> {
   const name = opts.name ?? 'reference';
   const models = opts.models ?? ['reference-model'];
@@ -183,6 +184,8 @@ export async function startReferenceModelServer(
   async function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer): Promise<void> {
     const path = (req.url ?? '/').split('?')[0]!;
     if (path.startsWith('/admin/')) return admin(req, res, path, raw);
+    // The liveness/readiness probe of a deployed model server, as vLLM and TGI answer it; never recorded.
+    if (req.method === 'GET' && path === '/health') return sendJson(res, 200, { status: 'ok' });
     if (req.method === 'GET' && path === '/v1/models') {
       return sendJson(res, 200, {
         object: 'list',
@@ -411,7 +414,7 @@ export async function startReferenceModelServer(
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
   return {
