@@ -14,6 +14,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODULE="$HERE/module"
+source "$HERE/../go-build.sh"
 
 HELM_VERSION=4.3.2
 # The last prometheus-operator release the module proxy serves; its module zip holds the CRDs.
@@ -37,61 +38,32 @@ complete() {
   [[ -f "$DEST/.complete" && -x "$DEST/bin/helm" ]]
 }
 
-if complete; then
-  echo "helm cached: $DEST"
-  exit 0
-fi
+build() {
+  local stage=$1
+  # Copies <module>/<dir>/*.yaml into $stage/crds/<name>/ after checking the zip's hash against the pin.
+  crds() {
+    local name="$1" module="$2" version="$3" sum="$4" dir="$5" json got src
+    go_step "fetching $module@$version ($dir)"
+    # Outside any module, so the download is not tied to the wrapper's go.sum.
+    json="$(cd "$stage" && go mod download -json "$module@$version")"
+    got="$(sed -n 's/^\t"Sum": "\(.*\)",$/\1/p' <<<"$json")"
+    [[ "$got" == "$sum" ]] || { echo "build.sh: $module@$version has sum $got, pinned $sum" >&2; exit 1; }
+    src="$(sed -n 's/^\t"Dir": "\(.*\)",$/\1/p' <<<"$json")/$dir"
+    mkdir -p "$stage/crds/$name"
+    cp "$src"/*.yaml "$stage/crds/$name/"
+    chmod 644 "$stage/crds/$name"/*.yaml
+  }
 
-command -v go >/dev/null || { echo "build.sh: go is required (Go >= 1.26)" >&2; exit 1; }
+  crds prometheus-operator github.com/prometheus-operator/prometheus-operator "v$PROMETHEUS_OPERATOR_VERSION" \
+    "$PROMETHEUS_OPERATOR_SUM" example/prometheus-operator-crd
+  crds gateway-api sigs.k8s.io/gateway-api "v$GATEWAY_API_VERSION" "$GATEWAY_API_SUM" config/crd/standard
+  # Only CustomResourceDefinitions: the standard channel also ships a ValidatingAdmissionPolicy
+  # (vap_safeupgrades) that is no CRD and that the checks do not need.
+  grep -L '^kind: CustomResourceDefinition' "$stage"/crds/gateway-api/*.yaml | xargs -r rm -f
 
-mkdir -p "$CACHE_ROOT"
-# One builder at a time: a second caller (e.g. two test runs) waits and then finds the cache.
-exec 9>"$CACHE_ROOT/.build.lock"
-flock 9
-if complete; then
-  echo "helm cached: $DEST"
-  exit 0
-fi
-
-STAGE="$(mktemp -d "$CACHE_ROOT/.stage.XXXXXX")"
-trap 'rm -rf "$STAGE"' EXIT
-
-# The toolchain is the machine's; never let a go line trigger a toolchain download.
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
-
-start=$(date +%s)
-step() { echo "[$(($(date +%s) - start))s] $*"; }
-
-# Copies <module>/<dir>/*.yaml into $STAGE/crds/<name>/ after checking the zip's hash against the pin.
-crds() {
-  local name="$1" module="$2" version="$3" sum="$4" dir="$5" json got src
-  step "fetching $module@$version ($dir)"
-  # Outside any module, so the download is not tied to the wrapper's go.sum.
-  json="$(cd "$STAGE" && go mod download -json "$module@$version")"
-  got="$(sed -n 's/^\t"Sum": "\(.*\)",$/\1/p' <<<"$json")"
-  [[ "$got" == "$sum" ]] || { echo "build.sh: $module@$version has sum $got, pinned $sum" >&2; exit 1; }
-  src="$(sed -n 's/^\t"Dir": "\(.*\)",$/\1/p' <<<"$json")/$dir"
-  mkdir -p "$STAGE/crds/$name"
-  cp "$src"/*.yaml "$STAGE/crds/$name/"
-  chmod 644 "$STAGE/crds/$name"/*.yaml
+  go_step "building helm v$HELM_VERSION"
+  (cd "$MODULE" && go build -trimpath -ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION \
+    -X helm.sh/helm/v4/internal/version.gitTreeState=clean" -o "$stage/bin/helm" helm.sh/helm/v4/cmd/helm)
 }
 
-crds prometheus-operator github.com/prometheus-operator/prometheus-operator "v$PROMETHEUS_OPERATOR_VERSION" \
-  "$PROMETHEUS_OPERATOR_SUM" example/prometheus-operator-crd
-crds gateway-api sigs.k8s.io/gateway-api "v$GATEWAY_API_VERSION" "$GATEWAY_API_SUM" config/crd/standard
-# Only CustomResourceDefinitions: the standard channel also ships a ValidatingAdmissionPolicy
-# (vap_safeupgrades) that is no CRD and that the checks do not need.
-grep -L '^kind: CustomResourceDefinition' "$STAGE"/crds/gateway-api/*.yaml | xargs -r rm -f
-
-step "building helm v$HELM_VERSION"
-(cd "$MODULE" && go build -trimpath -ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION \
-  -X helm.sh/helm/v4/internal/version.gitTreeState=clean" -o "$STAGE/bin/helm" helm.sh/helm/v4/cmd/helm)
-
-rm -rf "$DEST"
-chmod 755 "$STAGE"
-mv "$STAGE" "$DEST"
-trap - EXIT
-touch "$DEST/.complete"
-step "done: cold build took $(($(date +%s) - start))s; helm and CRDs in $DEST"
+go_cached_build "helm and CRDs" "$DEST" complete build

@@ -12,6 +12,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODULES="$HERE/modules"
+source "$HERE/../go-build.sh"
 
 K8S_VERSION=1.34.4
 ETCD_VERSION=3.6.16
@@ -36,58 +37,29 @@ complete() {
   for b in "${BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done
 }
 
-if complete; then
-  echo "kube binaries cached: $BIN"
-  exit 0
-fi
+build() {
+  local stage=$1
+  mkdir -p "$stage/bin"
+  go_step "building etcd v$ETCD_VERSION"
+  (cd "$MODULES/etcd" && go build -trimpath -ldflags="-s -w" -o "$stage/bin/etcd" go.etcd.io/etcd/server/v3)
 
-command -v go >/dev/null || { echo "build.sh: go is required (Go >= 1.26)" >&2; exit 1; }
+  go_step "building kwok v$KWOK_VERSION"
+  (cd "$MODULES/kwok" && go build -trimpath -ldflags="-s -w" -o "$stage/bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
 
-mkdir -p "$CACHE_ROOT"
-# One builder at a time: a second caller (e.g. two test runs) waits and then finds the cache.
-exec 9>"$CACHE_ROOT/.build.lock"
-flock 9
-if complete; then
-  echo "kube binaries cached: $BIN"
-  exit 0
-fi
+  # One go build for all Kubernetes commands so the shared packages compile once. Version
+  # stamps mirror what the upstream release build sets (clients show them; skew checks read them).
+  go_step "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl v$K8S_VERSION"
+  local minor="${K8S_VERSION#*.}" vflags="" pkg
+  minor="${minor%%.*}"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    vflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    vflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  (cd "$MODULES/kubernetes" && go build -trimpath -ldflags="-s -w$vflags" -o "$stage/bin/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl)
+}
 
-STAGE="$(mktemp -d "$CACHE_ROOT/.stage.XXXXXX")"
-trap 'rm -rf "$STAGE"' EXIT
-
-# The toolchain is the machine's; never let a go line trigger a toolchain download.
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
-
-start=$(date +%s)
-step() { echo "[$(($(date +%s) - start))s] $*"; }
-
-step "building etcd v$ETCD_VERSION"
-(cd "$MODULES/etcd" && go build -trimpath -ldflags="-s -w" -o "$STAGE/etcd" go.etcd.io/etcd/server/v3)
-
-step "building kwok v$KWOK_VERSION"
-(cd "$MODULES/kwok" && go build -trimpath -ldflags="-s -w" -o "$STAGE/kwok" sigs.k8s.io/kwok/cmd/kwok)
-
-# One go build for all Kubernetes commands so the shared packages compile once. Version
-# stamps mirror what the upstream release build sets (clients show them; skew checks read them).
-step "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl v$K8S_VERSION"
-minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
-vflags=""
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  vflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-  vflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
-(cd "$MODULES/kubernetes" && go build -trimpath -ldflags="-s -w$vflags" -o "$STAGE/" \
-  k8s.io/kubernetes/cmd/kube-apiserver \
-  k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl)
-
-rm -rf "$DEST"
-mkdir -p "$DEST"
-chmod 755 "$STAGE"
-mv "$STAGE" "$BIN"
-trap - EXIT
-touch "$DEST/.complete"
-step "done: cold build took $(($(date +%s) - start))s; binaries in $BIN"
+go_cached_build "kube binaries" "$DEST" complete build

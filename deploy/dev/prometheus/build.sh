@@ -13,6 +13,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODULE="$HERE/module"
+source "$HERE/../go-build.sh"
 
 # Prometheus 3.16.0; its Go module is tagged v0.316.0.
 PROMETHEUS_VERSION=3.16.0
@@ -36,49 +37,18 @@ complete() {
   for b in "${BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done
 }
 
-if complete; then
-  echo "prometheus binaries cached: $BIN"
-  exit 0
-fi
+build() {
+  local stage=$1 v=github.com/prometheus/common/version
+  # remove_all_sd drops every service-discovery plugin (cloud SDKs are most of the build; the test
+  # scrapes static targets). Without the builtinassets tag the React UI is not embedded (it would
+  # need npm and `go generate`); the HTTP API, which is all we use, is unaffected. One go build for
+  # both commands so the shared packages compile once. The version stamp is what upstream sets.
+  go_step "building prometheus and promtool v$PROMETHEUS_VERSION"
+  (cd "$MODULE" && go build -trimpath -tags "netgo remove_all_sd" \
+    -ldflags="-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Revision=$PROMETHEUS_MODULE_VERSION -X $v.Branch=HEAD" \
+    -o "$stage/bin/" \
+    github.com/prometheus/prometheus/cmd/prometheus \
+    github.com/prometheus/prometheus/cmd/promtool)
+}
 
-command -v go >/dev/null || { echo "build.sh: go is required (Go >= 1.26.7)" >&2; exit 1; }
-
-mkdir -p "$CACHE_ROOT"
-# One builder at a time: a second caller (e.g. two test runs) waits and then finds the cache.
-exec 9>"$CACHE_ROOT/.build.lock"
-flock 9
-if complete; then
-  echo "prometheus binaries cached: $BIN"
-  exit 0
-fi
-
-STAGE="$(mktemp -d "$CACHE_ROOT/.stage.XXXXXX")"
-trap 'rm -rf "$STAGE"' EXIT
-
-# The toolchain is the machine's; never let a go line trigger a toolchain download.
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false"
-
-start=$(date +%s)
-step() { echo "[$(($(date +%s) - start))s] $*"; }
-
-# remove_all_sd drops every service-discovery plugin (cloud SDKs are most of the build; the test
-# scrapes static targets). Without the builtinassets tag the React UI is not embedded (it would
-# need npm and `go generate`); the HTTP API, which is all we use, is unaffected. One go build for
-# both commands so the shared packages compile once. The version stamp is what upstream sets.
-step "building prometheus and promtool v$PROMETHEUS_VERSION"
-v=github.com/prometheus/common/version
-(cd "$MODULE" && go build -trimpath -tags "netgo remove_all_sd" \
-  -ldflags="-s -w -X $v.Version=$PROMETHEUS_VERSION -X $v.Revision=$PROMETHEUS_MODULE_VERSION -X $v.Branch=HEAD" \
-  -o "$STAGE/" \
-  github.com/prometheus/prometheus/cmd/prometheus \
-  github.com/prometheus/prometheus/cmd/promtool)
-
-rm -rf "$DEST"
-mkdir -p "$DEST"
-chmod 755 "$STAGE"
-mv "$STAGE" "$BIN"
-trap - EXIT
-touch "$DEST/.complete"
-step "done: cold build took $(($(date +%s) - start))s; binaries in $BIN"
+go_cached_build "prometheus binaries" "$DEST" complete build
