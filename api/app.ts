@@ -5,7 +5,6 @@ import {
   type LimitCeiling,
 } from '../common/config';
 import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
-import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -28,6 +27,7 @@ import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
 import { errorsPlugin, frameworkErrorOptions } from './plugins/errors';
+import { requestIdOf, tracingPlugin } from './plugins/tracing';
 import { conversionRoutes } from './routes/conversions';
 import { agentRunRoutes } from './routes/agent-runs';
 import { agentRoutes } from './routes/agents';
@@ -117,11 +117,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
-    // A caller's trace id becomes the request id, so one id follows a call through logs, audit and upstreams.
-    genReqId: (req) => {
-      const given = req.headers['x-trace-id'] ?? req.headers['x-request-id'];
-      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
-    },
+    genReqId: requestIdOf,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
     trustProxy: deps.trustedProxies?.length ? deps.trustedProxies : false,
     // Errors Fastify and Node answer themselves get the platform's shape too.
@@ -151,6 +147,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addSchema(ErrorResponse);
   // First: it records every route's methods (405 with Allow), the documentation's routes included.
   await app.register(errorsPlugin);
+  await app.register(tracingPlugin);
   app.addHook('onSend', async (request, reply, payload) => {
     reply.header('x-trace-id', request.id);
     return payload;

@@ -2,6 +2,8 @@ import { Client, Connection } from '@temporalio/client';
 import { loadConfig, clustersOf, tenantDefaultLimitOf } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
+import { tracingClientInterceptors } from '../common/temporal-tracing';
+import { tracingFromConfig } from '../common/tracing';
 import { loadGatewaySettings } from './gateway/settings';
 import { EgressPolicy } from '../common/egress';
 import { s3StoreFromConfig } from '../common/objectstore';
@@ -17,6 +19,7 @@ import { podMetadataKeysOf } from '../common/workload-policy';
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger('llmhub-api', config.LOG_LEVEL);
+  const tracing = tracingFromConfig(config, 'api');
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const migrated = await migrate(db);
   if (migrated.applied.length) logger.info({ applied: migrated.applied }, 'database migrated');
@@ -25,7 +28,11 @@ async function main(): Promise<void> {
       `cannot reach the Temporal server at ${config.TEMPORAL_ADDRESS} (set TEMPORAL_ADDRESS): ${err.message}`,
     );
   });
-  const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+  const temporal = new Client({
+    connection,
+    namespace: config.TEMPORAL_NAMESPACE,
+    interceptors: tracingClientInterceptors(tracing),
+  });
   const objects = s3StoreFromConfig(config);
   const storageAdmin = storageAdminFromConfig(config);
   const app = await buildApp({
@@ -72,6 +79,7 @@ async function main(): Promise<void> {
       .then(async () => {
         await connection.close();
         await db.end();
+        await tracing?.shutdown();
       })
       .then(
         () => process.exit(0),

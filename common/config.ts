@@ -107,6 +107,10 @@ const Env = Type.Object({
   /** Image of the fine-tune trainer Jobs (deploy/trainers/hf). */
   LLMHUB_TRAINER_IMAGE: Type.String({ default: 'llmhub/trainer-hf:0.1.0', minLength: 1 }),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
+  /** OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset: no tracing at all. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** The service.name of this process's spans; default llmhub-api, llmhub-gateway or llmhub-worker by role. */
+  OTEL_SERVICE_NAME: Type.Optional(Type.String({ minLength: 1 })),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),

@@ -7,6 +7,8 @@ import {
   type WorkerOptions,
 } from '@temporalio/worker';
 import type { Logger } from '../common/logger';
+import { tracingWorkerOptions } from '../common/temporal-tracing';
+import type { Tracing } from '../common/tracing';
 import { createWorkerMetrics, serveMetrics } from './metrics';
 
 export class TemporalUnreachableError extends Error {}
@@ -55,15 +57,22 @@ export async function startWorker(opts: {
   metricsPort?: number;
   shutdownGraceMs?: number;
   handleSignals?: boolean;
+  /** The process's tracer provider (common/tracing.ts); workflows and activities are spans of their starter's trace. */
+  tracing?: Tracing;
 }): Promise<RunningWorker> {
   const metrics = createWorkerMetrics();
+  const traced = tracingWorkerOptions(opts.tracing);
   const worker = await Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: opts.taskQueue,
     activities: opts.activities,
     ...opts.workflows,
-    interceptors: { activity: [metrics.activityInterceptor] },
+    interceptors: {
+      activity: [metrics.activityInterceptor, ...traced.activity],
+      workflowModules: traced.workflowModules,
+    },
+    sinks: traced.sinks,
     shutdownGraceTime: opts.shutdownGraceMs ?? 30_000,
     // Tests run several workers in one process and stop them themselves.
     ...(opts.handleSignals === false ? { shutdownSignals: [] } : {}),

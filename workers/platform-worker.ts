@@ -2,6 +2,7 @@ import { createPlatformActivities, type PlatformActivityDeps } from '../activiti
 import { loadConfig } from '../common/config';
 import { createLogger } from '../common/logger';
 import { createPool } from '../common/store/pool';
+import { tracingFromConfig } from '../common/tracing';
 import { connectTemporal, installRuntimeLogger, startWorker } from './bootstrap';
 import { platformActivityDeps } from './platform-deps';
 
@@ -20,6 +21,7 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
   const config = loadConfig();
   const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
   installRuntimeLogger(logger);
+  const tracing = tracingFromConfig(config, 'worker');
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const connection = await connectTemporal(config.TEMPORAL_ADDRESS, logger);
   const running = await startWorker({
@@ -33,8 +35,10 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
     logger,
     metricsPort: config.WORKER_METRICS_PORT,
     shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
+    tracing,
   });
   await running.done;
   await connection.close();
   await db.end();
+  await tracing?.shutdown();
 }
