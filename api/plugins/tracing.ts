@@ -25,6 +25,8 @@ import fp from 'fastify-plugin';
  */
 const tracer = trace.getTracer('llmhub');
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
+/** Probes and scrapes, every few seconds from every kubelet and Prometheus: spans of them would bury the requests. */
+const UNTRACED = /^\/(healthz|readyz|metrics)(\?|$)/;
 /** Each request's span, in the context its handler runs in (kept by the raw request, which Fastify builds the id from). */
 const requestContexts = new WeakMap<IncomingMessage, { span: Span; context: Context }>();
 
@@ -37,6 +39,7 @@ const requestContexts = new WeakMap<IncomingMessage, { span: Span; context: Cont
 export function requestIdOf(req: IncomingMessage): string {
   const given = req.headers['x-trace-id'] ?? req.headers['x-request-id'];
   const callerId = typeof given === 'string' && REQUEST_ID.test(given) ? given : undefined;
+  if (UNTRACED.test(req.url ?? '')) return callerId ?? randomUUID();
   const parent = propagation.extract(ROOT_CONTEXT, req.headers);
   const span = tracer.startSpan(
     req.method ?? 'HTTP',

@@ -151,6 +151,10 @@ describe('traces', () => {
     const [span] = await traceOf(parentTrace, (s) => s.length > 0);
     expect(span).toMatchObject({ parentSpanId: '00f067aa0ba902b7', name: 'GET /v1/models' });
 
+    // Probes are not traced: their id is not a trace id.
+    const probe = await p.app.inject({ method: 'GET', url: '/healthz' });
+    expect(probe.headers['x-trace-id']).toMatch(/^[0-9a-f]{8}-/);
+
     const requestId = uniqueId('given');
     const given = await p.app.inject({
       method: 'GET',
