@@ -37,9 +37,9 @@ llmhub_phase "npm install" llmhub_npm_install
 llmhub_phase "servers and models (temporal, versitygw, embedding model)" llmhub_servers
 # Cold: ~13 min on 2 cores (etcd, kube-apiserver/controller-manager/scheduler/kubectl, kwok from the Go proxy).
 llmhub_phase "kubernetes control plane (build or cache)" bash deploy/dev/kube/build.sh
-# Cold: ~15 min with empty Go caches on 2 cores loaded ~25 by other builds and tests; ~6 min when the kube build has
-# filled the shared Go build cache (grpc, protobuf, x/net). OpenTelemetry Collector: OTLP receiver and file exporter,
-# from the Go proxy; the trace test's receiver.
+# Cold: ~3 CPU-minutes to compile with empty Go caches (about 2 min on 2 idle cores, plus downloads); measured 7.5 min
+# at nice 10 and 15 min with downloads on 2 cores loaded 15-25 by other builds. OpenTelemetry Collector: OTLP receiver
+# and file exporter, from the Go proxy; the trace test's receiver.
 llmhub_otel_collector() { bash deploy/dev/otel/build.sh >/dev/null; }
 llmhub_phase "OpenTelemetry Collector (build or cache)" llmhub_otel_collector
 # Cold: ~25 s (a Python venv with the pinned onnx/onnxruntime/numpy/boto3 from PyPI; no torch).
