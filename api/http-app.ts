@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
@@ -9,6 +8,7 @@ import { gatewayPlugin } from './gateway/plugin';
 import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
+import { requestIdOf, tracingPlugin } from './plugins/tracing';
 import { errorsPlugin, frameworkErrorOptions } from './plugins/errors';
 import { ErrorResponse } from './schemas';
 
@@ -53,11 +53,7 @@ export async function createHttpApp(
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
-    // A caller's trace id becomes the request id, so one id follows a call through logs, audit and upstreams.
-    genReqId: (req) => {
-      const given = req.headers['x-trace-id'] ?? req.headers['x-request-id'];
-      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
-    },
+    genReqId: requestIdOf,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
     trustProxy: deps.trustedProxies?.length ? deps.trustedProxies : false,
     // Errors Fastify and Node answer themselves get the platform's shape too.
@@ -69,6 +65,7 @@ export async function createHttpApp(
   app.addSchema(ErrorResponse);
   // First: it records every route's methods (405 with Allow), the documentation's routes included.
   await app.register(errorsPlugin);
+  await app.register(tracingPlugin);
   app.addHook('onSend', async (request, reply, payload) => {
     reply.header('x-trace-id', request.id);
     return payload;

@@ -127,6 +127,10 @@ const Env = Type.Object({
   /** Where the worker's /metrics listens (no authentication: keep it internal); a container sets 0.0.0.0. */
   WORKER_METRICS_HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
+  /** OTLP/HTTP collector base URL (spans go to <url>/v1/traces); unset: no tracing at all. */
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
+  /** The service.name of this process's spans; default llmhub-api, llmhub-gateway or llmhub-worker by role. */
+  OTEL_SERVICE_NAME: Type.Optional(Type.String({ minLength: 1 })),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),

@@ -3,6 +3,8 @@ import { loadConfig, clustersOf, tenantDefaultLimitOf } from '../common/config';
 import { EmbedderRegistry, vectorStoreFromConfig } from '../common/knowledge';
 import { createLogger } from '../common/logger';
 import { describeTemporalTarget, temporalConnectionOptions } from '../common/temporal-connection';
+import { tracingClientInterceptors } from '../common/temporal-tracing';
+import { tracingFromConfig } from '../common/tracing';
 import { EgressPolicy } from '../common/egress';
 import { s3StoreFromConfig } from '../common/objectstore';
 import { storageAdminFromConfig } from '../common/storage-admin/from-config';
@@ -21,6 +23,7 @@ import { podMetadataKeysOf } from '../common/workload-policy';
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger('llmhub-api', config.LOG_LEVEL);
+  const tracing = tracingFromConfig(config, 'api');
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const migrated = await migrate(db);
   if (migrated.applied.length) logger.info({ applied: migrated.applied }, 'database migrated');
@@ -30,7 +33,11 @@ async function main(): Promise<void> {
       `cannot reach the Temporal server at ${describeTemporalTarget(temporalOptions)} (set TEMPORAL_ADDRESS, TEMPORAL_TLS_*, TEMPORAL_API_KEY): ${err.message}`,
     );
   });
-  const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+  const temporal = new Client({
+    connection,
+    namespace: config.TEMPORAL_NAMESPACE,
+    interceptors: tracingClientInterceptors(tracing),
+  });
   const objects = s3StoreFromConfig(config);
   const storageAdmin = storageAdminFromConfig(config);
   const app = await buildApp({
@@ -57,6 +64,7 @@ async function main(): Promise<void> {
   await serveUntilStopped(app, config, logger, async () => {
     await connection.close();
     await db.end();
+    await tracing?.shutdown();
   });
 }
 

@@ -2,6 +2,7 @@ import { buildGatewayApp } from '../api/gateway/app';
 import { loadConfig } from '../common/config';
 import { createLogger } from '../common/logger';
 import { createPool } from '../common/store/pool';
+import { tracingFromConfig } from '../common/tracing';
 import { httpAppDepsOf, runRole, serveUntilStopped } from './http-server';
 
 /**
@@ -12,9 +13,13 @@ import { httpAppDepsOf, runRole, serveUntilStopped } from './http-server';
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger('llmhub-gateway', config.LOG_LEVEL);
+  const tracing = tracingFromConfig(config, 'gateway');
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const app = await buildGatewayApp(httpAppDepsOf(config, db, logger));
-  await serveUntilStopped(app, config, logger, () => db.end());
+  await serveUntilStopped(app, config, logger, async () => {
+    await db.end();
+    await tracing?.shutdown();
+  });
 }
 
 runRole(main);

@@ -13,6 +13,11 @@ llmhub_phase "API contract toolchain (python venv: schemathesis)" llmhub_contrac
 # module downloads.
 llmhub_phase "helm and chart CRDs (build or cache)" bash deploy/dev/helm/build.sh
 llmhub_phase "prometheus (build or cache)" bash deploy/dev/prometheus/build.sh
+# The trace test's receiver, an OpenTelemetry Collector (OTLP receiver, file exporter) from the Go proxy. Cold: ~3
+# CPU-minutes to compile (about 2 min on 2 idle cores, plus downloads); 15 min measured with downloads on 2 cores
+# loaded 15-25 by other builds.
+llmhub_otel_collector() { bash deploy/dev/otel/build.sh >/dev/null; }
+llmhub_phase "OpenTelemetry Collector (build or cache)" llmhub_otel_collector
 llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
 llmhub_phase "lint" npm run --silent lint # eslint . && prettier --check . (package.json)
 results=.data/jest-results.json

@@ -10,6 +10,8 @@ import { randomInt } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { Logger } from '../common/logger';
 import { describeTemporalTarget, type TemporalConnectionOptions } from '../common/temporal-connection';
+import { tracingWorkerOptions } from '../common/temporal-tracing';
+import type { Tracing } from '../common/tracing';
 import { createWorkerMetrics, serveMetrics } from './metrics';
 import { registerPlatformGauges } from './platform-gauges';
 
@@ -91,6 +93,8 @@ export async function startWorker(opts: {
   db?: Pool;
   shutdownGraceMs?: number;
   handleSignals?: boolean;
+  /** The process's tracer provider (common/tracing.ts); workflows and activities are spans of their starter's trace. */
+  tracing?: Tracing;
 }): Promise<RunningWorker> {
   const metrics = createWorkerMetrics();
   if (opts.db)
@@ -100,13 +104,18 @@ export async function startWorker(opts: {
       namespace: opts.namespace,
       logger: opts.logger,
     });
+  const traced = tracingWorkerOptions(opts.tracing);
   const worker = await Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: opts.taskQueue,
     activities: opts.activities,
     ...opts.workflows,
-    interceptors: { activity: [metrics.activityInterceptor] },
+    interceptors: {
+      activity: [metrics.activityInterceptor, ...traced.activity],
+      workflowModules: traced.workflowModules,
+    },
+    sinks: traced.sinks,
     shutdownGraceTime: opts.shutdownGraceMs ?? 30_000,
     // Tests run several workers in one process and stop them themselves.
     ...(opts.handleSignals === false ? { shutdownSignals: [] } : {}),

@@ -3,6 +3,7 @@ import { loadConfig } from '../common/config';
 import { createLogger } from '../common/logger';
 import { createPool } from '../common/store/pool';
 import { temporalConnectionOptions } from '../common/temporal-connection';
+import { tracingFromConfig } from '../common/tracing';
 import { connectTemporal, installRuntimeLogger, startWorker } from './bootstrap';
 import { platformActivityDeps } from './platform-deps';
 
@@ -21,6 +22,7 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
   const config = loadConfig();
   const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
   const sdkMetricsUrl = installRuntimeLogger(logger, { sdkMetrics: true });
+  const tracing = tracingFromConfig(config, 'worker');
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
   const connection = await connectTemporal(temporalConnectionOptions(config), logger);
   const running = await startWorker({
@@ -37,8 +39,10 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
     sdkMetricsUrl,
     db,
     shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
+    tracing,
   });
   await running.done;
   await connection.close();
   await db.end();
+  await tracing?.shutdown();
 }

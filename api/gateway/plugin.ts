@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
+import { ATTR_URL_FULL } from '@opentelemetry/semantic-conventions';
 import { ForbiddenError } from '../../common/errors';
 import type { AuditStore } from '../../common/store/audit';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
@@ -10,6 +11,7 @@ import { LimitStore } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
 import { UsageStore } from '../../common/store/usage';
 import { requireRole } from '../plugins/auth';
+import { withClientSpan } from '../plugins/tracing';
 import { ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
 import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
@@ -410,7 +412,13 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     stream: boolean,
     caller: Cancellation,
   ): Promise<Attempt> {
-    const res = await upstreams.call(u, path, headers, raw, caller, stream);
+    // The span covers the call up to the whole answer or a stream's first chunk, the part a fallback can retry.
+    const res = await withClientSpan(
+      `POST ${path}`,
+      { [ATTR_URL_FULL]: `${u.origin}${u.basePath}${path}`, 'llmhub.model_version': u.version },
+      headers,
+      (traced) => upstreams.call(u, path, traced, raw, caller, stream),
+    );
     if (res.kind === 'stream') return res;
     return {
       kind: 'whole',

@@ -4,6 +4,7 @@ import { NotFoundError } from '../../common/errors';
 import type { SearchHit } from '../../common/vectors';
 import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
+import { withTraceContext } from '../plugins/tracing';
 import { errorResponses, ResourceId } from '../schemas';
 
 const Chat = Type.Object(
@@ -85,12 +86,13 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const upstream = await app.inject({
         method: 'POST',
         url: '/v1/chat/completions',
-        headers: {
+        // The gateway's span joins this request's trace.
+        headers: withTraceContext({
           authorization: request.headers.authorization!,
           'content-type': 'application/json',
           'x-trace-id': request.id,
           ...(request.headers['x-project-id'] ? { 'x-project-id': String(request.headers['x-project-id']) } : {}),
-        },
+        }),
         payload: { model, messages: ragMessages(question, hits), stream, ...(max_tokens ? { max_tokens } : {}) },
         payloadAsStream: stream,
       });

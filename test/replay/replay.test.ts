@@ -2,8 +2,12 @@ import { cp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from '@jest/globals';
 import type { HistoryAndWorkflowId } from '@temporalio/client';
-import { Worker, type ReplayResult } from '@temporalio/worker';
+import { Worker, type ReplayResult, type ReplayWorkerOptions } from '@temporalio/worker';
+import { makeWorkflowExporter } from '@temporalio/interceptors-opentelemetry';
+import { Resource } from '@opentelemetry/resources';
+import { NoopSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { DeterminismViolationError } from '@temporalio/workflow';
+import { TRACING_WORKFLOW_MODULE } from '../../common/temporal-tracing';
 import * as workflows from '../../workflows';
 import { API_KEY_PATTERN, historyText } from '../support/history-text';
 
@@ -22,9 +26,12 @@ beforeAll(async () => {
   );
 });
 
-async function replayAll(workflowsPath: string): Promise<ReplayResult[]> {
+async function replayAll(workflowsPath: string, options: Partial<ReplayWorkerOptions> = {}): Promise<ReplayResult[]> {
   const results: ReplayResult[] = [];
-  for await (const r of Worker.runReplayHistories({ workflowsPath, bundlerOptions: { ignoreModules: [] } }, histories))
+  for await (const r of Worker.runReplayHistories(
+    { workflowsPath, bundlerOptions: { ignoreModules: [] }, ...options },
+    histories,
+  ))
     results.push(r);
   return results;
 }
@@ -46,6 +53,20 @@ describe('replay gate', () => {
 
   it('replays every recorded history against the current workflow code', async () => {
     const results = await replayAll(require.resolve('../../workflows'));
+    expect(results).toHaveLength(histories.length);
+    for (const r of results)
+      expect({ workflowId: r.workflowId, error: r.error?.message }).toEqual({
+        workflowId: r.workflowId,
+        error: undefined,
+      });
+  });
+
+  it('replays every recorded history with the tracing interceptors in the bundle (OTEL_EXPORTER_OTLP_ENDPOINT set)', async () => {
+    // As a traced worker has them: the interceptors bundled, and the sink their workflow spans leave through.
+    const results = await replayAll(require.resolve('../../workflows'), {
+      interceptors: { workflowModules: [TRACING_WORKFLOW_MODULE] },
+      sinks: { exporter: makeWorkflowExporter(new NoopSpanProcessor(), Resource.empty()) },
+    });
     expect(results).toHaveLength(histories.length);
     for (const r of results)
       expect({ workflowId: r.workflowId, error: r.error?.message }).toEqual({

@@ -13,6 +13,8 @@ import { EgressPolicy } from '../../common/egress';
 import { createLogger } from '../../common/logger';
 import { S3ObjectStore, s3StoreFromConfig, type ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
+import { tracingClientInterceptors } from '../../common/temporal-tracing';
+import type { Tracing } from '../../common/tracing';
 import type { StorageAdmin } from '../../common/storage-admin';
 import { storageAdminFromConfig } from '../../common/storage-admin/from-config';
 import { StorageScopeStore } from '../../common/store/storage-scope';
@@ -70,6 +72,8 @@ export async function startTestPlatform(
     activityDeps?: Partial<PlatformActivityDeps>;
     /** The operator's MCP egress allowlist for API and worker; default the loopback the tests' MCP HTTP servers use. */
     mcpEgressAllow?: string[];
+    /** A registered tracer provider: the Temporal client and worker trace as the api and worker processes do. */
+    tracing?: Tracing;
   } = {},
 ): Promise<TestPlatform> {
   const config = loadConfig();
@@ -78,7 +82,11 @@ export async function startTestPlatform(
   const db = createPool(config.DATABASE_URL, 20);
   const objects = s3StoreFromConfig(config);
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
-  const temporal = new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
+  const temporal = new Client({
+    connection,
+    namespace: config.TEMPORAL_NAMESPACE,
+    interceptors: tracingClientInterceptors(opts.tracing),
+  });
   const nativeConnection = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
   const tenants = new TenantStore(db);
   const registry = new RegistryStore(db);
@@ -104,10 +112,14 @@ export async function startTestPlatform(
           vectors,
         }),
       ),
-      workflows: { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
+      // The shared bundle lacks the tracing interceptors; a traced worker bundles the workflows with them itself.
+      workflows: opts.tracing
+        ? { workflowsPath: require.resolve('../../workflows') }
+        : { workflowBundle: { codePath: process.env.LLMHUB_WORKFLOW_BUNDLE! } },
       logger,
       handleSignals: false,
       shutdownGraceMs: 2_000,
+      tracing: opts.tracing,
     });
     workers.push(w);
     return w;

@@ -1,0 +1,4 @@
+package main
+
+// The collector release every module in go.mod is pinned to (core and contrib alike).
+const version = "0.165.0"
