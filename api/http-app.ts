@@ -1,4 +1,5 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import AjvCompiler from '@fastify/ajv-compiler';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
 import type { Logger } from '../common/logger';
@@ -42,6 +43,25 @@ export interface HttpApp {
 }
 
 /**
+ * Query strings, path parameters and headers arrive as text and are coerced to their schemas' types (`?limit=5`); a
+ * JSON body is taken as sent, so `{"name": false}` is no name and `{"gpu": null}` no count. Fastify's own Ajv compiler,
+ * twice: with the app's options, and with them less the coercion for bodies.
+ */
+const textCoercedJsonAsSent = (() => {
+  const pool = AjvCompiler();
+  const factory: typeof pool = (externalSchemas, options) => {
+    const text = pool(externalSchemas, options);
+    const json = pool(externalSchemas, {
+      ...options,
+      customOptions: { ...options?.customOptions, coerceTypes: false },
+    } as typeof options);
+    // Fastify calls it with the route's part beside the schema (its typings name only the schema).
+    return (route) => ((route as { httpPart?: string }).httpPart === 'body' ? json : text)(route);
+  };
+  return factory;
+})();
+
+/**
  * The Fastify server with request ids, the platform's error shape, authentication and the audit. `beforeAuth`
  * registers what must see every route from the start (the API documentation).
  */
@@ -55,6 +75,7 @@ export async function createHttpApp(
     bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
     genReqId: requestIdOf,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    schemaController: { compilersFactory: { buildValidator: textCoercedJsonAsSent } },
     trustProxy: deps.trustedProxies?.length ? deps.trustedProxies : false,
     // Errors Fastify and Node answer themselves get the platform's shape too.
     ...frameworkErrorOptions,

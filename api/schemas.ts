@@ -43,16 +43,19 @@ export const IdempotencyHeaders = Type.Object({
  * the list's own, so every cursor of that form is accepted and any other is refused by validation.
  */
 export const pageParams = (keyset: Pick<Keyset<unknown>, 'list' | 'parts'>) => ({
-  limit: Type.Integer({
-    minimum: 1,
-    maximum: PAGE_LIMIT_MAX,
-    default: PAGE_LIMIT_DEFAULT,
-    description: `Items per page (default ${PAGE_LIMIT_DEFAULT}, at most ${PAGE_LIMIT_MAX})`,
-  }),
+  limit: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      maximum: PAGE_LIMIT_MAX,
+      default: PAGE_LIMIT_DEFAULT,
+      description: `Items per page (default ${PAGE_LIMIT_DEFAULT}, at most ${PAGE_LIMIT_MAX})`,
+    }),
+  ),
   cursor: Type.Optional(
     Type.String({
       pattern: cursorPattern(keyset),
-      maxLength: 4096,
+      // Even percent-encoded at 12 characters a code point, a query string stays inside Node's 16 KiB of headers.
+      maxLength: 1000,
       description: "The previous page's nextCursor, as given (opaque: its form may change)",
     }),
   ),

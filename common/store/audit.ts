@@ -1,6 +1,6 @@
 import type { Pool } from 'pg';
 import { BadRequestError } from '../errors';
-import { cursorTime, KeyPart, keysetPage, type Keyset } from './pages';
+import { cursorTime, KeyPart, keysetPage, PAGE_LIMIT_DEFAULT, type Keyset } from './pages';
 
 export interface AuditEntry {
   requestId: string;
@@ -186,7 +186,7 @@ export class AuditStore {
   /** The counts of refused unauthenticated calls, newest minute first. */
   async unauthenticated(
     filter: { from?: string; to?: string; ip?: string },
-    limit: number,
+    limit = PAGE_LIMIT_DEFAULT,
   ): Promise<Array<{ ip: string; minute: string; count: number }>> {
     const { rows } = await this.db.query<{ ip: string; minute: Date; count: string }>(
       `SELECT ip, minute, count FROM audit_unauthenticated
@@ -201,7 +201,7 @@ export class AuditStore {
   /** One page, newest first; `nextCursor` is set when more rows may follow. */
   async page(
     filter: AuditFilter,
-    limit: number,
+    limit = PAGE_LIMIT_DEFAULT,
     cursor?: string,
   ): Promise<{ data: AuditRow[]; nextCursor: string | null }> {
     const where: string[] = [];

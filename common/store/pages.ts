@@ -5,7 +5,8 @@ export const PAGE_LIMIT_DEFAULT = 100;
 export const PAGE_LIMIT_MAX = 1000;
 
 export interface PageQuery {
-  limit: number;
+  /** PAGE_LIMIT_DEFAULT when left out. */
+  limit?: number;
   /** The previous page's nextCursor; none for the first page. */
   cursor?: string;
 }
@@ -48,7 +49,7 @@ export const KeyPart = {
   },
   /** Text as base64url of its UTF-8; bytes that are not UTF-8, and NUL, read back as U+FFFD (no key holds them). */
   text: {
-    pattern: '[A-Za-z0-9_-]{0,1400}',
+    pattern: '[A-Za-z0-9_-]{0,900}',
     encode: (v: string) => Buffer.from(v, 'utf8').toString('base64url'),
     decode: (s: string) => Buffer.from(s, 'base64url').toString('utf8').replaceAll('\u0000', '\ufffd'),
   },
@@ -92,11 +93,12 @@ export async function keysetPage<R>(
   q: PageQuery,
   fetch: (after: string[] | null, take: number) => Promise<R[]>,
 ): Promise<Page<R>> {
-  const rows = await fetch(q.cursor === undefined ? null : decodeCursor(keyset, q.cursor), q.limit + 1);
-  const items = rows.slice(0, q.limit);
+  const limit = q.limit ?? PAGE_LIMIT_DEFAULT;
+  const rows = await fetch(q.cursor === undefined ? null : decodeCursor(keyset, q.cursor), limit + 1);
+  const items = rows.slice(0, limit);
   const last = items[items.length - 1];
   return {
     items,
-    nextCursor: rows.length > q.limit && last !== undefined ? encodeCursor(keyset, keyset.keyOf(last)) : null,
+    nextCursor: rows.length > limit && last !== undefined ? encodeCursor(keyset, keyset.keyOf(last)) : null,
   };
 }
