@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { ConflictError, NotFoundError } from '../../common/errors';
 import { checkUriInScope } from '../../common/store/storage-scope';
-import { Resources, servingResourcesOf, toCores } from '../../common/resources';
+import { Resources, servingResourcesOf } from '../../common/resources';
 import { ConversionTargets } from '../../contracts/conversion';
 import { modelRegistryContract } from '../../contracts/model-registry';
 import { ModelIdKey } from '../../contracts/search-attributes';
@@ -238,8 +238,6 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const { resources, ...rest } = request.body;
-      if (resources && !(toCores(resources.cpu) > 0))
-        throw new BadRequestError('resources.cpu must be more than 0', 'body.resources.cpu');
       const created = await registry.createModel(request.principal!.tenantId, {
         ...rest,
         description: rest.description ?? '',
