@@ -211,4 +211,5 @@ export default defineConfig(
   folder('api', restrictImports(importRules.api)),
   folder('activities', restrictImports(importRules.production)),
   folder('workers', restrictImports(importRules.production)),
+  folder('roles', restrictImports(importRules.production)),
 );

@@ -5,29 +5,22 @@ import {
   type LimitCeiling,
 } from '../common/config';
 import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
-import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Client } from '@temporalio/client';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
 import { EgressPolicy } from '../common/egress';
-import type { Logger } from '../common/logger';
 import type { ObjectStore } from '../common/objectstore';
 import type { StorageAdmin } from '../common/storage-admin';
 import { StorageScopeStore } from '../common/store/storage-scope';
-import { AuditStore } from '../common/store/audit';
+import type { AuditStore } from '../common/store/audit';
 import { RegistryStore } from '../common/store/registry';
 import { KnowledgeStore } from '../common/store/knowledge';
-import { TenantStore } from '../common/store/tenants';
+import type { TenantStore } from '../common/store/tenants';
 import type { EmbedderRegistry } from '../common/knowledge';
 import type { VectorStore } from '../common/vectors';
-import { gatewayPlugin } from './gateway/plugin';
-import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
-import { auditPlugin } from './plugins/audit';
-import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
-import { errorsPlugin, frameworkErrorOptions } from './plugins/errors';
+import { createHttpApp, registerGateway, type HttpAppDeps } from './http-app';
 import { conversionRoutes } from './routes/conversions';
 import { agentRunRoutes } from './routes/agent-runs';
 import { agentRoutes } from './routes/agents';
@@ -41,18 +34,16 @@ import { knowledgeRoutes } from './routes/knowledge';
 import { knowledgeChatRoutes } from './routes/knowledge-chat';
 import { mcpCatalogRoutes } from './routes/mcp-catalog';
 import { mcpServerRoutes } from './routes/mcp-servers';
+import { modelListRoutes } from './routes/model-list';
 import { modelRoutes } from './routes/models';
 import { platformRoutes } from './routes/platform';
 import type { TenantResources } from '../common/tenant-resources';
 import { refuseUnstorableText } from './plugins/storable-text';
-import { ErrorResponse } from './schemas';
 
-export interface AppDeps {
-  db: Pool;
+export interface AppDeps extends HttpAppDeps {
   temporal: Client;
   objects: ObjectStore;
   taskQueue: string;
-  logger: Logger;
   vectors: VectorStore;
   embedders: EmbedderRegistry;
   platformBucket: string;
@@ -64,23 +55,10 @@ export interface AppDeps {
   clusters: ClusterSettings;
   /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS); default none. */
   podMetadataKeys?: readonly string[];
-  jwt?: JwtSettings;
   /** What a tenant created by an operator gets unless the call says otherwise (LLMHUB_TENANT_DEFAULT_*). */
   tenantDefaults?: { gpus: number; ceiling: LimitCeiling };
   /** Created with each tenant and removed with it (storage scope, namespaces). */
   tenantResources?: TenantResources[];
-  bodyLimitBytes?: number;
-  /** AUDIT_RETENTION_DAYS; default 365. */
-  auditRetentionDays?: number;
-  /**
-   * Addresses or CIDRs of the proxies in front of the API (API_TRUSTED_PROXIES): only a request from one of them has
-   * its source read from X-Forwarded-For, for the failed-authentication budget and the logs.
-   */
-  trustedProxies?: string[];
-  /** The failed-authentication budget per source (API_AUTH_FAILURES_PER_MINUTE) and the key cache's bounds. */
-  auth?: Pick<AuthOptions, 'failuresPerMinute' | 'keyCacheLimits'>;
-  /** Inference gateway settings; what is left out takes its default. */
-  gateway?: Partial<GatewaySettings>;
   /** Where HTTP MCP servers may be reached at registration (LLMHUB_MCP_EGRESS_ALLOW); default: no internal address. */
   mcpEgress?: EgressPolicy;
 }
@@ -111,31 +89,38 @@ declare module 'fastify' {
   }
 }
 
-/** Builds the API without listening (api/server.ts listens; tests use `inject`). */
+/** Builds the api role's app (control routes, and the inference gateway) without listening; tests use `inject`. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
-  const gateway = loadGatewaySettings({}, deps.gateway);
-  const app = Fastify({
-    loggerInstance: deps.logger as FastifyBaseLogger,
-    bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
-    // A caller's trace id becomes the request id, so one id follows a call through logs, audit and upstreams.
-    genReqId: (req) => {
-      const given = req.headers['x-trace-id'] ?? req.headers['x-request-id'];
-      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
-    },
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
-    trustProxy: deps.trustedProxies?.length ? deps.trustedProxies : false,
-    // Errors Fastify and Node answer themselves get the platform's shape too.
-    ...frameworkErrorOptions,
-  }).withTypeProvider<TypeBoxTypeProvider>();
-
+  const http = await createHttpApp(deps, async (app) => {
+    await app.register(swagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: 'LLMHub API',
+          version: '1.0.0',
+          description: 'Control API of the LLMHub platform; every operation is a Temporal workflow.',
+        },
+        components: {
+          securitySchemes: {
+            bearer: { type: 'http', scheme: 'bearer', description: 'LLMHub API key (llmhub_...) or a JWT' },
+          },
+        },
+        security: [{ bearer: [] }],
+      },
+      refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
+    });
+    await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
+    app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+  });
+  const { app } = http;
   const platform: Platform = {
     db: deps.db,
     temporal: deps.temporal,
     objects: deps.objects,
     taskQueue: deps.taskQueue,
     registry: new RegistryStore(deps.db),
-    tenants: new TenantStore(deps.db),
-    audit: new AuditStore(deps.db),
+    tenants: http.tenants,
+    audit: http.audit,
     knowledge: new KnowledgeStore(deps.db),
     vectors: deps.vectors,
     embedders: deps.embedders,
@@ -148,50 +133,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     mcpEgress: deps.mcpEgress ?? new EgressPolicy(),
   };
   app.decorate('platform', platform);
-  app.addSchema(ErrorResponse);
-  // First: it records every route's methods (405 with Allow), the documentation's routes included.
-  await app.register(errorsPlugin);
-  app.addHook('onSend', async (request, reply, payload) => {
-    reply.header('x-trace-id', request.id);
-    return payload;
-  });
-
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info: {
-        title: 'LLMHub API',
-        version: '1.0.0',
-        description: 'Control API of the LLMHub platform; every operation is a Temporal workflow.',
-      },
-      components: {
-        securitySchemes: {
-          bearer: { type: 'http', scheme: 'bearer', description: 'LLMHub API key (llmhub_...) or a JWT' },
-        },
-      },
-      security: [{ bearer: [] }],
+  await app.register(healthRoutes, {
+    checks: {
+      database: () => deps.db.query('SELECT 1'),
+      temporal: () => deps.temporal.workflowService.getSystemInfo({}),
     },
-    refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
-  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
-
-  await app.register(authPlugin, {
-    tenants: platform.tenants,
-    jwt: deps.jwt ?? {},
-    keyCacheTtlMs: gateway.keyCacheTtlMs,
-    ...deps.auth,
-  });
-  await app.register(auditPlugin, { audit: platform.audit, flushMs: gateway.auditFlushMs, logger: deps.logger });
-  await app.register(healthRoutes);
-  await app.register(gatewayPlugin, {
-    settings: gateway,
-    audit: platform.audit,
-    auditRetentionMs: (deps.auditRetentionDays ?? 365) * 24 * 3_600_000,
-  });
+  await registerGateway(http, deps);
   // The control routes write what they are sent to the platform store; inference bodies only pass through.
   await app.register(async (control) => {
     refuseUnstorableText(control);
+    await control.register(modelListRoutes, { prefix: '/v1/models', registry: platform.registry });
     await control.register(modelRoutes, { prefix: '/v1/models' });
     await control.register(knowledgeRoutes, { prefix: '/v1/knowledge' });
     await control.register(knowledgeChatRoutes, { prefix: '/v1/knowledge' });

@@ -19,7 +19,10 @@ export function idempotencyKeyOf(header: string | string[] | undefined): string 
   if (header === undefined) return randomUUID();
   const key = Array.isArray(header) ? header[0]! : header;
   if (!isValidKey(key))
-    throw new BadRequestError('Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -', 'Idempotency-Key');
+    throw new BadRequestError(
+      'Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 . _ : -, the first a letter or digit',
+      'Idempotency-Key',
+    );
   return key;
 }
 

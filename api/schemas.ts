@@ -1,5 +1,6 @@
 import { Type, type TSchema } from '@sinclair/typebox';
-import { PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from '../common/store/pages';
+import { KEY_PATTERN } from '../contracts/operations';
+import { cursorPattern, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, type Keyset } from '../common/store/pages';
 
 /** Schemas shared by several route folders. */
 export const ErrorResponse = Type.Object(
@@ -30,12 +31,18 @@ export const errorResponses = (...codes: number[]): Record<number, TSchema> =>
 
 export const IdempotencyHeaders = Type.Object({
   'idempotency-key': Type.Optional(
-    Type.String({ description: 'Repeating a request with the same key returns the same operation' }),
+    Type.String({
+      pattern: KEY_PATTERN,
+      description: 'Repeating a request with the same key returns the same operation',
+    }),
   ),
 });
 
-/** The paging parameters of every list (common/store/pages.ts): keyset pages, an opaque cursor. */
-export const PageParams = {
+/**
+ * The paging parameters of a list (common/store/pages.ts): keyset pages, an opaque cursor whose documented pattern is
+ * the list's own, so every cursor of that form is accepted and any other is refused by validation.
+ */
+export const pageParams = (keyset: Pick<Keyset<unknown>, 'list' | 'parts'>) => ({
   limit: Type.Integer({
     minimum: 1,
     maximum: PAGE_LIMIT_MAX,
@@ -43,10 +50,14 @@ export const PageParams = {
     description: `Items per page (default ${PAGE_LIMIT_DEFAULT}, at most ${PAGE_LIMIT_MAX})`,
   }),
   cursor: Type.Optional(
-    Type.String({ minLength: 1, maxLength: 4096, description: "The previous page's nextCursor, as given" }),
+    Type.String({
+      pattern: cursorPattern(keyset),
+      maxLength: 4096,
+      description: "The previous page's nextCursor, as given (opaque: its form may change)",
+    }),
   ),
-};
-export const PageQuerystring = Type.Object(PageParams);
+});
+export const pageQuerystring = (keyset: Pick<Keyset<unknown>, 'list' | 'parts'>) => Type.Object(pageParams(keyset));
 export const NextCursor = Type.Union([Type.String(), Type.Null()], {
   description: 'Pass as cursor for the next page; null on the last page',
 });

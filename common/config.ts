@@ -16,6 +16,17 @@ const Env = Type.Object({
   TEMPORAL_ADDRESS: Type.String({ default: '127.0.0.1:7233', minLength: 1 }),
   TEMPORAL_NAMESPACE: Type.String({ default: 'default', minLength: 1 }),
   TEMPORAL_TASK_QUEUE: Type.String({ default: 'llmhub-platform', minLength: 1 }),
+  /** Unset: TLS when any TEMPORAL_TLS_* setting or an API key is given; false with any of them is refused. */
+  TEMPORAL_TLS: Type.Optional(Type.Boolean()),
+  /** PEM of the CA that signed the Temporal frontend's certificate; unset: the system's trusted roots. */
+  TEMPORAL_TLS_CA_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  /** PEM client certificate and its private key, for a cluster or namespace that requires mTLS; one needs the other. */
+  TEMPORAL_TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  TEMPORAL_TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1 })),
+  /** The name the frontend's certificate is checked against (and sent as SNI) instead of TEMPORAL_ADDRESS's host. */
+  TEMPORAL_TLS_SERVER_NAME: Type.Optional(Type.String({ minLength: 1 })),
+  /** A Temporal Cloud API key, sent as `Authorization: Bearer`. */
+  TEMPORAL_API_KEY: Type.Optional(Type.String({ minLength: 1 })),
   DATABASE_URL: Type.String({ pattern: '^postgres(ql)?://' }),
   DATABASE_POOL_MAX: Type.Integer({ default: 10, minimum: 1 }),
   S3_ENDPOINT: Type.Optional(Type.String({ pattern: '^https?://' })),
@@ -94,6 +105,13 @@ const Env = Type.Object({
    */
   LLMHUB_TENANT_EGRESS_CIDRS: Type.String({ default: '' }),
   /**
+   * A ClusterRole the worker binds, by a RoleBinding in each tenant namespace it applies, to its own ServiceAccount
+   * LLMHUB_WORKER_SERVICE_ACCOUNT ("<namespace>:<name>"): its rights inside tenant namespaces without holding them
+   * cluster-wide (the Helm chart sets both). Unset: no RoleBinding.
+   */
+  LLMHUB_TENANT_ROLE: Type.Optional(Type.String({ minLength: 1 })),
+  LLMHUB_WORKER_SERVICE_ACCOUNT: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9-]*:[a-z0-9][a-z0-9.-]*$' })),
+  /**
    * Comma-separated CIDRs, addresses or host names HTTP MCP servers may be reached at although they are internal
    * (loopback, private, link-local, metadata, CGNAT, ...: common/egress.ts); default none.
    */
@@ -106,6 +124,8 @@ const Env = Type.Object({
   LLMHUB_GATEWAY_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image of the fine-tune trainer Jobs (deploy/trainers/hf). */
   LLMHUB_TRAINER_IMAGE: Type.String({ default: 'llmhub/trainer-hf:0.1.0', minLength: 1 }),
+  /** Where the worker's /metrics listens (no authentication: keep it internal); a container sets 0.0.0.0. */
+  WORKER_METRICS_HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
   WORKER_METRICS_PORT: Type.Integer({ default: 9464, minimum: 0, maximum: 65535 }),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
   LOG_LEVEL: Type.Union(
@@ -128,7 +148,31 @@ export function parseEnv<T extends TSchema>(schema: T, env: NodeJS.ProcessEnv): 
   return Value.Clean(schema, value) as Static<T>;
 }
 
-export const loadConfig = (env: NodeJS.ProcessEnv = process.env): Config => parseEnv(Env, env);
+export const loadConfig = (env: NodeJS.ProcessEnv = process.env): Config => checkTemporalTls(parseEnv(Env, env));
+
+/** The settings that only work over TLS, and so turn it on when TEMPORAL_TLS is unset. */
+export const TEMPORAL_TLS_SETTINGS = [
+  'TEMPORAL_TLS_CA_FILE',
+  'TEMPORAL_TLS_CERT_FILE',
+  'TEMPORAL_TLS_KEY_FILE',
+  'TEMPORAL_TLS_SERVER_NAME',
+  'TEMPORAL_API_KEY',
+] as const;
+
+/** What can be told without reading a file; temporalConnectionOptions (common/temporal-connection.ts) reads them. */
+function checkTemporalTls(config: Config): Config {
+  const problems: string[] = [];
+  if (config.TEMPORAL_TLS_CERT_FILE && !config.TEMPORAL_TLS_KEY_FILE)
+    problems.push('TEMPORAL_TLS_KEY_FILE: required with TEMPORAL_TLS_CERT_FILE (the client certificate needs its key)');
+  if (config.TEMPORAL_TLS_KEY_FILE && !config.TEMPORAL_TLS_CERT_FILE)
+    problems.push('TEMPORAL_TLS_CERT_FILE: required with TEMPORAL_TLS_KEY_FILE (the key needs its client certificate)');
+  const needTls = TEMPORAL_TLS_SETTINGS.filter((name) => config[name]);
+  // An API key in plaintext would be readable on the way; the TLS settings would silently do nothing.
+  if (config.TEMPORAL_TLS === false && needTls.length)
+    problems.push(`TEMPORAL_TLS: false, but ${needTls.join(', ')} need TLS`);
+  if (problems.length) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  return config;
+}
 
 /** A comma-separated list of CIDRs (IPv4 or IPv6), each checked, so a typo stops the worker instead of every deploy. */
 export function cidrListEnv(name: string, raw: string): string[] {

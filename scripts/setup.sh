@@ -37,6 +37,9 @@ llmhub_phase "npm install" llmhub_npm_install
 llmhub_phase "servers and models (temporal, versitygw, embedding model)" llmhub_servers
 # Cold: ~13 min on 2 cores (etcd, kube-apiserver/controller-manager/scheduler/kubectl, kwok from the Go proxy).
 llmhub_phase "kubernetes control plane (build or cache)" bash deploy/dev/kube/build.sh
+# Cold: 29 min measured with empty Go caches while other Go builds held the 2 cores (load ~30); the CRD downloads are
+# seconds of it (helm v4 and the prometheus-operator / Gateway API CRDs the chart test installs).
+llmhub_phase "helm and chart CRDs (build or cache)" bash deploy/dev/helm/build.sh
 # Cold: ~25 s (a Python venv with the pinned onnx/onnxruntime/numpy/boto3 from PyPI; no torch).
 llmhub_convert_toolchain() { bash deploy/dev/convert/install.sh >/dev/null; }
 llmhub_phase "conversion toolchain (python venv: onnx, onnxruntime)" llmhub_convert_toolchain

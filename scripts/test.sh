@@ -4,6 +4,9 @@
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 mkdir -p .data
+# Only the tests need it. Cold: ~1.5 min (schemathesis and its dependencies from PyPI, pinned in test/contract/).
+llmhub_contract_toolchain() { bash test/contract/install.sh >/dev/null; }
+llmhub_phase "API contract toolchain (python venv: schemathesis)" llmhub_contract_toolchain
 llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
 llmhub_phase "lint" npm run --silent lint # eslint . && prettier --check . (package.json)
 results=.data/jest-results.json

@@ -7,6 +7,7 @@ import {
   type WorkerOptions,
 } from '@temporalio/worker';
 import type { Logger } from '../common/logger';
+import { describeTemporalTarget, type TemporalConnectionOptions } from '../common/temporal-connection';
 import { createWorkerMetrics, serveMetrics } from './metrics';
 
 export class TemporalUnreachableError extends Error {}
@@ -21,13 +22,14 @@ export function installRuntimeLogger(logger: Logger): void {
   });
 }
 
-export async function connectTemporal(address: string, logger: Logger): Promise<NativeConnection> {
+export async function connectTemporal(options: TemporalConnectionOptions, logger: Logger): Promise<NativeConnection> {
   try {
-    return await NativeConnection.connect({ address });
+    return await NativeConnection.connect(options);
   } catch (err) {
-    logger.error({ err, address }, 'cannot reach Temporal');
+    const target = describeTemporalTarget(options);
+    logger.error({ err, target }, 'cannot reach Temporal');
     throw new TemporalUnreachableError(
-      `cannot reach the Temporal server at ${address} (set TEMPORAL_ADDRESS; for local use run \`npm run dev\`): ${(err as Error).message}`,
+      `cannot reach the Temporal server at ${target} (set TEMPORAL_ADDRESS, TEMPORAL_TLS_*, TEMPORAL_API_KEY; for local use run \`npm run dev\`): ${(err as Error).message}`,
     );
   }
 }
@@ -53,6 +55,7 @@ export async function startWorker(opts: {
   workflows: Pick<WorkerOptions, 'workflowsPath' | 'workflowBundle'>;
   logger: Logger;
   metricsPort?: number;
+  metricsHost?: string;
   shutdownGraceMs?: number;
   handleSignals?: boolean;
 }): Promise<RunningWorker> {
@@ -68,7 +71,10 @@ export async function startWorker(opts: {
     // Tests run several workers in one process and stop them themselves.
     ...(opts.handleSignals === false ? { shutdownSignals: [] } : {}),
   });
-  const server = opts.metricsPort === undefined ? undefined : await serveMetrics(metrics.registry, opts.metricsPort);
+  const server =
+    opts.metricsPort === undefined
+      ? undefined
+      : await serveMetrics(metrics.registry, opts.metricsPort, opts.metricsHost);
   const metricsPort = server ? (server.address() as { port: number }).port : undefined;
   opts.logger.info({ taskQueue: opts.taskQueue, namespace: opts.namespace, metricsPort }, 'worker started');
   const done = worker.run().finally(() => {

@@ -2,12 +2,13 @@ import { createPlatformActivities, type PlatformActivityDeps } from '../activiti
 import { loadConfig } from '../common/config';
 import { createLogger } from '../common/logger';
 import { createPool } from '../common/store/pool';
+import { temporalConnectionOptions } from '../common/temporal-connection';
 import { connectTemporal, installRuntimeLogger, startWorker } from './bootstrap';
 import { platformActivityDeps } from './platform-deps';
 
 /**
  * Runs the platform task queue's worker process until it is told to stop; `overrides` replace parts of the
- * activities' deps (the dev stack's worker adds its local process runtime). Entry points: platform.ts, deploy/dev/worker.ts.
+ * activities' deps (the dev stack's worker adds its local process runtime). Entry points: roles/worker.ts, deploy/dev/worker.ts.
  */
 export function runPlatformWorker(overrides: Partial<PlatformActivityDeps> = {}): void {
   run(overrides).catch((err) => {
@@ -21,7 +22,7 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
   const logger = createLogger('llmhub-worker', config.LOG_LEVEL);
   installRuntimeLogger(logger);
   const db = createPool(config.DATABASE_URL, config.DATABASE_POOL_MAX);
-  const connection = await connectTemporal(config.TEMPORAL_ADDRESS, logger);
+  const connection = await connectTemporal(temporalConnectionOptions(config), logger);
   const running = await startWorker({
     connection,
     namespace: config.TEMPORAL_NAMESPACE,
@@ -32,6 +33,7 @@ async function run(overrides: Partial<PlatformActivityDeps>): Promise<void> {
       : { workflowsPath: require.resolve('../workflows') },
     logger,
     metricsPort: config.WORKER_METRICS_PORT,
+    metricsHost: config.WORKER_METRICS_HOST,
     shutdownGraceMs: config.WORKER_SHUTDOWN_GRACE_MS,
   });
   await running.done;

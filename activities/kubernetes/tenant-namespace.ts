@@ -1,6 +1,6 @@
-import type { KubernetesObjectApi, V1NetworkPolicy, V1ResourceQuota } from '@kubernetes/client-node';
+import type { KubernetesObjectApi, V1NetworkPolicy, V1ResourceQuota, V1RoleBinding } from '@kubernetes/client-node';
 import { Type } from '@sinclair/typebox';
-import { cidrListEnv, jsonEnv, type Config } from '../../common/config';
+import { cidrListEnv, ConfigError, jsonEnv, type Config } from '../../common/config';
 import { serverSideApply, tenantNamespace } from './client';
 import { FIELD_MANAGER } from './manifests';
 
@@ -12,19 +12,43 @@ export interface TenantNamespacePolicy {
   platformNamespace: string;
   /** Private CIDRs tenant pods may reach besides DNS: an in-cluster or private object store (LLMHUB_TENANT_EGRESS_CIDRS). */
   egressCidrs: readonly string[];
+  /** The worker's rights in the namespace, bound to its own ServiceAccount (LLMHUB_TENANT_ROLE); absent: none bound. */
+  workerRole?: { clusterRole: string; serviceAccount: { namespace: string; name: string } };
 }
 
 export const tenantNamespacePolicyOf = (
-  c: Pick<Config, 'LLMHUB_TENANT_RESOURCE_QUOTA' | 'LLMHUB_PLATFORM_NAMESPACE' | 'LLMHUB_TENANT_EGRESS_CIDRS'>,
-): TenantNamespacePolicy => ({
-  resourceQuota: jsonEnv(
-    'LLMHUB_TENANT_RESOURCE_QUOTA',
-    c.LLMHUB_TENANT_RESOURCE_QUOTA,
-    Type.Record(Type.String(), Type.String()),
-  ),
-  platformNamespace: c.LLMHUB_PLATFORM_NAMESPACE,
-  egressCidrs: cidrListEnv('LLMHUB_TENANT_EGRESS_CIDRS', c.LLMHUB_TENANT_EGRESS_CIDRS),
-});
+  c: Pick<
+    Config,
+    | 'LLMHUB_TENANT_RESOURCE_QUOTA'
+    | 'LLMHUB_PLATFORM_NAMESPACE'
+    | 'LLMHUB_TENANT_EGRESS_CIDRS'
+    | 'LLMHUB_TENANT_ROLE'
+    | 'LLMHUB_WORKER_SERVICE_ACCOUNT'
+  >,
+): TenantNamespacePolicy => {
+  if (!c.LLMHUB_TENANT_ROLE !== !c.LLMHUB_WORKER_SERVICE_ACCOUNT)
+    throw new ConfigError(
+      'invalid configuration:\n  LLMHUB_TENANT_ROLE and LLMHUB_WORKER_SERVICE_ACCOUNT are set together or not at all',
+    );
+  const [saNamespace = '', saName = ''] = c.LLMHUB_WORKER_SERVICE_ACCOUNT?.split(':') ?? [];
+  return {
+    resourceQuota: jsonEnv(
+      'LLMHUB_TENANT_RESOURCE_QUOTA',
+      c.LLMHUB_TENANT_RESOURCE_QUOTA,
+      Type.Record(Type.String(), Type.String()),
+    ),
+    platformNamespace: c.LLMHUB_PLATFORM_NAMESPACE,
+    egressCidrs: cidrListEnv('LLMHUB_TENANT_EGRESS_CIDRS', c.LLMHUB_TENANT_EGRESS_CIDRS),
+    ...(c.LLMHUB_TENANT_ROLE
+      ? {
+          workerRole: {
+            clusterRole: c.LLMHUB_TENANT_ROLE,
+            serviceAccount: { namespace: saNamespace, name: saName },
+          },
+        }
+      : {}),
+  };
+};
 
 export interface TenantNamespaceDeps {
   namespaceOf(tenantId: string): string;
@@ -35,6 +59,7 @@ export interface TenantNamespaceDeps {
 
 export const TENANT_RESOURCE_QUOTA = 'llmhub-tenant-quota';
 export const TENANT_NETWORK_POLICY = 'llmhub-tenant-isolation';
+export const TENANT_WORKER_ROLE_BINDING = 'llmhub-worker';
 
 /**
  * Not reachable from tenant pods: the cluster's own pod and Service networks and nodes (private and carrier-grade NAT
@@ -111,6 +136,18 @@ export const tenantNetworkPolicy = (namespace: string, policy: TenantNamespacePo
   },
 });
 
+/** Gives the worker its rights inside this namespace only (the Helm chart's tenant ClusterRole). */
+export const tenantWorkerRoleBinding = (
+  namespace: string,
+  role: NonNullable<TenantNamespacePolicy['workerRole']>,
+): V1RoleBinding => ({
+  apiVersion: 'rbac.authorization.k8s.io/v1',
+  kind: 'RoleBinding',
+  metadata: { name: TENANT_WORKER_ROLE_BINDING, namespace, labels },
+  roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role.clusterRole },
+  subjects: [{ kind: 'ServiceAccount', ...role.serviceAccount }],
+});
+
 /**
  * Server-side applies the tenant's namespace with its Pod Security label, ResourceQuota and NetworkPolicy (idempotent:
  * unchanged objects are not written; a changed GPU quota reaches the namespace on its next deploy or Job).
@@ -124,6 +161,8 @@ export async function ensureTenantNamespace(
   const namespace = deps.namespaceOf(tenantId);
   const policy = deps.tenantNamespacePolicy;
   await serverSideApply(objects, tenantNamespace(namespace));
+  // First, so the worker holds its rights in the namespace before it writes anything else there.
+  if (policy.workerRole) await serverSideApply(objects, tenantWorkerRoleBinding(namespace, policy.workerRole));
   await serverSideApply(objects, tenantResourceQuota(namespace, await deps.gpuQuotaOf(tenantId), policy));
   await serverSideApply(objects, tenantNetworkPolicy(namespace, policy));
   return namespace;

@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type, type TProperties, type TSchema } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Pool } from 'pg';
 import { ForbiddenError } from '../../common/errors';
 import type { AuditStore } from '../../common/store/audit';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
@@ -167,11 +168,11 @@ const STATUS_OF: Record<FailureClass, number> = {
  * usage and metrics are flushed in batches.
  */
 export const gatewayPlugin: FastifyPluginAsyncTypebox<{
+  db: Pool;
   settings: GatewaySettings;
   audit: Pick<AuditStore, 'prune'>;
   auditRetentionMs: number;
-}> = async (app, { settings: s, audit, auditRetentionMs }) => {
-  const { db } = app.platform;
+}> = async (app, { db, settings: s, audit, auditRetentionMs }) => {
   const table = new RouteTable({
     db,
     store: new RoutingStore(db),

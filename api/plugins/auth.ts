@@ -219,8 +219,9 @@ export const authPlugin = fp(
     app.addHook('onRoute', (route) => {
       const required = requiredOf(route);
       if (required) route.schema = { ...route.schema, [ROLE_EXTENSION]: required } as FastifySchema;
-      else if (!route.config?.public)
-        throw new Error(`${String(route.method)} ${route.url}: no requireRole, platform: true or public: true`);
+      // Documented as needing no credentials (the document's default asks for the bearer scheme).
+      else if (route.config?.public) route.schema = { ...route.schema, security: [] } as FastifySchema;
+      else throw new Error(`${String(route.method)} ${route.url}: no requireRole, platform: true or public: true`);
     });
 
     /**

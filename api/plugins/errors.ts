@@ -44,8 +44,11 @@ const TYPE_BY_STATUS: Record<number, string> = {
   431: 'headers_too_large',
 };
 
-/** The longest path parameter the router takes (Fastify's default); a longer one is 414. */
-export const MAX_PARAM_LENGTH = 100;
+/**
+ * The longest path parameter the router takes; a longer one is 414, answered before authentication. Far above what any
+ * route's parameter schema allows (maxLength, checked after authentication with 400), even percent-encoded.
+ */
+export const MAX_PARAM_LENGTH = 1024;
 
 export class MethodNotAllowedError extends PlatformError {
   constructor(method: string, path: string, allow: string[]) {
@@ -140,16 +143,32 @@ export function clientErrorHandler(err: ConnectionError, socket: Socket): void {
 /**
  * The errors every route of a kind can give whatever its handler does, added to the OpenAPI document where a route
  * documents its errors (routes with their own error shape, the gateway's, list theirs): the failed-authentication
- * budget's 429 on every route that needs credentials, 400/413/415 from body parsing, 414 on a path parameter.
+ * budget's 429 on every route that needs credentials, 400/413/415 from body parsing, 414 on a path parameter, 431
+ * from Node's limit on headers.
  */
 function documentFrameworkErrors(route: RouteOptions): void {
   const response = route.schema?.response as Record<string, unknown> | undefined;
-  if (!response || route.config?.public || route.config?.renderError) return;
-  const codes = [429, ...(route.schema?.body ? [400, 413, 415] : []), ...(route.url.includes(':') ? [414] : [])];
+  if (!response || route.config?.renderError) return;
+  const codes = [
+    431,
+    ...(route.config?.public ? [] : [429]),
+    ...(route.schema?.body ? [400, 413, 415] : []),
+    ...(route.url.includes(':') ? [414] : []),
+  ];
   route.schema = {
     ...route.schema,
     response: { ...Object.fromEntries(codes.map((c) => [c, Type.Ref('Error')])), ...response },
   } as FastifySchema;
+}
+
+/**
+ * A query parameter a route does not define is refused (400 naming it) rather than ignored, so a misspelt filter never
+ * silently widens a list, and the document's `additionalProperties: false` is what the route does.
+ */
+function closeQuerystring(route: RouteOptions): void {
+  const query = route.schema?.querystring as Record<string, unknown> | undefined;
+  if (!query || query.type !== 'object' || 'additionalProperties' in query) return;
+  route.schema = { ...route.schema, querystring: { ...query, additionalProperties: false } } as FastifySchema;
 }
 
 /**
@@ -172,6 +191,7 @@ export const errorsPlugin = fp(
     const allowed = new AllowedMethods<ErrorRenderer | undefined>();
     app.addHook('onRoute', (route) => {
       documentFrameworkErrors(route);
+      closeQuerystring(route);
       for (const method of [route.method].flat())
         allowed.add(method.toUpperCase() as HTTPMethod, route.url, route.config?.renderError);
     });
@@ -188,15 +208,10 @@ export const errorsPlugin = fp(
       throw new UnavailableError('the API is shutting down; send the request again');
     });
 
-    app.setErrorHandler((err, request, reply) => {
-      const { status, body } = toErrorBody(err as FastifyError);
-      if (status >= 500) request.log.error({ err }, 'request failed');
-      else request.log.info({ status, type: body.error.type, message: body.error.message }, 'request rejected');
-      return reply.status(status).send(body);
-    });
-    app.setNotFoundHandler((request, reply) => {
+    /** No route for this method and path: 405 with `Allow` when the path has routes for other methods, else 404. */
+    const noRoute = (request: FastifyRequest, reply: FastifyReply) => {
       const path = request.url.split('?')[0]!;
-      const other = allowed.of(request.url);
+      const other = allowed.of(path, (method, url) => app.findRoute({ method, url }));
       if (!other)
         return reply
           .status(404)
@@ -204,7 +219,19 @@ export const errorsPlugin = fp(
       const render = other.store ?? toErrorBody;
       const { status, body } = render(new MethodNotAllowedError(request.method, path, other.methods));
       return reply.status(status).header('allow', other.methods.join(', ')).send(body);
+    };
+
+    app.setErrorHandler((err, request, reply) => {
+      // Fastify checks a body method's Content-Type (QUERY's too) before its not-found handler runs; credentials are
+      // still checked first (the auth hook's 401 stays a 401).
+      const code = (err as FastifyError).code ?? '';
+      if (request.is404 && /^FST_ERR_(CTP_|ROUTE_MISSING_CONTENT)/.test(code)) return noRoute(request, reply);
+      const { status, body } = toErrorBody(err as FastifyError);
+      if (status >= 500) request.log.error({ err }, 'request failed');
+      else request.log.info({ status, type: body.error.type, message: body.error.message }, 'request rejected');
+      return reply.status(status).send(body);
     });
+    app.setNotFoundHandler(noRoute);
   },
   { name: 'errors' },
 );

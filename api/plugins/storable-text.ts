@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest, FastifySchema } from 'fastify';
 import { BadRequestError } from '../../common/errors';
 
 /**
@@ -29,8 +29,50 @@ export function unstorableTextAt(value: unknown, at: string): string | undefined
   return undefined;
 }
 
-/** A preValidation hook for a scope of control routes: every string of the body, query and path parameters. */
+/** What every free-text string of a control request must match: no NUL (the hook below says why). */
+const STORABLE = '^[^\\u0000]*$';
+
+type Schema = Record<string | symbol, unknown>;
+const isSchema = (v: unknown): v is Schema => typeof v === 'object' && v !== null && !Array.isArray(v);
+const eachSchema = (v: unknown, f: (s: Schema) => Schema) =>
+  Array.isArray(v) ? v.map((s) => (isSchema(s) ? f(s) : s)) : v;
+const schemaMap = (v: unknown, f: (s: Schema) => Schema) =>
+  isSchema(v) ? Object.fromEntries(Object.entries(v).map(([k, s]) => [k, isSchema(s) ? f(s) : s])) : v;
+
+/**
+ * A copy of a request schema in which free strings (no pattern, format, enum or const of their own) and the keys of
+ * open maps say they take no NUL, so the document promises what the hook enforces. Copies: schemas are shared.
+ */
+export function storableTextSchema(schema: Schema): Schema {
+  const out: Schema = { ...schema };
+  if (out.type === 'string' && !('pattern' in out || 'format' in out || 'enum' in out || 'const' in out))
+    out.pattern = STORABLE;
+  if (out.properties) out.properties = schemaMap(out.properties, storableTextSchema);
+  if (out.patternProperties) out.patternProperties = schemaMap(out.patternProperties, storableTextSchema);
+  if (isSchema(out.additionalProperties)) out.additionalProperties = storableTextSchema(out.additionalProperties);
+  if ((out.patternProperties || isSchema(out.additionalProperties)) && !out.propertyNames)
+    out.propertyNames = { pattern: STORABLE };
+  if (isSchema(out.items)) out.items = storableTextSchema(out.items);
+  for (const k of ['anyOf', 'oneOf', 'allOf', 'prefixItems'] as const)
+    if (out[k]) out[k] = eachSchema(out[k], storableTextSchema);
+  return out;
+}
+
+/**
+ * For a scope of control routes: documents the rule in each route's request schemas, and a preValidation hook refuses
+ * every string of the body, query and path parameters that breaks it (before validation, for a message that says why).
+ */
 export function refuseUnstorableText(app: FastifyInstance): void {
+  app.addHook('onRoute', (route) => {
+    const schema = route.schema as Record<string, unknown> | undefined;
+    if (!schema) return;
+    const parts = Object.fromEntries(
+      (['body', 'querystring', 'params'] as const).flatMap((k) =>
+        isSchema(schema[k]) ? [[k, storableTextSchema(schema[k])]] : [],
+      ),
+    );
+    route.schema = { ...schema, ...parts } as FastifySchema;
+  });
   app.addHook('preValidation', async (request: FastifyRequest) => {
     // Named as Fastify names them in validation errors.
     for (const [part, value] of [

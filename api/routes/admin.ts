@@ -1,3 +1,6 @@
+import { LIMIT_KEYS } from '../../common/store/limits';
+import { PROJECT_KEYS } from '../../common/store/routing';
+import { API_KEY_KEYS } from '../../common/store/tenants';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
@@ -6,7 +9,7 @@ import { RoutingStore } from '../../common/store/routing';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, NoContent } from '../resource-schemas';
-import { errorResponses, NextCursor, PageQuerystring, ResourceId } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
 // The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
 const KeyRole = Type.Union([
@@ -127,7 +130,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         summary: "List the tenant's API keys (never their secrets), oldest first",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(API_KEY_KEYS),
         response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey), nextCursor: NextCursor }), ...errorResponses(400) },
       },
       links: {
@@ -186,7 +189,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['admin'],
         summary: "List the tenant's projects by id",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(PROJECT_KEYS),
         response: {
           200: Type.Object({ projects: Type.Array(Project), nextCursor: NextCursor }),
           ...errorResponses(400),
@@ -230,7 +233,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         summary:
           "List the tenant's gateway limits by subject, with the platform's ceiling (subject 'platform') that applies beside them",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(LIMIT_KEYS),
         response: { 200: Type.Object({ limits: Type.Array(Limit), nextCursor: NextCursor }), ...errorResponses(400) },
       },
     },

@@ -1,13 +1,15 @@
+import { AUDIT_KEYS } from '../../common/store/audit';
 import { once } from 'node:events';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditFilter } from '../../common/store/audit';
 import { PAGE_LIMIT_MAX } from '../../common/store/pages';
+import { BadRequestError } from '../../common/errors';
 import { TENANT_ID_PATTERN } from '../../contracts/operations';
 import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
-import { errorResponses, NextCursor, PageParams } from '../schemas';
+import { errorResponses, NextCursor, pageParams } from '../schemas';
 
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
 const AuditRow = Type.Object({
@@ -41,7 +43,7 @@ const Filters = {
   workflowId: Type.Optional(Type.String({ maxLength: 500 })),
   requestId: Type.Optional(Type.String({ maxLength: 128 })),
 };
-const Paging = PageParams;
+const Paging = pageParams(AUDIT_KEYS);
 const TenantFilter = {
   tenant: Type.Optional(Type.String({ pattern: TENANT_ID_PATTERN, description: "Only this tenant's rows" })),
 };
@@ -70,10 +72,28 @@ const Unauthenticated = Type.Object({
   data: Type.Array(Type.Object({ ip: Type.String(), minute: Type.String(), count: Type.Integer() })),
 });
 
+const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)[tT ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[zZ]|([+-])(\d\d)(?::?(\d\d))?)$/;
+
+/**
+ * A `date-time` filter as the UTC instant PostgreSQL takes: PostgreSQL refuses offsets past ±15:59 that RFC 3339
+ * allows, and JavaScript's Date.parse refuses leap seconds and years before 100; so the fields are read here.
+ */
+function instantOf(time: string | undefined, field: string): string | undefined {
+  if (time === undefined) return undefined;
+  const m = RFC3339.exec(time);
+  if (!m) throw new BadRequestError(`${field} must be an RFC 3339 date-time`, field);
+  const [, y, mo, d, h, mi, sec, frac = '0', sign, oh = '0', om = '0'] = m;
+  const at = new Date(0);
+  at.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
+  at.setUTCHours(Number(h), Number(mi), Number(sec), Number(frac.slice(0, 3).padEnd(3, '0')));
+  const offsetMinutes = (sign === '-' ? -1 : 1) * (Number(oh) * 60 + Number(om));
+  return new Date(at.getTime() - (sign ? offsetMinutes : 0) * 60_000).toISOString();
+}
+
 const filterOf = (q: Static<typeof PlatformExportQuery>, tenantId: string | undefined): AuditFilter => ({
   tenantId,
-  from: q.from,
-  to: q.to,
+  from: instantOf(q.from, 'querystring.from'),
+  to: instantOf(q.to, 'querystring.to'),
   principal: q.principal,
   route: q.route,
   statusCode: q.status,
@@ -181,8 +201,13 @@ export const platformAuditRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const { limit, ...filter } = request.query;
-      return { data: await app.platform.audit.unauthenticated(filter, limit) };
+      const { limit, ip, from, to } = request.query;
+      return {
+        data: await app.platform.audit.unauthenticated(
+          { ip, from: instantOf(from, 'querystring.from'), to: instantOf(to, 'querystring.to') },
+          limit,
+        ),
+      };
     },
   );
 };

@@ -27,8 +27,11 @@ export async function readiness(
   return { ready: Object.values(results).every((v) => v === 'ok'), checks: results };
 }
 
-/** Liveness answers from memory; readiness proves the API can reach its database and Temporal. */
-export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
+/** Liveness answers from memory; readiness proves the role can reach what it needs (`checks`: its database, Temporal). */
+export const healthRoutes: FastifyPluginAsyncTypebox<{ checks: Record<string, () => Promise<unknown>> }> = async (
+  app,
+  { checks },
+) => {
   app.get(
     '/healthz',
     { config: { public: true }, schema: { tags: ['health'], response: { 200: Health } } },
@@ -39,14 +42,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/readyz',
     { config: { public: true }, schema: { tags: ['health'], response: { 200: Health, 503: Health } } },
     async (request, reply) => {
-      const { ready, checks } = await readiness(
-        {
-          database: () => app.platform.db.query('SELECT 1'),
-          temporal: () => app.platform.temporal.workflowService.getSystemInfo({}),
-        },
-        request.log,
-      );
-      return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks });
+      const { ready, checks: results } = await readiness(checks, request.log);
+      return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks: results });
     },
   );
 };

@@ -1,3 +1,4 @@
+import { NAMESPACE_KEYS, DOCUMENT_KEYS } from '../../common/store/knowledge';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { formatOf, uploadsPrefix } from '../../common/documents';
@@ -10,7 +11,7 @@ import { ingestionContract, type IngestionInput } from '../../contracts/ingestio
 import { requireRole } from '../plugins/auth';
 import { operationRoutes } from '../operation-routes';
 import { idempotencyKeyOf, startOperation } from '../operations';
-import { errorResponses, IdempotencyHeaders, NextCursor, PageQuerystring, ResourceId } from '../schemas';
+import { errorResponses, IdempotencyHeaders, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
 const NamespaceParams = Type.Object({ namespace: ResourceId });
 const UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024;
@@ -104,7 +105,7 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['knowledge'],
         summary: "The tenant's knowledge namespaces by name",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(NAMESPACE_KEYS),
         response: {
           200: Type.Object({ namespaces: Type.Array(Namespace), nextCursor: NextCursor }),
           ...errorResponses(400),
@@ -183,7 +184,7 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['knowledge'],
         summary: 'Documents of a namespace and their index state, by document id',
         params: NamespaceParams,
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(DOCUMENT_KEYS),
         response: {
           200: Type.Object({ documents: Type.Array(Document), nextCursor: NextCursor }),
           ...errorResponses(400, 404),

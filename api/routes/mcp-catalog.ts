@@ -1,3 +1,4 @@
+import { MCP_CATALOG_KEYS } from '../../common/store/mcp-catalog';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { effectiveRisk, RiskLevels } from '../../contracts/agent-run';
@@ -7,7 +8,7 @@ import { McpCatalogStore, type McpCatalogEntry } from '../../common/store/mcp-ca
 import { discoverInWorker } from '../mcp-discovery';
 import { linkTo } from '../openapi-links';
 import { MissingReferenceError, NoContent, StringEnum } from '../resource-schemas';
-import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 
 /** Entry ids are what tenants name to enable one: the same alphabet as server ids. */
 export const CatalogId = Type.String({
@@ -155,7 +156,7 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['platform'],
         summary: 'The catalog of stdio MCP servers by id',
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(MCP_CATALOG_KEYS),
         response: {
           200: Type.Object({ entries: Type.Array(EntryView), nextCursor: NextCursor }),
           ...errorResponses(400),

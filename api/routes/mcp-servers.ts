@@ -1,3 +1,4 @@
+import { MCP_SERVER_KEYS, MCP_TOOL_KEYS } from '../../common/store/agents';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { effectiveRisk, qualifiedToolName, RiskLevels, type RiskLevel } from '../../contracts/agent-run';
@@ -10,7 +11,7 @@ import { discoverInWorker } from '../mcp-discovery';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, Nullable, StringEnum } from '../resource-schemas';
-import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 import { CatalogId } from './mcp-catalog';
 
 /** Server ids become the prefix of qualified tool names (`<server>__<tool>`), so they may not contain `__`. */
@@ -204,7 +205,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['agents'],
         summary: "The tenant's MCP servers by id",
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(MCP_SERVER_KEYS),
         response: {
           200: Type.Object({ servers: Type.Array(ServerView), nextCursor: NextCursor }),
           ...errorResponses(400),
@@ -226,7 +227,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['agents'],
         summary: "A server's tools by name: schema, risk, pinned hash, blocked",
         params: ServerParams,
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(MCP_TOOL_KEYS),
         response: {
           200: Type.Object({ tools: Type.Array(ToolView), nextCursor: NextCursor }),
           ...errorResponses(400, 404),

@@ -1,8 +1,8 @@
+import { VERSION_KEYS } from '../../common/store/registry';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ConflictError, NotFoundError } from '../../common/errors';
 import { checkUriInScope } from '../../common/store/storage-scope';
-import { Resources, servingResourcesOf } from '../../common/resources';
 import { ConversionTargets } from '../../contracts/conversion';
 import { modelRegistryContract } from '../../contracts/model-registry';
 import { ModelIdKey } from '../../contracts/search-attributes';
@@ -14,82 +14,19 @@ import { RolloutLockStore } from '../../common/store/rollouts';
 import { RoutingStore } from '../../common/store/routing';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
-import { MissingReferenceError, Nullable, ObjectUri, StringEnum } from '../resource-schemas';
+import { MissingReferenceError, ObjectUri, StringEnum } from '../resource-schemas';
+import { Model } from './model-list';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import {
   errorResponses,
   IdempotencyHeaders,
   NextCursor,
-  PageQuerystring,
+  pageQuerystring,
   ResourceId,
   VersionId,
   VersionParams,
 } from '../schemas';
 
-const ModelType = Type.Union([Type.Literal('chat'), Type.Literal('completion'), Type.Literal('embedding')], {
-  description: 'what the model serves',
-});
-const Precision = Type.Union(
-  [
-    Type.Literal('fp32'),
-    Type.Literal('fp16'),
-    Type.Literal('bf16'),
-    Type.Literal('fp8'),
-    Type.Literal('int8'),
-    Type.Literal('int4'),
-  ],
-  { description: 'numeric format of the weights' },
-);
-const ContextLength = Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'tokens' });
-const ParameterCount = Type.Integer({ minimum: 1, maximum: 100_000_000_000_000, description: 'e.g. 7000000000' });
-const ModelResources = {
-  ...Resources,
-  description: 'what one serving replica requests; POST /v1/deploy uses it when its body names no resources',
-};
-/** The metadata as answered: null where the creator did not say. */
-const Metadata = {
-  type: Nullable(ModelType),
-  contextLength: Nullable(Type.Integer()),
-  parameterCount: Nullable(Type.Integer()),
-  precision: Nullable(Precision),
-  resources: Nullable(
-    Type.Object({ cpu: Type.String(), gpu: Type.Integer(), memory: Type.String() }, { additionalProperties: false }),
-  ),
-};
-const ModelSummary = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String(), ...Metadata });
-const OpenAiModel = Type.Object({
-  id: Type.String(),
-  object: Type.Literal('model'),
-  created: Type.Integer(),
-  owned_by: Type.String(),
-});
-const ModelList = Type.Object({
-  object: Type.Literal('list'),
-  data: Type.Array(OpenAiModel),
-  models: Type.Array(ModelSummary),
-  has_more: Type.Boolean({ description: 'OpenAI style: another page follows' }),
-  nextCursor: NextCursor,
-});
-const Model = Type.Object({
-  id: Type.String(),
-  name: Type.String(),
-  description: Type.String(),
-  ...Metadata,
-  createdAt: Type.String(),
-});
-const CreateModel = Type.Object(
-  {
-    id: ResourceId,
-    name: Type.String({ minLength: 1, maxLength: 200 }),
-    description: Type.String({ maxLength: 2000, default: '' }),
-    type: Type.Optional(ModelType),
-    contextLength: Type.Optional(ContextLength),
-    parameterCount: Type.Optional(ParameterCount),
-    precision: Type.Optional(Precision),
-    resources: Type.Optional(ModelResources),
-  },
-  { additionalProperties: false },
-);
 const VersionState = Type.Union([Type.Literal('registering'), Type.Literal('ready'), Type.Literal('failed')]);
 const Version = Type.Object({
   modelId: Type.String(),
@@ -165,14 +102,6 @@ const LineageStep = Type.Object(
 );
 const Lineage = Type.Object({ modelId: Type.String(), version: Type.String(), lineage: Type.Array(LineageStep) });
 
-/** From an answer naming a model (its `id` or `modelId`) to the reads and steering calls of it. */
-const modelLinks = (modelId: string) => ({
-  get: linkTo('GET /v1/models/{modelId}', { parameters: { modelId } }),
-  versions: linkTo('GET /v1/models/{modelId}/versions', { parameters: { modelId } }),
-  registerVersion: linkTo('POST /v1/models/{modelId}/versions', { parameters: { modelId } }),
-  route: linkTo('GET /v1/models/{modelId}/route', { parameters: { modelId } }),
-  setRoute: linkTo('PUT /v1/models/{modelId}/route', { parameters: { modelId } }),
-});
 const versionLinks = (modelId: string, version: string) => ({
   getVersion: linkTo('GET /v1/models/{modelId}/versions/{version}', { parameters: { modelId, version } }),
   artifacts: linkTo('GET /v1/models/{modelId}/versions/{version}/artifacts', { parameters: { modelId, version } }),
@@ -193,60 +122,6 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const locks = new RolloutLockStore(db);
   const conversions = new ConversionStore(db);
   const lineage = new LineageStore(db);
-
-  app.get(
-    '/',
-    {
-      preHandler: requireRole('viewer'),
-      links: { 200: modelLinks('$response.body#/data/0/id') },
-      schema: {
-        tags: ['models'],
-        summary: "List the tenant's models by id (OpenAI list shape and the LLMHub shape in one body)",
-        querystring: PageQuerystring,
-        response: { 200: ModelList, ...errorResponses(400) },
-      },
-    },
-    async (request) => {
-      const tenantId = request.principal!.tenantId;
-      const { items: models, nextCursor } = await registry.listModels(tenantId, request.query);
-      return {
-        object: 'list' as const,
-        data: models.map((m) => ({
-          id: m.id,
-          object: 'model' as const,
-          created: Math.floor(Date.parse(m.createdAt) / 1000),
-          owned_by: tenantId,
-        })),
-        models: models.map(({ createdAt: _createdAt, ...m }) => m),
-        has_more: nextCursor !== null,
-        nextCursor,
-      };
-    },
-  );
-
-  app.post(
-    '/',
-    {
-      preHandler: requireRole('developer'),
-      links: { 201: modelLinks('$response.body#/id') },
-      schema: {
-        tags: ['models'],
-        summary: 'Create a model',
-        body: CreateModel,
-        response: { 201: Model, ...errorResponses(400, 409) },
-      },
-    },
-    async (request, reply) => {
-      const { resources, ...rest } = request.body;
-      const created = await registry.createModel(request.principal!.tenantId, {
-        ...rest,
-        description: rest.description ?? '',
-        ...(resources ? { resources: servingResourcesOf(resources) } : {}),
-      });
-      if (!created) throw new ConflictError(`model '${request.body.id}' already exists`, { field: 'body.id' });
-      return reply.status(201).send(created);
-    },
-  );
 
   app.get(
     '/:modelId',
@@ -275,7 +150,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['models'],
         summary: "List a model's versions, oldest first",
         params: ModelParams,
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(VERSION_KEYS),
         response: {
           200: Type.Object({ versions: Type.Array(Version), nextCursor: NextCursor }),
           ...errorResponses(400, 404),

@@ -1,3 +1,4 @@
+import { TENANT_KEYS } from '../../common/store/tenants';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError } from '@temporalio/client';
@@ -16,7 +17,7 @@ import {
 } from '../../contracts/tenant-deletion';
 import { linkTo } from '../openapi-links';
 import { MissingReferenceError, NoContent, StringEnum } from '../resource-schemas';
-import { errorResponses, NextCursor, PageQuerystring } from '../schemas';
+import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 
 const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
 const Gpus = Type.Integer({ minimum: 0, maximum: 100_000 });
@@ -194,7 +195,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       schema: {
         tags: ['platform'],
         summary: 'List the tenants by id',
-        querystring: PageQuerystring,
+        querystring: pageQuerystring(TENANT_KEYS),
         response: { 200: Type.Object({ tenants: Type.Array(Tenant), nextCursor: NextCursor }), ...errorResponses(400) },
       },
       links: { 200: tenantLinks('$response.body#/tenants/0/id') },

@@ -59,8 +59,16 @@ export interface McpToolRecord {
   changed: { hash: string; definition: Omit<DiscoveredTool, 'definitionHash'> } | null;
 }
 
-const SERVER_KEYS: Keyset<McpServerRecord> = { list: 'mcp-servers', parts: [KeyPart.text], keyOf: (s) => [s.id] };
-const TOOL_KEYS: Keyset<McpToolRecord> = { list: 'mcp-tools', parts: [KeyPart.text], keyOf: (t) => [t.name] };
+export const MCP_SERVER_KEYS: Keyset<McpServerRecord> = {
+  list: 'mcp-servers',
+  parts: [KeyPart.text],
+  keyOf: (s) => [s.id],
+};
+export const MCP_TOOL_KEYS: Keyset<McpToolRecord> = {
+  list: 'mcp-tools',
+  parts: [KeyPart.text],
+  keyOf: (t) => [t.name],
+};
 
 const TOOL_COLUMNS =
   'server_id, name, description, input_schema, annotations, admin_risk, catalog_risk, definition_hash, changed_hash, changed_definition';
@@ -150,7 +158,7 @@ export class AgentStore {
   }
 
   async listServers(tenantId: string, q: PageQuery): Promise<Page<McpServerRecord>> {
-    return keysetPage(SERVER_KEYS, q, async (after, take) => {
+    return keysetPage(MCP_SERVER_KEYS, q, async (after, take) => {
       const { rows } = await this.db.query(
         `${SERVER_SELECT} WHERE s.tenant_id = $1 AND ($2::text IS NULL OR s.id > $2) ORDER BY s.id LIMIT $3`,
         [tenantId, after?.[0] ?? null, take],
@@ -161,7 +169,7 @@ export class AgentStore {
 
   /** A page of one server's tools by name. */
   async pageTools(tenantId: string, serverId: string, q: PageQuery): Promise<Page<McpToolRecord>> {
-    return keysetPage(TOOL_KEYS, q, async (after, take) => {
+    return keysetPage(MCP_TOOL_KEYS, q, async (after, take) => {
       const { rows } = await this.db.query(
         `SELECT ${TOOL_COLUMNS} FROM mcp_tools WHERE tenant_id = $1 AND server_id = $2 AND ($3::text IS NULL OR name > $3)
          ORDER BY name LIMIT $4`,

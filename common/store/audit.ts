@@ -118,7 +118,7 @@ const valuesOf = (e: AuditEntry): unknown[] => [
 ];
 
 /** The position of a row: its time to the microsecond and its id; newest first. */
-const AUDIT_KEYS: Keyset<DbRow> = {
+export const AUDIT_KEYS: Keyset<DbRow> = {
   list: 'audit',
   parts: [KeyPart.time, KeyPart.bigint],
   keyOf: (r) => [r.at_text, r.id],

@@ -17,12 +17,12 @@ export interface DocumentRecord {
   error: string | null;
 }
 
-const NAMESPACE_KEYS: Keyset<KnowledgeNamespace> = {
+export const NAMESPACE_KEYS: Keyset<KnowledgeNamespace> = {
   list: 'namespaces',
   parts: [KeyPart.text],
   keyOf: (n) => [n.name],
 };
-const DOCUMENT_KEYS: Keyset<DocumentRecord> = {
+export const DOCUMENT_KEYS: Keyset<DocumentRecord> = {
   list: 'documents',
   parts: [KeyPart.text],
   keyOf: (d) => [d.documentId],

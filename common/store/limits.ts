@@ -25,7 +25,7 @@ export interface WindowRef {
   windowStart: number;
 }
 
-const LIMIT_KEYS: Keyset<LimitRule> = { list: 'limits', parts: [KeyPart.text], keyOf: (l) => [l.subject] };
+export const LIMIT_KEYS: Keyset<LimitRule> = { list: 'limits', parts: [KeyPart.text], keyOf: (l) => [l.subject] };
 
 /** The limits a clause selects (every tenant's without one). */
 export async function readLimits(

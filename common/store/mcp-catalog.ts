@@ -25,7 +25,11 @@ const entryOf = (r: Record<string, unknown>): McpCatalogEntry => ({
   createdAt: (r.created_at as Date).toISOString(),
 });
 
-const ENTRY_KEYS: Keyset<McpCatalogEntry> = { list: 'mcp-catalog', parts: [KeyPart.text], keyOf: (e) => [e.id] };
+export const MCP_CATALOG_KEYS: Keyset<McpCatalogEntry> = {
+  list: 'mcp-catalog',
+  parts: [KeyPart.text],
+  keyOf: (e) => [e.id],
+};
 
 /** The platform's catalog of stdio MCP servers; entries do not change once made (delete and re-create instead). */
 export class McpCatalogStore {
@@ -50,7 +54,7 @@ export class McpCatalogStore {
   }
 
   async list(q: PageQuery): Promise<Page<McpCatalogEntry>> {
-    return keysetPage(ENTRY_KEYS, q, async (after, take) => {
+    return keysetPage(MCP_CATALOG_KEYS, q, async (after, take) => {
       const { rows } = await this.db.query(
         'SELECT * FROM mcp_catalog WHERE $1::text IS NULL OR id > $1 ORDER BY id LIMIT $2',
         [after?.[0] ?? null, take],

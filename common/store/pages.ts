@@ -19,49 +19,68 @@ export interface Page<T> {
 /** A timestamp as text to the microsecond (all PostgreSQL holds), so a cursor at it compares exactly. */
 export const cursorTime = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
-const TIME = /^[1-9]\d{3}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
 /**
- * The kinds of sort-key part a cursor carries. Each is checked before it reaches SQL, so a forged cursor is a 400 and
- * never a database error (a NUL in text, a 30th of February).
+ * One part of a sort key, as a cursor writes it: `pattern` says every form a cursor may take, and every value that
+ * matches it reads back as a position (a forged cursor pages from wherever it points, never errs in SQL), so the
+ * document can promise that any cursor matching the list's pattern is accepted.
  */
+export interface KeyPart {
+  pattern: string;
+  encode(v: string): string;
+  decode(s: string): string;
+}
+
+const TIME_TEXT = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3})(\d{3})Z$/;
 export const KeyPart = {
-  time: (v: string) => {
-    if (!TIME.test(v)) return false;
-    const t = Date.parse(`${v.slice(0, 23)}Z`);
-    return !Number.isNaN(t) && new Date(t).toISOString().slice(0, 23) === v.slice(0, 23);
+  /** A cursorTime() text, written as microseconds since 1970 (up to the year 2286). */
+  time: {
+    pattern: '\\d{1,16}',
+    encode: (v: string) => {
+      const [, ms, micros] = TIME_TEXT.exec(v) ?? [];
+      if (ms === undefined || micros === undefined) throw new Error(`not a cursor time: ${v}`);
+      return String(BigInt(Date.parse(`${ms}Z`)) * 1000n + BigInt(micros));
+    },
+    decode: (s: string) => {
+      const micros = BigInt(s);
+      const iso = new Date(Number(micros / 1000n)).toISOString();
+      return `${iso.slice(0, 23)}${String(micros % 1000n).padStart(3, '0')}Z`;
+    },
   },
-  text: (v: string) => v.length <= 1024 && !v.includes('\u0000'),
-  bigint: (v: string) => /^\d{1,18}$/.test(v),
-};
+  /** Text as base64url of its UTF-8; bytes that are not UTF-8, and NUL, read back as U+FFFD (no key holds them). */
+  text: {
+    pattern: '[A-Za-z0-9_-]{0,1400}',
+    encode: (v: string) => Buffer.from(v, 'utf8').toString('base64url'),
+    decode: (s: string) => Buffer.from(s, 'base64url').toString('utf8').replaceAll('\u0000', '\ufffd'),
+  },
+  bigint: { pattern: '\\d{1,18}', encode: (v: string) => v, decode: (s: string) => s },
+} satisfies Record<string, KeyPart>;
 
 /**
  * How one list sorts: its name, so another list's cursor is refused, and the parts of its unique sort key. A cursor
  * holds only these: never a tenant, which every query takes from the caller's credentials.
  */
 export interface Keyset<R> {
+  /** Lower-case letters, digits and `-`: it stands in the cursor's pattern as it is. */
   list: string;
-  parts: ReadonlyArray<(v: string) => boolean>;
+  parts: readonly KeyPart[];
   keyOf: (row: R) => string[];
 }
 
-export const encodeCursor = (list: string, key: string[]) =>
-  Buffer.from(JSON.stringify([list, ...key])).toString('base64url');
+/** Every cursor of this list, as a regular expression (the `cursor` parameter's documented pattern). */
+export const cursorPattern = (keyset: Pick<Keyset<unknown>, 'list' | 'parts'>) =>
+  `^${keyset.list}${keyset.parts.map((p) => `\\.${p.pattern}`).join('')}$`;
 
-/** The sort key a cursor of this list holds; 400 naming querystring.cursor for anything this API did not give out. */
+export const encodeCursor = (keyset: Pick<Keyset<unknown>, 'list' | 'parts'>, key: string[]) =>
+  [keyset.list, ...keyset.parts.map((p, i) => p.encode(key[i]!))].join('.');
+
+/** The sort key a cursor of this list holds; 400 naming querystring.cursor for one of another list or form. */
 export function decodeCursor(keyset: Pick<Keyset<unknown>, 'list' | 'parts'>, cursor: string): string[] {
-  try {
-    const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (
-      Array.isArray(v) &&
-      v.length === keyset.parts.length + 1 &&
-      v[0] === keyset.list &&
-      keyset.parts.every((ok, i) => typeof v[i + 1] === 'string' && ok(v[i + 1] as string))
-    )
-      return v.slice(1) as string[];
-  } catch {
-    // reported below
-  }
-  throw new BadRequestError('cursor is not one this list gave out', 'querystring.cursor');
+  if (!new RegExp(cursorPattern(keyset)).test(cursor))
+    throw new BadRequestError(`cursor is not one this list gives out (${keyset.list})`, 'querystring.cursor');
+  return cursor
+    .split('.')
+    .slice(1)
+    .map((s, i) => keyset.parts[i]!.decode(s));
 }
 
 /**
@@ -78,6 +97,6 @@ export async function keysetPage<R>(
   const last = items[items.length - 1];
   return {
     items,
-    nextCursor: rows.length > q.limit && last !== undefined ? encodeCursor(keyset.list, keyset.keyOf(last)) : null,
+    nextCursor: rows.length > q.limit && last !== undefined ? encodeCursor(keyset, keyset.keyOf(last)) : null,
   };
 }

@@ -57,8 +57,8 @@ const toVersion = (r: VersionRow): ModelVersion => ({
   createdAt: r.created_at.toISOString(),
   updatedAt: r.updated_at.toISOString(),
 });
-const MODEL_KEYS: Keyset<Model> = { list: 'models', parts: [KeyPart.text], keyOf: (m) => [m.id] };
-const VERSION_KEYS: Keyset<VersionRow & { created_key: string }> = {
+export const MODEL_KEYS: Keyset<Model> = { list: 'models', parts: [KeyPart.text], keyOf: (m) => [m.id] };
+export const VERSION_KEYS: Keyset<VersionRow & { created_key: string }> = {
   list: 'model-versions',
   parts: [KeyPart.time, KeyPart.text],
   keyOf: (r) => [r.created_key, r.version],

@@ -27,7 +27,7 @@ export interface Project {
   name: string;
   createdAt: string;
 }
-const PROJECT_KEYS: Keyset<Project> = { list: 'projects', parts: [KeyPart.text], keyOf: (p) => [p.id] };
+export const PROJECT_KEYS: Keyset<Project> = { list: 'projects', parts: [KeyPart.text], keyOf: (p) => [p.id] };
 
 /** Everything a gateway replica keeps in memory, read in one consistent snapshot. */
 export interface GatewaySnapshot {

@@ -64,12 +64,12 @@ const toApiKey = (r: ApiKeyRow): ApiKeyInfo => ({
   revokedAt: r.revoked_at?.toISOString() ?? null,
   expiresAt: r.expires_at?.toISOString() ?? null,
 });
-const API_KEY_KEYS: Keyset<ApiKeyRow> = {
+export const API_KEY_KEYS: Keyset<ApiKeyRow> = {
   list: 'api-keys',
   parts: [KeyPart.time, KeyPart.text],
   keyOf: (r) => [r.created_key, r.id],
 };
-const TENANT_KEYS: Keyset<TenantInfo> = { list: 'tenants', parts: [KeyPart.text], keyOf: (t) => [t.id] };
+export const TENANT_KEYS: Keyset<TenantInfo> = { list: 'tenants', parts: [KeyPart.text], keyOf: (t) => [t.id] };
 
 const hashSecret = (secret: string): Buffer => createHash('sha256').update(secret).digest();
 

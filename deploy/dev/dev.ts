@@ -132,7 +132,7 @@ async function main(): Promise<void> {
     LLMHUB_CONVERT_IMAGE: 'llmhub/convert',
     LLMHUB_CONVERT_TENSORRT_IMAGE: 'llmhub/convert-tensorrt',
   };
-  const children = [launch('worker', 'deploy/dev/worker.ts', env), launch('api', 'api/server.ts', env, API_NODE_FLAGS)];
+  const children = [launch('worker', 'deploy/dev/worker.ts', env), launch('api', 'roles/api.ts', env, API_NODE_FLAGS)];
   shutdown = async (code) => {
     if (shuttingDown) return;
     shuttingDown = true;

@@ -91,7 +91,8 @@ it('schemathesis finds no failure in any phase with every check', async () => {
   console.log(`schemathesis ${args.slice(4).join(' ')}`);
   const output: string[] = [];
   const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(python, args, { env: { ...process.env, NO_COLOR: '1', COLUMNS: '120' } });
+    // In the run's data dir: schemathesis keeps its state (.schemathesis/) in the working directory.
+    const child = spawn(python, args, { cwd: dir, env: { ...process.env, NO_COLOR: '1', COLUMNS: '120' } });
     child.stdout.on('data', (d: Buffer) => output.push(d.toString()));
     child.stderr.on('data', (d: Buffer) => output.push(d.toString()));
     child.on('error', reject);

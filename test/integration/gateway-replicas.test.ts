@@ -16,7 +16,7 @@ import {
 } from '../support/platform';
 
 /**
- * Two real API processes (`node --import tsx api/server.ts`) on one PostgreSQL: limits, weights and key
+ * Two real gateway processes (`node --import tsx roles/gateway.ts`) on one PostgreSQL: limits, weights and key
  * revocations must hold across them. The settings below are the ones the assertions' bounds come from.
  */
 const REFRESH_MS = 1_000;
@@ -39,7 +39,7 @@ async function startApi(name: string) {
   const proc = await startProcess({
     name,
     command: process.execPath,
-    args: ['--import', 'tsx', path.join(ROOT, 'api', 'server.ts')],
+    args: ['--import', 'tsx', path.join(ROOT, 'roles', 'gateway.ts')],
     dataDir: path.join(process.env.LLMHUB_TEST_DATA!, uniqueId('replicas')),
     env: {
       API_PORT: String(port),

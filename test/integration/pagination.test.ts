@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { KnowledgeStore } from '../../common/store/knowledge';
-import { encodeCursor } from '../../common/store/pages';
+import { encodeCursor, KeyPart } from '../../common/store/pages';
 import { inTransaction } from '../../common/store/pool';
 import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
 
@@ -116,24 +116,29 @@ describe('paging every list', () => {
     const modelsCursor = (await get('/v1/models?limit=1', acme.keys.viewer)).json().nextCursor as string;
     const bad: [string, string][] = [
       ['/v1/models', 'not-a-cursor'],
-      ['/v1/models', modelsCursor.slice(0, -3)],
-      // Another list's cursor, a wrong shape, a NUL (a database error if it reached SQL), an impossible time.
+      ['/v1/models', `${modelsCursor}=`],
+      // Another list's cursor, a wrong shape, a time past what the pattern allows: the document's pattern refuses them.
       ['/v1/api-keys', modelsCursor],
-      ['/v1/models', encodeCursor('models', ['m00', 'extra'])],
-      ['/v1/models', encodeCursor('models', ['m\u0000'])],
-      ['/v1/api-keys', encodeCursor('api-keys', ['2026-02-30T00:00:00.000000Z', 'x'])],
+      ['/v1/models', `${modelsCursor}.extra`],
+      ['/v1/api-keys', `api-keys.${'9'.repeat(17)}.eA`],
     ];
     for (const [url, cursor] of bad) {
       const res = await get(`${url}?cursor=${encodeURIComponent(cursor)}`, acme.keys.admin);
       expect(res.statusCode).toBe(400);
       expect(fieldOf(res)).toBe('querystring.cursor');
     }
-    // The same shapes, well formed, are accepted: the refusals above are for what was wrong in each.
-    const good = await get(
-      `/v1/api-keys?cursor=${encodeCursor('api-keys', ['2026-02-28T00:00:00.000000Z', 'x'])}`,
-      acme.keys.admin,
-    );
-    expect(good.statusCode).toBe(200);
+    // Forged but of the documented form, a NUL (a database error if it reached SQL) and bytes that are not UTF-8
+    // included, a cursor is a position to page from, never a 500.
+    const apiKeys = { list: 'api-keys', parts: [KeyPart.time, KeyPart.text] };
+    for (const [url, cursor] of [
+      ['/v1/models', encodeCursor({ list: 'models', parts: [KeyPart.text] }, ['m\u0000'])],
+      ['/v1/models', `models.${Buffer.from([0xff, 0x00]).toString('base64url')}`],
+      ['/v1/api-keys', encodeCursor(apiKeys, ['2026-02-28T00:00:00.000000Z', 'x'])],
+      ['/v1/api-keys', `api-keys.${'9'.repeat(16)}.`],
+    ] as const) {
+      const res = await get(`${url}?cursor=${encodeURIComponent(cursor)}`, acme.keys.admin);
+      expect(res.statusCode).toBe(200);
+    }
   });
 
   it("gives another tenant's cursor no reach: the tenant always comes from the credentials", async () => {

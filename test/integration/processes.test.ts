@@ -52,12 +52,12 @@ describe('operator entry points', () => {
   });
 
   it('a worker with a bad setting or no reachable Temporal stops with a message naming it', async () => {
-    const badUrl = await finish(...tsx('workers/platform.ts', { DATABASE_URL: 'mysql://nope' }));
+    const badUrl = await finish(...tsx('roles/worker.ts', { DATABASE_URL: 'mysql://nope' }));
     expect(badUrl.code).toBe(1);
     expect(badUrl.output).toContain('DATABASE_URL');
     const port = await freePort();
     const noTemporal = await finish(
-      ...tsx('workers/platform.ts', { TEMPORAL_ADDRESS: `127.0.0.1:${port}`, WORKER_METRICS_PORT: '0' }),
+      ...tsx('roles/worker.ts', { TEMPORAL_ADDRESS: `127.0.0.1:${port}`, WORKER_METRICS_PORT: '0' }),
     );
     expect(noTemporal.code).toBe(1);
     expect(noTemporal.output).toContain(`cannot reach the Temporal server at 127.0.0.1:${port}`);
@@ -66,7 +66,7 @@ describe('operator entry points', () => {
   it('a worker serves activity metrics and exits cleanly on SIGTERM', async () => {
     const metricsPort = await freePort();
     const worker = spawn(
-      ...tsx('workers/platform.ts', {
+      ...tsx('roles/worker.ts', {
         TEMPORAL_TASK_QUEUE: p.taskQueue,
         WORKER_METRICS_PORT: String(metricsPort),
         LOG_LEVEL: 'warn',
@@ -108,7 +108,7 @@ describe('operator entry points', () => {
     const port = await freePort();
     // Rows are written once an hour here: only the shutdown can have written this one.
     const api = spawn(
-      ...tsx('api/server.ts', { API_PORT: String(port), GATEWAY_AUDIT_FLUSH_MS: '3600000', LOG_LEVEL: 'warn' }),
+      ...tsx('roles/api.ts', { API_PORT: String(port), GATEWAY_AUDIT_FLUSH_MS: '3600000', LOG_LEVEL: 'warn' }),
     );
     const exited = new Promise<number | null>((resolve) => api.on('exit', resolve));
     const traceId = uniqueId('sigterm');

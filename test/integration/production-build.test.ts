@@ -11,6 +11,7 @@ import { LOCAL_PROCESS_ANNOTATIONS, type LocalJobRunner } from '../../deploy/dev
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort, startProcess, tail, type ManagedProcess } from '../../deploy/dev/process';
 import { seededMlp, startConversionJobRunner } from '../support/conversion';
+import { GATEWAY_MUST_NOT_LOAD, GATEWAY_NEEDS, loadedModules, recordModules } from '../support/gateway-modules';
 import {
   HYPERPARAMETERS,
   gpuNodes,
@@ -31,9 +32,10 @@ import { rolloutRequest } from '../support/rollout';
 
 /**
  * The output of `npm run build`, with the production dependencies only (no tsx, no dev packages, no sources), run as
- * the API and the worker processes against the shared stack; one operation of each kind goes in over HTTP. The
- * worker is the only one polling this file's task queue, and every workflow history is checked to have been worked
- * by its identity, so each outcome below is the built worker's.
+ * the three process roles (api, gateway, worker) against the shared stack; one operation of each kind goes in over
+ * HTTP to the api, chats (the test's and the agent run's) go through the gateway. The worker is the only one polling
+ * this file's task queue, and every workflow history is checked to have been worked by its identity, so each outcome
+ * below is the built worker's.
  */
 const ROOT = path.resolve(__dirname, '..', '..');
 const run = promisify(execFile);
@@ -43,7 +45,9 @@ let p: TestPlatform;
 let acme: TestTenant;
 let dir: string;
 let api: string;
+let gateway: string;
 let apiProcess: ManagedProcess | undefined;
+let gatewayProcess: ManagedProcess | undefined;
 let workerProcess: ManagedProcess | undefined;
 let runners: LocalJobRunner[] = [];
 let model: ReferenceModelServer;
@@ -74,15 +78,21 @@ async function buildProduction(): Promise<void> {
 }
 
 /** `node dist/<entry>` from the production directory, configured by environment only, as in a container. */
-const startBuilt = (name: string, entry: string, env: Record<string, string>): Promise<ManagedProcess> =>
+const startBuilt = (
+  name: string,
+  entry: string,
+  env: Record<string, string>,
+  node: { args: string[]; env: Record<string, string> } = { args: [], env: {} },
+): Promise<ManagedProcess> =>
   startProcess({
     name: uniqueId(name),
     command: process.execPath,
-    args: [path.join(dir, 'dist', entry)],
+    args: [...node.args, path.join(dir, 'dist', entry)],
     dataDir: process.env.LLMHUB_TEST_DATA!,
     // No prebuilt workflow bundle: the built worker bundles dist/workflows itself.
-    env: { ...env, LLMHUB_WORKFLOW_BUNDLE: '', NODE_OPTIONS: '', LOG_LEVEL: 'warn' },
+    env: { ...env, ...node.env, LLMHUB_WORKFLOW_BUNDLE: '', NODE_OPTIONS: '', LOG_LEVEL: 'warn' },
   });
+const gatewayModules = path.join(process.env.LLMHUB_TEST_DATA!, `${uniqueId('built-gateway-modules')}.txt`);
 
 beforeAll(async () => {
   const kubeconfig = process.env[KUBECONFIG_ENV]!;
@@ -103,11 +113,14 @@ beforeAll(async () => {
     if (r.status === 'rejected') throw r.reason;
   console.log(`[production-build] build, production install and servers: ${seconds(started)}`);
   acme = await p.createTenant('prod');
-  const apiPort = await freePort();
+  const [apiPort, gatewayPort] = [await freePort(), await freePort()];
   api = `http://127.0.0.1:${apiPort}`;
+  gateway = `http://127.0.0.1:${gatewayPort}`;
   const env = {
     TEMPORAL_TASK_QUEUE: p.taskQueue,
     API_PORT: String(apiPort),
+    // Agent runs call their model through the gateway role.
+    LLMHUB_GATEWAY_URL: gateway,
     WORKER_METRICS_PORT: '0',
     LLMHUB_CLUSTERS: JSON.stringify({ local: { kubeconfig, jobPodAnnotations: LOCAL_PROCESS_ANNOTATIONS } }),
     LLMHUB_LOCAL_ENDPOINTS: JSON.stringify(
@@ -122,15 +135,23 @@ beforeAll(async () => {
     ),
     LLMHUB_TRAINER_IMAGE: referenceTrainer(config, 0).image,
   };
-  [apiProcess, workerProcess] = await Promise.all([
-    startBuilt('built-api', 'api/server.js', env),
-    startBuilt('built-worker', 'workers/platform.js', env),
+  [apiProcess, gatewayProcess, workerProcess] = await Promise.all([
+    startBuilt('built-api', 'roles/api.js', env),
+    startBuilt(
+      'built-gateway',
+      'roles/gateway.js',
+      { ...env, API_PORT: String(gatewayPort) },
+      recordModules(gatewayModules),
+    ),
+    startBuilt('built-worker', 'roles/worker.js', env),
   ]);
-  await eventually('the built API to be ready', async () => (await fetch(`${api}/readyz`)).ok);
+  await eventually('the built api and gateway to be ready', async () =>
+    (await Promise.all([api, gateway].map(async (url) => (await fetch(`${url}/readyz`)).ok))).every(Boolean),
+  );
 }, 300_000);
 
 afterAll(async () => {
-  await Promise.all([apiProcess?.stop(), workerProcess?.stop()]);
+  await Promise.all([apiProcess?.stop(), gatewayProcess?.stop(), workerProcess?.stop()]);
   await Promise.all(runners.map((r) => r.stop()));
   await model?.close();
   await nodes.removeAll();
@@ -138,10 +159,17 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** One call to the built API; JSON in and out unless `body` is raw bytes. */
-async function call(key: string, method: string, url: string, body?: unknown, headers: Record<string, string> = {}) {
+/** One call to the built api (or `base`); JSON in and out unless `body` is raw bytes. */
+async function call(
+  key: string,
+  method: string,
+  url: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+  base = api,
+) {
   const raw = Buffer.isBuffer(body);
-  const res = await fetch(`${api}${url}`, {
+  const res = await fetch(`${base}${url}`, {
     method,
     headers: {
       ...bearer(key),
@@ -195,7 +223,7 @@ async function withProcessLogs(fn: () => Promise<void>): Promise<void> {
     await fn();
   } catch (err) {
     console.log(
-      `--- built API ---\n${await tail(apiProcess!.logFile, 40)}\n--- built worker ---\n${await tail(workerProcess!.logFile, 40)}`,
+      `--- built api ---\n${await tail(apiProcess!.logFile, 40)}\n--- built gateway ---\n${await tail(gatewayProcess!.logFile, 40)}\n--- built worker ---\n${await tail(workerProcess!.logFile, 40)}`,
     );
     throw err;
   }
@@ -236,12 +264,16 @@ describe('the production build', () => {
         const rolloutThenAgent = async () => {
           const d = done(await operate('/v1/deploy', { ...rolloutRequest(mlpModel, {}), version: '1' }));
           expect(await get(`/v1/deployments/${d.deploymentId}`)).toMatchObject({ phase: 'promoted' });
-          // The API learns the new route by notification; the agent's model calls go through it.
+          // The gateway role learns the new route by notification; the agent's model calls go through it too.
           await eventually('the built gateway to route the rolled-out model', async () => {
-            const res = await call(acme.keys.developer, 'POST', '/v1/chat/completions', {
-              model: mlpModel,
-              messages: [{ role: 'user', content: 'ping' }],
-            });
+            const res = await call(
+              acme.keys.developer,
+              'POST',
+              '/v1/chat/completions',
+              { model: mlpModel, messages: [{ role: 'user', content: 'ping' }] },
+              {},
+              gateway,
+            );
             return res.status === 200;
           });
           expect(
@@ -307,9 +339,31 @@ describe('the production build', () => {
 
       await Promise.all([served, trained, ingested]);
       expect(model.requests.some((r) => r.path === '/v1/chat/completions')).toBe(true);
+      // The test's chat and the agent run's model calls were the gateway role's; the api served none of them.
+      const chats = async (base: string) => {
+        const text = await (await fetch(`${base}/metrics`, { headers: bearer(p.operatorKey) })).text();
+        const line = text
+          .split('\n')
+          .find((l) =>
+            l.startsWith(
+              `llmhub_gateway_requests_total{tenant="${acme.id}",model="${mlpModel}",version="1",status="200"}`,
+            ),
+          );
+        return line ? Number(line.split(' ').pop()) : 0;
+      };
+      expect(await chats(api)).toBe(0);
+      expect(await chats(gateway)).toBeGreaterThanOrEqual(2);
       const worker = `${workerProcess!.pid}@${os.hostname()}`;
       expect(workflows).toHaveLength(7);
       for (const id of workflows) expect({ id, workedBy: await workedBy(id) }).toEqual({ id, workedBy: [worker] });
       console.log(`[production-build] operations: ${seconds(operating)}; whole file: ${seconds(started)}`);
     }));
+
+  it('runs the gateway role without the control routes’ modules', async () => {
+    await gatewayProcess!.stop();
+    const loaded = await loadedModules(gatewayModules);
+    for (const needed of GATEWAY_NEEDS)
+      expect({ needed, loaded: loaded.some((m) => needed.test(m)) }).toEqual({ needed, loaded: true });
+    expect(loaded.filter((m) => GATEWAY_MUST_NOT_LOAD.some((f) => f.test(m)))).toEqual([]);
+  });
 });

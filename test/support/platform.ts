@@ -194,7 +194,7 @@ export const startWorkerProcess = (p: TestPlatform, env: NodeJS.ProcessEnv = {})
   startProcess({
     name: uniqueId('crash-worker'),
     command: process.execPath,
-    args: ['--import', 'tsx', path.resolve(__dirname, '..', '..', 'workers', 'platform.ts')],
+    args: ['--import', 'tsx', path.resolve(__dirname, '..', '..', 'roles', 'worker.ts')],
     dataDir: process.env.LLMHUB_TEST_DATA!,
     env: { TEMPORAL_TASK_QUEUE: p.taskQueue, WORKER_METRICS_PORT: '0', LOG_LEVEL: 'warn', NODE_OPTIONS: '', ...env },
   });

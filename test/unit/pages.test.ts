@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { BadRequestError } from '../../common/errors';
-import { decodeCursor, encodeCursor, KeyPart, keysetPage, type Keyset } from '../../common/store/pages';
+import { cursorPattern, decodeCursor, encodeCursor, KeyPart, keysetPage, type Keyset } from '../../common/store/pages';
 
 const ITEMS: Keyset<{ at: string; id: string }> = {
   list: 'items',
@@ -11,19 +11,20 @@ const ITEMS: Keyset<{ at: string; id: string }> = {
 describe('keyset pages', () => {
   it('gives back the key a cursor of the list holds, and refuses anything else naming querystring.cursor', () => {
     const key = ['2026-12-06T11:00:00.123456Z', 'k1'];
-    expect(decodeCursor(ITEMS, encodeCursor('items', key))).toEqual(key);
+    expect(decodeCursor(ITEMS, encodeCursor(ITEMS, key))).toEqual(key);
+    const other = { ...ITEMS, list: 'other-list' };
+    const good = encodeCursor(ITEMS, key);
     for (const cursor of [
       'garbage',
       '',
-      encodeCursor('other-list', key),
-      encodeCursor('items', [key[0]!]),
-      encodeCursor('items', [...key, 'extra']),
-      encodeCursor('items', ['2026-12-06T11:00:00.123Z', 'k1']),
-      encodeCursor('items', ['2026-02-30T00:00:00.000000Z', 'k1']),
-      encodeCursor('items', ['0000-01-01T00:00:00.000000Z', 'k1']),
-      encodeCursor('items', [key[0]!, 'nul\u0000']),
-      encodeCursor('items', [key[0]!, 'x'.repeat(1025)]),
-      Buffer.from(JSON.stringify(['items', key[0], 7])).toString('base64url'),
+      encodeCursor(other, key),
+      good.split('.').slice(0, 2).join('.'),
+      `${good}.extra`,
+      good.replace(/^items\.\d+/, 'items.2026-12-06'),
+      good.replace(/^items\.\d+/, `items.${'9'.repeat(17)}`),
+      `${good}=`,
+      `items.1.${'x'.repeat(1401)}`,
+      Buffer.from(JSON.stringify(['items', key[0], 'k1'])).toString('base64url'),
     ]) {
       let err: unknown;
       try {
@@ -34,6 +35,22 @@ describe('keyset pages', () => {
       expect(err).toBeInstanceOf(BadRequestError);
       expect((err as BadRequestError).details).toMatchObject({ field: 'querystring.cursor' });
     }
+  });
+
+  it('reads every cursor its documented pattern matches as a position SQL can take', () => {
+    const pattern = new RegExp(cursorPattern(ITEMS));
+    // Forged but well-formed: the latest time the pattern allows, bytes that are no UTF-8, a NUL, nothing at all.
+    for (const cursor of [
+      `items.${'9'.repeat(16)}.${Buffer.from([0xff, 0xfe, 0x00]).toString('base64url')}`,
+      'items.0.',
+      `items.1.${Buffer.from('nul\u0000').toString('base64url')}`,
+    ]) {
+      expect(cursor).toMatch(pattern);
+      const [at, id] = decodeCursor(ITEMS, cursor);
+      expect(Number.isNaN(Date.parse(at!))).toBe(false);
+      expect(id).not.toContain('\u0000');
+    }
+    expect(decodeCursor(ITEMS, `items.${'9'.repeat(16)}.`)[0]).toBe('2286-11-20T17:46:39.999999Z');
   });
 
   it('asks for one row past the limit, and answers a cursor at the last item only when that row came', async () => {

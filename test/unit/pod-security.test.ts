@@ -7,6 +7,7 @@ import {
   tenantNamespacePolicyOf,
   tenantNetworkPolicy,
   tenantResourceQuota,
+  tenantWorkerRoleBinding,
 } from '../../activities/kubernetes/tenant-namespace';
 import { ConfigError, loadConfig } from '../../common/config';
 import { forbiddenEnvName, forbiddenPodMetadataKey, podMetadataKeysOf } from '../../common/workload-policy';
@@ -126,6 +127,21 @@ describe('tenant pods', () => {
     expect(egress.flatMap((r) => r.to ?? []).filter((t) => t.namespaceSelector && !t.podSelector)).toEqual([]);
     for (const bad of ['10.0.0.1', '10.0.0.0/33', 'example.com/8', '::/129'])
       expect(() => tenantNamespacePolicyOf(configWith({ LLMHUB_TENANT_EGRESS_CIDRS: bad }))).toThrow(ConfigError);
+  });
+
+  it("binds the worker's tenant role to its own ServiceAccount only when both are configured", () => {
+    expect(tenantNamespacePolicyOf(configWith({})).workerRole).toBeUndefined();
+    const { workerRole } = tenantNamespacePolicyOf(
+      configWith({ LLMHUB_TENANT_ROLE: 'llmhub-llmhub-tenant', LLMHUB_WORKER_SERVICE_ACCOUNT: 'llmhub:llmhub-worker' }),
+    );
+    expect(tenantWorkerRoleBinding('llmhub-acme', workerRole!)).toMatchObject({
+      kind: 'RoleBinding',
+      metadata: { name: 'llmhub-worker', namespace: 'llmhub-acme' },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'llmhub-llmhub-tenant' },
+      subjects: [{ kind: 'ServiceAccount', namespace: 'llmhub', name: 'llmhub-worker' }],
+    });
+    expect(() => tenantNamespacePolicyOf(configWith({ LLMHUB_TENANT_ROLE: 'r' }))).toThrow(/set together/);
+    expect(() => configWith({ LLMHUB_WORKER_SERVICE_ACCOUNT: 'no-namespace' })).toThrow(ConfigError);
   });
 
   it('a model server refuses loader and runtime variables and prefixed pod metadata, as a non-retryable failure', () => {

@@ -280,7 +280,7 @@ async function main(): Promise<void> {
     // `npm run bench:gateway` compiles first; the gateway runs from dist/ as in production.
     const api = await startProcess({
       name: 'gateway',
-      ...node('dist/api/server.js', [], ['--trace-gc', ...proxyFlags]),
+      ...node('dist/roles/gateway.js', [], ['--trace-gc', ...proxyFlags]),
       dataDir,
       env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' },
     });
