@@ -152,7 +152,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary:
           'Revoke an API key; gateway replicas refuse it at once (within GATEWAY_KEY_CACHE_TTL_MS if a notification is lost)',
         params: Type.Object({ id: Type.String({ maxLength: 128 }) }),
-        response: { 204: NoContent, ...errorResponses(404) },
+        response: { 204: NoContent, ...errorResponses(400, 404) },
       },
     },
     async (request, reply) => {
