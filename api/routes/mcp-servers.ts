@@ -47,10 +47,15 @@ const Register = Type.Object(
   },
   {
     additionalProperties: false,
-    description: 'either {id, url} (transport http) or {id, catalog} (transport stdio)',
+    description:
+      'either {id, url} (transport http) or {id, catalog} (transport stdio); a command, args, or stdio without a catalog entry is 403',
     anyOf: [
       { required: ['url'], properties: { catalog: { not: {} }, transport: { const: 'http' } } },
       { required: ['catalog'], properties: { url: { not: {} }, transport: { const: 'stdio' } } },
+      // A command, or stdio without a catalog entry, is well-formed but forbidden: 403 naming the operators.
+      { required: ['command'] },
+      { required: ['args'] },
+      { required: ['transport'], properties: { catalog: { not: {} }, transport: { const: 'stdio' } } },
     ],
   },
 );
