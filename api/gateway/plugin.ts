@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from '@sinclair/typebox';
+import { Type, type TProperties, type TSchema } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { ATTR_URL_FULL } from '@opentelemetry/semantic-conventions';
@@ -54,14 +54,16 @@ const ChatBody = Type.Composite(
   ],
   {
     additionalProperties: true,
+    examples: [{ model: 'chat', messages: [{ role: 'user', content: 'Say hello' }] }],
   },
 );
 const CompletionBody = Type.Composite([GenerationBody, Type.Object({ prompt: Type.Unknown() })], {
   additionalProperties: true,
+  examples: [{ model: 'chat', prompt: 'Say hello', max_tokens: 16 }],
 });
 const EmbeddingBody = Type.Object(
   { model: Type.String({ minLength: 1 }), input: Type.Unknown(), user: Type.Optional(Type.String()) },
-  { additionalProperties: true },
+  { additionalProperties: true, examples: [{ model: 'chat', input: 'hello' }] },
 );
 const GatewayHeaders = Type.Object({
   'x-routing-strategy': Type.Optional(
@@ -82,10 +84,63 @@ const OpenAiErrorSchema = Type.Object({
     code: Type.Union([Type.String(), Type.Null()]),
   }),
 });
-const Passthrough = Type.Object(
-  {},
-  { additionalProperties: true, description: "The model server's answer, passed through (SSE when stream is true)" },
+// The model server's answers, passed through byte for byte: what OpenAI's shapes promise, and whatever else it adds.
+const Open = { additionalProperties: true };
+const Usage = Type.Object(
+  { prompt_tokens: Type.Integer(), completion_tokens: Type.Optional(Type.Integer()), total_tokens: Type.Integer() },
+  Open,
 );
+const Answer = <T extends TProperties>(object: string, choice: T) =>
+  Type.Object(
+    {
+      id: Type.String(),
+      object: Type.Literal(object),
+      created: Type.Integer(),
+      model: Type.String(),
+      choices: Type.Array(
+        Type.Object(
+          { index: Type.Integer(), finish_reason: Type.Union([Type.String(), Type.Null()]), ...choice },
+          Open,
+        ),
+      ),
+      usage: Type.Optional(Usage),
+    },
+    Open,
+  );
+const ChatCompletion = Answer('chat.completion', {
+  message: Type.Object({ role: Type.String(), content: Type.Union([Type.String(), Type.Null()]) }, Open),
+});
+const TextCompletion = Answer('text_completion', { text: Type.String() });
+const Embeddings = Type.Object(
+  {
+    object: Type.Literal('list'),
+    data: Type.Array(
+      Type.Object(
+        {
+          object: Type.Literal('embedding'),
+          index: Type.Integer(),
+          embedding: Type.Union([Type.Array(Type.Number()), Type.String({ description: 'base64 float32' })]),
+        },
+        Open,
+      ),
+    ),
+    model: Type.String(),
+    usage: Usage,
+  },
+  Open,
+);
+const EventStream = Type.String({
+  description:
+    'stream: true — server-sent events, one `data: {chunk}` per chunk, then `data: [DONE]`; a stream that breaks off after its start ends with an OpenAI error event',
+});
+/** 200 in the operation's content types; the stream's only where the operation streams. */
+const answered = (json: TSchema, streams: boolean) => ({
+  description: streams ? 'The answer (application/json), or its stream when stream is true' : 'The answer',
+  content: {
+    'application/json': { schema: json },
+    ...(streams ? { 'text/event-stream': { schema: EventStream } } : {}),
+  },
+});
 
 type InferenceBody = {
   model: string;
@@ -192,7 +247,11 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     reply.type(meter.registry.contentType).send(await meter.metrics()),
   );
 
-  const routeOptions = (summary: string, body: typeof ChatBody | typeof CompletionBody | typeof EmbeddingBody) => ({
+  const routeOptions = (
+    summary: string,
+    body: typeof ChatBody | typeof CompletionBody | typeof EmbeddingBody,
+    ok: ReturnType<typeof answered>,
+  ) => ({
     bodyLimit: s.bodyLimitBytes,
     preHandler: requireRole('developer'),
     // A 405 on these paths (answered by the not-found handler) is in OpenAI's shape too.
@@ -202,22 +261,32 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       summary,
       headers: GatewayHeaders,
       body,
+      // 404: an unknown model; 429: a limit (Retry-After); 502/503/504: the model server failed, could not be reached or
+      // was too slow before its first byte; other 4xx of the model server pass through in OpenAI's shape.
       response: Object.fromEntries([
-        [200, Passthrough],
-        ...[400, 401, 403, 404, 413, 415, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema]),
+        [200, ok],
+        ...[400, 401, 403, 404, 405, 413, 415, 422, 429, 502, 503, 504].map((c) => [c, OpenAiErrorSchema]),
       ]),
     },
   });
   app.post(
     '/v1/chat/completions',
-    routeOptions('Chat completion (OpenAI-compatible; stream: true for SSE)', ChatBody),
+    routeOptions('Chat completion (OpenAI-compatible; stream: true for SSE)', ChatBody, answered(ChatCompletion, true)),
     (req, reply) => proxy(req, reply, '/chat/completions'),
   );
-  app.post('/v1/completions', routeOptions('Text completion (OpenAI-compatible)', CompletionBody), (req, reply) =>
-    proxy(req, reply, '/completions'),
+  app.post(
+    '/v1/completions',
+    routeOptions(
+      'Text completion (OpenAI-compatible; stream: true for SSE)',
+      CompletionBody,
+      answered(TextCompletion, true),
+    ),
+    (req, reply) => proxy(req, reply, '/completions'),
   );
-  app.post('/v1/embeddings', routeOptions('Embeddings (OpenAI-compatible)', EmbeddingBody), (req, reply) =>
-    proxy(req, reply, '/embeddings'),
+  app.post(
+    '/v1/embeddings',
+    routeOptions('Embeddings (OpenAI-compatible)', EmbeddingBody, answered(Embeddings, false)),
+    (req, reply) => proxy(req, reply, '/embeddings'),
   );
 
   async function proxy(request: FastifyRequest, reply: FastifyReply, path: string): Promise<FastifyReply> {
@@ -265,7 +334,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       'x-tenant-id': tenantId,
       'x-project-id': projectId,
     };
-    const stream = body.stream === true;
+    // Embeddings have no stream form: a `stream` in their body is passed on and answered whole.
+    const stream = body.stream === true && path !== '/embeddings';
     const finish = (o: Omit<Outcome, keyof typeof base | keyof TokenUsage | 'latencyMs'>, usage: TokenUsage) => {
       reservation?.settle(usage.promptTokens + usage.completionTokens);
       meter.record({ ...base, ...o, ...usage, latencyMs: performance.now() - started });

@@ -3,10 +3,12 @@ import { PROJECT_KEYS } from '../../common/store/routing';
 import { API_KEY_KEYS } from '../../common/store/tenants';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
+import { ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
 import { CEILING_SUBJECT, LimitStore, type LimitRule } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
+import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
+import { MissingReferenceError, NoContent } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
 // The roles of common/types.ts, as literals so the body's type is Role (createApiKey refuses any other string).
@@ -37,7 +39,11 @@ const CreateApiKey = Type.Object(
     name: Type.String({ minLength: 1, maxLength: 200 }),
     role: KeyRole,
     expiresAt: Type.Optional(
-      Type.String({ format: 'date-time', description: 'When the key stops working; default: never' }),
+      Type.String({
+        format: 'date-time',
+        description:
+          'When the key stops working; default: never. A time already past makes a key that is refused at once',
+      }),
     ),
   },
   { additionalProperties: false },
@@ -68,7 +74,12 @@ const PutLimit = Type.Object(
     maxRequests: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
     maxTokens: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // A limit without either limits nothing.
+    anyOf: [{ required: ['maxRequests'] }, { required: ['maxTokens'] }],
+    description: 'maxRequests and/or maxTokens',
+  },
 );
 
 const limitOut = (l: LimitRule) => ({
@@ -98,12 +109,15 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         body: CreateApiKey,
         response: { 201: CreatedApiKey, ...errorResponses(400) },
       },
+      links: {
+        201: { revoke: linkTo('DELETE /v1/api-keys/{id}', { parameters: { id: '$response.body#/id' } }) },
+      },
     },
     async (request, reply) => {
       const { name, role } = request.body;
+      // A time already past is taken as given (JSON Schema cannot say "future"): the key is refused from the start,
+      // as it would be a moment later; an expiry only ever narrows what a key can do.
       const expiresAt = request.body.expiresAt === undefined ? null : new Date(request.body.expiresAt);
-      if (expiresAt && !(expiresAt.getTime() > Date.now()))
-        throw new BadRequestError('expiresAt must be in the future', 'body.expiresAt');
       const { id, key } = await tenants.createApiKey(request.principal!.tenantId, name, role, expiresAt);
       return reply.status(201).send({ id, name, role, expiresAt: expiresAt?.toISOString() ?? null, key });
     },
@@ -118,6 +132,9 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: "List the tenant's API keys (never their secrets), oldest first",
         querystring: pageQuerystring(API_KEY_KEYS),
         response: { 200: Type.Object({ apiKeys: Type.Array(ApiKey), nextCursor: NextCursor }), ...errorResponses(400) },
+      },
+      links: {
+        200: { revoke: linkTo('DELETE /v1/api-keys/{id}', { parameters: { id: '$response.body#/apiKeys/0/id' } }) },
       },
     },
     async (request) => {
@@ -135,13 +152,13 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary:
           'Revoke an API key; gateway replicas refuse it at once (within GATEWAY_KEY_CACHE_TTL_MS if a notification is lost)',
         params: Type.Object({ id: Type.String({ maxLength: 128 }) }),
-        response: errorResponses(404),
+        response: { 204: NoContent, ...errorResponses(400, 404) },
       },
     },
     async (request, reply) => {
       if (!(await tenants.revokeTenantApiKey(request.principal!.tenantId, request.params.id)))
         throw new NotFoundError('apiKey', request.params.id);
-      return reply.status(204).send();
+      return reply.status(204).send(null);
     },
   );
 
@@ -193,19 +210,14 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         summary: 'Set the request and/or token limit per window of the tenant or of one of its keys',
         body: PutLimit,
-        response: { 200: Limit, ...errorResponses(400) },
+        response: { 200: Limit, ...errorResponses(400, 404) },
       },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const { subject, windowSeconds, maxRequests = null, maxTokens = null } = request.body;
-      if (maxRequests === null && maxTokens === null)
-        throw new BadRequestError(
-          'give maxRequests and/or maxTokens: a limit without either limits nothing',
-          'body.maxRequests',
-        );
       if (subject !== '' && !(await tenants.getApiKey(tenantId, subject.slice('key:'.length)))) {
-        throw new BadRequestError(`subject '${subject}' is not an API key of this tenant`, 'body.subject');
+        throw new MissingReferenceError(`subject '${subject}' is not an API key of this tenant`, 'body.subject');
       }
       const rule = { tenantId, subject, windowSeconds, maxRequests, maxTokens };
       await limits.setLimit(rule);
@@ -239,7 +251,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['admin'],
         summary: "Remove a limit (the platform's ceiling, subject 'platform', only an operator can remove)",
         querystring: Type.Object({ subject: Type.Union([Subject, Type.Literal(CEILING_SUBJECT)]) }),
-        response: errorResponses(400, 404),
+        response: { 204: NoContent, ...errorResponses(400, 404) },
       },
     },
     async (request, reply) => {
@@ -247,7 +259,7 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (subject === CEILING_SUBJECT)
         throw new ForbiddenError("the tenant's ceiling is set by platform operators; a tenant cannot remove it");
       if (!(await limits.removeLimit(request.principal!.tenantId, subject))) throw new NotFoundError('limit', subject);
-      return reply.status(204).send();
+      return reply.status(204).send(null);
     },
   );
 };

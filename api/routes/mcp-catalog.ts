@@ -3,9 +3,11 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { effectiveRisk, RiskLevels } from '../../contracts/agent-run';
 import { PLATFORM_OWNER } from '../../contracts/mcp-discovery';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { ConflictError, NotFoundError } from '../../common/errors';
 import { McpCatalogStore, type McpCatalogEntry } from '../../common/store/mcp-catalog';
 import { discoverInWorker } from '../mcp-discovery';
+import { linkTo } from '../openapi-links';
+import { MissingReferenceError, NoContent, StringEnum } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 
 /** Entry ids are what tenants name to enable one: the same alphabet as server ids. */
@@ -57,13 +59,22 @@ const EntryView = Type.Object({
   args: Type.Array(Type.String()),
   envKeys: Type.Array(Type.String(), { description: 'The names of its environment; values are never shown' }),
   network: Type.Boolean(),
-  risks: Type.Record(Type.String(), Type.String()),
+  risks: Type.Record(Type.String(), StringEnum(RiskLevels)),
   tools: Type.Array(
-    Type.Object({ name: Type.String(), description: Type.String(), annotations: Type.Unknown(), risk: Type.String() }),
+    Type.Object({
+      name: Type.String(),
+      description: Type.String(),
+      annotations: Type.Unknown(),
+      risk: StringEnum(RiskLevels),
+    }),
   ),
   createdAt: Type.String(),
 });
 const OPERATORS_ONLY = { platform: true };
+const entryLinks = (id: string) => ({
+  get: linkTo('GET /v1/platform/mcp-catalog/{id}', { parameters: { id } }),
+  delete: linkTo('DELETE /v1/platform/mcp-catalog/{id}', { parameters: { id } }),
+});
 
 const entryView = (e: McpCatalogEntry) => ({
   id: e.id,
@@ -99,8 +110,9 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['platform'],
         summary: "Add a stdio MCP server to the catalog: command, arguments, its whole environment, tools' risk levels",
         body: CreateEntry,
-        response: errorResponses(400, 409),
+        response: { 201: EntryView, ...errorResponses(400, 404, 409) },
       },
+      links: { 201: entryLinks('$response.body#/id') },
     },
     async (request, reply) => {
       const b = request.body;
@@ -126,7 +138,8 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
         );
         const names = new Set(tools.map((t) => t.name));
         for (const name of Object.keys(risks))
-          if (!names.has(name)) throw new BadRequestError(`the server has no tool '${name}'`, `body.risks.${name}`);
+          if (!names.has(name))
+            throw new MissingReferenceError(`the server has no tool '${name}'`, `body.risks.${name}`);
         await catalog.setTools(b.id, tools);
       } catch (err) {
         await catalog.remove(b.id);
@@ -149,6 +162,7 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
           ...errorResponses(400),
         },
       },
+      links: { 200: entryLinks('$response.body#/entries/0/id') },
     },
     async (request) => {
       const page = await catalog.list(request.query);
@@ -164,7 +178,7 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['platform'],
         summary: 'One catalog entry with its tools',
         params: EntryParams,
-        response: errorResponses(404),
+        response: { 200: EntryView, ...errorResponses(400, 404) },
       },
     },
     async (request) => {
@@ -183,13 +197,13 @@ export const mcpCatalogRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary:
           "Remove a catalog entry and every tenant's server made from it (their agents' tools are then refused as gone)",
         params: EntryParams,
-        response: errorResponses(404),
+        response: { 204: NoContent, ...errorResponses(400, 404) },
       },
     },
     async (request, reply) => {
       if ((await catalog.remove(request.params.id)) === undefined)
         throw new NotFoundError('mcp-catalog-entry', request.params.id);
-      return reply.status(204).send();
+      return reply.status(204).send(null);
     },
   );
 };

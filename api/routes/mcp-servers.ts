@@ -1,13 +1,16 @@
 import { MCP_SERVER_KEYS, MCP_TOOL_KEYS } from '../../common/store/agents';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { effectiveRisk, qualifiedToolName, RiskLevels, type RiskLevel } from '../../contracts/agent-run';
-import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
+import { ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
+import { egressRefusalIn } from '../../common/egress';
 import { discoverTools, type DiscoveredTool, type McpEndpoint } from '../../common/mcp';
 import { AgentStore, serverView, type McpServerSource, type McpToolRecord } from '../../common/store/agents';
 import { McpCatalogStore } from '../../common/store/mcp-catalog';
 import { discoverInWorker } from '../mcp-discovery';
+import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
+import { MissingReferenceError, Nullable, StringEnum } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 import { CatalogId } from './mcp-catalog';
 
@@ -17,7 +20,9 @@ const ServerId = Type.String({
   description: 'lower-case letters, digits, single dashes',
 });
 const Risk = Type.Union(RiskLevels.map((r) => Type.Literal(r)));
-// One object rather than a union per kind, so a bad field is reported by its own name.
+const RiskOut = StringEnum(RiskLevels);
+// One object rather than a union per kind, so a bad field is reported by its own name; `anyOf` says which fields go
+// together (an http server's url first, so a body with neither names body.url).
 const Register = Type.Object(
   {
     id: ServerId,
@@ -40,7 +45,19 @@ const Register = Type.Object(
       }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    description:
+      'either {id, url} (transport http) or {id, catalog} (transport stdio); a command, args, or stdio without a catalog entry is 403',
+    anyOf: [
+      { required: ['url'], properties: { catalog: { not: {} }, transport: { const: 'http' } } },
+      { required: ['catalog'], properties: { url: { not: {} }, transport: { const: 'stdio' } } },
+      // A command, or stdio without a catalog entry, is well-formed but forbidden: 403 naming the operators.
+      { required: ['command'] },
+      { required: ['args'] },
+      { required: ['transport'], properties: { catalog: { not: {} }, transport: { const: 'stdio' } } },
+    ],
+  },
 );
 const ToolPolicy = Type.Object(
   {
@@ -51,10 +68,9 @@ const ToolPolicy = Type.Object(
   { additionalProperties: false, minProperties: 1 },
 );
 const ServerParams = Type.Object({ id: ServerId });
-const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 const ServerView = Type.Object({
   id: Type.String(),
-  transport: Type.String(),
+  transport: Type.Union([Type.Literal('stdio'), Type.Literal('http')]),
   catalog: Nullable(Type.String()),
   url: Nullable(Type.String()),
   createdAt: Type.String(),
@@ -66,14 +82,22 @@ const ToolView = Type.Object({
   description: Type.String(),
   inputSchema: Type.Unknown(),
   annotations: Type.Unknown(),
-  adminRisk: Nullable(Type.String()),
-  catalogRisk: Nullable(Type.String()),
-  risk: Type.String(),
-  riskSource: Type.String(),
+  adminRisk: Nullable(RiskOut),
+  catalogRisk: Nullable(RiskOut),
+  risk: RiskOut,
+  riskSource: StringEnum(['tenant-admin', 'catalog', 'unclassified']),
   definitionHash: Type.String(),
   blocked: Type.Boolean(),
   changedDefinitionHash: Nullable(Type.String()),
   changedDefinition: Type.Unknown(),
+});
+const RegisteredServer = Type.Composite([ServerView, Type.Object({ tools: Type.Array(ToolView) })]);
+const serverLinks = (id: string) => ({
+  tools: linkTo('GET /v1/mcp-servers/{id}/tools', { parameters: { id } }),
+  refresh: linkTo('POST /v1/mcp-servers/{id}/refresh', { parameters: { id } }),
+});
+const toolLink = (id: string, tool: string) => ({
+  setTool: linkTo('PATCH /v1/mcp-servers/{id}/tools/{tool}', { parameters: { id, tool } }),
 });
 
 /** Discovery answers within this or the registration is refused. */
@@ -113,8 +137,11 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
     try {
       return await discoverTools(endpoint, { egress: mcpEgress, timeoutMs: DISCOVERY_TIMEOUT_MS });
     } catch (err) {
-      // The reworded connection error (common/mcp.ts): never what the server or another host sent.
-      throw new BadRequestError(`could not list the tools of the MCP server: ${(err as Error).message}`, field);
+      // The reworded connection error (common/mcp.ts): never what the server or another host sent. An address the
+      // operators' egress policy refuses is forbidden; one where no MCP server answers names nothing to register.
+      const message = `could not list the tools of the MCP server: ${(err as Error).message}`;
+      if (egressRefusalIn(err)) throw new ForbiddenError(message, { field });
+      throw new MissingReferenceError(message, field);
     }
   };
 
@@ -127,7 +154,13 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary:
           "Register an MCP server for the tenant: a platform operator's catalog entry (stdio) or a streamable HTTP URL, and discover its tools",
         body: Register,
-        response: errorResponses(400, 403, 404, 409),
+        response: { 201: RegisteredServer, ...errorResponses(400, 404, 409) },
+      },
+      links: {
+        201: {
+          ...serverLinks('$response.body#/id'),
+          ...toolLink('$response.body#/id', '$response.body#/tools/0/tool'),
+        },
       },
     },
     async (request, reply) => {
@@ -142,10 +175,8 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
       let source: McpServerSource;
       let tools: DiscoveredTool[];
       let catalogRisks: Record<string, RiskLevel> = {};
+      // The schema's anyOf: a catalog server has no url and is stdio; an http server has a url.
       if (b.catalog !== undefined) {
-        if (b.url !== undefined) throw new BadRequestError('a catalog server takes no url', 'body.url');
-        if (b.transport === 'http')
-          throw new BadRequestError('a catalog server is a stdio server, not http', 'body.transport');
         const entry = await catalog.get(b.catalog);
         if (!entry) throw new NotFoundError('mcp-catalog-entry', b.catalog);
         if (entry.tools === null)
@@ -156,13 +187,12 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tools = entry.tools;
         catalogRisks = entry.risks;
       } else {
-        if (b.url === undefined) throw new BadRequestError('give a catalog entry, or an http server url', 'body.url');
-        source = { url: b.url };
-        tools = await discover({ transport: 'http', url: b.url }, 'body.url');
+        source = { url: b.url! };
+        tools = await discover({ transport: 'http', url: b.url! }, 'body.url');
       }
       const names = new Set(tools.map((t) => t.name));
       for (const name of Object.keys(b.risks ?? {})) {
-        if (!names.has(name)) throw new BadRequestError(`the server has no tool '${name}'`, `body.risks.${name}`);
+        if (!names.has(name)) throw new MissingReferenceError(`the server has no tool '${name}'`, `body.risks.${name}`);
       }
       if (!(await agents.registerServer(tenantId, b.id, source, tools, { admin: b.risks, catalog: catalogRisks })))
         throw new ConflictError(`MCP server '${b.id}' is already registered`, { field: 'body.id' });
@@ -186,6 +216,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
           ...errorResponses(400),
         },
       },
+      links: { 200: serverLinks('$response.body#/servers/0/id') },
     },
     async (request) => {
       const page = await agents.listServers(request.principal!.tenantId, request.query);
@@ -207,6 +238,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
           ...errorResponses(400, 404),
         },
       },
+      links: { 200: toolLink('$request.path.id', '$response.body#/tools/0/tool') },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
@@ -225,7 +257,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['agents'],
         summary: 'Ask the server for its tools again; a changed definition blocks its tool until re-approved',
         params: ServerParams,
-        response: errorResponses(400, 404),
+        response: { 200: Type.Object({ tools: Type.Array(ToolView) }), ...errorResponses(400, 404) },
       },
     },
     async (request) => {
@@ -251,7 +283,7 @@ export const mcpServerRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: "An admin's setting for a tool: its risk level, or re-approval of a changed definition",
         params: Type.Object({ id: ServerId, tool: Type.String({ minLength: 1, maxLength: 128 }) }),
         body: ToolPolicy,
-        response: errorResponses(400, 404, 409),
+        response: { 200: ToolView, ...errorResponses(400, 404, 409) },
       },
     },
     async (request) => {

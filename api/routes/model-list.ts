@@ -1,8 +1,9 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError } from '../../common/errors';
-import { Resources, servingResourcesOf, toCores } from '../../common/resources';
+import { ConflictError } from '../../common/errors';
+import { Resources, servingResourcesOf } from '../../common/resources';
 import type { RegistryStore } from '../../common/store/registry';
+import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MODEL_KEYS } from '../../common/store/registry';
 import { errorResponses, NextCursor, pageQuerystring, ResourceId } from '../schemas';
@@ -73,6 +74,15 @@ const CreateModel = Type.Object(
   { additionalProperties: false },
 );
 
+/** From an answer naming a model (its `id` or `modelId`) to the reads and steering calls of it. */
+const modelLinks = (modelId: string) => ({
+  get: linkTo('GET /v1/models/{modelId}', { parameters: { modelId } }),
+  versions: linkTo('GET /v1/models/{modelId}/versions', { parameters: { modelId } }),
+  registerVersion: linkTo('POST /v1/models/{modelId}/versions', { parameters: { modelId } }),
+  route: linkTo('GET /v1/models/{modelId}/route', { parameters: { modelId } }),
+  setRoute: linkTo('PUT /v1/models/{modelId}/route', { parameters: { modelId } }),
+});
+
 /**
  * GET and POST /v1/models: the OpenAI model list, and model creation on the same path. Both roles serve them: the
  * gateway answers clients' GET /v1/models, and a path-routing Ingress sends the path's every method to one place.
@@ -82,6 +92,7 @@ export const modelListRoutes: FastifyPluginAsyncTypebox<{ registry: RegistryStor
     '/',
     {
       preHandler: requireRole('viewer'),
+      links: { 200: modelLinks('$response.body#/data/0/id') },
       schema: {
         tags: ['models'],
         summary: "List the tenant's models by id (OpenAI list shape and the LLMHub shape in one body)",
@@ -111,6 +122,7 @@ export const modelListRoutes: FastifyPluginAsyncTypebox<{ registry: RegistryStor
     '/',
     {
       preHandler: requireRole('developer'),
+      links: { 201: modelLinks('$response.body#/id') },
       schema: {
         tags: ['models'],
         summary: 'Create a model',
@@ -120,8 +132,6 @@ export const modelListRoutes: FastifyPluginAsyncTypebox<{ registry: RegistryStor
     },
     async (request, reply) => {
       const { resources, ...rest } = request.body;
-      if (resources && !(toCores(resources.cpu) > 0))
-        throw new BadRequestError('resources.cpu must be more than 0', 'body.resources.cpu');
       const created = await registry.createModel(request.principal!.tenantId, {
         ...rest,
         description: rest.description ?? '',

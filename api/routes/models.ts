@@ -1,8 +1,9 @@
 import { VERSION_KEYS } from '../../common/store/registry';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { ConflictError, NotFoundError } from '../../common/errors';
 import { checkUriInScope } from '../../common/store/storage-scope';
+import { ConversionTargets } from '../../contracts/conversion';
 import { modelRegistryContract } from '../../contracts/model-registry';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import type { registerModelVersion } from '../../workflows';
@@ -11,7 +12,9 @@ import { LineageStore, type LineageEntry } from '../../common/store/lineage';
 import { inTransaction } from '../../common/store/pool';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { RoutingStore } from '../../common/store/routing';
+import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
+import { MissingReferenceError, ObjectUri, StringEnum } from '../resource-schemas';
 import { Model } from './model-list';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import {
@@ -24,11 +27,12 @@ import {
   VersionParams,
 } from '../schemas';
 
+const VersionState = Type.Union([Type.Literal('registering'), Type.Literal('ready'), Type.Literal('failed')]);
 const Version = Type.Object({
   modelId: Type.String(),
   version: Type.String(),
   artifactUri: Type.String(),
-  state: Type.Union([Type.Literal('registering'), Type.Literal('ready'), Type.Literal('failed')]),
+  state: VersionState,
   sizeBytes: Type.Union([Type.Integer(), Type.Null()]),
   checksum: Type.Union([Type.String(), Type.Null()]),
   etag: Type.Union([Type.String(), Type.Null()]),
@@ -40,7 +44,7 @@ const Version = Type.Object({
 const CreateVersion = Type.Object(
   {
     version: VersionId,
-    artifactUri: Type.String({ minLength: 1, description: 's3://bucket/key of the model artifact' }),
+    artifactUri: { ...ObjectUri, description: `the model artifact: ${ObjectUri.description}` },
   },
   { additionalProperties: false },
 );
@@ -48,7 +52,7 @@ const VersionAccepted = Type.Object({
   workflowId: Type.String(),
   modelId: Type.String(),
   version: Type.String(),
-  state: Type.String(),
+  state: VersionState,
   statusUrl: Type.String(),
 });
 const ModelParams = Type.Object({ modelId: ResourceId });
@@ -63,11 +67,46 @@ const PutRoute = Type.Object(
     stable: VersionId,
     canary: Type.Optional(Type.Union([VersionId, Type.Null()])),
     canaryWeight: Type.Optional(
-      Type.Integer({ minimum: 0, maximum: 100, description: 'percent of weighted traffic for the canary; default 10' }),
+      Type.Integer({
+        minimum: 0,
+        maximum: 100,
+        description: 'percent of weighted traffic for the canary; default 10; only with a canary',
+      }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // A weight without a canary version would weigh nothing.
+    anyOf: [{ properties: { canaryWeight: { not: {} } } }, { required: ['canary'], properties: { canary: VersionId } }],
+  },
 );
+const Artifact = Type.Object({
+  kind: StringEnum(ConversionTargets),
+  uri: Type.String(),
+  sha256: Type.String(),
+  sizeBytes: Type.Integer(),
+  tritonRepositoryUri: Type.String(),
+  conversionWorkflowId: Type.String(),
+  createdAt: Type.String(),
+});
+const Artifacts = Type.Object({ modelId: Type.String(), version: Type.String(), artifacts: Type.Array(Artifact) });
+const LINEAGE_STAGES = ['dataset', 'base', 'fine_tuned', 'converted', 'deployed'] as const;
+const LineageStep = Type.Object(
+  {
+    stage: StringEnum(LINEAGE_STAGES),
+  },
+  {
+    additionalProperties: true,
+    description: "One step; its other fields depend on the stage (a workflowId but for 'dataset' and the root 'base')",
+  },
+);
+const Lineage = Type.Object({ modelId: Type.String(), version: Type.String(), lineage: Type.Array(LineageStep) });
+
+const versionLinks = (modelId: string, version: string) => ({
+  getVersion: linkTo('GET /v1/models/{modelId}/versions/{version}', { parameters: { modelId, version } }),
+  artifacts: linkTo('GET /v1/models/{modelId}/versions/{version}/artifacts', { parameters: { modelId, version } }),
+  lineage: linkTo('GET /v1/models/{modelId}/versions/{version}/lineage', { parameters: { modelId, version } }),
+});
 
 interface FineTuneDetails {
   base?: { artifactUri?: string; checksum?: string };
@@ -106,6 +145,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:modelId/versions',
     {
       preHandler: requireRole('viewer'),
+      links: { 200: versionLinks('$request.path.modelId', '$response.body#/versions/0/version') },
       schema: {
         tags: ['models'],
         summary: "List a model's versions, oldest first",
@@ -130,6 +170,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:modelId/versions',
     {
       preHandler: requireRole('developer'),
+      links: { 202: versionLinks('$response.body#/modelId', '$response.body#/version') },
       schema: {
         tags: ['models'],
         summary: 'Register a model version (a workflow verifies the artifact in object storage)',
@@ -242,9 +283,9 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { modelId } = request.params;
       const { stable, canary = null, canaryWeight } = request.body;
       if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
-      if (canary === null && canaryWeight !== undefined)
-        throw new BadRequestError('canaryWeight needs a canary version', 'body.canaryWeight');
-      if (canary === stable) throw new BadRequestError('canary must be another version than stable', 'body.canary');
+      // The schema refuses a weight without a canary; that the two versions differ it cannot say.
+      if (canary === stable)
+        throw new ConflictError('canary must be another version than stable', { field: 'body.canary' });
       await inTransaction(db, async (c) => {
         for (const [field, version] of [
           ['stable', stable],
@@ -252,12 +293,11 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         ] as const) {
           if (version === null) continue;
           const v = await registry.getVersion(tenantId, modelId, version, c);
-          if (!v) throw new BadRequestError(`model '${modelId}' has no version '${version}'`, `body.${field}`);
+          if (!v) throw new MissingReferenceError(`model '${modelId}' has no version '${version}'`, `body.${field}`);
           if (v.state !== 'ready')
-            throw new BadRequestError(
-              `version '${version}' is ${v.state}; only a ready version takes traffic`,
-              `body.${field}`,
-            );
+            throw new ConflictError(`version '${version}' is ${v.state}; only a ready version takes traffic`, {
+              field: `body.${field}`,
+            });
         }
         // Checked under the model's row lock, so a rollout starting now waits for this route and then owns routing.
         const heldBy = await locks.holder(c, tenantId, modelId);
@@ -286,7 +326,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['conversions'],
         summary: "A model version's converted artifacts (onnx, onnx-int8, tensorrt) and their Triton repositories",
         params: VersionParams,
-        response: errorResponses(400, 404),
+        response: { 200: Artifacts, ...errorResponses(400, 404) },
       },
     },
     async (request) => {
@@ -307,7 +347,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary:
           "A version's lineage: dataset → base → fine-tuned → converted → deployed, each with the workflow that made it",
         params: VersionParams,
-        response: errorResponses(400, 404),
+        response: { 200: Lineage, ...errorResponses(400, 404) },
       },
     },
     async (request) => {
@@ -318,7 +358,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const chain = await lineage.chainOf(tenantId, modelId, version);
       // chainOf answers nearest first; the lineage reads from the root.
       const fineTunes = chain.filter((e) => e.kind === 'fine_tune').reverse();
-      const steps: Record<string, unknown>[] = [];
+      const steps: ({ stage: (typeof LINEAGE_STAGES)[number] } & Record<string, unknown>)[] = [];
       if (fineTunes.length === 0) steps.push({ stage: 'base', modelId, version });
       fineTunes.forEach((e: LineageEntry, i) => {
         const d = e.details as FineTuneDetails;

@@ -3,13 +3,20 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { Ceiling, type LimitCeiling } from '../../common/config';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { CEILING_SUBJECT, LimitStore } from '../../common/store/limits';
 import type { TenantInfo } from '../../common/store/tenants';
 import { TENANT_ID_PATTERN, workflowId } from '../../contracts/operations';
 import { OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
-import { TENANT_DELETION_KEY, tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
+import {
+  TENANT_DELETION_KEY,
+  tenantDeletionContract,
+  type TenantDeletionInput,
+  type TenantDeletionStatus,
+} from '../../contracts/tenant-deletion';
+import { linkTo } from '../openapi-links';
+import { MissingReferenceError, NoContent, StringEnum } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 
 const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
@@ -32,12 +39,18 @@ const Tenant = Type.Object({
   }),
 });
 const BucketName = Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$', description: 'an S3 bucket name' });
+/** The ceiling as a body: a ceiling without either limit limits nothing. */
+const CeilingBody = Type.Object(Ceiling.properties, {
+  additionalProperties: false,
+  anyOf: [{ required: ['maxRequests'] }, { required: ['maxTokens'] }],
+  description: 'windowSeconds with maxRequests and/or maxTokens',
+});
 const CreateTenant = Type.Object(
   {
     id: TenantId,
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     gpuQuota: Type.Optional(Gpus),
-    limitCeiling: Type.Optional(Ceiling),
+    limitCeiling: Type.Optional(CeilingBody),
   },
   { additionalProperties: false },
 );
@@ -50,14 +63,35 @@ const CreatedTenant = Type.Object({
 });
 /** Marks a route for operators only: the auth plugin admits no tenant member to it. */
 const OPERATORS_ONLY = { platform: true };
+const DELETION_PHASES = [
+  'not_requested',
+  'removing-workloads',
+  'removing-data',
+  'deleted',
+  'failed',
+] as const satisfies readonly (TenantDeletionStatus['phase'] | 'not_requested')[];
 const DeletionAccepted = Type.Object({ workflowId: Type.String(), statusUrl: Type.String() });
 const DeletionStatus = Type.Object({
-  phase: Type.String(),
+  phase: StringEnum(DELETION_PHASES, { description: "'not_requested' while the tenant has no deletion" }),
   clustersDone: Type.Array(Type.String()),
   failureReason: Type.Optional(Type.String()),
 });
 const deletionId = (tenantId: string) => workflowId(tenantDeletionContract.kind, tenantId, TENANT_DELETION_KEY);
 const TenantParams = Type.Object({ id: TenantId });
+/** From an answer naming a tenant to the operators' reads and steering calls of it. */
+const tenantLinks = (id: string) => {
+  const parameters = { id };
+  return {
+    get: linkTo('GET /v1/platform/tenants/{id}', { parameters }),
+    suspend: linkTo('POST /v1/platform/tenants/{id}/suspend', { parameters }),
+    resume: linkTo('POST /v1/platform/tenants/{id}/resume', { parameters }),
+    delete: linkTo('DELETE /v1/platform/tenants/{id}', { parameters }),
+    setGpuQuota: linkTo('PUT /v1/platform/tenants/{id}/gpu-quota', { parameters }),
+    setLimitCeiling: linkTo('PUT /v1/platform/tenants/{id}/limit-ceiling', { parameters }),
+    removeLimitCeiling: linkTo('DELETE /v1/platform/tenants/{id}/limit-ceiling', { parameters }),
+    setStorage: linkTo('PUT /v1/platform/tenants/{id}/storage', { parameters }),
+  };
+};
 
 function checkCeiling(c: LimitCeiling, field: string): void {
   if (c.maxRequests === undefined && c.maxTokens === undefined)
@@ -136,9 +170,11 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
         body: CreateTenant,
         response: { 201: CreatedTenant, ...errorResponses(400, 409) },
       },
+      links: { 201: tenantLinks('$response.body#/tenant/id') },
     },
     async (request, reply) => {
       const { id, name = id, gpuQuota = defaults.gpus, limitCeiling = defaults.ceiling } = request.body;
+      // The body's ceiling is checked by its schema; this catches a configured default that limits nothing.
       checkCeiling(limitCeiling, 'body.limitCeiling');
       if (await tenants.tenantExists(id))
         throw new ConflictError(`tenant '${id}' already exists`, { field: 'body.id' });
@@ -162,6 +198,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
         querystring: pageQuerystring(TENANT_KEYS),
         response: { 200: Type.Object({ tenants: Type.Array(Tenant), nextCursor: NextCursor }), ...errorResponses(400) },
       },
+      links: { 200: tenantLinks('$response.body#/tenants/0/id') },
     },
     async (request) => {
       const page = await tenants.listTenants(request.query);
@@ -177,7 +214,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
         tags: ['platform'],
         summary: 'One tenant, with its quota and ceiling',
         params: TenantParams,
-        response: { 200: Tenant, ...errorResponses(404) },
+        response: { 200: Tenant, ...errorResponses(400, 404) },
       },
     },
     async (request) => describe(request.params.id),
@@ -197,7 +234,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
             ? 'Suspend a tenant: every key and token of it is refused (401) at once on every replica; its data and running operations are left as they are'
             : 'Resume a suspended tenant: its keys and tokens work again',
           params: TenantParams,
-          response: { 200: Tenant, ...errorResponses(404) },
+          response: { 200: Tenant, ...errorResponses(400, 404) },
         },
       },
       async (request) => {
@@ -217,7 +254,10 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
         summary:
           'Delete a suspended tenant with no running operation: a run removes its workloads in every cluster, then its storage and rows (the audit log stays)',
         params: TenantParams,
-        response: { 202: DeletionAccepted, ...errorResponses(404, 409) },
+        response: { 202: DeletionAccepted, ...errorResponses(400, 404, 409) },
+      },
+      links: {
+        202: { deletion: linkTo('GET /v1/platform/tenants/{id}/deletion', { parameters: { id: '$request.path.id' } }) },
       },
     },
     async (request, reply) => {
@@ -262,17 +302,18 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
         tags: ['platform'],
         summary: "Where a tenant's deletion stands (the Temporal query `status` of its run)",
         params: TenantParams,
-        response: { 200: DeletionStatus, ...errorResponses(404) },
+        response: { 200: DeletionStatus, ...errorResponses(400, 404) },
       },
     },
     async (request) => {
+      const { id } = request.params;
       try {
-        return await temporal.workflow
-          .getHandle(deletionId(request.params.id))
-          .query(tenantDeletionContract.statusQuery);
+        return await temporal.workflow.getHandle(deletionId(id)).query(tenantDeletionContract.statusQuery);
       } catch (err) {
-        if (err instanceof WorkflowNotFoundError) throw new NotFoundError('tenantDeletion', request.params.id);
-        throw err;
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        // A tenant that exists and was never deleted: nothing to report but that; a deleted one keeps its run.
+        if (await tenants.tenantExists(id)) return { phase: 'not_requested' as const, clustersDone: [] };
+        throw new NotFoundError('tenant', id);
       }
     },
   );
@@ -306,13 +347,12 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
         tags: ['platform'],
         summary: "Set a tenant's gateway ceiling: a limit on all its traffic that its own admins cannot change",
         params: TenantParams,
-        body: Ceiling,
+        body: CeilingBody,
         response: { 200: Tenant, ...errorResponses(400, 404) },
       },
     },
     async (request) => {
       const { id } = request.params;
-      checkCeiling(request.body, 'body');
       if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
       await setCeiling(id, request.body);
       return describe(id);
@@ -341,16 +381,15 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       wanted.forEach((bucket, i) => {
         // The platform's bucket and tenants' own buckets are never shared: either would cross tenants.
         if (bucket === platformBucket || storageScopes.isTenantBucketName(bucket))
-          throw new BadRequestError(
-            `bucket '${bucket}' is the platform's or a tenant's own and cannot be granted`,
-            `body.grants.${i}`,
-          );
+          throw new ForbiddenError(`bucket '${bucket}' is the platform's or a tenant's own and cannot be granted`, {
+            field: `body.grants.${i}`,
+          });
       });
       if (!(await tenants.tenantExists(id))) throw new NotFoundError('tenant', id);
       // Every bucket is checked before anything changes, so a refused call grants nothing.
       for (const [i, bucket] of wanted.entries())
         if (!(await objects.hasBucket(bucket)))
-          throw new BadRequestError(`bucket '${bucket}' does not exist`, `body.grants.${i}`);
+          throw new MissingReferenceError(`bucket '${bucket}' does not exist`, `body.grants.${i}`);
       const held = await storageScopes.grantsOf(id);
       // The bucket policy first: a revocation takes effect at the S3 server before the API stops listing it.
       for (const bucket of [...new Set([...held, ...wanted])])
@@ -370,13 +409,13 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
         tags: ['platform'],
         summary: "Remove a tenant's gateway ceiling",
         params: TenantParams,
-        response: errorResponses(404),
+        response: { 204: NoContent, ...errorResponses(400, 404) },
       },
     },
     async (request, reply) => {
       if (!(await limits.removeLimit(request.params.id, CEILING_SUBJECT)))
         throw new NotFoundError('limitCeiling', request.params.id);
-      return reply.status(204).send();
+      return reply.status(204).send(null);
     },
   );
 };

@@ -220,17 +220,18 @@ describe('limits', () => {
     const theirs = (
       await api('POST', '/v1/api-keys', other.keys.admin, { name: 'theirs', role: 'developer' })
     ).json() as { id: string };
-    const cases: [object, string][] = [
-      [{ subject: '', windowSeconds: 0, maxRequests: 1 }, 'body.windowSeconds'],
-      [{ subject: '', windowSeconds: 60, maxTokens: -1 }, 'body.maxTokens'],
-      [{ subject: '', windowSeconds: 60, maxRequests: -5 }, 'body.maxRequests'],
-      [{ subject: '', windowSeconds: 60 }, 'body.maxRequests'],
-      [{ subject: 'user:bob', windowSeconds: 60, maxRequests: 1 }, 'body.subject'],
-      [{ subject: `key:${theirs.id}`, windowSeconds: 60, maxRequests: 1 }, 'body.subject'],
+    // A key of another tenant is, for this one, a key that does not exist: 404.
+    const cases: [object, number, string][] = [
+      [{ subject: '', windowSeconds: 0, maxRequests: 1 }, 400, 'body.windowSeconds'],
+      [{ subject: '', windowSeconds: 60, maxTokens: -1 }, 400, 'body.maxTokens'],
+      [{ subject: '', windowSeconds: 60, maxRequests: -5 }, 400, 'body.maxRequests'],
+      [{ subject: '', windowSeconds: 60 }, 400, 'body.maxRequests'],
+      [{ subject: 'user:bob', windowSeconds: 60, maxRequests: 1 }, 400, 'body.subject'],
+      [{ subject: `key:${theirs.id}`, windowSeconds: 60, maxRequests: 1 }, 404, 'body.subject'],
     ];
-    for (const [body, field] of cases) {
+    for (const [body, status, field] of cases) {
       const res = await api('PUT', '/v1/limits', acme.keys.admin, body);
-      expect({ body, status: res.statusCode, field: fieldOf(res) }).toEqual({ body, status: 400, field });
+      expect({ body, status: res.statusCode, field: fieldOf(res) }).toEqual({ body, status, field });
     }
     expect(
       (await api('PUT', '/v1/limits', acme.keys.operator, { subject: '', windowSeconds: 60, maxRequests: 1 }))
@@ -261,16 +262,18 @@ describe('routes', () => {
   });
 
   it('refuses unknown and not-ready versions with the field named, and needs the operator role', async () => {
-    const cases: [object, string][] = [
-      [{ stable: '9.9' }, 'body.stable'],
-      [{ stable: '1.0', canary: '3.0' }, 'body.canary'],
-      [{ stable: '1.0', canary: '1.0' }, 'body.canary'],
-      [{ stable: '1.0', canaryWeight: 50 }, 'body.canaryWeight'],
-      [{ stable: '1.0', canary: '2.0', canaryWeight: 101 }, 'body.canaryWeight'],
+    // What the schema says is 400; a version that does not exist 404; one not ready, or the stable one again, 409.
+    const cases: [object, number, string][] = [
+      [{ stable: '9.9' }, 404, 'body.stable'],
+      [{ stable: '1.0', canary: '3.0' }, 409, 'body.canary'],
+      [{ stable: '1.0', canary: '1.0' }, 409, 'body.canary'],
+      [{ stable: '1.0', canaryWeight: 50 }, 400, 'body.canaryWeight'],
+      [{ stable: '1.0', canary: null, canaryWeight: 50 }, 400, 'body.canaryWeight'],
+      [{ stable: '1.0', canary: '2.0', canaryWeight: 101 }, 400, 'body.canaryWeight'],
     ];
-    for (const [body, field] of cases) {
+    for (const [body, status, field] of cases) {
       const res = await api('PUT', `/v1/models/${MODEL}/route`, acme.keys.operator, body);
-      expect({ body, status: res.statusCode, field: fieldOf(res) }).toEqual({ body, status: 400, field });
+      expect({ body, status: res.statusCode, field: fieldOf(res) }).toEqual({ body, status, field });
     }
     expect((await api('PUT', `/v1/models/${MODEL}/route`, acme.keys.developer, { stable: '2.0' })).statusCode).toBe(
       403,

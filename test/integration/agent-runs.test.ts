@@ -181,7 +181,8 @@ describe('MCP server registry', () => {
       id: deadId,
       command: path.join(root, 'no-such-command'),
     });
-    expect(dead.statusCode).toBe(400);
+    // No MCP server is there to list: 404 naming the command.
+    expect(dead.statusCode).toBe(404);
     expect(dead.json().error.details.field).toBe('body.command');
     expect((await call(p.operatorKey, 'GET', `/v1/platform/mcp-catalog/${deadId}`)).statusCode).toBe(404);
     // The catalog is the operators': a tenant admin can neither read nor write it.
@@ -624,7 +625,7 @@ describe('agent runs', () => {
       risks: { read_txt_file: 'read-only' },
     });
     expect({ status: res.statusCode, field: res.json().error.details.field }).toEqual({
-      status: 400,
+      status: 404,
       field: 'body.risks.read_txt_file',
     });
     expect((await call(acme.keys.viewer, 'GET', '/v1/mcp-servers/fs-typo/tools')).statusCode).toBe(404);

@@ -238,12 +238,13 @@ function sample(s: SchemaObject, placeholder: string, refs: Refs, name = ''): un
   }
   if (s.const !== undefined) return s.const;
   if (s.enum) return s.enum[0];
-  const options = s.anyOf ?? s.oneOf;
+  // An object's anyOf says which properties go together (below); any other anyOf offers alternatives.
+  const options = s.type === 'object' ? undefined : (s.anyOf ?? s.oneOf);
   if (options) return sample(options.find((o) => o.type !== 'null') ?? options[0]!, placeholder, refs, name);
   if (s.default !== undefined && s.type !== 'object') return s.default;
   switch (s.type) {
     case 'object': {
-      const keys = [...(s.required ?? [])];
+      const keys = [...(s.required ?? []), ...(s.anyOf?.[0]?.required ?? [])];
       for (const k of Object.keys(s.properties ?? {}))
         if (keys.length < (s.minProperties ?? 0) && !keys.includes(k)) keys.push(k);
       return Object.fromEntries(keys.map((k) => [k, sample(s.properties?.[k] ?? {}, placeholder, refs, k)]));
@@ -279,7 +280,7 @@ const segmentBefore = (path: string, param: string) => {
  * The request of an operation: path parameters naming tenant A's objects (`ofA`) or absent ones, a body of the
  * schema's required properties whose references name A's objects or absent ones.
  */
-function requestOf(op: Operation, ofA: boolean) {
+function requestOf(op: Operation, ofA: boolean, bucket: string) {
   let url = op.path;
   const query: string[] = [];
   for (const param of op.parameters) {
@@ -295,8 +296,9 @@ function requestOf(op: Operation, ofA: boolean) {
       query.push(`${param.name}=${encodeURIComponent(String(sample(param.schema, CREATED, noRefs())))}`);
     }
   }
-  // Settings a route checks before it looks for the object (a configured cluster, a well-formed URI), then references.
-  const valid = { cluster, artifactUri: `s3://matrix-bucket/${CREATED}` };
+  // Settings a route checks before it looks for the object (a configured cluster, a URI in the caller's storage
+  // scope, which is 403 outside it), then references.
+  const valid = { cluster, artifactUri: `s3://${bucket}/${CREATED}`, bucket };
   const refs: Refs = {
     values: ofA
       ? { ...valid, modelId: objectsOfA.models, model: objectsOfA.models, version: '1.0', agentId: objectsOfA.agents }
@@ -332,7 +334,7 @@ const WAITS_FOR_WORKER = new Set(['POST /v1/platform/mcp-catalog/']);
 const waitedFor = new Set<string>();
 
 async function call(op: Operation, who: string, key: string | undefined, ofA: boolean): Promise<Outcome> {
-  const built = requestOf(op, ofA);
+  const built = requestOf(op, ofA, key && Object.values(b.keys).includes(key) ? b.bucket : a.bucket);
   const { bodyNamesA } = built;
   const request = WAITS_FOR_WORKER.has(label(op)) ? { ...built.request, payload: {} } : built.request;
   if (WAITS_FOR_WORKER.has(label(op))) waitedFor.add(label(op));

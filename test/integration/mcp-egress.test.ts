@@ -73,7 +73,7 @@ describe('HTTP MCP egress', () => {
       const res = await register(id!, url!);
       expect({ id, status: res.statusCode, field: res.json().error.details.field }).toEqual({
         id,
-        status: 400,
+        status: 403,
         field: 'body.url',
       });
       expect(res.json().error.message).toMatch(/egress to .* is refused.*LLMHUB_MCP_EGRESS_ALLOW/);

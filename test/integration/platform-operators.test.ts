@@ -233,12 +233,22 @@ describe('platform operators', () => {
       status: 401,
       message: 'API key has expired',
     });
-    const bad = await api('POST', '/v1/api-keys', tenant.keys.admin, {
+    // An expiry already past makes a key that is refused from its first use.
+    const expired = await api('POST', '/v1/api-keys', tenant.keys.admin, {
       name: 'x',
       role: 'viewer',
       expiresAt: '2001-01-01T00:00:00Z',
     });
-    expect(bad.statusCode).toBe(400);
+    expect(expired.statusCode).toBe(201);
+    expect(expired.json()).toMatchObject({ expiresAt: '2001-01-01T00:00:00.000Z' });
+    const refused = await api('GET', '/v1/models', (expired.json() as { key: string }).key);
+    expect({
+      status: refused.statusCode,
+      message: (refused.json() as { error: { message: string } }).error.message,
+    }).toEqual({
+      status: 401,
+      message: 'API key has expired',
+    });
     const future = '2999-01-01T00:00:00.000Z';
     const made = await api('POST', '/v1/api-keys', tenant.keys.admin, { name: 'y', role: 'viewer', expiresAt: future });
     expect(made.json()).toMatchObject({ expiresAt: future });

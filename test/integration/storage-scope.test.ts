@@ -96,11 +96,18 @@ describe("the S3 server itself keeps a tenant's keys in its scope", () => {
     expect(await outcome(mine.list(shared, ''))).toBe('AccessDenied');
   });
 
-  it('grants refuse the platform bucket, tenant buckets and missing buckets, naming the entry; tenant admins get 403', async () => {
-    for (const bucket of [loadConfig().PLATFORM_BUCKET, rival.bucket, uniqueId('missing')]) {
+  it('grants refuse the platform bucket, tenant buckets (403) and missing buckets (404), naming the entry; tenant admins get 403', async () => {
+    for (const [bucket, status] of [
+      [loadConfig().PLATFORM_BUCKET, 403],
+      [rival.bucket, 403],
+      [uniqueId('missing'), 404],
+    ] as const) {
       const res = await operator('PUT', `/tenants/${acme.id}/storage`, { grants: [shared, bucket] });
-      expect(res.statusCode).toBe(400);
-      expect(res.json().error.details.field).toBe('body.grants.1');
+      expect({ bucket, status: res.statusCode, field: res.json().error.details.field }).toEqual({
+        bucket,
+        status,
+        field: 'body.grants.1',
+      });
     }
     expect((await operator('GET', `/tenants/${acme.id}`)).json().storage.grants).toEqual([]);
     const byTenantAdmin = await p.app.inject({
@@ -113,7 +120,7 @@ describe("the S3 server itself keeps a tenant's keys in its scope", () => {
   });
 });
 
-describe('the API refuses URIs outside the scope, the same whether the object exists', () => {
+describe('the API refuses URIs outside the scope (403), the same whether the object exists', () => {
   it('fine-tune datasetUri and knowledge sources', async () => {
     const modelId = uniqueId('base');
     await p.registry.createModel(acme.id, { id: modelId, name: modelId, description: '' });
@@ -139,7 +146,7 @@ describe('the API refuses URIs outside the scope, the same whether the object ex
           resources: { gpuCount: 1 },
         },
       });
-      expect(res.statusCode).toBe(400);
+      expect(res.statusCode).toBe(403);
       expect(res.json().error.details.field).toBe('body.datasetUri');
       answers.push(res.json().error.message.replace(uri, '<uri>'));
     }
@@ -151,7 +158,7 @@ describe('the API refuses URIs outside the scope, the same whether the object ex
         headers: bearer(acme.keys.developer),
         payload: { source: { type: 's3', bucket: rival.bucket, prefix } },
       });
-      expect(res.statusCode).toBe(400);
+      expect(res.statusCode).toBe(403);
       expect(res.json().error.details.field).toBe('body.source.bucket');
     }
   });
