@@ -25,8 +25,8 @@ export class UnauthorizedError extends PlatformError {
   }
 }
 export class ForbiddenError extends PlatformError {
-  constructor(message: string) {
-    super(403, 'forbidden', message);
+  constructor(message: string, details?: Record<string, unknown>) {
+    super(403, 'forbidden', message, details);
   }
 }
 export class NotFoundError extends PlatformError {

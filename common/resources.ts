@@ -5,7 +5,10 @@ import type { ServingResources } from '../contracts/rollout';
 export const Cpu = Type.Union(
   [
     Type.Number({ exclusiveMinimum: 0, maximum: 512 }),
-    Type.String({ pattern: '^(?:[1-9][0-9]{0,5}m|[0-9]{1,3}(?:\\.[0-9]{1,3})?)$' }),
+    // More than zero, as the pattern says: a schema-valid value is never refused.
+    Type.String({
+      pattern: '^(?:[1-9][0-9]{0,5}m|[1-9][0-9]{0,2}(?:\\.[0-9]{1,3})?|0\\.(?:[1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))$',
+    }),
   ],
   {
     description: 'cores (2, 0.5) or millicores ("500m")',

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Pool } from 'pg';
-import { BadRequestError } from '../errors';
+import { BadRequestError, ForbiddenError } from '../errors';
 import { inTransaction } from './pool';
 import { InvalidObjectUriError, parseObjectUri, type ObjectRef } from '../objectstore';
 
@@ -118,13 +118,23 @@ export class StorageScopeStore {
   }
 }
 
-/** The API's check of a URI a tenant sent: 400 naming the field, decided before any S3 call, so it tells nothing of what exists. */
+/**
+ * The API's check of a URI a tenant sent, naming the field: 400 when malformed, 403 when outside the tenant's scope;
+ * decided before any S3 call, so it tells nothing of what exists.
+ */
 export async function checkUriInScope(
   scopes: StorageScopeStore,
   tenantId: string,
   uri: string,
   field: string,
 ): Promise<void> {
+  try {
+    parseObjectUri(uri);
+  } catch (err) {
+    if (err instanceof InvalidObjectUriError) throw new BadRequestError(err.message, field);
+    throw err;
+  }
+  // A well-formed URI the tenant may not name: forbidden, the same whether the object exists or not.
   const why = outOfScope(await scopes.scopeOf(tenantId), uri);
-  if (why) throw new BadRequestError(why, field);
+  if (why) throw new ForbiddenError(why, { field });
 }

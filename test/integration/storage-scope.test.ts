@@ -139,7 +139,7 @@ describe('the API refuses URIs outside the scope, the same whether the object ex
           resources: { gpuCount: 1 },
         },
       });
-      expect(res.statusCode).toBe(400);
+      expect(res.statusCode).toBe(403);
       expect(res.json().error.details.field).toBe('body.datasetUri');
       answers.push(res.json().error.message.replace(uri, '<uri>'));
     }
@@ -151,7 +151,7 @@ describe('the API refuses URIs outside the scope, the same whether the object ex
         headers: bearer(acme.keys.developer),
         payload: { source: { type: 's3', bucket: rival.bucket, prefix } },
       });
-      expect(res.statusCode).toBe(400);
+      expect(res.statusCode).toBe(403);
       expect(res.json().error.details.field).toBe('body.source.bucket');
     }
   });
