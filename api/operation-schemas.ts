@@ -380,3 +380,16 @@ export const IngestionRead = Type.Object({
  * the routes are registered, so the document lists them and a schema-valid name is never refused.
  */
 export const ClusterName = (names: string[], description: string) => Type.String({ enum: names, description });
+
+/** One server-sent event as clients (and schemathesis) read it: its `event` name and its `data` as JSON. */
+const SseEvent = <E extends string>(event: E, data: TSchema) =>
+  Type.Object({
+    event: Type.Literal(event),
+    data: Type.String({ contentMediaType: 'application/json', contentSchema: data }),
+  });
+/** The events of GET /v1/agent-runs/{id}/events. */
+export const AgentRunEvent = Type.Union([
+  SseEvent('status', AgentRunStatusSchema),
+  SseEvent('end', Type.Object({}, { additionalProperties: false })),
+  SseEvent('error', Type.Object({ message: Type.String() })),
+]);

@@ -8,7 +8,7 @@ import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
 import { IdParams, operationRoutes, OPERATION_ROLES } from '../operation-routes';
 import { operationRun } from '../operations';
-import { AgentRunRead, AgentRunStatusSchema } from '../operation-schemas';
+import { AgentRunEvent, AgentRunRead, AgentRunStatusSchema } from '../operation-schemas';
 import { linkTo } from '../openapi-links';
 import { errorResponses, ResourceId } from '../schemas';
 
@@ -92,7 +92,7 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
           200: {
             description:
               'text/event-stream: `event: status` with the run as the status query answers it (GET without workflowId and workflowStatus) each time it changes, then `event: end`; `event: error` with a message if the run cannot be read',
-            content: { 'text/event-stream': { schema: Type.String() } },
+            content: { 'text/event-stream': { schema: AgentRunEvent } },
           },
           ...errorResponses(400, 404),
         },

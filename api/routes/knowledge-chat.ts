@@ -82,7 +82,7 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
               'JSON with the answer and its citations; with stream: true, text/event-stream: first `data: {"object":"llmhub.citations","citations":[...]}`, then the model\'s chat.completion.chunk events and `data: [DONE]`',
             content: {
               'application/json': { schema: Answer },
-              'text/event-stream': { schema: Type.String() },
+              'text/event-stream': { schema: Type.Object({ data: Type.String() }) },
             },
           },
           ...errorResponses(400, 404, 429, 502, 503),
