@@ -209,8 +209,9 @@ describe('document ingestion and search', () => {
     expect(overlap.json().error.details.field).toBe('body.chunking.overlap');
     const embedder = await post({ source, embedder: 'nope' });
     expect(embedder.json().error.details.field).toBe('body.embedder');
+    // Well-formed but outside the tenant's storage scope: forbidden, naming the field.
     const platformBucket = await post({ source: { type: 's3', bucket: 'llmhub', prefix: `tenants/${rival.id}/` } });
-    expect(platformBucket.statusCode).toBe(400);
+    expect(platformBucket.statusCode).toBe(403);
     expect(platformBucket.json().error.details.field).toBe('body.source.bucket');
     // Another tenant's bucket, and a bucket granted to acme but not to rival: refused alike, before any listing.
     for (const other of [acme.bucket, bucket]) {
@@ -220,7 +221,7 @@ describe('document ingestion and search', () => {
         headers: bearer(rival.keys.developer),
         payload: { source: { type: 's3', bucket: other, prefix: '' } },
       });
-      expect(res.statusCode).toBe(400);
+      expect(res.statusCode).toBe(403);
       expect(res.json().error.details.field).toBe('body.source.bucket');
     }
     const noSource = await post({});
