@@ -103,6 +103,12 @@ const ingestionLinks: Links = {
   chat: linkTo('POST /v1/knowledge/{namespace}/chat', { parameters: inNamespace }),
   delete: linkTo('DELETE /v1/knowledge/{namespace}', { parameters: inNamespace }),
 };
+/** From the first listed namespace to what it holds. */
+const firstNamespace = { namespace: '$response.body#/namespaces/0/name' };
+const namespaceLinks: Links = {
+  documents: linkTo('GET /v1/knowledge/{namespace}/documents', { parameters: firstNamespace }),
+  search: linkTo('POST /v1/knowledge/{namespace}/search', { parameters: firstNamespace }),
+};
 /** From an upload to the ingestion of the namespace's uploads. */
 const uploadLinks: Links = {
   ingest: linkTo('POST /v1/knowledge/{namespace}/ingestions', {
@@ -127,6 +133,7 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       preHandler: requireRole('viewer'),
+      links: { 200: namespaceLinks },
       schema: {
         tags: ['knowledge'],
         summary: "The tenant's knowledge namespaces by name",
