@@ -255,7 +255,7 @@ describe('model registry', () => {
 });
 
 describe('storage scope', () => {
-  it("refuses an artifact outside the tenant's scope before any S3 call: the same 400 whether it exists or not", async () => {
+  it("refuses an artifact outside the tenant's scope before any S3 call: the same 403 whether it exists or not", async () => {
     const modelId = await createModel(acme);
     const theirs = await putArtifact('their fine-tune output', other);
     const answers = [];
@@ -270,7 +270,7 @@ describe('storage scope', () => {
         headers: bearer(acme.keys.developer),
         payload: { version: uniqueId('v'), artifactUri: uri },
       });
-      expect(res.statusCode).toBe(400);
+      expect(res.statusCode).toBe(403);
       expect(res.json().error.details.field).toBe('body.artifactUri');
       answers.push(res.json().error.message.replace(uri, '<uri>'));
     }
