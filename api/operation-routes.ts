@@ -8,6 +8,7 @@ import { ConflictError, ForbiddenError } from '../common/errors';
 import type { Principal } from '../common/types';
 import { requireRole } from './plugins/auth';
 import { idempotencyKeyOf, operationRun, startOperation, type StartOperation } from './operations';
+import type { linkTo } from './openapi-links';
 import { errorResponses, IdempotencyHeaders } from './schemas';
 
 /** A run's key in a URL: the Idempotency-Key it was started with. */
@@ -30,10 +31,13 @@ const acceptedSchema = (contract: OperationContract<unknown>) =>
   Type.Object({
     [idOf(contract)]: Type.String(),
     workflowId: Type.String(),
-    status: Type.String(),
-    startedAt: Type.String(),
+    status: Type.String({ description: "the workflow's Temporal status, lower-case (running)" }),
+    startedAt: Type.String({ format: 'date-time' }),
     statusUrl: Type.String(),
   });
+
+/** OpenAPI links by name (api/openapi-links.ts). */
+export type Links = Record<string, ReturnType<typeof linkTo>>;
 
 /**
  * Runs a steering or approval Update and maps the workflow's refusal: its validator's `forbidden` (who asks) to 403,
@@ -77,6 +81,8 @@ export interface OperationRoutes<S, A extends ApprovalRequest, B extends TSchema
     /** The 4xx it may answer beyond 400, 401, 403, 422 and 503. */
     errors: number[];
     statusUrl: (key: string) => string;
+    /** From the 202 answer to the run's reads and steering calls. */
+    links: Links;
     /** Checks the request beyond its schema and plans the run; throws the 4xx that names the field. */
     plan: (body: Static<B>, run: { tenantId: string; key: string; workflowId: string }) => Promise<PlannedStart>;
   };
@@ -89,6 +95,8 @@ export interface OperationRoutes<S, A extends ApprovalRequest, B extends TSchema
     summary: string;
     /** What GET answers; by default the run's status query with the workflow id and Temporal status. */
     answer?: (r: RunContext<S>) => Promise<unknown>;
+    /** The schema of that answer (api/operation-schemas.ts). */
+    response: TSchema;
   };
   cancel?: { summary: string };
   approvals?: {
@@ -97,6 +105,8 @@ export interface OperationRoutes<S, A extends ApprovalRequest, B extends TSchema
     body: TSchema;
     /** The body field a refused answer is about (a stale action hash, say). */
     conflictField?: string;
+    /** The run's status as the approval Update answers it. */
+    response: TSchema;
   };
 }
 
@@ -128,6 +138,7 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
         start.path,
         {
           preHandler: requireRole(OPERATION_ROLES.start),
+          links: { 202: start.links },
           schema: {
             tags: [o.tag],
             summary: start.summary,
@@ -163,7 +174,12 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
       o.path,
       {
         preHandler: requireRole(OPERATION_ROLES.read),
-        schema: { tags: [o.tag], summary: o.read.summary, params, response: errorResponses(400, 404) },
+        schema: {
+          tags: [o.tag],
+          summary: o.read.summary,
+          params,
+          response: { 200: o.read.response, ...errorResponses(400, 404) },
+        },
       },
       async (request) => {
         const { handle, desc } = await runOf(request);
@@ -227,7 +243,7 @@ export function operationRoutes<S, A extends ApprovalRequest = ApprovalRequest, 
             summary: approvals.summary,
             params,
             body: approvals.body,
-            response: errorResponses(400, 404, 409),
+            response: { 200: approvals.response, ...errorResponses(400, 404, 409) },
           },
         },
         async (request) => {

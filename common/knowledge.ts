@@ -32,6 +32,12 @@ export class EmbedderRegistry {
     return [...(this.c.EMBEDDING_MODEL_DIR ? ['default'] : []), ...(this.c.EMBEDDINGS_URL ? ['openai:<model>'] : [])];
   }
 
+  /** The names check() accepts, as a JSON Schema pattern: none at all where no embedder is configured. */
+  pattern(): string {
+    const names = [...(this.c.EMBEDDING_MODEL_DIR ? ['default'] : []), ...(this.c.EMBEDDINGS_URL ? ['openai:.+'] : [])];
+    return names.length ? `^(?:${names.join('|')})$` : '[^\\s\\S]';
+  }
+
   /** Throws UnknownEmbedderError for a name this deployment cannot serve (bad input, not a crash). */
   check(name: string): void {
     if (name === 'default' && this.c.EMBEDDING_MODEL_DIR) return;

@@ -39,6 +39,13 @@ const FORBIDDEN_ENV = new Set([
 // KUBERNETES_: service discovery the kubelet sets.
 const FORBIDDEN_ENV_PREFIXES = ['LD_', 'DYLD_', 'NVIDIA_', 'AWS_', 'LLMHUB_', 'KUBERNETES_'];
 
+/** A pattern that matches `text` in any letter case, for JSON Schema patterns, which have no flags. */
+export const anyCase = (text: string): string =>
+  text.replace(/[A-Za-z]/g, (c) => `[${c.toUpperCase()}${c.toLowerCase()}]`);
+
+/** The names forbiddenEnvName refuses, as a JSON Schema pattern (the API's request schemas say it). */
+export const FORBIDDEN_ENV_PATTERN = `^(?:(?:${[...FORBIDDEN_ENV].map(anyCase).join('|')})$|${FORBIDDEN_ENV_PREFIXES.map(anyCase).join('|')})`;
+
 /** Why a tenant may not set this environment variable, or undefined when it may. */
 export function forbiddenEnvName(name: string): string | undefined {
   const upper = name.toUpperCase();
@@ -47,14 +54,24 @@ export function forbiddenEnvName(name: string): string | undefined {
   return prefix ? `variables starting with ${prefix} are the platform's or the loader's` : undefined;
 }
 
-const QUALIFIED_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-
+const QUALIFIED_NAME_PATTERN = '[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?';
+const QUALIFIED_NAME = new RegExp(`^${QUALIFIED_NAME_PATTERN}$`);
 /** LLMHUB_POD_METADATA_KEYS: comma-separated keys, or prefixes ending in `/`, an operator lets tenants set. */
 export const podMetadataKeysOf = (raw: string): string[] =>
   raw
     .split(',')
     .map((k) => k.trim())
     .filter(Boolean);
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** The keys forbiddenPodMetadataKey lets through with these `allowed` keys, as a JSON Schema pattern. */
+export function podMetadataKeyPattern(allowed: readonly string[]): string {
+  const prefixes = allowed.filter((a) => a.endsWith('/')).map(escapeRegExp);
+  const exact = allowed.filter((a) => !a.endsWith('/') && forbiddenPodMetadataKey(a, allowed) === undefined);
+  const named = prefixes.length ? `(?:${prefixes.join('|')})?${QUALIFIED_NAME_PATTERN}` : QUALIFIED_NAME_PATTERN;
+  return `^(?:${[named, ...exact.map(escapeRegExp)].join('|')})$`;
+}
 
 /**
  * Why a tenant may not put this label or annotation key on its pods, or undefined when it may. Unprefixed keys are

@@ -8,6 +8,8 @@ import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
 import { IdParams, operationRoutes, OPERATION_ROLES } from '../operation-routes';
 import { operationRun } from '../operations';
+import { AgentRunEvent, AgentRunRead, AgentRunStatusSchema } from '../operation-schemas';
+import { linkTo } from '../openapi-links';
 import { errorResponses, ResourceId } from '../schemas';
 
 const StartRun = Type.Object(
@@ -28,6 +30,8 @@ const Answer = Type.Object(
 /** How often the events stream asks the run for its transcript. */
 const EVENTS_POLL_MS = 500;
 
+const byRunId = { parameters: { id: '$response.body#/runId' } };
+
 /** Agent runs (workflows/agent-run.ts): start, read the transcript, answer approvals, cancel, follow as SSE. */
 export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { db, temporal } = app.platform;
@@ -43,6 +47,12 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
         body: StartRun,
         errors: [404],
         statusUrl: (key) => `/v1/agent-runs/${key}`,
+        links: {
+          status: linkTo('GET /v1/agent-runs/{id}', byRunId),
+          events: linkTo('GET /v1/agent-runs/{id}/events', byRunId),
+          cancel: linkTo('POST /v1/agent-runs/{id}/cancel', byRunId),
+          approve: linkTo('POST /v1/agent-runs/{id}/approvals', byRunId),
+        },
         plan: async (body, run) => {
           const agent = await agents.getAgent(run.tenantId, body.agentId);
           if (!agent) throw new NotFoundError('agent', body.agentId);
@@ -59,12 +69,13 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
       path: '/:id',
-      read: { summary: 'The run so far: phase, messages, tool calls, approvals, pending call' },
+      read: { summary: 'The run so far: phase, messages, tool calls, approvals, pending call', response: AgentRunRead },
       cancel: { summary: 'Cancel the run: nothing more is called after it' },
       approvals: {
         summary: 'Approve or deny the pending tool call, naming its action hash',
         body: Answer,
         conflictField: 'body.actionHash',
+        response: AgentRunStatusSchema,
       },
     }),
   );
@@ -77,7 +88,14 @@ export const agentRunRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['agents'],
         summary: 'Server-sent events: the run status each time it changes, until it ends',
         params: IdParams,
-        response: errorResponses(400, 404),
+        response: {
+          200: {
+            description:
+              'text/event-stream: `event: status` with the run as the status query answers it (GET without workflowId and workflowStatus) each time it changes, then `event: end`; `event: error` with a message if the run cannot be read',
+            content: { 'text/event-stream': { schema: AgentRunEvent } },
+          },
+          ...errorResponses(400, 404),
+        },
       },
     },
     async (request, reply) => {

@@ -1,9 +1,11 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { qualifiedToolName } from '../../contracts/agent-run';
-import { BadRequestError, NotFoundError } from '../../common/errors';
+import { NotFoundError, PlatformError } from '../../common/errors';
 import { AgentStore } from '../../common/store/agents';
 import { requireRole } from '../plugins/auth';
+import { AgentSchema } from '../operation-schemas';
+import { linkTo } from '../openapi-links';
 import { errorResponses, ResourceId } from '../schemas';
 
 const AgentBody = Type.Object(
@@ -29,22 +31,34 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:id',
     {
       preHandler: requireRole('developer'),
+      links: {
+        200: {
+          agent: linkTo('GET /v1/agents/{id}', { parameters: { id: '$response.body#/id' } }),
+          run: linkTo('POST /v1/agent-runs/', {
+            requestBody: { agentId: '$response.body#/id' },
+            description: 'start a run of this agent (the input is the caller’s)',
+          }),
+        },
+      },
       schema: {
         tags: ['agents'],
         summary: 'Create or replace an agent definition',
         params: Type.Object({ id: ResourceId }),
         body: AgentBody,
-        response: errorResponses(400),
+        response: { 200: AgentSchema, ...errorResponses(400, 404) },
       },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
       const registered = new Set((await agents.listTools(tenantId)).map((t) => qualifiedToolName(t.serverId, t.name)));
       const unknown = request.body.tools.findIndex((t) => !registered.has(t));
+      // A reference to a tool the tenant has not registered: the thing named is missing, not the request malformed.
       if (unknown >= 0)
-        throw new BadRequestError(
+        throw new PlatformError(
+          404,
+          'not_found',
           `tool '${request.body.tools[unknown]}' is not a registered tool of this tenant`,
-          `body.tools.${unknown}`,
+          { field: `body.tools.${unknown}` },
         );
       return agents.putAgent(tenantId, { id: request.params.id, ...request.body });
     },
@@ -58,7 +72,7 @@ export const agentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['agents'],
         summary: 'An agent definition',
         params: Type.Object({ id: ResourceId }),
-        response: errorResponses(400, 404),
+        response: { 200: AgentSchema, ...errorResponses(400, 404) },
       },
     },
     async (request) => {

@@ -9,7 +9,9 @@ import { ModelIdKey } from '../../contracts/search-attributes';
 import { ConversionStore, type ConversionRecord } from '../../common/store/conversions';
 import type { convertModel } from '../../workflows';
 import { requireRole } from '../plugins/auth';
-import { operationRoutes } from '../operation-routes';
+import { operationRoutes, type Links } from '../operation-routes';
+import { ClusterName, ConversionOutcome, ConversionRead, ConversionStateSchema } from '../operation-schemas';
+import { linkTo } from '../openapi-links';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, ResourceId, VERSION_PATTERN } from '../schemas';
 
@@ -18,102 +20,108 @@ const Tolerance = Type.Number({
   maximum: 1000,
   description: 'maximum relative error: max |y - y_ref| / max |y_ref|',
 });
-// Inline samples travel in the workflow input, so they are bounded well below Temporal's payload limits.
-const MAX_SAMPLE_VALUES = 16_384;
-export const Convert = Type.Object(
-  {
-    modelId: ResourceId,
-    version: Type.Optional(Type.String({ pattern: VERSION_PATTERN, description: 'default: the newest ready version' })),
-    cluster: Type.String({
-      minLength: 1,
-      maxLength: 63,
-      description: 'the cluster (LLMHUB_CLUSTERS) whose nodes run the conversion Jobs',
-    }),
-    targets: Type.Array(Type.Union(ConversionTargets.map((t) => Type.Literal(t))), {
-      minItems: 1,
-      maxItems: ConversionTargets.length,
-      uniqueItems: true,
-    }),
-    precision: Type.Optional(
-      Type.Union([Type.Literal('fp32'), Type.Literal('fp16')], {
-        description: 'TensorRT engine precision (default fp16)',
-      }),
-    ),
-    validation: Type.Optional(
-      Type.Object(
-        {
-          samples: Type.Optional(
-            Type.Array(Type.Array(Type.Number(), { minItems: 1, maxItems: 4096 }), { minItems: 1, maxItems: 256 }),
-          ),
-          sampleCount: Type.Optional(
-            Type.Integer({
-              minimum: 1,
-              maximum: 1024,
-              description: 'generated standard-normal rows when no samples are given (default 32)',
-            }),
-          ),
-          seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 })),
-          tolerance: Type.Optional(
-            Type.Object(
-              {
-                onnx: Type.Optional(Tolerance),
-                'onnx-int8': Type.Optional(Tolerance),
-                tensorrt: Type.Optional(Tolerance),
-              },
-              { additionalProperties: false },
-            ),
-          ),
-        },
-        { additionalProperties: false },
-      ),
-    ),
-    profile: Type.Optional(
-      Type.Object(
-        {
-          runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
-          batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
-        },
-        { additionalProperties: false },
-      ),
-    ),
-  },
-  { additionalProperties: false },
-);
-export type ConvertBody = Static<typeof Convert>;
+// Inline samples travel in the workflow input, so they are bounded well below Temporal's payload limits (16,384
+// values) and any body the bounds allow stays under the API's body limit.
+const MAX_SAMPLE_ROWS = 64;
+const MAX_SAMPLE_WIDTH = 256;
+/** The clusters that can run conversion Jobs: Kubernetes ones, not those that serve models as local processes. */
+export const conversionClusters = (clusters: ClusterSettings): string[] =>
+  Object.entries(clusters)
+    .filter(([, c]) => c.runtime !== 'process')
+    .map(([name]) => name);
 
-/** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the conversion). */
-export function checkConversionBody(
-  body: Pick<ConvertBody, 'cluster' | 'validation'>,
-  clusters: ClusterSettings,
-  at = 'body',
-): void {
-  const cluster = clusters[body.cluster];
-  if (!cluster)
-    throw new BadRequestError(
-      `unknown cluster '${body.cluster}' (configured: ${Object.keys(clusters).join(', ')})`,
-      `${at}.cluster`,
-    );
-  if (cluster.runtime === 'process')
-    throw new BadRequestError(
-      `cluster '${body.cluster}' serves models as local processes; conversion Jobs need a Kubernetes cluster`,
-      `${at}.cluster`,
-    );
+export const convertBody = (clusters: string[]) =>
+  Type.Object(
+    {
+      modelId: ResourceId,
+      version: Type.Optional(
+        Type.String({ pattern: VERSION_PATTERN, description: 'default: the newest ready version' }),
+      ),
+      cluster: ClusterName(
+        clusters,
+        'the Kubernetes cluster (LLMHUB_CLUSTERS) whose nodes run the conversion Jobs; clusters that serve models as local processes cannot',
+      ),
+      targets: Type.Array(Type.Union(ConversionTargets.map((t) => Type.Literal(t))), {
+        minItems: 1,
+        maxItems: ConversionTargets.length,
+        uniqueItems: true,
+      }),
+      precision: Type.Optional(
+        Type.Union([Type.Literal('fp32'), Type.Literal('fp16')], {
+          description: 'TensorRT engine precision (default fp16)',
+        }),
+      ),
+      validation: Type.Optional(
+        Type.Object(
+          {
+            samples: Type.Optional(
+              Type.Array(Type.Array(Type.Number(), { minItems: 1, maxItems: MAX_SAMPLE_WIDTH }), {
+                minItems: 1,
+                maxItems: MAX_SAMPLE_ROWS,
+                description: "input rows of the model's input width, all of the same length",
+              }),
+            ),
+            sampleCount: Type.Optional(
+              Type.Integer({
+                minimum: 1,
+                maximum: 1024,
+                description: 'generated standard-normal rows when no samples are given (default 32)',
+              }),
+            ),
+            seed: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 })),
+            tolerance: Type.Optional(
+              Type.Object(
+                {
+                  onnx: Type.Optional(Tolerance),
+                  'onnx-int8': Type.Optional(Tolerance),
+                  tensorrt: Type.Optional(Tolerance),
+                },
+                { additionalProperties: false },
+              ),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+      profile: Type.Optional(
+        Type.Object(
+          {
+            runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+            batch: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+    },
+    { additionalProperties: false },
+  );
+export type ConvertBody = Static<ReturnType<typeof convertBody>>;
+
+/** The checks JSON Schema cannot state; `at` names the body's part in errors (a pipeline nests the conversion). */
+export function checkConversionBody(body: Pick<ConvertBody, 'validation'>, at = 'body'): void {
   const samples = body.validation?.samples;
   if (samples) {
     if (samples.some((row) => row.length !== samples[0]!.length))
       throw new BadRequestError('every validation sample must have the same length', `${at}.validation.samples`);
-    if (samples.length * samples[0]!.length > MAX_SAMPLE_VALUES)
-      throw new BadRequestError(`at most ${MAX_SAMPLE_VALUES} sample values in all`, `${at}.validation.samples`);
   }
 }
 const Started = Type.Object({
   conversionId: Type.String(),
   workflowId: Type.String(),
   memoized: Type.Boolean(),
-  state: Type.String(),
+  state: ConversionStateSchema,
   statusUrl: Type.String(),
-  result: Type.Optional(Type.Unknown({ description: 'the stored outcome, when the conversion has finished' })),
+  result: Type.Optional({
+    ...ConversionOutcome,
+    description: 'the stored outcome, when the conversion has finished',
+  }),
 });
+const byConversionId = { parameters: { id: '$response.body#/conversionId' } };
+/** From a started (or memoised) conversion to its status and its cancel. */
+const conversionLinks: Links = {
+  status: linkTo('GET /v1/conversions/{id}', byConversionId),
+  cancel: linkTo('POST /v1/conversions/{id}/cancel', byConversionId),
+};
 
 /** Thrown inside the start's transaction when another live conversion holds the memo key: nothing is written. */
 class MemoHit extends Error {
@@ -124,7 +132,6 @@ class MemoHit extends Error {
 
 export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue } = app.platform;
-  const clusters = app.platform.clusters;
   const store = new ConversionStore(db);
   const statusUrl = (id: string) => `/v1/conversions/${id}`;
   const resultOf = (r: ConversionRecord) =>
@@ -136,19 +143,20 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/conversions',
     {
       preHandler: requireRole('developer'),
+      links: { 200: conversionLinks, 202: conversionLinks },
       schema: {
         tags: ['conversions'],
         summary:
           'Convert a model version to ONNX / int8 ONNX / TensorRT, checked and published as a Triton repository; memoised',
         headers: IdempotencyHeaders,
-        body: Convert,
+        body: convertBody(conversionClusters(app.platform.clusters)),
         response: { 200: Started, 202: Started, ...errorResponses(400, 404, 409, 422, 503) },
       },
     },
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const body = request.body;
-      checkConversionBody(body, clusters);
+      checkConversionBody(body);
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const id = workflowId(conversionContract.kind, tenantId, key);
       const input = await conversionInputOf(registry, {
@@ -227,6 +235,7 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
           const progress = r.state === 'running' ? await run.status().catch(() => undefined) : undefined;
           return { ...r, artifacts, ...(progress ? { progress } : {}) };
         },
+        response: ConversionRead,
       },
       cancel: {
         summary:

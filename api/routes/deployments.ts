@@ -1,7 +1,7 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
-import { forbiddenEnvName, forbiddenPodMetadataKey } from '../../common/workload-policy';
+import { ConflictError, NotFoundError } from '../../common/errors';
+import { anyCase, FORBIDDEN_ENV_PATTERN, podMetadataKeyPattern } from '../../common/workload-policy';
 import {
   DEFAULT_ANALYSIS,
   defaultSteps,
@@ -12,12 +12,14 @@ import {
   type RolloutInput,
   type ServingResources,
 } from '../../contracts/rollout';
-import { resolveResources, Resources, toCores } from '../../common/resources';
+import { resolveResources, Resources } from '../../common/resources';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { requireRole } from '../plugins/auth';
 import { canonicalHash } from '../../common/canonical';
-import { executeRunUpdate, IdParams, operationRoutes } from '../operation-routes';
+import { executeRunUpdate, IdParams, operationRoutes, type Links } from '../operation-routes';
+import { ClusterName, RolloutRead, RolloutStatusSchema } from '../operation-schemas';
+import { linkTo } from '../openapi-links';
 import { operationRun } from '../operations';
 import { errorResponses, ResourceId, VersionId } from '../schemas';
 
@@ -40,72 +42,96 @@ const SecretRef = Type.Object(
   },
   { additionalProperties: false },
 );
-export const Deploy = Type.Object(
-  {
-    modelId: ResourceId,
-    cluster: Type.String({ minLength: 1, maxLength: 63 }),
-    resources: Type.Optional({
-      ...Resources,
-      description:
-        "default: the model's resources, else the cluster's defaultResources (LLMHUB_CLUSTERS), else 1 cpu, 0 gpu, 4Gi",
-    }),
-    env: Type.Record(
-      Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }),
-      Type.Union([Type.String({ maxLength: 4096 }), SecretRef]),
-      { default: {} },
-    ),
-    version: Type.Optional(VersionId),
-    strategy: Type.Optional(
-      Type.Object(
-        {
-          steps: Type.Optional(Type.Array(Step, { minItems: 1, maxItems: 100 })),
-          /** How long each weight of the default steps is held before its analysis. */
-          hold: Type.Optional(Duration),
-          analysis: Type.Optional(
-            Type.Object(
-              {
-                interval: Type.Optional(Duration),
-                minSuccessRate: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-                maxP95LatencyMs: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
-                minRequests: Type.Optional(Type.Integer({ minimum: 1 })),
-                failureLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
-                inconclusiveLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
-              },
-              { additionalProperties: false },
-            ),
-          ),
-          readinessTimeout: Type.Optional(Duration),
-          canaryMetadata: Type.Optional(
-            Type.Object(
-              {
-                annotations: Type.Optional(
-                  Type.Record(Type.String({ maxLength: 63 }), Type.String({ maxLength: 4096 }), { maxProperties: 32 }),
-                ),
-                labels: Type.Optional(
-                  Type.Record(
-                    Type.String({ maxLength: 63 }),
-                    Type.String({ pattern: '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$' }),
-                    { maxProperties: 32 },
-                  ),
-                ),
-              },
-              { additionalProperties: false },
-            ),
-          ),
-        },
-        { additionalProperties: false },
-      ),
-    ),
+const ENV_NAME_PATTERN = '^[A-Za-z_][A-Za-z0-9_]{0,127}$';
+// A secret value typed into a request would land in the workflow history; such names must use {secretRef}.
+const SECRET_NAME_PATTERN = `^(?:[A-Za-z_][A-Za-z0-9_]*)?(?:${['KEY', 'TOKEN', 'SECRET', 'PASSWORD', 'CREDENTIAL'].map(anyCase).join('|')})[A-Za-z0-9_]*$`;
+/**
+ * Plain values or secret references by name. The rules on names are pattern properties, so a refused name is the field
+ * the error names (`body.env.LD_PRELOAD`): names the runtime or the platform own (common/workload-policy.ts) match Never.
+ */
+const Env = Type.Unsafe<Record<string, EnvValue>>({
+  type: 'object',
+  patternProperties: {
+    [ENV_NAME_PATTERN]: Type.Union([Type.String({ maxLength: 4096 }), SecretRef]),
+    [SECRET_NAME_PATTERN]: SecretRef,
+    [FORBIDDEN_ENV_PATTERN]: Type.Never(),
   },
-  { additionalProperties: false },
-);
-export type DeployBody = Static<typeof Deploy>;
+  propertyNames: { pattern: ENV_NAME_PATTERN },
+  default: {},
+  description:
+    'plain values or {"secretRef":{"name","key"}}; a name with KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL takes only a secretRef; loader, runtime and platform names (PATH, LD_*, LLMHUB_*, ...) are refused',
+});
+/** Canary pod labels or annotations: unprefixed keys, or the prefixed ones an operator allows (LLMHUB_POD_METADATA_KEYS). */
+const podMetadata = <T extends TSchema>(allowed: readonly string[], value: T) =>
+  Type.Unsafe<Record<string, Static<T>>>({
+    type: 'object',
+    patternProperties: { [podMetadataKeyPattern(allowed)]: value },
+    additionalProperties: false,
+    maxProperties: 32,
+  });
+
+/**
+ * The deploy body. What the route checks beyond it needs the store (the model, its versions, the rollout lock), so a
+ * schema-valid body is never a 400.
+ */
+export const deployBody = (clusters: string[], podMetadataKeys: readonly string[]) =>
+  Type.Object(
+    {
+      modelId: ResourceId,
+      cluster: ClusterName(clusters, 'a configured cluster (LLMHUB_CLUSTERS)'),
+      resources: Type.Optional({
+        ...Resources,
+        description:
+          "default: the model's resources, else the cluster's defaultResources (LLMHUB_CLUSTERS), else 1 cpu, 0 gpu, 4Gi",
+      }),
+      env: Env,
+      version: Type.Optional(VersionId),
+      strategy: Type.Optional(
+        Type.Object(
+          {
+            steps: Type.Optional(Type.Array(Step, { minItems: 1, maxItems: 100 })),
+            /** How long each weight of the default steps is held before its analysis. */
+            hold: Type.Optional(Duration),
+            analysis: Type.Optional(
+              Type.Object(
+                {
+                  interval: Type.Optional(Duration),
+                  minSuccessRate: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+                  maxP95LatencyMs: Type.Optional(Type.Number({ exclusiveMinimum: 0 })),
+                  minRequests: Type.Optional(Type.Integer({ minimum: 1 })),
+                  failureLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+                  inconclusiveLimit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+                },
+                { additionalProperties: false },
+              ),
+            ),
+            readinessTimeout: Type.Optional(Duration),
+            canaryMetadata: Type.Optional(
+              Type.Object(
+                {
+                  annotations: Type.Optional(podMetadata(podMetadataKeys, Type.String({ maxLength: 4096 }))),
+                  labels: Type.Optional(
+                    podMetadata(
+                      podMetadataKeys,
+                      Type.String({ pattern: '^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$' }),
+                    ),
+                  ),
+                },
+                { additionalProperties: false },
+              ),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+    },
+    { additionalProperties: false },
+  );
+export type DeployBody = Static<ReturnType<typeof deployBody>>;
 const Steering = Type.Object(
   { reason: Type.Optional(Type.String({ maxLength: 1000 })) },
   { additionalProperties: false },
 );
-// A secret value typed into a request would land in the workflow history; such names must use {secretRef}.
-const SECRET_NAME = /(KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL)/i;
 
 /** The rollout workflow's input: every strategy default filled in, the resources already resolved. */
 export function rolloutInputOf(
@@ -134,41 +160,21 @@ export function rolloutInputOf(
   };
 }
 
-/** The checks beyond the schema; `at` names the body's part in errors (a pipeline nests the rollout). */
-export function checkDeployBody(
-  body: Pick<DeployBody, 'cluster' | 'resources' | 'env' | 'strategy'>,
-  clusters: Set<string>,
-  podMetadataKeys: readonly string[],
-  at = 'body',
-): void {
-  if (!clusters.has(body.cluster))
-    throw new BadRequestError(
-      `unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`,
-      `${at}.cluster`,
-    );
-  if (body.resources && !(toCores(body.resources.cpu) > 0))
-    throw new BadRequestError('resources.cpu must be more than 0', `${at}.resources.cpu`);
-  for (const [name, value] of Object.entries(body.env ?? {})) {
-    const forbidden = forbiddenEnvName(name);
-    if (forbidden) throw new BadRequestError(`env ${forbidden}`, `${at}.env.${name}`);
-    if (typeof value === 'string' && SECRET_NAME.test(name))
-      throw new BadRequestError(
-        `env ${name} looks like a secret: pass {"secretRef":{"name","key"}} instead of its value`,
-        `${at}.env.${name}`,
-      );
-  }
-  for (const kind of ['annotations', 'labels'] as const) {
-    for (const key of Object.keys(body.strategy?.canaryMetadata?.[kind] ?? {})) {
-      const forbidden = forbiddenPodMetadataKey(key, podMetadataKeys);
-      if (forbidden) throw new BadRequestError(forbidden, `${at}.strategy.canaryMetadata.${kind}.${key}`);
-    }
-  }
-}
+const byDeploymentId = { parameters: { id: '$response.body#/deploymentId' } };
+/** From a started rollout to its status and its steering calls. */
+const deploymentLinks: Links = {
+  status: linkTo('GET /v1/deployments/{id}', byDeploymentId),
+  ...Object.fromEntries(
+    Object.keys(rolloutSteering).map((action) => [
+      action,
+      linkTo(`POST /v1/deployments/{id}/${action}`, byDeploymentId),
+    ]),
+  ),
+};
 
 export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal } = app.platform;
   const clusterSettings = app.platform.clusters;
-  const clusters = new Set(Object.keys(clusterSettings));
   const locks = new RolloutLockStore(db);
 
   await app.register(
@@ -178,12 +184,12 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       start: {
         path: '/deploy',
         summary: 'Roll a model version out as a canary (a Temporal workflow); one rollout per model at a time',
-        body: Deploy,
+        body: deployBody(Object.keys(clusterSettings), app.platform.podMetadataKeys),
         errors: [404, 409],
         statusUrl: (key) => `/v1/deployments/${key}`,
+        links: deploymentLinks,
         plan: async (body, run) => {
           const { tenantId, key } = run;
-          checkDeployBody(body, clusters, app.platform.podMetadataKeys);
           const model = await registry.getModel(tenantId, body.modelId);
           if (!model) throw new NotFoundError('model', body.modelId);
           const versions = await registry.listVersions(tenantId, body.modelId);
@@ -233,7 +239,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
       path: '/deployments/:id',
-      read: { summary: 'Where a rollout stands: phase, step, weights, every analysis' },
+      read: { summary: 'Where a rollout stands: phase, step, weights, every analysis', response: RolloutRead },
     }),
   );
 
@@ -247,7 +253,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
           summary: `${action[0]!.toUpperCase()}${action.slice(1)} a rollout`,
           params: IdParams,
           body: Type.Optional(Steering),
-          response: errorResponses(400, 404, 409),
+          response: { 200: RolloutStatusSchema, ...errorResponses(400, 404, 409) },
         },
       },
       async (request) => {

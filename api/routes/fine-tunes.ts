@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, ForbiddenError, PlatformError } from '../../common/errors';
+import { ConflictError, ForbiddenError, PlatformError } from '../../common/errors';
 import {
   DEFAULT_HYPERPARAMETERS,
   FINE_TUNE_METHODS,
@@ -17,6 +17,8 @@ import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import type { RegistryStore } from '../../common/store/registry';
 import { requireRole } from '../plugins/auth';
 import { operationRoutes } from '../operation-routes';
+import { ClusterName, FineTuneRead } from '../operation-schemas';
+import { linkTo } from '../openapi-links';
 import { errorResponses, ResourceId, VersionId } from '../schemas';
 import { Cpu, Memory } from '../../common/resources';
 
@@ -38,47 +40,52 @@ const HyperparameterSchema = Type.Object(
   },
   { additionalProperties: false, default: {} },
 );
-export const FineTuneBody = Type.Object(
-  {
-    baseModel: Type.Object({ modelId: ResourceId, version: VersionId }, { additionalProperties: false }),
-    datasetUri: Type.String({ pattern: '^s3://', maxLength: 1024, description: 'JSONL in object storage' }),
-    method: Type.Union(FINE_TUNE_METHODS.map((m) => Type.Literal(m))),
-    hyperparameters: Type.Optional(HyperparameterSchema),
-    resources: Type.Object(
-      {
-        gpuCount: Type.Integer({ minimum: 1, maximum: 64 }),
-        gpuProduct: Type.Optional(
-          Type.String({
-            pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
-            description: 'nvidia.com/gpu.product node label',
-          }),
-        ),
-        migProfile: Type.Optional(
-          Type.String({
-            pattern: '^[1-7]g\\.[0-9]{1,3}gb$',
-            description: 'e.g. 1g.10gb: asks for nvidia.com/mig-<profile>',
-          }),
-        ),
-        cpu: Type.Optional(Cpu),
-        memory: Type.Optional(Memory),
-      },
-      { additionalProperties: false },
-    ),
-    cluster: Type.String({ minLength: 1, maxLength: 63 }),
-    priority: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
-    /** Where the result is registered; default: a new version of the base model. */
-    output: Type.Optional(
-      Type.Object(
-        { modelId: Type.Optional(ResourceId), version: Type.Optional(VersionId) },
+export const fineTuneBody = (clusters: string[]) =>
+  Type.Object(
+    {
+      baseModel: Type.Object({ modelId: ResourceId, version: VersionId }, { additionalProperties: false }),
+      datasetUri: Type.String({
+        pattern: '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$',
+        maxLength: 1024,
+        description: "JSONL in object storage, s3://bucket/key, in the tenant's storage scope",
+      }),
+      method: Type.Union(FINE_TUNE_METHODS.map((m) => Type.Literal(m))),
+      hyperparameters: Type.Optional(HyperparameterSchema),
+      resources: Type.Object(
+        {
+          gpuCount: Type.Integer({ minimum: 1, maximum: 64 }),
+          gpuProduct: Type.Optional(
+            Type.String({
+              pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
+              description: 'nvidia.com/gpu.product node label',
+            }),
+          ),
+          migProfile: Type.Optional(
+            Type.String({
+              pattern: '^[1-7]g\\.[0-9]{1,3}gb$',
+              description: 'e.g. 1g.10gb: asks for nvidia.com/mig-<profile>',
+            }),
+          ),
+          cpu: Type.Optional(Cpu),
+          memory: Type.Optional(Memory),
+        },
         { additionalProperties: false },
       ),
-    ),
-    maxResumptions: Type.Integer({ minimum: 0, maximum: 20, default: 3 }),
-    deadlineSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86_400, default: 86_400 }),
-  },
-  { additionalProperties: false },
-);
-export type FineTuneRequest = Static<typeof FineTuneBody>;
+      cluster: ClusterName(clusters, 'a configured cluster (LLMHUB_CLUSTERS) whose GPU nodes run the Job'),
+      priority: Type.Integer({ minimum: 0, maximum: 1000, default: 0 }),
+      /** Where the result is registered; default: a new version of the base model. */
+      output: Type.Optional(
+        Type.Object(
+          { modelId: Type.Optional(ResourceId), version: Type.Optional(VersionId) },
+          { additionalProperties: false },
+        ),
+      ),
+      maxResumptions: Type.Integer({ minimum: 0, maximum: 20, default: 3 }),
+      deadlineSeconds: Type.Integer({ minimum: 60, maximum: 30 * 86_400, default: 86_400 }),
+    },
+    { additionalProperties: false },
+  );
+export type FineTuneRequest = Static<ReturnType<typeof fineTuneBody>>;
 const Quota = Type.Object({ gpus: Type.Integer({ minimum: 0, maximum: 100_000 }) }, { additionalProperties: false });
 const QuotaUsage = Type.Object({
   gpus: Type.Integer(),
@@ -98,7 +105,6 @@ export async function validateFineTune(
     registry: RegistryStore;
     objects: ObjectStore;
     quotas: GpuQuotaStore;
-    clusters: Set<string>;
     storageScopes: StorageScopeStore;
   },
   tenantId: string,
@@ -107,18 +113,13 @@ export async function validateFineTune(
   /** Names the body's part in errors (a pipeline nests the fine-tune). */
   at = 'body',
 ): Promise<Omit<FineTuneInput, 'fineTuneId'>> {
-  const { registry, objects, quotas, clusters, storageScopes } = deps;
-  if (!clusters.has(body.cluster))
-    throw new BadRequestError(
-      `unknown cluster '${body.cluster}' (configured: ${[...clusters].join(', ')})`,
-      `${at}.cluster`,
-    );
+  const { registry, objects, quotas, storageScopes } = deps;
   const quota = await quotas.quotaOf(tenantId);
+  // Well-formed, but more than the tenant's quota (which operators set) allows: a conflict with that setting.
   if (body.resources.gpuCount > quota) {
-    throw new BadRequestError(
+    throw new ConflictError(
       `resources.gpuCount ${body.resources.gpuCount} exceeds the tenant's GPU quota of ${quota}; it could never start`,
-      `${at}.resources.gpuCount`,
-      { quota },
+      { field: `${at}.resources.gpuCount`, quota },
     );
   }
   const { modelId, version } = body.baseModel;
@@ -164,9 +165,10 @@ export async function validateFineTune(
   };
 }
 
+const byFineTuneId = { parameters: { id: '$response.body#/fineTuneId' } };
+
 export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, objects, storageScopes } = app.platform;
-  const clusters = new Set(Object.keys(app.platform.clusters));
   const quotas = new GpuQuotaStore(db);
 
   await app.register(
@@ -177,13 +179,17 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
         path: '/fine-tunes',
         summary:
           'Fine-tune a model version on GPUs (LoRA, QLoRA or full) as a Temporal workflow; queued while the tenant GPU quota is used up',
-        body: FineTuneBody,
+        body: fineTuneBody(Object.keys(app.platform.clusters)),
         errors: [404, 409],
         statusUrl: (key) => `/v1/fine-tunes/${key}`,
+        links: {
+          status: linkTo('GET /v1/fine-tunes/{id}', byFineTuneId),
+          cancel: linkTo('POST /v1/fine-tunes/{id}/cancel', byFineTuneId),
+        },
         plan: async (body, run) => {
           const input: FineTuneInput = {
             ...(await validateFineTune(
-              { registry, objects, quotas, clusters, storageScopes },
+              { registry, objects, quotas, storageScopes },
               run.tenantId,
               body,
               run.workflowId,
@@ -215,6 +221,7 @@ export const fineTuneRoutes: FastifyPluginAsyncTypebox = async (app) => {
             queue: position ? { position } : null,
           };
         },
+        response: FineTuneRead,
       },
       cancel: { summary: 'Cancel a fine-tune: its Job is deleted and its GPU claim (held or queued) released' },
     }),

@@ -1,11 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply } from 'fastify';
 import { NotFoundError } from '../../common/errors';
 import type { SearchHit } from '../../common/vectors';
 import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
 import { withTraceContext } from '../plugins/tracing';
 import { errorResponses, ResourceId } from '../schemas';
+import { Hit } from './knowledge';
 
 const Chat = Type.Object(
   {
@@ -17,6 +19,15 @@ const Chat = Type.Object(
   },
   { additionalProperties: false },
 );
+
+const Answer = Type.Object({
+  answer: Type.String(),
+  model: Type.String(),
+  usage: Type.Optional(
+    Type.Object({ prompt_tokens: Type.Integer(), completion_tokens: Type.Integer(), total_tokens: Type.Integer() }),
+  ),
+  citations: Type.Array(Type.Object({ index: Type.Integer({ minimum: 1 }), ...Hit.properties })),
+});
 
 /** What an answer cites: `[n]` in the answer refers to citation n, which points at one returned chunk. */
 const citationsOf = (hits: SearchHit[]) =>
@@ -66,7 +77,17 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Answer a question from the namespace with citations',
         params: Type.Object({ namespace: ResourceId }),
         body: Chat,
-        response: errorResponses(400, 404, 429, 502, 503),
+        response: {
+          200: {
+            description:
+              'JSON with the answer and its citations; with stream: true, text/event-stream: first `data: {"object":"llmhub.citations","citations":[...]}`, then the model\'s chat.completion.chunk events and `data: [DONE]`',
+            content: {
+              'application/json': { schema: Answer },
+              'text/event-stream': { schema: Type.Object({ data: Type.String() }) },
+            },
+          },
+          ...errorResponses(400, 404, 429, 502, 503),
+        },
       },
     },
     async (request, reply) => {
@@ -103,7 +124,11 @@ export const knowledgeChatRoutes: FastifyPluginAsyncTypebox = async (app) => {
           for await (const c of upstream.stream()) parts.push(Buffer.from(c as Buffer));
           text = Buffer.concat(parts).toString('utf8');
         }
-        return reply.status(upstream.statusCode).header('content-type', 'application/json').send(text);
+        // The gateway's own error answer, passed through (its codes are the documented errors).
+        return (reply as FastifyReply)
+          .status(upstream.statusCode)
+          .header('content-type', 'application/json')
+          .send(text);
       }
       if (!stream) {
         const body = upstream.json();

@@ -1,15 +1,17 @@
 import { NAMESPACE_KEYS, DOCUMENT_KEYS } from '../../common/store/knowledge';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { formatOf, uploadsPrefix } from '../../common/documents';
-import { BadRequestError, NotFoundError } from '../../common/errors';
-import { UnknownEmbedderError } from '../../common/knowledge';
+import { FORMAT_BY_EXTENSION, uploadsPrefix } from '../../common/documents';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { anyCase } from '../../common/workload-policy';
 import { objectUri } from '../../common/objectstore';
 import { checkUriInScope } from '../../common/store/storage-scope';
 import type { ingestDocuments } from '../../workflows';
 import { ingestionContract, type IngestionInput } from '../../contracts/ingestion';
 import { requireRole } from '../plugins/auth';
-import { operationRoutes } from '../operation-routes';
+import { operationRoutes, type Links } from '../operation-routes';
+import { IngestionRead } from '../operation-schemas';
+import { linkTo } from '../openapi-links';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import { errorResponses, IdempotencyHeaders, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
@@ -27,26 +29,31 @@ const Source = Type.Union([
   ),
   Type.Object({ type: Type.Literal('uploads') }, { additionalProperties: false }),
 ]);
-const CreateIngestion = Type.Object(
-  {
-    source: Source,
-    parser: Type.Union([Type.Literal('builtin'), Type.Literal('unstructured')], { default: 'builtin' }),
-    chunking: Type.Object(
-      {
-        strategy: Type.Union([Type.Literal('heading'), Type.Literal('paragraph'), Type.Literal('fixed')], {
-          default: 'heading',
-        }),
-        size: Type.Integer({ minimum: 100, maximum: 8000, default: 1000 }),
-        overlap: Type.Integer({ minimum: 0, maximum: 2000, default: 150 }),
-      },
-      { additionalProperties: false, default: {} },
-    ),
-    embedder: Type.String({ default: 'default', minLength: 1 }),
-    batchSize: Type.Integer({ minimum: 1, maximum: 500, default: 25 }),
-    parallelism: Type.Integer({ minimum: 1, maximum: 8, default: 2 }),
-  },
-  { additionalProperties: false },
-);
+const createIngestion = (embedderPattern: string) =>
+  Type.Object(
+    {
+      source: Source,
+      parser: Type.Union([Type.Literal('builtin'), Type.Literal('unstructured')], { default: 'builtin' }),
+      chunking: Type.Object(
+        {
+          strategy: Type.Union([Type.Literal('heading'), Type.Literal('paragraph'), Type.Literal('fixed')], {
+            default: 'heading',
+          }),
+          size: Type.Integer({ minimum: 100, maximum: 8000, default: 1000 }),
+          overlap: Type.Integer({ minimum: 0, maximum: 2000, default: 150 }),
+        },
+        { additionalProperties: false, default: {} },
+      ),
+      embedder: Type.String({
+        default: 'default',
+        pattern: embedderPattern,
+        description: "the deployment's embedders: default (a local model) and/or openai:<model>",
+      }),
+      batchSize: Type.Integer({ minimum: 1, maximum: 500, default: 25 }),
+      parallelism: Type.Integer({ minimum: 1, maximum: 8, default: 2 }),
+    },
+    { additionalProperties: false },
+  );
 const Namespace = Type.Object({
   name: Type.String(),
   embedderId: Type.String(),
@@ -62,7 +69,7 @@ const Document = Type.Object({
   state: Type.Union([Type.Literal('indexed'), Type.Literal('failed')]),
   error: Type.Union([Type.String(), Type.Null()]),
 });
-const Hit = Type.Object({
+export const Hit = Type.Object({
   score: Type.Number(),
   documentId: Type.String(),
   chunkIndex: Type.Integer(),
@@ -86,6 +93,31 @@ const Search = Type.Object(
   { additionalProperties: false },
 );
 
+const inNamespace = { namespace: '$request.path.namespace' };
+/** From a started ingestion to its progress and to what it fills: the namespace's documents, search and chat. */
+const ingestionLinks: Links = {
+  status: linkTo('GET /v1/knowledge/{namespace}/ingestions/{id}', {
+    parameters: { ...inNamespace, id: '$response.body#/ingestionId' },
+  }),
+  documents: linkTo('GET /v1/knowledge/{namespace}/documents', { parameters: inNamespace }),
+  search: linkTo('POST /v1/knowledge/{namespace}/search', { parameters: inNamespace }),
+  chat: linkTo('POST /v1/knowledge/{namespace}/chat', { parameters: inNamespace }),
+  delete: linkTo('DELETE /v1/knowledge/{namespace}', { parameters: inNamespace }),
+};
+/** From the first listed namespace to what it holds. */
+const firstNamespace = { namespace: '$response.body#/namespaces/0/name' };
+const namespaceLinks: Links = {
+  documents: linkTo('GET /v1/knowledge/{namespace}/documents', { parameters: firstNamespace }),
+  search: linkTo('POST /v1/knowledge/{namespace}/search', { parameters: firstNamespace }),
+};
+/** From an upload to the ingestion of the namespace's uploads. */
+const uploadLinks: Links = {
+  ingest: linkTo('POST /v1/knowledge/{namespace}/ingestions', {
+    parameters: inNamespace,
+    requestBody: { source: { type: 'uploads' } },
+  }),
+};
+
 export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { knowledge, vectors, embedders, objects, db, temporal, taskQueue, storageScopes } = app.platform;
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: UPLOAD_LIMIT_BYTES }, (_req, body, done) =>
@@ -102,6 +134,7 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       preHandler: requireRole('viewer'),
+      links: { 200: namespaceLinks },
       schema: {
         tags: ['knowledge'],
         summary: "The tenant's knowledge namespaces by name",
@@ -126,7 +159,7 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['knowledge'],
         summary: 'Delete a namespace, its points and its uploads',
         params: NamespaceParams,
-        response: errorResponses(400, 404),
+        response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 404) },
       },
     },
     async (request, reply) => {
@@ -137,7 +170,7 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       for (const o of await objects.list(bucket, uploadsPrefix(tenantId, ns.name)))
         await objects.delete({ bucket, key: o.key });
       await knowledge.deleteNamespace(tenantId, ns.name);
-      return reply.status(204).send();
+      return reply.status(204).send(null);
     },
   );
 
@@ -146,11 +179,17 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     {
       preHandler: requireRole('developer'),
       bodyLimit: UPLOAD_LIMIT_BYTES,
+      links: { 201: uploadLinks },
       schema: {
         tags: ['knowledge'],
         summary: 'Upload a document (raw body) to be ingested with source {"type":"uploads"}',
         params: NamespaceParams,
-        querystring: Type.Object({ name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$' }) }),
+        querystring: Type.Object({
+          name: Type.String({
+            pattern: `^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}\\.(?:${Object.keys(FORMAT_BY_EXTENSION).map(anyCase).join('|')})$`,
+            description: 'the file name, with the extension of a supported type (pdf, docx, html, md, txt)',
+          }),
+        }),
         response: {
           201: Type.Object({ documentId: Type.String(), uri: Type.String(), sizeBytes: Type.Integer() }),
           ...errorResponses(400, 413),
@@ -161,11 +200,6 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const body = request.body;
       if (!Buffer.isBuffer(body) || body.length === 0)
         throw new BadRequestError('the request body must be the file content', 'body');
-      if (!formatOf(request.query.name))
-        throw new BadRequestError(
-          `unsupported file type '${request.query.name}' (pdf, docx, html, md, txt)`,
-          'query.name',
-        );
       const tenantId = request.principal!.tenantId;
       const ref = {
         bucket: storageScopes.bucketOf(tenantId),
@@ -203,12 +237,13 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/:namespace/ingestions',
     {
       preHandler: requireRole('developer'),
+      links: { 202: ingestionLinks },
       schema: {
         tags: ['knowledge'],
         summary: 'Ingest a source into the namespace (a Temporal workflow)',
         params: NamespaceParams,
         headers: IdempotencyHeaders,
-        body: CreateIngestion,
+        body: createIngestion(embedders.pattern()),
         response: {
           202: Type.Object({ workflowId: Type.String(), ingestionId: Type.String(), statusUrl: Type.String() }),
           ...errorResponses(400, 409, 422, 503),
@@ -228,18 +263,12 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         );
       if (body.chunking.overlap >= body.chunking.size)
         throw new BadRequestError('chunking.overlap must be smaller than chunking.size', 'body.chunking.overlap');
-      try {
-        embedders.check(body.embedder);
-      } catch (err) {
-        if (err instanceof UnknownEmbedderError) throw new BadRequestError(err.message, 'body.embedder');
-        throw err;
-      }
       const existing = await knowledge.getNamespace(tenantId, namespace);
+      // The namespace's points are in another embedder's space: a conflict with what is stored, not a bad request.
       if (existing && existing.embedderId !== body.embedder) {
-        throw new BadRequestError(
-          `namespace '${namespace}' is indexed with embedder '${existing.embedderId}'`,
-          'body.embedder',
-        );
+        throw new ConflictError(`namespace '${namespace}' is indexed with embedder '${existing.embedderId}'`, {
+          field: 'body.embedder',
+        });
       }
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const input: IngestionInput = {
@@ -284,6 +313,7 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
           status: run.workflowStatus,
           ...((await run.status().catch(() => undefined)) ?? {}),
         }),
+        response: IngestionRead,
       },
     }),
   );

@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { ClusterSettings } from '../../common/config';
 import { conversionOptionsOf } from '../../common/conversion-plan';
 import { workflowId } from '../../contracts/operations';
 import { pipelineChildKey, pipelineContract, type PipelineInput } from '../../contracts/pipeline';
@@ -7,32 +8,36 @@ import { ModelIdKey } from '../../contracts/search-attributes';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { fineTuneContract } from '../../contracts/fine-tune';
 import { operationRoutes } from '../operation-routes';
-import { checkConversionBody, Convert } from './conversions';
-import { checkDeployBody, Deploy, rolloutInputOf } from './deployments';
+import { PipelineRead, PipelineStatusSchema } from '../operation-schemas';
+import { linkTo } from '../openapi-links';
+import { checkConversionBody, conversionClusters, convertBody } from './conversions';
+import { deployBody, rolloutInputOf } from './deployments';
 import { resolveResources } from '../../common/resources';
-import { FineTuneBody, validateFineTune } from './fine-tunes';
+import { fineTuneBody, validateFineTune } from './fine-tunes';
 
 const WEEK_S = 7 * 86_400;
-const PipelineBody = Type.Object(
-  {
-    fineTune: FineTuneBody,
-    /** The conversion of the fine-tuned version: POST /v1/conversions without model and version. */
-    conversion: Type.Omit(Convert, ['modelId', 'version']),
-    /** The rollout of the fine-tuned version: POST /v1/deploy without model and version. */
-    rollout: Type.Omit(Deploy, ['modelId', 'version']),
-    approvalBeforeRollout: Type.Boolean({
-      default: false,
-      description: 'wait for an approver (POST /v1/pipelines/{id}/approvals) before the rollout',
-    }),
-    approvalTimeoutSeconds: Type.Integer({
-      minimum: 60,
-      maximum: 30 * 86_400,
-      default: WEEK_S,
-      description: 'an unanswered approval is a denial after this long',
-    }),
-  },
-  { additionalProperties: false },
-);
+/** Each step's body as its own route takes it, for the same clusters. */
+const pipelineBody = (clusters: ClusterSettings, podMetadataKeys: readonly string[]) =>
+  Type.Object(
+    {
+      fineTune: fineTuneBody(Object.keys(clusters)),
+      /** The conversion of the fine-tuned version: POST /v1/conversions without model and version. */
+      conversion: Type.Omit(convertBody(conversionClusters(clusters)), ['modelId', 'version']),
+      /** The rollout of the fine-tuned version: POST /v1/deploy without model and version. */
+      rollout: Type.Omit(deployBody(Object.keys(clusters), podMetadataKeys), ['modelId', 'version']),
+      approvalBeforeRollout: Type.Boolean({
+        default: false,
+        description: 'wait for an approver (POST /v1/pipelines/{id}/approvals) before the rollout',
+      }),
+      approvalTimeoutSeconds: Type.Integer({
+        minimum: 60,
+        maximum: 30 * 86_400,
+        default: WEEK_S,
+        description: 'an unanswered approval is a denial after this long',
+      }),
+    },
+    { additionalProperties: false },
+  );
 const Approval = Type.Object(
   {
     decision: Type.Union([Type.Literal('approve'), Type.Literal('deny')]),
@@ -41,10 +46,11 @@ const Approval = Type.Object(
   { additionalProperties: false },
 );
 
+const byPipelineId = { parameters: { id: '$response.body#/pipelineId' } };
+
 export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, objects, storageScopes } = app.platform;
   const clusters = app.platform.clusters;
-  const clusterNames = new Set(Object.keys(clusters));
   const quotas = new GpuQuotaStore(db);
 
   await app.register(
@@ -55,17 +61,21 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
         path: '/pipelines',
         summary:
           'Fine-tune → conversion → (approval) → rollout as one workflow with a child workflow per step; stops at the first failure',
-        body: PipelineBody,
+        body: pipelineBody(clusters, app.platform.podMetadataKeys),
         errors: [404, 409],
         statusUrl: (key) => `/v1/pipelines/${key}`,
+        links: {
+          status: linkTo('GET /v1/pipelines/{id}', byPipelineId),
+          cancel: linkTo('POST /v1/pipelines/{id}/cancel', byPipelineId),
+          approve: linkTo('POST /v1/pipelines/{id}/approvals', byPipelineId),
+        },
         plan: async (body, run) => {
           const { tenantId, key } = run;
           const childKey = pipelineChildKey(key);
           // Everything is checked before the start: a refused pipeline leaves no workflow or claim behind.
-          checkConversionBody(body.conversion, clusters, 'body.conversion');
-          checkDeployBody(body.rollout, clusterNames, app.platform.podMetadataKeys, 'body.rollout');
+          checkConversionBody(body.conversion, 'body.conversion');
           const fineTune = await validateFineTune(
-            { registry, objects, quotas, clusters: clusterNames, storageScopes },
+            { registry, objects, quotas, storageScopes },
             tenantId,
             body.fineTune,
             workflowId(fineTuneContract.kind, tenantId, childKey),
@@ -113,11 +123,13 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
       path: '/pipelines/:id',
       read: {
         summary: "Where a pipeline stands: stage, each child's workflow id and outcome, failure reason, approval",
+        response: PipelineRead,
       },
       cancel: { summary: 'Cancel a pipeline: the running child workflow is cancelled with it' },
       approvals: {
         summary: 'Approve or deny the rollout of a pipeline waiting at its approval gate',
         body: Approval,
+        response: PipelineStatusSchema,
       },
     }),
   );

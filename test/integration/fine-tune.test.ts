@@ -181,7 +181,7 @@ describe('fine-tuning', () => {
       ],
       [
         request(modelId, datasetUri, { resources: { gpuCount: 3, gpuProduct: nodes.product } }),
-        400,
+        409,
         'body.resources.gpuCount',
       ],
       [request(modelId, datasetUri, { method: 'dpo' }), 400, 'body.method'],

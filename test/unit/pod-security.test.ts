@@ -10,7 +10,13 @@ import {
   tenantWorkerRoleBinding,
 } from '../../activities/kubernetes/tenant-namespace';
 import { ConfigError, loadConfig } from '../../common/config';
-import { forbiddenEnvName, forbiddenPodMetadataKey, podMetadataKeysOf } from '../../common/workload-policy';
+import {
+  FORBIDDEN_ENV_PATTERN,
+  forbiddenEnvName,
+  forbiddenPodMetadataKey,
+  podMetadataKeyPattern,
+  podMetadataKeysOf,
+} from '../../common/workload-policy';
 import { ClusterFailures } from '../../contracts/cluster';
 import { servingSpec as serving, tenantWorkloads } from '../support/workloads';
 
@@ -202,6 +208,46 @@ describe('workload policy', () => {
       expect(forbiddenPodMetadataKey(key, allowed)).toMatch(/LLMHUB_POD_METADATA_KEYS/);
     }
     expect(forbiddenPodMetadataKey('-bad', allowed)).toMatch(/not a valid/);
+  });
+
+  it("the request schemas' patterns refuse exactly what the checks refuse", () => {
+    const env = new RegExp(FORBIDDEN_ENV_PATTERN);
+    for (const name of [
+      'LD_PRELOAD',
+      'ld_library_path',
+      'Node_Options',
+      'PATH',
+      'path',
+      'LLMHUB_X',
+      'aws_key',
+      'IFS',
+    ]) {
+      expect({ name, refused: env.test(name) }).toEqual({ name, refused: true });
+    }
+    for (const name of ['PATHS', 'MY_PATH', 'LOG_LEVEL', 'HF_TOKEN', 'XLD_', 'IFS2', 'CUDA_VISIBLE_DEVICES']) {
+      expect({ name, refused: env.test(name) }).toEqual({ name, refused: forbiddenEnvName(name) !== undefined });
+    }
+    const allowed = podMetadataKeysOf('llmhub.dev/kwok-behaviour,example.com/');
+    const keys = new RegExp(podMetadataKeyPattern(allowed));
+    for (const key of [
+      'team',
+      'a',
+      'llmhub.dev/kwok-behaviour',
+      'example.com/anything',
+      'example.com/-bad',
+      'exampleXcom/anything',
+      'sidecar.istio.io/inject',
+      'llmhub.dev/tenant',
+      '-bad',
+      'bad-',
+      'x'.repeat(64),
+    ]) {
+      expect({ key, allowed: keys.test(key) }).toEqual({
+        key,
+        allowed: forbiddenPodMetadataKey(key, allowed) === undefined,
+      });
+    }
+    expect(new RegExp(podMetadataKeyPattern([])).test('example.com/x')).toBe(false);
   });
 });
 
