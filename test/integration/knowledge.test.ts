@@ -209,7 +209,6 @@ describe('document ingestion and search', () => {
     expect(overlap.json().error.details.field).toBe('body.chunking.overlap');
     const embedder = await post({ source, embedder: 'nope' });
     expect(embedder.json().error.details.field).toBe('body.embedder');
-    // Well-formed but outside the tenant's storage scope: forbidden, naming the field.
     const platformBucket = await post({ source: { type: 's3', bucket: 'llmhub', prefix: `tenants/${rival.id}/` } });
     // Outside the tenant's storage scope: forbidden (403), the same whether the bucket exists.
     expect(platformBucket.statusCode).toBe(403);
