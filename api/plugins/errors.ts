@@ -232,6 +232,12 @@ export const errorsPlugin = fp(
       return reply.status(status).send(body);
     });
     app.setNotFoundHandler(noRoute);
+    // The router matches `/v1/knowledge/` to `/v1/knowledge/:namespace` with an empty namespace; the document (and
+    // this API) has no such path. After authentication, as for every route.
+    app.addHook('preValidation', async (request, reply) => {
+      const params = request.params as Record<string, unknown> | undefined;
+      if (params && Object.values(params).some((v) => v === '')) return noRoute(request, reply);
+    });
   },
   { name: 'errors' },
 );

@@ -40,11 +40,15 @@ const schemaMap = (v: unknown, f: (s: Schema) => Schema) =>
   isSchema(v) ? Object.fromEntries(Object.entries(v).map(([k, s]) => [k, isSchema(s) ? f(s) : s])) : v;
 
 /**
- * A copy of a request schema in which free strings (no pattern, format, enum or const of their own) and the keys of
- * open maps say they take no NUL, so the document promises what the hook enforces. Copies: schemas are shared.
+ * A copy of a request schema as the route really checks it, for the document: free strings (no pattern, format, enum
+ * or const of their own) and the keys of open maps take no NUL (the hook below enforces it), and a property with a
+ * default is not required (the validator fills it in). Copies: schemas are shared.
  */
 export function storableTextSchema(schema: Schema): Schema {
   const out: Schema = { ...schema };
+  const props = out.properties;
+  if (Array.isArray(out.required) && isSchema(props))
+    out.required = out.required.filter((k: string) => !(isSchema(props[k]) && 'default' in props[k]));
   if (out.type === 'string' && !('pattern' in out || 'format' in out || 'enum' in out || 'const' in out))
     out.pattern = STORABLE;
   if (out.properties) out.properties = schemaMap(out.properties, storableTextSchema);

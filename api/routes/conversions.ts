@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { conversionContract, ConversionTargets } from '../../contracts/conversion';
 import type { ClusterSettings } from '../../common/config';
 import { conversionClaimOf, conversionInputOf, conversionOptionsOf } from '../../common/conversion-plan';
-import { BadRequestError, NotFoundError } from '../../common/errors';
+import { NotFoundError } from '../../common/errors';
 import { workflowId } from '../../contracts/operations';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { ConversionStore, type ConversionRecord } from '../../common/store/conversions';
@@ -97,14 +97,6 @@ export const convertBody = (clusters: string[]) =>
   );
 export type ConvertBody = Static<ReturnType<typeof convertBody>>;
 
-/** The checks JSON Schema cannot state; `at` names the body's part in errors (a pipeline nests the conversion). */
-export function checkConversionBody(body: Pick<ConvertBody, 'validation'>, at = 'body'): void {
-  const samples = body.validation?.samples;
-  if (samples) {
-    if (samples.some((row) => row.length !== samples[0]!.length))
-      throw new BadRequestError('every validation sample must have the same length', `${at}.validation.samples`);
-  }
-}
 const Started = Type.Object({
   conversionId: Type.String(),
   workflowId: Type.String(),
@@ -156,7 +148,6 @@ export const conversionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const body = request.body;
-      checkConversionBody(body);
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
       const id = workflowId(conversionContract.kind, tenantId, key);
       const input = await conversionInputOf(registry, {

@@ -66,6 +66,7 @@ const podMetadata = <T extends TSchema>(allowed: readonly string[], value: T) =>
   Type.Unsafe<Record<string, Static<T>>>({
     type: 'object',
     patternProperties: { [podMetadataKeyPattern(allowed)]: value },
+    propertyNames: { pattern: podMetadataKeyPattern(allowed) },
     additionalProperties: false,
     maxProperties: 32,
   });

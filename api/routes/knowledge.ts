@@ -190,6 +190,10 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
             description: 'the file name, with the extension of a supported type (pdf, docx, html, md, txt)',
           }),
         }),
+        // Any content type: the bytes are stored as sent and parsed by the name's extension at ingestion.
+        body: {
+          content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', minLength: 1 } } },
+        },
         response: {
           201: Type.Object({ documentId: Type.String(), uri: Type.String(), sizeBytes: Type.Integer() }),
           ...errorResponses(400, 413),
@@ -261,8 +265,6 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
           objectUri({ bucket: body.source.bucket, key: body.source.prefix || '_' }),
           'body.source.bucket',
         );
-      if (body.chunking.overlap >= body.chunking.size)
-        throw new BadRequestError('chunking.overlap must be smaller than chunking.size', 'body.chunking.overlap');
       const existing = await knowledge.getNamespace(tenantId, namespace);
       // The namespace's points are in another embedder's space: a conflict with what is stored, not a bad request.
       if (existing && existing.embedderId !== body.embedder) {
@@ -276,7 +278,12 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
         namespace,
         ingestionId: key,
         ...body,
-        chunking: body.chunking as IngestionInput['chunking'],
+        // Each chunk must advance: an overlap of the whole size or more is the most there can be, one less than the
+        // size (JSON Schema cannot relate two fields, and a schema-valid body is never refused).
+        chunking: {
+          ...body.chunking,
+          overlap: Math.min(body.chunking.overlap, body.chunking.size - 1),
+        } as IngestionInput['chunking'],
       };
       const { workflowId: id } = await startOperation<typeof ingestDocuments>(
         { db, temporal, taskQueue },

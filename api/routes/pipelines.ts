@@ -10,7 +10,7 @@ import { fineTuneContract } from '../../contracts/fine-tune';
 import { operationRoutes } from '../operation-routes';
 import { PipelineRead, PipelineStatusSchema } from '../operation-schemas';
 import { linkTo } from '../openapi-links';
-import { checkConversionBody, conversionClusters, convertBody } from './conversions';
+import { conversionClusters, convertBody } from './conversions';
 import { deployBody, rolloutInputOf } from './deployments';
 import { resolveResources } from '../../common/resources';
 import { fineTuneBody, validateFineTune } from './fine-tunes';
@@ -73,7 +73,6 @@ export const pipelineRoutes: FastifyPluginAsyncTypebox = async (app) => {
           const { tenantId, key } = run;
           const childKey = pipelineChildKey(key);
           // Everything is checked before the start: a refused pipeline leaves no workflow or claim behind.
-          checkConversionBody(body.conversion, 'body.conversion');
           const fineTune = await validateFineTune(
             { registry, objects, quotas, storageScopes },
             tenantId,

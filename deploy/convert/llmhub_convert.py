@@ -119,7 +119,11 @@ def publish(result, uri, data):
 
 def validation_samples(samples_uri, count, seed, in_dim):
     if samples_uri:
-        x = np.asarray(json.loads(get_bytes(samples_uri)), dtype=np.float32)
+        rows = json.loads(get_bytes(samples_uri))
+        widths = sorted({len(r) for r in rows if isinstance(r, list)})
+        if len(widths) > 1:
+            raise ValueError(f"validation samples have rows of {widths} values; the model takes {in_dim} per row")
+        x = np.asarray(rows, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != in_dim:
             raise ValueError(f"validation samples have shape {list(x.shape)}; the model takes [n, {in_dim}]")
         return x

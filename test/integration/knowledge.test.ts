@@ -204,9 +204,12 @@ describe('document ingestion and search', () => {
         headers: bearer(acme.keys.developer),
         payload,
       });
+    // An overlap past the size is the largest there can be (size - 1), so every chunk still advances.
     const overlap = await post({ source, chunking: { size: 200, overlap: 300 } });
-    expect(overlap.statusCode).toBe(400);
-    expect(overlap.json().error.details.field).toBe('body.chunking.overlap');
+    expect(overlap.statusCode).toBe(202);
+    const history = await p.temporal.workflow.getHandle(overlap.json().workflowId as string).fetchHistory();
+    const payload = history.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads![0]!.data!;
+    expect(JSON.parse(Buffer.from(payload).toString('utf8')).chunking).toMatchObject({ size: 200, overlap: 199 });
     const embedder = await post({ source, embedder: 'nope' });
     expect(embedder.json().error.details.field).toBe('body.embedder');
     const platformBucket = await post({ source: { type: 's3', bucket: 'llmhub', prefix: `tenants/${rival.id}/` } });
