@@ -44,6 +44,53 @@ interface Scenario {
   recorder?: { label: string; cases?: Record<string, unknown> };
 }
 
+interface Operation {
+  deprecated?: boolean;
+  responses: Record<string, { content?: Record<string, { schema?: Record<string, unknown> }>; links?: object }>;
+}
+
+it('documents a real answer for every status of every operation, and every link names an operation', async () => {
+  const doc = (await (await fetch(`${baseUrl}/openapi.json`)).json()) as {
+    paths: Record<string, Record<string, Operation>>;
+  };
+  const problems: string[] = [];
+  const operations = Object.entries(doc.paths).flatMap(([path, item]) =>
+    Object.entries(item).map(([method, op]) => ({ label: `${method.toUpperCase()} ${path}`, op })),
+  );
+  expect(operations.length).toBeGreaterThan(80);
+  for (const { label, op } of operations) {
+    const codes = Object.keys(op.responses);
+    if (codes.includes('default')) problems.push(`${label}: a default response`);
+    // A deprecated operation may only refuse (PUT /v1/quotas/gpu: operators set quotas now).
+    if (!op.deprecated && !codes.some((c) => c.startsWith('2'))) problems.push(`${label}: no success response`);
+    for (const code of codes.filter((c) => c.startsWith('2') && c !== '204')) {
+      for (const [type, media] of Object.entries(op.responses[code]!.content ?? { none: {} })) {
+        const schema = media.schema ?? {};
+        const says = [
+          'properties',
+          'additionalProperties',
+          'patternProperties',
+          'anyOf',
+          'oneOf',
+          'allOf',
+          'items',
+          '$ref',
+        ];
+        if (schema.type === 'object' ? !says.some((k) => k in schema) : Object.keys(schema).length === 0)
+          problems.push(`${label}: ${code} ${type} has no schema that says what it holds`);
+      }
+    }
+    for (const [code, response] of Object.entries(op.responses))
+      for (const [name, link] of Object.entries((response.links ?? {}) as Record<string, { operationRef?: string }>)) {
+        const [, pointer = ''] = /^#\/paths\/(.*)\/(\w+)$/.exec(link.operationRef ?? '') ?? [];
+        const path = pointer.replaceAll('~1', '/').replaceAll('~0', '~');
+        const method = link.operationRef?.split('/').pop() ?? '';
+        if (!doc.paths[path]?.[method]) problems.push(`${label} ${code}: link ${name} names no operation`);
+      }
+  }
+  expect(problems).toEqual([]);
+});
+
 it('schemathesis finds no failure in any phase with every check', async () => {
   const python = execFileSync('bash', [path.join(ROOT, 'test/contract/install.sh')], { encoding: 'utf8' }).trim();
   const dir = process.env.LLMHUB_TEST_DATA!;
