@@ -63,8 +63,11 @@ function fieldOf(err: FastifyError): string | undefined {
   const base = [err.validationContext, ...v.instancePath.split('/').filter(Boolean)];
   const missing = (v.params as { missingProperty?: string }).missingProperty;
   const extra = (v.params as { additionalProperty?: string }).additionalProperty;
+  // A key refused by `propertyNames` (an env or pod-metadata name) is named itself, like a value.
+  const key = (v as { propertyName?: string }).propertyName ?? (v.params as { propertyName?: string }).propertyName;
   if (missing) base.push(missing);
   if (extra) base.push(extra);
+  if (key) base.push(key);
   return base.filter(Boolean).join('.');
 }
 

@@ -224,6 +224,7 @@ const samples = (placeholder: string) => [
   '/nonexistent/llmhub-matrix-command',
   '0'.repeat(64),
   '1Gi',
+  `${placeholder}.md`,
   '',
 ];
 
