@@ -14,7 +14,7 @@ export const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]
 
 /** An object URI as common/objectstore.ts parses it: a malformed one fails the schema, naming the field. */
 export const ObjectUri = Type.String({
-  pattern: '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$',
+  pattern: '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\u0000]+$',
   maxLength: 2048,
   description: "s3://bucket/key, in the tenant's storage scope (its own bucket or one granted to it)",
 });
@@ -25,3 +25,8 @@ export class MissingReferenceError extends PlatformError {
     super(404, 'not_found', message, { field });
   }
 }
+
+export const BucketName = Type.String({
+  pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$',
+  description: 'an S3 bucket name',
+});

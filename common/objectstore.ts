@@ -22,7 +22,8 @@ export interface ObjectRef {
 export class InvalidObjectUriError extends Error {}
 
 export function parseObjectUri(uri: string): ObjectRef {
-  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\/(.+)$/.exec(uri);
+  // A key is any text, line breaks included (S3 allows them; a knowledge source's prefix is free text).
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])\/([\s\S]+)$/.exec(uri);
   if (!m) throw new InvalidObjectUriError(`'${uri}' is not an object URI of the form s3://bucket/key`);
   return { bucket: m[1]!, key: m[2]! };
 }

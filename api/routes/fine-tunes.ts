@@ -45,7 +45,7 @@ export const fineTuneBody = (clusters: string[]) =>
     {
       baseModel: Type.Object({ modelId: ResourceId, version: VersionId }, { additionalProperties: false }),
       datasetUri: Type.String({
-        pattern: '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+$',
+        pattern: '^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\u0000]+$',
         maxLength: 1024,
         description: "JSONL in object storage, s3://bucket/key, in the tenant's storage scope",
       }),

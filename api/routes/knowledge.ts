@@ -1,3 +1,4 @@
+import { BucketName } from '../resource-schemas';
 import { NAMESPACE_KEYS, DOCUMENT_KEYS } from '../../common/store/knowledge';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
@@ -22,7 +23,7 @@ const Source = Type.Union([
   Type.Object(
     {
       type: Type.Literal('s3'),
-      bucket: Type.String({ minLength: 3, maxLength: 63 }),
+      bucket: BucketName,
       prefix: Type.String({ maxLength: 1024 }),
     },
     { additionalProperties: false },

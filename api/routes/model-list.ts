@@ -74,12 +74,14 @@ const CreateModel = Type.Object(
   { additionalProperties: false },
 );
 
-/** From an answer naming a model (its `id` or `modelId`) to the reads and steering calls of it. */
+/**
+ * From an answer naming a model (its `id` or `modelId`) to the reads and steering calls of it; not to its route, which
+ * exists only once a rollout or PUT .../route set one.
+ */
 const modelLinks = (modelId: string) => ({
   get: linkTo('GET /v1/models/{modelId}', { parameters: { modelId } }),
   versions: linkTo('GET /v1/models/{modelId}/versions', { parameters: { modelId } }),
   registerVersion: linkTo('POST /v1/models/{modelId}/versions', { parameters: { modelId } }),
-  route: linkTo('GET /v1/models/{modelId}/route', { parameters: { modelId } }),
   setRoute: linkTo('PUT /v1/models/{modelId}/route', { parameters: { modelId } }),
 });
 

@@ -16,7 +16,7 @@ import {
   type TenantDeletionStatus,
 } from '../../contracts/tenant-deletion';
 import { linkTo } from '../openapi-links';
-import { MissingReferenceError, NoContent, StringEnum } from '../resource-schemas';
+import { BucketName, NoContent, StringEnum } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 
 const TenantId = Type.String({ pattern: TENANT_ID_PATTERN, description: 'lower-case letters, digits, -' });
@@ -38,7 +38,6 @@ const Tenant = Type.Object({
     grants: Type.Array(Type.String(), { description: 'Buckets granted to it besides: read only' }),
   }),
 });
-const BucketName = Type.String({ pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$', description: 'an S3 bucket name' });
 /** The ceiling as a body: a ceiling without either limit limits nothing. */
 const CeilingBody = Type.Object(Ceiling.properties, {
   additionalProperties: false,
@@ -372,7 +371,7 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
           { grants: Type.Array(BucketName, { maxItems: 100, uniqueItems: true }) },
           { additionalProperties: false },
         ),
-        response: { 200: Tenant, ...errorResponses(400, 404) },
+        response: { 200: Tenant, ...errorResponses(400, 404, 409) },
       },
     },
     async (request) => {
@@ -389,7 +388,10 @@ export const platformRoutes: FastifyPluginAsyncTypebox<{ defaults: { gpus: numbe
       // Every bucket is checked before anything changes, so a refused call grants nothing.
       for (const [i, bucket] of wanted.entries())
         if (!(await objects.hasBucket(bucket)))
-          throw new MissingReferenceError(`bucket '${bucket}' does not exist`, `body.grants.${i}`);
+          // 409, not 404: the tenant this path names exists; the object store does not hold the bucket (yet).
+          throw new ConflictError(`bucket '${bucket}' does not exist in the object store`, {
+            field: `body.grants.${i}`,
+          });
       const held = await storageScopes.grantsOf(id);
       // The bucket policy first: a revocation takes effect at the S3 server before the API stops listing it.
       for (const bucket of [...new Set([...held, ...wanted])])

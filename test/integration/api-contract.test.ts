@@ -95,8 +95,6 @@ it('schemathesis finds no failure in any phase with every check', async () => {
   const python = execFileSync('bash', [path.join(ROOT, 'test/contract/install.sh')], { encoding: 'utf8' }).trim();
   const dir = process.env.LLMHUB_TEST_DATA!;
   const auth = path.join(dir, 'contract-auth.json');
-  const config = path.join(dir, 'contract.toml');
-  const events = path.join(dir, 'contract-events.ndjson');
   const header = (key: string) => [{ name: 'Authorization', value: `Bearer ${key}` }];
   await writeFile(
     auth,
@@ -110,59 +108,78 @@ it('schemathesis finds no failure in any phase with every check', async () => {
     { mode: 0o600 },
   );
   const base = await readFile(path.join(ROOT, 'test/contract/schemathesis.toml'), 'utf8');
-  await writeFile(
-    config,
-    `${base}\n[auth.wfc]\npath = ${JSON.stringify(auth)}\npeers = ["acme-admin", "other-admin"]\n`,
-  );
-  const args = [
-    '-m',
-    'schemathesis.cli',
-    '--config-file',
-    config,
-    'run',
-    `${baseUrl}/openapi.json`,
-    '--checks',
-    'all',
-    '--phases',
-    'examples,coverage,fuzzing,stateful',
-    '--seed',
-    String(SEED),
-    '--max-examples',
-    String(MAX_EXAMPLES),
-    '--report',
-    'ndjson',
-    '--report-ndjson-path',
-    events,
-    ...(INCLUDE ? ['--include-path-regex', INCLUDE] : []),
+  /**
+   * Two runs, each with one identity, so a created object is read back by whoever created it: tenant routes as
+   * acme's admin (other's admin is the peer the object-level checks replay acme's reads as), platform routes as the
+   * operator.
+   */
+  const runs = [
+    {
+      name: 'tenant routes',
+      user: 'acme-admin',
+      peers: '["acme-admin", "other-admin"]',
+      filter: '--exclude-path-regex',
+    },
+    { name: 'platform routes', user: 'platform-operator', peers: undefined, filter: '--include-path-regex' },
   ];
-  console.log(`schemathesis ${args.slice(4).join(' ')}`);
-  const output: string[] = [];
-  const code = await new Promise<number | null>((resolve, reject) => {
-    // In the run's data dir: schemathesis keeps its state (.schemathesis/) in the working directory.
-    const child = spawn(python, args, { cwd: dir, env: { ...process.env, NO_COLOR: '1', COLUMNS: '120' } });
-    child.stdout.on('data', (d: Buffer) => output.push(d.toString()));
-    child.stderr.on('data', (d: Buffer) => output.push(d.toString()));
-    child.on('error', reject);
-    child.on('exit', resolve);
-  });
-  const text = output.join('');
-
   const cases = new Map<string, number>();
-  for (const line of (await readFile(events, 'utf8')).split('\n')) {
-    if (!line) continue;
-    const finished = (JSON.parse(line) as { ScenarioFinished?: Scenario }).ScenarioFinished;
-    const r = finished?.recorder;
-    if (r) cases.set(r.label, (cases.get(r.label) ?? 0) + Object.keys(r.cases ?? {}).length);
+  for (const run of runs) {
+    const config = path.join(dir, `contract-${run.user}.toml`);
+    const events = path.join(dir, `contract-${run.user}.ndjson`);
+    const peers = run.peers ? `peers = ${run.peers}\n` : '';
+    await writeFile(config, `${base}\n[auth.wfc]\npath = ${JSON.stringify(auth)}\nuser = "${run.user}"\n${peers}`);
+    const args = [
+      '-m',
+      'schemathesis.cli',
+      '--config-file',
+      config,
+      'run',
+      `${baseUrl}/openapi.json`,
+      '--checks',
+      'all',
+      '--phases',
+      'examples,coverage,fuzzing,stateful',
+      '--seed',
+      String(SEED),
+      '--max-examples',
+      String(MAX_EXAMPLES),
+      '--report',
+      'ndjson',
+      '--report-ndjson-path',
+      events,
+      run.filter,
+      '^/v1/platform/',
+      ...(INCLUDE ? ['--include-path-regex', INCLUDE] : []),
+    ];
+    console.log(`schemathesis (${run.name}, as ${run.user}) ${args.slice(4).join(' ')}`);
+    const output: string[] = [];
+    const code = await new Promise<number | null>((resolve, reject) => {
+      // In the run's data dir: schemathesis keeps its state (.schemathesis/) in the working directory.
+      const child = spawn(python, args, { cwd: dir, env: { ...process.env, NO_COLOR: '1', COLUMNS: '120' } });
+      child.stdout.on('data', (d: Buffer) => output.push(d.toString()));
+      child.stderr.on('data', (d: Buffer) => output.push(d.toString()));
+      child.on('error', reject);
+      child.on('exit', resolve);
+    });
+    const text = output.join('');
+    const here = new Map<string, number>();
+    for (const line of (await readFile(events, 'utf8')).split('\n')) {
+      if (!line) continue;
+      const finished = (JSON.parse(line) as { ScenarioFinished?: Scenario }).ScenarioFinished;
+      const r = finished?.recorder;
+      if (r) here.set(r.label, (here.get(r.label) ?? 0) + Object.keys(r.cases ?? {}).length);
+    }
+    for (const [label, n] of here) cases.set(label, (cases.get(label) ?? 0) + n);
+    const perOperation = [...here.entries()]
+      .sort(([x], [y]) => x.localeCompare(y))
+      .map(([label, n]) => `${String(n).padStart(6)}  ${label}`);
+    // The summary and the cases each operation got, in the CI log.
+    console.log(
+      `schemathesis, ${run.name} as ${run.user} (seed ${SEED}): cases per operation\n${perOperation.join('\n')}\n\n${text.slice(text.indexOf('=== SUMMARY') - 40)}`,
+    );
+    if (code !== 0) console.log(text);
+    expect({ run: run.name, code }).toEqual({ run: run.name, code: 0 });
+    expect(text).toMatch(/Tested: (\d+)/);
   }
-  const perOperation = [...cases.entries()]
-    .sort(([a], [b]) => a.localeCompare(b))
-    .map(([label, n]) => `${String(n).padStart(6)}  ${label}`);
-  // The summary and the cases each operation got, in the CI log.
-  console.log(
-    `schemathesis (seed ${SEED}): cases per operation\n${perOperation.join('\n')}\n\n${text.slice(text.indexOf('=== SUMMARY') - 40)}`,
-  );
-  if (code !== 0) console.log(text);
-  expect(code).toBe(0);
-  expect(text).toMatch(/Tested: (\d+)/);
   expect(cases.size).toBeGreaterThan(INCLUDE ? 0 : 80);
 });

@@ -96,11 +96,11 @@ describe("the S3 server itself keeps a tenant's keys in its scope", () => {
     expect(await outcome(mine.list(shared, ''))).toBe('AccessDenied');
   });
 
-  it('grants refuse the platform bucket, tenant buckets (403) and missing buckets (404), naming the entry; tenant admins get 403', async () => {
+  it('grants refuse the platform bucket, tenant buckets (403) and missing buckets (409), naming the entry; tenant admins get 403', async () => {
     for (const [bucket, status] of [
       [loadConfig().PLATFORM_BUCKET, 403],
       [rival.bucket, 403],
-      [uniqueId('missing'), 404],
+      [uniqueId('missing'), 409],
     ] as const) {
       const res = await operator('PUT', `/tenants/${acme.id}/storage`, { grants: [shared, bucket] });
       expect({ bucket, status: res.statusCode, field: res.json().error.details.field }).toEqual({
