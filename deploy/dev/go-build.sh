@@ -30,3 +30,11 @@ go_cached_build() {
   touch "$dest/.complete"
   go_step "done: cold build of $name took $(($(date +%s) - GO_BUILD_START))s; in $dest"
 }
+
+# go_bins_complete <dest> <binary>...: the build at <dest> finished and holds each binary in its bin/.
+go_bins_complete() {
+  local dest=$1 b
+  shift
+  [[ -f "$dest/.complete" ]] || return 1
+  for b in "$@"; do [[ -x "$dest/bin/$b" ]] || return 1; done
+}

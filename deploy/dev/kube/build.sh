@@ -31,11 +31,7 @@ if [[ "${1:-}" == "--print-bin-dir" ]]; then
   exit 0
 fi
 
-complete() {
-  [[ -f "$DEST/.complete" ]] || return 1
-  local b
-  for b in "${BINARIES[@]}"; do [[ -x "$BIN/$b" ]] || return 1; done
-}
+complete() { go_bins_complete "$DEST" "${BINARIES[@]}"; }
 
 build() {
   local stage=$1
