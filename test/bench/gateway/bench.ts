@@ -482,48 +482,54 @@ async function main(): Promise<void> {
         )} ms`,
       );
     }
-    await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
-    console.log(
-      `\n${STREAMS} streams open at all times (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream); ` +
-        `${DIRECT_STREAM_SECONDS} s direct, ${STREAM_SECONDS} s through each proxy; RSS as its highest value in each ${SPAN_SECONDS} s`,
-    );
-    const base = await steadyStreams(direct, model.pid, DIRECT_STREAM_SECONDS);
-    console.log(
-      `direct     ${base.streams} streams, TTFT p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms`,
-    );
-    for (const [t, pid] of [
-      [rawProxy, raw.pid],
-      [gateway, api.pid],
-    ] as const) {
-      const from = await uptimeMs(api.pid);
-      const run = await steadyStreams(t, pid, STREAM_SECONDS);
+    async function longStreams(): Promise<void> {
+      await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
       console.log(
-        `${t.name.padEnd(10)} ${run.streams} streams, TTFT p50 ${run.ttftP50.toFixed(1)} ms p99 ${run.ttftP99.toFixed(1)} ms (added p50 ${(run.ttftP50 - base.ttftP50).toFixed(1)} ms); ` +
-          `RSS MiB ${rssBySpan(run)}`,
+        `\n${STREAMS} streams open at all times (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream); ` +
+          `${DIRECT_STREAM_SECONDS} s direct, ${STREAM_SECONDS} s through each proxy; RSS as its highest value in each ${SPAN_SECONDS} s`,
       );
-      if (t === gateway) {
-        const full = (await gcPauses(api.logFile)).filter((g) => g.kind === 'full' && g.at >= from);
+      const base = await steadyStreams(direct, model.pid, DIRECT_STREAM_SECONDS);
+      console.log(
+        `direct     ${base.streams} streams, TTFT p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms`,
+      );
+      for (const [t, pid] of [
+        [rawProxy, raw.pid],
+        [gateway, api.pid],
+      ] as const) {
+        const from = await uptimeMs(api.pid);
+        const run = await steadyStreams(t, pid, STREAM_SECONDS);
         console.log(
-          `  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(scrape)}`,
+          `${t.name.padEnd(10)} ${run.streams} streams, TTFT p50 ${run.ttftP50.toFixed(1)} ms p99 ${run.ttftP99.toFixed(1)} ms (added p50 ${(run.ttftP50 - base.ttftP50).toFixed(1)} ms); ` +
+            `RSS MiB ${rssBySpan(run)}`,
         );
+        if (t === gateway) {
+          const full = (await gcPauses(api.logFile)).filter((g) => g.kind === 'full' && g.at >= from);
+          console.log(
+            `  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(scrape)}`,
+          );
+        }
       }
+      // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
+      // there until V8 next marks it, and RSS climbs between full GCs: the run is long enough to show whether the
+      // peaks stay level. Once idle, V8's memory reducer gives memory back; the heap left after each full collection
+      // is what is really held, the figure a leak would grow.
+      const fullGcs = async () => (await gcPauses(api.logFile)).filter((g) => g.kind === 'full');
+      const beforeIdle = (await fullGcs()).length;
+      const idle: number[] = [];
+      for (let s = 0; s < IDLE_SECONDS && (await fullGcs()).length === beforeIdle; s++) {
+        await new Promise((r) => setTimeout(r, 1_000));
+        idle.push(await rssOf(api.pid));
+      }
+      const gcs = await fullGcs();
+      console.log(
+        `gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`,
+      );
+      console.log(
+        `gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(scrape)}`,
+      );
     }
-    // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
-    // there until V8 next marks it, and RSS climbs between full GCs: the run is long enough to show whether the
-    // peaks stay level. Once idle, V8's memory reducer gives memory back; the heap left after each full collection
-    // is what is really held, the figure a leak would grow.
-    const fullGcs = async () => (await gcPauses(api.logFile)).filter((g) => g.kind === 'full');
-    const beforeIdle = (await fullGcs()).length;
-    const idle: number[] = [];
-    for (let s = 0; s < IDLE_SECONDS && (await fullGcs()).length === beforeIdle; s++) {
-      await new Promise((r) => setTimeout(r, 1_000));
-      idle.push(await rssOf(api.pid));
-    }
-    const gcs = await fullGcs();
-    console.log(
-      `gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`,
-    );
-    console.log(`gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(scrape)}`);
+    // BENCH_STREAM_SECONDS=0 ends the run with the request rounds (a quick look, or a profile of them alone).
+    if (STREAM_SECONDS > 0) await longStreams();
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
