@@ -65,9 +65,10 @@ const rowOf = (request: FastifyRequest, reply: FastifyReply): AuditEntry => {
 
 /**
  * One audit row per non-public call. Control routes write theirs before the response leaves, so a client that got
- * an answer can rely on the row existing (concurrent calls' rows share an INSERT: AuditWriter). Inference calls and streams (hijacked replies) get theirs when the reply
- * ends (status, bytes, duration, whether the client went away; model, version and tokens for inference), buffered
- * per replica and written in batches, so the gateway makes no database round trip per call. Calls refused for
+ * an answer can rely on the row existing (concurrent calls' rows share an INSERT: AuditWriter). Inference calls and
+ * streams (hijacked replies) get theirs when the reply ends (status, bytes, duration, whether the client went away;
+ * model, version and tokens for inference), buffered per replica and written in batches, so the gateway makes no
+ * database round trip per call. Calls refused for
  * missing or invalid credentials are counted per source address and minute instead of a row each.
  */
 export const auditPlugin = fp(
