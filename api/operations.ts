@@ -50,17 +50,23 @@ export async function startOperation<W extends Workflow>(
 ): Promise<{ workflowId: string; fresh: boolean }> {
   const kind = op.contract.kind;
   const id = workflowId(kind, op.tenantId, op.key);
-  const claim = await inTransaction(deps.db, async (c) => {
-    const claimed = await claimIdempotencyKey(c, {
+  const claimOn = (q: Pool | PoolClient) =>
+    claimIdempotencyKey(q, {
       tenantId: op.tenantId,
       kind,
       key: op.key,
       bodyHash: canonicalHash(op.request),
       workflowId: id,
     });
-    if (claimed.fresh) await op.prepare?.(c, id);
-    return claimed;
-  });
+  const prepare = op.prepare;
+  // Without rows of its own the claim is one statement: no transaction (BEGIN and COMMIT are two round trips more).
+  const claim = prepare
+    ? await inTransaction(deps.db, async (c) => {
+        const claimed = await claimOn(c);
+        if (claimed.fresh) await prepare(c, id);
+        return claimed;
+      })
+    : await claimOn(deps.db);
   try {
     await deps.temporal.workflow.start<W>(op.contract.workflowType, {
       ...op.options,

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 import type { Logger } from '../../common/logger';
 import type { AuditEntry, AuditStore } from '../../common/store/audit';
 import { AuditBuffer } from './audit-buffer';
+import { AuditWriter } from './audit-writer';
 import { isPublic, PLATFORM_ADMIN } from './auth';
 
 /** What a reply the route wrote itself (`reply.hijack()`) tells its row when it ends. */
@@ -64,14 +65,16 @@ const rowOf = (request: FastifyRequest, reply: FastifyReply): AuditEntry => {
 
 /**
  * One audit row per non-public call. Control routes write theirs before the response leaves, so a client that got
- * an answer can rely on the row existing. Inference calls and streams (hijacked replies) get theirs when the reply
- * ends (status, bytes, duration, whether the client went away; model, version and tokens for inference), buffered
- * per replica and written in batches, so the gateway makes no database round trip per call. Calls refused for
+ * an answer can rely on the row existing (concurrent calls' rows share an INSERT: AuditWriter). Inference calls and
+ * streams (hijacked replies) get theirs when the reply ends (status, bytes, duration, whether the client went away;
+ * model, version and tokens for inference), buffered per replica and written in batches, so the gateway makes no
+ * database round trip per call. Calls refused for
  * missing or invalid credentials are counted per source address and minute instead of a row each.
  */
 export const auditPlugin = fp(
   async (app: FastifyInstance, opts: { audit: AuditStore; flushMs: number; logger: Logger }) => {
     const buffer = new AuditBuffer({ store: opts.audit, flushMs: opts.flushMs, logger: opts.logger });
+    const writer = new AuditWriter(opts.audit);
     app.addHook('onClose', () => buffer.close());
     app.decorateRequest('auditWorkflowId', undefined);
     app.decorateRequest('auditModel', undefined);
@@ -90,7 +93,7 @@ export const auditPlugin = fp(
         return payload;
       }
       try {
-        await opts.audit.record(row);
+        await writer.write(row);
       } catch (err) {
         // The response is already decided; failing it now would hide what happened from the caller too.
         request.log.error({ err, audit: true }, 'audit write failed');

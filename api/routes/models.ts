@@ -9,7 +9,7 @@ import { ModelIdKey } from '../../contracts/search-attributes';
 import type { registerModelVersion } from '../../workflows';
 import { ConversionStore } from '../../common/store/conversions';
 import { LineageStore, type LineageEntry } from '../../common/store/lineage';
-import { inTransaction } from '../../common/store/pool';
+import { FOREIGN_KEY_VIOLATION, inTransaction } from '../../common/store/pool';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { RoutingStore } from '../../common/store/routing';
 import { linkTo } from '../openapi-links';
@@ -184,11 +184,17 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { modelId } = request.params;
       const { version, artifactUri } = request.body;
-      // A path naming no model of the tenant's is 404 whatever the body says (prepare checks again, in its transaction).
-      if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
-      await checkUriInScope(storageScopes, tenantId, artifactUri, 'body.artifactUri');
+      // Both looked up at once; a path naming no model of the tenant's is 404 whatever the body says (the version's
+      // foreign key checks again, in the claim's transaction).
+      const [model, inScope] = await Promise.allSettled([
+        registry.getModel(tenantId, modelId),
+        checkUriInScope(storageScopes, tenantId, artifactUri, 'body.artifactUri'),
+      ]);
+      if (model.status === 'rejected') throw model.reason;
+      if (!model.value) throw new NotFoundError('model', modelId);
+      if (inScope.status === 'rejected') throw inScope.reason;
       const key = idempotencyKeyOf(request.headers['idempotency-key']);
-      const { workflowId } = await startOperation<typeof registerModelVersion>(
+      const { workflowId, fresh } = await startOperation<typeof registerModelVersion>(
         { db, temporal, taskQueue },
         {
           contract: modelRegistryContract,
@@ -202,8 +208,14 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
             workflowExecutionTimeout: '2 hours',
           },
           prepare: async (c, id) => {
-            if (!(await registry.getModel(tenantId, modelId, c))) throw new NotFoundError('model', modelId);
-            const res = await registry.insertVersion(c, tenantId, { modelId, version, artifactUri, workflowId: id });
+            const res = await registry
+              .insertVersion(c, tenantId, { modelId, version, artifactUri, workflowId: id })
+              .catch((err: unknown) => {
+                // The model went away since the check above.
+                if ((err as { code?: string }).code === FOREIGN_KEY_VIOLATION)
+                  throw new NotFoundError('model', modelId);
+                throw err;
+              });
             if (!res.created) {
               throw new ConflictError(`version '${version}' of model '${modelId}' is already registered`, {
                 field: 'body.version',
@@ -215,12 +227,15 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
         },
       );
       request.auditWorkflowId = workflowId;
-      const current = await registry.getVersion(tenantId, modelId, version);
+      // A fresh claim has just inserted the version as registering; only a repeat reads what it has become.
+      const state = fresh
+        ? 'registering'
+        : ((await registry.getVersion(tenantId, modelId, version))?.state ?? 'registering');
       return reply.status(202).send({
         workflowId,
         modelId,
         version,
-        state: current?.state ?? 'registering',
+        state,
         statusUrl: `/v1/models/${modelId}/versions/${encodeURIComponent(version)}`,
       });
     },

@@ -1,4 +1,4 @@
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { IdempotencyMismatchError } from '../errors';
 
 export interface IdempotencyClaim {
@@ -9,10 +9,11 @@ export interface IdempotencyClaim {
 
 /**
  * Claims (tenant, kind, key) for a request body. Concurrent claims serialise on the primary key:
- * the losers wait for the winner's transaction and then see its row. A repeat with another body is a 422.
+ * the losers wait for the winner's transaction and then see its row. A repeat with another body is a 422. On a pool
+ * (no transaction) a fresh claim is one statement.
  */
 export async function claimIdempotencyKey(
-  c: PoolClient,
+  c: Pool | PoolClient,
   k: { tenantId: string; kind: string; key: string; bodyHash: string; workflowId: string },
 ): Promise<IdempotencyClaim> {
   const ins = await c.query(

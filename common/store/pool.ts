@@ -2,6 +2,9 @@ import { Pool, type PoolClient } from 'pg';
 
 export type Db = Pool;
 
+/** PostgreSQL's SQLSTATE for a row whose foreign key names no row. */
+export const FOREIGN_KEY_VIOLATION = '23503';
+
 export function createPool(databaseUrl: string, max = 10): Pool {
   const pool = new Pool({ connectionString: databaseUrl, max });
   // An idle client's connection error must not crash the process; the pool replaces the client.

@@ -1,13 +1,17 @@
 /**
- * Gateway benchmark (`npm run bench:gateway`), not a test: on this machine, against the reference model server,
- * compares (a) direct calls, (b) a minimal raw node:http proxy and (c) the gateway (the compiled API process, as
- * production runs it, with auth, routing, limits and metering) for requests/s, CPU per request and latency added
- * at a fixed 2,000 requests/s; then time to first token and RSS with 1,000 streams open at all times (each caller
- * starts its next stream when one ends), long enough for the gateway to collect its old generation several times. The three targets are measured in BENCH_ROUNDS interleaved rounds, each ratio is taken within a
- * round, and the median and range over the rounds are printed: on a shared 2-core machine one round's figures
- * swing with whatever else runs.
+ * Gateway benchmark (`npm run bench:gateway`), not a test: on this machine compares (a) direct calls, (b) a minimal
+ * raw node:http proxy and (c) the gateway (the compiled gateway process, as production runs it, with auth, routing, a
+ * configured limit with leasing, metering, the batched audit writer and metrics) for requests/s, CPU per request and
+ * latency at a fixed 2,000 requests/s, and SSE streams/s (20 events each). Two upstreams, one row each: first a
+ * fixed-reply server that answers in microseconds (test/bench/gateway/fixed-upstream.mts), so the proxies' own cost
+ * is what is measured, then the reference model server (BENCH_UPSTREAMS picks, default `fixed,reference`). Then time to
+ * first token and RSS with 1,000 streams open at all times against the reference server (each caller starts its next
+ * stream when one ends), long enough for the gateway to collect its old generation several times. The targets are
+ * measured in BENCH_ROUNDS interleaved rounds, each ratio is taken within a round, and the median and range over the
+ * rounds are printed: on a shared 2-core machine one round's figures swing with whatever else runs.
  */
 import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Pool as HttpPool } from 'undici';
@@ -37,6 +41,9 @@ const STREAMS = 1_000;
 /** Each stream: first token after 200 ms, then 160 tokens 50 ms apart (8 s), long enough for a steady state to watch. */
 const STREAM_FAULTS = { ttftMs: 200, tokenIntervalMs: 50, replyTokens: 160 };
 const MODEL = 'bench-model';
+/** The model the gateway routes to the fixed-reply upstream. */
+const FIXED_MODEL = 'bench-fixed';
+const UPSTREAMS = (process.env.BENCH_UPSTREAMS ?? 'fixed,reference').split(',') as Array<'fixed' | 'reference'>;
 
 const node = (script: string, args: string[] = [], nodeFlags: string[] = []) => ({
   command: process.execPath,
@@ -79,6 +86,7 @@ const cpuSecondsOf = async (pid: number) => {
  * which, unlike requests/s, hardly depends on what else the (shared) machine is running.
  */
 async function throughput(t: Target, body: string): Promise<{ rps: number; cpuUsPerRequest: number }> {
+  // Closed loop for a stream too: each call reads the whole stream.
   const pool = new HttpPool(t.url, { connections: CONCURRENCY });
   const warmEnd = performance.now() + 1_000;
   await Promise.all(
@@ -254,6 +262,8 @@ interface RoundFigures {
   cpuUsPerRequest: number;
   p50: number;
   p99: number;
+  /** SSE streams/s and CPU per stream (fixed-reply upstream only). */
+  sse?: { rps: number; cpuUsPerRequest: number };
 }
 
 async function main(): Promise<void> {
@@ -263,13 +273,27 @@ async function main(): Promise<void> {
   try {
     const db = createPool(stack.env.DATABASE_URL!, 4);
     await migrate(db);
-    const [upPort, rawPort, apiPort] = [await freePort(), await freePort(), await freePort()];
+    const [upPort, fixedPort, rawPort, rawFixedPort, apiPort] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
     const model = await startProcess({
       name: 'reference-model',
       ...tsx('deploy/dev/model-server/main.ts', ['--port', String(upPort), '--name', 'bench']),
       dataDir,
     });
     procs.push(model);
+    const fixed = await startProcess({
+      name: 'fixed-upstream',
+      ...node('test/bench/gateway/fixed-upstream.mts'),
+      dataDir,
+      env: { PORT: String(fixedPort) },
+    });
+    procs.push(fixed);
+    // One raw proxy per upstream, as the gateway routes one model to each.
     const raw = await startProcess({
       name: 'raw-proxy',
       ...node('test/bench/gateway/raw-proxy.mts', [], proxyFlags),
@@ -277,6 +301,13 @@ async function main(): Promise<void> {
       env: { PORT: String(rawPort), UPSTREAM_URL: `http://127.0.0.1:${upPort}` },
     });
     procs.push(raw);
+    const rawFixed = await startProcess({
+      name: 'raw-proxy-fixed',
+      ...node('test/bench/gateway/raw-proxy.mts', [], proxyFlags),
+      dataDir,
+      env: { PORT: String(rawFixedPort), UPSTREAM_URL: `http://127.0.0.1:${fixedPort}` },
+    });
+    procs.push(rawFixed);
     // `npm run bench:gateway` compiles first; the gateway runs from dist/ as in production.
     const api = await startProcess({
       name: 'gateway',
@@ -293,6 +324,7 @@ async function main(): Promise<void> {
       operatorKey: (await tenants.createPlatformKey('bench-metrics')).key,
     };
     await serveModel(db, 'bench', MODEL, { '1': `http://127.0.0.1:${upPort}/v1` }, { stable: '1' });
+    await serveModel(db, 'bench', FIXED_MODEL, { '1': `http://127.0.0.1:${fixedPort}/v1` }, { stable: '1' });
     // Generous limits, so the leasing path runs without refusing anything.
     await new LimitStore(db).setLimit({
       tenantId: 'bench',
@@ -301,152 +333,203 @@ async function main(): Promise<void> {
       maxRequests: 10_000_000,
       maxTokens: 10_000_000_000,
     });
-    for (const port of [upPort, rawPort, apiPort])
+    for (const port of [upPort, fixedPort, rawPort, rawFixedPort, apiPort])
       await waitFor(
         `port ${port}`,
         async () => (await fetch(`http://127.0.0.1:${port}/v1/models`).catch(() => undefined)) !== undefined,
       );
 
     const json = { 'content-type': 'application/json' };
+    const gatewayHeaders = { ...json, authorization: `Bearer ${key}` };
     const direct: Target = { name: 'direct', url: `http://127.0.0.1:${upPort}`, pid: model.pid, headers: json };
     const rawProxy: Target = { name: 'raw proxy', url: `http://127.0.0.1:${rawPort}`, pid: raw.pid, headers: json };
     const gateway: Target = {
       name: 'gateway',
       url: `http://127.0.0.1:${apiPort}`,
       pid: api.pid,
-      headers: { ...json, authorization: `Bearer ${key}` },
+      headers: gatewayHeaders,
     };
-    const targets = [direct, rawProxy, gateway];
-    const body = JSON.stringify({
-      model: MODEL,
-      max_tokens: 8,
-      messages: [{ role: 'user', content: 'hello benchmark' }],
-    });
-    await waitFor(
-      'the gateway to route the model',
-      async () =>
-        await call(new HttpPool(gateway.url), gateway, body).then(
-          () => true,
-          () => false,
-        ),
-    );
+    const upstreams = {
+      fixed: {
+        title: 'fixed-reply upstream (answers in microseconds)',
+        model: FIXED_MODEL,
+        targets: [
+          { name: 'direct', url: `http://127.0.0.1:${fixedPort}`, pid: fixed.pid, headers: json },
+          { name: 'raw proxy', url: `http://127.0.0.1:${rawFixedPort}`, pid: rawFixed.pid, headers: json },
+          gateway,
+        ],
+      },
+      reference: { title: 'reference model server', model: MODEL, targets: [direct, rawProxy, gateway] },
+    };
+    const bodyOf = (m: string, stream = false) =>
+      JSON.stringify({
+        model: m,
+        max_tokens: 8,
+        ...(stream ? { stream: true } : {}),
+        messages: [{ role: 'user', content: 'hello benchmark' }],
+      });
+    for (const m of [MODEL, FIXED_MODEL])
+      await waitFor(
+        `the gateway to route ${m}`,
+        async () =>
+          await call(new HttpPool(gateway.url), gateway, bodyOf(m)).then(
+            () => true,
+            () => false,
+          ),
+      );
 
-    const rounds: Record<string, RoundFigures>[] = [];
-    const lags: { p99: number; max: number }[] = [];
-    const pauses: GcPause[][] = [];
     console.log(
-      `${ROUNDS} rounds; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s`,
+      `${ROUNDS} rounds per upstream; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s; ` +
+        `with the fixed-reply upstream also ${CONCURRENCY} callers of SSE streams (20 events) for ${DURATION_MS / 1000} s. ` +
+        `${os.cpus().length} cores, load average ${os
+          .loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}`,
     );
-    for (let r = 0; r < ROUNDS; r++) {
-      const round: Record<string, RoundFigures> = {};
-      // The order rotates, so no target always runs first (or last) in a round.
-      for (const t of [...targets.slice(r % 3), ...targets.slice(0, r % 3)]) {
-        const tp = await throughput(t, body);
-        // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
-        // stall inside the gateway shows here, and so does the OS not running the process; a busy load generator does not.
-        if (t === gateway) await eventLoopLag(scrape);
+    for (const which of UPSTREAMS) {
+      const { title, model: modelId, targets } = upstreams[which];
+      const body = bodyOf(modelId);
+      const sseBody = bodyOf(modelId, true);
+      const rounds: Record<string, RoundFigures>[] = [];
+      const lags: { p99: number; max: number }[] = [];
+      const pauses: GcPause[][] = [];
+      console.log(`\n== ${title}`);
+      for (let r = 0; r < ROUNDS; r++) {
+        const round: Record<string, RoundFigures> = {};
+        // The order rotates, so no target always runs first (or last) in a round.
+        for (const t of [...targets.slice(r % 3), ...targets.slice(0, r % 3)]) {
+          const tp = await throughput(t, body);
+          // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
+          // stall inside the gateway shows here, and so does the OS not running the process; a busy load generator does not.
+          if (t === gateway) await eventLoopLag(scrape);
+          const from = await uptimeMs(api.pid);
+          round[t.name] = { ...tp, ...(await latencyAtRate(t, body)) };
+          if (t === gateway) {
+            lags.push(await eventLoopLag(scrape));
+            pauses.push(
+              (await gcPauses(api.logFile)).filter((g) => g.at >= from && g.at <= from + DURATION_MS + 1_000),
+            );
+          }
+          if (which === 'fixed') round[t.name]!.sse = await throughput(t, sseBody);
+        }
+        rounds.push(round);
+        console.log(`round ${r + 1}`);
+        for (const t of targets) {
+          const f = round[t.name]!;
+          console.log(
+            `  ${t.name.padEnd(10)} ${f.rps.toFixed(0).padStart(6)} req/s  ${f.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${f.p50.toFixed(2)} ms  p99 ${f.p99.toFixed(2)} ms` +
+              (f.sse
+                ? `   SSE ${f.sse.rps.toFixed(0).padStart(5)} streams/s  ${f.sse.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/stream`
+                : ''),
+          );
+        }
+        const longest = (kind: GcPause['kind']) =>
+          Math.max(0, ...pauses[r]!.filter((g) => g.kind === kind).map((g) => g.ms)).toFixed(1);
+        const count = (kind: GcPause['kind']) => pauses[r]!.filter((g) => g.kind === kind).length;
+        console.log(
+          `  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms (its own stalls, or the OS not running it); ` +
+            `its GC meanwhile: ${count('scavenge')} scavenges (longest ${longest('scavenge')} ms), ${count('full')} full (longest ${longest('full')} ms)`,
+        );
+      }
+      const per = (f: (r: Record<string, RoundFigures>) => number) => rounds.map(f);
+      console.log(`over ${ROUNDS} rounds (${title}): median [min – max]`);
+      console.log(
+        `  throughput gateway/raw proxy       ${spread(
+          per((r) => r.gateway!.rps / r['raw proxy']!.rps),
+          2,
+        )}  (target >= 0.85);  raw proxy/direct ${spread(
+          per((r) => r['raw proxy']!.rps / r.direct!.rps),
+          2,
+        )}`,
+      );
+      if (which === 'fixed') {
+        console.log(
+          `  SSE streams/s gateway/raw proxy    ${spread(
+            per((r) => r.gateway!.sse!.rps / r['raw proxy']!.sse!.rps),
+            2,
+          )}  (target >= 0.85);  CPU per stream gateway/raw ${spread(
+            per((r) => r.gateway!.sse!.cpuUsPerRequest / r['raw proxy']!.sse!.cpuUsPerRequest),
+            2,
+          )}`,
+        );
+      }
+      // Where the proxy's own CPU is the bottleneck, its requests/s is the inverse of its CPU per request.
+      console.log(
+        `  CPU per request gateway/raw proxy  ${spread(
+          per((r) => r.gateway!.cpuUsPerRequest / r['raw proxy']!.cpuUsPerRequest),
+          2,
+        )}  (target <= 1.2)`,
+      );
+      console.log(
+        `  at ${RATE}/s, gateway over raw proxy  p50 ${spread(
+          per((r) => r.gateway!.p50 - r['raw proxy']!.p50),
+          2,
+        )} ms (target <= 0.5)  p99 ${spread(
+          per((r) => r.gateway!.p99 - r['raw proxy']!.p99),
+          2,
+        )} ms (printed, not targeted)`,
+      );
+      console.log(
+        `  at ${RATE}/s, raw proxy over direct   p50 ${spread(
+          per((r) => r['raw proxy']!.p50 - r.direct!.p50),
+          2,
+        )} ms  p99 ${spread(
+          per((r) => r['raw proxy']!.p99 - r.direct!.p99),
+          2,
+        )} ms;  gateway p99 ${spread(
+          per((r) => r.gateway!.p99),
+          2,
+        )} ms`,
+      );
+    }
+    async function longStreams(): Promise<void> {
+      await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
+      console.log(
+        `\n${STREAMS} streams open at all times (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream); ` +
+          `${DIRECT_STREAM_SECONDS} s direct, ${STREAM_SECONDS} s through each proxy; RSS as its highest value in each ${SPAN_SECONDS} s`,
+      );
+      const base = await steadyStreams(direct, model.pid, DIRECT_STREAM_SECONDS);
+      console.log(
+        `direct     ${base.streams} streams, TTFT p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms`,
+      );
+      for (const [t, pid] of [
+        [rawProxy, raw.pid],
+        [gateway, api.pid],
+      ] as const) {
         const from = await uptimeMs(api.pid);
-        round[t.name] = { ...tp, ...(await latencyAtRate(t, body)) };
+        const run = await steadyStreams(t, pid, STREAM_SECONDS);
+        console.log(
+          `${t.name.padEnd(10)} ${run.streams} streams, TTFT p50 ${run.ttftP50.toFixed(1)} ms p99 ${run.ttftP99.toFixed(1)} ms (added p50 ${(run.ttftP50 - base.ttftP50).toFixed(1)} ms); ` +
+            `RSS MiB ${rssBySpan(run)}`,
+        );
         if (t === gateway) {
-          lags.push(await eventLoopLag(scrape));
-          pauses.push((await gcPauses(api.logFile)).filter((g) => g.at >= from && g.at <= from + DURATION_MS + 1_000));
+          const full = (await gcPauses(api.logFile)).filter((g) => g.kind === 'full' && g.at >= from);
+          console.log(
+            `  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(scrape)}`,
+          );
         }
       }
-      rounds.push(round);
-      console.log(`round ${r + 1}`);
-      for (const t of targets) {
-        const f = round[t.name]!;
-        console.log(
-          `  ${t.name.padEnd(10)} ${f.rps.toFixed(0).padStart(6)} req/s  ${f.cpuUsPerRequest.toFixed(0).padStart(4)} µs CPU/request   at ${RATE}/s: p50 ${f.p50.toFixed(2)} ms  p99 ${f.p99.toFixed(2)} ms`,
-        );
+      // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
+      // there until V8 next marks it, and RSS climbs between full GCs: the run is long enough to show whether the
+      // peaks stay level. Once idle, V8's memory reducer gives memory back; the heap left after each full collection
+      // is what is really held, the figure a leak would grow.
+      const fullGcs = async () => (await gcPauses(api.logFile)).filter((g) => g.kind === 'full');
+      const beforeIdle = (await fullGcs()).length;
+      const idle: number[] = [];
+      for (let s = 0; s < IDLE_SECONDS && (await fullGcs()).length === beforeIdle; s++) {
+        await new Promise((r) => setTimeout(r, 1_000));
+        idle.push(await rssOf(api.pid));
       }
-      const longest = (kind: GcPause['kind']) =>
-        Math.max(0, ...pauses[r]!.filter((g) => g.kind === kind).map((g) => g.ms)).toFixed(1);
-      const count = (kind: GcPause['kind']) => pauses[r]!.filter((g) => g.kind === kind).length;
+      const gcs = await fullGcs();
       console.log(
-        `  gateway event-loop delay at ${RATE}/s: p99 ${lags[r]!.p99.toFixed(1)} ms, max ${lags[r]!.max.toFixed(1)} ms (its own stalls, or the OS not running it); ` +
-          `its GC meanwhile: ${count('scavenge')} scavenges (longest ${longest('scavenge')} ms), ${count('full')} full (longest ${longest('full')} ms)`,
+        `gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`,
+      );
+      console.log(
+        `gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(scrape)}`,
       );
     }
-    const per = (f: (r: Record<string, RoundFigures>) => number) => rounds.map(f);
-    console.log(`\nover ${ROUNDS} rounds: median [min – max]`);
-    console.log(
-      `throughput gateway/raw proxy      ${spread(
-        per((r) => r.gateway!.rps / r['raw proxy']!.rps),
-        2,
-      )}  (target >= 0.85);  raw proxy/direct ${spread(
-        per((r) => r['raw proxy']!.rps / r.direct!.rps),
-        2,
-      )}`,
-    );
-    // Where the proxy's own CPU is the bottleneck, its requests/s is the inverse of its CPU per request.
-    console.log(
-      `CPU per request raw proxy/gateway ${spread(
-        per((r) => r['raw proxy']!.cpuUsPerRequest / r.gateway!.cpuUsPerRequest),
-        2,
-      )}  (the throughput ratio on an otherwise idle core)`,
-    );
-    console.log(
-      `added at ${RATE}/s, gateway     p50 ${spread(
-        per((r) => r.gateway!.p50 - r.direct!.p50),
-        2,
-      )} ms (target < 1)  p99 ${spread(
-        per((r) => r.gateway!.p99 - r.direct!.p99),
-        2,
-      )} ms (target < 5)`,
-    );
-    console.log(
-      `added at ${RATE}/s, raw proxy   p50 ${spread(
-        per((r) => r['raw proxy']!.p50 - r.direct!.p50),
-        2,
-      )} ms  p99 ${spread(
-        per((r) => r['raw proxy']!.p99 - r.direct!.p99),
-        2,
-      )} ms`,
-    );
-
-    await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
-    console.log(
-      `\n${STREAMS} streams open at all times (first token after ${STREAM_FAULTS.ttftMs} ms, then ${STREAM_FAULTS.replyTokens} tokens ${STREAM_FAULTS.tokenIntervalMs} ms apart at the upstream); ` +
-        `${DIRECT_STREAM_SECONDS} s direct, ${STREAM_SECONDS} s through each proxy; RSS as its highest value in each ${SPAN_SECONDS} s`,
-    );
-    const base = await steadyStreams(direct, model.pid, DIRECT_STREAM_SECONDS);
-    console.log(
-      `direct     ${base.streams} streams, TTFT p50 ${base.ttftP50.toFixed(1)} ms p99 ${base.ttftP99.toFixed(1)} ms`,
-    );
-    for (const [t, pid] of [
-      [rawProxy, raw.pid],
-      [gateway, api.pid],
-    ] as const) {
-      const from = await uptimeMs(api.pid);
-      const run = await steadyStreams(t, pid, STREAM_SECONDS);
-      console.log(
-        `${t.name.padEnd(10)} ${run.streams} streams, TTFT p50 ${run.ttftP50.toFixed(1)} ms p99 ${run.ttftP99.toFixed(1)} ms (added p50 ${(run.ttftP50 - base.ttftP50).toFixed(1)} ms); ` +
-          `RSS MiB ${rssBySpan(run)}`,
-      );
-      if (t === gateway) {
-        const full = (await gcPauses(api.logFile)).filter((g) => g.kind === 'full' && g.at >= from);
-        console.log(
-          `  gateway full GCs meanwhile: ${full.length}, heap left by each (MB): ${full.map((g) => g.afterMb.toFixed(1)).join(', ')}; now ${await memoryOf(scrape)}`,
-        );
-      }
-    }
-    // A stream's state lives long enough to be promoted to the old generation, so ended streams leave garbage
-    // there until V8 next marks it, and RSS climbs between full GCs: the run is long enough to show whether the
-    // peaks stay level. Once idle, V8's memory reducer gives memory back; the heap left after each full collection
-    // is what is really held, the figure a leak would grow.
-    const fullGcs = async () => (await gcPauses(api.logFile)).filter((g) => g.kind === 'full');
-    const beforeIdle = (await fullGcs()).length;
-    const idle: number[] = [];
-    for (let s = 0; s < IDLE_SECONDS && (await fullGcs()).length === beforeIdle; s++) {
-      await new Promise((r) => setTimeout(r, 1_000));
-      idle.push(await rssOf(api.pid));
-    }
-    const gcs = await fullGcs();
-    console.log(
-      `gateway heap left by each full GC (MB, in order; the last ${gcs.length - beforeIdle ? 'after' : 'none within'} ${idle.length} s idle): ${gcs.map((g) => g.afterMb.toFixed(1)).join(', ')}`,
-    );
-    console.log(`gateway RSS MiB after the idle spell ${(await rssOf(api.pid)).toFixed(0)}: ${await memoryOf(scrape)}`);
+    // BENCH_STREAM_SECONDS=0 ends the run with the request rounds (a quick look, or a profile of them alone).
+    if (STREAM_SECONDS > 0) await longStreams();
     await db.end();
   } finally {
     for (const p of procs.reverse()) await p.stop();
