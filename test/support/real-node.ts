@@ -37,11 +37,3 @@ export async function realNode(): Promise<{ modelServerImage: string; kubectl(..
       ).stdout,
   };
 }
-
-/** A cluster entry of LLMHUB_CLUSTERS that serves on the real node and is reached through its Services' ClusterIPs. */
-export const realNodeCluster = (kubeconfig: string) => ({
-  kubeconfig,
-  nodeSelector: { 'llmhub.dev/node-kind': 'real' },
-  tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists' as const, effect: 'NoSchedule' as const }],
-  serviceAddress: 'clusterIP' as const,
-});

@@ -133,6 +133,17 @@ export async function stopKubeCluster(opts: Pick<KubeClusterOptions, 'dataDir' |
   await run(CLUSTER_SH, ['stop'], opts);
 }
 
+/**
+ * An LLMHUB_CLUSTERS entry for the real node (REAL-NODE.md): its model servers go to `real-0` (label and taint), and the
+ * gateway reaches them at their Services' ClusterIPs, which the host routes into the node's namespace.
+ */
+export const realNodeCluster = (kubeconfig: string) => ({
+  kubeconfig,
+  nodeSelector: { 'llmhub.dev/node-kind': 'real' },
+  tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists' as const, effect: 'NoSchedule' as const }],
+  serviceAddress: 'clusterIP' as const,
+});
+
 /** Why the real node of the cluster in `dataDir` did not start; undefined when it runs. */
 export async function realNodeError(dataDir: string): Promise<string | undefined> {
   const error = await readFile(path.join(dataDir, 'run', 'node.error'), 'utf8').catch(() => undefined);

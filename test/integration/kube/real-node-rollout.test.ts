@@ -5,10 +5,10 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { defaultNamespaceOf, servingName, servingSelector } from '../../../activities/kubernetes/manifests';
 import { RoutingStore } from '../../../common/store/routing';
-import { KUBECONFIG_ENV, testKubeConfig } from '../../../deploy/dev/kube/cluster';
+import { KUBECONFIG_ENV, realNodeCluster, testKubeConfig } from '../../../deploy/dev/kube/cluster';
 import { untilRouted } from '../../support/gateway';
 import { eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../../support/platform';
-import { realNode, realNodeCluster } from '../../support/real-node';
+import { realNode } from '../../support/real-node';
 import { rolloutClient, trafficFrom } from '../../support/rollout';
 
 let node: Awaited<ReturnType<typeof realNode>>;
