@@ -99,6 +99,8 @@ pid_of() {
   [[ -f "$pidfile" ]] || return 1
   pid="$(cat "$pidfile")"
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  # Pids get reused: only a process that names this data dir is ours (every one gets a path under it).
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DATA/" || return 1
   echo "$pid"
 }
 
