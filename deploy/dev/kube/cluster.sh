@@ -264,6 +264,8 @@ EOF
 
   if ((fresh)); then rm -rf "$DATA/etcd"; fi
   local service_cidr=10.96.0.0/16 node_failed=0
+  # What an interrupted start or a crash left of the node (a no-op when nothing).
+  "$HERE/node.sh" stop
   rm -f "$RUN/node.error"
   if [[ "${LLMHUB_KUBE_NODE:-}" == 1 ]]; then service_cidr="$("$HERE/node.sh" slot)" || node_failed=1; fi
   [[ -n "$service_cidr" ]] || service_cidr=10.96.0.0/16

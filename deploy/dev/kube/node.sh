@@ -79,12 +79,15 @@ claim_slot() {
   mkdir -p "$(dirname "$SLOTS_LOCK")" 2>/dev/null && exec 7>"$SLOTS_LOCK" ||
     die "cannot open the machine-wide slot lock $SLOTS_LOCK"
   flock 7
-  local k
-  for ((k = 0; k < 64; k++)); do
+  # The slot of this data dir's last start first: a kept etcd (start without --fresh) holds Services of its range.
+  local k last
+  last="$(cat "$NODE/last-slot" 2>/dev/null || echo 0)"
+  for k in "$last" $(seq 0 63); do
     ip netns list | grep -q "^llmhub-node-$k\( \|$\)" && continue
     ip route show | grep -q "^10\.$((128 + k))\.0\.0/16 " && continue
     ip netns add "llmhub-node-$k" || die "cannot create a network namespace (ip netns add): this machine needs CAP_SYS_ADMIN and a writable /run/netns"
     echo "SLOT=$k" >"$RUN/node.env"
+    mkdir -p "$NODE" && echo "$k" >"$NODE/last-slot"
     slot_vars "$k"
     exec 7>&-
     return 0
