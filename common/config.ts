@@ -206,6 +206,19 @@ export function jsonEnv<T extends TSchema>(name: string, raw: string, schema: T)
   return value as Static<T>;
 }
 
+/** A pod toleration as Kubernetes spells it (the fields a placement needs). */
+const Toleration = Type.Object(
+  {
+    key: Type.Optional(Type.String({ minLength: 1 })),
+    operator: Type.Optional(Type.Union([Type.Literal('Exists'), Type.Literal('Equal')])),
+    value: Type.Optional(Type.String()),
+    effect: Type.Optional(
+      Type.Union([Type.Literal('NoSchedule'), Type.Literal('PreferNoSchedule'), Type.Literal('NoExecute')]),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 const Cluster = Type.Object({
   /** "kubernetes" (default): Deployments on the cluster of `kubeconfig`; "process": local processes, for dev on a laptop (dev worker only). */
   runtime: Type.Optional(Type.Union([Type.Literal('kubernetes'), Type.Literal('process')])),
@@ -221,6 +234,18 @@ const Cluster = Type.Object({
    * each field left out is the platform's (1 core, 0 GPUs, 4Gi).
    */
   defaultResources: Type.Optional(PartialResources),
+  /**
+   * Where the model servers the platform runs there are placed, merged into their pod specs: e.g. the local cluster's
+   * real node (`{"llmhub.dev/node-kind": "real"}` and a toleration of its `llmhub.dev/real-node` taint).
+   */
+  nodeSelector: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
+  tolerations: Type.Optional(Type.Array(Toleration)),
+  /**
+   * How the gateway reaches a served version's Service: "dns" (default) by its cluster DNS name, for a gateway inside
+   * the cluster; "clusterIP" by its ClusterIP, for a gateway on a host that routes the Service range but has no cluster
+   * DNS (the local real node). Such a cluster never uses LLMHUB_LOCAL_ENDPOINTS.
+   */
+  serviceAddress: Type.Optional(Type.Union([Type.Literal('dns'), Type.Literal('clusterIP')])),
 });
 const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Cluster);
 export type ClusterSettings = Static<typeof Clusters>;

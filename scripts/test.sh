@@ -18,6 +18,11 @@ llmhub_phase "prometheus (build or cache)" bash deploy/dev/prometheus/build.sh
 # loaded 15-25 by other builds.
 llmhub_otel_collector() { bash deploy/dev/otel/build.sh >/dev/null; }
 llmhub_phase "OpenTelemetry Collector (build or cache)" llmhub_otel_collector
+# The real node's tests run the reference model server's image, tagged by a hash of its inputs (the server's sources,
+# the image scripts, Node's version), so only a change to those rebuilds it: 118 s here with buildah's base layers
+# cached (a cold build adds the debootstrap base and the Node layer, deploy/images/build.sh).
+llmhub_model_server_image() { bash deploy/dev/kube/model-server-image.sh >/dev/null; }
+llmhub_phase "model-server image for the real node (build or cache)" llmhub_model_server_image
 llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
 llmhub_phase "lint" npm run --silent lint # eslint . && prettier --check . (package.json)
 results=.data/jest-results.json
