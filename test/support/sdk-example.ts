@@ -4,19 +4,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import Ajv from 'ajv';
 import addFormats from 'ajv-formats';
+import { readmeBlocks } from './readme-blocks';
 
 const run = promisify(execFile);
 const ROOT = path.join(__dirname, '..', '..');
-
-/** The code block after `<!-- <marker> -->` in README.md, exactly as printed. */
-export async function readmeBlock(marker: string): Promise<string> {
-  const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
-  const at = readme.indexOf(`<!-- ${marker} -->`);
-  if (at < 0) throw new Error(`README.md has no <!-- ${marker} --> block`);
-  const block = /```\w*\n([\s\S]*?)```/.exec(readme.slice(at));
-  if (!block) throw new Error(`README.md: no code block after <!-- ${marker} -->`);
-  return block[1]!;
-}
 
 /**
  * Builds the SDK as it is published (sdk/dist, by its own tsconfig), then runs the README's SDK example as printed,
@@ -28,7 +19,7 @@ export async function runSdkExample(env: NodeJS.ProcessEnv): Promise<Record<stri
   await rm(dir, { recursive: true, force: true });
   await mkdir(path.join(dir, 'node_modules', '@llmhub'), { recursive: true });
   await symlink(path.join(ROOT, 'sdk'), path.join(dir, 'node_modules', '@llmhub', 'sdk'));
-  await writeFile(path.join(dir, 'example.mts'), await readmeBlock('sdk-example'));
+  await writeFile(path.join(dir, 'example.mts'), (await readmeBlocks('sdk-example'))[0]!);
   try {
     const { stdout } = await run(process.execPath, ['--import', 'tsx', path.join(dir, 'example.mts')], {
       cwd: ROOT,
@@ -66,3 +57,14 @@ export const SDK_EXAMPLE_ANSWERS = [
   ['deploy', 'post', '/v1/deploy', 202],
   ['deployment', 'get', '/v1/deployments/{id}', 200],
 ] as const;
+
+/** The keys of an answer, and of the objects it holds, the shape two answers of one route share whatever the values. */
+export function shapeOf(value: unknown): unknown {
+  if (Array.isArray(value)) return 'array';
+  if (typeof value !== 'object' || value === null) return 'value';
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((k) => [k, shapeOf((value as Record<string, unknown>)[k])]),
+  );
+}
