@@ -9,13 +9,17 @@ import { readmeBlocks } from './readme-blocks';
 const run = promisify(execFile);
 const ROOT = path.join(__dirname, '..', '..');
 
+let built: Promise<unknown> | undefined;
+let runs = 0;
+
 /**
  * Builds the SDK as it is published (sdk/dist, by its own tsconfig), then runs the README's SDK example as printed,
  * importing `@llmhub/sdk` from that build; answers the JSON line it prints.
  */
 export async function runSdkExample(env: NodeJS.ProcessEnv): Promise<Record<string, unknown>> {
-  await run('npx', ['tsc', '-p', path.join(ROOT, 'sdk', 'tsconfig.json')], { cwd: ROOT });
-  const dir = path.join(ROOT, '.data', `sdk-example-${process.pid}`);
+  built ??= run('npx', ['tsc', '-p', path.join(ROOT, 'sdk', 'tsconfig.json')], { cwd: ROOT });
+  await built;
+  const dir = path.join(ROOT, '.data', `sdk-example-${process.pid}-${++runs}`);
   await rm(dir, { recursive: true, force: true });
   await mkdir(path.join(dir, 'node_modules', '@llmhub'), { recursive: true });
   await symlink(path.join(ROOT, 'sdk'), path.join(dir, 'node_modules', '@llmhub', 'sdk'));

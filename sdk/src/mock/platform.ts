@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { sdkDocument, type OpenApiDocument, type OperationObject } from './document';
 import { MOCK_TIME, overlay, sampleOf } from './sample';
+
+const MOCK_EPOCH_MS = Date.parse(MOCK_TIME);
 import { RequestValidator } from './validation';
 import { matchOperation } from '../operations';
 
@@ -276,11 +278,11 @@ export class MockPlatform {
             pauseReason: null,
             approvals: [],
             analyses: [],
-            startedAt: 0,
+            startedAt: MOCK_EPOCH_MS,
             endpoint: `http://mock.invalid/${s.body.modelId}`,
             failureReason: null,
             rollbackStartedAt: null,
-            finishedAt: promoted ? 0 : null,
+            finishedAt: promoted ? MOCK_EPOCH_MS : null,
           },
         };
       }
@@ -357,7 +359,7 @@ export class MockPlatform {
             toolchainVersion: 'mock',
             options: { targets, precision: s.body.precision ?? 'fp16', validation: {}, profile: {} },
             state: ok ? 'succeeded' : 'running',
-            targets: targets.map((target) => ({ target, status: ok ? 'succeeded' : 'pending' })),
+            targets: ok ? targets.map((target) => ({ target, status: 'published' })) : [],
             tritonRepositoryUri: null,
             error: null,
             createdAt: MOCK_TIME,
@@ -378,29 +380,35 @@ export class MockPlatform {
       case 'GET /v1/pipelines/{id}':
       case 'POST /v1/pipelines/{id}/approvals': {
         const s = this.read('pipeline', c.params.id!, 'pipeline');
-        const gated = s.body.approvalBeforeRollout !== false;
+        const gated = s.body.approvalBeforeRollout === true;
         if (route.startsWith('POST')) {
           if (!gated || s.extra.approval) throw new Refusal(409, 'conflict', 'the pipeline is not awaiting approval');
-          s.extra.approval = { decision: body.decision, by: 'mock', reason: body.reason ?? null, at: MOCK_TIME };
+          s.extra.approval = { decision: body.decision, by: 'mock', reason: body.reason ?? null, at: MOCK_EPOCH_MS };
         }
-        const approval = s.extra.approval as { decision: string } | null;
-        const stage =
-          gated && !approval
-            ? done(s, 2)
+        const approval = s.extra.approval as { decision: string; by: string; reason: string | null } | null;
+        // As the workflow: fine-tune (and conversion), then the gate if asked for; a denial fails the run.
+        const stage = approval
+          ? approval.decision === 'deny'
+            ? 'failed'
+            : 'succeeded'
+          : !done(s, 2)
+            ? 'fine_tune'
+            : gated
               ? 'awaiting_approval'
-              : 'fine_tune'
-            : approval?.decision === 'deny'
-              ? 'cancelled'
               : 'succeeded';
+        const failureReason =
+          stage === 'failed'
+            ? `the rollout was denied by ${approval!.by}${approval!.reason ? `: ${approval!.reason}` : ''}`
+            : null;
         return {
           body: {
             workflowId: this.workflowId('pipeline', c.params.id!),
-            workflowStatus: stage === 'succeeded' ? 'COMPLETED' : 'RUNNING',
+            workflowStatus: stage === 'succeeded' ? 'COMPLETED' : stage === 'failed' ? 'FAILED' : 'RUNNING',
             pipelineId: c.params.id,
             stage,
             awaitingApproval: stage === 'awaiting_approval',
             approval,
-            failureReason: null,
+            failureReason,
             conversion: null,
           },
         };
@@ -548,12 +556,12 @@ export class MockPlatform {
       agentId: s.body.agentId,
       phase: waiting ? 'awaiting_approval' : 'completed',
       pending: waiting
-        ? { toolCallId: 'call-1', tool, arguments: {}, risk: 'write', actionHash, deadline: MOCK_TIME }
+        ? { toolCallId: 'call-1', tool, arguments: {}, risk: 'write', actionHash, deadline: MOCK_EPOCH_MS }
         : null,
       answer: waiting ? null : `mock answer to: ${input}`,
       failureReason: null,
-      startedAt: 0,
-      finishedAt: waiting ? null : 0,
+      startedAt: MOCK_EPOCH_MS,
+      finishedAt: waiting ? null : MOCK_EPOCH_MS,
     };
   }
 }
