@@ -23,6 +23,7 @@ let sdkLive: Promise<Record<string, unknown>>;
  */
 beforeAll(async () => {
   await rm(DEV_DIR, { recursive: true, force: true });
+  const started = Date.now();
   const [apiPort, metricsPort] = await freePorts(2);
   api = `127.0.0.1:${apiPort}`;
   dev = spawn(process.execPath, ['--import', 'tsx', 'deploy/dev/dev.ts'], {
@@ -49,6 +50,10 @@ beforeAll(async () => {
     );
   });
   key = (await readFile(path.join(DEV_DIR, 'demo-admin-key'), 'utf8')).trim();
+  // This file's share of the CI time, the way global-setup reports its own.
+  process.stderr.write(
+    `[readme-examples] npm run dev stack up and seeded in ${Math.round((Date.now() - started) / 1000)} s\n`,
+  );
   sdkLive = runSdkExample({ LLMHUB_URL: `http://${api}`, KEY: key });
   sdkLive.catch(() => undefined); // awaited (and reported) by its test
 }, 300_000);
