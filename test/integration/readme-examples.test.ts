@@ -4,7 +4,13 @@ import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { freePorts } from '../../deploy/dev/process';
 import { readmeBlocks } from '../support/readme-blocks';
-import { documentedAnswerErrors, runSdkExample, SDK_EXAMPLE_ANSWERS, shapeOf } from '../support/sdk-example';
+import {
+  documentedAnswerErrors,
+  removeSdkPackage,
+  runSdkExample,
+  SDK_EXAMPLE_ANSWERS,
+  shapeOf,
+} from '../support/sdk-example';
 
 const ROOT = path.join(__dirname, '..', '..');
 const DEV_DIR = path.join(ROOT, '.data', 'test', `readme-dev-${process.pid}`);
@@ -64,7 +70,7 @@ afterAll(async () => {
     dev.kill('SIGTERM');
     await exited;
   }
-  await rm(DEV_DIR, { recursive: true, force: true });
+  await Promise.all([rm(DEV_DIR, { recursive: true, force: true }), removeSdkPackage()]);
 }, 120_000);
 
 describe('README examples against a fresh npm run dev stack', () => {

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import Ajv from 'ajv';
@@ -9,31 +10,44 @@ import { readmeBlocks } from './readme-blocks';
 const run = promisify(execFile);
 const ROOT = path.join(__dirname, '..', '..');
 
-let built: Promise<unknown> | undefined;
+/** This process's build of the SDK, laid out as the published package, under .data (one per process). */
+const PACKAGE_ROOT = path.join(ROOT, '.data', `sdk-package-${process.pid}`);
+let built: Promise<void> | undefined;
 let runs = 0;
 
 /**
- * Builds the SDK as it is published (sdk/dist, by its own tsconfig), then runs the README's SDK example as printed,
- * importing `@llmhub/sdk` from that build; answers the JSON line it prints.
+ * The SDK built as it is published (its own tsconfig; dist, package.json and openapi.json) into a folder of this
+ * process, so test files building it at once never read each other's half-written files.
  */
-export async function runSdkExample(env: NodeJS.ProcessEnv): Promise<Record<string, unknown>> {
-  built ??= run('npx', ['tsc', '-p', path.join(ROOT, 'sdk', 'tsconfig.json')], { cwd: ROOT });
-  await built;
-  const dir = path.join(ROOT, '.data', `sdk-example-${process.pid}-${++runs}`);
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(path.join(dir, 'node_modules', '@llmhub'), { recursive: true });
-  await symlink(path.join(ROOT, 'sdk'), path.join(dir, 'node_modules', '@llmhub', 'sdk'));
-  await writeFile(path.join(dir, 'example.mts'), (await readmeBlocks('sdk-example'))[0]!);
-  try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', path.join(dir, 'example.mts')], {
+function buildPackage(): Promise<void> {
+  built ??= (async () => {
+    const pkg = path.join(PACKAGE_ROOT, 'node_modules', '@llmhub', 'sdk');
+    await rm(PACKAGE_ROOT, { recursive: true, force: true });
+    await mkdir(pkg, { recursive: true });
+    await run('npx', ['tsc', '-p', path.join(ROOT, 'sdk', 'tsconfig.json'), '--outDir', path.join(pkg, 'dist')], {
       cwd: ROOT,
-      env: { ...process.env, NODE_OPTIONS: '', ...env },
-      timeout: 240_000,
     });
-    return JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>;
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    await Promise.all(['package.json', 'openapi.json'].map((f) => cp(path.join(ROOT, 'sdk', f), path.join(pkg, f))));
+    // The SDK's own dependencies: in sdk/node_modules when not hoisted to the root's.
+    if (existsSync(path.join(ROOT, 'sdk', 'node_modules')))
+      await symlink(path.join(ROOT, 'sdk', 'node_modules'), path.join(pkg, 'node_modules'));
+  })();
+  return built;
+}
+
+export const removeSdkPackage = () => rm(PACKAGE_ROOT, { recursive: true, force: true });
+
+/** Runs the README's SDK example as printed, importing `@llmhub/sdk` from that build; the JSON line it prints. */
+export async function runSdkExample(env: NodeJS.ProcessEnv): Promise<Record<string, unknown>> {
+  await buildPackage();
+  const file = path.join(PACKAGE_ROOT, `example-${++runs}.mts`);
+  await writeFile(file, (await readmeBlocks('sdk-example'))[0]!);
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', file], {
+    cwd: ROOT,
+    env: { ...process.env, NODE_OPTIONS: '', ...env },
+    timeout: 240_000,
+  });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>;
 }
 
 /** Checks a value against a route's documented answer in the SDK's snapshot; the Ajv errors, or null. */

@@ -1,5 +1,7 @@
-import { describe, expect, it } from '@jest/globals';
-import { documentedAnswerErrors, runSdkExample, SDK_EXAMPLE_ANSWERS } from '../support/sdk-example';
+import { afterAll, describe, expect, it } from '@jest/globals';
+import { documentedAnswerErrors, removeSdkPackage, runSdkExample, SDK_EXAMPLE_ANSWERS } from '../support/sdk-example';
+
+afterAll(removeSdkPackage);
 
 describe("the README's SDK example against the mock", () => {
   it('runs as printed, the deploy reaching promoted, every answer in its documented shape', async () => {
