@@ -20,9 +20,8 @@ interface Call {
   bytes: Uint8Array;
 }
 
-/** What a handler answers: its status (default: the operation's first success status) and what it knows of the body. */
+/** What a handler knows of its answer's body, laid over the documented shape of the operation's success status. */
 interface Answer {
-  status?: number;
   body?: unknown;
 }
 
@@ -63,11 +62,10 @@ export class MockPlatform {
   private readonly validator: RequestValidator;
   private counter = 0;
   private readonly models = new Map<string, Record<string, unknown>>();
-  private readonly versions = new Map<string, { artifactUri: string; reads: number; workflowId: string }>();
+  private readonly versions = new Map<string, { artifactUri: string; workflowId: string }>();
   private readonly started = new Map<string, Started>();
   private readonly documents = new Map<string, Map<string, string>>();
   private readonly agents = new Map<string, Record<string, unknown>>();
-  private readonly servers = new Map<string, Record<string, unknown>>();
 
   constructor(options: MockOptions = {}) {
     this.tenant = options.tenant ?? 'demo';
@@ -130,7 +128,7 @@ export class MockPlatform {
   }
 
   private respond(op: OperationObject, answer: Answer): Response {
-    const status = answer.status ?? Number(Object.keys(op.responses).find((s) => s.startsWith('2')) ?? 200);
+    const status = Number(Object.keys(op.responses).find((s) => s.startsWith('2')) ?? 200);
     const schema = op.responses[String(status)]?.content?.['application/json']?.schema;
     if (status === 204 || !schema) return new Response(null, { status });
     return Response.json(overlay(sampleOf(this.doc, schema), answer.body), { status });
@@ -219,7 +217,7 @@ export class MockPlatform {
         const workflowId = this.workflowId('model-version', `${modelId}/${body.version}`);
         if (this.versions.has(`${modelId}\0${body.version}`))
           throw new Refusal(409, 'conflict', `version '${body.version}' exists`, 'body.version');
-        this.versions.set(`${modelId}\0${body.version}`, { artifactUri: body.artifactUri, reads: 0, workflowId });
+        this.versions.set(`${modelId}\0${body.version}`, { artifactUri: body.artifactUri, workflowId });
         return {
           body: {
             workflowId,
@@ -234,7 +232,6 @@ export class MockPlatform {
         const { modelId, version } = c.params as { modelId: string; version: string };
         const v = this.versions.get(`${modelId}\0${version}`);
         if (!v) throw notFound('version', version, 'params.version');
-        v.reads++;
         return {
           body: {
             modelId,
@@ -304,7 +301,6 @@ export class MockPlatform {
         if (ok && !this.versions.has(`${output.modelId}\0${output.version}`))
           this.versions.set(`${output.modelId}\0${output.version}`, {
             artifactUri: `s3://llmhub-t-${this.tenant}/fine-tunes/${c.params.id}/output/model.safetensors`,
-            reads: 0,
             workflowId: this.workflowId('fine-tune', c.params.id!),
           });
         return {
@@ -503,7 +499,6 @@ export class MockPlatform {
           createdAt: MOCK_TIME,
           tools: [],
         };
-        this.servers.set(body.id, server);
         return { body: server };
       }
       case 'PUT /v1/agents/{id}': {
