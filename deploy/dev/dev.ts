@@ -81,7 +81,7 @@ let shuttingDown = false;
 let shutdown: (code: number) => Promise<void> = async (code) => process.exit(code);
 
 async function main(): Promise<void> {
-  // Both for the README examples' test (test/integration/readme-examples.test.ts): a fresh stack beside any other.
+  // A second, fresh stack beside any other (the README examples' test starts one): its own data dir, free ports.
   const dataDir = path.resolve(ROOT, process.env.LLMHUB_DEV_DIR ?? path.join('.data', 'dev'));
   const randomPorts = process.env.LLMHUB_DEV_RANDOM_PORTS === '1';
   await mkdir(dataDir, { recursive: true });
