@@ -163,6 +163,8 @@ export default defineConfig(
       'coverage/',
       'test/lint-fixtures/',
       'test/replay/histories/',
+      'sdk/src/generated/',
+      'sdk/dist/',
       'deploy/convert/',
       'deploy/trainers/**/*.py',
     ],

