@@ -1,24 +1,24 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply } from 'fastify';
-import { BadRequestError, NotFoundError } from '../../common/errors';
+import { NotFoundError } from '../../common/errors';
 import { BUDGET_KEYS, ALERT_KEYS, BudgetStore, DEFAULT_THRESHOLDS, type Budget } from '../../common/store/budgets';
+import { monthOf } from '../../common/store/limits';
 import { PLATFORM_PRICE, PRICE_KEYS, PriceStore, type Price } from '../../common/store/prices';
 import { RoutingStore } from '../../common/store/routing';
 import { USAGE_GROUPS, usageReport, type UsageGroup, type UsageReportRow } from '../../common/store/usage';
 import { TENANT_ID_PATTERN } from '../../contracts/operations';
+import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, NoContent, Nullable } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 import { instantOf } from './audit';
 
-const DAY_MS = 86_400_000;
-/** A report spans at most this long (per hour: HOURLY_SPAN_MS), so one answer stays a bounded number of rows. */
-const MAX_SPAN_MS = 366 * DAY_MS;
-const HOURLY_SPAN_MS = 31 * DAY_MS;
-/** Instants PostgreSQL and ISO 8601's four-digit years both hold. */
-const EARLIEST = Date.UTC(1970, 0, 1);
-const LATEST = Date.UTC(10000, 0, 1);
+/**
+ * A date-time of the years 2000-2999: whatever its offset, an instant after 1970 with a four-digit year, which
+ * PostgreSQL, the cursors (common/store/pages.ts) and the CSV all hold as they are.
+ */
+const Instant = (description: string) => Type.String({ format: 'date-time', pattern: '^2\\d{3}-', description });
 
 const Currency = Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code, e.g. USD' });
 /** A gateway model name, or a version (a deployed version or a provider's model) of it. */
@@ -44,9 +44,7 @@ const PutPrice = Type.Object(
   {
     model: ModelName,
     version: Type.Optional(VersionName),
-    effectiveFrom: Type.Optional(
-      Type.String({ format: 'date-time', description: 'From when it applies (default: now), until the next one' }),
-    ),
+    effectiveFrom: Type.Optional(Instant('From when it applies (default: now), until the next one')),
     currency: Currency,
     inputPerMillion: PerMillion,
     outputPerMillion: PerMillion,
@@ -54,7 +52,7 @@ const PutPrice = Type.Object(
   { additionalProperties: false },
 );
 const PriceKey = Type.Object(
-  { model: ModelName, version: Type.Optional(VersionName), effectiveFrom: Type.String({ format: 'date-time' }) },
+  { model: ModelName, version: Type.Optional(VersionName), effectiveFrom: Instant('As the price gives it') },
   { additionalProperties: false },
 );
 
@@ -76,7 +74,7 @@ const BudgetProject = Type.String({
 const PutBudget = Type.Object(
   {
     project: Type.Optional(BudgetProject),
-    amount: Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000_000, description: 'Per calendar month (UTC)' }),
+    amount: Type.Number({ minimum: 0.000001, maximum: 1_000_000_000, description: 'Per calendar month (UTC)' }),
     currency: Currency,
     thresholds: Type.Optional(
       Type.Array(Type.Integer({ minimum: 1, maximum: 1000 }), {
@@ -87,7 +85,13 @@ const PutBudget = Type.Object(
       }),
     ),
     webhookUrl: Type.Optional(
-      Nullable(Type.String({ pattern: '^https?://[^\\s]+$', maxLength: 2000, description: 'Where alerts are posted' })),
+      Nullable(
+        Type.String({
+          pattern: '^https?://[^\\s/?#@]+(?:[/?#]\\S*)?$',
+          maxLength: 2000,
+          description: 'Where alerts are posted (no credentials in it: the signature authenticates)',
+        }),
+      ),
     ),
     webhookSecret: Type.Optional(
       Type.String({
@@ -95,11 +99,17 @@ const PutBudget = Type.Object(
         maxLength: 200,
         pattern: '^[\\x21-\\x7e]+$',
         writeOnly: true,
-        description: 'HMAC-SHA256 key of X-LLMHub-Signature; kept when left out, never shown',
+        description: 'HMAC-SHA256 key of X-LLMHub-Signature, given with every webhookUrl; never shown',
       }),
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    // A webhook's alerts are always signed.
+    // (In this order, so the refusal names the missing secret.)
+    anyOf: [{ required: ['webhookSecret'] }, { properties: { webhookUrl: { type: 'null' } } }],
+    description: 'webhookSecret is required with a webhookUrl',
+  },
 );
 const AlertOut = Type.Object({
   id: Type.String({ description: "The event id: the same on every delivery attempt, the webhook's X-LLMHub-Event-Id" }),
@@ -122,10 +132,8 @@ const groupsPattern = (groups: readonly string[]) => {
 };
 const TENANT_GROUPS = USAGE_GROUPS.filter((g) => g !== 'tenant');
 const reportParams = (groups: readonly string[]) => ({
-  from: Type.Optional(
-    Type.String({ format: 'date-time', description: 'Usage from (inclusive); default: the month began' }),
-  ),
-  to: Type.Optional(Type.String({ format: 'date-time', description: 'Usage until (exclusive); default: now' })),
+  from: Type.Optional(Instant('Usage from (inclusive); default: the month began')),
+  to: Type.Optional(Instant('Usage until (exclusive); default: now; none when it is not after from')),
   group_by: Type.Optional(
     Type.String({
       pattern: groupsPattern(groups),
@@ -161,28 +169,18 @@ const Csv = {
   content: { 'text/csv': { schema: Type.String() } },
 };
 
-function instant(time: string | undefined, field: string, fallback: number): Date {
-  const iso = instantOf(time, field);
-  const ms = iso === undefined ? fallback : Date.parse(iso);
-  if (!(ms >= EARLIEST && ms < LATEST)) throw new BadRequestError(`${field} must be in the years 1970-9999`, field);
-  return new Date(ms);
-}
+const instant = (time: string | undefined, field: string, fallback: number): Date =>
+  new Date(time === undefined ? fallback : Date.parse(instantOf(time, field)!));
 
-/** The report's span and groups from the query, or a 400 naming the parameter. */
+/**
+ * The report's span and groups from the query. Its rows are as many as the groups that have usage, whatever the span,
+ * so the span is not bounded.
+ */
 function reportOf(q: { from?: string; to?: string; group_by?: string }) {
   const now = Date.now();
-  const month = new Date(now);
   const to = instant(q.to, 'querystring.to', now);
-  const from = instant(
-    q.from,
-    'querystring.from',
-    Math.min(Date.UTC(month.getUTCFullYear(), month.getUTCMonth(), 1), to.getTime() - 1),
-  );
+  const from = instant(q.from, 'querystring.from', monthOf(now).start);
   const groupBy = (q.group_by?.split(',') ?? []) as UsageGroup[];
-  if (from >= to) throw new BadRequestError('from must be before to', 'querystring.from');
-  const span = groupBy.includes('hour') ? HOURLY_SPAN_MS : MAX_SPAN_MS;
-  if (to.getTime() - from.getTime() > span)
-    throw new BadRequestError(`a report spans at most ${span / DAY_MS} days (grouped by hour: 31)`, 'querystring.from');
   return { from, to, groupBy: USAGE_GROUPS.filter((g) => groupBy.includes(g)) };
 }
 
@@ -224,6 +222,8 @@ function priceRoutes(
   routeConfig: { preHandler?: ReturnType<typeof requireRole>; config?: { platform: true } },
   readers: (owner: string) => string[],
   tag: string,
+  /** The routes' path as the document names them. */
+  path: string,
 ): FastifyPluginAsyncTypebox {
   return async (app) => {
     const prices = new PriceStore(app.platform.db);
@@ -240,6 +240,18 @@ function priceRoutes(
               : "Set a model's price for this tenant from a time on (a platform price of the model wins over it)",
           body: PutPrice,
           response: { 200: PriceOut, ...errorResponses(400) },
+        },
+        links: {
+          200: {
+            list: linkTo(`GET ${path}`),
+            remove: linkTo(`DELETE ${path}`, {
+              parameters: {
+                model: '$response.body#/model',
+                version: '$response.body#/version',
+                effectiveFrom: '$response.body#/effectiveFrom',
+              },
+            }),
+          },
         },
       },
       async (request) => {
@@ -355,6 +367,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       { preHandler: admin },
       (owner) => [PLATFORM_PRICE, owner],
       'usage',
+      '/v1/prices',
     ),
   );
 
@@ -369,6 +382,13 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
         body: PutBudget,
         response: { 200: BudgetOut, ...errorResponses(400, 404) },
       },
+      links: {
+        200: {
+          list: linkTo('GET /v1/budgets'),
+          alerts: linkTo('GET /v1/budgets/alerts'),
+          remove: linkTo('DELETE /v1/budgets', { parameters: { project: '$response.body#/project' } }),
+        },
+      },
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
@@ -377,26 +397,14 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (project !== '' && project !== 'default' && !(await routing.getProject(tenantId, project)))
         throw new MissingReferenceError(`project '${project}' does not exist`, 'body.project');
       const webhookUrl = b.webhookUrl ?? null;
-      if (webhookUrl !== null) {
-        let url: URL | undefined;
-        try {
-          url = new URL(webhookUrl);
-        } catch {
-          // refused below
-        }
-        if (!url || url.username || url.password)
-          throw new BadRequestError('webhookUrl must be an http(s) URL without credentials', 'body.webhookUrl');
-        if (b.webhookSecret === undefined && !(await budgets.getBudget(tenantId, project))?.webhookSecretSet)
-          throw new BadRequestError('a webhook needs a webhookSecret to sign its alerts with', 'body.webhookSecret');
-      }
       const thresholds = [...(b.thresholds ?? DEFAULT_THRESHOLDS)].sort((x, y) => x - y);
       const budget = await budgets.setBudget(tenantId, project, {
         amount: b.amount,
         currency: b.currency,
         thresholds,
         webhookUrl,
-        // Without a webhook there is nothing to sign.
-        webhookSecret: webhookUrl === null ? null : b.webhookSecret,
+        // Without a webhook there is nothing to sign; a URL the delivery cannot parse is its error to show.
+        webhookSecret: webhookUrl === null ? null : b.webhookSecret!,
       });
       // A budget lowered below (or set under) what is spent has reached its thresholds now, not at the next request.
       await budgets.decideAlerts([tenantId]);
@@ -510,6 +518,7 @@ export const platformUsageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       operators,
       () => [PLATFORM_PRICE],
       'platform',
+      '/v1/platform/prices',
     ),
   );
 };

@@ -14,8 +14,8 @@ export interface BudgetSpec {
   /** Percent of the amount, ascending. */
   thresholds: number[];
   webhookUrl: string | null;
-  /** The HMAC key of the alerts; undefined keeps the one set before. */
-  webhookSecret?: string | null;
+  /** The HMAC key of the alerts (with a webhookUrl). */
+  webhookSecret: string | null;
 }
 
 export interface Budget {
@@ -151,18 +151,9 @@ export class BudgetStore {
         `INSERT INTO budgets (tenant_id, project_id, amount, currency, thresholds, webhook_url, webhook_secret)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (tenant_id, project_id) DO UPDATE SET amount = EXCLUDED.amount, currency = EXCLUDED.currency,
-           thresholds = EXCLUDED.thresholds, webhook_url = EXCLUDED.webhook_url,
-           webhook_secret = CASE WHEN $8 THEN budgets.webhook_secret ELSE EXCLUDED.webhook_secret END, updated_at = now()`,
-        [
-          tenantId,
-          projectId,
-          spec.amount,
-          spec.currency,
-          spec.thresholds,
-          spec.webhookUrl,
-          spec.webhookSecret ?? null,
-          spec.webhookSecret === undefined,
-        ],
+           thresholds = EXCLUDED.thresholds, webhook_url = EXCLUDED.webhook_url, webhook_secret = EXCLUDED.webhook_secret,
+           updated_at = now()`,
+        [tenantId, projectId, spec.amount, spec.currency, spec.thresholds, spec.webhookUrl, spec.webhookSecret],
       );
       const window = [tenantId, subject, new Date(month.start)];
       const prior = old[0];
@@ -258,7 +249,11 @@ export class BudgetStore {
        SELECT gen_random_uuid(), s.tenant_id, s.project_id, ($2::timestamptz AT TIME ZONE 'UTC')::date, t.threshold,
               s.spent, s.amount, s.currency
        FROM (SELECT b.tenant_id, b.project_id, b.amount, b.currency, b.thresholds, ${SPENT} AS spent
-             FROM budgets b WHERE b.tenant_id = ANY($1)) s
+             FROM budgets b WHERE b.tenant_id = ANY($1)
+               -- A budget whose every threshold has its alert this month is not summed again.
+               AND EXISTS (SELECT FROM unnest(b.thresholds) AS t(threshold) WHERE NOT EXISTS (
+                 SELECT FROM budget_alerts a WHERE a.tenant_id = b.tenant_id AND a.project_id = b.project_id
+                   AND a.period = ($2::timestamptz AT TIME ZONE 'UTC')::date AND a.threshold = t.threshold))) s
        CROSS JOIN LATERAL unnest(s.thresholds) AS t(threshold)
        WHERE s.spent * 100 >= s.amount * t.threshold
        ON CONFLICT (tenant_id, project_id, period, threshold) DO NOTHING`,

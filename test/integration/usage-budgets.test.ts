@@ -248,9 +248,8 @@ describe('usage and cost', () => {
     expect(all.some((r) => r.tenant === acme.id)).toBe(true);
     expect((await api('GET', '/v1/platform/usage', acme.keys.admin)).status).toBe(403);
     expect((await api('GET', '/v1/usage?group_by=tenant', acme.keys.admin)).status).toBe(400);
-    expect(
-      (await api('GET', '/v1/usage?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z', acme.keys.admin)).body,
-    ).toMatchObject({
+    expect((await ok('GET', '/v1/usage?from=2999-01-01T00:00:00Z', acme.keys.viewer)).rows).toEqual([]);
+    expect((await api('GET', '/v1/usage?from=1999-12-31T00:00:00Z', acme.keys.viewer)).body).toMatchObject({
       error: { details: { field: 'querystring.from' } },
     });
   });
@@ -319,9 +318,7 @@ describe('budgets on two gateway processes', () => {
       });
       expect(
         (await api('PUT', '/v1/budgets', t.keys.admin, { amount: 1, currency: 'USD', webhookUrl })).body,
-      ).toMatchObject({
-        error: { details: { field: 'body.webhookSecret' } },
-      });
+      ).toMatchObject({ error: { type: 'invalid_request', message: expect.stringContaining('webhookSecret') } });
       const budget = await ok('PUT', '/v1/budgets', t.keys.admin, {
         amount: 1,
         currency: 'USD',
@@ -355,7 +352,7 @@ describe('budgets on two gateway processes', () => {
       });
       // Lowered to what is spent: the 100 % alert is decided by the change, and both processes stop the tenant.
       const now = await spent();
-      await ok('PUT', '/v1/budgets', t.keys.admin, { amount: now, currency: 'USD', webhookUrl });
+      await ok('PUT', '/v1/budgets', t.keys.admin, { amount: now, currency: 'USD', webhookUrl, webhookSecret: secret });
       for (const { url } of gateways) {
         const refused = await eventually(`${url} to stop the tenant`, async () => {
           const res = await post(url, t.keys.developer, { model, max_tokens: 20 });
