@@ -106,8 +106,11 @@ export class BudgetAlertSender {
       }
       error = `the webhook answered ${res.status}`;
     } catch (err) {
-      // The refusal names only the host; other errors are the connection's, never the secret's.
-      error = egressRefusalIn(err)?.message ?? `the webhook could not be reached: ${(err as Error).message}`;
+      // The refusal names only the host; other errors are the connection's (fetch's code of its cause), never the secret's.
+      const code = ((err as Error).cause as { code?: unknown } | undefined)?.code;
+      error =
+        egressRefusalIn(err)?.message ??
+        `the webhook could not be reached: ${(err as Error).message}${typeof code === 'string' ? ` (${code})` : ''}`;
     }
     const retryAt =
       a.attempts >= MAX_ATTEMPTS
