@@ -37,6 +37,7 @@ import { mcpServerRoutes } from './routes/mcp-servers';
 import { modelListRoutes } from './routes/model-list';
 import { modelRoutes } from './routes/models';
 import { platformRoutes } from './routes/platform';
+import { platformUsageRoutes, usageRoutes } from './routes/usage';
 import type { TenantResources } from '../common/tenant-resources';
 import { refuseUnstorableText } from './plugins/storable-text';
 
@@ -155,6 +156,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await control.register(fineTuneRoutes, { prefix: '/v1' });
     await control.register(pipelineRoutes, { prefix: '/v1' });
     await control.register(adminRoutes, { prefix: '/v1' });
+    await control.register(usageRoutes, { prefix: '/v1' });
+    await control.register(platformUsageRoutes, { prefix: '/v1/platform' });
     await control.register(mcpCatalogRoutes, { prefix: '/v1/platform/mcp-catalog' });
     await control.register(auditRoutes, { prefix: '/v1/audit' });
     await control.register(platformAuditRoutes, { prefix: '/v1/platform/audit' });

@@ -2,6 +2,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import AjvCompiler from '@fastify/ajv-compiler';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
+import type { EgressPolicy } from '../common/egress';
 import type { Logger } from '../common/logger';
 import { AuditStore } from '../common/store/audit';
 import { TenantStore } from '../common/store/tenants';
@@ -33,6 +34,8 @@ export interface HttpAppDeps {
   auth?: Pick<AuthOptions, 'failuresPerMinute' | 'keyCacheLimits'>;
   /** Inference gateway settings; what is left out takes its default. */
   gateway?: Partial<GatewaySettings>;
+  /** Where budget alert webhooks may be reached (LLMHUB_WEBHOOK_EGRESS_ALLOW); default: no internal address. */
+  webhookEgress?: EgressPolicy;
 }
 
 export interface HttpApp {
@@ -139,5 +142,6 @@ export async function registerGateway(http: HttpApp, deps: HttpAppDeps): Promise
     settings: http.gateway,
     audit: http.audit,
     auditRetentionMs: (deps.auditRetentionDays ?? 365) * 24 * 3_600_000,
+    ...(deps.webhookEgress ? { webhookEgress: deps.webhookEgress } : {}),
   });
 }

@@ -116,6 +116,8 @@ const Env = Type.Object({
    * (loopback, private, link-local, metadata, CGNAT, ...: common/egress.ts); default none.
    */
   LLMHUB_MCP_EGRESS_ALLOW: Type.String({ default: '' }),
+  /** The same for budget alert webhooks (tenant-supplied URLs the gateway and api roles post to); default none. */
+  LLMHUB_WEBHOOK_EGRESS_ALLOW: Type.String({ default: '' }),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */
   LLMHUB_CONVERT_IMAGE: Type.String({ default: 'llmhub/convert', minLength: 1 }),

@@ -3,6 +3,7 @@ import type { Pool } from 'pg';
 import type { HttpAppDeps } from '../api/http-app';
 import { loadGatewaySettings } from '../api/gateway/settings';
 import type { Config } from '../common/config';
+import { EgressPolicy } from '../common/egress';
 import type { Logger } from '../common/logger';
 
 /** The settings the api and gateway roles share, from the environment (common/config.ts, GATEWAY_*). */
@@ -17,6 +18,7 @@ export function httpAppDepsOf(config: Config, db: Pool, logger: Logger): HttpApp
       .filter(Boolean),
     auth: { failuresPerMinute: config.API_AUTH_FAILURES_PER_MINUTE },
     gateway: loadGatewaySettings(),
+    webhookEgress: EgressPolicy.fromEnv(config.LLMHUB_WEBHOOK_EGRESS_ALLOW),
     jwt: {
       jwksUrl: config.JWT_JWKS_URL,
       issuer: config.JWT_ISSUER,

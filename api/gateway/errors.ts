@@ -6,8 +6,16 @@ export class RateLimitedError extends PlatformError {
   constructor(
     message: string,
     readonly retryAfterSeconds: number,
+    type = 'rate_limited',
   ) {
-    super(429, 'rate_limited', message, { retryAfterSeconds });
+    super(429, type, message, { retryAfterSeconds });
+  }
+}
+
+/** A tenant's or project's monthly budget is spent: 429 until the month ends or an admin raises the budget. */
+export class BudgetExceededError extends RateLimitedError {
+  constructor(message: string, retryAfterSeconds: number) {
+    super(message, retryAfterSeconds, 'budget_exceeded');
   }
 }
 

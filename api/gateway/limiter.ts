@@ -1,5 +1,5 @@
 import type { Logger } from '../../common/logger';
-import { CEILING_SUBJECT, type LimitRule, type LimitStore, type WindowRef } from '../../common/store/limits';
+import { CEILING_SUBJECT, monthOf, type LimitRule, type LimitStore, type WindowRef } from '../../common/store/limits';
 
 /** What this replica holds of one limit's current window. */
 interface WindowState {
@@ -9,7 +9,7 @@ interface WindowState {
   reqLeased: number;
   reqUsed: number;
   tokLeased: number;
-  /** Reserved by requests in flight (prompt estimate + max_tokens). */
+  /** Reserved by requests in flight (prompt estimate + max_tokens; their cost in micro-units for a budget). */
   tokReserved: number;
   /** Settled real usage; may pass tokLeased when a request used more than it reserved (the debt is leased next). */
   tokSpent: number;
@@ -24,12 +24,21 @@ interface WindowState {
 }
 
 export interface Reservation {
-  /** Records the request's real token usage (0 when it failed) and frees its reservation. */
-  settle(actualTokens: number): void;
+  /**
+   * Records the request's real token usage (0 when it failed) and its cost in micro-units of the reserved cost's
+   * currency, and frees its reservation.
+   */
+  settle(actualTokens: number, actualCostMicros?: number): void;
 }
 
-/** Which limit refused a request: the platform's ceiling on the tenant, the tenant's own, or one API key's. */
-export type LimitScope = 'ceiling' | 'tenant' | 'key';
+/** What a request may cost, in whole micro-units (rounded up) of its price's currency; budgets count it. */
+export interface Cost {
+  currency: string;
+  micros: number;
+}
+
+/** Which limit refused a request: the platform's ceiling on the tenant, the tenant's own, one API key's, or a budget. */
+export type LimitScope = 'ceiling' | 'tenant' | 'key' | 'budget';
 
 export type Admission =
   { ok: true; reservation: Reservation } | { ok: false; retryAfterSeconds: number; reason: string; scope: LimitScope };
@@ -59,6 +68,8 @@ export class SliceLimiter {
     private readonly opts: {
       requestSlice: number;
       tokenSlice: number;
+      /** A budget's first slice, in micro-units of its currency. */
+      budgetSlice: number;
       leaseIdleMs: number;
       logger: Pick<Logger, 'warn' | 'error'>;
     },
@@ -71,48 +82,65 @@ export class SliceLimiter {
    * Synchronous while this replica's slices cover the request, which is the common case: only a request that
    * has to wait for a lease gets a promise.
    */
-  admit(rules: LimitRule[], tokens: number): Admission | Promise<Admission> {
+  admit(rules: LimitRule[], tokens: number, cost?: Cost): Admission | Promise<Admission> {
     const taken: WindowState[] = [];
     for (let i = 0; i < rules.length; i++) {
       const w = this.window(rules[i]!);
-      if (!this.tryTake(w, tokens)) return this.admitLeasing(rules, i, tokens, taken);
+      if (!this.tryTake(w, amountOf(w.rule, tokens, cost))) return this.admitLeasing(rules, i, tokens, cost, taken);
       taken.push(w);
     }
-    return { ok: true, reservation: new SliceReservation(taken, tokens) };
+    return { ok: true, reservation: new SliceReservation(taken, tokens, cost) };
   }
 
   private async admitLeasing(
     rules: LimitRule[],
     from: number,
     tokens: number,
+    cost: Cost | undefined,
     taken: WindowState[],
   ): Promise<Admission> {
     for (let i = from; i < rules.length; i++) {
       const rule = rules[i]!;
       const w = this.window(rule);
-      if (!(await this.take(w, tokens))) {
+      if (!(await this.take(w, amountOf(rule, tokens, cost)))) {
         for (const t of taken) {
           t.reqUsed -= 1;
-          t.tokReserved -= tokens;
+          t.tokReserved -= amountOf(t.rule, tokens, cost);
         }
-        const what = rule.subject ? `API key ${rule.subject}` : `tenant '${rule.tenantId}'`;
         return {
           ok: false,
           retryAfterSeconds: Math.max(1, Math.ceil((w.endsAt - Date.now()) / 1000)),
-          reason: `${what} is over its limit of ${limitText(rule)}`,
-          scope: rule.subject === CEILING_SUBJECT ? 'ceiling' : rule.subject ? 'key' : 'tenant',
+          reason: refusal(rule),
+          scope: rule.currency
+            ? 'budget'
+            : rule.subject === CEILING_SUBJECT
+              ? 'ceiling'
+              : rule.subject
+                ? 'key'
+                : 'tenant',
         };
       }
       taken.push(w);
     }
-    return { ok: true, reservation: new SliceReservation(taken, tokens) };
+    return { ok: true, reservation: new SliceReservation(taken, tokens, cost) };
+  }
+
+  /** The configured first slice of a rule's token dimension (micro-units for a budget). */
+  private tokenFloor(rule: LimitRule): number {
+    return rule.currency ? this.opts.budgetSlice : this.opts.tokenSlice;
   }
 
   private window(rule: LimitRule): WindowState {
     const key = `${rule.tenantId}\0${rule.subject}`;
     const now = Date.now();
-    const span = rule.windowSeconds * 1000;
-    const start = Math.floor(now / span) * span;
+    let start: number;
+    let endsAt: number;
+    if (rule.currency) ({ start, end: endsAt } = monthOf(now));
+    else {
+      const span = rule.windowSeconds * 1000;
+      start = Math.floor(now / span) * span;
+      endsAt = start + span;
+    }
     let w = this.windows.get(key);
     if (w && w.ref.windowStart === start) {
       // Routes and limits are re-read often; a changed rule applies to the window in progress, counts kept.
@@ -126,7 +154,7 @@ export class SliceLimiter {
     w = {
       ref: { tenantId: rule.tenantId, subject: rule.subject, windowStart: start },
       rule,
-      endsAt: start + span,
+      endsAt,
       reqLeased: 0,
       reqUsed: 0,
       tokLeased: 0,
@@ -137,7 +165,7 @@ export class SliceLimiter {
       reqSlice: carried
         ? grownSlice(carried.reqSlice, this.opts.requestSlice, rule.maxRequests)
         : this.opts.requestSlice,
-      tokSlice: carried ? grownSlice(carried.tokSlice, this.opts.tokenSlice, rule.maxTokens) : this.opts.tokenSlice,
+      tokSlice: carried ? grownSlice(carried.tokSlice, this.tokenFloor(rule), rule.maxTokens) : this.tokenFloor(rule),
       lastLeaseAt: 0,
     };
     this.windows.set(key, w);
@@ -159,7 +187,7 @@ export class SliceLimiter {
     w.lastUsed = now;
     // A hot window leases its next slice before this one runs out, so its requests do not wait on the store.
     const reqLow = w.reqSlice > this.opts.requestSlice && reqFree < w.reqSlice / 2;
-    const tokLow = w.tokSlice > this.opts.tokenSlice && tokFree < w.tokSlice / 2;
+    const tokLow = w.tokSlice > this.tokenFloor(w.rule) && tokFree < w.tokSlice / 2;
     if ((reqLow || tokLow) && !w.leasing && now >= w.dryUntil) {
       void this.lease(w, { requests: reqLow ? w.reqSlice : 0, tokens: tokLow ? w.tokSlice : 0 });
     }
@@ -227,7 +255,7 @@ export class SliceLimiter {
       if (!all && (now - w.lastUsed < this.opts.leaseIdleMs || w.leasing)) continue;
       // Idle is the opposite of hot: the next burst starts again from the configured slices.
       w.reqSlice = this.opts.requestSlice;
-      w.tokSlice = this.opts.tokenSlice;
+      w.tokSlice = this.tokenFloor(w.rule);
       const requests = w.rule.maxRequests === null ? 0 : Math.max(0, w.reqLeased - w.reqUsed);
       const tokens = w.rule.maxTokens === null ? 0 : w.tokLeased - w.tokReserved - w.tokSpent;
       if (requests === 0 && tokens === 0) continue;
@@ -257,18 +285,36 @@ class SliceReservation implements Reservation {
   constructor(
     private readonly taken: WindowState[],
     private readonly tokens: number,
+    private readonly cost: Cost | undefined,
   ) {}
 
-  settle(actualTokens: number): void {
+  settle(actualTokens: number, actualCostMicros = 0): void {
     if (this.settled) return;
     this.settled = true;
     const now = Date.now();
     for (const w of this.taken) {
-      w.tokReserved -= this.tokens;
-      w.tokSpent += actualTokens;
+      w.tokReserved -= amountOf(w.rule, this.tokens, this.cost);
+      w.tokSpent += w.rule.currency
+        ? this.cost?.currency === w.rule.currency
+          ? Math.ceil(actualCostMicros)
+          : 0
+        : actualTokens;
       w.lastUsed = now;
     }
   }
+}
+
+/** What a request takes of a rule's token dimension: its tokens, or for a budget its cost in the budget's currency. */
+const amountOf = (rule: LimitRule, tokens: number, cost: Cost | undefined): number =>
+  rule.currency ? (cost?.currency === rule.currency ? cost.micros : 0) : tokens;
+
+function refusal(rule: LimitRule): string {
+  if (rule.currency) {
+    const of = rule.subject.startsWith('budget:') ? `project '${rule.subject.slice(7)}'` : `tenant '${rule.tenantId}'`;
+    return `the monthly budget of ${of} (${(rule.maxTokens ?? 0) / 1e6} ${rule.currency}) is spent`;
+  }
+  const what = rule.subject ? `API key ${rule.subject}` : `tenant '${rule.tenantId}'`;
+  return `${what} is over its limit of ${limitText(rule)}`;
 }
 
 /** `wanted`, kept within a sixteenth of the limit (MAX_SLICE_SHARE) but never below `floor`; an unlimited dimension keeps `floor`. */

@@ -25,6 +25,9 @@ export interface Outcome {
   ttftMs?: number;
   promptTokens: number;
   completionTokens: number;
+  /** The usage's cost in micro-units of `currency`, when the version has a price. */
+  costMicros?: number;
+  currency?: string;
 }
 
 const LE = [...LATENCY_BUCKETS_MS.map((ms) => String(ms / 1000)), '+Inf'];
@@ -46,6 +49,8 @@ interface Series {
   ttft?: Histo;
   promptTokens: number;
   completionTokens: number;
+  /** Micro-units by currency. */
+  cost?: Map<string, number>;
 }
 
 const newHisto = (): Histo => ({ buckets: new Array<number>(LE.length).fill(0), sumSeconds: 0 });
@@ -80,6 +85,8 @@ export class GatewayMeter {
       limits: Pick<LimitStore, 'pruneEndedWindows'>;
       flushMs: number;
       retentionMs: number;
+      /** Told of each batch of usage once it is stored (the budget alerts are decided from it). */
+      onUsageStored?: (rows: UsageRow[]) => Promise<void>;
       /** The audit log's retention is applied by the same hourly pass. */
       audit: Pick<AuditStore, 'prune'>;
       auditRetentionMs: number;
@@ -127,6 +134,10 @@ export class GatewayMeter {
       if (s.completionTokens)
         out.push(`llmhub_gateway_tokens_total{${s.labels},kind="completion"} ${s.completionTokens}`);
     }
+    head('llmhub_gateway_cost_total', 'counter', 'Cost of the metered tokens at the prices in effect, by currency');
+    for (const s of all)
+      for (const [currency, micros] of s.cost ?? [])
+        out.push(`llmhub_gateway_cost_total{${s.labels},currency="${escapeLabel(currency)}"} ${micros / 1e6}`);
     return `${out.join('\n')}\n`;
   }
 
@@ -155,6 +166,10 @@ export class GatewayMeter {
     }
     series.promptTokens += o.promptTokens;
     series.completionTokens += o.completionTokens;
+    if (o.currency) {
+      series.cost ??= new Map();
+      series.cost.set(o.currency, (series.cost.get(o.currency) ?? 0) + (o.costMicros ?? 0));
+    }
 
     const row = this.rowOf(o);
     row.requests++;
@@ -254,7 +269,9 @@ export class GatewayMeter {
           'gateway metrics flush failed; will retry',
         );
         this.requeue(rows, usage);
+        return;
       }
+      if (usage.length) await this.deps.onUsageStored?.(usage);
     });
     return this.flushing;
   }

@@ -4,15 +4,18 @@ import { Type, type TProperties, type TSchema } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { ATTR_URL_FULL } from '@opentelemetry/semantic-conventions';
+import { EgressPolicy } from '../../common/egress';
 import { ForbiddenError } from '../../common/errors';
 import type { AuditStore } from '../../common/store/audit';
+import { BudgetStore } from '../../common/store/budgets';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import { LimitStore } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
 import { UsageStore } from '../../common/store/usage';
 import { requireRole } from '../plugins/auth';
 import { withClientSpan } from '../plugins/tracing';
-import { ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
+import { BudgetAlertSender } from './alert-sender';
+import { BudgetExceededError, ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
 import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
@@ -174,7 +177,9 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   settings: GatewaySettings;
   audit: Pick<AuditStore, 'prune'>;
   auditRetentionMs: number;
-}> = async (app, { db, settings: s, audit, auditRetentionMs }) => {
+  /** Where budget alert webhooks may be reached; default: no internal address. */
+  webhookEgress?: EgressPolicy;
+}> = async (app, { db, settings: s, audit, auditRetentionMs, webhookEgress }) => {
   const table = new RouteTable({
     db,
     store: new RoutingStore(db),
@@ -198,12 +203,36 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   const limiter = new SliceLimiter(limits, {
     requestSlice: s.requestSlice,
     tokenSlice: s.tokenSlice,
+    budgetSlice: s.budgetSlice,
     leaseIdleMs: s.leaseIdleMs,
     logger: app.log,
   });
+  const budgets = new BudgetStore(db);
+  const egress = webhookEgress ?? new EgressPolicy();
+  const alerts = new BudgetAlertSender({
+    store: budgets,
+    egress,
+    pollMs: s.alertPollMs,
+    retryMs: s.alertRetryMs,
+    logger: app.log,
+  });
+  /** Tenants whose alerts could not be decided last time: asked again with the next batch. */
+  let undecided = new Set<string>();
   const meter = new GatewayMeter({
     metrics: new GatewayMetricsStore(db),
     usage: new UsageStore(db),
+    onUsageStored: async (rows) => {
+      const tenants = undecided;
+      for (const r of rows) if (table.hasBudget(r.tenantId)) tenants.add(r.tenantId);
+      if (tenants.size === 0) return;
+      undecided = new Set();
+      try {
+        if ((await budgets.decideAlerts([...tenants])) > 0) alerts.wake();
+      } catch (err) {
+        for (const t of tenants) undecided.add(t);
+        app.log.warn({ err }, 'deciding budget alerts failed; will retry with the next usage');
+      }
+    },
     limits,
     flushMs: s.metricsFlushMs,
     retentionMs: s.metricsRetentionMs,
@@ -215,6 +244,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   app.addHook('onClose', async () => {
     await table.close();
     await Promise.all([limiter.close(), meter.close()]);
+    await alerts.close();
+    if (!webhookEgress) await egress.close();
     await upstreams.close();
   });
 
@@ -307,16 +338,22 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
 
     // Reserve before the call: the prompt (estimated at 4 bytes a token, an over-estimate for JSON) plus the most it may generate.
     const promptEstimate = Math.ceil(raw.length / 4);
-    const reserve =
-      promptEstimate +
-      (path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens));
-    const rules = table.limitsFor(tenantId, principal.subject);
+    const maxOutput =
+      path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens);
+    const price = table.priceOf(tenantId, body.model, chosen.version);
+    const rules = table.limitsFor(tenantId, principal.subject, projectId);
     let reservation: Reservation | undefined;
     if (rules.length) {
-      const admitted = limiter.admit(rules, reserve);
+      // A budget reserves the most the request can cost, as a token limit reserves the most it can use.
+      const cost = price && {
+        currency: price.currency,
+        micros: Math.ceil(promptEstimate * price.inputPerMillion + maxOutput * price.outputPerMillion),
+      };
+      const admitted = limiter.admit(rules, promptEstimate + maxOutput, cost);
       const admission = admitted instanceof Promise ? await admitted : admitted;
       if (!admission.ok) {
         meter.limited({ tenantId, modelId: body.model, version: chosen.version }, admission.scope);
+        if (admission.scope === 'budget') throw new BudgetExceededError(admission.reason, admission.retryAfterSeconds);
         throw new RateLimitedError(admission.reason, admission.retryAfterSeconds);
       }
       reservation = admission.reservation;
@@ -336,9 +373,20 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     };
     // Embeddings have no stream form: a `stream` in their body is passed on and answered whole.
     const stream = body.stream === true && path !== '/embeddings';
-    const finish = (o: Omit<Outcome, keyof typeof base | keyof TokenUsage | 'latencyMs'>, usage: TokenUsage) => {
-      reservation?.settle(usage.promptTokens + usage.completionTokens);
-      meter.record({ ...base, ...o, ...usage, latencyMs: performance.now() - started });
+    const finish = (
+      o: Omit<Outcome, keyof typeof base | keyof TokenUsage | 'latencyMs' | 'costMicros' | 'currency'>,
+      usage: TokenUsage,
+    ) => {
+      const p = o.version === chosen.version ? price : table.priceOf(tenantId, body.model, o.version);
+      const costMicros = p ? usage.promptTokens * p.inputPerMillion + usage.completionTokens * p.outputPerMillion : 0;
+      reservation?.settle(usage.promptTokens + usage.completionTokens, costMicros);
+      meter.record({
+        ...base,
+        ...o,
+        ...usage,
+        latencyMs: performance.now() - started,
+        ...(p && { costMicros, currency: p.currency }),
+      });
     };
     /** The audit row of an answer written past Fastify (hijacked), once it has ended. */
     const audited = (statusCode: number, version: string, usage: TokenUsage, bytesSent: number, errorClass?: string) =>

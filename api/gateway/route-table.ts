@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { Client, type Pool } from 'pg';
 import type { Logger } from '../../common/logger';
 import { CEILING_SUBJECT, type LimitRule } from '../../common/store/limits';
+import { PLATFORM_PRICE, type Price } from '../../common/store/prices';
 import type { RoutingStore } from '../../common/store/routing';
 
 export const ROUTING_STRATEGIES = ['stable', 'canary', 'ab_test'] as const;
@@ -60,6 +61,11 @@ export class RouteTable {
   private routes = new Map<string, CompiledRoute>();
   private projects = new Map<string, Set<string>>();
   private limits = new Map<string, LimitRule>();
+  /** By `${tenant}\0${model}\0${version}`; tenant '' for the platform's, version '' for the whole model's. */
+  private prices = new Map<string, Price>();
+  /** By `${tenant}\0${project}`; project '' for the whole tenant's. */
+  private budgets = new Map<string, LimitRule>();
+  private budgetTenants = new Set<string>();
   private refreshing: Promise<void> | undefined;
   private again = false;
   private listener: Client | undefined;
@@ -99,8 +105,8 @@ export class RouteTable {
     return this.projects.get(tenantId)?.has(projectId) ?? false;
   }
 
-  /** The limits that apply to a caller: the tenant's and the caller's own. */
-  limitsFor(tenantId: string, subject: string): LimitRule[] {
+  /** The limits that apply to a caller: the tenant's and the caller's own, and the tenant's and project's budgets. */
+  limitsFor(tenantId: string, subject: string, projectId: string): LimitRule[] {
     const out: LimitRule[] = [];
     const ceiling = this.limits.get(`${tenantId}\0${CEILING_SUBJECT}`);
     const tenant = this.limits.get(`${tenantId}\0`);
@@ -108,7 +114,31 @@ export class RouteTable {
     if (ceiling) out.push(ceiling);
     if (tenant) out.push(tenant);
     if (own) out.push(own);
+    if (this.budgets.size) {
+      const budget = this.budgets.get(`${tenantId}\0`);
+      const project = this.budgets.get(`${tenantId}\0${projectId}`);
+      if (budget) out.push(budget);
+      if (project) out.push(project);
+    }
     return out;
+  }
+
+  hasBudget(tenantId: string): boolean {
+    return this.budgetTenants.has(tenantId);
+  }
+
+  /**
+   * The price in effect of a model version for a tenant: the platform's before the tenant's, a version's own before
+   * the model's (as common/store/prices.ts PRICED_USAGE prices the metered usage).
+   */
+  priceOf(tenantId: string, modelId: string, version: string): Price | undefined {
+    if (this.prices.size === 0) return undefined;
+    return (
+      this.prices.get(`${PLATFORM_PRICE}\0${modelId}\0${version}`) ??
+      this.prices.get(`${PLATFORM_PRICE}\0${modelId}\0`) ??
+      this.prices.get(`${tenantId}\0${modelId}\0${version}`) ??
+      this.prices.get(`${tenantId}\0${modelId}\0`)
+    );
   }
 
   /** Re-reads the snapshot; calls during a read coalesce into one more read after it. */
@@ -136,6 +166,9 @@ export class RouteTable {
           this.routes = routes;
           this.projects = projects;
           this.limits = new Map(snap.limits.map((l) => [`${l.tenantId}\0${l.subject}`, l]));
+          this.prices = new Map(snap.prices.map((p) => [`${p.tenantId}\0${p.modelId}\0${p.version}`, p]));
+          this.budgets = new Map(snap.budgets.map((b) => [`${b.tenantId}\0${b.projectId}`, b]));
+          this.budgetTenants = new Set(snap.budgets.map((b) => b.tenantId));
           this.generation++;
         } while (this.again && !this.closed);
       } finally {

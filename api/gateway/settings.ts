@@ -22,6 +22,12 @@ const Settings = Type.Object({
   auditFlushMs: Type.Integer({ default: 1_000, minimum: 10 }),
   requestSlice: Type.Integer({ default: 20, minimum: 1 }),
   tokenSlice: Type.Integer({ default: 20_000, minimum: 1 }),
+  /** A budget's first slice, in micro-units of its currency (10,000: 0.01). */
+  budgetSlice: Type.Integer({ default: 10_000, minimum: 1 }),
+  /** Budget alerts due for delivery are looked for this often. */
+  alertPollMs: Type.Integer({ default: 2_000, minimum: 10 }),
+  /** The first retry of a failed alert delivery waits this long; each next one twice as long (at most an hour). */
+  alertRetryMs: Type.Integer({ default: 10_000, minimum: 10 }),
   /** A replica hands back the unused part of a slice it has not touched for this long. */
   leaseIdleMs: Type.Integer({ default: 10_000, minimum: 10 }),
   /** Reserved for a request that names no max_tokens. */

@@ -78,7 +78,7 @@ const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)[tT ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[
  * A `date-time` filter as the UTC instant PostgreSQL takes: PostgreSQL refuses offsets past ±15:59 that RFC 3339
  * allows, and JavaScript's Date.parse refuses leap seconds and years before 100; so the fields are read here.
  */
-function instantOf(time: string | undefined, field: string): string | undefined {
+export function instantOf(time: string | undefined, field: string): string | undefined {
   if (time === undefined) return undefined;
   const m = RFC3339.exec(time);
   if (!m) throw new BadRequestError(`${field} must be an RFC 3339 date-time`, field);

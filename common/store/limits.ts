@@ -8,6 +8,18 @@ import { inTransaction } from './pool';
  */
 export const CEILING_SUBJECT = 'platform';
 
+/** The subject of a budget's window: `budget` for the whole tenant, `budget:<project>` for one project. */
+export const budgetSubject = (projectId: string): string => (projectId ? `budget:${projectId}` : 'budget');
+
+/** The calendar month (UTC) an instant falls in, as epoch ms: a budget's window. */
+export function monthOf(ms: number): { start: number; end: number } {
+  const d = new Date(ms);
+  return {
+    start: Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1),
+    end: Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1),
+  };
+}
+
 export interface LimitRule {
   tenantId: string;
   /** '' for the whole tenant, otherwise one caller (the principal's subject, e.g. `key:<id>`). */
@@ -16,6 +28,11 @@ export interface LimitRule {
   /** null: this dimension is not limited. */
   maxRequests: number | null;
   maxTokens: number | null;
+  /**
+   * Set on a budget (common/store/budgets.ts): maxTokens then counts micro-units of this currency (cost, not tokens) and
+   * the window is the calendar month (UTC), not windowSeconds.
+   */
+  currency?: string;
 }
 
 export interface WindowRef {
@@ -136,17 +153,19 @@ export class LimitStore {
   }
 
   /**
-   * Deletes windows that ended before `endedBeforeMs` (epoch ms): a window's length comes from its rule, and a
-   * window whose rule was removed counts as ended at its start. Replicas only lease from current windows, so a
+   * Deletes windows that ended before `endedBeforeMs` (epoch ms): a window's length comes from its rule (a budget's is
+   * its calendar month), and a window whose rule was removed counts as ended at its start. Replicas only lease from current windows, so a
    * late give-back or charge to a deleted window changes nothing that is still counted.
    */
   async pruneEndedWindows(endedBeforeMs: number): Promise<number> {
     const { rowCount } = await this.db.query(
       `DELETE FROM gateway_limit_windows w
        WHERE w.window_start < to_timestamp($1 / 1000.0)
-         AND w.window_start + make_interval(secs => COALESCE(
-               (SELECT l.window_seconds FROM gateway_limits l WHERE l.tenant_id = w.tenant_id AND l.subject = w.subject), 0))
-             < to_timestamp($1 / 1000.0)`,
+         AND CASE WHEN w.subject = 'budget' OR w.subject LIKE 'budget:%'
+               THEN (w.window_start AT TIME ZONE 'UTC' + interval '1 month') AT TIME ZONE 'UTC'
+               ELSE w.window_start + make_interval(secs => COALESCE(
+                 (SELECT l.window_seconds FROM gateway_limits l WHERE l.tenant_id = w.tenant_id AND l.subject = w.subject), 0))
+             END < to_timestamp($1 / 1000.0)`,
       [endedBeforeMs],
     );
     return rowCount ?? 0;

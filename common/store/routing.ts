@@ -1,5 +1,7 @@
 import type { Pool } from 'pg';
+import { BudgetStore } from './budgets';
 import { readLimits, type LimitRule } from './limits';
+import { PriceStore, type Price } from './prices';
 import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 
 /** Canary share of weighted traffic when a canary is set without a weight (the seed's 90/10 split). */
@@ -34,6 +36,10 @@ export interface GatewaySnapshot {
   routes: ModelRoute[];
   projects: { tenantId: string; id: string }[];
   limits: LimitRule[];
+  /** Prices in effect now, for the cost a budget reserves and the cost metrics. */
+  prices: Price[];
+  /** Budgets as limit rules on their project ('' the whole tenant). */
+  budgets: (LimitRule & { projectId: string })[];
 }
 
 /**
@@ -115,8 +121,10 @@ export class RoutingStore {
         await c.query<{ tenant_id: string; id: string }>('SELECT tenant_id, id FROM projects')
       ).rows.map((p) => ({ tenantId: p.tenant_id, id: p.id }));
       const limits = await readLimits(c);
+      const prices = await new PriceStore(this.db).current(c);
+      const budgets = await new BudgetStore(this.db).rules(c);
       await c.query('COMMIT');
-      return { routes, projects, limits };
+      return { routes, projects, limits, prices, budgets };
     } finally {
       c.release();
     }

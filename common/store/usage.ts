@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import { PRICED_USAGE } from './prices';
 
 export interface UsageRow {
   tenantId: string;
@@ -68,4 +69,64 @@ export class UsageStore {
       completionTokens: Number(r.completion),
     }));
   }
+}
+
+/** What a usage report can be grouped by; `tenant` only in the platform operators' report. */
+export const USAGE_GROUPS = ['tenant', 'project', 'model', 'key', 'day', 'hour'] as const;
+export type UsageGroup = (typeof USAGE_GROUPS)[number];
+
+export interface UsageReportRow {
+  tenant?: string;
+  project?: string;
+  model?: string;
+  /** The caller's subject (`key:<id>` for an API key). */
+  key?: string;
+  /** YYYY-MM-DD (UTC) */
+  day?: string;
+  /** YYYY-MM-DDTHH:00:00Z */
+  hour?: string;
+  /** null for usage of a model without a price. */
+  currency: string | null;
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+  /** In `currency`, to the micro-unit; null without a price. */
+  cost: number | null;
+}
+
+const GROUP_SQL: Record<UsageGroup, string> = {
+  tenant: 'u.tenant_id',
+  project: 'u.project_id',
+  model: 'u.model_id',
+  key: 'u.subject',
+  day: `to_char(u.minute AT TIME ZONE 'UTC', 'YYYY-MM-DD')`,
+  hour: `to_char(u.minute AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24":00:00Z"')`,
+};
+
+/**
+ * Metered usage and its cost (PRICED_USAGE: the price in effect at each minute) between `from` (inclusive) and `to`
+ * (exclusive), of one tenant or of all, summed per group and currency.
+ */
+export async function usageReport(
+  db: Pick<Pool, 'query'>,
+  q: { tenantId?: string; from: Date; to: Date; groupBy: readonly UsageGroup[] },
+): Promise<UsageReportRow[]> {
+  const groups = USAGE_GROUPS.filter((g) => q.groupBy.includes(g));
+  const cols = groups.map((g) => `${GROUP_SQL[g]} AS "${g}"`);
+  const keys = [...groups.map((g) => `"${g}"`), 'currency'];
+  const { rows } = await db.query<Record<string, string | null>>(
+    `SELECT ${[...cols, 'u.currency'].join(', ')}, sum(u.requests) AS requests, sum(u.prompt_tokens) AS prompt,
+       sum(u.completion_tokens) AS completion, round(sum(u.cost), 6) AS cost
+     FROM (${PRICED_USAGE} WHERE ($1::text IS NULL OR u.tenant_id = $1) AND u.minute >= $2 AND u.minute < $3) u
+     GROUP BY ${keys.join(', ')} ORDER BY ${keys.map((k) => `${k} NULLS LAST`).join(', ')}`,
+    [q.tenantId ?? null, q.from, q.to],
+  );
+  return rows.map((r) => ({
+    ...Object.fromEntries(groups.map((g) => [g, r[g]!])),
+    currency: r.currency ?? null,
+    requests: Number(r.requests),
+    promptTokens: Number(r.prompt),
+    completionTokens: Number(r.completion),
+    cost: r.cost === null || r.cost === undefined ? null : Number(r.cost),
+  }));
 }

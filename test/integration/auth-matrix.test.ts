@@ -49,8 +49,8 @@ const REFUSED_TO_ALL: Record<string, string> = {
 };
 
 /**
- * Paths whose parameter names one of tenant A's objects but where another tenant's call acts on an object of its own
- * of the same name (names are per tenant), so 404 is not the answer; each must still be no 2xx on A's object, no 5xx
+ * Operations whose path parameter (or body) names one of tenant A's objects but where another tenant's call acts on an
+ * object of its own of the same name (names are per tenant), so 404 is not the answer; each must still be no 2xx on A's object, no 5xx
  * and no leak, and A's objects are checked unchanged at the end.
  */
 const OWN_NAMESPACE_OF_CALLER: Record<string, string> = {
@@ -59,6 +59,7 @@ const OWN_NAMESPACE_OF_CALLER: Record<string, string> = {
     "uploads into the caller's own namespace of that name (400 here: the matrix sends no file)",
   'POST /v1/knowledge/{namespace}/ingestions':
     "starts an ingestion into the caller's own namespace of that name (terminated at the end)",
+  'PUT /v1/prices': "prices the caller's own model of that name (its body names it; prices are per tenant)",
 };
 
 interface SchemaObject {
@@ -225,6 +226,7 @@ const samples = (placeholder: string) => [
   '0'.repeat(64),
   '1Gi',
   `${placeholder}.md`,
+  'USD',
   '',
 ];
 

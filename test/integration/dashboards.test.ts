@@ -135,6 +135,9 @@ beforeAll(async () => {
   models.push(await startReferenceModelServer({ name: 'dash-ok' }));
   models.push(await startReferenceModelServer({ name: 'dash-broken', faults: { errorRate: 1 } }));
   const route = { stable: 'v1', canary: null, canaryWeight: 0 };
+  // Priced before it is routed (prices and routes reach the gateway in one snapshot), so its traffic has a cost.
+  const price = { model: 'dash-ok', currency: 'USD', inputPerMillion: 1, outputPerMillion: 2 };
+  expect((await api(base, 'PUT', '/v1/platform/prices', p.operatorKey, price)).status).toBe(200);
   await serveModel(p.db, tenant.id, 'dash-ok', { v1: models[0]!.url }, route);
   await serveModel(p.db, tenant.id, 'dash-broken', { v1: models[1]!.url }, route);
   await untilRouted(p.app, tenant.keys.developer, 'dash-ok');

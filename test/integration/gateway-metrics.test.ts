@@ -5,7 +5,7 @@ import {
   LATENCY_BUCKETS_MS,
   type VersionMetricsRow,
 } from '../../common/store/gateway-metrics';
-import { LimitStore } from '../../common/store/limits';
+import { budgetSubject, LimitStore, monthOf } from '../../common/store/limits';
 import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
 import { uniqueId } from '../support/platform';
@@ -114,6 +114,11 @@ describe('retention', () => {
     await open('per-minute', 60, now - 2 * 3_600_000); // ended an hour before the cut-off: deleted
     await open('per-minute', 60, now - minute); // current: kept
     await open('removed-rule', 60, now - 2 * 3_600_000); // its rule is gone: ended at its start, deleted
+    // A budget's window is its calendar month, whatever rule row there is (none).
+    const month = monthOf(now);
+    const lastMonth = monthOf(month.start - 1);
+    await open(budgetSubject(''), 1, month.start); // this month: kept
+    await open(budgetSubject('p'), 1, lastMonth.start); // last month: ended at this month's start
 
     await limits.pruneEndedWindows(cutoff);
     const left = async (subject: string, startMs: number) =>
@@ -122,5 +127,8 @@ describe('retention', () => {
     expect(await left('per-minute', now - minute)).toBeDefined();
     expect(await left('per-minute', now - 2 * 3_600_000)).toBeUndefined();
     expect(await left('removed-rule', now - 2 * 3_600_000)).toBeUndefined();
+    expect(await left(budgetSubject(''), month.start)).toBeDefined();
+    // It ended before the cut-off (unless this month began within the last hour).
+    if (month.start < cutoff) expect(await left(budgetSubject('p'), lastMonth.start)).toBeUndefined();
   });
 });

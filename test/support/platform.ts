@@ -154,6 +154,7 @@ export async function startTestPlatform(
       clusters: clustersOf(config.LLMHUB_CLUSTERS),
       podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
       mcpEgress: egress,
+      webhookEgress: egress,
     });
     await app.ready();
   } catch (err) {

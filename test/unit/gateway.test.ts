@@ -187,6 +187,7 @@ describe('gateway pieces', () => {
     const limiter = new SliceLimiter(store, {
       requestSlice: 10,
       tokenSlice: 1_000,
+      budgetSlice: 1_000,
       leaseIdleMs: 60_000,
       logger: { warn: () => undefined, error: () => undefined },
     });
@@ -233,6 +234,7 @@ describe('gateway pieces', () => {
       const limiter = new SliceLimiter(store, {
         requestSlice: 10,
         tokenSlice: 1_000,
+        budgetSlice: 1_000,
         leaseIdleMs: 60_000,
         logger: { warn: () => undefined, error: () => undefined },
       });
