@@ -105,27 +105,22 @@ interface KeyFile {
 
 /**
  * KEKs from a JSON file (LLMHUB_KEK_FILE): `{"primary": "k2", "keys": {"k1": "<base64 32 bytes>", "k2": "..."}}`.
- * The file is read again when a key it is asked for is missing and before every primary() answer older than
- * `reloadMs`, so a rotated file takes effect on every process without a restart.
+ * Unwrapping reads the file again only for a key it does not hold yet; wrapping reads it every time (registration
+ * and rewrap, never a request), so a rotated file takes effect on every process without a restart.
  */
 export class KeyFileKeks implements KeyEncryptionKeys {
   private file: KeyFile | undefined;
-  private readAt = 0;
 
-  constructor(
-    private readonly path: string,
-    private readonly reloadMs = 5_000,
-  ) {}
+  constructor(private readonly path: string) {}
 
-  private async load(force: boolean): Promise<KeyFile> {
-    if (this.file && !force && Date.now() - this.readAt < this.reloadMs) return this.file;
+  private async load(fresh: boolean): Promise<KeyFile> {
+    if (this.file && !fresh) return this.file;
     const parsed = JSON.parse(await readFile(this.path, 'utf8')) as KeyFile;
     for (const [id, key] of Object.entries(parsed.keys ?? {}))
       if (unb64(key).length !== 32) throw new Error(`key file ${this.path}: key '${id}' is not 32 bytes of base64`);
     if (!parsed.keys?.[parsed.primary])
       throw new Error(`key file ${this.path}: primary key '${parsed.primary}' is missing`);
     this.file = parsed;
-    this.readAt = Date.now();
     return parsed;
   }
 
@@ -136,7 +131,7 @@ export class KeyFileKeks implements KeyEncryptionKeys {
   }
 
   async primary(): Promise<string> {
-    return (await this.load(false)).primary;
+    return (await this.load(true)).primary;
   }
 
   async wrap(dataKey: Buffer): Promise<{ kek: string; wrapped: string }> {

@@ -3,6 +3,8 @@ import type { Pool } from 'pg';
 import type { HttpAppDeps } from '../api/http-app';
 import { loadGatewaySettings } from '../api/gateway/settings';
 import type { Config } from '../common/config';
+import { CredentialVault, KeyFileKeks } from '../common/credentials';
+import { EgressPolicy } from '../common/egress';
 import type { Logger } from '../common/logger';
 
 /** The settings the api and gateway roles share, from the environment (common/config.ts, GATEWAY_*). */
@@ -23,6 +25,16 @@ export function httpAppDepsOf(config: Config, db: Pool, logger: Logger): HttpApp
       audience: config.JWT_AUDIENCE,
       platformAdminClaim: config.JWT_PLATFORM_ADMIN_CLAIM,
     },
+    ...(config.LLMHUB_KEK_FILE
+      ? {
+          providers: {
+            vault: new CredentialVault(new KeyFileKeks(config.LLMHUB_KEK_FILE)),
+            egress: EgressPolicy.fromEnv(config.LLMHUB_PROVIDER_EGRESS_ALLOW, {
+              setting: 'LLMHUB_PROVIDER_EGRESS_ALLOW',
+            }),
+          },
+        }
+      : {}),
   };
 }
 

@@ -387,18 +387,26 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
         const sent = performance.now();
         answer = await attempt(target, path, headers, raw, stream, caller);
         latency.observe(target, performance.now() - sent);
-        // A provider's (or a server's) rate limit before any byte is one the next target may not have.
-        if (next && answer.kind === 'whole' && answer.status === 429) {
+        // A provider's (or a server's) rate limit before any byte is one the next target may not have. A provider
+        // refusing the platform's credential is never passed on: its message may quote part of the key.
+        const refused = answer.kind === 'whole' && target.provider && [401, 403].includes(answer.status);
+        if (answer.kind === 'whole' && ((next && answer.status === 429) || refused)) {
           meter.observe({
             ...base,
             version: target.version,
-            status: 429,
-            errorClass: 'upstream_429',
+            status: answer.status,
+            errorClass: refused ? 'provider_auth' : 'upstream_429',
             latencyMs: performance.now() - started,
             ...NO_USAGE,
           });
-          request.log.warn({ version: target.version }, 'upstream rate-limited the call; falling back');
-          continue;
+          request.log.warn({ version: target.version, status: answer.status }, 'upstream refused the call');
+          if (next) continue;
+          reservation?.settle(0);
+          request.auditModel = { model: body.model, modelVersion: target.version };
+          reply.header('x-llmhub-model-version', target.version);
+          return reply
+            .status(502)
+            .send(openAiError(502, `model '${body.model}': ${target.version} refused its credential`, 'provider_auth'));
         }
         break;
       } catch (err) {
