@@ -37,7 +37,7 @@ import { mcpServerRoutes } from './routes/mcp-servers';
 import { modelListRoutes } from './routes/model-list';
 import { modelRoutes } from './routes/models';
 import { platformRoutes } from './routes/platform';
-import { providerRouteRoutes, providerRoutes } from './routes/providers';
+import { providerCredentialRoutes, providerRouteRoutes, providerRoutes } from './routes/providers';
 import type { TenantResources } from '../common/tenant-resources';
 import { refuseUnstorableText } from './plugins/storable-text';
 
@@ -162,6 +162,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await control.register(mcpCatalogRoutes, { prefix: '/v1/platform/mcp-catalog' });
     await control.register(providerRoutes, { prefix: '/v1/providers', owner: 'tenant' });
     await control.register(providerRoutes, { prefix: '/v1/platform/providers', owner: 'platform' });
+    await control.register(providerCredentialRoutes, { prefix: '/v1/platform/provider-credentials' });
     await control.register(providerRouteRoutes, { prefix: '/v1/provider-routes' });
     await control.register(auditRoutes, { prefix: '/v1/audit' });
     await control.register(platformAuditRoutes, { prefix: '/v1/platform/audit' });

@@ -1,7 +1,7 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { BadRequestError, ConflictError, NotFoundError, UnavailableError } from '../../common/errors';
+import { ConflictError, ForbiddenError, NotFoundError, UnavailableError } from '../../common/errors';
 import { EgressRefusedError } from '../../common/egress';
 import {
   credentialContext,
@@ -11,6 +11,7 @@ import {
   ProviderStore,
   type Provider,
   type ProviderKind,
+  type ProviderModel,
   type ProviderRoute,
 } from '../../common/store/providers';
 import { DEFAULT_CANARY_WEIGHT, RoutingStore } from '../../common/store/routing';
@@ -25,6 +26,17 @@ const ProviderRef = Type.String({
   pattern: '^(?:platform/)?[a-z0-9][a-z0-9._-]{0,62}$',
   description: "a provider of the tenant by id, or a platform operator's as platform/<id>",
 });
+/** Header names as HTTP allows them, less those the platform sets itself, in any case. */
+const HEADER_NAME = `^(?!(?:${RESERVED_HEADERS.map((h) => h.replace(/[a-z]/g, (c) => `[${c}${c.toUpperCase()}]`)).join('|')})$)[A-Za-z0-9!#$%&'*+.^_\`|~-]{1,128}$`;
+/** An object whose keys match `pattern`, a refused key named in the error's field (api/plugins/errors.ts). */
+const keyed = <V>(pattern: string, value: TSchema, options: object) =>
+  Type.Unsafe<Record<string, V>>({
+    type: 'object',
+    patternProperties: { [pattern]: value },
+    propertyNames: { pattern },
+    additionalProperties: false,
+    ...options,
+  });
 const Price = Type.Number({ minimum: 0, maximum: 1e9, description: 'per million tokens' });
 const CreateProvider = Type.Object(
   {
@@ -34,7 +46,8 @@ const CreateProvider = Type.Object(
         "openai: any OpenAI-compatible API (OpenAI, Anthropic's and others' OpenAI endpoints, vLLM, TGI), Authorization: Bearer; azure: Azure OpenAI (…/openai/deployments/{deployment}/…?api-version=, api-key header)",
     }),
     baseUrl: Type.String({
-      pattern: '^https?://[^\\s]+$',
+      // No user info (the credential goes in credential), no query or fragment.
+      pattern: '^https?://[^\\s/?#@]+(?:/[^\\s?#]*)?$',
       maxLength: 2048,
       description:
         'openai: the API base with its version path (https://api.openai.com/v1); azure: the resource (https://name.openai.azure.com). Its addresses must pass the egress check',
@@ -45,14 +58,13 @@ const CreateProvider = Type.Object(
       description: 'the API key; stored envelope-encrypted and never shown, logged or returned again',
     }),
     headers: Type.Optional(
-      Type.Record(
-        Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$" }),
-        Type.String({ pattern: '^[ -~]{0,4096}$' }),
-        { maxProperties: 32, description: 'extra request headers; answers show their names only' },
-      ),
+      keyed<string>(HEADER_NAME, Type.String({ pattern: '^[ -~]{0,4096}$' }), {
+        maxProperties: 32,
+        description: `extra request headers (not ${RESERVED_HEADERS.join(', ')}); answers show their names only`,
+      }),
     ),
-    models: Type.Record(
-      Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,62}$' }),
+    models: keyed<ProviderModel>(
+      '^[a-z0-9][a-z0-9._-]{0,62}$',
       Type.Object(
         {
           model: Type.String({ pattern: '^[!-~]{1,256}$', description: "the provider's model (azure: deployment)" }),
@@ -68,7 +80,12 @@ const CreateProvider = Type.Object(
       },
     ),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    if: { properties: { kind: { const: 'azure' } }, required: ['kind'] },
+    then: { required: ['apiVersion'] },
+    description: 'an azure provider needs its apiVersion',
+  },
 );
 const ProviderView = Type.Object({
   id: Type.String(),
@@ -119,22 +136,23 @@ function configured(deps: ProviderDeps | undefined): ProviderDeps {
   return deps;
 }
 
-/** The base URL as a place to call: http(s), no user info (credentials go in `credential`), no query, allowed egress. */
+/**
+ * The base URL as a place to call. As for HTTP MCP servers: an address the operators' egress policy refuses is
+ * forbidden; a host that does not resolve names nothing to call.
+ */
 async function checkedBaseUrl(raw: string, deps: ProviderDeps): Promise<string> {
+  const field = 'body.baseUrl';
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new BadRequestError('baseUrl is not a URL', 'body.baseUrl');
+    throw new MissingReferenceError('baseUrl names no host', field);
   }
-  if (url.username || url.password)
-    throw new BadRequestError('baseUrl may not hold user info; the credential goes in credential', 'body.baseUrl');
-  if (url.search || url.hash) throw new BadRequestError('baseUrl may not have a query or fragment', 'body.baseUrl');
   try {
     await deps.egress.check(url.hostname);
   } catch (err) {
-    if (err instanceof EgressRefusedError) throw new BadRequestError(err.message, 'body.baseUrl');
-    throw new BadRequestError(`baseUrl's host ${url.hostname} does not resolve`, 'body.baseUrl');
+    if (err instanceof EgressRefusedError) throw new ForbiddenError(err.message, { field });
+    throw new MissingReferenceError(`baseUrl's host ${url.hostname} does not resolve`, field);
   }
   return url.toString();
 }
@@ -166,26 +184,22 @@ export const providerRoutes: FastifyPluginAsyncTypebox<{ owner: 'tenant' | 'plat
           ? 'Register an external provider every tenant may route to (as platform/<id>)'
           : 'Register an external OpenAI-compatible provider for the tenant: base URL, credential, headers, model mapping',
         body: CreateProvider,
-        response: { 201: ProviderView, ...errorResponses(400, 409, 503) },
+        response: { 201: ProviderView, ...errorResponses(400, 404, 409, 503) },
       },
       links: { 201: links('$response.body#/id') },
     },
     async (request, reply) => {
       const deps = configured(app.platform.providers);
-      const b = request.body;
-      if (b.kind === 'azure' && !b.apiVersion)
-        throw new BadRequestError('an azure provider needs its apiVersion', 'body.apiVersion');
+      // The type provider reads Unsafe (keyed, StringEnum) schemas as unknown; the schema validated these types.
+      const b = request.body as Static<typeof CreateProvider>;
       const headers = b.headers ?? {};
-      for (const name of Object.keys(headers))
-        if (RESERVED_HEADERS.includes(name.toLowerCase()))
-          throw new BadRequestError(`header ${name} is set by the platform`, `body.headers.${name}`);
       const baseUrl = await checkedBaseUrl(b.baseUrl, deps);
       const tenantId = ownerOf(request);
       const credential = await deps.vault.seal(b.credential, credentialContext({ tenantId, id: b.id }));
       const made = await store.create({
         tenantId,
         id: b.id,
-        kind: b.kind as ProviderKind,
+        kind: b.kind,
         baseUrl,
         apiVersion: b.apiVersion ?? null,
         headers,
@@ -259,21 +273,24 @@ export const providerRoutes: FastifyPluginAsyncTypebox<{ owner: 'tenant' | 'plat
       return reply.status(204).send(null);
     },
   );
+};
 
-  if (platform)
-    app.post(
-      '/rewrap',
-      {
-        ...access,
-        schema: {
-          tags,
-          summary:
-            "Key rotation: re-wrap every provider credential's data key under the key file's primary key (credentials themselves are not re-encrypted; the gateway keeps serving throughout)",
-          response: { 200: Type.Object({ rewrapped: Type.Integer() }), ...errorResponses(503) },
-        },
+/** Key rotation for provider credentials (platform operators). */
+export const providerCredentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const store = new ProviderStore(app.platform.db);
+  app.post(
+    '/rewrap',
+    {
+      config: { platform: true },
+      schema: {
+        tags: ['platform'],
+        summary:
+          "Key rotation: re-wrap every provider credential's data key under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout)",
+        response: { 200: Type.Object({ rewrapped: Type.Integer() }), ...errorResponses(503) },
       },
-      async () => ({ rewrapped: await store.rewrapAll(configured(app.platform.providers).vault) }),
-    );
+    },
+    async () => ({ rewrapped: await store.rewrapAll(configured(app.platform.providers).vault) }),
+  );
 };
 
 const RouteParams = Type.Object({ modelId: ResourceId });
@@ -290,7 +307,15 @@ const PutRoute = Type.Object(
     ),
     fallbacks: Type.Optional(Type.Array(ProviderRef, { maxItems: 8, uniqueItems: true })),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    anyOf: [
+      { required: ['stable'], properties: { stable: { type: 'string' } } },
+      { required: ['canary'], properties: { canary: { type: 'string' } } },
+      { required: ['fallbacks'], properties: { fallbacks: { type: 'array', minItems: 1 } } },
+    ],
+    description: 'a stable, a canary or fallbacks',
+  },
 );
 const RouteView = Type.Object({
   modelId: Type.String(),
@@ -324,11 +349,12 @@ export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Route a gateway model to provider models: stable, canary with its weight, fallbacks in order',
         params: RouteParams,
         body: PutRoute,
-        response: { 200: RouteView, ...errorResponses(400, 404) },
+        response: { 200: RouteView, ...errorResponses(400, 404, 409) },
       },
       links: {
         200: {
           get: linkTo('GET /v1/provider-routes/{modelId}', { parameters: { modelId: '$request.path.modelId' } }),
+          delete: linkTo('DELETE /v1/provider-routes/{modelId}', { parameters: { modelId: '$request.path.modelId' } }),
         },
       },
     },
@@ -339,9 +365,7 @@ export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const stable = b.stable ?? null;
       const canary = b.canary ?? null;
       const fallbacks = b.fallbacks ?? [];
-      if (!stable && !canary && fallbacks.length === 0)
-        throw new BadRequestError('name a stable, a canary or fallbacks', 'body');
-      if (canary && canary === stable) throw new BadRequestError('the canary is the stable', 'body.canary');
+      if (canary && canary === stable) throw new ConflictError('the canary is the stable', { field: 'body.canary' });
       const refs: [string, string][] = [
         ...(stable ? [[stable, 'body.stable'] as [string, string]] : []),
         ...(canary ? [[canary, 'body.canary'] as [string, string]] : []),
@@ -350,13 +374,12 @@ export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
       for (const [ref, field] of refs) {
         const p = await store.resolve(tenantId, ref);
         if (!p) throw new MissingReferenceError(`provider '${ref}' not found`, field);
-        if (!p.models[modelId]) throw new BadRequestError(`provider '${ref}' maps no model '${modelId}'`, field);
+        if (!p.models[modelId]) throw new MissingReferenceError(`provider '${ref}' maps no model '${modelId}'`, field);
       }
       if (!stable && !(await routing.getRoute(tenantId, modelId)))
-        throw new BadRequestError(
-          `model '${modelId}' has no deployed route, so its provider route needs a stable`,
-          'body.stable',
-        );
+        throw new ConflictError(`model '${modelId}' has no deployed route, so its provider route needs a stable`, {
+          field: 'body.stable',
+        });
       const route: ProviderRoute = {
         tenantId,
         modelId,

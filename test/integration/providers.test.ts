@@ -121,9 +121,13 @@ describe('registration', () => {
 
   it('refuses internal base URLs by the egress check, and headers the platform sets itself', async () => {
     const base = { kind: 'openai', credential: 'x', models: mapping('m') };
-    for (const baseUrl of ['http://169.254.169.254/v1', 'http://10.0.0.1/v1', 'http://user:pw@127.0.0.1/v1']) {
+    for (const [baseUrl, status] of [
+      ['http://169.254.169.254/v1', 403],
+      ['http://10.0.0.1/v1', 403],
+      ['http://user:pw@127.0.0.1/v1', 400],
+    ] as const) {
       const res = await call('POST', '/v1/providers', acme.keys.admin, { ...base, id: 'bad', baseUrl });
-      expect([baseUrl, res.statusCode, res.json().error.details.field]).toEqual([baseUrl, 400, 'body.baseUrl']);
+      expect([baseUrl, res.statusCode, res.json().error.details.field]).toEqual([baseUrl, status, 'body.baseUrl']);
     }
     const res = await call('POST', '/v1/providers', acme.keys.admin, {
       ...base,
@@ -217,7 +221,7 @@ describe('credentials', () => {
   it('rotate without downtime: a new primary key, rewrap, the old key dropped, and the gateway still serves', async () => {
     const old = JSON.parse(await readFile(p.kekFile, 'utf8')) as { keys: Record<string, string> };
     await writeFile(p.kekFile, newKeyFile('k2', old.keys));
-    const rewrapped = await call('POST', '/v1/platform/providers/rewrap', p.operatorKey);
+    const rewrapped = await call('POST', '/v1/platform/provider-credentials/rewrap', p.operatorKey);
     expect(rewrapped.statusCode).toBe(200);
     expect(rewrapped.json().rewrapped).toBeGreaterThanOrEqual(3);
     const rotated = JSON.parse(await readFile(p.kekFile, 'utf8')) as { keys: Record<string, string> };
