@@ -88,7 +88,11 @@ export class CredentialVault {
    */
   async rewrap(s: SealedCredential): Promise<SealedCredential | undefined> {
     if (s.kek === (await this.keks.primary())) return undefined;
-    const dataKey = await this.keks.unwrap(s.kek, s.wrappedKey);
+    const dataKey = await this.keks.unwrap(s.kek, s.wrappedKey).catch((err: unknown) => {
+      throw err instanceof CredentialUnavailableError
+        ? err
+        : new CredentialUnavailableError(`a stored data key does not unwrap (key '${s.kek}')`);
+    });
     try {
       const { kek, wrapped } = await this.keks.wrap(dataKey);
       return { ...s, kek, wrappedKey: wrapped };

@@ -378,7 +378,12 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       });
 
     // The chosen target, then stable, then the fallbacks in their declared order: each tried once.
-    const order = [...new Set([chosen, route.stable, ...route.fallbacks])];
+    const order =
+      route.fallbacks.length === 0
+        ? chosen === route.stable
+          ? [chosen]
+          : [chosen, route.stable]
+        : [...new Set([chosen, route.stable, ...route.fallbacks])];
     let target = chosen;
     let answer: Attempt;
     for (let i = 0; ; target = order[++i]!) {
@@ -386,7 +391,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       try {
         const sent = performance.now();
         answer = await attempt(target, path, headers, raw, stream, caller);
-        latency.observe(target, performance.now() - sent);
+        // Only routes with a choice to make keep latency; a lone deployed version's hot path is as it was.
+        if (order.length > 1 || route.canary) latency.observe(target, performance.now() - sent);
         // A provider's (or a server's) rate limit before any byte is one the next target may not have. A provider
         // refusing the platform's credential is never passed on: its message may quote part of the key.
         const refused = answer.kind === 'whole' && target.provider && [401, 403].includes(answer.status);

@@ -74,7 +74,6 @@ const CreateProvider = Type.Object(
         { additionalProperties: false },
       ),
       {
-        minProperties: 1,
         maxProperties: 1000,
         description: 'gateway model name -> provider model, with prices for x-routing-strategy: cost',
       },
@@ -286,10 +285,19 @@ export const providerCredentialRoutes: FastifyPluginAsyncTypebox = async (app) =
         tags: ['platform'],
         summary:
           "Key rotation: re-wrap every provider credential's data key under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout)",
-        response: { 200: Type.Object({ rewrapped: Type.Integer() }), ...errorResponses(503) },
+        response: {
+          200: Type.Object({
+            rewrapped: Type.Integer(),
+            stranded: Type.Integer({
+              description:
+                'credentials under a key the key file no longer holds: they open nowhere, register them again',
+            }),
+          }),
+          ...errorResponses(503),
+        },
       },
     },
-    async () => ({ rewrapped: await store.rewrapAll(configured(app.platform.providers).vault) }),
+    async () => store.rewrapAll(configured(app.platform.providers).vault),
   );
 };
 
@@ -346,7 +354,7 @@ export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('admin'),
       schema: {
         tags: ['providers'],
-        summary: 'Route a gateway model to provider models: stable, canary with its weight, fallbacks in order',
+        summary: 'Route a registered model to provider models: stable, canary with its weight, fallbacks in order',
         params: RouteParams,
         body: PutRoute,
         response: { 200: RouteView, ...errorResponses(400, 404, 409) },
@@ -362,6 +370,7 @@ export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { modelId } = request.params;
       const b = request.body;
+      if (!(await app.platform.registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
       const stable = b.stable ?? null;
       const canary = b.canary ?? null;
       const fallbacks = b.fallbacks ?? [];

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import type { CredentialVault, SealedCredential } from '../credentials';
+import { CredentialUnavailableError, type CredentialVault, type SealedCredential } from '../credentials';
 import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 
 export const PROVIDER_KINDS = ['openai', 'azure'] as const;
@@ -188,21 +188,30 @@ export class ProviderStore {
 
   /**
    * Re-wraps every data key not under the vault's primary KEK (key rotation). Each row is updated only if its
-   * credential is still the one read, so a credential replaced meanwhile is left as it is. Returns how many moved.
+   * credential is still the one read, so a credential replaced meanwhile is left as it is. `stranded`: credentials
+   * under a key the vault no longer has (they open nowhere; their providers must be registered again).
    */
-  async rewrapAll(vault: CredentialVault): Promise<number> {
+  async rewrapAll(vault: CredentialVault): Promise<{ rewrapped: number; stranded: number }> {
     const { rows } = await this.db.query('SELECT tenant_id, id, credential FROM providers');
-    let moved = 0;
+    let rewrapped = 0;
+    let stranded = 0;
     for (const r of rows) {
-      const next = await vault.rewrap(r.credential as SealedCredential);
+      let next: SealedCredential | undefined;
+      try {
+        next = await vault.rewrap(r.credential as SealedCredential);
+      } catch (err) {
+        if (!(err instanceof CredentialUnavailableError)) throw err;
+        stranded++;
+        continue;
+      }
       if (!next) continue;
       const { rowCount } = await this.db.query(
         `UPDATE providers SET credential = $3, updated_at = now()
          WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND credential = $4`,
         [r.tenant_id, r.id, JSON.stringify(next), JSON.stringify(r.credential)],
       );
-      moved += rowCount ?? 0;
+      rewrapped += rowCount ?? 0;
     }
-    return moved;
+    return { rewrapped, stranded };
   }
 }

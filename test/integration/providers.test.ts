@@ -6,7 +6,14 @@ import OpenAI from 'openai';
 import { newKeyFile } from '../../common/credentials';
 import { createLogger } from '../../common/logger';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
-import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
 
 // Characters that base64 and URL encoding both change, so each form of the secret is a different string.
 const OPENAI_KEY = `sk-test+/=${randomBytes(12).toString('hex')}`;
@@ -22,6 +29,9 @@ const logged: string[] = [];
 /** Every answer the test got, for the leak scan. */
 const answers: string[] = [];
 const startedAt = new Date();
+// Platform providers are shared by every tenant (and every test file): a name of this run's own.
+const AZ_ID = uniqueId('az');
+const AZ = `platform/${AZ_ID}`;
 /** A gateway model per test, each mapped by every provider, so each test's route is new to the gateway. */
 const MODELS = ['shape', 'canary', 'fallback', 'strategy'] as const;
 const mapping = (model: string, prices: object = {}) =>
@@ -46,6 +56,7 @@ beforeAll(async () => {
     }),
   ]);
   acme = await p.createTenant('acme');
+  for (const id of MODELS) await p.registry.createModel(acme.id, { id, name: id, description: 'served by providers' });
 });
 afterAll(async () => {
   await p?.close();
@@ -99,7 +110,7 @@ describe('registration', () => {
     expect((await call('POST', '/v1/providers', acme.keys.admin, oa)).statusCode).toBe(409);
 
     const az = {
-      id: 'az',
+      id: AZ_ID,
       kind: 'azure',
       baseUrl: `http://127.0.0.1:${azureServer.port}`,
       apiVersion: '2024-10-21',
@@ -109,13 +120,19 @@ describe('registration', () => {
     expect((await call('POST', '/v1/platform/providers', acme.keys.admin, az)).statusCode).toBe(403);
     expect((await call('POST', '/v1/platform/providers', p.operatorKey, az)).statusCode).toBe(201);
     const { apiVersion: _, ...noVersion } = az;
-    const missing = await call('POST', '/v1/platform/providers', p.operatorKey, { ...noVersion, id: 'az2' });
+    const missing = await call('POST', '/v1/platform/providers', p.operatorKey, { ...noVersion, id: `${AZ_ID}-2` });
     expect([missing.statusCode, missing.json().error.details.field]).toEqual([400, 'body.apiVersion']);
 
     const listed = await call('GET', '/v1/providers', acme.keys.admin);
-    expect(listed.json().providers.map((x: { ref: string }) => x.ref)).toEqual(['oa', 'platform/az']);
+    // The tenant's own first, then the platform's (other test files' among them).
+    const refs = listed.json().providers.map((x: { ref: string }) => x.ref) as string[];
+    expect(refs[0]).toBe('oa');
+    expect(refs).toContain(AZ);
     // Stored only as an envelope.
-    const { rows } = await p.db.query('SELECT credential::text AS c FROM providers');
+    const { rows } = await p.db.query('SELECT credential::text AS c FROM providers WHERE tenant_id = $1 OR id = $2', [
+      acme.id,
+      AZ_ID,
+    ]);
     for (const r of rows) for (const s of SECRETS) expect(r.c as string).not.toContain(s);
   });
 
@@ -151,7 +168,7 @@ describe('routing through each shape', () => {
   });
 
   it("canary to Azure's deployment shape, streamed through the OpenAI client", async () => {
-    await route('canary', { stable: 'oa', canary: 'platform/az', canaryWeight: 10 }, 'provider:oa');
+    await route('canary', { stable: 'oa', canary: AZ, canaryWeight: 10 }, 'provider:oa');
     const client = new OpenAI({
       apiKey: acme.keys.developer,
       baseURL,
@@ -185,11 +202,11 @@ describe('routing through each shape', () => {
       models: mapping('gpt-x'),
     };
     expect((await call('POST', '/v1/providers', acme.keys.admin, dead)).statusCode).toBe(201);
-    await route('fallback', { stable: 'dead', fallbacks: ['oa', 'platform/az'] }, 'provider:oa');
+    await route('fallback', { stable: 'dead', fallbacks: ['oa', AZ] }, 'provider:oa');
     await faults(openaiServer, { errorRate: 1, errorStatus: 503 });
-    expect(await servedBy('fallback')).toBe('provider:platform/az');
+    expect(await servedBy('fallback')).toBe(`provider:${AZ}`);
     await faults(openaiServer, { errorRate: 1, errorStatus: 429 });
-    expect(await servedBy('fallback')).toBe('provider:platform/az');
+    expect(await servedBy('fallback')).toBe(`provider:${AZ}`);
     const streamed = await p.app.inject({
       method: 'POST',
       url: '/v1/chat/completions',
@@ -197,7 +214,7 @@ describe('routing through each shape', () => {
       payload: { model: 'fallback', stream: true, messages: [{ role: 'user', content: 'hi' }] },
     });
     answers.push(streamed.body);
-    expect(streamed.headers['x-llmhub-model-version']).toBe('provider:platform/az');
+    expect(streamed.headers['x-llmhub-model-version']).toBe(`provider:${AZ}`);
     expect(streamed.body).toContain('data: [DONE]');
     await faults(openaiServer, { errorRate: 0 });
     expect(await servedBy('fallback')).toBe('provider:oa');
@@ -206,7 +223,7 @@ describe('routing through each shape', () => {
 
 describe('routing strategies', () => {
   it('cost: the cheapest of the equivalent targets; latency: the lowest recent latency', async () => {
-    await route('strategy', { stable: 'platform/az', fallbacks: ['oa'] }, 'provider:platform/az');
+    await route('strategy', { stable: AZ, fallbacks: ['oa'] }, `provider:${AZ}`);
     expect(await servedBy('strategy', { 'x-routing-strategy': 'cost' })).toBe('provider:oa');
 
     await faults(azureServer, { latencyMs: 300 });
@@ -226,9 +243,12 @@ describe('credentials', () => {
     expect(rewrapped.json().rewrapped).toBeGreaterThanOrEqual(3);
     const rotated = JSON.parse(await readFile(p.kekFile, 'utf8')) as { keys: Record<string, string> };
     await writeFile(p.kekFile, JSON.stringify({ primary: 'k2', keys: { k2: rotated.keys.k2 } }));
-    const { rows } = await p.db.query("SELECT DISTINCT credential->>'kek' AS kek FROM providers");
+    const { rows } = await p.db.query(
+      "SELECT DISTINCT credential->>'kek' AS kek FROM providers WHERE tenant_id = $1 OR (tenant_id IS NULL AND id = $2)",
+      [acme.id, AZ_ID],
+    );
     expect(rows).toEqual([{ kek: 'k2' }]);
-    expect(await servedBy('strategy', { 'x-routing-strategy': 'stable' })).toBe('provider:platform/az');
+    expect(await servedBy('strategy', { 'x-routing-strategy': 'stable' })).toBe(`provider:${AZ}`);
   });
 
   it('never appear in logs, audit rows, workflow histories or answers, nor their base64 or URL-encoded forms', async () => {
