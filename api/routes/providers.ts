@@ -47,7 +47,7 @@ const CreateProvider = Type.Object(
     }),
     baseUrl: Type.String({
       // No user info (the credential goes in credential), no query or fragment.
-      pattern: '^https?://[^\\s/?#@]+(?:/[^\\s?#]*)?$',
+      pattern: "^https?://[A-Za-z0-9._~!$&'()*+,;=:%\\[\\]-]+(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$",
       maxLength: 2048,
       description:
         'openai: the API base with its version path (https://api.openai.com/v1); azure: the resource (https://name.openai.azure.com). Its addresses must pass the egress check',
