@@ -4,9 +4,11 @@
  * (the llmhub/model-server image runs the built main.js with --host 0.0.0.0 --port 8000 from its environment).
  * Every flag also reads from the environment (REFERENCE_MODEL_<FLAG>, e.g. REFERENCE_MODEL_TTFT_MS);
  * faults change at run time with `POST /admin/faults` (JSON of the same fields, camelCase).
+ * Provider mode (server.ts, ProviderMode): --provider-shape openai|azure --provider-key KEY
+ * --provider-model <requested>=<answered> (repeatable; azure: the deployment name).
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_FAULTS, startReferenceModelServer, type Faults } from './server';
+import { DEFAULT_FAULTS, startReferenceModelServer, type Faults, type ProviderMode } from './server';
 
 const FLAGS = {
   host: 'host',
@@ -20,12 +22,16 @@ const FLAGS = {
   'error-status': 'errorStatus',
   'fail-after-chunks': 'failAfterChunks',
   'reply-tokens': 'replyTokens',
+  'provider-shape': 'providerShape',
+  'provider-key': 'providerKey',
+  'provider-model': 'providerModel',
 } as const;
+const MULTIPLE = new Set(['model', 'provider-model']);
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: Object.fromEntries(
-      Object.keys(FLAGS).map((f) => [f, { type: 'string' as const, multiple: f === 'model' }]),
+      Object.keys(FLAGS).map((f) => [f, { type: 'string' as const, multiple: MULTIPLE.has(f) }]),
     ),
   });
   const read = (flag: keyof typeof FLAGS): string | string[] | undefined =>
@@ -40,12 +46,22 @@ async function main(): Promise<void> {
     (faults as Record<string, number>)[key] = n;
   }
   const model = read('model');
+  const shape = read('provider-shape') as ProviderMode['shape'] | undefined;
+  const providerModels = [read('provider-model') ?? []].flat();
+  const provider: ProviderMode | undefined = shape
+    ? {
+        shape,
+        apiKey: String(read('provider-key') ?? ''),
+        models: Object.fromEntries(providerModels.map((m) => [m.split('=')[0]!, m.split('=')[1] ?? m])),
+      }
+    : undefined;
   const server = await startReferenceModelServer({
     name: (read('name') as string | undefined) ?? 'reference',
     host: read('host') as string | undefined,
     port: Number(read('port') ?? 0),
     models: model === undefined ? undefined : Array.isArray(model) ? model : [model],
     faults,
+    ...(provider ? { provider } : {}),
   });
   console.log(
     JSON.stringify({
