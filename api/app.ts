@@ -20,7 +20,7 @@ import { KnowledgeStore } from '../common/store/knowledge';
 import type { TenantStore } from '../common/store/tenants';
 import type { EmbedderRegistry } from '../common/knowledge';
 import type { VectorStore } from '../common/vectors';
-import { createHttpApp, registerGateway, type HttpAppDeps } from './http-app';
+import { createHttpApp, registerGateway, type HttpAppDeps, type ProviderDeps } from './http-app';
 import { conversionRoutes } from './routes/conversions';
 import { agentRunRoutes } from './routes/agent-runs';
 import { agentRoutes } from './routes/agents';
@@ -38,6 +38,7 @@ import { modelListRoutes } from './routes/model-list';
 import { modelRoutes } from './routes/models';
 import { platformRoutes } from './routes/platform';
 import { platformUsageRoutes, usageRoutes } from './routes/usage';
+import { providerCredentialRoutes, providerRouteRoutes, providerRoutes } from './routes/providers';
 import type { TenantResources } from '../common/tenant-resources';
 import { refuseUnstorableText } from './plugins/storable-text';
 
@@ -82,6 +83,8 @@ export interface Platform {
   podMetadataKeys: readonly string[];
   tenantResources: TenantResources[];
   mcpEgress: EgressPolicy;
+  /** Unset without LLMHUB_KEK_FILE: provider registration answers 503. */
+  providers?: ProviderDeps;
 }
 
 declare module 'fastify' {
@@ -132,6 +135,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     podMetadataKeys: deps.podMetadataKeys ?? [],
     tenantResources: deps.tenantResources ?? [],
     mcpEgress: deps.mcpEgress ?? new EgressPolicy(),
+    ...(deps.providers ? { providers: deps.providers } : {}),
   };
   app.decorate('platform', platform);
   await app.register(healthRoutes, {
@@ -159,6 +163,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await control.register(usageRoutes, { prefix: '/v1' });
     await control.register(platformUsageRoutes, { prefix: '/v1/platform' });
     await control.register(mcpCatalogRoutes, { prefix: '/v1/platform/mcp-catalog' });
+    await control.register(providerRoutes, { prefix: '/v1/providers', owner: 'tenant' });
+    await control.register(providerRoutes, { prefix: '/v1/platform/providers', owner: 'platform' });
+    await control.register(providerCredentialRoutes, { prefix: '/v1/platform/provider-credentials' });
+    await control.register(providerRouteRoutes, { prefix: '/v1/provider-routes' });
     await control.register(auditRoutes, { prefix: '/v1/audit' });
     await control.register(platformAuditRoutes, { prefix: '/v1/platform/audit' });
     await control.register(platformRoutes, {

@@ -2,8 +2,10 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import AjvCompiler from '@fastify/ajv-compiler';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
+import type { CredentialVault } from '../common/credentials';
 import type { EgressPolicy } from '../common/egress';
 import type { Logger } from '../common/logger';
+import { ProviderStore } from '../common/store/providers';
 import { AuditStore } from '../common/store/audit';
 import { TenantStore } from '../common/store/tenants';
 import { gatewayPlugin } from './gateway/plugin';
@@ -36,6 +38,16 @@ export interface HttpAppDeps {
   gateway?: Partial<GatewaySettings>;
   /** Where budget alert webhooks may be reached (LLMHUB_WEBHOOK_EGRESS_ALLOW); default: no internal address. */
   webhookEgress?: EgressPolicy;
+  /**
+   * External providers: the vault of their credentials (LLMHUB_KEK_FILE) and the egress check of their base URLs
+   * (LLMHUB_PROVIDER_EGRESS_ALLOW); none: providers cannot be registered and the gateway routes deployed versions only.
+   */
+  providers?: ProviderDeps;
+}
+
+export interface ProviderDeps {
+  vault: CredentialVault;
+  egress: EgressPolicy;
 }
 
 export interface HttpApp {
@@ -143,5 +155,6 @@ export async function registerGateway(http: HttpApp, deps: HttpAppDeps): Promise
     audit: http.audit,
     auditRetentionMs: (deps.auditRetentionDays ?? 365) * 24 * 3_600_000,
     ...(deps.webhookEgress ? { webhookEgress: deps.webhookEgress } : {}),
+    ...(deps.providers ? { providers: { store: new ProviderStore(deps.db), ...deps.providers } } : {}),
   });
 }

@@ -118,6 +118,13 @@ const Env = Type.Object({
   LLMHUB_MCP_EGRESS_ALLOW: Type.String({ default: '' }),
   /** The same for budget alert webhooks (tenant-supplied URLs the gateway and api roles post to); default none. */
   LLMHUB_WEBHOOK_EGRESS_ALLOW: Type.String({ default: '' }),
+  /** The same allowlist for external providers' base URLs (the gateway's calls and registration); default none. */
+  LLMHUB_PROVIDER_EGRESS_ALLOW: Type.String({ default: '' }),
+  /**
+   * JSON key file of the key-encryption keys that wrap provider credentials' data keys (common/credentials.ts:
+   * `{"primary": id, "keys": {id: base64 of 32 bytes}}`); unset: providers cannot be registered.
+   */
+  LLMHUB_KEK_FILE: Type.Optional(Type.String({ minLength: 1 })),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),
   /** Image repositories (tag: the toolchain version) of the conversion Jobs: CPU steps and the TensorRT engine build (deploy/convert/). */
   LLMHUB_CONVERT_IMAGE: Type.String({ default: 'llmhub/convert', minLength: 1 }),

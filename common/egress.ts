@@ -49,7 +49,15 @@ export class EgressPolicy {
   /** The dispatcher every outbound MCP HTTP request goes through: the check runs on the address it connects to. */
   readonly dispatcher: Agent;
 
-  constructor(allow: readonly string[] = [], lookup: LookupFunction = dns.lookup) {
+  /**
+   * `setting`: the allowlist's environment variable, named in refusals; `agent`: the dispatcher's pool options
+   * (its `connect` is the check's own).
+   */
+  constructor(
+    allow: readonly string[] = [],
+    private readonly lookup: LookupFunction = dns.lookup,
+    private readonly opts: { setting?: string; agent?: Omit<Agent.Options, 'connect'> } = {},
+  ) {
     for (const [net, prefix, family] of REFUSED) this.refused.addSubnet(net, prefix, family);
     for (const raw of allow) {
       const entry = raw.trim();
@@ -64,7 +72,7 @@ export class EgressPolicy {
           n.family,
         );
       } else if (/^[a-z0-9.-]+$/i.test(entry)) this.allowedHosts.add(entry.toLowerCase());
-      else throw new Error(`LLMHUB_MCP_EGRESS_ALLOW: '${entry}' is neither a CIDR, an address nor a host name`);
+      else throw new Error(`${this.setting}: '${entry}' is neither a CIDR, an address nor a host name`);
     }
     // The check sits in the lookup the socket connects with, so the address checked is the address connected to:
     // a name that resolves elsewhere between a check and the connect (DNS rebinding) has no gap to slip through.
@@ -80,6 +88,7 @@ export class EgressPolicy {
     }) as LookupFunction;
     const connect = buildConnector({ lookup: guardedLookup } as buildConnector.BuildOptions);
     this.dispatcher = new Agent({
+      ...opts.agent,
       connect: (opts, callback) => {
         // An address literal is never looked up, so it is checked here, before any socket exists.
         const host = opts.hostname.replace(/^\[|\]$/g, '');
@@ -89,8 +98,33 @@ export class EgressPolicy {
     });
   }
 
-  static fromEnv(raw: string | undefined): EgressPolicy {
-    return new EgressPolicy((raw ?? '').split(','));
+  static fromEnv(
+    raw: string | undefined,
+    opts: { setting?: string; agent?: Omit<Agent.Options, 'connect'> } = {},
+  ): EgressPolicy {
+    return new EgressPolicy((raw ?? '').split(','), dns.lookup, opts);
+  }
+
+  private get setting(): string {
+    return this.opts.setting ?? 'LLMHUB_MCP_EGRESS_ALLOW';
+  }
+
+  /**
+   * Refuses (EgressRefusedError) a host that names or resolves to a refused address, as a registration's early
+   * answer; the dispatcher checks again at every connect, so a name that changes where it points later gains nothing.
+   */
+  async check(hostname: string): Promise<void> {
+    const host = hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host)) {
+      if (!this.permits(host, host)) throw this.refusal(host);
+      return;
+    }
+    const addresses = await new Promise<LookupAddress[]>((resolve, reject) =>
+      this.lookup(host, { all: true }, (err, list) =>
+        err ? reject(err) : resolve(list as unknown as LookupAddress[]),
+      ),
+    );
+    if (addresses.some((a) => !this.permits(host, a.address))) throw this.refusal(host);
   }
 
   /** Whether a connection to `address` (reached through `hostname`) may be made. */
@@ -103,7 +137,7 @@ export class EgressPolicy {
   /** Names the host, not what it resolved to: a tenant learns nothing of the platform's internal DNS. */
   private refusal(hostname: string): EgressRefusedError {
     return new EgressRefusedError(
-      `egress to ${hostname} is refused: loopback, private, link-local, metadata and other internal addresses are reachable only where a platform operator allows them (LLMHUB_MCP_EGRESS_ALLOW)`,
+      `egress to ${hostname} is refused: loopback, private, link-local, metadata and other internal addresses are reachable only where a platform operator allows them (${this.setting})`,
     );
   }
 

@@ -3,6 +3,7 @@ import type { Pool } from 'pg';
 import type { HttpAppDeps } from '../api/http-app';
 import { loadGatewaySettings } from '../api/gateway/settings';
 import type { Config } from '../common/config';
+import { CredentialVault, KeyFileKeks } from '../common/credentials';
 import { EgressPolicy } from '../common/egress';
 import type { Logger } from '../common/logger';
 
@@ -18,13 +19,23 @@ export function httpAppDepsOf(config: Config, db: Pool, logger: Logger): HttpApp
       .filter(Boolean),
     auth: { failuresPerMinute: config.API_AUTH_FAILURES_PER_MINUTE },
     gateway: loadGatewaySettings(),
-    webhookEgress: EgressPolicy.fromEnv(config.LLMHUB_WEBHOOK_EGRESS_ALLOW),
+    webhookEgress: EgressPolicy.fromEnv(config.LLMHUB_WEBHOOK_EGRESS_ALLOW, { setting: 'LLMHUB_WEBHOOK_EGRESS_ALLOW' }),
     jwt: {
       jwksUrl: config.JWT_JWKS_URL,
       issuer: config.JWT_ISSUER,
       audience: config.JWT_AUDIENCE,
       platformAdminClaim: config.JWT_PLATFORM_ADMIN_CLAIM,
     },
+    ...(config.LLMHUB_KEK_FILE
+      ? {
+          providers: {
+            vault: new CredentialVault(new KeyFileKeks(config.LLMHUB_KEK_FILE)),
+            egress: EgressPolicy.fromEnv(config.LLMHUB_PROVIDER_EGRESS_ALLOW, {
+              setting: 'LLMHUB_PROVIDER_EGRESS_ALLOW',
+            }),
+          },
+        }
+      : {}),
   };
 }
 

@@ -18,7 +18,15 @@ import { BudgetAlertSender } from './alert-sender';
 import { BudgetExceededError, ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
 import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
-import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
+import { LatencyBoard, pickByStrategy, type GatewayProviders } from './providers';
+import {
+  pickUpstream,
+  RouteTable,
+  ROUTING_STRATEGIES,
+  type CompiledRoute,
+  type RoutingStrategy,
+  type Upstream,
+} from './route-table';
 import type { GatewaySettings } from './settings';
 import {
   Cancellation,
@@ -72,7 +80,10 @@ const GatewayHeaders = Type.Object({
   'x-routing-strategy': Type.Optional(
     Type.Union(
       ROUTING_STRATEGIES.map((s) => Type.Literal(s)),
-      { description: 'Pin stable or canary, or split sticky per user (ab_test)' },
+      {
+        description:
+          "Pin stable or canary, split sticky per user (ab_test), or pick among the model's stable, canary and fallbacks the cheapest (cost) or the lowest recent latency (latency) whose circuit is closed",
+      },
     ),
   ),
   'x-project-id': Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' })),
@@ -179,7 +190,9 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   auditRetentionMs: number;
   /** Where budget alert webhooks may be reached; default: no internal address. */
   webhookEgress?: EgressPolicy;
-}> = async (app, { db, settings: s, audit, auditRetentionMs, webhookEgress }) => {
+  /** External providers and the egress check their calls go through; none: deployed versions only. */
+  providers?: GatewayProviders & { egress: EgressPolicy };
+}> = async (app, { db, settings: s, audit, auditRetentionMs, webhookEgress, providers }) => {
   const table = new RouteTable({
     db,
     store: new RoutingStore(db),
@@ -190,15 +203,20 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       app.apiKeys.clear();
       app.tenantStates.deleteWhere((tenant) => tenant === id);
     },
+    ...(providers ? { providers } : {}),
   });
-  const upstreams = new UpstreamPool({
-    connections: s.upstreamConnections,
-    connectTimeoutMs: s.connectTimeoutMs,
-    firstByteTimeoutMs: s.firstByteTimeoutMs,
-    idleTimeoutMs: s.idleTimeoutMs,
-    breakerFailures: s.breakerFailures,
-    breakerCooldownMs: s.breakerCooldownMs,
-  });
+  const upstreams = new UpstreamPool(
+    {
+      connections: s.upstreamConnections,
+      connectTimeoutMs: s.connectTimeoutMs,
+      firstByteTimeoutMs: s.firstByteTimeoutMs,
+      idleTimeoutMs: s.idleTimeoutMs,
+      breakerFailures: s.breakerFailures,
+      breakerCooldownMs: s.breakerCooldownMs,
+    },
+    providers?.egress.dispatcher,
+  );
+  const latency = new LatencyBoard();
   const limits = new LimitStore(db);
   const limiter = new SliceLimiter(limits, {
     requestSlice: s.requestSlice,
@@ -334,12 +352,18 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     const route = table.route(tenantId, body.model);
     if (!route) throw new ModelNotFoundError(body.model);
     const strategy = (request.headers['x-routing-strategy'] as RoutingStrategy | undefined) ?? 'weighted';
-    const chosen = pickUpstream(route, strategy, body.user ?? principal.subject);
 
     // Reserve before the call: the prompt (estimated at 4 bytes a token, an over-estimate for JSON) plus the most it may generate.
     const promptEstimate = Math.ceil(raw.length / 4);
     const maxOutput =
       path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens);
+    const chosen =
+      strategy === 'cost' || strategy === 'latency'
+        ? pickByStrategy(equivalents(route), strategy, (u) => upstreams.breaker(u).state === 'closed', latency, {
+            prompt: promptEstimate,
+            completion: maxOutput,
+          })
+        : pickUpstream(route, strategy, body.user ?? principal.subject);
     const price = table.priceOf(tenantId, body.model, chosen.version);
     const rules = table.limitsFor(tenantId, principal.subject, projectId);
     let reservation: Reservation | undefined;
@@ -400,11 +424,43 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
         errorClass,
       });
 
+    // The chosen target, then stable, then the fallbacks in their declared order: each tried once.
+    const order =
+      route.fallbacks.length === 0
+        ? chosen === route.stable
+          ? [chosen]
+          : [chosen, route.stable]
+        : [...new Set([chosen, route.stable, ...route.fallbacks])];
     let target = chosen;
     let answer: Attempt;
-    for (;;) {
+    for (let i = 0; ; target = order[++i]!) {
+      const next = order[i + 1];
       try {
+        const sent = performance.now();
         answer = await attempt(target, path, headers, raw, stream, caller);
+        // Only routes with a choice to make keep latency; a lone deployed version's hot path is as it was.
+        if (order.length > 1 || route.canary) latency.observe(target, performance.now() - sent);
+        // A provider's (or a server's) rate limit before any byte is one the next target may not have. A provider
+        // refusing the platform's credential is never passed on: its message may quote part of the key.
+        const refused = answer.kind === 'whole' && target.provider && [401, 403].includes(answer.status);
+        if (answer.kind === 'whole' && ((next && answer.status === 429) || refused)) {
+          meter.observe({
+            ...base,
+            version: target.version,
+            status: answer.status,
+            errorClass: refused ? 'provider_auth' : 'upstream_429',
+            latencyMs: performance.now() - started,
+            ...NO_USAGE,
+          });
+          request.log.warn({ version: target.version, status: answer.status }, 'upstream refused the call');
+          if (next) continue;
+          reservation?.settle(0);
+          request.auditModel = { model: body.model, modelVersion: target.version };
+          reply.header('x-llmhub-model-version', target.version);
+          return reply
+            .status(502)
+            .send(openAiError(502, `model '${body.model}': ${target.version} refused its credential`, 'provider_auth'));
+        }
         break;
       } catch (err) {
         if (caller.cancelled || !(err instanceof UpstreamError)) {
@@ -426,12 +482,11 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
           latencyMs: performance.now() - started,
           ...NO_USAGE,
         });
-        if (target !== route.stable) {
+        if (next) {
           request.log.warn(
-            { version: target.version, failure: failure.failure },
-            'upstream failed before the first byte; falling back to stable',
+            { version: target.version, failure: failure.failure, next: next.version },
+            'upstream failed before the first byte; falling back',
           );
-          target = route.stable;
           continue;
         }
         reservation?.settle(0);
@@ -530,12 +585,16 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     stream: boolean,
     caller: Cancellation,
   ): Promise<Attempt> {
+    // An external provider gets its own credential and headers, none of the platform's tenant or project ids, and
+    // the body with its own model name (the only re-serialisation: deployed versions get the caller's bytes).
+    const sent = u.provider ? { 'content-type': 'application/json', ...u.provider.headers } : headers;
+    const payload = u.provider ? withModel(raw, u.provider.model) : raw;
     // The span covers the call up to the whole answer or a stream's first chunk, the part a fallback can retry.
     const res = await withClientSpan(
       `POST ${path}`,
       { [ATTR_URL_FULL]: `${u.origin}${u.basePath}${path}`, 'llmhub.model_version': u.version },
-      headers,
-      (traced) => upstreams.call(u, path, traced, raw, caller, stream),
+      sent,
+      (traced) => upstreams.call(u, path, traced, payload, caller, stream),
     );
     if (res.kind === 'stream') return res;
     return {
@@ -548,6 +607,15 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
 };
 
 const NO_USAGE: TokenUsage = { promptTokens: 0, completionTokens: 0 };
+
+/** A route's equivalent targets (the cost and latency strategies choose among them), each once. */
+const equivalents = (route: CompiledRoute): Upstream[] => [
+  ...new Set([route.stable, ...(route.canary ? [route.canary] : []), ...route.fallbacks]),
+];
+
+function withModel(raw: Buffer, model: string): Buffer {
+  return Buffer.from(JSON.stringify({ ...(JSON.parse(raw.toString('utf8')) as object), model }));
+}
 
 /** A model server's 4xx passes through when it is OpenAI-shaped; anything else is wrapped so clients can read it. */
 function asOpenAiError(status: number, body: Buffer): Buffer {

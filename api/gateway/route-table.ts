@@ -4,8 +4,9 @@ import type { Logger } from '../../common/logger';
 import { CEILING_SUBJECT, type LimitRule } from '../../common/store/limits';
 import { PLATFORM_PRICE, type Price } from '../../common/store/prices';
 import type { RoutingStore } from '../../common/store/routing';
+import { loadProviderTargets, type GatewayProviders } from './providers';
 
-export const ROUTING_STRATEGIES = ['stable', 'canary', 'ab_test'] as const;
+export const ROUTING_STRATEGIES = ['stable', 'canary', 'ab_test', 'cost', 'latency'] as const;
 export type RoutingStrategy = (typeof ROUTING_STRATEGIES)[number] | 'weighted';
 
 export interface Upstream {
@@ -14,6 +15,12 @@ export interface Upstream {
   url: string | null;
   origin: string;
   basePath: string;
+  /** Whose failures open one circuit: a model server's origin, or one registered provider. */
+  breakerKey: string;
+  /** An external provider's call: its credential and extra headers, the model it names, Azure's api-version. */
+  provider?: { headers: Record<string, string>; model: string; query: string };
+  /** Per million tokens, for the cost strategy; unknown for deployed versions (the usage price table will say). */
+  price?: { input: number; output: number };
 }
 
 export interface CompiledRoute {
@@ -21,15 +28,17 @@ export interface CompiledRoute {
   stable: Upstream;
   canary: Upstream | null;
   canaryWeight: number;
+  /** Tried in this order after the chosen target (and stable) failed before the first byte. */
+  fallbacks: Upstream[];
 }
 
 const CHANNEL = 'llmhub_gateway';
 const RECONNECT_MS = 1_000;
 
 function upstreamOf(version: string, url: string | null | undefined): Upstream {
-  if (!url) return { version, url: null, origin: '', basePath: '' };
+  if (!url) return { version, url: null, origin: '', basePath: '', breakerKey: '' };
   const u = new URL(url);
-  return { version, url, origin: u.origin, basePath: u.pathname.replace(/\/$/, '') };
+  return { version, url, origin: u.origin, basePath: u.pathname.replace(/\/$/, ''), breakerKey: u.origin };
 }
 
 /** 0-99 from a caller's identity: the same user always lands in the same A/B bucket, on every replica. */
@@ -46,7 +55,7 @@ export function pickUpstream(
   identity: string,
   random = Math.random,
 ): Upstream {
-  if (!route.canary || strategy === 'stable') return route.stable;
+  if (!route.canary || strategy === 'stable' || strategy === 'cost' || strategy === 'latency') return route.stable;
   if (strategy === 'canary') return route.canary;
   const roll = strategy === 'ab_test' ? abBucket(identity) : random() * 100;
   return roll < route.canaryWeight ? route.canary : route.stable;
@@ -83,6 +92,8 @@ export class RouteTable {
       onKeyChanged: (keyId: string) => void;
       /** A tenant was suspended, resumed or deleted: every cached verdict of its keys and tokens is stale. */
       onTenantChanged: (tenantId: string) => void;
+      /** External providers; none: only deployed versions are routed. */
+      providers?: GatewayProviders;
     },
   ) {}
 
@@ -152,6 +163,7 @@ export class RouteTable {
         do {
           this.again = false;
           const snap = await this.deps.store.snapshot();
+          const provided = this.deps.providers ? await loadProviderTargets(this.deps.providers, this.deps.logger) : [];
           const routes = new Map<string, CompiledRoute>();
           for (const r of snap.routes) {
             routes.set(`${r.tenantId}\0${r.modelId}`, {
@@ -159,6 +171,21 @@ export class RouteTable {
               stable: upstreamOf(r.stable, r.endpoints[r.stable]),
               canary: r.canary ? upstreamOf(r.canary, r.endpoints[r.canary]) : null,
               canaryWeight: r.canaryWeight,
+              fallbacks: [],
+            });
+          }
+          for (const t of provided) {
+            const key = `${t.tenantId}\0${t.modelId}`;
+            const deployed = routes.get(key);
+            const stable = t.stable ?? deployed?.stable;
+            // A provider route whose stable is neither a provider nor a deployed version has nothing to serve.
+            if (!stable) continue;
+            routes.set(key, {
+              modelId: t.modelId,
+              stable,
+              canary: t.canary ?? deployed?.canary ?? null,
+              canaryWeight: t.canary ? t.canaryWeight : (deployed?.canaryWeight ?? 0),
+              fallbacks: t.fallbacks,
             });
           }
           const projects = new Map<string, Set<string>>();

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
+import { egressRefusalIn } from '../../common/egress';
 import type { Upstream } from './route-table';
 
 export type FailureClass =
@@ -26,6 +27,8 @@ export class UpstreamError extends Error {
 /** `body`: the failure came after the response headers, so a dropped socket is a broken stream, not an unreachable server. */
 export function classify(err: unknown, phase: 'request' | 'body' = 'request'): UpstreamError {
   if (err instanceof UpstreamError) return err;
+  const refused = egressRefusalIn(err);
+  if (refused) return new UpstreamError('connect', refused.message);
   if (err instanceof undiciErrors.ConnectTimeoutError)
     return new UpstreamError('timeout_connect', 'connecting to the model server timed out');
   if (err instanceof undiciErrors.HeadersTimeoutError)
@@ -272,7 +275,11 @@ export class UpstreamPool {
   private readonly agent: Agent;
   private readonly breakers = new Map<string, CircuitBreaker>();
 
-  constructor(private readonly s: UpstreamSettings) {
+  /** `external`: the dispatcher of calls to external providers (the egress check's, common/egress.ts). */
+  constructor(
+    private readonly s: UpstreamSettings,
+    private readonly external?: Dispatcher,
+  ) {
     this.agent = new Agent({
       connections: s.connections,
       keepAliveTimeout: 30_000,
@@ -281,10 +288,10 @@ export class UpstreamPool {
   }
 
   breaker(u: Upstream): CircuitBreaker {
-    let b = this.breakers.get(u.origin);
+    let b = this.breakers.get(u.breakerKey);
     if (!b)
       this.breakers.set(
-        u.origin,
+        u.breakerKey,
         (b = new CircuitBreaker({ failures: this.s.breakerFailures, cooldownMs: this.s.breakerCooldownMs })),
       );
     return b;
@@ -322,10 +329,11 @@ export class UpstreamPool {
         const answer = new UpstreamAnswer(cancellation, stream, resolve, (err, phase) =>
           reject(cancellation.cancelled ? err : classify(err, phase)),
         );
-        this.agent.dispatch(
+        if (u.provider && !this.external) throw new UpstreamError('connect', 'external providers are not enabled');
+        (u.provider ? this.external! : this.agent).dispatch(
           {
             origin: u.origin,
-            path: `${u.basePath}${path}`,
+            path: `${u.basePath}${path}${u.provider?.query ?? ''}`,
             method: 'POST',
             headers,
             body,

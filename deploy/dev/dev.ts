@@ -10,6 +10,7 @@ import { createPool } from '../../common/store/pool';
 import { TenantStore } from '../../common/store/tenants';
 import { S3ObjectStore, s3StoreFromConfig } from '../../common/objectstore';
 import { loadConfig } from '../../common/config';
+import { newKeyFile } from '../../common/credentials';
 import { storageAdminFromConfig } from '../../common/storage-admin/from-config';
 import { StorageScopeStore } from '../../common/store/storage-scope';
 import { tenantStorage } from '../../common/tenant-storage';
@@ -136,8 +137,14 @@ async function main(): Promise<void> {
       'llmhub/convert-tensorrt': conversionProgram(),
     },
   });
+  // The dev stack's own key-encryption key for provider credentials, kept with its data (and only there).
+  const kekFile = path.join(dataDir, 'kek.json');
+  await writeFile(kekFile, newKeyFile(), { flag: 'wx', mode: 0o600 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
+  });
   const env = {
     ...stack.env,
+    LLMHUB_KEK_FILE: process.env.LLMHUB_KEK_FILE ?? kekFile,
     API_PORT: String(API_PORT),
     WORKER_METRICS_PORT: process.env.WORKER_METRICS_PORT ?? '9464',
     LLMHUB_CLUSTERS: clusters,

@@ -1,3 +1,4 @@
+import { credentialContext, ProviderStore } from '../../common/store/providers';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { HTTPMethods, LightMyRequestResponse } from 'fastify';
 import { PLATFORM_ADMIN, ROLE_EXTENSION } from '../../api/plugins/auth';
@@ -155,6 +156,26 @@ beforeAll(async () => {
     stepLimit: 1,
     approvalTimeoutSeconds: 60,
   });
+  const providers = new ProviderStore(p.db);
+  const provider = uniqueId('provider');
+  await providers.create({
+    tenantId: a.id,
+    id: provider,
+    kind: 'openai',
+    baseUrl: 'http://127.0.0.1:9/v1',
+    apiVersion: null,
+    headers: { 'x-marker': MARKER },
+    models: { [model]: { model: MARKER } },
+    credential: await p.app.platform.providers!.vault.seal(MARKER, credentialContext({ tenantId: a.id, id: provider })),
+  });
+  await providers.setRoute({
+    tenantId: a.id,
+    modelId: model,
+    stable: provider,
+    canary: null,
+    canaryWeight: 0,
+    fallbacks: [],
+  });
   const project = uniqueId('project');
   await new RoutingStore(p.db).createProject(a.id, project, MARKER);
   const key = await p.tenants.createApiKey(a.id, MARKER, 'viewer');
@@ -172,6 +193,8 @@ beforeAll(async () => {
     tools: tool.name,
     agents: agent,
     projects: project,
+    providers: provider,
+    'provider-routes': model,
     'api-keys': key.id,
     tenants: a.id,
     deployments: RUN_KEY,

@@ -9,8 +9,11 @@ import { buildApp, type AppDeps } from '../../api/app';
 import type { GatewaySettings } from '../../api/gateway/settings';
 import type { JwtSettings } from '../../api/plugins/auth';
 import { clustersOf, loadConfig } from '../../common/config';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { CredentialVault, KeyFileKeks, newKeyFile } from '../../common/credentials';
 import { EgressPolicy } from '../../common/egress';
-import { createLogger } from '../../common/logger';
+import { createLogger, type Logger } from '../../common/logger';
 import { S3ObjectStore, s3StoreFromConfig, type ObjectStore } from '../../common/objectstore';
 import { createPool } from '../../common/store/pool';
 import { tracingClientInterceptors } from '../../common/temporal-tracing';
@@ -55,6 +58,8 @@ export interface TestPlatform {
   createTenant(prefix?: string): Promise<TestTenant>;
   /** A platform operator's key (`/v1/platform/*`). */
   operatorKey: string;
+  /** The key file of the providers' key-encryption keys (rewrite it to rotate). */
+  kekFile: string;
   /** Starts another worker on the same task queue with different deps (e.g. another S3 server). */
   startWorker(objects?: ObjectStore): Promise<RunningWorker>;
   close(): Promise<void>;
@@ -74,10 +79,12 @@ export async function startTestPlatform(
     mcpEgressAllow?: string[];
     /** A registered tracer provider: the Temporal client and worker trace as the api and worker processes do. */
     tracing?: Tracing;
+    /** The API's logger (a test that reads what was logged); default warnings and errors to stdout. */
+    logger?: Logger;
   } = {},
 ): Promise<TestPlatform> {
   const config = loadConfig();
-  const logger = createLogger('test', process.env.LOG_LEVEL ?? 'warn');
+  const logger = opts.logger ?? createLogger('test', process.env.LOG_LEVEL ?? 'warn');
   const taskQueue = uniqueId('tq');
   const db = createPool(config.DATABASE_URL, 20);
   const objects = s3StoreFromConfig(config);
@@ -93,6 +100,13 @@ export async function startTestPlatform(
   const vectors = await vectorStoreFromConfig(config);
   const embedders = new EmbedderRegistry(config);
   const egress = new EgressPolicy(opts.mcpEgressAllow ?? ['127.0.0.1/32']);
+  // Providers' key-encryption keys in a key file of the test's own; their egress allows the loopback test servers.
+  const kekFile = path.join(mkdtempSync(path.join(tmpdir(), 'llmhub-kek-')), 'keys.json');
+  writeFileSync(kekFile, newKeyFile(), { mode: 0o600 });
+  const providers = {
+    vault: new CredentialVault(new KeyFileKeks(kekFile)),
+    egress: new EgressPolicy(['127.0.0.1/32'], undefined, { setting: 'LLMHUB_PROVIDER_EGRESS_ALLOW' }),
+  };
   const storageScopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
   const storageAdmin = storageAdminFromConfig(config);
   const storage = tenantStorage(storageScopes, objects, storageAdmin);
@@ -130,6 +144,7 @@ export async function startTestPlatform(
     await connection.close();
     await db.end();
     await egress.close();
+    await providers.egress.close();
   };
   let app: FastifyInstance;
   try {
@@ -155,6 +170,7 @@ export async function startTestPlatform(
       podMetadataKeys: podMetadataKeysOf(config.LLMHUB_POD_METADATA_KEYS),
       mcpEgress: egress,
       webhookEgress: egress,
+      providers,
     });
     await app.ready();
   } catch (err) {
@@ -174,6 +190,7 @@ export async function startTestPlatform(
     storageScopes,
     storageAdmin,
     startWorker: launch,
+    kekFile,
     operatorKey: (await tenants.createPlatformKey('test-operator')).key,
     async createTenant(prefix = 'tenant') {
       const id = uniqueId(prefix);

@@ -83,8 +83,9 @@ describe('gateway pieces', () => {
       url: `http://127.0.0.1/${version}`,
       origin: 'http://127.0.0.1',
       basePath: `/${version}`,
+      breakerKey: 'http://127.0.0.1',
     });
-    const route: CompiledRoute = { modelId: 'm', stable: up('s'), canary: up('c'), canaryWeight: 10 };
+    const route: CompiledRoute = { modelId: 'm', stable: up('s'), canary: up('c'), canaryWeight: 10, fallbacks: [] };
     expect(pickUpstream(route, 'weighted', 'u', () => 0.05).version).toBe('c');
     expect(pickUpstream(route, 'weighted', 'u', () => 0.1).version).toBe('s');
     expect(pickUpstream(route, 'canary', 'u', () => 0.99).version).toBe('c');

@@ -7,9 +7,11 @@
  * As a model version's pod: `--served-model-name` (what the platform's Deployment passes, vLLM's flag) names the model;
  * `--log-requests 1` writes one JSON line per request to stdout (what `kubectl logs` shows); `--not-ready 1` fails the
  * readiness probe and `--exit-after-ms N` exits with status 1 after N ms (a crash loop under a Deployment).
+ * Provider mode (server.ts, ProviderMode): --provider-shape openai|azure --provider-key KEY
+ * --provider-model <requested>=<answered> (repeatable; azure: the deployment name).
  */
 import { parseArgs } from 'node:util';
-import { DEFAULT_FAULTS, startReferenceModelServer, type Faults } from './server';
+import { DEFAULT_FAULTS, startReferenceModelServer, type Faults, type ProviderMode } from './server';
 
 const FLAGS = {
   host: 'host',
@@ -27,15 +29,16 @@ const FLAGS = {
   'served-model-name': 'model',
   'log-requests': 'logRequests',
   'exit-after-ms': 'exitAfterMs',
+  'provider-shape': 'providerShape',
+  'provider-key': 'providerKey',
+  'provider-model': 'providerModel',
 } as const;
+const MULTIPLE = new Set(['model', 'served-model-name', 'provider-model']);
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: Object.fromEntries(
-      Object.keys(FLAGS).map((f) => [
-        f,
-        { type: 'string' as const, multiple: FLAGS[f as keyof typeof FLAGS] === 'model' },
-      ]),
+      Object.keys(FLAGS).map((f) => [f, { type: 'string' as const, multiple: MULTIPLE.has(f) }]),
     ),
   });
   const read = (flag: keyof typeof FLAGS): string | string[] | undefined =>
@@ -50,6 +53,15 @@ async function main(): Promise<void> {
     (faults as Record<string, number>)[key] = n;
   }
   const model = read('served-model-name') ?? read('model');
+  const shape = read('provider-shape') as ProviderMode['shape'] | undefined;
+  const providerModels = [read('provider-model') ?? []].flat();
+  const provider: ProviderMode | undefined = shape
+    ? {
+        shape,
+        apiKey: String(read('provider-key') ?? ''),
+        models: Object.fromEntries(providerModels.map((m) => [m.split('=')[0]!, m.split('=')[1] ?? m])),
+      }
+    : undefined;
   const server = await startReferenceModelServer({
     name: (read('name') as string | undefined) ?? 'reference',
     host: read('host') as string | undefined,
@@ -57,6 +69,7 @@ async function main(): Promise<void> {
     models: model === undefined ? undefined : Array.isArray(model) ? model : [model],
     faults,
     logRequest: read('log-requests') === '1' ? (line) => console.log(line) : undefined,
+    ...(provider ? { provider } : {}),
   });
   const exitAfterMs = Number(read('exit-after-ms') ?? NaN);
   if (exitAfterMs >= 0) {

@@ -150,6 +150,19 @@ const delay = (ms: number, signal: AbortSignal) =>
         signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
       });
 
+/**
+ * Provider mode: the server stands in for an external provider. It demands its own API key (OpenAI's
+ * `Authorization: Bearer`, or Azure's `api-key` header with `?api-version=` on `/openai/deployments/{name}/…`) and
+ * serves only the models (Azure: deployments) in `models`, answering as the model each maps to.
+ */
+export interface ProviderMode {
+  shape: 'openai' | 'azure';
+  apiKey: string;
+  models: Record<string, string>;
+}
+
+const AZURE_PATH = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|completions|embeddings)$/;
+
 export async function startReferenceModelServer(
   /** `host`: 127.0.0.1 unless set (a container listens on 0.0.0.0). */
   opts: {
@@ -160,6 +173,7 @@ export async function startReferenceModelServer(
     faults?: Partial<Faults>;
     /** Receives one JSON line per recorded request (main.ts: stdout, which `kubectl logs` reads in a pod). */
     logRequest?: (line: string) => void;
+    provider?: ProviderMode;
   } = {},
 ): Promise<ReferenceModelServer> {
   const name = opts.name ?? 'reference';
@@ -192,8 +206,34 @@ export async function startReferenceModelServer(
   });
   server.keepAliveTimeout = 65_000;
 
+  /** In provider mode: the OpenAI path and the model to answer as, or undefined when an error was sent. */
+  function asProvider(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    path: string,
+    body: Json,
+  ): { path: string; model: string } | undefined {
+    const p = opts.provider!;
+    const refuse = (status: number, message: string, code: string) =>
+      void sendJson(res, status, { error: { message, type: 'invalid_request_error', param: null, code } });
+    let requested: unknown = body.model;
+    if (p.shape === 'azure') {
+      const m = AZURE_PATH.exec(path);
+      if (!m) return refuse(404, `no route ${path}`, 'not_found');
+      if (!new URL(req.url ?? '/', 'http://x').searchParams.get('api-version'))
+        return refuse(400, 'api-version query parameter is required', 'missing_api_version');
+      if (req.headers['api-key'] !== p.apiKey) return refuse(401, 'Access denied due to invalid api-key', '401');
+      requested = decodeURIComponent(m[1]!);
+      path = `/v1/${m[2]}`;
+    } else if (req.headers.authorization !== `Bearer ${p.apiKey}`)
+      return refuse(401, 'Incorrect API key provided', 'invalid_api_key');
+    const model = typeof requested === 'string' ? p.models[requested] : undefined;
+    if (model === undefined) return refuse(404, `The model '${String(requested)}' does not exist`, 'model_not_found');
+    return { path, model };
+  }
+
   async function handle(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0]!;
+    let path = (req.url ?? '/').split('?')[0]!;
     if (path.startsWith('/admin/')) return admin(req, res, path, raw);
     // The liveness/readiness probe of a deployed model server, as vLLM and TGI answer it; never recorded.
     if (req.method === 'GET' && path === '/health') return sendJson(res, 200, { status: 'ok' });
@@ -214,6 +254,12 @@ export async function startReferenceModelServer(
       return sendJson(res, 400, {
         error: { message: 'request body is not valid JSON', type: 'invalid_request_error', param: null, code: null },
       });
+    }
+    if (opts.provider) {
+      const served = asProvider(req, res, path, body);
+      if (!served) return;
+      path = served.path;
+      body.model = served.model;
     }
     const record: RecordedRequest = {
       seq: ++seq,
