@@ -12,7 +12,9 @@ import { RoutingStore } from '../../common/store/routing';
 import { UsageStore } from '../../common/store/usage';
 import { requireRole } from '../plugins/auth';
 import { withClientSpan } from '../plugins/tracing';
-import { ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
+import { ServedVersionStore } from '../../common/store/served-versions';
+import { ColdStarts } from './cold-start';
+import { ColdStartError, ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
 import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
@@ -211,6 +213,12 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     auditRetentionMs,
     logger: app.log,
   });
+  const coldStarts = new ColdStarts({
+    table,
+    store: new ServedVersionStore(db),
+    settings: s,
+    logger: app.log,
+  });
   await table.start();
   app.addHook('onClose', async () => {
     await table.close();
@@ -238,7 +246,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   app.setErrorHandler((err, request, reply) => {
     const { status, body } = toOpenAiError(err as Error);
     if (status >= 500) request.log.error({ err }, 'inference request failed');
-    if (err instanceof RateLimitedError) reply.header('retry-after', String(err.retryAfterSeconds));
+    if (err instanceof RateLimitedError || err instanceof ColdStartError)
+      reply.header('retry-after', String(err.retryAfterSeconds));
     return reply.status(status).send(body);
   });
 
@@ -300,10 +309,25 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     if (projectId !== DEFAULT_PROJECT && !table.hasProject(tenantId, projectId)) {
       throw new ForbiddenError(`project '${projectId}' does not belong to tenant '${tenantId}'`);
     }
-    const route = table.route(tenantId, body.model);
+    let route = table.route(tenantId, body.model);
     if (!route) throw new ModelNotFoundError(body.model);
     const strategy = (request.headers['x-routing-strategy'] as RoutingStrategy | undefined) ?? 'weighted';
-    const chosen = pickUpstream(route, strategy, body.user ?? principal.subject);
+    let chosen = pickUpstream(route, strategy, body.user ?? principal.subject);
+    /** Holds the request while `u` is brought back, then picks `route` and `chosen` again; 503 past the queue or the wait. */
+    const waitForStart = async (u: Upstream): Promise<void> => {
+      const held = await coldStarts.hold({ tenantId, modelId: body.model, version: u.version }, u);
+      if (held !== 'ready')
+        throw new ColdStartError(
+          held === 'full'
+            ? `model '${body.model}' version '${u.version}' is starting and too many requests wait for it; retry later`
+            : `model '${body.model}' version '${u.version}' did not start within ${s.coldWaitMs} ms; retry later`,
+          coldStarts.retryAfterSeconds,
+        );
+      route = table.route(tenantId, body.model);
+      if (!route) throw new ModelNotFoundError(body.model);
+      chosen = pickUpstream(route, strategy, body.user ?? principal.subject);
+    };
+    if (chosen.serving?.cold) await waitForStart(chosen);
 
     // Reserve before the call: the prompt (estimated at 4 bytes a token, an over-estimate for JSON) plus the most it may generate.
     const promptEstimate = Math.ceil(raw.length / 4);
@@ -354,6 +378,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
 
     let target = chosen;
     let answer: Attempt;
+    let woken = false;
     for (;;) {
       try {
         answer = await attempt(target, path, headers, raw, stream, caller);
@@ -378,12 +403,25 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
           latencyMs: performance.now() - started,
           ...NO_USAGE,
         });
-        if (target !== route.stable) {
+        // The stable version's server is gone (a restart, a scale to zero in flight): bring it back once, then retry.
+        const gone = failure.failure === 'connect' || failure.failure === 'circuit_open';
+        if (gone && target.serving && !woken && target === route!.stable) {
+          woken = true;
+          try {
+            await waitForStart(target);
+          } catch (e) {
+            reservation?.settle(0);
+            throw e;
+          }
+          target = chosen;
+          continue;
+        }
+        if (target !== route!.stable) {
           request.log.warn(
             { version: target.version, failure: failure.failure },
             'upstream failed before the first byte; falling back to stable',
           );
-          target = route.stable;
+          target = route!.stable;
           continue;
         }
         reservation?.settle(0);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Client, type Pool } from 'pg';
 import type { Logger } from '../../common/logger';
 import { CEILING_SUBJECT, type LimitRule } from '../../common/store/limits';
-import type { RoutingStore } from '../../common/store/routing';
+import type { RoutingStore, VersionServing } from '../../common/store/routing';
 
 export const ROUTING_STRATEGIES = ['stable', 'canary', 'ab_test'] as const;
 export type RoutingStrategy = (typeof ROUTING_STRATEGIES)[number] | 'weighted';
@@ -13,6 +13,8 @@ export interface Upstream {
   url: string | null;
   origin: string;
   basePath: string;
+  /** The replica owner's state; undefined: no rollout recorded the version, so nothing can bring it back. */
+  serving?: VersionServing;
 }
 
 export interface CompiledRoute {
@@ -25,10 +27,10 @@ export interface CompiledRoute {
 const CHANNEL = 'llmhub_gateway';
 const RECONNECT_MS = 1_000;
 
-function upstreamOf(version: string, url: string | null | undefined): Upstream {
-  if (!url) return { version, url: null, origin: '', basePath: '' };
+function upstreamOf(version: string, url: string | null | undefined, serving: VersionServing | undefined): Upstream {
+  if (!url) return { version, url: null, origin: '', basePath: '', serving };
   const u = new URL(url);
-  return { version, url, origin: u.origin, basePath: u.pathname.replace(/\/$/, '') };
+  return { version, url, origin: u.origin, basePath: u.pathname.replace(/\/$/, ''), serving };
 }
 
 /** 0-99 from a caller's identity: the same user always lands in the same A/B bucket, on every replica. */
@@ -65,6 +67,7 @@ export class RouteTable {
   private listener: Client | undefined;
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
+  private readonly refreshed = new Set<() => void>();
   /** Bumped by every applied snapshot; tests and logs can tell one refresh from the next. */
   generation = 0;
 
@@ -93,6 +96,12 @@ export class RouteTable {
 
   route(tenantId: string, modelId: string): CompiledRoute | undefined {
     return this.routes.get(`${tenantId}\0${modelId}`);
+  }
+
+  /** Calls `fn` after each applied snapshot until the returned function is called. */
+  onRefresh(fn: () => void): () => void {
+    this.refreshed.add(fn);
+    return () => this.refreshed.delete(fn);
   }
 
   hasProject(tenantId: string, projectId: string): boolean {
@@ -126,8 +135,8 @@ export class RouteTable {
           for (const r of snap.routes) {
             routes.set(`${r.tenantId}\0${r.modelId}`, {
               modelId: r.modelId,
-              stable: upstreamOf(r.stable, r.endpoints[r.stable]),
-              canary: r.canary ? upstreamOf(r.canary, r.endpoints[r.canary]) : null,
+              stable: upstreamOf(r.stable, r.endpoints[r.stable], r.serving[r.stable]),
+              canary: r.canary ? upstreamOf(r.canary, r.endpoints[r.canary], r.serving[r.canary]) : null,
               canaryWeight: r.canaryWeight,
             });
           }
@@ -137,6 +146,7 @@ export class RouteTable {
           this.projects = projects;
           this.limits = new Map(snap.limits.map((l) => [`${l.tenantId}\0${l.subject}`, l]));
           this.generation++;
+          for (const fn of this.refreshed) fn();
         } while (this.again && !this.closed);
       } finally {
         this.refreshing = undefined;
