@@ -58,6 +58,28 @@ export const AutoscalingBody = Type.Object(
 );
 export type AutoscalingRequest = Static<typeof AutoscalingBody>;
 
+/** GET /v1/models/{id}/versions/{version}/autoscaler: the autoscaler workflow's status query. */
+export const AutoscalerRead = Type.Object({
+  phase: Type.Union([Type.Literal('running'), Type.Literal('yielding'), Type.Literal('stopped')]),
+  tenantId: Type.String(),
+  modelId: Type.String(),
+  version: Type.String(),
+  replicas: Type.Integer({ description: 'the replicas last set or seen' }),
+  settings: Type.Union([AutoscalingBody, Type.Null()]),
+  decisions: Type.Array(
+    Type.Object({
+      at: Type.Integer({ description: 'epoch ms' }),
+      metric: Type.Union([Type.Number(), Type.Null()], { description: 'load per replica over the window' }),
+      current: Type.Integer(),
+      desired: Type.Integer({ description: 'what the HPA rule wanted, before stabilisation, step bound and quota' }),
+      applied: Type.Integer(),
+      reason: Type.String(),
+      message: Type.String(),
+    }),
+    { description: 'the newest decisions, oldest first' },
+  ),
+});
+
 /** The settings with their defaults; a minimum above the maximum is refused naming the field. */
 export function autoscalingOf(body: AutoscalingRequest, field: string): AutoscalingSpec {
   if (body.minReplicas > body.maxReplicas)

@@ -13,7 +13,9 @@ import { inTransaction } from '../../common/store/pool';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import { RoutingStore, type ModelRoute } from '../../common/store/routing';
 import { ServedVersionStore } from '../../common/store/served-versions';
-import { AutoscalingBody, autoscalingOf, wakeAutoscaler } from '../autoscaling';
+import { AutoscalerRead, AutoscalingBody, autoscalingOf, wakeAutoscaler } from '../autoscaling';
+import { autoscalerStatusQuery, autoscalerWorkflowId } from '../../contracts/autoscaling';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, ObjectUri, StringEnum } from '../resource-schemas';
@@ -260,6 +262,31 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const v = await registry.getVersion(request.principal!.tenantId, request.params.modelId, request.params.version);
       if (!v) throw new NotFoundError('version', `${request.params.modelId}@${request.params.version}`);
       return v;
+    },
+  );
+
+  app.get(
+    '/:modelId/versions/:version/autoscaler',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['models'],
+        summary:
+          "A served version's autoscaler: settings, replicas and its decision log (time, metric, desired, applied)",
+        params: VersionParams,
+        response: { 200: AutoscalerRead, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { modelId, version } = request.params;
+      // Built from the caller's own tenant: no URL reaches another tenant's autoscaler.
+      const handle = temporal.workflow.getHandle(autoscalerWorkflowId(request.principal!.tenantId, modelId, version));
+      try {
+        return await handle.query(autoscalerStatusQuery);
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw new NotFoundError('autoscaler', `${modelId}@${version}`);
+        throw err;
+      }
     },
   );
 
