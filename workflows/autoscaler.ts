@@ -19,7 +19,7 @@ import {
   type AutoscalerStatus,
 } from '../contracts/autoscaling';
 import { ClusterFailures } from '../contracts/cluster';
-import { durationMs } from './support/duration';
+import { hpaPass } from './support/hpa';
 import { messageOf } from './support/failures';
 
 const acts = proxyActivities<AutoscalingActivities & KubernetesActivities & RolloutActivities>({
@@ -37,10 +37,6 @@ const starting = proxyActivities<KubernetesActivities>({
     nonRetryableErrorTypes: [ClusterFailures.readinessTimeout],
   },
 });
-/** The HPA's tolerance: a load within 10 % of the target changes nothing, so replicas do not flap on noise. */
-const TOLERANCE = 0.1;
-/** The HPA's default scale-up bound per pass: double, or 4 more, whichever is more. */
-const maxStepUp = (current: number) => Math.max(2 * current, current + 4);
 const HISTORY_LIMIT = 4_000;
 
 /**
@@ -134,23 +130,16 @@ export async function autoscaleVersion(input: AutoscalerInput): Promise<Autoscal
     let reason: AutoscaleDecision['reason'] = 'steady';
     let message = '';
     if (s !== null) {
-      const concurrency = 'concurrency' in s.target;
-      const load = concurrency ? view.load.concurrency : view.load.tokensPerSecond;
-      const target = 'concurrency' in s.target ? s.target.concurrency : s.target.tokensPerSecond;
-      metric = current > 0 ? load / current : null;
-      desired =
-        current > 0 && Math.abs(load / (current * target) - 1) <= TOLERANCE ? current : Math.ceil(load / target);
-      const idleMs = view.now - lastTrafficAt;
-      const toZero = s.minReplicas === 0 && !wake && idleMs >= durationMs(s.scaleToZeroAfter);
-      desired = toZero ? 0 : Math.min(s.maxReplicas, Math.max(desired, s.minReplicas, current > 0 || wake ? 1 : 0));
-      recommendations.push({ at: view.now, desired });
-      recommendations = recommendations.filter((r) => r.at > view.now - durationMs(s.scaleDownDelay));
-      next = desired;
-      // Scale-down stabilisation: the highest recommendation of the window. Scale to zero has its own delay.
-      if (desired < current && !toZero) next = Math.min(current, Math.max(...recommendations.map((r) => r.desired)));
-      if (next > current) next = Math.min(next, maxStepUp(current));
-      message = `${concurrency ? 'concurrency' : 'tokens/s'} ${load.toFixed(2)} over the window, target ${target} per replica`;
-      if (toZero && current > 0) message = `no traffic for ${Math.round(idleMs / 1000)} s`;
+      const pass = hpaPass({
+        settings: s,
+        current,
+        load: view.load,
+        now: view.now,
+        idleMs: view.now - lastTrafficAt,
+        wake,
+        recommendations,
+      });
+      ({ metric, desired, next, recommendations, message } = pass);
     }
     if (next > current) {
       const claim = await acts.claimReplicaGpus({ ...key, cluster: spec.cluster }, next, spec.resources.gpu, current);

@@ -10,6 +10,7 @@ import {
   type AutoscalerStatus,
 } from '../../contracts/autoscaling';
 import { testKubeConfig } from '../../deploy/dev/kube/cluster';
+import { GpuQuotaStore } from '../../common/store/gpu-quota';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import {
   bearer,
@@ -260,5 +261,27 @@ describe('autoscaling', () => {
       const s = await autoscaler(m.id, 'v2').catch(() => undefined);
       return (await replicasOf(m.id, 'v2'))?.replicas === 2 && s?.decisions.some((d) => d.applied === 2);
     });
+  });
+
+  it('replicas × GPUs count against the tenant GPU quota; a capped scale-up is recorded as such', async () => {
+    await new GpuQuotaStore(p.db).setQuota(acme.id, 2);
+    const m = await model(['v1']);
+    const res = await api.deploy({
+      modelId: m.id,
+      version: 'v1',
+      cluster: 'local',
+      resources: { cpu: '100m', gpu: 1 },
+      autoscaling: { minReplicas: 3, maxReplicas: 3, target: { concurrency: 100 } },
+    });
+    expect(res.statusCode).toBe(202);
+    await api.untilPhase(res.json<{ deploymentId: string }>().deploymentId, 'promoted');
+    const capped = await eventually('a scale-up capped by the quota', async () => {
+      const s = await autoscaler(m.id, 'v1');
+      return s.decisions.find((d) => d.reason === 'quota_capped' && d.applied === 2);
+    });
+    expect(capped).toMatchObject({ current: 1, desired: 3 });
+    expect(capped.message).toContain('GPU quota');
+    expect((await replicasOf(m.id, 'v1'))?.replicas).toBe(2);
+    expect((await new GpuQuotaStore(p.db).usage(acme.id)).held.serving).toBe(2);
   });
 });

@@ -393,6 +393,7 @@ describe('the Helm chart', () => {
           resources: ['deployments'],
           verbs: ['get', 'list', 'create', 'patch', 'delete', 'deletecollection'],
         },
+        { apiGroups: ['apps'], resources: ['deployments/scale'], verbs: ['get', 'update'] },
         { apiGroups: [''], resources: ['services'], verbs: ['create', 'patch', 'delete', 'deletecollection'] },
         {
           apiGroups: ['batch'],
