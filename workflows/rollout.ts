@@ -13,6 +13,7 @@ import {
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { AutoscalingActivities } from '../activities/autoscaling';
 import { autoscalerWorkflowId } from '../contracts/autoscaling';
+import { ModelIdKey, TenantIdKey } from '../contracts/search-attributes';
 import { autoscaleVersion } from './autoscaler';
 import { messageOf, rootCause } from './support/failures';
 import { checkSteeringCaller, rejected } from './support/approvals';
@@ -319,6 +320,10 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
         workflowId: autoscalerWorkflowId(tenantId, modelId, version),
         args: [ref],
         parentClosePolicy: ParentClosePolicy.ABANDON,
+        typedSearchAttributes: [
+          { key: TenantIdKey, value: tenantId },
+          { key: ModelIdKey, value: modelId },
+        ],
         staticSummary: `Autoscale ${modelId}@${version}`,
       });
     } catch (err) {
