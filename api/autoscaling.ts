@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { Client } from '@temporalio/client';
 import { Client as PgClient, type Pool } from 'pg';
-import { BadRequestError } from '../common/errors';
+import { ConflictError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { ServedVersionStore } from '../common/store/served-versions';
 import {
@@ -24,7 +24,7 @@ export const AutoscalingBody = Type.Object(
     maxReplicas: Type.Integer({
       minimum: 1,
       maximum: MAX_REPLICAS,
-      description: 'at least minReplicas (400 naming body.autoscaling.maxReplicas otherwise)',
+      description: 'at least minReplicas (409 naming body.autoscaling.maxReplicas otherwise)',
     }),
     target: Type.Union(
       [
@@ -80,13 +80,15 @@ export const AutoscalerRead = Type.Object({
   ),
 });
 
-/** The settings with their defaults; a minimum above the maximum is refused naming the field. */
+/**
+ * The settings with their defaults. A minimum above the maximum is 409 naming the field, as other cross-field checks
+ * no JSON Schema can state (a schema-valid body is never a 400).
+ */
 export function autoscalingOf(body: AutoscalingRequest, field: string): AutoscalingSpec {
   if (body.minReplicas > body.maxReplicas)
-    throw new BadRequestError(
-      `maxReplicas (${body.maxReplicas}) must be at least minReplicas (${body.minReplicas})`,
-      `${field}.maxReplicas`,
-    );
+    throw new ConflictError(`maxReplicas (${body.maxReplicas}) must be at least minReplicas (${body.minReplicas})`, {
+      field: `${field}.maxReplicas`,
+    });
   return {
     minReplicas: body.minReplicas,
     maxReplicas: body.maxReplicas,

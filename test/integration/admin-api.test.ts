@@ -274,7 +274,7 @@ describe('routes', () => {
       // Autoscaling settings: checked, and only for a version a rollout recorded how to serve (these were routed by hand).
       [
         { stable: '1.0', autoscaling: { minReplicas: 2, maxReplicas: 1, target: { concurrency: 1 } } },
-        400,
+        409,
         'body.autoscaling.maxReplicas',
       ],
       [

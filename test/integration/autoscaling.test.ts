@@ -135,16 +135,18 @@ describe('autoscaling', () => {
   it('settings are validated naming the field', async () => {
     const { id } = await model(['v1']);
     const bad = [
-      [{ minReplicas: 3, maxReplicas: 2, target: { concurrency: 1 } }, 'body.autoscaling.maxReplicas'],
-      [{ minReplicas: 0, maxReplicas: 2, target: { concurrency: 0 } }, 'body.autoscaling.target'],
+      // What no schema can say (a minimum above the maximum) is 409, as the API's other cross-field checks.
+      [{ minReplicas: 3, maxReplicas: 2, target: { concurrency: 1 } }, 409, 'body.autoscaling.maxReplicas'],
+      [{ minReplicas: 0, maxReplicas: 2, target: { concurrency: 0 } }, 400, 'body.autoscaling.target'],
       [
         { minReplicas: 0, maxReplicas: 2, target: { concurrency: 1 }, scaleDownDelay: 'soon' },
+        400,
         'body.autoscaling.scaleDownDelay',
       ],
     ] as const;
-    for (const [autoscaling, field] of bad) {
+    for (const [autoscaling, status, field] of bad) {
       const res = await api.deploy({ modelId: id, version: 'v1', cluster: 'local', autoscaling });
-      expect(res.statusCode).toBe(400);
+      expect(res.statusCode).toBe(status);
       expect(JSON.stringify(res.json())).toContain(field);
     }
   });
