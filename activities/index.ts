@@ -1,3 +1,4 @@
+import { createAutoscalingActivities, type AutoscalingActivityDeps } from './autoscaling';
 import { createInferenceActivities, type InferenceActivityDeps } from './inference';
 import { createMcpActivities, type McpActivityDeps } from './mcp';
 import { createConversionActivities, type ConversionActivityDeps } from './conversion';
@@ -16,6 +17,7 @@ export interface PlatformActivityDeps
     RegistryActivityDeps,
     KnowledgeActivityDeps,
     RolloutActivityDeps,
+    AutoscalingActivityDeps,
     KubernetesActivityDeps,
     ConversionActivityDeps,
     McpActivityDeps,
@@ -28,6 +30,7 @@ export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),
   ...createKnowledgeActivities(deps),
   ...createRolloutActivities(deps),
+  ...createAutoscalingActivities(deps),
   ...createKubernetesActivities(deps),
   ...createConversionActivities(deps),
   ...createFineTuneActivities(deps),

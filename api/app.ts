@@ -8,6 +8,7 @@ import { DEFAULT_GPU_QUOTA } from '../contracts/fine-tune';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { Client } from '@temporalio/client';
+import { startWakeRelay } from './autoscaling';
 import type { FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
 import { EgressPolicy } from '../common/egress';
@@ -138,6 +139,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ...(deps.providers ? { providers: deps.providers } : {}),
   };
   app.decorate('platform', platform);
+  const wakes = startWakeRelay({
+    db: deps.db,
+    temporal: deps.temporal,
+    taskQueue: deps.taskQueue,
+    logger: deps.logger,
+  });
+  app.addHook('onClose', () => wakes.close());
   await app.register(healthRoutes, {
     checks: {
       database: () => deps.db.query('SELECT 1'),

@@ -141,6 +141,9 @@ const Env = Type.Object({
   /** The service.name of this process's spans; default llmhub-api, llmhub-gateway or llmhub-worker by role. */
   OTEL_SERVICE_NAME: Type.Optional(Type.String({ minLength: 1 })),
   WORKER_SHUTDOWN_GRACE_MS: Type.Integer({ default: 30000, minimum: 0 }),
+  /** How often each version's autoscaler decides (the HPA's sync period), and the window its load is averaged over. */
+  LLMHUB_AUTOSCALE_SYNC_MS: Type.Integer({ default: 15000, minimum: 100 }),
+  LLMHUB_AUTOSCALE_WINDOW_MS: Type.Integer({ default: 30000, minimum: 100 }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     {

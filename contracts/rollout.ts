@@ -1,5 +1,6 @@
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import type { SteeringRequest } from './approvals';
+import type { AutoscalingSpec } from './autoscaling';
 import type { OperationContract } from './operations';
 
 /**
@@ -66,6 +67,8 @@ export interface RolloutInput {
   strategy: RolloutStrategy;
   /** Hash of the request's strategy, shown in the status so an operator can tell two specs apart. */
   specHash: string;
+  /** Load-driven replicas after promotion (the version's autoscaler owns them); absent: one replica. */
+  autoscaling?: AutoscalingSpec;
 }
 
 export type MeasurementPhase = 'Successful' | 'Failed' | 'Inconclusive';

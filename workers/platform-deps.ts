@@ -71,6 +71,7 @@ export async function platformActivityDeps(
       : {}),
     routing: new RoutingStore(db),
     gatewayMetrics: new GatewayMetricsStore(db),
+    autoscale: { syncMs: config.LLMHUB_AUTOSCALE_SYNC_MS, windowMs: config.LLMHUB_AUTOSCALE_WINDOW_MS },
     alerts: createAlertSink(createLogger('llmhub-rollout', config.LOG_LEVEL), config.ROLLOUT_ALERT_WEBHOOK),
     kubeConfigOf: (cluster) => {
       const c = clusters[cluster];

@@ -3,14 +3,22 @@ import {
   CancellationScope,
   condition,
   isCancellation,
+  ParentClosePolicy,
   patched,
   proxyActivities,
   setHandler,
+  startChild,
   workflowInfo,
 } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { AutoscalingActivities } from '../activities/autoscaling';
+import { autoscalerWorkflowId } from '../contracts/autoscaling';
+import { ModelIdKey, TenantIdKey } from '../contracts/search-attributes';
+import { autoscaleVersion } from './autoscaler';
 import { messageOf, rootCause } from './support/failures';
 import { checkSteeringCaller, rejected } from './support/approvals';
 import { trackStatus } from './support/status';
+import { durationMs } from './support/duration';
 import type { KubernetesActivities, ServedRef } from '../activities/kubernetes';
 import type { RolloutActivities } from '../activities/rollout';
 import type { RolloutAlert } from '../activities/rollout/alerts';
@@ -28,6 +36,10 @@ import {
 
 /** Serving claims its GPUs from the tenant's quota before it applies anything, and releases them with the Deployment. */
 const SERVING_GPU_PATCH = 'rollout-serving-gpu-quota';
+/** Deploying the stable version again re-applies it (it may have nothing running) instead of refusing. */
+const REAPPLY_STABLE_PATCH = 'rollout-reapply-stable';
+/** The rollout records what it applied for the version's replica owner, and starts its autoscaler at promotion. */
+const AUTOSCALING_PATCH = 'rollout-autoscaling';
 const NON_RETRYABLE = [
   RolloutFailures.versionNotReady,
   RolloutFailures.alreadyStable,
@@ -36,7 +48,7 @@ const NON_RETRYABLE = [
   ClusterFailures.unknownCluster,
   ClusterFailures.noEndpoint,
 ];
-const steps = proxyActivities<RolloutActivities & KubernetesActivities>({
+const steps = proxyActivities<RolloutActivities & KubernetesActivities & AutoscalingActivities>({
   startToCloseTimeout: '1 minute',
   retry: {
     initialInterval: '1 second',
@@ -123,13 +135,18 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   };
   let resolved: { artifactUri: string; stable: string | null };
   try {
-    resolved = await steps.resolveRollout(ref);
+    resolved = await (patched(REAPPLY_STABLE_PATCH)
+      ? steps.resolveRollout(ref, { reapplyStable: true })
+      : steps.resolveRollout(ref));
   } catch (err) {
     return refuse(err);
   }
+  /** The stable version deployed again: applied, waited for and probed, with no canary steps and nothing scaled down. */
+  const reapplying = resolved.stable === version;
   // Histories recorded before serving claimed its GPUs from the tenant's quota have none of the claims and releases.
   const claimsGpus = patched(SERVING_GPU_PATCH);
-  if (claimsGpus) {
+  // A re-applied stable version holds its claim already (an autoscaled one for all its replicas).
+  if (claimsGpus && !reapplying) {
     try {
       await steps.claimServingGpus(served, input.resources.gpu);
     } catch (err) {
@@ -182,7 +199,7 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   /** The steps up to promotion; throws to roll back. Returns once the canary is the new stable. */
   const progress = async () => {
     enter('deploying');
-    const applied = await steps.applyModelVersion({
+    const spec = {
       cluster: input.cluster,
       tenantId,
       modelId,
@@ -193,7 +210,11 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
       env: input.env,
       podAnnotations: strategy.canaryMetadata.annotations,
       podLabels: strategy.canaryMetadata.labels,
-    });
+      // Only inputs with autoscaling carry the flag, so the applied objects of recorded histories are unchanged.
+      ...(input.autoscaling ? { autoscaled: true } : {}),
+    };
+    const applied = await steps.applyModelVersion(spec);
+    if (patched(AUTOSCALING_PATCH)) await steps.recordServedVersion(spec, input.autoscaling ?? null);
     canary = { cluster: applied.cluster, namespace: applied.namespace, name: applied.name };
     status.endpoint = applied.endpoint;
     enter('waiting_ready');
@@ -210,7 +231,7 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     enter('probing');
     await probe.probeEndpoint(applied.endpoint, modelId);
     await steps.setVersionEndpoint(ref, applied.endpoint);
-    if (stable === null) return;
+    if (stable === null || reapplying) return;
     enter('progressing');
     let windowStart = Date.now();
     for (let i = 0; i < strategy.steps.length; i++) {
@@ -272,7 +293,7 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   await CancellationScope.nonCancellable(async () => {
     await mustFinish.setRoute(tenantId, modelId, { stable: version, canary: null });
     status.weights = { stable: version, canary: null, canaryWeight: 0 };
-    if (stable !== null) {
+    if (stable !== null && !reapplying) {
       await mustFinish.scaleModelVersion(await mustFinish.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
       if (claimsGpus) await mustFinish.releaseServingGpus({ ...served, version: stable });
     }
@@ -285,11 +306,30 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
         previousStable: stable,
       });
     }
+    if (input.autoscaling && patched(AUTOSCALING_PATCH)) await startAutoscaler();
     await mustFinish.releaseRolloutLock(tenantId, modelId, wfId);
   });
   status.finishedAt = Date.now();
   enter('promoted');
   return status;
+
+  /** The version's autoscaler outlives this run; one already running (a re-applied version) reads the new settings. */
+  async function startAutoscaler(): Promise<void> {
+    try {
+      await startChild(autoscaleVersion, {
+        workflowId: autoscalerWorkflowId(tenantId, modelId, version),
+        args: [ref],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        typedSearchAttributes: [
+          { key: TenantIdKey, value: tenantId },
+          { key: ModelIdKey, value: modelId },
+        ],
+        staticSummary: `Autoscale ${modelId}@${version}`,
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    }
+  }
 
   async function rollback(why: { message: string; kind: RolloutAlert['reason'] }): Promise<void> {
     status.failureReason = why.message;
@@ -300,12 +340,15 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
       await mustFinish.setRoute(tenantId, modelId, { stable, canary: null });
       status.weights = { stable, canary: null, canaryWeight: 0 };
     }
-    await mustFinish.deleteModelVersion(
-      canary ?? (await mustFinish.servedRefOf(input.cluster, tenantId, modelId, version)),
-    );
-    if (claimsGpus) await mustFinish.releaseServingGpus(served);
-    await mustFinish.setVersionEndpoint(ref, null);
-    await mustFinish.markVersionRolledBack(ref, why.message);
+    // A re-applied stable version keeps serving what it can: it is not removed or marked failed.
+    if (!reapplying) {
+      await mustFinish.deleteModelVersion(
+        canary ?? (await mustFinish.servedRefOf(input.cluster, tenantId, modelId, version)),
+      );
+      if (claimsGpus) await mustFinish.releaseServingGpus(served);
+      await mustFinish.setVersionEndpoint(ref, null);
+      await mustFinish.markVersionRolledBack(ref, why.message);
+    }
     await mustFinish.emitRolloutAlert({
       tenantId,
       modelId,
@@ -318,13 +361,6 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     status.finishedAt = Date.now();
     enter('rolled_back');
   }
-}
-
-/** `ms`-style durations (validated by the API) to milliseconds, for the readiness deadline the activity checks. */
-function durationMs(d: string): number {
-  const m = /^(\d+)(ms|s|m|h)$/.exec(d);
-  if (!m) throw ApplicationFailure.nonRetryable(`invalid duration '${d}'`, RolloutFailures.invalidDuration);
-  return Number(m[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
 }
 
 type SteeringAction = { action: 'promote' | 'abort'; by: string; reason?: string };

@@ -11,6 +11,7 @@ import {
 } from '@kubernetes/client-node';
 import type { EndpointResolver } from './endpoints';
 import {
+  AUTOSCALER_FIELD_MANAGER,
   FIELD_MANAGER,
   Labels,
   labelValue,
@@ -70,6 +71,13 @@ export interface ModelRuntime {
   readiness(ref: ServedRef): Promise<{ ready: boolean; readyReplicas: number; desiredReplicas: number }>;
   /** A missing version has nothing to scale. */
   scale(ref: ServedRef, replicas: number): Promise<void>;
+  /** Replicas wanted and ready now; undefined: nothing of the version is there (never applied, deleted, process gone). */
+  replicas(ref: ServedRef): Promise<{ desired: number; ready: number } | undefined>;
+  /**
+   * The autoscaler's write of the version's replicas (starting it again when nothing of it is left), under its own
+   * field manager so the rollout's apply and it never own the same field. Returns the version's endpoint.
+   */
+  setReplicas(spec: ModelServerSpec, ref: ServedRef, replicas: number): Promise<string>;
   /** Idempotent: removing what is already gone succeeds. */
   delete(ref: ServedRef): Promise<void>;
 }
@@ -116,7 +124,18 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
       }
     }
   };
-  return {
+  const endpointOf = (spec: ModelServerSpec, ref: ServedRef, clusterIP: string | undefined) =>
+    deps.endpointOf({
+      cluster: ref.cluster,
+      clusterIP,
+      tenantId: spec.tenantId,
+      modelId: spec.modelId,
+      version: spec.version,
+      namespace: ref.namespace,
+      service: ref.name,
+      port: SERVING_PORT,
+    });
+  const runtime: ModelRuntime = {
     /** Server-side applies the version's namespace, Deployment and Service; re-applying an unchanged spec writes nothing. */
     async apply(spec, ref) {
       await ensureTenantNamespace(objects, spec.tenantId, deps);
@@ -132,16 +151,33 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
       await checkSecrets(spec, ref.namespace);
       await apply(deployment);
       const applied = await apply(service);
-      return deps.endpointOf({
-        cluster: ref.cluster,
-        clusterIP: applied.spec?.clusterIP,
-        tenantId: spec.tenantId,
-        modelId: spec.modelId,
-        version: spec.version,
+      return endpointOf(spec, ref, applied.spec?.clusterIP);
+    },
+    async replicas(ref) {
+      try {
+        const d = await apps.readNamespacedDeployment({ name: ref.name, namespace: ref.namespace });
+        return { desired: d.spec?.replicas ?? 1, ready: d.status?.readyReplicas ?? 0 };
+      } catch (err) {
+        if (isStatus(err, 404)) return undefined;
+        throw err;
+      }
+    },
+    /** The scale subresource, as the HPA writes it; a Deployment deleted meanwhile is applied again first. */
+    async setReplicas(spec, ref, replicas) {
+      if (!(await runtime.replicas(ref))) await runtime.apply(spec, ref);
+      await apps.replaceNamespacedDeploymentScale({
+        name: ref.name,
         namespace: ref.namespace,
-        service: ref.name,
-        port: SERVING_PORT,
+        fieldManager: AUTOSCALER_FIELD_MANAGER,
+        body: {
+          apiVersion: 'autoscaling/v1',
+          kind: 'Scale',
+          metadata: { name: ref.name, namespace: ref.namespace },
+          spec: { replicas },
+        },
       });
+      const service = await core.readNamespacedService({ name: ref.name, namespace: ref.namespace });
+      return endpointOf(spec, ref, service.spec?.clusterIP);
     },
     async readiness(ref) {
       const d = await apps.readNamespacedDeployment({ name: ref.name, namespace: ref.namespace });
@@ -192,6 +228,7 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
       });
     },
   };
+  return runtime;
 }
 
 export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
@@ -248,6 +285,17 @@ export const createKubernetesActivities = (deps: KubernetesActivityDeps) => {
         // ctx.sleep ends early when the workflow cancels this activity (abort), seen through the heartbeat.
         await ctx.sleep(1_000);
       }
+    },
+
+    /** Replicas wanted and ready of a served version; 0 and 0 when nothing of it is there. */
+    async servedReplicas(ref: ServedRef): Promise<{ desired: number; ready: number }> {
+      return (await runtimeOf(ref.cluster).replicas(ref)) ?? { desired: 0, ready: 0 };
+    },
+
+    /** The autoscaler's write of a version's replicas; answers where it is served and its endpoint. */
+    async setServedReplicas(spec: ModelServerSpec, replicas: number): Promise<AppliedVersion> {
+      const ref = await refOf(spec.cluster, spec.tenantId, spec.modelId, spec.version);
+      return { ...ref, endpoint: await runtimeOf(spec.cluster).setReplicas(spec, ref, replicas) };
     },
 
     async scaleModelVersion(ref: ServedRef, replicas: number): Promise<void> {

@@ -7,6 +7,8 @@ import type { EnvValue, ServingResources } from '../../contracts/rollout';
 import { restrictedContainer, restrictedPod } from './pod-security';
 
 export const FIELD_MANAGER = 'llmhub';
+/** The autoscaler owns an autoscaled version's spec.replicas (through the scale subresource); the rollout's apply leaves it out. */
+export const AUTOSCALER_FIELD_MANAGER = 'llmhub-autoscaler';
 export const SERVING_PORT = 8000;
 export const Labels = {
   tenant: 'llmhub.dev/tenant',
@@ -27,6 +29,8 @@ export interface ModelServerSpec {
   env: Record<string, EnvValue>;
   podAnnotations: Record<string, string>;
   podLabels: Record<string, string>;
+  /** The autoscaler owns the replicas: the applied Deployment names none (a new one starts with Kubernetes' 1). */
+  autoscaled?: boolean;
 }
 
 export interface ModelServerImage {
@@ -142,7 +146,7 @@ export function renderModelServer(
     kind: 'Deployment',
     metadata: { name, namespace, labels, annotations },
     spec: {
-      replicas: 1,
+      ...(spec.autoscaled ? {} : { replicas: 1 }),
       selector: { matchLabels: selector },
       template: {
         metadata: { labels: { ...spec.podLabels, ...labels }, annotations: { ...spec.podAnnotations, ...annotations } },

@@ -97,8 +97,15 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
       await quotas.releaseServing(servingClaimKey(v));
     },
 
-    /** Checks the version can be rolled out and answers the current stable version (null: first deployment of the model). */
-    async resolveRollout(v: VersionRef): Promise<{ artifactUri: string; stable: string | null }> {
+    /**
+     * Checks the version can be rolled out and answers the current stable version (null: first deployment of the
+     * model). The stable version itself is refused, unless the rollout re-applies it (`reapplyStable`: a stable
+     * version with nothing running is served again).
+     */
+    async resolveRollout(
+      v: VersionRef,
+      opts: { reapplyStable?: boolean } = {},
+    ): Promise<{ artifactUri: string; stable: string | null }> {
       const found = await registry.getVersion(v.tenantId, v.modelId, v.version);
       if (!found || found.state !== 'ready') {
         throw ApplicationFailure.nonRetryable(
@@ -107,7 +114,7 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
         );
       }
       const route = await routing.getRoute(v.tenantId, v.modelId);
-      if (route?.stable === v.version)
+      if (route?.stable === v.version && !opts.reapplyStable)
         throw ApplicationFailure.nonRetryable(
           `${v.modelId}@${v.version} is already the stable version`,
           RolloutFailures.alreadyStable,

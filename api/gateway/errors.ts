@@ -56,3 +56,13 @@ export function toOpenAiError(err: FastifyError | Error): { status: number; body
   const param = typeof field === 'string' ? field.replace(/^body\./, '') : null;
   return { status, body: openAiError(status, body.error.message, body.error.type, param) };
 }
+
+/** A version with nothing running did not come up within the gateway's bounded wait, or too many requests wait for it. */
+export class ColdStartError extends PlatformError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(503, 'model_starting', message, { retryAfterSeconds });
+  }
+}

@@ -178,6 +178,7 @@ export class GatewayMeter {
       row.errorClasses[o.errorClass] = (row.errorClasses[o.errorClass] ?? 0) + 1;
     }
     row.latencyBuckets[latencyBucket]!++;
+    row.busyMs = (row.busyMs ?? 0) + o.latencyMs;
     if (o.ttftMs !== undefined) row.ttftBuckets[ttftBucket]!++;
     row.promptTokens += o.promptTokens;
     row.completionTokens += o.completionTokens;
@@ -300,6 +301,7 @@ export class GatewayMeter {
       for (const [k, n] of Object.entries(r.errorClasses)) cur.errorClasses[k] = (cur.errorClasses[k] ?? 0) + n;
       r.latencyBuckets.forEach((n, i) => (cur.latencyBuckets[i]! += n));
       r.ttftBuckets.forEach((n, i) => (cur.ttftBuckets[i]! += n));
+      cur.busyMs = (cur.busyMs ?? 0) + (r.busyMs ?? 0);
       cur.promptTokens += r.promptTokens;
       cur.completionTokens += r.completionTokens;
     }

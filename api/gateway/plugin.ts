@@ -14,8 +14,17 @@ import { RoutingStore } from '../../common/store/routing';
 import { UsageStore } from '../../common/store/usage';
 import { requireRole } from '../plugins/auth';
 import { withClientSpan } from '../plugins/tracing';
+import { ServedVersionStore } from '../../common/store/served-versions';
 import { BudgetAlertSender } from './alert-sender';
-import { BudgetExceededError, ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
+import { ColdStarts } from './cold-start';
+import {
+  BudgetExceededError,
+  ColdStartError,
+  ModelNotFoundError,
+  openAiError,
+  RateLimitedError,
+  toOpenAiError,
+} from './errors';
 import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { LatencyBoard, pickByStrategy, type GatewayProviders } from './providers';
@@ -258,6 +267,12 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     auditRetentionMs,
     logger: app.log,
   });
+  const coldStarts = new ColdStarts({
+    table,
+    store: new ServedVersionStore(db),
+    settings: s,
+    logger: app.log,
+  });
   await table.start();
   app.addHook('onClose', async () => {
     await table.close();
@@ -287,7 +302,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   app.setErrorHandler((err, request, reply) => {
     const { status, body } = toOpenAiError(err as Error);
     if (status >= 500) request.log.error({ err }, 'inference request failed');
-    if (err instanceof RateLimitedError) reply.header('retry-after', String(err.retryAfterSeconds));
+    if (err instanceof RateLimitedError || err instanceof ColdStartError)
+      reply.header('retry-after', String(err.retryAfterSeconds));
     return reply.status(status).send(body);
   });
 
@@ -349,7 +365,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     if (projectId !== DEFAULT_PROJECT && !table.hasProject(tenantId, projectId)) {
       throw new ForbiddenError(`project '${projectId}' does not belong to tenant '${tenantId}'`);
     }
-    const route = table.route(tenantId, body.model);
+    let route = table.route(tenantId, body.model);
     if (!route) throw new ModelNotFoundError(body.model);
     const strategy = (request.headers['x-routing-strategy'] as RoutingStrategy | undefined) ?? 'weighted';
 
@@ -357,13 +373,29 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     const promptEstimate = Math.ceil(raw.length / 4);
     const maxOutput =
       path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens);
-    const chosen =
+    const pick = (r: CompiledRoute): Upstream =>
       strategy === 'cost' || strategy === 'latency'
-        ? pickByStrategy(equivalents(route), strategy, (u) => upstreams.breaker(u).state === 'closed', latency, {
+        ? pickByStrategy(equivalents(r), strategy, (u) => upstreams.breaker(u).state === 'closed', latency, {
             prompt: promptEstimate,
             completion: maxOutput,
           })
-        : pickUpstream(route, strategy, body.user ?? principal.subject);
+        : pickUpstream(r, strategy, body.user ?? principal.subject);
+    let chosen = pick(route);
+    /** Holds the request while `u` is brought back, then picks `route` and `chosen` again; 503 past the queue or the wait. */
+    const waitForStart = async (u: Upstream): Promise<void> => {
+      const held = await coldStarts.hold({ tenantId, modelId: body.model, version: u.version }, u);
+      if (held !== 'ready')
+        throw new ColdStartError(
+          held === 'full'
+            ? `model '${body.model}' version '${u.version}' is starting and too many requests wait for it; retry later`
+            : `model '${body.model}' version '${u.version}' did not start within ${s.coldWaitMs} ms; retry later`,
+          coldStarts.retryAfterSeconds,
+        );
+      route = table.route(tenantId, body.model);
+      if (!route) throw new ModelNotFoundError(body.model);
+      chosen = pick(route);
+    };
+    if (chosen.serving?.cold) await waitForStart(chosen);
     const price = table.priceOf(tenantId, body.model, chosen.version);
     const rules = table.limitsFor(tenantId, principal.subject, projectId);
     let reservation: Reservation | undefined;
@@ -425,14 +457,16 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       });
 
     // The chosen target, then stable, then the fallbacks in their declared order: each tried once.
-    const order =
-      route.fallbacks.length === 0
-        ? chosen === route.stable
-          ? [chosen]
-          : [chosen, route.stable]
-        : [...new Set([chosen, route.stable, ...route.fallbacks])];
+    const orderOf = (r: CompiledRoute, first: Upstream): Upstream[] =>
+      r.fallbacks.length === 0
+        ? first === r.stable
+          ? [first]
+          : [first, r.stable]
+        : [...new Set([first, r.stable, ...r.fallbacks])];
+    let order = orderOf(route, chosen);
     let target = chosen;
     let answer: Attempt;
+    let woken = false;
     for (let i = 0; ; target = order[++i]!) {
       const next = order[i + 1];
       try {
@@ -482,6 +516,21 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
           latencyMs: performance.now() - started,
           ...NO_USAGE,
         });
+        // The stable version's server is gone (a restart, a scale to zero in flight): bring it back once, then start
+        // over from the target chosen on the route as it is then (the loop's step takes `i` from -1 to 0).
+        const gone = failure.failure === 'connect' || failure.failure === 'circuit_open';
+        if (gone && target.serving && !woken && target === route!.stable) {
+          woken = true;
+          try {
+            await waitForStart(target);
+          } catch (e) {
+            reservation?.settle(0);
+            throw e;
+          }
+          order = orderOf(route!, chosen);
+          i = -1;
+          continue;
+        }
         if (next) {
           request.log.warn(
             { version: target.version, failure: failure.failure, next: next.version },

@@ -3,7 +3,7 @@ import { Client, type Pool } from 'pg';
 import type { Logger } from '../../common/logger';
 import { CEILING_SUBJECT, type LimitRule } from '../../common/store/limits';
 import { PLATFORM_PRICE, type Price } from '../../common/store/prices';
-import type { RoutingStore } from '../../common/store/routing';
+import type { RoutingStore, VersionServing } from '../../common/store/routing';
 import { loadProviderTargets, type GatewayProviders } from './providers';
 
 export const ROUTING_STRATEGIES = ['stable', 'canary', 'ab_test', 'cost', 'latency'] as const;
@@ -21,6 +21,8 @@ export interface Upstream {
   provider?: { headers: Record<string, string>; model: string; query: string };
   /** Per million tokens, for the cost strategy; unknown for deployed versions (the usage price table will say). */
   price?: { input: number; output: number };
+  /** The replica owner's state; undefined: no rollout recorded the version (or a provider), so nothing can bring it back. */
+  serving?: VersionServing;
 }
 
 export interface CompiledRoute {
@@ -35,10 +37,10 @@ export interface CompiledRoute {
 const CHANNEL = 'llmhub_gateway';
 const RECONNECT_MS = 1_000;
 
-function upstreamOf(version: string, url: string | null | undefined): Upstream {
-  if (!url) return { version, url: null, origin: '', basePath: '', breakerKey: '' };
+function upstreamOf(version: string, url: string | null | undefined, serving: VersionServing | undefined): Upstream {
+  if (!url) return { version, url: null, origin: '', basePath: '', breakerKey: '', serving };
   const u = new URL(url);
-  return { version, url, origin: u.origin, basePath: u.pathname.replace(/\/$/, ''), breakerKey: u.origin };
+  return { version, url, origin: u.origin, basePath: u.pathname.replace(/\/$/, ''), breakerKey: u.origin, serving };
 }
 
 /** 0-99 from a caller's identity: the same user always lands in the same A/B bucket, on every replica. */
@@ -80,6 +82,7 @@ export class RouteTable {
   private listener: Client | undefined;
   private timers: NodeJS.Timeout[] = [];
   private closed = false;
+  private readonly refreshed = new Set<() => void>();
   /** Bumped by every applied snapshot; tests and logs can tell one refresh from the next. */
   generation = 0;
 
@@ -110,6 +113,12 @@ export class RouteTable {
 
   route(tenantId: string, modelId: string): CompiledRoute | undefined {
     return this.routes.get(`${tenantId}\0${modelId}`);
+  }
+
+  /** Calls `fn` after each applied snapshot until the returned function is called. */
+  onRefresh(fn: () => void): () => void {
+    this.refreshed.add(fn);
+    return () => this.refreshed.delete(fn);
   }
 
   hasProject(tenantId: string, projectId: string): boolean {
@@ -168,8 +177,8 @@ export class RouteTable {
           for (const r of snap.routes) {
             routes.set(`${r.tenantId}\0${r.modelId}`, {
               modelId: r.modelId,
-              stable: upstreamOf(r.stable, r.endpoints[r.stable]),
-              canary: r.canary ? upstreamOf(r.canary, r.endpoints[r.canary]) : null,
+              stable: upstreamOf(r.stable, r.endpoints[r.stable], r.serving[r.stable]),
+              canary: r.canary ? upstreamOf(r.canary, r.endpoints[r.canary], r.serving[r.canary]) : null,
               canaryWeight: r.canaryWeight,
               fallbacks: [],
             });
@@ -197,6 +206,7 @@ export class RouteTable {
           this.budgets = new Map(snap.budgets.map((b) => [`${b.tenantId}\0${b.projectId}`, b]));
           this.budgetTenants = new Set(snap.budgets.map((b) => b.tenantId));
           this.generation++;
+          for (const fn of this.refreshed) fn();
         } while (this.again && !this.closed);
       } finally {
         this.refreshing = undefined;

@@ -34,6 +34,10 @@ const Settings = Type.Object({
   defaultMaxTokens: Type.Integer({ default: 1024, minimum: 1 }),
   breakerFailures: Type.Integer({ default: 5, minimum: 1 }),
   breakerCooldownMs: Type.Integer({ default: 5_000, minimum: 1 }),
+  /** Requests a replica holds per version while the version starts from nothing running; past it, 503 + Retry-After. */
+  coldQueue: Type.Integer({ default: 100, minimum: 0 }),
+  /** How long a held request waits for its version to start; past it, 503 + Retry-After. */
+  coldWaitMs: Type.Integer({ default: 120_000, minimum: 1 }),
 });
 export type GatewaySettings = Static<typeof Settings>;
 

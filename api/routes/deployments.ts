@@ -22,6 +22,7 @@ import { ClusterName, RolloutRead, RolloutStatusSchema } from '../operation-sche
 import { linkTo } from '../openapi-links';
 import { operationRun } from '../operations';
 import { errorResponses, ResourceId, VersionId } from '../schemas';
+import { AutoscalingBody, autoscalingOf } from '../autoscaling';
 
 const Duration = Type.String({ pattern: DURATION_PATTERN, description: 'e.g. 30s, 5m, 1h' });
 const Step = Type.Union([
@@ -87,6 +88,11 @@ export const deployBody = (clusters: string[], podMetadataKeys: readonly string[
       }),
       env: Env,
       version: Type.Optional(VersionId),
+      autoscaling: Type.Optional({
+        ...AutoscalingBody,
+        description:
+          'load-driven replicas after promotion, owned by the version autoscaler; absent: one replica (brought back on demand when nothing runs)',
+      }),
       strategy: Type.Optional(
         Type.Object(
           {
@@ -158,6 +164,7 @@ export function rolloutInputOf(
       canaryMetadata: { annotations: s.canaryMetadata?.annotations ?? {}, labels: s.canaryMetadata?.labels ?? {} },
     },
     specHash: canonicalHash(s).slice(0, 12),
+    ...(body.autoscaling ? { autoscaling: autoscalingOf(body.autoscaling, 'body.autoscaling') } : {}),
   };
 }
 

@@ -11,7 +11,11 @@ import { ConversionStore } from '../../common/store/conversions';
 import { LineageStore, type LineageEntry } from '../../common/store/lineage';
 import { FOREIGN_KEY_VIOLATION, inTransaction } from '../../common/store/pool';
 import { RolloutLockStore } from '../../common/store/rollouts';
-import { RoutingStore } from '../../common/store/routing';
+import { RoutingStore, type ModelRoute } from '../../common/store/routing';
+import { ServedVersionStore } from '../../common/store/served-versions';
+import { AutoscalerRead, AutoscalingBody, autoscalingOf, wakeAutoscaler } from '../autoscaling';
+import { autoscalerStatusQuery, autoscalerWorkflowId } from '../../contracts/autoscaling';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, ObjectUri, StringEnum } from '../resource-schemas';
@@ -61,6 +65,9 @@ const Route = Type.Object({
   stable: Type.String(),
   canary: Type.Union([Type.String(), Type.Null()]),
   canaryWeight: Type.Integer(),
+  autoscaling: Type.Union([AutoscalingBody, Type.Null()], {
+    description: "the stable version's autoscaling settings (null: one replica)",
+  }),
 });
 const PutRoute = Type.Object(
   {
@@ -71,6 +78,12 @@ const PutRoute = Type.Object(
         minimum: 0,
         maximum: 100,
         description: 'percent of weighted traffic for the canary; default 10; only with a canary',
+      }),
+    ),
+    autoscaling: Type.Optional(
+      Type.Union([AutoscalingBody, Type.Null()], {
+        description:
+          "the stable version's autoscaling settings (null: back to one replica); 409 for a version no rollout recorded",
       }),
     ),
   },
@@ -119,6 +132,14 @@ interface FineTuneDetails {
 export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal, taskQueue, storageScopes } = app.platform;
   const routing = new RoutingStore(db);
+  const served = new ServedVersionStore(db);
+  const routeAnswer = async (tenantId: string, modelId: string, route: ModelRoute) => ({
+    modelId,
+    stable: route.stable,
+    canary: route.canary,
+    canaryWeight: route.canaryWeight,
+    autoscaling: (await served.get({ tenantId, modelId, version: route.stable }))?.autoscaling ?? null,
+  });
   const locks = new RolloutLockStore(db);
   const conversions = new ConversionStore(db);
   const lineage = new LineageStore(db);
@@ -260,6 +281,31 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
   );
 
   app.get(
+    '/:modelId/versions/:version/autoscaler',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['models'],
+        summary:
+          "A served version's autoscaler: settings, replicas and its decision log (time, metric, desired, applied)",
+        params: VersionParams,
+        response: { 200: AutoscalerRead, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { modelId, version } = request.params;
+      // Built from the caller's own tenant: no URL reaches another tenant's autoscaler.
+      const handle = temporal.workflow.getHandle(autoscalerWorkflowId(request.principal!.tenantId, modelId, version));
+      try {
+        return await handle.query(autoscalerStatusQuery);
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw new NotFoundError('autoscaler', `${modelId}@${version}`);
+        throw err;
+      }
+    },
+  );
+
+  app.get(
     '/:modelId/route',
     {
       preHandler: requireRole('viewer'),
@@ -276,7 +322,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
       const route = await routing.getRoute(tenantId, modelId);
       if (!route) throw new NotFoundError('route', modelId);
-      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
+      return routeAnswer(tenantId, modelId, route);
     },
   );
 
@@ -297,6 +343,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { modelId } = request.params;
       const { stable, canary = null, canaryWeight } = request.body;
+      const autoscaling = request.body.autoscaling && autoscalingOf(request.body.autoscaling, 'body.autoscaling');
       if (!(await registry.getModel(tenantId, modelId))) throw new NotFoundError('model', modelId);
       // The schema refuses a weight without a canary; that the two versions differ it cannot say.
       if (canary === stable)
@@ -327,9 +374,19 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
           { stable, canary, ...(canaryWeight === undefined ? {} : { canaryWeight }) },
           c,
         );
+        if (
+          autoscaling !== undefined &&
+          !(await served.setAutoscaling({ tenantId, modelId, version: stable }, autoscaling, c))
+        )
+          throw new ConflictError(
+            `version '${stable}' was not rolled out since autoscaling exists, so nothing records how to serve it; deploy it (POST /v1/deploy) first`,
+            { field: 'body.autoscaling' },
+          );
       });
+      // Its autoscaler reads the settings on its next pass; started now, so settings alone are enough to scale.
+      if (autoscaling) await wakeAutoscaler(temporal, taskQueue, { tenantId, modelId, version: stable });
       const route = (await routing.getRoute(tenantId, modelId))!;
-      return { modelId, stable: route.stable, canary: route.canary, canaryWeight: route.canaryWeight };
+      return routeAnswer(tenantId, modelId, route);
     },
   );
 

@@ -20,6 +20,18 @@ export interface VersionMetricsRow {
   ttftBuckets: number[];
   promptTokens: number;
   completionTokens: number;
+  /** Milliseconds the requests spent in flight, summed: over a window, its average concurrency (autoscaling). */
+  busyMs?: number;
+}
+
+/** A version's load over a window, from every replica's flushes: what the autoscaler scales on. */
+export interface VersionLoad {
+  requests: number;
+  /** Average requests in flight over the window. */
+  concurrency: number;
+  tokensPerSecond: number;
+  /** The newest flush that counted a request (epoch ms); null: none in the window. */
+  lastRequestAt: number | null;
 }
 
 export interface VersionStats {
@@ -75,12 +87,13 @@ export class GatewayMetricsStore {
         r.ttftBuckets,
         r.promptTokens,
         r.completionTokens,
+        r.busyMs ?? 0,
       );
-      const o = i * 10 + 2;
-      return `(to_timestamp($1 / 1000.0), $2, ${Array.from({ length: 10 }, (_, k) => `$${o + k + 1}`).join(', ')})`;
+      const o = i * 11 + 2;
+      return `(to_timestamp($1 / 1000.0), $2, ${Array.from({ length: 11 }, (_, k) => `$${o + k + 1}`).join(', ')})`;
     });
     await this.db.query(
-      `INSERT INTO gateway_metrics (at, replica, tenant_id, model_id, version, requests, errors, error_classes, latency_ms_buckets, ttft_ms_buckets, prompt_tokens, completion_tokens)
+      `INSERT INTO gateway_metrics (at, replica, tenant_id, model_id, version, requests, errors, error_classes, latency_ms_buckets, ttft_ms_buckets, prompt_tokens, completion_tokens, busy_ms)
        VALUES ${tuples.join(', ')}`,
       [at, replica, ...values],
     );
@@ -92,6 +105,35 @@ export class GatewayMetricsStore {
       beforeMs,
     ]);
     return rowCount ?? 0;
+  }
+
+  /** The version's load over the `windowMs` before `nowMs` (epoch ms), every replica's flushes together. */
+  async versionLoad(
+    tenantId: string,
+    modelId: string,
+    version: string,
+    nowMs: number,
+    windowMs: number,
+  ): Promise<VersionLoad> {
+    const { rows } = await this.db.query<{
+      requests: string | null;
+      busy_ms: number | null;
+      tokens: string | null;
+      last_ms: number | null;
+    }>(
+      `SELECT sum(requests) AS requests, sum(busy_ms) AS busy_ms, sum(prompt_tokens + completion_tokens) AS tokens,
+         extract(epoch FROM max(at) FILTER (WHERE requests > 0)) * 1000 AS last_ms
+       FROM gateway_metrics
+       WHERE tenant_id = $1 AND model_id = $2 AND version = $3 AND at > to_timestamp($4 / 1000.0)`,
+      [tenantId, modelId, version, nowMs - windowMs],
+    );
+    const r = rows[0]!;
+    return {
+      requests: Number(r.requests ?? 0),
+      concurrency: Number(r.busy_ms ?? 0) / windowMs,
+      tokensPerSecond: (Number(r.tokens ?? 0) * 1000) / windowMs,
+      lastRequestAt: r.last_ms === null ? null : Math.round(Number(r.last_ms)),
+    };
   }
 
   /**

@@ -22,6 +22,16 @@ export interface ModelRoute {
   canaryWeight: number;
   /** Base URL (…/v1) of each routed version's server; a version without one cannot take traffic. */
   endpoints: Record<string, string | null>;
+  /** Each routed version's replica owner's state (served_versions); absent for a version no rollout recorded. */
+  serving: Record<string, VersionServing>;
+}
+
+/** What a gateway needs to hold a version's requests while it is brought back (migration 0016). */
+export interface VersionServing {
+  /** Nothing runs (scaled to zero): requests wait for a wake-up. */
+  cold: boolean;
+  /** Bumped each time the version runs again. */
+  warmEpoch: number;
 }
 
 export interface Project {
@@ -139,11 +149,18 @@ export class RoutingStore {
       canary_weight: number;
       stable_url: string | null;
       canary_url: string | null;
+      stable_cold: boolean | null;
+      stable_epoch: number | null;
+      canary_cold: boolean | null;
+      canary_epoch: number | null;
     }>(
-      `SELECT r.tenant_id, r.model_id, r.stable_version, r.canary_version, r.canary_weight, s.endpoint_url AS stable_url, c.endpoint_url AS canary_url
+      `SELECT r.tenant_id, r.model_id, r.stable_version, r.canary_version, r.canary_weight, s.endpoint_url AS stable_url, c.endpoint_url AS canary_url,
+         ss.cold AS stable_cold, ss.warm_epoch AS stable_epoch, sc.cold AS canary_cold, sc.warm_epoch AS canary_epoch
        FROM model_routes r
        JOIN model_versions s ON s.tenant_id = r.tenant_id AND s.model_id = r.model_id AND s.version = r.stable_version
        LEFT JOIN model_versions c ON c.tenant_id = r.tenant_id AND c.model_id = r.model_id AND c.version = r.canary_version
+       LEFT JOIN served_versions ss ON ss.tenant_id = r.tenant_id AND ss.model_id = r.model_id AND ss.version = r.stable_version
+       LEFT JOIN served_versions sc ON sc.tenant_id = r.tenant_id AND sc.model_id = r.model_id AND sc.version = r.canary_version
        ${where}`,
       params,
     );
@@ -156,6 +173,12 @@ export class RoutingStore {
       endpoints: {
         [r.stable_version]: r.stable_url,
         ...(r.canary_version ? { [r.canary_version]: r.canary_url } : {}),
+      },
+      serving: {
+        ...(r.stable_cold === null ? {} : { [r.stable_version]: { cold: r.stable_cold, warmEpoch: r.stable_epoch! } }),
+        ...(r.canary_version && r.canary_cold !== null
+          ? { [r.canary_version]: { cold: r.canary_cold, warmEpoch: r.canary_epoch! } }
+          : {}),
       },
     }));
   }

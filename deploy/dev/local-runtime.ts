@@ -65,7 +65,7 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
       port,
     });
 
-  return {
+  const runtime: ModelRuntime = {
     async apply(spec, ref) {
       const name = baseName(ref);
       const running = await runningPort(name);
@@ -128,6 +128,24 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
         );
     },
 
+    /** One process runs at most: any positive count is that process, running or not yet answering. */
+    async replicas(ref) {
+      const port = await runningPort(baseName(ref));
+      if (!port) return undefined;
+      const ok = await fetch(`http://127.0.0.1:${port}/v1/models`, { signal: AbortSignal.timeout(2_000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      return { desired: 1, ready: ok ? 1 : 0 };
+    },
+
+    /** 0 stops the process; more starts it again from the autoscaler's copy of the spec (one process whatever the count). */
+    async setReplicas(spec, ref, replicas) {
+      if (replicas > 0) return runtime.apply(spec, ref);
+      await stop(dir, baseName(ref));
+      return '';
+    },
+
     /** Stops and forgets the version; its log stays in the state dir for a look at why it was removed. */
     async delete(ref) {
       const name = baseName(ref);
@@ -135,6 +153,7 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
       await rm(portFile(name), { force: true });
     },
   };
+  return runtime;
 }
 
 /** The runtimes of the clusters that LLMHUB_CLUSTERS (`raw`) runs as local processes, as the worker's `modelRuntimeOf`. */

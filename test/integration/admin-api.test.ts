@@ -250,6 +250,7 @@ describe('routes', () => {
       stable: '1.0',
       canary: '2.0',
       canaryWeight: 100,
+      autoscaling: null,
     });
     const before = { one: one.received(), two: two.received() };
     for (let i = 0; i < 10; i++) expect((await chat(acme.keys.developer)).statusCode).toBe(200);
@@ -270,6 +271,17 @@ describe('routes', () => {
       [{ stable: '1.0', canaryWeight: 50 }, 400, 'body.canaryWeight'],
       [{ stable: '1.0', canary: null, canaryWeight: 50 }, 400, 'body.canaryWeight'],
       [{ stable: '1.0', canary: '2.0', canaryWeight: 101 }, 400, 'body.canaryWeight'],
+      // Autoscaling settings: checked, and only for a version a rollout recorded how to serve (these were routed by hand).
+      [
+        { stable: '1.0', autoscaling: { minReplicas: 2, maxReplicas: 1, target: { concurrency: 1 } } },
+        409,
+        'body.autoscaling.maxReplicas',
+      ],
+      [
+        { stable: '1.0', autoscaling: { minReplicas: 0, maxReplicas: 1, target: { concurrency: 1 } } },
+        409,
+        'body.autoscaling',
+      ],
     ];
     for (const [body, status, field] of cases) {
       const res = await api('PUT', `/v1/models/${MODEL}/route`, acme.keys.operator, body);

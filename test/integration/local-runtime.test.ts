@@ -28,7 +28,10 @@ beforeAll(async () => {
   process.env.LLMHUB_TEST_MARKER = MARKER;
   p = await startTestPlatform({
     gateway: { metricsFlushMs: 200, refreshMs: 500 },
-    activityDeps: { modelRuntimeOf: processRuntimesOf(process.env.LLMHUB_CLUSTERS) },
+    activityDeps: {
+      modelRuntimeOf: processRuntimesOf(process.env.LLMHUB_CLUSTERS),
+      autoscale: { syncMs: 500, windowMs: 3_000 },
+    },
   });
   baseURL = `${await p.app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
   acme = await p.createTenant('acme');
@@ -78,9 +81,13 @@ async function servedVersion(modelId: string): Promise<string | null> {
   return res.headers.get('x-llmhub-model-version');
 }
 
-async function deploy(modelId: string, version: string, strategy: object): Promise<string> {
+async function deploy(modelId: string, version: string, strategy: object, extra: object = {}): Promise<string> {
   await addVersion(modelId, version);
-  const res = await api.deploy(request(modelId, version, strategy));
+  return redeploy(modelId, version, strategy, extra);
+}
+
+async function redeploy(modelId: string, version: string, strategy: object, extra: object = {}): Promise<string> {
+  const res = await api.deploy({ ...request(modelId, version, strategy), ...extra });
   expect(res.statusCode).toBe(202);
   return res.json().deploymentId;
 }
@@ -137,5 +144,38 @@ describe('the process model runtime', () => {
     expect(await modelsAt(v3)).toBeUndefined();
     expect(await modelsAt(v2)).toEqual([modelId]);
     expect(await servedVersion(modelId)).toBe('v2');
+  });
+
+  it('serves a stable version with nothing running again (a dev restart), re-applies it on redeploy, and starts a version scaled to zero on demand', async () => {
+    const modelId = uniqueId('m');
+    await p.registry.createModel(acme.id, { id: modelId, name: modelId, description: 'restarted' });
+    const first = await api.untilPhase(await deploy(modelId, 'v1', {}), 'promoted');
+    await eventually('the gateway to serve v1', async () => (await servedVersion(modelId)) === 'v1');
+    // What `npm run dev` restarting leaves: the route and endpoint in the database, no process behind them.
+    await stopAllProcesses(stateDir);
+    expect(await modelsAt(first.endpoint!)).toBeUndefined();
+    expect(await servedVersion(modelId)).toBe('v1');
+    const restored = (await new RoutingStore(p.db).getRoute(acme.id, modelId))!.endpoints.v1!;
+    expect(await modelsAt(restored)).toEqual([modelId]);
+
+    // Deploying the stable version again re-applies it instead of refusing.
+    const again = await api.untilPhase(await redeploy(modelId, 'v1', {}), 'promoted', 'rolled_back');
+    expect({ phase: again.phase, reason: again.failureReason }).toEqual({ phase: 'promoted', reason: null });
+    expect(await servedVersion(modelId)).toBe('v1');
+
+    // The process runtime under the autoscaler: no traffic → process stopped; the next request starts it again.
+    const autoscaling = {
+      minReplicas: 0,
+      maxReplicas: 1,
+      target: { concurrency: 10 },
+      scaleDownDelay: '1s',
+      scaleToZeroAfter: '2s',
+    };
+    const scaled = await api.untilPhase(await redeploy(modelId, 'v1', {}, { autoscaling }), 'promoted');
+    await eventually('the v1 process stopped after its idle time', async () => {
+      const route = await new RoutingStore(p.db).getRoute(acme.id, modelId);
+      return route?.serving.v1?.cold === true && (await modelsAt(scaled.endpoint!)) === undefined;
+    });
+    expect(await servedVersion(modelId)).toBe('v1');
   });
 });

@@ -18,6 +18,8 @@ import { createPlatformActivities, type PlatformActivityDeps } from '../../activ
 import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
 import { clustersOf, type Config } from '../../common/config';
 import { DEFAULT_ANALYSIS, type RolloutInput } from '../../contracts/rollout';
+import { autoscalerStatusQuery, autoscalerWakeSignal, autoscalerWorkflowId } from '../../contracts/autoscaling';
+import { RoutingStore } from '../../common/store/routing';
 import { GatewayMetricsStore, type VersionMetricsRow } from '../../common/store/gateway-metrics';
 import { startKubeCluster } from '../../deploy/dev/kube/cluster';
 import { startReferenceModelServer } from '../../deploy/dev/model-server/server';
@@ -200,6 +202,112 @@ async function recordRollouts(
   }
 }
 
+/**
+ * An autoscaled version on a real local Kubernetes cluster: its rollout promotes it and starts its autoscaler, which
+ * scales up on SYNTHETIC gateway metrics rows (busy time of 2.5 requests in flight), back down and to zero once they
+ * stop, starts again on a wake-up, and stops when another version takes the route.
+ */
+async function recordAutoscaler({
+  client,
+  config,
+  native,
+  db,
+  registry,
+}: ScenarioContext): Promise<Record<string, string>> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'llmhub-record-kube-'));
+  const cluster = await startKubeCluster({ dataDir, fresh: true, randomPorts: true });
+  const server = await startReferenceModelServer({ name: 'replay-autoscaled' });
+  await new TenantStore(db).createTenant('replay-as', 'replay-as');
+  const endpoints = new Map<string, string>();
+  await serveModel(db, 'replay-as', 'chat', { v0: server.url }, { stable: 'v0' });
+  for (const version of ['v1', 'v2']) {
+    endpoints.set(localEndpointKey({ tenantId: 'replay-as', modelId: 'chat', version }), server.url);
+    await registry.insertVersion(db, 'replay-as', {
+      modelId: 'chat',
+      version,
+      artifactUri: `s3://models/chat/${version}`,
+      workflowId: `record/${version}`,
+    });
+    await registry.markVersionReady('replay-as', 'chat', version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
+  }
+  const metrics = new GatewayMetricsStore(db);
+  const busy = setInterval(
+    () =>
+      void metrics
+        .insert('record', Date.now(), [
+          {
+            tenantId: 'replay-as',
+            modelId: 'chat',
+            version: 'v1',
+            requests: 5,
+            errors: 0,
+            errorClasses: {},
+            latencyBuckets: new Array<number>(16).fill(0),
+            ttftBuckets: new Array<number>(16).fill(0),
+            promptTokens: 0,
+            completionTokens: 0,
+            busyMs: 2.5 * 300,
+          },
+        ])
+        .catch(() => undefined),
+    300,
+  );
+  const taskQueue = 'record-autoscaler';
+  const worker = await scenarioWorker({ config, db, native }, taskQueue, {
+    kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
+    endpointOf: localEndpoints(endpoints),
+    autoscale: { syncMs: 300, windowMs: 1_500 },
+  });
+  const rolloutId = 'rollout/replay-as/v1';
+  const autoscalerId = autoscalerWorkflowId('replay-as', 'chat', 'v1');
+  const decisions = async () =>
+    (await client.workflow.getHandle(autoscalerId).query(autoscalerStatusQuery)).decisions.map((d) => d.reason);
+  try {
+    await db.query(
+      `INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ('replay-as', 'chat', 'v1', $1)`,
+      [rolloutId],
+    );
+    const input: RolloutInput = {
+      tenantId: 'replay-as',
+      modelId: 'chat',
+      version: 'v1',
+      deploymentId: 'v1',
+      cluster: 'local',
+      resources: { cpu: '100m', gpu: 0, memory: '1Gi' },
+      env: {},
+      strategy: {
+        steps: [{ setWeight: 100 }],
+        analysis: DEFAULT_ANALYSIS,
+        readinessTimeout: '2m',
+        canaryMetadata: { annotations: {}, labels: {} },
+      },
+      specHash: 'record',
+      autoscaling: {
+        minReplicas: 0,
+        maxReplicas: 3,
+        target: { concurrency: 1 },
+        scaleDownDelay: '1s',
+        scaleToZeroAfter: '2s',
+      },
+    };
+    await client.workflow.execute('rolloutModel', { taskQueue, workflowId: rolloutId, args: [input] });
+    await pollFor('scaled up to 3', async () => (await decisions()).includes('scale_up'), 120_000, 300);
+    clearInterval(busy);
+    await pollFor('scaled to zero', async () => (await decisions()).includes('scale_to_zero'), 120_000, 300);
+    await client.workflow.getHandle(autoscalerId).signal(autoscalerWakeSignal);
+    await pollFor('woken', async () => (await decisions()).includes('wake'), 120_000, 300);
+    await new RoutingStore(db).setRoute('replay-as', 'chat', { stable: 'v2' });
+    await client.workflow.getHandle(autoscalerId).result();
+    return { 'rollout-promoted-autoscaled': rolloutId, 'autoscaler-up-down-zero-woken-stopped': autoscalerId };
+  } finally {
+    clearInterval(busy);
+    await worker.shutdown();
+    await server.close();
+    await cluster.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
 /** A tenant with its storage scope, as POST /v1/platform/tenants makes one; answers its bucket. */
 async function createTenant(c: Pick<ScenarioContext, 'db' | 'objects' | 'config'>, id: string): Promise<string> {
   const scopes = new StorageScopeStore(c.db, c.config.LLMHUB_TENANT_BUCKET_PREFIX);
@@ -264,6 +372,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       refused: 'rollout-refused-gpu-quota',
     });
   },
+  autoscaler: recordAutoscaler,
   async ingestion({ client, taskQueue, objects, db, config }) {
     const bucket = await createTenant({ db, objects, config }, 'replay');
     const docs: Record<string, string> = {

@@ -393,7 +393,8 @@ describe('the Helm chart', () => {
           resources: ['deployments'],
           verbs: ['get', 'list', 'create', 'patch', 'delete', 'deletecollection'],
         },
-        { apiGroups: [''], resources: ['services'], verbs: ['create', 'patch', 'delete', 'deletecollection'] },
+        { apiGroups: ['apps'], resources: ['deployments/scale'], verbs: ['get', 'update'] },
+        { apiGroups: [''], resources: ['services'], verbs: ['get', 'create', 'patch', 'delete', 'deletecollection'] },
         {
           apiGroups: ['batch'],
           resources: ['jobs'],

@@ -1,0 +1,289 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
+import { FIELD_MANAGER } from '../../activities/kubernetes/manifests';
+import {
+  autoscalerStatusQuery,
+  autoscalerWorkflowId,
+  type AutoscaleDecision,
+  type AutoscalerStatus,
+} from '../../contracts/autoscaling';
+import { testKubeConfig } from '../../deploy/dev/kube/cluster';
+import { GpuQuotaStore } from '../../common/store/gpu-quota';
+import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import {
+  bearer,
+  eventually,
+  startTestPlatform,
+  uniqueId,
+  type TestPlatform,
+  type TestTenant,
+} from '../support/platform';
+import { rolloutClient } from '../support/rollout';
+
+/**
+ * Autoscaling on the kwok cluster `local`: Deployments and their scale subresource are real API objects there and kwok
+ * marks pods ready, but runs no containers, so each version's traffic goes to a local reference server
+ * (activities/kubernetes/endpoints.ts). Short sync period and window (LLMHUB_AUTOSCALE_*) keep it quick.
+ */
+const endpoints = new Map<string, string>();
+let p: TestPlatform;
+let acme: TestTenant;
+let baseURL: string;
+let api: ReturnType<typeof rolloutClient>;
+const servers: ReferenceModelServer[] = [];
+const loads: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  p = await startTestPlatform({
+    gateway: { metricsFlushMs: 200, refreshMs: 500, coldWaitMs: 90_000 },
+    activityDeps: {
+      kubeConfigOf: (cluster) => (cluster === 'local' ? testKubeConfig() : undefined),
+      endpointOf: localEndpoints(endpoints),
+      autoscale: { syncMs: 500, windowMs: 3_000 },
+    },
+  });
+  baseURL = `${await p.app.listen({ host: '127.0.0.1', port: 0 })}/v1`;
+  acme = await p.createTenant('scale');
+  api = rolloutClient(p, acme);
+});
+afterAll(async () => {
+  await Promise.all(loads.map((stop) => stop()));
+  await p?.close();
+  await Promise.all(servers.map((s) => s.close()));
+});
+
+/** A registered model with ready versions, each served by its own reference server answering after `latencyMs`. */
+async function model(versions: string[], latencyMs = 0) {
+  const id = uniqueId('m');
+  await p.registry.createModel(acme.id, { id, name: id, description: 'autoscaled' });
+  const byVersion: Record<string, ReferenceModelServer> = {};
+  for (const v of versions) {
+    const server = await startReferenceModelServer({ name: `${id}-${v}`, faults: { latencyMs } });
+    servers.push(server);
+    byVersion[v] = server;
+    await api.addVersion(endpoints, id, v, server.url);
+  }
+  return { id, servers: byVersion };
+}
+
+const deploy = async (modelId: string, version: string, autoscaling: object, strategy?: object) => {
+  const res = await api.deploy({
+    modelId,
+    version,
+    cluster: 'local',
+    resources: { cpu: '100m', gpu: 0 },
+    autoscaling,
+    ...(strategy ? { strategy } : {}),
+  });
+  expect(res.statusCode).toBe(202);
+  return res.json<{ deploymentId: string }>().deploymentId;
+};
+
+const autoscaler = (modelId: string, version: string): Promise<AutoscalerStatus> =>
+  p.temporal.workflow.getHandle(autoscalerWorkflowId(acme.id, modelId, version)).query(autoscalerStatusQuery);
+
+const replicasOf = async (modelId: string, version: string) => (await api.readDeployment(modelId, version))?.spec;
+
+/** Steady chat traffic through the listening gateway from a separate process, as applications would send it. */
+function load(modelId: string, concurrency: number) {
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.join(__dirname, '..', 'support', 'load-generator.ts'),
+      baseURL,
+      acme.keys.developer,
+      modelId,
+      String(concurrency),
+    ],
+    { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const traffic = {
+    statuses: [] as number[],
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      traffic.statuses = JSON.parse(out.slice(out.indexOf('{'))).statuses;
+    },
+  };
+  loads.push(() => traffic.stop());
+  return traffic;
+}
+
+const chat = (modelId: string) =>
+  fetch(`${baseURL}/chat/completions`, {
+    method: 'POST',
+    headers: { ...bearer(acme.keys.developer), 'content-type': 'application/json' },
+    body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: 'hello' }] }),
+  });
+
+/** Every scale-down waited out the stabilisation window: no recommendation above it in the window before it. */
+function expectStabilised(decisions: AutoscaleDecision[], windowMs: number) {
+  for (const d of decisions.filter((x) => x.reason === 'scale_down'))
+    expect(
+      decisions.filter((x) => x.at > d.at - windowMs && x.at <= d.at && x.desired > d.applied).map((x) => x.at),
+    ).toEqual([]);
+}
+
+describe('autoscaling', () => {
+  it('settings are validated naming the field', async () => {
+    const { id } = await model(['v1']);
+    const bad = [
+      // What no schema can say (a minimum above the maximum) is 409, as the API's other cross-field checks.
+      [{ minReplicas: 3, maxReplicas: 2, target: { concurrency: 1 } }, 409, 'body.autoscaling.maxReplicas'],
+      [{ minReplicas: 0, maxReplicas: 2, target: { concurrency: 0 } }, 400, 'body.autoscaling.target'],
+      [
+        { minReplicas: 0, maxReplicas: 2, target: { concurrency: 1 }, scaleDownDelay: 'soon' },
+        400,
+        'body.autoscaling.scaleDownDelay',
+      ],
+    ] as const;
+    for (const [autoscaling, status, field] of bad) {
+      const res = await api.deploy({ modelId: id, version: 'v1', cluster: 'local', autoscaling });
+      expect(res.statusCode).toBe(status);
+      expect(JSON.stringify(res.json())).toContain(field);
+    }
+  });
+
+  it('load from another process raises replicas to the expected count, and they go back to the minimum after the delay', async () => {
+    // 6 callers in flight (each answer takes 300 ms) at a target of 2 per replica: ceil(~6 / 2) = 3 replicas.
+    const m = await model(['v1'], 300);
+    const settings = {
+      minReplicas: 1,
+      maxReplicas: 5,
+      target: { concurrency: 2 },
+      scaleDownDelay: '3s',
+      scaleToZeroAfter: '1h',
+    };
+    await api.untilPhase(await deploy(m.id, 'v1', settings), 'promoted');
+    const traffic = load(m.id, 6);
+    const up = await eventually('3 replicas from the autoscaler', async () => {
+      const spec = await replicasOf(m.id, 'v1');
+      const s = await autoscaler(m.id, 'v1').catch(() => undefined);
+      return spec?.replicas === 3 && s?.decisions.some((d) => d.reason === 'scale_up' && d.applied === 3) && s;
+    });
+    expect(up.settings).toEqual(settings);
+    const deployment = await api.readDeployment(m.id, 'v1');
+    // One owner of replicas: the rollout's apply (field manager llmhub) names none for an autoscaled version, so a
+    // re-apply never resets what the autoscaler set through the scale subresource.
+    const owners = (deployment?.metadata?.managedFields ?? [])
+      .filter((f) => (f.fieldsV1 as { 'f:spec'?: { 'f:replicas'?: object } } | undefined)?.['f:spec']?.['f:replicas'])
+      .map((f) => f.manager);
+    expect(owners).not.toContain(FIELD_MANAGER);
+    await eventually('kwok pods of the 3 replicas ready', async () => {
+      const d = await api.readDeployment(m.id, 'v1');
+      return d?.status?.readyReplicas === 3;
+    });
+    await traffic.stop();
+    expect(new Set(traffic.statuses)).toEqual(new Set([200]));
+
+    const down = await eventually('back to 1 replica after the load stopped', async () => {
+      const s = await autoscaler(m.id, 'v1');
+      return (await replicasOf(m.id, 'v1'))?.replicas === 1 && s.decisions.at(-1)?.applied === 1 && s;
+    });
+    expect(down.decisions.filter((d) => d.reason === 'scale_down').length).toBeGreaterThan(0);
+    expect(Math.max(...down.decisions.map((d) => d.applied))).toBe(3);
+    expectStabilised(down.decisions, 3_000);
+  });
+
+  it('scales to zero, then 50 concurrent cold requests cause one scale-up and are all answered', async () => {
+    const m = await model(['v1']);
+    await api.untilPhase(
+      await deploy(m.id, 'v1', {
+        minReplicas: 0,
+        maxReplicas: 2,
+        target: { concurrency: 100 },
+        scaleDownDelay: '1s',
+        scaleToZeroAfter: '2s',
+      }),
+      'promoted',
+    );
+    await eventually('scaled to zero', async () => {
+      const s = await autoscaler(m.id, 'v1');
+      return (await replicasOf(m.id, 'v1'))?.replicas === 0 && s.decisions.at(-1)?.reason === 'scale_to_zero';
+    });
+    // Nothing listens while the version has no replica; the next start serves from a new server.
+    await m.servers.v1!.close();
+    const fresh = await startReferenceModelServer({ name: `${m.id}-v1-again` });
+    servers.push(fresh);
+    endpoints.set(localEndpointKey({ tenantId: acme.id, modelId: m.id, version: 'v1' }), fresh.url);
+
+    const answers = await Promise.all(Array.from({ length: 50 }, () => chat(m.id)));
+    expect(answers.map((r) => r.status)).toEqual(new Array(50).fill(200));
+    expect(fresh.received()).toBe(50);
+    const s = await autoscaler(m.id, 'v1');
+    const zero = s.decisions.findLastIndex((d) => d.reason === 'scale_to_zero');
+    const fromZero = s.decisions.slice(zero + 1).filter((d) => d.current === 0 && d.applied > 0);
+    expect(fromZero.map((d) => d.reason)).toEqual(['wake']);
+    expect((await replicasOf(m.id, 'v1'))?.replicas).toBe(1);
+    // The decision log through the API, for the tenant's own version only.
+    const url = `/v1/models/${m.id}/versions/v1/autoscaler`;
+    const own = await p.app.inject({ method: 'GET', url, headers: bearer(acme.keys.viewer) });
+    expect(own.statusCode).toBe(200);
+    expect(own.json<AutoscalerStatus>().decisions.map((d) => d.reason)).toContain('wake');
+    const other = await p.createTenant('other');
+    expect((await p.app.inject({ method: 'GET', url, headers: bearer(other.keys.admin) })).statusCode).toBe(404);
+  });
+
+  it('a rollout started during autoscaling: the autoscaler yields, no replica fight, and the new version is autoscaled', async () => {
+    const m = await model(['v1', 'v2']);
+    const settings = { minReplicas: 2, maxReplicas: 4, target: { concurrency: 100 }, scaleDownDelay: '1s' };
+    await api.untilPhase(await deploy(m.id, 'v1', settings), 'promoted');
+    await eventually('v1 at its minimum of 2', async () => (await replicasOf(m.id, 'v1'))?.replicas === 2);
+    const rollout = await deploy(m.id, 'v2', settings, {
+      steps: [{ setWeight: 50 }, { pause: {} }],
+      analysis: { interval: '1s', minRequests: 1 },
+    });
+    await api.untilPhase(rollout, 'paused');
+    const yielding = await eventually('v1 autoscaler yielding for 3 passes', async () => {
+      const s = await autoscaler(m.id, 'v1');
+      return s.decisions.filter((d) => d.reason === 'yielded_to_rollout').length >= 3 && s;
+    });
+    expect(yielding.phase).toBe('yielding');
+    expect((await replicasOf(m.id, 'v1'))?.replicas).toBe(2);
+    expect((await replicasOf(m.id, 'v2'))?.replicas).toBe(1);
+    expect((await api.steer(rollout, 'promote')).statusCode).toBe(200);
+    await api.untilPhase(rollout, 'promoted');
+
+    const v1 = await eventually('v1 autoscaler stopped', async () => {
+      const s = await autoscaler(m.id, 'v1');
+      return s.phase === 'stopped' && s;
+    });
+    const yieldedAt = v1.decisions.findIndex((d) => d.reason === 'yielded_to_rollout');
+    // From the rollout's start on, v1's autoscaler wrote nothing: the rollout scaled it to 0 and it stayed there.
+    expect(v1.decisions.slice(yieldedAt).filter((d) => d.applied !== d.current)).toEqual([]);
+    expect((await replicasOf(m.id, 'v1'))?.replicas).toBe(0);
+    await eventually('v2 autoscaled to its minimum of 2', async () => {
+      const s = await autoscaler(m.id, 'v2').catch(() => undefined);
+      return (await replicasOf(m.id, 'v2'))?.replicas === 2 && s?.decisions.some((d) => d.applied === 2);
+    });
+  });
+
+  it('replicas × GPUs count against the tenant GPU quota; a capped scale-up is recorded as such', async () => {
+    await new GpuQuotaStore(p.db).setQuota(acme.id, 2);
+    const m = await model(['v1']);
+    const res = await api.deploy({
+      modelId: m.id,
+      version: 'v1',
+      cluster: 'local',
+      resources: { cpu: '100m', gpu: 1 },
+      autoscaling: { minReplicas: 3, maxReplicas: 3, target: { concurrency: 100 } },
+    });
+    expect(res.statusCode).toBe(202);
+    await api.untilPhase(res.json<{ deploymentId: string }>().deploymentId, 'promoted');
+    const capped = await eventually('a scale-up capped by the quota', async () => {
+      const s = await autoscaler(m.id, 'v1');
+      return s.decisions.find((d) => d.reason === 'quota_capped' && d.applied === 2);
+    });
+    expect(capped).toMatchObject({ current: 1, desired: 3 });
+    expect(capped.message).toContain('GPU quota');
+    expect((await replicasOf(m.id, 'v1'))?.replicas).toBe(2);
+    expect((await new GpuQuotaStore(p.db).usage(acme.id)).held.serving).toBe(2);
+  });
+});
