@@ -1627,6 +1627,417 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/budgets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's budgets by project (the whole tenant's, project '', first), with this month's spend */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The previous page's nextCursor, as given (opaque: its form may change) */
+                    cursor?: string;
+                    /** @description Items per page (default 100, at most 1000) */
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            budgets: {
+                                amount: number;
+                                currency: string;
+                                /** @description The current month, YYYY-MM (UTC) */
+                                period: string;
+                                /** @description '' for the whole tenant */
+                                project: string;
+                                /** @description Metered cost in currency this month */
+                                spent: number;
+                                thresholds: number[];
+                                /** Format: date-time */
+                                updatedAt: string;
+                                /** @description The secret itself is never shown */
+                                webhookSecretSet: boolean;
+                                webhookUrl: string | null;
+                            }[];
+                            /** @description Pass as cursor for the next page; null on the last page */
+                            nextCursor: string | null;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        /** Set the monthly budget of the tenant or of one of its projects: alerts at thresholds, then 429 budget_exceeded */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            /** @description webhookSecret is required with a webhookUrl */
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description Per calendar month (UTC) */
+                        amount: number;
+                        /** @description ISO 4217 code, e.g. USD */
+                        currency: string;
+                        /** @description '' (the default) for the whole tenant, or one of its projects ('default' included) */
+                        project?: string;
+                        /** @description Percent of the amount at which an alert is sent (default 50, 80, 100) */
+                        thresholds?: number[];
+                        /** @description HMAC-SHA256 key of X-LLMHub-Signature, given with every webhookUrl; never shown */
+                        webhookSecret?: string;
+                        webhookUrl?: string | null;
+                    } | unknown | {
+                        webhookUrl?: null;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            amount: number;
+                            currency: string;
+                            /** @description The current month, YYYY-MM (UTC) */
+                            period: string;
+                            /** @description '' for the whole tenant */
+                            project: string;
+                            /** @description Metered cost in currency this month */
+                            spent: number;
+                            thresholds: number[];
+                            /** Format: date-time */
+                            updatedAt: string;
+                            /** @description The secret itself is never shown */
+                            webhookSecretSet: boolean;
+                            webhookUrl: string | null;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        /** Remove a budget (its stop ends at once on every gateway replica) */
+        delete: {
+            parameters: {
+                query?: {
+                    /** @description '' (the default) for the whole tenant, or one of its projects ('default' included) */
+                    project?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No content */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/budgets/alerts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's budget alerts and their delivery, oldest first */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The previous page's nextCursor, as given (opaque: its form may change) */
+                    cursor?: string;
+                    /** @description Items per page (default 100, at most 1000) */
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            alerts: {
+                                abandonedAt: string | null;
+                                amount: number;
+                                attempts: number;
+                                /** Format: date-time */
+                                createdAt: string;
+                                currency: string;
+                                deliveredAt: string | null;
+                                /** @description The event id: the same on every delivery attempt, the webhook's X-LLMHub-Event-Id */
+                                id: string;
+                                lastError: string | null;
+                                period: string;
+                                project: string;
+                                spent: number;
+                                threshold: number;
+                            }[];
+                            /** @description Pass as cursor for the next page; null on the last page */
+                            nextCursor: string | null;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/chat/completions": {
         parameters: {
             query?: never;
@@ -1642,8 +2053,8 @@ export interface paths {
                 query?: never;
                 header?: {
                     "x-project-id"?: string;
-                    /** @description Pin stable or canary, or split sticky per user (ab_test) */
-                    "x-routing-strategy"?: "stable" | "canary" | "ab_test";
+                    /** @description Pin stable or canary, split sticky per user (ab_test), or pick among the model's stable, canary and fallbacks the cheapest (cost) or the lowest recent latency (latency) whose circuit is closed */
+                    "x-routing-strategy"?: "stable" | "canary" | "ab_test" | "cost" | "latency";
                     "x-tenant-id"?: string;
                     "x-trace-id"?: string;
                 };
@@ -1932,8 +2343,8 @@ export interface paths {
                 query?: never;
                 header?: {
                     "x-project-id"?: string;
-                    /** @description Pin stable or canary, or split sticky per user (ab_test) */
-                    "x-routing-strategy"?: "stable" | "canary" | "ab_test";
+                    /** @description Pin stable or canary, split sticky per user (ab_test), or pick among the model's stable, canary and fallbacks the cheapest (cost) or the lowest recent latency (latency) whose circuit is closed */
+                    "x-routing-strategy"?: "stable" | "canary" | "ab_test" | "cost" | "latency";
                     "x-tenant-id"?: string;
                     "x-trace-id"?: string;
                 };
@@ -2794,6 +3205,25 @@ export interface paths {
             requestBody: {
                 content: {
                     "application/json": {
+                        /** @description load-driven replicas after promotion, owned by the version autoscaler; absent: one replica (brought back on demand when nothing runs) */
+                        autoscaling?: {
+                            /** @description at least minReplicas (409 naming body.autoscaling.maxReplicas otherwise) */
+                            maxReplicas: number;
+                            /** @description 0 allows scale to zero */
+                            minReplicas: number;
+                            /** @description scale-down stabilisation window; default 5m */
+                            scaleDownDelay?: string;
+                            /** @description time without traffic before 0 replicas (minReplicas 0 only); default 15m */
+                            scaleToZeroAfter?: string;
+                            /** @description the load one replica should carry */
+                            target: {
+                                /** @description requests in flight per replica */
+                                concurrency: number;
+                            } | {
+                                /** @description per replica */
+                                tokensPerSecond: number;
+                            };
+                        };
                         /**
                          * @description a configured cluster (LLMHUB_CLUSTERS)
                          * @enum {string}
@@ -4021,8 +4451,8 @@ export interface paths {
                 query?: never;
                 header?: {
                     "x-project-id"?: string;
-                    /** @description Pin stable or canary, or split sticky per user (ab_test) */
-                    "x-routing-strategy"?: "stable" | "canary" | "ab_test";
+                    /** @description Pin stable or canary, split sticky per user (ab_test), or pick among the model's stable, canary and fallbacks the cheapest (cost) or the lowest recent latency (latency) whose circuit is closed */
+                    "x-routing-strategy"?: "stable" | "canary" | "ab_test" | "cost" | "latency";
                     "x-tenant-id"?: string;
                     "x-trace-id"?: string;
                 };
@@ -7132,6 +7562,25 @@ export interface paths {
                     };
                     content: {
                         "application/json": {
+                            /** @description the stable version's autoscaling settings (null: one replica) */
+                            autoscaling: {
+                                /** @description at least minReplicas (409 naming body.autoscaling.maxReplicas otherwise) */
+                                maxReplicas: number;
+                                /** @description 0 allows scale to zero */
+                                minReplicas: number;
+                                /** @description scale-down stabilisation window; default 5m */
+                                scaleDownDelay?: string;
+                                /** @description time without traffic before 0 replicas (minReplicas 0 only); default 15m */
+                                scaleToZeroAfter?: string;
+                                /** @description the load one replica should carry */
+                                target: {
+                                    /** @description requests in flight per replica */
+                                    concurrency: number;
+                                } | {
+                                    /** @description per replica */
+                                    tokensPerSecond: number;
+                                };
+                            } | null;
                             canary: string | null;
                             canaryWeight: number;
                             modelId: string;
@@ -7218,6 +7667,25 @@ export interface paths {
             requestBody: {
                 content: {
                     "application/json": {
+                        /** @description the stable version's autoscaling settings (null: back to one replica); 409 for a version no rollout recorded */
+                        autoscaling?: {
+                            /** @description at least minReplicas (409 naming body.autoscaling.maxReplicas otherwise) */
+                            maxReplicas: number;
+                            /** @description 0 allows scale to zero */
+                            minReplicas: number;
+                            /** @description scale-down stabilisation window; default 5m */
+                            scaleDownDelay?: string;
+                            /** @description time without traffic before 0 replicas (minReplicas 0 only); default 15m */
+                            scaleToZeroAfter?: string;
+                            /** @description the load one replica should carry */
+                            target: {
+                                /** @description requests in flight per replica */
+                                concurrency: number;
+                            } | {
+                                /** @description per replica */
+                                tokensPerSecond: number;
+                            };
+                        } | null;
                         canary?: string | null;
                         /** @description percent of weighted traffic for the canary; default 10; only with a canary */
                         canaryWeight?: number;
@@ -7237,6 +7705,25 @@ export interface paths {
                     };
                     content: {
                         "application/json": {
+                            /** @description the stable version's autoscaling settings (null: one replica) */
+                            autoscaling: {
+                                /** @description at least minReplicas (409 naming body.autoscaling.maxReplicas otherwise) */
+                                maxReplicas: number;
+                                /** @description 0 allows scale to zero */
+                                minReplicas: number;
+                                /** @description scale-down stabilisation window; default 5m */
+                                scaleDownDelay?: string;
+                                /** @description time without traffic before 0 replicas (minReplicas 0 only); default 15m */
+                                scaleToZeroAfter?: string;
+                                /** @description the load one replica should carry */
+                                target: {
+                                    /** @description requests in flight per replica */
+                                    concurrency: number;
+                                } | {
+                                    /** @description per replica */
+                                    tokensPerSecond: number;
+                                };
+                            } | null;
                             canary: string | null;
                             canaryWeight: number;
                             modelId: string;
@@ -7845,6 +8332,147 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models/{modelId}/versions/{version}/autoscaler": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A served version's autoscaler: settings, replicas and its decision log (time, metric, desired, applied) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    modelId: string;
+                    version: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description the newest decisions, oldest first */
+                            decisions: {
+                                applied: number;
+                                /** @description epoch ms */
+                                at: number;
+                                current: number;
+                                /** @description what the HPA rule wanted, before stabilisation, step bound and quota */
+                                desired: number;
+                                message: string;
+                                /** @description load per replica over the window */
+                                metric: number | null;
+                                reason: string;
+                            }[];
+                            modelId: string;
+                            phase: "running" | "yielding" | "stopped";
+                            /** @description the replicas last set or seen */
+                            replicas: number;
+                            settings: {
+                                /** @description at least minReplicas (409 naming body.autoscaling.maxReplicas otherwise) */
+                                maxReplicas: number;
+                                /** @description 0 allows scale to zero */
+                                minReplicas: number;
+                                /** @description scale-down stabilisation window; default 5m */
+                                scaleDownDelay?: string;
+                                /** @description time without traffic before 0 replicas (minReplicas 0 only); default 15m */
+                                scaleToZeroAfter?: string;
+                                /** @description the load one replica should carry */
+                                target: {
+                                    /** @description requests in flight per replica */
+                                    concurrency: number;
+                                } | {
+                                    /** @description per replica */
+                                    tokensPerSecond: number;
+                                };
+                            } | null;
+                            tenantId: string;
+                            version: string;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/models/{modelId}/versions/{version}/lineage": {
         parameters: {
             query?: never;
@@ -8076,6 +8704,25 @@ export interface paths {
                             };
                         };
                         rollout: {
+                            /** @description load-driven replicas after promotion, owned by the version autoscaler; absent: one replica (brought back on demand when nothing runs) */
+                            autoscaling?: {
+                                /** @description at least minReplicas (409 naming body.autoscaling.maxReplicas otherwise) */
+                                maxReplicas: number;
+                                /** @description 0 allows scale to zero */
+                                minReplicas: number;
+                                /** @description scale-down stabilisation window; default 5m */
+                                scaleDownDelay?: string;
+                                /** @description time without traffic before 0 replicas (minReplicas 0 only); default 15m */
+                                scaleToZeroAfter?: string;
+                                /** @description the load one replica should carry */
+                                target: {
+                                    /** @description requests in flight per replica */
+                                    concurrency: number;
+                                } | {
+                                    /** @description per replica */
+                                    tokensPerSecond: number;
+                                };
+                            };
                             /**
                              * @description a configured cluster (LLMHUB_CLUSTERS)
                              * @enum {string}
@@ -9494,6 +10141,869 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/platform/prices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The platform's prices by model, version and time */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The previous page's nextCursor, as given (opaque: its form may change) */
+                    cursor?: string;
+                    /** @description Items per page (default 100, at most 1000) */
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Pass as cursor for the next page; null on the last page */
+                            nextCursor: string | null;
+                            prices: {
+                                currency: string;
+                                /** Format: date-time */
+                                effectiveFrom: string;
+                                inputPerMillion: number;
+                                model: string;
+                                outputPerMillion: number;
+                                /** @description platform: set by operators for every tenant, and it wins over the tenant's own */
+                                scope: "platform" | "tenant";
+                                version: string;
+                            }[];
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        /** Set a model's price for every tenant from a time on (it wins over tenants' own prices) */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description ISO 4217 code, e.g. USD */
+                        currency: string;
+                        /**
+                         * Format: date-time
+                         * @description From when it applies (default: now), until the next one
+                         */
+                        effectiveFrom?: string;
+                        /** @description Per million tokens, in currency */
+                        inputPerMillion: number;
+                        /** @description The model as requests name it */
+                        model: string;
+                        /** @description Per million tokens, in currency */
+                        outputPerMillion: number;
+                        /** @description A version or provider model; '' (the default) for every version without its own price */
+                        version?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            currency: string;
+                            /** Format: date-time */
+                            effectiveFrom: string;
+                            inputPerMillion: number;
+                            model: string;
+                            outputPerMillion: number;
+                            /** @description platform: set by operators for every tenant, and it wins over the tenant's own */
+                            scope: "platform" | "tenant";
+                            version: string;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        /** Remove one price (model, version, effectiveFrom) */
+        delete: {
+            parameters: {
+                query: {
+                    /** @description As the price gives it */
+                    effectiveFrom: string;
+                    /** @description The model as requests name it */
+                    model: string;
+                    /** @description A version or provider model; '' (the default) for every version without its own price */
+                    version?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No content */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/platform/provider-credentials/rewrap": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Key rotation: re-wrap every provider credential's data key under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            rewrapped: number;
+                            /** @description credentials under a key the key file no longer holds: they open nowhere, register them again */
+                            stranded: number;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/platform/providers/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The platform's providers */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The previous page's nextCursor, as given (opaque: its form may change) */
+                    cursor?: string;
+                    /** @description Items per page (default 100, at most 1000) */
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Pass as cursor for the next page; null on the last page */
+                            nextCursor: string | null;
+                            providers: {
+                                apiVersion: string | null;
+                                baseUrl: string;
+                                createdAt: string;
+                                headerNames: string[];
+                                id: string;
+                                /** @enum {string} */
+                                kind: "openai" | "azure";
+                                models: {
+                                    [key: string]: {
+                                        inputPricePerMTok: number | null;
+                                        model: string;
+                                        outputPricePerMTok: number | null;
+                                    };
+                                };
+                                /** @description what a provider route names it by */
+                                ref: string;
+                                /** @enum {string} */
+                                scope: "tenant" | "platform";
+                            }[];
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Register an external provider every tenant may route to (as platform/<id>) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            /** @description an azure provider needs its apiVersion */
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description azure's api-version */
+                        apiVersion?: string;
+                        /** @description openai: the API base with its version path (https://api.openai.com/v1); azure: the resource (https://name.openai.azure.com). Its addresses must pass the egress check */
+                        baseUrl: string;
+                        /** @description the API key; stored envelope-encrypted and never shown, logged or returned again */
+                        credential: string;
+                        /** @description extra request headers (not authorization, api-key, host, content-length, content-type, transfer-encoding, connection, keep-alive, upgrade, te, trailer, proxy-authorization, expect); answers show their names only */
+                        headers?: {
+                            [key: string]: string;
+                        };
+                        /** @description lower-case letters, digits, . _ - */
+                        id: string;
+                        /**
+                         * @description openai: any OpenAI-compatible API (OpenAI, Anthropic's and others' OpenAI endpoints, vLLM, TGI), Authorization: Bearer; azure: Azure OpenAI (…/openai/deployments/{deployment}/…?api-version=, api-key header)
+                         * @enum {string}
+                         */
+                        kind: "openai" | "azure";
+                        /** @description gateway model name -> provider model, with prices for x-routing-strategy: cost */
+                        models: {
+                            [key: string]: {
+                                /** @description per million tokens */
+                                inputPricePerMTok?: number;
+                                /** @description the provider's model (azure: deployment) */
+                                model: string;
+                                /** @description per million tokens */
+                                outputPricePerMTok?: number;
+                            };
+                        };
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            apiVersion: string | null;
+                            baseUrl: string;
+                            createdAt: string;
+                            headerNames: string[];
+                            id: string;
+                            /** @enum {string} */
+                            kind: "openai" | "azure";
+                            models: {
+                                [key: string]: {
+                                    inputPricePerMTok: number | null;
+                                    model: string;
+                                    outputPricePerMTok: number | null;
+                                };
+                            };
+                            /** @description what a provider route names it by */
+                            ref: string;
+                            /** @enum {string} */
+                            scope: "tenant" | "platform";
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/platform/providers/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One provider (never its credential) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            apiVersion: string | null;
+                            baseUrl: string;
+                            createdAt: string;
+                            headerNames: string[];
+                            id: string;
+                            /** @enum {string} */
+                            kind: "openai" | "azure";
+                            models: {
+                                [key: string]: {
+                                    inputPricePerMTok: number | null;
+                                    model: string;
+                                    outputPricePerMTok: number | null;
+                                };
+                            };
+                            /** @description what a provider route names it by */
+                            ref: string;
+                            /** @enum {string} */
+                            scope: "tenant" | "platform";
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete a provider no provider route names */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No content */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/platform/tenants": {
         parameters: {
             query?: never;
@@ -10822,6 +12332,500 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/platform/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every tenant's metered usage and its cost (or one tenant's), per group and currency */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Usage from (inclusive); default: the month began */
+                    from?: string;
+                    /** @description Comma-separated: tenant, project, model, key, day, hour; default: one total per currency */
+                    group_by?: string;
+                    /** @description Only this tenant's usage */
+                    tenant?: string;
+                    /** @description Usage until (exclusive); default: now; none when it is not after from */
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** Format: date-time */
+                            from: string;
+                            groupBy: string[];
+                            rows: {
+                                completionTokens: number;
+                                cost: number | null;
+                                currency: string | null;
+                                day?: string;
+                                hour?: string;
+                                key?: string;
+                                model?: string;
+                                project?: string;
+                                promptTokens: number;
+                                requests: number;
+                                tenant?: string;
+                            }[];
+                            /** Format: date-time */
+                            to: string;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/platform/usage/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The platform usage report as CSV */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Usage from (inclusive); default: the month began */
+                    from?: string;
+                    /** @description Comma-separated: tenant, project, model, key, day, hour; default: one total per currency */
+                    group_by?: string;
+                    /** @description Only this tenant's usage */
+                    tenant?: string;
+                    /** @description Usage until (exclusive); default: now; none when it is not after from */
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /**
+                 * @description text/csv: a header line, then one line per row of the JSON report (columns: the groups, currency,
+                 *         requests, prompt_tokens, completion_tokens, cost; empty for null)
+                 */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/csv": string;
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/prices": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The prices that cost this tenant's usage: the platform's, then its own, by model, version and time */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The previous page's nextCursor, as given (opaque: its form may change) */
+                    cursor?: string;
+                    /** @description Items per page (default 100, at most 1000) */
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Pass as cursor for the next page; null on the last page */
+                            nextCursor: string | null;
+                            prices: {
+                                currency: string;
+                                /** Format: date-time */
+                                effectiveFrom: string;
+                                inputPerMillion: number;
+                                model: string;
+                                outputPerMillion: number;
+                                /** @description platform: set by operators for every tenant, and it wins over the tenant's own */
+                                scope: "platform" | "tenant";
+                                version: string;
+                            }[];
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        /** Set a model's price for this tenant from a time on (a platform price of the model wins over it) */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description ISO 4217 code, e.g. USD */
+                        currency: string;
+                        /**
+                         * Format: date-time
+                         * @description From when it applies (default: now), until the next one
+                         */
+                        effectiveFrom?: string;
+                        /** @description Per million tokens, in currency */
+                        inputPerMillion: number;
+                        /** @description The model as requests name it */
+                        model: string;
+                        /** @description Per million tokens, in currency */
+                        outputPerMillion: number;
+                        /** @description A version or provider model; '' (the default) for every version without its own price */
+                        version?: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            currency: string;
+                            /** Format: date-time */
+                            effectiveFrom: string;
+                            inputPerMillion: number;
+                            model: string;
+                            outputPerMillion: number;
+                            /** @description platform: set by operators for every tenant, and it wins over the tenant's own */
+                            scope: "platform" | "tenant";
+                            version: string;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        /** Remove one price (model, version, effectiveFrom) */
+        delete: {
+            parameters: {
+                query: {
+                    /** @description As the price gives it */
+                    effectiveFrom: string;
+                    /** @description The model as requests name it */
+                    model: string;
+                    /** @description A version or provider model; '' (the default) for every version without its own price */
+                    version?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No content */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/projects": {
         parameters: {
             query?: never;
@@ -11020,6 +13024,820 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/provider-routes/{modelId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A gateway model's provider route */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    modelId: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            canary: string | null;
+                            canaryWeight: number;
+                            fallbacks: string[];
+                            modelId: string;
+                            stable: string | null;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        /** Route a registered model to provider models: stable, canary with its weight, fallbacks in order */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    modelId: string;
+                };
+                cookie?: never;
+            };
+            /** @description a stable, a canary or fallbacks */
+            requestBody: {
+                content: {
+                    "application/json": {
+                        canary?: string | null;
+                        /** @description percent of weighted traffic to the canary (default 10) */
+                        canaryWeight?: number;
+                        fallbacks?: string[];
+                        stable?: string | null;
+                    } | {
+                        stable: string;
+                    } | {
+                        canary: string;
+                    } | {
+                        fallbacks: unknown[];
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            canary: string | null;
+                            canaryWeight: number;
+                            fallbacks: string[];
+                            modelId: string;
+                            stable: string | null;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        /** Remove the provider route: the model is served by its deployed route alone, if it has one */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    modelId: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No content */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/providers/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's providers, then the platform's (never a credential or a header's value) */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description The previous page's nextCursor, as given (opaque: its form may change) */
+                    cursor?: string;
+                    /** @description Items per page (default 100, at most 1000) */
+                    limit?: number;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Pass as cursor for the next page; null on the last page */
+                            nextCursor: string | null;
+                            providers: {
+                                apiVersion: string | null;
+                                baseUrl: string;
+                                createdAt: string;
+                                headerNames: string[];
+                                id: string;
+                                /** @enum {string} */
+                                kind: "openai" | "azure";
+                                models: {
+                                    [key: string]: {
+                                        inputPricePerMTok: number | null;
+                                        model: string;
+                                        outputPricePerMTok: number | null;
+                                    };
+                                };
+                                /** @description what a provider route names it by */
+                                ref: string;
+                                /** @enum {string} */
+                                scope: "tenant" | "platform";
+                            }[];
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Register an external OpenAI-compatible provider for the tenant: base URL, credential, headers, model mapping */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            /** @description an azure provider needs its apiVersion */
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description azure's api-version */
+                        apiVersion?: string;
+                        /** @description openai: the API base with its version path (https://api.openai.com/v1); azure: the resource (https://name.openai.azure.com). Its addresses must pass the egress check */
+                        baseUrl: string;
+                        /** @description the API key; stored envelope-encrypted and never shown, logged or returned again */
+                        credential: string;
+                        /** @description extra request headers (not authorization, api-key, host, content-length, content-type, transfer-encoding, connection, keep-alive, upgrade, te, trailer, proxy-authorization, expect); answers show their names only */
+                        headers?: {
+                            [key: string]: string;
+                        };
+                        /** @description lower-case letters, digits, . _ - */
+                        id: string;
+                        /**
+                         * @description openai: any OpenAI-compatible API (OpenAI, Anthropic's and others' OpenAI endpoints, vLLM, TGI), Authorization: Bearer; azure: Azure OpenAI (…/openai/deployments/{deployment}/…?api-version=, api-key header)
+                         * @enum {string}
+                         */
+                        kind: "openai" | "azure";
+                        /** @description gateway model name -> provider model, with prices for x-routing-strategy: cost */
+                        models: {
+                            [key: string]: {
+                                /** @description per million tokens */
+                                inputPricePerMTok?: number;
+                                /** @description the provider's model (azure: deployment) */
+                                model: string;
+                                /** @description per million tokens */
+                                outputPricePerMTok?: number;
+                            };
+                        };
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            apiVersion: string | null;
+                            baseUrl: string;
+                            createdAt: string;
+                            headerNames: string[];
+                            id: string;
+                            /** @enum {string} */
+                            kind: "openai" | "azure";
+                            models: {
+                                [key: string]: {
+                                    inputPricePerMTok: number | null;
+                                    model: string;
+                                    outputPricePerMTok: number | null;
+                                };
+                            };
+                            /** @description what a provider route names it by */
+                            ref: string;
+                            /** @enum {string} */
+                            scope: "tenant" | "platform";
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/providers/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One provider (never its credential) */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            apiVersion: string | null;
+                            baseUrl: string;
+                            createdAt: string;
+                            headerNames: string[];
+                            id: string;
+                            /** @enum {string} */
+                            kind: "openai" | "azure";
+                            models: {
+                                [key: string]: {
+                                    inputPricePerMTok: number | null;
+                                    model: string;
+                                    outputPricePerMTok: number | null;
+                                };
+                            };
+                            /** @description what a provider route names it by */
+                            ref: string;
+                            /** @enum {string} */
+                            scope: "tenant" | "platform";
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** Delete a provider no provider route names */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description lower-case letters, digits, . _ - */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description No content */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                414: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/quotas/gpu": {
         parameters: {
             query?: never;
@@ -11178,6 +13996,204 @@ export interface paths {
                 };
             };
         };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The tenant's metered usage and its cost, per group and currency */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Usage from (inclusive); default: the month began */
+                    from?: string;
+                    /** @description Comma-separated: project, model, key, day, hour; default: one total per currency */
+                    group_by?: string;
+                    /** @description Usage until (exclusive); default: now; none when it is not after from */
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** Format: date-time */
+                            from: string;
+                            groupBy: string[];
+                            rows: {
+                                completionTokens: number;
+                                cost: number | null;
+                                currency: string | null;
+                                day?: string;
+                                hour?: string;
+                                key?: string;
+                                model?: string;
+                                project?: string;
+                                promptTokens: number;
+                                requests: number;
+                                tenant?: string;
+                            }[];
+                            /** Format: date-time */
+                            to: string;
+                        };
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/usage/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The usage report as CSV */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Usage from (inclusive); default: the month began */
+                    from?: string;
+                    /** @description Comma-separated: project, model, key, day, hour; default: one total per currency */
+                    group_by?: string;
+                    /** @description Usage until (exclusive); default: now; none when it is not after from */
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /**
+                 * @description text/csv: a header line, then one line per row of the JSON report (columns: the groups, currency,
+                 *         requests, prompt_tokens, completion_tokens, cost; empty for null)
+                 */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/csv": string;
+                    };
+                };
+                /** @description The one error shape of the platform */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
         post?: never;
         delete?: never;
         options?: never;
