@@ -1,3 +1,4 @@
+import { createBatchActivities, type BatchActivityDeps } from './batch';
 import { createInferenceActivities, type InferenceActivityDeps } from './inference';
 import { createMcpActivities, type McpActivityDeps } from './mcp';
 import { createConversionActivities, type ConversionActivityDeps } from './conversion';
@@ -22,7 +23,8 @@ export interface PlatformActivityDeps
     InferenceActivityDeps,
     FineTuneActivityDeps,
     TrainingJobDeps,
-    TenantActivityDeps {}
+    TenantActivityDeps,
+    BatchActivityDeps {}
 
 export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),
@@ -36,4 +38,5 @@ export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createInferenceActivities(deps),
   ...createTenantWorkloadActivities(deps),
   ...createTenantActivities(deps),
+  ...createBatchActivities(deps),
 });

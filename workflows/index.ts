@@ -7,3 +7,4 @@ export * from './fine-tune';
 export * from './pipeline';
 export * from './tenant-deletion';
 export * from './mcp-discovery';
+export * from './batch';

@@ -13,6 +13,7 @@ import { UsageStore } from '../../common/store/usage';
 import { requireRole } from '../plugins/auth';
 import { withClientSpan } from '../plugins/tracing';
 import { ModelNotFoundError, openAiError, RateLimitedError, toOpenAiError } from './errors';
+import { batchShareOf } from './batch-share';
 import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { pickUpstream, RouteTable, ROUTING_STRATEGIES, type RoutingStrategy, type Upstream } from './route-table';
@@ -255,7 +256,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     bodyLimit: s.bodyLimitBytes,
     preHandler: requireRole('developer'),
     // A 405 on these paths (answered by the not-found handler) is in OpenAI's shape too.
-    config: { auditBuffered: true, renderError: toOpenAiError },
+    config: { auditBuffered: true, renderError: toOpenAiError, serviceCredential: true },
     schema: {
       tags: ['inference'],
       summary,
@@ -311,6 +312,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       promptEstimate +
       (path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens));
     const rules = table.limitsFor(tenantId, principal.subject);
+    if (principal.batchId) rules.push(...batchShareOf(rules));
     let reservation: Reservation | undefined;
     if (rules.length) {
       const admitted = limiter.admit(rules, reserve);

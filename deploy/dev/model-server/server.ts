@@ -54,6 +54,8 @@ export interface ReferenceModelServer {
   faults: Faults;
   /** The newest requests (bounded); `received()` counts all of them. */
   requests: RecordedRequest[];
+  /** With `countPrompts`: how many requests each prompt (a chat's last message, a prompt, an input) came in. */
+  prompts: Map<string, number>;
   received(): number;
   close(): Promise<void>;
 }
@@ -149,12 +151,21 @@ const delay = (ms: number, signal: AbortSignal) =>
 
 export async function startReferenceModelServer(
   /** `host`: 127.0.0.1 unless set (a container listens on 0.0.0.0). */
-  opts: { name?: string; host?: string; port?: number; models?: string[]; faults?: Partial<Faults> } = {},
+  opts: {
+    name?: string;
+    host?: string;
+    port?: number;
+    models?: string[];
+    faults?: Partial<Faults>;
+    /** Count requests by prompt (unbounded: for tests that check how often each of their prompts came). */
+    countPrompts?: boolean;
+  } = {},
 ): Promise<ReferenceModelServer> {
   const name = opts.name ?? 'reference';
   const models = opts.models ?? ['reference-model'];
   const faults: Faults = { ...DEFAULT_FAULTS, ...opts.faults };
   const requests: RecordedRequest[] = [];
+  const prompts = new Map<string, number>();
   let seq = 0;
   let failed = 0;
   const created = Math.floor(Date.now() / 1000);
@@ -210,6 +221,11 @@ export async function startReferenceModelServer(
       completed: false,
     };
     requests.push(record);
+    if (opts.countPrompts) {
+      const messages = Array.isArray(body.messages) ? (body.messages as ChatMessage[]) : [];
+      const prompt = messages.length ? textOf(messages.at(-1)!.content) : JSON.stringify(body.prompt ?? body.input);
+      prompts.set(prompt, (prompts.get(prompt) ?? 0) + 1);
+    }
     if (requests.length > MAX_RECORDED) requests.splice(0, requests.length - MAX_RECORDED);
     const ac = new AbortController();
     res.on('close', () => {
@@ -423,6 +439,7 @@ export async function startReferenceModelServer(
     url: `http://127.0.0.1:${port}/v1`,
     faults,
     requests,
+    prompts,
     received: () => seq,
     close: () =>
       new Promise<void>((resolve) => {
