@@ -86,8 +86,9 @@ export async function batch(input: BatchInput): Promise<void> {
     const tasks: Promise<void>[] = [];
     let inFlight = 0;
     let startedHere = 0;
-    const left = () => Math.max(0, input.expiresAt - Date.now());
-    const stop = () => cancelRequested || left() === 0;
+    // A timer needs a positive duration; an expired batch is stopped before any wait.
+    const left = () => Math.max(1, input.expiresAt - Date.now());
+    const stop = () => cancelRequested || Date.now() >= input.expiresAt;
     const shouldContinue = () => {
       const info = workflowInfo();
       return input.pagesPerRun !== undefined
@@ -111,6 +112,7 @@ export async function batch(input: BatchInput): Promise<void> {
 
     let continuing = false;
     for (const page of todo) {
+      if (stop()) break;
       await condition(() => inFlight < inFlightMax || cancelRequested, left());
       if (stop()) break;
       if (shouldContinue()) {
@@ -121,7 +123,7 @@ export async function batch(input: BatchInput): Promise<void> {
       startedHere++;
       tasks.push(runPage(page));
     }
-    await condition(() => inFlight === 0 || cancelRequested, left());
+    if (!stop()) await condition(() => inFlight === 0 || cancelRequested, left());
     let ending: BatchEnding = 'completed';
     if (stop()) {
       ending = cancelRequested ? 'cancelled' : 'expired';
