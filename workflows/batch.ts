@@ -36,7 +36,8 @@ const { batchPage } = proxyActivities<BatchActivities>({
 
 /** Past this many events a run continues as new, unless Temporal suggests it sooner. */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 4_000;
-const DEFAULT_PAGES_IN_FLIGHT = 3;
+// Enough that the batch's line slots stay busy while finished pages hand over (their last writes, the next page's start).
+const DEFAULT_PAGES_IN_FLIGHT = 8;
 
 /**
  * A batch (`batch/<tenant>/<id>`): its input's pages, a few at a time, each through the gateway as the batch's creator

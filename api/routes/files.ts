@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { ConflictError, NotFoundError } from '../../common/errors';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { BatchStore, newObjectId, type BatchFile } from '../../common/store/batches';
 import { fileKey } from '../../contracts/batch';
 import { checkBatchInput, MAX_FILE_BYTES } from '../batch-input';
@@ -107,7 +107,8 @@ export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
-      const upload = uploads.get(request)!;
+      const upload = uploads.get(request);
+      if (!upload) throw new BadRequestError('a multipart/form-data body with a file part is required', 'body.file');
       const checked = checkBatchInput(upload.bytes);
       const id = newObjectId('file-');
       const bucket = storageScopes.bucketOf(tenantId);

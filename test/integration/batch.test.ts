@@ -3,6 +3,7 @@ import OpenAI, { toFile } from 'openai';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort } from '../../deploy/dev/process';
 import { batchContract, workflowMetadataQuery } from '../../contracts/batch';
+import { ServiceCredentials } from '../../common/service-credential';
 import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
@@ -99,6 +100,22 @@ describe('files', () => {
     expect(stolen.statusCode).toBe(404);
     expect((await inject(other.keys.admin, 'GET', '/v1/batches')).json().data).toEqual([]);
     expect((await inject(acme.keys.viewer, 'GET', `/v1/files/${fileId}`)).statusCode).toBe(200);
+  });
+
+  it("refuses a batch's service credential on any route but inference", async () => {
+    const token = await new ServiceCredentials(p.db).mint({
+      tenantId: acme.id,
+      subject: 'key:none',
+      roles: ['admin'],
+      batchId: 'batch_x',
+    });
+    expect((await inject(token, 'GET', '/v1/batches')).statusCode).toBe(403);
+    // On an inference route it is the creator's key that must still be valid: this one names no key.
+    const chat = await inject(token, 'POST', '/v1/chat/completions', {
+      model: 'steady',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(chat.statusCode).toBe(401);
   });
 });
 
