@@ -6,7 +6,7 @@ import type { ObjectRef, ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
 import { BatchStore } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
-import { pageRef, requestIdOf, resultPrefix, resultRef } from './objects';
+import { pageRef, requestIdOf } from './objects';
 
 export interface BatchActivityDeps {
   db: Pool;
@@ -30,6 +30,15 @@ const MAX_RETRY_AFTER_MS = 30_000;
 /** Tries of one line when the gateway cannot be reached, before the page's activity fails (and is retried). */
 const CONNECT_TRIES = 5;
 
+/** How often a page writes the results it has collected, in one statement. */
+const RESULT_FLUSH_MS = 100;
+
+const parseLines = (jsonl: Buffer): LineResult[] =>
+  jsonl
+    .toString('utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as LineResult);
 const succeeded = (r: LineResult) => r.response !== null && r.response.status_code < 400;
 const readObject = async (objects: ObjectStore, ref: ObjectRef, range?: { start: number; end?: number }) =>
   Buffer.concat(await (await objects.getStream(ref, range)).toArray());
@@ -116,12 +125,25 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
     /**
      * One page of the input: its lines are read with one ranged GET, the lines that have no result yet are sent
      * (BATCH_CONCURRENCY per batch, TENANT_BATCH_CONCURRENCY per tenant on this worker) and each result is written
-     * once under its custom_id's key. So a retry after a crash sends only what had no result: each line reaches the
-     * model at least once, and at most once per attempt of its page. The page's results are then kept in line order.
+     * once, as a row keyed by the batch and its custom_id (batched every RESULT_FLUSH_MS; the first stays). So a retry
+     * after a crash sends only what had no saved result: each line reaches the model at least once, and at most once
+     * per attempt of its page. The finished page's results then go to S3 as one object in line order.
      */
     async batchPage(input: BatchPageInput): Promise<PageOutcome> {
       const ctx = Context.current();
       const signal = ctx.cancellationSignal;
+      const page = pageRef(input, input.page);
+      const outcomeOf = async (results: LineResult[]) => {
+        const outcome = {
+          page: input.page,
+          completed: results.filter(succeeded).length,
+          failed: results.filter((r) => !succeeded(r)).length,
+        };
+        await store.recordPage(input.tenantId, input.batchId, outcome);
+        return outcome;
+      };
+      // Written by an attempt that died before it reported: nothing is left to send.
+      if (await objects.head(page)) return outcomeOf(parseLines(await readObject(objects, page)));
       const file = await inputFile(input, input.inputFileId);
       const start = file.pageOffsets[input.page]!;
       const next = file.pageOffsets[input.page + 1];
@@ -135,7 +157,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         .split('\n')
         .filter((l) => l.trim())
         .map((l) => JSON.parse(l) as { custom_id: string; url: string; body: unknown });
-      const done = new Set((await objects.list(input.bucket, resultPrefix(input, input.page))).map((o) => o.key));
+      const saved = await store.resultsOf(input.tenantId, input.batchId, input.page);
       let minted: { token: Promise<string>; at: number } | undefined;
       const token = () => {
         // Re-minted well before it expires, so a long page never sends an expired credential.
@@ -151,32 +173,42 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
           };
         return minted.token;
       };
-      // A page waiting on Retry-After sends nothing for a while; the heartbeat says the worker is still there.
-      let sent = 0;
-      const beat = setInterval(() => ctx.heartbeat({ sent }), 1_000);
-      const results = await Promise.all(
-        lines.map(async (line): Promise<LineResult> => {
-          const ref = resultRef(input, input.page, line.custom_id);
-          if (done.has(ref.key)) return JSON.parse((await readObject(objects, ref)).toString('utf8')) as LineResult;
-          const result = await perTenant.run(input.tenantId, () =>
-            perBatch.run(input.batchId, async () => {
-              if (signal.aborted) throw signal.reason ?? new Error('cancelled');
-              return send(input, line, token, signal);
-            }),
-          );
-          await objects.put(ref, JSON.stringify(result), 'application/json');
-          sent++;
-          return result;
-        }),
-      ).finally(() => clearInterval(beat));
-      await objects.put(pageRef(input, input.page), results.map((r) => `${JSON.stringify(r)}\n`).join(''));
-      const outcome = {
-        page: input.page,
-        completed: results.filter(succeeded).length,
-        failed: results.filter((r) => !succeeded(r)).length,
+      const unsaved: { customId: string; result: string }[] = [];
+      let saving = Promise.resolve();
+      const save = () => {
+        const rows = unsaved.splice(0);
+        if (rows.length) saving = saving.then(() => store.putResults(input.tenantId, input.batchId, input.page, rows));
+        return saving;
       };
-      await store.recordPage(input.tenantId, input.batchId, outcome);
-      return outcome;
+      // A page waiting on Retry-After sends nothing for a while; the heartbeat says the worker is still there.
+      const beat = setInterval(() => ctx.heartbeat(), 1_000);
+      // A failed write fails the page (its activity is retried); the chain keeps the failure for the last save.
+      const flusher = setInterval(() => void save().catch(() => undefined), RESULT_FLUSH_MS);
+      try {
+        const results = await Promise.all(
+          lines.map(async (line): Promise<LineResult> => {
+            const had = saved.get(line.custom_id);
+            if (had !== undefined) return JSON.parse(had) as LineResult;
+            const result = await perTenant.run(input.tenantId, () =>
+              perBatch.run(input.batchId, async () => {
+                if (signal.aborted) throw signal.reason ?? new Error('cancelled');
+                return send(input, line, token, signal);
+              }),
+            );
+            unsaved.push({ customId: line.custom_id, result: JSON.stringify(result) });
+            return result;
+          }),
+        );
+        await save();
+        await objects.put(page, results.map((r) => `${JSON.stringify(r)}\n`).join(''));
+        await store.dropResults(input.tenantId, input.batchId, input.page);
+        return await outcomeOf(results);
+      } finally {
+        clearInterval(beat);
+        clearInterval(flusher);
+        // What was answered before a cancel or a failure is kept for the partial output.
+        await save().catch(() => undefined);
+      }
     },
 
     /**
@@ -194,20 +226,10 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         let results: LineResult[];
         const whole = await objects.head(pageRef(input, page));
         if (whole) {
-          results = (await readObject(objects, pageRef(input, page)))
-            .toString('utf8')
-            .split('\n')
-            .filter(Boolean)
-            .map((l) => JSON.parse(l) as LineResult);
+          results = parseLines(await readObject(objects, pageRef(input, page)));
         } else {
-          const keys = await objects.list(input.bucket, resultPrefix(input, page));
-          results = await Promise.all(
-            keys.map(
-              async (k) =>
-                JSON.parse(
-                  (await readObject(objects, { bucket: input.bucket, key: k.key })).toString('utf8'),
-                ) as LineResult,
-            ),
+          results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(
+            (r) => JSON.parse(r) as LineResult,
           );
           // What a page cut short by cancel or expiry got done counts too.
           if (results.length > 0)
@@ -238,6 +260,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       const outputFileId = await write(input.outputFileId, ok, `${input.batchId}_output.jsonl`);
       const errorFileId = await write(input.errorFileId, failed, `${input.batchId}_error.jsonl`);
       await store.moveBatch(input.tenantId, input.batchId, input.ending, { outputFileId, errorFileId });
+      await store.dropResults(input.tenantId, input.batchId);
       return { completed: ok.length, failed: failed.length };
     },
   };

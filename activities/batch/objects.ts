@@ -6,12 +6,6 @@ const pageDir = (page: number) => String(page).padStart(6, '0');
 const hashOf = (batchId: string, customId: string) =>
   createHash('sha256').update(`${batchId}\0${customId}`).digest('hex');
 
-/** One line's result: its key comes from the batch and the custom_id alone, so a line has one result however often it ran. */
-export const resultRef = (b: BatchRef, page: number, customId: string): ObjectRef => ({
-  bucket: b.bucket,
-  key: `batches/${b.batchId}/results/${pageDir(page)}/${hashOf(b.batchId, customId)}.json`,
-});
-export const resultPrefix = (b: BatchRef, page: number): string => `batches/${b.batchId}/results/${pageDir(page)}/`;
 /** A finished page's results in its lines' order. */
 export const pageRef = (b: BatchRef, page: number): ObjectRef => ({
   bucket: b.bucket,

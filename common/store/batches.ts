@@ -220,6 +220,37 @@ export class BatchStore {
     return rowCount === 1;
   }
 
+  /** The results a page's lines have so far, as written (JSON text) by custom_id. */
+  async resultsOf(tenantId: string, batchId: string, page: number): Promise<Map<string, string>> {
+    const { rows } = await this.db.query<{ custom_id: string; result: string }>(
+      'SELECT custom_id, result FROM batch_results WHERE tenant_id = $1 AND batch_id = $2 AND page = $3',
+      [tenantId, batchId, page],
+    );
+    return new Map(rows.map((r) => [r.custom_id, r.result]));
+  }
+
+  /** Writes results in one statement; a custom_id that already has one keeps it. */
+  async putResults(
+    tenantId: string,
+    batchId: string,
+    page: number,
+    results: { customId: string; result: string }[],
+  ): Promise<void> {
+    await this.db.query(
+      `INSERT INTO batch_results (tenant_id, batch_id, page, custom_id, result)
+       SELECT $1, $2, $3, c, r FROM unnest($4::text[], $5::text[]) AS t(c, r) ON CONFLICT DO NOTHING`,
+      [tenantId, batchId, page, results.map((r) => r.customId), results.map((r) => r.result)],
+    );
+  }
+
+  /** Drops the rows of one page (once its object is written) or, without a page, of the whole batch. */
+  async dropResults(tenantId: string, batchId: string, page?: number): Promise<void> {
+    await this.db.query(
+      'DELETE FROM batch_results WHERE tenant_id = $1 AND batch_id = $2 AND ($3::integer IS NULL OR page = $3)',
+      [tenantId, batchId, page ?? null],
+    );
+  }
+
   async recordPage(tenantId: string, batchId: string, o: { page: number; completed: number; failed: number }) {
     await this.db.query(
       `INSERT INTO batch_pages (tenant_id, batch_id, page, completed, failed) VALUES ($1, $2, $3, $4, $5)

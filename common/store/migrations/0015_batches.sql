@@ -55,3 +55,15 @@ CREATE TABLE service_secrets (
   name    text PRIMARY KEY,
   secret  bytea NOT NULL
 );
+
+-- Each line's result until its page is written to S3 as one object: one row per (batch, custom_id), and the first
+-- written stays, so a line retried after a crash never has two results.
+CREATE TABLE batch_results (
+  tenant_id  text NOT NULL REFERENCES tenants(id),
+  batch_id   text NOT NULL,
+  custom_id  text NOT NULL,
+  page       integer NOT NULL,
+  result     text NOT NULL,
+  PRIMARY KEY (tenant_id, batch_id, custom_id)
+);
+CREATE INDEX batch_results_page ON batch_results (tenant_id, batch_id, page);
