@@ -1,4 +1,5 @@
 import { createAutoscalingActivities, type AutoscalingActivityDeps } from './autoscaling';
+import { createBatchActivities, type BatchActivityDeps } from './batch';
 import { createInferenceActivities, type InferenceActivityDeps } from './inference';
 import { createMcpActivities, type McpActivityDeps } from './mcp';
 import { createConversionActivities, type ConversionActivityDeps } from './conversion';
@@ -24,7 +25,8 @@ export interface PlatformActivityDeps
     InferenceActivityDeps,
     FineTuneActivityDeps,
     TrainingJobDeps,
-    TenantActivityDeps {}
+    TenantActivityDeps,
+    BatchActivityDeps {}
 
 export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createRegistryActivities(deps),
@@ -39,4 +41,5 @@ export const createPlatformActivities = (deps: PlatformActivityDeps) => ({
   ...createInferenceActivities(deps),
   ...createTenantWorkloadActivities(deps),
   ...createTenantActivities(deps),
+  ...createBatchActivities(deps),
 });

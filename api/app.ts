@@ -22,7 +22,9 @@ import type { TenantStore } from '../common/store/tenants';
 import type { EmbedderRegistry } from '../common/knowledge';
 import type { VectorStore } from '../common/vectors';
 import { createHttpApp, registerGateway, type HttpAppDeps, type ProviderDeps } from './http-app';
+import { batchRoutes } from './routes/batches';
 import { conversionRoutes } from './routes/conversions';
+import { fileRoutes } from './routes/files';
 import { agentRunRoutes } from './routes/agent-runs';
 import { agentRoutes } from './routes/agents';
 import { deploymentRoutes } from './routes/deployments';
@@ -170,6 +172,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await control.register(adminRoutes, { prefix: '/v1' });
     await control.register(usageRoutes, { prefix: '/v1' });
     await control.register(platformUsageRoutes, { prefix: '/v1/platform' });
+    await control.register(fileRoutes, { prefix: '/v1/files' });
+    await control.register(batchRoutes, { prefix: '/v1/batches' });
     await control.register(mcpCatalogRoutes, { prefix: '/v1/platform/mcp-catalog' });
     await control.register(providerRoutes, { prefix: '/v1/providers', owner: 'tenant' });
     await control.register(providerRoutes, { prefix: '/v1/platform/providers', owner: 'platform' });

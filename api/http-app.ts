@@ -11,6 +11,7 @@ import { TenantStore } from '../common/store/tenants';
 import { gatewayPlugin } from './gateway/plugin';
 import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
+import { ServiceCredentials } from '../common/service-credential';
 import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
 import { requestIdOf, tracingPlugin } from './plugins/tracing';
 import { errorsPlugin, frameworkErrorOptions } from './plugins/errors';
@@ -138,6 +139,7 @@ export async function createHttpApp(
     tenants,
     jwt: deps.jwt ?? {},
     keyCacheTtlMs: gateway.keyCacheTtlMs,
+    serviceCredentials: new ServiceCredentials(deps.db),
     ...deps.auth,
   });
   await app.register(auditPlugin, { audit, flushMs: gateway.auditFlushMs, logger: deps.logger });

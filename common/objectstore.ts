@@ -40,7 +40,8 @@ export interface ObjectStore {
   /** undefined when the object does not exist; throws on any other failure (so callers can retry). */
   head(ref: ObjectRef): Promise<ObjectHead | undefined>;
   put(ref: ObjectRef, body: Buffer | string, contentType?: string): Promise<void>;
-  getStream(ref: ObjectRef): Promise<Readable>;
+  /** `range`: bytes start to end, both included (end omitted: to the object's end). */
+  getStream(ref: ObjectRef, range?: { start: number; end?: number }): Promise<Readable>;
   list(bucket: string, prefix: string): Promise<{ key: string; sizeBytes: number; etag: string | null }[]>;
   delete(ref: ObjectRef): Promise<void>;
   ensureBucket(bucket: string): Promise<void>;
@@ -105,8 +106,14 @@ export class S3ObjectStore implements ObjectStore {
     );
   }
 
-  async getStream(ref: ObjectRef): Promise<Readable> {
-    const out = await this.client.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key }));
+  async getStream(ref: ObjectRef, range?: { start: number; end?: number }): Promise<Readable> {
+    const out = await this.client.send(
+      new GetObjectCommand({
+        Bucket: ref.bucket,
+        Key: ref.key,
+        ...(range ? { Range: `bytes=${range.start}-${range.end ?? ''}` } : {}),
+      }),
+    );
     return out.Body as Readable;
   }
 

@@ -9,6 +9,8 @@ export interface Principal {
   subject: string;
   roles: Role[];
   via: 'api_key' | 'jwt';
+  /** Set when a batch's workflow calls the gateway for its creator (a service credential): its traffic's own share. */
+  batchId?: string;
 }
 
 /**

@@ -14,6 +14,7 @@ export const OperationKinds = [
   'agent-run',
   'pipeline',
   'tenant-deletion',
+  'batch',
 ] as const;
 export type OperationKind = (typeof OperationKinds)[number];
 

@@ -8,3 +8,4 @@ export * from './pipeline';
 export * from './tenant-deletion';
 export * from './mcp-discovery';
 export * from './autoscaler';
+export * from './batch';

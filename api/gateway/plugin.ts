@@ -25,6 +25,7 @@ import {
   RateLimitedError,
   toOpenAiError,
 } from './errors';
+import { batchShareOf } from './batch-share';
 import { SliceLimiter, type Reservation } from './limiter';
 import { GatewayMeter, type Outcome } from './meter';
 import { LatencyBoard, pickByStrategy, type GatewayProviders } from './providers';
@@ -320,7 +321,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     bodyLimit: s.bodyLimitBytes,
     preHandler: requireRole('developer'),
     // A 405 on these paths (answered by the not-found handler) is in OpenAI's shape too.
-    config: { auditBuffered: true, renderError: toOpenAiError },
+    config: { auditBuffered: true, renderError: toOpenAiError, serviceCredential: true },
     schema: {
       tags: ['inference'],
       summary,
@@ -398,6 +399,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     if (chosen.serving?.cold) await waitForStart(chosen);
     const price = table.priceOf(tenantId, body.model, chosen.version);
     const rules = table.limitsFor(tenantId, principal.subject, projectId);
+    if (principal.batchId) rules.push(...batchShareOf(rules));
     let reservation: Reservation | undefined;
     if (rules.length) {
       // A budget reserves the most the request can cost, as a token limit reserves the most it can use.

@@ -7,7 +7,8 @@ import { ApiKeyCache, LookupCache, setBounded, type ApiKeyCacheLimits } from './
 import { PLATFORM_KEY_PREFIX } from '../../common/store/tenants';
 import { Roles, type Role } from '../../contracts/approvals';
 import { isValidTenantId } from '../../contracts/operations';
-import type { TenantState, TenantStore } from '../../common/store/tenants';
+import type { ApiKeyInfo, TenantState, TenantStore } from '../../common/store/tenants';
+import { SERVICE_CREDENTIAL_PREFIX, type ServiceCredentials } from '../../common/service-credential';
 import type { PlatformOperator, Principal } from '../../common/types';
 
 declare module 'fastify' {
@@ -28,6 +29,8 @@ declare module 'fastify' {
     public?: boolean;
     /** Routes for platform operators only; every other route is for tenants' members only. */
     platform?: boolean;
+    /** Routes a batch's service credential may call (the gateway's inference routes); no other route takes one. */
+    serviceCredential?: boolean;
   }
 }
 
@@ -165,6 +168,8 @@ export interface AuthOptions {
   keyCacheLimits?: ApiKeyCacheLimits;
   /** Per source address (request.ip: X-Forwarded-For only from Fastify's trusted proxies); default 60. */
   failuresPerMinute?: number;
+  /** Verifies batch workflows' service credentials; unset: none is accepted. */
+  serviceCredentials?: ServiceCredentials;
 }
 
 /**
@@ -182,6 +187,41 @@ export const authPlugin = fp(
     const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
     const tenantStates = new LookupCache((id) => opts.tenants.tenantState(id), TENANT_CACHE_TTL_MS, 10_000);
     app.decorate('tenantStates', tenantStates);
+
+    const keyStates = new LookupCache(
+      (tenantAndKey) => {
+        const [tenantId, id] = tenantAndKey.split('\0') as [string, string];
+        return opts.tenants.getApiKey(tenantId, id);
+      },
+      TENANT_CACHE_TTL_MS,
+      10_000,
+    );
+
+    /**
+     * A batch's service credential acts as the batch's creator while the creator may still act: a `key:<id>` subject
+     * whose key was revoked or has expired since, or a suspended tenant, is refused as the key itself would be.
+     */
+    async function fromServiceCredential(token: string): Promise<Principal> {
+      const claims = await opts.serviceCredentials?.verify(token);
+      if (!claims) throw new UnauthorizedError('invalid or expired service credential');
+      const state = await tenantStates.get(claims.tenantId);
+      if (state !== 'active') throw new UnauthorizedError(`tenant '${claims.tenantId}' cannot act (${state})`);
+      let roles = claims.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r));
+      const keyId = /^key:(.+)$/.exec(claims.subject)?.[1];
+      if (keyId) {
+        const key: ApiKeyInfo | undefined = await keyStates.get(`${claims.tenantId}\0${keyId}`);
+        if (!key) throw new UnauthorizedError('the batch creator’s API key is gone');
+        refuseEnded({ revoked: key.revokedAt !== null, expiresAt: key.expiresAt ? Date.parse(key.expiresAt) : null });
+        roles = [key.role];
+      }
+      return {
+        tenantId: claims.tenantId,
+        subject: claims.subject,
+        roles,
+        via: keyId ? 'api_key' : 'jwt',
+        batchId: claims.batchId,
+      };
+    }
 
     async function fromJwt(token: string): Promise<Principal | PlatformOperator> {
       if (!jwks) throw new UnauthorizedError('bearer token is not a valid API key and JWT auth is not configured');
@@ -273,7 +313,13 @@ export const authPlugin = fp(
       if (!m) throw new UnauthorizedError('missing Authorization: Bearer <api key or token>');
       const token = m[1]!;
       let caller: Principal | PlatformOperator;
-      if (token.startsWith(`${PLATFORM_KEY_PREFIX}_`)) {
+      if (token.startsWith(`${SERVICE_CREDENTIAL_PREFIX}_`)) {
+        if (request.routeOptions.config?.serviceCredential !== true)
+          throw new ForbiddenError('a service credential reaches the inference routes only');
+        caller = await withinBudget(request, reply, vouched.has(token), () =>
+          vouchedFor(token, () => fromServiceCredential(token)),
+        );
+      } else if (token.startsWith(`${PLATFORM_KEY_PREFIX}_`)) {
         // Not cached: operators' calls are few, and a revoked operator key must stop at once.
         caller = await withinBudget(request, reply, vouched.has(token), () =>
           vouchedFor(token, async () => {

@@ -76,11 +76,15 @@ import type { ApprovalRequest } from '../../contracts/approvals';
 import { pipelineChildKey, pipelineContract, type PipelineInput, type PipelineStatus } from '../../contracts/pipeline';
 import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 import { tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
+import { batchContract, type BatchInput } from '../../contracts/batch';
+import { workflowId } from '../../contracts/operations';
+import { BatchStore, newObjectId } from '../../common/store/batches';
+import { chatLines, multipart } from '../support/batch';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
-async function save(client: Client, workflowId: string, name: string): Promise<void> {
-  const history = await client.workflow.getHandle(workflowId).fetchHistory();
+async function save(client: Client, workflowId: string, name: string, runId?: string): Promise<void> {
+  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
   const file = path.join(HISTORIES, `${name}.json`);
   // The canonical proto3 JSON (what `temporal workflow show --output json` writes), which replay parses back.
   await writeFile(file, `${JSON.stringify(JSON.parse(historyToJSON(history)), null, 2)}\n`);
@@ -953,6 +957,145 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       await worker.shutdown();
       await cluster.stop();
       await rm(dataDir, { recursive: true, force: true });
+    }
+  },
+  /**
+   * Batches through a real gateway: one to completion, one cancelled mid-run (a slow model server), and one that
+   * continues as new after each page (pagesPerRun: 1), whose first and last runs are both recorded.
+   */
+  async batch({ client, config, native, db, objects }) {
+    const tenantId = 'replay-batch';
+    const bucket = await createTenant({ db, objects, config }, tenantId);
+    const developer = (await new TenantStore(db).createApiKey(tenantId, 'record-developer', 'developer')).key;
+    const fast = await startReferenceModelServer({ name: 'replay-batch' });
+    const slow = await startReferenceModelServer({ name: 'replay-batch-slow', faults: { latencyMs: 200 } });
+    await serveModel(db, tenantId, 'fast', { v1: fast.url }, { stable: 'v1' });
+    await serveModel(db, tenantId, 'slow', { v1: slow.url }, { stable: 'v1' });
+    const taskQueue = 'record-batch';
+    const port = await freePort();
+    const logger = createLogger('record', 'warn');
+    const app = await buildApp({
+      db,
+      temporal: client,
+      objects,
+      taskQueue,
+      logger,
+      vectors: await vectorStoreFromConfig(config),
+      embedders: new EmbedderRegistry(config),
+      platformBucket: config.PLATFORM_BUCKET,
+      clusters: clustersOf(config.LLMHUB_CLUSTERS),
+    });
+    await app.listen({ host: '127.0.0.1', port });
+    const worker = await scenarioWorker(
+      { config, db, native },
+      taskQueue,
+      { objects, gatewayUrl: `http://127.0.0.1:${port}` },
+      logger,
+    );
+    const api = async (method: 'GET' | 'POST', url: string, payload?: object) => {
+      const res = await app.inject({ method, url, headers: { authorization: `Bearer ${developer}` }, payload });
+      if (res.statusCode >= 400) throw new Error(`${method} ${url}: ${res.statusCode} ${res.body}`);
+      return res.json();
+    };
+    const upload = async (model: string, n: number): Promise<string> => {
+      const { payload, contentType } = await multipart(chatLines(model, n));
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/files',
+        headers: { authorization: `Bearer ${developer}`, 'content-type': contentType },
+        payload,
+      });
+      if (res.statusCode !== 200) throw new Error(`upload: ${res.statusCode} ${res.body}`);
+      return res.json().id;
+    };
+    const create = async (model: string, n: number): Promise<string> =>
+      (
+        await api('POST', '/v1/batches', {
+          input_file_id: await upload(model, n),
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+        })
+      ).id;
+    try {
+      await pollFor(
+        'the gateway to route fast',
+        async () =>
+          (
+            await app.inject({
+              method: 'POST',
+              url: '/v1/embeddings',
+              headers: { authorization: `Bearer ${developer}` },
+              payload: { model: 'fast', input: 'x' },
+            })
+          ).statusCode === 200,
+        60_000,
+        100,
+      );
+      await pollFor(
+        'the gateway to route slow',
+        async () =>
+          (
+            await app.inject({
+              method: 'POST',
+              url: '/v1/embeddings',
+              headers: { authorization: `Bearer ${developer}` },
+              payload: { model: 'slow', input: 'x' },
+            })
+          ).statusCode === 200,
+        60_000,
+        100,
+      );
+      const completed = await create('fast', 250);
+      await client.workflow.getHandle(workflowId('batch', tenantId, completed)).result();
+
+      const cancelled = await create('slow', 600);
+      await pollFor('some slow lines to be answered', async () => slow.received() >= 60, 120_000, 100);
+      await api('POST', `/v1/batches/${cancelled}/cancel`);
+      await client.workflow.getHandle(workflowId('batch', tenantId, cancelled)).result();
+
+      // Started here rather than by the API, to continue as new after every page.
+      const continued = newObjectId('batch_');
+      const inputFileId = await upload('fast', 450);
+      const expiresAt = Date.now() + 24 * 3_600_000;
+      await new BatchStore(db).createBatch(tenantId, {
+        id: continued,
+        endpoint: '/v1/chat/completions',
+        inputFileId,
+        completionWindow: '24h',
+        metadata: null,
+        createdBy: 'record',
+        total: 450,
+        expiresAt,
+      });
+      const input: BatchInput = {
+        tenantId,
+        batchId: continued,
+        bucket,
+        endpoint: '/v1/chat/completions',
+        inputFileId,
+        subject: 'record',
+        roles: ['developer'],
+        expiresAt,
+        pagesInFlight: 1,
+        pagesPerRun: 1,
+      };
+      const handle = await client.workflow.start(batchContract.workflowType, {
+        taskQueue,
+        workflowId: workflowId('batch', tenantId, continued),
+        args: [input],
+      });
+      await handle.result();
+      await save(client, handle.workflowId, 'batch-continued-as-new-first-run', handle.firstExecutionRunId);
+      return {
+        'batch-completed': workflowId('batch', tenantId, completed),
+        'batch-cancelled-mid-run': workflowId('batch', tenantId, cancelled),
+        'batch-continued-as-new-last-run': handle.workflowId,
+      };
+    } finally {
+      await worker.shutdown();
+      await app.close();
+      await fast.close();
+      await slow.close();
     }
   },
   /** A catalog server's tools listed in the worker's sandbox, and an entry that is gone by the time the worker looks. */

@@ -57,6 +57,8 @@ export interface ReferenceModelServer {
   faults: Faults;
   /** The newest requests (bounded); `received()` counts all of them. */
   requests: RecordedRequest[];
+  /** With `countPrompts`: how many requests each prompt (a chat's last message, a prompt, an input) came in. */
+  prompts: Map<string, number>;
   received(): number;
   close(): Promise<void>;
 }
@@ -174,12 +176,15 @@ export async function startReferenceModelServer(
     /** Receives one JSON line per recorded request (main.ts: stdout, which `kubectl logs` reads in a pod). */
     logRequest?: (line: string) => void;
     provider?: ProviderMode;
+    /** Count requests by prompt (unbounded: for tests that check how often each of their prompts came). */
+    countPrompts?: boolean;
   } = {},
 ): Promise<ReferenceModelServer> {
   const name = opts.name ?? 'reference';
   const models = opts.models ?? ['reference-model'];
   const faults: Faults = { ...DEFAULT_FAULTS, ...opts.faults };
   const requests: RecordedRequest[] = [];
+  const prompts = new Map<string, number>();
   let seq = 0;
   let failed = 0;
   const created = Math.floor(Date.now() / 1000);
@@ -281,6 +286,11 @@ export async function startReferenceModelServer(
         stream: record.stream,
       }),
     );
+    if (opts.countPrompts) {
+      const messages = Array.isArray(body.messages) ? (body.messages as ChatMessage[]) : [];
+      const prompt = messages.length ? textOf(messages.at(-1)!.content) : JSON.stringify(body.prompt ?? body.input);
+      prompts.set(prompt, (prompts.get(prompt) ?? 0) + 1);
+    }
     if (requests.length > MAX_RECORDED) requests.splice(0, requests.length - MAX_RECORDED);
     const ac = new AbortController();
     res.on('close', () => {
@@ -494,6 +504,7 @@ export async function startReferenceModelServer(
     url: `http://127.0.0.1:${port}/v1`,
     faults,
     requests,
+    prompts,
     received: () => seq,
     close: () =>
       new Promise<void>((resolve) => {

@@ -1,0 +1,16 @@
+import { createHash } from 'node:crypto';
+import type { BatchRef } from '../../contracts/batch';
+import type { ObjectRef } from '../../common/objectstore';
+
+const pageDir = (page: number) => String(page).padStart(6, '0');
+const hashOf = (batchId: string, customId: string) =>
+  createHash('sha256').update(`${batchId}\0${customId}`).digest('hex');
+
+/** A finished page's results in its lines' order. */
+export const pageRef = (b: BatchRef, page: number): ObjectRef => ({
+  bucket: b.bucket,
+  key: `batches/${b.batchId}/pages/${pageDir(page)}.jsonl`,
+});
+/** The id of a line's answer in the output, as OpenAI's `batch_req_…`. */
+export const requestIdOf = (batchId: string, customId: string): string =>
+  `batch_req_${hashOf(batchId, customId).slice(0, 24)}`;

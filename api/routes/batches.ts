@@ -1,0 +1,238 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { BadRequestError, NotFoundError } from '../../common/errors';
+import { BATCH_TIMES, BatchStore, ENDED, newObjectId, type BatchRecord } from '../../common/store/batches';
+import {
+  BATCH_ENDPOINTS,
+  BATCH_STATUSES,
+  batchContract,
+  cancelBatchSignal,
+  type BatchEndpoint,
+  type BatchInput,
+  type BatchStatus,
+} from '../../contracts/batch';
+import { workflowId } from '../../contracts/operations';
+import { PhaseKey } from '../../contracts/search-attributes';
+import { linkTo } from '../openapi-links';
+import { startOperation } from '../operations';
+import { requireRole } from '../plugins/auth';
+import { errorResponses } from '../schemas';
+import { FileParams } from './files';
+
+const COMPLETION_WINDOW_MS = 24 * 3_600_000;
+
+const Endpoint = Type.Unsafe<BatchEndpoint>({ type: 'string', enum: [...BATCH_ENDPOINTS] });
+const Counts = Type.Object({ total: Type.Integer(), completed: Type.Integer(), failed: Type.Integer() });
+const Time = Type.Union([Type.Integer({ description: 'epoch seconds' }), Type.Null()]);
+const Metadata = Type.Record(Type.String({ maxLength: 64 }), Type.String({ maxLength: 512 }), {
+  maxProperties: 16,
+  description: 'up to 16 pairs; keys up to 64 characters, values up to 512',
+});
+/** OpenAI's batch object. */
+const BatchObject = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('batch'),
+  endpoint: Endpoint,
+  errors: Type.Null(),
+  input_file_id: Type.String(),
+  completion_window: Type.Literal('24h'),
+  status: Type.Unsafe<BatchStatus>({ type: 'string', enum: [...BATCH_STATUSES] }),
+  output_file_id: Type.Union([Type.String(), Type.Null()]),
+  error_file_id: Type.Union([Type.String(), Type.Null()]),
+  ...(Object.fromEntries(BATCH_TIMES.map((t) => [t, Time])) as Record<(typeof BATCH_TIMES)[number], typeof Time>),
+  request_counts: Counts,
+  metadata: Type.Union([Metadata, Type.Null()]),
+});
+const toBatchObject = (b: BatchRecord) => ({
+  id: b.id,
+  object: 'batch' as const,
+  endpoint: b.endpoint,
+  errors: null,
+  input_file_id: b.inputFileId,
+  completion_window: '24h' as const,
+  status: b.status,
+  output_file_id: b.outputFileId,
+  error_file_id: b.errorFileId,
+  ...b.times,
+  request_counts: b.requestCounts,
+  metadata: b.metadata,
+});
+
+const BatchParams = Type.Object({ id: Type.String({ pattern: '^batch_[A-Za-z0-9_-]{1,120}$' }) });
+const OBJECT_ID = { id: '$response.body#/id' };
+const batchLinks = {
+  batch: linkTo('GET /v1/batches/{id}', { parameters: OBJECT_ID }),
+  cancel: linkTo('POST /v1/batches/{id}/cancel', { parameters: OBJECT_ID }),
+};
+
+/**
+ * OpenAI's Batch API: create, read, list, cancel. A batch is the workflow `batch/<tenant>/<id>` (workflows/batch.ts);
+ * its object is the batches row the workflow moves, with request_counts from the pages it finished.
+ */
+export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { db, temporal, taskQueue, storageScopes } = app.platform;
+  const batches = new BatchStore(db);
+
+  const batchOf = async (tenantId: string, id: string) => {
+    const b = await batches.getBatch(tenantId, id);
+    if (!b) throw new NotFoundError('batch', id);
+    return b;
+  };
+
+  app.post(
+    '/',
+    {
+      preHandler: requireRole('developer'),
+      links: { 200: batchLinks },
+      schema: {
+        tags: ['batches'],
+        summary: 'Create a batch of an uploaded input file; its lines go through the gateway as the caller',
+        body: Type.Object(
+          {
+            input_file_id: FileParams.properties.id,
+            endpoint: Endpoint,
+            completion_window: Type.Literal('24h'),
+            metadata: Type.Optional(Type.Union([Metadata, Type.Null()])),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: BatchObject, ...errorResponses(400, 404, 503) },
+      },
+    },
+    async (request) => {
+      const principal = request.principal!;
+      const tenantId = principal.tenantId;
+      const body = request.body;
+      const file = await batches.getFile(tenantId, body.input_file_id);
+      if (!file) throw new NotFoundError('file', body.input_file_id);
+      if (file.purpose !== 'batch')
+        throw new BadRequestError(
+          `file '${file.id}' is a ${file.purpose} file, not a batch input`,
+          'body.input_file_id',
+        );
+      const other = file.urls.find((u) => u !== body.endpoint);
+      if (other)
+        throw new BadRequestError(
+          `the file's lines call ${other}, not the batch's endpoint ${body.endpoint}`,
+          'body.endpoint',
+        );
+      const id = newObjectId('batch_');
+      const expiresAt = Date.now() + COMPLETION_WINDOW_MS;
+      const input: BatchInput = {
+        tenantId,
+        batchId: id,
+        bucket: storageScopes.bucketOf(tenantId),
+        endpoint: body.endpoint as BatchEndpoint,
+        inputFileId: file.id,
+        subject: principal.subject,
+        roles: principal.roles,
+        expiresAt,
+      };
+      await startOperation(
+        { db, temporal, taskQueue },
+        {
+          contract: batchContract,
+          tenantId,
+          key: id,
+          request: body,
+          options: {
+            args: [input],
+            typedSearchAttributes: [{ key: PhaseKey, value: 'validating' }],
+          },
+          prepare: () =>
+            batches.createBatch(tenantId, {
+              id,
+              endpoint: body.endpoint as BatchEndpoint,
+              inputFileId: file.id,
+              completionWindow: body.completion_window,
+              metadata: body.metadata ?? null,
+              createdBy: principal.subject,
+              total: file.lineCount,
+              expiresAt,
+            }),
+        },
+      );
+      return toBatchObject(await batchOf(tenantId, id));
+    },
+  );
+
+  app.get(
+    '/',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['batches'],
+        summary: "The tenant's batches, newest first (OpenAI's list: after, limit)",
+        querystring: Type.Object({
+          after: Type.Optional(BatchParams.properties.id),
+          limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
+        }),
+        response: {
+          200: Type.Object({
+            object: Type.Literal('list'),
+            data: Type.Array(BatchObject),
+            has_more: Type.Boolean(),
+            first_id: Type.Union([Type.String(), Type.Null()]),
+            last_id: Type.Union([Type.String(), Type.Null()]),
+          }),
+          ...errorResponses(400),
+        },
+      },
+    },
+    async (request) => {
+      const page = await batches.listBatches(request.principal!.tenantId, request.query);
+      const data = page.items.map(toBatchObject);
+      return {
+        object: 'list' as const,
+        data,
+        has_more: page.hasMore,
+        first_id: data[0]?.id ?? null,
+        last_id: data.at(-1)?.id ?? null,
+      };
+    },
+  );
+
+  app.get(
+    '/:id',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['batches'],
+        summary: 'A batch, with its request_counts so far',
+        params: BatchParams,
+        response: { 200: BatchObject, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => toBatchObject(await batchOf(request.principal!.tenantId, request.params.id)),
+  );
+
+  app.post(
+    '/:id/cancel',
+    {
+      preHandler: requireRole('developer'),
+      links: { 200: { batch: linkTo('GET /v1/batches/{id}', { parameters: OBJECT_ID }) } },
+      schema: {
+        tags: ['batches'],
+        summary: 'Cancel a batch: cancelling until the lines in flight stop, then cancelled with the partial output',
+        params: BatchParams,
+        response: { 200: BatchObject, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { id } = request.params;
+      const b = await batchOf(tenantId, id);
+      // An ended batch stays as it ended (OpenAI answers the object as it is).
+      if (!ENDED.includes(b.status) && b.status !== 'finalizing') {
+        await batches.moveBatch(tenantId, id, 'cancelling');
+        try {
+          await temporal.workflow.getHandle(workflowId('batch', tenantId, id)).signal(cancelBatchSignal);
+        } catch (err) {
+          if (!(err instanceof WorkflowNotFoundError)) throw err;
+        }
+      }
+      return toBatchObject(await batchOf(tenantId, id));
+    },
+  );
+};

@@ -1,0 +1,234 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { BatchStore, newObjectId, type BatchFile } from '../../common/store/batches';
+import { fileKey } from '../../contracts/batch';
+import { checkBatchInput, MAX_FILE_BYTES } from '../batch-input';
+import { linkTo } from '../openapi-links';
+import { requireRole } from '../plugins/auth';
+import { errorResponses } from '../schemas';
+
+/** OpenAI's file object. */
+export const FileObject = Type.Object({
+  id: Type.String(),
+  object: Type.Literal('file'),
+  bytes: Type.Integer(),
+  created_at: Type.Integer({ description: 'epoch seconds' }),
+  filename: Type.String(),
+  purpose: Type.Union([Type.Literal('batch'), Type.Literal('batch_output')]),
+  status: Type.Literal('processed'),
+  status_details: Type.Null(),
+});
+const toFileObject = (f: BatchFile) => ({
+  id: f.id,
+  object: 'file' as const,
+  bytes: f.bytes,
+  created_at: f.createdAt,
+  filename: f.filename,
+  purpose: f.purpose,
+  status: 'processed' as const,
+  status_details: null,
+});
+
+export const FileParams = Type.Object({ id: Type.String({ pattern: '^file-[A-Za-z0-9_-]{1,120}$' }) });
+const OBJECT_ID = { id: '$response.body#/id' };
+const fileLinks = {
+  file: linkTo('GET /v1/files/{id}', { parameters: OBJECT_ID }),
+  content: linkTo('GET /v1/files/{id}/content', { parameters: OBJECT_ID }),
+  delete: linkTo('DELETE /v1/files/{id}', { parameters: OBJECT_ID }),
+};
+/** What the multipart parser saw of the upload, beside the fields the body schema checks. */
+const uploads = new WeakMap<FastifyRequest, { filename: string; bytes: Buffer }>();
+
+/**
+ * OpenAI's Files API for batches: `POST /v1/files` (multipart, purpose `batch`), list, read, content, delete. Content
+ * is in the tenant's own bucket; input lines are checked at upload (api/batch-input.ts).
+ */
+export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { db, objects, storageScopes } = app.platform;
+  const files = new BatchStore(db);
+
+  // The form is read whole (at most MAX_FILE_BYTES and its envelope); the file's text is what the schema checks.
+  app.addContentTypeParser(
+    'multipart/form-data',
+    { parseAs: 'buffer', bodyLimit: MAX_FILE_BYTES + (1 << 20) },
+    (request, body, done) => {
+      new Response(body as Buffer, { headers: { 'content-type': String(request.headers['content-type']) } })
+        .formData()
+        .then(async (form) => {
+          const file = form.get('file');
+          const purpose = form.get('purpose');
+          const parsed: Record<string, string> = {};
+          if (typeof purpose === 'string') parsed.purpose = purpose;
+          if (file !== null) {
+            const bytes = typeof file === 'string' ? Buffer.from(file, 'utf8') : Buffer.from(await file.arrayBuffer());
+            uploads.set(request, { filename: typeof file === 'string' ? 'upload.jsonl' : file.name, bytes });
+            parsed.file = bytes.toString('utf8');
+          }
+          done(null, parsed);
+        })
+        .catch((err: Error) =>
+          done(Object.assign(new Error(`not a multipart form: ${err.message}`), { statusCode: 400 }), undefined),
+        );
+    },
+  );
+
+  const fileOf = async (tenantId: string, id: string) => {
+    const f = await files.getFile(tenantId, id);
+    if (!f) throw new NotFoundError('file', id);
+    return f;
+  };
+
+  app.post(
+    '/',
+    {
+      preHandler: requireRole('developer'),
+      bodyLimit: MAX_FILE_BYTES + (1 << 20),
+      links: { 200: fileLinks },
+      schema: {
+        tags: ['batches'],
+        summary: 'Upload a batch input file (OpenAI Files API; JSONL, every line checked)',
+        body: {
+          content: {
+            'multipart/form-data': {
+              schema: Type.Object({
+                file: Type.String({
+                  contentMediaType: 'application/jsonl',
+                  description: `JSONL, at most ${MAX_FILE_BYTES} bytes and 50000 lines: {custom_id, method: "POST", url, body}`,
+                }),
+                purpose: Type.Literal('batch'),
+              }),
+            },
+          },
+        },
+        response: { 200: FileObject, ...errorResponses(400, 413) },
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const upload = uploads.get(request);
+      if (!upload) throw new BadRequestError('a multipart/form-data body with a file part is required', 'body.file');
+      const checked = checkBatchInput(upload.bytes);
+      const id = newObjectId('file-');
+      const bucket = storageScopes.bucketOf(tenantId);
+      await objects.put({ bucket, key: fileKey(id) }, upload.bytes, 'application/jsonl');
+      const f = {
+        id,
+        purpose: 'batch' as const,
+        filename: upload.filename.slice(0, 255) || 'upload.jsonl',
+        bytes: upload.bytes.length,
+        ...checked,
+        objectKey: fileKey(id),
+      };
+      await files.putFile(tenantId, f);
+      return toFileObject({ ...f, createdAt: Math.floor(Date.now() / 1000) });
+    },
+  );
+
+  app.get(
+    '/',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['batches'],
+        summary: "The tenant's files, newest first (OpenAI's list: after, limit, purpose)",
+        querystring: Type.Object({
+          after: Type.Optional(FileParams.properties.id),
+          limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
+          purpose: Type.Optional(Type.Union([Type.Literal('batch'), Type.Literal('batch_output')])),
+        }),
+        response: {
+          200: Type.Object({
+            object: Type.Literal('list'),
+            data: Type.Array(FileObject),
+            has_more: Type.Boolean(),
+            first_id: Type.Union([Type.String(), Type.Null()]),
+            last_id: Type.Union([Type.String(), Type.Null()]),
+          }),
+          ...errorResponses(400),
+        },
+      },
+    },
+    async (request) => {
+      const page = await files.listFiles(request.principal!.tenantId, request.query);
+      const data = page.items.map(toFileObject);
+      return {
+        object: 'list' as const,
+        data,
+        has_more: page.hasMore,
+        first_id: data[0]?.id ?? null,
+        last_id: data.at(-1)?.id ?? null,
+      };
+    },
+  );
+
+  app.get(
+    '/:id',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['batches'],
+        summary: 'A file',
+        params: FileParams,
+        response: { 200: FileObject, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => toFileObject(await fileOf(request.principal!.tenantId, request.params.id)),
+  );
+
+  app.get(
+    '/:id/content',
+    {
+      preHandler: requireRole('viewer'),
+      schema: {
+        tags: ['batches'],
+        summary: "A file's content (JSONL)",
+        params: FileParams,
+        response: {
+          200: {
+            description: 'The file as stored',
+            content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } },
+          },
+          ...errorResponses(400, 404),
+        },
+      },
+    },
+    async (request, reply) => {
+      const tenantId = request.principal!.tenantId;
+      const f = await fileOf(tenantId, request.params.id);
+      const stream = await objects.getStream({ bucket: storageScopes.bucketOf(tenantId), key: f.objectKey });
+      // Streamed from the store as it is read; the typed reply knows only the schema's string.
+      return reply
+        .type('application/octet-stream')
+        .header('content-length', String(f.bytes))
+        .send(stream as unknown as string);
+    },
+  );
+
+  app.delete(
+    '/:id',
+    {
+      preHandler: requireRole('developer'),
+      schema: {
+        tags: ['batches'],
+        summary: 'Delete a file (refused while a batch that has not ended reads it)',
+        params: FileParams,
+        response: {
+          200: Type.Object({ id: Type.String(), object: Type.Literal('file'), deleted: Type.Literal(true) }),
+          ...errorResponses(400, 404, 409),
+        },
+      },
+    },
+    async (request) => {
+      const tenantId = request.principal!.tenantId;
+      const { id } = request.params;
+      await fileOf(tenantId, id);
+      if (await files.fileInUse(tenantId, id)) throw new ConflictError(`file '${id}' is the input of a running batch`);
+      const f = await files.deleteFile(tenantId, id);
+      if (!f) throw new NotFoundError('file', id);
+      await objects.delete({ bucket: storageScopes.bucketOf(tenantId), key: f.objectKey });
+      return { id, object: 'file' as const, deleted: true as const };
+    },
+  );
+};

@@ -1,0 +1,89 @@
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { OperationContract } from './operations';
+
+/** The endpoints a batch line may call: what OpenAI's Batch API offers that the gateway serves. */
+export const BATCH_ENDPOINTS = ['/v1/chat/completions', '/v1/embeddings', '/v1/completions'] as const;
+export type BatchEndpoint = (typeof BATCH_ENDPOINTS)[number];
+
+/** Lines per page: what one activity reads from S3 and sends; the file's byte offset of each page is kept at upload. */
+export const BATCH_PAGE_LINES = 200;
+
+/** Where a file of the Files API lives in its tenant's bucket. */
+export const fileKey = (fileId: string): string => `batches/files/${fileId}.jsonl`;
+
+export const BATCH_STATUSES = [
+  'validating',
+  'failed',
+  'in_progress',
+  'finalizing',
+  'completed',
+  'expired',
+  'cancelling',
+  'cancelled',
+] as const;
+export type BatchStatus = (typeof BATCH_STATUSES)[number];
+
+export interface RequestCounts {
+  total: number;
+  completed: number;
+  failed: number;
+}
+
+/** Where a batch's objects live: all under its tenant's bucket, so they go with the tenant. */
+export interface BatchRef {
+  tenantId: string;
+  batchId: string;
+  bucket: string;
+}
+
+export interface BatchInput extends BatchRef {
+  endpoint: BatchEndpoint;
+  inputFileId: string;
+  /** The creator's principal: its subject (`key:<id>` for an API key) and roles, never a credential. */
+  subject: string;
+  roles: string[];
+  /** Epoch ms past which the batch expires with what it has. */
+  expiresAt: number;
+  /** Pages run at once; each page's lines share the batch's concurrency. */
+  pagesInFlight?: number;
+  /** Pages one run may start before continuing as new; default: until Temporal suggests it. */
+  pagesPerRun?: number;
+  /** Carried over by continue-as-new. */
+  resume?: BatchProgress;
+}
+
+export interface BatchProgress {
+  /** Pages whose every line has its result. */
+  pagesDone: number[];
+  counts: RequestCounts;
+  pages: number;
+}
+
+export interface BatchRunStatus {
+  status: BatchStatus;
+  requestCounts: RequestCounts;
+  pagesDone: number;
+  pages: number;
+}
+
+export interface PageOutcome {
+  page: number;
+  completed: number;
+  failed: number;
+}
+
+export type BatchEnding = 'completed' | 'cancelled' | 'expired';
+
+export const batchContract = {
+  kind: 'batch',
+  workflowType: 'batch',
+  resource: 'batch',
+  statusQuery: defineQuery<BatchRunStatus>('status'),
+  terminalPhases: ['completed', 'failed', 'expired', 'cancelled'],
+} as const satisfies OperationContract<BatchRunStatus>;
+
+/** Cancel: in-flight lines stop, and the batch ends `cancelled` with what it has. */
+export const cancelBatchSignal = defineSignal('cancel');
+
+/** Temporal's built-in query that the Temporal UI reads a run's current details from (workflows set them). */
+export const workflowMetadataQuery = defineQuery<{ currentDetails?: string }>('__temporal_workflow_metadata');

@@ -1,0 +1,159 @@
+/**
+ * Batch benchmark (not a test): lines/s of a batch end to end (upload aside: from POST /v1/batches to `completed`,
+ * its output file written) against the same requests sent straight to the gateway at the same concurrency
+ * (BATCH_CONCURRENCY), in one run on one stack: the API and gateway in this process, a worker, a reference model
+ * server answering at once. The direct pass runs before and after the batch and is averaged, so load that drifts
+ * during the run skews the ratio less. Prints the ratio batch / direct (goal >= 0.9).
+ *
+ *   npm run bench:batch [-- --lines 5000]
+ */
+import os from 'node:os';
+import { parseArgs } from 'node:util';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { createPlatformActivities } from '../../../activities';
+import { BATCH_CONCURRENCY } from '../../../activities/batch/limits';
+import { buildApp } from '../../../api/app';
+import { clustersOf } from '../../../common/config';
+import { EmbedderRegistry, vectorStoreFromConfig } from '../../../common/knowledge';
+import { createLogger } from '../../../common/logger';
+import { s3StoreFromConfig } from '../../../common/objectstore';
+import { StorageScopeStore } from '../../../common/store/storage-scope';
+import { TenantStore } from '../../../common/store/tenants';
+import { tenantStorage } from '../../../common/tenant-storage';
+import { workflowId } from '../../../contracts/operations';
+import { startReferenceModelServer } from '../../../deploy/dev/model-server/server';
+import { freePort, pollFor } from '../../../deploy/dev/process';
+import { startWorker } from '../../../workers/bootstrap';
+import { platformActivityDeps } from '../../../workers/platform-deps';
+import { chatLines, multipart } from '../../support/batch';
+import { serveModel } from '../../support/gateway';
+import { withScratchStack } from '../../support/scratch-stack';
+import { quietLogger, runScript } from '../../support/script';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { lines: { type: 'string', default: '5000' } } });
+  const n = Number(values.lines);
+  await withScratchStack('bench-batch', async ({ config, db, client, native }) => {
+    const objects = s3StoreFromConfig(config);
+    const scopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
+    await tenantStorage(scopes, objects).create('bench');
+    const tenants = new TenantStore(db);
+    await tenants.createTenant('bench', 'bench');
+    const key = (await tenants.createApiKey('bench', 'bench', 'developer')).key;
+    const model = await startReferenceModelServer({ name: 'bench-batch' });
+    await serveModel(db, 'bench', 'fast', { v1: model.url }, { stable: 'v1' });
+    const logger = createLogger('bench', 'warn');
+    const port = await freePort();
+    const gatewayUrl = `http://127.0.0.1:${port}`;
+    const app = await buildApp({
+      db,
+      temporal: client,
+      objects,
+      taskQueue: 'bench',
+      logger,
+      vectors: await vectorStoreFromConfig(config),
+      embedders: new EmbedderRegistry(config),
+      platformBucket: config.PLATFORM_BUCKET,
+      clusters: clustersOf(config.LLMHUB_CLUSTERS),
+    });
+    await app.listen({ host: '127.0.0.1', port });
+    const worker = await startWorker({
+      connection: native,
+      namespace: 'default',
+      taskQueue: 'bench',
+      activities: createPlatformActivities(await platformActivityDeps(config, db, { objects, gatewayUrl })),
+      workflows: {
+        workflowBundle: await bundleWorkflowCode({
+          workflowsPath: require.resolve('../../../workflows'),
+          logger: quietLogger,
+        }),
+      },
+      logger,
+      handleSignals: false,
+    });
+    const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+    try {
+      await pollFor(
+        'the gateway to route the model',
+        async () =>
+          (
+            await fetch(`${gatewayUrl}/v1/embeddings`, {
+              method: 'POST',
+              headers,
+              body: JSON.stringify({ model: 'fast', input: 'x' }),
+            })
+          ).ok,
+        60_000,
+        100,
+      );
+      const lines = chatLines('fast', n)
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { url: string; body: unknown });
+
+      /** The same requests straight to the gateway, BATCH_CONCURRENCY at a time. */
+      const direct = async (): Promise<number> => {
+        const t = performance.now();
+        let next = 0;
+        await Promise.all(
+          Array.from({ length: BATCH_CONCURRENCY }, async () => {
+            while (next < lines.length) {
+              const line = lines[next++]!;
+              const res = await fetch(`${gatewayUrl}${line.url}`, {
+                method: 'POST',
+                headers,
+                body: JSON.stringify(line.body),
+              });
+              await res.text();
+              if (!res.ok) throw new Error(`direct call answered ${res.status}`);
+            }
+          }),
+        );
+        return n / ((performance.now() - t) / 1000);
+      };
+      const before = await direct();
+
+      const { payload, contentType } = await multipart(chatLines('fast', n));
+      const file = await app.inject({
+        method: 'POST',
+        url: '/v1/files',
+        headers: { authorization: headers.authorization, 'content-type': contentType },
+        payload,
+      });
+      const t = performance.now();
+      const created = await app.inject({
+        method: 'POST',
+        url: '/v1/batches',
+        headers,
+        payload: { input_file_id: file.json().id, endpoint: '/v1/chat/completions', completion_window: '24h' },
+      });
+      const batchId = created.json().id as string;
+      await client.workflow.getHandle(workflowId('batch', 'bench', batchId)).result();
+      const batchWall = (performance.now() - t) / 1000;
+      const done = (await app.inject({ method: 'GET', url: `/v1/batches/${batchId}`, headers })).json();
+      const batchRate = done.request_counts.completed / batchWall;
+
+      const after = await direct();
+      const directRate = (before + after) / 2;
+      console.log(
+        `${n} chat lines, concurrency ${BATCH_CONCURRENCY}; load average ${os
+          .loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}`,
+      );
+      console.log(
+        `direct to the gateway: ${directRate.toFixed(1)} lines/s (before ${before.toFixed(1)}, after ${after.toFixed(1)})`,
+      );
+      console.log(
+        `batch: ${batchWall.toFixed(1)} s = ${batchRate.toFixed(1)} lines/s (${done.request_counts.completed} completed, ${done.request_counts.failed} failed)`,
+      );
+      console.log(`ratio batch / direct: ${(batchRate / directRate).toFixed(2)} (goal >= 0.9)`);
+    } finally {
+      await worker.shutdown();
+      await app.close();
+      await model.close();
+    }
+  });
+}
+
+runScript(main);

@@ -1,0 +1,212 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import OpenAI, { toFile } from 'openai';
+import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import { freePort } from '../../deploy/dev/process';
+import { batchContract, workflowMetadataQuery } from '../../contracts/batch';
+import { ServiceCredentials } from '../../common/service-credential';
+import { workflowId } from '../../contracts/operations';
+import { serveModel, untilRouted } from '../support/gateway';
+import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
+import { chatLines, fileLines, untilBatch, uploadFile, type BatchObject } from '../support/batch';
+
+let p: TestPlatform;
+let acme: TestTenant;
+let other: TestTenant;
+let steady: ReferenceModelServer;
+let flaky: ReferenceModelServer;
+let slow: ReferenceModelServer;
+let baseUrl: string;
+
+beforeAll(async () => {
+  const port = await freePort();
+  baseUrl = `http://127.0.0.1:${port}`;
+  p = await startTestPlatform({ activityDeps: { gatewayUrl: baseUrl } });
+  await p.app.listen({ host: '127.0.0.1', port });
+  [acme, other] = [await p.createTenant('batch'), await p.createTenant('batch-other')];
+  steady = await startReferenceModelServer({ name: 'batch-steady' });
+  flaky = await startReferenceModelServer({ name: 'batch-flaky', faults: { errorRate: 0.05 } });
+  slow = await startReferenceModelServer({ name: 'batch-slow', faults: { latencyMs: 100 } });
+  for (const [model, server] of [
+    ['steady', steady],
+    ['flaky', flaky],
+    ['slow', slow],
+  ] as const) {
+    await serveModel(p.db, acme.id, model, { '1': server.url }, { stable: '1' });
+    await untilRouted(p.app, acme.keys.developer, model);
+  }
+});
+afterAll(async () => {
+  await p?.close();
+  await Promise.all([steady, flaky, slow].map((s) => s?.close()));
+});
+
+const inject = (key: string, method: 'GET' | 'POST' | 'DELETE', url: string, payload?: object) =>
+  p.app.inject({ method, url, headers: bearer(key), ...(payload ? { payload } : {}) });
+
+async function startBatch(tenant: TestTenant, content: string): Promise<BatchObject> {
+  const file = await uploadFile(p.app, tenant.keys.developer, content);
+  expect(file.statusCode).toBe(200);
+  const created = await inject(tenant.keys.developer, 'POST', '/v1/batches', {
+    input_file_id: file.json().id,
+    endpoint: '/v1/chat/completions',
+    completion_window: '24h',
+  });
+  expect(created.statusCode).toBe(200);
+  return created.json();
+}
+
+const ids = (lines: { custom_id: string }[]) => lines.map((l) => l.custom_id).sort();
+
+describe('files', () => {
+  it('refuses a malformed line at upload, naming its line and field', async () => {
+    const good = chatLines('steady', 3);
+    const cases: [string, number, string][] = [
+      [
+        good + '{"custom_id":"req-0","method":"POST","url":"/v1/chat/completions","body":{"model":"steady"}}\n',
+        4,
+        'custom_id',
+      ],
+      [good.replace('"method":"POST"', '"method":"GET"'), 1, 'method'],
+      [good + '{"custom_id":"x","method":"POST","url":"/v1/images","body":{"model":"m"}}\n', 4, 'url'],
+      [good + 'not json\n', 4, 'the line'],
+      [good + '{"custom_id":"y","method":"POST","url":"/v1/embeddings","body":{}}\n', 4, 'body.model'],
+    ];
+    for (const [content, line, field] of cases) {
+      const res = await uploadFile(p.app, acme.keys.developer, content);
+      expect(res.statusCode).toBe(400);
+      expect(res.json().error).toMatchObject({ details: { field: 'body.file', line, lineField: field } });
+      expect(res.json().error.message).toContain(`line ${line}: ${field}`);
+    }
+  });
+
+  it("answers 404 for another tenant's file and batch", async () => {
+    const b = await startBatch(acme, chatLines('steady', 2));
+    await untilBatch(p.app, acme.keys.viewer, b.id, ['completed']);
+    const fileId = b.input_file_id;
+    for (const [method, url] of [
+      ['GET', `/v1/files/${fileId}`],
+      ['GET', `/v1/files/${fileId}/content`],
+      ['DELETE', `/v1/files/${fileId}`],
+      ['GET', `/v1/batches/${b.id}`],
+      ['POST', `/v1/batches/${b.id}/cancel`],
+    ] as const) {
+      expect({ url, status: (await inject(other.keys.admin, method, url)).statusCode }).toEqual({ url, status: 404 });
+    }
+    const stolen = await inject(other.keys.admin, 'POST', '/v1/batches', {
+      input_file_id: fileId,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    expect(stolen.statusCode).toBe(404);
+    expect((await inject(other.keys.admin, 'GET', '/v1/batches')).json().data).toEqual([]);
+    expect((await inject(acme.keys.viewer, 'GET', `/v1/files/${fileId}`)).statusCode).toBe(200);
+  });
+
+  it("refuses a batch's service credential on any route but inference", async () => {
+    const token = await new ServiceCredentials(p.db).mint({
+      tenantId: acme.id,
+      subject: 'key:none',
+      roles: ['admin'],
+      batchId: 'batch_x',
+    });
+    expect((await inject(token, 'GET', '/v1/batches')).statusCode).toBe(403);
+    // On an inference route it is the creator's key that must still be valid: this one names no key.
+    const chat = await inject(token, 'POST', '/v1/chat/completions', {
+      model: 'steady',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(chat.statusCode).toBe(401);
+  });
+});
+
+describe('batches', () => {
+  it('works with the official openai client: files.create, batches.create/retrieve/list/cancel, files.content', async () => {
+    const client = new OpenAI({ apiKey: acme.keys.developer, baseURL: `${baseUrl}/v1`, maxRetries: 0 });
+    const file = await client.files.create({
+      file: await toFile(Buffer.from(chatLines('steady', 20)), 'input.jsonl'),
+      purpose: 'batch',
+    });
+    expect(file).toMatchObject({ object: 'file', purpose: 'batch', filename: 'input.jsonl', status: 'processed' });
+    const created = await client.batches.create({
+      input_file_id: file.id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+      metadata: { run: 'sdk' },
+    });
+    expect(created).toMatchObject({ object: 'batch', input_file_id: file.id, metadata: { run: 'sdk' } });
+    const done = await eventually('the batch to complete', async () => {
+      const b = await client.batches.retrieve(created.id);
+      return b.status === 'completed' ? b : undefined;
+    });
+    expect(done.request_counts).toEqual({ total: 20, completed: 20, failed: 0 });
+    const output = (await (await client.files.content(done.output_file_id!)).text())
+      .split('\n')
+      .filter(Boolean)
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            custom_id: string;
+            response: { status_code: number; body: { choices: { message: { content: string } }[] } };
+          },
+      );
+    expect(output).toHaveLength(20);
+    for (const line of output) {
+      expect(line.response.status_code).toBe(200);
+      // Each answer is to its own line's prompt.
+      expect(line.response.body.choices[0]!.message.content).toBe(
+        `Reference reply to: line ${line.custom_id.slice(4)}`,
+      );
+    }
+    const listed = [];
+    for await (const b of client.batches.list({ limit: 1 })) listed.push(b.id);
+    expect(listed).toContain(created.id);
+    // Cancelling an ended batch leaves it as it ended.
+    expect((await client.batches.cancel(created.id)).status).toBe('completed');
+    // What the Temporal UI and the status query show.
+    const handle = p.temporal.workflow.getHandle(workflowId('batch', acme.id, created.id));
+    expect(await handle.query(batchContract.statusQuery)).toMatchObject({
+      status: 'completed',
+      requestCounts: { total: 20, completed: 20, failed: 0 },
+    });
+    const metadata = await handle.query(workflowMetadataQuery);
+    expect(metadata.currentDetails).toContain('20 completed, 0 failed of 20 requests');
+  });
+
+  it('puts the lines the model server failed (5%) in the error file with the error body, the rest in the output', async () => {
+    const before = flaky.received();
+    const b = await startBatch(acme, chatLines('flaky', 400));
+    const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['completed']);
+    const injected = Math.floor(flaky.received() * 0.05) - Math.floor(before * 0.05);
+    expect(injected).toBeGreaterThanOrEqual(19);
+    const [output, errors] = await Promise.all([
+      fileLines(p.app, acme.keys.viewer, done.output_file_id),
+      fileLines(p.app, acme.keys.viewer, done.error_file_id),
+    ]);
+    expect(errors).toHaveLength(injected);
+    expect(done.request_counts).toEqual({ total: 400, completed: 400 - injected, failed: injected });
+    for (const e of errors)
+      expect(e.response).toMatchObject({ status_code: 502, body: { error: { code: 'upstream_5xx' } } });
+    expect([...ids(output), ...ids(errors)].sort()).toEqual(
+      ids(
+        chatLines('flaky', 400)
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as { custom_id: string }),
+      ),
+    );
+  });
+
+  it('cancel mid-run stops the lines in flight and ends cancelled with the partial output', async () => {
+    const b = await startBatch(acme, chatLines('slow', 3000));
+    await eventually('some lines to be answered', async () => slow.received() >= 200);
+    const cancelling = await inject(acme.keys.developer, 'POST', `/v1/batches/${b.id}/cancel`);
+    expect(cancelling.statusCode).toBe(200);
+    expect(cancelling.json().status).toBe('cancelling');
+    const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['cancelled']);
+    const output = await fileLines(p.app, acme.keys.viewer, done.output_file_id);
+    expect(output.length).toBeGreaterThan(0);
+    expect(output.length).toBeLessThan(3000);
+    expect(new Set(ids(output)).size).toBe(output.length);
+    expect(done.request_counts.completed).toBe(output.length);
+  });
+});

@@ -1,0 +1,66 @@
+import { describe, expect, it } from '@jest/globals';
+import { batchShareOf, BATCH_SUBJECT } from '../../api/gateway/batch-share';
+import { checkBatchInput } from '../../api/batch-input';
+import { BATCH_PAGE_LINES } from '../../contracts/batch';
+import { CEILING_SUBJECT } from '../../common/store/limits';
+
+const line = (id: string, extra: object = {}) =>
+  JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/embeddings', body: { model: 'm', input: 'é' }, ...extra });
+
+describe('checkBatchInput', () => {
+  it('keeps the byte offset of each page and the urls', () => {
+    const lines = Array.from({ length: BATCH_PAGE_LINES * 2 + 1 }, (_, i) => line(`r${i}`));
+    const content = Buffer.from(`${lines.join('\r\n')}\n`);
+    const checked = checkBatchInput(content);
+    expect(checked.lineCount).toBe(lines.length);
+    expect(checked.urls).toEqual(['/v1/embeddings']);
+    expect(checked.pageOffsets).toHaveLength(3);
+    // Each offset is where its page's first line starts, in bytes (the é is two).
+    for (const [page, offset] of checked.pageOffsets.entries())
+      expect(
+        content
+          .subarray(offset)
+          .toString('utf8')
+          .startsWith(line(`r${page * BATCH_PAGE_LINES}`)),
+      ).toBe(true);
+  });
+
+  it.each([
+    [`${line('a')}\n\n${line('b')}\n`, 2, 'the line'],
+    [`${line('a')}\n${line('a')}\n`, 2, 'custom_id'],
+    [`${line('a', { custom_id: '' })}\n`, 1, 'custom_id'],
+    [`${line('a', { method: 'PUT' })}\n`, 1, 'method'],
+    [`${line('a', { body: { model: 'm', stream: true } })}\n`, 1, 'body.stream'],
+    [`${line('a', { body: [] })}\n`, 1, 'body'],
+    ['[1]\n', 1, 'the line'],
+  ])('refuses %j at line %i, field %s', (content, at, field) => {
+    expect(() => checkBatchInput(Buffer.from(content))).toThrow(
+      expect.objectContaining({ statusCode: 400, details: { field: 'body.file', line: at, lineField: field } }),
+    );
+  });
+
+  it('refuses an empty file', () => {
+    expect(() => checkBatchInput(Buffer.alloc(0))).toThrow(/no lines/);
+  });
+});
+
+describe('batchShareOf', () => {
+  const rule = (subject: string, windowSeconds: number, maxRequests: number | null) => ({
+    tenantId: 't',
+    subject,
+    windowSeconds,
+    maxRequests,
+    maxTokens: 1000,
+  });
+
+  it("is half of the tightest tenant-wide limit, keys' own limits aside", () => {
+    const share = batchShareOf([rule(CEILING_SUBJECT, 60, 600), rule('', 1, 5), rule('key:k', 1, 1)]);
+    expect(share).toEqual([
+      { tenantId: 't', subject: BATCH_SUBJECT, windowSeconds: 1, maxRequests: 2, maxTokens: 500 },
+    ]);
+  });
+
+  it('is nothing without a tenant-wide limit', () => {
+    expect(batchShareOf([rule('key:k', 1, 1)])).toEqual([]);
+  });
+});
