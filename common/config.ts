@@ -206,6 +206,26 @@ export function jsonEnv<T extends TSchema>(name: string, raw: string, schema: T)
   return value as Static<T>;
 }
 
+const Toleration = Type.Object(
+  {
+    key: Type.Optional(Type.String({ minLength: 1 })),
+    operator: Type.Optional(Type.Union([Type.Literal('Exists'), Type.Literal('Equal')])),
+    value: Type.Optional(Type.String()),
+    effect: Type.Optional(
+      Type.Union([Type.Literal('NoSchedule'), Type.Literal('PreferNoSchedule'), Type.Literal('NoExecute')]),
+    ),
+  },
+  { additionalProperties: false },
+);
+const JobScheduling = Type.Object(
+  {
+    nodeSelector: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
+    tolerations: Type.Optional(Type.Array(Toleration)),
+  },
+  { additionalProperties: false },
+);
+export type JobScheduling = Static<typeof JobScheduling>;
+
 const Cluster = Type.Object({
   /** "kubernetes" (default): Deployments on the cluster of `kubeconfig`; "process": local processes, for dev on a laptop (dev worker only). */
   runtime: Type.Optional(Type.Union([Type.Literal('kubernetes'), Type.Literal('process')])),
@@ -216,6 +236,11 @@ const Cluster = Type.Object({
   stateDir: Type.Optional(Type.String({ minLength: 1 })),
   /** Annotations put on the pod template of every Job the platform runs there (e.g. `sidecar.istio.io/inject: "false"`). */
   jobPodAnnotations: Type.Optional(Type.Record(Type.String(), Type.String())),
+  /**
+   * Where the cluster's Jobs (trainers, conversion steps) may run: node labels every Job pod must match and taints it
+   * tolerates (e.g. a batch node pool; the local cluster's real node among kwok nodes). A GPU Job adds its own.
+   */
+  jobScheduling: Type.Optional(JobScheduling),
   /**
    * What POST /v1/deploy gives a replica when neither the body nor the model names resources ({cpu, gpu, memory});
    * each field left out is the platform's (1 core, 0 GPUs, 4Gi).

@@ -20,6 +20,8 @@ import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namesp
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
 import { tenantS3Env } from './tenant-s3';
+import { jobPlacement } from './job-scheduling';
+import type { JobScheduling } from '../../common/config';
 
 /** What the cluster runs the trainer with. */
 export interface TrainerImage {
@@ -37,6 +39,8 @@ export interface TrainingJobDeps extends TenantNamespaceDeps {
   tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
+  /** Node selector and tolerations of the cluster's Jobs (LLMHUB_CLUSTERS jobScheduling). */
+  jobSchedulingOf(cluster: string): JobScheduling;
 }
 
 export interface TrainingJobSpec {
@@ -87,6 +91,7 @@ export function renderTrainingJob(
   img: TrainerImage,
   podAnnotations: Record<string, string>,
   s3Keys: V1EnvVar[] = [],
+  scheduling: JobScheduling = {},
 ): V1Job {
   const name = trainingJobName(spec.fineTuneId, spec.attempt);
   const labels = {
@@ -124,8 +129,7 @@ export function renderTrainingJob(
               resources: { requests: { cpu: r.cpu, memory: r.memory }, limits },
             },
           ],
-          tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }],
-          ...(r.gpuProduct ? { nodeSelector: { 'nvidia.com/gpu.product': r.gpuProduct } } : {}),
+          ...jobPlacement(scheduling, r.gpuProduct ? { product: r.gpuProduct } : {}),
         },
       },
     },
@@ -236,7 +240,14 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
       const { objects } = clientsOf(spec.cluster);
       const namespace = await ensureTenantNamespace(objects, spec.tenantId, deps);
       const s3Keys = await tenantS3Env(objects, namespace, spec.tenantId, deps.tenantS3Credentials(spec.tenantId));
-      const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster), s3Keys);
+      const job = renderTrainingJob(
+        spec,
+        namespace,
+        deps.trainer,
+        deps.jobPodAnnotationsOf(spec.cluster),
+        s3Keys,
+        deps.jobSchedulingOf(spec.cluster),
+      );
       await serverSideApply(objects, job);
       return { cluster: spec.cluster, namespace, name: job.metadata!.name!, tenantId: spec.tenantId };
     },

@@ -1,5 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { renderTrainingJob, trainingJobName, type TrainingJobSpec } from '../../activities/kubernetes/jobs';
+import { renderConversionJob } from '../../activities/conversion/jobs';
+import { clustersOf, ConfigError, type JobScheduling } from '../../common/config';
 import { DEFAULT_HYPERPARAMETERS, HYPERPARAMETER_BOUNDS } from '../../contracts/fine-tune';
 import {
   decodeMlp,
@@ -58,6 +60,54 @@ describe('training Job manifest', () => {
       'nvidia.com/mig-1g.10gb': '1',
     });
     expect(job.spec!.template.spec?.nodeSelector).toBeUndefined();
+  });
+
+  it("adds the cluster's Job node selector and tolerations to the GPU product's (LLMHUB_CLUSTERS jobScheduling)", () => {
+    const { real } = clustersOf(
+      JSON.stringify({
+        real: {
+          jobScheduling: {
+            nodeSelector: { 'llmhub.dev/node-kind': 'real' },
+            tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' }],
+          },
+        },
+      }),
+    );
+    const pod = renderTrainingJob(spec({ gpuProduct: 'NVIDIA-L4' }), 'ns', img, {}, [], real!.jobScheduling).spec!
+      .template.spec!;
+    expect(pod.nodeSelector).toEqual({ 'llmhub.dev/node-kind': 'real', 'nvidia.com/gpu.product': 'NVIDIA-L4' });
+    expect(pod.tolerations).toEqual([
+      { key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' },
+      { key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' },
+    ]);
+    // A CPU conversion step gets the cluster's placement alone; without settings, none at all.
+    const step = (scheduling?: JobScheduling) =>
+      renderConversionJob({
+        name: 'conv-1-export',
+        namespace: 'ns',
+        tenantId: 'acme',
+        modelId: 'm',
+        version: '1',
+        workflowId: 'conversion/acme/k',
+        memoKey: 'k',
+        step: 'export',
+        image: 'llmhub/convert:1',
+        args: ['export_onnx.py'],
+        env: [],
+        podAnnotations: {},
+        activeDeadlineSeconds: 60,
+        ...(scheduling ? { scheduling } : {}),
+      }).spec!.template.spec!;
+    expect(step(real!.jobScheduling)).toMatchObject({
+      nodeSelector: { 'llmhub.dev/node-kind': 'real' },
+      tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' }],
+    });
+    expect(step()).not.toHaveProperty('nodeSelector');
+    expect(step()).not.toHaveProperty('tolerations');
+    // Operator configuration, still checked: an unknown taint effect is refused at start.
+    expect(() =>
+      clustersOf(JSON.stringify({ c: { jobScheduling: { tolerations: [{ key: 'k', effect: 'Sometimes' }] } } })),
+    ).toThrow(ConfigError);
   });
 });
 
