@@ -1,0 +1,191 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { readdir, stat } from 'node:fs/promises';
+import net from 'node:net';
+import { networkInterfaces } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node } from '@kubernetes/client-node';
+import type { JobScheduling } from '../../common/config';
+import { eventually } from './platform';
+
+const run = promisify(execFile);
+const ROOT = path.resolve(__dirname, '..', '..');
+
+/**
+ * The local cluster's real node (kubelet + containerd, deploy/dev/kube) as a test file uses it: its name, the
+ * placement that holds a Job to it among the kwok nodes (its hostname, and a toleration of each taint it carries),
+ * and the host's address on the pods' bridge, where the only servers pods may reach are the ones a test forwards.
+ */
+export interface RealNode {
+  name: string;
+  scheduling: JobScheduling;
+  /** The host end of the node's pod bridge: the gateway of its pod CIDR, an address of this machine. */
+  hostAddress: string;
+}
+
+/** The node whose kubelet reports a containerd runtime: kwok nodes run no container runtime. */
+const isReal = (n: V1Node) => n.status?.nodeInfo?.containerRuntimeVersion?.startsWith('containerd://') === true;
+const isReady = (n: V1Node) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+
+function ipv4ToInt(ip: string): number {
+  return ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
+}
+const inCidr = (ip: string, cidr: string): boolean => {
+  const [base, bits] = cidr.split('/') as [string, string];
+  const size = 2 ** (32 - Number(bits));
+  return Math.floor(ipv4ToInt(ip) / size) === Math.floor(ipv4ToInt(base) / size);
+};
+
+/**
+ * Finds the real node, Ready. No silent skip: a cluster without one fails the test with what was looked for.
+ */
+export async function realNode(kc: KubeConfig): Promise<RealNode> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const node = await eventually(
+    'a Ready node with a containerd runtime (the real node of deploy/dev/kube)',
+    async () => (await core.listNode()).items.find((n) => isReal(n) && isReady(n)),
+    60_000,
+  );
+  const cidrs = node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []);
+  if (!cidrs.length) throw new Error(`node ${node.metadata!.name} has no pod CIDR`);
+  // The bridge plugin gives its bridge the range's gateway address when it makes it.
+  const hostAddress = await eventually(
+    `an address of this machine in ${cidrs.join(', ')} (the pod bridge of node ${node.metadata!.name})`,
+    async () =>
+      Object.values(networkInterfaces())
+        .flat()
+        .find((a) => a?.family === 'IPv4' && cidrs.some((c) => c.includes('.') && inCidr(a.address, c)))?.address,
+    30_000,
+  );
+  const hostname = node.metadata!.labels?.['kubernetes.io/hostname'] ?? node.metadata!.name!;
+  return {
+    name: node.metadata!.name!,
+    hostAddress,
+    scheduling: {
+      nodeSelector: { 'kubernetes.io/hostname': hostname },
+      tolerations: (node.spec?.taints ?? [])
+        .filter((t) => t.effect === 'NoSchedule' || t.effect === 'NoExecute' || t.effect === 'PreferNoSchedule')
+        .map((t) => ({
+          key: t.key,
+          ...(t.value ? { operator: 'Equal' as const, value: t.value } : { operator: 'Exists' as const }),
+          effect: t.effect as 'NoSchedule' | 'NoExecute' | 'PreferNoSchedule',
+        })),
+    },
+  };
+}
+
+/**
+ * Makes a server that listens on the host's loopback reachable from the node's pods: a TCP forwarder on the host end
+ * of the pod bridge. The stack's servers stay on 127.0.0.1 (pods cannot reach the host's loopback, and listening on
+ * every address would offer them beyond the bridge); only what a test forwards is offered to pods.
+ */
+export async function forwardToPods(
+  hostAddress: string,
+  target: { host: string; port: number },
+): Promise<{ url: (scheme: string) => string; port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((inbound) => {
+    const outbound = net.connect(target.port, target.host);
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {
+        inbound.destroy();
+        outbound.destroy();
+      });
+    }
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, hostAddress, resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    port,
+    url: (scheme) => `${scheme}://${hostAddress}:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** The tag `deploy/images/build.sh` gives the working tree's images. */
+async function imageTag(): Promise<string> {
+  if (process.env.LLMHUB_IMAGE_TAG) return process.env.LLMHUB_IMAGE_TAG;
+  const head = (await run('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: ROOT })).stdout.trim();
+  const dirty = await run('git', ['diff', '--quiet', 'HEAD', '--'], { cwd: ROOT }).then(
+    () => '',
+    () => '-dirty',
+  );
+  return `${head}${dirty}`;
+}
+
+/** containerd's socket of the real node: the one socket of that name under the test run's cluster data. */
+async function containerdSocket(): Promise<string> {
+  const explicit = process.env.LLMHUB_NODE_CONTAINERD_SOCKET;
+  if (explicit) return explicit;
+  const find = async (dir: string, depth: number): Promise<string[]> => {
+    const found: string[] = [];
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      const p = path.join(dir, e.name);
+      if (e.name === 'containerd.sock' && (await stat(p)).isSocket()) found.push(p);
+      else if (e.isDirectory() && depth > 0) found.push(...(await find(p, depth - 1)));
+    }
+    return found;
+  };
+  const kubeData = path.join(process.env.LLMHUB_TEST_DATA!, 'kube');
+  const [socket, ...more] = await find(kubeData, 4);
+  if (!socket || more.length)
+    throw new Error(`expected one containerd.sock under ${kubeData}, found ${[socket, ...more].filter(Boolean)}`);
+  return socket;
+}
+
+/**
+ * Imports the project's images (deploy/images/build.sh archives of this tree's tag) into the node's containerd, in
+ * the `k8s.io` namespace the kubelet's CRI reads, unless already there; answers the image references as the kubelet
+ * asks for them (`docker.io/llmhub/<image>:<tag>`). The Jobs' default pull policy for a tag other than `latest` is
+ * IfNotPresent, so the kubelet never contacts a registry for them.
+ */
+export async function importImages(images: string[]): Promise<Record<string, string>> {
+  const tag = await imageTag();
+  const address = await containerdSocket();
+  const ctr = (...args: string[]) => run('ctr', ['--address', address, '--namespace', 'k8s.io', ...args]);
+  const refs: Record<string, string> = {};
+  for (const image of images) {
+    const ref = `docker.io/llmhub/${image}:${tag}`;
+    refs[image] = ref;
+    if ((await ctr('images', 'ls', '--quiet', `name==${ref}`)).stdout.trim()) continue;
+    const archive = path.join(
+      process.env.LLMHUB_CACHE ?? path.join(process.env.HOME!, '.cache', 'llmhub'),
+      'images',
+      `${image}-${tag}.docker.tar`,
+    );
+    if (!existsSync(archive))
+      throw new Error(`no image archive ${archive}: build it with \`npm run images -- ${images.join(' ')}\``);
+    await ctr('images', 'import', archive);
+  }
+  return refs;
+}
+
+/**
+ * Gives the node `gpus` of the extended resource `nvidia.com/gpu` (the documented way to advertise a resource no
+ * device plugin manages: a node status patch the kubelet keeps), so a trainer Job, which always asks for a GPU, fits
+ * on a machine without one. Answers the undo.
+ */
+export async function advertiseGpus(kc: KubeConfig, node: string, gpus: number): Promise<() => Promise<void>> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const before = (await core.readNodeStatus({ name: node })).status?.capacity?.['nvidia.com/gpu'];
+  const set = (value: string | null) =>
+    core.patchNodeStatus(
+      { name: node, body: { status: { capacity: { 'nvidia.com/gpu': value } } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  await set(String(gpus));
+  return async () => {
+    await set(before ?? null);
+  };
+}
