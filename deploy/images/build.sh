@@ -5,7 +5,8 @@
 # Every image runs as 10001:10001 with HOME=/tmp, writes nothing outside /tmp, and is saved as an OCI archive beside
 # its pinned package list.
 #
-# Usage: deploy/images/build.sh [image...]    (default: all of them)
+# Usage: deploy/images/build.sh [--missing] [image...]    (default: all of them)
+#   --missing          only the images whose archives for this tag are not there yet (the test command's phase)
 #   platform           llmhub/platform:<tag>            node dist/roles/{api,gateway,worker}.js (default: api)
 #   model-server       llmhub/model-server:<tag>        the reference model server (deploy/dev/model-server)
 #   convert            llmhub/convert:<tag>, :<toolchain version>   python3 deploy/convert/<program>.py
@@ -26,6 +27,8 @@ PYTHON=python3.11 # bookworm's python3; the wheels below are fetched for it, wha
 OUT="$LLMHUB_CACHE/images"
 # Set in every image: a config without PATH leaves the lookup of `node`/`python3` to each runtime's default.
 IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+MISSING_ONLY=false
+[ "${1:-}" != --missing ] || { MISSING_ONLY=true; shift; }
 IMAGES=("$@")
 [ ${#IMAGES[@]} -gt 0 ] || IMAGES=(platform model-server convert trainer-reference)
 
@@ -46,6 +49,9 @@ if ! command -v buildah >/dev/null || ! command -v skopeo >/dev/null || ! comman
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah skopeo debootstrap >/dev/null
 fi
 mkdir -p "$OUT"
+# One build at a time per cache: a second caller waits, then finds what the first built.
+exec 9>"$OUT/.build.lock"
+flock 9
 
 has_image() { buildah inspect --type image "$1" >/dev/null 2>&1; }
 
@@ -239,6 +245,11 @@ build_convert() {
 
 for image in "${IMAGES[@]}"; do
   t0=$(date +%s)
+  # The package list is written last (finish), so it marks both archives complete.
+  if $MISSING_ONLY && [ -s "$OUT/$image-$tag.packages.json" ]; then
+    step "$image: $tag already built"
+    continue
+  fi
   case "$image" in
     platform) build_platform ;;
     model-server) build_model_server ;;

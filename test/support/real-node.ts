@@ -7,20 +7,20 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node } from '@kubernetes/client-node';
 import type { JobScheduling } from '../../common/config';
+import { imageArchive, imageTag } from './images';
 import { eventually } from './platform';
 
 const run = promisify(execFile);
-const ROOT = path.resolve(__dirname, '..', '..');
 
 /**
  * The local cluster's real node (kubelet + containerd, deploy/dev/kube) as a test file uses it: its name, the
  * placement that holds a Job to it among the kwok nodes (its hostname, and a toleration of each taint it carries),
- * and the host's address on the pods' bridge, where the only servers pods may reach are the ones a test forwards.
+ * and the host's address on its link to the node, where the only servers pods may reach are the ones a test forwards.
  */
 export interface RealNode {
   name: string;
   scheduling: JobScheduling;
-  /** The host end of the node's pod bridge: the gateway of its pod CIDR, an address of this machine. */
+  /** This machine's address on its link to the node, which the node's pods reach (and nothing else of the host). */
   hostAddress: string;
 }
 
@@ -28,13 +28,11 @@ export interface RealNode {
 const isReal = (n: V1Node) => n.status?.nodeInfo?.containerRuntimeVersion?.startsWith('containerd://') === true;
 const isReady = (n: V1Node) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
 
-function ipv4ToInt(ip: string): number {
-  return ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
-}
 const inCidr = (ip: string, cidr: string): boolean => {
   const [base, bits] = cidr.split('/') as [string, string];
-  const size = 2 ** (32 - Number(bits));
-  return Math.floor(ipv4ToInt(ip) / size) === Math.floor(ipv4ToInt(base) / size);
+  const block = new net.BlockList();
+  block.addSubnet(base, Number(bits), 'ipv4');
+  return block.check(ip, 'ipv4');
 };
 
 /**
@@ -47,17 +45,14 @@ export async function realNode(kc: KubeConfig): Promise<RealNode> {
     async () => (await core.listNode()).items.find((n) => isReal(n) && isReady(n)),
     60_000,
   );
-  const cidrs = node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []);
-  if (!cidrs.length) throw new Error(`node ${node.metadata!.name} has no pod CIDR`);
-  // The bridge plugin gives its bridge the range's gateway address when it makes it.
-  const hostAddress = await eventually(
-    `an address of this machine in ${cidrs.join(', ')} (the pod bridge of node ${node.metadata!.name})`,
-    async () =>
-      Object.values(networkInterfaces())
-        .flat()
-        .find((a) => a?.family === 'IPv4' && cidrs.some((c) => c.includes('.') && inCidr(a.address, c)))?.address,
-    30_000,
-  );
+  const nodeIp = node.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
+  if (!nodeIp) throw new Error(`node ${node.metadata!.name} reports no InternalIP`);
+  // The host's end of its link to the node (the node's pods are routed through it): where pods find the host.
+  const hostAddress = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a?.family === 'IPv4' && a.address !== nodeIp && inCidr(nodeIp, a.cidr!))?.address;
+  if (!hostAddress)
+    throw new Error(`no address of this machine shares a subnet with node ${node.metadata!.name} (${nodeIp})`);
   const hostname = node.metadata!.labels?.['kubernetes.io/hostname'] ?? node.metadata!.name!;
   return {
     name: node.metadata!.name!,
@@ -76,9 +71,10 @@ export async function realNode(kc: KubeConfig): Promise<RealNode> {
 }
 
 /**
- * Makes a server that listens on the host's loopback reachable from the node's pods: a TCP forwarder on the host end
- * of the pod bridge. The stack's servers stay on 127.0.0.1 (pods cannot reach the host's loopback, and listening on
- * every address would offer them beyond the bridge); only what a test forwards is offered to pods.
+ * Makes a server that listens on the host's loopback reachable from the node's pods: a TCP forwarder on the host's
+ * address on its link to the node. The stack's servers stay on 127.0.0.1 (pods cannot reach the host's loopback, and
+ * listening on every address would offer them to more than the node); only what a test forwards is offered to pods.
+ * Pods cannot use hostNetwork instead: tenant namespaces enforce the restricted Pod Security Standard.
  */
 export async function forwardToPods(
   hostAddress: string,
@@ -111,17 +107,6 @@ export async function forwardToPods(
         server.close(() => resolve());
       }),
   };
-}
-
-/** The tag `deploy/images/build.sh` gives the working tree's images. */
-async function imageTag(): Promise<string> {
-  if (process.env.LLMHUB_IMAGE_TAG) return process.env.LLMHUB_IMAGE_TAG;
-  const head = (await run('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: ROOT })).stdout.trim();
-  const dirty = await run('git', ['diff', '--quiet', 'HEAD', '--'], { cwd: ROOT }).then(
-    () => '',
-    () => '-dirty',
-  );
-  return `${head}${dirty}`;
 }
 
 /** containerd's socket of the real node: the one socket of that name under the test run's cluster data. */
@@ -159,11 +144,7 @@ export async function importImages(images: string[]): Promise<Record<string, str
     const ref = `docker.io/llmhub/${image}:${tag}`;
     refs[image] = ref;
     if ((await ctr('images', 'ls', '--quiet', `name==${ref}`)).stdout.trim()) continue;
-    const archive = path.join(
-      process.env.LLMHUB_CACHE ?? path.join(process.env.HOME!, '.cache', 'llmhub'),
-      'images',
-      `${image}-${tag}.docker.tar`,
-    );
+    const archive = imageArchive(image, tag, 'docker');
     if (!existsSync(archive))
       throw new Error(`no image archive ${archive}: build it with \`npm run images -- ${images.join(' ')}\``);
     await ctr('images', 'import', archive);

@@ -17,7 +17,7 @@ import { expectTenantKeysOnly } from '../../support/storage';
 /**
  * Conversion and trainer Jobs on the local cluster's real node: the platform's own images run in containerd, held to
  * that node by the cluster's jobScheduling, with the tenant's scoped S3 keys from its Secret, reaching the test's S3
- * through a forwarder on the host end of the pod bridge (the only server this file offers to pods).
+ * through a forwarder on the host's address on its link to the node (the only server this file offers to pods).
  */
 const config = loadConfig();
 const kc = testKubeConfig();
