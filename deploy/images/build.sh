@@ -10,7 +10,7 @@
 #   platform           llmhub/platform:<tag>            node dist/roles/{api,gateway,worker}.js (default: api)
 #   model-server       llmhub/model-server:<tag>        the reference model server (deploy/dev/model-server)
 #   convert            llmhub/convert:<tag>, :<toolchain version>   python3 deploy/convert/<program>.py
-#   trainer-reference  llmhub/trainer-reference:<tag>   the reference trainer (deploy/trainers/reference)
+#   trainer-reference  llmhub/trainer-reference:<tag>   the reference trainer (deploy/trainers/reference), one bundled file
 #
 # Output: $LLMHUB_CACHE/images/<image>-<tag>.oci.tar (OCI archive), <image>-<tag>.docker.tar (docker-archive, what
 # `docker load` and `ctr images import` read) and <image>-<tag>.packages.json (Debian, npm and PyPI packages, pinned).
@@ -121,7 +121,7 @@ production_modules() {
   echo "$dir"
 }
 
-# The image-only programs (reference model server, reference trainer) compiled to JS, beside dist/'s layout.
+# The image-only program (the reference model server) compiled to JS, beside dist/'s layout.
 compiled_extras() {
   local dir="$OUT/.extras-$tag"
   rm -rf "$dir"
@@ -182,19 +182,21 @@ build_model_server() {
 }
 
 build_trainer_reference() {
-  # The trainer imports contracts/ and common/ from dist/ and the AWS SDK: it is the platform image plus its own JS.
-  has_image "llmhub/platform:$tag" || build_platform
-  local extras; extras=$(compiled_extras)
-  local ctr mnt; ctr=$(container "llmhub/platform:$tag")
+  # One file bundled by esbuild (the trainer, the contracts and common/ code it imports, the AWS SDK) on the Node
+  # image: neither the platform image nor its node_modules, so it builds in seconds once the Node image is cached.
+  local dir="$OUT/.trainer-$tag"
+  rm -rf "$dir"
+  npx esbuild deploy/trainers/reference/train.ts --bundle --platform=node --target=node24 --format=cjs \
+    --log-level=warning --outfile="$dir/train.js" --metafile="$dir/meta.json"
+  node --import tsx deploy/images/bundled-packages.ts "$dir/meta.json" >"$dir/npm-ls.json"
+  local ctr mnt; ctr=$(container "$(node_image)")
   mnt=$(buildah mount "$ctr")
-  mkdir -p "$mnt/app/dist/deploy/trainers"
-  cp -a "$extras/deploy/trainers/reference" "$mnt/app/dist/deploy/trainers/"
+  install -D -m 0644 "$dir/train.js" "$mnt/app/dist/deploy/trainers/reference/train.js"
   buildah umount "$ctr" >/dev/null
-  rm -rf "$extras"
   # A trainer Job sets no command: the entrypoint is the whole program, configured by LLMHUB_* env.
   buildah config --entrypoint '["node","dist/deploy/trainers/reference/train.js"]' --cmd '' "$ctr"
-  finish "$ctr" trainer-reference llmhub/trainer-reference '' "$(base_key)" "$node_version" \
-    "$(production_modules)/npm-ls.json" ''
+  finish "$ctr" trainer-reference llmhub/trainer-reference '' "$(base_key)" "$node_version" "$dir/npm-ls.json" ''
+  rm -rf "$dir"
 }
 
 # PyPI wheels for the rootfs's Python (cp311, glibc 2.36), fetched by the host's pip whatever its own version.
