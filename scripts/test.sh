@@ -18,6 +18,11 @@ llmhub_phase "prometheus (build or cache)" bash deploy/dev/prometheus/build.sh
 # loaded 15-25 by other builds.
 llmhub_otel_collector() { bash deploy/dev/otel/build.sh >/dev/null; }
 llmhub_phase "OpenTelemetry Collector (build or cache)" llmhub_otel_collector
+# The images the real node's Job tests run (test/integration/kube/real-node-jobs.test.ts), once per commit (tag);
+# deploy/images/build.sh --missing skips those already built. Cold: the Debian/Node/Python bases and the conversion
+# toolchain's wheels first (~10 min measured on this loaded machine); per new commit ~1-2 min.
+llmhub_node_job_images() { bash deploy/images/build.sh --missing convert trainer-reference >/dev/null; }
+llmhub_phase "images for the real node's Jobs (build or cache)" llmhub_node_job_images
 llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
 llmhub_phase "lint" npm run --silent lint # eslint . && prettier --check . (package.json)
 results=.data/jest-results.json
