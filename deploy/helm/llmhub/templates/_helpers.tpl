@@ -50,6 +50,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $entry := dict -}}
 {{- if $c.kubeconfigSecret -}}{{- $_ := set $entry "kubeconfig" (printf "/etc/llmhub/clusters/%s/kubeconfig" $name) -}}{{- end -}}
 {{- if $c.defaultResources -}}{{- $_ := set $entry "defaultResources" $c.defaultResources -}}{{- end -}}
+{{- if $c.jobScheduling -}}{{- $_ := set $entry "jobScheduling" $c.jobScheduling -}}{{- end -}}
 {{- $_ := set $out $name $entry -}}
 {{- end -}}
 {{- toJson $out -}}
