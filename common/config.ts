@@ -217,14 +217,12 @@ const Toleration = Type.Object(
   },
   { additionalProperties: false },
 );
-const JobScheduling = Type.Object(
-  {
-    nodeSelector: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
-    tolerations: Type.Optional(Type.Array(Toleration)),
-  },
-  { additionalProperties: false },
-);
-export type JobScheduling = Static<typeof JobScheduling>;
+const Placement = Type.Object({
+  nodeSelector: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
+  tolerations: Type.Optional(Type.Array(Toleration)),
+});
+/** Where a cluster's tenant pods may run: node labels they must match and taints they tolerate. */
+export type PodPlacement = Static<typeof Placement>;
 
 const Cluster = Type.Object({
   /** "kubernetes" (default): Deployments on the cluster of `kubeconfig`; "process": local processes, for dev on a laptop (dev worker only). */
@@ -237,10 +235,11 @@ const Cluster = Type.Object({
   /** Annotations put on the pod template of every Job the platform runs there (e.g. `sidecar.istio.io/inject: "false"`). */
   jobPodAnnotations: Type.Optional(Type.Record(Type.String(), Type.String())),
   /**
-   * Where the cluster's Jobs (trainers, conversion steps) may run: node labels every Job pod must match and taints it
-   * tolerates (e.g. a batch node pool; the local cluster's real node among kwok nodes). A GPU Job adds its own.
+   * Where the platform's pods on this cluster run: node labels they must match and taints they tolerate (a node pool;
+   * the local cluster's real node among the kwok nodes). Jobs (trainers, conversion steps) take them; a GPU pod adds
+   * its own toleration and product label.
    */
-  jobScheduling: Type.Optional(JobScheduling),
+  ...Placement.properties,
   /**
    * What POST /v1/deploy gives a replica when neither the body nor the model names resources ({cpu, gpu, memory});
    * each field left out is the platform's (1 core, 0 GPUs, 4Gi).

@@ -106,7 +106,7 @@ export async function platformActivityDeps(
     gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,
     trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: s3SettingsEnv(config) },
     jobPodAnnotationsOf: (cluster) => clusters[cluster]?.jobPodAnnotations ?? {},
-    jobSchedulingOf: (cluster) => clusters[cluster]?.jobScheduling ?? {},
+    placementOf: (cluster) => clusters[cluster] ?? {},
     // A deleted tenant's bucket and S3 user go in its deletion run (workflows/tenant-deletion.ts).
     tenantResources: [tenantStorage(storageScopes, objects, storageAdmin)],
     ...overrides,

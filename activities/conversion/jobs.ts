@@ -10,8 +10,8 @@ import {
 import { deleteIfPresent, jobCondition } from '../kubernetes/client';
 import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
 import { restrictedContainer, restrictedPod } from '../kubernetes/pod-security';
-import { jobPlacement } from '../kubernetes/job-scheduling';
-import type { JobScheduling } from '../../common/config';
+import { podPlacement } from '../kubernetes/placement';
+import type { PodPlacement } from '../../common/config';
 
 /**
  * The conversion steps' Kubernetes Jobs: one pod, no retries inside Kubernetes (the workflow owns retries and
@@ -37,8 +37,8 @@ export interface ConversionJobSpec {
   args: string[];
   env: V1EnvVar[];
   podAnnotations: Record<string, string>;
-  /** The cluster's node selector and tolerations for Jobs (LLMHUB_CLUSTERS jobScheduling). */
-  scheduling?: JobScheduling;
+  /** The cluster's node selector and tolerations (LLMHUB_CLUSTERS nodeSelector, tolerations). */
+  placement?: PodPlacement;
   /** One whole GPU on a GPU node (the TensorRT engine build), optionally of one product. */
   gpu?: { product?: string };
   activeDeadlineSeconds: number;
@@ -87,7 +87,7 @@ export function renderConversionJob(s: ConversionJobSpec): V1Job {
                 : { requests: { cpu: '1', memory: '2Gi' }, limits: { memory: '4Gi' } },
             },
           ],
-          ...jobPlacement(s.scheduling ?? {}, s.gpu),
+          ...podPlacement(s.placement ?? {}, s.gpu),
         },
       },
     },

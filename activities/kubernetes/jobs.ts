@@ -20,8 +20,8 @@ import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namesp
 import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
 import { tenantS3Env } from './tenant-s3';
-import { jobPlacement } from './job-scheduling';
-import type { JobScheduling } from '../../common/config';
+import { podPlacement } from './placement';
+import type { PodPlacement } from '../../common/config';
 
 /** What the cluster runs the trainer with. */
 export interface TrainerImage {
@@ -39,8 +39,8 @@ export interface TrainingJobDeps extends TenantNamespaceDeps {
   tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
-  /** Node selector and tolerations of the cluster's Jobs (LLMHUB_CLUSTERS jobScheduling). */
-  jobSchedulingOf(cluster: string): JobScheduling;
+  /** Node selector and tolerations of the cluster's pods (LLMHUB_CLUSTERS nodeSelector, tolerations). */
+  placementOf(cluster: string): PodPlacement;
 }
 
 export interface TrainingJobSpec {
@@ -91,7 +91,7 @@ export function renderTrainingJob(
   img: TrainerImage,
   podAnnotations: Record<string, string>,
   s3Keys: V1EnvVar[] = [],
-  scheduling: JobScheduling = {},
+  placement: PodPlacement = {},
 ): V1Job {
   const name = trainingJobName(spec.fineTuneId, spec.attempt);
   const labels = {
@@ -129,7 +129,7 @@ export function renderTrainingJob(
               resources: { requests: { cpu: r.cpu, memory: r.memory }, limits },
             },
           ],
-          ...jobPlacement(scheduling, r.gpuProduct ? { product: r.gpuProduct } : {}),
+          ...podPlacement(placement, r.gpuProduct ? { product: r.gpuProduct } : {}),
         },
       },
     },
@@ -246,7 +246,7 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
         deps.trainer,
         deps.jobPodAnnotationsOf(spec.cluster),
         s3Keys,
-        deps.jobSchedulingOf(spec.cluster),
+        deps.placementOf(spec.cluster),
       );
       await serverSideApply(objects, job);
       return { cluster: spec.cluster, namespace, name: job.metadata!.name!, tenantId: spec.tenantId };

@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node } from '@kubernetes/client-node';
-import type { JobScheduling } from '../../common/config';
+import type { PodPlacement } from '../../common/config';
 import { imageArchive, imageTag } from './images';
 import { eventually } from './platform';
 
@@ -19,7 +19,7 @@ const run = promisify(execFile);
  */
 export interface RealNode {
   name: string;
-  scheduling: JobScheduling;
+  placement: PodPlacement;
   /** This machine's address on its link to the node, which the node's pods reach (and nothing else of the host). */
   hostAddress: string;
 }
@@ -57,7 +57,7 @@ export async function realNode(kc: KubeConfig): Promise<RealNode> {
   return {
     name: node.metadata!.name!,
     hostAddress,
-    scheduling: {
+    placement: {
       nodeSelector: { 'kubernetes.io/hostname': hostname },
       tolerations: (node.spec?.taints ?? [])
         .filter((t) => t.effect === 'NoSchedule' || t.effect === 'NoExecute' || t.effect === 'PreferNoSchedule')

@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { renderTrainingJob, trainingJobName, type TrainingJobSpec } from '../../activities/kubernetes/jobs';
 import { renderConversionJob } from '../../activities/conversion/jobs';
-import { clustersOf, ConfigError, type JobScheduling } from '../../common/config';
+import { clustersOf, ConfigError, type PodPlacement } from '../../common/config';
 import { DEFAULT_HYPERPARAMETERS, HYPERPARAMETER_BOUNDS } from '../../contracts/fine-tune';
 import {
   decodeMlp,
@@ -62,26 +62,23 @@ describe('training Job manifest', () => {
     expect(job.spec!.template.spec?.nodeSelector).toBeUndefined();
   });
 
-  it("adds the cluster's Job node selector and tolerations to the GPU product's (LLMHUB_CLUSTERS jobScheduling)", () => {
+  it("adds the cluster's node selector and tolerations (LLMHUB_CLUSTERS) to the GPU product's", () => {
     const { real } = clustersOf(
       JSON.stringify({
         real: {
-          jobScheduling: {
-            nodeSelector: { 'llmhub.dev/node-kind': 'real' },
-            tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' }],
-          },
+          nodeSelector: { 'llmhub.dev/node-kind': 'real' },
+          tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' }],
         },
       }),
     );
-    const pod = renderTrainingJob(spec({ gpuProduct: 'NVIDIA-L4' }), 'ns', img, {}, [], real!.jobScheduling).spec!
-      .template.spec!;
+    const pod = renderTrainingJob(spec({ gpuProduct: 'NVIDIA-L4' }), 'ns', img, {}, [], real!).spec!.template.spec!;
     expect(pod.nodeSelector).toEqual({ 'llmhub.dev/node-kind': 'real', 'nvidia.com/gpu.product': 'NVIDIA-L4' });
     expect(pod.tolerations).toEqual([
       { key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' },
       { key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' },
     ]);
     // A CPU conversion step gets the cluster's placement alone; without settings, none at all.
-    const step = (scheduling?: JobScheduling) =>
+    const step = (placement?: PodPlacement) =>
       renderConversionJob({
         name: 'conv-1-export',
         namespace: 'ns',
@@ -96,18 +93,18 @@ describe('training Job manifest', () => {
         env: [],
         podAnnotations: {},
         activeDeadlineSeconds: 60,
-        ...(scheduling ? { scheduling } : {}),
+        ...(placement ? { placement } : {}),
       }).spec!.template.spec!;
-    expect(step(real!.jobScheduling)).toMatchObject({
+    expect(step(real!)).toMatchObject({
       nodeSelector: { 'llmhub.dev/node-kind': 'real' },
       tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' }],
     });
     expect(step()).not.toHaveProperty('nodeSelector');
     expect(step()).not.toHaveProperty('tolerations');
     // Operator configuration, still checked: an unknown taint effect is refused at start.
-    expect(() =>
-      clustersOf(JSON.stringify({ c: { jobScheduling: { tolerations: [{ key: 'k', effect: 'Sometimes' }] } } })),
-    ).toThrow(ConfigError);
+    expect(() => clustersOf(JSON.stringify({ c: { tolerations: [{ key: 'k', effect: 'Sometimes' }] } }))).toThrow(
+      ConfigError,
+    );
   });
 });
 

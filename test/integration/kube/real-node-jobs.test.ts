@@ -16,7 +16,7 @@ import { expectTenantKeysOnly } from '../../support/storage';
 
 /**
  * Conversion and trainer Jobs on the local cluster's real node: the platform's own images run in containerd, held to
- * that node by the cluster's jobScheduling, with the tenant's scoped S3 keys from its Secret, reaching the test's S3
+ * that node by the cluster's nodeSelector and tolerations, with the tenant's scoped S3 keys from its Secret, reaching the test's S3
  * through a forwarder on the host's address on its link to the node (the only server this file offers to pods).
  */
 const config = loadConfig();
@@ -40,7 +40,7 @@ beforeAll(async () => {
   undoGpus = await advertiseGpus(kc, node.name, 1);
   p = await startTestPlatform({
     activityDeps: {
-      jobSchedulingOf: () => node.scheduling,
+      placementOf: () => node.placement,
       jobPodAnnotationsOf: () => ({}),
       conversionJobs: {
         // The activity asks for <image>:<toolchain version>, the archive's second tag.

@@ -50,7 +50,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- $entry := dict -}}
 {{- if $c.kubeconfigSecret -}}{{- $_ := set $entry "kubeconfig" (printf "/etc/llmhub/clusters/%s/kubeconfig" $name) -}}{{- end -}}
 {{- if $c.defaultResources -}}{{- $_ := set $entry "defaultResources" $c.defaultResources -}}{{- end -}}
-{{- if $c.jobScheduling -}}{{- $_ := set $entry "jobScheduling" $c.jobScheduling -}}{{- end -}}
+{{- if $c.nodeSelector -}}{{- $_ := set $entry "nodeSelector" $c.nodeSelector -}}{{- end -}}
+{{- if $c.tolerations -}}{{- $_ := set $entry "tolerations" $c.tolerations -}}{{- end -}}
 {{- $_ := set $out $name $entry -}}
 {{- end -}}
 {{- toJson $out -}}
