@@ -37,6 +37,11 @@ llmhub_phase "npm install" llmhub_npm_install
 llmhub_phase "servers and models (temporal, versitygw, embedding model)" llmhub_servers
 # Cold: ~13 min on 2 cores (etcd, kube-apiserver/controller-manager/scheduler/kubectl, kwok from the Go proxy).
 llmhub_phase "kubernetes control plane (build or cache)" bash deploy/dev/kube/build.sh
+# The real node (deploy/dev/kube/REAL-NODE.md): kubelet and kube-proxy from the same pinned Kubernetes (57 s with the
+# control plane's Go build cache warm), and containerd, runc, CNI plugins, socat from apt-get (7 s for socat and
+# conntrack here; the rest were installed).
+llmhub_phase "kubernetes real node (kubelet, kube-proxy: build or cache)" bash deploy/dev/kube/build.sh --node
+llmhub_phase "real node packages (apt: containerd, runc, CNI plugins, socat)" bash deploy/dev/kube/node.sh packages
 # Cold: ~25 s (a Python venv with the pinned onnx/onnxruntime/numpy/boto3 from PyPI; no torch).
 llmhub_convert_toolchain() { bash deploy/dev/convert/install.sh >/dev/null; }
 llmhub_phase "conversion toolchain (python venv: onnx, onnxruntime)" llmhub_convert_toolchain

@@ -15,6 +15,8 @@
 #   LLMHUB_KUBE_APISERVER_PORT (6443) LLMHUB_KUBE_ETCD_PORT (12379) LLMHUB_KUBE_ETCD_PEER_PORT (12380)
 #   LLMHUB_KUBE_CONTROLLER_MANAGER_PORT (10357) LLMHUB_KUBE_SCHEDULER_PORT (10359)
 #   LLMHUB_KUBE_START_TIMEOUT seconds (180)
+#   LLMHUB_KUBE_NODE=1     also start the real node (node.sh, REAL-NODE.md): kubelet + containerd beside the kwok
+#                          nodes; the API server then takes that node's per-run Service range
 # Ports are recorded at start; stop/status use the recorded ones.
 set -euo pipefail
 
@@ -261,6 +263,8 @@ SCHED_PORT=$SCHED_PORT
 EOF
 
   if ((fresh)); then rm -rf "$DATA/etcd"; fi
+  local service_cidr=10.96.0.0/16
+  if [[ "${LLMHUB_KUBE_NODE:-}" == 1 ]]; then service_cidr="$("$HERE/node.sh" slot)"; fi
   local c
   for c in "${COMPONENTS[@]}"; do
     if [[ -f "$LOGS/$c.log" ]]; then mv -f "$LOGS/$c.log" "$LOGS/$c.log.1"; fi
@@ -292,7 +296,9 @@ EOF
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range=10.96.0.0/16 \
+    --service-cluster-ip-range="$service_cidr" \
+    --kubelet-client-certificate="$PKI/admin.crt" --kubelet-client-key="$PKI/admin.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --authorization-mode=RBAC \
     --allow-privileged=true \
     --default-not-ready-toleration-seconds=10 --default-unreachable-toleration-seconds=10 \
@@ -337,6 +343,11 @@ EOF
   wait_for "default service account (controller-manager)" default_sa
 
   log "started in $((SECONDS - t0))s; kubeconfig: $KUBECONFIG_FILE"
+  # Without its node the cluster still serves the kwok nodes: the reason is kept for the tests that need the node
+  # (cluster.ts realNodeError), which then fail with it.
+  if [[ "${LLMHUB_KUBE_NODE:-}" == 1 ]] && ! "$HERE/node.sh" start; then
+    log "ERROR: the real node did not start: $(cat "$RUN/node.error" 2>/dev/null)"
+  fi
   echo "$KUBECONFIG_FILE"
 }
 
@@ -348,6 +359,7 @@ case "$cmd" in
     mkdir -p "$RUN"
     exec 8>"$RUN/.lock"
     flock 8
+    "$HERE/node.sh" stop
     if any_running; then stop_all; log "stopped"; else rm -f "$RUN"/*.pid; log "not running"; fi
     ;;
   status)

@@ -4,6 +4,9 @@
  * (the llmhub/model-server image runs the built main.js with --host 0.0.0.0 --port 8000 from its environment).
  * Every flag also reads from the environment (REFERENCE_MODEL_<FLAG>, e.g. REFERENCE_MODEL_TTFT_MS);
  * faults change at run time with `POST /admin/faults` (JSON of the same fields, camelCase).
+ * As a model version's pod: `--served-model-name` (what the platform's Deployment passes, vLLM's flag) names the model;
+ * `--log-requests 1` writes one JSON line per request to stdout (what `kubectl logs` shows); `--not-ready 1` fails the
+ * readiness probe and `--exit-after-ms N` exits with status 1 after N ms (a crash loop under a Deployment).
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_FAULTS, startReferenceModelServer, type Faults } from './server';
@@ -20,12 +23,19 @@ const FLAGS = {
   'error-status': 'errorStatus',
   'fail-after-chunks': 'failAfterChunks',
   'reply-tokens': 'replyTokens',
+  'not-ready': 'notReady',
+  'served-model-name': 'model',
+  'log-requests': 'logRequests',
+  'exit-after-ms': 'exitAfterMs',
 } as const;
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: Object.fromEntries(
-      Object.keys(FLAGS).map((f) => [f, { type: 'string' as const, multiple: f === 'model' }]),
+      Object.keys(FLAGS).map((f) => [
+        f,
+        { type: 'string' as const, multiple: FLAGS[f as keyof typeof FLAGS] === 'model' },
+      ]),
     ),
   });
   const read = (flag: keyof typeof FLAGS): string | string[] | undefined =>
@@ -39,14 +49,22 @@ async function main(): Promise<void> {
     if (!Number.isFinite(n)) throw new Error(`--${flag} must be a number, got '${String(v)}'`);
     (faults as Record<string, number>)[key] = n;
   }
-  const model = read('model');
+  const model = read('served-model-name') ?? read('model');
   const server = await startReferenceModelServer({
     name: (read('name') as string | undefined) ?? 'reference',
     host: read('host') as string | undefined,
     port: Number(read('port') ?? 0),
     models: model === undefined ? undefined : Array.isArray(model) ? model : [model],
     faults,
+    logRequest: read('log-requests') === '1' ? (line) => console.log(line) : undefined,
   });
+  const exitAfterMs = Number(read('exit-after-ms') ?? NaN);
+  if (exitAfterMs >= 0) {
+    setTimeout(() => {
+      console.error(JSON.stringify({ msg: 'exiting as asked (--exit-after-ms)', name: server.name }));
+      process.exit(1);
+    }, exitAfterMs);
+  }
   console.log(
     JSON.stringify({
       msg: 'reference model server listening',

@@ -23,6 +23,8 @@ export interface Faults {
   failAfterChunks: number | null;
   /** Words in every reply, padded with filler; null: the reply echoes the prompt. */
   replyTokens: number | null;
+  /** 1: /v1/models (the readiness probe of a deployed server) answers 503, as a server whose weights never load. */
+  notReady: number;
 }
 
 export const DEFAULT_FAULTS: Faults = {
@@ -33,6 +35,7 @@ export const DEFAULT_FAULTS: Faults = {
   errorStatus: 500,
   failAfterChunks: null,
   replyTokens: null,
+  notReady: 0,
 };
 
 export interface RecordedRequest {
@@ -149,7 +152,15 @@ const delay = (ms: number, signal: AbortSignal) =>
 
 export async function startReferenceModelServer(
   /** `host`: 127.0.0.1 unless set (a container listens on 0.0.0.0). */
-  opts: { name?: string; host?: string; port?: number; models?: string[]; faults?: Partial<Faults> } = {},
+  opts: {
+    name?: string;
+    host?: string;
+    port?: number;
+    models?: string[];
+    faults?: Partial<Faults>;
+    /** Receives one JSON line per recorded request (main.ts: stdout, which `kubectl logs` reads in a pod). */
+    logRequest?: (line: string) => void;
+  } = {},
 ): Promise<ReferenceModelServer> {
   const name = opts.name ?? 'reference';
   const models = opts.models ?? ['reference-model'];
@@ -187,6 +198,10 @@ export async function startReferenceModelServer(
     // The liveness/readiness probe of a deployed model server, as vLLM and TGI answer it; never recorded.
     if (req.method === 'GET' && path === '/health') return sendJson(res, 200, { status: 'ok' });
     if (req.method === 'GET' && path === '/v1/models') {
+      if (faults.notReady)
+        return sendJson(res, 503, {
+          error: { message: `${name} is not ready`, type: 'server_error', param: null, code: 'not_ready' },
+        });
       return sendJson(res, 200, {
         object: 'list',
         data: models.map((id) => ({ id, object: 'model', created, owned_by: name })),
@@ -210,6 +225,16 @@ export async function startReferenceModelServer(
       completed: false,
     };
     requests.push(record);
+    opts.logRequest?.(
+      JSON.stringify({
+        msg: 'request',
+        server: name,
+        seq: record.seq,
+        path,
+        model: record.model,
+        stream: record.stream,
+      }),
+    );
     if (requests.length > MAX_RECORDED) requests.splice(0, requests.length - MAX_RECORDED);
     const ac = new AbortController();
     res.on('close', () => {
