@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readdir, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { imageArchive, imageTag } from './images';
 import { eventually } from './platform';
 
 const run = promisify(execFile);
+const ROOT = path.resolve(__dirname, '..', '..');
 
 /**
  * The local cluster's real node (kubelet + containerd, deploy/dev/kube) as a test file uses it: its name, the
@@ -39,6 +40,8 @@ const inCidr = (ip: string, cidr: string): boolean => {
  * Finds the real node, Ready. No silent skip: a cluster without one fails the test with what was looked for.
  */
 export async function realNode(kc: KubeConfig): Promise<RealNode> {
+  const failed = await readFile(path.join(kubeData(), 'run', 'node.error'), 'utf8').catch(() => '');
+  if (failed) throw new Error(`the real node did not start: ${failed.trim()}`);
   const core = kc.makeApiClient(CoreV1Api);
   const node = await eventually(
     'a Ready node with a containerd runtime (the real node of deploy/dev/kube)',
@@ -109,25 +112,8 @@ export async function forwardToPods(
   };
 }
 
-/** containerd's socket of the real node: the one socket of that name under the test run's cluster data. */
-async function containerdSocket(): Promise<string> {
-  const explicit = process.env.LLMHUB_NODE_CONTAINERD_SOCKET;
-  if (explicit) return explicit;
-  const find = async (dir: string, depth: number): Promise<string[]> => {
-    const found: string[] = [];
-    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      const p = path.join(dir, e.name);
-      if (e.name === 'containerd.sock' && (await stat(p)).isSocket()) found.push(p);
-      else if (e.isDirectory() && depth > 0) found.push(...(await find(p, depth - 1)));
-    }
-    return found;
-  };
-  const kubeData = path.join(process.env.LLMHUB_TEST_DATA!, 'kube');
-  const [socket, ...more] = await find(kubeData, 4);
-  if (!socket || more.length)
-    throw new Error(`expected one containerd.sock under ${kubeData}, found ${[socket, ...more].filter(Boolean)}`);
-  return socket;
-}
+/** The test run's cluster data (deploy/dev/kube/node.sh keeps the node's sockets and start error under run/). */
+const kubeData = () => path.join(process.env.LLMHUB_TEST_DATA!, 'kube');
 
 /**
  * Imports the project's images (deploy/images/build.sh archives of this tree's tag) into the node's containerd, in
@@ -137,17 +123,28 @@ async function containerdSocket(): Promise<string> {
  */
 export async function importImages(images: string[]): Promise<Record<string, string>> {
   const tag = await imageTag();
-  const address = await containerdSocket();
-  const ctr = (...args: string[]) => run('ctr', ['--address', address, '--namespace', 'k8s.io', ...args]);
+  const socket = path.join(kubeData(), 'run', 'containerd.sock');
   const refs: Record<string, string> = {};
   for (const image of images) {
     const ref = `docker.io/llmhub/${image}:${tag}`;
     refs[image] = ref;
-    if ((await ctr('images', 'ls', '--quiet', `name==${ref}`)).stdout.trim()) continue;
+    const listed = await run('ctr', [
+      '--address',
+      socket,
+      '--namespace',
+      'k8s.io',
+      'images',
+      'ls',
+      '--quiet',
+      `name==${ref}`,
+    ]);
+    if (listed.stdout.trim()) continue;
     const archive = imageArchive(image, tag, 'docker');
     if (!existsSync(archive))
       throw new Error(`no image archive ${archive}: build it with \`npm run images -- ${images.join(' ')}\``);
-    await ctr('images', 'import', archive);
+    await run('bash', [path.join(ROOT, 'deploy', 'dev', 'kube', 'node.sh'), 'import', archive], {
+      env: { ...process.env, LLMHUB_KUBE_DATA_DIR: kubeData() },
+    });
   }
   return refs;
 }
