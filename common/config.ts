@@ -206,6 +206,7 @@ export function jsonEnv<T extends TSchema>(name: string, raw: string, schema: T)
   return value as Static<T>;
 }
 
+/** A pod toleration as Kubernetes spells it (the fields a placement needs). */
 const Toleration = Type.Object(
   {
     key: Type.Optional(Type.String({ minLength: 1 })),
@@ -217,12 +218,6 @@ const Toleration = Type.Object(
   },
   { additionalProperties: false },
 );
-const Placement = Type.Object({
-  nodeSelector: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
-  tolerations: Type.Optional(Type.Array(Toleration)),
-});
-/** Where a cluster's tenant pods may run: node labels they must match and taints they tolerate. */
-export type PodPlacement = Static<typeof Placement>;
 
 const Cluster = Type.Object({
   /** "kubernetes" (default): Deployments on the cluster of `kubeconfig`; "process": local processes, for dev on a laptop (dev worker only). */
@@ -235,16 +230,23 @@ const Cluster = Type.Object({
   /** Annotations put on the pod template of every Job the platform runs there (e.g. `sidecar.istio.io/inject: "false"`). */
   jobPodAnnotations: Type.Optional(Type.Record(Type.String(), Type.String())),
   /**
-   * Where the platform's pods on this cluster run: node labels they must match and taints they tolerate (a node pool;
-   * the local cluster's real node among the kwok nodes). Jobs (trainers, conversion steps) take them; a GPU pod adds
-   * its own toleration and product label.
-   */
-  ...Placement.properties,
-  /**
    * What POST /v1/deploy gives a replica when neither the body nor the model names resources ({cpu, gpu, memory});
    * each field left out is the platform's (1 core, 0 GPUs, 4Gi).
    */
   defaultResources: Type.Optional(PartialResources),
+  /**
+   * Where the model servers and Jobs (trainers, conversion steps) the platform runs there are placed, merged into their
+   * pod specs: e.g. the local cluster's real node (`{"llmhub.dev/node-kind": "real"}` and a toleration of its
+   * `llmhub.dev/real-node` taint). A GPU pod adds its own toleration and product label.
+   */
+  nodeSelector: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
+  tolerations: Type.Optional(Type.Array(Toleration)),
+  /**
+   * How the gateway reaches a served version's Service: "dns" (default) by its cluster DNS name, for a gateway inside
+   * the cluster; "clusterIP" by its ClusterIP, for a gateway on a host that routes the Service range but has no cluster
+   * DNS (the local real node). Such a cluster never uses LLMHUB_LOCAL_ENDPOINTS.
+   */
+  serviceAddress: Type.Optional(Type.Union([Type.Literal('dns'), Type.Literal('clusterIP')])),
 });
 const Clusters = Type.Record(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }), Cluster);
 export type ClusterSettings = Static<typeof Clusters>;

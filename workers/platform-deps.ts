@@ -2,7 +2,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { Type } from '@sinclair/typebox';
 import type { Pool } from 'pg';
 import type { PlatformActivityDeps } from '../activities';
-import { localEndpoints, serviceDnsEndpoints } from '../activities/kubernetes/endpoints';
+import { clusterIpEndpoints, localEndpoints, serviceDnsEndpoints } from '../activities/kubernetes/endpoints';
 import { defaultNamespaceOf } from '../activities/kubernetes/manifests';
 import { tenantNamespacePolicyOf } from '../activities/kubernetes/tenant-namespace';
 import { createUnstructuredParser } from '../activities/parsing/unstructured';
@@ -50,6 +50,7 @@ export async function platformActivityDeps(
   const local = config.LLMHUB_LOCAL_ENDPOINTS
     ? jsonEnv('LLMHUB_LOCAL_ENDPOINTS', config.LLMHUB_LOCAL_ENDPOINTS, StringMap)
     : undefined;
+  const localResolver = local ? localEndpoints(new Map(Object.entries(local))) : undefined;
   const quotas = new GpuQuotaStore(db);
   const storageAdmin = storageAdminFromConfig(config);
   const storageScopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
@@ -90,7 +91,14 @@ export async function platformActivityDeps(
       s3Env: s3SettingsEnv(config),
       ...(config.LLMHUB_GPU_PRODUCT ? { gpuProduct: config.LLMHUB_GPU_PRODUCT } : {}),
     },
-    endpointOf: local ? localEndpoints(new Map(Object.entries(local))) : serviceDnsEndpoints,
+    endpointOf: (v) =>
+      clusters[v.cluster]?.serviceAddress === 'clusterIP'
+        ? clusterIpEndpoints(v)
+        : (localResolver ?? serviceDnsEndpoints)(v),
+    podPlacementOf: (cluster) => ({
+      nodeSelector: clusters[cluster]?.nodeSelector,
+      tolerations: clusters[cluster]?.tolerations,
+    }),
     conversions: new ConversionStore(db),
     conversionJobs: {
       image: config.LLMHUB_CONVERT_IMAGE,
@@ -106,7 +114,6 @@ export async function platformActivityDeps(
     gatewayUrl: config.LLMHUB_GATEWAY_URL ?? `http://${config.API_HOST}:${config.API_PORT}`,
     trainer: { image: config.LLMHUB_TRAINER_IMAGE, env: s3SettingsEnv(config) },
     jobPodAnnotationsOf: (cluster) => clusters[cluster]?.jobPodAnnotations ?? {},
-    placementOf: (cluster) => clusters[cluster] ?? {},
     // A deleted tenant's bucket and S3 user go in its deletion run (workflows/tenant-deletion.ts).
     tenantResources: [tenantStorage(storageScopes, objects, storageAdmin)],
     ...overrides,

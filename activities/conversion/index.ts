@@ -22,11 +22,11 @@ import { LineageStore } from '../../common/store/lineage';
 import type { RegistryStore } from '../../common/store/registry';
 import type { StorageScopeStore } from '../../common/store/storage-scope';
 import type { S3Credentials } from '../../common/storage-admin';
-import type { PodPlacement } from '../../common/config';
 import { tenantS3Env } from '../kubernetes/tenant-s3';
 import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, serverSideApply } from '../kubernetes/client';
 import { ensureTenantNamespace, type TenantNamespaceDeps } from '../kubernetes/tenant-namespace';
+import type { PodPlacement } from '../kubernetes/manifests';
 import { waitForGpuClaim } from '../fine-tune';
 import { conversionJobName, jobState, renderConversionJob, stopUnfinishedJobs } from './jobs';
 
@@ -49,8 +49,8 @@ export interface ConversionActivityDeps extends TenantNamespaceDeps {
   kubeConfigOf(cluster: string): KubeConfig | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
-  /** Node selector and tolerations of the cluster's pods (LLMHUB_CLUSTERS nodeSelector, tolerations). */
-  placementOf(cluster: string): PodPlacement;
+  /** Where the cluster's pods go (LLMHUB_CLUSTERS nodeSelector, tolerations). */
+  podPlacementOf(cluster: string): PodPlacement;
   conversionJobs: ConversionJobSettings;
   db: Pool;
   registry: RegistryStore;
@@ -268,7 +268,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
           args: programArgs(input, step, resultRef),
           env: [...jobs.s3Env, ...s3Keys, { name: 'PYTHONDONTWRITEBYTECODE', value: '1' }],
           podAnnotations: deps.jobPodAnnotationsOf(input.cluster),
-          placement: deps.placementOf(input.cluster),
+          placement: deps.podPlacementOf(input.cluster),
           ...(gpu ? { gpu: jobs.gpuProduct ? { product: jobs.gpuProduct } : {} } : {}),
           // Counted from the Job's start, so it also bounds a GPU build that waits for a free node.
           activeDeadlineSeconds: gpu ? 3 * 3600 : 3600,

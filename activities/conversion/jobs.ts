@@ -8,10 +8,8 @@ import {
   type V1Job,
 } from '@kubernetes/client-node';
 import { deleteIfPresent, jobCondition } from '../kubernetes/client';
-import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
+import { FIELD_MANAGER, labelValue, Labels, placed, type PodPlacement } from '../kubernetes/manifests';
 import { restrictedContainer, restrictedPod } from '../kubernetes/pod-security';
-import { podPlacement } from '../kubernetes/placement';
-import type { PodPlacement } from '../../common/config';
 
 /**
  * The conversion steps' Kubernetes Jobs: one pod, no retries inside Kubernetes (the workflow owns retries and
@@ -87,7 +85,11 @@ export function renderConversionJob(s: ConversionJobSpec): V1Job {
                 : { requests: { cpu: '1', memory: '2Gi' }, limits: { memory: '4Gi' } },
             },
           ],
-          ...podPlacement(s.placement ?? {}, s.gpu),
+          ...placed(
+            s.gpu ? [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] : [],
+            s.gpu?.product ? { 'nvidia.com/gpu.product': s.gpu.product } : {},
+            s.placement ?? {},
+          ),
         },
       },
     },

@@ -20,6 +20,7 @@ import {
   servingSelector,
   type ModelServerImage,
   type ModelServerSpec,
+  type PodPlacement,
 } from './manifests';
 import { ClusterFailures } from '../../contracts/cluster';
 import { deleteIfPresent, isStatus, serverSideApply } from './client';
@@ -41,6 +42,8 @@ export interface KubernetesActivityDeps extends TenantNamespaceDeps {
   /** Prefixed pod label/annotation keys tenants may set (LLMHUB_POD_METADATA_KEYS). */
   podMetadataKeys: readonly string[];
   endpointOf: EndpointResolver;
+  /** Where the cluster's pods go (LLMHUB_CLUSTERS nodeSelector/tolerations). */
+  podPlacementOf(cluster: string): PodPlacement;
 }
 
 /** Where an applied version lives; what the workflow keeps to steer and remove it. */
@@ -118,11 +121,20 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
     async apply(spec, ref) {
       await ensureTenantNamespace(objects, spec.tenantId, deps);
       const s3Keys = await tenantS3Env(objects, ref.namespace, spec.tenantId, deps.tenantS3Credentials(spec.tenantId));
-      const { deployment, service } = renderModelServer(spec, ref, deps.modelServer, deps.podMetadataKeys, s3Keys);
+      const { deployment, service } = renderModelServer(
+        spec,
+        ref,
+        deps.modelServer,
+        deps.podMetadataKeys,
+        s3Keys,
+        deps.podPlacementOf(ref.cluster),
+      );
       await checkSecrets(spec, ref.namespace);
       await apply(deployment);
-      await apply(service);
+      const applied = await apply(service);
       return deps.endpointOf({
+        cluster: ref.cluster,
+        clusterIP: applied.spec?.clusterIP,
         tenantId: spec.tenantId,
         modelId: spec.modelId,
         version: spec.version,

@@ -17,11 +17,9 @@ import type { StorageScopeStore } from '../../common/store/storage-scope';
 import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, jobCondition, serverSideApply } from './client';
 import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namespace';
-import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
+import { dnsLabel, FIELD_MANAGER, Labels, labelValue, placed, type PodPlacement } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
 import { tenantS3Env } from './tenant-s3';
-import { podPlacement } from './placement';
-import type { PodPlacement } from '../../common/config';
 
 /** What the cluster runs the trainer with. */
 export interface TrainerImage {
@@ -39,8 +37,8 @@ export interface TrainingJobDeps extends TenantNamespaceDeps {
   tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
-  /** Node selector and tolerations of the cluster's pods (LLMHUB_CLUSTERS nodeSelector, tolerations). */
-  placementOf(cluster: string): PodPlacement;
+  /** Where the cluster's pods go (LLMHUB_CLUSTERS nodeSelector, tolerations). */
+  podPlacementOf(cluster: string): PodPlacement;
 }
 
 export interface TrainingJobSpec {
@@ -129,7 +127,11 @@ export function renderTrainingJob(
               resources: { requests: { cpu: r.cpu, memory: r.memory }, limits },
             },
           ],
-          ...podPlacement(placement, r.gpuProduct ? { product: r.gpuProduct } : {}),
+          ...placed(
+            [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }],
+            r.gpuProduct ? { 'nvidia.com/gpu.product': r.gpuProduct } : {},
+            placement,
+          ),
         },
       },
     },
@@ -246,7 +248,7 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
         deps.trainer,
         deps.jobPodAnnotationsOf(spec.cluster),
         s3Keys,
-        deps.placementOf(spec.cluster),
+        deps.podPlacementOf(spec.cluster),
       );
       await serverSideApply(objects, job);
       return { cluster: spec.cluster, namespace, name: job.metadata!.name!, tenantId: spec.tenantId };

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { V1Deployment, V1EnvVar, V1Service } from '@kubernetes/client-node';
+import type { V1Deployment, V1EnvVar, V1Service, V1Toleration } from '@kubernetes/client-node';
 import { ApplicationFailure } from '@temporalio/common';
 import { forbiddenEnvName, forbiddenPodMetadataKey } from '../../common/workload-policy';
 import { ClusterFailures } from '../../contracts/cluster';
@@ -35,6 +35,12 @@ export interface ModelServerImage {
   gpuProduct?: string;
   /** Where the server finds the object store (s3SettingsEnv); its keys are the tenant's own, added per version. */
   s3Env?: V1EnvVar[];
+}
+
+/** Where a cluster's pods go (LLMHUB_CLUSTERS nodeSelector/tolerations), merged into every pod the platform runs there. */
+export interface PodPlacement {
+  nodeSelector?: Record<string, string>;
+  tolerations?: V1Toleration[];
 }
 
 /** Lower-case letters, digits and inner dashes: what a DNS label may hold, before length and first-letter rules. */
@@ -94,12 +100,24 @@ function envVars(env: Record<string, EnvValue>, spec: ModelServerSpec): V1EnvVar
   return [{ name: 'LLMHUB_MODEL_URI', value: spec.artifactUri }, ...fromRequest];
 }
 
+/** The pod spec's tolerations and node selector: the workload's own and the cluster's placement; none when empty. */
+export function placed(
+  tolerations: V1Toleration[],
+  nodeSelector: Record<string, string>,
+  placement: PodPlacement,
+): { tolerations?: V1Toleration[]; nodeSelector?: Record<string, string> } {
+  const t = [...tolerations, ...(placement.tolerations ?? [])];
+  const n = { ...nodeSelector, ...placement.nodeSelector };
+  return { ...(t.length ? { tolerations: t } : {}), ...(Object.keys(n).length ? { nodeSelector: n } : {}) };
+}
+
 export function renderModelServer(
   spec: ModelServerSpec,
   at: { namespace: string; name: string },
   img: ModelServerImage,
   allowedMetadataKeys: readonly string[] = [],
   s3Keys: V1EnvVar[] = [],
+  placement: PodPlacement = {},
 ): { deployment: V1Deployment; service: V1Service } {
   const { namespace, name } = at;
   for (const key of [...Object.keys(spec.podLabels), ...Object.keys(spec.podAnnotations)]) {
@@ -149,12 +167,11 @@ export function renderModelServer(
               },
             },
           ],
-          ...(gpu > 0
-            ? {
-                tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }],
-                ...(img.gpuProduct ? { nodeSelector: { 'nvidia.com/gpu.product': img.gpuProduct } } : {}),
-              }
-            : {}),
+          ...placed(
+            gpu > 0 ? [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] : [],
+            gpu > 0 && img.gpuProduct ? { 'nvidia.com/gpu.product': img.gpuProduct } : {},
+            placement,
+          ),
         },
       },
     },

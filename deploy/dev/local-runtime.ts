@@ -56,6 +56,7 @@ function processRuntime(settings: ProcessRuntimeSettings): ModelRuntime {
   };
   const endpointOf = (spec: ModelServerSpec, ref: ServedRef, port: number) =>
     loopbackEndpoints({
+      cluster: ref.cluster,
       tenantId: spec.tenantId,
       modelId: spec.modelId,
       version: spec.version,

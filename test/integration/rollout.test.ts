@@ -1,6 +1,4 @@
-import { spawn } from 'node:child_process';
 import { rolloutSteering } from '../../contracts/rollout';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { localEndpoints } from '../../activities/kubernetes/endpoints';
 import { PatchStrategy } from '@kubernetes/client-node';
@@ -19,7 +17,7 @@ import {
   type TestPlatform,
   type TestTenant,
 } from '../support/platform';
-import { rolloutClient, rolloutRequest as request } from '../support/rollout';
+import { rolloutClient, rolloutRequest as request, trafficFrom } from '../support/rollout';
 import { BEHAVIOUR, kube } from './kube/kube-helpers';
 
 /** Version → local reference server: the kwok cluster runs no containers (activities/kubernetes/endpoints.ts). */
@@ -65,35 +63,8 @@ async function model() {
   return { id, stable, canary };
 }
 
-/** Steady traffic through the listening gateway from a separate process, as applications would send it. */
 function load(modelId: string, concurrency = 3) {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      path.join(__dirname, '..', 'support', 'load-generator.ts'),
-      baseURL,
-      acme.keys.developer,
-      modelId,
-      String(concurrency),
-    ],
-    {
-      env: { ...process.env, NODE_OPTIONS: '' },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const traffic = {
-    statuses: [] as number[],
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-      traffic.statuses = JSON.parse(out.slice(out.indexOf('{'))).statuses;
-    },
-  };
+  const traffic = trafficFrom(baseURL, acme.keys.developer, modelId, concurrency);
   loads.push(() => traffic.stop());
   return traffic;
 }

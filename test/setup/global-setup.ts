@@ -24,6 +24,11 @@ declare global {
  * plus the workflow bundle built once for all workers.
  * Test files isolate themselves by task queue and tenant id.
  */
+/** The real node's start phases ("[node] phase kubelet: 3s") go to the set-up's output; the rest stays in the logs. */
+const nodeLog = (line: string): void => {
+  if (line.startsWith('[node]')) process.stdout.write(`[global-setup] ${line}\n`);
+};
+
 export default async function globalSetup(): Promise<void> {
   const root = path.resolve(__dirname, '..', '..');
   // One folder per run, so two runs on one machine (a developer and a helper) never share servers or data.
@@ -41,7 +46,8 @@ export default async function globalSetup(): Promise<void> {
   const started = Date.now();
   const [stack, kube] = await Promise.all([
     startLocalStack({ dataDir, ports: await randomPorts() }),
-    startKubeCluster({ dataDir: path.join(dataDir, 'kube'), fresh: true, randomPorts: true }),
+    // The real node too (deploy/dev/kube/REAL-NODE.md): if it cannot start, only the tests that need it fail, with why.
+    startKubeCluster({ dataDir: path.join(dataDir, 'kube'), fresh: true, randomPorts: true, node: true, log: nodeLog }),
   ]);
   globalThis.__llmhubStack = stack;
   globalThis.__llmhubKube = kube;

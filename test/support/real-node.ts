@@ -1,33 +1,57 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig, type V1Node } from '@kubernetes/client-node';
-import type { PodPlacement } from '../../common/config';
+import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
+import type { PodPlacement } from '../../activities/kubernetes/manifests';
+import { importNodeImages, realNodeCluster, realNodeError } from '../../deploy/dev/kube/cluster';
 import { imageArchive, imageTag } from './images';
-import { eventually } from './platform';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
 
+/** The run's local cluster data dir, where jest's global set-up started the control plane and the real node. */
+const kubeDataDir = (): string => {
+  const data = process.env.LLMHUB_TEST_DATA;
+  if (!data) throw new Error('LLMHUB_TEST_DATA is not set: jest global setup starts the local cluster');
+  return path.join(data, 'kube');
+};
+
 /**
- * The local cluster's real node (kubelet + containerd, deploy/dev/kube) as a test file uses it: its name, the
- * placement that holds a Job to it among the kwok nodes (its hostname, and a toleration of each taint it carries),
- * and the host's address on its link to the node, where the only servers pods may reach are the ones a test forwards.
+ * The real node of the run's cluster (deploy/dev/kube/REAL-NODE.md) with the reference model server's image imported.
+ * Throws, failing the test, with the reason the node did not start: a test that needs containers is never skipped.
  */
-export interface RealNode {
+export async function realNode(): Promise<{ modelServerImage: string; kubectl(...args: string[]): Promise<string> }> {
+  const dataDir = kubeDataDir();
+  const why = await realNodeError(dataDir);
+  if (why) throw new Error(`the real node is not running: ${why}`);
+  const { stdout } = await run('bash', [path.join(ROOT, 'deploy/dev/kube/model-server-image.sh')], {
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const [archive, modelServerImage] = stdout.trim().split(/\s+/).slice(-2);
+  await importNodeImages([archive!], { dataDir });
+  const { stdout: bin } = await run('bash', [path.join(ROOT, 'deploy/dev/kube/build.sh'), '--print-bin-dir']);
+  return {
+    modelServerImage: modelServerImage!,
+    kubectl: async (...args) =>
+      (
+        await run(path.join(bin.trim(), 'kubectl'), ['--kubeconfig', path.join(dataDir, 'kubeconfig'), ...args], {
+          maxBuffer: 64 * 1024 * 1024,
+        })
+      ).stdout,
+  };
+}
+
+/** The real node as a test that runs the platform's pods there sees it. */
+export interface RealNodeHost {
   name: string;
+  /** What holds a pod to the node among the kwok nodes (the cluster entry's nodeSelector and tolerations). */
   placement: PodPlacement;
   /** This machine's address on its link to the node, which the node's pods reach (and nothing else of the host). */
   hostAddress: string;
 }
-
-/** The node whose kubelet reports a containerd runtime: kwok nodes run no container runtime. */
-const isReal = (n: V1Node) => n.status?.nodeInfo?.containerRuntimeVersion?.startsWith('containerd://') === true;
-const isReady = (n: V1Node) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
 
 const inCidr = (ip: string, cidr: string): boolean => {
   const [base, bits] = cidr.split('/') as [string, string];
@@ -36,41 +60,22 @@ const inCidr = (ip: string, cidr: string): boolean => {
   return block.check(ip, 'ipv4');
 };
 
-/**
- * Finds the real node, Ready. No silent skip: a cluster without one fails the test with what was looked for.
- */
-export async function realNode(kc: KubeConfig): Promise<RealNode> {
-  const failed = await readFile(path.join(kubeData(), 'run', 'node.error'), 'utf8').catch(() => '');
-  if (failed) throw new Error(`the real node did not start: ${failed.trim()}`);
-  const core = kc.makeApiClient(CoreV1Api);
-  const node = await eventually(
-    'a Ready node with a containerd runtime (the real node of deploy/dev/kube)',
-    async () => (await core.listNode()).items.find((n) => isReal(n) && isReady(n)),
-    60_000,
-  );
-  const nodeIp = node.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
-  if (!nodeIp) throw new Error(`node ${node.metadata!.name} reports no InternalIP`);
+/** The real node's name, placement and the host's address for its pods; fails, never skips, without the node. */
+export async function realNodeHost(kc: KubeConfig): Promise<RealNodeHost> {
+  const why = await realNodeError(kubeDataDir());
+  if (why) throw new Error(`the real node is not running: ${why}`);
+  const { nodeSelector, tolerations } = realNodeCluster('');
+  const labels = Object.entries(nodeSelector).map(([k, v]) => `${k}=${v}`);
+  const [node] = (await kc.makeApiClient(CoreV1Api).listNode({ labelSelector: labels.join(',') })).items;
+  const nodeIp = node?.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
+  if (!nodeIp) throw new Error(`no node labelled ${labels.join(',')} with an InternalIP`);
   // The host's end of its link to the node (the node's pods are routed through it): where pods find the host.
   const hostAddress = Object.values(networkInterfaces())
     .flat()
     .find((a) => a?.family === 'IPv4' && a.address !== nodeIp && inCidr(nodeIp, a.cidr!))?.address;
   if (!hostAddress)
-    throw new Error(`no address of this machine shares a subnet with node ${node.metadata!.name} (${nodeIp})`);
-  const hostname = node.metadata!.labels?.['kubernetes.io/hostname'] ?? node.metadata!.name!;
-  return {
-    name: node.metadata!.name!,
-    hostAddress,
-    placement: {
-      nodeSelector: { 'kubernetes.io/hostname': hostname },
-      tolerations: (node.spec?.taints ?? [])
-        .filter((t) => t.effect === 'NoSchedule' || t.effect === 'NoExecute' || t.effect === 'PreferNoSchedule')
-        .map((t) => ({
-          key: t.key,
-          ...(t.value ? { operator: 'Equal' as const, value: t.value } : { operator: 'Exists' as const }),
-          effect: t.effect as 'NoSchedule' | 'NoExecute' | 'PreferNoSchedule',
-        })),
-    },
-  };
+    throw new Error(`no address of this machine shares a subnet with node ${node!.metadata!.name} (${nodeIp})`);
+  return { name: node!.metadata!.name!, placement: { nodeSelector, tolerations }, hostAddress };
 }
 
 /**
@@ -112,9 +117,6 @@ export async function forwardToPods(
   };
 }
 
-/** The test run's cluster data (deploy/dev/kube/node.sh keeps the node's sockets and start error under run/). */
-const kubeData = () => path.join(process.env.LLMHUB_TEST_DATA!, 'kube');
-
 /**
  * Imports the project's images (deploy/images/build.sh archives of this tree's tag) into the node's containerd, in
  * the `k8s.io` namespace the kubelet's CRI reads, unless already there; answers the image references as the kubelet
@@ -123,28 +125,17 @@ const kubeData = () => path.join(process.env.LLMHUB_TEST_DATA!, 'kube');
  */
 export async function importImages(images: string[]): Promise<Record<string, string>> {
   const tag = await imageTag();
-  const socket = path.join(kubeData(), 'run', 'containerd.sock');
+  const socket = path.join(kubeDataDir(), 'run', 'containerd.sock');
   const refs: Record<string, string> = {};
   for (const image of images) {
     const ref = `docker.io/llmhub/${image}:${tag}`;
     refs[image] = ref;
-    const listed = await run('ctr', [
-      '--address',
-      socket,
-      '--namespace',
-      'k8s.io',
-      'images',
-      'ls',
-      '--quiet',
-      `name==${ref}`,
-    ]);
-    if (listed.stdout.trim()) continue;
+    const ctr = ['--address', socket, '--namespace', 'k8s.io', 'images', 'ls', '--quiet', `name==${ref}`];
+    if ((await run('ctr', ctr)).stdout.trim()) continue;
     const archive = imageArchive(image, tag, 'docker');
     if (!existsSync(archive))
       throw new Error(`no image archive ${archive}: build it with \`npm run images -- ${images.join(' ')}\``);
-    await run('bash', [path.join(ROOT, 'deploy', 'dev', 'kube', 'node.sh'), 'import', archive], {
-      env: { ...process.env, LLMHUB_KUBE_DATA_DIR: kubeData() },
-    });
+    await importNodeImages([archive], { dataDir: kubeDataDir() });
   }
   return refs;
 }

@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { expect } from '@jest/globals';
 import { localEndpointKey } from '../../activities/kubernetes/endpoints';
 import { defaultNamespaceOf, servingName } from '../../activities/kubernetes/manifests';
@@ -73,6 +75,30 @@ export function rolloutClient(p: TestPlatform, tenant: TestTenant) {
       endpoints.set(localEndpointKey({ tenantId: tenant.id, modelId, version }), url);
     },
   };
+}
+
+/** Steady traffic through a listening gateway from a separate process, as applications would send it. */
+export function trafficFrom(baseURL: string, apiKey: string, modelId: string, concurrency = 3) {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(__dirname, 'load-generator.ts'), baseURL, apiKey, modelId, String(concurrency)],
+    {
+      env: { ...process.env, NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const traffic = {
+    statuses: [] as number[],
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+      traffic.statuses = JSON.parse(out.slice(out.indexOf('{'))).statuses;
+    },
+  };
+  return traffic;
 }
 
 /** A deploy request on the kwok cluster 'local' rolling out v2. */

@@ -263,8 +263,10 @@ SCHED_PORT=$SCHED_PORT
 EOF
 
   if ((fresh)); then rm -rf "$DATA/etcd"; fi
-  local service_cidr=10.96.0.0/16
-  if [[ "${LLMHUB_KUBE_NODE:-}" == 1 ]]; then service_cidr="$("$HERE/node.sh" slot)"; fi
+  local service_cidr=10.96.0.0/16 node_failed=0
+  rm -f "$RUN/node.error"
+  if [[ "${LLMHUB_KUBE_NODE:-}" == 1 ]]; then service_cidr="$("$HERE/node.sh" slot)" || node_failed=1; fi
+  [[ -n "$service_cidr" ]] || service_cidr=10.96.0.0/16
   local c
   for c in "${COMPONENTS[@]}"; do
     if [[ -f "$LOGS/$c.log" ]]; then mv -f "$LOGS/$c.log" "$LOGS/$c.log.1"; fi
@@ -345,8 +347,9 @@ EOF
   log "started in $((SECONDS - t0))s; kubeconfig: $KUBECONFIG_FILE"
   # Without its node the cluster still serves the kwok nodes: the reason is kept for the tests that need the node
   # (cluster.ts realNodeError), which then fail with it.
-  if [[ "${LLMHUB_KUBE_NODE:-}" == 1 ]] && ! "$HERE/node.sh" start; then
-    log "ERROR: the real node did not start: $(cat "$RUN/node.error" 2>/dev/null)"
+  if [[ "${LLMHUB_KUBE_NODE:-}" == 1 ]] && { ((node_failed)) || ! "$HERE/node.sh" start; }; then
+    [[ -s "$RUN/node.error" ]] || echo "node.sh failed (its output above; logs in $LOGS/node-*.log)" >"$RUN/node.error"
+    log "ERROR: the real node did not start: $(cat "$RUN/node.error")"
   fi
   echo "$KUBECONFIG_FILE"
 }

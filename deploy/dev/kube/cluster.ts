@@ -2,6 +2,7 @@
 // controller-manager, scheduler, kwok) that deploy/dev/kube/cluster.sh runs. The shell script
 // owns process management so that `dev`, CI and jest's global setup share one implementation.
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { freePorts } from '../process';
 import * as path from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -11,6 +12,7 @@ export const KUBECONFIG_ENV = 'KUBECONFIG_LLMHUB';
 
 const CLUSTER_SH = path.join(__dirname, 'cluster.sh');
 const BUILD_SH = path.join(__dirname, 'build.sh');
+const NODE_SH = path.join(__dirname, 'node.sh');
 
 export interface KubeClusterOptions {
   /** State dir (certificates, etcd data, logs, kubeconfig). Default `${LLMHUB_DATA:-<repo>/.data}/kube`. */
@@ -25,6 +27,11 @@ export interface KubeClusterOptions {
    */
   ports?: KubePorts;
   randomPorts?: boolean;
+  /**
+   * Also start the real node (node.sh, REAL-NODE.md) beside the kwok nodes. When it cannot start, the cluster still
+   * starts and `realNodeError` says why.
+   */
+  node?: boolean;
   /** Seconds cluster.sh waits for each component once binaries are built. Default 180. */
   startTimeoutSeconds?: number;
   /** Receives the scripts' progress lines (build output, start time). Default: discarded. */
@@ -58,6 +65,7 @@ function scriptEnv(opts: KubeClusterOptions): NodeJS.ProcessEnv {
   set('LLMHUB_KUBE_CONTROLLER_MANAGER_PORT', opts.ports?.controllerManager);
   set('LLMHUB_KUBE_SCHEDULER_PORT', opts.ports?.scheduler);
   set('LLMHUB_KUBE_START_TIMEOUT', opts.startTimeoutSeconds);
+  if (opts.node) env.LLMHUB_KUBE_NODE = '1';
   return env;
 }
 
@@ -123,6 +131,33 @@ export async function startKubeCluster(options: KubeClusterOptions = {}): Promis
 /** Stops every process of the cluster in the given data dir; a no-op when none runs. */
 export async function stopKubeCluster(opts: Pick<KubeClusterOptions, 'dataDir' | 'log'> = {}): Promise<void> {
   await run(CLUSTER_SH, ['stop'], opts);
+}
+
+/**
+ * An LLMHUB_CLUSTERS entry for the real node (REAL-NODE.md): its model servers go to `real-0` (label and taint), and the
+ * gateway reaches them at their Services' ClusterIPs, which the host routes into the node's namespace.
+ */
+export const realNodeCluster = (kubeconfig: string) => ({
+  kubeconfig,
+  nodeSelector: { 'llmhub.dev/node-kind': 'real' },
+  tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists' as const, effect: 'NoSchedule' as const }],
+  serviceAddress: 'clusterIP' as const,
+});
+
+/** Why the real node of the cluster in `dataDir` did not start; undefined when it runs. */
+export async function realNodeError(dataDir: string): Promise<string | undefined> {
+  const error = await readFile(path.join(dataDir, 'run', 'node.error'), 'utf8').catch(() => undefined);
+  if (error !== undefined) return error.trim() || 'node.sh start failed';
+  const slot = await readFile(path.join(dataDir, 'run', 'node.env'), 'utf8').catch(() => undefined);
+  return slot === undefined ? 'the cluster was started without its real node (LLMHUB_KUBE_NODE=1)' : undefined;
+}
+
+/** Imports image archives (docker-archive or OCI) into the real node's containerd. */
+export async function importNodeImages(
+  archives: string[],
+  opts: Pick<KubeClusterOptions, 'dataDir' | 'log'> = {},
+): Promise<void> {
+  await run(NODE_SH, ['import', ...archives], opts);
 }
 
 /**

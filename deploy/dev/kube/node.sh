@@ -41,7 +41,7 @@ log() { echo "[node] $*" >&2; }
 # node), and the tests that need this node fail with the reason (cluster.ts realNodeError).
 die() {
   log "ERROR: $*"
-  [[ "${cmd:-}" != start ]] || echo "$*" >"$RUN/node.error"
+  [[ "${cmd:-}" != start && "${cmd:-}" != slot ]] || echo "$*" >"$RUN/node.error"
   exit 1
 }
 
@@ -74,9 +74,10 @@ slot_vars() {
 # A slot is taken while its network namespace exists (a global name); claiming it creates the namespace under a
 # machine-wide lock, so two runs never pick the same ranges.
 claim_slot() {
-  mkdir -p "$RUN" "$(dirname "$SLOTS_LOCK")"
+  mkdir -p "$RUN"
   if load_slot_vars && ip netns list | grep -q "^$NETNS\( \|$\)"; then return 0; fi
-  exec 7>"$SLOTS_LOCK"
+  mkdir -p "$(dirname "$SLOTS_LOCK")" 2>/dev/null && exec 7>"$SLOTS_LOCK" ||
+    die "cannot open the machine-wide slot lock $SLOTS_LOCK"
   flock 7
   local k
   for ((k = 0; k < 64; k++)); do
@@ -98,6 +99,8 @@ pid_of() {
   [[ -f "$pidfile" ]] || return 1
   pid="$(cat "$pidfile")"
   [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  # Pids get reused: only a process that names this data dir is ours (every one gets a path under it).
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$DATA/" || return 1
   echo "$pid"
 }
 

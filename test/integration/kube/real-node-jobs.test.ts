@@ -11,7 +11,7 @@ import { train } from '../../../deploy/trainers/reference/train';
 import { registerSeededMlp } from '../../support/conversion';
 import { HYPERPARAMETERS, fineTuneClient, prepare, readObject, task } from '../../support/fine-tune';
 import { bearer, eventually, startTestPlatform, uniqueId, type TestPlatform } from '../../support/platform';
-import { advertiseGpus, forwardToPods, importImages, realNode, type RealNode } from '../../support/real-node';
+import { advertiseGpus, forwardToPods, importImages, realNodeHost, type RealNodeHost } from '../../support/real-node';
 import { expectTenantKeysOnly } from '../../support/storage';
 
 /**
@@ -26,13 +26,13 @@ const batch = kc.makeApiClient(BatchV1Api);
 /** The trainer's first attempt trains steps 0-34 (checkpoints at 10, 20, 30) and stalls before 35 until killed. */
 const HOLD_AT = 35;
 
-let node: RealNode;
+let node: RealNodeHost;
 let p: TestPlatform;
 let s3: Awaited<ReturnType<typeof forwardToPods>>;
 let undoGpus: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  node = await realNode(kc);
+  node = await realNodeHost(kc);
   const images = await importImages(['convert', 'trainer-reference']);
   s3 = await forwardToPods(node.hostAddress, { host: '127.0.0.1', port: Number(new URL(config.S3_ENDPOINT!).port) });
   const podS3 = s3SettingsEnv({ ...config, S3_ENDPOINT: s3.url('http') });
@@ -40,7 +40,7 @@ beforeAll(async () => {
   undoGpus = await advertiseGpus(kc, node.name, 1);
   p = await startTestPlatform({
     activityDeps: {
-      placementOf: () => node.placement,
+      podPlacementOf: () => node.placement,
       jobPodAnnotationsOf: () => ({}),
       conversionJobs: {
         // The activity asks for <image>:<toolchain version>, the archive's second tag.

@@ -25,6 +25,7 @@ describe('serving names', () => {
     tenantS3Credentials: () => undefined,
     podMetadataKeys: [],
     endpointOf: serviceDnsEndpoints,
+    podPlacementOf: () => ({}),
   });
   const spec = (modelId: string, version: string): ModelServerSpec => ({
     cluster: 'local',
