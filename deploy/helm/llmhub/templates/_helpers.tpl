@@ -52,6 +52,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if $c.defaultResources -}}{{- $_ := set $entry "defaultResources" $c.defaultResources -}}{{- end -}}
 {{- if $c.nodeSelector -}}{{- $_ := set $entry "nodeSelector" $c.nodeSelector -}}{{- end -}}
 {{- if $c.tolerations -}}{{- $_ := set $entry "tolerations" $c.tolerations -}}{{- end -}}
+{{- if $c.serviceAddress -}}{{- $_ := set $entry "serviceAddress" $c.serviceAddress -}}{{- end -}}
 {{- $_ := set $out $name $entry -}}
 {{- end -}}
 {{- toJson $out -}}
