@@ -247,8 +247,9 @@ const Cluster = Type.Object({
    */
   defaultResources: Type.Optional(PartialResources),
   /**
-   * Where the model servers the platform runs there are placed, merged into their pod specs: e.g. the local cluster's
-   * real node (`{"llmhub.dev/node-kind": "real"}` and a toleration of its `llmhub.dev/real-node` taint).
+   * Where the model servers and Jobs (trainers, conversion steps) the platform runs there are placed, merged into their
+   * pod specs: e.g. the local cluster's real node (`{"llmhub.dev/node-kind": "real"}` and a toleration of its
+   * `llmhub.dev/real-node` taint). A GPU pod adds its own toleration and product label.
    */
   nodeSelector: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.String())),
   tolerations: Type.Optional(Type.Array(Toleration)),

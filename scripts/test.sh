@@ -23,6 +23,11 @@ llmhub_phase "OpenTelemetry Collector (build or cache)" llmhub_otel_collector
 # cached (a cold build adds the debootstrap base and the Node layer, deploy/images/build.sh).
 llmhub_model_server_image() { bash deploy/dev/kube/model-server-image.sh >/dev/null; }
 llmhub_phase "model-server image for the real node (build or cache)" llmhub_model_server_image
+# The images the real node's Job tests run (test/integration/kube/real-node-jobs.test.ts), once per commit (tag);
+# deploy/images/build.sh --missing skips those already built. Cold: the Debian/Node/Python bases and the conversion
+# toolchain's wheels first (~10 min measured on this loaded machine); per new commit ~1-2 min.
+llmhub_node_job_images() { bash deploy/images/build.sh --missing convert trainer-reference >/dev/null; }
+llmhub_phase "images for the real node's Jobs (build or cache)" llmhub_node_job_images
 llmhub_phase "typecheck" npx tsc -p tsconfig.json --noEmit
 llmhub_phase "lint" npm run --silent lint # eslint . && prettier --check . (package.json)
 results=.data/jest-results.json

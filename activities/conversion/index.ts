@@ -26,6 +26,7 @@ import { tenantS3Env } from '../kubernetes/tenant-s3';
 import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, serverSideApply } from '../kubernetes/client';
 import { ensureTenantNamespace, type TenantNamespaceDeps } from '../kubernetes/tenant-namespace';
+import type { PodPlacement } from '../kubernetes/manifests';
 import { waitForGpuClaim } from '../fine-tune';
 import { conversionJobName, jobState, renderConversionJob, stopUnfinishedJobs } from './jobs';
 
@@ -48,6 +49,8 @@ export interface ConversionActivityDeps extends TenantNamespaceDeps {
   kubeConfigOf(cluster: string): KubeConfig | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
+  /** Where the cluster's pods go (LLMHUB_CLUSTERS nodeSelector, tolerations). */
+  podPlacementOf(cluster: string): PodPlacement;
   conversionJobs: ConversionJobSettings;
   db: Pool;
   registry: RegistryStore;
@@ -265,6 +268,7 @@ export const createConversionActivities = (deps: ConversionActivityDeps) => {
           args: programArgs(input, step, resultRef),
           env: [...jobs.s3Env, ...s3Keys, { name: 'PYTHONDONTWRITEBYTECODE', value: '1' }],
           podAnnotations: deps.jobPodAnnotationsOf(input.cluster),
+          placement: deps.podPlacementOf(input.cluster),
           ...(gpu ? { gpu: jobs.gpuProduct ? { product: jobs.gpuProduct } : {} } : {}),
           // Counted from the Job's start, so it also bounds a GPU build that waits for a free node.
           activeDeadlineSeconds: gpu ? 3 * 3600 : 3600,

@@ -8,7 +8,7 @@ import {
   type V1Job,
 } from '@kubernetes/client-node';
 import { deleteIfPresent, jobCondition } from '../kubernetes/client';
-import { FIELD_MANAGER, labelValue, Labels } from '../kubernetes/manifests';
+import { FIELD_MANAGER, labelValue, Labels, placed, type PodPlacement } from '../kubernetes/manifests';
 import { restrictedContainer, restrictedPod } from '../kubernetes/pod-security';
 
 /**
@@ -35,6 +35,8 @@ export interface ConversionJobSpec {
   args: string[];
   env: V1EnvVar[];
   podAnnotations: Record<string, string>;
+  /** The cluster's node selector and tolerations (LLMHUB_CLUSTERS nodeSelector, tolerations). */
+  placement?: PodPlacement;
   /** One whole GPU on a GPU node (the TensorRT engine build), optionally of one product. */
   gpu?: { product?: string };
   activeDeadlineSeconds: number;
@@ -83,12 +85,11 @@ export function renderConversionJob(s: ConversionJobSpec): V1Job {
                 : { requests: { cpu: '1', memory: '2Gi' }, limits: { memory: '4Gi' } },
             },
           ],
-          ...(s.gpu
-            ? {
-                tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }],
-                ...(s.gpu.product ? { nodeSelector: { 'nvidia.com/gpu.product': s.gpu.product } } : {}),
-              }
-            : {}),
+          ...placed(
+            s.gpu ? [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] : [],
+            s.gpu?.product ? { 'nvidia.com/gpu.product': s.gpu.product } : {},
+            s.placement ?? {},
+          ),
         },
       },
     },

@@ -17,7 +17,7 @@ import type { StorageScopeStore } from '../../common/store/storage-scope';
 import { requireInScope } from '../storage/scope';
 import { deleteIfPresent, isStatus, jobCondition, serverSideApply } from './client';
 import { ensureTenantNamespace, type TenantNamespaceDeps } from './tenant-namespace';
-import { dnsLabel, FIELD_MANAGER, Labels, labelValue } from './manifests';
+import { dnsLabel, FIELD_MANAGER, Labels, labelValue, placed, type PodPlacement } from './manifests';
 import { restrictedContainer, restrictedPod } from './pod-security';
 import { tenantS3Env } from './tenant-s3';
 
@@ -37,6 +37,8 @@ export interface TrainingJobDeps extends TenantNamespaceDeps {
   tenantS3Credentials(tenantId: string): S3Credentials | undefined;
   /** Pod-template annotations of the cluster's Jobs (LLMHUB_CLUSTERS jobPodAnnotations; the local job runner's marker in tests). */
   jobPodAnnotationsOf(cluster: string): Record<string, string>;
+  /** Where the cluster's pods go (LLMHUB_CLUSTERS nodeSelector, tolerations). */
+  podPlacementOf(cluster: string): PodPlacement;
 }
 
 export interface TrainingJobSpec {
@@ -87,6 +89,7 @@ export function renderTrainingJob(
   img: TrainerImage,
   podAnnotations: Record<string, string>,
   s3Keys: V1EnvVar[] = [],
+  placement: PodPlacement = {},
 ): V1Job {
   const name = trainingJobName(spec.fineTuneId, spec.attempt);
   const labels = {
@@ -124,8 +127,11 @@ export function renderTrainingJob(
               resources: { requests: { cpu: r.cpu, memory: r.memory }, limits },
             },
           ],
-          tolerations: [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }],
-          ...(r.gpuProduct ? { nodeSelector: { 'nvidia.com/gpu.product': r.gpuProduct } } : {}),
+          ...placed(
+            [{ key: GPU_RESOURCE, operator: 'Exists', effect: 'NoSchedule' }],
+            r.gpuProduct ? { 'nvidia.com/gpu.product': r.gpuProduct } : {},
+            placement,
+          ),
         },
       },
     },
@@ -236,7 +242,14 @@ export const createTrainingJobActivities = (deps: TrainingJobDeps) => {
       const { objects } = clientsOf(spec.cluster);
       const namespace = await ensureTenantNamespace(objects, spec.tenantId, deps);
       const s3Keys = await tenantS3Env(objects, namespace, spec.tenantId, deps.tenantS3Credentials(spec.tenantId));
-      const job = renderTrainingJob(spec, namespace, deps.trainer, deps.jobPodAnnotationsOf(spec.cluster), s3Keys);
+      const job = renderTrainingJob(
+        spec,
+        namespace,
+        deps.trainer,
+        deps.jobPodAnnotationsOf(spec.cluster),
+        s3Keys,
+        deps.podPlacementOf(spec.cluster),
+      );
       await serverSideApply(objects, job);
       return { cluster: spec.cluster, namespace, name: job.metadata!.name!, tenantId: spec.tenantId };
     },

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { conversionToolchainVersion } from '../../common/conversion-toolchain';
 import { freePort } from '../../deploy/dev/process';
 import { eventually } from '../support/platform';
+import { IMAGE_ARCHIVES, imageArchive, imageTag } from '../support/images';
 
 /**
  * The images of deploy/images/build.sh, checked from their OCI archives without a container daemon: each archive is
@@ -22,20 +23,10 @@ import { eventually } from '../support/platform';
  */
 const ROOT = path.resolve(__dirname, '..', '..');
 const run = promisify(execFile);
-const CACHE = process.env.LLMHUB_CACHE ?? path.join(os.homedir(), '.cache', 'llmhub');
-const OUT = path.join(CACHE, 'images');
+const OUT = IMAGE_ARCHIVES;
+const git = (...args: string[]) => run('git', args, { cwd: ROOT }).then((r) => r.stdout.trim());
 const IMAGES = ['platform', 'model-server', 'convert', 'trainer-reference'] as const;
 type Image = (typeof IMAGES)[number];
-
-const git = (...args: string[]) => run('git', args, { cwd: ROOT }).then((r) => r.stdout.trim());
-async function imageTag(): Promise<string> {
-  if (process.env.LLMHUB_IMAGE_TAG) return process.env.LLMHUB_IMAGE_TAG;
-  const dirty = await git('diff', '--quiet', 'HEAD', '--').then(
-    () => '',
-    () => '-dirty',
-  );
-  return `${await git('rev-parse', '--short=12', 'HEAD')}${dirty}`;
-}
 
 interface ImageConfig {
   User?: string;
@@ -118,7 +109,7 @@ const defaultArgv = (config: ImageConfig) => [...(config.Entrypoint ?? []), ...(
 let tag: string;
 let work: string;
 const unpacked = new Map<Image, Unpacked>();
-const archive = (image: Image, kind = 'oci') => path.join(OUT, `${image}-${tag}.${kind}.tar`);
+const archive = (image: Image, kind: 'oci' | 'docker' = 'oci') => imageArchive(image, tag, kind);
 
 beforeAll(async () => {
   tag = await imageTag();

@@ -1,5 +1,8 @@
 import { describe, expect, it } from '@jest/globals';
 import { renderTrainingJob, trainingJobName, type TrainingJobSpec } from '../../activities/kubernetes/jobs';
+import { renderConversionJob } from '../../activities/conversion/jobs';
+import { clustersOf } from '../../common/config';
+import type { PodPlacement } from '../../activities/kubernetes/manifests';
 import { DEFAULT_HYPERPARAMETERS, HYPERPARAMETER_BOUNDS } from '../../contracts/fine-tune';
 import {
   decodeMlp,
@@ -58,6 +61,47 @@ describe('training Job manifest', () => {
       'nvidia.com/mig-1g.10gb': '1',
     });
     expect(job.spec!.template.spec?.nodeSelector).toBeUndefined();
+  });
+
+  it("puts Jobs where the cluster's placement says (LLMHUB_CLUSTERS nodeSelector, tolerations), beside a GPU Job's own", () => {
+    const { real } = clustersOf(
+      JSON.stringify({
+        real: {
+          nodeSelector: { 'llmhub.dev/node-kind': 'real' },
+          tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' }],
+        },
+      }),
+    );
+    const pod = renderTrainingJob(spec({ gpuProduct: 'NVIDIA-L4' }), 'ns', img, {}, [], real!).spec!.template.spec!;
+    expect(pod.nodeSelector).toEqual({ 'llmhub.dev/node-kind': 'real', 'nvidia.com/gpu.product': 'NVIDIA-L4' });
+    expect(pod.tolerations).toEqual([
+      { key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' },
+      { key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' },
+    ]);
+    // A CPU conversion step gets the cluster's placement alone; without settings, none at all.
+    const step = (placement?: PodPlacement) =>
+      renderConversionJob({
+        name: 'conv-1-export',
+        namespace: 'ns',
+        tenantId: 'acme',
+        modelId: 'm',
+        version: '1',
+        workflowId: 'conversion/acme/k',
+        memoKey: 'k',
+        step: 'export',
+        image: 'llmhub/convert:1',
+        args: ['export_onnx.py'],
+        env: [],
+        podAnnotations: {},
+        activeDeadlineSeconds: 60,
+        ...(placement ? { placement } : {}),
+      }).spec!.template.spec!;
+    expect(step(real!)).toMatchObject({
+      nodeSelector: { 'llmhub.dev/node-kind': 'real' },
+      tolerations: [{ key: 'llmhub.dev/real-node', operator: 'Exists', effect: 'NoSchedule' }],
+    });
+    expect(step()).not.toHaveProperty('nodeSelector');
+    expect(step()).not.toHaveProperty('tolerations');
   });
 });
 

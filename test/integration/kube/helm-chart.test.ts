@@ -236,6 +236,8 @@ describe('the Helm chart', () => {
       'gpu-east': {
         kubeconfig: '/etc/llmhub/clusters/gpu-east/kubeconfig',
         defaultResources: { cpu: '8', memory: '64Gi', gpu: 1 },
+        nodeSelector: { pool: 'gpu-batch' },
+        tolerations: [{ key: 'pool', value: 'gpu-batch', operator: 'Equal', effect: 'NoSchedule' }],
       },
     });
     const gpu = find(docs, 'Deployment', 'llmhub-worker-gpu-jobs');

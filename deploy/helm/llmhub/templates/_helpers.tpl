@@ -50,6 +50,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- $entry := dict -}}
 {{- if $c.kubeconfigSecret -}}{{- $_ := set $entry "kubeconfig" (printf "/etc/llmhub/clusters/%s/kubeconfig" $name) -}}{{- end -}}
 {{- if $c.defaultResources -}}{{- $_ := set $entry "defaultResources" $c.defaultResources -}}{{- end -}}
+{{- if $c.nodeSelector -}}{{- $_ := set $entry "nodeSelector" $c.nodeSelector -}}{{- end -}}
+{{- if $c.tolerations -}}{{- $_ := set $entry "tolerations" $c.tolerations -}}{{- end -}}
+{{- if $c.serviceAddress -}}{{- $_ := set $entry "serviceAddress" $c.serviceAddress -}}{{- end -}}
 {{- $_ := set $out $name $entry -}}
 {{- end -}}
 {{- toJson $out -}}
