@@ -15,6 +15,7 @@ import {
 import { workflowId } from '../../contracts/operations';
 import { PhaseKey } from '../../contracts/search-attributes';
 import { linkTo } from '../openapi-links';
+import { OpenAiList, openAiList } from '../openai-list';
 import { startOperation } from '../operations';
 import { requireRole } from '../plugins/auth';
 import { errorResponses } from '../schemas';
@@ -169,27 +170,14 @@ export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
           limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }),
         }),
         response: {
-          200: Type.Object({
-            object: Type.Literal('list'),
-            data: Type.Array(BatchObject),
-            has_more: Type.Boolean(),
-            first_id: Type.Union([Type.String(), Type.Null()]),
-            last_id: Type.Union([Type.String(), Type.Null()]),
-          }),
+          200: OpenAiList(BatchObject),
           ...errorResponses(400),
         },
       },
     },
     async (request) => {
       const page = await batches.listBatches(request.principal!.tenantId, request.query);
-      const data = page.items.map(toBatchObject);
-      return {
-        object: 'list' as const,
-        data,
-        has_more: page.hasMore,
-        first_id: data[0]?.id ?? null,
-        last_id: data.at(-1)?.id ?? null,
-      };
+      return openAiList(page.items.map(toBatchObject), page.hasMore);
     },
   );
 

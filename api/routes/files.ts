@@ -6,6 +6,7 @@ import { BatchStore, newObjectId, type BatchFile } from '../../common/store/batc
 import { fileKey } from '../../contracts/batch';
 import { checkBatchInput, MAX_FILE_BYTES } from '../batch-input';
 import { linkTo } from '../openapi-links';
+import { OpenAiList, openAiList } from '../openai-list';
 import { requireRole } from '../plugins/auth';
 import { errorResponses } from '../schemas';
 
@@ -139,27 +140,14 @@ export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
           purpose: Type.Optional(Type.Union([Type.Literal('batch'), Type.Literal('batch_output')])),
         }),
         response: {
-          200: Type.Object({
-            object: Type.Literal('list'),
-            data: Type.Array(FileObject),
-            has_more: Type.Boolean(),
-            first_id: Type.Union([Type.String(), Type.Null()]),
-            last_id: Type.Union([Type.String(), Type.Null()]),
-          }),
+          200: OpenAiList(FileObject),
           ...errorResponses(400),
         },
       },
     },
     async (request) => {
       const page = await files.listFiles(request.principal!.tenantId, request.query);
-      const data = page.items.map(toFileObject);
-      return {
-        object: 'list' as const,
-        data,
-        has_more: page.hasMore,
-        first_id: data[0]?.id ?? null,
-        last_id: data.at(-1)?.id ?? null,
-      };
+      return openAiList(page.items.map(toFileObject), page.hasMore);
     },
   );
 
