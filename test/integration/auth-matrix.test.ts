@@ -1,4 +1,6 @@
+import { BatchStore } from '../../common/store/batches';
 import { credentialContext, ProviderStore } from '../../common/store/providers';
+import { fileKey } from '../../contracts/batch';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { HTTPMethods, LightMyRequestResponse } from 'fastify';
 import { PLATFORM_ADMIN, ROLE_EXTENSION } from '../../api/plugins/auth';
@@ -178,6 +180,32 @@ beforeAll(async () => {
   });
   const project = uniqueId('project');
   await new RoutingStore(p.db).createProject(a.id, project, MARKER);
+  // A batch input file (its bytes in A's bucket, so A's own read of it would succeed) and a batch reading it.
+  const batches = new BatchStore(p.db);
+  const file = `file-${uniqueId('matrix')}`;
+  const line = JSON.stringify({ custom_id: MARKER, method: 'POST', url: '/v1/chat/completions', body: { model } });
+  await p.objects.put({ bucket: a.bucket, key: fileKey(file) }, Buffer.from(`${line}\n`), 'application/jsonl');
+  await batches.putFile(a.id, {
+    id: file,
+    purpose: 'batch',
+    filename: `${MARKER}.jsonl`,
+    bytes: line.length + 1,
+    lineCount: 1,
+    pageOffsets: [0],
+    urls: ['/v1/chat/completions'],
+    objectKey: fileKey(file),
+  });
+  const batch = `batch_${uniqueId('matrix')}`;
+  await batches.createBatch(a.id, {
+    id: batch,
+    endpoint: '/v1/chat/completions',
+    inputFileId: file,
+    completionWindow: '24h',
+    metadata: { marker: MARKER },
+    createdBy: `key:${MARKER}`,
+    total: 1,
+    expiresAt: Date.now() + 86_400_000,
+  });
   const key = await p.tenants.createApiKey(a.id, MARKER, 'viewer');
   // Runs of tenant A on a queue no worker polls: found by their ids, never queried, terminated at the end.
   for (const c of SEEDED_RUNS) {
@@ -195,6 +223,8 @@ beforeAll(async () => {
     projects: project,
     providers: provider,
     'provider-routes': model,
+    files: file,
+    batches: batch,
     'api-keys': key.id,
     tenants: a.id,
     deployments: RUN_KEY,
@@ -250,6 +280,8 @@ const samples = (placeholder: string) => [
   '1Gi',
   `${placeholder}.md`,
   'USD',
+  `file-${placeholder}`,
+  `batch_${placeholder}`,
   '',
 ];
 
@@ -327,8 +359,15 @@ function requestOf(op: Operation, ofA: boolean, bucket: string) {
   const valid = { cluster, artifactUri: `s3://${bucket}/${CREATED}`, bucket };
   const refs: Refs = {
     values: ofA
-      ? { ...valid, modelId: objectsOfA.models, model: objectsOfA.models, version: '1.0', agentId: objectsOfA.agents }
-      : { ...valid, modelId: ABSENT, model: ABSENT, agentId: ABSENT },
+      ? {
+          ...valid,
+          modelId: objectsOfA.models,
+          model: objectsOfA.models,
+          version: '1.0',
+          agentId: objectsOfA.agents,
+          input_file_id: objectsOfA.files,
+        }
+      : { ...valid, modelId: ABSENT, model: ABSENT, agentId: ABSENT, input_file_id: `file-${ABSENT}` },
     used: new Set(),
   };
   const payload = op.body ? (sample(op.body, CREATED, refs) as object) : undefined;
@@ -504,6 +543,11 @@ describe("another tenant's admin", () => {
     expect(await get(`/v1/knowledge/${objectsOfA.knowledge}/documents`)).toContain(MARKER);
     expect(await get(`/v1/mcp-servers/${objectsOfA['mcp-servers']}/tools`)).toContain(MARKER);
     expect(await get('/v1/projects')).toContain(MARKER);
+    expect(await get(`/v1/files/${objectsOfA.files}`)).toContain(MARKER);
+    expect(JSON.parse(await get(`/v1/batches/${objectsOfA.batches}`))).toMatchObject({
+      status: 'validating',
+      metadata: { marker: MARKER },
+    });
     const keys = JSON.parse(await get('/v1/api-keys')) as { apiKeys: { id: string; revokedAt: string | null }[] };
     expect(keys.apiKeys.find((k) => k.id === objectsOfA['api-keys'])).toMatchObject({ revokedAt: null });
     for (const c of SEEDED_RUNS) {
