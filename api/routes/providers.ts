@@ -37,7 +37,6 @@ const keyed = <V>(pattern: string, value: TSchema, options: object) =>
     additionalProperties: false,
     ...options,
   });
-const Price = Type.Number({ minimum: 0, maximum: 1e9, description: 'per million tokens' });
 const CreateProvider = Type.Object(
   {
     id: ResourceId,
@@ -68,14 +67,13 @@ const CreateProvider = Type.Object(
       Type.Object(
         {
           model: Type.String({ pattern: '^[!-~]{1,256}$', description: "the provider's model (azure: deployment)" }),
-          inputPricePerMTok: Type.Optional(Price),
-          outputPricePerMTok: Type.Optional(Price),
         },
         { additionalProperties: false },
       ),
       {
         maxProperties: 1000,
-        description: 'gateway model name -> provider model, with prices for x-routing-strategy: cost',
+        description:
+          "gateway model name -> provider model; its price (x-routing-strategy: cost, usage, budgets) is the price table's for version provider:<ref>",
       },
     ),
   },
@@ -94,14 +92,7 @@ const ProviderView = Type.Object({
   baseUrl: Type.String(),
   apiVersion: Nullable(Type.String()),
   headerNames: Type.Array(Type.String()),
-  models: Type.Record(
-    Type.String(),
-    Type.Object({
-      model: Type.String(),
-      inputPricePerMTok: Nullable(Type.Number()),
-      outputPricePerMTok: Nullable(Type.Number()),
-    }),
-  ),
+  models: Type.Record(Type.String(), Type.Object({ model: Type.String() })),
   createdAt: Type.String(),
 });
 const Params = Type.Object({ id: ResourceId });
@@ -114,16 +105,7 @@ const view = (p: Provider): Static<typeof ProviderView> => ({
   baseUrl: p.baseUrl,
   apiVersion: p.apiVersion,
   headerNames: Object.keys(p.headers),
-  models: Object.fromEntries(
-    Object.entries(p.models).map(([k, m]) => [
-      k,
-      {
-        model: m.model,
-        inputPricePerMTok: m.inputPricePerMTok ?? null,
-        outputPricePerMTok: m.outputPricePerMTok ?? null,
-      },
-    ]),
-  ),
+  models: Object.fromEntries(Object.entries(p.models).map(([k, m]) => [k, { model: m.model }])),
   createdAt: p.createdAt,
 });
 

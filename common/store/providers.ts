@@ -11,9 +11,6 @@ export const PLATFORM_PREFIX = 'platform/';
 export interface ProviderModel {
   /** The provider's model (Azure: the deployment name). */
   model: string;
-  /** Prices per million tokens, for `x-routing-strategy: cost`; a target without them ranks after those with. */
-  inputPricePerMTok?: number;
-  outputPricePerMTok?: number;
 }
 
 export interface Provider {

@@ -11612,9 +11612,7 @@ export interface paths {
                                 kind: "openai" | "azure";
                                 models: {
                                     [key: string]: {
-                                        inputPricePerMTok: number | null;
                                         model: string;
-                                        outputPricePerMTok: number | null;
                                     };
                                 };
                                 /** @description what a provider route names it by */
@@ -11702,15 +11700,11 @@ export interface paths {
                          * @enum {string}
                          */
                         kind: "openai" | "azure";
-                        /** @description gateway model name -> provider model, with prices for x-routing-strategy: cost */
+                        /** @description gateway model name -> provider model; its price (x-routing-strategy: cost, usage, budgets) is the price table's for version provider:<ref> */
                         models: {
                             [key: string]: {
-                                /** @description per million tokens */
-                                inputPricePerMTok?: number;
                                 /** @description the provider's model (azure: deployment) */
                                 model: string;
-                                /** @description per million tokens */
-                                outputPricePerMTok?: number;
                             };
                         };
                     };
@@ -11733,9 +11727,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */
@@ -11879,9 +11871,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */
@@ -14446,9 +14436,7 @@ export interface paths {
                                 kind: "openai" | "azure";
                                 models: {
                                     [key: string]: {
-                                        inputPricePerMTok: number | null;
                                         model: string;
-                                        outputPricePerMTok: number | null;
                                     };
                                 };
                                 /** @description what a provider route names it by */
@@ -14536,15 +14524,11 @@ export interface paths {
                          * @enum {string}
                          */
                         kind: "openai" | "azure";
-                        /** @description gateway model name -> provider model, with prices for x-routing-strategy: cost */
+                        /** @description gateway model name -> provider model; its price (x-routing-strategy: cost, usage, budgets) is the price table's for version provider:<ref> */
                         models: {
                             [key: string]: {
-                                /** @description per million tokens */
-                                inputPricePerMTok?: number;
                                 /** @description the provider's model (azure: deployment) */
                                 model: string;
-                                /** @description per million tokens */
-                                outputPricePerMTok?: number;
                             };
                         };
                     };
@@ -14567,9 +14551,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */
@@ -14713,9 +14695,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */
