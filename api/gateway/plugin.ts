@@ -240,6 +240,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   const alerts = new BudgetAlertSender({
     store: budgets,
     egress,
+    ...(providers ? { vault: providers.vault } : {}),
     pollMs: s.alertPollMs,
     retryMs: s.alertRetryMs,
     logger: app.log,

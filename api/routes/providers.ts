@@ -16,6 +16,7 @@ import {
 } from '../../common/store/providers';
 import { DEFAULT_CANARY_WEIGHT, RoutingStore } from '../../common/store/routing';
 import { RESERVED_HEADERS } from '../gateway/providers';
+import { BudgetStore } from '../../common/store/budgets';
 import type { ProviderDeps } from '../http-app';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
@@ -256,9 +257,10 @@ export const providerRoutes: FastifyPluginAsyncTypebox<{ owner: 'tenant' | 'plat
   );
 };
 
-/** Key rotation for provider credentials (platform operators). */
+/** Key rotation for everything sealed under the KEK: provider credentials and budget webhook secrets (operators). */
 export const providerCredentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const store = new ProviderStore(app.platform.db);
+  const budgets = new BudgetStore(app.platform.db);
   app.post(
     '/rewrap',
     {
@@ -266,20 +268,24 @@ export const providerCredentialRoutes: FastifyPluginAsyncTypebox = async (app) =
       schema: {
         tags: ['platform'],
         summary:
-          "Key rotation: re-wrap every provider credential's data key under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout)",
+          "Key rotation: re-wrap the data key of every provider credential and budget webhook secret under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout)",
         response: {
           200: Type.Object({
             rewrapped: Type.Integer(),
             stranded: Type.Integer({
               description:
-                'credentials under a key the key file no longer holds: they open nowhere, register them again',
+                'credentials under a key the key file no longer holds: they open nowhere; register the provider (or set the budget webhook) again',
             }),
           }),
           ...errorResponses(503),
         },
       },
     },
-    async () => store.rewrapAll(configured(app.platform.providers).vault),
+    async () => {
+      const vault = configured(app.platform.providers).vault;
+      const [a, b] = [await store.rewrapAll(vault), await budgets.rewrapSecrets(vault)];
+      return { rewrapped: a.rewrapped + b.rewrapped, stranded: a.stranded + b.stranded };
+    },
   );
 };
 

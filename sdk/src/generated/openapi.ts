@@ -2380,6 +2380,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description The one error shape of the platform */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
             };
         };
         post?: never;
@@ -11495,7 +11504,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Key rotation: re-wrap every provider credential's data key under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout) */
+        /** Key rotation: re-wrap the data key of every provider credential and budget webhook secret under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout) */
         post: {
             parameters: {
                 query?: never;
@@ -11513,7 +11522,7 @@ export interface paths {
                     content: {
                         "application/json": {
                             rewrapped: number;
-                            /** @description credentials under a key the key file no longer holds: they open nowhere, register them again */
+                            /** @description credentials under a key the key file no longer holds: they open nowhere; register the provider (or set the budget webhook) again */
                             stranded: number;
                         };
                     };
