@@ -257,11 +257,14 @@ describe('routing strategies', () => {
 
 describe('credentials', () => {
   it('rotate without downtime: a new primary key, rewrap, the old key dropped, and the gateway still serves', async () => {
+    // A budget webhook secret is sealed under the same keys and moves with them.
+    const budget = { amount: 1000, currency: 'USD', webhookUrl: 'http://127.0.0.1:9/hook', webhookSecret: OPENAI_KEY };
+    expect((await call('PUT', '/v1/budgets', acme.keys.admin, budget)).statusCode).toBe(200);
     const old = JSON.parse(await readFile(p.kekFile, 'utf8')) as { keys: Record<string, string> };
     await writeFile(p.kekFile, newKeyFile('k2', old.keys));
     const rewrapped = await call('POST', '/v1/platform/provider-credentials/rewrap', p.operatorKey);
     expect(rewrapped.statusCode).toBe(200);
-    expect(rewrapped.json().rewrapped).toBeGreaterThanOrEqual(3);
+    expect(rewrapped.json().rewrapped).toBeGreaterThanOrEqual(4);
     const rotated = JSON.parse(await readFile(p.kekFile, 'utf8')) as { keys: Record<string, string> };
     await writeFile(p.kekFile, JSON.stringify({ primary: 'k2', keys: { k2: rotated.keys.k2 } }));
     const { rows } = await p.db.query(
@@ -269,6 +272,11 @@ describe('credentials', () => {
       [acme.id, AZ_ID],
     );
     expect(rows).toEqual([{ kek: 'k2' }]);
+    const { rows: secrets } = await p.db.query(
+      "SELECT webhook_secret->>'kek' AS kek FROM budgets WHERE tenant_id = $1",
+      [acme.id],
+    );
+    expect(secrets).toEqual([{ kek: 'k2' }]);
     expect(await servedBy('strategy', { 'x-routing-strategy': 'stable' })).toBe(`provider:${AZ}`);
   });
 
