@@ -121,8 +121,9 @@ const Env = Type.Object({
   /** The same allowlist for external providers' base URLs (the gateway's calls and registration); default none. */
   LLMHUB_PROVIDER_EGRESS_ALLOW: Type.String({ default: '' }),
   /**
-   * JSON key file of the key-encryption keys that wrap provider credentials' data keys (common/credentials.ts:
-   * `{"primary": id, "keys": {id: base64 of 32 bytes}}`); unset: providers cannot be registered.
+   * JSON key file of the key-encryption keys that wrap the data keys of provider credentials and budget webhook
+   * secrets (common/credentials.ts: `{"primary": id, "keys": {id: base64 of 32 bytes}}`); unset: providers cannot be
+   * registered nor budget webhooks set.
    */
   LLMHUB_KEK_FILE: Type.Optional(Type.String({ minLength: 1 })),
   ROLLOUT_ALERT_WEBHOOK: Type.Optional(Type.String({ pattern: '^https?://' })),

@@ -100,6 +100,31 @@ export class CredentialVault {
       dataKey.fill(0);
     }
   }
+
+  /**
+   * Rewraps the sealed credential of each stored row; `save` writes one back (unless the row changed meanwhile) and
+   * says whether it did. `stranded`: those under a key the key file no longer holds, which open nowhere.
+   */
+  async rewrapEach<T>(
+    rows: T[],
+    sealedOf: (row: T) => SealedCredential,
+    save: (row: T, next: SealedCredential) => Promise<boolean>,
+  ): Promise<{ rewrapped: number; stranded: number }> {
+    let rewrapped = 0;
+    let stranded = 0;
+    for (const row of rows) {
+      let next: SealedCredential | undefined;
+      try {
+        next = await this.rewrap(sealedOf(row));
+      } catch (err) {
+        if (!(err instanceof CredentialUnavailableError)) throw err;
+        stranded++;
+        continue;
+      }
+      if (next && (await save(row, next))) rewrapped++;
+    }
+    return { rewrapped, stranded };
+  }
 }
 
 interface KeyFile {

@@ -1,7 +1,8 @@
 import { createHmac } from 'node:crypto';
 import { egressRefusalIn, type EgressPolicy } from '../../common/egress';
 import type { Logger } from '../../common/logger';
-import type { BudgetStore, DueAlert } from '../../common/store/budgets';
+import { webhookSecretContext, type BudgetStore, type DueAlert } from '../../common/store/budgets';
+import { CredentialUnavailableError, type CredentialVault } from '../../common/credentials';
 
 /** Alerts taken per query. */
 const BATCH = 20;
@@ -46,6 +47,8 @@ export class BudgetAlertSender {
   constructor(
     private readonly deps: {
       store: Pick<BudgetStore, 'claimDue' | 'delivered' | 'failed'>;
+      /** Opens the sealed webhook secrets; none in a process without a KEK, whose sends fail and are retried. */
+      vault?: Pick<CredentialVault, 'open'>;
       egress: Pick<EgressPolicy, 'fetch'>;
       pollMs: number;
       retryMs: number;
@@ -88,12 +91,16 @@ export class BudgetAlertSender {
     const body = JSON.stringify(alertEvent(a));
     let error: string;
     try {
+      // Opened per attempt, never kept: the secret lives in memory only while this alert is signed.
+      if (!this.deps.vault)
+        throw new CredentialUnavailableError('this process has no key-encryption key (LLMHUB_KEK_FILE)');
+      const secret = await this.deps.vault.open(a.webhookSecret, webhookSecretContext(a.tenantId, a.projectId));
       const res = await this.deps.egress.fetch(a.webhookUrl, {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
           'x-llmhub-event-id': a.id,
-          'x-llmhub-signature': alertSignature(a.webhookSecret, Math.floor(Date.now() / 1000), body),
+          'x-llmhub-signature': alertSignature(secret, Math.floor(Date.now() / 1000), body),
         },
         body,
         redirect: 'manual',
@@ -106,11 +113,14 @@ export class BudgetAlertSender {
       }
       error = `the webhook answered ${res.status}`;
     } catch (err) {
+      // A secret that does not open (its KEK gone, or none here) is retried: the key may come back or be elsewhere.
       // The refusal names only the host; other errors are the connection's (fetch's code of its cause), never the secret's.
       const code = ((err as Error).cause as { code?: unknown } | undefined)?.code;
       error =
-        egressRefusalIn(err)?.message ??
-        `the webhook could not be reached: ${(err as Error).message}${typeof code === 'string' ? ` (${code})` : ''}`;
+        err instanceof CredentialUnavailableError
+          ? `the webhook secret does not open: ${err.message}`
+          : (egressRefusalIn(err)?.message ??
+            `the webhook could not be reached: ${(err as Error).message}${typeof code === 'string' ? ` (${code})` : ''}`);
     }
     const retryAt =
       a.attempts >= MAX_ATTEMPTS

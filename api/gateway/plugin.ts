@@ -240,6 +240,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
   const alerts = new BudgetAlertSender({
     store: budgets,
     egress,
+    ...(providers ? { vault: providers.vault } : {}),
     pollMs: s.alertPollMs,
     retryMs: s.alertRetryMs,
     logger: app.log,
@@ -376,10 +377,14 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       path === '/embeddings' ? 0 : (body.max_tokens ?? body.max_completion_tokens ?? s.defaultMaxTokens);
     const pick = (r: CompiledRoute): Upstream =>
       strategy === 'cost' || strategy === 'latency'
-        ? pickByStrategy(equivalents(r), strategy, (u) => upstreams.breaker(u).state === 'closed', latency, {
-            prompt: promptEstimate,
-            completion: maxOutput,
-          })
+        ? pickByStrategy(
+            equivalents(r),
+            strategy,
+            (u) => upstreams.breaker(u).state === 'closed',
+            latency,
+            { prompt: promptEstimate, completion: maxOutput },
+            (u) => table.priceOf(tenantId, body.model, u.version),
+          )
         : pickUpstream(r, strategy, body.user ?? principal.subject);
     let chosen = pick(route);
     /** Holds the request while `u` is brought back, then picks `route` and `chosen` again; 503 past the queue or the wait. */

@@ -1,5 +1,6 @@
 import type { Logger } from '../../common/logger';
 import type { CredentialVault } from '../../common/credentials';
+import type { Price } from '../../common/store/prices';
 import {
   credentialContext,
   PLATFORM_PREFIX,
@@ -60,10 +61,6 @@ export function providerUpstream(p: Provider, credential: string, gatewayModel: 
       model: m.model,
       query: azure && p.apiVersion ? `?api-version=${encodeURIComponent(p.apiVersion)}` : '',
     },
-    price:
-      m.inputPricePerMTok !== undefined && m.outputPricePerMTok !== undefined
-        ? { input: m.inputPricePerMTok, output: m.outputPricePerMTok }
-        : undefined,
   };
 }
 
@@ -122,9 +119,14 @@ export class LatencyBoard {
   }
 }
 
+/** A target's price per million tokens, as the price table gives it for the version it is metered under. */
+export type TargetPrice = (u: Upstream) => Pick<Price, 'currency' | 'inputPerMillion' | 'outputPerMillion'> | undefined;
+
 /**
- * `cost`: the target whose prices make this request cheapest (tokens as reserved); `latency`: the lowest recent
- * latency. Among the healthy targets (circuit closed) if any; ties go to the declared order (stable first).
+ * `cost`: the target whose price-table price makes this request cheapest (tokens as reserved), the same price usage
+ * and budgets are charged at; amounts compare only in the currency of the first priced target, so a target without a
+ * price, or priced in another currency, ranks last. `latency`: the lowest recent latency. Among the healthy targets
+ * (circuit closed) if any; ties go to the declared order (stable first).
  */
 export function pickByStrategy(
   targets: Upstream[],
@@ -132,14 +134,21 @@ export function pickByStrategy(
   healthy: (u: Upstream) => boolean,
   board: LatencyBoard,
   tokens: { prompt: number; completion: number },
+  priceOf: TargetPrice,
 ): Upstream {
   const usable = targets.filter(healthy);
   const pool = usable.length ? usable : targets;
-  const score =
-    strategy === 'cost'
-      ? (u: Upstream) =>
-          u.price ? u.price.input * tokens.prompt + u.price.output * tokens.completion : Number.POSITIVE_INFINITY
-      : (u: Upstream) => board.of(u);
+  let score = (u: Upstream): number => board.of(u);
+  if (strategy === 'cost') {
+    const prices = new Map(pool.map((u) => [u, priceOf(u)]));
+    const currency = [...prices.values()].find((p) => p !== undefined)?.currency;
+    score = (u) => {
+      const p = prices.get(u);
+      return p && p.currency === currency
+        ? p.inputPerMillion * tokens.prompt + p.outputPerMillion * tokens.completion
+        : Number.POSITIVE_INFINITY;
+    };
+  }
   let best = pool[0]!;
   for (const u of pool) if (score(u) < score(best)) best = u;
   return best;

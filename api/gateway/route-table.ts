@@ -19,8 +19,6 @@ export interface Upstream {
   breakerKey: string;
   /** An external provider's call: its credential and extra headers, the model it names, Azure's api-version. */
   provider?: { headers: Record<string, string>; model: string; query: string };
-  /** Per million tokens, for the cost strategy; unknown for deployed versions (the usage price table will say). */
-  price?: { input: number; output: number };
   /** The replica owner's state; undefined: no rollout recorded the version (or a provider), so nothing can bring it back. */
   serving?: VersionServing;
 }

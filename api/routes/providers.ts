@@ -16,6 +16,7 @@ import {
 } from '../../common/store/providers';
 import { DEFAULT_CANARY_WEIGHT, RoutingStore } from '../../common/store/routing';
 import { RESERVED_HEADERS } from '../gateway/providers';
+import { BudgetStore } from '../../common/store/budgets';
 import type { ProviderDeps } from '../http-app';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
@@ -37,7 +38,6 @@ const keyed = <V>(pattern: string, value: TSchema, options: object) =>
     additionalProperties: false,
     ...options,
   });
-const Price = Type.Number({ minimum: 0, maximum: 1e9, description: 'per million tokens' });
 const CreateProvider = Type.Object(
   {
     id: ResourceId,
@@ -68,14 +68,13 @@ const CreateProvider = Type.Object(
       Type.Object(
         {
           model: Type.String({ pattern: '^[!-~]{1,256}$', description: "the provider's model (azure: deployment)" }),
-          inputPricePerMTok: Type.Optional(Price),
-          outputPricePerMTok: Type.Optional(Price),
         },
         { additionalProperties: false },
       ),
       {
         maxProperties: 1000,
-        description: 'gateway model name -> provider model, with prices for x-routing-strategy: cost',
+        description:
+          "gateway model name -> provider model; its price (x-routing-strategy: cost, usage, budgets) is the price table's for version provider:<ref>",
       },
     ),
   },
@@ -94,14 +93,7 @@ const ProviderView = Type.Object({
   baseUrl: Type.String(),
   apiVersion: Nullable(Type.String()),
   headerNames: Type.Array(Type.String()),
-  models: Type.Record(
-    Type.String(),
-    Type.Object({
-      model: Type.String(),
-      inputPricePerMTok: Nullable(Type.Number()),
-      outputPricePerMTok: Nullable(Type.Number()),
-    }),
-  ),
+  models: Type.Record(Type.String(), Type.Object({ model: Type.String() })),
   createdAt: Type.String(),
 });
 const Params = Type.Object({ id: ResourceId });
@@ -114,16 +106,7 @@ const view = (p: Provider): Static<typeof ProviderView> => ({
   baseUrl: p.baseUrl,
   apiVersion: p.apiVersion,
   headerNames: Object.keys(p.headers),
-  models: Object.fromEntries(
-    Object.entries(p.models).map(([k, m]) => [
-      k,
-      {
-        model: m.model,
-        inputPricePerMTok: m.inputPricePerMTok ?? null,
-        outputPricePerMTok: m.outputPricePerMTok ?? null,
-      },
-    ]),
-  ),
+  models: Object.fromEntries(Object.entries(p.models).map(([k, m]) => [k, { model: m.model }])),
   createdAt: p.createdAt,
 });
 
@@ -274,9 +257,10 @@ export const providerRoutes: FastifyPluginAsyncTypebox<{ owner: 'tenant' | 'plat
   );
 };
 
-/** Key rotation for provider credentials (platform operators). */
+/** Key rotation for everything sealed under the KEK: provider credentials and budget webhook secrets (operators). */
 export const providerCredentialRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const store = new ProviderStore(app.platform.db);
+  const budgets = new BudgetStore(app.platform.db);
   app.post(
     '/rewrap',
     {
@@ -284,20 +268,24 @@ export const providerCredentialRoutes: FastifyPluginAsyncTypebox = async (app) =
       schema: {
         tags: ['platform'],
         summary:
-          "Key rotation: re-wrap every provider credential's data key under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout)",
+          "Key rotation: re-wrap the data key of every provider credential and budget webhook secret under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout)",
         response: {
           200: Type.Object({
             rewrapped: Type.Integer(),
             stranded: Type.Integer({
               description:
-                'credentials under a key the key file no longer holds: they open nowhere, register them again',
+                'credentials under a key the key file no longer holds: they open nowhere; register the provider (or set the budget webhook) again',
             }),
           }),
           ...errorResponses(503),
         },
       },
     },
-    async () => store.rewrapAll(configured(app.platform.providers).vault),
+    async () => {
+      const vault = configured(app.platform.providers).vault;
+      const [a, b] = [await store.rewrapAll(vault), await budgets.rewrapSecrets(vault)];
+      return { rewrapped: a.rewrapped + b.rewrapped, stranded: a.stranded + b.stranded };
+    },
   );
 };
 

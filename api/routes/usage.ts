@@ -1,8 +1,15 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply } from 'fastify';
-import { NotFoundError } from '../../common/errors';
-import { BUDGET_KEYS, ALERT_KEYS, BudgetStore, DEFAULT_THRESHOLDS, type Budget } from '../../common/store/budgets';
+import { NotFoundError, UnavailableError } from '../../common/errors';
+import {
+  BUDGET_KEYS,
+  ALERT_KEYS,
+  BudgetStore,
+  DEFAULT_THRESHOLDS,
+  webhookSecretContext,
+  type Budget,
+} from '../../common/store/budgets';
 import { monthOf } from '../../common/store/limits';
 import { PLATFORM_PRICE, PRICE_KEYS, PriceStore, type Price } from '../../common/store/prices';
 import { RoutingStore } from '../../common/store/routing';
@@ -380,7 +387,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
         summary:
           'Set the monthly budget of the tenant or of one of its projects: alerts at thresholds, then 429 budget_exceeded',
         body: PutBudget,
-        response: { 200: BudgetOut, ...errorResponses(400, 404) },
+        response: { 200: BudgetOut, ...errorResponses(400, 404, 503) },
       },
       links: {
         200: {
@@ -397,6 +404,12 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (project !== '' && project !== 'default' && !(await routing.getProject(tenantId, project)))
         throw new MissingReferenceError(`project '${project}' does not exist`, 'body.project');
       const webhookUrl = b.webhookUrl ?? null;
+      // The secret is sealed like a provider credential; without a key-encryption key no webhook can be kept.
+      const vault = webhookUrl === null ? undefined : app.platform.providers?.vault;
+      if (webhookUrl !== null && !vault)
+        throw new UnavailableError(
+          'budget webhooks are not enabled: the platform has no key-encryption key (LLMHUB_KEK_FILE); set the budget without webhookUrl',
+        );
       const thresholds = [...(b.thresholds ?? DEFAULT_THRESHOLDS)].sort((x, y) => x - y);
       const budget = await budgets.setBudget(tenantId, project, {
         amount: b.amount,
@@ -404,7 +417,7 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
         thresholds,
         webhookUrl,
         // Without a webhook there is nothing to sign; a URL the delivery cannot parse is its error to show.
-        webhookSecret: webhookUrl === null ? null : b.webhookSecret!,
+        webhookSecret: vault ? await vault.seal(b.webhookSecret!, webhookSecretContext(tenantId, project)) : null,
       });
       // A budget lowered below (or set under) what is spent has reached its thresholds now, not at the next request.
       await budgets.decideAlerts([tenantId]);

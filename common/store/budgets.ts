@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from 'pg';
 import { budgetSubject, monthOf, type LimitRule } from './limits';
 import { cursorTime, KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 import { inTransaction } from './pool';
+import type { CredentialVault, SealedCredential } from '../credentials';
 import { PRICED_USAGE } from './prices';
 
 /** Percent of a budget at which an alert is sent when a budget names none. */
@@ -14,8 +15,8 @@ export interface BudgetSpec {
   /** Percent of the amount, ascending. */
   thresholds: number[];
   webhookUrl: string | null;
-  /** The HMAC key of the alerts (with a webhookUrl). */
-  webhookSecret: string | null;
+  /** The HMAC key of the alerts (with a webhookUrl), sealed under webhookSecretContext. */
+  webhookSecret: SealedCredential | null;
 }
 
 export interface Budget {
@@ -52,8 +53,12 @@ export interface BudgetAlert {
 /** An alert handed to a sender, with where and how to send it. */
 export interface DueAlert extends BudgetAlert {
   webhookUrl: string | null;
-  webhookSecret: string | null;
+  webhookSecret: SealedCredential | null;
 }
+
+/** Binds a budget's sealed webhook secret to its budget (associated data), so it opens nowhere else. */
+export const webhookSecretContext = (tenantId: string, projectId: string): string =>
+  `budget-webhook:${tenantId}:${projectId}`;
 
 export const BUDGET_KEYS: Keyset<Budget> = { list: 'budgets', parts: [KeyPart.text], keyOf: (b) => [b.projectId] };
 export const ALERT_KEYS: Keyset<BudgetAlert> = {
@@ -153,7 +158,15 @@ export class BudgetStore {
          ON CONFLICT (tenant_id, project_id) DO UPDATE SET amount = EXCLUDED.amount, currency = EXCLUDED.currency,
            thresholds = EXCLUDED.thresholds, webhook_url = EXCLUDED.webhook_url, webhook_secret = EXCLUDED.webhook_secret,
            updated_at = now()`,
-        [tenantId, projectId, spec.amount, spec.currency, spec.thresholds, spec.webhookUrl, spec.webhookSecret],
+        [
+          tenantId,
+          projectId,
+          spec.amount,
+          spec.currency,
+          spec.thresholds,
+          spec.webhookUrl,
+          spec.webhookSecret && JSON.stringify(spec.webhookSecret),
+        ],
       );
       const window = [tenantId, subject, new Date(month.start)];
       const prior = old[0];
@@ -267,7 +280,9 @@ export class BudgetStore {
    * another process does not send them meanwhile; a sender that dies before it answers leaves them due again after).
    */
   async claimDue(limit: number, holdMs: number): Promise<DueAlert[]> {
-    const { rows } = await this.db.query<AlertRow & { webhook_url: string | null; webhook_secret: string | null }>(
+    const { rows } = await this.db.query<
+      AlertRow & { webhook_url: string | null; webhook_secret: SealedCredential | null }
+    >(
       `WITH due AS (
          SELECT id FROM budget_alerts
          WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= now()
@@ -293,6 +308,24 @@ export class BudgetStore {
          next_attempt_at = COALESCE($3, next_attempt_at), abandoned_at = CASE WHEN $3::timestamptz IS NULL THEN now() END
        WHERE id = $1`,
       [id, error.slice(0, 1000), retryAt],
+    );
+  }
+
+  /** Re-wraps the webhook secrets not under the vault's primary KEK (key rotation), as ProviderStore.rewrapAll. */
+  async rewrapSecrets(vault: CredentialVault): Promise<{ rewrapped: number; stranded: number }> {
+    const { rows } = await this.db.query<{ tenant_id: string; project_id: string; webhook_secret: SealedCredential }>(
+      'SELECT tenant_id, project_id, webhook_secret FROM budgets WHERE webhook_secret IS NOT NULL',
+    );
+    return vault.rewrapEach(
+      rows,
+      (r) => r.webhook_secret,
+      async (r, next) => {
+        const { rowCount } = await this.db.query(
+          `UPDATE budgets SET webhook_secret = $3 WHERE tenant_id = $1 AND project_id = $2 AND webhook_secret = $4`,
+          [r.tenant_id, r.project_id, JSON.stringify(next), JSON.stringify(r.webhook_secret)],
+        );
+        return rowCount === 1;
+      },
     );
   }
 

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { CredentialUnavailableError, type CredentialVault, type SealedCredential } from '../credentials';
+import type { CredentialVault, SealedCredential } from '../credentials';
 import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
 
 export const PROVIDER_KINDS = ['openai', 'azure'] as const;
@@ -11,9 +11,6 @@ export const PLATFORM_PREFIX = 'platform/';
 export interface ProviderModel {
   /** The provider's model (Azure: the deployment name). */
   model: string;
-  /** Prices per million tokens, for `x-routing-strategy: cost`; a target without them ranks after those with. */
-  inputPricePerMTok?: number;
-  outputPricePerMTok?: number;
 }
 
 export interface Provider {
@@ -192,26 +189,20 @@ export class ProviderStore {
    * under a key the vault no longer has (they open nowhere; their providers must be registered again).
    */
   async rewrapAll(vault: CredentialVault): Promise<{ rewrapped: number; stranded: number }> {
-    const { rows } = await this.db.query('SELECT tenant_id, id, credential FROM providers');
-    let rewrapped = 0;
-    let stranded = 0;
-    for (const r of rows) {
-      let next: SealedCredential | undefined;
-      try {
-        next = await vault.rewrap(r.credential as SealedCredential);
-      } catch (err) {
-        if (!(err instanceof CredentialUnavailableError)) throw err;
-        stranded++;
-        continue;
-      }
-      if (!next) continue;
-      const { rowCount } = await this.db.query(
-        `UPDATE providers SET credential = $3, updated_at = now()
-         WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND credential = $4`,
-        [r.tenant_id, r.id, JSON.stringify(next), JSON.stringify(r.credential)],
-      );
-      rewrapped += rowCount ?? 0;
-    }
-    return { rewrapped, stranded };
+    const { rows } = await this.db.query<{ tenant_id: string | null; id: string; credential: SealedCredential }>(
+      'SELECT tenant_id, id, credential FROM providers',
+    );
+    return vault.rewrapEach(
+      rows,
+      (r) => r.credential,
+      async (r, next) => {
+        const { rowCount } = await this.db.query(
+          `UPDATE providers SET credential = $3, updated_at = now()
+           WHERE tenant_id IS NOT DISTINCT FROM $1 AND id = $2 AND credential = $4`,
+          [r.tenant_id, r.id, JSON.stringify(next), JSON.stringify(r.credential)],
+        );
+        return rowCount === 1;
+      },
+    );
   }
 }

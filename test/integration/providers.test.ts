@@ -34,8 +34,7 @@ const AZ_ID = uniqueId('az');
 const AZ = `platform/${AZ_ID}`;
 /** A gateway model per test, each mapped by every provider, so each test's route is new to the gateway. */
 const MODELS = ['shape', 'canary', 'fallback', 'strategy'] as const;
-const mapping = (model: string, prices: object = {}) =>
-  Object.fromEntries(MODELS.map((m) => [m, { model, ...prices }]));
+const mapping = (model: string) => Object.fromEntries(MODELS.map((m) => [m, { model }]));
 
 beforeAll(async () => {
   const sink = new PassThrough();
@@ -101,7 +100,7 @@ describe('registration', () => {
       baseUrl: openaiServer.url,
       credential: OPENAI_KEY,
       headers: { 'x-org': 'acme' },
-      models: mapping('gpt-x', { inputPricePerMTok: 1, outputPricePerMTok: 2 }),
+      models: mapping('gpt-x'),
     };
     expect((await call('POST', '/v1/providers', acme.keys.developer, oa)).statusCode).toBe(403);
     const made = await call('POST', '/v1/providers', acme.keys.admin, oa);
@@ -115,7 +114,7 @@ describe('registration', () => {
       baseUrl: `http://127.0.0.1:${azureServer.port}`,
       apiVersion: '2024-10-21',
       credential: AZURE_KEY,
-      models: mapping('dep-chat', { inputPricePerMTok: 10, outputPricePerMTok: 20 }),
+      models: mapping('dep-chat'),
     };
     expect((await call('POST', '/v1/platform/providers', acme.keys.admin, az)).statusCode).toBe(403);
     expect((await call('POST', '/v1/platform/providers', p.operatorKey, az)).statusCode).toBe(201);
@@ -222,9 +221,31 @@ describe('routing through each shape', () => {
 });
 
 describe('routing strategies', () => {
-  it('cost: the cheapest of the equivalent targets; latency: the lowest recent latency', async () => {
+  it('cost: the cheapest of the equivalent targets by the price table; latency: the lowest recent latency', async () => {
     await route('strategy', { stable: AZ, fallbacks: ['oa'] }, `provider:${AZ}`);
-    expect(await servedBy('strategy', { 'x-routing-strategy': 'cost' })).toBe('provider:oa');
+    // Unpriced, the declared order decides; then the prices usage is charged at (by version, as metered) decide.
+    expect(await servedBy('strategy', { 'x-routing-strategy': 'cost' })).toBe(`provider:${AZ}`);
+    const price = async (version: string, inputPerMillion: number, outputPerMillion: number) =>
+      expect(
+        (
+          await call('PUT', '/v1/prices', acme.keys.admin, {
+            model: 'strategy',
+            version,
+            currency: 'USD',
+            inputPerMillion,
+            outputPerMillion,
+          })
+        ).statusCode,
+      ).toBe(200);
+    await price('provider:oa', 1, 2);
+    await price(`provider:${AZ}`, 10, 20);
+    await eventually('cost to pick the cheaper provider, oa', async () => {
+      return (await servedBy('strategy', { 'x-routing-strategy': 'cost' })) === 'provider:oa';
+    });
+    await price(`provider:${AZ}`, 0.1, 0.2);
+    await eventually(`cost to pick ${AZ} once it is the cheaper`, async () => {
+      return (await servedBy('strategy', { 'x-routing-strategy': 'cost' })) === `provider:${AZ}`;
+    });
 
     await faults(azureServer, { latencyMs: 300 });
     const seen: unknown[] = [];
@@ -236,11 +257,14 @@ describe('routing strategies', () => {
 
 describe('credentials', () => {
   it('rotate without downtime: a new primary key, rewrap, the old key dropped, and the gateway still serves', async () => {
+    // A budget webhook secret is sealed under the same keys and moves with them.
+    const budget = { amount: 1000, currency: 'USD', webhookUrl: 'http://127.0.0.1:9/hook', webhookSecret: OPENAI_KEY };
+    expect((await call('PUT', '/v1/budgets', acme.keys.admin, budget)).statusCode).toBe(200);
     const old = JSON.parse(await readFile(p.kekFile, 'utf8')) as { keys: Record<string, string> };
     await writeFile(p.kekFile, newKeyFile('k2', old.keys));
     const rewrapped = await call('POST', '/v1/platform/provider-credentials/rewrap', p.operatorKey);
     expect(rewrapped.statusCode).toBe(200);
-    expect(rewrapped.json().rewrapped).toBeGreaterThanOrEqual(3);
+    expect(rewrapped.json().rewrapped).toBeGreaterThanOrEqual(4);
     const rotated = JSON.parse(await readFile(p.kekFile, 'utf8')) as { keys: Record<string, string> };
     await writeFile(p.kekFile, JSON.stringify({ primary: 'k2', keys: { k2: rotated.keys.k2 } }));
     const { rows } = await p.db.query(
@@ -248,6 +272,11 @@ describe('credentials', () => {
       [acme.id, AZ_ID],
     );
     expect(rows).toEqual([{ kek: 'k2' }]);
+    const { rows: secrets } = await p.db.query(
+      "SELECT webhook_secret->>'kek' AS kek FROM budgets WHERE tenant_id = $1",
+      [acme.id],
+    );
+    expect(secrets).toEqual([{ kek: 'k2' }]);
     expect(await servedBy('strategy', { 'x-routing-strategy': 'stable' })).toBe(`provider:${AZ}`);
   });
 

@@ -45,6 +45,8 @@ async function startGateway(name: string) {
       GATEWAY_ALERT_RETRY_MS: '200',
       GATEWAY_BUDGET_SLICE: String(BUDGET_SLICE),
       LLMHUB_WEBHOOK_EGRESS_ALLOW: '127.0.0.1/32',
+      // The key file the test platform's API sealed the webhook secrets with.
+      LLMHUB_KEK_FILE: p.kekFile,
       LOG_LEVEL: 'warn',
     },
   });
@@ -327,6 +329,29 @@ describe('budgets on two gateway processes', () => {
       });
       expect(budget).toMatchObject({ project: '', thresholds: [50, 80, 100], webhookSecretSet: true, spent: 0 });
       expect(JSON.stringify(budget)).not.toContain(secret);
+      // At rest only an envelope; without a key-encryption key a webhook is refused with 503, before anything is written.
+      const { rows: stored } = await p.db.query('SELECT webhook_secret::text AS s FROM budgets WHERE tenant_id = $1', [
+        t.id,
+      ]);
+      expect(stored[0].s).toContain('"kek"');
+      for (const form of [secret, Buffer.from(secret).toString('base64')]) expect(stored[0].s).not.toContain(form);
+      const platform = p.app.platform as { providers?: unknown };
+      const { providers } = platform;
+      delete platform.providers;
+      try {
+        const refused = await api('PUT', '/v1/budgets', t.keys.admin, {
+          amount: 2,
+          currency: 'USD',
+          webhookUrl,
+          webhookSecret: secret,
+        });
+        expect(refused).toMatchObject({
+          status: 503,
+          body: { error: { type: 'unavailable', message: expect.stringContaining('LLMHUB_KEK_FILE') } },
+        });
+      } finally {
+        platform.providers = providers;
+      }
       await untilBothRefreshed(t, marker, weight);
 
       // Concurrent traffic on both processes, until the metered spend is past 80 %.

@@ -2,8 +2,12 @@ import { createHmac } from 'node:crypto';
 import { describe, expect, it, jest } from '@jest/globals';
 import { alertSignature, BudgetAlertSender } from '../../api/gateway/alert-sender';
 import { SliceLimiter, type Admission } from '../../api/gateway/limiter';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CredentialVault, KeyFileKeks, newKeyFile } from '../../common/credentials';
 import { EgressPolicy } from '../../common/egress';
-import type { DueAlert } from '../../common/store/budgets';
+import { webhookSecretContext, type DueAlert } from '../../common/store/budgets';
 import { budgetSubject, monthOf, type LimitRule, type WindowRef } from '../../common/store/limits';
 
 const quiet = { warn: () => undefined, error: () => undefined };
@@ -72,7 +76,11 @@ describe('budgets', () => {
     }
   });
 
-  it('signs an alert over its timestamp and body, and retries a delivery the egress check refuses', async () => {
+  it('signs an alert over its timestamp and body with its sealed secret, and retries what cannot be sent yet', async () => {
+    const SECRET = 's3cret-s3cret-s3cret';
+    const dir = await mkdtemp(path.join(tmpdir(), 'kek-'));
+    await writeFile(path.join(dir, 'keys.json'), newKeyFile('k1'));
+    const vault = new CredentialVault(new KeyFileKeks(path.join(dir, 'keys.json')));
     expect(alertSignature('s3cret-s3cret-s3cret', 1_700_000_000, '{"a":1}')).toBe(
       `t=1700000000,v1=${createHmac('sha256', 's3cret-s3cret-s3cret').update('1700000000.{"a":1}').digest('hex')}`,
     );
@@ -91,12 +99,15 @@ describe('budgets', () => {
       abandonedAt: null,
       lastError: null,
       webhookUrl: 'http://127.0.0.1:65000/hook',
-      webhookSecret: 's3cret-s3cret-s3cret',
+      webhookSecret: await vault.seal(SECRET, webhookSecretContext('t', '')),
     };
+    // The same sealed secret copied onto another budget: bound to its own, it does not open there.
+    const moved = { ...alert, id: '00000000-0000-4000-8000-000000000003', projectId: 'p2' };
     const failed: { id: string; error: string; retryAt: Date | null }[] = [];
-    let due = [alert, { ...alert, id: '00000000-0000-4000-8000-000000000002', webhookUrl: null }];
+    let due = [alert, { ...alert, id: '00000000-0000-4000-8000-000000000002', webhookUrl: null }, moved];
     const egress = new EgressPolicy();
     const sender = new BudgetAlertSender({
+      vault,
       store: {
         claimDue: async () => {
           const out = due;
@@ -115,6 +126,10 @@ describe('budgets', () => {
     await sender.close();
     await egress.close();
     const byId = new Map(failed.map((f) => [f.id, f]));
+    expect(JSON.stringify(failed)).not.toContain(SECRET);
+    // A secret that does not open is retried (the key may come back), its error naming neither secret nor data.
+    expect(byId.get(moved.id)).toMatchObject({ error: expect.stringMatching(/^the webhook secret does not open/) });
+    expect(byId.get(moved.id)!.retryAt).toBeInstanceOf(Date);
     // Loopback is internal: refused before any connection, and tried again later.
     expect(byId.get(alert.id)!.error).toMatch(/^egress to 127\.0\.0\.1 is refused/);
     expect(byId.get(alert.id)!.retryAt).toBeInstanceOf(Date);

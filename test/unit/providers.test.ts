@@ -2,49 +2,61 @@ import { describe, expect, it } from '@jest/globals';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { LatencyBoard, pickByStrategy, providerUpstream } from '../../api/gateway/providers';
+import { LatencyBoard, pickByStrategy, providerUpstream, type TargetPrice } from '../../api/gateway/providers';
 import type { Upstream } from '../../api/gateway/route-table';
 import { CredentialVault, KeyFileKeks, newKeyFile } from '../../common/credentials';
 import type { Provider } from '../../common/store/providers';
 
-const target = (version: string, price?: { input: number; output: number }): Upstream => ({
+const target = (version: string): Upstream => ({
   version,
   url: `http://127.0.0.1/${version}`,
   origin: 'http://127.0.0.1',
   basePath: `/${version}`,
   breakerKey: version,
-  ...(price ? { price } : {}),
 });
 
 describe('routing strategies', () => {
-  const cheap = target('cheap', { input: 1, output: 2 });
-  const dear = target('dear', { input: 5, output: 10 });
+  // The price table's prices by version, as RouteTable.priceOf gives them: a provider's and a deployed version's alike.
+  const table: Record<string, [number, number, string?]> = {
+    'provider:cheap': [1, 2],
+    'v-dear': [5, 10],
+    'provider:in': [10, 1],
+    'provider:yen': [0.001, 0.001, 'JPY'],
+  };
+  const priceOf: TargetPrice = (u) => {
+    const p = table[u.version];
+    return p && { inputPerMillion: p[0], outputPerMillion: p[1], currency: p[2] ?? 'USD' };
+  };
+  const cheap = target('provider:cheap');
+  const dear = target('v-dear');
   const unpriced = target('unpriced');
   const tokens = { prompt: 100, completion: 100 };
+  const pick = (ts: Upstream[], healthy: (u: Upstream) => boolean, t = tokens) =>
+    pickByStrategy(ts, 'cost', healthy, new LatencyBoard(), t, priceOf).version;
 
-  it('cost: the cheapest healthy target; unknown prices rank last; all unhealthy: the cheapest of all', () => {
-    const board = new LatencyBoard();
-    expect(pickByStrategy([unpriced, dear, cheap], 'cost', () => true, board, tokens).version).toBe('cheap');
-    expect(pickByStrategy([unpriced, dear, cheap], 'cost', (u) => u !== cheap, board, tokens).version).toBe('dear');
-    expect(pickByStrategy([unpriced, dear, cheap], 'cost', () => false, board, tokens).version).toBe('cheap');
+  it('cost: the cheapest healthy target by the price table; unknown prices rank last; all unhealthy: the cheapest', () => {
+    expect(pick([unpriced, dear, cheap], () => true)).toBe('provider:cheap');
+    // A deployed version with a price is ranked as a provider target is.
+    expect(pick([unpriced, dear, cheap], (u) => u !== cheap)).toBe('v-dear');
+    expect(pick([unpriced, dear, cheap], () => false)).toBe('provider:cheap');
     // Output tokens weigh by their own price: a long answer can make the other target cheaper.
-    const inputHeavy = target('in', { input: 10, output: 1 });
-    expect(
-      pickByStrategy([inputHeavy, cheap], 'cost', () => true, board, { prompt: 1, completion: 1000 }).version,
-    ).toBe('in');
+    expect(pick([target('provider:in'), cheap], () => true, { prompt: 1, completion: 1000 })).toBe('provider:in');
+    // Amounts in another currency than the first priced target's are not compared: it ranks with the unpriced.
+    expect(pick([dear, target('provider:yen')], () => true)).toBe('v-dear');
+    expect(pick([unpriced, dear], () => true)).toBe('v-dear');
   });
 
   it('latency: each target is tried once, then the lowest recent latency wins', () => {
     const board = new LatencyBoard();
     const [a, b] = [target('a'), target('b')];
-    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens).version).toBe('a');
+    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens, priceOf).version).toBe('a');
     board.observe(a, 300);
-    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens).version).toBe('b');
+    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens, priceOf).version).toBe('b');
     board.observe(b, 20);
-    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens).version).toBe('b');
+    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens, priceOf).version).toBe('b');
     // b slows down: its recent average passes a's.
     for (let i = 0; i < 10; i++) board.observe(b, 1000);
-    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens).version).toBe('a');
+    expect(pickByStrategy([a, b], 'latency', () => true, board, tokens, priceOf).version).toBe('a');
   });
 });
 
@@ -56,7 +68,7 @@ describe('provider calls', () => {
     baseUrl: kind === 'azure' ? 'https://res.example.com' : 'https://api.example.com/v1/',
     apiVersion: kind === 'azure' ? '2024-10-21' : null,
     headers: { 'x-extra': '1' },
-    models: { chat: { model: 'gpt-4o', inputPricePerMTok: 2.5, outputPricePerMTok: 10 } },
+    models: { chat: { model: 'gpt-4o' } },
     credential: {} as Provider['credential'],
     createdAt: '',
   });
@@ -68,7 +80,6 @@ describe('provider calls', () => {
       basePath: '/v1',
       version: 'provider:p',
       provider: { headers: { 'x-extra': '1', authorization: 'Bearer sk-1' }, model: 'gpt-4o', query: '' },
-      price: { input: 2.5, output: 10 },
     });
     const azure = providerUpstream(provider('azure'), 'az-1', 'chat')!;
     expect(azure).toMatchObject({

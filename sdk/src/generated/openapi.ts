@@ -2380,6 +2380,15 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description The one error shape of the platform */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
             };
         };
         post?: never;
@@ -11495,7 +11504,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Key rotation: re-wrap every provider credential's data key under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout) */
+        /** Key rotation: re-wrap the data key of every provider credential and budget webhook secret under the key file's primary key (the credentials themselves are not re-encrypted; the gateway keeps serving throughout) */
         post: {
             parameters: {
                 query?: never;
@@ -11513,7 +11522,7 @@ export interface paths {
                     content: {
                         "application/json": {
                             rewrapped: number;
-                            /** @description credentials under a key the key file no longer holds: they open nowhere, register them again */
+                            /** @description credentials under a key the key file no longer holds: they open nowhere; register the provider (or set the budget webhook) again */
                             stranded: number;
                         };
                     };
@@ -11612,9 +11621,7 @@ export interface paths {
                                 kind: "openai" | "azure";
                                 models: {
                                     [key: string]: {
-                                        inputPricePerMTok: number | null;
                                         model: string;
-                                        outputPricePerMTok: number | null;
                                     };
                                 };
                                 /** @description what a provider route names it by */
@@ -11702,15 +11709,11 @@ export interface paths {
                          * @enum {string}
                          */
                         kind: "openai" | "azure";
-                        /** @description gateway model name -> provider model, with prices for x-routing-strategy: cost */
+                        /** @description gateway model name -> provider model; its price (x-routing-strategy: cost, usage, budgets) is the price table's for version provider:<ref> */
                         models: {
                             [key: string]: {
-                                /** @description per million tokens */
-                                inputPricePerMTok?: number;
                                 /** @description the provider's model (azure: deployment) */
                                 model: string;
-                                /** @description per million tokens */
-                                outputPricePerMTok?: number;
                             };
                         };
                     };
@@ -11733,9 +11736,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */
@@ -11879,9 +11880,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */
@@ -14446,9 +14445,7 @@ export interface paths {
                                 kind: "openai" | "azure";
                                 models: {
                                     [key: string]: {
-                                        inputPricePerMTok: number | null;
                                         model: string;
-                                        outputPricePerMTok: number | null;
                                     };
                                 };
                                 /** @description what a provider route names it by */
@@ -14536,15 +14533,11 @@ export interface paths {
                          * @enum {string}
                          */
                         kind: "openai" | "azure";
-                        /** @description gateway model name -> provider model, with prices for x-routing-strategy: cost */
+                        /** @description gateway model name -> provider model; its price (x-routing-strategy: cost, usage, budgets) is the price table's for version provider:<ref> */
                         models: {
                             [key: string]: {
-                                /** @description per million tokens */
-                                inputPricePerMTok?: number;
                                 /** @description the provider's model (azure: deployment) */
                                 model: string;
-                                /** @description per million tokens */
-                                outputPricePerMTok?: number;
                             };
                         };
                     };
@@ -14567,9 +14560,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */
@@ -14713,9 +14704,7 @@ export interface paths {
                             kind: "openai" | "azure";
                             models: {
                                 [key: string]: {
-                                    inputPricePerMTok: number | null;
                                     model: string;
-                                    outputPricePerMTok: number | null;
                                 };
                             };
                             /** @description what a provider route names it by */

@@ -216,6 +216,8 @@ describe('the Helm chart', () => {
       'Exact /v1/models': 'llmhub-gateway',
       'Prefix /': 'llmhub-api',
     });
+    // No KEK by default: providers and budget webhooks are off until a Secret is named.
+    expect(envOf(api, 'LLMHUB_KEK_FILE')).toBeUndefined();
     // Off by default: they need the operator's CRDs.
     expect(docs.some((d) => d.kind === 'ServiceMonitor' || d.kind === 'PrometheusRule')).toBe(false);
   });
@@ -272,7 +274,7 @@ describe('the Helm chart', () => {
     expect(JSON.stringify(rules)).toContain('llmhub_rollout_rollbacks_total');
   });
 
-  test('self-hosted mTLS values: client certificate files, server name, versitygw tenant keys, platform S3 Secret', async () => {
+  test('self-hosted mTLS values: client certificate files, server name, versitygw tenant keys, platform S3 Secret, KEK', async () => {
     const { docs } = await render('self-hosted-mtls');
     const config = find(docs, 'ConfigMap', 'llmhub').data;
     expect(config).toMatchObject({
@@ -282,7 +284,22 @@ describe('the Helm chart', () => {
       LLMHUB_TENANT_EGRESS_CIDRS: '10.96.0.0/16',
       QDRANT_URL: 'http://qdrant.qdrant.svc:6333',
       S3_ENDPOINT: 'http://versitygw.storage.svc:7070',
+      LLMHUB_PROVIDER_EGRESS_ALLOW: 'vllm.inference.svc',
+      LLMHUB_WEBHOOK_EGRESS_ALLOW: '10.96.0.0/16',
     });
+    // The key-encryption keys: a read-only Secret volume in the api and gateway, never in a worker.
+    for (const name of ['llmhub-api', 'llmhub-gateway']) {
+      const d = find(docs, 'Deployment', name);
+      expect(envOf(d, 'LLMHUB_KEK_FILE').value).toBe('/etc/llmhub/kek/keys.json');
+      expect(d.spec.template.spec.volumes).toContainEqual({
+        name: 'kek',
+        secret: expect.objectContaining({ secretName: 'llmhub-kek' }),
+      });
+      expect(container(d).volumeMounts).toContainEqual({ name: 'kek', mountPath: '/etc/llmhub/kek', readOnly: true });
+    }
+    const worker = find(docs, 'Deployment', 'llmhub-worker-platform');
+    expect(envOf(worker, 'LLMHUB_KEK_FILE')).toBeUndefined();
+    expect(JSON.stringify(worker.spec.template.spec.volumes)).not.toContain('llmhub-kek');
     for (const name of ['llmhub-api', 'llmhub-gateway', 'llmhub-worker-platform']) {
       const d = find(docs, 'Deployment', name);
       expect(envOf(d, 'TEMPORAL_TLS_CERT_FILE').value).toBe('/etc/llmhub/temporal-tls/tls.crt');
