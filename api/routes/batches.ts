@@ -21,8 +21,6 @@ import { requireRole } from '../plugins/auth';
 import { errorResponses } from '../schemas';
 import { FileParams } from './files';
 
-const COMPLETION_WINDOW_MS = 24 * 3_600_000;
-
 const Endpoint = Type.Unsafe<BatchEndpoint>({ type: 'string', enum: [...BATCH_ENDPOINTS] });
 const Counts = Type.Object({ total: Type.Integer(), completed: Type.Integer(), failed: Type.Integer() });
 const Time = Type.Union([Type.Integer({ description: 'epoch seconds' }), Type.Null()]);
@@ -119,7 +117,7 @@ export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
           'body.endpoint',
         );
       const id = newObjectId('batch_');
-      const expiresAt = Date.now() + COMPLETION_WINDOW_MS;
+      const expiresAt = Date.now() + app.platform.batchCompletionWindowMs;
       const input: BatchInput = {
         tenantId,
         batchId: id,

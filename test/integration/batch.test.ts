@@ -209,4 +209,23 @@ describe('batches', () => {
     expect(new Set(ids(output)).size).toBe(output.length);
     expect(done.request_counts.completed).toBe(output.length);
   });
+
+  it('past the completion window ends expired with the partial output', async () => {
+    // A window of seconds for this batch only: 3000 lines at 100 ms each, 32 at a time, need more than 9 s.
+    const platform = p.app.platform;
+    platform.batchCompletionWindowMs = 4_000;
+    let b: BatchObject;
+    try {
+      b = await startBatch(acme, chatLines('slow', 3000));
+    } finally {
+      platform.batchCompletionWindowMs = 24 * 3_600_000;
+    }
+    const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['expired']);
+    expect(done).toMatchObject({ completion_window: '24h', expired_at: expect.any(Number) });
+    const output = await fileLines(p.app, acme.keys.viewer, done.output_file_id);
+    expect(output.length).toBeGreaterThan(0);
+    expect(output.length).toBeLessThan(3000);
+    expect(new Set(ids(output)).size).toBe(output.length);
+    expect(done.request_counts).toMatchObject({ total: 3000, completed: output.length });
+  });
 });
