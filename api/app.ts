@@ -66,6 +66,8 @@ export interface AppDeps extends HttpAppDeps {
   tenantResources?: TenantResources[];
   /** Where HTTP MCP servers may be reached at registration (LLMHUB_MCP_EGRESS_ALLOW); default: no internal address. */
   mcpEgress?: EgressPolicy;
+  /** How long a batch runs before it expires with its partial output; default 24 h (OpenAI's only window, `24h`). */
+  batchCompletionWindowMs?: number;
 }
 
 export interface Platform {
@@ -88,6 +90,8 @@ export interface Platform {
   mcpEgress: EgressPolicy;
   /** Unset without LLMHUB_KEK_FILE: provider registration answers 503. */
   providers?: ProviderDeps;
+  /** Read at each batch's creation, so a test can shorten it for one batch and see it expire. */
+  batchCompletionWindowMs: number;
 }
 
 declare module 'fastify' {
@@ -139,6 +143,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     tenantResources: deps.tenantResources ?? [],
     mcpEgress: deps.mcpEgress ?? new EgressPolicy(),
     ...(deps.providers ? { providers: deps.providers } : {}),
+    batchCompletionWindowMs: deps.batchCompletionWindowMs ?? 24 * 3_600_000,
   };
   app.decorate('platform', platform);
   const wakes = startWakeRelay({

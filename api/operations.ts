@@ -30,9 +30,14 @@ export interface StartOperation<W extends Workflow = Workflow> {
   contract: OperationContract<unknown>;
   tenantId: string;
   key: string;
+  /** The workflow id's key when it is not the Idempotency-Key (a resource id of the platform's own making). */
+  workflowKey?: string;
   /** Everything that makes two requests "the same request". */
   request: unknown;
-  options: Omit<WorkflowStartOptions<W>, 'workflowId' | 'taskQueue'>;
+  /** A function of the workflow id when the arguments name the resource the id names (a repeat's, not this request's). */
+  options:
+    | Omit<WorkflowStartOptions<W>, 'workflowId' | 'taskQueue'>
+    | ((workflowId: string) => Omit<WorkflowStartOptions<W>, 'workflowId' | 'taskQueue'>);
   /** Platform-state writes that belong to the operation; they commit with the idempotency claim or not at all. */
   prepare?: (c: PoolClient, workflowId: string) => Promise<void>;
   /** Undoes `prepare` when Temporal refuses the start, so nothing is left half-applied. */
@@ -49,7 +54,7 @@ export async function startOperation<W extends Workflow>(
   op: StartOperation<W>,
 ): Promise<{ workflowId: string; fresh: boolean }> {
   const kind = op.contract.kind;
-  const id = workflowId(kind, op.tenantId, op.key);
+  const id = workflowId(kind, op.tenantId, op.workflowKey ?? op.key);
   const claimOn = (q: Pool | PoolClient) =>
     claimIdempotencyKey(q, {
       tenantId: op.tenantId,
@@ -67,9 +72,10 @@ export async function startOperation<W extends Workflow>(
         return claimed;
       })
     : await claimOn(deps.db);
+  const options = typeof op.options === 'function' ? op.options(claim.workflowId) : op.options;
   try {
     await deps.temporal.workflow.start<W>(op.contract.workflowType, {
-      ...op.options,
+      ...options,
       workflowId: claim.workflowId,
       taskQueue: deps.taskQueue,
       workflowIdConflictPolicy: 'USE_EXISTING',
@@ -77,7 +83,7 @@ export async function startOperation<W extends Workflow>(
       typedSearchAttributes: [
         { key: TenantIdKey, value: op.tenantId },
         { key: OperationKindKey, value: kind },
-        ...((op.options.typedSearchAttributes as unknown[] | undefined) ?? []),
+        ...((options.typedSearchAttributes as unknown[] | undefined) ?? []),
       ],
     } as WorkflowStartOptions<W>);
   } catch (err) {

@@ -30,6 +30,8 @@ const MAX_RETRY_AFTER_MS = 30_000;
 /** Tries of one line when the gateway cannot be reached, before the page's activity fails (and is retried). */
 const CONNECT_TRIES = 5;
 
+/** Page results the finish reads at once (S3 objects, or rows of a page cut short). */
+const FINISH_READS = 8;
 /** How often a page writes the results it has collected, in one statement. */
 const RESULT_FLUSH_MS = 100;
 
@@ -219,28 +221,30 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       input: BatchRef & { ending: BatchEnding; pages: number; outputFileId: string; errorFileId: string },
     ): Promise<{ completed: number; failed: number }> {
       await store.moveBatch(input.tenantId, input.batchId, 'finalizing');
+      const resultsOf = async (page: number): Promise<LineResult[]> => {
+        Context.current().heartbeat(page);
+        if (await objects.head(pageRef(input, page)))
+          return parseLines(await readObject(objects, pageRef(input, page)));
+        const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(
+          (r) => JSON.parse(r) as LineResult,
+        );
+        // What a page cut short by cancel or expiry got done counts too.
+        if (results.length > 0)
+          await store.recordPage(input.tenantId, input.batchId, {
+            page,
+            completed: results.filter(succeeded).length,
+            failed: results.filter((r) => !succeeded(r)).length,
+          });
+        return results;
+      };
+      // Pages read a few at a time: one after another, their round trips were most of the batch's last seconds.
+      const reads = new NamedSlots(FINISH_READS);
+      const pages = await Promise.all(
+        Array.from({ length: input.pages }, (_, page) => reads.run('pages', () => resultsOf(page))),
+      );
       const ok: string[] = [];
       const failed: string[] = [];
-      for (let page = 0; page < input.pages; page++) {
-        Context.current().heartbeat(page);
-        let results: LineResult[];
-        const whole = await objects.head(pageRef(input, page));
-        if (whole) {
-          results = parseLines(await readObject(objects, pageRef(input, page)));
-        } else {
-          results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(
-            (r) => JSON.parse(r) as LineResult,
-          );
-          // What a page cut short by cancel or expiry got done counts too.
-          if (results.length > 0)
-            await store.recordPage(input.tenantId, input.batchId, {
-              page,
-              completed: results.filter(succeeded).length,
-              failed: results.filter((r) => !succeeded(r)).length,
-            });
-        }
-        for (const r of results) (succeeded(r) ? ok : failed).push(`${JSON.stringify(r)}\n`);
-      }
+      for (const r of pages.flat()) (succeeded(r) ? ok : failed).push(`${JSON.stringify(r)}\n`);
       const write = async (id: string, lines: string[], filename: string) => {
         if (lines.length === 0) return null;
         const body = Buffer.from(lines.join(''));

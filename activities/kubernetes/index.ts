@@ -5,6 +5,7 @@ import {
   CoreV1Api,
   KubernetesObjectApi,
   PatchStrategy,
+  setHeaderOptions,
   type KubeConfig,
   type KubernetesObject,
   type V1Deployment,
@@ -162,20 +163,28 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
         throw err;
       }
     },
-    /** The scale subresource, as the HPA writes it; a Deployment deleted meanwhile is applied again first. */
+    /**
+     * The scale subresource, by server-side apply: an update (PUT) of replicas that no manager owns yet, as the
+     * rollout's apply leaves them for an autoscaled version, is recorded in no managedFields entry, so the autoscaler
+     * would own nothing. Forced: replicas are the autoscaler's alone. A Deployment deleted meanwhile is applied again.
+     */
     async setReplicas(spec, ref, replicas) {
       if (!(await runtime.replicas(ref))) await runtime.apply(spec, ref);
-      await apps.replaceNamespacedDeploymentScale({
-        name: ref.name,
-        namespace: ref.namespace,
-        fieldManager: AUTOSCALER_FIELD_MANAGER,
-        body: {
-          apiVersion: 'autoscaling/v1',
-          kind: 'Scale',
-          metadata: { name: ref.name, namespace: ref.namespace },
-          spec: { replicas },
+      await apps.patchNamespacedDeploymentScale(
+        {
+          name: ref.name,
+          namespace: ref.namespace,
+          fieldManager: AUTOSCALER_FIELD_MANAGER,
+          force: true,
+          body: {
+            apiVersion: 'autoscaling/v1',
+            kind: 'Scale',
+            metadata: { name: ref.name, namespace: ref.namespace },
+            spec: { replicas },
+          },
         },
-      });
+        setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+      );
       const service = await core.readNamespacedService({ name: ref.name, namespace: ref.namespace });
       return endpointOf(spec, ref, service.spec?.clusterIP);
     },

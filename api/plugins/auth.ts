@@ -8,7 +8,11 @@ import { PLATFORM_KEY_PREFIX } from '../../common/store/tenants';
 import { Roles, type Role } from '../../contracts/approvals';
 import { isValidTenantId } from '../../contracts/operations';
 import type { ApiKeyInfo, TenantState, TenantStore } from '../../common/store/tenants';
-import { SERVICE_CREDENTIAL_PREFIX, type ServiceCredentials } from '../../common/service-credential';
+import {
+  SERVICE_CREDENTIAL_PREFIX,
+  type ServiceClaims,
+  type ServiceCredentials,
+} from '../../common/service-credential';
 import type { PlatformOperator, Principal } from '../../common/types';
 
 declare module 'fastify' {
@@ -182,6 +186,7 @@ export const authPlugin = fp(
     const keys = new ApiKeyCache(opts.tenants, opts.keyCacheTtlMs ?? 0, opts.keyCacheLimits);
     const budget = new FailureBudget(opts.failuresPerMinute ?? DEFAULT_AUTH_FAILURES_PER_MINUTE);
     const vouched = new Map<string, true>();
+    const serviceClaims = new Map<string, ServiceClaims>();
     app.decorate('apiKeys', keys);
     checkJwtSettings(opts.jwt);
     const jwks = opts.jwt.jwks ?? (opts.jwt.jwksUrl ? createRemoteJWKSet(new URL(opts.jwt.jwksUrl)) : undefined);
@@ -202,8 +207,14 @@ export const authPlugin = fp(
      * whose key was revoked or has expired since, or a suspended tenant, is refused as the key itself would be.
      */
     async function fromServiceCredential(token: string): Promise<Principal> {
-      const claims = await opts.serviceCredentials?.verify(token);
-      if (!claims) throw new UnauthorizedError('invalid or expired service credential');
+      // A page's lines share one credential: its signature is checked once, its expiry at every call.
+      const known = serviceClaims.get(token);
+      const claims = known && known.exp > Date.now() ? known : await opts.serviceCredentials?.verify(token);
+      if (!claims) {
+        serviceClaims.delete(token);
+        throw new UnauthorizedError('invalid or expired service credential');
+      }
+      if (!known) setBounded(serviceClaims, token, claims, MAX_VOUCHED);
       const state = await tenantStates.get(claims.tenantId);
       if (state !== 'active') throw new UnauthorizedError(`tenant '${claims.tenantId}' cannot act (${state})`);
       let roles = claims.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r));

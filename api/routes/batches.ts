@@ -12,16 +12,14 @@ import {
   type BatchInput,
   type BatchStatus,
 } from '../../contracts/batch';
-import { workflowId } from '../../contracts/operations';
+import { parseWorkflowId, workflowId } from '../../contracts/operations';
 import { PhaseKey } from '../../contracts/search-attributes';
 import { linkTo } from '../openapi-links';
 import { OpenAiList, openAiList } from '../openai-list';
-import { startOperation } from '../operations';
+import { idempotencyKeyOf, startOperation } from '../operations';
 import { requireRole } from '../plugins/auth';
-import { errorResponses } from '../schemas';
+import { errorResponses, IdempotencyHeaders } from '../schemas';
 import { FileParams } from './files';
-
-const COMPLETION_WINDOW_MS = 24 * 3_600_000;
 
 const Endpoint = Type.Unsafe<BatchEndpoint>({ type: 'string', enum: [...BATCH_ENDPOINTS] });
 const Counts = Type.Object({ total: Type.Integer(), completed: Type.Integer(), failed: Type.Integer() });
@@ -89,6 +87,7 @@ export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         tags: ['batches'],
         summary: 'Create a batch of an uploaded input file; its lines go through the gateway as the caller',
+        headers: IdempotencyHeaders,
         body: Type.Object(
           {
             input_file_id: FileParams.properties.id,
@@ -98,7 +97,7 @@ export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
           },
           { additionalProperties: false },
         ),
-        response: { 200: BatchObject, ...errorResponses(400, 404, 503) },
+        response: { 200: BatchObject, ...errorResponses(400, 404, 422, 503) },
       },
     },
     async (request) => {
@@ -118,32 +117,36 @@ export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
           `the file's lines call ${other}, not the batch's endpoint ${body.endpoint}`,
           'body.endpoint',
         );
-      const id = newObjectId('batch_');
-      const expiresAt = Date.now() + COMPLETION_WINDOW_MS;
-      const input: BatchInput = {
+      const fresh = newObjectId('batch_');
+      const header = request.headers['idempotency-key'];
+      const expiresAt = Date.now() + app.platform.batchCompletionWindowMs;
+      const inputOf = (batchId: string): BatchInput => ({
         tenantId,
-        batchId: id,
+        batchId,
         bucket: storageScopes.bucketOf(tenantId),
         endpoint: body.endpoint as BatchEndpoint,
         inputFileId: file.id,
         subject: principal.subject,
         roles: principal.roles,
         expiresAt,
-      };
-      await startOperation(
+      });
+      const started = await startOperation(
         { db, temporal, taskQueue },
         {
           contract: batchContract,
           tenantId,
-          key: id,
+          // Without the header the batch's own id is the claim, as unique as any key.
+          key: header === undefined ? fresh : idempotencyKeyOf(header),
+          workflowKey: fresh,
           request: body,
-          options: {
-            args: [input],
+          // A repeated key names the first request's batch; the workflow must be that batch's.
+          options: (id) => ({
+            args: [inputOf(parseWorkflowId(id)!.key)],
             typedSearchAttributes: [{ key: PhaseKey, value: 'validating' }],
-          },
+          }),
           prepare: () =>
             batches.createBatch(tenantId, {
-              id,
+              id: fresh,
               endpoint: body.endpoint as BatchEndpoint,
               inputFileId: file.id,
               completionWindow: body.completion_window,
@@ -154,7 +157,8 @@ export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
             }),
         },
       );
-      return toBatchObject(await batchOf(tenantId, id));
+      request.auditWorkflowId = started.workflowId;
+      return toBatchObject(await batchOf(tenantId, parseWorkflowId(started.workflowId)!.key));
     },
   );
 

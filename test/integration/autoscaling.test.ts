@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
-import { FIELD_MANAGER } from '../../activities/kubernetes/manifests';
+import { AUTOSCALER_FIELD_MANAGER } from '../../activities/kubernetes/manifests';
 import {
   autoscalerStatusQuery,
   autoscalerWorkflowId,
@@ -171,11 +171,11 @@ describe('autoscaling', () => {
     expect(up.settings).toEqual(settings);
     const deployment = await api.readDeployment(m.id, 'v1');
     // One owner of replicas: the rollout's apply (field manager llmhub) names none for an autoscaled version, so a
-    // re-apply never resets what the autoscaler set through the scale subresource.
+    // re-apply never resets what the autoscaler applied through the scale subresource.
     const owners = (deployment?.metadata?.managedFields ?? [])
       .filter((f) => (f.fieldsV1 as { 'f:spec'?: { 'f:replicas'?: object } } | undefined)?.['f:spec']?.['f:replicas'])
-      .map((f) => f.manager);
-    expect(owners).not.toContain(FIELD_MANAGER);
+      .map((f) => ({ manager: f.manager, operation: f.operation, subresource: f.subresource }));
+    expect(owners).toEqual([{ manager: AUTOSCALER_FIELD_MANAGER, operation: 'Apply', subresource: 'scale' }]);
     await eventually('kwok pods of the 3 replicas ready', async () => {
       const d = await api.readDeployment(m.id, 'v1');
       return d?.status?.readyReplicas === 3;

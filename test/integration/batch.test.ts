@@ -172,6 +172,31 @@ describe('batches', () => {
     expect(metadata.currentDetails).toContain('20 completed, 0 failed of 20 requests');
   });
 
+  it('honours Idempotency-Key: the same key and body give the same batch, running or ended; another body 422', async () => {
+    const fileId = (await uploadFile(p.app, acme.keys.developer, chatLines('steady', 2))).json().id as string;
+    const create = (run: string) =>
+      p.app.inject({
+        method: 'POST',
+        url: '/v1/batches',
+        headers: { ...bearer(acme.keys.developer), 'idempotency-key': 'nightly-1' },
+        payload: {
+          input_file_id: fileId,
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+          metadata: { run },
+        },
+      });
+    const first = (await create('a')).json() as BatchObject;
+    expect((await create('a')).json()).toMatchObject({ id: first.id });
+    await untilBatch(p.app, acme.keys.viewer, first.id, ['completed']);
+    expect((await create('a')).json()).toMatchObject({ id: first.id, status: 'completed' });
+    const other = await create('b');
+    expect(other.statusCode).toBe(422);
+    expect(other.json().error).toMatchObject({ type: 'idempotency_key_reused', details: { field: 'Idempotency-Key' } });
+    const listed = (await inject(acme.keys.viewer, 'GET', '/v1/batches?limit=100')).json().data as BatchObject[];
+    expect(listed.filter((b) => b.input_file_id === fileId).map((b) => b.id)).toEqual([first.id]);
+  });
+
   it('puts the lines the model server failed (5%) in the error file with the error body, the rest in the output', async () => {
     const before = flaky.received();
     const b = await startBatch(acme, chatLines('flaky', 400));
@@ -208,5 +233,24 @@ describe('batches', () => {
     expect(output.length).toBeLessThan(3000);
     expect(new Set(ids(output)).size).toBe(output.length);
     expect(done.request_counts.completed).toBe(output.length);
+  });
+
+  it('past the completion window ends expired with the partial output', async () => {
+    // A window of seconds for this batch only: 3000 lines at 100 ms each, 32 at a time, need more than 9 s.
+    const platform = p.app.platform;
+    platform.batchCompletionWindowMs = 4_000;
+    let b: BatchObject;
+    try {
+      b = await startBatch(acme, chatLines('slow', 3000));
+    } finally {
+      platform.batchCompletionWindowMs = 24 * 3_600_000;
+    }
+    const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['expired']);
+    expect(done).toMatchObject({ completion_window: '24h', expired_at: expect.any(Number) });
+    const output = await fileLines(p.app, acme.keys.viewer, done.output_file_id);
+    expect(output.length).toBeGreaterThan(0);
+    expect(output.length).toBeLessThan(3000);
+    expect(new Set(ids(output)).size).toBe(output.length);
+    expect(done.request_counts).toMatchObject({ total: 3000, completed: output.length });
   });
 });

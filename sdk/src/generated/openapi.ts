@@ -1746,7 +1746,10 @@ export interface paths {
         post: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Repeating a request with the same key returns the same operation */
+                    "idempotency-key"?: string;
+                };
                 path?: never;
                 cookie?: never;
             };
@@ -1852,6 +1855,15 @@ export interface paths {
                 };
                 /** @description The one error shape of the platform */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };

@@ -85,7 +85,7 @@ export const operations = [
   { method: 'DELETE', path: '/v1/files/{id}', idempotencyKey: false },
   { method: 'GET', path: '/v1/files/{id}/content', idempotencyKey: false },
   { method: 'GET', path: '/v1/batches/', idempotencyKey: false },
-  { method: 'POST', path: '/v1/batches/', idempotencyKey: false },
+  { method: 'POST', path: '/v1/batches/', idempotencyKey: true },
   { method: 'GET', path: '/v1/batches/{id}', idempotencyKey: false },
   { method: 'POST', path: '/v1/batches/{id}/cancel', idempotencyKey: false },
   { method: 'GET', path: '/v1/platform/mcp-catalog/', idempotencyKey: false },

@@ -2,13 +2,16 @@
  * Batch benchmark (not a test): lines/s of a batch end to end (upload aside: from POST /v1/batches to `completed`,
  * its output file written) against the same requests sent straight to the gateway at the same concurrency
  * (BATCH_CONCURRENCY), in one run on one stack: the API and gateway in this process, a worker, a reference model
- * server answering at once. The direct pass runs before and after the batch and is averaged, so load that drifts
- * during the run skews the ratio less. Prints the ratio batch / direct (goal >= 0.9).
+ * server answering at once. After a warm-up pass, the direct pass runs before and after the batch and is averaged, so
+ * load that drifts during the run skews the ratio less. Prints the ratio batch / direct (goal >= 0.9), and where the
+ * batch's time went (from its history: up to its first page, its pages, its output files).
  *
  *   npm run bench:batch [-- --lines 5000]
  */
 import os from 'node:os';
 import { parseArgs } from 'node:util';
+import type { WorkflowHandle } from '@temporalio/client';
+import { tsToMs } from '@temporalio/common/lib/time';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { createPlatformActivities } from '../../../activities';
 import { BATCH_CONCURRENCY } from '../../../activities/batch/limits';
@@ -111,6 +114,8 @@ async function main(): Promise<void> {
         );
         return n / ((performance.now() - t) / 1000);
       };
+      // A first pass warms the gateway (compiled code, connections, caches): a cold "before" made the ratio look better.
+      await direct();
       const before = await direct();
 
       const { payload, contentType } = await multipart(chatLines('fast', n));
@@ -121,6 +126,7 @@ async function main(): Promise<void> {
         payload,
       });
       const t = performance.now();
+      const postedAt = Date.now();
       const created = await app.inject({
         method: 'POST',
         url: '/v1/batches',
@@ -128,8 +134,11 @@ async function main(): Promise<void> {
         payload: { input_file_id: file.json().id, endpoint: '/v1/chat/completions', completion_window: '24h' },
       });
       const batchId = created.json().id as string;
-      await client.workflow.getHandle(workflowId('batch', 'bench', batchId)).result();
+      const handle = client.workflow.getHandle(workflowId('batch', 'bench', batchId));
+      await handle.result();
       const batchWall = (performance.now() - t) / 1000;
+      const endedAt = Date.now();
+      const phases = phasesOf((await handle.fetchHistory()).events ?? []);
       const done = (await app.inject({ method: 'GET', url: `/v1/batches/${batchId}`, headers })).json();
       const batchRate = done.request_counts.completed / batchWall;
 
@@ -148,12 +157,42 @@ async function main(): Promise<void> {
         `batch: ${batchWall.toFixed(1)} s = ${batchRate.toFixed(1)} lines/s (${done.request_counts.completed} completed, ${done.request_counts.failed} failed)`,
       );
       console.log(`ratio batch / direct: ${(batchRate / directRate).toFixed(2)} (goal >= 0.9)`);
+      const page = phases.batchPage!;
+      const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+      console.log(
+        `where the batch's time went: to its first page ${secs(page.first - postedAt)}, its pages ${secs(
+          page.last - page.first,
+        )} (${(n / ((page.last - page.first) / 1000)).toFixed(1)} lines/s), output files ${secs(
+          phases.batchFinish!.last - phases.batchFinish!.first,
+        )}, to the result ${secs(endedAt - phases.batchFinish!.last)}`,
+      );
     } finally {
       await worker.shutdown();
       await app.close();
       await model.close();
     }
   });
+}
+
+/** Per activity type, when its first task was scheduled and its last completed (epoch ms), from the history. */
+function phasesOf(
+  events: NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>,
+): Record<string, { first: number; last: number }> {
+  const typeOf = new Map<string, string>();
+  const phases: Record<string, { first: number; last: number }> = {};
+  for (const e of events) {
+    const scheduled = e.activityTaskScheduledEventAttributes;
+    const completed = e.activityTaskCompletedEventAttributes;
+    if (scheduled) {
+      const type = scheduled.activityType?.name ?? '';
+      typeOf.set(String(e.eventId), type);
+      phases[type] ??= { first: tsToMs(e.eventTime), last: 0 };
+    } else if (completed) {
+      const phase = phases[typeOf.get(String(completed.scheduledEventId)) ?? ''];
+      if (phase) phase.last = Math.max(phase.last, tsToMs(e.eventTime));
+    }
+  }
+  return phases;
 }
 
 runScript(main);
