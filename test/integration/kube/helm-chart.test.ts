@@ -412,7 +412,7 @@ describe('the Helm chart', () => {
           resources: ['deployments'],
           verbs: ['get', 'list', 'create', 'patch', 'delete', 'deletecollection'],
         },
-        { apiGroups: ['apps'], resources: ['deployments/scale'], verbs: ['get', 'update'] },
+        { apiGroups: ['apps'], resources: ['deployments/scale'], verbs: ['patch'] },
         { apiGroups: [''], resources: ['services'], verbs: ['get', 'create', 'patch', 'delete', 'deletecollection'] },
         {
           apiGroups: ['batch'],
