@@ -13,6 +13,7 @@ tag="src-$(cat deploy/dev/model-server/*.ts deploy/images/build.sh deploy/images
   <(node -p process.versions.node) | sha256sum | cut -c1-12)"
 archive="$LLMHUB_CACHE/images/model-server-$tag.docker.tar"
 if [[ ! -f "$archive" ]]; then
+  mkdir -p "$LLMHUB_CACHE/images"
   exec 9>"$LLMHUB_CACHE/images/.model-server-$tag.lock"
   flock 9
   [[ -f "$archive" ]] || LLMHUB_IMAGE_TAG="$tag" bash deploy/images/build.sh model-server >&2
