@@ -23,7 +23,7 @@ import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, NoContent, Nullable, StringEnum } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
-const ProviderRef = Type.String({
+export const ProviderRef = Type.String({
   pattern: '^(?:platform/)?[a-z0-9][a-z0-9._-]{0,62}$',
   description: "a provider of the tenant by id, or a platform operator's as platform/<id>",
 });
