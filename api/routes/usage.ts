@@ -97,7 +97,8 @@ const PutBudget = Type.Object(
         Type.String({
           pattern: '^https?://[^\\s/?#@]+(?:[/?#]\\S*)?$',
           maxLength: 2000,
-          description: 'Where alerts are posted (no credentials in it: the signature authenticates)',
+          description:
+            'Where alerts are posted (no credentials in it: the signature authenticates); its addresses must pass the egress check (LLMHUB_WEBHOOK_EGRESS_ALLOW)',
         }),
       ),
     ),
