@@ -1,6 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
 import { anyCase, FORBIDDEN_ENV_PATTERN, podMetadataKeyPattern } from '../../common/workload-policy';
 import {
   DEFAULT_ANALYSIS,
@@ -19,7 +19,7 @@ import { providerTarget, ProviderStore } from '../../common/store/providers';
 import { RoutingStore } from '../../common/store/routing';
 import { MissingReferenceError } from '../resource-schemas';
 import { ProviderRef } from './providers';
-import { requireRole } from '../plugins/auth';
+import { hasRole, requireRole } from '../plugins/auth';
 import { canonicalHash } from '../../common/canonical';
 import { executeRunUpdate, IdParams, operationRoutes, type Links } from '../operation-routes';
 import { ClusterName, RolloutRead, RolloutStatusSchema } from '../operation-schemas';
@@ -253,6 +253,22 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
     );
     return { ...input, provider: body.provider };
   };
+
+  // Sending a model's traffic to a provider is a tenant admin's decision (PUT /v1/provider-routes), and so is a
+  // provider canary, which ends with the provider as the route's stable.
+  app.addHook('preHandler', async (request) => {
+    const body = request.body as { provider?: unknown } | undefined;
+    if (
+      request.method === 'POST' &&
+      request.routeOptions.url === '/v1/deploy' &&
+      body?.provider !== undefined &&
+      request.principal &&
+      !hasRole(request.principal, 'admin')
+    )
+      throw new ForbiddenError("a provider canary needs the 'admin' role, as provider routes do", {
+        field: 'body.provider',
+      });
+  });
 
   await app.register(
     operationRoutes({

@@ -309,15 +309,18 @@ describe('provider canary analysis (POST /v1/deploy with a provider)', () => {
       [{ modelId: M, provider: 'flaky', strategy: { readinessTimeout: '1m' } }, 400, 'body.strategy.readinessTimeout'],
       [{ modelId: M }, 400, 'body.cluster'],
     ] as const) {
-      const res = await api.deploy(body);
+      const res = await api.deploy(body, uniqueId('dep'), acme.keys.admin);
       expect([body, res.statusCode, res.json().error?.details?.field]).toEqual([body, status, field]);
     }
+    // Provider routes are a tenant admin's: a developer may deploy versions, not canary a provider.
+    const developer = await api.deploy({ modelId: M, provider: 'flaky' });
+    expect([developer.statusCode, developer.json().error.details.field]).toEqual([403, 'body.provider']);
   });
 
   it('a healthy provider canary is analysed and promoted: it becomes the route stable', async () => {
     const api = rolloutClient(p, acme);
     const { result: done, seen } = await underTraffic(async () => {
-      const res = await api.deploy({ modelId: M, provider: AZ, strategy });
+      const res = await api.deploy({ modelId: M, provider: AZ, strategy }, uniqueId('dep'), acme.keys.admin);
       expect(res.statusCode).toBe(202);
       return api.untilPhase(res.json().deploymentId, 'promoted', 'rolled_back');
     });
@@ -339,7 +342,7 @@ describe('provider canary analysis (POST /v1/deploy with a provider)', () => {
     await faults(flakyServer, { errorRate: 1, errorStatus: 500 });
     const api = rolloutClient(p, acme);
     const { result: done, seen } = await underTraffic(async () => {
-      const res = await api.deploy({ modelId: M, provider: 'flaky', strategy });
+      const res = await api.deploy({ modelId: M, provider: 'flaky', strategy }, uniqueId('dep'), acme.keys.admin);
       expect(res.statusCode).toBe(202);
       return api.untilPhase(res.json().deploymentId, 'promoted', 'rolled_back');
     });
