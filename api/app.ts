@@ -88,6 +88,8 @@ export interface Platform {
   podMetadataKeys: readonly string[];
   tenantResources: TenantResources[];
   mcpEgress: EgressPolicy;
+  /** Where budget alert webhooks may be reached (LLMHUB_WEBHOOK_EGRESS_ALLOW), checked when one is set. */
+  webhookEgress: EgressPolicy;
   /** Unset without LLMHUB_KEK_FILE: provider registration answers 503. */
   providers?: ProviderDeps;
   /** Read at each batch's creation, so a test can shorten it for one batch and see it expire. */
@@ -142,6 +144,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     podMetadataKeys: deps.podMetadataKeys ?? [],
     tenantResources: deps.tenantResources ?? [],
     mcpEgress: deps.mcpEgress ?? new EgressPolicy(),
+    webhookEgress: deps.webhookEgress ?? new EgressPolicy([], undefined, { setting: 'LLMHUB_WEBHOOK_EGRESS_ALLOW' }),
     ...(deps.providers ? { providers: deps.providers } : {}),
     batchCompletionWindowMs: deps.batchCompletionWindowMs ?? 24 * 3_600_000,
   };

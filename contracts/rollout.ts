@@ -58,7 +58,14 @@ export interface ServingResources {
 export interface RolloutInput {
   tenantId: string;
   modelId: string;
+  /** The canary's name in routes, metrics and the status: a version, or `provider:<ref>` for a provider canary. */
   version: string;
+  /**
+   * A provider canary: the provider (by route reference) the model's provider route sends the canary's weight to,
+   * analysed from the gateway's metrics of `provider:<ref>`. Nothing is deployed; promotion makes it the provider
+   * route's stable, a rollback removes it from the route.
+   */
+  provider?: string;
   /** The deployment id (the Idempotency-Key) the lock row and the API know the run by. */
   deploymentId: string;
   cluster: string;

@@ -87,6 +87,8 @@ function reasonOf(err: unknown): { message: string; kind: RolloutAlert['reason']
  */
 export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> {
   const { tenantId, modelId, version, strategy } = input;
+  // Only provider canaries' inputs name a provider, so recorded histories take none of its branches below.
+  const provider = input.provider;
   const wfId = workflowInfo().workflowId;
   const status: RolloutStatus = {
     phase: 'validating',
@@ -135,16 +137,18 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
   };
   let resolved: { artifactUri: string; stable: string | null };
   try {
-    resolved = await (patched(REAPPLY_STABLE_PATCH)
-      ? steps.resolveRollout(ref, { reapplyStable: true })
-      : steps.resolveRollout(ref));
+    resolved = provider
+      ? { artifactUri: '', ...(await steps.resolveProviderCanary(ref, provider)) }
+      : await (patched(REAPPLY_STABLE_PATCH)
+          ? steps.resolveRollout(ref, { reapplyStable: true })
+          : steps.resolveRollout(ref));
   } catch (err) {
     return refuse(err);
   }
   /** The stable version deployed again: applied, waited for and probed, with no canary steps and nothing scaled down. */
   const reapplying = resolved.stable === version;
   // Histories recorded before serving claimed its GPUs from the tenant's quota have none of the claims and releases.
-  const claimsGpus = patched(SERVING_GPU_PATCH);
+  const claimsGpus = !provider && patched(SERVING_GPU_PATCH);
   // A re-applied stable version holds its claim already (an autoscaled one for all its replicas).
   if (claimsGpus && !reapplying) {
     try {
@@ -167,7 +171,8 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     return requested !== undefined;
   };
   const setCanaryWeight = async (weight: number) => {
-    await steps.setRoute(tenantId, modelId, { stable: stable!, canary: version, canaryWeight: weight });
+    if (provider) await steps.setProviderCanary(tenantId, modelId, provider, weight);
+    else await steps.setRoute(tenantId, modelId, { stable: stable!, canary: version, canaryWeight: weight });
     status.weights = { stable, canary: version, canaryWeight: weight };
   };
   const analyse = async (
@@ -196,8 +201,8 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     }
   };
 
-  /** The steps up to promotion; throws to roll back. Returns once the canary is the new stable. */
-  const progress = async () => {
+  /** Deploys the version and probes it; false when no canary steps follow (a first deployment, a re-applied stable). */
+  const deploy = async (): Promise<boolean> => {
     enter('deploying');
     const spec = {
       cluster: input.cluster,
@@ -231,7 +236,13 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     enter('probing');
     await probe.probeEndpoint(applied.endpoint, modelId);
     await steps.setVersionEndpoint(ref, applied.endpoint);
-    if (stable === null || reapplying) return;
+    return stable !== null && !reapplying;
+  };
+
+  /** The steps up to promotion; throws to roll back. Returns once the canary is the new stable. */
+  const progress = async () => {
+    // A provider canary has nothing to deploy: the provider serves already, and its weight starts at the first step.
+    if (!provider && !(await deploy())) return;
     enter('progressing');
     let windowStart = Date.now();
     for (let i = 0; i < strategy.steps.length; i++) {
@@ -291,14 +302,15 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
 
   enter('promoting');
   await CancellationScope.nonCancellable(async () => {
-    await mustFinish.setRoute(tenantId, modelId, { stable: version, canary: null });
+    if (provider) await mustFinish.promoteProviderCanary(tenantId, modelId, provider);
+    else await mustFinish.setRoute(tenantId, modelId, { stable: version, canary: null });
     status.weights = { stable: version, canary: null, canaryWeight: 0 };
-    if (stable !== null && !reapplying) {
+    if (stable !== null && !reapplying && !provider) {
       await mustFinish.scaleModelVersion(await mustFinish.servedRefOf(input.cluster, tenantId, modelId, stable), 0);
       if (claimsGpus) await mustFinish.releaseServingGpus({ ...served, version: stable });
     }
     // Histories recorded before rollouts wrote lineage have no such activity at this point.
-    if (patched('rollout-lineage')) {
+    if (!provider && patched('rollout-lineage')) {
       await mustFinish.recordRolloutLineage(ref, wfId, {
         deploymentId: input.deploymentId,
         cluster: input.cluster,
@@ -336,12 +348,12 @@ export async function rolloutModel(input: RolloutInput): Promise<RolloutStatus> 
     status.rollbackStartedAt = Date.now();
     enter('rolling_back');
     // Traffic first: from here on no user request reaches the canary, whatever the cleanup below takes.
-    if (stable !== null) {
-      await mustFinish.setRoute(tenantId, modelId, { stable, canary: null });
-      status.weights = { stable, canary: null, canaryWeight: 0 };
-    }
-    // A re-applied stable version keeps serving what it can: it is not removed or marked failed.
-    if (!reapplying) {
+    if (provider) await mustFinish.setProviderCanary(tenantId, modelId, null, 0);
+    else if (stable !== null) await mustFinish.setRoute(tenantId, modelId, { stable, canary: null });
+    if (stable !== null) status.weights = { stable, canary: null, canaryWeight: 0 };
+    // A re-applied stable version keeps serving what it can: it is not removed or marked failed; a provider has
+    // nothing deployed to remove.
+    if (!reapplying && !provider) {
       await mustFinish.deleteModelVersion(
         canary ?? (await mustFinish.servedRefOf(input.cluster, tenantId, modelId, version)),
       );

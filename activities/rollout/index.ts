@@ -5,6 +5,7 @@ import type { GatewayMetricsStore } from '../../common/store/gateway-metrics';
 import type { RegistryStore } from '../../common/store/registry';
 import { GpuQuotaStore, servingClaimKey } from '../../common/store/gpu-quota';
 import { LineageStore } from '../../common/store/lineage';
+import { providerTarget, ProviderStore } from '../../common/store/providers';
 import { RolloutLockStore } from '../../common/store/rollouts';
 import type { RouteSpec, RoutingStore } from '../../common/store/routing';
 import type { AlertSink, RolloutAlert } from './alerts';
@@ -73,6 +74,7 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
   const locks = new RolloutLockStore(db);
   const lineage = new LineageStore(db);
   const quotas = new GpuQuotaStore(db);
+  const providers = new ProviderStore(db);
   return {
     /**
      * Claims the version's GPUs (replicas × GPUs per replica) from the tenant's one GPU quota, which fine-tunes and
@@ -120,6 +122,43 @@ export const createRolloutActivities = ({ db, registry, routing, gatewayMetrics,
           RolloutFailures.alreadyStable,
         );
       return { artifactUri: found.artifactUri, stable: route?.stable ?? null };
+    },
+
+    /**
+     * Checks a provider canary can start (the provider maps the model, which has a stable to compare it with) and
+     * answers the stable as routes and metrics name it: the provider route's (`provider:<ref>`), else the deployed one.
+     */
+    async resolveProviderCanary(v: VersionRef, provider: string): Promise<{ stable: string }> {
+      const found = await providers.resolve(v.tenantId, provider);
+      if (!found?.models[v.modelId])
+        throw ApplicationFailure.nonRetryable(
+          `provider '${provider}' ${found ? `maps no model '${v.modelId}'` : 'is not registered'}`,
+          RolloutFailures.versionNotReady,
+        );
+      const route = await providers.getRoute(v.tenantId, v.modelId);
+      if (route?.stable === provider)
+        throw ApplicationFailure.nonRetryable(
+          `provider '${provider}' is already the stable`,
+          RolloutFailures.alreadyStable,
+        );
+      const stable = route?.stable
+        ? providerTarget(route.stable)
+        : (await routing.getRoute(v.tenantId, v.modelId))?.stable;
+      if (!stable)
+        throw ApplicationFailure.nonRetryable(
+          `model '${v.modelId}' has no stable to canary against`,
+          RolloutFailures.versionNotReady,
+        );
+      return { stable };
+    },
+
+    /** A provider canary's weight (0 with no canary: rolled back) on the model's provider route. */
+    async setProviderCanary(tenantId: string, modelId: string, canary: string | null, weight: number): Promise<void> {
+      await providers.setCanary(tenantId, modelId, canary, weight);
+    },
+
+    async promoteProviderCanary(tenantId: string, modelId: string, provider: string): Promise<void> {
+      await providers.promoteCanary(tenantId, modelId, provider);
     },
 
     async setVersionEndpoint(v: VersionRef, endpoint: string | null): Promise<void> {

@@ -5,6 +5,7 @@ import {
   credentialContext,
   PLATFORM_PREFIX,
   providerRef,
+  providerTarget,
   type Provider,
   type ProviderStore,
 } from '../../common/store/providers';
@@ -51,7 +52,7 @@ export function providerUpstream(p: Provider, credential: string, gatewayModel: 
   const base = url.pathname.replace(/\/$/, '');
   const azure = p.kind === 'azure';
   return {
-    version: `provider:${providerRef(p)}`,
+    version: providerTarget(providerRef(p)),
     url: p.baseUrl,
     origin: url.origin,
     basePath: azure ? `${base}/openai/deployments/${encodeURIComponent(m.model)}` : base,

@@ -1,6 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { ConflictError, NotFoundError } from '../../common/errors';
+import { BadRequestError, ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
 import { anyCase, FORBIDDEN_ENV_PATTERN, podMetadataKeyPattern } from '../../common/workload-policy';
 import {
   DEFAULT_ANALYSIS,
@@ -15,7 +15,11 @@ import {
 import { resolveResources, Resources } from '../../common/resources';
 import { ModelIdKey } from '../../contracts/search-attributes';
 import { RolloutLockStore } from '../../common/store/rollouts';
-import { requireRole } from '../plugins/auth';
+import { providerTarget, ProviderStore } from '../../common/store/providers';
+import { RoutingStore } from '../../common/store/routing';
+import { MissingReferenceError } from '../resource-schemas';
+import { ProviderRef } from './providers';
+import { hasRole, requireRole } from '../plugins/auth';
 import { canonicalHash } from '../../common/canonical';
 import { executeRunUpdate, IdParams, operationRoutes, type Links } from '../operation-routes';
 import { ClusterName, RolloutRead, RolloutStatusSchema } from '../operation-schemas';
@@ -180,10 +184,91 @@ const deploymentLinks: Links = {
   ),
 };
 
+/**
+ * POST /v1/deploy's body: a version to deploy on a cluster, or (`provider`) a provider model as the canary, analysed
+ * and promoted or rolled back by the same steps; such a canary deploys nothing, so it takes no cluster.
+ */
+const deployOrProviderBody = (clusters: string[], podMetadataKeys: readonly string[]) => {
+  const base = deployBody(clusters, podMetadataKeys);
+  return Type.Object(
+    {
+      ...base.properties,
+      cluster: Type.Optional({
+        ...base.properties.cluster,
+        description: 'a configured cluster (LLMHUB_CLUSTERS); required unless provider is given',
+      }),
+      provider: Type.Optional({
+        ...ProviderRef,
+        description:
+          "a provider canary: the model's provider route sends the steps' weights to this provider (its mapping of the model), analysed from the gateway's metrics of provider:<ref>; promoted, it becomes the provider route's stable",
+      }),
+    },
+    { additionalProperties: false },
+  );
+};
+/** What only a deployed version has; a provider canary refuses each, naming it. */
+const DEPLOYED_ONLY = ['version', 'resources', 'autoscaling'] as const;
+
 export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { registry, db, temporal } = app.platform;
   const clusterSettings = app.platform.clusters;
   const locks = new RolloutLockStore(db);
+  const providers = new ProviderStore(db);
+  const routing = new RoutingStore(db);
+
+  /** A provider canary's rollout input: the provider maps the model, and the model has a stable to compare it with. */
+  const providerCanaryInput = async (
+    tenantId: string,
+    key: string,
+    body: Static<ReturnType<typeof deployOrProviderBody>> & { provider: string },
+  ): Promise<RolloutInput> => {
+    for (const field of DEPLOYED_ONLY)
+      if (body[field] !== undefined)
+        throw new BadRequestError(`a provider canary deploys nothing: ${field} does not apply`, `body.${field}`);
+    if (Object.keys(body.env).length)
+      throw new BadRequestError('a provider canary deploys nothing: env does not apply', 'body.env');
+    for (const field of ['readinessTimeout', 'canaryMetadata'] as const)
+      if (body.strategy?.[field] !== undefined)
+        throw new BadRequestError(
+          `a provider canary deploys nothing: ${field} does not apply`,
+          `body.strategy.${field}`,
+        );
+    const found = await providers.resolve(tenantId, body.provider);
+    if (!found) throw new MissingReferenceError(`provider '${body.provider}' not found`, 'body.provider');
+    if (!found.models[body.modelId])
+      throw new MissingReferenceError(`provider '${body.provider}' maps no model '${body.modelId}'`, 'body.provider');
+    const route = await providers.getRoute(tenantId, body.modelId);
+    if (route?.stable === body.provider)
+      throw new ConflictError(`provider '${body.provider}' is already the stable`, { field: 'body.provider' });
+    if (!route?.stable && !(await routing.getRoute(tenantId, body.modelId)))
+      throw new ConflictError(`model '${body.modelId}' has no stable (deployed or provider) to canary against`, {
+        field: 'body.provider',
+      });
+    const input = rolloutInputOf(
+      tenantId,
+      key,
+      providerTarget(body.provider),
+      { ...body, cluster: '' },
+      { cpu: '0', gpu: 0, memory: '0' },
+    );
+    return { ...input, provider: body.provider };
+  };
+
+  // Sending a model's traffic to a provider is a tenant admin's decision (PUT /v1/provider-routes), and so is a
+  // provider canary, which ends with the provider as the route's stable.
+  app.addHook('preHandler', async (request) => {
+    const body = request.body as { provider?: unknown } | undefined;
+    if (
+      request.method === 'POST' &&
+      request.routeOptions.url === '/v1/deploy' &&
+      body?.provider !== undefined &&
+      request.principal &&
+      !hasRole(request.principal, 'admin')
+    )
+      throw new ForbiddenError("a provider canary needs the 'admin' role, as provider routes do", {
+        field: 'body.provider',
+      });
+  });
 
   await app.register(
     operationRoutes({
@@ -192,7 +277,7 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
       start: {
         path: '/deploy',
         summary: 'Roll a model version out as a canary (a Temporal workflow); one rollout per model at a time',
-        body: deployBody(Object.keys(clusterSettings), app.platform.podMetadataKeys),
+        body: deployOrProviderBody(Object.keys(clusterSettings), app.platform.podMetadataKeys),
         errors: [404, 409],
         statusUrl: (key) => `/v1/deployments/${key}`,
         links: deploymentLinks,
@@ -200,6 +285,35 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
           const { tenantId, key } = run;
           const model = await registry.getModel(tenantId, body.modelId);
           if (!model) throw new NotFoundError('model', body.modelId);
+          const lock = {
+            prepare: async (c: Parameters<typeof locks.acquire>[0]) => {
+              const { heldBy } = await locks.acquire(c, {
+                tenantId,
+                modelId: body.modelId,
+                deploymentId: key,
+                workflowId: run.workflowId,
+              });
+              if (heldBy)
+                throw new ConflictError(`model '${body.modelId}' has a rollout in progress: '${heldBy}'`, {
+                  field: 'body.modelId',
+                  deploymentId: heldBy,
+                });
+            },
+            undo: (c: Parameters<typeof locks.release>[0]) => locks.release(c, tenantId, body.modelId, run.workflowId),
+          };
+          if (body.provider !== undefined)
+            return {
+              options: {
+                args: [await providerCanaryInput(tenantId, key, { ...body, provider: body.provider })],
+                typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
+                staticSummary: `Canary ${body.modelId} to provider ${body.provider}`,
+                workflowExecutionTimeout: '7 days',
+              },
+              ...lock,
+            };
+          const cluster = body.cluster;
+          if (cluster === undefined)
+            throw new BadRequestError('cluster is required to deploy a version', 'body.cluster');
           const versions = await registry.listVersions(tenantId, body.modelId);
           const version = body.version ?? versions.filter((v) => v.state === 'ready').at(-1)?.version;
           if (version === undefined)
@@ -220,29 +334,16 @@ export const deploymentRoutes: FastifyPluginAsyncTypebox = async (app) => {
                   tenantId,
                   key,
                   version,
-                  body,
-                  resolveResources(body.resources, model.resources, clusterSettings[body.cluster]?.defaultResources),
+                  { ...body, cluster },
+                  resolveResources(body.resources, model.resources, clusterSettings[cluster]?.defaultResources),
                 ),
               ],
               typedSearchAttributes: [{ key: ModelIdKey, value: body.modelId }],
-              staticSummary: `Roll out ${body.modelId}@${version} on cluster ${body.cluster}`,
+              staticSummary: `Roll out ${body.modelId}@${version} on cluster ${cluster}`,
               // Pauses without a duration wait for a person; a week bounds a forgotten one.
               workflowExecutionTimeout: '7 days',
             },
-            prepare: async (c) => {
-              const { heldBy } = await locks.acquire(c, {
-                tenantId,
-                modelId: body.modelId,
-                deploymentId: key,
-                workflowId: run.workflowId,
-              });
-              if (heldBy)
-                throw new ConflictError(`model '${body.modelId}' has a rollout in progress: '${heldBy}'`, {
-                  field: 'body.modelId',
-                  deploymentId: heldBy,
-                });
-            },
-            undo: (c) => locks.release(c, tenantId, body.modelId, run.workflowId),
+            ...lock,
           };
         },
       },

@@ -1,8 +1,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { ConflictError, ForbiddenError, NotFoundError, UnavailableError } from '../../common/errors';
-import { EgressRefusedError } from '../../common/egress';
+import { ConflictError, NotFoundError, UnavailableError } from '../../common/errors';
 import {
   credentialContext,
   PROVIDER_KEYS,
@@ -19,11 +18,12 @@ import { RESERVED_HEADERS } from '../gateway/providers';
 import { BudgetStore } from '../../common/store/budgets';
 import type { ProviderDeps } from '../http-app';
 import { linkTo } from '../openapi-links';
+import { checkedOutboundUrl } from '../outbound-url';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, NoContent, Nullable, StringEnum } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
-const ProviderRef = Type.String({
+export const ProviderRef = Type.String({
   pattern: '^(?:platform/)?[a-z0-9][a-z0-9._-]{0,62}$',
   description: "a provider of the tenant by id, or a platform operator's as platform/<id>",
 });
@@ -119,27 +119,6 @@ function configured(deps: ProviderDeps | undefined): ProviderDeps {
 }
 
 /**
- * The base URL as a place to call. As for HTTP MCP servers: an address the operators' egress policy refuses is
- * forbidden; a host that does not resolve names nothing to call.
- */
-async function checkedBaseUrl(raw: string, deps: ProviderDeps): Promise<string> {
-  const field = 'body.baseUrl';
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new MissingReferenceError('baseUrl names no host', field);
-  }
-  try {
-    await deps.egress.check(url.hostname);
-  } catch (err) {
-    if (err instanceof EgressRefusedError) throw new ForbiddenError(err.message, { field });
-    throw new MissingReferenceError(`baseUrl's host ${url.hostname} does not resolve`, field);
-  }
-  return url.toString();
-}
-
-/**
  * External providers: a tenant admin's for its tenant (/v1/providers), a platform operator's for every tenant
  * (/v1/platform/providers, which tenants route to as platform/<id>). Providers do not change once made: delete and
  * register again (a provider a route names is not deleted).
@@ -175,7 +154,7 @@ export const providerRoutes: FastifyPluginAsyncTypebox<{ owner: 'tenant' | 'plat
       // The type provider reads Unsafe (keyed, StringEnum) schemas as unknown; the schema validated these types.
       const b = request.body as Static<typeof CreateProvider>;
       const headers = b.headers ?? {};
-      const baseUrl = await checkedBaseUrl(b.baseUrl, deps);
+      const baseUrl = await checkedOutboundUrl(b.baseUrl, deps.egress, 'body.baseUrl');
       const tenantId = ownerOf(request);
       const credential = await deps.vault.seal(b.credential, credentialContext({ tenantId, id: b.id }));
       const made = await store.create({

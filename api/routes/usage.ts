@@ -20,6 +20,7 @@ import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, NoContent, Nullable } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
 import { instantOf } from './audit';
+import { checkedOutboundUrl } from '../outbound-url';
 
 /**
  * A date-time of the years 2000-2999: whatever its offset, an instant after 1970 with a four-digit year, which
@@ -96,7 +97,8 @@ const PutBudget = Type.Object(
         Type.String({
           pattern: '^https?://[^\\s/?#@]+(?:[/?#]\\S*)?$',
           maxLength: 2000,
-          description: 'Where alerts are posted (no credentials in it: the signature authenticates)',
+          description:
+            'Where alerts are posted (no credentials in it: the signature authenticates); its addresses must pass the egress check (LLMHUB_WEBHOOK_EGRESS_ALLOW)',
         }),
       ),
     ),
@@ -403,7 +405,10 @@ export const usageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const project = b.project ?? '';
       if (project !== '' && project !== 'default' && !(await routing.getProject(tenantId, project)))
         throw new MissingReferenceError(`project '${project}' does not exist`, 'body.project');
-      const webhookUrl = b.webhookUrl ?? null;
+      const webhookUrl =
+        b.webhookUrl == null
+          ? null
+          : await checkedOutboundUrl(b.webhookUrl, app.platform.webhookEgress, 'body.webhookUrl');
       // The secret is sealed like a provider credential; without a key-encryption key no webhook can be kept.
       const vault = webhookUrl === null ? undefined : app.platform.providers?.vault;
       if (webhookUrl !== null && !vault)

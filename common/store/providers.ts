@@ -39,6 +39,9 @@ export interface ProviderRoute {
 export const providerRef = (p: Pick<Provider, 'tenantId' | 'id'>): string =>
   p.tenantId === null ? `${PLATFORM_PREFIX}${p.id}` : p.id;
 
+/** What routes, gateway metrics and rollouts call a provider's target: `provider:<ref>`. */
+export const providerTarget = (ref: string): string => `provider:${ref}`;
+
 /** Binds a sealed credential to its row (associated data), so it opens nowhere else. */
 export const credentialContext = (p: Pick<Provider, 'tenantId' | 'id'>): string =>
   `provider:${p.tenantId ?? ''}:${p.id}`;
@@ -150,6 +153,29 @@ export class ProviderStore {
        ON CONFLICT (tenant_id, model_id) DO UPDATE SET stable = EXCLUDED.stable, canary = EXCLUDED.canary,
          canary_weight = EXCLUDED.canary_weight, fallbacks = EXCLUDED.fallbacks, updated_at = now()`,
       [r.tenantId, r.modelId, r.stable, r.canary, r.canaryWeight, r.fallbacks],
+    );
+  }
+
+  /**
+   * Sets only the canary and its weight (a rollout's steps), creating the route (stable: the deployed one's) if there
+   * is none; the stable and fallbacks a tenant set are left as they are.
+   */
+  async setCanary(tenantId: string, modelId: string, canary: string | null, canaryWeight: number): Promise<void> {
+    await this.db.query(
+      `INSERT INTO provider_routes (tenant_id, model_id, stable, canary, canary_weight, fallbacks) VALUES ($1, $2, NULL, $3, $4, '{}')
+       ON CONFLICT (tenant_id, model_id) DO UPDATE SET canary = EXCLUDED.canary, canary_weight = EXCLUDED.canary_weight,
+         updated_at = now()`,
+      [tenantId, modelId, canary, canaryWeight],
+    );
+  }
+
+  /** The canary becomes the stable, with no canary left (a rollout's promotion). */
+  async promoteCanary(tenantId: string, modelId: string, provider: string): Promise<void> {
+    await this.db.query(
+      `INSERT INTO provider_routes (tenant_id, model_id, stable, canary, canary_weight, fallbacks) VALUES ($1, $2, $3, NULL, 0, '{}')
+       ON CONFLICT (tenant_id, model_id) DO UPDATE SET stable = EXCLUDED.stable, canary = NULL, canary_weight = 0,
+         updated_at = now()`,
+      [tenantId, modelId, provider],
     );
   }
 

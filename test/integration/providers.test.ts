@@ -6,6 +6,7 @@ import OpenAI from 'openai';
 import { newKeyFile } from '../../common/credentials';
 import { createLogger } from '../../common/logger';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
+import { rolloutClient } from '../support/rollout';
 import {
   bearer,
   eventually,
@@ -33,7 +34,7 @@ const startedAt = new Date();
 const AZ_ID = uniqueId('az');
 const AZ = `platform/${AZ_ID}`;
 /** A gateway model per test, each mapped by every provider, so each test's route is new to the gateway. */
-const MODELS = ['shape', 'canary', 'fallback', 'strategy'] as const;
+const MODELS = ['shape', 'canary', 'fallback', 'strategy', 'analysed'] as const;
 const mapping = (model: string) => Object.fromEntries(MODELS.map((m) => [m, { model }]));
 
 beforeAll(async () => {
@@ -252,6 +253,117 @@ describe('routing strategies', () => {
     for (let i = 0; i < 6; i++) seen.push(await servedBy('strategy', { 'x-routing-strategy': 'latency' }));
     await faults(azureServer, { latencyMs: 0 });
     expect(seen.slice(3)).toEqual(['provider:oa', 'provider:oa', 'provider:oa']);
+  });
+});
+
+describe('provider canary analysis (POST /v1/deploy with a provider)', () => {
+  const M = 'analysed';
+  const FLAKY_KEY = `sk-flaky-${randomBytes(8).toString('hex')}`;
+  let flakyServer: ReferenceModelServer;
+  beforeAll(async () => {
+    flakyServer = await startReferenceModelServer({
+      name: 'flaky',
+      provider: { shape: 'openai', apiKey: FLAKY_KEY, models: { 'gpt-f': 'gpt-f' } },
+    });
+    const flaky = {
+      id: 'flaky',
+      kind: 'openai',
+      baseUrl: flakyServer.url,
+      credential: FLAKY_KEY,
+      models: mapping('gpt-f'),
+    };
+    expect((await call('POST', '/v1/providers', acme.keys.admin, flaky)).statusCode).toBe(201);
+    await route(M, { stable: 'oa' }, 'provider:oa');
+  });
+  afterAll(() => flakyServer?.close());
+
+  const strategy = {
+    steps: [{ setWeight: 50 }, { analysis: {} }],
+    analysis: { interval: '1s', minRequests: 5, failureLimit: 2, inconclusiveLimit: 50 },
+  };
+  /** Weighted traffic (no routing header) the whole time `during` runs: every answer, and who served it. */
+  async function underTraffic<T>(during: () => Promise<T>): Promise<{ result: T; seen: [number, string][] }> {
+    const seen: [number, string][] = [];
+    let done = false;
+    const client = (async () => {
+      while (!done) {
+        const res = await chat(M);
+        seen.push([res.statusCode, String(res.headers['x-llmhub-model-version'])]);
+      }
+    })();
+    try {
+      return { result: await during(), seen };
+    } finally {
+      done = true;
+      await client;
+    }
+  }
+
+  it('refuses what a provider canary cannot be, naming the field', async () => {
+    const api = rolloutClient(p, acme);
+    for (const [body, status, field] of [
+      [{ modelId: M, provider: 'oa' }, 409, 'body.provider'],
+      [{ modelId: M, provider: 'nope' }, 404, 'body.provider'],
+      [{ modelId: M, provider: 'flaky', version: 'v1' }, 400, 'body.version'],
+      [{ modelId: M, provider: 'flaky', env: { A: 'b' } }, 400, 'body.env'],
+      [{ modelId: M, provider: 'flaky', strategy: { readinessTimeout: '1m' } }, 400, 'body.strategy.readinessTimeout'],
+      [{ modelId: M }, 400, 'body.cluster'],
+    ] as const) {
+      const res = await api.deploy(body, uniqueId('dep'), acme.keys.admin);
+      expect([body, res.statusCode, res.json().error?.details?.field]).toEqual([body, status, field]);
+    }
+    // Provider routes are a tenant admin's: a developer may deploy versions, not canary a provider.
+    const developer = await api.deploy({ modelId: M, provider: 'flaky' });
+    expect([developer.statusCode, developer.json().error.details.field]).toEqual([403, 'body.provider']);
+  });
+
+  it('a healthy provider canary is analysed and promoted: it becomes the route stable', async () => {
+    const api = rolloutClient(p, acme);
+    const { result: done, seen } = await underTraffic(async () => {
+      const res = await api.deploy({ modelId: M, provider: AZ, strategy }, uniqueId('dep'), acme.keys.admin);
+      expect(res.statusCode).toBe(202);
+      return api.untilPhase(res.json().deploymentId, 'promoted', 'rolled_back');
+    });
+    expect(done).toMatchObject({ phase: 'promoted', version: `provider:${AZ}`, weights: { stable: `provider:${AZ}` } });
+    expect(done.analyses.at(-1)).toMatchObject({ phase: 'Successful', version: `provider:${AZ}` });
+    expect(seen.filter(([status]) => status !== 200)).toEqual([]);
+    expect(new Set(seen.map(([, v]) => v))).toEqual(new Set(['provider:oa', `provider:${AZ}`]));
+    expect((await call('GET', `/v1/provider-routes/${M}`, acme.keys.admin)).json()).toMatchObject({
+      stable: AZ,
+      canary: null,
+      canaryWeight: 0,
+    });
+    await eventually(`the gateway to serve ${M}'s stable from ${AZ}`, async () => {
+      return (await servedBy(M, { 'x-routing-strategy': 'stable' })) === `provider:${AZ}`;
+    });
+  });
+
+  it('a provider canary answering 500s is rolled back, the stable serving every request throughout', async () => {
+    await faults(flakyServer, { errorRate: 1, errorStatus: 500 });
+    const api = rolloutClient(p, acme);
+    const { result: done, seen } = await underTraffic(async () => {
+      const res = await api.deploy({ modelId: M, provider: 'flaky', strategy }, uniqueId('dep'), acme.keys.admin);
+      expect(res.statusCode).toBe(202);
+      return api.untilPhase(res.json().deploymentId, 'promoted', 'rolled_back');
+    });
+    expect(done).toMatchObject({
+      phase: 'rolled_back',
+      weights: { stable: `provider:${AZ}`, canary: null, canaryWeight: 0 },
+      failureReason: expect.stringContaining('analysis failed'),
+    });
+    expect(done.analyses.slice(-2)).toMatchObject([
+      { phase: 'Failed', version: 'provider:flaky' },
+      { phase: 'Failed', version: 'provider:flaky' },
+    ]);
+    // The canary got its share (the provider saw the calls), and every caller was answered by the stable.
+    expect(flakyServer.requests.length).toBeGreaterThan(0);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.filter(([status, v]) => status !== 200 || v !== `provider:${AZ}`)).toEqual([]);
+    expect((await call('GET', `/v1/provider-routes/${M}`, acme.keys.admin)).json()).toMatchObject({
+      stable: AZ,
+      canary: null,
+      canaryWeight: 0,
+    });
   });
 });
 

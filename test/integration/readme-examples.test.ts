@@ -21,6 +21,8 @@ let key = '';
 let log = '';
 /** The SDK example against the dev stack, run beside the README's blocks (they touch other models). */
 let sdkLive: Promise<Record<string, unknown>>;
+/** The same against the mock: it needs no stack, so it runs (with the SDK's build) while the stack starts. */
+let sdkMock: Promise<Record<string, unknown>>;
 
 /**
  * A fresh `npm run dev` stack: deploy/dev/dev.ts, what scripts/dev.sh runs once setup.sh has installed what is missing
@@ -29,6 +31,8 @@ let sdkLive: Promise<Record<string, unknown>>;
  */
 beforeAll(async () => {
   await rm(DEV_DIR, { recursive: true, force: true });
+  sdkMock = runSdkExample({ LLMHUB_MOCK: '1' });
+  sdkMock.catch(() => undefined); // awaited (and reported) by its test
   const started = Date.now();
   const [apiPort, metricsPort] = await freePorts(2);
   api = `127.0.0.1:${apiPort}`;
@@ -75,7 +79,11 @@ afterAll(async () => {
 
 describe('README examples against a fresh npm run dev stack', () => {
   it('every <!-- try --> block runs as printed, in order, each operation reaching its documented end', async () => {
-    const script = (await readmeBlocks('try')).join('\n');
+    // A mark before each block and after the last, so the run reports where its time goes.
+    // On a line of its own: a block's last output may not end its line (the agent's file has no newline).
+    const mark = (i: number) => `printf '\\n[readme-block] ${i} %s\\n' "$(date +%s%3N)"`;
+    const blocks = await readmeBlocks('try');
+    const script = [...blocks.flatMap((b, i) => [mark(i), b]), mark(blocks.length)].join('\n');
     const result = await new Promise<{ code: number | null; out: string }>((resolve) => {
       const sh = spawn('bash', ['-euo', 'pipefail', '-c', script], {
         cwd: ROOT,
@@ -87,18 +95,26 @@ describe('README examples against a fresh npm run dev stack', () => {
       sh.stderr.on('data', (c: Buffer) => (out += c.toString()));
       sh.on('exit', (code) => resolve({ code, out }));
     });
+    const marks = [...result.out.matchAll(/^\[readme-block\] (\d+) (\d+)$/gm)].map((m) => Number(m[2]));
+    process.stderr.write(
+      `[readme-examples] blocks took ${marks
+        .slice(1)
+        .map((t, i) => `#${i + 1} ${Math.round((t - marks[i]!) / 1000)} s`)
+        .join(', ')}\n`,
+    );
+    const printed = result.out.replace(/^\[readme-block\] .*\n/gm, '');
     expect({ code: result.code, tail: result.code === 0 ? '' : result.out.slice(-6000) }).toEqual({
       code: 0,
       tail: '',
     });
     // What the blocks' last commands print: the chat's completion, the pipeline's lineage, the approved write.
-    expect(result.out).toMatch(/"object":"chat\.completion"/);
-    expect(result.out).toMatch(/"lineage":\[/);
-    expect(result.out.trim().split('\n').at(-1)).toBe('approved');
+    expect(printed).toMatch(/"object":"chat\.completion"/);
+    expect(printed).toMatch(/"lineage":\[/);
+    expect(printed.trim().split('\n').at(-1)).toBe('approved');
   }, 900_000);
 
   it("the SDK example gives the mock's shapes against the dev stack", async () => {
-    const [live, mock] = [await sdkLive, await runSdkExample({ LLMHUB_MOCK: '1' })];
+    const [live, mock] = [await sdkLive, await sdkMock];
     for (const [name, method, template, status] of SDK_EXAMPLE_ANSWERS) {
       expect({ name, errors: await documentedAnswerErrors(method, template, status, live[name]) }).toEqual({
         name,

@@ -328,6 +328,26 @@ describe('budgets on two gateway processes', () => {
         webhookSecret: secret,
       });
       expect(budget).toMatchObject({ project: '', thresholds: [50, 80, 100], webhookSecretSet: true, spent: 0 });
+      // A webhook URL is an outbound address of the tenant's: internal addresses are refused when it is set, as a
+      // provider's base URL is (the test platform allows loopback only), and the budget is left as it was.
+      for (const internal of ['http://169.254.169.254/latest/meta-data', 'http://10.0.0.1/hook', 'http://[::1]:9/hook'])
+        expect(
+          await api('PUT', '/v1/budgets', t.keys.admin, {
+            amount: 5,
+            currency: 'USD',
+            webhookUrl: internal,
+            webhookSecret: secret,
+          }),
+        ).toMatchObject({
+          status: 403,
+          body: {
+            error: {
+              message: expect.stringMatching(/^egress to .* is refused/),
+              details: { field: 'body.webhookUrl' },
+            },
+          },
+        });
+      expect((await ok('GET', '/v1/budgets', t.keys.viewer)).budgets).toMatchObject([{ amount: 1, webhookUrl }]);
       expect(JSON.stringify(budget)).not.toContain(secret);
       // At rest only an envelope; without a key-encryption key a webhook is refused with 503, before anything is written.
       const { rows: stored } = await p.db.query('SELECT webhook_secret::text AS s FROM budgets WHERE tenant_id = $1', [

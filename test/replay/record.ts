@@ -31,6 +31,7 @@ import { CoreV1Api, KubernetesObjectApi } from '@kubernetes/client-node';
 import { serverSideApply, tenantNamespace } from '../../activities/kubernetes/client';
 import { defaultNamespaceOf, Labels } from '../../activities/kubernetes/manifests';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
+import { providerTarget, ProviderStore } from '../../common/store/providers';
 import { RegistryStore } from '../../common/store/registry';
 import { TenantStore } from '../../common/store/tenants';
 import { StorageScopeStore } from '../../common/store/storage-scope';
@@ -207,6 +208,93 @@ async function recordRollouts(
 }
 
 /**
+ * Provider canaries (POST /v1/deploy with a provider): a healthy one promoted to the provider route's stable, a
+ * failing one rolled back. Nothing is deployed and nothing is called: the providers are rows (their credentials never
+ * opened), and a loop writes SYNTHETIC gateway metrics of each `provider:<ref>` target for the analyses.
+ */
+async function recordProviderCanaries({
+  client,
+  config,
+  native,
+  db,
+}: ScenarioContext): Promise<Record<string, string>> {
+  const tenantId = 'replay-pv';
+  await new TenantStore(db).createTenant(tenantId, tenantId);
+  await serveModel(db, tenantId, 'chat', { v1: 'http://127.0.0.1:9/v1' }, { stable: 'v1' });
+  const providers = new ProviderStore(db);
+  for (const id of ['good', 'bad'])
+    await providers.create({
+      tenantId,
+      id,
+      kind: 'openai',
+      baseUrl: 'http://127.0.0.1:9/v1',
+      apiVersion: null,
+      headers: {},
+      models: { chat: { model: 'chat' } },
+      credential: { v: 1, kek: 'none', wrappedKey: '', iv: '', tag: '', ciphertext: '' },
+    });
+  const metrics = new GatewayMetricsStore(db);
+  const row = (version: string, errors: number): VersionMetricsRow => ({
+    tenantId,
+    modelId: 'chat',
+    version,
+    requests: 10,
+    errors,
+    errorClasses: errors ? { upstream_5xx: errors } : {},
+    latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)],
+    ttftBuckets: new Array<number>(16).fill(0),
+    promptTokens: 0,
+    completionTokens: 0,
+  });
+  const synthetic = setInterval(
+    () =>
+      void metrics
+        .insert('record', Date.now(), [row(providerTarget('good'), 0), row(providerTarget('bad'), 10)])
+        .catch(() => undefined),
+    300,
+  );
+  const taskQueue = 'record-provider-canary';
+  const worker = await scenarioWorker({ config, db, native }, taskQueue, {});
+  const run = async (provider: string) => {
+    const workflowId = `rollout/${tenantId}/${provider}`;
+    await db.query(
+      `INSERT INTO rollout_locks (tenant_id, model_id, deployment_id, workflow_id) VALUES ($1, 'chat', $2, $3)`,
+      [tenantId, provider, workflowId],
+    );
+    const input: RolloutInput = {
+      tenantId,
+      modelId: 'chat',
+      version: providerTarget(provider),
+      provider,
+      deploymentId: provider,
+      cluster: '',
+      resources: { cpu: '0', gpu: 0, memory: '0' },
+      env: {},
+      strategy: {
+        steps: [{ setWeight: 50 }, { pause: { duration: '1s' } }, { analysis: {} }],
+        analysis: { ...DEFAULT_ANALYSIS, interval: '1s', minRequests: 5, failureLimit: 2 },
+        readinessTimeout: '15m',
+        canaryMetadata: { annotations: {}, labels: {} },
+      },
+      specHash: 'record',
+    };
+    await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch((err) => {
+      if (!(err instanceof WorkflowFailedError)) throw err;
+    });
+    return workflowId;
+  };
+  try {
+    return {
+      'rollout-provider-canary-promoted': await run('good'),
+      'rollout-provider-canary-rolled-back': await run('bad'),
+    };
+  } finally {
+    clearInterval(synthetic);
+    await worker.shutdown();
+  }
+}
+
+/**
  * An autoscaled version on a real local Kubernetes cluster: its rollout promotes it and starts its autoscaler, which
  * scales up on SYNTHETIC gateway metrics rows (busy time of 2.5 requests in flight), back down and to zero once they
  * stop, starts again on a wake-up, and stops when another version takes the route.
@@ -377,6 +465,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     });
   },
   autoscaler: recordAutoscaler,
+  'rollout-provider-canary': recordProviderCanaries,
   async ingestion({ client, taskQueue, objects, db, config }) {
     const bucket = await createTenant({ db, objects, config }, 'replay');
     const docs: Record<string, string> = {

@@ -3777,10 +3777,10 @@ export interface paths {
                             };
                         };
                         /**
-                         * @description a configured cluster (LLMHUB_CLUSTERS)
+                         * @description a configured cluster (LLMHUB_CLUSTERS); required unless provider is given
                          * @enum {string}
                          */
-                        cluster: "local" | "kube";
+                        cluster?: "local" | "kube";
                         /**
                          * @description plain values or {"secretRef":{"name","key"}}; a name with KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL takes only a secretRef; loader, runtime and platform names (PATH, LD_*, LLMHUB_*, ...) are refused
                          * @default {}
@@ -3796,6 +3796,8 @@ export interface paths {
                         };
                         /** @description lower-case letters, digits, . _ - */
                         modelId: string;
+                        /** @description a provider canary: the model's provider route sends the steps' weights to this provider (its mapping of the model), analysed from the gateway's metrics of provider:<ref>; promoted, it becomes the provider route's stable */
+                        provider?: string;
                         /** @description default: the model's resources, else the cluster's defaultResources (LLMHUB_CLUSTERS), else 1 cpu, 0 gpu, 4Gi */
                         resources?: {
                             /** @description cores (2, 0.5) or millicores ("500m") */
