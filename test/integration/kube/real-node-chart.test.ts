@@ -12,7 +12,7 @@ import { TenantStore } from '../../../common/store/tenants';
 import { s3StoreFromConfig } from '../../../common/objectstore';
 import { testKubeConfig, KUBECONFIG_ENV } from '../../../deploy/dev/kube/cluster';
 import { eventually, uniqueId } from '../../support/platform';
-import { forwardToPods, importImages, realNode, realNodeHost, type RealNodeHost } from '../../support/real-node';
+import { forwardToPods, inputTaggedImage, realNode, realNodeHost, type RealNodeHost } from '../../support/real-node';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 const run = (cmd: string, args: string[]) => promisify(execFile)(cmd, args, { cwd: ROOT, maxBuffer: 1 << 24 });
@@ -41,6 +41,7 @@ const tenantId = `chart-${id}`;
 let node: RealNodeHost;
 const forwarders: { close(): Promise<void> }[] = [];
 let helm: string;
+let kubectl: (...args: string[]) => Promise<string>;
 let chartDbUrl: string;
 
 const portOf = (url: string) => Number(new URL(url.includes('://') ? url : `tcp://${url}`).port);
@@ -66,9 +67,9 @@ function workerKubeconfig(server: string, token: string): string {
 beforeAll(async () => {
   node = await realNodeHost(kc);
   helm = path.join((await run('bash', ['deploy/dev/helm/build.sh', '--print-dir'])).stdout.trim(), 'bin', 'helm');
-  const { modelServerImage } = await realNode();
-  const images = await importImages(['platform']);
-  const tag = images.platform!.split(':').at(-1)!;
+  const { modelServerImage, kubectl: k } = await realNode();
+  kubectl = k;
+  const tag = (await inputTaggedImage('platform')).split(':').at(-1)!;
 
   // A database of the release's own, so its migration Job has a schema to create.
   const admin = new PgClient({ connectionString: config.DATABASE_URL });
@@ -236,8 +237,13 @@ describe('the chart on the real node', () => {
         return ['promoted', 'rolled_back'].includes(d.body?.phase) && d.body;
       },
       600_000,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}; last status: ${JSON.stringify(last)}`);
+    ).catch(async (err: Error) => {
+      // What the rollout waited on: the worker's log and the version's pods on the node.
+      const seen = await Promise.all([
+        kubectl('logs', '-n', ns, `deploy/${RELEASE}-worker-platform`, '--tail=60'),
+        kubectl('get', 'pods,events', '-n', `llmhub-${tenantId}`, '-o', 'wide'),
+      ]).catch((e: Error) => [e.message]);
+      throw new Error(`${err.message}; last status: ${JSON.stringify(last)}\n${seen.join('\n')}`);
     });
     expect(deployed.phase).toBe('promoted');
 
