@@ -21,7 +21,7 @@ llmhub_phase "OpenTelemetry Collector (build or cache)" llmhub_otel_collector
 # The real node's tests run the reference model server's image, tagged by a hash of its inputs (the server's sources,
 # the image scripts, Node's version), so only a change to those rebuilds it: 118 s here with buildah's base layers
 # cached (a cold build adds the debootstrap base and the Node layer, deploy/images/build.sh).
-llmhub_model_server_image() { bash deploy/dev/kube/model-server-image.sh >/dev/null; }
+llmhub_model_server_image() { bash deploy/dev/kube/image.sh model-server >/dev/null; }
 llmhub_phase "model-server image for the real node (build or cache)" llmhub_model_server_image
 # The images the real node's Job tests run (test/integration/kube/real-node-jobs.test.ts), once per commit (tag);
 # deploy/images/build.sh --missing skips those already built. Cold: the Debian/Node/Python bases and the conversion
