@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { AppsV1Api, BatchV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { Client as PgClient } from 'pg';
+import { defaultNamespaceOf, servingSelector } from '../../../activities/kubernetes/manifests';
 import { loadConfig } from '../../../common/config';
 import { createPool } from '../../../common/store/pool';
 import { TenantStore } from '../../../common/store/tenants';
@@ -34,7 +35,8 @@ const apps = kc.makeApiClient(AppsV1Api);
 const batch = kc.makeApiClient(BatchV1Api);
 const RELEASE = 'llmhub';
 const id = randomBytes(3).toString('hex');
-const ns = `llmhub-chart-${id}`;
+// Not `llmhub-<tenant>`: that is the tenant's namespace, where the worker has rights, and never the release's.
+const ns = `release-${id}`;
 const database = `chart_${id}`;
 const tenantId = `chart-${id}`;
 
@@ -152,7 +154,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (helm) await run(helm, ['uninstall', RELEASE, '--namespace', ns, '--kubeconfig', process.env[KUBECONFIG_ENV]!]);
-  for (const name of [ns, `llmhub-${tenantId}`]) await core.deleteNamespace({ name }).catch(() => undefined);
+  for (const name of [ns, defaultNamespaceOf(tenantId)]) await core.deleteNamespace({ name }).catch(() => undefined);
   await Promise.all(forwarders.map((f) => f.close()));
 });
 
@@ -226,6 +228,7 @@ describe('the chart on the real node', () => {
       version: '1',
       cluster: 'real',
       resources: { cpu: '100m', memory: '256Mi', gpu: 0 },
+      env: { REFERENCE_MODEL_LOG_REQUESTS: '1' },
     });
     expect(deploy.status).toBe(202);
     let last: unknown;
@@ -241,17 +244,34 @@ describe('the chart on the real node', () => {
       // What the rollout waited on: the worker's log and the version's pods on the node.
       const seen = await Promise.all([
         kubectl('logs', '-n', ns, `deploy/${RELEASE}-worker-platform`, '--tail=60'),
-        kubectl('get', 'pods,events', '-n', `llmhub-${tenantId}`, '-o', 'wide'),
+        kubectl('get', 'pods,events', '-n', defaultNamespaceOf(tenantId), '-o', 'wide'),
       ]).catch((e: Error) => [e.message]);
       throw new Error(`${err.message}; last status: ${JSON.stringify(last)}\n${seen.join('\n')}`);
     });
     expect(deployed.phase).toBe('promoted');
 
-    const chat = await call(gateway, 'POST', '/v1/chat/completions', key, {
-      model: 'demo',
-      messages: [{ role: 'user', content: 'hello' }],
+    // The model server's own request log (kubectl logs): the rollout's probe is there already; the chat adds one.
+    const chatsLogged = async () =>
+      (
+        await kubectl(
+          ...['logs', '-n', defaultNamespaceOf(tenantId), '--tail=-1', '--all-containers', '-l'],
+          Object.entries(servingSelector(tenantId, 'demo', '1'))
+            .map(([k, v]) => `${k}=${v}`)
+            .join(','),
+        )
+      )
+        .split('\n')
+        .filter((l) => l.includes('"msg":"request"') && l.includes('"path":"/v1/chat/completions"')).length;
+    const before = await chatsLogged();
+    // The gateway pod learns the route from the database; it answers once it has it.
+    const chat = await eventually('a chat answered through the gateway Service', async () => {
+      const res = await call(gateway, 'POST', '/v1/chat/completions', key, {
+        model: 'demo',
+        messages: [{ role: 'user', content: 'hello' }],
+      });
+      return res.status === 200 && res.body;
     });
-    expect(chat.status).toBe(200);
-    expect(chat.body.choices[0].message.content).toEqual(expect.any(String));
+    expect(chat.choices[0].message.content).toBe('Reference reply to: hello');
+    expect(await chatsLogged()).toBeGreaterThan(before);
   }, 900_000);
 });
