@@ -25,8 +25,8 @@ const run = (cmd: string, args: string[]) => promisify(execFile)(cmd, args, { cw
  * node. Then the README's sequence through the chart's Services: a tenant, register a model, deploy it on the node,
  * chat through the gateway Service.
  *
- * Not in `.ci/run` (`npm run chart:test`, as `images:test`): it needs this commit's platform image (8-15 min to build
- * here), and its deploy step has not yet been seen to promote (see the README).
+ * In `.ci/run`: scripts/test.sh builds the platform image in a phase, tagged by a hash of its inputs
+ * (deploy/dev/kube/image.sh), so a run that changed none of them reuses it; `npm run chart:test` runs this file alone.
  */
 const config = loadConfig();
 const kc = testKubeConfig();
