@@ -25,10 +25,8 @@ module.exports = {
       displayName: 'integration',
       testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
       // The images' checks run with `npm run images:test` (they build the images first), not in `.ci/run`.
-      // So is the chart install on the real node (`npm run chart:test`): it needs this commit's platform image.
       testPathIgnorePatterns: [
         ...(process.env.LLMHUB_IMAGES_TEST === '1' ? [] : ['<rootDir>/test/integration/images.test.ts']),
-        ...(process.env.LLMHUB_CHART_TEST === '1' ? [] : ['<rootDir>/test/integration/kube/real-node-chart.test.ts']),
       ],
       globalSetup: '<rootDir>/test/setup/global-setup.ts',
       globalTeardown: '<rootDir>/test/setup/global-teardown.ts',

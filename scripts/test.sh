@@ -21,8 +21,13 @@ llmhub_phase "OpenTelemetry Collector (build or cache)" llmhub_otel_collector
 # The real node's tests run the reference model server's image, tagged by a hash of its inputs (the server's sources,
 # the image scripts, Node's version), so only a change to those rebuilds it: 118 s here with buildah's base layers
 # cached (a cold build adds the debootstrap base and the Node layer, deploy/images/build.sh).
-llmhub_model_server_image() { bash deploy/dev/kube/model-server-image.sh >/dev/null; }
+llmhub_model_server_image() { bash deploy/dev/kube/image.sh model-server >/dev/null; }
 llmhub_phase "model-server image for the real node (build or cache)" llmhub_model_server_image
+# The platform image the chart test installs (test/integration/kube/real-node-chart.test.ts), likewise tagged by a hash
+# of its inputs (what `npm run build` compiles, the lockfile, the image scripts): per change of those ~5 min here (tsc,
+# the production node_modules pruned from the repository's own, buildah commit and archives), else cached.
+llmhub_platform_image() { bash deploy/dev/kube/image.sh platform >/dev/null; }
+llmhub_phase "platform image for the chart test (build or cache)" llmhub_platform_image
 # The images the real node's Job tests run (test/integration/kube/real-node-jobs.test.ts), once per commit (tag);
 # deploy/images/build.sh --missing skips those already built. Cold: the Debian/Node/Python bases and the conversion
 # toolchain's wheels first (~10 min measured on this loaded machine); per new commit ~1-2 min.

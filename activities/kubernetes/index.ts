@@ -99,6 +99,14 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
   const apps = kc.makeApiClient(AppsV1Api);
   const core = kc.makeApiClient(CoreV1Api);
   const apply = <T extends KubernetesObject>(obj: T): Promise<T> => serverSideApply(objects, obj);
+  const namespaceExists = (name: string): Promise<boolean> =>
+    core.readNamespace({ name }).then(
+      () => true,
+      (err: unknown) => {
+        if (isStatus(err, 404)) return false;
+        throw err;
+      },
+    );
   /**
    * A tenant names Secrets its model server reads; only those labelled for its tenant, so it cannot mount what the
    * platform (or another tenant mapped to the same namespace) keeps there.
@@ -221,6 +229,9 @@ function kubernetesRuntime(kc: KubeConfig, deps: KubernetesActivityDeps): ModelR
         return found.items[0]?.metadata?.name;
       } catch (err) {
         if (isStatus(err, 404)) return undefined;
+        // Before the tenant's first version its namespace does not exist, nor the RoleBinding that lets the worker
+        // list there: with only the chart's RBAC (nothing cluster-wide) that is a 403, where an admin sees no items.
+        if (isStatus(err, 403) && !(await namespaceExists(namespace))) return undefined;
         throw err;
       }
     },

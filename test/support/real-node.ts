@@ -27,14 +27,10 @@ export async function realNode(): Promise<{ modelServerImage: string; kubectl(..
   const dataDir = kubeDataDir();
   const why = await realNodeError(dataDir);
   if (why) throw new Error(`the real node is not running: ${why}`);
-  const { stdout } = await run('bash', [path.join(ROOT, 'deploy/dev/kube/model-server-image.sh')], {
-    maxBuffer: 16 * 1024 * 1024,
-  });
-  const [archive, modelServerImage] = stdout.trim().split(/\s+/).slice(-2);
-  await importNodeImages([archive!], { dataDir });
+  const modelServerImage = await inputTaggedImage('model-server');
   const { stdout: bin } = await run('bash', [path.join(ROOT, 'deploy/dev/kube/build.sh'), '--print-bin-dir']);
   return {
-    modelServerImage: modelServerImage!,
+    modelServerImage,
     kubectl: async (...args) =>
       (
         await run(path.join(bin.trim(), 'kubectl'), ['--kubeconfig', path.join(dataDir, 'kubeconfig'), ...args], {
@@ -42,6 +38,19 @@ export async function realNode(): Promise<{ modelServerImage: string; kubectl(..
         })
       ).stdout,
   };
+}
+
+/**
+ * One of the project's images tagged by a hash of its inputs (deploy/dev/kube/image.sh: built only when they changed),
+ * imported into the real node's containerd; answers the name a pod spec gives it.
+ */
+export async function inputTaggedImage(image: 'model-server' | 'platform'): Promise<string> {
+  const { stdout } = await run('bash', [path.join(ROOT, 'deploy/dev/kube/image.sh'), image], {
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const [archive, ref] = stdout.trim().split(/\s+/).slice(-2);
+  await importNodeImages([archive!], { dataDir: kubeDataDir() });
+  return ref!;
 }
 
 /** The real node as a test that runs the platform's pods there sees it. */

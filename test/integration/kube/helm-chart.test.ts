@@ -186,6 +186,8 @@ describe('the Helm chart', () => {
       expect(d.spec.template.spec.automountServiceAccountToken).toBe(false);
     }
     expect(worker.spec.template.spec.serviceAccountName).toBe('llmhub-worker');
+    // Until the worker serves /metrics (after bundling its workflows) the startup probe holds off the liveness probe.
+    expect(container(worker).startupProbe.httpGet).toEqual({ path: '/metrics', port: 'metrics' });
 
     const migrations = find(docs, 'Job', 'llmhub-migrations');
     expect(migrations.metadata!.annotations!['helm.sh/hook']).toBe('pre-install,pre-upgrade');
