@@ -2,8 +2,17 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
 import { Agent, request } from 'undici';
-import { fileKey, type BatchEnding, type BatchInput, type BatchRef, type PageOutcome } from '../../contracts/batch';
-import type { ObjectRef, ObjectStore } from '../../common/objectstore';
+import {
+  BATCH_INPUT_FAILURE,
+  BATCH_PAGE_LINES,
+  fileKey,
+  type BatchEnding,
+  type BatchError,
+  type BatchInput,
+  type BatchRef,
+  type PageOutcome,
+} from '../../contracts/batch';
+import { isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
 import { BatchStore } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
@@ -30,7 +39,17 @@ interface SentLine {
   ok: boolean;
 }
 
-export const BatchFailures = { inputMissing: 'BatchInputMissing' } as const;
+/**
+ * The batch's input cannot be used: a failure no retry mends, whose detail becomes the failed batch's `errors`. The
+ * input's object is in the tenant's own bucket, which the tenant can write with its S3 keys after the upload's checks.
+ */
+const inputError = (code: string, message: string, line: number | null = null) =>
+  ApplicationFailure.nonRetryable(message, BATCH_INPUT_FAILURE, {
+    code,
+    message,
+    param: 'input_file_id',
+    line,
+  } satisfies BatchError);
 
 /** The longest a line waits on one Retry-After; a longer one is waited in steps (each heartbeats). */
 const MAX_RETRY_AFTER_MS = 30_000;
@@ -55,6 +74,25 @@ const sleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
 
+type InputLine = { custom_id: string; url: string; body: unknown };
+
+/** A line as the upload checked it, again: the object may have been rewritten in the tenant's bucket since. */
+function inputLine(text: string, input: Pick<BatchInput, 'endpoint' | 'inputFileId'>, n: number): InputLine {
+  let line: Partial<InputLine> | null;
+  try {
+    line = JSON.parse(text) as Partial<InputLine>;
+  } catch {
+    throw inputError('invalid_json_line', `line ${n} of the input file ${input.inputFileId} is not JSON`, n);
+  }
+  if (typeof line?.custom_id !== 'string' || line.url !== input.endpoint || typeof line.body !== 'object')
+    throw inputError(
+      'invalid_request',
+      `line ${n} of the input file ${input.inputFileId} is not a request to ${input.endpoint} with a custom_id`,
+      n,
+    );
+  return line as InputLine;
+}
+
 export type BatchPageInput = Pick<
   BatchInput,
   'tenantId' | 'batchId' | 'bucket' | 'endpoint' | 'inputFileId' | 'subject' | 'roles'
@@ -71,7 +109,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
 
   async function inputFile(b: BatchRef, fileId: string) {
     const file = await store.getFile(b.tenantId, fileId);
-    if (!file) throw ApplicationFailure.nonRetryable(`input file ${fileId} is gone`, BatchFailures.inputMissing);
+    if (!file) throw inputError('input_file_missing', `the input file ${fileId} was deleted`);
     return file;
   }
 
@@ -125,13 +163,21 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
   }
 
   return {
-    /** A batch that cannot go on (its input file is gone) ends `failed`. */
-    async batchFailed(b: BatchRef): Promise<void> {
-      await store.moveBatch(b.tenantId, b.batchId, 'failed');
+    /** A batch that cannot go on ends `failed`, with its input's errors when that is why. */
+    async batchFailed(b: BatchRef & { errors?: BatchError[] }): Promise<void> {
+      await store.moveBatch(b.tenantId, b.batchId, 'failed', {}, b.errors);
     },
 
     async batchStarted(b: BatchRef & { inputFileId: string }): Promise<{ pages: number; total: number }> {
       const file = await inputFile(b, b.inputFileId);
+      // The size the upload checked: pages are read at its byte offsets, so another object would be cut wrongly.
+      const head = await objects.head({ bucket: b.bucket, key: file.objectKey });
+      if (!head) throw inputError('input_file_unreadable', `the input file ${file.id} has no content in storage`);
+      if (head.sizeBytes !== file.bytes)
+        throw inputError(
+          'input_file_changed',
+          `the input file ${file.id} has ${head.sizeBytes} bytes in storage, not the ${file.bytes} that were uploaded`,
+        );
       await store.moveBatch(b.tenantId, b.batchId, 'in_progress');
       return { pages: file.pageOffsets.length, total: file.lineCount };
     },
@@ -164,12 +210,16 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         objects,
         { bucket: input.bucket, key: file.objectKey },
         { start, ...(next !== undefined ? { end: next - 1 } : {}) },
-      );
+      ).catch((err: unknown) => {
+        throw isNotFound(err)
+          ? inputError('input_file_unreadable', `the input file ${file.id} is gone from storage`)
+          : err;
+      });
       const lines = raw
         .toString('utf8')
         .split('\n')
         .filter((l) => l.trim())
-        .map((l) => JSON.parse(l) as { custom_id: string; url: string; body: unknown });
+        .map((l, i) => inputLine(l, input, input.page * BATCH_PAGE_LINES + i + 1));
       const saved = retried
         ? await store.resultsOf(input.tenantId, input.batchId, input.page)
         : new Map<string, string>();
