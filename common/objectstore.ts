@@ -58,7 +58,7 @@ export interface S3Settings {
   forcePathStyle: boolean;
 }
 
-const isNotFound = (err: unknown): boolean =>
+export const isNotFound = (err: unknown): boolean =>
   err instanceof S3ServiceException &&
   (err.$metadata.httpStatusCode === 404 || err.name === 'NotFound' || err.name === 'NoSuchKey');
 

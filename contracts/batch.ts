@@ -74,6 +74,17 @@ export interface PageOutcome {
 
 export type BatchEnding = 'completed' | 'cancelled' | 'expired';
 
+/** An error of the batch itself (not of one line's call), as OpenAI's batch object lists them in `errors.data`. */
+export interface BatchError {
+  code: string;
+  message: string;
+  param: string | null;
+  line: number | null;
+}
+
+/** The failure type of an activity that found the batch's input unusable; its first detail is the BatchError. */
+export const BATCH_INPUT_FAILURE = 'BatchInputError';
+
 export const batchContract = {
   kind: 'batch',
   workflowType: 'batch',

@@ -1,9 +1,12 @@
 import {
   ActivityCancellationType,
+  ActivityFailure,
+  ApplicationFailure,
   CancellationScope,
   condition,
   continueAsNew,
   isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -11,9 +14,11 @@ import {
 } from '@temporalio/workflow';
 import type { BatchActivities } from '../activities/batch';
 import {
+  BATCH_INPUT_FAILURE,
   batchContract,
   cancelBatchSignal,
   type BatchEnding,
+  type BatchError,
   type BatchInput,
   type BatchProgress,
   type BatchRunStatus,
@@ -33,6 +38,10 @@ const { batchPage } = proxyActivities<BatchActivities>({
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
+
+// A page that fails stops the batch and ends it `failed` through the catch below; before, its rejection went unhandled
+// until every other page had run, and Temporal failed the run without moving the batch.
+const PAGE_FAILURE_PATCH = 'batch-page-failure-stops';
 
 /** Past this many events a run continues as new, unless Temporal suggests it sooner. */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 4_000;
@@ -87,9 +96,10 @@ export async function batch(input: BatchInput): Promise<void> {
     const tasks: Promise<void>[] = [];
     let inFlight = 0;
     let startedHere = 0;
+    let failure: unknown;
     // A timer needs a positive duration; an expired batch is stopped before any wait.
     const left = () => Math.max(1, input.expiresAt - Date.now());
-    const stop = () => cancelRequested || Date.now() >= input.expiresAt;
+    const stop = () => cancelRequested || failure !== undefined || Date.now() >= input.expiresAt;
     const shouldContinue = () => {
       const info = workflowInfo();
       return input.pagesPerRun !== undefined
@@ -105,7 +115,9 @@ export async function batch(input: BatchInput): Promise<void> {
         publish();
       } catch (err) {
         // A page stopped by cancel or expiry leaves its written results for the partial output.
-        if (!isCancellation(err)) throw err;
+        if (isCancellation(err)) return;
+        if (!patched(PAGE_FAILURE_PATCH)) throw err;
+        failure ??= err;
       } finally {
         inFlight--;
       }
@@ -124,7 +136,12 @@ export async function batch(input: BatchInput): Promise<void> {
       startedHere++;
       tasks.push(runPage(page));
     }
-    if (!stop()) await condition(() => inFlight === 0 || cancelRequested, left());
+    if (!stop()) await condition(() => inFlight === 0 || cancelRequested || failure !== undefined, left());
+    if (failure !== undefined) {
+      lines.cancel();
+      await Promise.all(tasks);
+      throw failure;
+    }
     let ending: BatchEnding = 'completed';
     if (stop()) {
       ending = cancelRequested ? 'cancelled' : 'expired';
@@ -150,11 +167,18 @@ export async function batch(input: BatchInput): Promise<void> {
     publish();
   } catch (err) {
     if (isCancellation(err)) throw err;
-    await batchFailed(ref);
+    await batchFailed({ ...ref, ...errorsOf(err) });
     enter('failed');
     publish();
     throw err;
   }
+}
+
+/** The batch's own errors when an activity found its input unusable (activities/batch); none for other failures. */
+function errorsOf(err: unknown): { errors?: BatchError[] } {
+  const cause = err instanceof ActivityFailure ? err.cause : undefined;
+  if (!(cause instanceof ApplicationFailure) || cause.type !== BATCH_INPUT_FAILURE) return {};
+  return { errors: [cause.details?.[0] as BatchError] };
 }
 
 const pick = (i: BatchInput) => ({

@@ -1,8 +1,18 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
-import { fileKey, type BatchEnding, type BatchInput, type BatchRef, type PageOutcome } from '../../contracts/batch';
-import type { ObjectRef, ObjectStore } from '../../common/objectstore';
+import { Agent, request } from 'undici';
+import {
+  BATCH_INPUT_FAILURE,
+  BATCH_PAGE_LINES,
+  fileKey,
+  type BatchEnding,
+  type BatchError,
+  type BatchInput,
+  type BatchRef,
+  type PageOutcome,
+} from '../../contracts/batch';
+import { isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
 import { BatchStore } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
@@ -23,7 +33,23 @@ export interface LineResult {
   error: { code: string; message: string } | null;
 }
 
-export const BatchFailures = { inputMissing: 'BatchInputMissing' } as const;
+/** One line's output line (JSON text) and whether it goes to the output file (else to the error file). */
+interface SentLine {
+  text: string;
+  ok: boolean;
+}
+
+/**
+ * The batch's input cannot be used: a failure no retry mends, whose detail becomes the failed batch's `errors`. The
+ * input's object is in the tenant's own bucket, which the tenant can write with its S3 keys after the upload's checks.
+ */
+const inputError = (code: string, message: string, line: number | null = null) =>
+  ApplicationFailure.nonRetryable(message, BATCH_INPUT_FAILURE, {
+    code,
+    message,
+    param: 'input_file_id',
+    line,
+  } satisfies BatchError);
 
 /** The longest a line waits on one Retry-After; a longer one is waited in steps (each heartbeats). */
 const MAX_RETRY_AFTER_MS = 30_000;
@@ -35,13 +61,11 @@ const FINISH_READS = 8;
 /** How often a page writes the results it has collected, in one statement. */
 const RESULT_FLUSH_MS = 100;
 
-const parseLines = (jsonl: Buffer): LineResult[] =>
-  jsonl
-    .toString('utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as LineResult);
-const succeeded = (r: LineResult) => r.response !== null && r.response.status_code < 400;
+const sentLine = (text: string): SentLine => {
+  const r = JSON.parse(text) as LineResult;
+  return { text, ok: r.response !== null && r.response.status_code < 400 };
+};
+const sentOf = (jsonl: Buffer): SentLine[] => jsonl.toString('utf8').split('\n').filter(Boolean).map(sentLine);
 const readObject = async (objects: ObjectStore, ref: ObjectRef, range?: { start: number; end?: number }) =>
   Buffer.concat(await (await objects.getStream(ref, range)).toArray());
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -49,6 +73,25 @@ const sleep = (ms: number, signal: AbortSignal) =>
     const t = setTimeout(resolve, ms);
     signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
+
+type InputLine = { custom_id: string; url: string; body: unknown };
+
+/** A line as the upload checked it, again: the object may have been rewritten in the tenant's bucket since. */
+function inputLine(text: string, input: Pick<BatchInput, 'endpoint' | 'inputFileId'>, n: number): InputLine {
+  let line: Partial<InputLine> | null;
+  try {
+    line = JSON.parse(text) as Partial<InputLine>;
+  } catch {
+    throw inputError('invalid_json_line', `line ${n} of the input file ${input.inputFileId} is not JSON`, n);
+  }
+  if (typeof line?.custom_id !== 'string' || line.url !== input.endpoint || typeof line.body !== 'object')
+    throw inputError(
+      'invalid_request',
+      `line ${n} of the input file ${input.inputFileId} is not a request to ${input.endpoint} with a custom_id`,
+      n,
+    );
+  return line as InputLine;
+}
 
 export type BatchPageInput = Pick<
   BatchInput,
@@ -60,66 +103,81 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
   const credentials = new ServiceCredentials(db);
   const perBatch = new NamedSlots(BATCH_CONCURRENCY);
   const perTenant = new NamedSlots(TENANT_BATCH_CONCURRENCY);
+  // Keep-alive connections to the gateway for every line of this worker's batches: fetch's per-call cost (its Request,
+  // Headers and stream objects) was a good part of what a batch line cost beyond the same call made directly.
+  const gateway = new Agent({ connections: TENANT_BATCH_CONCURRENCY, keepAliveTimeout: 30_000 });
 
   async function inputFile(b: BatchRef, fileId: string) {
     const file = await store.getFile(b.tenantId, fileId);
-    if (!file) throw ApplicationFailure.nonRetryable(`input file ${fileId} is gone`, BatchFailures.inputMissing);
+    if (!file) throw inputError('input_file_missing', `the input file ${fileId} was deleted`);
     return file;
   }
 
-  /** Sends one line through the gateway, waiting out rate limits; a refusal or failure is the line's result. */
+  /**
+   * Sends one line through the gateway, waiting out rate limits; a refusal or failure is the line's result, as its
+   * output line (JSON text). The answer's JSON goes into the line as it came when it is one line already (it was parsed,
+   * so it is valid JSON); only a multi-line or non-JSON body is serialised again.
+   */
   async function send(
     input: BatchPageInput,
     line: { custom_id: string; url: string; body: unknown },
     token: () => Promise<string>,
     signal: AbortSignal,
-  ): Promise<LineResult> {
-    const id = requestIdOf(input.batchId, line.custom_id);
+  ): Promise<SentLine> {
     for (let tries = 1; ;) {
-      let res: Response;
+      let res: Awaited<ReturnType<typeof request>>;
       try {
-        res = await fetch(`${gatewayUrl}${line.url}`, {
+        res = await request(`${gatewayUrl}${line.url}`, {
           method: 'POST',
           headers: { 'content-type': 'application/json', authorization: `Bearer ${await token()}` },
           body: JSON.stringify(line.body),
           signal,
+          dispatcher: gateway,
         });
       } catch (err) {
         if (signal.aborted || tries++ >= CONNECT_TRIES) throw err;
         await sleep(250 * 2 ** tries, signal);
         continue;
       }
-      const text = await res.text();
+      const status = res.statusCode;
+      const text = await res.body.text();
       let body: unknown = text;
+      let json = false;
       try {
         body = JSON.parse(text);
+        json = true;
       } catch {
         // not JSON: kept as text in the error file
       }
-      const code = (body as { error?: { code?: unknown } } | undefined)?.error?.code;
-      if (res.status === 429 && code !== 'budget_exceeded') {
-        const after = Number(res.headers.get('retry-after'));
+      if (status === 429 && (body as { error?: { code?: unknown } } | null)?.error?.code !== 'budget_exceeded') {
+        const after = Number(res.headers['retry-after']);
         await sleep(Math.min(MAX_RETRY_AFTER_MS, (Number.isFinite(after) && after > 0 ? after : 1) * 1000), signal);
         if (signal.aborted) throw signal.reason ?? new Error('cancelled');
         continue;
       }
-      return {
-        id,
-        custom_id: line.custom_id,
-        response: { status_code: res.status, request_id: res.headers.get('x-trace-id') ?? '', body },
-        error: null,
-      };
+      const traceId = res.headers['x-trace-id'];
+      const head = `{"id":"${requestIdOf(input.batchId, line.custom_id)}","custom_id":${JSON.stringify(line.custom_id)},"response":{"status_code":${status},"request_id":${JSON.stringify(typeof traceId === 'string' ? traceId : '')},"body":`;
+      const bodyText = json && !text.includes('\n') ? text : JSON.stringify(body);
+      return { text: `${head}${bodyText}},"error":null}`, ok: status < 400 };
     }
   }
 
   return {
-    /** A batch that cannot go on (its input file is gone) ends `failed`. */
-    async batchFailed(b: BatchRef): Promise<void> {
-      await store.moveBatch(b.tenantId, b.batchId, 'failed');
+    /** A batch that cannot go on ends `failed`, with its input's errors when that is why. */
+    async batchFailed(b: BatchRef & { errors?: BatchError[] }): Promise<void> {
+      await store.moveBatch(b.tenantId, b.batchId, 'failed', {}, b.errors);
     },
 
     async batchStarted(b: BatchRef & { inputFileId: string }): Promise<{ pages: number; total: number }> {
       const file = await inputFile(b, b.inputFileId);
+      // The size the upload checked: pages are read at its byte offsets, so another object would be cut wrongly.
+      const head = await objects.head({ bucket: b.bucket, key: file.objectKey });
+      if (!head) throw inputError('input_file_unreadable', `the input file ${file.id} has no content in storage`);
+      if (head.sizeBytes !== file.bytes)
+        throw inputError(
+          'input_file_changed',
+          `the input file ${file.id} has ${head.sizeBytes} bytes in storage, not the ${file.bytes} that were uploaded`,
+        );
       await store.moveBatch(b.tenantId, b.batchId, 'in_progress');
       return { pages: file.pageOffsets.length, total: file.lineCount };
     },
@@ -135,17 +193,16 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       const ctx = Context.current();
       const signal = ctx.cancellationSignal;
       const page = pageRef(input, input.page);
-      const outcomeOf = async (results: LineResult[]) => {
-        const outcome = {
-          page: input.page,
-          completed: results.filter(succeeded).length,
-          failed: results.filter((r) => !succeeded(r)).length,
-        };
+      // Only a retried attempt can find results of this page: a run hands over only once its pages have ended.
+      const retried = ctx.info.attempt > 1;
+      const outcomeOf = async (results: SentLine[]) => {
+        const completed = results.filter((r) => r.ok).length;
+        const outcome = { page: input.page, completed, failed: results.length - completed };
         await store.recordPage(input.tenantId, input.batchId, outcome);
         return outcome;
       };
       // Written by an attempt that died before it reported: nothing is left to send.
-      if (await objects.head(page)) return outcomeOf(parseLines(await readObject(objects, page)));
+      if (retried && (await objects.head(page))) return outcomeOf(sentOf(await readObject(objects, page)));
       const file = await inputFile(input, input.inputFileId);
       const start = file.pageOffsets[input.page]!;
       const next = file.pageOffsets[input.page + 1];
@@ -153,13 +210,19 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         objects,
         { bucket: input.bucket, key: file.objectKey },
         { start, ...(next !== undefined ? { end: next - 1 } : {}) },
-      );
+      ).catch((err: unknown) => {
+        throw isNotFound(err)
+          ? inputError('input_file_unreadable', `the input file ${file.id} is gone from storage`)
+          : err;
+      });
       const lines = raw
         .toString('utf8')
         .split('\n')
         .filter((l) => l.trim())
-        .map((l) => JSON.parse(l) as { custom_id: string; url: string; body: unknown });
-      const saved = await store.resultsOf(input.tenantId, input.batchId, input.page);
+        .map((l, i) => inputLine(l, input, input.page * BATCH_PAGE_LINES + i + 1));
+      const saved = retried
+        ? await store.resultsOf(input.tenantId, input.batchId, input.page)
+        : new Map<string, string>();
       let minted: { token: Promise<string>; at: number } | undefined;
       const token = () => {
         // Re-minted well before it expires, so a long page never sends an expired credential.
@@ -188,21 +251,21 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       const flusher = setInterval(() => void save().catch(() => undefined), RESULT_FLUSH_MS);
       try {
         const results = await Promise.all(
-          lines.map(async (line): Promise<LineResult> => {
+          lines.map(async (line): Promise<SentLine> => {
             const had = saved.get(line.custom_id);
-            if (had !== undefined) return JSON.parse(had) as LineResult;
+            if (had !== undefined) return sentLine(had);
             const result = await perTenant.run(input.tenantId, () =>
               perBatch.run(input.batchId, async () => {
                 if (signal.aborted) throw signal.reason ?? new Error('cancelled');
                 return send(input, line, token, signal);
               }),
             );
-            unsaved.push({ customId: line.custom_id, result: JSON.stringify(result) });
+            unsaved.push({ customId: line.custom_id, result: result.text });
             return result;
           }),
         );
         await save();
-        await objects.put(page, results.map((r) => `${JSON.stringify(r)}\n`).join(''));
+        await objects.put(page, results.map((r) => `${r.text}\n`).join(''));
         await store.dropResults(input.tenantId, input.batchId, input.page);
         return await outcomeOf(results);
       } finally {
@@ -221,20 +284,19 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       input: BatchRef & { ending: BatchEnding; pages: number; outputFileId: string; errorFileId: string },
     ): Promise<{ completed: number; failed: number }> {
       await store.moveBatch(input.tenantId, input.batchId, 'finalizing');
-      const resultsOf = async (page: number): Promise<LineResult[]> => {
+      const resultsOf = async (page: number): Promise<SentLine[]> => {
         Context.current().heartbeat(page);
-        if (await objects.head(pageRef(input, page)))
-          return parseLines(await readObject(objects, pageRef(input, page)));
-        const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(
-          (r) => JSON.parse(r) as LineResult,
-        );
+        if (await objects.head(pageRef(input, page))) return sentOf(await readObject(objects, pageRef(input, page)));
+        const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(sentLine);
         // What a page cut short by cancel or expiry got done counts too.
-        if (results.length > 0)
+        if (results.length > 0) {
+          const completed = results.filter((r) => r.ok).length;
           await store.recordPage(input.tenantId, input.batchId, {
             page,
-            completed: results.filter(succeeded).length,
-            failed: results.filter((r) => !succeeded(r)).length,
+            completed,
+            failed: results.length - completed,
           });
+        }
         return results;
       };
       // Pages read a few at a time: one after another, their round trips were most of the batch's last seconds.
@@ -244,7 +306,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       );
       const ok: string[] = [];
       const failed: string[] = [];
-      for (const r of pages.flat()) (succeeded(r) ? ok : failed).push(`${JSON.stringify(r)}\n`);
+      for (const r of pages.flat()) (r.ok ? ok : failed).push(`${r.text}\n`);
       const write = async (id: string, lines: string[], filename: string) => {
         if (lines.length === 0) return null;
         const body = Buffer.from(lines.join(''));

@@ -33,7 +33,20 @@ const BatchObject = Type.Object({
   id: Type.String(),
   object: Type.Literal('batch'),
   endpoint: Endpoint,
-  errors: Type.Null(),
+  errors: Type.Union([
+    Type.Object({
+      object: Type.Literal('list'),
+      data: Type.Array(
+        Type.Object({
+          code: Type.String(),
+          message: Type.String(),
+          param: Type.Union([Type.String(), Type.Null()]),
+          line: Type.Union([Type.Integer(), Type.Null()]),
+        }),
+      ),
+    }),
+    Type.Null(),
+  ]),
   input_file_id: Type.String(),
   completion_window: Type.Literal('24h'),
   status: Type.Unsafe<BatchStatus>({ type: 'string', enum: [...BATCH_STATUSES] }),
@@ -47,7 +60,7 @@ const toBatchObject = (b: BatchRecord) => ({
   id: b.id,
   object: 'batch' as const,
   endpoint: b.endpoint,
-  errors: null,
+  errors: b.errors ? { object: 'list' as const, data: b.errors } : null,
   input_file_id: b.inputFileId,
   completion_window: '24h' as const,
   status: b.status,

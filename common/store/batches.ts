@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Pool } from 'pg';
-import type { BatchEndpoint, BatchStatus, RequestCounts } from '../../contracts/batch';
+import type { BatchEndpoint, BatchError, BatchStatus, RequestCounts } from '../../contracts/batch';
 
 /** Ids that sort by creation (ms time, then random), so `after` pages in OpenAI's newest-first order by id alone. */
 export const newObjectId = (prefix: 'file-' | 'batch_'): string =>
@@ -33,6 +33,8 @@ export interface BatchRecord {
   outputFileId: string | null;
   errorFileId: string | null;
   requestCounts: RequestCounts;
+  /** Why a failed batch failed; null unless it did for its input. */
+  errors: BatchError[] | null;
   /** Epoch seconds, as OpenAI's object has them; null until reached. */
   times: Record<BatchTime, number | null>;
 }
@@ -77,7 +79,7 @@ const toFile = (r: FileRow): BatchFile => ({
 });
 
 const BATCH_COLUMNS = `b.id, b.endpoint, b.input_file_id, b.completion_window, b.metadata, b.status, b.created_by, b.total,
-  b.output_file_id, b.error_file_id, ${BATCH_TIMES.map((t) => `b.${t}`).join(', ')},
+  b.output_file_id, b.error_file_id, b.errors, ${BATCH_TIMES.map((t) => `b.${t}`).join(', ')},
   COALESCE((SELECT sum(p.completed) FROM batch_pages p WHERE p.tenant_id = b.tenant_id AND p.batch_id = b.id), 0) AS completed,
   COALESCE((SELECT sum(p.failed) FROM batch_pages p WHERE p.tenant_id = b.tenant_id AND p.batch_id = b.id), 0) AS failed`;
 
@@ -92,6 +94,7 @@ type BatchRow = Record<BatchTime, Date | null> & {
   total: number;
   output_file_id: string | null;
   error_file_id: string | null;
+  errors: BatchError[] | null;
   completed: string;
   failed: string;
 };
@@ -107,6 +110,7 @@ const toBatch = (r: BatchRow): BatchRecord => ({
   outputFileId: r.output_file_id,
   errorFileId: r.error_file_id,
   requestCounts: { total: r.total, completed: Number(r.completed), failed: Number(r.failed) },
+  errors: r.errors,
   times: Object.fromEntries(
     BATCH_TIMES.map((t) => [t, r[t] ? Math.floor(r[t].getTime() / 1000) : null]),
   ) as BatchRecord['times'],
@@ -208,14 +212,24 @@ export class BatchStore {
     id: string,
     status: BatchStatus,
     files: { outputFileId?: string | null; errorFileId?: string | null } = {},
+    errors?: BatchError[],
   ): Promise<boolean> {
     const stamp = `${status}_at`;
     if (!(BATCH_TIMES as readonly string[]).includes(stamp)) throw new Error(`no time for batch status ${status}`);
     const { rowCount } = await this.db.query(
       `UPDATE batches SET status = $3, ${stamp} = COALESCE(${stamp}, now()),
-         output_file_id = COALESCE($4, output_file_id), error_file_id = COALESCE($5, error_file_id)
+         output_file_id = COALESCE($4, output_file_id), error_file_id = COALESCE($5, error_file_id),
+         errors = COALESCE($7, errors)
        WHERE tenant_id = $1 AND id = $2 AND status <> ALL($6)`,
-      [tenantId, id, status, files.outputFileId ?? null, files.errorFileId ?? null, ENDED],
+      [
+        tenantId,
+        id,
+        status,
+        files.outputFileId ?? null,
+        files.errorFileId ?? null,
+        ENDED,
+        errors ? JSON.stringify(errors) : null,
+      ],
     );
     return rowCount === 1;
   }

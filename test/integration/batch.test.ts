@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import OpenAI, { toFile } from 'openai';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort } from '../../deploy/dev/process';
-import { batchContract, workflowMetadataQuery } from '../../contracts/batch';
+import { batchContract, fileKey, workflowMetadataQuery } from '../../contracts/batch';
 import { ServiceCredentials } from '../../common/service-credential';
 import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
@@ -252,5 +252,36 @@ describe('batches', () => {
     expect(output.length).toBeLessThan(3000);
     expect(new Set(ids(output)).size).toBe(output.length);
     expect(done.request_counts).toMatchObject({ total: 3000, completed: output.length });
+  });
+
+  it('fails with errors naming the line when the input was rewritten in the tenant bucket after upload', async () => {
+    // The tenant's own S3 keys can write its bucket: the same size passes the start's check, a page finds the line.
+    const content = chatLines('steady', 600);
+    const file = await uploadFile(p.app, acme.keys.developer, content);
+    const lines = content.split('\n');
+    lines[249] = 'x'.repeat(lines[249]!.length);
+    await p.objects.put(
+      { bucket: p.app.platform.storageScopes.bucketOf(acme.id), key: fileKey(file.json().id) },
+      lines.join('\n'),
+    );
+    const created = await inject(acme.keys.developer, 'POST', '/v1/batches', {
+      input_file_id: file.json().id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const done = await untilBatch(p.app, acme.keys.viewer, created.json().id, ['failed']);
+    expect(done).toMatchObject({ failed_at: expect.any(Number), output_file_id: null });
+    expect(done.errors).toEqual({
+      object: 'list',
+      data: [
+        {
+          code: 'invalid_json_line',
+          message: `line 250 of the input file ${file.json().id} is not JSON`,
+          param: 'input_file_id',
+          line: 250,
+        },
+      ],
+    });
+    expect((await inject(acme.keys.viewer, 'GET', `/v1/batches/${done.id}`)).json().errors).toEqual(done.errors);
   });
 });

@@ -8,6 +8,10 @@ export interface BatchObject {
   output_file_id: string | null;
   error_file_id: string | null;
   request_counts: { total: number; completed: number; failed: number };
+  errors: {
+    object: 'list';
+    data: { code: string; message: string; param: string | null; line: number | null }[];
+  } | null;
 }
 
 export interface OutputLine {

@@ -1664,7 +1664,16 @@ export interface paths {
                                 /** @enum {string} */
                                 endpoint: "/v1/chat/completions" | "/v1/embeddings" | "/v1/completions";
                                 error_file_id: string | null;
-                                errors: null;
+                                errors: {
+                                    data: {
+                                        code: string;
+                                        line: number | null;
+                                        message: string;
+                                        param: string | null;
+                                    }[];
+                                    /** @enum {string} */
+                                    object: "list";
+                                } | null;
                                 expired_at: number | null;
                                 expires_at: number | null;
                                 failed_at: number | null;
@@ -1784,7 +1793,16 @@ export interface paths {
                             /** @enum {string} */
                             endpoint: "/v1/chat/completions" | "/v1/embeddings" | "/v1/completions";
                             error_file_id: string | null;
-                            errors: null;
+                            errors: {
+                                data: {
+                                    code: string;
+                                    line: number | null;
+                                    message: string;
+                                    param: string | null;
+                                }[];
+                                /** @enum {string} */
+                                object: "list";
+                            } | null;
                             expired_at: number | null;
                             expires_at: number | null;
                             failed_at: number | null;
@@ -1941,7 +1959,16 @@ export interface paths {
                             /** @enum {string} */
                             endpoint: "/v1/chat/completions" | "/v1/embeddings" | "/v1/completions";
                             error_file_id: string | null;
-                            errors: null;
+                            errors: {
+                                data: {
+                                    code: string;
+                                    line: number | null;
+                                    message: string;
+                                    param: string | null;
+                                }[];
+                                /** @enum {string} */
+                                object: "list";
+                            } | null;
                             expired_at: number | null;
                             expires_at: number | null;
                             failed_at: number | null;
@@ -2075,7 +2102,16 @@ export interface paths {
                             /** @enum {string} */
                             endpoint: "/v1/chat/completions" | "/v1/embeddings" | "/v1/completions";
                             error_file_id: string | null;
-                            errors: null;
+                            errors: {
+                                data: {
+                                    code: string;
+                                    line: number | null;
+                                    message: string;
+                                    param: string | null;
+                                }[];
+                                /** @enum {string} */
+                                object: "list";
+                            } | null;
                             expired_at: number | null;
                             expires_at: number | null;
                             failed_at: number | null;
