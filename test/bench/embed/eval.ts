@@ -1,7 +1,6 @@
 /**
  * Embedder evaluation (not a test): recall@5 of the held-out queries (queries.json, written by queries.ts) over the
- * committed corpus's chunks, and chunks/s embedding those chunks (batch 32, alone, median of the rounds,
- * run interleaved), for each build of the default model (deploy/dev/models.ts) at each token limit.
+ * committed corpus's chunks, and chunks/s embedding those chunks (batch 32, alone, median of the rounds), for each build of the default model (deploy/dev/models.ts) at each token limit.
  *
  *   npm run bench:embed [-- --max-tokens 128,256 --rounds 3]
  */
@@ -55,52 +54,47 @@ async function main(): Promise<void> {
       `${queries.length} held-out queries`,
   );
 
-  const configs = await Promise.all(
-    builds.flatMap((b, k) =>
-      limits.map(async (maxTokens) => ({
-        name: `${b} @${maxTokens}`,
-        embedder: await OnnxEmbedder.load(dirs[k]!, { maxTokens }),
-        speeds: [] as number[],
-      })),
-    ),
-  );
-  const vectors = new Map<string, Float32Array[]>();
-  for (let r = 0; r < Number(values.rounds); r++) {
-    for (const c of configs) {
-      const t = performance.now();
-      const v = await embedAll(c.embedder, indexed);
-      c.speeds.push(indexed.length / ((performance.now() - t) / 1000));
-      vectors.set(c.name, v);
-    }
-  }
-  const reference = vectors.get(configs[limits.length - 1]!.name)!;
-  for (const c of configs) {
-    const docs = vectors.get(c.name)!;
-    const qv = await embedAll(
-      c.embedder,
-      queries.map((q) => q.query),
-    );
-    let hits = 0;
-    let reciprocal = 0;
-    qv.forEach((v, qi) => {
-      const ranked = docs
-        .map((d, i) => ({ i, s: dot(v, d) }))
-        .sort((a, b) => b.s - a.s)
-        .slice(0, 5);
-      const at = ranked.findIndex((x) => relevant[qi]!.has(x.i));
-      if (at >= 0) {
-        hits++;
-        reciprocal += 1 / (at + 1);
+  // One build and limit at a time (each session holds its own memory arena); the first is the reference for cosines.
+  let reference: Float32Array[] | undefined;
+  let referenceName = '';
+  for (const [k, build] of builds.entries()) {
+    for (const maxTokens of [...limits].reverse()) {
+      const name = `${build} @${maxTokens}`;
+      const embedder = await OnnxEmbedder.load(dirs[k]!, { maxTokens });
+      const speeds: number[] = [];
+      let docs: Float32Array[] = [];
+      for (let r = 0; r < Number(values.rounds); r++) {
+        const t = performance.now();
+        docs = await embedAll(embedder, indexed);
+        speeds.push(indexed.length / ((performance.now() - t) / 1000));
       }
-    });
-    const cosines = docs.map((d, i) => dot(d, reference[i]!));
-    console.log(
-      `${c.name.padEnd(18)} recall@5 ${((100 * hits) / queries.length).toFixed(1)}%  MRR@5 ${(reciprocal / queries.length).toFixed(3)}  ` +
-        `${median(c.speeds).toFixed(1)} chunks/s (rounds ${c.speeds.map((s) => s.toFixed(1)).join(', ')})  ` +
-        `cosine to ${configs[limits.length - 1]!.name} min ${Math.min(...cosines).toFixed(4)} mean ${(
-          cosines.reduce((a, b) => a + b, 0) / cosines.length
-        ).toFixed(4)}`,
-    );
+      if (!reference) [reference, referenceName] = [docs, name];
+      const qv = await embedAll(
+        embedder,
+        queries.map((q) => q.query),
+      );
+      let hits = 0;
+      let reciprocal = 0;
+      qv.forEach((v, qi) => {
+        const ranked = docs
+          .map((d, i) => ({ i, s: dot(v, d) }))
+          .sort((a, b) => b.s - a.s)
+          .slice(0, 5);
+        const at = ranked.findIndex((x) => relevant[qi]!.has(x.i));
+        if (at >= 0) {
+          hits++;
+          reciprocal += 1 / (at + 1);
+        }
+      });
+      const cosines = docs.map((d, i) => dot(d, reference![i]!));
+      console.log(
+        `${name.padEnd(18)} recall@5 ${((100 * hits) / queries.length).toFixed(1)}%  MRR@5 ${(reciprocal / queries.length).toFixed(3)}  ` +
+          `${median(speeds).toFixed(1)} chunks/s (rounds ${speeds.map((s) => s.toFixed(1)).join(', ')})  ` +
+          `cosine to ${referenceName} min ${Math.min(...cosines).toFixed(4)} mean ${(
+            cosines.reduce((a, b) => a + b, 0) / cosines.length
+          ).toFixed(4)}  load ${os.loadavg()[0]!.toFixed(1)}`,
+      );
+    }
   }
   console.log(
     `load average ${os
