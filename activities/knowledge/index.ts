@@ -168,15 +168,31 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
       let pending: Pending[] = [];
       // What a retry may resume from: the state as of the last flush, never counts of unflushed documents.
       let committed = structuredClone(p);
+      // Chunk texts of the pending documents, embedded a full batch at a time as parsing produces them, so the
+      // model works while the next documents download (awaited, and so reported, at the flush).
+      let texts: string[] = [];
+      let embeddings: Promise<Float32Array[]>[] = [];
+      const submit = (all: boolean) => {
+        for (
+          let at = embeddings.length * EMBED_BATCH;
+          texts.length - at >= (all ? 1 : EMBED_BATCH);
+          at += EMBED_BATCH
+        ) {
+          const batch = texts.slice(at, at + EMBED_BATCH);
+          const pr = timed('embed', () => embedder.embed(batch));
+          pr.catch(() => undefined);
+          embeddings.push(pr);
+        }
+      };
       const flush = async (next: number) => {
-        const texts = pending.flatMap((doc) =>
-          doc.chunks.map((c) => (c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text)),
-        );
+        submit(true);
         const vectors: Float32Array[] = [];
-        for (let i = 0; i < texts.length; i += EMBED_BATCH) {
-          vectors.push(...(await timed('embed', () => embedder.embed(texts.slice(i, i + EMBED_BATCH)))));
+        for (const pr of embeddings) {
+          vectors.push(...(await pr));
           ctx.heartbeat(committed);
         }
+        texts = [];
+        embeddings = [];
         let v = 0;
         const points: VectorPoint[] = pending.flatMap((doc) =>
           doc.chunks.map((c, chunkIndex) => {
@@ -245,7 +261,12 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
         } else {
           try {
             const blocks = await timed('parse', () => parse(entry.documentId, bytes));
-            pending.push({ entry, contentHash, chunks: chunkBlocks(blocks, input.chunking) });
+            const chunks = chunkBlocks(blocks, input.chunking);
+            pending.push({ entry, contentHash, chunks });
+            texts.push(
+              ...chunks.map((c) => (c.heading && !c.text.startsWith(c.heading) ? `${c.heading}\n${c.text}` : c.text)),
+            );
+            submit(false);
           } catch (err) {
             if (!(err instanceof UnparseableDocumentError)) throw err;
             await d.knowledge.recordFailed(input.tenantId, input.namespace, {
@@ -258,7 +279,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
             ingestionDocumentsTotal.inc({ outcome: 'failed' });
           }
         }
-        if (pending.reduce((n, doc) => n + doc.chunks.length, 0) >= FLUSH_CHUNKS || i === end - 1) await flush(i + 1);
+        if (texts.length >= FLUSH_CHUNKS || i === end - 1) await flush(i + 1);
         // Liveness after every document (the SDK throttles the calls), so a slow batch is not taken for a dead worker.
         else ctx.heartbeat(committed);
       }

@@ -39,7 +39,7 @@ export async function startLocalStack(opts: { dataDir: string; ports: StackPorts
     startTemporalDevServer({ dataDir: opts.dataDir, port: opts.ports.temporal, uiPort: opts.ports.temporalUi }),
     startLocalPostgres({ dataDir: opts.dataDir, port: opts.ports.postgres }),
     startLocalS3({ dataDir: opts.dataDir, port: opts.ports.s3 }),
-    embeddingModelDir(),
+    embeddingModelDir('per-channel'),
   ]);
   await new S3ObjectStore({
     endpoint: s3.endpoint,
