@@ -327,7 +327,8 @@ async function main(): Promise<void> {
       (await startProcess({
         name: 'gateway-baseline',
         command: process.execPath,
-        args: [...proxyFlags, path.join(path.resolve(BASELINE_DIST), 'roles', 'gateway.js')],
+        // The gateway's own flags, --trace-gc included, so the two builds differ in nothing else.
+        args: ['--trace-gc', ...proxyFlags, path.join(path.resolve(BASELINE_DIST), 'roles', 'gateway.js')],
         dataDir,
         env: { ...stack.env, API_PORT: String(baselinePort), LOG_LEVEL: 'warn' },
       }));
