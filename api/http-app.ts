@@ -13,6 +13,7 @@ import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { ServiceCredentials } from '../common/service-credential';
 import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
+import { requestLoggerFactory } from './plugins/request-logger';
 import { requestIdOf, tracingPlugin } from './plugins/tracing';
 import { errorsPlugin, frameworkErrorOptions } from './plugins/errors';
 import { ErrorResponse } from './schemas';
@@ -116,6 +117,7 @@ export async function createHttpApp(
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
     genReqId: requestIdOf,
+    childLoggerFactory: requestLoggerFactory,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
     schemaController: { compilersFactory: { buildValidator: textCoercedJsonAsSent } },
     trustProxy: deps.trustedProxies?.length ? deps.trustedProxies : false,

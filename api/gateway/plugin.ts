@@ -443,12 +443,21 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
       const p = o.version === chosen.version ? price : table.priceOf(tenantId, body.model, o.version);
       const costMicros = p ? usage.promptTokens * p.inputPerMillion + usage.completionTokens * p.outputPerMillion : 0;
       reservation?.settle(usage.promptTokens + usage.completionTokens, costMicros);
+      // Written out, not spread: one object of one shape per request.
       meter.record({
-        ...base,
-        ...o,
-        ...usage,
+        tenantId,
+        projectId,
+        subject: principal.subject,
+        modelId: body.model,
+        version: o.version,
+        status: o.status,
+        errorClass: o.errorClass,
+        ttftMs: o.ttftMs,
+        promptTokens: usage.promptTokens,
+        completionTokens: usage.completionTokens,
         latencyMs: performance.now() - started,
-        ...(p && { costMicros, currency: p.currency }),
+        costMicros: p ? costMicros : undefined,
+        currency: p?.currency,
       });
     };
     /** The audit row of an answer written past Fastify (hijacked), once it has ended. */
@@ -648,7 +657,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     // The span covers the call up to the whole answer or a stream's first chunk, the part a fallback can retry.
     const res = await withClientSpan(
       `POST ${path}`,
-      { [ATTR_URL_FULL]: `${u.origin}${u.basePath}${path}`, 'llmhub.model_version': u.version },
+      () => ({ [ATTR_URL_FULL]: `${u.origin}${u.basePath}${path}`, 'llmhub.model_version': u.version }),
       sent,
       (traced) => upstreams.call(u, path, traced, payload, caller, stream),
     );

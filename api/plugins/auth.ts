@@ -7,7 +7,7 @@ import { ApiKeyCache, LookupCache, setBounded, type ApiKeyCacheLimits } from './
 import { PLATFORM_KEY_PREFIX } from '../../common/store/tenants';
 import { Roles, type Role } from '../../contracts/approvals';
 import { isValidTenantId } from '../../contracts/operations';
-import type { ApiKeyInfo, TenantState, TenantStore } from '../../common/store/tenants';
+import type { ApiKeyInfo, ApiKeyRecord, TenantState, TenantStore } from '../../common/store/tenants';
 import {
   SERVICE_CREDENTIAL_PREFIX,
   type ServiceClaims,
@@ -99,6 +99,13 @@ function refuseEnded(key: { revoked: boolean; expiresAt: number | null }): void 
   if (key.expiresAt !== null && key.expiresAt <= Date.now()) throw new UnauthorizedError('API key has expired');
 }
 
+/** The tenant member a verified API key acts as; refused if the key has ended or its tenant is suspended. */
+function principalOfKey(key: ApiKeyRecord): Principal {
+  refuseEnded(key);
+  if (key.tenantSuspended) throw new UnauthorizedError(`tenant '${key.tenantId}' is suspended`);
+  return { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' };
+}
+
 /** Failed authentications a source may have per minute before its unrecognised credentials are refused unread. */
 const DEFAULT_AUTH_FAILURES_PER_MINUTE = 60;
 
@@ -142,11 +149,13 @@ const REQUIRED_ROLE = Symbol('requiredRole');
 
 /** A preHandler that refuses callers without `role`; it carries the role, which the OpenAPI document publishes. */
 export function requireRole(role: Role) {
-  const check = async (request: FastifyRequest) => {
+  // Callback-style, not async: it runs on every inference request, and an async hook costs a promise per call.
+  const check = (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) => {
     const p = request.principal;
-    if (!p) throw new UnauthorizedError();
+    if (!p) return done(new UnauthorizedError());
     if (!hasRole(p, role))
-      throw new ForbiddenError(`this action needs the '${role}' role; the caller has ${p.roles.join(', ')}`);
+      return done(new ForbiddenError(`this action needs the '${role}' role; the caller has ${p.roles.join(', ')}`));
+    done();
   };
   return Object.assign(check, { [REQUIRED_ROLE]: role });
 }
@@ -341,13 +350,15 @@ export const authPlugin = fp(
           }),
         );
       } else if (token.startsWith('llmhub_')) {
-        caller = await withinBudget(request, reply, keys.recognises(token), async () => {
-          const key = await keys.verifyApiKey(token);
-          if (!key) throw new UnauthorizedError('invalid API key');
-          refuseEnded(key);
-          if (key.tenantSuspended) throw new UnauthorizedError(`tenant '${key.tenantId}' is suspended`);
-          return { tenantId: key.tenantId, subject: `key:${key.id}`, roles: [key.role], via: 'api_key' as const };
-        });
+        // A key verified within the cache's TTL is answered without a promise (it is recognised: no budget either).
+        const cached = keys.cached(token);
+        caller = cached
+          ? principalOfKey(cached)
+          : await withinBudget(request, reply, keys.recognises(token), async () => {
+              const key = await keys.verifyApiKey(token);
+              if (!key) throw new UnauthorizedError('invalid API key');
+              return principalOfKey(key);
+            });
       } else {
         caller = await withinBudget(request, reply, vouched.has(token), () => vouchedFor(token, () => fromJwt(token)));
       }

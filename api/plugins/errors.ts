@@ -205,10 +205,12 @@ export const errorsPlugin = fp(
       closing = true;
       done();
     });
-    app.addHook('onRequest', async (_request, reply) => {
-      if (!closing) return;
+    // Callback-style hooks, not async: they run on every request (the gateway's inference calls too), and an async
+    // hook costs a promise and its continuation per call.
+    app.addHook('onRequest', (_request, reply, done) => {
+      if (!closing) return done();
       reply.header('connection', 'close');
-      throw new UnavailableError('the API is shutting down; send the request again');
+      done(new UnavailableError('the API is shutting down; send the request again'));
     });
 
     /** No route for this method and path: 405 with `Allow` when the path has routes for other methods, else 404. */
@@ -237,9 +239,10 @@ export const errorsPlugin = fp(
     app.setNotFoundHandler(noRoute);
     // The router matches `/v1/knowledge/` to `/v1/knowledge/:namespace` with an empty namespace; the document (and
     // this API) has no such path. After authentication, as for every route.
-    app.addHook('preValidation', async (request, reply) => {
+    app.addHook('preValidation', (request, reply, done) => {
       const params = request.params as Record<string, unknown> | undefined;
-      if (params && Object.values(params).some((v) => v === '')) return noRoute(request, reply);
+      if (params && Object.values(params).some((v) => v === '')) void noRoute(request, reply);
+      else done();
     });
   },
   { name: 'errors' },

@@ -41,15 +41,10 @@ export function requestIdOf(req: IncomingMessage): string {
   const callerId = typeof given === 'string' && REQUEST_ID.test(given) ? given : undefined;
   if (UNTRACED.test(req.url ?? '')) return callerId ?? randomUUID();
   const parent = propagation.extract(ROOT_CONTEXT, req.headers);
-  const span = tracer.startSpan(
-    req.method ?? 'HTTP',
-    {
-      kind: SpanKind.SERVER,
-      attributes: { [ATTR_HTTP_REQUEST_METHOD]: req.method, [ATTR_URL_PATH]: req.url?.split('?')[0] },
-    },
-    parent,
-  );
+  const span = tracer.startSpan(req.method ?? 'HTTP', { kind: SpanKind.SERVER }, parent);
+  // Attributes only for a span that records: most requests are not sampled, and this runs on every one.
   if (!span.isRecording()) return callerId ?? randomUUID();
+  span.setAttributes({ [ATTR_HTTP_REQUEST_METHOD]: req.method, [ATTR_URL_PATH]: req.url?.split('?')[0] });
   requestContexts.set(req, { span, context: trace.setSpan(parent, span) });
   if (callerId) span.setAttribute('llmhub.request_id', callerId);
   return callerId ?? span.spanContext().traceId;
@@ -96,16 +91,26 @@ export const tracingPlugin = fp(
 
 /**
  * Runs `fn` in a client span for a call to another service, with `headers` extended by the span's W3C trace
- * context (`traceparent`), so the callee's spans join the trace.
+ * context (`traceparent`), so the callee's spans join the trace. `attributes` are built only for a span that records,
+ * and an unrecorded call is `fn` itself, no wrapper: the gateway makes one such call per request.
  */
-export async function withClientSpan<T>(
+export function withClientSpan<T>(
   name: string,
-  attributes: Attributes,
+  attributes: () => Attributes,
   headers: Record<string, string>,
   fn: (headers: Record<string, string>) => Promise<T>,
 ): Promise<T> {
-  const span = tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes });
+  const span = tracer.startSpan(name, { kind: SpanKind.CLIENT });
   if (!span.isRecording()) return fn(headers);
+  span.setAttributes(attributes());
+  return recorded(span, headers, fn);
+}
+
+async function recorded<T>(
+  span: Span,
+  headers: Record<string, string>,
+  fn: (headers: Record<string, string>) => Promise<T>,
+): Promise<T> {
   const traced = { ...headers };
   propagation.inject(trace.setSpan(context.active(), span), traced);
   try {

@@ -44,6 +44,11 @@ const MODEL = 'bench-model';
 /** The model the gateway routes to the fixed-reply upstream. */
 const FIXED_MODEL = 'bench-fixed';
 const UPSTREAMS = (process.env.BENCH_UPSTREAMS ?? 'fixed,reference').split(',') as Array<'fixed' | 'reference'>;
+/**
+ * The `dist/` of another build of the gateway (e.g. the commit before a change), measured as a fourth target with the
+ * fixed-reply upstream in the same rounds, so a change is compared within one run on this shared machine.
+ */
+const BASELINE_DIST = process.env.BENCH_BASELINE_DIST;
 
 const node = (script: string, args: string[] = [], nodeFlags: string[] = []) => ({
   command: process.execPath,
@@ -316,6 +321,18 @@ async function main(): Promise<void> {
       env: { ...stack.env, API_PORT: String(apiPort), LOG_LEVEL: 'warn' },
     });
     procs.push(api);
+    const baselinePort = await freePort();
+    const baseline =
+      BASELINE_DIST &&
+      (await startProcess({
+        name: 'gateway-baseline',
+        command: process.execPath,
+        // The gateway's own flags, --trace-gc included, so the two builds differ in nothing else.
+        args: ['--trace-gc', ...proxyFlags, path.join(path.resolve(BASELINE_DIST), 'roles', 'gateway.js')],
+        dataDir,
+        env: { ...stack.env, API_PORT: String(baselinePort), LOG_LEVEL: 'warn' },
+      }));
+    if (baseline) procs.push(baseline);
     const tenants = new TenantStore(db);
     await tenants.createTenant('bench', 'bench');
     const { key } = await tenants.createApiKey('bench', 'bench', 'developer');
@@ -333,7 +350,7 @@ async function main(): Promise<void> {
       maxRequests: 10_000_000,
       maxTokens: 10_000_000_000,
     });
-    for (const port of [upPort, fixedPort, rawPort, rawFixedPort, apiPort])
+    for (const port of [upPort, fixedPort, rawPort, rawFixedPort, apiPort, ...(baseline ? [baselinePort] : [])])
       await waitFor(
         `port ${port}`,
         async () => (await fetch(`http://127.0.0.1:${port}/v1/models`).catch(() => undefined)) !== undefined,
@@ -357,6 +374,9 @@ async function main(): Promise<void> {
           { name: 'direct', url: `http://127.0.0.1:${fixedPort}`, pid: fixed.pid, headers: json },
           { name: 'raw proxy', url: `http://127.0.0.1:${rawFixedPort}`, pid: rawFixed.pid, headers: json },
           gateway,
+          ...(baseline
+            ? [{ ...gateway, name: 'baseline', url: `http://127.0.0.1:${baselinePort}`, pid: baseline.pid }]
+            : []),
         ],
       },
       reference: { title: 'reference model server', model: MODEL, targets: [direct, rawProxy, gateway] },
@@ -368,6 +388,16 @@ async function main(): Promise<void> {
         ...(stream ? { stream: true } : {}),
         messages: [{ role: 'user', content: 'hello benchmark' }],
       });
+    const baselineTarget = upstreams.fixed.targets.find((t) => t.name === 'baseline');
+    if (baselineTarget)
+      await waitFor(
+        'the baseline gateway to route',
+        async () =>
+          await call(new HttpPool(baselineTarget.url), baselineTarget, bodyOf(FIXED_MODEL)).then(
+            () => true,
+            () => false,
+          ),
+      );
     for (const m of [MODEL, FIXED_MODEL])
       await waitFor(
         `the gateway to route ${m}`,
@@ -397,7 +427,7 @@ async function main(): Promise<void> {
       for (let r = 0; r < ROUNDS; r++) {
         const round: Record<string, RoundFigures> = {};
         // The order rotates, so no target always runs first (or last) in a round.
-        for (const t of [...targets.slice(r % 3), ...targets.slice(0, r % 3)]) {
+        for (const t of [...targets.slice(r % targets.length), ...targets.slice(0, r % targets.length)]) {
           const tp = await throughput(t, body);
           // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
           // stall inside the gateway shows here, and so does the OS not running the process; a busy load generator does not.
@@ -481,6 +511,21 @@ async function main(): Promise<void> {
           2,
         )} ms`,
       );
+      if (rounds[0]!.baseline) {
+        const vsRaw = (f: (t: RoundFigures) => number) =>
+          spread(
+            per((r) => f(r.baseline!) / f(r['raw proxy']!)),
+            2,
+          );
+        console.log(
+          `  baseline build (${BASELINE_DIST}) / raw proxy: throughput ${vsRaw((t) => t.rps)}, SSE ${vsRaw((t) => t.sse!.rps)}, ` +
+            `CPU per request ${vsRaw((t) => t.cpuUsPerRequest)}, CPU per stream ${vsRaw((t) => t.sse!.cpuUsPerRequest)}; ` +
+            `p50 over raw proxy ${spread(
+              per((r) => r.baseline!.p50 - r['raw proxy']!.p50),
+              2,
+            )} ms`,
+        );
+      }
     }
     async function longStreams(): Promise<void> {
       await fetch(`http://127.0.0.1:${upPort}/admin/faults`, { method: 'POST', body: JSON.stringify(STREAM_FAULTS) });
