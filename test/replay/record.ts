@@ -136,23 +136,7 @@ async function recordRollouts(
     });
     await registry.markVersionReady('replay', 'chat', version, { sizeBytes: 1, checksum: 'sha256:00', etag: null });
   }
-  const metrics = new GatewayMetricsStore(db);
-  const row = (version: string, errors: number): VersionMetricsRow => ({
-    tenantId: 'replay',
-    modelId: 'chat',
-    version,
-    requests: 10,
-    errors,
-    errorClasses: errors ? { upstream_5xx: errors } : {},
-    latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)],
-    ttftBuckets: new Array<number>(16).fill(0),
-    promptTokens: 0,
-    completionTokens: 0,
-  });
-  const synthetic = setInterval(
-    () => void metrics.insert('record', Date.now(), [row('v2', 0), row('v3', 5)]).catch(() => undefined),
-    300,
-  );
+  const synthetic = syntheticMetrics(db, 'replay', { v2: 0, v3: 5 });
   const taskQueue = 'record-rollout';
   const worker = await scenarioWorker({ config, db, native }, taskQueue, {
     kubeConfigOf: (c) => (c === 'local' ? cluster.kubeConfig() : undefined),
@@ -233,26 +217,7 @@ async function recordProviderCanaries({
       models: { chat: { model: 'chat' } },
       credential: { v: 1, kek: 'none', wrappedKey: '', iv: '', tag: '', ciphertext: '' },
     });
-  const metrics = new GatewayMetricsStore(db);
-  const row = (version: string, errors: number): VersionMetricsRow => ({
-    tenantId,
-    modelId: 'chat',
-    version,
-    requests: 10,
-    errors,
-    errorClasses: errors ? { upstream_5xx: errors } : {},
-    latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)],
-    ttftBuckets: new Array<number>(16).fill(0),
-    promptTokens: 0,
-    completionTokens: 0,
-  });
-  const synthetic = setInterval(
-    () =>
-      void metrics
-        .insert('record', Date.now(), [row(providerTarget('good'), 0), row(providerTarget('bad'), 10)])
-        .catch(() => undefined),
-    300,
-  );
+  const synthetic = syntheticMetrics(db, tenantId, { [providerTarget('good')]: 0, [providerTarget('bad')]: 10 });
   const taskQueue = 'record-provider-canary';
   const worker = await scenarioWorker({ config, db, native }, taskQueue, {});
   const run = async (provider: string) => {
@@ -401,6 +366,31 @@ async function recordAutoscaler({
 }
 
 /** A tenant with its storage scope, as POST /v1/platform/tenants makes one; answers its bucket. */
+/**
+ * Gateway metrics for model `chat`'s targets, 10 requests each per 300 ms with the given errors, so rollout analyses
+ * decide without traffic. Returns the timer for clearInterval.
+ */
+function syntheticMetrics(
+  db: ScenarioContext['db'],
+  tenantId: string,
+  errorsByTarget: Record<string, number>,
+): NodeJS.Timeout {
+  const metrics = new GatewayMetricsStore(db);
+  const rows = Object.entries(errorsByTarget).map(([version, errors]): VersionMetricsRow => ({
+    tenantId,
+    modelId: 'chat',
+    version,
+    requests: 10,
+    errors,
+    errorClasses: errors ? { upstream_5xx: errors } : {},
+    latencyBuckets: [0, 0, 0, 10, ...new Array<number>(12).fill(0)],
+    ttftBuckets: new Array<number>(16).fill(0),
+    promptTokens: 0,
+    completionTokens: 0,
+  }));
+  return setInterval(() => void metrics.insert('record', Date.now(), rows).catch(() => undefined), 300);
+}
+
 async function createTenant(c: Pick<ScenarioContext, 'db' | 'objects' | 'config'>, id: string): Promise<string> {
   const scopes = new StorageScopeStore(c.db, c.config.LLMHUB_TENANT_BUCKET_PREFIX);
   await tenantStorage(scopes, c.objects, storageAdminFromConfig(c.config)).create(id);

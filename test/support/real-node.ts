@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import type { PodPlacement } from '../../activities/kubernetes/manifests';
-import { importNodeImages, realNodeCluster, realNodeError } from '../../deploy/dev/kube/cluster';
+import { importNodeImages, KUBECONFIG_ENV, realNodeCluster, realNodeError } from '../../deploy/dev/kube/cluster';
 import { imageArchive, imageTag } from './images';
 
 const run = promisify(execFile);
@@ -38,6 +38,16 @@ export async function realNode(): Promise<{ modelServerImage: string; kubectl(..
         })
       ).stdout,
   };
+}
+
+/**
+ * Points this test file's platform at the real node (jest gives each test file its own process.env): cluster `real` is
+ * the node, its model versions run the node's model-server image, and nothing maps versions to local processes.
+ */
+export function useRealNodeCluster(node: { modelServerImage: string }): void {
+  process.env.LLMHUB_CLUSTERS = JSON.stringify({ local: {}, real: realNodeCluster(process.env[KUBECONFIG_ENV]!) });
+  process.env.LLMHUB_MODEL_SERVER_IMAGE = node.modelServerImage;
+  delete process.env.LLMHUB_LOCAL_ENDPOINTS;
 }
 
 /**

@@ -5,11 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { defaultNamespaceOf, servingSelector } from '../../../activities/kubernetes/manifests';
 import { autoscalerStatusQuery, autoscalerWorkflowId } from '../../../contracts/autoscaling';
-import { KUBECONFIG_ENV, realNodeCluster, testKubeConfig } from '../../../deploy/dev/kube/cluster';
+import { testKubeConfig } from '../../../deploy/dev/kube/cluster';
 import { untilReplicas } from '../../support/autoscaling';
 import { untilRouted } from '../../support/gateway';
 import { eventually, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../../support/platform';
-import { realNode } from '../../support/real-node';
+import { realNode, useRealNodeCluster } from '../../support/real-node';
 import { rolloutClient, trafficFrom } from '../../support/rollout';
 
 let node: Awaited<ReturnType<typeof realNode>>;
@@ -21,10 +21,7 @@ const loads: (() => Promise<void>)[] = [];
 
 beforeAll(async () => {
   node = await realNode();
-  // This file's configuration (jest gives each test file its own process.env): cluster `real` is the real node.
-  process.env.LLMHUB_CLUSTERS = JSON.stringify({ local: {}, real: realNodeCluster(process.env[KUBECONFIG_ENV]!) });
-  process.env.LLMHUB_MODEL_SERVER_IMAGE = node.modelServerImage;
-  delete process.env.LLMHUB_LOCAL_ENDPOINTS;
+  useRealNodeCluster(node);
   p = await startTestPlatform({
     gateway: { metricsFlushMs: 200, refreshMs: 500 },
     activityDeps: {
