@@ -35,6 +35,7 @@ export interface LineResult {
 
 /** One line's output line (JSON text) and whether it goes to the output file (else to the error file). */
 interface SentLine {
+  customId: string;
   text: string;
   ok: boolean;
 }
@@ -63,7 +64,7 @@ const RESULT_FLUSH_MS = 100;
 
 const sentLine = (text: string): SentLine => {
   const r = JSON.parse(text) as LineResult;
-  return { text, ok: r.response !== null && r.response.status_code < 400 };
+  return { customId: r.custom_id, text, ok: r.response !== null && r.response.status_code < 400 };
 };
 const sentOf = (jsonl: Buffer): SentLine[] => jsonl.toString('utf8').split('\n').filter(Boolean).map(sentLine);
 const readObject = async (objects: ObjectStore, ref: ObjectRef, range?: { start: number; end?: number }) =>
@@ -158,7 +159,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       const traceId = res.headers['x-trace-id'];
       const head = `{"id":"${requestIdOf(input.batchId, line.custom_id)}","custom_id":${JSON.stringify(line.custom_id)},"response":{"status_code":${status},"request_id":${JSON.stringify(typeof traceId === 'string' ? traceId : '')},"body":`;
       const bodyText = json && !text.includes('\n') ? text : JSON.stringify(body);
-      return { text: `${head}${bodyText}},"error":null}`, ok: status < 400 };
+      return { customId: line.custom_id, text: `${head}${bodyText}},"error":null}`, ok: status < 400 };
     }
   }
 
@@ -306,7 +307,23 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       );
       const ok: string[] = [];
       const failed: string[] = [];
-      for (const r of pages.flat()) (r.ok ? ok : failed).push(`${r.text}\n`);
+      // custom_ids are unique at upload, but the tenant's S3 keys can rewrite the input afterwards: a repeated one
+      // keeps its first result only, and its page's counts are recorded again without the others.
+      const seen = new Set<string>();
+      for (const [page, results] of pages.entries()) {
+        let dropped = false;
+        const kept = { completed: 0, failed: 0 };
+        for (const r of results) {
+          if (seen.has(r.customId)) {
+            dropped = true;
+            continue;
+          }
+          seen.add(r.customId);
+          (r.ok ? ok : failed).push(`${r.text}\n`);
+          kept[r.ok ? 'completed' : 'failed']++;
+        }
+        if (dropped) await store.recordPage(input.tenantId, input.batchId, { page, ...kept });
+      }
       const write = async (id: string, lines: string[], filename: string) => {
         if (lines.length === 0) return null;
         const body = Buffer.from(lines.join(''));

@@ -284,4 +284,25 @@ describe('batches', () => {
     });
     expect((await inject(acme.keys.viewer, 'GET', `/v1/batches/${done.id}`)).json().errors).toEqual(done.errors);
   });
+
+  it('keeps one output line per custom_id when the input was rewritten to repeat one after upload', async () => {
+    // Line 500 (page 2) takes line 100's custom_id (page 0), same size: only the first result stands.
+    const content = chatLines('steady', 600);
+    const file = await uploadFile(p.app, acme.keys.developer, content);
+    await p.objects.put(
+      { bucket: p.app.platform.storageScopes.bucketOf(acme.id), key: fileKey(file.json().id) },
+      content.replace('"custom_id":"req-499"', '"custom_id":"req-100"'),
+    );
+    const created = await inject(acme.keys.developer, 'POST', '/v1/batches', {
+      input_file_id: file.json().id,
+      endpoint: '/v1/chat/completions',
+      completion_window: '24h',
+    });
+    const done = await untilBatch(p.app, acme.keys.viewer, created.json().id, ['completed']);
+    const output = await fileLines(p.app, acme.keys.viewer, done.output_file_id);
+    expect(output).toHaveLength(599);
+    expect(new Set(ids(output)).size).toBe(599);
+    expect(ids(output)).not.toContain('req-499');
+    expect(done.request_counts).toEqual({ total: 600, completed: 599, failed: 0 });
+  });
 });
