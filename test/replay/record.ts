@@ -84,6 +84,11 @@ import { chatLines, multipart } from '../support/batch';
 
 const HISTORIES = path.join(__dirname, 'histories');
 
+/** Scenarios record failed runs on purpose: only an error other than the workflow's own failure stops the recording. */
+function failedOnPurpose(err: unknown): void {
+  if (!(err instanceof WorkflowFailedError)) throw err;
+}
+
 async function save(client: Client, workflowId: string, name: string, runId?: string): Promise<void> {
   const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
   const file = path.join(HISTORIES, `${name}.json`);
@@ -172,9 +177,7 @@ async function recordRollouts(
       },
       specHash: 'record',
     };
-    await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch((err) => {
-      if (!(err instanceof WorkflowFailedError)) throw err;
-    });
+    await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch(failedOnPurpose);
     return workflowId;
   };
   try {
@@ -243,9 +246,7 @@ async function recordProviderCanaries({
       },
       specHash: 'record',
     };
-    await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch((err) => {
-      if (!(err instanceof WorkflowFailedError)) throw err;
-    });
+    await client.workflow.execute('rolloutModel', { taskQueue, workflowId, args: [input] }).catch(failedOnPurpose);
     return workflowId;
   };
   try {
@@ -433,9 +434,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         workflowId,
         args: [{ tenantId: 'replay', modelId: 'tiny', version, artifactUri }],
       });
-      await handle.result().catch((err) => {
-        if (!(err instanceof WorkflowFailedError)) throw err;
-      });
+      await handle.result().catch(failedOnPurpose);
       return workflowId;
     };
     return {
@@ -919,9 +918,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         200,
       );
       await client.workflow.execute('convertModel', { taskQueue, workflowId: held.workflowId, args: [held] });
-      await handle.result().catch((err) => {
-        if (!(err instanceof WorkflowFailedError)) throw err;
-      });
+      await handle.result().catch(failedOnPurpose);
       const status = await handle.query(pipelineContract.statusQuery);
       if (
         status.steps.conversion.outcome !== 'memoized' ||
@@ -1189,9 +1186,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         const workflowId = `mcp-discovery/${PLATFORM_OWNER}/${key}`;
         await client.workflow
           .execute(MCP_DISCOVERY_WORKFLOW, { taskQueue, workflowId, args: [{ catalogId: id, owner: PLATFORM_OWNER }] })
-          .catch((err) => {
-            if (!(err instanceof WorkflowFailedError)) throw err;
-          });
+          .catch(failedOnPurpose);
         return workflowId;
       };
       return {
