@@ -68,7 +68,12 @@ export const AutoscalerRead = Type.Object({
   settings: Type.Union([AutoscalingBody, Type.Null()]),
   decisions: Type.Array(
     Type.Object({
-      at: Type.Integer({ description: 'epoch ms' }),
+      at: Type.Integer({ description: 'epoch ms, when the decision was recorded' }),
+      measuredAt: Type.Optional(
+        Type.Integer({
+          description: 'epoch ms, when the load was read (the stabilisation window counts back from it)',
+        }),
+      ),
       metric: Type.Union([Type.Number(), Type.Null()], { description: 'load per replica over the window' }),
       current: Type.Integer(),
       desired: Type.Integer({ description: 'what the HPA rule wanted, before stabilisation, step bound and quota' }),

@@ -26,7 +26,13 @@ export interface AutoscalerInput {
 
 /** One pass of the autoscaler: what it measured, what it wanted and what it did. */
 export interface AutoscaleDecision {
+  /** When the decision was recorded, after the pass's reads and writes. */
   at: number;
+  /**
+   * When the load this decision rests on was read: the stabilisation window counts back from it. Absent in decisions
+   * carried over from runs that did not record it.
+   */
+  measuredAt?: number;
   /** Per-replica load over the measurement window (concurrency or tokens/s, as the target says); null: nothing to scale on. */
   metric: number | null;
   /** Replicas before the decision (the Deployment's spec, or the process runtime's 0/1). */

@@ -91,6 +91,7 @@ export async function autoscaleVersion(input: AutoscalerInput): Promise<Autoscal
     if (spec === null || (!view.routed && view.rolloutHolder === null)) {
       status.phase = 'stopped';
       record({
+        measuredAt: view.now,
         metric: null,
         current: status.replicas,
         desired: status.replicas,
@@ -104,6 +105,7 @@ export async function autoscaleVersion(input: AutoscalerInput): Promise<Autoscal
       // The rollout owns the model's replicas until it ends: no write here, so the two never fight.
       status.phase = 'yielding';
       record({
+        measuredAt: view.now,
         metric: null,
         current: status.replicas,
         desired: status.replicas,
@@ -188,7 +190,7 @@ export async function autoscaleVersion(input: AutoscalerInput): Promise<Autoscal
     } catch (err) {
       message = `${message ? `${message}; ` : ''}failed: ${messageOf(err)}`;
     }
-    record({ metric, current, desired, applied, reason, message });
+    record({ measuredAt: view.now, metric, current, desired, applied, reason, message });
 
     if (s === null && applied > 0) {
       // A version without autoscaling needs an owner only while nothing of it runs.

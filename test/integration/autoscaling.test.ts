@@ -124,11 +124,19 @@ const chat = (modelId: string) =>
     body: JSON.stringify({ model: modelId, messages: [{ role: 'user', content: 'hello' }] }),
   });
 
-/** Every scale-down waited out the stabilisation window: no recommendation above it in the window before it. */
+/**
+ * Every scale-down waited out the stabilisation window: no recommendation above it in the window before it. The window
+ * counts back from when each pass read its load (measuredAt), not from when it was recorded: a loaded machine's slow
+ * writes between the two would otherwise move a recommendation in or out of the window.
+ */
 function expectStabilised(decisions: AutoscaleDecision[], windowMs: number) {
-  for (const d of decisions.filter((x) => x.reason === 'scale_down'))
+  const measured = decisions.map((x) => ({ ...x, measuredAt: x.measuredAt ?? Number.NaN }));
+  expect(measured.filter((x) => Number.isNaN(x.measuredAt))).toEqual([]);
+  for (const d of measured.filter((x) => x.reason === 'scale_down'))
     expect(
-      decisions.filter((x) => x.at > d.at - windowMs && x.at <= d.at && x.desired > d.applied).map((x) => x.at),
+      measured
+        .filter((x) => x.measuredAt > d.measuredAt - windowMs && x.measuredAt <= d.measuredAt && x.desired > d.applied)
+        .map((x) => x.measuredAt),
     ).toEqual([]);
 }
 

@@ -9475,11 +9475,13 @@ export interface paths {
                             /** @description the newest decisions, oldest first */
                             decisions: {
                                 applied: number;
-                                /** @description epoch ms */
+                                /** @description epoch ms, when the decision was recorded */
                                 at: number;
                                 current: number;
                                 /** @description what the HPA rule wanted, before stabilisation, step bound and quota */
                                 desired: number;
+                                /** @description epoch ms, when the load was read (the stabilisation window counts back from it) */
+                                measuredAt?: number;
                                 message: string;
                                 /** @description load per replica over the window */
                                 metric: number | null;
