@@ -7,6 +7,7 @@
  * Histories are recorded once, committed and never re-recorded by CI: a replay failure means the code changed
  * in a way running workflows would not survive, so guard the change with patched() instead of re-recording.
  */
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -77,7 +78,7 @@ import type { ApprovalRequest } from '../../contracts/approvals';
 import { pipelineChildKey, pipelineContract, type PipelineInput, type PipelineStatus } from '../../contracts/pipeline';
 import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 import { tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
-import { batchContract, type BatchInput } from '../../contracts/batch';
+import { batchContract, fileKey, type BatchInput } from '../../contracts/batch';
 import { workflowId } from '../../contracts/operations';
 import { BatchStore, newObjectId } from '../../common/store/batches';
 import { chatLines, multipart } from '../support/batch';
@@ -90,8 +91,13 @@ function failedOnPurpose(err: unknown): void {
 }
 
 async function save(client: Client, workflowId: string, name: string, runId?: string): Promise<void> {
-  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
   const file = path.join(HISTORIES, `${name}.json`);
+  // A committed history is what older code recorded: recording a scenario again adds its new histories only.
+  if (existsSync(file)) {
+    console.log(`kept ${path.relative(process.cwd(), file)} (recorded before; delete it to record it again)`);
+    return;
+  }
+  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
   // The canonical proto3 JSON (what `temporal workflow show --output json` writes), which replay parses back.
   await writeFile(file, `${JSON.stringify(JSON.parse(historyToJSON(history)), null, 2)}\n`);
   console.log(`recorded ${workflowId} -> ${path.relative(process.cwd(), file)} (${history.events?.length} events)`);
@@ -1073,8 +1079,8 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       if (res.statusCode >= 400) throw new Error(`${method} ${url}: ${res.statusCode} ${res.body}`);
       return res.json();
     };
-    const upload = async (model: string, n: number): Promise<string> => {
-      const { payload, contentType } = await multipart(chatLines(model, n));
+    const upload = async (content: string): Promise<string> => {
+      const { payload, contentType } = await multipart(content);
       const res = await app.inject({
         method: 'POST',
         url: '/v1/files',
@@ -1087,7 +1093,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
     const create = async (model: string, n: number): Promise<string> =>
       (
         await api('POST', '/v1/batches', {
-          input_file_id: await upload(model, n),
+          input_file_id: await upload(chatLines(model, n)),
           endpoint: '/v1/chat/completions',
           completion_window: '24h',
         })
@@ -1124,6 +1130,24 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       const completed = await create('fast', 250);
       await client.workflow.getHandle(workflowId('batch', tenantId, completed)).result();
 
+      // A page that finds a line rewritten after upload (same size, so the start's check passes) fails the batch.
+      const content = chatLines('fast', 600);
+      const rewritten = content.split('\n');
+      rewritten[249] = 'x'.repeat(rewritten[249]!.length);
+      const fileId = await upload(content);
+      await objects.put({ bucket, key: fileKey(fileId) }, rewritten.join('\n'));
+      const failed = (
+        await api('POST', '/v1/batches', {
+          input_file_id: fileId,
+          endpoint: '/v1/chat/completions',
+          completion_window: '24h',
+        })
+      ).id;
+      await client.workflow
+        .getHandle(workflowId('batch', tenantId, failed))
+        .result()
+        .catch(failedOnPurpose);
+
       const cancelled = await create('slow', 600);
       await pollFor('some slow lines to be answered', async () => slow.received() >= 60, 120_000, 100);
       await api('POST', `/v1/batches/${cancelled}/cancel`);
@@ -1131,7 +1155,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
 
       // Started here rather than by the API, to continue as new after every page.
       const continued = newObjectId('batch_');
-      const inputFileId = await upload('fast', 450);
+      const inputFileId = await upload(chatLines('fast', 450));
       const expiresAt = Date.now() + 24 * 3_600_000;
       await new BatchStore(db).createBatch(tenantId, {
         id: continued,
@@ -1165,6 +1189,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       return {
         'batch-completed': workflowId('batch', tenantId, completed),
         'batch-cancelled-mid-run': workflowId('batch', tenantId, cancelled),
+        'batch-page-failed': workflowId('batch', tenantId, failed),
         'batch-continued-as-new-last-run': handle.workflowId,
       };
     } finally {
