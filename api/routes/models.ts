@@ -362,12 +362,7 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
             });
         }
         // Checked under the model's row lock, so a rollout starting now waits for this route and then owns routing.
-        const heldBy = await locks.holder(c, tenantId, modelId);
-        if (heldBy)
-          throw new ConflictError(
-            `model '${modelId}' has a rollout in progress: '${heldBy}'; steer it through /v1/deployments/${heldBy}`,
-            { deploymentId: heldBy },
-          );
+        await locks.refuseWhileHeld(c, tenantId, modelId);
         await routing.setRoute(
           tenantId,
           modelId,

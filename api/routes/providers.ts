@@ -14,6 +14,8 @@ import {
   type ProviderRoute,
 } from '../../common/store/providers';
 import { DEFAULT_CANARY_WEIGHT, RoutingStore } from '../../common/store/routing';
+import { inTransaction } from '../../common/store/pool';
+import { RolloutLockStore } from '../../common/store/rollouts';
 import { RESERVED_HEADERS } from '../gateway/providers';
 import { BudgetStore } from '../../common/store/budgets';
 import type { ProviderDeps } from '../http-app';
@@ -314,6 +316,7 @@ const routeView = (r: ProviderRoute): Static<typeof RouteView> => ({
 export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const store = new ProviderStore(app.platform.db);
   const routing = new RoutingStore(app.platform.db);
+  const locks = new RolloutLockStore(app.platform.db);
 
   app.put(
     '/:modelId',
@@ -364,7 +367,11 @@ export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
         canaryWeight: canary ? (b.canaryWeight ?? DEFAULT_CANARY_WEIGHT) : 0,
         fallbacks,
       };
-      await store.setRoute(route);
+      await inTransaction(app.platform.db, async (c) => {
+        // A provider canary's rollout sets the canary, its weight and (promoted) the stable: the route is its until it ends.
+        await locks.refuseWhileHeld(c, tenantId, modelId);
+        await store.setRoute(route, c);
+      });
       return routeView(route);
     },
   );
@@ -395,12 +402,17 @@ export const providerRouteRoutes: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['providers'],
         summary: 'Remove the provider route: the model is served by its deployed route alone, if it has one',
         params: RouteParams,
-        response: { 204: NoContent, ...errorResponses(400, 404) },
+        response: { 204: NoContent, ...errorResponses(400, 404, 409) },
       },
     },
     async (request, reply) => {
-      if (!(await store.removeRoute(request.principal!.tenantId, request.params.modelId)))
-        throw new NotFoundError('provider-route', request.params.modelId);
+      const tenantId = request.principal!.tenantId;
+      const { modelId } = request.params;
+      const removed = await inTransaction(app.platform.db, async (c) => {
+        await locks.refuseWhileHeld(c, tenantId, modelId);
+        return store.removeRoute(tenantId, modelId, c);
+      });
+      if (!removed) throw new NotFoundError('provider-route', modelId);
       return reply.status(204).send(null);
     },
   );

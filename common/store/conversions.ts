@@ -1,5 +1,5 @@
-import type { Pool, PoolClient } from 'pg';
-import { inTransaction } from './pool';
+import type { Pool } from 'pg';
+import { inTransaction, type Queryable } from './pool';
 import type {
   ConversionOptions,
   ConversionResult,
@@ -7,8 +7,6 @@ import type {
   ConversionTarget,
   TargetResult,
 } from '../../contracts/conversion';
-
-type Queryable = Pool | PoolClient;
 
 export interface ConversionRecord {
   conversionId: string;

@@ -1,4 +1,5 @@
-import type { Pool, PoolClient } from 'pg';
+import type { PoolClient } from 'pg';
+import type { Queryable } from './pool';
 import { IdempotencyMismatchError } from '../errors';
 
 export interface IdempotencyClaim {
@@ -13,7 +14,7 @@ export interface IdempotencyClaim {
  * (no transaction) a fresh claim is one statement.
  */
 export async function claimIdempotencyKey(
-  c: Pool | PoolClient,
+  c: Queryable,
   k: { tenantId: string; kind: string; key: string; bodyHash: string; workflowId: string },
 ): Promise<IdempotencyClaim> {
   const ins = await c.query(

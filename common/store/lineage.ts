@@ -1,4 +1,5 @@
-import type { Pool, PoolClient } from 'pg';
+import type { Pool } from 'pg';
+import type { Queryable } from './pool';
 
 export type LineageKind = 'fine_tune' | 'conversion' | 'rollout';
 
@@ -44,7 +45,7 @@ export class LineageStore {
   constructor(private readonly db: Pool) {}
 
   /** Idempotent per (version, kind, workflow): a retried activity records the entry once. */
-  async record(e: LineageEntry, q: Pool | PoolClient = this.db): Promise<void> {
+  async record(e: LineageEntry, q: Queryable = this.db): Promise<void> {
     await q.query(
       `INSERT INTO model_lineage (tenant_id, model_id, version, kind, parent_model_id, parent_version, workflow_id, details)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, model_id, version, kind, workflow_id) DO NOTHING`,

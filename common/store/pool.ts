@@ -2,6 +2,9 @@ import { Pool, type PoolClient } from 'pg';
 
 export type Db = Pool;
 
+/** The pool, or one client of it inside a transaction. */
+export type Queryable = Pool | PoolClient;
+
 /** PostgreSQL's SQLSTATE for a row whose foreign key names no row. */
 export const FOREIGN_KEY_VIOLATION = '23503';
 

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import type { CredentialVault, SealedCredential } from '../credentials';
 import { KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
+import type { Queryable } from './pool';
 
 export const PROVIDER_KINDS = ['openai', 'azure'] as const;
 export type ProviderKind = (typeof PROVIDER_KINDS)[number];
@@ -147,8 +148,8 @@ export class ProviderStore {
     return rowCount === 1;
   }
 
-  async setRoute(r: ProviderRoute): Promise<void> {
-    await this.db.query(
+  async setRoute(r: ProviderRoute, q: Queryable = this.db): Promise<void> {
+    await q.query(
       `INSERT INTO provider_routes (tenant_id, model_id, stable, canary, canary_weight, fallbacks) VALUES ($1, $2, $3, $4, $5, $6)
        ON CONFLICT (tenant_id, model_id) DO UPDATE SET stable = EXCLUDED.stable, canary = EXCLUDED.canary,
          canary_weight = EXCLUDED.canary_weight, fallbacks = EXCLUDED.fallbacks, updated_at = now()`,
@@ -187,8 +188,8 @@ export class ProviderStore {
     return rows[0] ? routeOf(rows[0]) : undefined;
   }
 
-  async removeRoute(tenantId: string, modelId: string): Promise<boolean> {
-    const { rowCount } = await this.db.query('DELETE FROM provider_routes WHERE tenant_id = $1 AND model_id = $2', [
+  async removeRoute(tenantId: string, modelId: string, q: Queryable = this.db): Promise<boolean> {
+    const { rowCount } = await q.query('DELETE FROM provider_routes WHERE tenant_id = $1 AND model_id = $2', [
       tenantId,
       modelId,
     ]);

@@ -1,10 +1,9 @@
-import type { Pool, PoolClient } from 'pg';
+import type { Pool } from 'pg';
 import type { ArtifactInfo } from '../../contracts/model-registry';
 import type { ServingResources } from '../../contracts/rollout';
 import type { Model, ModelMetadata, ModelVersion, ModelVersionState } from '../types';
 import { cursorTime, KeyPart, keysetPage, type Keyset, type Page, type PageQuery } from './pages';
-
-type Queryable = Pool | PoolClient;
+import type { Queryable } from './pool';
 
 const MODEL_COLUMNS =
   'id, name, description, created_at, model_type, context_length, parameter_count, weight_precision, resources';

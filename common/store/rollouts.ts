@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
-
-type Queryable = Pool | PoolClient;
+import { ConflictError } from '../errors';
+import type { Queryable } from './pool';
 
 /** The per-model rollout lock (0004_rollouts.sql). */
 export class RolloutLockStore {
@@ -32,6 +32,19 @@ export class RolloutLockStore {
       [tenantId, modelId],
     );
     return rows[0]?.deployment_id;
+  }
+
+  /**
+   * Refuses (409, naming the rollout) a write to what a running rollout of the model owns: its route and provider
+   * route. Taken under holder()'s row lock, so a rollout starting meanwhile waits for the caller's transaction.
+   */
+  async refuseWhileHeld(q: PoolClient, tenantId: string, modelId: string): Promise<void> {
+    const heldBy = await this.holder(q, tenantId, modelId);
+    if (heldBy)
+      throw new ConflictError(
+        `model '${modelId}' has a rollout in progress: '${heldBy}'; steer it through /v1/deployments/${heldBy}`,
+        { deploymentId: heldBy },
+      );
   }
 
   /** Idempotent, and only the holder's release counts, so a late retry never frees a newer rollout's lock. */

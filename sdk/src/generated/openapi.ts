@@ -14423,6 +14423,15 @@ export interface paths {
                     };
                 };
                 /** @description The one error shape of the platform */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description The one error shape of the platform */
                 414: {
                     headers: {
                         [name: string]: unknown;
