@@ -1,5 +1,3 @@
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
 import { AUTOSCALER_FIELD_MANAGER } from '../../activities/kubernetes/manifests';
@@ -21,7 +19,7 @@ import {
   type TestTenant,
 } from '../support/platform';
 import { untilReplicas } from '../support/autoscaling';
-import { rolloutClient } from '../support/rollout';
+import { rolloutClient, trafficFrom } from '../support/rollout';
 
 /**
  * Autoscaling on the kwok cluster `local`: Deployments and their scale subresource are real API objects there and kwok
@@ -87,32 +85,9 @@ const autoscaler = (modelId: string, version: string): Promise<AutoscalerStatus>
 
 const replicasOf = async (modelId: string, version: string) => (await api.readDeployment(modelId, version))?.spec;
 
-/** Steady chat traffic through the listening gateway from a separate process, as applications would send it. */
+/** Steady chat traffic from a separate process, stopped at the end if a test did not. */
 function load(modelId: string, concurrency: number) {
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      path.join(__dirname, '..', 'support', 'load-generator.ts'),
-      baseURL,
-      acme.keys.developer,
-      modelId,
-      String(concurrency),
-    ],
-    { env: { ...process.env, NODE_OPTIONS: '' }, stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const traffic = {
-    statuses: [] as number[],
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-      traffic.statuses = JSON.parse(out.slice(out.indexOf('{'))).statuses;
-    },
-  };
+  const traffic = trafficFrom(baseURL, acme.keys.developer, modelId, concurrency);
   loads.push(() => traffic.stop());
   return traffic;
 }
