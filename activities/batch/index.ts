@@ -14,7 +14,7 @@ import {
 } from '../../contracts/batch';
 import { isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
-import { BatchStore } from '../../common/store/batches';
+import { BatchStore, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
 import { pageRef, requestIdOf } from './objects';
 
@@ -85,6 +85,10 @@ const sleep = (ms: number, signal: AbortSignal) =>
     const t = setTimeout(resolve, ms);
     signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
+
+/** Lines per page of a file: files uploaded while pages were 200 lines keep them (each file's offsets are stored). */
+const linesPerPage = (f: BatchFile) =>
+  f.pageOffsets.length === Math.ceil(f.lineCount / BATCH_PAGE_LINES) ? BATCH_PAGE_LINES : 200;
 
 type InputLine = { custom_id: string; url: string; body: unknown };
 
@@ -233,7 +237,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         .toString('utf8')
         .split('\n')
         .filter((l) => l.trim())
-        .map((l, i) => inputLine(l, input, input.page * BATCH_PAGE_LINES + i + 1));
+        .map((l, i) => inputLine(l, input, input.page * linesPerPage(file) + i + 1));
       const saved = retried
         ? await store.resultsOf(input.tenantId, input.batchId, input.page)
         : new Map<string, string>();
