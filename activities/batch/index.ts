@@ -14,7 +14,7 @@ import {
 } from '../../contracts/batch';
 import { isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
-import { BatchStore } from '../../common/store/batches';
+import { BatchStore, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
 import { pageRef, requestIdOf } from './objects';
 
@@ -59,21 +59,36 @@ const CONNECT_TRIES = 5;
 
 /** Page results the finish reads at once (S3 objects, or rows of a page cut short). */
 const FINISH_READS = 8;
-/** How often a page writes the results it has collected, in one statement. */
-const RESULT_FLUSH_MS = 100;
 
+/** The start of an output line as `send` writes it: its custom_id (JSON string) and status come first. */
+const SENT_HEAD =
+  /^\{"id":"batch_req_[0-9a-f]{24}","custom_id":("(?:[^"\\]|\\.)*"),"response":\{"status_code":(\d{3}),/;
 const sentLine = (text: string): SentLine => {
+  // The finish reads every line of the batch: its head is read without parsing the answer's body. Anything else (a
+  // page object is in the tenant's bucket, which the tenant's keys can write) is parsed whole.
+  const head = SENT_HEAD.exec(text);
+  if (head) return { customId: JSON.parse(head[1]!) as string, text, ok: Number(head[2]) < 400 };
   const r = JSON.parse(text) as LineResult;
   return { customId: r.custom_id, text, ok: r.response !== null && r.response.status_code < 400 };
 };
 const sentOf = (jsonl: Buffer): SentLine[] => jsonl.toString('utf8').split('\n').filter(Boolean).map(sentLine);
 const readObject = async (objects: ObjectStore, ref: ObjectRef, range?: { start: number; end?: number }) =>
   Buffer.concat(await (await objects.getStream(ref, range)).toArray());
+/** An object's content, or undefined when there is none. */
+const readIfThere = (objects: ObjectStore, ref: ObjectRef) =>
+  readObject(objects, ref).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
     signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
   });
+
+/** Lines per page of a file: files uploaded while pages were 200 lines keep them (each file's offsets are stored). */
+const linesPerPage = (f: BatchFile) =>
+  f.pageOffsets.length === Math.ceil(f.lineCount / BATCH_PAGE_LINES) ? BATCH_PAGE_LINES : 200;
 
 type InputLine = { custom_id: string; url: string; body: unknown };
 
@@ -184,11 +199,12 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
     },
 
     /**
-     * One page of the input: its lines are read with one ranged GET, the lines that have no result yet are sent
-     * (BATCH_CONCURRENCY per batch, TENANT_BATCH_CONCURRENCY per tenant on this worker) and each result is written
-     * once, as a row keyed by the batch and its custom_id (batched every RESULT_FLUSH_MS; the first stays). So a retry
-     * after a crash sends only what had no saved result: each line reaches the model at least once, and at most once
-     * per attempt of its page. The finished page's results then go to S3 as one object in line order.
+     * One page of the input: its lines are read with one ranged GET, sent (BATCH_CONCURRENCY per batch,
+     * TENANT_BATCH_CONCURRENCY per tenant on this worker), and their results kept in memory until the page's object is
+     * written to S3 whole, in line order. An attempt cut short (cancel, expiry, a failure) saves what it had answered as
+     * rows keyed by the batch and custom_id, for the partial output and for a retry, which sends only the rest. A worker
+     * that dies saves nothing: the retry sends the page's lines again, so each line reaches the model at least once and
+     * at most once per attempt of its page, and the output still has one line per custom_id (the page object's).
      */
     async batchPage(input: BatchPageInput): Promise<PageOutcome> {
       const ctx = Context.current();
@@ -203,7 +219,8 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         return outcome;
       };
       // Written by an attempt that died before it reported: nothing is left to send.
-      if (retried && (await objects.head(page))) return outcomeOf(sentOf(await readObject(objects, page)));
+      const written = retried ? await readIfThere(objects, page) : undefined;
+      if (written) return outcomeOf(sentOf(written));
       const file = await inputFile(input, input.inputFileId);
       const start = file.pageOffsets[input.page]!;
       const next = file.pageOffsets[input.page + 1];
@@ -220,7 +237,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         .toString('utf8')
         .split('\n')
         .filter((l) => l.trim())
-        .map((l, i) => inputLine(l, input, input.page * BATCH_PAGE_LINES + i + 1));
+        .map((l, i) => inputLine(l, input, input.page * linesPerPage(file) + i + 1));
       const saved = retried
         ? await store.resultsOf(input.tenantId, input.batchId, input.page)
         : new Map<string, string>();
@@ -239,41 +256,45 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
           };
         return minted.token;
       };
-      const unsaved: { customId: string; result: string }[] = [];
-      let saving = Promise.resolve();
-      const save = () => {
-        const rows = unsaved.splice(0);
-        if (rows.length) saving = saving.then(() => store.putResults(input.tenantId, input.batchId, input.page, rows));
-        return saving;
-      };
+      const answered: { customId: string; result: string }[] = [];
+      let stored = false;
       // A page waiting on Retry-After sends nothing for a while; the heartbeat says the worker is still there.
       const beat = setInterval(() => ctx.heartbeat(), 1_000);
-      // A failed write fails the page (its activity is retried); the chain keeps the failure for the last save.
-      const flusher = setInterval(() => void save().catch(() => undefined), RESULT_FLUSH_MS);
       try {
-        const results = await Promise.all(
+        // Every line settles before the page ends, so an attempt cut short saves all it had answered; after a line
+        // failed, the lines not yet sent are not.
+        let failure: { err: unknown } | undefined;
+        const settled = await Promise.allSettled(
           lines.map(async (line): Promise<SentLine> => {
             const had = saved.get(line.custom_id);
             if (had !== undefined) return sentLine(had);
-            const result = await perTenant.run(input.tenantId, () =>
-              perBatch.run(input.batchId, async () => {
-                if (signal.aborted) throw signal.reason ?? new Error('cancelled');
-                return send(input, line, token, signal);
-              }),
-            );
-            unsaved.push({ customId: line.custom_id, result: result.text });
-            return result;
+            try {
+              const result = await perTenant.run(input.tenantId, () =>
+                perBatch.run(input.batchId, async () => {
+                  if (signal.aborted) throw signal.reason ?? new Error('cancelled');
+                  if (failure) throw failure.err;
+                  return send(input, line, token, signal);
+                }),
+              );
+              answered.push({ customId: line.custom_id, result: result.text });
+              return result;
+            } catch (err) {
+              failure ??= { err };
+              throw err;
+            }
           }),
         );
-        await save();
+        if (failure) throw failure.err;
+        const results = settled.map((s) => (s as PromiseFulfilledResult<SentLine>).value);
         await objects.put(page, results.map((r) => `${r.text}\n`).join(''));
-        await store.dropResults(input.tenantId, input.batchId, input.page);
+        stored = true;
+        if (saved.size > 0) await store.dropResults(input.tenantId, input.batchId, input.page);
         return await outcomeOf(results);
       } finally {
         clearInterval(beat);
-        clearInterval(flusher);
-        // What was answered before a cancel or a failure is kept for the partial output.
-        await save().catch(() => undefined);
+        // What was answered before a cancel or a failure is kept for the partial output and the page's retry.
+        if (!stored && answered.length > 0)
+          await store.putResults(input.tenantId, input.batchId, input.page, answered).catch(() => undefined);
       }
     },
 
@@ -287,7 +308,9 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       await store.moveBatch(input.tenantId, input.batchId, 'finalizing');
       const resultsOf = async (page: number): Promise<SentLine[]> => {
         Context.current().heartbeat(page);
-        if (await objects.head(pageRef(input, page))) return sentOf(await readObject(objects, pageRef(input, page)));
+        // One GET: a page's object is there unless the page was cut short.
+        const object = await readIfThere(objects, pageRef(input, page));
+        if (object) return sentOf(object);
         const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(sentLine);
         // What a page cut short by cancel or expiry got done counts too.
         if (results.length > 0) {

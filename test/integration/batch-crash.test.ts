@@ -72,7 +72,8 @@ describe('a batch survives its worker being SIGKILLed', () => {
     expect(new Set(ids)).toEqual(new Set(Array.from({ length: LINES }, (_, i) => `req-${i}`)));
     expect(done.error_file_id).toBeNull();
 
-    // Upstream calls per custom_id: at least one each; more only for lines in flight when a worker died.
+    // Upstream calls per custom_id: at least one each; more only for lines of the pages in flight when a worker died
+    // (a page keeps its results in memory until its object is written whole, so its retry sends all its lines again).
     const calls = Array.from({ length: LINES }, (_, i) => model.prompts.get(`line ${i}`) ?? 0);
     const histogram = new Map<number, number>();
     for (const c of calls) histogram.set(c, (histogram.get(c) ?? 0) + 1);
@@ -83,7 +84,7 @@ describe('a batch survives its worker being SIGKILLed', () => {
         .join(', ')}`,
     );
     expect(Math.min(...calls)).toBeGreaterThanOrEqual(1);
-    // At most once per attempt of a line's page: the first and one retry per SIGKILL.
+    // At most once per attempt of a line's page: the first, and one retry per SIGKILL.
     expect(Math.max(...calls)).toBeLessThanOrEqual(3);
   }, 1_500_000);
 });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import OpenAI, { toFile } from 'openai';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort } from '../../deploy/dev/process';
-import { batchContract, fileKey, workflowMetadataQuery } from '../../contracts/batch';
+import { BATCH_PAGE_LINES, batchContract, fileKey, workflowMetadataQuery } from '../../contracts/batch';
 import { ServiceCredentials } from '../../common/service-credential';
 import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
@@ -286,12 +286,13 @@ describe('batches', () => {
   });
 
   it('keeps one output line per custom_id when the input was rewritten to repeat one after upload', async () => {
-    // Line 500 (page 2) takes line 100's custom_id (page 0), same size: only the first result stands.
-    const content = chatLines('steady', 600);
+    // Line 1,050 (page 1) takes line 101's custom_id (page 0), same size (a space for the shorter id): only the first
+    // result stands.
+    const content = chatLines('steady', BATCH_PAGE_LINES + 100);
     const file = await uploadFile(p.app, acme.keys.developer, content);
     await p.objects.put(
       { bucket: p.app.platform.storageScopes.bucketOf(acme.id), key: fileKey(file.json().id) },
-      content.replace('"custom_id":"req-499"', '"custom_id":"req-100"'),
+      content.replace(`"custom_id":"req-${BATCH_PAGE_LINES + 49}"`, '"custom_id": "req-100"'),
     );
     const created = await inject(acme.keys.developer, 'POST', '/v1/batches', {
       input_file_id: file.json().id,
@@ -300,9 +301,13 @@ describe('batches', () => {
     });
     const done = await untilBatch(p.app, acme.keys.viewer, created.json().id, ['completed']);
     const output = await fileLines(p.app, acme.keys.viewer, done.output_file_id);
-    expect(output).toHaveLength(599);
-    expect(new Set(ids(output)).size).toBe(599);
-    expect(ids(output)).not.toContain('req-499');
-    expect(done.request_counts).toEqual({ total: 600, completed: 599, failed: 0 });
+    expect(output).toHaveLength(BATCH_PAGE_LINES + 99);
+    expect(new Set(ids(output)).size).toBe(BATCH_PAGE_LINES + 99);
+    expect(ids(output)).not.toContain(`req-${BATCH_PAGE_LINES + 49}`);
+    expect(done.request_counts).toEqual({
+      total: BATCH_PAGE_LINES + 100,
+      completed: BATCH_PAGE_LINES + 99,
+      failed: 0,
+    });
   });
 });

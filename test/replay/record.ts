@@ -78,7 +78,7 @@ import type { ApprovalRequest } from '../../contracts/approvals';
 import { pipelineChildKey, pipelineContract, type PipelineInput, type PipelineStatus } from '../../contracts/pipeline';
 import { ModelIdKey, OperationKindKey, TenantIdKey } from '../../contracts/search-attributes';
 import { tenantDeletionContract, type TenantDeletionInput } from '../../contracts/tenant-deletion';
-import { batchContract, fileKey, type BatchInput } from '../../contracts/batch';
+import { BATCH_PAGE_LINES, batchContract, fileKey, type BatchInput } from '../../contracts/batch';
 import { workflowId } from '../../contracts/operations';
 import { BatchStore, newObjectId } from '../../common/store/batches';
 import { chatLines, multipart } from '../support/batch';
@@ -1155,7 +1155,9 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
 
       // Started here rather than by the API, to continue as new after every page.
       const continued = newObjectId('batch_');
-      const inputFileId = await upload(chatLines('fast', 450));
+      // Three pages, so the recorded history has a run between the first and the last.
+      const lines = BATCH_PAGE_LINES * 2 + 50;
+      const inputFileId = await upload(chatLines('fast', lines));
       const expiresAt = Date.now() + 24 * 3_600_000;
       await new BatchStore(db).createBatch(tenantId, {
         id: continued,
@@ -1164,7 +1166,7 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
         completionWindow: '24h',
         metadata: null,
         createdBy: 'record',
-        total: 450,
+        total: lines,
         expiresAt,
       });
       const input: BatchInput = {

@@ -11,6 +11,9 @@ import { randomPorts, startLocalStack } from '../../deploy/dev/stack';
 
 export interface ScratchStack {
   config: Config;
+  /** The stack's environment (addresses, credentials), for a role started as its own process. */
+  env: NodeJS.ProcessEnv;
+  dataDir: string;
   db: Pool;
   client: Client;
   native: NativeConnection;
@@ -26,7 +29,7 @@ export async function withScratchStack<T>(name: string, fn: (s: ScratchStack) =>
   const native = await NativeConnection.connect({ address: config.TEMPORAL_ADDRESS });
   try {
     await migrate(db);
-    return await fn({ config, db, client: new Client({ connection }), native });
+    return await fn({ config, env: stack.env, dataDir, db, client: new Client({ connection }), native });
   } finally {
     await native.close();
     await connection.close();

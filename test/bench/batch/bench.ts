@@ -6,11 +6,20 @@
  * load that drifts during the run skews the ratio less. Prints the ratio batch / direct (goal >= 0.9), and where the
  * batch's time went (from its history: up to its first page, its pages, its output files).
  *
- * With --rounds N it repeats the direct / batch / direct round N times and prints the median ratio.
+ * --layout picks where the roles run. `one` (the default until run 13): everything above in this process. `split`: as
+ * production deploys them, the gateway role in its own process and the reference model server in another; this process
+ * holds the API (for the batch's start), the batch's worker and the direct pass's client, so both passes cross the
+ * same process boundary to the same gateway and upstream.
  *
- *   npm run bench:batch [-- --lines 5000 --rounds 5]
+ * With --rounds N it repeats the direct / batch / direct round N times and prints the median ratio. Each pass prints the
+ * CPU its processes used per 1,000 lines (this process and the stack's servers, from /proc); with --profile DIR each
+ * pass of each round also writes a V8 CPU profile of this process there (round-<r>-<pass>.cpuprofile).
+ *
+ *   npm run bench:batch [-- --lines 5000 --rounds 5 --profile /tmp/prof]
  */
+import { mkdir } from 'node:fs/promises';
 import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { tsToMs } from '@temporalio/common/lib/time';
@@ -28,29 +37,71 @@ import { TenantStore } from '../../../common/store/tenants';
 import { tenantStorage } from '../../../common/tenant-storage';
 import { workflowId } from '../../../contracts/operations';
 import { startReferenceModelServer } from '../../../deploy/dev/model-server/server';
-import { freePort, pollFor } from '../../../deploy/dev/process';
+import { freePort, pollFor, startProcess, type ManagedProcess } from '../../../deploy/dev/process';
+import { API_NODE_FLAGS } from '../../../deploy/node-flags';
 import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
 import { chatLines, multipart } from '../../support/batch';
 import { serveModel } from '../../support/gateway';
 import { withScratchStack } from '../../support/scratch-stack';
 import { quietLogger, runScript } from '../../support/script';
+import { cpuBetween, cpuByProcess, profiled } from './cpu';
+
+const ROOT = path.resolve(__dirname, '..', '..', '..');
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { lines: { type: 'string', default: '5000' }, rounds: { type: 'string', default: '1' } },
+    options: {
+      lines: { type: 'string', default: '5000' },
+      rounds: { type: 'string', default: '1' },
+      profile: { type: 'string' },
+      layout: { type: 'string', default: 'one' },
+    },
   });
+  const layout = values.layout;
+  if (layout !== 'one' && layout !== 'split') throw new Error(`--layout is one or split, not ${layout}`);
+  const profileDir = values.profile;
+  if (profileDir) await mkdir(profileDir, { recursive: true });
   const n = Number(values.lines);
   const rounds = Number(values.rounds);
-  await withScratchStack('bench-batch', async ({ config, db, client, native }) => {
+  await withScratchStack('bench-batch', async ({ config, env, dataDir, db, client, native }) => {
     const objects = s3StoreFromConfig(config);
     const scopes = new StorageScopeStore(db, config.LLMHUB_TENANT_BUCKET_PREFIX);
     await tenantStorage(scopes, objects).create('bench');
     const tenants = new TenantStore(db);
     await tenants.createTenant('bench', 'bench');
     const key = (await tenants.createApiKey('bench', 'bench', 'developer')).key;
-    const model = await startReferenceModelServer({ name: 'bench-batch' });
-    await serveModel(db, 'bench', 'fast', { v1: model.url }, { stable: 'v1' });
+    const procs: ManagedProcess[] = [];
+    const labels = new Map<number, string>();
+    const spawnRole = async (name: string, script: string, args: string[], roleEnv: NodeJS.ProcessEnv = {}) => {
+      const proc = await startProcess({
+        name,
+        command: process.execPath,
+        args: [...API_NODE_FLAGS, '--import', 'tsx', path.join(ROOT, script), ...args],
+        dataDir,
+        env: { ...env, LOG_LEVEL: 'warn', NODE_OPTIONS: '', ...roleEnv },
+      });
+      procs.push(proc);
+      labels.set(proc.pid, name);
+      return proc;
+    };
+    let modelUrl: string;
+    let closeModel = async () => undefined as void;
+    if (layout === 'one') {
+      const model = await startReferenceModelServer({ name: 'bench-batch' });
+      modelUrl = model.url;
+      closeModel = () => model.close();
+    } else {
+      const modelPort = await freePort();
+      await spawnRole('model', 'deploy/dev/model-server/main.ts', [
+        '--port',
+        String(modelPort),
+        '--name',
+        'bench-batch',
+      ]);
+      modelUrl = `http://127.0.0.1:${modelPort}/v1`;
+    }
+    await serveModel(db, 'bench', 'fast', { v1: modelUrl }, { stable: 'v1' });
     const logger = createLogger('bench', 'warn');
     const port = await freePort();
     const gatewayUrl = `http://127.0.0.1:${port}`;
@@ -65,7 +116,8 @@ async function main(): Promise<void> {
       platformBucket: config.PLATFORM_BUCKET,
       clusters: clustersOf(config.LLMHUB_CLUSTERS),
     });
-    await app.listen({ host: '127.0.0.1', port });
+    if (layout === 'one') await app.listen({ host: '127.0.0.1', port });
+    else await spawnRole('gateway', 'roles/gateway.ts', [], { API_PORT: String(port) });
     const worker = await startWorker({
       connection: native,
       namespace: 'default',
@@ -93,7 +145,7 @@ async function main(): Promise<void> {
               body: JSON.stringify({ model: 'fast', input: 'x' }),
             })
           ).ok,
-        60_000,
+        120_000,
         100,
       );
       const lines = chatLines('fast', n)
@@ -135,31 +187,50 @@ async function main(): Promise<void> {
         payload,
       });
 
+      const cpuLines: string[] = [];
+      /** Runs one pass, noting the CPU each process used per 1,000 lines (and profiling it with --profile). */
+      const pass = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+        const at = cpuByProcess(labels);
+        const wall = performance.now();
+        const result = profileDir ? await profiled(path.join(profileDir, `${name}.cpuprofile`), fn) : await fn();
+        const per1k = (s: number) => ((s * 1000) / n).toFixed(2);
+        const used = cpuBetween(at, cpuByProcess(labels));
+        cpuLines.push(
+          `CPU s per 1,000 lines, ${name} (${((performance.now() - wall) / 1000).toFixed(1)} s wall): ${per1k(
+            used.reduce((a, [, s]) => a + s, 0),
+          )} = ${used.map(([p, s]) => `${p} ${per1k(s)}`).join(', ')}`,
+        );
+        return result;
+      };
+
       /** One round: direct, the batch, direct again; its ratio is the batch's rate over the two direct rates' mean. */
-      const round = async (): Promise<number> => {
-        const before = await direct();
-        const t = performance.now();
-        const postedAt = Date.now();
-        const created = await app.inject({
-          method: 'POST',
-          url: '/v1/batches',
-          headers,
-          payload: { input_file_id: file.json().id, endpoint: '/v1/chat/completions', completion_window: '24h' },
+      const round = async (r: number): Promise<number> => {
+        cpuLines.length = 0;
+        const before = await pass(`round-${r}-direct-before`, direct);
+        // Timed inside the pass: a profile's start and writing are not the batch's.
+        const { batchId, batchWall, postedAt, endedAt } = await pass(`round-${r}-batch`, async () => {
+          const t = performance.now();
+          const posted = Date.now();
+          const created = await app.inject({
+            method: 'POST',
+            url: '/v1/batches',
+            headers,
+            payload: { input_file_id: file.json().id, endpoint: '/v1/chat/completions', completion_window: '24h' },
+          });
+          const id = created.json().id as string;
+          await client.workflow.getHandle(workflowId('batch', 'bench', id)).result();
+          return { batchId: id, batchWall: (performance.now() - t) / 1000, postedAt: posted, endedAt: Date.now() };
         });
-        const batchId = created.json().id as string;
         const handle = client.workflow.getHandle(workflowId('batch', 'bench', batchId));
-        await handle.result();
-        const batchWall = (performance.now() - t) / 1000;
-        const endedAt = Date.now();
         const phases = phasesOf((await handle.fetchHistory()).events ?? []);
         const done = (await app.inject({ method: 'GET', url: `/v1/batches/${batchId}`, headers })).json();
         const batchRate = done.request_counts.completed / batchWall;
 
-        const after = await direct();
+        const after = await pass(`round-${r}-direct-after`, direct);
         const directRate = (before + after) / 2;
         const ratio = batchRate / directRate;
         console.log(
-          `${n} chat lines, concurrency ${BATCH_CONCURRENCY}; load average ${os
+          `${n} chat lines, concurrency ${BATCH_CONCURRENCY}, layout ${layout}; load average ${os
             .loadavg()
             .map((l) => l.toFixed(2))
             .join(' ')}`,
@@ -171,10 +242,13 @@ async function main(): Promise<void> {
           `batch: ${batchWall.toFixed(1)} s = ${batchRate.toFixed(1)} lines/s (${done.request_counts.completed} completed, ${done.request_counts.failed} failed)`,
         );
         console.log(`ratio batch / direct: ${ratio.toFixed(2)} (goal >= 0.9)`);
+        for (const l of cpuLines) console.log(l);
         const page = phases.batchPage!;
         const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
         console.log(
-          `where the batch's time went: to its first page ${secs(page.first - postedAt)}, its pages ${secs(
+          `where the batch's time went: to its first page ${secs(page.first - postedAt)} (batchStarted scheduled at ${secs(
+            phases.batchStarted!.first - postedAt,
+          )}, done at ${secs(phases.batchStarted!.last - postedAt)}), its pages ${secs(
             page.last - page.first,
           )} (${(n / ((page.last - page.first) / 1000)).toFixed(1)} lines/s), output files ${secs(
             phases.batchFinish!.last - phases.batchFinish!.first,
@@ -185,7 +259,7 @@ async function main(): Promise<void> {
       const ratios: number[] = [];
       for (let r = 1; r <= rounds; r++) {
         console.log(`round ${r} of ${rounds}`);
-        ratios.push(await round());
+        ratios.push(await round(r));
       }
       if (rounds > 1) {
         const sorted = [...ratios].sort((x, y) => x - y);
@@ -199,7 +273,8 @@ async function main(): Promise<void> {
       await worker.shutdown();
       await dispatcher.close();
       await app.close();
-      await model.close();
+      await closeModel();
+      for (const proc of procs) await proc.stop();
     }
   });
 }
