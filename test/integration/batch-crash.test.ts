@@ -72,8 +72,8 @@ describe('a batch survives its worker being SIGKILLed', () => {
     expect(new Set(ids)).toEqual(new Set(Array.from({ length: LINES }, (_, i) => `req-${i}`)));
     expect(done.error_file_id).toBeNull();
 
-    // Upstream calls per custom_id: at least one each; more only for lines of the pages in flight when a worker died
-    // (a page keeps its results in memory until its object is written whole, so its retry sends all its lines again).
+    // Upstream calls per custom_id: at least one each; more only for lines in flight when a worker died, or answered
+    // since its page's last save of results (once a second), which its retry sends again.
     const calls = Array.from({ length: LINES }, (_, i) => model.prompts.get(`line ${i}`) ?? 0);
     const histogram = new Map<number, number>();
     for (const c of calls) histogram.set(c, (histogram.get(c) ?? 0) + 1);
