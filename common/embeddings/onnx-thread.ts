@@ -6,6 +6,7 @@ export interface OnnxThreadData {
   modelDir: string;
   maxTokens?: number;
   threads?: number;
+  spin?: boolean;
 }
 
 export type OnnxThreadReply =

@@ -49,10 +49,16 @@ export class OnnxEmbedder implements Embedder {
 
   static async load(
     modelDir: string,
-    opts: { id?: string; maxTokens?: number; threads?: number } = {},
+    /** spin: onnxruntime's threads spin-wait (faster for a model that has the cores to itself; see onnx-model.ts). */
+    opts: { id?: string; maxTokens?: number; threads?: number; spin?: boolean } = {},
   ): Promise<OnnxEmbedder> {
     const thread = new Worker(ENTRY, {
-      workerData: { modelDir, maxTokens: opts.maxTokens, threads: opts.threads } satisfies OnnxThreadData,
+      workerData: {
+        modelDir,
+        maxTokens: opts.maxTokens,
+        threads: opts.threads,
+        spin: opts.spin,
+      } satisfies OnnxThreadData,
       execArgv: EXEC_ARGV,
       name: 'embedder',
     });
