@@ -1,87 +1,87 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Tokenizer } from '@huggingface/tokenizers';
-import * as ort from 'onnxruntime-node';
-import { l2Normalize, type Embedder } from './index';
+import { Worker } from 'node:worker_threads';
+import type { Embedder } from './index';
+import type { OnnxThreadData, OnnxThreadReply } from './onnx-thread';
+
+// The built thread entry beside this file; from the sources (dev, tests), tsx compiles it as it does everything else.
+const ENTRY = path.join(__dirname, `onnx-thread${path.extname(__filename)}`);
+const EXEC_ARGV = ENTRY.endsWith('.ts') ? [...process.execArgv, '--import', 'tsx'] : undefined;
+
+interface Waiter {
+  resolve: (vectors: Float32Array[]) => void;
+  reject: (err: Error) => void;
+}
 
 /**
- * A sentence-embedding model run in process with onnxruntime-node: a BERT-style encoder (`model.onnx`
- * taking input_ids/attention_mask/token_type_ids, giving last_hidden_state) and its `tokenizer.json`,
- * mean-pooled over real tokens and L2-normalised, as sentence-transformers does for all-MiniLM-L6-v2.
+ * An in-process ONNX sentence-embedding model (onnx-model.ts), run on a thread of its own: onnxruntime-node
+ * runs a session synchronously, so on the worker's event loop each inference would stall the downloads, flushes
+ * and heartbeats of every running batch, and the model would idle while they caught up. The thread runs one
+ * batch at a time (the session already uses every core) and the requests queue there, so it is fed without a
+ * round trip through the event loop. Holds the process open only while a request is outstanding.
  */
 export class OnnxEmbedder implements Embedder {
+  private readonly waiting = new Map<number, Waiter>();
+  private nextId = 0;
+  private ended: Error | undefined;
+
   private constructor(
     readonly id: string,
     readonly dimensions: number,
-    private readonly session: ort.InferenceSession,
-    private readonly tokenizer: Tokenizer,
-    private readonly maxTokens: number,
-  ) {}
+    private readonly thread: Worker,
+  ) {
+    thread.on('message', (m: OnnxThreadReply) => {
+      if (!('id' in m)) return;
+      const w = this.waiting.get(m.id)!;
+      this.waiting.delete(m.id);
+      if (this.waiting.size === 0) thread.unref();
+      if ('error' in m) w.reject(new Error(m.error));
+      else w.resolve(m.vectors);
+    });
+    const end = (err: Error) => {
+      this.ended ??= err;
+      for (const w of this.waiting.values()) w.reject(this.ended);
+      this.waiting.clear();
+    };
+    thread.on('error', end);
+    thread.on('exit', (code) => end(new Error(`the embedding thread exited (code ${code})`)));
+    thread.unref();
+  }
 
   static async load(
     modelDir: string,
-    opts: { id?: string; maxTokens?: number; threads?: number } = {},
+    /** spin: onnxruntime's threads spin-wait (faster for a model that has the cores to itself; see onnx-model.ts). */
+    opts: { id?: string; maxTokens?: number; threads?: number; spin?: boolean } = {},
   ): Promise<OnnxEmbedder> {
-    const [tokenizerJson, tokenizerConfig] = await Promise.all(
-      ['tokenizer.json', 'tokenizer_config.json'].map(async (f) =>
-        JSON.parse(await readFile(path.join(modelDir, f), 'utf8')),
-      ),
-    );
-    const session = await ort.InferenceSession.create(path.join(modelDir, 'model.onnx'), {
-      intraOpNumThreads: opts.threads ?? 0,
-      graphOptimizationLevel: 'all',
+    const thread = new Worker(ENTRY, {
+      workerData: {
+        modelDir,
+        maxTokens: opts.maxTokens,
+        threads: opts.threads,
+        spin: opts.spin,
+      } satisfies OnnxThreadData,
+      execArgv: EXEC_ARGV,
+      name: 'embedder',
     });
-    const tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
-    const probe = new OnnxEmbedder(opts.id ?? path.basename(modelDir), 0, session, tokenizer, opts.maxTokens ?? 256);
-    const [v] = await probe.run(['dimension probe']);
-    return new OnnxEmbedder(probe.id, v!.length, session, tokenizer, probe.maxTokens);
-  }
-
-  private queue: Promise<unknown> = Promise.resolve();
-
-  /**
-   * Runs one inference at a time: the session already uses every core, so concurrent batches (parallel
-   * activities) would only contend; queued, they keep the model busy while their other stages overlap.
-   */
-  embed(texts: string[]): Promise<Float32Array[]> {
-    const next = this.queue.then(() => this.run(texts));
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async run(texts: string[]): Promise<Float32Array[]> {
-    if (texts.length === 0) return [];
-    const encoded = texts.map((t) => {
-      const ids: number[] = this.tokenizer.encode(t).ids;
-      // Keep [CLS] ... [SEP] framing when truncating: the model was trained with both.
-      return ids.length > this.maxTokens ? [...ids.slice(0, this.maxTokens - 1), ids[ids.length - 1]!] : ids;
-    });
-    const seq = Math.max(...encoded.map((e) => e.length));
-    const n = texts.length;
-    const ids = new BigInt64Array(n * seq);
-    const mask = new BigInt64Array(n * seq);
-    encoded.forEach((e, i) => {
-      e.forEach((id: number, j: number) => {
-        ids[i * seq + j] = BigInt(id);
-        mask[i * seq + j] = 1n;
+    try {
+      const dimensions = await new Promise<number>((resolve, reject) => {
+        thread.once('message', (m: OnnxThreadReply) => resolve('dimensions' in m ? m.dimensions : 0));
+        thread.once('error', reject);
+        thread.once('exit', (code) => reject(new Error(`the embedding thread exited (code ${code}) while loading`)));
       });
-    });
-    const out = await this.session.run({
-      input_ids: new ort.Tensor('int64', ids, [n, seq]),
-      attention_mask: new ort.Tensor('int64', mask, [n, seq]),
-      token_type_ids: new ort.Tensor('int64', new BigInt64Array(n * seq), [n, seq]),
-    });
-    const hidden = out.last_hidden_state!;
-    const dim = hidden.dims[2]!;
-    const data = hidden.data as Float32Array;
-    return encoded.map((e, i) => {
-      const v = new Float32Array(dim);
-      for (let j = 0; j < e.length; j++) {
-        const off = (i * seq + j) * dim;
-        for (let d = 0; d < dim; d++) v[d]! += data[off + d]!;
-      }
-      for (let d = 0; d < dim; d++) v[d]! /= e.length;
-      return l2Normalize(v);
+      return new OnnxEmbedder(opts.id ?? path.basename(modelDir), dimensions, thread);
+    } catch (err) {
+      await thread.terminate();
+      throw err;
+    }
+  }
+
+  embed(texts: string[]): Promise<Float32Array[]> {
+    if (this.ended) return Promise.reject(this.ended);
+    const id = this.nextId++;
+    if (this.waiting.size === 0) this.thread.ref();
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.thread.postMessage({ id, texts });
     });
   }
 }

@@ -54,6 +54,10 @@ export async function startLocalS3(opts: { dataDir: string; port?: number }): Pr
         '--secret',
         secretAccessKey,
         '--quiet',
+        // Reuse connections as S3 does: by default versitygw answers every request with `Connection: close`, so each
+        // request paid a TCP connection on both sides (500 GETs of a 700-byte object: 500 connections, 1.5x the
+        // client's CPU).
+        '--keep-alive',
         '--iam-dir',
         iamDir,
         '--iam-cache-disable',

@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   for (const [k, build] of builds.entries()) {
     for (const maxTokens of [...limits].reverse()) {
       const name = `${build} @${maxTokens}`;
-      const embedder = await OnnxEmbedder.load(dirs[k]!, { maxTokens });
+      const embedder = await OnnxEmbedder.load(dirs[k]!, { maxTokens, spin: true });
       const speeds: number[] = [];
       let docs: Float32Array[] = [];
       for (let r = 0; r < Number(values.rounds); r++) {

@@ -4,6 +4,8 @@
  * activity time spent per stage, and the embedder's own ceiling (chunks/s embedding the same chunks alone)
  * measured in the same run (before and after the pipeline, averaged). Prints the ratio pipeline / ceiling (target ≥ 0.9),
  * the ceiling being the default model's (the per-channel int8 build); the PyPI build's ceiling is printed beside it.
+ * Also prints the model's busy share of the pipeline's wall time (below 100 %: it waited for chunks) and the CPU
+ * seconds per thread and per server process during the pipeline (what the model's threads competed with).
  *
  *   npm run bench:ingest [-- --docs 1000]
  */
@@ -26,6 +28,7 @@ import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
 import { withScratchStack } from '../../support/scratch-stack';
 import { quietLogger, runScript } from '../../support/script';
+import { cpuDelta, cpuSnapshot } from './cpu';
 
 const TOPICS = [
   'volcanoes',
@@ -95,7 +98,10 @@ async function main(): Promise<void> {
     // Load the model before timing, as a long-running worker has it loaded.
     const embedder = await deps.embedders.get('default');
     await embedder.embed(['warm up']);
-    const pypi = await OnnxEmbedder.load(await embeddingModelDir('pypi'));
+    // The ceilings: each build alone at its best settings, its threads spinning while they wait for each other (the
+    // worker's model does without: beside the pipeline's other work spinning costs more than it gains).
+    const alone = await OnnxEmbedder.load(config.EMBEDDING_MODEL_DIR!, { spin: true });
+    const pypi = await OnnxEmbedder.load(await embeddingModelDir('pypi'), { spin: true });
 
     // The ceiling: the same chunk texts, embedded alone in the activity's batch size. Measured before and after
     // the pipeline and averaged, so a machine whose load drifts during the run skews the ratio less.
@@ -110,8 +116,26 @@ async function main(): Promise<void> {
       return texts.length / ((performance.now() - t) / 1000);
     };
     const pypiBefore = await embedAlone(pypi);
-    const ceilingBefore = await embedAlone(embedder);
+    const ceilingCpuBefore = cpuSnapshot();
+    const ceilingBefore = await embedAlone(alone);
+    const ceilingCpu = cpuDelta(ceilingCpuBefore, cpuSnapshot());
 
+    // The model's busy time during the pipeline: it serves one call at a time in order, so a call keeps it busy
+    // from its submission or the previous call's end, whichever is later, until its own end.
+    let busy = 0;
+    let lastEnd = 0;
+    let calls = 0;
+    const embed = embedder.embed.bind(embedder);
+    embedder.embed = async (batch) => {
+      const submitted = performance.now();
+      const vectors = await embed(batch);
+      const ended = performance.now();
+      busy += ended - Math.max(submitted, lastEnd);
+      lastEnd = ended;
+      calls++;
+      return vectors;
+    };
+    const cpuBefore = cpuSnapshot();
     const t0 = performance.now();
     const stats = (await client.workflow.execute('ingestDocuments', {
       taskQueue: 'bench',
@@ -119,9 +143,11 @@ async function main(): Promise<void> {
       args: [input],
     })) as IngestionStats;
     const wall = (performance.now() - t0) / 1000;
+    const cpu = cpuDelta(cpuBefore, cpuSnapshot());
+    embedder.embed = embed;
     await worker.shutdown();
 
-    const ceilingAfter = await embedAlone(embedder);
+    const ceilingAfter = await embedAlone(alone);
     const pypiAfter = await embedAlone(pypi);
     const ceiling = (ceilingBefore + ceilingAfter) / 2;
 
@@ -142,6 +168,10 @@ async function main(): Promise<void> {
           .map(([k, v]) => `${k} ${((100 * v) / activitySeconds).toFixed(1)}%`)
           .join(', '),
     );
+    console.log(`model busy ${((100 * busy) / 1000 / wall).toFixed(1)}% of the pipeline's wall time (${calls} calls)`);
+    const cpuLine = (c: [string, number][]) => c.map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
+    console.log(`CPU seconds (${os.cpus().length} cores) during the pipeline: ${cpuLine(cpu)}`);
+    console.log(`CPU seconds during the first ceiling (the model alone): ${cpuLine(ceilingCpu)}`);
     console.log(
       `embedder ceiling (same chunks, batch 32, alone): default (${embedder.id}, per-channel int8) ${ceiling.toFixed(1)} chunks/s ` +
         `(before ${ceilingBefore.toFixed(1)}, after ${ceilingAfter.toFixed(1)}); PyPI build ${((pypiBefore + pypiAfter) / 2).toFixed(1)} ` +

@@ -1,0 +1,32 @@
+import { describe, expect, it } from '@jest/globals';
+import { OnnxEmbedder } from '../../common/embeddings/onnx';
+import { embeddingModelDir } from '../../deploy/dev/models';
+
+const cosine = (a: Float32Array, b: Float32Array): number => a.reduce((s, x, i) => s + x * b[i]!, 0);
+
+// The model runs on a thread of its own (common/embeddings/onnx-thread.ts): requests and replies cross a port.
+describe('the ONNX embedder on its own thread', () => {
+  it('answers concurrent requests each with its own vectors', async () => {
+    const embedder = await OnnxEmbedder.load(await embeddingModelDir('per-channel'));
+    const texts = ['molten rock from a volcano', 'feeding a sourdough starter', 'resetting a router password'];
+    const alone: Float32Array[] = [];
+    for (const t of texts) alone.push((await embedder.embed([t]))[0]!);
+    const together = await Promise.all([
+      embedder.embed([texts[0]!, texts[1]!]),
+      embedder.embed([]),
+      embedder.embed([texts[2]!]),
+    ]);
+    expect(together.map((r) => r.length)).toEqual([2, 0, 1]);
+    // Not identical: the int8 model quantises its activations per batch, so batch-mates move a vector slightly.
+    [together[0]![0]!, together[0]![1]!, together[2]![0]!].forEach((v, i) => {
+      expect(v).toHaveLength(embedder.dimensions);
+      const similarities = alone.map((a) => cosine(v, a));
+      expect(similarities[i]).toBeGreaterThan(0.98);
+      expect(Math.max(...similarities.filter((_, j) => j !== i))).toBeLessThan(0.8);
+    });
+  });
+
+  it('fails to load a missing model with the cause instead of waiting for the thread', async () => {
+    await expect(OnnxEmbedder.load('/nonexistent/model')).rejects.toThrow(/ENOENT|no such file/);
+  });
+});
