@@ -53,7 +53,13 @@ export class EmbedderRegistry {
     if (!e) {
       e =
         name === 'default'
-          ? OnnxEmbedder.load(this.c.EMBEDDING_MODEL_DIR!, { id: 'minilm-l6-v2-int8' })
+          ? OnnxEmbedder.load(this.c.EMBEDDING_MODEL_DIR!, {
+              id: 'minilm-l6-v2-int8',
+              // A model thread that died fails every request: the next use loads it again instead.
+              onEnd: () => {
+                if (this.loaded.get(name) === e) this.loaded.delete(name);
+              },
+            })
           : OpenAiEmbedder.connect(this.c.EMBEDDINGS_URL!, name.slice('openai:'.length), this.c.EMBEDDINGS_API_KEY);
       this.loaded.set(name, e);
       e.catch(() => this.loaded.delete(name));

@@ -28,6 +28,7 @@ export class OnnxEmbedder implements Embedder {
     readonly id: string,
     readonly dimensions: number,
     private readonly thread: Worker,
+    onEnd: () => void,
   ) {
     thread.on('message', (m: OnnxThreadReply) => {
       if (!('id' in m)) return;
@@ -38,6 +39,7 @@ export class OnnxEmbedder implements Embedder {
       else w.resolve(m.vectors);
     });
     const end = (err: Error) => {
+      if (!this.ended) onEnd();
       this.ended ??= err;
       for (const w of this.waiting.values()) w.reject(this.ended);
       this.waiting.clear();
@@ -50,7 +52,14 @@ export class OnnxEmbedder implements Embedder {
   static async load(
     modelDir: string,
     /** spin: onnxruntime's threads spin-wait (faster for a model that has the cores to itself; see onnx-model.ts). */
-    opts: { id?: string; maxTokens?: number; threads?: number; spin?: boolean } = {},
+    opts: {
+      id?: string;
+      maxTokens?: number;
+      threads?: number;
+      spin?: boolean;
+      /** Called once if the thread ends (a fatal error): every request after it fails, so a holder loads anew. */
+      onEnd?: () => void;
+    } = {},
   ): Promise<OnnxEmbedder> {
     const thread = new Worker(ENTRY, {
       workerData: {
@@ -68,11 +77,16 @@ export class OnnxEmbedder implements Embedder {
         thread.once('error', reject);
         thread.once('exit', (code) => reject(new Error(`the embedding thread exited (code ${code}) while loading`)));
       });
-      return new OnnxEmbedder(opts.id ?? path.basename(modelDir), dimensions, thread);
+      return new OnnxEmbedder(opts.id ?? path.basename(modelDir), dimensions, thread, opts.onEnd ?? (() => undefined));
     } catch (err) {
       await thread.terminate();
       throw err;
     }
+  }
+
+  /** Ends the thread: requests still waiting, and any later one, fail. */
+  async close(): Promise<void> {
+    await this.thread.terminate();
   }
 
   embed(texts: string[]): Promise<Float32Array[]> {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { OnnxEmbedder } from '../../common/embeddings/onnx';
+import { EmbedderRegistry } from '../../common/knowledge';
 import { embeddingModelDir } from '../../deploy/dev/models';
 
 const cosine = (a: Float32Array, b: Float32Array): number => a.reduce((s, x, i) => s + x * b[i]!, 0);
@@ -24,6 +25,17 @@ describe('the ONNX embedder on its own thread', () => {
       expect(similarities[i]).toBeGreaterThan(0.98);
       expect(Math.max(...similarities.filter((_, j) => j !== i))).toBeLessThan(0.8);
     });
+  });
+
+  it('a model thread that ended fails its requests, and the registry loads the model again on the next use', async () => {
+    const registry = new EmbedderRegistry({ EMBEDDING_MODEL_DIR: await embeddingModelDir('per-channel') });
+    const first = (await registry.get('default')) as OnnxEmbedder;
+    await first.close();
+    await expect(first.embed(['after the end'])).rejects.toThrow(/exited/);
+    const again = (await registry.get('default')) as OnnxEmbedder;
+    expect(again).not.toBe(first);
+    expect((await again.embed(['after the end']))[0]).toHaveLength(again.dimensions);
+    await again.close();
   });
 
   it('fails to load a missing model with the cause instead of waiting for the thread', async () => {
