@@ -5,7 +5,9 @@ import type { OnnxThreadData, OnnxThreadReply } from './onnx-thread';
 
 // The built thread entry beside this file; from the sources (dev, tests), tsx compiles it as it does everything else.
 const ENTRY = path.join(__dirname, `onnx-thread${path.extname(__filename)}`);
-const EXEC_ARGV = ENTRY.endsWith('.ts') ? [...process.execArgv, '--import', 'tsx'] : undefined;
+// Not the process's own flags: a thread refuses per-process ones (the API role's --max-old-space-size and
+// --max-semi-space-size are ERR_WORKER_INVALID_EXEC_ARGV), and its heap is its own anyway.
+const EXEC_ARGV = ENTRY.endsWith('.ts') ? ['--import', 'tsx'] : [];
 
 interface Waiter {
   resolve: (vectors: Float32Array[]) => void;

@@ -1,4 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { describe, expect, it } from '@jest/globals';
+import { API_NODE_FLAGS } from '../../deploy/node-flags';
 import { OnnxEmbedder } from '../../common/embeddings/onnx';
 import { EmbedderRegistry } from '../../common/knowledge';
 import { embeddingModelDir } from '../../deploy/dev/models';
@@ -36,6 +39,29 @@ describe('the ONNX embedder on its own thread', () => {
     expect(again).not.toBe(first);
     expect((await again.embed(['after the end']))[0]).toHaveLength(again.dimensions);
     await again.close();
+  });
+
+  it("loads in a process started with the API role's node flags, which a thread may not inherit", async () => {
+    const script = `import { OnnxEmbedder } from './common/embeddings/onnx';
+      OnnxEmbedder.load(process.argv[1]).then(async (e) => { console.log((await e.embed(['x']))[0].length); await e.close(); });`;
+    const run = spawnSync(
+      process.execPath,
+      [
+        ...API_NODE_FLAGS,
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        script,
+        await embeddingModelDir('per-channel'),
+      ],
+      { cwd: path.resolve(__dirname, '..', '..'), encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } },
+    );
+    expect({ status: run.status, stdout: run.stdout.trim(), stderr: run.stderr.slice(-500) }).toEqual({
+      status: 0,
+      stdout: '384',
+      stderr: '',
+    });
   });
 
   it('fails to load a missing model with the cause instead of waiting for the thread', async () => {
