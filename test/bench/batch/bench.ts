@@ -45,7 +45,7 @@ import { chatLines, multipart } from '../../support/batch';
 import { serveModel } from '../../support/gateway';
 import { withScratchStack } from '../../support/scratch-stack';
 import { quietLogger, runScript } from '../../support/script';
-import { cpuBetween, cpuByProcess, profiled } from './cpu';
+import { cpuBetween, cpuByProcess, profiled } from '../cpu';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 
@@ -190,11 +190,11 @@ async function main(): Promise<void> {
       const cpuLines: string[] = [];
       /** Runs one pass, noting the CPU each process used per 1,000 lines (and profiling it with --profile). */
       const pass = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-        const at = cpuByProcess(labels);
+        const at = cpuByProcess({ labels });
         const wall = performance.now();
         const result = profileDir ? await profiled(path.join(profileDir, `${name}.cpuprofile`), fn) : await fn();
         const per1k = (s: number) => ((s * 1000) / n).toFixed(2);
-        const used = cpuBetween(at, cpuByProcess(labels));
+        const used = cpuBetween(at, cpuByProcess({ labels }));
         cpuLines.push(
           `CPU s per 1,000 lines, ${name} (${((performance.now() - wall) / 1000).toFixed(1)} s wall): ${per1k(
             used.reduce((a, [, s]) => a + s, 0),

@@ -28,7 +28,7 @@ import { startWorker } from '../../../workers/bootstrap';
 import { platformActivityDeps } from '../../../workers/platform-deps';
 import { withScratchStack } from '../../support/scratch-stack';
 import { quietLogger, runScript } from '../../support/script';
-import { cpuDelta, cpuSnapshot } from './cpu';
+import { cpuBetween, cpuByProcess } from '../cpu';
 
 const TOPICS = [
   'volcanoes',
@@ -116,9 +116,9 @@ async function main(): Promise<void> {
       return texts.length / ((performance.now() - t) / 1000);
     };
     const pypiBefore = await embedAlone(pypi);
-    const ceilingCpuBefore = cpuSnapshot();
+    const ceilingCpuBefore = cpuByProcess({ threads: true });
     const ceilingBefore = await embedAlone(alone);
-    const ceilingCpu = cpuDelta(ceilingCpuBefore, cpuSnapshot());
+    const ceilingCpu = cpuBetween(ceilingCpuBefore, cpuByProcess({ threads: true }));
 
     // The model's busy time during the pipeline: it serves one call at a time in order, so a call keeps it busy
     // from its submission or the previous call's end, whichever is later, until its own end.
@@ -135,7 +135,7 @@ async function main(): Promise<void> {
       calls++;
       return vectors;
     };
-    const cpuBefore = cpuSnapshot();
+    const cpuBefore = cpuByProcess({ threads: true });
     const t0 = performance.now();
     const stats = (await client.workflow.execute('ingestDocuments', {
       taskQueue: 'bench',
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
       args: [input],
     })) as IngestionStats;
     const wall = (performance.now() - t0) / 1000;
-    const cpu = cpuDelta(cpuBefore, cpuSnapshot());
+    const cpu = cpuBetween(cpuBefore, cpuByProcess({ threads: true }));
     embedder.embed = embed;
     await worker.shutdown();
 
