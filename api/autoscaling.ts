@@ -137,13 +137,18 @@ export function startWakeRelay(deps: { db: Pool; temporal: Client; taskQueue: st
   let closed = false;
   let listener: PgClient | undefined;
   let running: Promise<void> = Promise.resolve();
-  const relay = () => {
+  // A wake-up put back after a failed signal notifies again: without a pause, a Temporal outage would be retried
+  // as fast as the round trips go. Notifications wait it out; the poll still runs.
+  let pausedUntil = 0;
+  const relay = (polled = false) => {
+    if (!polled && Date.now() < pausedUntil) return;
     running = running.then(async () => {
       if (closed) return;
       try {
         for (const k of await store.takeWakes()) {
           await wakeAutoscaler(deps.temporal, deps.taskQueue, k).catch(async (err: unknown) => {
             deps.logger.warn({ err, ...k }, 'cannot wake the autoscaler; retrying');
+            pausedUntil = Date.now() + POLL_MS;
             await store.requestWake(k);
           });
         }
@@ -154,7 +159,7 @@ export function startWakeRelay(deps: { db: Pool; temporal: Client; taskQueue: st
   };
   const listen = async () => {
     const c = new PgClient(deps.db.options);
-    c.on('notification', relay);
+    c.on('notification', () => relay());
     c.on('error', (err) => {
       deps.logger.warn({ err }, 'autoscaler wake-up feed lost (polling covers it)');
       if (listener === c) listener = undefined;
@@ -165,12 +170,12 @@ export function startWakeRelay(deps: { db: Pool; temporal: Client; taskQueue: st
   };
   const timer = setInterval(() => {
     if (!listener) void listen().catch(() => undefined);
-    relay();
+    relay(true);
   }, POLL_MS);
   timer.unref();
   void listen()
     .catch((err: unknown) => deps.logger.warn({ err }, 'cannot listen for autoscaler wake-ups (polling covers it)'))
-    .then(relay);
+    .then(() => relay(true));
   return {
     async close() {
       closed = true;

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Client as PgClient } from 'pg';
 import { localEndpointKey, localEndpoints } from '../../activities/kubernetes/endpoints';
 import { AUTOSCALER_FIELD_MANAGER } from '../../activities/kubernetes/manifests';
 import {
@@ -9,6 +10,7 @@ import {
 } from '../../contracts/autoscaling';
 import { testKubeConfig } from '../../deploy/dev/kube/cluster';
 import { GpuQuotaStore } from '../../common/store/gpu-quota';
+import { ServedVersionStore } from '../../common/store/served-versions';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import {
   bearer,
@@ -65,6 +67,33 @@ async function model(versions: string[], latencyMs = 0) {
     await api.addVersion(endpoints, id, v, server.url);
   }
   return { id, servers: byVersion };
+}
+
+/**
+ * The wake-up channel's notifications, in commit order: `until()` sends a marker on a channel of its own and resolves
+ * with what came on the wake-up channel before it, so "nothing came" is checked without waiting for time to pass.
+ */
+async function wakeNotifications() {
+  const listener = new PgClient(p.db.options);
+  await listener.connect();
+  const seen: string[] = [];
+  const markers = new Map<string, () => void>();
+  listener.on('notification', (n) => {
+    if (n.channel === 'llmhub_autoscale') seen.push(n.payload ?? '');
+    else markers.get(n.payload ?? '')?.();
+  });
+  await listener.query('LISTEN llmhub_autoscale');
+  await listener.query('LISTEN llmhub_test_marker');
+  return {
+    async until(): Promise<string[]> {
+      const marker = uniqueId('marker');
+      const arrived = new Promise<void>((resolve) => markers.set(marker, resolve));
+      await p.db.query('SELECT pg_notify($1, $2)', ['llmhub_test_marker', marker]);
+      await arrived;
+      return seen.splice(0);
+    },
+    close: () => listener.end(),
+  };
 }
 
 const deploy = async (modelId: string, version: string, autoscaling: object, strategy?: object) => {
@@ -132,6 +161,39 @@ describe('autoscaling', () => {
       const res = await api.deploy({ modelId: id, version: 'v1', cluster: 'local', autoscaling });
       expect(res.statusCode).toBe(status);
       expect(JSON.stringify(res.json())).toContain(field);
+    }
+  });
+
+  it('only a wake-up request notifies the relay: its take does not (no loop of takes)', async () => {
+    const m = await model(['v1']);
+    const key = { tenantId: acme.id, modelId: m.id, version: 'v1' };
+    const store = new ServedVersionStore(p.db);
+    await store.record({ ...key, cluster: 'local', spec: {}, autoscaling: null });
+    const feed = await wakeNotifications();
+    try {
+      await feed.until();
+      // Before migration 0022 this take notified, the relay took again, and so on, about 200 times a second.
+      await store.takeWakes();
+      expect(await feed.until()).toEqual([]);
+      // A request notifies; taken in the same transaction, so the running relay finds nothing to start.
+      const tx = await p.db.connect();
+      try {
+        await tx.query('BEGIN');
+        await tx.query(
+          'UPDATE served_versions SET wake_requested_at = now() WHERE tenant_id = $1 AND model_id = $2 AND version = $3',
+          [key.tenantId, key.modelId, key.version],
+        );
+        await tx.query(
+          'UPDATE served_versions SET wake_requested_at = NULL WHERE tenant_id = $1 AND model_id = $2 AND version = $3',
+          [key.tenantId, key.modelId, key.version],
+        );
+        await tx.query('COMMIT');
+      } finally {
+        tx.release();
+      }
+      expect(await feed.until()).toEqual(['wake']);
+    } finally {
+      await feed.close();
     }
   });
 
