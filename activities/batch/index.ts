@@ -159,8 +159,8 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
           method: 'POST',
           headers,
           body: JSON.stringify(line.body),
-          // The page's emitter, not the activity's AbortSignal: an EventTarget listener per request (added and removed
-          // by undici) was a visible share of a line's CPU; the page turns the activity's cancel into one 'abort'.
+          // The lane's emitter, not the activity's AbortSignal: an EventTarget listener per request (added and removed
+          // by undici) was a visible share of a line's CPU; the page turns the activity's cancel into 'abort' events.
           signal: stop,
           dispatcher: gateway,
         });
@@ -291,9 +291,10 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         return saving;
       };
       let stored = false;
-      // The activity's cancel, once, to every line in flight (one listener each, on a plain emitter).
-      const stop = new EventEmitter().setMaxListeners(0);
-      const onCancel = () => stop.emit('abort');
+      // The activity's cancel reaches the line in flight of each lane through the lane's own emitter, which holds one
+      // listener at a time (an emitter shared by the page's lanes held 32, each removal a search).
+      const laneStops: EventEmitter[] = [];
+      const onCancel = () => laneStops.forEach((stop) => stop.emit('abort'));
       signal.addEventListener('abort', onCancel, { once: true });
       // A page waiting on Retry-After sends nothing for a while; the heartbeat says the worker is still there.
       const beat = setInterval(() => ctx.heartbeat(), 1_000);
@@ -317,6 +318,8 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
           perBatch
             .run(input.batchId, () =>
               perTenant.run(input.tenantId, async () => {
+                const stop = new EventEmitter();
+                laneStops.push(stop);
                 while (taken < todo.length && !failure) {
                   if (signal.aborted) throw signal.reason ?? new Error('cancelled');
                   if (!auth || Date.now() - auth.at > REMINT_MS) await remint();
