@@ -48,6 +48,12 @@ export interface BatchInput extends BatchRef {
   roles: string[];
   /** Epoch ms past which the batch expires with what it has. */
   expiresAt: number;
+  /**
+   * The input's pages and lines, from its file's row at POST (absent in batches started before): a run that has them
+   * starts its first pages beside the start's checks instead of after them.
+   */
+  pages?: number;
+  total?: number;
   /** Pages run at once; each page's lines share the batch's concurrency. */
   pagesInFlight?: number;
   /** Pages one run may start before continuing as new; default: until Temporal suggests it. */

@@ -43,6 +43,11 @@ const { batchPage } = proxyActivities<BatchActivities>({
 // until every other page had run, and Temporal failed the run without moving the batch.
 const PAGE_FAILURE_PATCH = 'batch-page-failure-stops';
 
+// A batch whose input's page count came with it starts its first pages in the same workflow task as batchStarted: one
+// activity and one workflow task less before the first line (about 0.1-0.3 s of a 5,000-line batch's 3-5 s). A failed
+// check stops the pages as a failed page does.
+const PAGES_BESIDE_START_PATCH = 'batch-pages-beside-start';
+
 /** Past this many events a run continues as new, unless Temporal suggests it sooner. */
 const HISTORY_EVENTS_BEFORE_CONTINUE = 4_000;
 // Enough that the batch's line slots stay busy while finished pages hand over (their last writes, the next page's start).
@@ -80,11 +85,25 @@ export async function batch(input: BatchInput): Promise<void> {
   });
   const ref = { tenantId: input.tenantId, batchId: input.batchId, bucket: input.bucket };
 
+  let failure: unknown;
+  let startCheck: Promise<void> | undefined;
   try {
     if (!input.resume) {
-      const started = await batchStarted({ ...ref, inputFileId: input.inputFileId });
-      progress.pages = started.pages;
-      progress.counts.total = started.total;
+      if (input.pages !== undefined && input.total !== undefined && patched(PAGES_BESIDE_START_PATCH)) {
+        progress.pages = input.pages;
+        progress.counts.total = input.total;
+        startCheck = batchStarted({ ...ref, inputFileId: input.inputFileId }).then(
+          () => undefined,
+          (err: unknown) => {
+            // The input's own fault names the batch's errors, ahead of what a page made of the same input.
+            failure = err;
+          },
+        );
+      } else {
+        const started = await batchStarted({ ...ref, inputFileId: input.inputFileId });
+        progress.pages = started.pages;
+        progress.counts.total = started.total;
+      }
     }
     enter('in_progress');
     publish();
@@ -96,7 +115,6 @@ export async function batch(input: BatchInput): Promise<void> {
     const tasks: Promise<void>[] = [];
     let inFlight = 0;
     let startedHere = 0;
-    let failure: unknown;
     // A timer needs a positive duration; an expired batch is stopped before any wait.
     const left = () => Math.max(1, input.expiresAt - Date.now());
     const stop = () => cancelRequested || failure !== undefined || Date.now() >= input.expiresAt;
@@ -126,7 +144,7 @@ export async function batch(input: BatchInput): Promise<void> {
     let continuing = false;
     for (const page of todo) {
       if (stop()) break;
-      await condition(() => inFlight < inFlightMax || cancelRequested, left());
+      await condition(() => inFlight < inFlightMax || cancelRequested || failure !== undefined, left());
       if (stop()) break;
       if (shouldContinue()) {
         continuing = true;
@@ -137,6 +155,9 @@ export async function batch(input: BatchInput): Promise<void> {
       tasks.push(runPage(page));
     }
     if (!stop()) await condition(() => inFlight === 0 || cancelRequested || failure !== undefined, left());
+    // The start's checks end before anything else: its move to in_progress must come before the batch's end, and a run
+    // must not continue as new with it in flight.
+    await startCheck;
     if (failure !== undefined) {
       lines.cancel();
       await Promise.all(tasks);

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool } from 'pg';
@@ -16,7 +17,7 @@ import { isNotFound, type ObjectRef, type ObjectStore } from '../../common/objec
 import { ServiceCredentials } from '../../common/service-credential';
 import { BatchStore, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
-import { pageRef, requestIdOf } from './objects';
+import { pageRef, requestIdsOf } from './objects';
 
 export interface BatchActivityDeps {
   db: Pool;
@@ -56,6 +57,9 @@ const inputError = (code: string, message: string, line: number | null = null) =
 const MAX_RETRY_AFTER_MS = 30_000;
 /** Tries of one line when the gateway cannot be reached, before the page's activity fails (and is retried). */
 const CONNECT_TRIES = 5;
+
+/** A page's credential is minted again after this long, well before it expires, so a long page never sends an expired one. */
+const REMINT_MS = 5 * 60_000;
 
 /** Page results the finish reads at once (S3 objects, or rows of a page cut short). */
 const FINISH_READS = 8;
@@ -142,19 +146,22 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
    * so it is valid JSON); only a multi-line or non-JSON body is serialised again.
    */
   async function send(
-    input: BatchPageInput,
     line: { custom_id: string; url: string; body: unknown },
-    token: () => Promise<string>,
+    id: string,
+    headers: Record<string, string>,
     signal: AbortSignal,
+    stop: EventEmitter,
   ): Promise<SentLine> {
     for (let tries = 1; ;) {
       let res: Awaited<ReturnType<typeof request>>;
       try {
         res = await request(`${gatewayUrl}${line.url}`, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${await token()}` },
+          headers,
           body: JSON.stringify(line.body),
-          signal,
+          // The lane's emitter, not the activity's AbortSignal: an EventTarget listener per request (added and removed
+          // by undici) was a visible share of a line's CPU; the page turns the activity's cancel into 'abort' events.
+          signal: stop,
           dispatcher: gateway,
         });
       } catch (err) {
@@ -179,7 +186,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         continue;
       }
       const traceId = res.headers['x-trace-id'];
-      const head = `{"id":"${requestIdOf(input.batchId, line.custom_id)}","custom_id":${JSON.stringify(line.custom_id)},"response":{"status_code":${status},"request_id":${JSON.stringify(typeof traceId === 'string' ? traceId : '')},"body":`;
+      const head = `{"id":"${id}","custom_id":${JSON.stringify(line.custom_id)},"response":{"status_code":${status},"request_id":${JSON.stringify(typeof traceId === 'string' ? traceId : '')},"body":`;
       const bodyText = json && !text.includes('\n') ? text : JSON.stringify(body);
       return { customId: line.custom_id, text: `${head}${bodyText}},"error":null}`, ok: status < 400 };
     }
@@ -241,29 +248,36 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
           ? inputError('input_file_unreadable', `the input file ${file.id} is gone from storage`)
           : err;
       });
+      const first = input.page * linesPerPage(file) + 1;
       const lines = raw
         .toString('utf8')
         .split('\n')
         .filter((l) => l.trim())
-        .map((l, i) => inputLine(l, input, input.page * linesPerPage(file) + i + 1));
+        .map((l, i) => inputLine(l, input, first + i));
+      const idOf = requestIdsOf(input.batchId);
       const saved = retried
         ? await store.resultsOf(input.tenantId, input.batchId, input.page)
         : new Map<string, string>();
-      let minted: { token: Promise<string>; at: number } | undefined;
-      const token = () => {
-        // Re-minted well before it expires, so a long page never sends an expired credential.
-        if (!minted || Date.now() - minted.at > 5 * 60_000)
-          minted = {
-            at: Date.now(),
-            token: credentials.mint({
-              tenantId: input.tenantId,
-              subject: input.subject,
-              roles: input.roles,
-              batchId: input.batchId,
-            }),
-          };
-        return minted.token;
+      const mint = async () => {
+        const token = await credentials.mint({
+          tenantId: input.tenantId,
+          subject: input.subject,
+          roles: input.roles,
+          batchId: input.batchId,
+        });
+        // One headers object per credential: undici reads it, each line need not build its own.
+        return { at: Date.now(), headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` } };
       };
+      let auth: Awaited<ReturnType<typeof mint>> | undefined;
+      let minting: Promise<void> | undefined;
+      const remint = () =>
+        (minting ??= mint().then(
+          (a) => ((auth = a), (minting = undefined)),
+          (err: unknown) => {
+            minting = undefined;
+            throw err;
+          },
+        ));
       // Answers not saved yet; a save writes them in one statement (the first row per custom_id stays).
       const unsaved: { customId: string; result: string }[] = [];
       let rows = saved.size > 0;
@@ -277,35 +291,51 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         return saving;
       };
       let stored = false;
+      // The activity's cancel reaches the line in flight of each lane through the lane's own emitter, which holds one
+      // listener at a time (an emitter shared by the page's lanes held 32, each removal a search).
+      const laneStops: EventEmitter[] = [];
+      const onCancel = () => laneStops.forEach((stop) => stop.emit('abort'));
+      signal.addEventListener('abort', onCancel, { once: true });
       // A page waiting on Retry-After sends nothing for a while; the heartbeat says the worker is still there.
       const beat = setInterval(() => ctx.heartbeat(), 1_000);
       const saver = setInterval(() => void save().catch(() => undefined), RESULT_SAVE_MS);
       try {
-        // Every line settles before the page ends, so an attempt cut short saves all it had answered; after a line
-        // failed, the lines not yet sent are not.
+        const results: SentLine[] = new Array<SentLine>(lines.length);
+        const todo: number[] = [];
+        for (const [i, line] of lines.entries()) {
+          const had = saved.get(line.custom_id);
+          if (had !== undefined) results[i] = sentLine(had);
+          else todo.push(i);
+        }
+        // Lanes, not a promise per line: each lane holds one of the batch's slots and one of the tenant's while it
+        // takes the page's next line, so a line costs no semaphore hand-over of its own; a lane gives its slots back
+        // when the page has no line left for it, to the next page's lanes. The batch's slot is taken first: a batch
+        // waiting for its turn then holds none of its tenant's slots, which its tenant's other batches can use. Every lane ends before the page does, so an
+        // attempt cut short saves all it had answered; after a line failed, no lane takes another.
+        let taken = 0;
         let failure: { err: unknown } | undefined;
-        const settled = await Promise.allSettled(
-          lines.map(async (line): Promise<SentLine> => {
-            const had = saved.get(line.custom_id);
-            if (had !== undefined) return sentLine(had);
-            try {
-              const result = await perTenant.run(input.tenantId, () =>
-                perBatch.run(input.batchId, async () => {
+        const lane = () =>
+          perBatch
+            .run(input.batchId, () =>
+              perTenant.run(input.tenantId, async () => {
+                const stop = new EventEmitter();
+                laneStops.push(stop);
+                while (taken < todo.length && !failure) {
                   if (signal.aborted) throw signal.reason ?? new Error('cancelled');
-                  if (failure) throw failure.err;
-                  return send(input, line, token, signal);
-                }),
-              );
-              unsaved.push({ customId: line.custom_id, result: result.text });
-              return result;
-            } catch (err) {
+                  if (!auth || Date.now() - auth.at > REMINT_MS) await remint();
+                  const i = todo[taken++]!;
+                  const line = lines[i]!;
+                  const result = await send(line, idOf(first + i), auth!.headers, signal, stop);
+                  results[i] = result;
+                  unsaved.push({ customId: line.custom_id, result: result.text });
+                }
+              }),
+            )
+            .catch((err: unknown) => {
               failure ??= { err };
-              throw err;
-            }
-          }),
-        );
+            });
+        await Promise.all(Array.from({ length: Math.min(BATCH_CONCURRENCY, todo.length) }, lane));
         if (failure) throw failure.err;
-        const results = settled.map((s) => (s as PromiseFulfilledResult<SentLine>).value);
         clearInterval(saver);
         // The page object holds every answer: a save still running must end before its rows are dropped, and one that
         // failed lost nothing.
@@ -317,6 +347,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       } finally {
         clearInterval(beat);
         clearInterval(saver);
+        signal.removeEventListener('abort', onCancel);
         // What was answered before a cancel or a failure is kept for the partial output and the page's retry.
         if (!stored) await save().catch(() => undefined);
       }

@@ -3,14 +3,19 @@ import type { BatchRef } from '../../contracts/batch';
 import type { ObjectRef } from '../../common/objectstore';
 
 const pageDir = (page: number) => String(page).padStart(6, '0');
-// The one-shot hash: a Hash object per line was a visible share of a batch line's CPU.
-const hashOf = (batchId: string, customId: string) => hash('sha256', `${batchId}\0${customId}`, 'hex');
 
 /** A finished page's results in its lines' order. */
 export const pageRef = (b: BatchRef, page: number): ObjectRef => ({
   bucket: b.bucket,
   key: `batches/${b.batchId}/pages/${pageDir(page)}.jsonl`,
 });
-/** The id of a line's answer in the output, as OpenAI's `batch_req_…`. */
-export const requestIdOf = (batchId: string, customId: string): string =>
-  `batch_req_${hashOf(batchId, customId).slice(0, 24)}`;
+/**
+ * The ids of a batch's answers in the output, as OpenAI's `batch_req_…` (24 hex digits): the batch's hash, computed
+ * once, then the line's number in the input file. Every attempt gives a line the same id (the input's content is
+ * checked against its uploaded size, its custom_ids are unique), and no two lines of a batch share one; a sha256 of the
+ * batch and custom_id per line was a visible share of a line's CPU.
+ */
+export const requestIdsOf = (batchId: string): ((lineNumber: number) => string) => {
+  const prefix = `batch_req_${hash('sha256', batchId, 'hex').slice(0, 12)}`;
+  return (n) => `${prefix}${n.toString(16).padStart(12, '0')}`;
+};

@@ -99,6 +99,31 @@ function refuseEnded(key: { revoked: boolean; expiresAt: number | null }): void 
   if (key.expiresAt !== null && key.expiresAt <= Date.now()) throw new UnauthorizedError('API key has expired');
 }
 
+const keyIdOf = (claims: ServiceClaims) => /^key:(.+)$/.exec(claims.subject)?.[1];
+
+/**
+ * A batch's service credential acts as the batch's creator while the creator may still act: a `key:<id>` subject
+ * (`key`: its key's record, undefined when gone) whose key was revoked or has expired since, or a tenant that is not
+ * active, is refused as the key itself would be.
+ */
+function servicePrincipal(claims: ServiceClaims, state: string, key: ApiKeyInfo | undefined): Principal {
+  if (state !== 'active') throw new UnauthorizedError(`tenant '${claims.tenantId}' cannot act (${state})`);
+  let roles = claims.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r));
+  const keyId = keyIdOf(claims);
+  if (keyId) {
+    if (!key) throw new UnauthorizedError('the batch creator’s API key is gone');
+    refuseEnded({ revoked: key.revokedAt !== null, expiresAt: key.expiresAt ? Date.parse(key.expiresAt) : null });
+    roles = [key.role];
+  }
+  return {
+    tenantId: claims.tenantId,
+    subject: claims.subject,
+    roles,
+    via: keyId ? 'api_key' : 'jwt',
+    batchId: claims.batchId,
+  };
+}
+
 /** The tenant member a verified API key acts as; refused if the key has ended or its tenant is suspended. */
 function principalOfKey(key: ApiKeyRecord): Principal {
   refuseEnded(key);
@@ -211,10 +236,7 @@ export const authPlugin = fp(
       10_000,
     );
 
-    /**
-     * A batch's service credential acts as the batch's creator while the creator may still act: a `key:<id>` subject
-     * whose key was revoked or has expired since, or a suspended tenant, is refused as the key itself would be.
-     */
+    /** A batch's service credential's principal (servicePrincipal), its claims verified once per credential. */
     async function fromServiceCredential(token: string): Promise<Principal> {
       // A page's lines share one credential: its signature is checked once, its expiry at every call.
       const known = serviceClaims.get(token);
@@ -224,23 +246,31 @@ export const authPlugin = fp(
         throw new UnauthorizedError('invalid or expired service credential');
       }
       if (!known) setBounded(serviceClaims, token, claims, MAX_VOUCHED);
-      const state = await tenantStates.get(claims.tenantId);
-      if (state !== 'active') throw new UnauthorizedError(`tenant '${claims.tenantId}' cannot act (${state})`);
-      let roles = claims.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r));
-      const keyId = /^key:(.+)$/.exec(claims.subject)?.[1];
-      if (keyId) {
-        const key: ApiKeyInfo | undefined = await keyStates.get(`${claims.tenantId}\0${keyId}`);
-        if (!key) throw new UnauthorizedError('the batch creator’s API key is gone');
-        refuseEnded({ revoked: key.revokedAt !== null, expiresAt: key.expiresAt ? Date.parse(key.expiresAt) : null });
-        roles = [key.role];
+      const keyId = keyIdOf(claims);
+      return servicePrincipal(
+        claims,
+        await tenantStates.get(claims.tenantId),
+        keyId ? await keyStates.get(`${claims.tenantId}\0${keyId}`) : undefined,
+      );
+    }
+
+    /**
+     * The same principal without a promise when the credential's claims, its tenant's state and its creator's key are
+     * all in memory and let it act (each batch line is such a call); undefined for anything else, which
+     * fromServiceCredential then looks up or refuses.
+     */
+    function serviceCredentialInMemory(token: string): Principal | undefined {
+      const claims = serviceClaims.get(token);
+      if (!claims || claims.exp <= Date.now()) return undefined;
+      const state = tenantStates.peek(claims.tenantId);
+      const keyId = keyIdOf(claims);
+      const key = keyId ? keyStates.peek(`${claims.tenantId}\0${keyId}`) : { value: undefined };
+      if (!state || !key) return undefined;
+      try {
+        return servicePrincipal(claims, state.value, key.value);
+      } catch {
+        return undefined;
       }
-      return {
-        tenantId: claims.tenantId,
-        subject: claims.subject,
-        roles,
-        via: keyId ? 'api_key' : 'jwt',
-        batchId: claims.batchId,
-      };
     }
 
     async function fromJwt(token: string): Promise<Principal | PlatformOperator> {
@@ -336,9 +366,11 @@ export const authPlugin = fp(
       if (token.startsWith(`${SERVICE_CREDENTIAL_PREFIX}_`)) {
         if (request.routeOptions.config?.serviceCredential !== true)
           throw new ForbiddenError('a service credential reaches the inference routes only');
-        caller = await withinBudget(request, reply, vouched.has(token), () =>
-          vouchedFor(token, () => fromServiceCredential(token)),
-        );
+        caller =
+          serviceCredentialInMemory(token) ??
+          (await withinBudget(request, reply, vouched.has(token), () =>
+            vouchedFor(token, () => fromServiceCredential(token)),
+          ));
       } else if (token.startsWith(`${PLATFORM_KEY_PREFIX}_`)) {
         // Not cached: operators' calls are few, and a revoked operator key must stop at once.
         caller = await withinBudget(request, reply, vouched.has(token), () =>

@@ -10,6 +10,8 @@ export function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number):
 interface Entry<V> {
   at: number;
   value: Promise<V>;
+  /** The lookup's answer once it has come. */
+  settled?: { value: V };
 }
 
 /**
@@ -31,9 +33,19 @@ export class LookupCache<V> {
     const hit = this.entries.get(key);
     if (hit && now - hit.at < this.ttlMs) return hit.value;
     const value = this.lookup(key);
-    value.catch(() => this.entries.delete(key));
-    setBounded(this.entries, key, { at: now, value }, this.maxEntries);
+    const entry: Entry<V> = { at: now, value };
+    value.then(
+      (v) => (entry.settled = { value: v }),
+      () => this.entries.delete(key),
+    );
+    setBounded(this.entries, key, entry, this.maxEntries);
     return value;
+  }
+
+  /** A fresh entry's answer without a promise, once its lookup has come; undefined otherwise (then `get`). */
+  peek(key: string): { value: V } | undefined {
+    const hit = this.entries.get(key);
+    return hit && Date.now() - hit.at < this.ttlMs ? hit.settled : undefined;
   }
 
   deleteWhere(matches: (key: string) => boolean): void {

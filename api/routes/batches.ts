@@ -142,6 +142,8 @@ export const batchRoutes: FastifyPluginAsyncTypebox = async (app) => {
         subject: principal.subject,
         roles: principal.roles,
         expiresAt,
+        pages: file.pageOffsets.length,
+        total: file.lineCount,
       });
       const started = await startOperation(
         { db, temporal, taskQueue },

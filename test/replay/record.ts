@@ -1188,10 +1188,13 @@ const scenarios: Record<string, (c: ScenarioContext) => Promise<Record<string, s
       });
       await handle.result();
       await save(client, handle.workflowId, 'batch-continued-as-new-first-run', handle.firstExecutionRunId);
+      // Batches the API starts have their page count in the input, so their first pages start beside batchStarted
+      // (PAGES_BESIDE_START_PATCH); batch-completed, batch-cancelled-mid-run and batch-page-failed were recorded before
+      // it, and the continued-as-new batch (its input has no page count) still waits for batchStarted.
       return {
-        'batch-completed': workflowId('batch', tenantId, completed),
-        'batch-cancelled-mid-run': workflowId('batch', tenantId, cancelled),
-        'batch-page-failed': workflowId('batch', tenantId, failed),
+        'batch-completed-pages-beside-start': workflowId('batch', tenantId, completed),
+        'batch-cancelled-pages-beside-start': workflowId('batch', tenantId, cancelled),
+        'batch-page-failed-pages-beside-start': workflowId('batch', tenantId, failed),
         'batch-continued-as-new-last-run': handle.workflowId,
       };
     } finally {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { FailureBudget, sourceOf } from '../../api/plugins/auth-budget';
-import { ApiKeyCache } from '../../api/plugins/key-cache';
+import { ApiKeyCache, LookupCache } from '../../api/plugins/key-cache';
 import type { ApiKeyRecord } from '../../common/store/tenants';
 
 const record = (id: string): ApiKeyRecord => ({
@@ -102,5 +102,36 @@ describe('API key cache', () => {
     expect(cache.recognises('llmhub_k1_x')).toBe(false);
     await cache.verifyApiKey('llmhub_k1_x');
     expect(calls).toHaveLength(2);
+  });
+});
+
+describe('LookupCache.peek', () => {
+  it('answers without a promise only once a fresh lookup has come, and never a failed one', async () => {
+    let answer!: (v: string) => void;
+    let fail!: (e: Error) => void;
+    const cache = new LookupCache(
+      () =>
+        new Promise<string>((resolve, reject) => {
+          answer = resolve;
+          fail = reject;
+        }),
+      60_000,
+    );
+    const first = cache.get('a');
+    expect(cache.peek('a')).toBeUndefined();
+    answer('active');
+    await first;
+    expect(cache.peek('a')).toEqual({ value: 'active' });
+    cache.clear();
+    expect(cache.peek('a')).toBeUndefined();
+
+    const failing = cache.get('b');
+    fail(new Error('down'));
+    await expect(failing).rejects.toThrow('down');
+    expect(cache.peek('b')).toBeUndefined();
+
+    const stale = new LookupCache(async () => 'suspended', 0);
+    await stale.get('c');
+    expect(stale.peek('c')).toBeUndefined();
   });
 });

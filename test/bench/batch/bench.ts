@@ -188,23 +188,41 @@ async function main(): Promise<void> {
       });
 
       const cpuLines: string[] = [];
-      /** Runs one pass, noting the CPU each process used per 1,000 lines (and profiling it with --profile). */
+      /**
+       * Runs one pass, noting the CPU each process used per 1,000 lines, and this process's by thread (and profiling it
+       * with --profile): the batch's extra CPU is in this process, and its threads say whether that is the event loop's
+       * own work or Temporal's core, the libuv pool or V8's helpers (GC, compiler) beside it.
+       */
       const pass = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-        const at = cpuByProcess({ labels });
+        const read = () => cpuByProcess({ labels, threads: true });
+        const at = read();
         const wall = performance.now();
         const result = profileDir ? await profiled(path.join(profileDir, `${name}.cpuprofile`), fn) : await fn();
         const per1k = (s: number) => ((s * 1000) / n).toFixed(2);
-        const used = cpuBetween(at, cpuByProcess({ labels }));
+        const used = cpuBetween(at, read());
+        const sum = (xs: [string, number][]) => xs.reduce((a, [, s]) => a + s, 0);
+        const threads = new Map<string, number>();
+        for (const [p, s] of used) {
+          const group = threadGroup(p);
+          if (group) threads.set(group, (threads.get(group) ?? 0) + s);
+        }
+        const benchThreads = [...threads.entries()].sort(([, a], [, b]) => b - a);
+        const processes: [string, number][] = [
+          ['bench', sum(benchThreads)],
+          ...used.filter(([p]) => threadGroup(p) === undefined),
+        ];
         cpuLines.push(
           `CPU s per 1,000 lines, ${name} (${((performance.now() - wall) / 1000).toFixed(1)} s wall): ${per1k(
-            used.reduce((a, [, s]) => a + s, 0),
-          )} = ${used.map(([p, s]) => `${p} ${per1k(s)}`).join(', ')}`,
+            sum(used),
+          )} = ${processes.map(([p, s]) => `${p} ${per1k(s)}`).join(', ')}; bench by thread: ${benchThreads
+            .map(([p, s]) => `${p} ${per1k(s)}`)
+            .join(', ')}`,
         );
         return result;
       };
 
       /** One round: direct, the batch, direct again; its ratio is the batch's rate over the two direct rates' mean. */
-      const round = async (r: number): Promise<number> => {
+      const round = async (r: number): Promise<{ ratio: number; pages: number }> => {
         cpuLines.length = 0;
         const before = await pass(`round-${r}-direct-before`, direct);
         // Timed inside the pass: a profile's start and writing are not the batch's.
@@ -245,28 +263,34 @@ async function main(): Promise<void> {
         for (const l of cpuLines) console.log(l);
         const page = phases.batchPage!;
         const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+        // The pages alone, without the fixed steps around them (start, output files): the batch's steady rate.
+        const pagesRate = n / ((page.last - page.first) / 1000);
         console.log(
           `where the batch's time went: to its first page ${secs(page.first - postedAt)} (batchStarted scheduled at ${secs(
             phases.batchStarted!.first - postedAt,
           )}, done at ${secs(phases.batchStarted!.last - postedAt)}), its pages ${secs(
             page.last - page.first,
-          )} (${(n / ((page.last - page.first) / 1000)).toFixed(1)} lines/s), output files ${secs(
+          )} (${pagesRate.toFixed(1)} lines/s, ${(pagesRate / directRate).toFixed(2)} of direct), output files ${secs(
             phases.batchFinish!.last - phases.batchFinish!.first,
           )}, to the result ${secs(endedAt - phases.batchFinish!.last)}`,
         );
-        return ratio;
+        return { ratio, pages: pagesRate / directRate };
       };
       const ratios: number[] = [];
+      const pageRatios: number[] = [];
       for (let r = 1; r <= rounds; r++) {
         console.log(`round ${r} of ${rounds}`);
-        ratios.push(await round(r));
+        const { ratio, pages } = await round(r);
+        ratios.push(ratio);
+        pageRatios.push(pages);
       }
       if (rounds > 1) {
-        const sorted = [...ratios].sort((x, y) => x - y);
+        const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(rounds / 2)]!.toFixed(2);
+        const list = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(', ');
         console.log(
-          `median ratio over ${rounds} rounds: ${sorted[Math.floor(rounds / 2)]!.toFixed(2)} (rounds: ${ratios
-            .map((x) => x.toFixed(2))
-            .join(', ')}; goal >= 0.9)`,
+          `median ratio over ${rounds} rounds: ${median(ratios)} (rounds: ${list(ratios)}; goal >= 0.9); the pages alone: median ${median(
+            pageRatios,
+          )} of direct (${list(pageRatios)})`,
         );
       }
     } finally {
@@ -277,6 +301,21 @@ async function main(): Promise<void> {
       for (const proc of procs) await proc.stop();
     }
   });
+}
+
+/**
+ * The group of one of this process's threads as `cpuByProcess` names them (undefined for another process): Linux
+ * shortens thread names to 15 characters, so Temporal core's tokio workers are `tokio-runtime-w`, V8's platform workers
+ * `V8 DefaultWorke`, libuv's pool `libuv-worker`.
+ */
+function threadGroup(name: string): string | undefined {
+  if (name === 'event loop') return name;
+  if (!name.startsWith('thread ')) return undefined;
+  const t = name.slice('thread '.length);
+  if (/^tokio|^core|temporal/i.test(t)) return 'Temporal core';
+  if (/^libuv/.test(t)) return 'libuv pool';
+  if (/^V8|DelayedTask|DefaultWorke/.test(t)) return 'V8 helpers';
+  return `thread ${t}`;
 }
 
 /** Per activity type, when its first task was scheduled and its last completed (epoch ms), from the history. */
