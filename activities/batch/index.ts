@@ -310,8 +310,9 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         // Lanes, not a promise per line: each lane holds one of the batch's slots and one of the tenant's while it
         // takes the page's next line, so a line costs no semaphore hand-over of its own; a lane gives its slots back
         // when the page has no line left for it, to the next page's lanes. The batch's slot is taken first: a batch
-        // waiting for its turn then holds none of its tenant's slots, which its tenant's other batches can use. Every lane ends before the page does, so an
-        // attempt cut short saves all it had answered; after a line failed, no lane takes another.
+        // waiting for its turn then holds none of its tenant's slots, which its tenant's other batches can use. Every
+        // lane ends before the page does, so an attempt cut short saves all it had answered; after a line failed, no
+        // lane takes another.
         let taken = 0;
         let failure: { err: unknown } | undefined;
         const lane = () =>
