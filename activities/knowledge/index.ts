@@ -56,12 +56,6 @@ const FLUSH_CHUNKS = 256;
 const manifestKey = (tenantId: string, ingestionId: string) =>
   `tenants/${tenantId}/ingestions/${encodeURIComponent(ingestionId)}/manifest.json`;
 
-async function readAll(stream: AsyncIterable<unknown>): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of stream) parts.push(c as Buffer);
-  return Buffer.concat(parts);
-}
-
 export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
   const timed = async <T>(stage: IngestStage, fn: () => Promise<T>): Promise<T> => {
     if (!d.observeStage) return fn();
@@ -133,7 +127,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
           StorageFailures.outOfScope,
         );
       const manifest = JSON.parse(
-        (await readAll(await d.objects.getStream(parseObjectUri(input.manifestUri)))).toString('utf8'),
+        (await d.objects.get(parseObjectUri(input.manifestUri))).toString('utf8'),
       ) as ManifestEntry[];
       // Written by listSource from a checked source; checked again so no entry reaches outside the tenant's scope.
       await requireInScope(
@@ -243,7 +237,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
       const downloads = new Map<number, Promise<Buffer>>();
       const download = (i: number) => {
         if (i < end && !downloads.has(i)) {
-          const pr = (async () => readAll(await d.objects.getStream(parseObjectUri(manifest[i]!.uri))))();
+          const pr = d.objects.get(parseObjectUri(manifest[i]!.uri));
           pr.catch(() => undefined); // awaited (and so reported) when its turn comes
           downloads.set(i, pr);
         }
@@ -296,7 +290,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
       input: Pick<IngestionInput, 'tenantId' | 'namespace'> & { manifestUri: string; collection: string },
     ): Promise<number> {
       const manifest = JSON.parse(
-        (await readAll(await d.objects.getStream(parseObjectUri(input.manifestUri)))).toString('utf8'),
+        (await d.objects.get(parseObjectUri(input.manifestUri))).toString('utf8'),
       ) as ManifestEntry[];
       const present = new Set(manifest.map((e) => e.documentId));
       const scope = { tenantId: input.tenantId, namespace: input.namespace };
