@@ -10,6 +10,7 @@
  *   npm run bench:ingest [-- --docs 1000]
  */
 import os from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { createPlatformActivities } from '../../../activities';
@@ -135,6 +136,15 @@ async function main(): Promise<void> {
       calls++;
       return vectors;
     };
+    // The worker thread's garbage collection pauses during the pipeline (the largest item of its event loop after S3).
+    const gc = { count: 0, ms: 0 };
+    const gcObserver = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        gc.count++;
+        gc.ms += e.duration;
+      }
+    });
+    gcObserver.observe({ entryTypes: ['gc'] });
     const cpuBefore = cpuByProcess({ threads: true });
     const t0 = performance.now();
     const stats = (await client.workflow.execute('ingestDocuments', {
@@ -144,6 +154,7 @@ async function main(): Promise<void> {
     })) as IngestionStats;
     const wall = (performance.now() - t0) / 1000;
     const cpu = cpuBetween(cpuBefore, cpuByProcess({ threads: true }));
+    gcObserver.disconnect();
     embedder.embed = embed;
     await worker.shutdown();
 
@@ -171,6 +182,9 @@ async function main(): Promise<void> {
     console.log(`model busy ${((100 * busy) / 1000 / wall).toFixed(1)}% of the pipeline's wall time (${calls} calls)`);
     const cpuLine = (c: [string, number][]) => c.map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
     console.log(`CPU seconds (${os.cpus().length} cores) during the pipeline: ${cpuLine(cpu)}`);
+    console.log(
+      `garbage collection on the event loop during the pipeline: ${gc.count} pauses, ${(gc.ms / 1000).toFixed(2)} s`,
+    );
     console.log(`CPU seconds during the first ceiling (the model alone): ${cpuLine(ceilingCpu)}`);
     console.log(
       `embedder ceiling (same chunks, batch 32, alone): default (${embedder.id}, per-channel int8) ${ceiling.toFixed(1)} chunks/s ` +
