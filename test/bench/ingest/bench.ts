@@ -4,8 +4,9 @@
  * activity time spent per stage, and the embedder's own ceiling (chunks/s embedding the same chunks alone)
  * measured in the same run (before and after the pipeline, averaged). Prints the ratio pipeline / ceiling (target ≥ 0.9),
  * the ceiling being the default model's (the per-channel int8 build); the PyPI build's ceiling is printed beside it.
- * Also prints the model's busy share of the pipeline's wall time (below 100 %: it waited for chunks) and the CPU
- * seconds per thread and per server process during the pipeline (what the model's threads competed with).
+ * Also prints the model's busy share of the pipeline's wall time (below 100 %: it waited for chunks), the event
+ * loop's GC pauses, and the CPU seconds per thread and per server process during the pipeline (what the model's
+ * threads competed with).
  *
  *   npm run bench:ingest [-- --docs 1000]
  */
@@ -137,11 +138,13 @@ async function main(): Promise<void> {
       return vectors;
     };
     // The worker thread's garbage collection pauses during the pipeline (the largest item of its event loop after S3).
-    const gc = { count: 0, ms: 0 };
+    const gc = { count: 0, ms: 0, minor: 0, major: 0 };
     const gcObserver = new PerformanceObserver((list) => {
       for (const e of list.getEntries()) {
         gc.count++;
         gc.ms += e.duration;
+        const kind = (e as { detail?: { kind?: number } }).detail?.kind === 1 ? 'minor' : 'major';
+        gc[kind]++;
       }
     });
     gcObserver.observe({ entryTypes: ['gc'] });
@@ -183,7 +186,7 @@ async function main(): Promise<void> {
     const cpuLine = (c: [string, number][]) => c.map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
     console.log(`CPU seconds (${os.cpus().length} cores) during the pipeline: ${cpuLine(cpu)}`);
     console.log(
-      `garbage collection on the event loop during the pipeline: ${gc.count} pauses, ${(gc.ms / 1000).toFixed(2)} s`,
+      `garbage collection on the event loop during the pipeline: ${gc.count} pauses (${gc.minor} scavenges), ${(gc.ms / 1000).toFixed(2)} s`,
     );
     console.log(`CPU seconds during the first ceiling (the model alone): ${cpuLine(ceilingCpu)}`);
     console.log(
