@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ingestionContract, type IngestionProgress } from '../../contracts/ingestion';
 import type { IngestionInput, IngestionStats } from '../../contracts/ingestion';
 import { OpenAiEmbedder } from '../../common/embeddings/openai';
+import { isNotFound } from '../../common/objectstore';
 import { docxFile, htmlFile, pdfFile, textFile } from '../support/corpus';
 import {
   countTokens,
@@ -10,6 +11,7 @@ import {
 } from '../../deploy/dev/model-server/server';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, startTestPlatform, uniqueId, type TestPlatform, type TestTenant } from '../support/platform';
+import { storeWith } from '../support/storage';
 
 let p: TestPlatform;
 let acme: TestTenant;
@@ -193,6 +195,22 @@ describe('document ingestion and search', () => {
     expect(progress).toMatchObject({ total: 1, done: 1 });
     expect((await search(acme, 'growing red fruit in the backyard', 'uploads-ns')).json().hits[0].documentId).toBe(
       'notes.md',
+    );
+  });
+
+  it('reads document objects whole with its own signed GET: any key, the bytes checked, S3 errors by name', async () => {
+    const key = `raw/ü ß+(1)!*'~\n%2F.md`;
+    const body = Buffer.from('Lava flows downhill. '.repeat(5000));
+    await p.objects.put({ bucket, key }, body);
+    expect((await p.objects.get({ bucket, key })).equals(body)).toBe(true);
+    const failure = (call: Promise<unknown>) =>
+      call.then(
+        () => 'ok',
+        (err: Error) => `${err.name} ${isNotFound(err)}`,
+      );
+    expect(await failure(p.objects.get({ bucket, key: 'raw/missing.md' }))).toBe('NoSuchKey true');
+    expect(await failure(storeWith(p.storageAdmin!.credentialsOf(rival.id)).get({ bucket, key }))).toBe(
+      'AccessDenied false',
     );
   });
 

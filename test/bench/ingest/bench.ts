@@ -4,12 +4,14 @@
  * activity time spent per stage, and the embedder's own ceiling (chunks/s embedding the same chunks alone)
  * measured in the same run (before and after the pipeline, averaged). Prints the ratio pipeline / ceiling (target ≥ 0.9),
  * the ceiling being the default model's (the per-channel int8 build); the PyPI build's ceiling is printed beside it.
- * Also prints the model's busy share of the pipeline's wall time (below 100 %: it waited for chunks) and the CPU
- * seconds per thread and per server process during the pipeline (what the model's threads competed with).
+ * Also prints the model's busy share of the pipeline's wall time (below 100 %: it waited for chunks), the event
+ * loop's GC pauses, and the CPU seconds per thread and per server process during the pipeline (what the model's
+ * threads competed with).
  *
  *   npm run bench:ingest [-- --docs 1000]
  */
 import os from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { createPlatformActivities } from '../../../activities';
@@ -135,6 +137,17 @@ async function main(): Promise<void> {
       calls++;
       return vectors;
     };
+    // The worker thread's garbage collection pauses during the pipeline (the largest item of its event loop after S3).
+    const gc = { count: 0, ms: 0, minor: 0, major: 0 };
+    const gcObserver = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        gc.count++;
+        gc.ms += e.duration;
+        const kind = (e as { detail?: { kind?: number } }).detail?.kind === 1 ? 'minor' : 'major';
+        gc[kind]++;
+      }
+    });
+    gcObserver.observe({ entryTypes: ['gc'] });
     const cpuBefore = cpuByProcess({ threads: true });
     const t0 = performance.now();
     const stats = (await client.workflow.execute('ingestDocuments', {
@@ -144,6 +157,7 @@ async function main(): Promise<void> {
     })) as IngestionStats;
     const wall = (performance.now() - t0) / 1000;
     const cpu = cpuBetween(cpuBefore, cpuByProcess({ threads: true }));
+    gcObserver.disconnect();
     embedder.embed = embed;
     await worker.shutdown();
 
@@ -171,6 +185,9 @@ async function main(): Promise<void> {
     console.log(`model busy ${((100 * busy) / 1000 / wall).toFixed(1)}% of the pipeline's wall time (${calls} calls)`);
     const cpuLine = (c: [string, number][]) => c.map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
     console.log(`CPU seconds (${os.cpus().length} cores) during the pipeline: ${cpuLine(cpu)}`);
+    console.log(
+      `garbage collection on the event loop during the pipeline: ${gc.count} pauses (${gc.minor} scavenges), ${(gc.ms / 1000).toFixed(2)} s`,
+    );
     console.log(`CPU seconds during the first ceiling (the model alone): ${cpuLine(ceilingCpu)}`);
     console.log(
       `embedder ceiling (same chunks, batch 32, alone): default (${embedder.id}, per-channel int8) ${ceiling.toFixed(1)} chunks/s ` +
