@@ -94,13 +94,9 @@ const firstByCustomId = (texts: string[]): Map<string, SentLine> => {
 };
 const readObject = async (objects: ObjectStore, ref: ObjectRef, range?: { start: number; end?: number }) =>
   Buffer.concat(await (await objects.getStream(ref, range)).toArray());
-/**
- * A page object's content, or undefined when there is none. The lean whole-object GET (checked against the checksum
- * the store sent): the SDK's GetObject and its streamed checksum were a share of the finish's time, which reads every
- * page of the batch.
- */
+/** An object's content, or undefined when there is none. */
 const readIfThere = (objects: ObjectStore, ref: ObjectRef) =>
-  objects.get(ref).catch((err: unknown) => {
+  readObject(objects, ref).catch((err: unknown) => {
     if (isNotFound(err)) return undefined;
     throw err;
   });
