@@ -83,15 +83,6 @@ const sentLine = (text: string): SentLine => {
   return { customId: r.custom_id, text, ok: r.response !== null && r.response.status_code < 400 };
 };
 const sentOf = (jsonl: Buffer): SentLine[] => jsonl.toString('utf8').split('\n').filter(Boolean).map(sentLine);
-/** Saved output lines by custom_id; the first saved for a custom_id is its result, as when rows kept the first. */
-const firstByCustomId = (texts: string[]): Map<string, SentLine> => {
-  const byId = new Map<string, SentLine>();
-  for (const text of texts) {
-    const r = sentLine(text);
-    if (!byId.has(r.customId)) byId.set(r.customId, r);
-  }
-  return byId;
-};
 const readObject = async (objects: ObjectStore, ref: ObjectRef, range?: { start: number; end?: number }) =>
   Buffer.concat(await (await objects.getStream(ref, range)).toArray());
 /** An object's content, or undefined when there is none. */
@@ -224,12 +215,11 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
     /**
      * One page of the input: its lines are read with one ranged GET, sent (BATCH_CONCURRENCY per batch,
      * TENANT_BATCH_CONCURRENCY per tenant on this worker), and their results kept in memory until the page's object is
-     * written to S3 whole, in line order; meanwhile the answers since the last save are saved every RESULT_SAVE_MS as
-     * one row of the page (dropped once the object is written). An attempt cut short (cancel, expiry, a failure) saves
-     * the rest it had answered, for the partial output and for a retry, which sends only what has no saved answer. A
-     * worker that dies loses the answers since its last save: the retry sends those lines again, so each line reaches
-     * the model at least once and at most once per attempt of its page, and the output still has one line per custom_id
-     * (the page object's).
+     * written to S3 whole, in line order; meanwhile they are saved every RESULT_SAVE_MS as rows keyed by the batch and
+     * custom_id (dropped once the object is written). An attempt cut short (cancel, expiry, a failure) saves the rest it
+     * had answered, for the partial output and for a retry, which sends only what has no row. A worker that dies loses
+     * the answers since its last save: the retry sends those lines again, so each line reaches the model at least once
+     * and at most once per attempt of its page, and the output still has one line per custom_id (the page object's).
      */
     async batchPage(input: BatchPageInput): Promise<PageOutcome> {
       const ctx = Context.current();
@@ -266,8 +256,8 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         .map((l, i) => inputLine(l, input, first + i));
       const idOf = requestIdsOf(input.batchId);
       const saved = retried
-        ? firstByCustomId(await store.resultsOf(input.tenantId, input.batchId, input.page))
-        : new Map<string, SentLine>();
+        ? await store.resultsOf(input.tenantId, input.batchId, input.page)
+        : new Map<string, string>();
       const mint = async () => {
         const token = await credentials.mint({
           tenantId: input.tenantId,
@@ -288,8 +278,8 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
             throw err;
           },
         ));
-      // Output lines not saved yet; a save writes them as one row (read back, the first per custom_id is its result).
-      const unsaved: string[] = [];
+      // Answers not saved yet; a save writes them in one statement (the first row per custom_id stays).
+      const unsaved: { customId: string; result: string }[] = [];
       let rows = saved.size > 0;
       let saving = Promise.resolve();
       const save = () => {
@@ -314,7 +304,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         const todo: number[] = [];
         for (const [i, line] of lines.entries()) {
           const had = saved.get(line.custom_id);
-          if (had !== undefined) results[i] = had;
+          if (had !== undefined) results[i] = sentLine(had);
           else todo.push(i);
         }
         // Lanes, not a promise per line: each lane holds one of the batch's slots and one of the tenant's while it
@@ -338,7 +328,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
                   const line = lines[i]!;
                   const result = await send(line, idOf(first + i), auth!.headers, signal, stop);
                   results[i] = result;
-                  unsaved.push(result.text);
+                  unsaved.push({ customId: line.custom_id, result: result.text });
                 }
               }),
             )
@@ -377,7 +367,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         // One GET: a page's object is there unless the page was cut short.
         const object = await readIfThere(objects, pageRef(input, page));
         if (object) return sentOf(object);
-        const results = [...firstByCustomId(await store.resultsOf(input.tenantId, input.batchId, page)).values()];
+        const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(sentLine);
         // What a page cut short by cancel or expiry got done counts too.
         if (results.length > 0) {
           const completed = results.filter((r) => r.ok).length;

@@ -234,41 +234,33 @@ export class BatchStore {
     return rowCount === 1;
   }
 
-  /**
-   * The output lines (JSON text) a page's saves hold, in the order they were written: rows of the old shape (one per
-   * custom_id, written before 0023) first, then each save's lines. A custom_id may appear more than once (an attempt
-   * still running beside its retry): its first line is its result.
-   */
-  async resultsOf(tenantId: string, batchId: string, page: number): Promise<string[]> {
-    const { rows } = await this.db.query<{ text: string }>(
-      `SELECT text FROM (
-         SELECT 0 AS kind, 0::bigint AS seq, result AS text FROM batch_results
-           WHERE tenant_id = $1 AND batch_id = $2 AND page = $3
-         UNION ALL
-         SELECT 1, seq, lines FROM batch_result_chunks WHERE tenant_id = $1 AND batch_id = $2 AND page = $3
-       ) r ORDER BY kind, seq`,
+  /** The results a page's lines have so far, as written (JSON text) by custom_id. */
+  async resultsOf(tenantId: string, batchId: string, page: number): Promise<Map<string, string>> {
+    const { rows } = await this.db.query<{ custom_id: string; result: string }>(
+      'SELECT custom_id, result FROM batch_results WHERE tenant_id = $1 AND batch_id = $2 AND page = $3',
       [tenantId, batchId, page],
     );
-    return rows.flatMap((r) => r.text.split('\n').filter(Boolean));
+    return new Map(rows.map((r) => [r.custom_id, r.result]));
   }
 
-  /** Saves output lines (JSON text, one per line) of a page as one row, after the page's earlier saves. */
-  async putResults(tenantId: string, batchId: string, page: number, lines: string[]): Promise<void> {
-    await this.db.query('INSERT INTO batch_result_chunks (tenant_id, batch_id, page, lines) VALUES ($1, $2, $3, $4)', [
-      tenantId,
-      batchId,
-      page,
-      lines.join('\n'),
-    ]);
+  /** Writes results in one statement; a custom_id that already has one keeps it. */
+  async putResults(
+    tenantId: string,
+    batchId: string,
+    page: number,
+    results: { customId: string; result: string }[],
+  ): Promise<void> {
+    await this.db.query(
+      `INSERT INTO batch_results (tenant_id, batch_id, page, custom_id, result)
+       SELECT $1, $2, $3, c, r FROM unnest($4::text[], $5::text[]) AS t(c, r) ON CONFLICT DO NOTHING`,
+      [tenantId, batchId, page, results.map((r) => r.customId), results.map((r) => r.result)],
+    );
   }
 
-  /** Drops the saves of one page (once its object is written) or, without a page, of the whole batch. */
+  /** Drops the rows of one page (once its object is written) or, without a page, of the whole batch. */
   async dropResults(tenantId: string, batchId: string, page?: number): Promise<void> {
     await this.db.query(
-      `WITH old AS (
-         DELETE FROM batch_results WHERE tenant_id = $1 AND batch_id = $2 AND ($3::integer IS NULL OR page = $3)
-       )
-       DELETE FROM batch_result_chunks WHERE tenant_id = $1 AND batch_id = $2 AND ($3::integer IS NULL OR page = $3)`,
+      'DELETE FROM batch_results WHERE tenant_id = $1 AND batch_id = $2 AND ($3::integer IS NULL OR page = $3)',
       [tenantId, batchId, page ?? null],
     );
   }

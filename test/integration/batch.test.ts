@@ -4,7 +4,6 @@ import { startReferenceModelServer, type ReferenceModelServer } from '../../depl
 import { freePort } from '../../deploy/dev/process';
 import { BATCH_PAGE_LINES, batchContract, fileKey, workflowMetadataQuery } from '../../contracts/batch';
 import { ServiceCredentials } from '../../common/service-credential';
-import { BatchStore } from '../../common/store/batches';
 import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
@@ -310,34 +309,5 @@ describe('batches', () => {
       completed: BATCH_PAGE_LINES + 99,
       failed: 0,
     });
-  });
-});
-
-describe("a page's saved answers", () => {
-  it('reads rows of the old shape first, then each save in order, and drops both', async () => {
-    const store = new BatchStore(p.db);
-    const batchId = 'batch_saved-shapes';
-    const line = (customId: string, answer: string) =>
-      `{"id":"batch_req_${'0'.repeat(24)}","custom_id":"${customId}","response":{"status_code":200,"request_id":"","body":"${answer}"},"error":null}`;
-    // A row per custom_id, as a worker before migration 0023 saved them (a page in flight across the upgrade).
-    await p.db.query(
-      'INSERT INTO batch_results (tenant_id, batch_id, page, custom_id, result) VALUES ($1, $2, 0, $3, $4)',
-      [acme.id, batchId, 'a', line('a', 'old')],
-    );
-    await store.putResults(acme.id, batchId, 0, [line('b', 'first'), line('a', 'new')]);
-    await store.putResults(acme.id, batchId, 0, [line('c', 'first'), line('b', 'again')]);
-    await store.putResults(acme.id, batchId, 1, [line('d', 'other page')]);
-    expect(await store.resultsOf(acme.id, batchId, 0)).toEqual([
-      line('a', 'old'),
-      line('b', 'first'),
-      line('a', 'new'),
-      line('c', 'first'),
-      line('b', 'again'),
-    ]);
-    await store.dropResults(acme.id, batchId, 0);
-    expect(await store.resultsOf(acme.id, batchId, 0)).toEqual([]);
-    expect(await store.resultsOf(acme.id, batchId, 1)).toEqual([line('d', 'other page')]);
-    await store.dropResults(acme.id, batchId);
-    expect(await store.resultsOf(acme.id, batchId, 1)).toEqual([]);
   });
 });
