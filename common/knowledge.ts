@@ -67,6 +67,7 @@ export class EmbedderRegistry {
         name === 'default'
           ? OnnxEmbedder.load(this.c.EMBEDDING_MODEL_DIR!, {
               id: 'minilm-l6-v2-int8',
+              ...DEFAULT_MODEL_SHAPE,
               // A model thread that died fails every request: the next use loads it again instead.
               onEnd: () => {
                 if (this.loaded.get(name) === e) this.loaded.delete(name);
