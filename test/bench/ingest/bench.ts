@@ -134,17 +134,28 @@ async function main(): Promise<void> {
     // The model's busy time during the pipeline: the time with at least one call outstanding (a session serves its
     // calls one at a time in order, so with one session that is from a call's submission or the previous call's end,
     // whichever is later, until its own end; with several it is the time any of them has work).
+    // Sessions busy: the time integral of min(outstanding calls, sessions), over the wall time.
     let busy = 0;
+    let sessionsBusy = 0;
     let outstanding = 0;
-    let busySince = 0;
+    let lastChange = 0;
     let calls = 0;
+    const account = (delta: number) => {
+      const now = performance.now();
+      if (outstanding > 0) {
+        busy += now - lastChange;
+        sessionsBusy += (now - lastChange) * Math.min(outstanding, DEFAULT_MODEL_SHAPE.sessions);
+      }
+      lastChange = now;
+      outstanding += delta;
+    };
     const embed = embedder.embed.bind(embedder);
     embedder.embed = async (batch) => {
-      if (outstanding++ === 0) busySince = performance.now();
+      account(1);
       try {
         return await embed(batch);
       } finally {
-        if (--outstanding === 0) busy += performance.now() - busySince;
+        account(-1);
         calls++;
       }
     };
@@ -196,7 +207,10 @@ async function main(): Promise<void> {
           .map(([k, v]) => `${k} ${((100 * v) / activitySeconds).toFixed(1)}%`)
           .join(', '),
     );
-    console.log(`model busy ${((100 * busy) / 1000 / wall).toFixed(1)}% of the pipeline's wall time (${calls} calls)`);
+    console.log(
+      `model busy ${((100 * busy) / 1000 / wall).toFixed(1)}% of the pipeline's wall time (${calls} calls); sessions ` +
+        `busy on average ${(sessionsBusy / 1000 / wall).toFixed(2)} of ${DEFAULT_MODEL_SHAPE.sessions}`,
+    );
     const cpuLine = (c: [string, number][]) => c.map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ');
     console.log(`CPU seconds (${os.cpus().length} cores) during the pipeline: ${cpuLine(cpu)}`);
     console.log(
