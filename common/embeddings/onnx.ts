@@ -24,13 +24,11 @@ interface ModelThread {
  * An in-process ONNX sentence-embedding model (onnx-model.ts), run on threads of its own: onnxruntime-node
  * runs a session synchronously, so on the worker's event loop each inference would stall the downloads, flushes
  * and heartbeats of every running batch, and the model would idle while they caught up. Each thread owns a session
- * and runs one batch at a time, taking requests in order (see pump()). Holds the process open only while a request
- * is outstanding.
+ * and runs one batch at a time; a request goes to the thread with the fewest outstanding, and queues there, so it
+ * is fed without a round trip through the event loop. Holds the process open only while a request is outstanding.
  */
 export class OnnxEmbedder implements Embedder {
   private readonly waiting = new Map<number, Waiter>();
-  /** Requests no thread holds yet (with several threads only: see pump()). */
-  private readonly queue: { id: number; texts: string[] }[] = [];
   private nextId = 0;
   private ended: Error | undefined;
 
@@ -49,7 +47,6 @@ export class OnnxEmbedder implements Embedder {
       this.ended ??= err;
       for (const w of this.waiting.values()) w.reject(this.ended);
       this.waiting.clear();
-      this.queue.length = 0;
     };
     for (const t of threads) {
       t.worker.on('message', (m: OnnxThreadReply) => {
@@ -57,7 +54,6 @@ export class OnnxEmbedder implements Embedder {
         const w = this.waiting.get(m.id)!;
         this.waiting.delete(m.id);
         if (--t.pending === 0) t.worker.unref();
-        this.pump();
         if ('error' in m) w.reject(new Error(m.error));
         else w.resolve(m.vectors);
       });
@@ -129,25 +125,11 @@ export class OnnxEmbedder implements Embedder {
   embed(texts: string[]): Promise<Float32Array[]> {
     if (this.ended) return Promise.reject(this.ended);
     const id = this.nextId++;
+    const thread = this.threads.reduce((a, b) => (b.pending < a.pending ? b : a));
+    if (thread.pending++ === 0) thread.worker.ref();
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.queue.push({ id, texts });
-      this.pump();
+      thread.worker.postMessage({ id, texts });
     });
-  }
-
-  /**
-   * Hands queued requests to threads. One thread takes them all at once, so the next starts without a round trip
-   * through this event loop; several take one at a time, each when it is free: a request queued on a busy thread's
-   * port while another thread idles would cost that thread a whole batch, where the round trip costs a reply's
-   * wait for this event loop.
-   */
-  private pump(): void {
-    for (const t of this.threads) {
-      while (this.queue.length > 0 && (this.threads.length === 1 || t.pending === 0)) {
-        if (t.pending++ === 0) t.worker.ref();
-        t.worker.postMessage(this.queue.shift()!);
-      }
-    }
   }
 }
