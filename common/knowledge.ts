@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import type { Config } from './config';
 import type { Embedder } from './embeddings';
@@ -18,6 +19,17 @@ export async function vectorStoreFromConfig(
 }
 
 export class UnknownEmbedderError extends Error {}
+
+/**
+ * How the default model runs: two sessions, each on a thread of its own with half the cores, each taking whole
+ * batches. One session sharing every core idles a core whenever its intra-op threads hand off to each other (it got
+ * 1.6 of 2 cores in bench:ingest without spinning, and spinning beside the pipeline cost more than it gained); two
+ * sessions keep both busy with batches of their own, at the memory of a second session.
+ */
+export const DEFAULT_MODEL_SHAPE = {
+  sessions: 2,
+  threads: Math.max(1, Math.floor(os.availableParallelism() / 2)),
+};
 
 /**
  * Embedders by name, each loaded once on first use: `default` is the in-process ONNX model,
@@ -55,6 +67,7 @@ export class EmbedderRegistry {
         name === 'default'
           ? OnnxEmbedder.load(this.c.EMBEDDING_MODEL_DIR!, {
               id: 'minilm-l6-v2-int8',
+              ...DEFAULT_MODEL_SHAPE,
               // A model thread that died fails every request: the next use loads it again instead.
               onEnd: () => {
                 if (this.loaded.get(name) === e) this.loaded.delete(name);

@@ -14,12 +14,18 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
+interface ModelThread {
+  worker: Worker;
+  /** Requests posted to this thread and not yet answered. */
+  pending: number;
+}
+
 /**
- * An in-process ONNX sentence-embedding model (onnx-model.ts), run on a thread of its own: onnxruntime-node
+ * An in-process ONNX sentence-embedding model (onnx-model.ts), run on threads of its own: onnxruntime-node
  * runs a session synchronously, so on the worker's event loop each inference would stall the downloads, flushes
- * and heartbeats of every running batch, and the model would idle while they caught up. The thread runs one
- * batch at a time (the session already uses every core) and the requests queue there, so it is fed without a
- * round trip through the event loop. Holds the process open only while a request is outstanding.
+ * and heartbeats of every running batch, and the model would idle while they caught up. Each thread owns a session
+ * and runs one batch at a time; a request goes to the thread with the fewest outstanding, and queues there, so it
+ * is fed without a round trip through the event loop. Holds the process open only while a request is outstanding.
  */
 export class OnnxEmbedder implements Embedder {
   private readonly waiting = new Map<number, Waiter>();
@@ -29,75 +35,101 @@ export class OnnxEmbedder implements Embedder {
   private constructor(
     readonly id: string,
     readonly dimensions: number,
-    private readonly thread: Worker,
+    private readonly threads: ModelThread[],
     onEnd: () => void,
   ) {
-    thread.on('message', (m: OnnxThreadReply) => {
-      if (!('id' in m)) return;
-      const w = this.waiting.get(m.id)!;
-      this.waiting.delete(m.id);
-      if (this.waiting.size === 0) thread.unref();
-      if ('error' in m) w.reject(new Error(m.error));
-      else w.resolve(m.vectors);
-    });
     const end = (err: Error) => {
-      if (!this.ended) onEnd();
+      if (!this.ended) {
+        onEnd();
+        // One session gone ends them all: a holder reloads the whole model rather than run on a part of it.
+        for (const t of threads) void t.worker.terminate();
+      }
       this.ended ??= err;
       for (const w of this.waiting.values()) w.reject(this.ended);
       this.waiting.clear();
     };
-    thread.on('error', end);
-    thread.on('exit', (code) => end(new Error(`the embedding thread exited (code ${code})`)));
-    thread.unref();
+    for (const t of threads) {
+      t.worker.on('message', (m: OnnxThreadReply) => {
+        if (!('id' in m)) return;
+        const w = this.waiting.get(m.id)!;
+        this.waiting.delete(m.id);
+        if (--t.pending === 0) t.worker.unref();
+        if ('error' in m) w.reject(new Error(m.error));
+        else w.resolve(m.vectors);
+      });
+      t.worker.on('error', end);
+      t.worker.on('exit', (code) => end(new Error(`the embedding thread exited (code ${code})`)));
+      t.worker.unref();
+    }
   }
 
   static async load(
     modelDir: string,
-    /** spin: onnxruntime's threads spin-wait (faster for a model that has the cores to itself; see onnx-model.ts). */
     opts: {
       id?: string;
       maxTokens?: number;
+      /** onnxruntime's intra-op threads per session (0: one per core). */
       threads?: number;
+      /** Sessions, each on a thread of its own, taking whole batches (default 1). */
+      sessions?: number;
+      /** spin: onnxruntime's threads spin-wait (faster for a model that has the cores to itself; see onnx-model.ts). */
       spin?: boolean;
-      /** Called once if the thread ends (a fatal error): every request after it fails, so a holder loads anew. */
+      /** Called once if a thread ends (a fatal error): every request after it fails, so a holder loads anew. */
       onEnd?: () => void;
     } = {},
   ): Promise<OnnxEmbedder> {
-    const thread = new Worker(ENTRY, {
-      workerData: {
-        modelDir,
-        maxTokens: opts.maxTokens,
-        threads: opts.threads,
-        spin: opts.spin,
-      } satisfies OnnxThreadData,
-      execArgv: EXEC_ARGV,
-      name: 'embedder',
-    });
+    const workers = Array.from(
+      { length: opts.sessions ?? 1 },
+      () =>
+        new Worker(ENTRY, {
+          workerData: {
+            modelDir,
+            maxTokens: opts.maxTokens,
+            threads: opts.threads,
+            spin: opts.spin,
+          } satisfies OnnxThreadData,
+          execArgv: EXEC_ARGV,
+          name: 'embedder',
+        }),
+    );
     try {
-      const dimensions = await new Promise<number>((resolve, reject) => {
-        thread.once('message', (m: OnnxThreadReply) => resolve('dimensions' in m ? m.dimensions : 0));
-        thread.once('error', reject);
-        thread.once('exit', (code) => reject(new Error(`the embedding thread exited (code ${code}) while loading`)));
-      });
-      return new OnnxEmbedder(opts.id ?? path.basename(modelDir), dimensions, thread, opts.onEnd ?? (() => undefined));
+      const dimensions = await Promise.all(
+        workers.map(
+          (thread) =>
+            new Promise<number>((resolve, reject) => {
+              thread.once('message', (m: OnnxThreadReply) => resolve('dimensions' in m ? m.dimensions : 0));
+              thread.once('error', reject);
+              thread.once('exit', (code) =>
+                reject(new Error(`the embedding thread exited (code ${code}) while loading`)),
+              );
+            }),
+        ),
+      );
+      return new OnnxEmbedder(
+        opts.id ?? path.basename(modelDir),
+        dimensions[0]!,
+        workers.map((worker) => ({ worker, pending: 0 })),
+        opts.onEnd ?? (() => undefined),
+      );
     } catch (err) {
-      await thread.terminate();
+      await Promise.all(workers.map((w) => w.terminate()));
       throw err;
     }
   }
 
-  /** Ends the thread: requests still waiting, and any later one, fail. */
+  /** Ends the threads: requests still waiting, and any later one, fail. */
   async close(): Promise<void> {
-    await this.thread.terminate();
+    await Promise.all(this.threads.map((t) => t.worker.terminate()));
   }
 
   embed(texts: string[]): Promise<Float32Array[]> {
     if (this.ended) return Promise.reject(this.ended);
     const id = this.nextId++;
-    if (this.waiting.size === 0) this.thread.ref();
+    const thread = this.threads.reduce((a, b) => (b.pending < a.pending ? b : a));
+    if (thread.pending++ === 0) thread.worker.ref();
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.thread.postMessage({ id, texts });
+      thread.worker.postMessage({ id, texts });
     });
   }
 }

@@ -10,8 +10,8 @@ const cosine = (a: Float32Array, b: Float32Array): number => a.reduce((s, x, i) 
 
 // The model runs on a thread of its own (common/embeddings/onnx-thread.ts): requests and replies cross a port.
 describe('the ONNX embedder on its own thread', () => {
-  it('answers concurrent requests each with its own vectors', async () => {
-    const embedder = await OnnxEmbedder.load(await embeddingModelDir('per-channel'));
+  it.each([1, 2])('answers concurrent requests each with its own vectors (%i session(s))', async (sessions) => {
+    const embedder = await OnnxEmbedder.load(await embeddingModelDir('per-channel'), { sessions });
     const texts = ['molten rock from a volcano', 'feeding a sourdough starter', 'resetting a router password'];
     const alone: Float32Array[] = [];
     for (const t of texts) alone.push((await embedder.embed([t]))[0]!);
@@ -28,6 +28,7 @@ describe('the ONNX embedder on its own thread', () => {
       expect(similarities[i]).toBeGreaterThan(0.98);
       expect(Math.max(...similarities.filter((_, j) => j !== i))).toBeLessThan(0.8);
     });
+    await embedder.close();
   });
 
   it('a model thread that ended fails its requests, and the registry loads the model again on the next use', async () => {
