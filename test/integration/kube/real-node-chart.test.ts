@@ -158,9 +158,15 @@ afterAll(async () => {
   await Promise.all(forwarders.map((f) => f.close()));
 });
 
+/**
+ * A Service's address once it answers: its pods being Ready does not mean kube-proxy has programmed its rules yet, and
+ * until then the node answers a connect with "network unreachable" (CI saw ENETUNREACH on the first call).
+ */
 const serviceUrl = async (role: 'api' | 'gateway') => {
   const svc = await core.readNamespacedService({ name: `${RELEASE}-${role}`, namespace: ns });
-  return `http://${svc.spec!.clusterIP}:80`;
+  const base = `http://${svc.spec!.clusterIP}:80`;
+  await eventually(`the ${role} Service answering at ${base}`, async () => (await fetch(`${base}/healthz`)).ok);
+  return base;
 };
 const call = async (base: string, method: string, url: string, key: string, body?: unknown) => {
   const res = await fetch(`${base}${url}`, {
