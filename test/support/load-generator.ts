@@ -25,8 +25,8 @@ const done = Promise.all(Array.from({ length: Number(concurrency) }, loop));
 process.once('SIGTERM', () => {
   running = false;
   void done.then(() => {
-    process.stdout.write(JSON.stringify({ statuses }));
-    process.exit(0);
+    // Exits once the write is flushed to the pipe: the statuses of a long run are larger than the pipe's buffer.
+    process.stdout.write(JSON.stringify({ statuses }), () => process.exit(0));
   });
 });
 process.stdout.write('ready\n');

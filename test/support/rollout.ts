@@ -89,7 +89,8 @@ export function trafficFrom(baseURL: string, apiKey: string, modelId: string, co
   );
   let out = '';
   child.stdout.on('data', (d) => (out += d));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  // 'close', not 'exit': at 'exit' the end of its stdout may not have been read yet (CI parsed JSON cut at 146 KB).
+  const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const traffic = {
     statuses: [] as number[],
     async stop() {
