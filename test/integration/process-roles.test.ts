@@ -168,7 +168,7 @@ describe('the migration command', () => {
           let out = '';
           child.stdout.on('data', (d) => (out += d));
           child.stderr.on('data', (d) => (out += d));
-          child.on('exit', (code) => resolve({ code, output: out }));
+          child.on('close', (code) => resolve({ code, output: out }));
         });
       const files = (await readdir(path.join(ROOT, 'common/store/migrations'))).filter((f) => f.endsWith('.sql'));
       const first = await migrate();

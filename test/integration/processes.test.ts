@@ -15,7 +15,7 @@ const tsx = (entry: string, env: NodeJS.ProcessEnv, args: string[] = []) =>
     { cwd: ROOT, env: { ...process.env, NODE_OPTIONS: '', ...env } },
   ] as const;
 
-/** Runs a process to its end and returns its exit code and output (it must end by itself). */
+/** Runs a process to its end (it must end by itself) and returns its exit code and all its output ('close'). */
 function finish(
   command: string,
   args: readonly string[],
@@ -26,7 +26,7 @@ function finish(
     let output = '';
     child.stdout.on('data', (d) => (output += d));
     child.stderr.on('data', (d) => (output += d));
-    child.on('exit', (code) => resolve({ code, output }));
+    child.on('close', (code) => resolve({ code, output }));
   });
 }
 
