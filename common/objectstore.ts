@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
+import { Crc32c, Crc64Nvme } from '@aws-sdk/checksums/crc';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Agent, request } from 'undici';
 import {
@@ -75,27 +76,46 @@ const encodeKey = (key: string): string =>
     .replaceAll('%2F', '/');
 
 /**
+ * S3's full-object checksums, as a GET with checksum mode returns them: one is there when the object was uploaded with it
+ * (AWS stores CRC64NVME by default since 2025). A composite checksum of a multipart upload (`...-N`) is not of the body.
+ */
+const CHECKSUMS: [header: string, of: (body: Buffer) => Promise<Uint8Array> | Uint8Array][] = [
+  [
+    'x-amz-checksum-crc32',
+    (body) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE(crc32(body));
+      return b;
+    },
+  ],
+  ['x-amz-checksum-crc32c', (body) => digestOf(new Crc32c(), body)],
+  ['x-amz-checksum-crc64nvme', (body) => digestOf(new Crc64Nvme(), body)],
+  ['x-amz-checksum-sha1', (body) => createHash('sha1').update(body).digest()],
+  ['x-amz-checksum-sha256', (body) => createHash('sha256').update(body).digest()],
+];
+const digestOf = (checksum: Crc32c | Crc64Nvme, body: Buffer) => (checksum.update(body), checksum.digest());
+
+/**
  * Checks a GET's body against the checksum S3 returned with it, else against a single-part upload's ETag (its MD5).
  * An object encrypted with SSE-KMS or a customer key has an ETag that is not its MD5, so it gets no ETag check.
  */
-export function verifyBody(body: Buffer, headers: Record<string, string | string[] | undefined>, what: string): void {
+export async function verifyBody(
+  body: Buffer,
+  headers: Record<string, string | string[] | undefined>,
+  what: string,
+): Promise<void> {
   const header = (name: string) => {
     const v = headers[name];
     return typeof v === 'string' && !v.includes('-') ? v : undefined;
   };
-  const crc = header('x-amz-checksum-crc32');
-  const sha = header('x-amz-checksum-sha256');
+  const checksum = CHECKSUMS.find(([name]) => header(name) !== undefined);
   const sse = headers['x-amz-server-side-encryption'];
   const etagIsMd5 =
     !(typeof sse === 'string' && sse.startsWith('aws:kms')) &&
     headers['x-amz-server-side-encryption-customer-algorithm'] === undefined;
   const etag = etagIsMd5 ? header('etag')?.replaceAll('"', '') : undefined;
   let ok = true;
-  if (crc !== undefined) {
-    const want = Buffer.alloc(4);
-    want.writeUInt32BE(crc32(body));
-    ok = want.toString('base64') === crc;
-  } else if (sha !== undefined) ok = createHash('sha256').update(body).digest('base64') === sha;
+  if (checksum) ok = Buffer.from(await checksum[1](body)).toString('base64') === header(checksum[0]);
   else if (etag && /^[0-9a-f]{32}$/.test(etag)) ok = createHash('md5').update(body).digest('hex') === etag;
   if (!ok) throw new Error(`${what}: the body does not match the checksum the object store sent with it`);
 }
@@ -160,7 +180,7 @@ export class S3ObjectStore implements ObjectStore {
     });
     const body = Buffer.from(await res.body.arrayBuffer());
     if (res.statusCode >= 200 && res.statusCode < 300) {
-      verifyBody(body, res.headers, objectUri(ref));
+      await verifyBody(body, res.headers, objectUri(ref));
       return body;
     }
     const xml = body.toString('utf8');
