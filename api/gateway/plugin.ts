@@ -153,10 +153,14 @@ const Embeddings = Type.Object(
   },
   Open,
 );
-const EventStream = Type.String({
-  description:
-    'stream: true — server-sent events, one `data: {chunk}` per chunk, then `data: [DONE]`; a stream that breaks off after its start ends with an OpenAI error event',
-});
+/** One server-sent event as clients (and schemathesis) read it: the chunk's JSON, or `[DONE]`, as its data. */
+const EventStream = Type.Object(
+  { event: Type.Optional(Type.String()), data: Type.String() },
+  {
+    description:
+      'stream: true — server-sent events, one `data: {chunk}` per chunk, then `data: [DONE]`; a stream that breaks off after its start ends with an OpenAI error event',
+  },
+);
 /** 200 in the operation's content types; the stream's only where the operation streams. */
 const answered = (json: TSchema, streams: boolean) => ({
   description: streams ? 'The answer (application/json), or its stream when stream is true' : 'The answer',

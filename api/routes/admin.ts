@@ -6,6 +6,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ConflictError, ForbiddenError, NotFoundError } from '../../common/errors';
 import { CEILING_SUBJECT, LimitStore, type LimitRule } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
+import { instantOf } from '../instants';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, NoContent } from '../resource-schemas';
@@ -117,7 +118,8 @@ export const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { name, role } = request.body;
       // A time already past is taken as given (JSON Schema cannot say "future"): the key is refused from the start,
       // as it would be a moment later; an expiry only ever narrows what a key can do.
-      const expiresAt = request.body.expiresAt === undefined ? null : new Date(request.body.expiresAt);
+      const expiresAt =
+        request.body.expiresAt === undefined ? null : new Date(instantOf(request.body.expiresAt, 'body.expiresAt')!);
       const { id, key } = await tenants.createApiKey(request.principal!.tenantId, name, role, expiresAt);
       return reply.status(201).send({ id, name, role, expiresAt: expiresAt?.toISOString() ?? null, key });
     },

@@ -5,8 +5,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditFilter } from '../../common/store/audit';
 import { PAGE_LIMIT_MAX } from '../../common/store/pages';
-import { BadRequestError } from '../../common/errors';
 import { TENANT_ID_PATTERN } from '../../contracts/operations';
+import { instantOf } from '../instants';
 import { auditedStream } from '../plugins/audit';
 import { requireRole } from '../plugins/auth';
 import { errorResponses, NextCursor, pageParams } from '../schemas';
@@ -71,24 +71,6 @@ const UnauthenticatedQuery = Type.Object(
 const Unauthenticated = Type.Object({
   data: Type.Array(Type.Object({ ip: Type.String(), minute: Type.String(), count: Type.Integer() })),
 });
-
-const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)[tT ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[zZ]|([+-])(\d\d)(?::?(\d\d))?)$/;
-
-/**
- * A `date-time` filter as the UTC instant PostgreSQL takes: PostgreSQL refuses offsets past ±15:59 that RFC 3339
- * allows, and JavaScript's Date.parse refuses leap seconds and years before 100; so the fields are read here.
- */
-export function instantOf(time: string | undefined, field: string): string | undefined {
-  if (time === undefined) return undefined;
-  const m = RFC3339.exec(time);
-  if (!m) throw new BadRequestError(`${field} must be an RFC 3339 date-time`, field);
-  const [, y, mo, d, h, mi, sec, frac = '0', sign, oh = '0', om = '0'] = m;
-  const at = new Date(0);
-  at.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
-  at.setUTCHours(Number(h), Number(mi), Number(sec), Number(frac.slice(0, 3).padEnd(3, '0')));
-  const offsetMinutes = (sign === '-' ? -1 : 1) * (Number(oh) * 60 + Number(om));
-  return new Date(at.getTime() - (sign ? offsetMinutes : 0) * 60_000).toISOString();
-}
 
 const filterOf = (q: Static<typeof PlatformExportQuery>, tenantId: string | undefined): AuditFilter => ({
   tenantId,

@@ -19,7 +19,7 @@ import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, NoContent, Nullable } from '../resource-schemas';
 import { errorResponses, NextCursor, pageQuerystring } from '../schemas';
-import { instantOf } from './audit';
+import { instantOf } from '../instants';
 import { checkedOutboundUrl } from '../outbound-url';
 
 /**

@@ -107,6 +107,18 @@ describe('API keys', () => {
     expect((await api('DELETE', `/v1/api-keys/${id}`, acme.keys.admin)).statusCode).toBe(204);
   });
 
+  it('reads an expiry as the instant RFC 3339 names: a leap second, an offset past ±15:59', async () => {
+    const at = async (expiresAt: string) => {
+      const res = await api('POST', '/v1/api-keys', acme.keys.admin, { name: 'edge', role: 'viewer', expiresAt });
+      expect(res.statusCode).toBe(201);
+      return (res.json() as { expiresAt: string }).expiresAt;
+    };
+    expect(await at('2099-12-31T23:59:60Z')).toBe('2100-01-01T00:00:00.000Z');
+    expect(await at('2099-06-01T00:00:00+23:30')).toBe('2099-05-31T00:30:00.000Z');
+    // Year 1 moved into year 0 by its offset: held at the first instant PostgreSQL takes, a key refused from the start.
+    expect(await at('0001-01-01T00:00:00+23:09')).toBe('0001-01-01T00:00:00.000Z');
+  });
+
   it("answers 404 for another tenant's key and unknown ids, and lists only the caller's tenant", async () => {
     const { id } = (
       await api('POST', '/v1/api-keys', acme.keys.admin, { name: 'acme-only', role: 'viewer' })

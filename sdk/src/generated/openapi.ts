@@ -2713,7 +2713,10 @@ export interface paths {
                         } & {
                             [key: string]: unknown;
                         };
-                        "text/event-stream": string;
+                        "text/event-stream": {
+                            data: string;
+                            event?: string;
+                        };
                     };
                 };
                 /** @description Default Response */
@@ -2990,7 +2993,10 @@ export interface paths {
                         } & {
                             [key: string]: unknown;
                         };
-                        "text/event-stream": string;
+                        "text/event-stream": {
+                            data: string;
+                            event?: string;
+                        };
                     };
                 };
                 /** @description Default Response */
