@@ -124,6 +124,14 @@ export async function createHttpApp(
     // Errors Fastify and Node answer themselves get the platform's shape too.
     ...frameworkErrorOptions,
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // An empty body sent as JSON is no body: OpenAI's Python client sends `content-type: application/json` with nothing
+  // on its bodiless calls (batches.cancel, files.delete), which Fastify's own parser refuses with a 400. A route that
+  // needs a body still says so through its schema; any other body goes to Fastify's parser as before.
+  const json = app.getDefaultJsonParser(app.initialConfig.onProtoPoisoning!, app.initialConfig.onConstructorPoisoning!);
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) =>
+    body === '' ? done(null, undefined) : json(request, body as string, done),
+  );
   const tenants = new TenantStore(deps.db);
   const audit = new AuditStore(deps.db);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prints the python of the API contract test's virtual environment: schemathesis and its dependencies, pinned in
-# requirements.txt (from PyPI), made once per requirements hash under ${LLMHUB_CACHE:-~/.cache/llmhub}/schemathesis/.
+# Prints the python of the contract tests' virtual environment: schemathesis, OpenAI's Python client and their
+# dependencies, pinned in requirements.txt (from PyPI), made once per requirements hash under
+# ${LLMHUB_CACHE:-~/.cache/llmhub}/schemathesis/.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 req="$here/requirements.txt"

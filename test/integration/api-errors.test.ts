@@ -151,6 +151,19 @@ describe("body parsing's errors on control routes", () => {
       expectPlatformShape(res.body, type);
     }
   });
+
+  it("an empty JSON body on a route that takes none is no body (OpenAI's Python client sends one on cancel and delete)", async () => {
+    const bodiless = (method: 'POST' | 'DELETE', url: string) =>
+      inject({ method, url, payload: '', headers: { 'content-type': 'application/json' } });
+    // Parsed as no body: the route itself answers, here that there is no such file or batch.
+    for (const res of [
+      await bodiless('DELETE', '/v1/files/file-0123456789abcdef01234567'),
+      await bodiless('POST', '/v1/batches/batch_0123456789abcdef01234567/cancel'),
+    ]) {
+      expect(res.statusCode).toBe(404);
+      expectPlatformShape(res.body, 'not_found');
+    }
+  });
 });
 
 describe('inference routes answer in OpenAI’s shape', () => {

@@ -1,3 +1,6 @@
+import { execFile, execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import OpenAI, { toFile } from 'openai';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
@@ -8,6 +11,9 @@ import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
 import { chatLines, fileLines, untilBatch, uploadFile, type BatchObject } from '../support/batch';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const run = promisify(execFile);
 
 let p: TestPlatform;
 let acme: TestTenant;
@@ -170,6 +176,25 @@ describe('batches', () => {
     });
     const metadata = await handle.query(workflowMetadataQuery);
     expect(metadata.currentDetails).toContain('20 completed, 0 failed of 20 requests');
+  });
+
+  it("works with OpenAI's Python client: chat, its stream, files and batches, cancel and delete with their empty bodies", async () => {
+    const python = execFileSync('bash', [path.join(ROOT, 'test/contract/install.sh')], { encoding: 'utf8' }).trim();
+    const { stdout } = await run(python, [path.join(ROOT, 'test/contract/openai_client.py')], {
+      env: { ...process.env, BASE: baseUrl, KEY: acme.keys.developer, MODEL: 'steady' },
+    });
+    expect(JSON.parse(stdout)).toEqual({
+      chat: 'Reference reply to: hello',
+      stream: 'Reference reply to: hello',
+      streamUsage: expect.any(Number),
+      unknownModel: { class: 'NotFoundError', status: 404 },
+      batch: { status: 'completed', counts: { total: 3, completed: 3, failed: 0 } },
+      output: ['py-0', 'py-1', 'py-2'],
+      listed: true,
+      cancelEnded: 'completed',
+      deleted: true,
+      deletedFile: { class: 'NotFoundError', status: 404 },
+    });
   });
 
   it('honours Idempotency-Key: the same key and body give the same batch, running or ended; another body 422', async () => {
