@@ -32,6 +32,9 @@ with client.chat.completions.create(
     chunks = list(stream)
 out["stream"] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 out["streamUsage"] = next((c.usage.total_tokens for c in chunks if c.usage), None)
+# The client asks for base64 unless told otherwise, and decodes whichever it gets.
+embedded = client.embeddings.create(model=model, input=["first", "second"]).data
+out["embeddings"] = [len(e.embedding) > 0 and all(isinstance(x, float) for x in e.embedding) for e in embedded]
 out["unknownModel"] = refused(lambda: client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}]))
 
 lines = "".join(
