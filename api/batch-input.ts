@@ -1,5 +1,6 @@
 import { BATCH_ENDPOINTS, BATCH_PAGE_LINES } from '../contracts/batch';
 import { BadRequestError } from '../common/errors';
+import { nestsTooDeep, TOO_DEEP } from './json-depth';
 
 export const MAX_FILE_BYTES = 200 * 1024 * 1024;
 export const MAX_FILE_LINES = 50_000;
@@ -45,6 +46,7 @@ export function checkBatchInput(content: Buffer): CheckedInput {
       throw refuse(n, 'the line', `is not JSON (${(err as Error).message})`);
     }
     if (!line || typeof line !== 'object' || Array.isArray(line)) throw refuse(n, 'the line', 'is not a JSON object');
+    if (nestsTooDeep(line, text)) throw refuse(n, 'the line', TOO_DEEP);
     const { custom_id: id, method, url, body } = line as Record<string, unknown>;
     if (typeof id !== 'string' || !id || id.length > MAX_CUSTOM_ID)
       throw refuse(n, 'custom_id', `must be a string of 1 to ${MAX_CUSTOM_ID} characters`);

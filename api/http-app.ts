@@ -17,6 +17,8 @@ import { requestLoggerFactory } from './plugins/request-logger';
 import { requestIdOf, tracingPlugin } from './plugins/tracing';
 import { errorsPlugin, frameworkErrorOptions } from './plugins/errors';
 import { ErrorResponse } from './schemas';
+import { nestsTooDeep, TOO_DEEP } from './json-depth';
+import { BadRequestError } from '../common/errors';
 
 /**
  * What both HTTP roles (api, gateway) are built from. This module and what it imports must stay free of the control
@@ -129,9 +131,14 @@ export async function createHttpApp(
   // needs a body still says so through its schema; any other body goes to Fastify's parser as before.
   const json = app.getDefaultJsonParser(app.initialConfig.onProtoPoisoning!, app.initialConfig.onConstructorPoisoning!);
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) =>
-    body === '' ? done(null, undefined) : json(request, body as string, done),
-  );
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') return done(null, undefined);
+    json(request, body as string, (err, parsed) =>
+      !err && nestsTooDeep(parsed, body)
+        ? done(new BadRequestError(`the body ${TOO_DEEP}`, 'body'))
+        : done(err, parsed),
+    );
+  });
   const tenants = new TenantStore(deps.db);
   const audit = new AuditStore(deps.db);
 

@@ -6,6 +6,7 @@ import type { Pool } from 'pg';
 import { ATTR_URL_FULL } from '@opentelemetry/semantic-conventions';
 import { EgressPolicy } from '../../common/egress';
 import { ForbiddenError } from '../../common/errors';
+import { nestsTooDeep, TOO_DEEP } from '../json-depth';
 import type { AuditStore } from '../../common/store/audit';
 import { BudgetStore } from '../../common/store/budgets';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
@@ -296,7 +297,10 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     (request, body, done) => {
       request.rawBody = body as Buffer;
       try {
-        done(null, JSON.parse((body as Buffer).toString('utf8')));
+        const parsed: unknown = JSON.parse((body as Buffer).toString('utf8'));
+        if (nestsTooDeep(parsed, body as Buffer))
+          return done(Object.assign(new Error(`the request body ${TOO_DEEP}`), { statusCode: 400 }), undefined);
+        done(null, parsed);
       } catch (err) {
         done(
           Object.assign(new Error(`request body is not valid JSON: ${(err as Error).message}`), { statusCode: 400 }),

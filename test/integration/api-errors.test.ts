@@ -152,6 +152,15 @@ describe("body parsing's errors on control routes", () => {
     }
   });
 
+  it('a body nested past 128 levels is 400 naming the body, not a stack overflow in the checks after parsing', async () => {
+    const res = await post(`{"id": ${'['.repeat(20_000)}${']'.repeat(20_000)}}`, 'application/json');
+    expect(res.statusCode).toBe(400);
+    expect(expectPlatformShape(res.body, 'invalid_request')).toMatchObject({
+      message: 'the body nests arrays and objects deeper than 128 levels',
+      details: { field: 'body' },
+    });
+  });
+
   it("an empty JSON body on a route that takes none is no body (OpenAI's Python client sends one on cancel and delete)", async () => {
     const bodiless = (method: 'POST' | 'DELETE', url: string) =>
       inject({ method, url, payload: '', headers: { 'content-type': 'application/json' } });
@@ -176,7 +185,7 @@ describe('inference routes answer in OpenAI’s shape', () => {
       key: t.keys.developer,
     });
 
-  it('for invalid JSON, an unsupported media type, a body over the gateway limit and a wrong method', async () => {
+  it('for invalid JSON, an unsupported media type, a body over the gateway limit or nested too deep, a wrong method', async () => {
     const cases: [string, string, number, string][] = [
       ['{"model": ', 'application/json', 400, 'invalid_request'],
       ['<chat/>', 'application/xml', 415, 'unsupported_media_type'],
@@ -185,6 +194,13 @@ describe('inference routes answer in OpenAI’s shape', () => {
         'application/json',
         413,
         'payload_too_large',
+      ],
+      // Nested past 128 levels: refused at parsing, before anything walks it.
+      [
+        `{"model": "m", "messages": ${'['.repeat(1000)}${']'.repeat(1000)}}`,
+        'application/json',
+        400,
+        'invalid_request',
       ],
     ];
     for (const [payload, contentType, status, code] of cases) {

@@ -76,6 +76,12 @@ describe('files', () => {
       [good + '{"custom_id":"x","method":"POST","url":"/v1/images","body":{"model":"m"}}\n', 4, 'url'],
       [good + 'not json\n', 4, 'the line'],
       [good + '{"custom_id":"y","method":"POST","url":"/v1/embeddings","body":{}}\n', 4, 'body.model'],
+      // Past 128 levels: the workflow's JSON would overflow the stack long before a model saw it.
+      [
+        `${good}{"custom_id":"z","method":"POST","url":"/v1/embeddings","body":{"model":"m","input":${'['.repeat(5000)}${']'.repeat(5000)}}}\n`,
+        4,
+        'the line',
+      ],
     ];
     for (const [content, line, field] of cases) {
       const res = await uploadFile(p.app, acme.keys.developer, content);
