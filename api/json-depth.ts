@@ -7,12 +7,24 @@ export const MAX_JSON_DEPTH = 128;
 
 /**
  * Whether JSON text (as sent) holds more than `max` opening brackets: only then can it nest deeper than `max`, so the
- * usual small body is answered by a byte search, not a walk.
+ * usual body is answered by a scan of its bytes, not a walk of what was parsed. A plain loop: with Buffer.indexOf of a
+ * string here, bench:gateway's gateway spent ~10 µs more CPU per request and ~25 µs more per stream than the build
+ * without the check; with the loop, the same (3 rounds A/B).
  */
 function bracketsOver(text: string | Buffer, max: number): boolean {
+  // Fewer bytes than an opening and a closing bracket per level cannot nest that deep.
+  if (text.length <= 2 * max) return false;
   let n = 0;
-  for (const bracket of ['[', '{']) {
-    for (let at = text.indexOf(bracket); at !== -1; at = text.indexOf(bracket, at + 1)) if (++n > max) return true;
+  if (typeof text === 'string') {
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if ((c === 0x5b || c === 0x7b) && ++n > max) return true;
+    }
+  } else {
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if ((c === 0x5b || c === 0x7b) && ++n > max) return true;
+    }
   }
   return false;
 }
