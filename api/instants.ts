@@ -7,8 +7,7 @@ const RFC3339 = /^(\d{4})-(\d\d)-(\d\d)[tT ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:[
  * offset moves it past either end (0001-01-01T00:00:00+23:09 is in year 0) is held at that end. No row is that old
  * or that new, so a filter or an expiry means the same there.
  */
-// Date.UTC would take year 1 for 1901.
-const FIRST = new Date(0).setUTCFullYear(1, 0, 1);
+const FIRST = new Date(0).setUTCFullYear(1, 0, 1); // not Date.UTC, which reads year 1 as 1901
 const LAST = Date.parse('9999-12-31T23:59:59.999Z');
 
 /**
