@@ -8,7 +8,8 @@ import { startTestPlatform, type TestPlatform, type TestTenant } from '../suppor
 
 /**
  * The OpenAPI document is the contract: schemathesis (pinned, test/contract/) runs every phase (examples, coverage,
- * fuzzing, stateful through the document's links) with every check against the live API, as two tenants' admins and
+ * fuzzing, stateful through the document's links) with every check but the response-time limit (a timing
+ * assertion; test/contract/schemathesis.toml says why) against the live API, as two tenants' admins and
  * a platform operator (object-level authorization is probed between the two tenants), inference routes included
  * against a reference model server. The run must find nothing.
  */
@@ -96,7 +97,7 @@ it('documents a real answer for every status of every operation, and every link 
   expect(problems).toEqual([]);
 });
 
-it('schemathesis finds no failure in any phase with every check', async () => {
+it('schemathesis finds no failure in any phase with every check but the response-time limit', async () => {
   const python = execFileSync('bash', [path.join(ROOT, 'test/contract/install.sh')], { encoding: 'utf8' }).trim();
   const dir = process.env.LLMHUB_TEST_DATA!;
   const auth = path.join(dir, 'contract-auth.json');
