@@ -40,12 +40,13 @@ const Metadata = {
   ),
 };
 const ModelSummary = Type.Object({ id: Type.String(), name: Type.String(), description: Type.String(), ...Metadata });
-const OpenAiModel = Type.Object({
-  id: Type.String(),
+/** OpenAI's model object fields, so its clients' `models.list` and `models.retrieve` read ours. */
+const OpenAiFields = {
   object: Type.Literal('model'),
-  created: Type.Integer(),
-  owned_by: Type.String(),
-});
+  created: Type.Integer({ description: 'Unix seconds (OpenAI shape); createdAt holds the same instant' }),
+  owned_by: Type.String({ description: 'the owning tenant (OpenAI shape)' }),
+};
+const OpenAiModel = Type.Object({ id: Type.String(), ...OpenAiFields });
 const ModelList = Type.Object({
   object: Type.Literal('list'),
   data: Type.Array(OpenAiModel),
@@ -59,7 +60,18 @@ export const Model = Type.Object({
   description: Type.String(),
   ...Metadata,
   createdAt: Type.String(),
+  ...OpenAiFields,
 });
+
+/** A stored model with OpenAI's model fields beside the registry's own. */
+export function modelAnswer<M extends { id: string; createdAt: string }>(model: M, tenantId: string) {
+  return {
+    ...model,
+    object: 'model' as const,
+    created: Math.floor(Date.parse(model.createdAt) / 1000),
+    owned_by: tenantId,
+  };
+}
 const CreateModel = Type.Object(
   {
     id: ResourceId,
@@ -107,12 +119,10 @@ export const modelListRoutes: FastifyPluginAsyncTypebox<{ registry: RegistryStor
       const { items: models, nextCursor } = await registry.listModels(tenantId, request.query);
       return {
         object: 'list' as const,
-        data: models.map((m) => ({
-          id: m.id,
-          object: 'model' as const,
-          created: Math.floor(Date.parse(m.createdAt) / 1000),
-          owned_by: tenantId,
-        })),
+        data: models.map((m) => {
+          const { id, object, created, owned_by } = modelAnswer(m, tenantId);
+          return { id, object, created, owned_by };
+        }),
         models: models.map(({ createdAt: _createdAt, ...m }) => m),
         has_more: nextCursor !== null,
         nextCursor,
@@ -134,13 +144,14 @@ export const modelListRoutes: FastifyPluginAsyncTypebox<{ registry: RegistryStor
     },
     async (request, reply) => {
       const { resources, ...rest } = request.body;
-      const created = await registry.createModel(request.principal!.tenantId, {
+      const tenantId = request.principal!.tenantId;
+      const created = await registry.createModel(tenantId, {
         ...rest,
         description: rest.description ?? '',
         ...(resources ? { resources: servingResourcesOf(resources) } : {}),
       });
       if (!created) throw new ConflictError(`model '${request.body.id}' already exists`, { field: 'body.id' });
-      return reply.status(201).send(created);
+      return reply.status(201).send(modelAnswer(created, tenantId));
     },
   );
 };

@@ -19,7 +19,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import { linkTo } from '../openapi-links';
 import { requireRole } from '../plugins/auth';
 import { MissingReferenceError, ObjectUri, StringEnum } from '../resource-schemas';
-import { Model } from './model-list';
+import { Model, modelAnswer } from './model-list';
 import { idempotencyKeyOf, startOperation } from '../operations';
 import {
   errorResponses,
@@ -156,9 +156,10 @@ export const modelRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const model = await registry.getModel(request.principal!.tenantId, request.params.modelId);
+      const tenantId = request.principal!.tenantId;
+      const model = await registry.getModel(tenantId, request.params.modelId);
       if (!model) throw new NotFoundError('model', request.params.modelId);
-      return model;
+      return modelAnswer(model, tenantId);
     },
   );
 

@@ -35,6 +35,9 @@ out["streamUsage"] = next((c.usage.total_tokens for c in chunks if c.usage), Non
 # The client asks for base64 unless told otherwise, and decodes whichever it gets.
 embedded = client.embeddings.create(model=model, input=["first", "second"]).data
 out["embeddings"] = [len(e.embedding) > 0 and all(isinstance(x, float) for x in e.embedding) for e in embedded]
+retrieved = client.models.retrieve(model)
+out["model"] = {"id": retrieved.id, "object": retrieved.object, "owned_by": retrieved.owned_by, "created": retrieved.created > 0}
+out["modelListed"] = model in [m.id for m in client.models.list()]
 out["unknownModel"] = refused(lambda: client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}]))
 
 lines = "".join(

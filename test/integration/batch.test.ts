@@ -184,7 +184,7 @@ describe('batches', () => {
     expect(metadata.currentDetails).toContain('20 completed, 0 failed of 20 requests');
   });
 
-  it("works with OpenAI's Python client: chat, its stream, embeddings, files and batches, cancel and delete with empty bodies", async () => {
+  it("works with OpenAI's Python client: chat, its stream, embeddings, models, files and batches, cancel and delete with empty bodies", async () => {
     const python = execFileSync('bash', [path.join(ROOT, 'test/contract/install.sh')], { encoding: 'utf8' }).trim();
     const { stdout } = await run(python, [path.join(ROOT, 'test/contract/openai_client.py')], {
       env: { ...process.env, BASE: baseUrl, KEY: acme.keys.developer, MODEL: 'steady' },
@@ -194,6 +194,8 @@ describe('batches', () => {
       stream: 'Reference reply to: hello',
       streamUsage: expect.any(Number),
       embeddings: [true, true],
+      model: { id: 'steady', object: 'model', owned_by: acme.id, created: true },
+      modelListed: true,
       unknownModel: { class: 'NotFoundError', status: 404 },
       batch: { status: 'completed', counts: { total: 3, completed: 3, failed: 0 } },
       output: ['py-0', 'py-1', 'py-2'],

@@ -90,7 +90,15 @@ describe('model registry', () => {
     expect(created.statusCode).toBe(201);
     // CPU as a Kubernetes quantity and memory always named, as a deployment gets them.
     const expected = { id, name: id, description: '', ...metadata, resources: { cpu: '8', gpu: 4, memory: '16Gi' } };
-    expect(created.json()).toEqual({ ...expected, createdAt: expect.any(String) });
+    // OpenAI's model fields beside the registry's, so its clients' models.retrieve reads the same model.
+    const createdAt = created.json().createdAt as string;
+    expect(created.json()).toEqual({
+      ...expected,
+      createdAt: expect.any(String),
+      object: 'model',
+      created: Math.floor(Date.parse(createdAt) / 1000),
+      owned_by: acme.id,
+    });
     const got = await p.app.inject({ method: 'GET', url: `/v1/models/${id}`, headers: bearer(acme.keys.viewer) });
     expect(got.json()).toEqual(created.json());
     const list = await p.app.inject({ method: 'GET', url: '/v1/models', headers: bearer(acme.keys.viewer) });

@@ -8320,10 +8320,12 @@ export interface paths {
                     content: {
                         "application/json": {
                             data: {
+                                /** @description Unix seconds (OpenAI shape); createdAt holds the same instant */
                                 created: number;
                                 id: string;
                                 /** @enum {string} */
                                 object: "model";
+                                /** @description the owning tenant (OpenAI shape) */
                                 owned_by: string;
                             }[];
                             /** @description OpenAI style: another page follows */
@@ -8442,10 +8444,16 @@ export interface paths {
                     content: {
                         "application/json": {
                             contextLength: number | null;
+                            /** @description Unix seconds (OpenAI shape); createdAt holds the same instant */
+                            created: number;
                             createdAt: string;
                             description: string;
                             id: string;
                             name: string;
+                            /** @enum {string} */
+                            object: "model";
+                            /** @description the owning tenant (OpenAI shape) */
+                            owned_by: string;
                             parameterCount: number | null;
                             precision: ("fp32" | "fp16" | "bf16" | "fp8" | "int8" | "int4") | null;
                             resources: {
@@ -8565,10 +8573,16 @@ export interface paths {
                     content: {
                         "application/json": {
                             contextLength: number | null;
+                            /** @description Unix seconds (OpenAI shape); createdAt holds the same instant */
+                            created: number;
                             createdAt: string;
                             description: string;
                             id: string;
                             name: string;
+                            /** @enum {string} */
+                            object: "model";
+                            /** @description the owning tenant (OpenAI shape) */
+                            owned_by: string;
                             parameterCount: number | null;
                             precision: ("fp32" | "fp16" | "bf16" | "fp8" | "int8" | "int4") | null;
                             resources: {
