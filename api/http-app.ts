@@ -29,6 +29,8 @@ export interface HttpAppDeps {
   logger: Logger;
   jwt?: JwtSettings;
   bodyLimitBytes?: number;
+  /** API_REQUEST_TIMEOUT_MS; default REQUEST_TIMEOUT_MS. */
+  requestTimeoutMs?: number;
   /** AUDIT_RETENTION_DAYS; default 365. */
   auditRetentionDays?: number;
   /**
@@ -107,6 +109,25 @@ const textCoercedJsonAsSent = (() => {
 })();
 
 /**
+ * How long a client may take to send a whole request (headers and body), Node's own default: Fastify's default turns
+ * the limit off, so a client that trickles a body a byte at a time held its connection for ever. Answers stream for as
+ * long as they take; only receiving the request is timed.
+ */
+export const REQUEST_TIMEOUT_MS = 300_000;
+
+/** Node's limits for receiving a request: the headers within a minute (or the whole limit, if shorter). */
+function receiveLimits(requestTimeout: number) {
+  return {
+    requestTimeout,
+    http: {
+      headersTimeout: Math.min(60_000, requestTimeout),
+      // Node looks for overdue requests every 30 s: a shorter limit is looked at often enough to hold to a tenth of it.
+      connectionsCheckingInterval: Math.min(30_000, Math.max(100, Math.floor(requestTimeout / 10))),
+    },
+  };
+}
+
+/**
  * The Fastify server with request ids, the platform's error shape, authentication and the audit. `beforeAuth`
  * registers what must see every route from the start (the API documentation).
  */
@@ -118,6 +139,7 @@ export async function createHttpApp(
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.bodyLimitBytes ?? 1 << 20,
+    ...receiveLimits(deps.requestTimeoutMs ?? REQUEST_TIMEOUT_MS),
     genReqId: requestIdOf,
     childLoggerFactory: requestLoggerFactory,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },

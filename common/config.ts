@@ -37,6 +37,8 @@ const Env = Type.Object({
   API_HOST: Type.String({ default: '127.0.0.1' }),
   API_PORT: Type.Integer({ default: 8080, minimum: 0, maximum: 65535 }),
   API_BODY_LIMIT_BYTES: Type.Integer({ default: 1048576, minimum: 1024 }),
+  /** How long a client may take to send a whole request, headers and body (408 beyond); answers are not timed. */
+  API_REQUEST_TIMEOUT_MS: Type.Integer({ default: 300_000, minimum: 1_000 }),
   /** Audit rows and unauthenticated counts older than this are deleted (hourly, by every API replica). */
   AUDIT_RETENTION_DAYS: Type.Integer({ default: 365, minimum: 1, maximum: 36_500 }),
   /** Comma-separated addresses or CIDRs of the proxies in front of the API; only theirs X-Forwarded-For is believed. */

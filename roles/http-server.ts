@@ -13,6 +13,7 @@ export function httpAppDepsOf(config: Config, db: Pool, logger: Logger): HttpApp
     db,
     logger,
     bodyLimitBytes: config.API_BODY_LIMIT_BYTES,
+    requestTimeoutMs: config.API_REQUEST_TIMEOUT_MS,
     auditRetentionDays: config.AUDIT_RETENTION_DAYS,
     trustedProxies: config.API_TRUSTED_PROXIES.split(',')
       .map((p) => p.trim())

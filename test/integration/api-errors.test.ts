@@ -244,3 +244,36 @@ describe("Node's HTTP parser's errors", () => {
     expectPlatformShape(bodyOf(garbage), 'invalid_request');
   });
 });
+
+describe('a request sent too slowly', () => {
+  const LIMIT_MS = 1_000;
+  let slow: TestPlatform;
+  let slowBase: URL;
+  let key: string;
+  beforeAll(async () => {
+    slow = await startTestPlatform({ worker: false, requestTimeoutMs: LIMIT_MS });
+    key = (await slow.createTenant('slow')).keys.developer;
+    slowBase = new URL(await slow.app.listen({ host: '127.0.0.1', port: 0 }));
+  });
+  afterAll(async () => {
+    await slow?.close();
+  });
+
+  it('a body trickled a byte at a time is cut off with 408 in the platform shape, not held open', async () => {
+    const socket = connect({ host: slowBase.hostname, port: Number(slowBase.port) });
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', () => undefined);
+    socket.write(
+      `POST /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n` +
+        'Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n',
+    );
+    // The attack: always sending, never done. Without a limit the server waited for the rest for ever.
+    const trickle = setInterval(() => socket.writable && socket.write(' '), 50);
+    await new Promise((resolve) => socket.on('close', resolve));
+    clearInterval(trickle);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    expect(statusOf(raw)).toBe(408);
+    expectPlatformShape(bodyOf(raw), 'request_timeout');
+  });
+});

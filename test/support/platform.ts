@@ -74,6 +74,7 @@ export async function startTestPlatform(
     gateway?: Partial<GatewaySettings>;
     auth?: AppDeps['auth'];
     trustedProxies?: string[];
+    requestTimeoutMs?: number;
     activityDeps?: Partial<PlatformActivityDeps>;
     /** The operator's MCP egress allowlist for API and worker; default the loopback the tests' MCP HTTP servers use. */
     mcpEgressAllow?: string[];
@@ -160,6 +161,7 @@ export async function startTestPlatform(
       gateway: opts.gateway,
       auth: opts.auth,
       trustedProxies: opts.trustedProxies,
+      requestTimeoutMs: opts.requestTimeoutMs,
       vectors,
       embedders,
       platformBucket: config.PLATFORM_BUCKET,
