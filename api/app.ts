@@ -94,6 +94,8 @@ export interface Platform {
   providers?: ProviderDeps;
   /** Read at each batch's creation, so a test can shorten it for one batch and see it expire. */
   batchCompletionWindowMs: number;
+  /** A batch input line's most bytes: each line goes through the gateway, whose body limit it must fit. */
+  batchLineLimitBytes: number;
 }
 
 declare module 'fastify' {
@@ -147,6 +149,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     webhookEgress: deps.webhookEgress ?? new EgressPolicy([], undefined, { setting: 'LLMHUB_WEBHOOK_EGRESS_ALLOW' }),
     ...(deps.providers ? { providers: deps.providers } : {}),
     batchCompletionWindowMs: deps.batchCompletionWindowMs ?? 24 * 3_600_000,
+    batchLineLimitBytes: http.gateway.bodyLimitBytes,
   };
   app.decorate('platform', platform);
   const wakes = startWakeRelay({

@@ -18,26 +18,62 @@ const refuse = (line: number, field: string, why: string) =>
   new BadRequestError(`line ${line}: ${field} ${why}`, 'body.file', { line, lineField: field });
 
 /**
- * Checks a batch input file as OpenAI's Batch API takes it: one JSON object a line, each with a `custom_id` no other
- * line has, `method` POST, a `url` of a batch endpoint and a `body` naming its `model` (not streamed). The first bad
- * line is refused by number and field; a trailing newline ends the last line, and no other line is empty.
+ * Checks a batch input file as OpenAI's Batch API takes it, as it arrives (the upload is never held whole): one JSON
+ * object a line, each with a `custom_id` no other line has, `method` POST, a `url` of a batch endpoint and a `body`
+ * naming its `model` (not streamed), no longer than the gateway takes a body. The first bad line is refused by number
+ * and field; a trailing newline ends the last line, and no other line is empty. Holds only the line in progress.
  */
-export function checkBatchInput(content: Buffer): CheckedInput {
-  if (content.length > MAX_FILE_BYTES)
-    throw new BadRequestError(`the file has ${content.length} bytes; at most ${MAX_FILE_BYTES}`, 'body.file');
-  const seen = new Set<string>();
-  const urls = new Set<string>();
-  const pageOffsets: number[] = [];
-  let n = 0;
-  for (let start = 0; start < content.length;) {
-    const nl = content.indexOf(0x0a, start);
-    const end = nl < 0 ? content.length : nl;
-    n++;
+export class BatchInputChecker {
+  private readonly seen = new Set<string>();
+  private readonly urls = new Set<string>();
+  private readonly pageOffsets: number[] = [];
+  private lines = 0;
+  /** Bytes of the lines before the one in progress (with their newlines): where it starts. */
+  private done = 0;
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
+
+  constructor(private readonly maxLineBytes: number) {}
+
+  /** The next bytes of the file; throws the 400 of the first bad line it completes. */
+  write(chunk: Buffer): void {
+    for (let start = 0; start < chunk.length;) {
+      const nl = chunk.indexOf(0x0a, start);
+      this.hold(chunk.subarray(start, nl < 0 ? chunk.length : nl));
+      if (nl < 0) return;
+      this.endLine(1);
+      start = nl + 1;
+    }
+  }
+
+  /** The file has ended: its last line is checked, and what the batch needs of the file is returned. */
+  end(): CheckedInput {
+    if (this.partialBytes > 0) this.endLine(0);
+    if (this.lines === 0) throw new BadRequestError('the file has no lines', 'body.file');
+    return { lineCount: this.lines, pageOffsets: this.pageOffsets, urls: [...this.urls] };
+  }
+
+  private hold(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.partialBytes += bytes.length;
+    if (this.partialBytes > this.maxLineBytes)
+      throw refuse(
+        this.lines + 1,
+        'the line',
+        `is longer than ${this.maxLineBytes} bytes, the most the gateway takes as a request body`,
+      );
+    this.partial.push(bytes);
+  }
+
+  private endLine(newline: number): void {
+    const n = ++this.lines;
     if (n > MAX_FILE_LINES)
       throw new BadRequestError(`the file has more than ${MAX_FILE_LINES} lines`, 'body.file', { line: n });
-    if ((n - 1) % BATCH_PAGE_LINES === 0) pageOffsets.push(start);
-    const text = content.subarray(start, end).toString('utf8').trim();
-    start = end + 1;
+    if ((n - 1) % BATCH_PAGE_LINES === 0) this.pageOffsets.push(this.done);
+    const text = Buffer.concat(this.partial, this.partialBytes).toString('utf8').trim();
+    this.done += this.partialBytes + newline;
+    this.partial = [];
+    this.partialBytes = 0;
     if (!text) throw refuse(n, 'the line', 'is empty');
     let line: unknown;
     try {
@@ -50,17 +86,15 @@ export function checkBatchInput(content: Buffer): CheckedInput {
     const { custom_id: id, method, url, body } = line as Record<string, unknown>;
     if (typeof id !== 'string' || !id || id.length > MAX_CUSTOM_ID)
       throw refuse(n, 'custom_id', `must be a string of 1 to ${MAX_CUSTOM_ID} characters`);
-    if (seen.has(id)) throw refuse(n, 'custom_id', `'${id}' is used by an earlier line`);
-    seen.add(id);
+    if (this.seen.has(id)) throw refuse(n, 'custom_id', `'${id}' is used by an earlier line`);
+    this.seen.add(id);
     if (method !== 'POST') throw refuse(n, 'method', 'must be POST');
     if (!(BATCH_ENDPOINTS as readonly unknown[]).includes(url))
       throw refuse(n, 'url', `must be one of ${BATCH_ENDPOINTS.join(', ')}`);
-    urls.add(url as string);
+    this.urls.add(url as string);
     if (!body || typeof body !== 'object' || Array.isArray(body)) throw refuse(n, 'body', 'must be a JSON object');
     const { model, stream } = body as Record<string, unknown>;
     if (typeof model !== 'string' || !model) throw refuse(n, 'body.model', 'must name a model');
     if (stream === true) throw refuse(n, 'body.stream', 'cannot be true in a batch');
   }
-  if (n === 0) throw new BadRequestError('the file has no lines', 'body.file');
-  return { lineCount: n, pageOffsets, urls: [...urls] };
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import { Crc32c, Crc64Nvme } from '@aws-sdk/checksums/crc';
+import { Upload } from '@aws-sdk/lib-storage';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Agent, request } from 'undici';
 import {
@@ -45,6 +46,11 @@ export interface ObjectStore {
   /** undefined when the object does not exist; throws on any other failure (so callers can retry). */
   head(ref: ObjectRef): Promise<ObjectHead | undefined>;
   put(ref: ObjectRef, body: Buffer | string, contentType?: string): Promise<void>;
+  /**
+   * A body of unknown length, as it arrives: in parts, a few held at a time. A body that fails (its stream errors)
+   * leaves no object: the parts sent are dropped.
+   */
+  putStream(ref: ObjectRef, body: Readable, contentType?: string): Promise<void>;
   /** `range`: bytes start to end, both included (end omitted: to the object's end). */
   getStream(ref: ObjectRef, range?: { start: number; end?: number }): Promise<Readable>;
   /** The whole object, checked against its stored checksum (or its ETag); a missing one throws as getStream does. */
@@ -74,6 +80,8 @@ const encodeKey = (key: string): string =>
   encodeURIComponent(key)
     .replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
     .replaceAll('%2F', '/');
+
+const STREAM_PART_BYTES = 5 * 1024 * 1024;
 
 /**
  * S3's full-object checksums, as a GET with checksum mode returns them: one is there when the object was uploaded with it
@@ -221,6 +229,16 @@ export class S3ObjectStore implements ObjectStore {
         ...(contentType ? { ContentType: contentType } : {}),
       }),
     );
+  }
+
+  async putStream(ref: ObjectRef, body: Readable, contentType?: string): Promise<void> {
+    await new Upload({
+      client: this.client,
+      params: { Bucket: ref.bucket, Key: ref.key, Body: body, ...(contentType ? { ContentType: contentType } : {}) },
+      // S3's smallest part, two in flight: what an upload holds in memory is ~15 MiB whatever the body's size.
+      partSize: STREAM_PART_BYTES,
+      queueSize: 2,
+    }).done();
   }
 
   async getStream(ref: ObjectRef, range?: { start: number; end?: number }): Promise<Readable> {

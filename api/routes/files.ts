@@ -1,10 +1,10 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
 import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { BatchStore, newObjectId, type BatchFile } from '../../common/store/batches';
 import { fileKey } from '../../contracts/batch';
-import { checkBatchInput, MAX_FILE_BYTES } from '../batch-input';
+import { MAX_FILE_BYTES } from '../batch-input';
+import { receiveBatchFile } from '../batch-upload';
 import { linkTo } from '../openapi-links';
 import { OpenAiList, openAiList } from '../openai-list';
 import { requireRole } from '../plugins/auth';
@@ -39,41 +39,17 @@ const fileLinks = {
   content: linkTo('GET /v1/files/{id}/content', { parameters: OBJECT_ID }),
   delete: linkTo('DELETE /v1/files/{id}', { parameters: OBJECT_ID }),
 };
-/** What the multipart parser saw of the upload, beside the fields the body schema checks. */
-const uploads = new WeakMap<FastifyRequest, { filename: string; bytes: Buffer }>();
-
 /**
  * OpenAI's Files API for batches: `POST /v1/files` (multipart, purpose `batch`), list, read, content, delete. Content
  * is in the tenant's own bucket; input lines are checked at upload (api/batch-input.ts).
  */
 export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { db, objects, storageScopes } = app.platform;
+  const { db, objects, storageScopes, batchLineLimitBytes } = app.platform;
   const files = new BatchStore(db);
 
-  // The form is read whole (at most MAX_FILE_BYTES and its envelope); the file's text is what the schema checks.
-  app.addContentTypeParser(
-    'multipart/form-data',
-    { parseAs: 'buffer', bodyLimit: MAX_FILE_BYTES + (1 << 20) },
-    (request, body, done) => {
-      new Response(body as Buffer, { headers: { 'content-type': String(request.headers['content-type']) } })
-        .formData()
-        .then(async (form) => {
-          const file = form.get('file');
-          const purpose = form.get('purpose');
-          const parsed: Record<string, string> = {};
-          if (typeof purpose === 'string') parsed.purpose = purpose;
-          if (file !== null) {
-            const bytes = typeof file === 'string' ? Buffer.from(file, 'utf8') : Buffer.from(await file.arrayBuffer());
-            uploads.set(request, { filename: typeof file === 'string' ? 'upload.jsonl' : file.name, bytes });
-            parsed.file = bytes.toString('utf8');
-          }
-          done(null, parsed);
-        })
-        .catch((err: Error) =>
-          done(Object.assign(new Error(`not a multipart form: ${err.message}`), { statusCode: 400 }), undefined),
-        );
-    },
-  );
+  // The form is read by the route's handler, as it arrives (api/batch-upload.ts), after authentication and the role
+  // check: nothing here holds it.
+  app.addContentTypeParser('multipart/form-data', (_request, _payload, done) => done(null, undefined));
 
   const fileOf = async (tenantId: string, id: string) => {
     const f = await files.getFile(tenantId, id);
@@ -85,7 +61,8 @@ export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
     '/',
     {
       preHandler: requireRole('developer'),
-      bodyLimit: MAX_FILE_BYTES + (1 << 20),
+      // The schema documents the form; the handler checks each of its parts as it reads them.
+      validatorCompiler: () => () => true,
       links: { 200: fileLinks },
       schema: {
         tags: ['batches'],
@@ -108,18 +85,24 @@ export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const tenantId = request.principal!.tenantId;
-      const upload = uploads.get(request);
-      if (!upload) throw new BadRequestError('a multipart/form-data body with a file part is required', 'body.file');
-      const checked = checkBatchInput(upload.bytes);
+      if (!request.headers['content-type']?.toLowerCase().startsWith('multipart/form-data'))
+        throw new BadRequestError('a multipart/form-data body with a file part is required', 'body.file');
       const id = newObjectId('file-');
-      const bucket = storageScopes.bucketOf(tenantId);
-      await objects.put({ bucket, key: fileKey(id) }, upload.bytes, 'application/jsonl');
+      const ref = { bucket: storageScopes.bucketOf(tenantId), key: fileKey(id) };
+      const upload = await receiveBatchFile(request.raw, {
+        maxLineBytes: batchLineLimitBytes,
+        store: (body) => objects.putStream(ref, body, 'application/jsonl'),
+      }).catch(async (err: unknown) => {
+        // Only a file stored before its form failed (a wrong purpose after it) is there; any other was never stored.
+        await objects.delete(ref).catch(() => undefined);
+        throw err;
+      });
       const f = {
         id,
         purpose: 'batch' as const,
         filename: upload.filename.slice(0, 255) || 'upload.jsonl',
-        bytes: upload.bytes.length,
-        ...checked,
+        bytes: upload.bytes,
+        ...upload.checked,
         objectKey: fileKey(id),
       };
       await files.putFile(tenantId, f);

@@ -1,7 +1,9 @@
 import { execFile, execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import OpenAI, { toFile } from 'openai';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort } from '../../deploy/dev/process';
@@ -10,7 +12,7 @@ import { ServiceCredentials } from '../../common/service-credential';
 import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
-import { chatLines, fileLines, untilBatch, uploadFile, type BatchObject } from '../support/batch';
+import { chatLines, fileLines, multipart, untilBatch, uploadFile, type BatchObject } from '../support/batch';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const run = promisify(execFile);
@@ -89,6 +91,68 @@ describe('files', () => {
       expect(res.json().error).toMatchObject({ details: { field: 'body.file', line, lineField: field } });
       expect(res.json().error.message).toContain(`line ${line}: ${field}`);
     }
+  });
+
+  it('reads an upload as it arrives: a file refused or cut off part-way leaves no object and no unfinished upload', async () => {
+    const bucket = p.app.platform.storageScopes.bucketOf(acme.id);
+    const stored = async () => (await p.objects.list(bucket, 'batches/files/')).map((o) => o.key).sort();
+    const before = await stored();
+    // More than one 5 MiB part, so the object store has a multipart upload under way when each one fails.
+    const big = Array.from({ length: 3000 }, (_, i) =>
+      JSON.stringify({
+        custom_id: `big-${i}`,
+        method: 'POST',
+        url: '/v1/chat/completions',
+        body: { model: 'steady', messages: [{ role: 'user', content: 'x'.repeat(4000) }] },
+      }),
+    )
+      .map((l) => `${l}\n`)
+      .join('');
+    const bad = big.replace('"custom_id":"big-2990","method":"POST"', '"custom_id":"big-2990","method":"GET"');
+    const refused = await uploadFile(p.app, acme.keys.developer, bad);
+    expect(refused.statusCode).toBe(400);
+    expect(refused.json().error.details).toEqual({ field: 'body.file', line: 2991, lineField: 'method' });
+
+    // The purpose after the file: known only once the file is stored, which is then removed.
+    const form = new FormData();
+    form.set('file', new Blob([chatLines('steady', 2)]), 'input.jsonl');
+    form.set('purpose', 'fine-tune');
+    const late = new Request('http://local/', { method: 'POST', body: form });
+    const wrongPurpose = await p.app.inject({
+      method: 'POST',
+      url: '/v1/files',
+      headers: { ...bearer(acme.keys.developer), 'content-type': late.headers.get('content-type')! },
+      payload: Buffer.from(await late.arrayBuffer()),
+    });
+    expect(wrongPurpose.statusCode).toBe(400);
+    expect(wrongPurpose.json().error.details).toEqual({ field: 'body.purpose' });
+
+    // A client that goes away after 10 MB of a 12 MB file.
+    const { payload, contentType } = await multipart(big);
+    const socket = connect({ host: '127.0.0.1', port: Number(new URL(baseUrl).port) });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(
+      `POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${acme.keys.developer}\r\n` +
+        `Content-Type: ${contentType}\r\nContent-Length: ${payload.length}\r\n\r\n`,
+    );
+    await new Promise((resolve) => socket.write(payload.subarray(0, 10 * 1024 * 1024), resolve));
+    socket.destroy();
+
+    await eventually(
+      'no unfinished multipart upload in the tenant bucket',
+      async () =>
+        ((await p.objects.client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).length === 0,
+    );
+    expect(await stored()).toEqual(before);
+    // And a whole one of the same size is stored as sent.
+    const whole = await uploadFile(p.app, acme.keys.developer, big);
+    expect(whole.statusCode).toBe(200);
+    const content = await p.app.inject({
+      method: 'GET',
+      url: `/v1/files/${whole.json().id}/content`,
+      headers: bearer(acme.keys.viewer),
+    });
+    expect(content.body).toBe(big);
   });
 
   it("answers 404 for another tenant's file and batch", async () => {

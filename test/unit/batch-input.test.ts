@@ -1,13 +1,20 @@
 import { describe, expect, it } from '@jest/globals';
 import { batchShareOf, BATCH_SUBJECT } from '../../api/gateway/batch-share';
-import { checkBatchInput } from '../../api/batch-input';
+import { BatchInputChecker } from '../../api/batch-input';
 import { BATCH_PAGE_LINES } from '../../contracts/batch';
 import { CEILING_SUBJECT } from '../../common/store/limits';
 
 const line = (id: string, extra: object = {}) =>
   JSON.stringify({ custom_id: id, method: 'POST', url: '/v1/embeddings', body: { model: 'm', input: 'é' }, ...extra });
 
-describe('checkBatchInput', () => {
+/** The whole file in chunks of `chunk` bytes (the first line's é split across two at some sizes). */
+function checkBatchInput(content: Buffer, chunk = content.length || 1, maxLineBytes = 1 << 20) {
+  const checker = new BatchInputChecker(maxLineBytes);
+  for (let at = 0; at < content.length; at += chunk) checker.write(content.subarray(at, at + chunk));
+  return checker.end();
+}
+
+describe('BatchInputChecker', () => {
   it('keeps the byte offset of each page and the urls', () => {
     const lines = Array.from({ length: BATCH_PAGE_LINES * 2 + 1 }, (_, i) => line(`r${i}`));
     const content = Buffer.from(`${lines.join('\r\n')}\n`);
@@ -37,6 +44,28 @@ describe('checkBatchInput', () => {
     expect(() => checkBatchInput(Buffer.from(content))).toThrow(
       expect.objectContaining({ statusCode: 400, details: { field: 'body.file', line: at, lineField: field } }),
     );
+  });
+
+  it('gives the same offsets, counts and refusals whatever the chunks the file arrives in', () => {
+    const lines = Array.from({ length: BATCH_PAGE_LINES + 3 }, (_, i) => line(`r${i}`));
+    const content = Buffer.from(`${lines.join('\n')}\n`);
+    const whole = checkBatchInput(content);
+    for (const chunk of [1, 7, 64, 4096]) expect(checkBatchInput(content, chunk)).toEqual(whole);
+    // Without a trailing newline the last line still counts.
+    expect(checkBatchInput(content.subarray(0, -1), 5)).toEqual(whole);
+    const bad = Buffer.from(`${line('a')}\n${line('b', { method: 'GET' })}\n`);
+    for (const chunk of [1, 3, 100])
+      expect(() => checkBatchInput(bad, chunk)).toThrow(
+        expect.objectContaining({ details: { field: 'body.file', line: 2, lineField: 'method' } }),
+      );
+  });
+
+  it('refuses a line longer than the gateway takes, by number, without holding more of it', () => {
+    const content = Buffer.from(`${line('a')}\n${line('b', { body: { model: 'm', input: 'x'.repeat(2000) } })}\n`);
+    expect(() => checkBatchInput(content, 100, 1000)).toThrow(
+      expect.objectContaining({ details: { field: 'body.file', line: 2, lineField: 'the line' } }),
+    );
+    expect(checkBatchInput(content, 100, 4000).lineCount).toBe(2);
   });
 
   it('refuses an empty file', () => {
