@@ -144,15 +144,16 @@ describe('files', () => {
         ((await p.objects.client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).length === 0,
     );
     expect(await stored()).toEqual(before);
-    // And a whole one of the same size is stored as sent.
-    const whole = await uploadFile(p.app, acme.keys.developer, big);
-    expect(whole.statusCode).toBe(200);
+    // And a whole one of the same size is stored as sent (in parts), and a batch reads its pages by byte range.
+    const b = await startBatch(acme, big);
     const content = await p.app.inject({
       method: 'GET',
-      url: `/v1/files/${whole.json().id}/content`,
+      url: `/v1/files/${b.input_file_id}/content`,
       headers: bearer(acme.keys.viewer),
     });
     expect(content.body).toBe(big);
+    const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['completed']);
+    expect(done.request_counts).toEqual({ total: 3000, completed: 3000, failed: 0 });
   });
 
   it("answers 404 for another tenant's file and batch", async () => {
