@@ -1,19 +1,13 @@
 import type { IncomingMessage } from 'node:http';
 import { Readable, Transform } from 'node:stream';
 import { Busboy, type BusboyFileStream, type BusboyHeaders } from '@fastify/busboy';
-import { BadRequestError, PlatformError } from '../common/errors';
+import { BadRequestError, PayloadTooLargeError } from '../common/errors';
 import { BatchInputChecker, MAX_FILE_BYTES, type CheckedInput } from './batch-input';
 
 /** A form field's most bytes (`purpose`, or a file sent as a plain field rather than a file part). */
 const MAX_FIELD_BYTES = 1024 * 1024;
 /** Parts a form may have: `file` and `purpose`, and a few a client adds that are ignored. */
 const MAX_PARTS = 16;
-
-export class FileTooLargeError extends PlatformError {
-  constructor(message: string) {
-    super(413, 'payload_too_large', message, { field: 'body.file' });
-  }
-}
 
 export interface ReceivedFile {
   filename: string;
@@ -67,8 +61,9 @@ export function receiveBatchFile(
       else if (name === 'file' && !file) {
         if (valueTruncated)
           return fail(
-            new FileTooLargeError(
+            new PayloadTooLargeError(
               `a file sent as a plain form field may have ${MAX_FIELD_BYTES} bytes; send a file part`,
+              'body.file',
             ),
           );
         file = receive(Readable.from([Buffer.from(value, 'utf8')]), 'upload.jsonl');
@@ -121,7 +116,7 @@ export function receiveBatchFile(
         },
       }));
       (part as BusboyFileStream).on('limit', () => {
-        refused = new FileTooLargeError(`the file has more than ${MAX_FILE_BYTES} bytes`);
+        refused = new PayloadTooLargeError(`the file has more than ${MAX_FILE_BYTES} bytes`, 'body.file');
         lines.destroy(refused as Error);
       });
       part.on('error', (err) => lines.destroy(err));

@@ -68,26 +68,11 @@ export interface HttpApp {
  * JSON body is taken as sent, so `{"name": false}` is no name and `{"gpu": null}` no count. Fastify's own Ajv compiler,
  * twice: with the app's options, and with them less the coercion for bodies.
  */
-/** A raw body (`format: binary`, parsed to a Buffer) of at least `minLength` bytes; JSON Schema has no type for bytes. */
-function bytesValidator(minLength: number) {
-  const validate = (data: unknown) => {
-    const ok = Buffer.isBuffer(data) && data.length >= minLength;
-    validate.errors = ok
-      ? null
-      : [
-          {
-            instancePath: '',
-            schemaPath: '#/minLength',
-            keyword: 'minLength',
-            params: {},
-            message: `must be the file content, at least ${minLength} byte(s)`,
-          },
-        ];
-    return ok;
-  };
-  validate.errors = null as unknown[] | null;
-  return validate;
-}
+/**
+ * A raw body (`format: binary`) is not parsed: its route's handler reads it as it arrives (api/streamed-body.ts), which
+ * checks its size. JSON Schema has no type for bytes, so the schema only documents it.
+ */
+const streamedBody = Object.assign(() => true, { errors: null });
 
 const textCoercedJsonAsSent = (() => {
   const pool = AjvCompiler();
@@ -99,9 +84,9 @@ const textCoercedJsonAsSent = (() => {
     } as typeof options);
     // Fastify calls it with the route's part beside the schema (its typings name only the schema).
     return (route) => {
-      const { httpPart, schema } = route as { httpPart?: string; schema?: { format?: string; minLength?: number } };
+      const { httpPart, schema } = route as { httpPart?: string; schema?: { format?: string } };
       if (httpPart === 'body' && schema?.format === 'binary')
-        return bytesValidator(schema.minLength ?? 0) as unknown as ReturnType<ReturnType<typeof pool>>;
+        return streamedBody as unknown as ReturnType<ReturnType<typeof pool>>;
       return (httpPart === 'body' ? json : text)(route);
     };
   };

@@ -19,6 +19,11 @@ export class BadRequestError extends PlatformError {
     super(400, 'invalid_request', message, { ...(field ? { field } : {}), ...details });
   }
 }
+export class PayloadTooLargeError extends PlatformError {
+  constructor(message: string, field: string) {
+    super(413, 'payload_too_large', message, { field });
+  }
+}
 export class UnauthorizedError extends PlatformError {
   constructor(message = 'missing or invalid credentials') {
     super(401, 'unauthorized', message);

@@ -3,7 +3,7 @@ import { NAMESPACE_KEYS, DOCUMENT_KEYS } from '../../common/store/knowledge';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { FORMAT_BY_EXTENSION, uploadsPrefix } from '../../common/documents';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { ConflictError, NotFoundError } from '../../common/errors';
 import { anyCase } from '../../common/workload-policy';
 import { objectUri } from '../../common/objectstore';
 import { checkUriInScope } from '../../common/store/storage-scope';
@@ -14,6 +14,7 @@ import { operationRoutes, type Links } from '../operation-routes';
 import { IngestionRead } from '../operation-schemas';
 import { linkTo } from '../openapi-links';
 import { idempotencyKeyOf, startOperation } from '../operations';
+import { storeBody } from '../streamed-body';
 import { errorResponses, IdempotencyHeaders, NextCursor, pageQuerystring, ResourceId } from '../schemas';
 
 const NamespaceParams = Type.Object({ namespace: ResourceId });
@@ -121,10 +122,6 @@ const uploadLinks: Links = {
 
 export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { knowledge, vectors, embedders, objects, db, temporal, taskQueue, storageScopes } = app.platform;
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: UPLOAD_LIMIT_BYTES }, (_req, body, done) =>
-    done(null, body),
-  );
-
   const namespaceOf = async (tenantId: string, name: string) => {
     const ns = await knowledge.getNamespace(tenantId, name);
     if (!ns) throw new NotFoundError('namespace', name);
@@ -175,45 +172,48 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 
-  app.post(
-    '/:namespace/files',
-    {
-      preHandler: requireRole('developer'),
-      bodyLimit: UPLOAD_LIMIT_BYTES,
-      links: { 201: uploadLinks },
-      schema: {
-        tags: ['knowledge'],
-        summary: 'Upload a document (raw body) to be ingested with source {"type":"uploads"}',
-        params: NamespaceParams,
-        querystring: Type.Object({
-          name: Type.String({
-            pattern: `^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}\\.(?:${Object.keys(FORMAT_BY_EXTENSION).map(anyCase).join('|')})$`,
-            description: 'the file name, with the extension of a supported type (pdf, docx, html, md, txt)',
+  // A document is read by its route's handler as it arrives (api/streamed-body.ts), whatever its content type: its
+  // route has a context of its own with no parser (the app's JSON and text parsers took such uploads before they
+  // reached it, which then answered 400).
+  await app.register((async (uploads) => {
+    uploads.removeAllContentTypeParsers();
+    uploads.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+    uploads.post(
+      '/:namespace/files',
+      {
+        preHandler: requireRole('developer'),
+        links: { 201: uploadLinks },
+        schema: {
+          tags: ['knowledge'],
+          summary: 'Upload a document (raw body) to be ingested with source {"type":"uploads"}',
+          params: NamespaceParams,
+          querystring: Type.Object({
+            name: Type.String({
+              pattern: `^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}\\.(?:${Object.keys(FORMAT_BY_EXTENSION).map(anyCase).join('|')})$`,
+              description: 'the file name, with the extension of a supported type (pdf, docx, html, md, txt)',
+            }),
           }),
-        }),
-        // Any content type: the bytes are stored as sent and parsed by the name's extension at ingestion.
-        body: {
-          content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', minLength: 1 } } },
-        },
-        response: {
-          201: Type.Object({ documentId: Type.String(), uri: Type.String(), sizeBytes: Type.Integer() }),
-          ...errorResponses(400, 413),
+          // Any content type: the bytes are stored as sent and parsed by the name's extension at ingestion.
+          body: {
+            content: { 'application/octet-stream': { schema: { type: 'string', format: 'binary', minLength: 1 } } },
+          },
+          response: {
+            201: Type.Object({ documentId: Type.String(), uri: Type.String(), sizeBytes: Type.Integer() }),
+            ...errorResponses(400, 413),
+          },
         },
       },
-    },
-    async (request, reply) => {
-      const body = request.body;
-      if (!Buffer.isBuffer(body) || body.length === 0)
-        throw new BadRequestError('the request body must be the file content', 'body');
-      const tenantId = request.principal!.tenantId;
-      const ref = {
-        bucket: storageScopes.bucketOf(tenantId),
-        key: `${uploadsPrefix(tenantId, request.params.namespace)}${request.query.name}`,
-      };
-      await objects.put(ref, body);
-      return reply.status(201).send({ documentId: request.query.name, uri: objectUri(ref), sizeBytes: body.length });
-    },
-  );
+      async (request, reply) => {
+        const tenantId = request.principal!.tenantId;
+        const ref = {
+          bucket: storageScopes.bucketOf(tenantId),
+          key: `${uploadsPrefix(tenantId, request.params.namespace)}${request.query.name}`,
+        };
+        const sizeBytes = await storeBody(request.raw, UPLOAD_LIMIT_BYTES, (body) => objects.putStream(ref, body));
+        return reply.status(201).send({ documentId: request.query.name, uri: objectUri(ref), sizeBytes });
+      },
+    );
+  }) satisfies FastifyPluginAsyncTypebox);
 
   app.get(
     '/:namespace/documents',

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ingestionContract, type IngestionProgress } from '../../contracts/ingestion';
 import type { IngestionInput, IngestionStats } from '../../contracts/ingestion';
 import { OpenAiEmbedder } from '../../common/embeddings/openai';
+import { uploadsPrefix } from '../../common/documents';
 import { isNotFound } from '../../common/objectstore';
 import { docxFile, htmlFile, pdfFile, textFile } from '../support/corpus';
 import {
@@ -196,6 +197,44 @@ describe('document ingestion and search', () => {
     expect((await search(acme, 'growing red fruit in the backyard', 'uploads-ns')).json().hits[0].documentId).toBe(
       'notes.md',
     );
+  });
+
+  it('stores an uploaded document as sent whatever its content type, refuses an empty or oversized one', async () => {
+    const upload = (name: string, contentType: string | undefined, payload: Buffer, headers: object = {}) =>
+      p.app.inject({
+        method: 'POST',
+        url: `/v1/knowledge/uploads-ns/files?name=${name}`,
+        headers: {
+          ...bearer(acme.keys.developer),
+          ...(contentType ? { 'content-type': contentType } : {}),
+          ...headers,
+        },
+        payload,
+      });
+    const prefix = uploadsPrefix(acme.id, 'uploads-ns');
+    // text/plain and JSON went to the app's own parsers before, and the upload answered 400.
+    for (const [name, type, text] of [
+      ['plain.txt', 'text/plain', 'Plain text, é and all.\n'],
+      ['data.md', 'application/json', '{"not": "parsed"} but stored\n'],
+      ['page.html', 'text/html; charset=utf-8', '<p>hi</p>'],
+      ['bare.md', undefined, '# no content type'],
+    ] as const) {
+      const res = await upload(name, type, Buffer.from(text));
+      expect({ name, status: res.statusCode }).toEqual({ name, status: 201 });
+      expect(res.json().sizeBytes).toBe(Buffer.byteLength(text));
+      expect((await p.objects.get({ bucket: acme.bucket, key: `${prefix}${name}` })).toString('utf8')).toBe(text);
+    }
+    const empty = await upload('empty.md', 'text/markdown', Buffer.alloc(0));
+    expect(empty.statusCode).toBe(400);
+    expect(empty.json().error.details).toEqual({ field: 'body' });
+    const oversized = await upload('big.md', 'text/markdown', Buffer.from('x'), {
+      'content-length': String(51 * 1024 * 1024),
+    });
+    expect(oversized.statusCode).toBe(413);
+    expect(oversized.json().error.details).toEqual({ field: 'body' });
+    const keys = (await p.objects.list(acme.bucket, prefix)).map((o) => o.key);
+    expect(keys).not.toContain(`${prefix}empty.md`);
+    expect(keys).not.toContain(`${prefix}big.md`);
   });
 
   it('reads document objects whole with its own signed GET: any key, the bytes checked, S3 errors by name', async () => {
