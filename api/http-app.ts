@@ -64,16 +64,16 @@ export interface HttpApp {
 }
 
 /**
- * Query strings, path parameters and headers arrive as text and are coerced to their schemas' types (`?limit=5`); a
- * JSON body is taken as sent, so `{"name": false}` is no name and `{"gpu": null}` no count. Fastify's own Ajv compiler,
- * twice: with the app's options, and with them less the coercion for bodies.
- */
-/**
  * A raw body (`format: binary`) is not parsed: its route's handler reads it as it arrives (api/streamed-body.ts), which
  * checks its size. JSON Schema has no type for bytes, so the schema only documents it.
  */
 const streamedBody = Object.assign(() => true, { errors: null });
 
+/**
+ * Query strings, path parameters and headers arrive as text and are coerced to their schemas' types (`?limit=5`); a
+ * JSON body is taken as sent, so `{"name": false}` is no name and `{"gpu": null}` no count. Fastify's own Ajv compiler,
+ * twice: with the app's options, and with them less the coercion for bodies.
+ */
 const textCoercedJsonAsSent = (() => {
   const pool = AjvCompiler();
   const factory: typeof pool = (externalSchemas, options) => {
