@@ -1,8 +1,9 @@
 import type { IncomingMessage } from 'node:http';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { Busboy, type BusboyFileStream, type BusboyHeaders } from '@fastify/busboy';
 import { BadRequestError, PayloadTooLargeError } from '../common/errors';
 import { BatchInputChecker, MAX_FILE_BYTES, type CheckedInput } from './batch-input';
+import { CheckedStream, onAbandoned } from './streamed-body';
 
 /** A form field's most bytes (`purpose`, or a file sent as a plain field rather than a file part). */
 const MAX_FIELD_BYTES = 1024 * 1024;
@@ -39,23 +40,19 @@ export function receiveBatchFile(
     }
     let purpose: string | undefined;
     let file: Promise<ReceivedFile> | undefined;
-    /** The file part's bytes on their way to `store`; destroyed, they end the store's upload (its parts dropped). */
-    let inFlight: Transform | undefined;
+    /** The file part's bytes on their way to `store`; refused, they end the store's upload (its parts dropped). */
+    let inFlight: CheckedStream | undefined;
     let settled = false;
     // The first problem ends the upload: the rest of the request is left unread, for Node to drain once answered.
     const fail = (err: unknown) => {
       if (settled) return;
       settled = true;
       raw.unpipe(form);
-      inFlight?.destroy(err as Error);
+      inFlight?.refuse(err as Error);
       reject(err);
     };
-    // A client that goes away (or is cut off by the request timeout) mid-file leaves no upload waiting for the rest.
-    let ended = false;
-    raw.once('end', () => (ended = true));
-    raw.once('close', () => {
-      if (!ended) fail(new BadRequestError('the request ended before its body did', 'body'));
-    });
+    // A client that goes away mid-file leaves no upload waiting for the rest.
+    onAbandoned(raw, fail);
     form.on('field', (name, value, _nameTruncated, valueTruncated) => {
       if (name === 'purpose') purpose = value;
       else if (name === 'file' && !file) {
@@ -95,42 +92,25 @@ export function receiveBatchFile(
       const checker = new BatchInputChecker(opts.maxLineBytes);
       let bytes = 0;
       let checked: CheckedInput | undefined;
-      let refused: unknown;
-      const lines = (inFlight = new Transform({
-        transform(chunk: Buffer, _encoding, done) {
-          try {
-            checker.write(chunk);
-            bytes += chunk.length;
-            done(null, chunk);
-          } catch (err) {
-            done((refused = err) as Error);
-          }
+      const lines = (inFlight = new CheckedStream({
+        write(chunk) {
+          checker.write(chunk);
+          bytes += chunk.length;
         },
-        flush(done) {
-          try {
-            checked = checker.end();
-            done();
-          } catch (err) {
-            done((refused = err) as Error);
-          }
+        end() {
+          checked = checker.end();
         },
       }));
-      (part as BusboyFileStream).on('limit', () => {
-        refused = new PayloadTooLargeError(`the file has more than ${MAX_FILE_BYTES} bytes`, 'body.file');
-        lines.destroy(refused as Error);
-      });
-      part.on('error', (err) => lines.destroy(err));
-      part.pipe(lines);
+      (part as BusboyFileStream).on('limit', () =>
+        lines.refuse(new PayloadTooLargeError(`the file has more than ${MAX_FILE_BYTES} bytes`, 'body.file')),
+      );
       try {
-        await opts.store(lines);
-      } catch (err) {
-        throw refused ?? err;
+        await lines.store(part, opts.store);
       } finally {
         // A part that was refused is read to its end, so the form goes on to the parts after it.
-        part.unpipe(lines);
         part.resume();
       }
-      if (refused || !checked) throw refused ?? new BadRequestError('the file part ended early', 'body.file');
+      if (!checked) throw new BadRequestError('the file part ended early', 'body.file');
       return { filename, bytes, checked };
     }
   });
