@@ -6,12 +6,14 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Agent, request } from 'undici';
 import {
+  AbortMultipartUploadCommand,
   CreateBucketCommand,
   DeleteBucketCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   NoSuchKey,
@@ -51,6 +53,11 @@ export interface ObjectStore {
    * leaves no object: the parts sent are dropped.
    */
   putStream(ref: ObjectRef, body: Readable, contentType?: string): Promise<void>;
+  /**
+   * Drops the unfinished multipart uploads of exactly this key (their parts), as a writer that died mid-way left them:
+   * S3 keeps them, unseen and billed, until they are aborted. Returns how many there were.
+   */
+  abortUploads(ref: ObjectRef): Promise<number>;
   /** `range`: bytes start to end, both included (end omitted: to the object's end). */
   getStream(ref: ObjectRef, range?: { start: number; end?: number }): Promise<Readable>;
   /** The whole object, checked against its stored checksum (or its ETag); a missing one throws as getStream does. */
@@ -239,6 +246,38 @@ export class S3ObjectStore implements ObjectStore {
       partSize: STREAM_PART_BYTES,
       queueSize: 2,
     }).done();
+  }
+
+  async abortUploads(ref: ObjectRef): Promise<number> {
+    let aborted = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const out = await this.client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: ref.bucket,
+          Prefix: ref.key,
+          KeyMarker: keyMarker,
+          UploadIdMarker: uploadIdMarker,
+        }),
+      );
+      for (const u of out.Uploads ?? []) {
+        // The prefix also lists longer keys that start with this one.
+        if (u.Key !== ref.key || !u.UploadId) continue;
+        try {
+          await this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: ref.bucket, Key: ref.key, UploadId: u.UploadId }),
+          );
+          aborted++;
+        } catch (err) {
+          // Aborted meanwhile by someone else, or finished: either way it holds no parts now.
+          if (!(err instanceof S3ServiceException && err.name === 'NoSuchUpload')) throw err;
+        }
+      }
+      keyMarker = out.IsTruncated ? out.NextKeyMarker : undefined;
+      uploadIdMarker = out.IsTruncated ? out.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return aborted;
   }
 
   async getStream(ref: ObjectRef, range?: { start: number; end?: number }): Promise<Readable> {

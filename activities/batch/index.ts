@@ -15,9 +15,10 @@ import {
 } from '../../contracts/batch';
 import { isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
-import { BatchStore, type BatchFile } from '../../common/store/batches';
+import { BatchStore, ENDED, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
-import { pageRef, requestIdsOf } from './objects';
+import { pageRef, pagesPrefix, requestIdsOf } from './objects';
+import { inOrder, Lines, OutputFile } from './output';
 
 export interface BatchActivityDeps {
   db: Pool;
@@ -74,15 +75,39 @@ const RESULT_SAVE_MS = 1_000;
 /** The start of an output line as `send` writes it: its custom_id (JSON string) and status come first. */
 const SENT_HEAD =
   /^\{"id":"batch_req_[0-9a-f]{24}","custom_id":("(?:[^"\\]|\\.)*"),"response":\{"status_code":(\d{3}),/;
-const sentLine = (text: string): SentLine => {
-  // The finish reads every line of the batch: its head is read without parsing the answer's body. Anything else (a
-  // page object is in the tenant's bucket, which the tenant's keys can write) is parsed whole.
-  const head = SENT_HEAD.exec(text);
-  if (head) return { customId: JSON.parse(head[1]!) as string, text, ok: Number(head[2]) < 400 };
-  const r = JSON.parse(text) as LineResult;
-  return { customId: r.custom_id, text, ok: r.response !== null && r.response.status_code < 400 };
+/**
+ * An output line's custom_id and whether it goes to the output file, from its `start` (the line, or its first bytes).
+ * The finish reads every line of the batch: its head is read without parsing the answer's body. Anything else (a page
+ * object is in the tenant's bucket, which the tenant's keys can write) is parsed whole.
+ */
+const headOf = (start: string, whole = () => start): { customId: string; ok: boolean } => {
+  const head = SENT_HEAD.exec(start);
+  if (head) return { customId: JSON.parse(head[1]!) as string, ok: Number(head[2]) < 400 };
+  const r = JSON.parse(whole()) as LineResult;
+  return { customId: r.custom_id, ok: r.response !== null && r.response.status_code < 400 };
 };
-const sentOf = (jsonl: Buffer): SentLine[] => jsonl.toString('utf8').split('\n').filter(Boolean).map(sentLine);
+const sentLine = (text: string): SentLine => ({ ...headOf(text), text });
+/** A custom_id has at most 512 characters, each at most 6 bytes in JSON: a line's head is within its first bytes. */
+const HEAD_BYTES = 4096;
+const NEWLINE = Buffer.from('\n');
+/** An output line as stored: its bytes, newline included (a view of the object read, not a copy). */
+type StoredLine = ReturnType<typeof headOf> & { bytes: Buffer };
+const storedLines = (jsonl: Buffer): StoredLine[] => {
+  const lines: StoredLine[] = [];
+  for (let start = 0; start < jsonl.length;) {
+    const newline = jsonl.indexOf(0x0a, start);
+    const end = newline === -1 ? jsonl.length : newline;
+    if (end > start) {
+      const head = headOf(jsonl.toString('utf8', start, Math.min(end, start + HEAD_BYTES)), () =>
+        jsonl.toString('utf8', start, end),
+      );
+      const bytes = newline === -1 ? Buffer.concat([jsonl.subarray(start), NEWLINE]) : jsonl.subarray(start, end + 1);
+      lines.push({ ...head, bytes });
+    }
+    start = end + 1;
+  }
+  return lines;
+};
 const readObject = async (objects: ObjectStore, ref: ObjectRef, range?: { start: number; end?: number }) =>
   Buffer.concat(await (await objects.getStream(ref, range)).toArray());
 /** An object's content, or undefined when there is none. */
@@ -141,6 +166,18 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
   }
 
   /**
+   * What a batch kept while it ran: its page objects and saved rows. Once its files are written (or it failed) the output
+   * is the only copy of its answers: pages left behind would keep each answer a second time, unseen by the Files API and
+   * still there after the tenant deletes the output file.
+   */
+  async function dropPages(b: BatchRef) {
+    const pages = await objects.list(b.bucket, pagesPrefix(b));
+    const deletes = new NamedSlots(FINISH_READS);
+    await Promise.all(pages.map((o) => deletes.run('pages', () => objects.delete({ bucket: b.bucket, key: o.key }))));
+    await store.dropResults(b.tenantId, b.batchId);
+  }
+
+  /**
    * Sends one line through the gateway, waiting out rate limits; a refusal or failure is the line's result, as its
    * output line (JSON text). The answer's JSON goes into the line as it came when it is one line already (it was parsed,
    * so it is valid JSON); only a multi-line or non-JSON body is serialised again.
@@ -196,6 +233,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
     /** A batch that cannot go on ends `failed`, with its input's errors when that is why. */
     async batchFailed(b: BatchRef & { errors?: BatchError[] }): Promise<void> {
       await store.moveBatch(b.tenantId, b.batchId, 'failed', {}, b.errors);
+      await dropPages(b);
     },
 
     async batchStarted(b: BatchRef & { inputFileId: string }): Promise<{ pages: number; total: number }> {
@@ -227,7 +265,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       const page = pageRef(input, input.page);
       // Only a retried attempt can find results of this page: a run hands over only once its pages have ended.
       const retried = ctx.info.attempt > 1;
-      const outcomeOf = async (results: SentLine[]) => {
+      const outcomeOf = async (results: { ok: boolean }[]) => {
         const completed = results.filter((r) => r.ok).length;
         const outcome = { page: input.page, completed, failed: results.length - completed };
         await store.recordPage(input.tenantId, input.batchId, outcome);
@@ -235,7 +273,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       };
       // Written by an attempt that died before it reported: nothing is left to send.
       const written = retried ? await readIfThere(objects, page) : undefined;
-      if (written) return outcomeOf(sentOf(written));
+      if (written) return outcomeOf(storedLines(written));
       const file = await inputFile(input, input.inputFileId);
       const start = file.pageOffsets[input.page]!;
       const next = file.pageOffsets[input.page + 1];
@@ -361,13 +399,27 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
     async batchFinish(
       input: BatchRef & { ending: BatchEnding; pages: number; outputFileId: string; errorFileId: string },
     ): Promise<{ completed: number; failed: number }> {
+      const ctx = Context.current();
+      // An earlier attempt ended the batch, its files written, and may have dropped some pages since: only what is left
+      // of its pages and rows is to do.
+      const ended = await store.getBatch(input.tenantId, input.batchId);
+      if (ended && ENDED.includes(ended.status)) {
+        await dropPages(input);
+        return { completed: ended.requestCounts.completed, failed: ended.requestCounts.failed };
+      }
       await store.moveBatch(input.tenantId, input.batchId, 'finalizing');
-      const resultsOf = async (page: number): Promise<SentLine[]> => {
-        Context.current().heartbeat(page);
+      const files = [input.outputFileId, input.errorFileId].map((id) => ({ bucket: input.bucket, key: fileKey(id) }));
+      // An attempt that died mid-way left its uploads unfinished; the files' keys are this batch's alone.
+      if (ctx.info.attempt > 1) await Promise.all(files.map((ref) => objects.abortUploads(ref)));
+      const resultsOf = async (page: number): Promise<StoredLine[]> => {
+        ctx.heartbeat(page);
         // One GET: a page's object is there unless the page was cut short.
         const object = await readIfThere(objects, pageRef(input, page));
-        if (object) return sentOf(object);
-        const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map(sentLine);
+        if (object) return storedLines(object);
+        const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map((text) => ({
+          ...headOf(text),
+          bytes: Buffer.from(`${text}\n`),
+        }));
         // What a page cut short by cancel or expiry got done counts too.
         if (results.length > 0) {
           const completed = results.filter((r) => r.ok).length;
@@ -379,51 +431,57 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         }
         return results;
       };
-      // Pages read a few at a time: one after another, their round trips were most of the batch's last seconds.
-      const reads = new NamedSlots(FINISH_READS);
-      const pages = await Promise.all(
-        Array.from({ length: input.pages }, (_, page) => reads.run('pages', () => resultsOf(page))),
-      );
-      const ok: string[] = [];
-      const failed: string[] = [];
-      // custom_ids are unique at upload, but the tenant's S3 keys can rewrite the input afterwards: a repeated one
-      // keeps its first result only, and its page's counts are recorded again without the others.
-      const seen = new Set<string>();
-      for (const [page, results] of pages.entries()) {
-        let dropped = false;
-        const kept = { completed: 0, failed: 0 };
-        for (const r of results) {
-          if (seen.has(r.customId)) {
-            dropped = true;
-            continue;
+      const [ok, failed] = files.map((ref) => new OutputFile(objects, ref)) as [OutputFile, OutputFile];
+      try {
+        // custom_ids are unique at upload, but the tenant's S3 keys can rewrite the input afterwards: a repeated one
+        // keeps its first result only, and its page's counts are recorded again without the others.
+        const seen = new Set<string>();
+        // Pages read a few at a time (one after another, their round trips were most of the batch's last seconds)
+        // and written in their order as they come: only those few pages are held, not the whole output.
+        for await (const [page, results] of inOrder(input.pages, FINISH_READS, resultsOf)) {
+          let dropped = false;
+          const kept = { ok: new Lines(), failed: new Lines() };
+          for (const r of results) {
+            if (seen.has(r.customId)) {
+              dropped = true;
+              continue;
+            }
+            seen.add(r.customId);
+            kept[r.ok ? 'ok' : 'failed'].add(r.bytes);
           }
-          seen.add(r.customId);
-          (r.ok ? ok : failed).push(`${r.text}\n`);
-          kept[r.ok ? 'completed' : 'failed']++;
+          await ok.write(kept.ok);
+          await failed.write(kept.failed);
+          if (dropped)
+            await store.recordPage(input.tenantId, input.batchId, {
+              page,
+              completed: kept.ok.count,
+              failed: kept.failed.count,
+            });
         }
-        if (dropped) await store.recordPage(input.tenantId, input.batchId, { page, ...kept });
+        await Promise.all([ok.end(), failed.end()]);
+      } catch (err) {
+        await Promise.all([ok.abort(err as Error), failed.abort(err as Error)]);
+        throw err;
       }
-      const write = async (id: string, lines: string[], filename: string) => {
-        if (lines.length === 0) return null;
-        const body = Buffer.from(lines.join(''));
-        await objects.put({ bucket: input.bucket, key: fileKey(id) }, body, 'application/jsonl');
+      const record = async (file: OutputFile, id: string, filename: string) => {
+        if (file.lines === 0) return null;
         await store.putFile(input.tenantId, {
           id,
           purpose: 'batch_output',
           filename,
-          bytes: body.length,
-          lineCount: lines.length,
+          bytes: file.bytes,
+          lineCount: file.lines,
           pageOffsets: [0],
           urls: [],
           objectKey: fileKey(id),
         });
         return id;
       };
-      const outputFileId = await write(input.outputFileId, ok, `${input.batchId}_output.jsonl`);
-      const errorFileId = await write(input.errorFileId, failed, `${input.batchId}_error.jsonl`);
+      const outputFileId = await record(ok, input.outputFileId, `${input.batchId}_output.jsonl`);
+      const errorFileId = await record(failed, input.errorFileId, `${input.batchId}_error.jsonl`);
       await store.moveBatch(input.tenantId, input.batchId, input.ending, { outputFileId, errorFileId });
-      await store.dropResults(input.tenantId, input.batchId);
-      return { completed: ok.length, failed: failed.length };
+      await dropPages(input);
+      return { completed: ok.lines, failed: failed.lines };
     },
   };
 };

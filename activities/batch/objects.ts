@@ -4,10 +4,12 @@ import type { ObjectRef } from '../../common/objectstore';
 
 const pageDir = (page: number) => String(page).padStart(6, '0');
 
+/** Where a batch's page objects are: each holds its page's results until the batch's files are written. */
+export const pagesPrefix = (b: BatchRef): string => `batches/${b.batchId}/pages/`;
 /** A finished page's results in its lines' order. */
 export const pageRef = (b: BatchRef, page: number): ObjectRef => ({
   bucket: b.bucket,
-  key: `batches/${b.batchId}/pages/${pageDir(page)}.jsonl`,
+  key: `${pagesPrefix(b)}${pageDir(page)}.jsonl`,
 });
 /**
  * The ids of a batch's answers in the output, as OpenAI's `batch_req_…` (24 hex digits): the batch's hash, computed

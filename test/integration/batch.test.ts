@@ -3,7 +3,11 @@ import { connect } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  ListMultipartUploadsCommand,
+} from '@aws-sdk/client-s3';
 import OpenAI, { toFile } from 'openai';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort } from '../../deploy/dev/process';
@@ -64,6 +68,20 @@ async function startBatch(tenant: TestTenant, content: string): Promise<BatchObj
 }
 
 const ids = (lines: { custom_id: string }[]) => lines.map((l) => l.custom_id).sort();
+
+/**
+ * Waits until an ended batch has dropped what it kept while running (its page objects and saved rows), which it does
+ * right after its status ends: the output is then the only copy of its answers.
+ */
+const untilPagesDropped = (tenant: TestTenant, batchId: string) =>
+  eventually(`batch ${batchId}'s pages and saved rows to be dropped`, async () => {
+    const pages = await p.objects.list(p.app.platform.storageScopes.bucketOf(tenant.id), `batches/${batchId}/pages/`);
+    const { rows } = await p.db.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM batch_results WHERE tenant_id = $1 AND batch_id = $2',
+      [tenant.id, batchId],
+    );
+    return pages.length === 0 && rows[0]!.n === 0;
+  });
 
 describe('files', () => {
   it('refuses a malformed line at upload, naming its line and field', async () => {
@@ -154,6 +172,29 @@ describe('files', () => {
     expect(content.body).toBe(big);
     const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['completed']);
     expect(done.request_counts).toEqual({ total: 3000, completed: 3000, failed: 0 });
+  });
+
+  it("aborts the unfinished uploads of exactly one key, as a finish retried after a worker died does for its files'", async () => {
+    const bucket = p.app.platform.storageScopes.bucketOf(acme.id);
+    const key = fileKey('file-abandoned-output');
+    const uploads = async () =>
+      ((await p.objects.client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [])
+        .map((u) => u.Key)
+        .sort();
+    const open = (Key: string) =>
+      p.objects.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key })).then((u) => u.UploadId!);
+    await open(key);
+    await open(key);
+    // A longer key that the listing's prefix also finds.
+    const longer = await open(`${key}.old`);
+    expect(await uploads()).toEqual([key, key, `${key}.old`]);
+    expect(await p.objects.abortUploads({ bucket, key })).toBe(2);
+    expect(await uploads()).toEqual([`${key}.old`]);
+    expect(await p.objects.abortUploads({ bucket, key })).toBe(0);
+    await p.objects.client.send(
+      new AbortMultipartUploadCommand({ Bucket: bucket, Key: `${key}.old`, UploadId: longer }),
+    );
+    expect(await uploads()).toEqual([]);
   });
 
   it("answers 404 for another tenant's file and batch", async () => {
@@ -308,6 +349,7 @@ describe('batches', () => {
     ]);
     expect(errors).toHaveLength(injected);
     expect(done.request_counts).toEqual({ total: 400, completed: 400 - injected, failed: injected });
+    await untilPagesDropped(acme, b.id);
     for (const e of errors)
       expect(e.response).toMatchObject({ status_code: 502, body: { error: { code: 'upstream_5xx' } } });
     expect([...ids(output), ...ids(errors)].sort()).toEqual(
@@ -332,6 +374,7 @@ describe('batches', () => {
     expect(output.length).toBeLessThan(3000);
     expect(new Set(ids(output)).size).toBe(output.length);
     expect(done.request_counts.completed).toBe(output.length);
+    await untilPagesDropped(acme, b.id);
   });
 
   it('past the completion window ends expired with the partial output', async () => {
@@ -408,5 +451,6 @@ describe('batches', () => {
       completed: BATCH_PAGE_LINES + 99,
       failed: 0,
     });
+    await untilPagesDropped(acme, done.id);
   });
 });
