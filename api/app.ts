@@ -21,7 +21,8 @@ import { KnowledgeStore } from '../common/store/knowledge';
 import type { TenantStore } from '../common/store/tenants';
 import type { EmbedderRegistry } from '../common/knowledge';
 import type { VectorStore } from '../common/vectors';
-import { createHttpApp, registerGateway, type HttpAppDeps, type ProviderDeps } from './http-app';
+import { createHttpApp, registerGateway, REQUEST_TIMEOUT_MS, type HttpAppDeps, type ProviderDeps } from './http-app';
+import { startUploadSweeper } from './upload-sweeper';
 import { batchRoutes } from './routes/batches';
 import { conversionRoutes } from './routes/conversions';
 import { fileRoutes } from './routes/files';
@@ -159,6 +160,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     logger: deps.logger,
   });
   app.addHook('onClose', () => wakes.close());
+  const uploads = startUploadSweeper({
+    tenants: platform.tenants,
+    scopes: platform.storageScopes,
+    objects: deps.objects,
+    requestTimeoutMs: deps.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+    logger: deps.logger,
+  });
+  app.addHook('onClose', () => uploads.close());
   await app.register(healthRoutes, {
     checks: {
       database: () => deps.db.query('SELECT 1'),

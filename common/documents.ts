@@ -5,7 +5,9 @@
 
 /** Uploaded files of a namespace live under the tenant's own prefix of the platform bucket. */
 export const uploadsPrefix = (tenantId: string, namespace: string) =>
-  `tenants/${tenantId}/knowledge/${namespace}/uploads/`;
+  `${knowledgePrefix(tenantId)}${namespace}/uploads/`;
+/** Every namespace's documents of a tenant. */
+export const knowledgePrefix = (tenantId: string) => `tenants/${tenantId}/knowledge/`;
 
 export type DocumentFormat = 'pdf' | 'docx' | 'html' | 'markdown' | 'text';
 

@@ -58,6 +58,16 @@ export interface ObjectStore {
    * S3 keeps them, unseen and billed, until they are aborted. Returns how many there were.
    */
   abortUploads(ref: ObjectRef): Promise<number>;
+  /**
+   * Drops the unfinished multipart uploads under `prefix` begun before `startedBefore` (by the store's clock) whose key
+   * `keys` accepts; a missing bucket has none. Returns how many there were.
+   */
+  abortUploadsBefore(
+    bucket: string,
+    prefix: string,
+    startedBefore: Date,
+    keys?: (key: string) => boolean,
+  ): Promise<number>;
   /** `range`: bytes start to end, both included (end omitted: to the object's end). */
   getStream(ref: ObjectRef, range?: { start: number; end?: number }): Promise<Readable>;
   /** The whole object, checked against its stored checksum (or its ETag); a missing one throws as getStream does. */
@@ -249,25 +259,45 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async abortUploads(ref: ObjectRef): Promise<number> {
+    // The prefix also lists longer keys that start with this one.
+    return this.abortListed(ref.bucket, ref.key, (key) => key === ref.key);
+  }
+
+  async abortUploadsBefore(
+    bucket: string,
+    prefix: string,
+    startedBefore: Date,
+    keys: (key: string) => boolean = () => true,
+  ): Promise<number> {
+    try {
+      return await this.abortListed(bucket, prefix, (key, initiated) => initiated < startedBefore && keys(key));
+    } catch (err) {
+      if (err instanceof S3ServiceException && err.name === 'NoSuchBucket') return 0;
+      throw err;
+    }
+  }
+
+  private async abortListed(
+    bucket: string,
+    prefix: string,
+    pick: (key: string, initiated: Date) => boolean,
+  ): Promise<number> {
     let aborted = 0;
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
     do {
       const out = await this.client.send(
         new ListMultipartUploadsCommand({
-          Bucket: ref.bucket,
-          Prefix: ref.key,
+          Bucket: bucket,
+          Prefix: prefix,
           KeyMarker: keyMarker,
           UploadIdMarker: uploadIdMarker,
         }),
       );
       for (const u of out.Uploads ?? []) {
-        // The prefix also lists longer keys that start with this one.
-        if (u.Key !== ref.key || !u.UploadId) continue;
+        if (!u.Key || !u.UploadId || !pick(u.Key, u.Initiated ?? new Date(0))) continue;
         try {
-          await this.client.send(
-            new AbortMultipartUploadCommand({ Bucket: ref.bucket, Key: ref.key, UploadId: u.UploadId }),
-          );
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }));
           aborted++;
         } catch (err) {
           // Aborted meanwhile by someone else, or finished: either way it holds no parts now.

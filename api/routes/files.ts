@@ -116,10 +116,11 @@ export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
       preHandler: requireRole('viewer'),
       schema: {
         tags: ['batches'],
-        summary: "The tenant's files, newest first (OpenAI's list: after, limit, purpose)",
+        summary: "The tenant's files, newest first unless order is asc (OpenAI's list: after, limit, order, purpose)",
         querystring: Type.Object({
           after: Type.Optional(FileParams.properties.id),
           limit: Type.Integer({ minimum: 1, maximum: 10_000, default: 100 }),
+          order: Type.Union([Type.Literal('asc'), Type.Literal('desc')], { default: 'desc' }),
           purpose: Type.Optional(Type.Union([Type.Literal('batch'), Type.Literal('batch_output')])),
         }),
         response: {

@@ -137,14 +137,15 @@ export class BatchStore {
     return rows[0] && toFile(rows[0]);
   }
 
-  /** Newest first; `after` is the last id of the previous page. */
+  /** Newest first (`order` desc, the default) or oldest first (asc); `after` is the last id of the previous page. */
   async listFiles(
     tenantId: string,
-    q: { after?: string; limit: number; purpose?: string },
+    q: { after?: string; limit: number; purpose?: string; order?: 'asc' | 'desc' },
   ): Promise<{ items: BatchFile[]; hasMore: boolean }> {
+    const [past, direction] = q.order === 'asc' ? ['>', 'ASC'] : ['<', 'DESC'];
     const { rows } = await this.db.query<FileRow>(
-      `SELECT * FROM batch_files WHERE tenant_id = $1 AND ($2::text IS NULL OR id < $2) AND ($3::text IS NULL OR purpose = $3)
-       ORDER BY id DESC LIMIT $4`,
+      `SELECT * FROM batch_files WHERE tenant_id = $1 AND ($2::text IS NULL OR id ${past} $2) AND ($3::text IS NULL OR purpose = $3)
+       ORDER BY id ${direction} LIMIT $4`,
       [tenantId, q.after ?? null, q.purpose ?? null, q.limit + 1],
     );
     return { items: rows.slice(0, q.limit).map(toFile), hasMore: rows.length > q.limit };

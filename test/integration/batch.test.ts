@@ -13,6 +13,9 @@ import { startReferenceModelServer, type ReferenceModelServer } from '../../depl
 import { freePort } from '../../deploy/dev/process';
 import { BATCH_PAGE_LINES, batchContract, fileKey, workflowMetadataQuery } from '../../contracts/batch';
 import { ServiceCredentials } from '../../common/service-credential';
+import { knowledgePrefix, uploadsPrefix } from '../../common/documents';
+import type { Logger } from '../../common/logger';
+import { startUploadSweeper } from '../../api/upload-sweeper';
 import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
@@ -68,6 +71,16 @@ async function startBatch(tenant: TestTenant, content: string): Promise<BatchObj
 }
 
 const ids = (lines: { custom_id: string }[]) => lines.map((l) => l.custom_id).sort();
+
+/** The bucket's unfinished multipart uploads (their keys, sorted), and one begun at a key as a writer would. */
+const multipartUploads = (bucket: string) => ({
+  uploads: async () =>
+    ((await p.objects.client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [])
+      .map((u) => u.Key)
+      .sort(),
+  open: (Key: string) =>
+    p.objects.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key })).then((u) => u.UploadId!),
+});
 
 /**
  * Waits until an ended batch has dropped what it kept while running (its page objects and saved rows), which it does
@@ -158,8 +171,7 @@ describe('files', () => {
 
     await eventually(
       'no unfinished multipart upload in the tenant bucket',
-      async () =>
-        ((await p.objects.client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).length === 0,
+      async () => (await multipartUploads(bucket).uploads()).length === 0,
     );
     expect(await stored()).toEqual(before);
     // And a whole one of the same size is stored as sent (in parts), and a batch reads its pages by byte range.
@@ -177,12 +189,7 @@ describe('files', () => {
   it("aborts the unfinished uploads of exactly one key, as a finish retried after a worker died does for its files'", async () => {
     const bucket = p.app.platform.storageScopes.bucketOf(acme.id);
     const key = fileKey('file-abandoned-output');
-    const uploads = async () =>
-      ((await p.objects.client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [])
-        .map((u) => u.Key)
-        .sort();
-    const open = (Key: string) =>
-      p.objects.client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key })).then((u) => u.UploadId!);
+    const { uploads, open } = multipartUploads(bucket);
     await open(key);
     await open(key);
     // A longer key that the listing's prefix also finds.
@@ -194,6 +201,35 @@ describe('files', () => {
     await p.objects.client.send(
       new AbortMultipartUploadCommand({ Bucket: bucket, Key: `${key}.old`, UploadId: longer }),
     );
+    expect(await uploads()).toEqual([]);
+  });
+
+  it('aborts the uploads an api process left unfinished once the request timeout rules them out, and no others', async () => {
+    const bucket = p.app.platform.storageScopes.bucketOf(acme.id);
+    const { uploads, open } = multipartUploads(bucket);
+    // What a killed api process leaves: a batch file's and a knowledge document's upload under way.
+    const abandoned = [fileKey('file-killed-mid-upload'), `${uploadsPrefix(acme.id, 'docs')}killed.md`];
+    // The tenant's own uploads with its S3 keys, in its bucket and beside its documents.
+    const own = ['datasets/big.bin', `${knowledgePrefix(acme.id)}docs/notes.bin`];
+    for (const key of [...abandoned, ...own]) await open(key);
+    const sweeper = startUploadSweeper({
+      tenants: p.app.platform.tenants,
+      scopes: p.app.platform.storageScopes,
+      objects: p.objects,
+      requestTimeoutMs: 300_000,
+      logger: p.app.log as unknown as Logger,
+    });
+    try {
+      // Just begun: such uploads may still be running.
+      expect(await sweeper.sweep()).toBe(0);
+      expect(await uploads()).toEqual([...abandoned, ...own].sort());
+      // An hour on, past the request timeout and its margin.
+      expect(await sweeper.sweep(Date.now() + 3_600_000)).toBe(2);
+      expect(await uploads()).toEqual([...own].sort());
+    } finally {
+      await sweeper.close();
+      for (const key of own) await p.objects.abortUploads({ bucket, key });
+    }
     expect(await uploads()).toEqual([]);
   });
 
@@ -278,6 +314,18 @@ describe('batches', () => {
     const listed = [];
     for await (const b of client.batches.list({ limit: 1 })) listed.push(b.id);
     expect(listed).toContain(created.id);
+    // files.list pages through every file of the tenant, newest first or, with order asc, oldest first.
+    const files = async (query: OpenAI.Files.FileListParams) => {
+      const ids: string[] = [];
+      for await (const f of client.files.list(query)) ids.push(f.id);
+      return ids;
+    };
+    const newestFirst = await files({ limit: 2 });
+    expect(newestFirst).toEqual(expect.arrayContaining([file.id, done.output_file_id]));
+    expect(await files({ limit: 3, order: 'asc' })).toEqual([...newestFirst].reverse());
+    expect(await files({ order: 'asc', purpose: 'batch_output' })).toEqual(
+      [...newestFirst].reverse().filter((id) => /-(output|error)$/.test(id)),
+    );
     // Cancelling an ended batch leaves it as it ended.
     expect((await client.batches.cancel(created.id)).status).toBe('completed');
     // What the Temporal UI and the status query show.

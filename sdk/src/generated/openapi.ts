@@ -5310,12 +5310,13 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The tenant's files, newest first (OpenAI's list: after, limit, purpose) */
+        /** The tenant's files, newest first unless order is asc (OpenAI's list: after, limit, order, purpose) */
         get: {
             parameters: {
                 query?: {
                     after?: string;
                     limit?: number;
+                    order?: "asc" | "desc";
                     purpose?: "batch" | "batch_output";
                 };
                 header?: never;
