@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
+import { BadRequestError, ConflictError, NotFoundError, PlatformError } from '../../common/errors';
+import { isNotFound } from '../../common/objectstore';
 import { BatchStore, newObjectId, type BatchFile } from '../../common/store/batches';
 import { fileKey } from '../../contracts/batch';
 import { MAX_FILE_BYTES } from '../batch-input';
@@ -169,11 +170,21 @@ export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (request, reply) => {
       const tenantId = request.principal!.tenantId;
       const f = await fileOf(tenantId, request.params.id);
-      const stream = await objects.getStream({ bucket: storageScopes.bucketOf(tenantId), key: f.objectKey });
+      const ref = { bucket: storageScopes.bucketOf(tenantId), key: f.objectKey };
+      // The tenant's own S3 keys can remove or rewrite the object: it is answered as it is now, 404 once it is gone.
+      const gone = () =>
+        new PlatformError(404, 'not_found', `file '${f.id}' has no content: it was removed from the tenant's bucket`, {
+          file: f.id,
+        });
+      const head = await objects.head(ref);
+      if (!head) throw gone();
+      const stream = await objects.getStream(ref).catch((err: unknown) => {
+        throw isNotFound(err) ? gone() : err;
+      });
       // Streamed from the store as it is read; the typed reply knows only the schema's string.
       return reply
         .type('application/octet-stream')
-        .header('content-length', String(f.bytes))
+        .header('content-length', String(head.sizeBytes))
         .send(stream as unknown as string);
     },
   );

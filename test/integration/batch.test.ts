@@ -233,6 +233,23 @@ describe('files', () => {
     expect(await uploads()).toEqual([]);
   });
 
+  it("serves a file's content as its object is now, and 404 once the tenant removed it with its S3 keys", async () => {
+    const file = (await uploadFile(p.app, acme.keys.developer, chatLines('steady', 3))).json();
+    const ref = { bucket: p.app.platform.storageScopes.bucketOf(acme.id), key: fileKey(file.id) };
+    const content = () =>
+      p.app.inject({ method: 'GET', url: `/v1/files/${file.id}/content`, headers: bearer(acme.keys.viewer) });
+    // Rewritten shorter: the answer's length is the object's, not the upload's.
+    await p.objects.put(ref, chatLines('steady', 1));
+    const rewritten = await content();
+    expect(rewritten.statusCode).toBe(200);
+    expect(rewritten.body).toBe(chatLines('steady', 1));
+    expect(rewritten.headers['content-length']).toBe(String(Buffer.byteLength(chatLines('steady', 1))));
+    await p.objects.delete(ref);
+    const gone = await content();
+    expect(gone.statusCode).toBe(404);
+    expect(gone.json().error.message).toBe(`file '${file.id}' has no content: it was removed from the tenant's bucket`);
+  });
+
   it("answers 404 for another tenant's file and batch", async () => {
     const b = await startBatch(acme, chatLines('steady', 2));
     await untilBatch(p.app, acme.keys.viewer, b.id, ['completed']);
