@@ -5,6 +5,16 @@ import { nestsTooDeep, TOO_DEEP } from './json-depth';
 export const MAX_FILE_BYTES = 200 * 1024 * 1024;
 export const MAX_FILE_LINES = 50_000;
 const MAX_CUSTOM_ID = 512;
+/**
+ * OpenAI's limit on a batch's embedding inputs, all its lines together. An answer grows with its inputs (a vector each)
+ * and a page's answers are held until its object is written: without it, a 200 MB file of lines of thousands of short
+ * inputs would ask for gigabytes of vectors per page, held in the memory of a worker that serves every tenant.
+ */
+export const MAX_EMBEDDING_INPUTS = 50_000;
+
+/** The inputs of one embeddings request: a text or one text's tokens is one, a list of either one each. */
+const inputsOf = (input: unknown): number =>
+  Array.isArray(input) && !input.every((x) => typeof x === 'number') ? input.length : 1;
 
 export interface CheckedInput {
   lineCount: number;
@@ -28,6 +38,7 @@ export class BatchInputChecker {
   private readonly urls = new Set<string>();
   private readonly pageOffsets: number[] = [];
   private lines = 0;
+  private embeddingInputs = 0;
   /** Bytes of the lines before the one in progress (with their newlines): where it starts. */
   private done = 0;
   private partial: Buffer[] = [];
@@ -96,5 +107,10 @@ export class BatchInputChecker {
     const { model, stream } = body as Record<string, unknown>;
     if (typeof model !== 'string' || !model) throw refuse(n, 'body.model', 'must name a model');
     if (stream === true) throw refuse(n, 'body.stream', 'cannot be true in a batch');
+    if (url === '/v1/embeddings') {
+      this.embeddingInputs += inputsOf((body as Record<string, unknown>).input);
+      if (this.embeddingInputs > MAX_EMBEDDING_INPUTS)
+        throw refuse(n, 'body.input', `takes the file past ${MAX_EMBEDDING_INPUTS} embedding inputs, a batch's most`);
+    }
   }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import { batchShareOf, BATCH_SUBJECT } from '../../api/gateway/batch-share';
-import { BatchInputChecker } from '../../api/batch-input';
+import { BatchInputChecker, MAX_EMBEDDING_INPUTS } from '../../api/batch-input';
 import { BATCH_PAGE_LINES } from '../../contracts/batch';
 import { CEILING_SUBJECT } from '../../common/store/limits';
 
@@ -66,6 +66,29 @@ describe('BatchInputChecker', () => {
       expect.objectContaining({ details: { field: 'body.file', line: 2, lineField: 'the line' } }),
     );
     expect(checkBatchInput(content, 100, 4000).lineCount).toBe(2);
+  });
+
+  it("refuses the line that takes the file past 50,000 embedding inputs (OpenAI's limit), counting a list's each", () => {
+    const inputs = (n: number) => Array.from({ length: n }, (_, i) => `t${i}`);
+    const chat = JSON.stringify({
+      custom_id: 'chat',
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'm', messages: Array.from({ length: 10 }, () => ({ role: 'user', content: 'x' })) },
+    });
+    const lines = [
+      line('a', { body: { model: 'm', input: inputs(MAX_EMBEDDING_INPUTS - 3) } }),
+      chat,
+      // One text's tokens are one input.
+      line('b', { body: { model: 'm', input: [1, 2, 3, 4] } }),
+      line('c', { body: { model: 'm', input: 'one' } }),
+      line('d', { body: { model: 'm', input: ['x'] } }),
+    ];
+    expect(checkBatchInput(Buffer.from(`${lines.join('\n')}\n`)).lineCount).toBe(5);
+    const past = [...lines, line('e', { body: { model: 'm', input: ['y', 'z'] } })];
+    expect(() => checkBatchInput(Buffer.from(`${past.join('\n')}\n`))).toThrow(
+      expect.objectContaining({ statusCode: 400, details: { field: 'body.file', line: 6, lineField: 'body.input' } }),
+    );
   });
 
   it('refuses an empty file', () => {
