@@ -1,4 +1,4 @@
-import { knowledgePrefix } from '../common/documents';
+import { knowledgePrefix, uploadsPrefix } from '../common/documents';
 import type { Logger } from '../common/logger';
 import type { ObjectStore } from '../common/objectstore';
 import type { StorageScopeStore } from '../common/store/storage-scope';
@@ -6,7 +6,7 @@ import type { TenantStore } from '../common/store/tenants';
 import { FILES_PREFIX } from '../contracts/batch';
 
 /** Every replica sweeps this often; aborts from several at once are harmless (one wins, the others find none). */
-export const SWEEP_EVERY_MS = 3_600_000;
+const SWEEP_EVERY_MS = 3_600_000;
 /** And once soon after it starts: replicas restarted more often than hourly (deploys) would otherwise never sweep. */
 const FIRST_SWEEP_MS = 60_000;
 /** Beyond the request timeout: the upload's last parts and its completion, and the clocks of the API and the store. */
@@ -36,10 +36,16 @@ export function startUploadSweeper(deps: {
       const page = await deps.tenants.listTenants({ limit: 500, ...(cursor ? { cursor } : {}) });
       for (const { id } of page.items) {
         const bucket = deps.scopes.bucketOf(id);
-        aborted += await deps.objects.abortUploadsBefore(bucket, FILES_PREFIX, before);
-        aborted += await deps.objects.abortUploadsBefore(bucket, knowledgePrefix(id), before, (key) =>
-          key.includes('/uploads/'),
-        );
+        const documents = knowledgePrefix(id);
+        // A namespace's uploads only: a namespace is one path segment.
+        const isUpload = (key: string) => key.startsWith(uploadsPrefix(id, key.slice(documents.length).split('/')[0]!));
+        try {
+          aborted += await deps.objects.abortUploadsBefore(bucket, FILES_PREFIX, before);
+          aborted += await deps.objects.abortUploadsBefore(bucket, documents, before, isUpload);
+        } catch (err) {
+          // One tenant's store trouble does not keep the others' uploads.
+          deps.logger.warn({ err, tenantId: id }, "sweeping a tenant's unfinished uploads failed");
+        }
       }
       cursor = page.nextCursor ?? undefined;
     } while (cursor);

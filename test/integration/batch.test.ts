@@ -210,7 +210,11 @@ describe('files', () => {
     // What a killed api process leaves: a batch file's and a knowledge document's upload under way.
     const abandoned = [fileKey('file-killed-mid-upload'), `${uploadsPrefix(acme.id, 'docs')}killed.md`];
     // The tenant's own uploads with its S3 keys, in its bucket and beside its documents.
-    const own = ['datasets/big.bin', `${knowledgePrefix(acme.id)}docs/notes.bin`];
+    const own = [
+      'datasets/big.bin',
+      `${knowledgePrefix(acme.id)}docs/notes.bin`,
+      `${knowledgePrefix(acme.id)}docs/drafts/uploads/notes.bin`,
+    ];
     for (const key of [...abandoned, ...own]) await open(key);
     const sweeper = startUploadSweeper({
       tenants: p.app.platform.tenants,
