@@ -18,7 +18,7 @@ import { ServiceCredentials } from '../../common/service-credential';
 import { BatchStore, ENDED, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
 import { pageRef, pagesPrefix, requestIdsOf } from './objects';
-import { inOrder, Lines, OutputFile } from './output';
+import { inOrder, Lines, JsonlUpload } from './output';
 
 export interface BatchActivityDeps {
   db: Pool;
@@ -171,6 +171,8 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
    * still there after the tenant deletes the output file.
    */
   async function dropPages(b: BatchRef) {
+    // Every page has ended: an upload still unfinished is one whose worker died.
+    await objects.abortUploadsBefore(b.bucket, pagesPrefix(b), new Date());
     const pages = await objects.list(b.bucket, pagesPrefix(b));
     const deletes = new NamedSlots(FINISH_READS);
     await Promise.all(pages.map((o) => deletes.run('pages', () => objects.delete({ bucket: b.bucket, key: o.key }))));
@@ -379,7 +381,13 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         // The page object holds every answer: a save still running must end before its rows are dropped, and one that
         // failed lost nothing.
         await saving.catch(() => undefined);
-        await objects.put(page, results.map((r) => `${r.text}\n`).join(''));
+        // Sent in parts when large: a page joined into one string failed past V8's limit (~512 MiB), on every retry,
+        // each of which sent its lines to the model again.
+        const object = new JsonlUpload(objects, page);
+        const answers = new Lines();
+        for (const r of results) answers.add(Buffer.from(`${r.text}\n`));
+        await object.write(answers);
+        await object.end();
         stored = true;
         if (rows) await store.dropResults(input.tenantId, input.batchId, input.page);
         return await outcomeOf(results);
@@ -431,7 +439,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         }
         return results;
       };
-      const [ok, failed] = files.map((ref) => new OutputFile(objects, ref)) as [OutputFile, OutputFile];
+      const [ok, failed] = files.map((ref) => new JsonlUpload(objects, ref)) as [JsonlUpload, JsonlUpload];
       try {
         // custom_ids are unique at upload, but the tenant's S3 keys can rewrite the input afterwards: a repeated one
         // keeps its first result only, and its page's counts are recorded again without the others.
@@ -463,7 +471,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         await Promise.all([ok.abort(err as Error), failed.abort(err as Error)]);
         throw err;
       }
-      const record = async (file: OutputFile, id: string, filename: string) => {
+      const record = async (file: JsonlUpload, id: string, filename: string) => {
         if (file.lines === 0) return null;
         await store.putFile(input.tenantId, {
           id,

@@ -45,11 +45,12 @@ export class Lines {
 }
 
 /**
- * One output file of a batch, sent to the object store as it is written, in parts: an output larger than the
- * worker's memory, or than the longest string V8 makes (~512 MiB, which the whole file joined as one string had hit),
- * is written all the same. The upload starts at the first write, so a file nothing was written to is never made.
+ * A JSONL object of a batch (a page's answers, an output or error file), sent to the object store as it is written, in
+ * parts: one larger than the worker's memory, or than the longest string V8 makes (~512 MiB, which the objects joined
+ * as one string had hit), is written all the same. The upload starts at the first write, so an object nothing was
+ * written to is never made.
  */
-export class OutputFile {
+export class JsonlUpload {
   private body: PassThrough | undefined;
   private stored: Promise<void> | undefined;
   bytes = 0;

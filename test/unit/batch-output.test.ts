@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import type { Readable } from 'node:stream';
-import { inOrder, Lines, OutputFile } from '../../activities/batch/output';
+import { inOrder, Lines, JsonlUpload } from '../../activities/batch/output';
 import type { ObjectRef } from '../../common/objectstore';
 
 /** A store's putStream that reads the body as S3 would, keeping only its size and a hash-free sample of it. */
@@ -52,10 +52,10 @@ describe('Lines', () => {
   });
 });
 
-describe('OutputFile', () => {
+describe('JsonlUpload', () => {
   it('writes 600 MiB through a store that keeps none of it, holding one line at a time', async () => {
     const store = countingStore();
-    const file = new OutputFile(store, ref);
+    const file = new JsonlUpload(store, ref);
     // 600 lines of 1 MiB: the same line each time, so the test itself holds 1 MiB whatever it writes.
     const line = Buffer.from(`{"custom_id":"r0","body":"${'x'.repeat((1 << 20) - 30)}"}\n`);
     for (let page = 0; page < 60; page++) await file.write(linesOf(...Array.from({ length: 10 }, () => line)));
@@ -74,7 +74,7 @@ describe('OutputFile', () => {
 
   it('makes no object when nothing is written', async () => {
     const store = countingStore();
-    const file = new OutputFile(store, ref);
+    const file = new JsonlUpload(store, ref);
     await file.write(new Lines());
     expect(await file.end()).toBe(false);
     expect(store.stored).toEqual([]);
@@ -82,7 +82,7 @@ describe('OutputFile', () => {
 
   it("throws the store's failure from the write that waits on it, and abort ends the upload", async () => {
     const store = countingStore({ afterBytes: 1 << 20 });
-    const file = new OutputFile(store, ref);
+    const file = new JsonlUpload(store, ref);
     const line = Buffer.from(`${'y'.repeat(64 << 10)}\n`);
     let thrown: unknown;
     try {
@@ -98,7 +98,7 @@ describe('OutputFile', () => {
 
   it('an abort before the store fails drops the upload too', async () => {
     const store = countingStore();
-    const file = new OutputFile(store, ref);
+    const file = new JsonlUpload(store, ref);
     await file.write(linesOf(Buffer.from('{"a":1}\n')));
     await file.abort(new Error('a page could not be read'));
     expect(store.aborted).toEqual([ref]);
