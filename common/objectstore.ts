@@ -88,6 +88,9 @@ export interface S3Settings {
   forcePathStyle: boolean;
 }
 
+export const isMissingBucket = (err: unknown): boolean =>
+  err instanceof S3ServiceException && err.name === 'NoSuchBucket';
+
 export const isNotFound = (err: unknown): boolean =>
   err instanceof S3ServiceException &&
   (err.$metadata.httpStatusCode === 404 || err.name === 'NotFound' || err.name === 'NoSuchKey');
@@ -272,7 +275,7 @@ export class S3ObjectStore implements ObjectStore {
     try {
       return await this.abortListed(bucket, prefix, (key, initiated) => initiated < startedBefore && keys(key));
     } catch (err) {
-      if (err instanceof S3ServiceException && err.name === 'NoSuchBucket') return 0;
+      if (isMissingBucket(err)) return 0;
       throw err;
     }
   }
@@ -358,7 +361,7 @@ export class S3ObjectStore implements ObjectStore {
       for (const o of await this.list(bucket, '')) await this.delete({ bucket, key: o.key });
       await this.client.send(new DeleteBucketCommand({ Bucket: bucket }));
     } catch (err) {
-      if (!(isNotFound(err) || (err instanceof S3ServiceException && err.name === 'NoSuchBucket'))) throw err;
+      if (!(isNotFound(err) || isMissingBucket(err))) throw err;
     }
   }
 }

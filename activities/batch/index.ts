@@ -13,7 +13,7 @@ import {
   type BatchRef,
   type PageOutcome,
 } from '../../contracts/batch';
-import { isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
+import { isMissingBucket, isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
 import { BatchStore, ENDED, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
@@ -173,7 +173,11 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
   async function dropPages(b: BatchRef) {
     // Every page has ended: an upload still unfinished is one whose worker died.
     await objects.abortUploadsBefore(b.bucket, pagesPrefix(b), new Date());
-    const pages = await objects.list(b.bucket, pagesPrefix(b));
+    // A bucket already removed (its tenant deleted) holds no pages.
+    const pages = await objects.list(b.bucket, pagesPrefix(b)).catch((err: unknown) => {
+      if (isMissingBucket(err)) return [];
+      throw err;
+    });
     const deletes = new NamedSlots(FINISH_READS);
     await Promise.all(pages.map((o) => deletes.run('pages', () => objects.delete({ bucket: b.bucket, key: o.key }))));
     await store.dropResults(b.tenantId, b.batchId);
