@@ -12,9 +12,9 @@ export type BatchEndpoint = (typeof BATCH_ENDPOINTS)[number];
  */
 export const BATCH_PAGE_LINES = 1000;
 
-/** Where a file of the Files API lives in its tenant's bucket. */
 /** Where the Files API keeps files in a tenant's bucket. */
 export const FILES_PREFIX = 'batches/files/';
+/** Where a file of the Files API lives in its tenant's bucket. */
 export const fileKey = (fileId: string): string => `${FILES_PREFIX}${fileId}.jsonl`;
 
 export const BATCH_STATUSES = [

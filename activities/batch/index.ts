@@ -173,7 +173,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
   async function dropPages(b: BatchRef) {
     // Every page has ended: an upload still unfinished is one whose worker died.
     await objects.abortUploadsBefore(b.bucket, pagesPrefix(b), new Date());
-    // A bucket already removed (its tenant deleted) holds no pages.
+    // A bucket already removed holds no pages (tenant deletion waits for operations to end, so this is defensive).
     const pages = await objects.list(b.bucket, pagesPrefix(b)).catch((err: unknown) => {
       if (isMissingBucket(err)) return [];
       throw err;
