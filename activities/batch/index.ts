@@ -46,13 +46,23 @@ interface SentLine {
  * The batch's input cannot be used: a failure no retry mends, whose detail becomes the failed batch's `errors`. The
  * input's object is in the tenant's own bucket, which the tenant can write with its S3 keys after the upload's checks.
  */
-const inputError = (code: string, message: string, line: number | null = null) =>
-  ApplicationFailure.nonRetryable(message, BATCH_INPUT_FAILURE, {
-    code,
-    message,
-    param: 'input_file_id',
-    line,
-  } satisfies BatchError);
+const inputError = (
+  code: string,
+  message: string,
+  line: number | null = null,
+  param: string | null = 'input_file_id',
+) => ApplicationFailure.nonRetryable(message, BATCH_INPUT_FAILURE, { code, message, param, line } satisfies BatchError);
+/**
+ * A page's stored results are not this batch's output lines: its object is in the tenant's bucket, which the tenant's
+ * keys can write. No retry mends that; before, each retry failed on it again and the batch never ended.
+ */
+const resultsError = (page: number) =>
+  inputError(
+    'batch_results_unreadable',
+    `the stored results of page ${page + 1} of this batch were changed in the tenant's bucket and are not its output lines`,
+    null,
+    null,
+  );
 
 /** The longest a line waits on one Retry-After; a longer one is waited in steps (each heartbeats). */
 const MAX_RETRY_AFTER_MS = 30_000;
@@ -80,19 +90,30 @@ const SENT_HEAD =
  * The finish reads every line of the batch: its head is read without parsing the answer's body. Anything else (a page
  * object is in the tenant's bucket, which the tenant's keys can write) is parsed whole.
  */
-const headOf = (start: string, whole = () => start): { customId: string; ok: boolean } => {
-  const head = SENT_HEAD.exec(start);
-  if (head) return { customId: JSON.parse(head[1]!) as string, ok: Number(head[2]) < 400 };
-  const r = JSON.parse(whole()) as LineResult;
-  return { customId: r.custom_id, ok: r.response !== null && r.response.status_code < 400 };
+const headOf = (start: string, whole = () => start): { customId: string; ok: boolean } | undefined => {
+  try {
+    const head = SENT_HEAD.exec(start);
+    if (head) return { customId: JSON.parse(head[1]!) as string, ok: Number(head[2]) < 400 };
+    const r = JSON.parse(whole()) as Partial<LineResult> | null;
+    if (typeof r?.custom_id !== 'string') return undefined;
+    const status = r.response?.status_code;
+    return { customId: r.custom_id, ok: typeof status === 'number' && status < 400 };
+  } catch {
+    return undefined;
+  }
 };
-const sentLine = (text: string): SentLine => ({ ...headOf(text), text });
+/** Saved lines of `page` as its rows hold them, which only this code writes. */
+const sentLine = (text: string, page: number): SentLine => {
+  const head = headOf(text);
+  if (!head) throw resultsError(page);
+  return { ...head, text };
+};
 /** A custom_id has at most 512 characters, each at most 6 bytes in JSON: a line's head is within its first bytes. */
 const HEAD_BYTES = 4096;
 const NEWLINE = Buffer.from('\n');
 /** An output line as stored: its bytes, newline included (a view of the object read, not a copy). */
-type StoredLine = ReturnType<typeof headOf> & { bytes: Buffer };
-const storedLines = (jsonl: Buffer): StoredLine[] => {
+type StoredLine = { customId: string; ok: boolean; bytes: Buffer };
+const storedLines = (jsonl: Buffer, page: number): StoredLine[] => {
   const lines: StoredLine[] = [];
   for (let start = 0; start < jsonl.length;) {
     const newline = jsonl.indexOf(0x0a, start);
@@ -101,6 +122,7 @@ const storedLines = (jsonl: Buffer): StoredLine[] => {
       const head = headOf(jsonl.toString('utf8', start, Math.min(end, start + HEAD_BYTES)), () =>
         jsonl.toString('utf8', start, end),
       );
+      if (!head) throw resultsError(page);
       const bytes = newline === -1 ? Buffer.concat([jsonl.subarray(start), NEWLINE]) : jsonl.subarray(start, end + 1);
       lines.push({ ...head, bytes });
     }
@@ -279,7 +301,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       };
       // Written by an attempt that died before it reported: nothing is left to send.
       const written = retried ? await readIfThere(objects, page) : undefined;
-      if (written) return outcomeOf(storedLines(written));
+      if (written) return outcomeOf(storedLines(written, input.page));
       const file = await inputFile(input, input.inputFileId);
       const start = file.pageOffsets[input.page]!;
       const next = file.pageOffsets[input.page + 1];
@@ -348,7 +370,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         const todo: number[] = [];
         for (const [i, line] of lines.entries()) {
           const had = saved.get(line.custom_id);
-          if (had !== undefined) results[i] = sentLine(had);
+          if (had !== undefined) results[i] = sentLine(had, input.page);
           else todo.push(i);
         }
         // Lanes, not a promise per line: each lane holds one of the batch's slots and one of the tenant's while it
@@ -427,9 +449,9 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         ctx.heartbeat(page);
         // One GET: a page's object is there unless the page was cut short.
         const object = await readIfThere(objects, pageRef(input, page));
-        if (object) return storedLines(object);
+        if (object) return storedLines(object, page);
         const results = [...(await store.resultsOf(input.tenantId, input.batchId, page)).values()].map((text) => ({
-          ...headOf(text),
+          ...sentLine(text, page),
           bytes: Buffer.from(`${text}\n`),
         }));
         // What a page cut short by cancel or expiry got done counts too.

@@ -8,10 +8,20 @@ import {
   CreateMultipartUploadCommand,
   ListMultipartUploadsCommand,
 } from '@aws-sdk/client-s3';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import OpenAI, { toFile } from 'openai';
+import { createBatchActivities } from '../../activities/batch';
+import { pageRef } from '../../activities/batch/objects';
+import { BatchStore } from '../../common/store/batches';
 import { startReferenceModelServer, type ReferenceModelServer } from '../../deploy/dev/model-server/server';
 import { freePort } from '../../deploy/dev/process';
-import { BATCH_PAGE_LINES, batchContract, fileKey, workflowMetadataQuery } from '../../contracts/batch';
+import {
+  BATCH_INPUT_FAILURE,
+  BATCH_PAGE_LINES,
+  batchContract,
+  fileKey,
+  workflowMetadataQuery,
+} from '../../contracts/batch';
 import { ServiceCredentials } from '../../common/service-credential';
 import { knowledgePrefix, uploadsPrefix } from '../../common/documents';
 import type { Logger } from '../../common/logger';
@@ -494,6 +504,70 @@ describe('batches', () => {
       ],
     });
     expect((await inject(acme.keys.viewer, 'GET', `/v1/batches/${done.id}`)).json().errors).toEqual(done.errors);
+  });
+
+  it("fails, not retries for ever, when a page's stored results were rewritten in the tenant bucket", async () => {
+    // The page objects are in the tenant's bucket: its S3 keys can write them between a page's end and the finish, or
+    // before a page's retry reads them. Called directly: a batch run cannot be stopped at that point on purpose.
+    const activities = createBatchActivities({ db: p.db, objects: p.objects, gatewayUrl: baseUrl });
+    const ref = { tenantId: acme.id, batchId: `batch_rewritten_${Date.now()}`, bucket: acme.bucket };
+    await new BatchStore(p.db).createBatch(acme.id, {
+      id: ref.batchId,
+      endpoint: '/v1/chat/completions',
+      inputFileId: 'file-gone',
+      completionWindow: '24h',
+      metadata: null,
+      createdBy: 'test',
+      total: 2,
+      expiresAt: Date.now() + 3_600_000,
+    });
+    const answer = `{"id":"batch_req_${'0'.repeat(24)}","custom_id":"a","response":{"status_code":200,"request_id":"t","body":{}},"error":null}`;
+    await p.objects.put(pageRef(ref, 0), `${answer}\n`);
+    const outputs = { outputFileId: `${ref.batchId}-output`, errorFileId: `${ref.batchId}-error` };
+    const refusal = (run: Promise<unknown>) =>
+      run.then(
+        () => undefined,
+        (err: { type?: string; nonRetryable?: boolean; details?: unknown[] }) => ({
+          type: err.type,
+          nonRetryable: err.nonRetryable,
+          detail: err.details?.[0],
+        }),
+      );
+    const expected = {
+      type: BATCH_INPUT_FAILURE,
+      nonRetryable: true,
+      detail: {
+        code: 'batch_results_unreadable',
+        message:
+          "the stored results of page 2 of this batch were changed in the tenant's bucket and are not its output lines",
+        param: null,
+        line: null,
+      },
+    };
+    for (const rewritten of ['not json\n', '{"custom_id":7}\n', `${answer}\nnull\n`]) {
+      await p.objects.put(pageRef(ref, 1), rewritten);
+      const finish = new MockActivityEnvironment().run(activities.batchFinish, {
+        ...ref,
+        ...outputs,
+        ending: 'completed' as const,
+        pages: 2,
+      });
+      expect(await refusal(finish)).toEqual(expected);
+      // A page's retry reads what its first attempt wrote before sending anything.
+      const retried = new MockActivityEnvironment({ attempt: 2 }).run(activities.batchPage, {
+        ...ref,
+        page: 1,
+        endpoint: '/v1/chat/completions' as const,
+        inputFileId: 'file-gone',
+        subject: 'test',
+        roles: ['developer'],
+      });
+      expect(await refusal(retried)).toEqual(expected);
+    }
+    // The finish wrote no file, and left no part of one behind.
+    for (const id of Object.values(outputs))
+      expect(await p.objects.head({ bucket: acme.bucket, key: fileKey(id) })).toBeUndefined();
+    expect((await multipartUploads(acme.bucket).uploads()).filter((k) => k?.startsWith('batches/files/'))).toEqual([]);
   });
 
   it('keeps one output line per custom_id when the input was rewritten to repeat one after upload', async () => {
