@@ -12,6 +12,7 @@ import { gatewayPlugin } from './gateway/plugin';
 import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { ServiceCredentials } from '../common/service-credential';
+import { encodedBodyError } from './content-encoding';
 import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
 import { requestLoggerFactory } from './plugins/request-logger';
 import { requestIdOf, tracingPlugin } from './plugins/tracing';
@@ -139,6 +140,8 @@ export async function createHttpApp(
   const json = app.getDefaultJsonParser(app.initialConfig.onProtoPoisoning!, app.initialConfig.onConstructorPoisoning!);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    const encoded = encodedBodyError(request.headers);
+    if (encoded) return done(encoded);
     if (body === '') return done(null, undefined);
     json(request, body as string, (err, parsed) =>
       !err && nestsTooDeep(parsed, body)

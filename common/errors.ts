@@ -24,6 +24,11 @@ export class PayloadTooLargeError extends PlatformError {
     super(413, 'payload_too_large', message, { field });
   }
 }
+export class UnsupportedMediaTypeError extends PlatformError {
+  constructor(message: string, field: string) {
+    super(415, 'unsupported_media_type', message, { field });
+  }
+}
 export class UnauthorizedError extends PlatformError {
   constructor(message = 'missing or invalid credentials') {
     super(401, 'unauthorized', message);

@@ -7,6 +7,7 @@ import { ATTR_URL_FULL } from '@opentelemetry/semantic-conventions';
 import { EgressPolicy } from '../../common/egress';
 import { ForbiddenError } from '../../common/errors';
 import { nestsTooDeep, TOO_DEEP } from '../json-depth';
+import { encodedBodyError } from '../content-encoding';
 import type { AuditStore } from '../../common/store/audit';
 import { BudgetStore } from '../../common/store/budgets';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
@@ -295,6 +296,8 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     'application/json',
     { parseAs: 'buffer', bodyLimit: s.bodyLimitBytes },
     (request, body, done) => {
+      const encoded = encodedBodyError(request.headers);
+      if (encoded) return done(encoded, undefined);
       request.rawBody = body as Buffer;
       try {
         const parsed: unknown = JSON.parse((body as Buffer).toString('utf8'));

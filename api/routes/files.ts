@@ -6,6 +6,7 @@ import { BatchStore, newObjectId, type BatchFile } from '../../common/store/batc
 import { fileKey } from '../../contracts/batch';
 import { MAX_FILE_BYTES } from '../batch-input';
 import { receiveBatchFile } from '../batch-upload';
+import { encodedBodyError } from '../content-encoding';
 import { linkTo } from '../openapi-links';
 import { OpenAiList, openAiList } from '../openai-list';
 import { requireRole } from '../plugins/auth';
@@ -50,7 +51,9 @@ export const fileRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   // The form is read by the route's handler, as it arrives (api/batch-upload.ts), after authentication and the role
   // check: nothing here holds it.
-  app.addContentTypeParser('multipart/form-data', (_request, _payload, done) => done(null, undefined));
+  app.addContentTypeParser('multipart/form-data', (request, _payload, done) =>
+    done(encodedBodyError(request.headers) ?? null, undefined),
+  );
 
   const fileOf = async (tenantId: string, id: string) => {
     const f = await files.getFile(tenantId, id);

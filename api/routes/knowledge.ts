@@ -10,6 +10,7 @@ import { checkUriInScope } from '../../common/store/storage-scope';
 import type { ingestDocuments } from '../../workflows';
 import { ingestionContract, type IngestionInput } from '../../contracts/ingestion';
 import { requireRole } from '../plugins/auth';
+import { encodedBodyError } from '../content-encoding';
 import { operationRoutes, type Links } from '../operation-routes';
 import { IngestionRead } from '../operation-schemas';
 import { linkTo } from '../openapi-links';
@@ -177,7 +178,9 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // reached it, which then answered 400).
   await app.register((async (uploads) => {
     uploads.removeAllContentTypeParsers();
-    uploads.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+    uploads.addContentTypeParser('*', (request, _payload, done) =>
+      done(encodedBodyError(request.headers) ?? null, undefined),
+    );
     uploads.post(
       '/:namespace/files',
       {

@@ -218,6 +218,51 @@ describe('inference routes answer in OpenAI’s shape', () => {
   });
 });
 
+describe('a compressed body (Content-Encoding) is 415 naming the header, on every route that reads a body', () => {
+  const encoded = (url: string, contentType: string, coding: string, key = t.keys.admin) =>
+    inject({
+      method: 'POST',
+      url,
+      payload: '{}',
+      headers: { 'content-type': contentType, 'content-encoding': coding },
+      key,
+    });
+  const refusal = { message: "Content-Encoding 'gzip' is not supported: send the body uncompressed" };
+
+  it('control routes, the batch file upload and the document upload: the platform shape', async () => {
+    for (const [url, contentType] of [
+      ['/v1/models', 'application/json'],
+      ['/v1/files', 'multipart/form-data; boundary=x'],
+      ['/v1/knowledge/docs/files?name=a.md', 'text/markdown'],
+    ] as const) {
+      const res = await encoded(url, contentType, 'gzip');
+      expect({ url, status: res.statusCode }).toEqual({ url, status: 415 });
+      expect(expectPlatformShape(res.body, 'unsupported_media_type')).toEqual({
+        ...refusal,
+        type: 'unsupported_media_type',
+        details: { field: 'headers.content-encoding' },
+      });
+    }
+    // identity is no coding: the route reads the body and answers for it (here, its missing fields).
+    const plain = await encoded('/v1/models', 'application/json', 'identity');
+    expect(plain.statusCode).toBe(400);
+    expect(expectPlatformShape(plain.body, 'invalid_request').details).toMatchObject({ field: 'body.id' });
+  });
+
+  it("inference routes: OpenAI's shape, the header as its param", async () => {
+    const res = await encoded('/v1/chat/completions', 'application/json', 'gzip', t.keys.developer);
+    expect(res.statusCode).toBe(415);
+    expect(JSON.parse(res.body)).toEqual({
+      error: {
+        ...refusal,
+        type: 'invalid_request_error',
+        param: 'headers.content-encoding',
+        code: 'unsupported_media_type',
+      },
+    });
+  });
+});
+
 describe('the OpenAPI document', () => {
   it('lists the errors Fastify and the auth budget add: 413/415 on bodies, 414 on path parameters, 429', async () => {
     const doc = (await p.app.inject({ method: 'GET', url: '/openapi.json' })).json() as {
