@@ -125,7 +125,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       },
       refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
     });
-    await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
+    // The plugin's own Content-Security-Policy for its pages (with the hashes of its inline script and style), which
+    // also keeps them out of other sites' frames.
+    await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true }, staticCSP: true });
     app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   });
   const { app } = http;

@@ -13,6 +13,7 @@ import { loadGatewaySettings, type GatewaySettings } from './gateway/settings';
 import { auditPlugin } from './plugins/audit';
 import { ServiceCredentials } from '../common/service-credential';
 import { encodedBodyError } from './content-encoding';
+import { ALWAYS_HEADERS } from './response-headers';
 import { authPlugin, type AuthOptions, type JwtSettings } from './plugins/auth';
 import { requestLoggerFactory } from './plugins/request-logger';
 import { requestIdOf, tracingPlugin } from './plugins/tracing';
@@ -158,6 +159,7 @@ export async function createHttpApp(
   await app.register(tracingPlugin);
   app.addHook('onSend', async (request, reply, payload) => {
     reply.header('x-trace-id', request.id);
+    reply.headers(ALWAYS_HEADERS);
     return payload;
   });
   await beforeAuth?.(app);

@@ -8,6 +8,7 @@ import { EgressPolicy } from '../../common/egress';
 import { ForbiddenError } from '../../common/errors';
 import { nestsTooDeep, TOO_DEEP } from '../json-depth';
 import { encodedBodyError } from '../content-encoding';
+import { ALWAYS_HEADERS } from '../response-headers';
 import type { AuditStore } from '../../common/store/audit';
 import { BudgetStore } from '../../common/store/budgets';
 import { GatewayMetricsStore } from '../../common/store/gateway-metrics';
@@ -583,6 +584,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     const served = target;
     reply.hijack();
     const responseHeaders: Record<string, string | number> = {
+      ...ALWAYS_HEADERS,
       'x-trace-id': request.id,
       'x-llmhub-model-version': served.version,
     };

@@ -5,6 +5,7 @@ import type { AuditEntry, AuditStore } from '../../common/store/audit';
 import { AuditBuffer } from './audit-buffer';
 import { AuditWriter } from './audit-writer';
 import { isPublic, PLATFORM_ADMIN } from './auth';
+import { ALWAYS_HEADERS } from '../response-headers';
 
 /** What a reply the route wrote itself (`reply.hijack()`) tells its row when it ends. */
 export type ReplyEnd = Pick<
@@ -116,7 +117,12 @@ export function auditedStream(
 ): { write(chunk: string | Buffer): boolean; end(): void } {
   reply.hijack();
   const out = reply.raw;
-  out.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-cache', 'x-trace-id': request.id });
+  out.writeHead(200, {
+    ...ALWAYS_HEADERS,
+    'content-type': contentType,
+    'cache-control': 'no-cache',
+    'x-trace-id': request.id,
+  });
   let bytesSent = 0;
   let recorded = false;
   // 'finish' too: an injected reply (an in-process call) may never emit 'close'.

@@ -263,6 +263,22 @@ describe('a compressed body (Content-Encoding) is 415 naming the header, on ever
   });
 });
 
+describe('response headers', () => {
+  it('every answer says nosniff; the API documentation pages carry their Content-Security-Policy', async () => {
+    for (const res of [
+      await inject({ method: 'GET', url: '/v1/models' }),
+      await inject({ method: 'GET', url: '/v1/models/none' }),
+      await p.app.inject({ method: 'GET', url: '/healthz' }),
+    ])
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+    const docs = await p.app.inject({ method: 'GET', url: '/docs' });
+    expect(docs.statusCode).toBe(200);
+    expect(docs.headers['content-security-policy']).toEqual(
+      expect.stringMatching(/default-src 'self'.*frame-ancestors 'self'.*object-src 'none'/),
+    );
+  });
+});
+
 describe('the OpenAPI document', () => {
   it('lists the errors Fastify and the auth budget add: 413/415 on bodies, 414 on path parameters, 429', async () => {
     const doc = (await p.app.inject({ method: 'GET', url: '/openapi.json' })).json() as {

@@ -323,6 +323,19 @@ describe('tenancy, keys and request errors', () => {
     expect(stable.requests.find((r) => r.headers['x-trace-id'] === id)).toBeDefined();
   });
 
+  it('says nosniff on answers it writes itself (whole and streamed) as on its errors', async () => {
+    const answers = [
+      await post('/v1/chat/completions', acme.keys.developer, chat),
+      await post('/v1/chat/completions', acme.keys.developer, { ...chat, stream: true }),
+      await post('/v1/chat/completions', acme.keys.developer, { ...chat, model: 'no-such-model' }),
+    ];
+    expect(answers.map((r) => [r.statusCode, r.headers['content-type'], r.headers['x-content-type-options']])).toEqual([
+      [200, expect.stringMatching(/^application\/json/), 'nosniff'],
+      [200, 'text/event-stream', 'nosniff'],
+      [404, expect.stringMatching(/^application\/json/), 'nosniff'],
+    ]);
+  });
+
   it('refuses another tenant (403), a foreign project (403), no key (401), a viewer key (403)', async () => {
     const asOther = await post('/v1/chat/completions', acme.keys.developer, chat, { 'x-tenant-id': other.id });
     expect(asOther.statusCode).toBe(403);
