@@ -72,6 +72,18 @@ const CONNECT_TRIES = 5;
 /** A page's credential is minted again after this long, well before it expires, so a long page never sends an expired one. */
 const REMINT_MS = 5 * 60_000;
 
+/**
+ * A page hands its answers to its object once this many bytes of them are ready in line order...
+ */
+const PAGE_WRITE_BYTES = 256 * 1024;
+/**
+ * ...and its lanes wait while this much is handed over and not yet taken by the upload, which itself holds up to three
+ * parts (putStream): a page holds about 24 MiB at most, whatever its answers' size. Held whole until the page ended, a
+ * page of 1,536-dimension embeddings was 32 MB, eight of them in flight per batch, and a 1,000-line page of larger ones
+ * 619 MB. Lanes that waited on less (512 KiB) sent a batch of such embeddings 20 % slower: the page's own upload held
+ * them back.
+ */
+const PAGE_WRITE_AHEAD_BYTES = 8 * 1024 * 1024;
 /** Page results the finish reads at once (S3 objects, or rows of a page cut short). */
 const FINISH_READS = 8;
 /**
@@ -293,22 +305,25 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       const page = pageRef(input, input.page);
       // Only a retried attempt can find results of this page: a run hands over only once its pages have ended.
       const retried = ctx.info.attempt > 1;
-      const outcomeOf = async (results: { ok: boolean }[]) => {
-        const completed = results.filter((r) => r.ok).length;
-        const outcome = { page: input.page, completed, failed: results.length - completed };
+      const outcomeOf = async (counts: { completed: number; failed: number }) => {
+        const outcome = { page: input.page, ...counts };
         await store.recordPage(input.tenantId, input.batchId, outcome);
         return outcome;
       };
       // Written by an attempt that died before it reported: nothing is left to send.
       const written = retried ? await readIfThere(objects, page) : undefined;
-      if (written) return outcomeOf(storedLines(written, input.page));
+      if (written) {
+        const answers = storedLines(written, input.page);
+        const completed = answers.filter((r) => r.ok).length;
+        return outcomeOf({ completed, failed: answers.length - completed });
+      }
       const file = await inputFile(input, input.inputFileId);
       const start = file.pageOffsets[input.page]!;
-      const next = file.pageOffsets[input.page + 1];
+      const end = file.pageOffsets[input.page + 1];
       const raw = await readObject(
         objects,
         { bucket: input.bucket, key: file.objectKey },
-        { start, ...(next !== undefined ? { end: next - 1 } : {}) },
+        { start, ...(end !== undefined ? { end: end - 1 } : {}) },
       ).catch((err: unknown) => {
         throw isNotFound(err)
           ? inputError('input_file_unreadable', `the input file ${file.id} is gone from storage`)
@@ -357,6 +372,43 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         return saving;
       };
       let stored = false;
+      // The page's object, written as its answers come in line order (see PAGE_WRITE_BYTES); it exists once ended.
+      const object = new JsonlUpload(objects, page);
+      const results: (SentLine | undefined)[] = new Array<SentLine | undefined>(lines.length);
+      const counts = { completed: 0, failed: 0 };
+      /** Lines before it are in `ready` or handed to the object; their results are dropped. */
+      let next = 0;
+      let ready = '';
+      let readyLines = 0;
+      let handedBytes = 0;
+      let writing = Promise.resolve();
+      const hand = () => {
+        if (readyLines === 0) return;
+        // One buffer per hand-over, not one per line: each is a write through the upload's stream.
+        const run = new Lines();
+        const bytes = Buffer.from(ready);
+        run.add(bytes, readyLines);
+        ready = '';
+        readyLines = 0;
+        handedBytes += bytes.length;
+        writing = writing.then(async () => {
+          await object.write(run);
+          handedBytes -= bytes.length;
+        });
+        // Awaited by a lane past the bound, and at the page's end; until then a failed upload is not unhandled.
+        writing.catch(() => undefined);
+      };
+      /** Moves the results now ready in line order to the object's next write. */
+      const advance = () => {
+        for (let r = results[next]; r !== undefined; r = results[next]) {
+          ready += `${r.text}\n`;
+          readyLines++;
+          counts[r.ok ? 'completed' : 'failed']++;
+          results[next++] = undefined;
+        }
+        // Characters, not bytes: close enough for a bound.
+        if (ready.length >= PAGE_WRITE_BYTES) hand();
+      };
       // The activity's cancel reaches the line in flight of each lane through the lane's own emitter, which holds one
       // listener at a time (an emitter shared by the page's lanes held 32, each removal a search).
       const laneStops: EventEmitter[] = [];
@@ -366,13 +418,13 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       const beat = setInterval(() => ctx.heartbeat(), 1_000);
       const saver = setInterval(() => void save().catch(() => undefined), RESULT_SAVE_MS);
       try {
-        const results: SentLine[] = new Array<SentLine>(lines.length);
         const todo: number[] = [];
         for (const [i, line] of lines.entries()) {
           const had = saved.get(line.custom_id);
           if (had !== undefined) results[i] = sentLine(had, input.page);
           else todo.push(i);
         }
+        advance();
         // Lanes, not a promise per line: each lane holds one of the batch's slots and one of the tenant's while it
         // takes the page's next line, so a line costs no semaphore hand-over of its own; a lane gives its slots back
         // when the page has no line left for it, to the next page's lanes. The batch's slot is taken first: a batch
@@ -395,6 +447,8 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
                   const result = await send(line, idOf(first + i), auth!.headers, signal, stop);
                   results[i] = result;
                   unsaved.push({ customId: line.custom_id, result: result.text });
+                  if (i === next) advance();
+                  if (handedBytes >= PAGE_WRITE_AHEAD_BYTES) await writing;
                 }
               }),
             )
@@ -409,20 +463,23 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         await saving.catch(() => undefined);
         // Sent in parts when large: a page joined into one string failed past V8's limit (~512 MiB), on every retry,
         // each of which sent its lines to the model again.
-        const object = new JsonlUpload(objects, page);
-        const answers = new Lines();
-        for (const r of results) answers.add(Buffer.from(`${r.text}\n`));
-        await object.write(answers);
+        hand();
+        await writing;
         await object.end();
         stored = true;
         if (rows) await store.dropResults(input.tenantId, input.batchId, input.page);
-        return await outcomeOf(results);
+        return await outcomeOf(counts);
       } finally {
         clearInterval(beat);
         clearInterval(saver);
         signal.removeEventListener('abort', onCancel);
-        // What was answered before a cancel or a failure is kept for the partial output and the page's retry.
-        if (!stored) await save().catch(() => undefined);
+        if (!stored) {
+          // An object of part of the page must never appear: its upload is dropped, parts and all.
+          await object.abort(new Error('the page ended before all its lines were answered'));
+          await writing.catch(() => undefined);
+          // What was answered before a cancel or a failure is kept for the partial output and the page's retry.
+          await save().catch(() => undefined);
+        }
       }
     },
 

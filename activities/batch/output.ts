@@ -35,8 +35,9 @@ export class Lines {
   readonly runs: Buffer[] = [];
   count = 0;
 
-  add(line: Buffer): void {
-    this.count++;
+  /** `line` may hold several lines (`lines` of them), written as one. */
+  add(line: Buffer, lines = 1): void {
+    this.count += lines;
     const last = this.runs.at(-1);
     if (last && last.buffer === line.buffer && last.byteOffset + last.length === line.byteOffset)
       this.runs[this.runs.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + line.length);

@@ -1,4 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { connect } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -29,7 +30,7 @@ import { startUploadSweeper } from '../../api/upload-sweeper';
 import { workflowId } from '../../contracts/operations';
 import { serveModel, untilRouted } from '../support/gateway';
 import { bearer, eventually, startTestPlatform, type TestPlatform, type TestTenant } from '../support/platform';
-import { chatLines, fileLines, multipart, untilBatch, uploadFile, type BatchObject } from '../support/batch';
+import { batchOf, chatLines, fileLines, multipart, untilBatch, uploadFile, type BatchObject } from '../support/batch';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const run = promisify(execFile);
@@ -504,6 +505,68 @@ describe('batches', () => {
       ],
     });
     expect((await inject(acme.keys.viewer, 'GET', `/v1/batches/${done.id}`)).json().errors).toEqual(done.errors);
+  });
+
+  it("writes a page's object as its answers come, in line order, not once the page has ended", async () => {
+    // 300 lines of 64 KB answers (19 MB, over S3's 5 MiB part): the last 20 are held until the page's upload has begun.
+    const answer = (prompt: string) =>
+      JSON.stringify({
+        id: 'chatcmpl-big',
+        object: 'chat.completion',
+        created: 1,
+        model: 'big',
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: `${prompt}:${'x'.repeat(64 * 1024)}` },
+            finish_reason: 'stop',
+          },
+        ],
+        usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 },
+      });
+    const held: (() => void)[] = [];
+    let released = false;
+    const upstream = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        // The routing check's embeddings call has no messages: any answer will do.
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as { messages?: { content: string }[] };
+        const prompt = body.messages?.[0]?.content ?? 'ping';
+        const reply = () => res.writeHead(200, { 'content-type': 'application/json' }).end(answer(prompt));
+        if (Number(prompt.split(' ')[1]) >= 280 && !released) held.push(reply);
+        else reply();
+      });
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => upstream.listen(port, '127.0.0.1', resolve));
+    try {
+      await serveModel(p.db, acme.id, 'big', { '1': `http://127.0.0.1:${port}/v1` }, { stable: '1' });
+      await untilRouted(p.app, acme.keys.developer, 'big');
+      const b = await startBatch(acme, chatLines('big', 300));
+      const pages = multipartUploads(acme.bucket);
+      await eventually("the page's upload to have begun while 20 of its lines wait", async () => {
+        const uploading = (await pages.uploads()).filter((k) => k?.startsWith(`batches/${b.id}/pages/`));
+        return uploading.length === 1 && held.length === 20;
+      });
+      expect((await batchOf(p.app, acme.keys.viewer, b.id)).status).toBe('in_progress');
+      released = true;
+      held.splice(0).forEach((reply) => reply());
+      const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['completed']);
+      expect(done.request_counts).toEqual({ total: 300, completed: 300, failed: 0 });
+      const output = await fileLines(p.app, acme.keys.viewer, done.output_file_id);
+      expect(output.map((l) => l.custom_id)).toEqual(Array.from({ length: 300 }, (_, i) => `req-${i}`));
+      for (const [i, l] of output.entries())
+        expect(l.response?.body).toMatchObject({
+          choices: [{ message: { content: `line ${i}:${'x'.repeat(64 * 1024)}` } }],
+        });
+      await untilPagesDropped(acme, b.id);
+      expect((await pages.uploads()).filter((k) => k?.startsWith(`batches/${b.id}/`))).toEqual([]);
+    } finally {
+      released = true;
+      held.splice(0).forEach((reply) => reply());
+      upstream.close();
+    }
   });
 
   it("fails, not retries for ever, when a page's stored results were rewritten in the tenant bucket", async () => {
