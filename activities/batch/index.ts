@@ -18,7 +18,7 @@ import { ServiceCredentials } from '../../common/service-credential';
 import { BatchStore, ENDED, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
 import { pageRef, pagesPrefix, requestIdsOf } from './objects';
-import { inOrder, Lines, JsonlUpload } from './output';
+import { inOrder, Lines, JsonlUpload, pagesAhead } from './output';
 
 export interface BatchActivityDeps {
   db: Pool;
@@ -84,8 +84,10 @@ const PAGE_WRITE_BYTES = 256 * 1024;
  * them back.
  */
 const PAGE_WRITE_AHEAD_BYTES = 8 * 1024 * 1024;
-/** Page results the finish reads at once (S3 objects, or rows of a page cut short). */
+/** Page results the finish reads at once (S3 objects, or rows of a page cut short), when they are small... */
 const FINISH_READS = 8;
+/** ...and as many as fit in this when they are not (pagesAhead). */
+const FINISH_AHEAD_BYTES = 64 * 1024 * 1024;
 /**
  * How often a page saves the answers it got since its last save, in one statement. A worker that dies re-sends only
  * what was in flight and answered since then; without these saves it re-sent every answered line of its pages in
@@ -529,7 +531,9 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         const seen = new Set<string>();
         // Pages read a few at a time (one after another, their round trips were most of the batch's last seconds)
         // and written in their order as they come: only those few pages are held, not the whole output.
-        for await (const [page, results] of inOrder(input.pages, FINISH_READS, resultsOf)) {
+        const sizes = (await objects.list(input.bucket, pagesPrefix(input))).map((o) => o.sizeBytes);
+        const ahead = pagesAhead(sizes, FINISH_READS, FINISH_AHEAD_BYTES);
+        for await (const [page, results] of inOrder(input.pages, ahead, resultsOf)) {
           let dropped = false;
           const kept = { ok: new Lines(), failed: new Lines() };
           for (const r of results) {

@@ -28,6 +28,16 @@ export async function* inOrder<T>(
 }
 
 /**
+ * How many of a batch's pages the finish reads ahead: `most`, or as many of the largest as fit in `bytes` (at least
+ * one). Each page is read whole; eight pages of 1,536-dimension embeddings (32 MB each, twice that while read) were most
+ * of a worker's memory in the finish, and larger answers make larger pages.
+ */
+export function pagesAhead(pageBytes: readonly number[], most: number, bytes: number): number {
+  const largest = pageBytes.reduce((a, b) => Math.max(a, b), 0);
+  return Math.max(1, Math.min(most, Math.floor(bytes / Math.max(1, largest))));
+}
+
+/**
  * Lines on their way to one file: each a view of the page object it was read from. A line that follows the last one in
  * the same page extends its run, so a page whose lines all go to one file is written as one chunk, with no copy.
  */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import type { Readable } from 'node:stream';
-import { inOrder, Lines, JsonlUpload } from '../../activities/batch/output';
+import { inOrder, Lines, JsonlUpload, pagesAhead } from '../../activities/batch/output';
 import type { ObjectRef } from '../../common/objectstore';
 
 /** A store's putStream that reads the body as S3 would, keeping only its size and a hash-free sample of it. */
@@ -157,5 +157,15 @@ describe('inOrder', () => {
     const taken: unknown[] = [];
     for await (const p of inOrder(0, 8, () => Promise.reject(new Error('never read')))) taken.push(p);
     expect(taken).toEqual([]);
+  });
+});
+
+describe('pagesAhead', () => {
+  const MiB = 1024 * 1024;
+  it('reads the most ahead when pages are small, fewer as they grow, and always one', () => {
+    expect(pagesAhead([400_000, 420_000], 8, 64 * MiB)).toBe(8);
+    expect(pagesAhead([], 8, 64 * MiB)).toBe(8);
+    expect(pagesAhead([1 * MiB, 32 * MiB, 2 * MiB], 8, 64 * MiB)).toBe(2);
+    expect(pagesAhead([619 * MiB], 8, 64 * MiB)).toBe(1);
   });
 });
