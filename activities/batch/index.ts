@@ -178,6 +178,13 @@ function inputLine(text: string, input: Pick<BatchInput, 'endpoint' | 'inputFile
       `line ${n} of the input file ${input.inputFileId} is not a request to ${input.endpoint} with a custom_id`,
       n,
     );
+  // Kept as a row's key while the page runs, as the upload checked.
+  if (line.custom_id.includes('\0') || !line.custom_id.isWellFormed())
+    throw inputError(
+      'invalid_request',
+      `line ${n} of the input file ${input.inputFileId} has a custom_id with a NUL character or an unpaired UTF-16 surrogate`,
+      n,
+    );
   return line as InputLine;
 }
 
@@ -369,7 +376,16 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
         const batch = unsaved.splice(0);
         if (batch.length) {
           rows = true;
-          saving = saving.then(() => store.putResults(input.tenantId, input.batchId, input.page, batch));
+          // Each save runs whatever the one before it did: chained on a failed one, no later save of the page ran, and
+          // what it had taken was gone (a cancel's partial output then missed answered lines). A failed statement wrote
+          // none of its rows; they go back for the next save.
+          saving = saving
+            .catch(() => undefined)
+            .then(() => store.putResults(input.tenantId, input.batchId, input.page, batch))
+            .catch((err: unknown) => {
+              unsaved.unshift(...batch);
+              throw err;
+            });
         }
         return saving;
       };

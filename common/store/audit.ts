@@ -96,6 +96,16 @@ const TYPES = 'text text text text text text text int text text float8 bigint bo
   ' ',
 );
 
+/**
+ * Text PostgreSQL can hold: a NUL fails the whole multi-row INSERT, and the buffer that retries it then wrote no row of
+ * its replica again. Callers refuse such text first (a model name on the inference routes); this is the last guard, so
+ * one request can never stop the audit.
+ */
+const storable = (v: unknown): unknown => {
+  if (typeof v !== 'string') return v;
+  const s = v.includes('\0') ? v.replaceAll('\0', '\uFFFD') : v;
+  return s.isWellFormed() ? s : s.toWellFormed();
+};
 const valuesOf = (e: AuditEntry): unknown[] => [
   e.requestId,
   e.tenantId ?? null,
@@ -158,7 +168,7 @@ export class AuditStore {
   /** Many rows in one statement. */
   async insert(entries: AuditEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    const values = entries.map(valuesOf);
+    const values = entries.map((e) => valuesOf(e).map(storable));
     const params = [
       entries.map((e) => (e.at === undefined ? null : e.at)),
       ...COLUMNS.map((_, i) => values.map((v) => v[i])),

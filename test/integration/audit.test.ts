@@ -102,6 +102,36 @@ describe('one audit row per call', () => {
     expect(row!.principal).toMatch(/^key:/);
   });
 
+  it('a model name holding a NUL is a 400 with its row, and rows after it are still written', async () => {
+    // Before, the name went into the row: PostgreSQL refused the buffered INSERT for it, and the buffer, retrying it,
+    // wrote no row of this replica again.
+    const refused = uniqueId('nul-model');
+    const res = await chat(refused, 'a\u0000b', 'hi', false);
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: { param: 'model', code: 'invalid_request' } });
+    const after = uniqueId('after-nul');
+    expect((await chat(after, MODEL, 'hi', false)).status).toBe(200);
+    expect((await rowsOf({ requestId: refused }))[0]).toMatchObject({ statusCode: 400, model: null });
+    expect((await rowsOf({ requestId: after }))[0]).toMatchObject({ statusCode: 200, model: MODEL });
+  });
+
+  it('the store takes any text: a NUL or an unpaired surrogate is replaced, the other rows of the statement kept', async () => {
+    const ids = [uniqueId('nul-row'), uniqueId('surrogate-row'), uniqueId('plain-row')];
+    const row = (requestId: string, model: string) => ({
+      requestId,
+      tenantId: acme.id,
+      method: 'POST',
+      route: '/v1/chat/completions',
+      url: '/v1/chat/completions',
+      statusCode: 200,
+      model,
+    });
+    await new AuditStore(p.db).insert([row(ids[0]!, 'a\u0000b'), row(ids[1]!, 'a\ud800b'), row(ids[2]!, 'ab')]);
+    const models = [];
+    for (const id of ids) models.push((await rowsOf({ requestId: id }))[0]!.model);
+    expect(models).toEqual(['a\ufffdb', 'a\ufffdb', 'ab']);
+  });
+
   it('a streamed chat: the row is written after [DONE], with the tokens of the stream', async () => {
     const traceId = uniqueId('stream');
     const res = await chat(traceId, MODEL, 'count one two three', true);

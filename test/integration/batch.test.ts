@@ -119,6 +119,17 @@ describe('files', () => {
       [good.replace('"method":"POST"', '"method":"GET"'), 1, 'method'],
       [good + '{"custom_id":"x","method":"POST","url":"/v1/images","body":{"model":"m"}}\n', 4, 'url'],
       [good + 'not json\n', 4, 'the line'],
+      // Kept as a row's key while the batch runs: PostgreSQL's text takes no NUL.
+      [
+        good + '{"custom_id":"a\\u0000b","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n',
+        4,
+        'custom_id',
+      ],
+      [
+        good + '{"custom_id":"a\\ud800","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\n',
+        4,
+        'custom_id',
+      ],
       [good + '{"custom_id":"y","method":"POST","url":"/v1/embeddings","body":{}}\n', 4, 'body.model'],
       // Past 128 levels: the workflow's JSON would overflow the stack long before a model saw it.
       [
@@ -565,6 +576,103 @@ describe('batches', () => {
     } finally {
       released = true;
       held.splice(0).forEach((reply) => reply());
+      upstream.close();
+    }
+  });
+
+  it("saves a page's answers at the next save when a save failed, so a cancel keeps every answered line", async () => {
+    // Lines from 100 on are held until released; the page's first save (of the first 100 answers) is refused.
+    let allowed = 100;
+    const held: { line: number; reply: () => void }[] = [];
+    const release = () => {
+      for (const h of held.filter((x) => x.line < allowed)) h.reply();
+      held.splice(0, held.length, ...held.filter((x) => x.line >= allowed));
+    };
+    const upstream = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = JSON.parse(Buffer.concat(chunks).toString()) as { messages?: { content: string }[] };
+        const prompt = body.messages?.[0]?.content ?? 'ping';
+        const reply = () =>
+          res.writeHead(200, { 'content-type': 'application/json' }).end(
+            JSON.stringify({
+              id: 'c',
+              object: 'chat.completion',
+              created: 1,
+              model: 'held',
+              choices: [{ index: 0, message: { role: 'assistant', content: prompt }, finish_reason: 'stop' }],
+            }),
+          );
+        const line = Number(prompt.split(' ')[1] ?? 0);
+        if (line >= allowed) held.push({ line, reply });
+        else reply();
+      });
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => upstream.listen(port, '127.0.0.1', resolve));
+    let refuseSave: () => void = () => undefined;
+    const refused = new Promise<void>((resolve) => (refuseSave = resolve));
+    let savesRefused = 0;
+    const db = {
+      query: (...args: Parameters<typeof p.db.query>) => {
+        if (savesRefused === 0 && String(args[0]).includes('INSERT INTO batch_results')) {
+          savesRefused++;
+          refuseSave();
+          return Promise.reject(new Error('injected: the database refused the first save'));
+        }
+        return (p.db.query as (...a: unknown[]) => Promise<unknown>)(...args);
+      },
+    } as unknown as typeof p.db;
+    try {
+      await serveModel(p.db, acme.id, 'held', { '1': `http://127.0.0.1:${port}/v1` }, { stable: '1' });
+      await untilRouted(p.app, acme.keys.developer, 'held');
+      const file = (await uploadFile(p.app, acme.keys.developer, chatLines('held', 300))).json();
+      const batchId = `batch_saves_${Date.now()}`;
+      await new BatchStore(p.db).createBatch(acme.id, {
+        id: batchId,
+        endpoint: '/v1/chat/completions',
+        inputFileId: file.id,
+        completionWindow: '24h',
+        metadata: null,
+        createdBy: 'test',
+        total: 300,
+        expiresAt: Date.now() + 3_600_000,
+      });
+      const env = new MockActivityEnvironment();
+      const page = env.run(createBatchActivities({ db, objects: p.objects, gatewayUrl: baseUrl }).batchPage, {
+        tenantId: acme.id,
+        batchId,
+        bucket: acme.bucket,
+        page: 0,
+        endpoint: '/v1/chat/completions' as const,
+        inputFileId: file.id,
+        subject: `key:${acme.keys.developer.split('_')[1]}`,
+        roles: ['developer'],
+      });
+      const ended = page.then(
+        () => 'completed',
+        (err: Error) => err.name,
+      );
+      const saved = async () =>
+        (await p.db.query<{ n: number }>('SELECT count(*)::int AS n FROM batch_results WHERE batch_id = $1', [batchId]))
+          .rows[0]!.n;
+      await refused;
+      allowed = 200;
+      release();
+      // Before, every save after a failed one was skipped, and the failed one's answers were gone: this stayed 0.
+      await eventually(
+        'the next save to write both its answers and the refused ones',
+        async () => (await saved()) === 200,
+      );
+      env.cancel();
+      // Stopped by the cancel (the mock's reason is an AbortError, a worker's a CancelledFailure).
+      expect(await ended).not.toBe('completed');
+      expect(await saved()).toBe(200);
+      expect(savesRefused).toBe(1);
+    } finally {
+      allowed = Infinity;
+      release();
       upstream.close();
     }
   });
