@@ -80,8 +80,7 @@ const PAGE_WRITE_BYTES = 256 * 1024;
  * ...and its lanes wait while this much is handed over and not yet taken by the upload, which itself holds up to three
  * parts (putStream): a page holds about 24 MiB at most, whatever its answers' size. Held whole until the page ended, a
  * page of 1,536-dimension embeddings was 32 MB, eight of them in flight per batch, and a 1,000-line page of larger ones
- * 619 MB. Lanes that waited on less (512 KiB) sent a batch of such embeddings 20 % slower: the page's own upload held
- * them back.
+ * 619 MB. Lanes wait only when the upload falls this far behind, so it runs beside their calls, not between them.
  */
 const PAGE_WRITE_AHEAD_BYTES = 8 * 1024 * 1024;
 /** Page results the finish reads at once (S3 objects, or rows of a page cut short), when they are small... */
