@@ -107,6 +107,53 @@ const untilPagesDropped = (tenant: TestTenant, batchId: string) =>
     return pages.length === 0 && rows[0]!.n === 0;
   });
 
+/**
+ * A model server of one test, routed as `model` for acme: each chat line is answered with `content(prompt)` as its
+ * message, and lines from `holdFrom` on (a line's number is in its prompt, `line <n>`) wait until released. The routing
+ * check's embeddings call has no messages and is answered at once.
+ */
+async function holdingUpstream(model: string, holdFrom: number, content: (prompt: string) => string) {
+  let from = holdFrom;
+  const held: { line: number; reply: () => void }[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString()) as { messages?: { content: string }[] };
+      const prompt = body.messages?.[0]?.content ?? 'ping';
+      const reply = () =>
+        res.writeHead(200, { 'content-type': 'application/json' }).end(
+          JSON.stringify({
+            id: 'chatcmpl-held',
+            object: 'chat.completion',
+            created: 1,
+            model,
+            choices: [{ index: 0, message: { role: 'assistant', content: content(prompt) }, finish_reason: 'stop' }],
+            usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 },
+          }),
+        );
+      const line = Number(prompt.split(' ')[1]);
+      if (line >= from) held.push({ line, reply });
+      else reply();
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await serveModel(p.db, acme.id, model, { '1': `http://127.0.0.1:${port}/v1` }, { stable: '1' });
+  await untilRouted(p.app, acme.keys.developer, model);
+  /** Answers the held lines before `upTo`, and holds no line before it from now on. */
+  const release = (upTo = Infinity) => {
+    from = upTo;
+    for (const h of held.filter((x) => x.line < upTo)) h.reply();
+    held.splice(0, held.length, ...held.filter((x) => x.line >= upTo));
+  };
+  return {
+    held: () => held.length,
+    release,
+    close: () => (release(), server.close()),
+  };
+}
+
 describe('files', () => {
   it('refuses a malformed line at upload, naming its line and field', async () => {
     const good = chatLines('steady', 3);
@@ -520,97 +567,33 @@ describe('batches', () => {
 
   it("writes a page's object as its answers come, in line order, not once the page has ended", async () => {
     // 300 lines of 64 KB answers (19 MB, over S3's 5 MiB part): the last 20 are held until the page's upload has begun.
-    const answer = (prompt: string) =>
-      JSON.stringify({
-        id: 'chatcmpl-big',
-        object: 'chat.completion',
-        created: 1,
-        model: 'big',
-        choices: [
-          {
-            index: 0,
-            message: { role: 'assistant', content: `${prompt}:${'x'.repeat(64 * 1024)}` },
-            finish_reason: 'stop',
-          },
-        ],
-        usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 },
-      });
-    const held: (() => void)[] = [];
-    let released = false;
-    const upstream = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        // The routing check's embeddings call has no messages: any answer will do.
-        const body = JSON.parse(Buffer.concat(chunks).toString()) as { messages?: { content: string }[] };
-        const prompt = body.messages?.[0]?.content ?? 'ping';
-        const reply = () => res.writeHead(200, { 'content-type': 'application/json' }).end(answer(prompt));
-        if (Number(prompt.split(' ')[1]) >= 280 && !released) held.push(reply);
-        else reply();
-      });
-    });
-    const port = await freePort();
-    await new Promise<void>((resolve) => upstream.listen(port, '127.0.0.1', resolve));
+    const big = (prompt: string) => `${prompt}:${'x'.repeat(64 * 1024)}`;
+    const upstream = await holdingUpstream('big', 280, big);
     try {
-      await serveModel(p.db, acme.id, 'big', { '1': `http://127.0.0.1:${port}/v1` }, { stable: '1' });
-      await untilRouted(p.app, acme.keys.developer, 'big');
       const b = await startBatch(acme, chatLines('big', 300));
       const pages = multipartUploads(acme.bucket);
       await eventually("the page's upload to have begun while 20 of its lines wait", async () => {
         const uploading = (await pages.uploads()).filter((k) => k?.startsWith(`batches/${b.id}/pages/`));
-        return uploading.length === 1 && held.length === 20;
+        return uploading.length === 1 && upstream.held() === 20;
       });
       expect((await batchOf(p.app, acme.keys.viewer, b.id)).status).toBe('in_progress');
-      released = true;
-      held.splice(0).forEach((reply) => reply());
+      upstream.release();
       const done = await untilBatch(p.app, acme.keys.viewer, b.id, ['completed']);
       expect(done.request_counts).toEqual({ total: 300, completed: 300, failed: 0 });
       const output = await fileLines(p.app, acme.keys.viewer, done.output_file_id);
       expect(output.map((l) => l.custom_id)).toEqual(Array.from({ length: 300 }, (_, i) => `req-${i}`));
       for (const [i, l] of output.entries())
-        expect(l.response?.body).toMatchObject({
-          choices: [{ message: { content: `line ${i}:${'x'.repeat(64 * 1024)}` } }],
-        });
+        expect(l.response?.body).toMatchObject({ choices: [{ message: { content: big(`line ${i}`) } }] });
       await untilPagesDropped(acme, b.id);
       expect((await pages.uploads()).filter((k) => k?.startsWith(`batches/${b.id}/`))).toEqual([]);
     } finally {
-      released = true;
-      held.splice(0).forEach((reply) => reply());
       upstream.close();
     }
   });
 
   it("saves a page's answers at the next save when a save failed, so a cancel keeps every answered line", async () => {
     // Lines from 100 on are held until released; the page's first save (of the first 100 answers) is refused.
-    let allowed = 100;
-    const held: { line: number; reply: () => void }[] = [];
-    const release = () => {
-      for (const h of held.filter((x) => x.line < allowed)) h.reply();
-      held.splice(0, held.length, ...held.filter((x) => x.line >= allowed));
-    };
-    const upstream = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = JSON.parse(Buffer.concat(chunks).toString()) as { messages?: { content: string }[] };
-        const prompt = body.messages?.[0]?.content ?? 'ping';
-        const reply = () =>
-          res.writeHead(200, { 'content-type': 'application/json' }).end(
-            JSON.stringify({
-              id: 'c',
-              object: 'chat.completion',
-              created: 1,
-              model: 'held',
-              choices: [{ index: 0, message: { role: 'assistant', content: prompt }, finish_reason: 'stop' }],
-            }),
-          );
-        const line = Number(prompt.split(' ')[1] ?? 0);
-        if (line >= allowed) held.push({ line, reply });
-        else reply();
-      });
-    });
-    const port = await freePort();
-    await new Promise<void>((resolve) => upstream.listen(port, '127.0.0.1', resolve));
+    const upstream = await holdingUpstream('held', 100, (prompt) => prompt);
     let refuseSave: () => void = () => undefined;
     const refused = new Promise<void>((resolve) => (refuseSave = resolve));
     let savesRefused = 0;
@@ -625,8 +608,6 @@ describe('batches', () => {
       },
     } as unknown as typeof p.db;
     try {
-      await serveModel(p.db, acme.id, 'held', { '1': `http://127.0.0.1:${port}/v1` }, { stable: '1' });
-      await untilRouted(p.app, acme.keys.developer, 'held');
       const file = (await uploadFile(p.app, acme.keys.developer, chatLines('held', 300))).json();
       const batchId = `batch_saves_${Date.now()}`;
       await new BatchStore(p.db).createBatch(acme.id, {
@@ -658,8 +639,7 @@ describe('batches', () => {
         (await p.db.query<{ n: number }>('SELECT count(*)::int AS n FROM batch_results WHERE batch_id = $1', [batchId]))
           .rows[0]!.n;
       await refused;
-      allowed = 200;
-      release();
+      upstream.release(200);
       // Before, every save after a failed one was skipped, and the failed one's answers were gone: this stayed 0.
       await eventually(
         'the next save to write both its answers and the refused ones',
@@ -671,8 +651,6 @@ describe('batches', () => {
       expect(await saved()).toBe(200);
       expect(savesRefused).toBe(1);
     } finally {
-      allowed = Infinity;
-      release();
       upstream.close();
     }
   });
