@@ -1,7 +1,7 @@
 import { BATCH_ENDPOINTS, BATCH_PAGE_LINES } from '../contracts/batch';
 import { BadRequestError } from '../common/errors';
 import { nestsTooDeep, TOO_DEEP } from './json-depth';
-import { unstorableTextAt } from './plugins/storable-text';
+import { isStorableText } from '../common/storable-text';
 
 export const MAX_FILE_BYTES = 200 * 1024 * 1024;
 export const MAX_FILE_LINES = 50_000;
@@ -99,8 +99,7 @@ export class BatchInputChecker {
     if (typeof id !== 'string' || !id || id.length > MAX_CUSTOM_ID)
       throw refuse(n, 'custom_id', `must be a string of 1 to ${MAX_CUSTOM_ID} characters`);
     // Kept as a row's key while the batch runs (PostgreSQL's text takes no NUL; an unpaired surrogate comes back changed).
-    if (unstorableTextAt(id, 'custom_id'))
-      throw refuse(n, 'custom_id', 'holds a NUL character or an unpaired UTF-16 surrogate');
+    if (!isStorableText(id)) throw refuse(n, 'custom_id', 'holds a NUL character or an unpaired UTF-16 surrogate');
     if (this.seen.has(id)) throw refuse(n, 'custom_id', `'${id}' is used by an earlier line`);
     this.seen.add(id);
     if (method !== 'POST') throw refuse(n, 'method', 'must be POST');

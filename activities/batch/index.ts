@@ -15,6 +15,7 @@ import {
 } from '../../contracts/batch';
 import { isMissingBucket, isNotFound, type ObjectRef, type ObjectStore } from '../../common/objectstore';
 import { ServiceCredentials } from '../../common/service-credential';
+import { isStorableText } from '../../common/storable-text';
 import { BatchStore, ENDED, type BatchFile } from '../../common/store/batches';
 import { BATCH_CONCURRENCY, NamedSlots, TENANT_BATCH_CONCURRENCY } from './limits';
 import { pageRef, pagesPrefix, requestIdsOf } from './objects';
@@ -178,7 +179,7 @@ function inputLine(text: string, input: Pick<BatchInput, 'endpoint' | 'inputFile
       n,
     );
   // Kept as a row's key while the page runs, as the upload checked.
-  if (line.custom_id.includes('\0') || !line.custom_id.isWellFormed())
+  if (!isStorableText(line.custom_id))
     throw inputError(
       'invalid_request',
       `line ${n} of the input file ${input.inputFileId} has a custom_id with a NUL character or an unpaired UTF-16 surrogate`,

@@ -6,6 +6,7 @@ import type { Pool } from 'pg';
 import { ATTR_URL_FULL } from '@opentelemetry/semantic-conventions';
 import { EgressPolicy } from '../../common/egress';
 import { BadRequestError, ForbiddenError } from '../../common/errors';
+import { isStorableText } from '../../common/storable-text';
 import { nestsTooDeep, TOO_DEEP } from '../json-depth';
 import { encodedBodyError } from '../content-encoding';
 import { ALWAYS_HEADERS } from '../response-headers';
@@ -16,7 +17,6 @@ import { LimitStore } from '../../common/store/limits';
 import { RoutingStore } from '../../common/store/routing';
 import { UsageStore } from '../../common/store/usage';
 import { requireRole } from '../plugins/auth';
-import { unstorableTextAt } from '../plugins/storable-text';
 import { withClientSpan } from '../plugins/tracing';
 import { ServedVersionStore } from '../../common/store/served-versions';
 import { BudgetAlertSender } from './alert-sender';
@@ -376,7 +376,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     const body = request.body as InferenceBody;
     const raw = request.rawBody!;
     // Stored with the call (audit, usage): PostgreSQL's text takes no NUL, and an unpaired surrogate comes back changed.
-    if (unstorableTextAt(body.model, 'body.model'))
+    if (!isStorableText(body.model))
       throw new BadRequestError('body.model holds a NUL character or an unpaired UTF-16 surrogate', 'body.model');
     request.auditModel = { model: body.model };
     const projectId = (request.headers['x-project-id'] as string | undefined) ?? DEFAULT_PROJECT;

@@ -1,13 +1,13 @@
 import type { FastifyInstance, FastifyRequest, FastifySchema } from 'fastify';
 import { BadRequestError } from '../../common/errors';
+import { isStorableText } from '../../common/storable-text';
 
 /**
- * PostgreSQL's text cannot hold NUL (the insert fails), and node-postgres silently turns an unpaired UTF-16 surrogate
- * into U+FFFD (the row then differs from what was sent). Either would surface as a 500 or as quietly changed data, so
- * control requests carrying one are refused up front, naming where it is.
+ * Text PostgreSQL cannot hold as sent (isStorableText) would surface as a 500 or as quietly changed data, so control
+ * requests carrying one are refused up front, naming where it is.
  */
 export function unstorableTextAt(value: unknown, at: string): string | undefined {
-  if (typeof value === 'string') return value.includes('\0') || !value.isWellFormed() ? at : undefined;
+  if (typeof value === 'string') return isStorableText(value) ? undefined : at;
   if (value === null || typeof value !== 'object') return undefined;
   // Only what a JSON or form parser builds: an uploaded file's Buffer is bytes for object storage, not text for the
   // database, and walking it would visit every byte.

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import { BadRequestError } from '../errors';
 import { cursorTime, KeyPart, keysetPage, PAGE_LIMIT_DEFAULT, type Keyset } from './pages';
+import { storableText } from '../storable-text';
 
 export interface AuditEntry {
   requestId: string;
@@ -97,15 +98,11 @@ const TYPES = 'text text text text text text text int text text float8 bigint bo
 );
 
 /**
- * Text PostgreSQL can hold: a NUL fails the whole multi-row INSERT, and the buffer that retries it then wrote no row of
- * its replica again. Callers refuse such text first (a model name on the inference routes); this is the last guard, so
- * one request can never stop the audit.
+ * A NUL fails the whole multi-row INSERT, and the buffer that retries it then wrote no row of its replica again.
+ * Callers refuse such text first (a model name on the inference routes); this is the last guard, so one request can
+ * never stop the audit.
  */
-const storable = (v: unknown): unknown => {
-  if (typeof v !== 'string') return v;
-  const s = v.includes('\0') ? v.replaceAll('\0', '\uFFFD') : v;
-  return s.isWellFormed() ? s : s.toWellFormed();
-};
+const storable = (v: unknown): unknown => (typeof v === 'string' ? storableText(v) : v);
 const valuesOf = (e: AuditEntry): unknown[] => [
   e.requestId,
   e.tenantId ?? null,
