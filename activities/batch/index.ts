@@ -122,6 +122,11 @@ const sentLine = (text: string, page: number): SentLine => {
   if (!head) throw resultsError(page);
   return { ...head, text };
 };
+/** A page's counts from its answers. */
+const countsOf = (answers: { ok: boolean }[]) => {
+  const completed = answers.filter((r) => r.ok).length;
+  return { completed, failed: answers.length - completed };
+};
 /** A custom_id has at most 512 characters, each at most 6 bytes in JSON: a line's head is within its first bytes. */
 const HEAD_BYTES = 4096;
 const NEWLINE = Buffer.from('\n');
@@ -321,11 +326,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
       };
       // Written by an attempt that died before it reported: nothing is left to send.
       const written = retried ? await readIfThere(objects, page) : undefined;
-      if (written) {
-        const answers = storedLines(written, input.page);
-        const completed = answers.filter((r) => r.ok).length;
-        return outcomeOf({ completed, failed: answers.length - completed });
-      }
+      if (written) return outcomeOf(countsOf(storedLines(written, input.page)));
       const file = await inputFile(input, input.inputFileId);
       const start = file.pageOffsets[input.page]!;
       const end = file.pageOffsets[input.page + 1];
@@ -530,14 +531,7 @@ export const createBatchActivities = ({ db, objects, gatewayUrl }: BatchActivity
           bytes: Buffer.from(`${text}\n`),
         }));
         // What a page cut short by cancel or expiry got done counts too.
-        if (results.length > 0) {
-          const completed = results.filter((r) => r.ok).length;
-          await store.recordPage(input.tenantId, input.batchId, {
-            page,
-            completed,
-            failed: results.length - completed,
-          });
-        }
+        if (results.length > 0) await store.recordPage(input.tenantId, input.batchId, { page, ...countsOf(results) });
         return results;
       };
       const [ok, failed] = files.map((ref) => new JsonlUpload(objects, ref)) as [JsonlUpload, JsonlUpload];
