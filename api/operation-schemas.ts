@@ -250,7 +250,10 @@ export const FineTuneRead = Type.Object({
   queue: Nullable(
     Type.Object(
       { position: Type.Integer({ minimum: 1 }) },
-      { description: "the run's place among the tenant's runs queued for GPUs, while queued" },
+      {
+        description:
+          "the run's place among the tenant's runs queued for GPUs, while queued; null for the moment between the phase turning queued and the run joining the queue",
+      },
     ),
   ),
 });

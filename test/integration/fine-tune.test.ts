@@ -334,8 +334,13 @@ describe('fine-tuning', () => {
     const [a, b, c] = ids as [string, string, string];
     await api.until(a, (s) => s.timeline.claimedAt !== null, 'first claimed GPUs');
     await api.until(b, (s) => s.timeline.claimedAt !== null, 'second claimed GPUs');
-    // The third can only get GPUs once one of the first two has released its claim, at its very end.
-    const third = await api.until(c, (s) => s.phase === 'queued' || s.timeline.claimedAt !== null, 'third queued');
+    // The third can only get GPUs once one of the first two has released its claim, at its very end. Its phase turns
+    // to queued just before its wait joins the queue, so its position shows a moment later.
+    const third = await api.until(
+      c,
+      (s) => (s.phase === 'queued' && s.queue !== null) || s.timeline.claimedAt !== null,
+      'third queued',
+    );
     const [sa, sb] = await Promise.all([api.status(a), api.status(b)]);
     if (third.timeline.claimedAt === null) {
       expect(third).toMatchObject({ phase: 'queued', queue: { position: 1 }, job: null });
