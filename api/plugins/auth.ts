@@ -7,6 +7,7 @@ import { ApiKeyCache, LookupCache, setBounded, type ApiKeyCacheLimits } from './
 import { PLATFORM_KEY_PREFIX } from '../../common/store/tenants';
 import { Roles, type Role } from '../../contracts/approvals';
 import { isValidTenantId } from '../../contracts/operations';
+import { isStorableText } from '../../common/storable-text';
 import type { ApiKeyInfo, ApiKeyRecord, TenantState, TenantStore } from '../../common/store/tenants';
 import {
   SERVICE_CREDENTIAL_PREFIX,
@@ -67,6 +68,9 @@ export const JWT_ALGORITHMS = [
   'ES512',
   'EdDSA',
 ];
+
+// OpenID Connect's bound on `sub` (Core 1.0, section 2), which identity providers keep to.
+const MAX_SUBJECT_LENGTH = 255;
 
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 
@@ -286,11 +290,18 @@ export const authPlugin = fp(
       } catch (err) {
         throw new UnauthorizedError(`invalid token: ${(err as Error).message}`);
       }
+      // The subject names the caller in audit and usage rows: a value PostgreSQL cannot hold would stop a replica's
+      // batched writes, and a non-string would be stored as "[object Object]".
+      const sub = payload.sub;
+      if (sub !== undefined && (typeof sub !== 'string' || sub.length > MAX_SUBJECT_LENGTH || !isStorableText(sub)))
+        throw new UnauthorizedError(
+          `invalid token: sub must be a string of at most ${MAX_SUBJECT_LENGTH} characters, without NUL or unpaired surrogates`,
+        );
       const tenantId = payload.tenant_id;
       if (opts.jwt.platformAdminClaim && payload[opts.jwt.platformAdminClaim] === true) {
         if (tenantId !== undefined)
           throw new UnauthorizedError('a platform operator token must not name a tenant (tenant_id)');
-        return { subject: `jwt:${String(payload.sub ?? 'operator')}`, via: 'jwt' };
+        return { subject: `jwt:${sub ?? 'operator'}`, via: 'jwt' };
       }
       const roles = Array.isArray(payload.roles)
         ? payload.roles.filter((r): r is Role => (Roles as readonly unknown[]).includes(r))
@@ -301,7 +312,7 @@ export const authPlugin = fp(
       if (state === 'absent') throw new UnauthorizedError('token names no tenant of this platform');
       if (state === 'suspended') throw new UnauthorizedError(`tenant '${tenantId}' is suspended`);
       if (roles.length === 0) throw new ForbiddenError('token carries no platform role');
-      return { tenantId, subject: String(payload.sub ?? 'jwt'), roles, via: 'jwt' };
+      return { tenantId, subject: sub ?? 'jwt', roles, via: 'jwt' };
     }
 
     // Every route registered after this plugin publishes the role it enforces, so the document cannot drift from it,

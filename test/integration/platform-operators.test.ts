@@ -20,14 +20,15 @@ const FOREVER_S = 2_000_000_000;
 beforeAll(async () => {
   const { publicKey, privateKey } = await generateKeyPair('ES256');
   const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256' };
-  signer = (claims) =>
-    new SignJWT(claims)
+  signer = (claims) => {
+    const token = new SignJWT(claims)
       .setProtectedHeader({ alg: 'ES256', kid: 'k1' })
       .setIssuer(ISSUER)
       .setAudience('llmhub')
-      .setSubject('someone')
-      .setExpirationTime('5m')
-      .sign(privateKey);
+      .setExpirationTime('5m');
+    // A `sub` among the claims is signed as given (setSubject would refuse a non-string one).
+    return ('sub' in claims ? token : token.setSubject('someone')).sign(privateKey);
+  };
   p = await startTestPlatform({
     jwt: {
       jwks: createLocalJWKSet({ keys: [jwk] }),
@@ -269,5 +270,36 @@ describe('platform operators', () => {
     expect((await api('GET', '/v1/platform/tenants', rolesOnly)).statusCode).toBe(403);
     const both = await signer({ tenant_id: tenant.id, llmhub_platform_admin: true });
     expect((await api('GET', '/v1/platform/tenants', both)).statusCode).toBe(401);
+  });
+
+  it('refuses a token whose subject audit and usage rows could not hold, and still names the caller by a good one', async () => {
+    const tenant = await p.createTenant('ops-sub');
+    const refusal = {
+      status: 401,
+      message: 'invalid token: sub must be a string of at most 255 characters, without NUL or unpaired surrogates',
+    };
+    for (const sub of ['a\u0000b', 'lone \ud800', 'x'.repeat(256), { id: 'someone' }, 7]) {
+      const res = await api('GET', '/v1/models', await signer({ tenant_id: tenant.id, roles: ['viewer'], sub }));
+      expect({ status: res.statusCode, message: (res.json() as { error: { message: string } }).error.message }).toEqual(
+        refusal,
+      );
+      const operator = await signer({ llmhub_platform_admin: true, sub });
+      expect((await api('GET', '/v1/platform/tenants', operator)).statusCode).toBe(401);
+    }
+    // The longest subject allowed, in characters beyond ASCII, names its caller in the audit log.
+    const sub = 'é'.repeat(255);
+    const token = await signer({ tenant_id: tenant.id, roles: ['developer'], sub });
+    const res = await p.app.inject({
+      method: 'POST',
+      url: '/v1/models',
+      headers: { ...bearer(token), 'x-trace-id': uniqueId('ops-sub') },
+      payload: { id: 'sub-model', name: 'x' },
+    });
+    expect(res.statusCode).toBe(201);
+    expect(await new AuditStore(p.db).byRequestId(res.headers['x-trace-id'] as string)).toMatchObject({
+      tenantId: tenant.id,
+      principal: sub,
+      statusCode: 201,
+    });
   });
 });
