@@ -12,6 +12,7 @@ import { StorageFailures } from '../../contracts/storage';
 import { collectionName, pointId, type VectorPoint, type VectorStore } from '../../common/vectors';
 import { chunkBlocks, type Chunk } from '../parsing/chunker';
 import { parseBuiltin, UnparseableDocumentError, type Block } from '../parsing/parsers';
+import { ManifestCache } from './manifest-cache';
 import { ingestionChunksTotal, ingestionDocumentsTotal } from './metrics';
 
 export interface ManifestEntry {
@@ -58,6 +59,9 @@ const LIVENESS_EVERY_MS = 1000;
 
 const manifestKey = (tenantId: string, ingestionId: string) =>
   `tenants/${tenantId}/ingestions/${encodeURIComponent(ingestionId)}/manifest.json`;
+// A worker runs batches of a few ingestions at a time; a run's batches come every few seconds while it lasts.
+const MANIFESTS_KEPT = 4;
+const MANIFEST_IDLE_MS = 120_000;
 
 export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
   const timed = async <T>(stage: IngestStage, fn: () => Promise<T>): Promise<T> => {
@@ -68,6 +72,12 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     } finally {
       d.observeStage(stage, (performance.now() - t0) / 1000);
     }
+  };
+  const manifests = new ManifestCache<ManifestEntry[]>(MANIFESTS_KEPT, MANIFEST_IDLE_MS);
+  const manifestOf = (uri: string): Promise<ManifestEntry[]> => {
+    const read = async () => JSON.parse((await d.objects.get(parseObjectUri(uri))).toString('utf8'));
+    const run = Context.current().info.workflowExecution?.runId;
+    return run ? manifests.get(`${run}\0${uri}`, read) : read();
   };
   return {
     /** Creates the namespace (bound to its embedder) and its collection; returns the collection name. */
@@ -129,9 +139,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
           `${input.manifestUri} is not the manifest of ingestion ${input.ingestionId}`,
           StorageFailures.outOfScope,
         );
-      const manifest = JSON.parse(
-        (await d.objects.get(parseObjectUri(input.manifestUri))).toString('utf8'),
-      ) as ManifestEntry[];
+      const manifest = await manifestOf(input.manifestUri);
       // Written by listSource from a checked source; checked again so no entry reaches outside the tenant's scope.
       await requireInScope(
         d.storageScopes,
@@ -299,9 +307,7 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     async removeMissing(
       input: Pick<IngestionInput, 'tenantId' | 'namespace'> & { manifestUri: string; collection: string },
     ): Promise<number> {
-      const manifest = JSON.parse(
-        (await d.objects.get(parseObjectUri(input.manifestUri))).toString('utf8'),
-      ) as ManifestEntry[];
+      const manifest = await manifestOf(input.manifestUri);
       const present = new Set(manifest.map((e) => e.documentId));
       const scope = { tenantId: input.tenantId, namespace: input.namespace };
       let removed = 0;
