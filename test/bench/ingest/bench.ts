@@ -140,8 +140,14 @@ async function main(): Promise<void> {
     let outstanding = 0;
     let lastChange = 0;
     let calls = 0;
+    // The pipeline's start-up (workflow start, namespace, listing, first downloads) and wind-down (the last flush,
+    // removing missing documents, the workflow's end), during which the model has nothing to do.
+    let firstCall: number | undefined;
+    let lastEnd = 0;
     const account = (delta: number) => {
       const now = performance.now();
+      if (delta > 0) firstCall ??= now;
+      else lastEnd = now;
       if (outstanding > 0) {
         busy += now - lastChange;
         sessionsBusy += (now - lastChange) * Math.min(outstanding, DEFAULT_MODEL_SHAPE.sessions);
@@ -206,6 +212,10 @@ async function main(): Promise<void> {
         Object.entries(stageSeconds)
           .map(([k, v]) => `${k} ${((100 * v) / activitySeconds).toFixed(1)}%`)
           .join(', '),
+    );
+    console.log(
+      `before the first embedding: ${((firstCall! - t0) / 1000).toFixed(2)} s; after the last: ` +
+        `${(wall - (lastEnd - t0) / 1000).toFixed(2)} s; in between: ${(stats.chunksWritten / ((lastEnd - firstCall!) / 1000)).toFixed(1)} chunks/s`,
     );
     console.log(
       `model busy ${((100 * busy) / 1000 / wall).toFixed(1)}% of the pipeline's wall time (${calls} calls); sessions ` +
