@@ -8,7 +8,7 @@
  * loop's GC pauses, and the CPU seconds per thread and per server process during the pipeline (what the model's
  * threads competed with).
  *
- *   npm run bench:ingest [-- --docs 1000]
+ *   npm run bench:ingest [-- --docs 1000 --batch-size 50 --parallelism 2]
  */
 import os from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
@@ -58,7 +58,13 @@ function document(i: number): { name: string; body: string } {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { docs: { type: 'string', default: '1000' } } });
+  const { values } = parseArgs({
+    options: {
+      docs: { type: 'string', default: '1000' },
+      'batch-size': { type: 'string', default: '50' },
+      parallelism: { type: 'string', default: '2' },
+    },
+  });
   const docs = Number(values.docs);
   await withScratchStack('bench-ingest', async ({ config, db, client, native }) => {
     await new TenantStore(db).createTenant('bench', 'bench');
@@ -95,8 +101,8 @@ async function main(): Promise<void> {
       parser: 'builtin',
       chunking,
       embedder: 'default',
-      batchSize: 50,
-      parallelism: 2,
+      batchSize: Number(values['batch-size']),
+      parallelism: Number(values.parallelism),
     };
     // Load the model before timing, as a long-running worker has it loaded.
     const embedder = await deps.embedders.get('default');
@@ -208,7 +214,7 @@ async function main(): Promise<void> {
       `end to end: ${wall.toFixed(1)} s = ${(stats.done / wall).toFixed(1)} documents/s, ${pipelineChunksPerS.toFixed(1)} chunks/s`,
     );
     console.log(
-      `stage share of activity time (${activitySeconds.toFixed(1)} s over 2 parallel batches): ` +
+      `stage share of activity time (${activitySeconds.toFixed(1)} s over ${input.parallelism} parallel batches of ${input.batchSize}): ` +
         Object.entries(stageSeconds)
           .map(([k, v]) => `${k} ${((100 * v) / activitySeconds).toFixed(1)}%`)
           .join(', '),
