@@ -1,6 +1,6 @@
 /**
  * Parsed manifests for the batches of a run, so a worker reads a run's manifest once rather than once per batch: a
- * 100,000-document source lists to ~10 MB of JSON, which 4,000 batches of 25 documents would each download and parse
+ * 100,000-document source lists to ~14 MB of JSON, which 4,000 batches of 25 documents would each download and parse
  * (the cost grows with the square of the source's size). The key must name the run as well as the manifest: the
  * manifest's key is its ingestion's, and a later ingestion that reuses the id (its idempotency key expired) rewrites
  * it; within a run it never changes, since the run lists its source before its first batch.
