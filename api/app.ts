@@ -52,6 +52,8 @@ export interface AppDeps extends HttpAppDeps {
   taskQueue: string;
   vectors: VectorStore;
   embedders: EmbedderRegistry;
+  /** UNSTRUCTURED_API_URL is set, so an ingestion may ask for `parser: "unstructured"`; default false. */
+  unstructuredParser?: boolean;
   platformBucket: string;
   /** LLMHUB_TENANT_BUCKET_PREFIX; default `llmhub-t-`. */
   tenantBucketPrefix?: string;
@@ -82,6 +84,7 @@ export interface Platform {
   knowledge: KnowledgeStore;
   vectors: VectorStore;
   embedders: EmbedderRegistry;
+  unstructuredParser: boolean;
   platformBucket: string;
   storageScopes: StorageScopeStore;
   storageAdmin?: StorageAdmin;
@@ -142,6 +145,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     knowledge: new KnowledgeStore(deps.db),
     vectors: deps.vectors,
     embedders: deps.embedders,
+    unstructuredParser: deps.unstructuredParser ?? false,
     platformBucket: deps.platformBucket,
     storageScopes: new StorageScopeStore(deps.db, deps.tenantBucketPrefix ?? DEFAULT_TENANT_BUCKET_PREFIX),
     ...(deps.storageAdmin ? { storageAdmin: deps.storageAdmin } : {}),

@@ -47,6 +47,7 @@ async function main(): Promise<void> {
     ...httpAppDepsOf(config, db, logger),
     vectors: await vectorStoreFromConfig(config),
     embedders: new EmbedderRegistry(config),
+    unstructuredParser: config.UNSTRUCTURED_API_URL !== undefined,
     platformBucket: config.PLATFORM_BUCKET,
     tenantBucketPrefix: config.LLMHUB_TENANT_BUCKET_PREFIX,
     ...(storageAdmin ? { storageAdmin } : {}),

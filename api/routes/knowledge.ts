@@ -3,7 +3,7 @@ import { NAMESPACE_KEYS, DOCUMENT_KEYS } from '../../common/store/knowledge';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { FORMAT_BY_EXTENSION, uploadsPrefix } from '../../common/documents';
-import { ConflictError, NotFoundError } from '../../common/errors';
+import { BadRequestError, ConflictError, NotFoundError } from '../../common/errors';
 import { anyCase } from '../../common/workload-policy';
 import { objectUri } from '../../common/objectstore';
 import { checkUriInScope } from '../../common/store/storage-scope';
@@ -36,7 +36,10 @@ const createIngestion = (embedderPattern: string) =>
   Type.Object(
     {
       source: Source,
-      parser: Type.Union([Type.Literal('builtin'), Type.Literal('unstructured')], { default: 'builtin' }),
+      parser: Type.Union([Type.Literal('builtin'), Type.Literal('unstructured')], {
+        default: 'builtin',
+        description: 'unstructured: only where the platform sets UNSTRUCTURED_API_URL (else 400)',
+      }),
       chunking: Type.Object(
         {
           strategy: Type.Union([Type.Literal('heading'), Type.Literal('paragraph'), Type.Literal('fixed')], {
@@ -122,7 +125,8 @@ const uploadLinks: Links = {
 };
 
 export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { knowledge, vectors, embedders, objects, db, temporal, taskQueue, storageScopes } = app.platform;
+  const { knowledge, vectors, embedders, unstructuredParser, objects, db, temporal, taskQueue, storageScopes } =
+    app.platform;
   const namespaceOf = async (tenantId: string, name: string) => {
     const ns = await knowledge.getNamespace(tenantId, name);
     if (!ns) throw new NotFoundError('namespace', name);
@@ -262,6 +266,12 @@ export const knowledgeRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const tenantId = request.principal!.tenantId;
       const { namespace } = request.params;
       const body = request.body;
+      // Refused here, not by the worker's first batch, which would fail the run after a 202.
+      if (body.parser === 'unstructured' && !unstructuredParser)
+        throw new BadRequestError(
+          'parser "unstructured" is not available: this platform has no UNSTRUCTURED_API_URL',
+          'body.parser',
+        );
       if (body.source.type === 's3')
         await checkUriInScope(
           storageScopes,

@@ -286,6 +286,25 @@ describe('document ingestion and search', () => {
     }
     const noSource = await post({});
     expect(noSource.json().error.details.field).toBe('body.source');
+
+    // The test platform has no Unstructured API: refused before any run starts (the worker would fail its first batch).
+    const key = uniqueId('unstructured');
+    const unstructured = await p.app.inject({
+      method: 'POST',
+      url: `/v1/knowledge/${NS}/ingestions`,
+      headers: { ...bearer(acme.keys.developer), 'idempotency-key': key },
+      payload: { source, parser: 'unstructured' },
+    });
+    expect({ status: unstructured.statusCode, error: unstructured.json().error }).toMatchObject({
+      status: 400,
+      error: {
+        message: 'parser "unstructured" is not available: this platform has no UNSTRUCTURED_API_URL',
+        details: { field: 'body.parser' },
+      },
+    });
+    await expect(p.temporal.workflow.getHandle(`ingestion/${acme.id}/${key}`).describe()).rejects.toThrow(
+      'workflow not found',
+    );
   });
 });
 

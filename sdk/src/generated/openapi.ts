@@ -6953,7 +6953,10 @@ export interface paths {
                         embedder?: string;
                         /** @default 2 */
                         parallelism?: number;
-                        /** @default builtin */
+                        /**
+                         * @description unstructured: only where the platform sets UNSTRUCTURED_API_URL (else 400)
+                         * @default builtin
+                         */
                         parser?: "builtin" | "unstructured";
                         source: {
                             /** @description an S3 bucket name */
