@@ -1,5 +1,11 @@
 import type { Logger } from '../../common/logger';
-import type { AuditEntry, AuditStore, UnauthenticatedCount } from '../../common/store/audit';
+import {
+  encodeAuditEntry,
+  type AuditEntry,
+  type AuditStore,
+  type EncodedAuditEntry,
+  type UnauthenticatedCount,
+} from '../../common/store/audit';
 
 /** Rows held while the database cannot take them; past this the oldest are dropped (and logged), not the process. */
 const MAX_PENDING = 100_000;
@@ -12,7 +18,7 @@ const BATCH = 5_000;
  * process catches here (at most one interval's rows) is lost.
  */
 export class AuditBuffer {
-  private rows: AuditEntry[] = [];
+  private rows: EncodedAuditEntry[] = [];
   private counts = new Map<string, UnauthenticatedCount>();
   private readonly timer: NodeJS.Timeout;
   private flushing: Promise<void> = Promise.resolve();
@@ -20,7 +26,7 @@ export class AuditBuffer {
 
   constructor(
     private readonly deps: {
-      store: Pick<AuditStore, 'insert' | 'countUnauthenticated'>;
+      store: Pick<AuditStore, 'insertEncoded' | 'countUnauthenticated'>;
       flushMs: number;
       logger: Pick<Logger, 'warn' | 'error'>;
     },
@@ -30,7 +36,7 @@ export class AuditBuffer {
   }
 
   add(entry: AuditEntry): void {
-    this.rows.push(entry);
+    this.rows.push(encodeAuditEntry(entry));
     if (this.rows.length > MAX_PENDING) {
       this.rows.shift();
       this.dropped++;
@@ -63,7 +69,7 @@ export class AuditBuffer {
         await this.deps.store.countUnauthenticated(counts);
         counted = true;
         for (; written < rows.length; written += BATCH)
-          await this.deps.store.insert(rows.slice(written, written + BATCH));
+          await this.deps.store.insertEncoded(rows.slice(written, written + BATCH));
       } catch (err) {
         this.deps.logger.warn(
           { err, rows: rows.length - written, counts: counted ? 0 : counts.length },

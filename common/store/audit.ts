@@ -1,7 +1,6 @@
 import type { Pool } from 'pg';
 import { BadRequestError } from '../errors';
 import { cursorTime, KeyPart, keysetPage, PAGE_LIMIT_DEFAULT, type Keyset } from './pages';
-import { storableText } from '../storable-text';
 
 export interface AuditEntry {
   requestId: string;
@@ -73,56 +72,79 @@ export interface UnauthenticatedCount {
   count: number;
 }
 
-const COLUMNS = [
-  'request_id',
-  'tenant_id',
-  'principal',
-  'role',
-  'method',
-  'route',
-  'url',
-  'status_code',
-  'workflow_id',
-  'ip',
-  'duration_ms',
-  'bytes_sent',
-  'disconnected',
-  'model',
-  'model_version',
-  'prompt_tokens',
-  'completion_tokens',
-  'error_class',
+/** The columns of a row, in the order `encodeAuditEntry` writes them after `at`, and their types. */
+const FIELDS = [
+  ['request_id', 'text'],
+  ['tenant_id', 'text'],
+  ['principal', 'text'],
+  ['role', 'text'],
+  ['method', 'text'],
+  ['route', 'text'],
+  ['url', 'text'],
+  ['status_code', 'int'],
+  ['workflow_id', 'text'],
+  ['ip', 'text'],
+  ['duration_ms', 'float8'],
+  ['bytes_sent', 'bigint'],
+  ['disconnected', 'bool'],
+  ['model', 'text'],
+  ['model_version', 'text'],
+  ['prompt_tokens', 'bigint'],
+  ['completion_tokens', 'bigint'],
+  ['error_class', 'text'],
 ] as const;
-const TYPES = 'text text text text text text text int text text float8 bigint bool text text bigint bigint text'.split(
-  ' ',
-);
+type Column = (typeof FIELDS)[number][0];
+const COLUMNS = FIELDS.map(([c]) => c).join(', ');
+
+/** A row as its JSON text, the form a buffer holds it in until its INSERT. */
+export type EncodedAuditEntry = string & { readonly encodedAuditEntry: true };
+
+/**
+ * A row as a JSON array: `at`, then FIELDS' columns in their order. The rows of an INSERT go as one JSON parameter:
+ * JSON.stringify is native, where node-postgres built each array parameter of an unnest in JavaScript, element by
+ * element, a tenth of what the gateway allocated per request. An array, not the entry: half the time and text. And one
+ * flat string per buffered row rather than the entry and its strings, since rows wait up to a flush interval, long
+ * enough to be copied by two young-generation collections and promoted.
+ */
+export const encodeAuditEntry = (e: AuditEntry): EncodedAuditEntry =>
+  JSON.stringify([
+    e.at ?? null,
+    e.requestId,
+    e.tenantId ?? null,
+    e.principal ?? null,
+    e.role ?? null,
+    e.method,
+    e.route,
+    e.url,
+    e.statusCode,
+    e.workflowId ?? null,
+    e.ip ?? null,
+    e.durationMs ?? null,
+    e.bytesSent ?? null,
+    e.disconnected ?? false,
+    e.model ?? null,
+    e.modelVersion ?? null,
+    e.promptTokens ?? null,
+    e.completionTokens ?? null,
+    e.errorClass ?? null,
+  ]) as EncodedAuditEntry;
+
+/** jsonb, whose `->>` of an array index is direct (json's walks the row's text to it, once per column). */
+const INSERT = `INSERT INTO audit_log (at, ${COLUMNS})
+  SELECT coalesce(to_timestamp((r->>0)::float8 / 1000.0), now()), ${FIELDS.map(([, t], i) => `(r->>${i + 1})::${t}`).join(', ')}
+  FROM jsonb_array_elements($1::jsonb) AS e(r)`;
 
 /**
  * A NUL fails the whole multi-row INSERT, and the buffer that retries it then wrote no row of its replica again.
  * Callers refuse such text first (a model name on the inference routes); this is the last guard, so one request can
- * never stop the audit.
+ * never stop the audit. In JSON.stringify's output (well-formed: only an unpaired surrogate is escaped as one) both
+ * are `\u` escapes, which PostgreSQL refuses in text; each becomes U+FFFD. An escaped backslash is matched whole, so
+ * the `u` after it is never read as an escape.
  */
-const storable = (v: unknown): unknown => (typeof v === 'string' ? storableText(v) : v);
-const valuesOf = (e: AuditEntry): unknown[] => [
-  e.requestId,
-  e.tenantId ?? null,
-  e.principal ?? null,
-  e.role ?? null,
-  e.method,
-  e.route,
-  e.url,
-  e.statusCode,
-  e.workflowId ?? null,
-  e.ip ?? null,
-  e.durationMs ?? null,
-  e.bytesSent ?? null,
-  e.disconnected ?? false,
-  e.model ?? null,
-  e.modelVersion ?? null,
-  e.promptTokens ?? null,
-  e.completionTokens ?? null,
-  e.errorClass ?? null,
-];
+const UNSTORABLE = /\\u(?:0000|d[89a-f])/i;
+const UNSTORABLE_OR_BACKSLASH = /\\(?:\\|u0000|ud[89a-f][0-9a-f]{2})/gi;
+const storableJson = (json: string): string =>
+  UNSTORABLE.test(json) ? json.replace(UNSTORABLE_OR_BACKSLASH, (m) => (m === '\\\\' ? m : '\\ufffd')) : json;
 
 /** The position of a row: its time to the microsecond and its id; newest first. */
 export const AUDIT_KEYS: Keyset<DbRow> = {
@@ -131,7 +153,7 @@ export const AUDIT_KEYS: Keyset<DbRow> = {
   keyOf: (r) => [r.at_text, r.id],
 };
 
-type DbRow = Record<(typeof COLUMNS)[number], unknown> & { id: string; at_text: string };
+type DbRow = Record<Column, unknown> & { id: string; at_text: string };
 const toRow = (r: DbRow): AuditRow => ({
   id: r.id,
   at: `${r.at_text.slice(0, 23)}Z`,
@@ -163,20 +185,14 @@ export class AuditStore {
   }
 
   /** Many rows in one statement. */
-  async insert(entries: AuditEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    const values = entries.map((e) => valuesOf(e).map(storable));
-    const params = [
-      entries.map((e) => (e.at === undefined ? null : e.at)),
-      ...COLUMNS.map((_, i) => values.map((v) => v[i])),
-    ];
-    await this.db.query(
-      `INSERT INTO audit_log (at, ${COLUMNS.join(', ')})
-       SELECT coalesce(to_timestamp(a / 1000.0), now()), ${COLUMNS.map((_, i) => `c${i}`).join(', ')}
-       FROM unnest($1::float8[], ${TYPES.map((t, i) => `$${i + 2}::${t}[]`).join(', ')})
-         AS u(a, ${COLUMNS.map((_, i) => `c${i}`).join(', ')})`,
-      params,
-    );
+  insert(entries: AuditEntry[]): Promise<void> {
+    return this.insertEncoded(entries.map(encodeAuditEntry));
+  }
+
+  /** Many rows, each as `encodeAuditEntry` made it, in one statement. */
+  async insertEncoded(rows: EncodedAuditEntry[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db.query(INSERT, [storableJson(`[${rows.join(',')}]`)]);
   }
 
   /** Adds to the counts of (address, minute); rows must be unique by key (callers aggregate first). */
@@ -226,7 +242,7 @@ export class AuditStore {
       if (after) where.push(`(at, id) < (${bind(after[0])}::timestamptz, ${bind(after[1])}::bigint)`);
       return this.db
         .query<DbRow>(
-          `SELECT id, ${cursorTime('at')} AS at_text, ${COLUMNS.join(', ')}
+          `SELECT id, ${cursorTime('at')} AS at_text, ${COLUMNS}
        FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
        ORDER BY at DESC, id DESC LIMIT ${bind(take)}`,
           params,

@@ -116,7 +116,10 @@ describe('one audit row per call', () => {
   });
 
   it('the store takes any text: a NUL or an unpaired surrogate is replaced, the other rows of the statement kept', async () => {
-    const ids = [uniqueId('nul-row'), uniqueId('surrogate-row'), uniqueId('plain-row')];
+    const kept = ['ab', 'a\\u0000b', 'a\\\\ud800b', 'a\ud83d\ude00b', 'tab\tquote"'];
+    const replaced = ['a\u0000b', 'a\ud800b', 'a\udfffb', 'a\\\u0000b', 'end\udbff'];
+    const models = [...replaced, ...kept];
+    const ids = models.map((_, i) => uniqueId(`text-row-${i}`));
     const row = (requestId: string, model: string) => ({
       requestId,
       tenantId: acme.id,
@@ -126,10 +129,14 @@ describe('one audit row per call', () => {
       statusCode: 200,
       model,
     });
-    await new AuditStore(p.db).insert([row(ids[0]!, 'a\u0000b'), row(ids[1]!, 'a\ud800b'), row(ids[2]!, 'ab')]);
-    const models = [];
-    for (const id of ids) models.push((await rowsOf({ requestId: id }))[0]!.model);
-    expect(models).toEqual(['a\ufffdb', 'a\ufffdb', 'ab']);
+    await new AuditStore(p.db).insert(ids.map((id, i) => row(id, models[i]!)));
+    const stored = [];
+    for (const id of ids) stored.push((await rowsOf({ requestId: id }))[0]!.model);
+    expect(stored).toEqual([
+      ...['a\ufffdb', 'a\ufffdb', 'a\ufffdb', 'a\\\ufffdb', 'end\ufffd'],
+      // Backslashes before `u0000` or `ud800` are text, not an escape; a surrogate pair is a character.
+      ...kept,
+    ]);
   });
 
   it('a streamed chat: the row is written after [DONE], with the tokens of the stream', async () => {
