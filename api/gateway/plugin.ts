@@ -45,11 +45,11 @@ import type { GatewaySettings } from './settings';
 import {
   Cancellation,
   classify,
-  headerOf,
   UpstreamError,
   UpstreamPool,
   type FailureClass,
-  type StreamRelay,
+  type StreamResponse,
+  type WholeResponse,
 } from './upstream';
 import { StreamUsage, usageOfBody, type TokenUsage } from './usage-scan';
 
@@ -508,17 +508,17 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
         if (order.length > 1 || route.canary) latency.observe(target, performance.now() - sent);
         // A provider's (or a server's) rate limit before any byte is one the next target may not have. A provider
         // refusing the platform's credential is never passed on: its message may quote part of the key.
-        const refused = answer.kind === 'whole' && target.provider && [401, 403].includes(answer.status);
-        if (answer.kind === 'whole' && ((next && answer.status === 429) || refused)) {
+        const refused = answer.kind === 'whole' && target.provider && [401, 403].includes(answer.statusCode);
+        if (answer.kind === 'whole' && ((next && answer.statusCode === 429) || refused)) {
           meter.observe({
             ...base,
             version: target.version,
-            status: answer.status,
+            status: answer.statusCode,
             errorClass: refused ? 'provider_auth' : 'upstream_429',
             latencyMs: performance.now() - started,
             ...NO_USAGE,
           });
-          request.log.warn({ version: target.version, status: answer.status }, 'upstream refused the call');
+          request.log.warn({ version: target.version, status: answer.statusCode }, 'upstream refused the call');
           if (next) continue;
           reservation?.settle(0);
           request.auditModel = { model: body.model, modelVersion: target.version };
@@ -587,28 +587,28 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
 
     const served = target;
     reply.hijack();
-    const responseHeaders: Record<string, string | number> = {
-      ...ALWAYS_HEADERS,
-      'x-trace-id': request.id,
-      'x-llmhub-model-version': served.version,
-    };
     if (answer.kind === 'whole') {
-      const ok = answer.status < 400;
-      const payload = ok ? answer.body : asOpenAiError(answer.status, answer.body);
-      out.writeHead(answer.status, {
-        ...responseHeaders,
+      const ok = answer.statusCode < 400;
+      const payload = ok ? answer.body : asOpenAiError(answer.statusCode, answer.body);
+      // One object per answer, not the common headers spread into each branch's.
+      out.writeHead(answer.statusCode, {
+        ...ALWAYS_HEADERS,
+        'x-trace-id': request.id,
+        'x-llmhub-model-version': served.version,
         'content-type': ok ? (answer.contentType ?? 'application/json') : 'application/json',
         'content-length': payload.length,
       });
       out.end(payload);
       const used = ok ? (usageOfBody(answer.body) ?? { promptTokens: promptEstimate, completionTokens: 0 }) : NO_USAGE;
-      finish({ version: served.version, status: answer.status }, used);
-      audited(answer.status, served.version, used, payload.length);
+      finish({ version: served.version, status: answer.statusCode }, used);
+      audited(answer.statusCode, served.version, used, payload.length);
       return reply;
     }
 
     out.writeHead(200, {
-      ...responseHeaders,
+      ...ALWAYS_HEADERS,
+      'x-trace-id': request.id,
+      'x-llmhub-model-version': served.version,
       'content-type': 'text/event-stream',
       'cache-control': 'no-cache',
       'x-accel-buffering': 'no',
@@ -651,15 +651,13 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     return reply;
   }
 
-  type Attempt =
-    | { kind: 'whole'; status: number; contentType: string | undefined; body: Buffer }
-    | { kind: 'stream'; relay: StreamRelay };
+  type Attempt = WholeResponse | StreamResponse;
 
   /**
    * One upstream call up to its first byte of body: a whole answer for non-streaming calls and errors, the first
    * chunk for a stream. A failure anywhere before that can still fall back, since the caller has seen nothing.
    */
-  async function attempt(
+  function attempt(
     u: Upstream,
     path: string,
     headers: Record<string, string>,
@@ -672,19 +670,12 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     const sent = u.provider ? { 'content-type': 'application/json', ...u.provider.headers } : headers;
     const payload = u.provider ? withModel(raw, u.provider.model) : raw;
     // The span covers the call up to the whole answer or a stream's first chunk, the part a fallback can retry.
-    const res = await withClientSpan(
+    return withClientSpan(
       `POST ${path}`,
       () => ({ [ATTR_URL_FULL]: `${u.origin}${u.basePath}${path}`, 'llmhub.model_version': u.version }),
       sent,
       (traced) => upstreams.call(u, path, traced, payload, caller, stream),
     );
-    if (res.kind === 'stream') return res;
-    return {
-      kind: 'whole',
-      status: res.statusCode,
-      contentType: headerOf(res.headers, 'content-type'),
-      body: res.body,
-    };
   }
 };
 

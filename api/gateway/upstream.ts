@@ -96,6 +96,7 @@ export interface WholeResponse {
   kind: 'whole';
   statusCode: number;
   headers: IncomingHttpHeaders;
+  contentType: string | undefined;
   body: Buffer;
 }
 
@@ -247,6 +248,7 @@ class UpstreamAnswer implements Dispatcher.DispatchHandler {
       kind: 'whole',
       statusCode: this.statusCode,
       headers: this.headers,
+      contentType: headerOf(this.headers, 'content-type'),
       body: Buffer.concat(this.chunks),
     });
   }
@@ -312,9 +314,10 @@ export class UpstreamPool {
    * Sends the request; resolves with the whole answer, or with a relay at the first chunk when `stream` is asked
    * for and the answer is SSE. 5xx answers and transport failures before that point reject with an UpstreamError
    * and count against the upstream's breaker; 2xx-4xx resolve (a 4xx is the caller's fault). A stream that breaks
-   * later rejects its relay's `forward`.
+   * later rejects its relay's `forward`. Settled from the dispatch handler's callbacks, not awaited: an async
+   * function here was one more generator and promise per request.
    */
-  async call(
+  call(
     u: Upstream,
     path: string,
     headers: Record<string, string>,
@@ -322,13 +325,34 @@ export class UpstreamPool {
     cancellation: Cancellation,
     stream: boolean,
   ): Promise<WholeResponse | StreamResponse> {
-    const breaker = this.usable(u);
-    let res: WholeResponse | StreamResponse;
-    try {
-      res = await new Promise<WholeResponse | StreamResponse>((resolve, reject) => {
-        const answer = new UpstreamAnswer(cancellation, stream, resolve, (err, phase) =>
-          reject(cancellation.cancelled ? err : classify(err, phase)),
-        );
+    return new Promise((resolve, reject) => {
+      const breaker = this.usable(u);
+      const failed = (err: unknown, phase: 'request' | 'body' = 'request') => {
+        if (cancellation.cancelled) return reject(err);
+        breaker.failure();
+        reject(classify(err, phase));
+      };
+      const answer = new UpstreamAnswer(
+        cancellation,
+        stream,
+        (res) => {
+          if (res.statusCode < 500) {
+            breaker.success();
+            return resolve(res);
+          }
+          breaker.failure();
+          reject(
+            new UpstreamError(
+              'upstream_5xx',
+              `the model server answered ${res.statusCode}`,
+              res.statusCode,
+              res.kind === 'whole' ? res.body : undefined,
+            ),
+          );
+        },
+        failed,
+      );
+      try {
         if (u.provider && !this.external) throw new UpstreamError('connect', 'external providers are not enabled');
         (u.provider ? this.external! : this.agent).dispatch(
           {
@@ -342,23 +366,10 @@ export class UpstreamPool {
           },
           answer,
         );
-      });
-    } catch (err) {
-      if (cancellation.cancelled) throw err;
-      breaker.failure();
-      throw classify(err);
-    }
-    if (res.statusCode >= 500) {
-      breaker.failure();
-      throw new UpstreamError(
-        'upstream_5xx',
-        `the model server answered ${res.statusCode}`,
-        res.statusCode,
-        res.kind === 'whole' ? res.body : undefined,
-      );
-    }
-    breaker.success();
-    return res;
+      } catch (err) {
+        failed(err);
+      }
+    });
   }
 
   close(): Promise<void> {

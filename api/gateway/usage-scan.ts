@@ -6,11 +6,15 @@ export interface TokenUsage {
 /** Usage sits at the end of an answer (last SSE events, last JSON member); only this much tail is scanned. */
 const TAIL = 2048;
 
+const USAGE = '"usage"';
+/** How much text after `"usage"` is read for its counts. */
+const USAGE_SPAN = 400;
+
 /** The last `usage` object in OpenAI-shaped text, read without parsing the (possibly large) whole answer. */
 export function usageIn(text: string): TokenUsage | undefined {
-  const at = text.lastIndexOf('"usage"');
+  const at = text.lastIndexOf(USAGE);
   if (at === -1) return undefined;
-  const rest = text.slice(at, at + 400);
+  const rest = text.slice(at, at + USAGE_SPAN);
   if (/^"usage"\s*:\s*null/.test(rest)) return undefined;
   const prompt = /"prompt_tokens"\s*:\s*(\d+)/.exec(rest);
   const completion = /"completion_tokens"\s*:\s*(\d+)/.exec(rest);
@@ -59,14 +63,17 @@ export class StreamUsage {
     this.keepTail(chunk);
   }
 
-  /** Falls back to the caller's prompt estimate when the upstream reported no usage. */
+  /**
+   * Falls back to the caller's prompt estimate when the upstream reported no usage. Only the text from the last
+   * `"usage"` on is made a string: the whole tail as text was most of what a stream allocated.
+   */
   result(promptEstimate: number): TokenUsage {
-    const ring = this.bytes.subarray(HEAD);
-    const text =
-      this.ringLength < TAIL
-        ? ring.toString('latin1', 0, this.ringLength)
-        : ring.toString('latin1', this.ringAt) + ring.toString('latin1', 0, this.ringAt);
-    const reported = usageIn(text);
+    const ring = this.bytes.subarray(HEAD, HEAD + this.ringLength);
+    // The ring's bytes in the stream's order: as they lie until it has wrapped.
+    const tail =
+      this.ringLength < TAIL ? ring : Buffer.concat([ring.subarray(this.ringAt), ring.subarray(0, this.ringAt)]);
+    const at = tail.lastIndexOf(USAGE);
+    const reported = at === -1 ? undefined : usageIn(tail.toString('latin1', at, at + USAGE_SPAN));
     if (reported) return reported;
     return { promptTokens: promptEstimate, completionTokens: this.events };
   }
