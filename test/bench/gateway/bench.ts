@@ -7,9 +7,8 @@
  * is what is measured, then the reference model server (BENCH_UPSTREAMS picks, default `fixed,reference`). Then time to
  * first token and RSS with 1,000 streams open at all times against the reference server (each caller starts its next
  * stream when one ends), long enough for the gateway to collect its old generation several times. The targets are
- * measured in BENCH_ROUNDS rounds, their closed-loop runs cut into slices taken in turn, each ratio is taken within a
- * round, and the median and range over the rounds are printed: on a shared 2-core machine one round's figures swing
- * with whatever else runs.
+ * measured in BENCH_ROUNDS interleaved rounds, each ratio is taken within a round, and the median and range over the
+ * rounds are printed: on a shared 2-core machine one round's figures swing with whatever else runs.
  */
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -87,52 +86,33 @@ const cpuSecondsOf = async (pid: number) => {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 };
 
-/** Each target's closed-loop time in a round is cut into this many slices, taken in turn with the other targets'. */
-const SLICES = Number(process.env.BENCH_SLICES ?? 10);
-
 /**
- * Closed loop: CONCURRENCY callers back to back, DURATION_MS per target, in SLICES slices that alternate between
- * the targets (a, b, c, a, b, c, ...), so a change in what else the shared machine runs falls on every target alike
- * instead of on whichever ran during it (with one 5 s run per target, the raw proxy's own rate moved by a quarter
- * between the rounds of one run). Also the CPU the serving process spent per request.
+ * Closed loop: CONCURRENCY callers back to back for DURATION_MS. Also the CPU the serving process spent per request,
+ * which, unlike requests/s, hardly depends on what else the (shared) machine is running.
  */
-async function throughputs(
-  targets: Target[],
-  body: string,
-): Promise<Map<Target, { rps: number; cpuUsPerRequest: number }>> {
+async function throughput(t: Target, body: string): Promise<{ rps: number; cpuUsPerRequest: number }> {
   // Closed loop for a stream too: each call reads the whole stream.
-  const pools = new Map(targets.map((t) => [t, new HttpPool(t.url, { connections: CONCURRENCY })]));
-  const loop = async (t: Target, ms: number) => {
-    const pool = pools.get(t)!;
-    const end = performance.now() + ms;
-    let done = 0;
-    await Promise.all(
-      Array.from({ length: CONCURRENCY }, async () => {
-        while (performance.now() < end) {
-          await call(pool, t, body);
-          done++;
-        }
-      }),
-    );
-    return done;
-  };
-  for (const t of targets) await loop(t, 1_000);
-  const totals = new Map(targets.map((t) => [t, { done: 0, cpu: 0 }]));
-  for (let s = 0; s < SLICES; s++)
-    for (const t of [...targets.slice(s % targets.length), ...targets.slice(0, s % targets.length)]) {
-      const cpuBefore = await cpuSecondsOf(t.pid);
-      const done = await loop(t, DURATION_MS / SLICES);
-      const total = totals.get(t)!;
-      total.cpu += (await cpuSecondsOf(t.pid)) - cpuBefore;
-      total.done += done;
-    }
-  await Promise.all([...pools.values()].map((p) => p.close()));
-  return new Map(
-    targets.map((t) => {
-      const { done, cpu } = totals.get(t)!;
-      return [t, { rps: done / (DURATION_MS / 1000), cpuUsPerRequest: (cpu * 1e6) / done }];
+  const pool = new HttpPool(t.url, { connections: CONCURRENCY });
+  const warmEnd = performance.now() + 1_000;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < warmEnd) await call(pool, t, body);
     }),
   );
+  let done = 0;
+  const cpuBefore = await cpuSecondsOf(t.pid);
+  const end = performance.now() + DURATION_MS;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < end) {
+        await call(pool, t, body);
+        done++;
+      }
+    }),
+  );
+  const cpu = (await cpuSecondsOf(t.pid)) - cpuBefore;
+  await pool.close();
+  return { rps: done / (DURATION_MS / 1000), cpuUsPerRequest: (cpu * 1e6) / done };
 }
 
 /** Open loop at RATE requests/s: latency is measured from each request's scheduled start. */
@@ -429,7 +409,7 @@ async function main(): Promise<void> {
       );
 
     console.log(
-      `${ROUNDS} rounds per upstream; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s (in ${SLICES} slices taken in turn with the other targets'), then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s; ` +
+      `${ROUNDS} rounds per upstream; each target: ${CONCURRENCY} callers back to back for ${DURATION_MS / 1000} s, then ${RATE} requests/s open loop for ${DURATION_MS / 1000} s; ` +
         `with the fixed-reply upstream also ${CONCURRENCY} callers of SSE streams (20 events) for ${DURATION_MS / 1000} s. ` +
         `${os.cpus().length} cores, load average ${os
           .loadavg()
@@ -446,22 +426,22 @@ async function main(): Promise<void> {
       console.log(`\n== ${title}`);
       for (let r = 0; r < ROUNDS; r++) {
         const round: Record<string, RoundFigures> = {};
-        const closed = await throughputs(targets, body);
         // The order rotates, so no target always runs first (or last) in a round.
         for (const t of [...targets.slice(r % targets.length), ...targets.slice(0, r % targets.length)]) {
+          const tp = await throughput(t, body);
           // The gateway's own event-loop delay over its open-loop run (prom-client resets it at every scrape): a
           // stall inside the gateway shows here, and so does the OS not running the process; a busy load generator does not.
           if (t === gateway) await eventLoopLag(scrape);
           const from = await uptimeMs(api.pid);
-          round[t.name] = { ...closed.get(t)!, ...(await latencyAtRate(t, body)) };
+          round[t.name] = { ...tp, ...(await latencyAtRate(t, body)) };
           if (t === gateway) {
             lags.push(await eventLoopLag(scrape));
             pauses.push(
               (await gcPauses(api.logFile)).filter((g) => g.at >= from && g.at <= from + DURATION_MS + 1_000),
             );
           }
+          if (which === 'fixed') round[t.name]!.sse = await throughput(t, sseBody);
         }
-        if (which === 'fixed') for (const [t, sse] of await throughputs(targets, sseBody)) round[t.name]!.sse = sse;
         rounds.push(round);
         console.log(`round ${r + 1}`);
         for (const t of targets) {
