@@ -57,8 +57,15 @@ const FLUSH_CHUNKS = 256;
 // per 80 % of the 10 s heartbeat timeout), so one per document was ~45 encodes a second for nothing.
 const LIVENESS_EVERY_MS = 1000;
 
+const manifestsOf = (tenantId: string) => `tenants/${tenantId}/ingestions/`;
 const manifestKey = (tenantId: string, ingestionId: string) =>
-  `tenants/${tenantId}/ingestions/${encodeURIComponent(ingestionId)}/manifest.json`;
+  `${manifestsOf(tenantId)}${encodeURIComponent(ingestionId)}/manifest.json`;
+/** Whether `key` is the manifest key of one of the tenant's ingestions: one path segment between, not `.` or `..`. */
+const isManifestKeyOf = (tenantId: string, key: string) => {
+  if (!key.startsWith(manifestsOf(tenantId)) || !key.endsWith('/manifest.json')) return false;
+  const segment = key.slice(manifestsOf(tenantId).length, -'/manifest.json'.length);
+  return segment !== '' && segment !== '.' && segment !== '..' && !segment.includes('/');
+};
 // A worker runs batches of a few ingestions at a time; a run's batches come every few seconds while it lasts.
 const MANIFESTS_KEPT = 4;
 const MANIFEST_IDLE_MS = 120_000;
@@ -307,6 +314,14 @@ export const createKnowledgeActivities = (d: KnowledgeActivityDeps) => {
     async removeMissing(
       input: Pick<IngestionInput, 'tenantId' | 'namespace'> & { manifestUri: string; collection: string },
     ): Promise<number> {
+      // What the manifest lacks is deleted, so it must be one the platform wrote for this tenant. The input names no
+      // ingestion (runs recorded before would replay without one), so this checks the tenant, not the ingestion.
+      const ref = parseObjectUri(input.manifestUri);
+      if (ref.bucket !== d.platformBucket || !isManifestKeyOf(input.tenantId, ref.key))
+        throw ApplicationFailure.nonRetryable(
+          `${input.manifestUri} is not a manifest of tenant ${input.tenantId}'s ingestions`,
+          StorageFailures.outOfScope,
+        );
       const manifest = await manifestOf(input.manifestUri);
       const present = new Set(manifest.map((e) => e.documentId));
       const scope = { tenantId: input.tenantId, namespace: input.namespace };

@@ -237,6 +237,25 @@ describe('the activities refuse them when called directly, before any S3 call', 
         }),
       ),
     ).toBe('OutOfStorageScope');
+    // Removal deletes what the manifest lacks: a manifest outside the tenant's own would empty its namespace.
+    const platformBucket = loadConfig().PLATFORM_BUCKET;
+    const ownManifest = (tenantId: string) =>
+      objectUri({ bucket: platformBucket, key: `tenants/${tenantId}/ingestions/i/manifest.json` });
+    for (const manifestUri of [
+      objectUri({ bucket: rival.bucket, key: 'manifest.json' }),
+      ownManifest(rival.id),
+      objectUri({ bucket: platformBucket, key: `tenants/${acme.id}/ingestions/../manifest.json` }),
+      objectUri({ bucket: platformBucket, key: `tenants/${acme.id}/ingestions/a/b/manifest.json` }),
+    ])
+      expect(await failureOf(env().run(activities.removeMissing, { ...ingestion, manifestUri, collection: 'c' }))).toBe(
+        'OutOfStorageScope',
+      );
+    // Its own tenant's manifest passes the check (and, never written, is then not found).
+    expect(
+      await failureOf(
+        env().run(activities.removeMissing, { ...ingestion, manifestUri: ownManifest(acme.id), collection: 'c' }),
+      ),
+    ).not.toBe('OutOfStorageScope');
 
     expect(
       await failureOf(
