@@ -58,12 +58,14 @@ const FLUSH_CHUNKS = 256;
 const LIVENESS_EVERY_MS = 1000;
 
 const manifestsOf = (tenantId: string) => `tenants/${tenantId}/ingestions/`;
+const MANIFEST_FILE = '/manifest.json';
 const manifestKey = (tenantId: string, ingestionId: string) =>
-  `${manifestsOf(tenantId)}${encodeURIComponent(ingestionId)}/manifest.json`;
+  `${manifestsOf(tenantId)}${encodeURIComponent(ingestionId)}${MANIFEST_FILE}`;
 /** Whether `key` is the manifest key of one of the tenant's ingestions: one path segment between, not `.` or `..`. */
 const isManifestKeyOf = (tenantId: string, key: string) => {
-  if (!key.startsWith(manifestsOf(tenantId)) || !key.endsWith('/manifest.json')) return false;
-  const segment = key.slice(manifestsOf(tenantId).length, -'/manifest.json'.length);
+  const prefix = manifestsOf(tenantId);
+  if (!key.startsWith(prefix) || !key.endsWith(MANIFEST_FILE)) return false;
+  const segment = key.slice(prefix.length, -MANIFEST_FILE.length);
   return segment !== '' && segment !== '.' && segment !== '..' && !segment.includes('/');
 };
 // A worker runs batches of a few ingestions at a time; a run's batches come every few seconds while it lasts.

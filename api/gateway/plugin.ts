@@ -587,14 +587,16 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
 
     const served = target;
     reply.hijack();
+    const responseHeaders: Record<string, string | number> = {
+      ...ALWAYS_HEADERS,
+      'x-trace-id': request.id,
+      'x-llmhub-model-version': served.version,
+    };
     if (answer.kind === 'whole') {
       const ok = answer.statusCode < 400;
       const payload = ok ? answer.body : asOpenAiError(answer.statusCode, answer.body);
-      // One object per answer, not the common headers spread into each branch's.
       out.writeHead(answer.statusCode, {
-        ...ALWAYS_HEADERS,
-        'x-trace-id': request.id,
-        'x-llmhub-model-version': served.version,
+        ...responseHeaders,
         'content-type': ok ? (answer.contentType ?? 'application/json') : 'application/json',
         'content-length': payload.length,
       });
@@ -606,9 +608,7 @@ export const gatewayPlugin: FastifyPluginAsyncTypebox<{
     }
 
     out.writeHead(200, {
-      ...ALWAYS_HEADERS,
-      'x-trace-id': request.id,
-      'x-llmhub-model-version': served.version,
+      ...responseHeaders,
       'content-type': 'text/event-stream',
       'cache-control': 'no-cache',
       'x-accel-buffering': 'no',
